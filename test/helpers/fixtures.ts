@@ -1,0 +1,58 @@
+/** Locations of the golden fixtures shared by the project's steering (read-only). */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const SHARED = path.resolve(REPO_ROOT, "../shared");
+export const GOLDEN = path.join(SHARED, "fixtures/golden");
+export const REFERENCE_CONFIGS = path.join(SHARED, "reference-configs");
+export const FIXTURE_MODELS = ["tiny-sd1", "tiny-sd2v"] as const;
+export type FixtureModel = (typeof FIXTURE_MODELS)[number];
+
+export interface ManifestFile {
+  shape: number[];
+  dtype: string;
+  sha256: string;
+  call?: string;
+}
+
+export function modelDir(name: FixtureModel): string {
+  return path.join(GOLDEN, name, "model");
+}
+
+export function readJson<T = unknown>(file: string): T {
+  return JSON.parse(readFileSync(file, "utf8")) as T;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: the manifest is free-form JSON
+export function manifest(name: FixtureModel): any {
+  return readJson(path.join(GOLDEN, name, "manifest.json"));
+}
+
+/** Reads a reference tensor (raw little-endian float32) with its shape from the manifest. */
+export function refTensor(name: FixtureModel, key: string): { data: Float32Array; shape: number[] } {
+  const m = manifest(name);
+  const entry = m.files[key] as ManifestFile | undefined;
+  if (!entry) throw new Error(`${name}: no reference tensor ${key}`);
+  const buf = readFileSync(path.join(GOLDEN, name, "ref", `${key}.bin`));
+  const data = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+  return { data, shape: entry.shape };
+}
+
+/** Largest absolute difference between two arrays of equal length. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length mismatch: ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs((a[i] as number) - (b[i] as number));
+    if (!(d <= m)) m = Number.isNaN(d) ? Number.POSITIVE_INFINITY : d;
+  }
+  return m;
+}
+
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] as number));
+  return m;
+}
