@@ -21,8 +21,20 @@ export function modelDir(name: FixtureModel): string {
   return path.join(GOLDEN, name, "model");
 }
 
+const NON_FINITE: Record<string, number> = {
+  NaN: Number.NaN,
+  Infinity: Number.POSITIVE_INFINITY,
+  "-Infinity": Number.NEGATIVE_INFINITY,
+};
+
+/** Parses JSON as Python's json module writes it (bare NaN / Infinity allowed). */
 export function readJson<T = unknown>(file: string): T {
-  return JSON.parse(readFileSync(file, "utf8")) as T;
+  const text = readFileSync(file, "utf8").replace(/"(?:[^"\\]|\\.)*"|-?Infinity|NaN/g, (tok) =>
+    tok.startsWith('"') ? tok : `"__nonfinite__${tok}"`,
+  );
+  return JSON.parse(text, (_k, v) =>
+    typeof v === "string" && v.startsWith("__nonfinite__") ? NON_FINITE[v.slice(13)] : v,
+  ) as T;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: the manifest is free-form JSON

@@ -1,0 +1,90 @@
+/**
+ * transformers' CLIPTextModel (the text encoder of SD 1.x, and of SD 2.x in its
+ * OpenCLIP ViT-H conversion) as an ONNX graph.
+ *
+ * input_ids [B, L] int64 → last_hidden_state [B, L, hidden] (after final_layer_norm) and
+ * penultimate_hidden_state [B, L, hidden] (the second-to-last layer's output, before the
+ * final norm, for "clip skip").
+ */
+import type { ConfigReader } from "./config.js";
+import { Layers } from "./layers.js";
+import { GraphBuilder } from "./onnx.js";
+import type { WeightBinder } from "./weights.js";
+
+export interface ClipTextConfig {
+  hiddenSize: number;
+  intermediateSize: number;
+  heads: number;
+  layers: number;
+  maxPositions: number;
+  vocabSize: number;
+  act: string;
+  layerNormEps: number;
+}
+
+export function readClipTextConfig(cfg: ConfigReader): ClipTextConfig {
+  const arch = cfg.raw["architectures"];
+  if (Array.isArray(arch) && !arch.some((a) => a === "CLIPTextModel" || a === "CLIPTextModelWithProjection")) {
+    cfg.fail("architectures", `${JSON.stringify(arch)} is not a CLIP text model`);
+  }
+  const c: ClipTextConfig = {
+    hiddenSize: cfg.int("hidden_size"),
+    intermediateSize: cfg.int("intermediate_size"),
+    heads: cfg.int("num_attention_heads"),
+    layers: cfg.int("num_hidden_layers"),
+    maxPositions: cfg.int("max_position_embeddings", 77),
+    vocabSize: cfg.int("vocab_size"),
+    act: cfg.str("hidden_act", "quick_gelu"),
+    layerNormEps: cfg.num("layer_norm_eps", 1e-5),
+  };
+  if (c.hiddenSize % c.heads !== 0) cfg.fail("num_attention_heads", `does not divide hidden_size ${c.hiddenSize}`);
+  if (!["quick_gelu", "gelu"].includes(c.act)) cfg.fail("hidden_act", `"${c.act}" is not supported (quick_gelu, gelu)`);
+  if (c.layers < 1) cfg.fail("num_hidden_layers", "must be at least 1");
+  return c;
+}
+
+export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): GraphBuilder {
+  const c = readClipTextConfig(cfg);
+  const g = new GraphBuilder("clip_text_model");
+  const nn = new Layers(g, weights);
+  const H = c.hiddenSize;
+  const headDim = H / c.heads;
+
+  const ids = g.input("input_ids", "int64", ["batch", "sequence"]);
+  const seqLen = g.op("Slice", [g.op("Shape", [ids]), g.ints([1]), g.ints([2])]);
+
+  const tokenEmb = nn.param("text_model.embeddings.token_embedding.weight", [c.vocabSize, H]);
+  const posEmb = nn.param("text_model.embeddings.position_embedding.weight", [c.maxPositions, H]);
+  const positions = g.op("Slice", [posEmb, g.ints([0]), seqLen, g.ints([0])]);
+  let x = g.op("Add", [g.op("Gather", [tokenEmb, ids], { axis: 0 }), positions]);
+
+  // Causal mask: position i attends to j ≤ i. transformers fills the rest with the
+  // dtype's lowest value rather than -inf.
+  const n = c.maxPositions;
+  const maskValues = new Array<number>(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) maskValues[i * n + j] = j > i ? -3.4028234663852886e38 : 0;
+  const fullMask = g.const("float32", maskValues, [n, n]);
+  const mask = g.op("Slice", [fullMask, g.ints([0, 0]), g.op("Concat", [seqLen, seqLen], { axis: 0 }), g.ints([0, 1])]);
+
+  let penultimate = x;
+  for (let i = 0; i < c.layers; i++) {
+    if (i === c.layers - 1) penultimate = x;
+    const p = `text_model.encoder.layers.${i}`;
+    x = g.scope(p, () => {
+      let h = nn.layerNorm(x, `${p}.layer_norm1`, H, c.layerNormEps);
+      const q = nn.linear(h, `${p}.self_attn.q_proj`, H, H);
+      const k = nn.linear(h, `${p}.self_attn.k_proj`, H, H);
+      const v = nn.linear(h, `${p}.self_attn.v_proj`, H, H);
+      h = nn.linear(nn.attention(q, k, v, c.heads, headDim, mask), `${p}.self_attn.out_proj`, H, H);
+      const mid = g.op("Add", [x, h]);
+      h = nn.layerNorm(mid, `${p}.layer_norm2`, H, c.layerNormEps);
+      h = nn.activation(nn.linear(h, `${p}.mlp.fc1`, H, c.intermediateSize), c.act);
+      h = nn.linear(h, `${p}.mlp.fc2`, c.intermediateSize, H);
+      return g.op("Add", [mid, h]);
+    });
+  }
+  const last = nn.layerNorm(x, "text_model.final_layer_norm", H, c.layerNormEps);
+  g.output(last, "last_hidden_state", "float32", ["batch", "sequence", H]);
+  g.output(penultimate, "penultimate_hidden_state", "float32", ["batch", "sequence", H]);
+  return g;
+}

@@ -1,0 +1,115 @@
+/**
+ * The three networks of a Stable Diffusion model, each an onnxruntime session with a typed
+ * call. A network comes either from a graph built here from config.json + safetensors, or
+ * from a ready ONNX export (Optimum's layout), whose input names and dtypes we follow.
+ */
+
+import { buildClipTextGraph, readClipTextConfig } from "./graph/clip.js";
+import { ConfigReader } from "./graph/config.js";
+import type { GraphBuilder } from "./graph/onnx.js";
+import { buildUNetGraph, readUNetConfig } from "./graph/unet.js";
+import { buildVaeDecoderGraph, readVaeConfig } from "./graph/vae.js";
+import { WeightBinder } from "./graph/weights.js";
+import { NetworkSession, ort, type RuntimeOptions } from "./runtime.js";
+import type { ComponentFiles } from "./weights/model-folder.js";
+
+export interface TensorF32 {
+  data: Float32Array;
+  shape: number[];
+}
+
+function toF32(t: ort.Tensor): TensorF32 {
+  return { data: t.data as Float32Array, shape: [...t.dims] };
+}
+
+async function openSession(
+  name: string,
+  files: ComponentFiles,
+  build: (cfg: ConfigReader, weights: WeightBinder) => GraphBuilder,
+  opts: RuntimeOptions,
+): Promise<NetworkSession> {
+  if (files.onnxPath) return NetworkSession.create(name, files.onnxPath, undefined, opts);
+  const weights = new WeightBinder(name, files.tensors);
+  const graph = build(new ConfigReader(files.configPath, files.config), weights);
+  return NetworkSession.create(name, graph.toModel(), weights.baseDir, opts);
+}
+
+export class TextEncoder {
+  private constructor(
+    readonly session: NetworkSession,
+    readonly hiddenSize: number,
+  ) {}
+
+  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<TextEncoder> {
+    const cfg = readClipTextConfig(new ConfigReader(files.configPath, files.config));
+    return new TextEncoder(await openSession("text_encoder", files, buildClipTextGraph, opts), cfg.hiddenSize);
+  }
+
+  /**
+   * Token ids [B][L] → last_hidden_state [B, L, hidden] (what the SD pipeline uses as
+   * prompt embeddings). No attention mask is passed, as diffusers does.
+   */
+  async encode(ids: readonly (readonly number[])[]): Promise<TensorF32> {
+    const batch = ids.length;
+    const len = ids[0]?.length ?? 0;
+    const meta = this.session.inputNames[0] ?? "input_ids";
+    const flat = ids.flat();
+    // Optimum's exports take int32 ids; our graphs take int64.
+    const int32 = this.session.inputType(meta) === "int32";
+    const tensor = int32
+      ? new ort.Tensor("int32", Int32Array.from(flat), [batch, len])
+      : new ort.Tensor(
+          "int64",
+          BigInt64Array.from(flat, (v) => BigInt(v)),
+          [batch, len],
+        );
+    const out = await this.session.run({ [meta]: tensor }, ["last_hidden_state"]);
+    return toF32(out["last_hidden_state"] as ort.Tensor);
+  }
+}
+
+export class UNet {
+  private constructor(
+    readonly session: NetworkSession,
+    readonly config: ReturnType<typeof readUNetConfig> | undefined,
+  ) {}
+
+  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<UNet> {
+    const cfg = files.onnxPath ? undefined : readUNetConfig(new ConfigReader(files.configPath, files.config));
+    return new UNet(await openSession("unet", files, buildUNetGraph, opts), cfg);
+  }
+
+  /** One forward pass: the model's prediction (noise, v or sample, per the scheduler config). */
+  async run(sample: TensorF32, timestep: number, context: TensorF32): Promise<TensorF32> {
+    const tType = this.session.inputType("timestep");
+    const t =
+      tType === "int64"
+        ? new ort.Tensor("int64", BigInt64Array.of(BigInt(Math.round(timestep))), [1])
+        : new ort.Tensor("float32", Float32Array.of(timestep), [1]);
+    const out = await this.session.run({
+      sample: new ort.Tensor("float32", sample.data, sample.shape),
+      timestep: t,
+      encoder_hidden_states: new ort.Tensor("float32", context.data, context.shape),
+    });
+    return toF32(out[this.session.outputNames[0] as string] as ort.Tensor);
+  }
+}
+
+export class VaeDecoder {
+  private constructor(
+    readonly session: NetworkSession,
+    readonly config: ReturnType<typeof readVaeConfig>,
+  ) {}
+
+  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<VaeDecoder> {
+    const cfg = readVaeConfig(new ConfigReader(files.configPath, files.config));
+    return new VaeDecoder(await openSession("vae_decoder", files, buildVaeDecoderGraph, opts), cfg);
+  }
+
+  /** Latents already divided by the scaling factor → raw decoder output (about [-1, 1]). */
+  async decode(latents: TensorF32): Promise<TensorF32> {
+    const name = this.session.inputNames[0] ?? "latent_sample";
+    const out = await this.session.run({ [name]: new ort.Tensor("float32", latents.data, latents.shape) });
+    return toF32(out[this.session.outputNames[0] as string] as ort.Tensor);
+  }
+}
