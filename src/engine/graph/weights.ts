@@ -69,7 +69,7 @@ export class WeightBinder {
     return this.get(name).shape;
   }
 
-  private get(name: string): WeightTensor {
+  protected get(name: string): WeightTensor {
     const t = this.tensors.get(name);
     if (!t) {
       const files = [...new Set([...this.tensors.values()].map((x) => path.basename(x.file)))].join(", ");
@@ -118,5 +118,29 @@ export class WeightBinder {
   /** Stored tensors the graph did not use (a sign of a config/weights mismatch). */
   unused(): string[] {
     return [...this.tensors.keys()].filter((n) => !this.used.has(n));
+  }
+}
+
+/**
+ * A binder with no weights that records the name and shape of every tensor a graph asks
+ * for, as inline zero-filled float32 placeholders. Used to learn which tensors a config
+ * implies (to synthesise random-weight models for benchmarks and the tiny test model).
+ */
+export class ShapeRecorder extends WeightBinder {
+  readonly shapes = new Map<string, number[]>();
+
+  constructor(component: string) {
+    super(component, new Map());
+  }
+
+  override has(name: string): boolean {
+    return this.shapes.has(name);
+  }
+
+  override bind(g: GraphBuilder, name: string, expected?: readonly number[]): string {
+    if (!expected || expected.some((d) => d < 0)) throw new Error(`${name}: the graph gave no full shape`);
+    if (!this.shapes.has(name)) this.shapes.set(name, [...expected]);
+    void g;
+    return name;
   }
 }
