@@ -1,0 +1,319 @@
+/**
+ * Opens a diffusers-format model folder (what `save_pretrained` writes and the Hub serves):
+ * `model_index.json`, one sub-folder per component with `config.json` and safetensors
+ * weights, `tokenizer/` and `scheduler/`. Only headers are read; tensor bytes stay on disk.
+ *
+ * Also accepts folders of ready ONNX exports (diffusers' old ONNX layout and Optimum's),
+ * where a component is `<component>/model.onnx` and the VAE decoder is `vae_decoder/`.
+ *
+ * Paths are used as given, never resolved through links, so Hugging Face cache snapshots
+ * (files that are symlinks into `../../blobs/`) work as they are.
+ */
+import { lstat, readdir, readFile, stat } from "node:fs/promises";
+import path from "node:path";
+import { ModelError } from "../errors.js";
+import { readSafetensors, type TensorInfo } from "./safetensors.js";
+
+export type ComponentName = "text_encoder" | "unet" | "vae";
+export type WeightsVariant = "fp32" | "fp16";
+
+export interface ComponentFiles {
+  name: ComponentName;
+  dir: string;
+  /**
+   * The component's config.json. An ONNX component may lack it (diffusers' old ONNX exports
+   * have none); then `config` is `{}` and this is where the file would be.
+   */
+  configPath: string;
+  config: Record<string, unknown>;
+  /** Safetensors files the tensors come from; empty for an ONNX component. */
+  weightFiles: string[];
+  tensors: Map<string, TensorInfo>;
+  /** Set when the component is a ready ONNX export instead of safetensors weights. */
+  onnxPath?: string;
+  /** Which weight files were used; undefined for an ONNX component. */
+  variant?: WeightsVariant;
+}
+
+export interface ModelFolder {
+  dir: string;
+  modelIndex: Record<string, unknown>;
+  textEncoder: ComponentFiles;
+  unet: ComponentFiles;
+  vae: ComponentFiles;
+  tokenizerDir: string;
+  schedulerConfig: Record<string, unknown>;
+  schedulerConfigPath: string;
+  /**
+   * "fp16" when any component's weights came from fp16 variant files, else "fp32". The
+   * components can differ (fp16 asked, one component has only fp32); see each `variant`.
+   * The tensors' own dtypes are the authority on what the bytes hold.
+   */
+  variant: WeightsVariant;
+}
+
+export interface OpenModelFolderOptions {
+  /** Prefer `*.fp16.safetensors` files; falls back to fp32 where a component has none. */
+  variant?: WeightsVariant;
+}
+
+interface ComponentLayout {
+  name: ComponentName;
+  /** Folders to look in, in order; the later ones are ONNX-export names. */
+  dirs: string[];
+  /** transformers and diffusers name their weight files differently. */
+  weightsBase: string;
+}
+
+const LAYOUTS: readonly ComponentLayout[] = [
+  { name: "text_encoder", dirs: ["text_encoder"], weightsBase: "model" },
+  { name: "unet", dirs: ["unet"], weightsBase: "diffusion_pytorch_model" },
+  { name: "vae", dirs: ["vae", "vae_decoder"], weightsBase: "diffusion_pytorch_model" },
+];
+
+/** Extensions of PyTorch pickle checkpoints, which can run code when loaded. */
+const PICKLE_EXTENSIONS = [".bin", ".ckpt", ".pt", ".pth"];
+
+export async function openModelFolder(dir: string, opts: OpenModelFolderOptions = {}): Promise<ModelFolder> {
+  const dirState = await pathState(dir);
+  if (dirState !== "dir") {
+    throw new ModelError(
+      dirState === "missing" || dirState === "broken-link" ? "model folder not found" : "is not a folder",
+      { file: dir },
+    );
+  }
+  const modelIndexPath = path.join(dir, "model_index.json");
+  const modelIndex = await readJsonObject(
+    modelIndexPath,
+    "every diffusers model folder has one; is this the folder that holds unet/, vae/ and text_encoder/?",
+  );
+
+  const want = opts.variant ?? "fp32";
+  // One after another, so that of several problems the same one is always reported.
+  const textEncoder = await openComponent(dir, LAYOUTS[0]!, want);
+  const unet = await openComponent(dir, LAYOUTS[1]!, want);
+  const vae = await openComponent(dir, LAYOUTS[2]!, want);
+
+  const tokenizerDir = path.join(dir, "tokenizer");
+  for (const name of ["vocab.json", "merges.txt"]) {
+    await requireFile(path.join(tokenizerDir, name), "the CLIP tokenizer needs tokenizer/vocab.json and merges.txt");
+  }
+
+  const schedulerConfigPath = path.join(dir, "scheduler", "scheduler_config.json");
+  const schedulerConfig = await readJsonObject(schedulerConfigPath);
+
+  const variant = [textEncoder, unet, vae].some((c) => c.variant === "fp16") ? "fp16" : "fp32";
+  return {
+    dir,
+    modelIndex,
+    textEncoder,
+    unet,
+    vae,
+    tokenizerDir,
+    schedulerConfig,
+    schedulerConfigPath,
+    variant,
+  };
+}
+
+async function openComponent(root: string, layout: ComponentLayout, want: WeightsVariant): Promise<ComponentFiles> {
+  let firstEmpty: string | undefined;
+  for (const sub of layout.dirs) {
+    const dir = path.join(root, sub);
+    if ((await pathState(dir)) !== "dir") continue;
+    // A `vae/` holding no weights may sit beside an ONNX `vae_decoder/`; a broken one is an error.
+    const found = await openComponentDir(dir, layout, want);
+    if (found) return found;
+    firstEmpty ??= dir;
+  }
+  if (firstEmpty) throw await missingWeightsError(firstEmpty, layout.weightsBase);
+  const expected = layout.dirs.map((d) => `${d}/`).join(" or ");
+  throw new ModelError(`component folder missing (expected ${expected} with config.json and weights)`, {
+    file: path.join(root, layout.dirs[0]!),
+  });
+}
+
+/** Undefined when the folder holds neither safetensors weights nor model.onnx. */
+async function openComponentDir(
+  dir: string,
+  layout: ComponentLayout,
+  want: WeightsVariant,
+): Promise<ComponentFiles | undefined> {
+  const base = layout.weightsBase;
+  const candidates: Record<WeightsVariant, { index: string; single: string }> = {
+    fp32: { index: `${base}.safetensors.index.json`, single: `${base}.safetensors` },
+    fp16: { index: `${base}.safetensors.index.fp16.json`, single: `${base}.fp16.safetensors` },
+  };
+  const order: WeightsVariant[] = want === "fp16" ? ["fp16", "fp32"] : ["fp32", "fp16"];
+  const configPath = path.join(dir, "config.json");
+
+  for (const variant of order) {
+    const { index, single } = candidates[variant];
+    // diffusers checks for an index first, so a sharded set wins over a stray single file.
+    for (const [name, sharded] of [
+      [index, true],
+      [single, false],
+    ] as const) {
+      const file = path.join(dir, name);
+      if (!(await isUsableFile(file))) continue;
+      const config = await readJsonObject(configPath);
+      const { weightFiles, tensors } = sharded ? await readShardedSet(file) : await readSingle(file);
+      return { name: layout.name, dir, configPath, config, weightFiles, tensors, variant };
+    }
+  }
+
+  const onnxPath = path.join(dir, "model.onnx");
+  if (await isUsableFile(onnxPath)) {
+    const config = (await pathState(configPath)) === "missing" ? {} : await readJsonObject(configPath);
+    return { name: layout.name, dir, configPath, config, weightFiles: [], tensors: new Map(), onnxPath };
+  }
+  return undefined;
+}
+
+async function readSingle(file: string): Promise<{ weightFiles: string[]; tensors: Map<string, TensorInfo> }> {
+  const st = await readSafetensors(file);
+  return { weightFiles: [file], tensors: st.tensors };
+}
+
+/** A `*.safetensors.index.json` maps every tensor to the shard file holding it. */
+async function readShardedSet(indexPath: string): Promise<{ weightFiles: string[]; tensors: Map<string, TensorInfo> }> {
+  const index = await readJsonObject(indexPath);
+  const weightMap = index["weight_map"];
+  if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
+    throw new ModelError("must be an object mapping tensor names to shard files", {
+      file: indexPath,
+      field: "weight_map",
+    });
+  }
+  const dir = path.dirname(indexPath);
+  const shardNames: string[] = [];
+  for (const [tensor, shard] of Object.entries(weightMap)) {
+    // Shards live beside the index; anything else could make a downloaded model read arbitrary files.
+    if (typeof shard !== "string" || shard !== path.basename(shard) || shard === "." || shard === "..") {
+      throw new ModelError(`shard must be a file name in the same folder, got ${JSON.stringify(shard)}`, {
+        file: indexPath,
+        field: `weight_map.${tensor}`,
+      });
+    }
+    if (!shardNames.includes(shard)) shardNames.push(shard);
+  }
+  if (shardNames.length === 0) {
+    throw new ModelError("lists no tensors", { file: indexPath, field: "weight_map" });
+  }
+
+  const weightFiles = shardNames.map((s) => path.join(dir, s));
+  const tensors = new Map<string, TensorInfo>();
+  for (const file of weightFiles) {
+    if (!(await isUsableFile(file))) {
+      throw new ModelError(`shard listed in ${path.basename(indexPath)} is missing (incomplete download?)`, { file });
+    }
+    const st = await readSafetensors(file);
+    for (const [name, info] of st.tensors) {
+      const seen = tensors.get(name);
+      if (seen) {
+        throw new ModelError(`tensor is in two weight files: ${seen.file} and ${file}`, { file, field: name });
+      }
+      tensors.set(name, info);
+    }
+  }
+  for (const [tensor, shard] of Object.entries(weightMap as Record<string, string>)) {
+    const info = tensors.get(tensor);
+    if (!info || path.basename(info.file) !== shard) {
+      throw new ModelError(
+        info
+          ? `index says the tensor is in ${shard}, but it is in ${path.basename(info.file)}`
+          : `tensor is not in ${shard}`,
+        { file: indexPath, field: `weight_map.${tensor}` },
+      );
+    }
+  }
+  return { weightFiles, tensors };
+}
+
+async function missingWeightsError(dir: string, weightsBase: string): Promise<ModelError> {
+  const fp32Name = `${weightsBase}.safetensors`;
+  const fp16Name = `${weightsBase}.fp16.safetensors`;
+  let names: string[] = [];
+  try {
+    names = (await readdir(dir)).sort();
+  } catch {
+    // An unreadable folder gets the generic message below.
+  }
+  const pickles = names.filter((n) => PICKLE_EXTENSIONS.some((ext) => n.endsWith(ext)));
+  if (pickles.length > 0) {
+    return new ModelError(
+      `has only PyTorch pickle weights (${pickles.join(", ")}), which sdserve does not read because loading ` +
+        `them can run arbitrary code. Use the model's safetensors files instead (most Hub models have them), ` +
+        `or convert once with diffusers: pipe.save_pretrained(folder, safe_serialization=True)`,
+      { file: path.join(dir, pickles[0]!) },
+    );
+  }
+  const others = names.filter((n) => n.endsWith(".safetensors") || n.endsWith(".safetensors.index.json"));
+  const found = others.length > 0 ? `; found ${others.join(", ")}, which are not named as diffusers expects` : "";
+  return new ModelError(
+    `file missing, and no other weights either (looked for ${fp16Name}, a sharded ` +
+      `${weightsBase}.safetensors.index.json, and model.onnx)${found}`,
+    { file: path.join(dir, fp32Name) },
+  );
+}
+
+type PathState = "file" | "dir" | "other" | "missing" | "broken-link";
+
+/** Follows links, as the loaders do; a dangling link is told apart because it means an incomplete download. */
+async function pathState(p: string): Promise<PathState> {
+  try {
+    const st = await stat(p);
+    return st.isFile() ? "file" : st.isDirectory() ? "dir" : "other";
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT" && (err as NodeJS.ErrnoException).code !== "ENOTDIR") {
+      throw new ModelError(`cannot be read: ${(err as Error).message}`, { file: p });
+    }
+    try {
+      await lstat(p);
+      return "broken-link";
+    } catch {
+      return "missing";
+    }
+  }
+}
+
+/** True for a readable regular file; a dangling link is an error rather than "absent", so it is not silently skipped. */
+async function isUsableFile(p: string): Promise<boolean> {
+  const state = await pathState(p);
+  if (state === "broken-link") {
+    throw new ModelError("is a link to a file that does not exist (incomplete download?)", { file: p });
+  }
+  return state === "file";
+}
+
+async function requireFile(p: string, hint: string): Promise<void> {
+  const state = await pathState(p);
+  if (state === "file") return;
+  const what =
+    state === "broken-link"
+      ? "is a link to a file that does not exist (incomplete download?)"
+      : state === "missing"
+        ? "file missing"
+        : "is not a regular file";
+  throw new ModelError(`${what}; ${hint}`, { file: p });
+}
+
+async function readJsonObject(p: string, hint?: string): Promise<Record<string, unknown>> {
+  await requireFile(p, hint ?? "a diffusers model folder has one here");
+  let text: string;
+  try {
+    text = await readFile(p, "utf8");
+  } catch (err) {
+    throw new ModelError(`cannot be read: ${(err as Error).message}`, { file: p });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text.replace(/^\uFEFF/, ""));
+  } catch (err) {
+    throw new ModelError(`is not valid JSON (${(err as Error).message})`, { file: p });
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ModelError("must hold a JSON object", { file: p });
+  }
+  return value as Record<string, unknown>;
+}
