@@ -14,3 +14,15 @@ export class ModelError extends Error {
     this.field = where.field;
   }
 }
+
+/** A generation request the engine cannot run as asked (bad size, unknown scheduler, …). */
+export class RequestError extends Error {
+  override readonly name = "RequestError";
+
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
+}
