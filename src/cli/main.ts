@@ -1,25 +1,32 @@
 #!/usr/bin/env node
 /** The `sdserve` command line. */
+import { ModelError, RequestError } from "../engine/errors.js";
+import { GENERATE_HELP, generateCommand, UsageError } from "./generate.js";
 
-const HELP = `sdserve — self-hosted, Replicate-compatible Stable Diffusion
+const VERSION = "0.1.0";
+
+const HELP = `sdserve ${VERSION} — self-hosted Stable Diffusion on ONNX Runtime
 
 Usage:
-  sdserve --help        this text
-  sdserve --version     the version
+  sdserve generate "prompt" --model <folder|tiny-random> [options]
+                              make images from text and write PNG files
+  sdserve --help | --version
+
+Run "sdserve generate --help" for the generate options.
 `;
 
 async function main(argv: string[]): Promise<number> {
-  const [cmd] = argv;
+  const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === "--help" || cmd === "-h" || cmd === "help") {
-    process.stdout.write(HELP);
+    process.stdout.write(cmd === "help" && rest[0] === "generate" ? GENERATE_HELP : HELP);
     return 0;
   }
   if (cmd === "--version" || cmd === "-v") {
-    process.stdout.write("0.1.0\n");
+    process.stdout.write(`${VERSION}\n`);
     return 0;
   }
-  process.stderr.write(`sdserve: unknown command "${cmd}" (see sdserve --help)\n`);
-  return 2;
+  if (cmd === "generate") return generateCommand(rest);
+  throw new UsageError(`unknown command "${cmd}" (see sdserve --help)`);
 }
 
 main(process.argv.slice(2)).then(
@@ -27,7 +34,11 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`sdserve: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
+    // Expected failures are one clear line; anything else keeps its stack for a bug report.
+    const known = err instanceof UsageError || err instanceof ModelError || err instanceof RequestError;
+    const isArgError = err instanceof Error && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS");
+    const message = (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, " ");
+    process.stderr.write(`sdserve: ${known || isArgError ? message : ((err as Error)?.stack ?? message)}\n`);
+    process.exitCode = known || isArgError ? 2 : 1;
   },
 );

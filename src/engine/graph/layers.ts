@@ -111,13 +111,23 @@ export class Layers {
    */
   attention(q: string, k: string, v: string, heads: number, headDim: number, mask?: string): string {
     const g = this.g;
+    if (!mask) {
+      // onnxruntime's fused attention: never materialises the full [Lq, Lk] score matrix
+      // on CPU (flash-attention tiling), and is faster than MatMul/Softmax/MatMul.
+      return g.op(
+        "MultiHeadAttention",
+        [q, k, v],
+        { num_heads: heads, scale: f(headDim ** -0.5) },
+        { domain: "com.microsoft" },
+      );
+    }
     const split = (t: string, perm: number[]) =>
       g.op("Transpose", [g.op("Reshape", [t, g.ints([0, 0, heads, headDim])])], { perm });
     const qh = split(q, [0, 2, 1, 3]); // [B, H, Lq, D]
     const kt = split(k, [0, 2, 3, 1]); // [B, H, D, Lk]
     const vh = split(v, [0, 2, 1, 3]); // [B, H, Lk, D]
     let scores = g.op("Mul", [g.op("MatMul", [qh, kt]), g.scalar(headDim ** -0.5)]);
-    if (mask) scores = g.op("Add", [scores, mask]);
+    scores = g.op("Add", [scores, mask]);
     const probs = g.op("Softmax", [scores], { axis: -1 });
     const out = g.op("Transpose", [g.op("MatMul", [probs, vh])], { perm: [0, 2, 1, 3] });
     return g.op("Reshape", [out, g.ints([0, 0, heads * headDim])]);

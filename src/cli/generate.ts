@@ -1,0 +1,136 @@
+/** `sdserve generate`: text to PNG files from the command line. */
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { a1111Parameters, encodePng } from "../engine/image.js";
+import { loadPipeline } from "../engine/pipeline.js";
+import { resolveModelSource } from "../engine/sources.js";
+import { StepProgress } from "./progress.js";
+
+export const GENERATE_HELP = `Usage: sdserve generate "prompt" --model <folder|tiny-random> [options]
+
+Options:
+  --model <source>          a diffusers-format Stable Diffusion folder, or tiny-random
+                            (a small random-weight model built on the spot, to try things offline)
+  --negative-prompt <text>  what the image should not show
+  --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size)
+  --height <px>             height, likewise
+  --steps <n>               denoising steps (default 50)
+  --guidance <scale>        classifier-free guidance scale (default 7.5; ≤ 1 turns it off)
+  --scheduler <name>        Replicate, diffusers or AUTOMATIC1111 name (default DPMSolverMultistep)
+  --seed <n>                seed for torch-compatible noise (default: random, printed)
+  --num-outputs <n>         images to make in one batch (default 1)
+  --out <file.png|dir>      where to write (default: the current folder)
+  --threads <n>             CPU threads for ONNX Runtime (default: one per core)
+  --provider <cpu|cuda>     execution provider (default cpu)
+`;
+
+function intOption(values: Record<string, unknown>, key: string): number | undefined {
+  const v = values[key];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new UsageError(`--${key} must be an integer, got "${v}"`);
+  return n;
+}
+
+export class UsageError extends Error {}
+
+export async function generateCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      model: { type: "string" },
+      "negative-prompt": { type: "string" },
+      width: { type: "string" },
+      height: { type: "string" },
+      steps: { type: "string" },
+      guidance: { type: "string" },
+      scheduler: { type: "string" },
+      seed: { type: "string" },
+      "num-outputs": { type: "string" },
+      out: { type: "string" },
+      threads: { type: "string" },
+      provider: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(GENERATE_HELP);
+    return 0;
+  }
+  const prompt = positionals.join(" ");
+  if (!prompt) throw new UsageError('a prompt is required: sdserve generate "a photo of a cat" --model <folder>');
+  if (!values.model) throw new UsageError("--model is required (a diffusers folder, or tiny-random to try it offline)");
+  const guidance = values.guidance === undefined ? undefined : Number(values.guidance);
+  if (guidance !== undefined && !Number.isFinite(guidance))
+    throw new UsageError(`--guidance must be a number, got "${values.guidance}"`);
+  let seed: bigint | undefined;
+  if (values.seed !== undefined) {
+    if (!/^\d+$/.test(values.seed)) throw new UsageError(`--seed must be a non-negative integer, got "${values.seed}"`);
+    seed = BigInt(values.seed);
+  }
+  const provider = values.provider ?? "cpu";
+  if (provider !== "cpu" && provider !== "cuda")
+    throw new UsageError(`--provider must be cpu or cuda, got "${provider}"`);
+
+  const source = await resolveModelSource(values.model);
+  const loadStart = performance.now();
+  const pipeline = await loadPipeline(source.path, {
+    threads: intOption(values, "threads"),
+    provider,
+    log: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stderr.write(`loaded ${source.label} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s\n`);
+  try {
+    const steps = intOption(values, "steps") ?? 50;
+    let progress: StepProgress | undefined;
+    const start = performance.now();
+    const result = await pipeline.generate(
+      {
+        prompt,
+        negativePrompt: values["negative-prompt"],
+        width: intOption(values, "width"),
+        height: intOption(values, "height"),
+        numInferenceSteps: steps,
+        guidanceScale: guidance,
+        scheduler: values.scheduler,
+        seed,
+        numOutputs: intOption(values, "num-outputs"),
+      },
+      {
+        onStep: ({ step, total }) => {
+          progress ??= new StepProgress(total, { label: "denoising", start });
+          progress.update(step);
+        },
+      },
+    );
+    progress?.finish();
+    const files = outputPaths(values.out, result.images.length, result.seed);
+    await mkdir(path.dirname(files[0] as string), { recursive: true });
+    const text = { parameters: a1111Parameters({ ...result.parameters, model: source.label }) };
+    for (const [i, image] of result.images.entries()) await writeFile(files[i] as string, encodePng(image, text));
+    const t = result.timings;
+    process.stdout.write(`seed: ${result.seed}\n`);
+    for (const f of files) process.stdout.write(`${f}\n`);
+    process.stderr.write(
+      `text encoder ${t.encodeSeconds.toFixed(2)}s, denoising ${t.denoiseSeconds.toFixed(2)}s, VAE decode ${t.decodeSeconds.toFixed(2)}s\n`,
+    );
+  } finally {
+    await pipeline.release();
+  }
+  return 0;
+}
+
+/** `--out x.png` names the file (x-1.png, x-2.png, … for several); anything else is a folder. */
+function outputPaths(out: string | undefined, count: number, seed: bigint): string[] {
+  if (out?.toLowerCase().endsWith(".png")) {
+    if (count === 1) return [out];
+    const base = out.slice(0, -4);
+    return Array.from({ length: count }, (_, i) => `${base}-${i + 1}.png`);
+  }
+  const dir = out ?? ".";
+  return Array.from({ length: count }, (_, i) =>
+    path.join(dir, count === 1 ? `sdserve-${seed}.png` : `sdserve-${seed}-${i + 1}.png`),
+  );
+}
