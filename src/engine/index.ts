@@ -2,4 +2,22 @@
  * sdserve's Stable Diffusion engine: diffusers-format weights run on ONNX Runtime.
  * This module knows nothing of HTTP, queues or storage.
  */
-export { GraphBuilder } from "./graph/onnx.js";
+export { ModelError, RequestError } from "./errors.js";
+export { a1111Parameters, decodedToImages, encodePng, type GenerationParameters, type RgbImage } from "./image.js";
+export type { TensorF32 } from "./networks.js";
+export {
+  DEFAULT_SCHEDULER,
+  type GenerateOptions,
+  type GenerateRequest,
+  type GenerateResult,
+  type LoadPipelineOptions,
+  loadPipeline,
+  Pipeline,
+  type PipelineInfo,
+  type StepEvent,
+} from "./pipeline.js";
+export { TorchCpuGenerator } from "./random/torch-cpu.js";
+export type { ExecutionProvider, RuntimeOptions } from "./runtime.js";
+export { SCHEDULER_NAMES } from "./schedulers/index.js";
+export { type ModelSource, resolveModelSource } from "./sources.js";
+export { ensureTinyRandomModel, TINY_RANDOM } from "./tiny-random.js";
