@@ -179,6 +179,13 @@ export class GraphBuilder {
     return name;
   }
 
+  /** Replaces every external-data initializer by an inline copy of its bytes (for standalone files). */
+  inlineExternalData(read: (t: ExternalTensor) => Uint8Array): void {
+    for (const [name, t] of this.inits) {
+      if (t.kind === "external") this.inits.set(name, { kind: "inline", dtype: t.dtype, dims: t.dims, data: read(t) });
+    }
+  }
+
   /** A small constant initializer, shared between identical uses. */
   const(dtype: "float32" | "int64", values: readonly number[], dims: readonly number[] = [values.length]): string {
     const key = `${dtype}:${dims.join("x")}:${values.join(",")}`;
