@@ -9,7 +9,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { RequestError } from "../../src/engine/errors.js";
 import { exportOnnxFolder } from "../../src/engine/export.js";
-import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
+import { type GenerateRequest, loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import { FIXTURE_MODELS, maxAbsDiff, modelDir, refTensor } from "../helpers/fixtures.js";
 
 describe("generate behaviour (tiny-sd2v)", () => {
@@ -74,7 +74,7 @@ describe("generate behaviour (tiny-sd2v)", () => {
     ["no outputs", { numOutputs: 0 }, "numOutputs"],
     ["a fractional seed", { seed: 1.5 }, "seed"],
     ["latents of the wrong shape", { latents: { data: new Float32Array(4), shape: [1, 4, 1, 1] } }, "latents"],
-  ] as const) {
+  ] as [string, Partial<GenerateRequest>, string][]) {
     test(`${what} is a RequestError naming ${field}`, async () => {
       await assert.rejects(pipe.generate({ ...base, ...req }), (err: unknown) => {
         assert.ok(err instanceof RequestError, String(err));
