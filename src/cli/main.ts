@@ -1,24 +1,29 @@
 #!/usr/bin/env node
 /** The `sdserve` command line. */
+import { ConfigError } from "../config.js";
 import { ModelError, RequestError } from "../engine/errors.js";
 import { GENERATE_HELP, generateCommand, UsageError } from "./generate.js";
+import { SERVE_HELP, serveCommand } from "./serve.js";
 
 const VERSION = "0.1.0";
 
 const HELP = `sdserve ${VERSION} — self-hosted Stable Diffusion on ONNX Runtime
 
 Usage:
+  sdserve serve --model <folder|tiny-random> [options]
+                              serve Replicate's predictions API (and OpenAI's images API)
   sdserve generate "prompt" --model <folder|tiny-random> [options]
                               make images from text and write PNG files
   sdserve --help | --version
 
-Run "sdserve generate --help" for the generate options.
+Run "sdserve serve --help" or "sdserve generate --help" for their options.
 `;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === "--help" || cmd === "-h" || cmd === "help") {
-    process.stdout.write(cmd === "help" && rest[0] === "generate" ? GENERATE_HELP : HELP);
+    const topic = cmd === "help" ? rest[0] : undefined;
+    process.stdout.write(topic === "generate" ? GENERATE_HELP : topic === "serve" ? SERVE_HELP : HELP);
     return 0;
   }
   if (cmd === "--version" || cmd === "-v") {
@@ -26,6 +31,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (cmd === "generate") return generateCommand(rest);
+  if (cmd === "serve") return serveCommand(rest);
   throw new UsageError(`unknown command "${cmd}" (see sdserve --help)`);
 }
 
@@ -35,7 +41,11 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     // Expected failures are one clear line; anything else keeps its stack for a bug report.
-    const known = err instanceof UsageError || err instanceof ModelError || err instanceof RequestError;
+    const known =
+      err instanceof UsageError ||
+      err instanceof ConfigError ||
+      err instanceof ModelError ||
+      err instanceof RequestError;
     const isArgError = err instanceof Error && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS");
     const message = (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, " ");
     process.stderr.write(`sdserve: ${known || isArgError ? message : ((err as Error)?.stack ?? message)}\n`);

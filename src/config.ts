@@ -1,0 +1,251 @@
+/**
+ * Every setting of `sdserve serve`, read from command-line flags and the environment and
+ * validated here, in one place. Modules receive the parsed values, never process.env.
+ * A flag wins over its environment variable; a bad value fails at start with a message
+ * naming the flag or variable.
+ */
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+export interface Config {
+  /** TCP port to listen on (0: any free port; the chosen one is printed). */
+  port: number;
+  host: string;
+  /** Holds the SQLite database, output files, the generated API token and webhook secrets. */
+  dataDir: string;
+  /** What backs stability-ai/stable-diffusion: a diffusers-format folder, or tiny-random. */
+  model: string;
+  /** ONNX Runtime intra-op threads (undefined: one per core). */
+  threads: number | undefined;
+  provider: "cpu" | "cuda";
+  /** Accepted API tokens; empty: one is generated on first start and kept in the data directory. */
+  apiTokens: string[];
+  /** How long outputs are kept after a prediction completes, in ms; null keeps them forever. */
+  outputRetentionMs: number | null;
+  /** Most predictions waiting or running at once; beyond it create answers 429. */
+  queueMax: number;
+  /** Largest request body accepted, in bytes (413 beyond). */
+  bodyLimit: number;
+  /** External origin (scheme://host[:port][/path]) for the URLs in responses; absent: taken from each request. */
+  publicBaseUrl: string | undefined;
+  /** Longest `Prefer: wait=N` honoured, in seconds (Replicate: 60); longer asks are clamped. */
+  maxWaitSeconds: number;
+  /** Server-side limit on a prediction's lifetime, in ms; past it the prediction is canceled. null: none. */
+  maxRunTimeMs: number | null;
+  /** Deliver webhooks to loopback/private/link-local addresses too (a receiver on the same machine or network). */
+  webhookAllowPrivate: boolean;
+  /** Origins allowed by CORS; empty: no CORS headers (as Replicate). ["*"] allows any. */
+  corsOrigins: string[];
+  /** Per-token request limit: at most `max` requests per `windowMs`; null: off. */
+  rateLimit: { max: number; windowMs: number } | null;
+}
+
+export const SERVE_HELP = `Usage: sdserve serve --model <folder|tiny-random> [options]
+
+Serves Replicate's predictions API (and OpenAI's images API) for stability-ai/stable-diffusion.
+
+Options (each also read from the environment variable shown):
+  --model <source>       SDSERVE_MODEL        a diffusers-format SD 1.x/2.x folder, or tiny-random
+  --port <n>             SDSERVE_PORT, PORT   port to listen on (default 8080; 0 picks a free one)
+  --host <addr>          SDSERVE_HOST         address to bind (default 127.0.0.1; 0.0.0.0 for all)
+  --data-dir <dir>       SDSERVE_DATA_DIR     database, outputs, API token (default ~/.local/share/sdserve)
+  --threads <n>          SDSERVE_THREADS      CPU threads for ONNX Runtime (default: one per core)
+  --provider <cpu|cuda>  SDSERVE_PROVIDER     execution provider (default cpu)
+  --public-url <url>     SDSERVE_PUBLIC_URL   external base URL for links in responses (default: from each request)
+
+Environment only:
+  SDSERVE_API_TOKENS              comma-separated bearer tokens (default: one generated and printed on first start)
+  SDSERVE_OUTPUT_RETENTION        how long outputs are kept after completion: 90s, 1h, 7d, never (default 1h)
+  SDSERVE_QUEUE_MAX               most predictions waiting or running (default 100; beyond: 429)
+  SDSERVE_BODY_LIMIT              largest request body: 1048576, 512kb, 2mb (default 1mb; beyond: 413)
+  SDSERVE_MAX_WAIT                longest Prefer: wait in seconds (default 60)
+  SDSERVE_MAX_RUN_TIME            cancel predictions older than this: 10m, 1h, never (default never)
+  SDSERVE_WEBHOOK_ALLOW_PRIVATE   true: allow webhooks to loopback and private addresses (default false)
+  SDSERVE_CORS_ORIGINS            comma-separated origins allowed by CORS, or * (default: none)
+  SDSERVE_RATE_LIMIT              per-token request limit such as 600/m or 10/s (default: off)
+`;
+
+const UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "90s", "1h30m", "7d", "500ms", or a bare number of seconds. */
+export function parseDuration(text: string): number | undefined {
+  const s = text.trim();
+  if (/^\d+(\.\d+)?$/.test(s)) return Number(s) * 1000;
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
+  let total = 0;
+  let end = 0;
+  for (let m = re.exec(s); m; m = re.exec(s)) {
+    total += Number(m[1]) * (UNITS_MS[m[2] as string] as number);
+    end = re.lastIndex;
+  }
+  return end === s.length && end > 0 ? total : undefined;
+}
+
+function parseBytes(text: string): number | undefined {
+  const m = /^(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?$/i.exec(text.trim());
+  if (!m) return undefined;
+  const unit = (m[2] ?? "b").toLowerCase();
+  const scale = unit.startsWith("k") ? 1024 : unit.startsWith("m") ? 1024 ** 2 : unit.startsWith("g") ? 1024 ** 3 : 1;
+  return Number(m[1]) * scale;
+}
+
+function integer(name: string, text: string, min: number, max: number): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) < min || Number(text) > max) {
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${text}"`);
+  }
+  return Number(text);
+}
+
+function boolean(name: string, text: string): boolean {
+  const t = text.trim().toLowerCase();
+  if (["1", "true", "yes", "on"].includes(t)) return true;
+  if (["0", "false", "no", "off", ""].includes(t)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${text}"`);
+}
+
+function defaultDataDir(env: NodeJS.ProcessEnv): string {
+  const base = env["XDG_DATA_HOME"] || path.join(os.homedir(), ".local", "share");
+  return path.join(base, "sdserve");
+}
+
+/** Reads `sdserve serve`'s flags (argv after "serve") and the environment. */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      model: { type: "string" },
+      port: { type: "string" },
+      host: { type: "string" },
+      "data-dir": { type: "string" },
+      threads: { type: "string" },
+      provider: { type: "string" },
+      "public-url": { type: "string" },
+    },
+  });
+  if (positionals.length > 0)
+    throw new ConfigError(`unexpected argument "${positionals[0]}" (see sdserve serve --help)`);
+
+  // Each setting: the flag, else the environment variable(s), else the default; the error names what was used.
+  const pick = (flag: string | undefined, ...vars: string[]): [string, string] | undefined => {
+    const fromFlag = flag === undefined ? undefined : (values as Record<string, string | undefined>)[flag];
+    if (fromFlag !== undefined) return [`--${flag}`, fromFlag];
+    for (const v of vars) if (env[v] !== undefined && env[v] !== "") return [v, env[v] as string];
+    return undefined;
+  };
+
+  const model = pick("model", "SDSERVE_MODEL");
+  if (!model) {
+    throw new ConfigError(
+      "--model is required: a diffusers-format Stable Diffusion folder, or tiny-random to try it offline",
+    );
+  }
+
+  const port = pick("port", "SDSERVE_PORT", "PORT");
+  const threads = pick("threads", "SDSERVE_THREADS");
+  const provider = pick("provider", "SDSERVE_PROVIDER")?.[1] ?? "cpu";
+  if (provider !== "cpu" && provider !== "cuda") {
+    throw new ConfigError(`--provider / SDSERVE_PROVIDER must be cpu or cuda, got "${provider}"`);
+  }
+
+  const publicUrl = pick("public-url", "SDSERVE_PUBLIC_URL");
+  let publicBaseUrl: string | undefined;
+  if (publicUrl) {
+    let u: URL;
+    try {
+      u = new URL(publicUrl[1]);
+    } catch {
+      throw new ConfigError(`${publicUrl[0]} must be an absolute http(s) URL, got "${publicUrl[1]}"`);
+    }
+    if (u.protocol !== "http:" && u.protocol !== "https:") {
+      throw new ConfigError(`${publicUrl[0]} must be an http or https URL, got "${publicUrl[1]}"`);
+    }
+    publicBaseUrl = `${u.origin}${u.pathname.replace(/\/+$/, "")}`;
+  }
+
+  const apiTokens = (env["SDSERVE_API_TOKENS"] ?? "")
+    .split(",")
+    .map((t) => t.trim())
+    .filter(Boolean);
+  for (const t of apiTokens) {
+    if (!/^[\x21-\x7e]+$/.test(t))
+      throw new ConfigError("SDSERVE_API_TOKENS: tokens must be printable ASCII without spaces");
+  }
+
+  let outputRetentionMs: number | null = 3_600_000;
+  const retention = env["SDSERVE_OUTPUT_RETENTION"];
+  if (retention !== undefined && retention !== "") {
+    if (retention.trim().toLowerCase() === "never") outputRetentionMs = null;
+    else {
+      const ms = parseDuration(retention);
+      if (ms === undefined || ms <= 0) {
+        throw new ConfigError(
+          `SDSERVE_OUTPUT_RETENTION must be a duration such as 90s, 1h, 7d, or never, got "${retention}"`,
+        );
+      }
+      outputRetentionMs = ms;
+    }
+  }
+
+  let maxRunTimeMs: number | null = null;
+  const maxRun = env["SDSERVE_MAX_RUN_TIME"];
+  if (maxRun !== undefined && maxRun !== "" && maxRun.trim().toLowerCase() !== "never") {
+    const ms = parseDuration(maxRun);
+    if (ms === undefined || ms < 1000) {
+      throw new ConfigError(
+        `SDSERVE_MAX_RUN_TIME must be a duration of 1s or more (10m, 1h) or never, got "${maxRun}"`,
+      );
+    }
+    maxRunTimeMs = ms;
+  }
+
+  let bodyLimit = 1024 * 1024;
+  const body = env["SDSERVE_BODY_LIMIT"];
+  if (body !== undefined && body !== "") {
+    const b = parseBytes(body);
+    if (b === undefined || b < 1024) {
+      throw new ConfigError(
+        `SDSERVE_BODY_LIMIT must be a size of at least 1kb (such as 1048576, 512kb, 2mb), got "${body}"`,
+      );
+    }
+    bodyLimit = b;
+  }
+
+  let rateLimit: Config["rateLimit"] = null;
+  const rate = env["SDSERVE_RATE_LIMIT"];
+  if (rate !== undefined && rate !== "" && rate.trim().toLowerCase() !== "off") {
+    const m = /^(\d+)\s*\/\s*(\d*)\s*(s|m|h)$/.exec(rate.trim());
+    const max = m ? Number(m[1]) : 0;
+    if (!m || max < 1) throw new ConfigError(`SDSERVE_RATE_LIMIT must look like 600/m, 10/s or 5000/h, got "${rate}"`);
+    rateLimit = { max, windowMs: Number(m[2] || 1) * (UNITS_MS[m[3] as string] as number) };
+  }
+
+  const corsOrigins = (env["SDSERVE_CORS_ORIGINS"] ?? "")
+    .split(",")
+    .map((o) => o.trim().replace(/\/+$/, ""))
+    .filter(Boolean);
+
+  return {
+    port: port ? integer(port[0], port[1], 0, 65535) : 8080,
+    host: pick("host", "SDSERVE_HOST")?.[1] ?? "127.0.0.1",
+    dataDir: path.resolve(pick("data-dir", "SDSERVE_DATA_DIR")?.[1] ?? defaultDataDir(env)),
+    model: model[1],
+    threads: threads ? integer(threads[0], threads[1], 1, 1024) : undefined,
+    provider,
+    apiTokens,
+    outputRetentionMs,
+    queueMax: env["SDSERVE_QUEUE_MAX"] ? integer("SDSERVE_QUEUE_MAX", env["SDSERVE_QUEUE_MAX"], 1, 1_000_000) : 100,
+    bodyLimit,
+    publicBaseUrl,
+    maxWaitSeconds: env["SDSERVE_MAX_WAIT"] ? integer("SDSERVE_MAX_WAIT", env["SDSERVE_MAX_WAIT"], 1, 3600) : 60,
+    maxRunTimeMs,
+    webhookAllowPrivate: boolean("SDSERVE_WEBHOOK_ALLOW_PRIVATE", env["SDSERVE_WEBHOOK_ALLOW_PRIVATE"] ?? ""),
+    corsOrigins,
+    rateLimit,
+  };
+}

@@ -1,0 +1,128 @@
+/**
+ * Assembles the Fastify app: body parsing, problem+json errors, CORS, auth and rate limits,
+ * and the routes, served under /v1 and again under /replicate/v1 (the aggregator layout).
+ */
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import type { TokenAuth } from "./auth.js";
+import { badJson, HttpProblem, notFound, throttled, unauthenticated } from "./http/problem.js";
+import { RateLimiter } from "./http/rate-limit.js";
+import type { PredictionService } from "./predictions/service.js";
+import { fileRoutes } from "./routes/files.js";
+import { healthRoutes } from "./routes/health.js";
+import { predictionRoutes } from "./routes/predictions.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** The account of the request's token (set on authenticated routes). */
+    account: string;
+  }
+}
+
+export interface AppOptions {
+  service: PredictionService;
+  auth: TokenAuth;
+  bodyLimit: number;
+  publicBaseUrl: string | undefined;
+  maxWaitSeconds: number;
+  corsOrigins: readonly string[];
+  rateLimit: { max: number; windowMs: number } | null;
+  log?: (line: string) => void;
+}
+
+export const API_PREFIXES = ["/v1", "/replicate/v1"] as const;
+
+function sendProblem(reply: FastifyReply, problem: HttpProblem): FastifyReply {
+  for (const [k, v] of Object.entries(problem.headers)) reply.header(k, v);
+  return reply.code(problem.status).type("application/problem+json").send(JSON.stringify(problem.body()));
+}
+
+export function buildApp(opts: AppOptions): FastifyInstance {
+  const app = Fastify({ bodyLimit: opts.bodyLimit, logger: false, return503OnClosing: false });
+  app.decorateRequest("account", "");
+
+  // Bodies are JSON whatever the Content-Type says (curl -d sends form encoding), and an
+  // empty body is no body: the JS client sends Content-Type: application/json on a bodyless cancel.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "string" }, (_req, body, done) => {
+    const text = String(body);
+    if (text.trim() === "") return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch {
+      done(badJson(), undefined);
+    }
+  });
+
+  app.setErrorHandler((err: FastifyError | HttpProblem, req, reply) => {
+    if (err instanceof HttpProblem) return sendProblem(reply, err);
+    const status = typeof err.statusCode === "number" && err.statusCode >= 400 ? err.statusCode : 500;
+    if (status === 413) {
+      return sendProblem(
+        reply,
+        new HttpProblem(413, "Payload Too Large", `Request body is larger than ${opts.bodyLimit} bytes`),
+      );
+    }
+    if (status >= 500) {
+      opts.log?.(`${req.method} ${req.url}: ${err.stack ?? err.message}`);
+      return sendProblem(
+        reply,
+        new HttpProblem(500, "Internal Server Error", "The server failed to handle this request."),
+      );
+    }
+    return sendProblem(reply, new HttpProblem(status, "Bad request", err.message));
+  });
+  app.setNotFoundHandler((_req, reply) => sendProblem(reply, notFound()));
+
+  if (opts.corsOrigins.length > 0) {
+    const any = opts.corsOrigins.includes("*");
+    app.addHook("onRequest", async (req, reply) => {
+      const origin = req.headers.origin;
+      if (!origin || !(any || opts.corsOrigins.includes(origin))) return;
+      reply.header("Access-Control-Allow-Origin", any ? "*" : origin).header("Vary", "Origin");
+      reply.header("Access-Control-Expose-Headers", "Location, Preference-Applied, Retry-After");
+      if (req.method === "OPTIONS" && req.headers["access-control-request-method"]) {
+        return reply
+          .code(204)
+          .header("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS")
+          .header(
+            "Access-Control-Allow-Headers",
+            req.headers["access-control-request-headers"] ??
+              "authorization, content-type, prefer, cancel-after, idempotency-key, user-agent, last-event-id",
+          )
+          .header("Access-Control-Max-Age", "600")
+          .send();
+      }
+    });
+  }
+
+  const limiter = opts.rateLimit ? new RateLimiter(opts.rateLimit.max, opts.rateLimit.windowMs) : undefined;
+  const authenticate = async (req: FastifyRequest) => {
+    const account = opts.auth.authenticate(req.headers.authorization);
+    if (!account) throw unauthenticated();
+    req.account = account;
+    const wait = limiter?.hit(account);
+    if (wait !== undefined) {
+      const s = Math.max(1, Math.ceil(wait));
+      throw throttled(s, `Request was throttled. Your rate limit resets in ~${s}s.`);
+    }
+  };
+
+  app.register(healthRoutes, { models: opts.service.models });
+  app.register(fileRoutes, { service: opts.service });
+  for (const prefix of API_PREFIXES) {
+    app.register(
+      async (api) => {
+        // onRequest: a request without a valid token is refused before its body is read.
+        api.addHook("onRequest", authenticate);
+        await api.register(predictionRoutes, {
+          apiPrefix: prefix,
+          service: opts.service,
+          publicBaseUrl: opts.publicBaseUrl,
+          maxWaitSeconds: opts.maxWaitSeconds,
+        });
+      },
+      { prefix },
+    );
+  }
+  return app;
+}

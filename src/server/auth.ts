@@ -1,0 +1,61 @@
+/**
+ * API tokens. `Authorization: Bearer <token>` (both official clients) or the older
+ * `Token <token>`. Each token is its own account: it sees and cancels only its own predictions.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+
+const TOKEN_FILE = "api-token";
+
+function accountOf(token: string): string {
+  return createHash("sha256").update(token).digest("hex");
+}
+
+export class TokenAuth {
+  private readonly accounts: Set<string>;
+
+  constructor(tokens: readonly string[]) {
+    // Only digests are kept in memory and in the store: a database copy reveals no token.
+    this.accounts = new Set(tokens.map(accountOf));
+  }
+
+  /** The account of an Authorization header value, or undefined when it carries no valid token. */
+  authenticate(header: string | undefined): string | undefined {
+    const m = /^\s*(Bearer|Token)\s+(\S+)\s*$/i.exec(header ?? "");
+    if (!m) return undefined;
+    const account = accountOf(m[2] as string);
+    return this.accounts.has(account) ? account : undefined;
+  }
+}
+
+/** r8_ and 37 characters of [A-Za-z0-9], the look of Replicate's tokens. */
+function newToken(): string {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  let out = "r8_";
+  for (const b of randomBytes(64)) {
+    if (b >= 248) continue; // 248 = 62 × 4: keeps the draw uniform
+    out += alphabet[b % 62];
+    if (out.length === 40) break;
+  }
+  return out;
+}
+
+/**
+ * The configured tokens; with none configured, the token kept in the data directory, made on
+ * first start (`created` tells the caller to print it).
+ */
+export async function resolveApiTokens(
+  configured: readonly string[],
+  dataDir: string,
+): Promise<{ tokens: string[]; created?: string; file?: string }> {
+  if (configured.length > 0) return { tokens: [...configured] };
+  const file = path.join(dataDir, TOKEN_FILE);
+  const existing = (await readFile(file, "utf8").catch(() => "")).trim();
+  if (existing) return { tokens: [existing], file };
+  const token = newToken();
+  await mkdir(dataDir, { recursive: true });
+  await writeFile(file, `${token}\n`, { mode: 0o600 });
+  await chmod(file, 0o600);
+  return { tokens: [token], created: token, file };
+}

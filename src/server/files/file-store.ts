@@ -1,0 +1,17 @@
+/**
+ * FileStore: where output files are kept. Local disk (disk.ts) is the default; an object store
+ * implements the same interface.
+ */
+export interface StoredFile {
+  size: number;
+  contentType: string;
+  /** The file's bytes, read only when asked (HEAD needs the size alone). */
+  read(): Promise<Uint8Array>;
+}
+
+export interface FileStore {
+  put(predictionId: string, name: string, data: Uint8Array, contentType: string): Promise<void>;
+  get(predictionId: string, name: string): Promise<StoredFile | undefined>;
+  /** Deletes every file of a prediction (retention, or a prediction canceled as it finished). */
+  removeAll(predictionId: string): Promise<void>;
+}

@@ -1,0 +1,60 @@
+/**
+ * A model adapter: what the server knows of one model — its name, its version, its input and
+ * output schemas (as Cog publishes them) — and the one call that runs it. The server reaches
+ * the engine only through an adapter; routes never reach either.
+ */
+import type { InvalidField, JsonSchema } from "./json-schema.js";
+
+export interface ModelVersion {
+  /** 64 hex characters, as Replicate's version ids. */
+  id: string;
+  createdAt: string;
+  cogVersion: string | null;
+}
+
+export interface ModelDescription {
+  owner: string;
+  name: string;
+  description: string;
+  githubUrl: string | null;
+  paperUrl: string | null;
+  licenseUrl: string | null;
+}
+
+/** One file a prediction produced, e.g. out-0.png. */
+export interface OutputFile {
+  name: string;
+  contentType: string;
+  data: Uint8Array;
+}
+
+export interface PredictContext {
+  /** Appends one line to the prediction's logs. */
+  log(line: string): void;
+  /** Aborted on cancel, deadline or shutdown; the adapter stops at the next safe point. */
+  signal: AbortSignal;
+}
+
+/** A prediction that failed for a reason the user should read, shown as the prediction's `error`. */
+export class PredictionError extends Error {
+  override readonly name = "PredictionError";
+}
+
+export type ModelState = "STARTING" | "READY" | "SETUP_FAILED";
+
+export interface ModelAdapter {
+  readonly model: ModelDescription;
+  readonly version: ModelVersion;
+  /** `components.schemas` of the version's OpenAPI document: Input, Output and the enums they reference. */
+  readonly schemas: Record<string, JsonSchema>;
+  /** Checks an `input` object against the Input schema; [] when valid. Fields are named "input.<name>". */
+  validateInput(input: unknown): InvalidField[];
+  /** Loads the weights; predictions wait for it. */
+  setup(): Promise<void>;
+  readonly state: ModelState;
+  /** Why setup failed, when it did. */
+  readonly setupError: string | undefined;
+  /** Runs one prediction; the input has passed validateInput. Rejects with PredictionError for user-facing failures. */
+  predict(input: Record<string, unknown>, ctx: PredictContext): Promise<OutputFile[]>;
+  close(): Promise<void>;
+}

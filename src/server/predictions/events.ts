@@ -1,0 +1,35 @@
+/**
+ * PredictionEvents: announcements that a prediction changed, published after the change is in
+ * the store. Waiters (Prefer: wait), streams and webhooks subscribe. The local emitter is the
+ * default; a pub/sub bus implements the same interface across processes.
+ */
+import { EventEmitter } from "node:events";
+import type { PredictionRecord } from "./prediction.js";
+
+export type PredictionChange =
+  | { type: "status"; prediction: PredictionRecord }
+  | { type: "log"; id: string; line: string };
+
+export interface PredictionEvents {
+  publish(change: PredictionChange): void;
+  /** Calls `listener` for each change of prediction `id`; returns the unsubscribe function. */
+  subscribe(id: string, listener: (change: PredictionChange) => void): () => void;
+}
+
+export class LocalPredictionEvents implements PredictionEvents {
+  private readonly emitter = new EventEmitter();
+
+  constructor() {
+    // One listener per open wait or stream; many can follow one prediction.
+    this.emitter.setMaxListeners(0);
+  }
+
+  publish(change: PredictionChange): void {
+    this.emitter.emit(change.type === "status" ? change.prediction.id : change.id, change);
+  }
+
+  subscribe(id: string, listener: (change: PredictionChange) => void): () => void {
+    this.emitter.on(id, listener);
+    return () => this.emitter.off(id, listener);
+  }
+}

@@ -1,0 +1,47 @@
+/** A prediction as the server keeps it (the API's JSON is made from it by serialize.ts). */
+
+/** Replicate's five states, exactly; nothing else is ever stored or sent (spec §2.3, §10.3). */
+export type PredictionStatus = "starting" | "processing" | "succeeded" | "failed" | "canceled";
+
+export const TERMINAL_STATUSES: readonly PredictionStatus[] = ["succeeded", "failed", "canceled"];
+export const UNFINISHED_STATUSES: readonly PredictionStatus[] = ["starting", "processing"];
+
+export function isTerminal(status: PredictionStatus): boolean {
+  return TERMINAL_STATUSES.includes(status);
+}
+
+export type WebhookEvent = "start" | "output" | "logs" | "completed";
+export const WEBHOOK_EVENTS: readonly WebhookEvent[] = ["start", "output", "logs", "completed"];
+
+export interface PredictionRecord {
+  id: string;
+  /** The account (API token) that created it; others never see it. */
+  account: string;
+  /** owner/name */
+  model: string;
+  version: string;
+  /** As the caller sent it (defaults are not filled into the echo). */
+  input: Record<string, unknown>;
+  logs: string;
+  /** Output file names (out-0.png, …) once succeeded; URLs are made when it is served. */
+  output: string[] | null;
+  error: string | null;
+  status: PredictionStatus;
+  dataRemoved: boolean;
+  createdAt: string;
+  startedAt: string | null;
+  completedAt: string | null;
+  webhook: string | null;
+  webhookEventsFilter: WebhookEvent[] | null;
+  /** Set by Cancel-After or the server's maximum run time: past it the prediction is canceled. */
+  deadline: string | null;
+  /** Origin and prefix of the create request (http://host:port/v1), for URLs sent when no request is in hand (webhooks). */
+  apiBase: string;
+  /** Origin of the create request, for output file URLs sent in webhooks. */
+  origin: string;
+  /** Capability keys: the unguessable path parts of the output file URLs and of urls.stream. */
+  filesKey: string;
+  streamKey: string;
+  /** How many times a worker has started it (a restart while it ran makes 2). */
+  attempts: number;
+}

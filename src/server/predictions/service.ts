@@ -1,0 +1,492 @@
+/**
+ * The predictions service: create, read, list, cancel and wait, and the lifecycle the worker
+ * drives (begin → log → succeed | fail). Every change is written to the store first and
+ * announced after, so whatever a subscriber sees can be read back.
+ */
+import type { FileStore, StoredFile } from "../files/file-store.js";
+import { invalidVersion, notFound, throttled, validationFailed } from "../http/problem.js";
+import { type InvalidField, type JsonSchema, validate } from "../models/json-schema.js";
+import type { ModelAdapter, OutputFile } from "../models/model.js";
+import type { JobQueue } from "../queue/queue.js";
+import type { ListPosition, PredictionStore } from "../store/store.js";
+import type { PredictionEvents } from "./events.js";
+import { formatMicros, newCapabilityKey, newPredictionId, parseMicros, timestamp } from "./ids.js";
+import {
+  isTerminal,
+  type PredictionRecord,
+  type PredictionStatus,
+  UNFINISHED_STATUSES,
+  WEBHOOK_EVENTS,
+  type WebhookEvent,
+} from "./prediction.js";
+import type { UrlBase } from "./serialize.js";
+
+export interface ServiceLimits {
+  queueMax: number;
+  /** ms after completion; null keeps outputs forever. */
+  outputRetentionMs: number | null;
+  /** ms after creation; null: no server-side limit. */
+  maxRunTimeMs: number | null;
+}
+
+export interface CreateInput {
+  /** The request body, already parsed (an object). */
+  body: Record<string, unknown>;
+  /** Set for POST /models/{owner}/{name}/predictions; then the body has no version. */
+  model?: ModelAdapter;
+  /** Cancel-After, in ms. */
+  cancelAfterMs?: number;
+  idempotencyKey?: string;
+}
+
+export interface ListInput {
+  cursor?: string;
+  pageSize: number;
+  status?: PredictionStatus;
+  model?: string;
+  version?: string;
+  createdAfter?: string;
+  createdBefore?: string;
+}
+
+export interface ListPage {
+  results: PredictionRecord[];
+  next: string | null;
+  previous: string | null;
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+const requestProperties: Record<string, JsonSchema> = {
+  input: { type: "object" },
+  webhook: { type: "string" },
+  webhook_events_filter: { type: "array", items: { type: "string", enum: WEBHOOK_EVENTS } },
+  // Deprecated by Replicate, still sent by python's stream(): accepted and ignored (urls.stream is always given).
+  stream: { type: "boolean" },
+  // The older python client's name for a completed-only webhook.
+  webhook_completed: { type: "string" },
+};
+
+/** The body of POST /predictions, as the published request schema has it (additionalProperties: false). */
+const VERSION_REQUEST: JsonSchema = {
+  type: "object",
+  required: ["version", "input"],
+  additionalProperties: false,
+  properties: { version: { type: "string" }, ...requestProperties },
+};
+
+/** POST /models/{owner}/{name}/predictions: the same minus version. */
+const MODEL_REQUEST: JsonSchema = {
+  type: "object",
+  required: ["input"],
+  additionalProperties: false,
+  properties: requestProperties,
+};
+
+function encodeCursor(direction: "next" | "previous", p: ListPosition): string {
+  return Buffer.from(JSON.stringify({ d: direction === "next" ? "n" : "p", c: p.createdAt, i: p.id })).toString(
+    "base64url",
+  );
+}
+
+function decodeCursor(cursor: string): { direction: "next" | "previous"; position: ListPosition } | undefined {
+  try {
+    const v = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8")) as {
+      d?: unknown;
+      c?: unknown;
+      i?: unknown;
+    };
+    if ((v.d !== "n" && v.d !== "p") || typeof v.c !== "string" || typeof v.i !== "string") return undefined;
+    return { direction: v.d === "n" ? "next" : "previous", position: { createdAt: v.c, id: v.i } };
+  } catch {
+    return undefined;
+  }
+}
+
+export class PredictionService {
+  private readonly running = new Map<string, AbortController>();
+  private readonly deadlines = new Map<string, NodeJS.Timeout>();
+  private readonly closing = new AbortController();
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly store: PredictionStore,
+    private readonly queue: JobQueue,
+    private readonly files: FileStore,
+    readonly events: PredictionEvents,
+    readonly models: readonly ModelAdapter[],
+    private readonly limits: ServiceLimits,
+    private readonly log: (line: string) => void = () => {},
+  ) {}
+
+  findModel(owner: string, name: string): ModelAdapter | undefined {
+    return this.models.find((m) => m.model.owner === owner && m.model.name === name);
+  }
+
+  /** A version reference: a 64-hex id, owner/name:<id>, or owner/name (the model's latest version). */
+  resolveVersion(ref: string): ModelAdapter | undefined {
+    const colon = ref.lastIndexOf(":");
+    if (colon >= 0) {
+      const name = ref.slice(0, colon);
+      const id = ref.slice(colon + 1);
+      const m = HEX64.test(id) ? this.models.find((a) => a.version.id === id) : undefined;
+      return m && name === `${m.model.owner}/${m.model.name}` ? m : undefined;
+    }
+    if (HEX64.test(ref)) return this.models.find((a) => a.version.id === ref);
+    const [owner, name, extra] = ref.split("/");
+    return owner && name && extra === undefined ? this.findModel(owner, name) : undefined;
+  }
+
+  async create(account: string, req: CreateInput, base: UrlBase): Promise<PredictionRecord> {
+    const { body } = req;
+    // Every violation is reported at once, the body's and the input's, as Replicate's validator does.
+    const errors: InvalidField[] = validate(req.model ? MODEL_REQUEST : VERSION_REQUEST, body);
+    const version = body["version"];
+    const adapter = req.model ?? (typeof version === "string" ? this.resolveVersion(version) : undefined);
+    const input = body["input"] as Record<string, unknown>;
+    const inputIsObject = typeof input === "object" && input !== null && !Array.isArray(input);
+    if (adapter && inputIsObject) errors.push(...adapter.validateInput(input));
+    let webhook = (body["webhook"] as string | undefined) ?? null;
+    let filter = (body["webhook_events_filter"] as WebhookEvent[] | undefined) ?? null;
+    if (!webhook && typeof body["webhook_completed"] === "string") {
+      webhook = body["webhook_completed"];
+      filter ??= ["completed"];
+    }
+    if (webhook !== null && !isHttpUrl(webhook)) {
+      errors.push({
+        type: "format",
+        field: body["webhook"] === undefined ? "webhook_completed" : "webhook",
+        description: "Does not match format 'uri': an absolute http or https URL is required",
+      });
+    }
+    if (errors.length > 0) throw validationFailed(errors);
+    if (!adapter) throw invalidVersion();
+    if (filter) filter = WEBHOOK_EVENTS.filter((e) => filter?.includes(e));
+
+    const idempotencyKey = req.idempotencyKey ? `idempotency:${account}:${req.idempotencyKey}` : undefined;
+    if (idempotencyKey) {
+      const existing = await this.store.getSetting(idempotencyKey);
+      const prediction = existing ? await this.store.get(existing) : undefined;
+      if (prediction) return prediction;
+    }
+
+    const unfinished = await this.store.countUnfinished();
+    if (unfinished >= this.limits.queueMax) {
+      throw throttled(10, `The queue is full (${unfinished} predictions waiting or running). Try again in ~10s.`);
+    }
+
+    const createdAt = timestamp();
+    const lifetimes = [req.cancelAfterMs, this.limits.maxRunTimeMs ?? undefined].filter(
+      (v): v is number => v !== undefined,
+    );
+    const deadline = lifetimes.length > 0 ? formatMicros(parseMicros(createdAt) + Math.min(...lifetimes) * 1000) : null;
+    const prediction: PredictionRecord = {
+      id: newPredictionId(),
+      account,
+      model: `${adapter.model.owner}/${adapter.model.name}`,
+      version: adapter.version.id,
+      input,
+      logs: "",
+      output: null,
+      error: null,
+      status: "starting",
+      dataRemoved: false,
+      createdAt,
+      startedAt: null,
+      completedAt: null,
+      webhook,
+      webhookEventsFilter: webhook ? filter : null,
+      deadline,
+      apiBase: base.api,
+      origin: base.origin,
+      filesKey: newCapabilityKey(),
+      streamKey: newCapabilityKey(),
+      attempts: 0,
+    };
+    await this.store.insert(prediction);
+    if (idempotencyKey) await this.store.setSetting(idempotencyKey, prediction.id);
+    await this.queue.enqueue(prediction.id);
+    this.armDeadline(prediction);
+    this.events.publish({ type: "status", prediction });
+    return prediction;
+  }
+
+  /** The prediction if `account` owns it; another account's id is as unknown as a made-up one. */
+  async get(account: string, id: string): Promise<PredictionRecord> {
+    const p = await this.store.get(id);
+    if (!p || p.account !== account) throw notFound();
+    return p;
+  }
+
+  async list(account: string, q: ListInput): Promise<ListPage> {
+    const cursor = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
+    if (q.cursor !== undefined && !cursor) {
+      throw validationFailed([{ type: "invalid_cursor", field: "cursor", description: "cursor is not valid" }]);
+    }
+    const filters = {
+      account,
+      status: q.status,
+      model: q.model,
+      version: q.version,
+      createdAfter: q.createdAfter,
+      createdBefore: q.createdBefore,
+    };
+    const limit = q.pageSize;
+    const rows = await this.store.list({
+      ...filters,
+      limit: limit + 1,
+      after: cursor?.direction === "next" ? cursor.position : undefined,
+      before: cursor?.direction === "previous" ? cursor.position : undefined,
+    });
+    const position = (p: PredictionRecord): ListPosition => ({ createdAt: p.createdAt, id: p.id });
+    let results: PredictionRecord[];
+    let hasNewer: boolean;
+    let hasOlder: boolean;
+    if (cursor?.direction === "previous") {
+      // Rows just newer than the boundary, newest first; an extra one at the front means more beyond.
+      hasNewer = rows.length > limit;
+      results = hasNewer ? rows.slice(1) : rows;
+      hasOlder = true;
+    } else {
+      hasOlder = rows.length > limit;
+      results = rows.slice(0, limit);
+      hasNewer = cursor !== undefined;
+    }
+    const first = results[0];
+    const last = results[results.length - 1];
+    return {
+      results,
+      next: hasOlder && last ? encodeCursor("next", position(last)) : null,
+      previous: hasNewer && first ? encodeCursor("previous", position(first)) : null,
+    };
+  }
+
+  /** Cancel: idempotent; a prediction already finished comes back unchanged (spec §2.6). */
+  async cancel(account: string, id: string): Promise<PredictionRecord> {
+    const p = await this.get(account, id);
+    if (isTerminal(p.status)) return p;
+    return (await this.cancelNow(id, undefined)) ?? (await this.get(account, id));
+  }
+
+  private async cancelNow(id: string, reason: string | undefined): Promise<PredictionRecord | undefined> {
+    const canceled = await this.store.update(id, { status: "canceled", completedAt: timestamp() }, UNFINISHED_STATUSES);
+    if (!canceled) return undefined;
+    this.clearDeadline(id);
+    await this.queue.remove(id);
+    this.running.get(id)?.abort("canceled");
+    if (reason) await this.store.appendLog(id, reason);
+    const final = (await this.store.get(id)) ?? canceled;
+    this.events.publish({ type: "status", prediction: final });
+    return final;
+  }
+
+  /**
+   * Resolves with the prediction once it is terminal, or at `untilMs` (epoch ms) with what it
+   * is then, or at once when the server shuts down.
+   */
+  waitForCompletion(id: string, untilMs: number): Promise<PredictionRecord | undefined> {
+    return new Promise((resolve) => {
+      let settled = false;
+      const finish = () => {
+        if (settled) return;
+        settled = true;
+        unsubscribe();
+        clearTimeout(timer);
+        this.closing.signal.removeEventListener("abort", finish);
+        this.store.get(id).then(resolve, () => resolve(undefined));
+      };
+      const unsubscribe = this.events.subscribe(id, (change) => {
+        if (change.type === "status" && isTerminal(change.prediction.status)) finish();
+      });
+      const timer = setTimeout(finish, Math.max(0, untilMs - Date.now()));
+      this.closing.signal.addEventListener("abort", finish);
+      // It may have finished before the subscription began.
+      this.store.get(id).then((p) => {
+        if (!p || isTerminal(p.status)) finish();
+      }, finish);
+    });
+  }
+
+  /** An output file, by its capability key; "gone" once retention removed it. */
+  async file(filesKey: string, name: string): Promise<StoredFile | "gone" | undefined> {
+    const p = await this.store.findByFilesKey(filesKey);
+    if (!p?.output?.includes(name)) return p?.dataRemoved ? "gone" : undefined;
+    if (p.dataRemoved || this.expired(p)) return "gone";
+    return this.files.get(p.id, name);
+  }
+
+  findByStreamKey(key: string): Promise<PredictionRecord | undefined> {
+    return this.store.findByStreamKey(key);
+  }
+
+  private expired(p: PredictionRecord): boolean {
+    const keep = this.limits.outputRetentionMs;
+    return keep !== null && p.completedAt !== null && parseMicros(p.completedAt) / 1000 + keep <= Date.now();
+  }
+
+  // ---- lifecycle, driven by the worker -------------------------------------------------
+
+  /** Marks a queued prediction processing; undefined if it is no longer to be run (canceled meanwhile). */
+  async begin(id: string): Promise<{ prediction: PredictionRecord; signal: AbortSignal } | undefined> {
+    const current = await this.store.get(id);
+    if (!current || isTerminal(current.status)) return undefined;
+    const prediction = await this.store.update(
+      id,
+      { status: "processing", startedAt: timestamp(), attempts: current.attempts + 1 },
+      UNFINISHED_STATUSES,
+    );
+    if (!prediction) return undefined;
+    const controller = new AbortController();
+    this.running.set(id, controller);
+    this.events.publish({ type: "status", prediction });
+    return { prediction, signal: controller.signal };
+  }
+
+  async appendLog(id: string, line: string): Promise<void> {
+    await this.store.appendLog(id, line);
+    this.events.publish({ type: "log", id, line });
+  }
+
+  async succeed(id: string, outputs: OutputFile[]): Promise<void> {
+    this.running.delete(id);
+    for (const f of outputs) await this.files.put(id, f.name, f.data, f.contentType);
+    const done = await this.store.update(
+      id,
+      { status: "succeeded", output: outputs.map((f) => f.name), completedAt: timestamp() },
+      ["processing"],
+    );
+    if (!done) {
+      // Canceled while the files were written: a canceled prediction has no output.
+      await this.files.removeAll(id);
+      return;
+    }
+    this.clearDeadline(id);
+    this.events.publish({ type: "status", prediction: done });
+  }
+
+  async fail(id: string, error: string): Promise<void> {
+    this.running.delete(id);
+    const done = await this.store.update(
+      id,
+      { status: "failed", error, completedAt: timestamp() },
+      UNFINISHED_STATUSES,
+    );
+    if (!done) return;
+    this.clearDeadline(id);
+    this.events.publish({ type: "status", prediction: done });
+  }
+
+  /** The run stopped because its signal was aborted: by cancel (already recorded) or by shutdown. */
+  async interrupted(id: string, reason: unknown): Promise<void> {
+    this.running.delete(id);
+    if (reason !== "shutdown") return;
+    // Put it back in the queue's state: it runs again when the server starts.
+    const p = await this.store.get(id);
+    if (p?.status !== "processing") return;
+    await this.store.appendLog(
+      id,
+      "sdserve stopped before this prediction finished; it runs again when sdserve restarts.",
+    );
+    await this.store.update(id, { status: "starting", startedAt: null, attempts: Math.max(0, p.attempts - 1) }, [
+      "processing",
+    ]);
+  }
+
+  // ---- start, background work, shutdown ------------------------------------------------
+
+  /**
+   * After a restart: what was queued is queued again, in order; what was running when the
+   * process died runs again once, and fails with a clear error if it was already a rerun.
+   */
+  async recover(): Promise<{ requeued: number; failed: number }> {
+    let requeued = 0;
+    let failed = 0;
+    for (const p of await this.store.unfinished()) {
+      if (p.status === "processing" && p.attempts >= 2) {
+        await this.fail(
+          p.id,
+          "sdserve stopped twice while this prediction was running, so it was not run a third time.",
+        );
+        failed++;
+        continue;
+      }
+      if (p.status === "processing") {
+        await this.store.appendLog(p.id, "sdserve restarted while this prediction was running; running it again.");
+      }
+      await this.queue.enqueue(p.id);
+      this.armDeadline(p);
+      requeued++;
+    }
+    return { requeued, failed };
+  }
+
+  /** Starts the retention sweeper. */
+  startBackground(): void {
+    const keep = this.limits.outputRetentionMs;
+    if (keep === null) return;
+    const every = Math.min(60_000, Math.max(1000, Math.floor(keep / 4)));
+    const sweep = () => {
+      this.removeExpiredData().catch((err: unknown) => this.log(`retention sweep failed: ${String(err)}`));
+    };
+    this.sweeper = setInterval(sweep, every);
+    this.sweeper.unref();
+    sweep();
+  }
+
+  /** Removes inputs, logs and outputs of predictions completed longer ago than the retention period. */
+  async removeExpiredData(): Promise<number> {
+    const keep = this.limits.outputRetentionMs;
+    if (keep === null) return 0;
+    const ids = await this.store.completedBefore(formatMicros((Date.now() - keep) * 1000));
+    for (const id of ids) {
+      await this.files.removeAll(id);
+      const p = await this.store.update(id, { dataRemoved: true, input: {}, output: null, logs: "" });
+      if (p) this.events.publish({ type: "status", prediction: p });
+    }
+    return ids.length;
+  }
+
+  private armDeadline(p: PredictionRecord): void {
+    if (!p.deadline) return;
+    const ms = parseMicros(p.deadline) / 1000 - Date.now();
+    const timer = setTimeout(
+      () => {
+        this.deadlines.delete(p.id);
+        this.cancelNow(
+          p.id,
+          "Prediction canceled: it reached its deadline (Cancel-After or the server's maximum run time).",
+        ).catch((err: unknown) => this.log(`deadline cancel of ${p.id} failed: ${String(err)}`));
+      },
+      Math.max(0, Math.min(ms, 2 ** 31 - 1)),
+    );
+    timer.unref();
+    this.deadlines.set(p.id, timer);
+  }
+
+  private clearDeadline(id: string): void {
+    clearTimeout(this.deadlines.get(id));
+    this.deadlines.delete(id);
+  }
+
+  /** Ends waits, stops timers and interrupts running predictions (they run again after a restart). */
+  shutdown(): void {
+    this.closing.abort();
+    clearInterval(this.sweeper);
+    for (const t of this.deadlines.values()) clearTimeout(t);
+    this.deadlines.clear();
+    for (const c of this.running.values()) c.abort("shutdown");
+  }
+
+  get closingSignal(): AbortSignal {
+    return this.closing.signal;
+  }
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const u = new URL(text);
+    return u.protocol === "http:" || u.protocol === "https:";
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * Starts the whole service from a Config with the embedded defaults: SQLite store, in-process
+ * queue and events, outputs on local disk, one worker in this process. close() is the graceful
+ * shutdown: it stops taking work, puts a running prediction back in the queue's state (it runs
+ * again on the next start), answers open waits, and closes the store last.
+ */
+import { mkdir } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import type { FastifyInstance } from "fastify";
+import type { Config } from "../config.js";
+import { buildApp } from "./app.js";
+import { resolveApiTokens, TokenAuth } from "./auth.js";
+import { DiskFileStore } from "./files/disk.js";
+import type { ModelAdapter } from "./models/model.js";
+import { StableDiffusionAdapter } from "./models/stable-diffusion.js";
+import { LocalPredictionEvents } from "./predictions/events.js";
+import { PredictionService } from "./predictions/service.js";
+import { LocalJobQueue } from "./queue/local.js";
+import { SqlitePredictionStore } from "./store/sqlite.js";
+import { Worker } from "./worker.js";
+
+export interface ServerOutput {
+  /** Lines meant for the operator (the listening URL, a new token). */
+  info(line: string): void;
+  /** Faults and engine messages. */
+  error(line: string): void;
+}
+
+export interface RunningServer {
+  /** http://host:port, as bound. */
+  url: string;
+  app: FastifyInstance;
+  close(): Promise<void>;
+}
+
+export async function startServer(config: Config, out: ServerOutput): Promise<RunningServer> {
+  await mkdir(config.dataDir, { recursive: true });
+  const store = new SqlitePredictionStore(path.join(config.dataDir, "sdserve.db"));
+  const queue = new LocalJobQueue();
+  const files = new DiskFileStore(path.join(config.dataDir, "files"));
+  const events = new LocalPredictionEvents();
+  const adapter: ModelAdapter = new StableDiffusionAdapter({
+    source: config.model,
+    threads: config.threads,
+    provider: config.provider,
+    log: out.error,
+  });
+  const service = new PredictionService(
+    store,
+    queue,
+    files,
+    events,
+    [adapter],
+    { queueMax: config.queueMax, outputRetentionMs: config.outputRetentionMs, maxRunTimeMs: config.maxRunTimeMs },
+    out.error,
+  );
+
+  const tokens = await resolveApiTokens(config.apiTokens, config.dataDir);
+  if (tokens.created) {
+    out.info(`No SDSERVE_API_TOKENS given: created an API token and saved it in ${tokens.file}`);
+    out.info(`API token: ${tokens.created}`);
+    out.info(`Use it as: Authorization: Bearer ${tokens.created}`);
+  } else if (tokens.file) {
+    out.info(`API token: the one saved in ${tokens.file}`);
+  }
+
+  const app = buildApp({
+    service,
+    auth: new TokenAuth(tokens.tokens),
+    bodyLimit: config.bodyLimit,
+    publicBaseUrl: config.publicBaseUrl,
+    maxWaitSeconds: config.maxWaitSeconds,
+    corsOrigins: config.corsOrigins,
+    rateLimit: config.rateLimit,
+    log: out.error,
+  });
+
+  const recovered = await service.recover();
+  if (recovered.requeued + recovered.failed > 0) {
+    out.info(`Recovered ${recovered.requeued} unfinished prediction(s) into the queue; ${recovered.failed} failed.`);
+  }
+  await app.listen({ port: config.port, host: config.host });
+  const address = app.server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+
+  service.startBackground();
+  const loadStart = performance.now();
+  adapter.setup().then(
+    () => out.info(`Model ready: ${config.model} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s`),
+    (err: unknown) => out.error(`The model could not be loaded: ${err instanceof Error ? err.message : String(err)}`),
+  );
+  const worker = new Worker(service, queue, out.error);
+  worker.start();
+  out.info(`sdserve listening on ${url}`);
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    app,
+    close: () => {
+      closing ??= (async () => {
+        service.shutdown();
+        await worker.stop();
+        await app.close();
+        await queue.close();
+        await adapter.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,276 @@
+/**
+ * The default PredictionStore: one SQLite file in the data directory (better-sqlite3, WAL).
+ * Writes are synchronous and durable when the call returns, which is what "written to the
+ * store before it is announced" needs.
+ */
+import Database from "better-sqlite3";
+import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
+import type { ListQuery, PredictionPatch, PredictionStore } from "./store.js";
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS predictions (
+  id TEXT PRIMARY KEY,
+  account TEXT NOT NULL,
+  model TEXT NOT NULL,
+  version TEXT NOT NULL,
+  input TEXT NOT NULL,
+  logs TEXT NOT NULL DEFAULT '',
+  output TEXT,
+  error TEXT,
+  status TEXT NOT NULL,
+  data_removed INTEGER NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL,
+  started_at TEXT,
+  completed_at TEXT,
+  webhook TEXT,
+  webhook_events_filter TEXT,
+  deadline TEXT,
+  api_base TEXT NOT NULL,
+  origin TEXT NOT NULL,
+  files_key TEXT NOT NULL UNIQUE,
+  stream_key TEXT NOT NULL UNIQUE,
+  attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS predictions_account_order ON predictions (account, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS predictions_unfinished ON predictions (status, created_at) WHERE status IN ('starting', 'processing');
+CREATE INDEX IF NOT EXISTS predictions_retention ON predictions (completed_at) WHERE data_removed = 0;
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+`;
+
+interface Row {
+  id: string;
+  account: string;
+  model: string;
+  version: string;
+  input: string;
+  logs: string;
+  output: string | null;
+  error: string | null;
+  status: string;
+  data_removed: number;
+  created_at: string;
+  started_at: string | null;
+  completed_at: string | null;
+  webhook: string | null;
+  webhook_events_filter: string | null;
+  deadline: string | null;
+  api_base: string;
+  origin: string;
+  files_key: string;
+  stream_key: string;
+  attempts: number;
+}
+
+function fromRow(r: Row): PredictionRecord {
+  return {
+    id: r.id,
+    account: r.account,
+    model: r.model,
+    version: r.version,
+    input: JSON.parse(r.input) as Record<string, unknown>,
+    logs: r.logs,
+    output: r.output === null ? null : (JSON.parse(r.output) as string[]),
+    error: r.error,
+    status: r.status as PredictionStatus,
+    dataRemoved: r.data_removed !== 0,
+    createdAt: r.created_at,
+    startedAt: r.started_at,
+    completedAt: r.completed_at,
+    webhook: r.webhook,
+    webhookEventsFilter:
+      r.webhook_events_filter === null ? null : (JSON.parse(r.webhook_events_filter) as WebhookEvent[]),
+    deadline: r.deadline,
+    apiBase: r.api_base,
+    origin: r.origin,
+    filesKey: r.files_key,
+    streamKey: r.stream_key,
+    attempts: r.attempts,
+  };
+}
+
+/** Patch field → column, and how its value is stored. */
+const COLUMNS: Record<keyof PredictionPatch, [string, (v: never) => unknown]> = {
+  status: ["status", (v: string) => v],
+  output: ["output", (v: string[] | null) => (v === null ? null : JSON.stringify(v))],
+  error: ["error", (v: string | null) => v],
+  startedAt: ["started_at", (v: string | null) => v],
+  completedAt: ["completed_at", (v: string | null) => v],
+  attempts: ["attempts", (v: number) => v],
+  logs: ["logs", (v: string) => v],
+  input: ["input", (v: Record<string, unknown>) => JSON.stringify(v)],
+  dataRemoved: ["data_removed", (v: boolean) => (v ? 1 : 0)],
+  deadline: ["deadline", (v: string | null) => v],
+};
+
+export class SqlitePredictionStore implements PredictionStore {
+  private readonly db: Database.Database;
+
+  constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma("journal_mode = WAL");
+    // FULL: a 201 is only sent after the row is on disk, so a crash right after cannot lose it.
+    this.db.pragma("synchronous = FULL");
+    this.db.pragma("busy_timeout = 5000");
+    this.db.exec(SCHEMA);
+  }
+
+  async insert(p: PredictionRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO predictions (id, account, model, version, input, logs, output, error, status, data_removed,
+           created_at, started_at, completed_at, webhook, webhook_events_filter, deadline, api_base, origin,
+           files_key, stream_key, attempts)
+         VALUES (@id, @account, @model, @version, @input, @logs, @output, @error, @status, @data_removed,
+           @created_at, @started_at, @completed_at, @webhook, @webhook_events_filter, @deadline, @api_base, @origin,
+           @files_key, @stream_key, @attempts)`,
+      )
+      .run({
+        id: p.id,
+        account: p.account,
+        model: p.model,
+        version: p.version,
+        input: JSON.stringify(p.input),
+        logs: p.logs,
+        output: p.output === null ? null : JSON.stringify(p.output),
+        error: p.error,
+        status: p.status,
+        data_removed: p.dataRemoved ? 1 : 0,
+        created_at: p.createdAt,
+        started_at: p.startedAt,
+        completed_at: p.completedAt,
+        webhook: p.webhook,
+        webhook_events_filter: p.webhookEventsFilter === null ? null : JSON.stringify(p.webhookEventsFilter),
+        deadline: p.deadline,
+        api_base: p.apiBase,
+        origin: p.origin,
+        files_key: p.filesKey,
+        stream_key: p.streamKey,
+        attempts: p.attempts,
+      });
+  }
+
+  private one(where: string, value: string): PredictionRecord | undefined {
+    const row = this.db.prepare(`SELECT * FROM predictions WHERE ${where} = ?`).get(value) as Row | undefined;
+    return row ? fromRow(row) : undefined;
+  }
+
+  async get(id: string): Promise<PredictionRecord | undefined> {
+    return this.one("id", id);
+  }
+
+  async findByFilesKey(key: string): Promise<PredictionRecord | undefined> {
+    return this.one("files_key", key);
+  }
+
+  async findByStreamKey(key: string): Promise<PredictionRecord | undefined> {
+    return this.one("stream_key", key);
+  }
+
+  async list(q: ListQuery): Promise<PredictionRecord[]> {
+    const where = ["account = @account"];
+    const params: Record<string, unknown> = { account: q.account, limit: q.limit };
+    if (q.after) {
+      where.push("(created_at < @afterCreated OR (created_at = @afterCreated AND id < @afterId))");
+      params["afterCreated"] = q.after.createdAt;
+      params["afterId"] = q.after.id;
+    }
+    if (q.before) {
+      where.push("(created_at > @beforeCreated OR (created_at = @beforeCreated AND id > @beforeId))");
+      params["beforeCreated"] = q.before.createdAt;
+      params["beforeId"] = q.before.id;
+    }
+    for (const [key, column] of [
+      ["status", "status"],
+      ["model", "model"],
+      ["version", "version"],
+    ] as const) {
+      if (q[key] !== undefined) {
+        where.push(`${column} = @${key}`);
+        params[key] = q[key];
+      }
+    }
+    if (q.createdAfter !== undefined) {
+      where.push("created_at >= @createdAfter");
+      params["createdAfter"] = q.createdAfter;
+    }
+    if (q.createdBefore !== undefined) {
+      where.push("created_at < @createdBefore");
+      params["createdBefore"] = q.createdBefore;
+    }
+    // The previous page is the rows just newer than the boundary: take them oldest first, then flip.
+    const order = q.before && !q.after ? "ASC" : "DESC";
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM predictions WHERE ${where.join(" AND ")} ORDER BY created_at ${order}, id ${order} LIMIT @limit`,
+      )
+      .all(params) as Row[];
+    if (order === "ASC") rows.reverse();
+    return rows.map(fromRow);
+  }
+
+  async update(
+    id: string,
+    patch: PredictionPatch,
+    whenStatus?: readonly PredictionStatus[],
+  ): Promise<PredictionRecord | undefined> {
+    const sets: string[] = [];
+    const params: Record<string, unknown> = { id };
+    for (const [key, value] of Object.entries(patch) as [keyof PredictionPatch, never][]) {
+      if (value === undefined) continue;
+      const [column, encode] = COLUMNS[key];
+      sets.push(`${column} = @${key}`);
+      params[key] = encode(value);
+    }
+    let condition = "";
+    if (whenStatus) {
+      condition = ` AND status IN (${whenStatus.map((_, i) => `@when${i}`).join(", ")})`;
+      whenStatus.forEach((s, i) => {
+        params[`when${i}`] = s;
+      });
+    }
+    const row = this.db
+      .prepare(`UPDATE predictions SET ${sets.join(", ")} WHERE id = @id${condition} RETURNING *`)
+      .get(params) as Row | undefined;
+    return row ? fromRow(row) : undefined;
+  }
+
+  async appendLog(id: string, line: string): Promise<void> {
+    this.db.prepare("UPDATE predictions SET logs = logs || ? WHERE id = ?").run(`${line}\n`, id);
+  }
+
+  async unfinished(): Promise<PredictionRecord[]> {
+    const rows = this.db
+      .prepare("SELECT * FROM predictions WHERE status IN ('starting', 'processing') ORDER BY created_at ASC, id ASC")
+      .all() as Row[];
+    return rows.map(fromRow);
+  }
+
+  async countUnfinished(): Promise<number> {
+    const row = this.db
+      .prepare("SELECT count(*) AS n FROM predictions WHERE status IN ('starting', 'processing')")
+      .get() as { n: number };
+    return row.n;
+  }
+
+  async completedBefore(completedBefore: string): Promise<string[]> {
+    const rows = this.db
+      .prepare("SELECT id FROM predictions WHERE data_removed = 0 AND completed_at IS NOT NULL AND completed_at < ?")
+      .all(completedBefore) as { id: string }[];
+    return rows.map((r) => r.id);
+  }
+
+  async getSetting(key: string): Promise<string | undefined> {
+    const row = this.db.prepare("SELECT value FROM settings WHERE key = ?").get(key) as { value: string } | undefined;
+    return row?.value;
+  }
+
+  async setSetting(key: string, value: string): Promise<void> {
+    this.db
+      .prepare("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+      .run(key, value);
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,71 @@
+/** config.ts: flags and environment read and validated in one place. */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ConfigError, loadConfig, parseDuration } from "../src/config.js";
+
+test("durations: units combine, a bare number is seconds, anything else is rejected", () => {
+  assert.equal(parseDuration("90s"), 90_000);
+  assert.equal(parseDuration("1h30m"), 5_400_000);
+  assert.equal(parseDuration("7d"), 604_800_000);
+  assert.equal(parseDuration("250ms"), 250);
+  assert.equal(parseDuration("45"), 45_000);
+  for (const bad of ["", "s", "1 h", "1y", "-5s", "5s5"]) assert.equal(parseDuration(bad), undefined, bad);
+});
+
+test("defaults, and a flag wins over its environment variable", () => {
+  const c = loadConfig(["--model", "tiny-random"], { HOME: "/home/u" });
+  assert.equal(c.port, 8080);
+  assert.equal(c.host, "127.0.0.1");
+  assert.equal(c.outputRetentionMs, 3_600_000);
+  assert.equal(c.queueMax, 100);
+  assert.equal(c.bodyLimit, 1024 * 1024);
+  assert.equal(c.maxWaitSeconds, 60);
+  assert.equal(c.webhookAllowPrivate, false);
+  assert.deepEqual(c.apiTokens, []);
+  assert.equal(c.rateLimit, null);
+  const d = loadConfig(["--port", "9000"], {
+    SDSERVE_MODEL: "./sd",
+    SDSERVE_PORT: "1234",
+    SDSERVE_API_TOKENS: "a, b,,c",
+    SDSERVE_OUTPUT_RETENTION: "never",
+    SDSERVE_BODY_LIMIT: "2mb",
+    SDSERVE_WEBHOOK_ALLOW_PRIVATE: "true",
+    SDSERVE_RATE_LIMIT: "600/m",
+    SDSERVE_PUBLIC_URL: "https://sd.example.org/base/",
+    SDSERVE_CORS_ORIGINS: "*",
+  });
+  assert.equal(d.port, 9000);
+  assert.equal(d.model, "./sd");
+  assert.deepEqual(d.apiTokens, ["a", "b", "c"]);
+  assert.equal(d.outputRetentionMs, null);
+  assert.equal(d.bodyLimit, 2 * 1024 * 1024);
+  assert.equal(d.webhookAllowPrivate, true);
+  assert.deepEqual(d.rateLimit, { max: 600, windowMs: 60_000 });
+  assert.equal(d.publicBaseUrl, "https://sd.example.org/base");
+  assert.deepEqual(d.corsOrigins, ["*"]);
+});
+
+test("bad values fail at start, naming the setting", () => {
+  const cases: [string[], NodeJS.ProcessEnv, RegExp][] = [
+    [[], {}, /--model is required/],
+    [["--model", "m", "--port", "http"], {}, /--port must be an integer/],
+    [["--model", "m"], { PORT: "70000" }, /PORT must be an integer from 0 to 65535/],
+    [["--model", "m"], { SDSERVE_OUTPUT_RETENTION: "soon" }, /SDSERVE_OUTPUT_RETENTION must be a duration/],
+    [["--model", "m"], { SDSERVE_QUEUE_MAX: "0" }, /SDSERVE_QUEUE_MAX/],
+    [["--model", "m"], { SDSERVE_BODY_LIMIT: "lots" }, /SDSERVE_BODY_LIMIT/],
+    [
+      ["--model", "m"],
+      { SDSERVE_WEBHOOK_ALLOW_PRIVATE: "maybe" },
+      /SDSERVE_WEBHOOK_ALLOW_PRIVATE must be true or false/,
+    ],
+    [["--model", "m"], { SDSERVE_RATE_LIMIT: "fast" }, /SDSERVE_RATE_LIMIT/],
+    [["--model", "m", "--provider", "tpu"], {}, /--provider/],
+    [["--model", "m", "--public-url", "ftp://x"], {}, /--public-url must be an http or https URL/],
+  ];
+  for (const [argv, env, message] of cases) {
+    assert.throws(
+      () => loadConfig(argv, env),
+      (err: Error) => err instanceof ConfigError && message.test(err.message),
+    );
+  }
+});

@@ -1,0 +1,135 @@
+/**
+ * Starts the real `sdserve serve` as a child process (tiny-random model, a fresh data directory,
+ * a free loopback port chosen by the server and read from its "listening on" line).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { REPO_ROOT } from "../helpers/fixtures.js";
+
+/** One tiny-random model folder per test process. */
+const CACHE = mkdtempSync(path.join(os.tmpdir(), "sdserve-e2e-cache-"));
+
+export const TOKEN = "r8_e2e_token_alice";
+export const OTHER_TOKEN = "r8_e2e_token_bob";
+export const VERSION = "ac732df83cea7fff18b8472768c88ad041fa750ff7682a21affe81863cbe77e4";
+export const MODEL = "stability-ai/stable-diffusion";
+
+export interface Sdserve {
+  url: string;
+  dataDir: string;
+  proc: ChildProcess;
+  /** Everything the process printed so far. */
+  output(): string;
+  /** SIGTERM, then wait for the exit code. */
+  stop(): Promise<number | null>;
+  /** SIGKILL: no shutdown at all, as in a crash. */
+  kill(): Promise<void>;
+}
+
+export function newDataDir(): string {
+  return mkdtempSync(path.join(os.tmpdir(), "sdserve-e2e-data-"));
+}
+
+export async function startSdserve(
+  opts: { dataDir?: string; env?: Record<string, string>; args?: string[] } = {},
+): Promise<Sdserve> {
+  const dataDir = opts.dataDir ?? newDataDir();
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    SDSERVE_CACHE: CACHE,
+    SDSERVE_API_TOKENS: `${TOKEN},${OTHER_TOKEN}`,
+    SDSERVE_THREADS: "1",
+    ...opts.env,
+  };
+  const proc = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      path.join(REPO_ROOT, "src/cli/main.ts"),
+      "serve",
+      "--model",
+      "tiny-random",
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--data-dir",
+      dataDir,
+      ...(opts.args ?? []),
+    ],
+    { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let text = "";
+  const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString();
+      const m = /sdserve listening on (http:\/\/\S+)/.exec(text);
+      if (m) resolve(m[1] as string);
+    };
+    proc.stdout?.on("data", onData);
+    proc.stderr?.on("data", onData);
+    exited.then((code) => reject(new Error(`sdserve exited (${code}) before listening:\n${text}`)));
+  });
+  return {
+    url,
+    dataDir,
+    proc,
+    output: () => text,
+    stop: async () => {
+      proc.kill("SIGTERM");
+      return exited;
+    },
+    kill: async () => {
+      proc.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
+export function authHeaders(token = TOKEN): Record<string, string> {
+  return { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
+}
+
+/** Small, fast inputs: the tiny model at its smallest allowed size and a few steps. */
+export function smallInput(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { prompt: "a lighthouse at dusk", width: 128, height: 128, num_inference_steps: 2, ...extra };
+}
+
+/** Inputs that keep the worker busy until canceled (500 steps at 512×512 take minutes on the tiny model). */
+export function slowInput(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { prompt: "a slow one", width: 512, height: 512, num_inference_steps: 500, ...extra };
+}
+
+/** Polls until `check` returns a value, or fails after `attempts` tries. */
+export async function eventually<T>(
+  check: () => Promise<T | undefined>,
+  what: string,
+  { attempts = 600, intervalMs = 100 } = {},
+): Promise<T> {
+  for (let i = 0; i < attempts; i++) {
+    const v = await check();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
+export async function api(
+  server: Sdserve,
+  method: string,
+  route: string,
+  body?: unknown,
+  headers: Record<string, string> = authHeaders(),
+): Promise<{ status: number; headers: Headers; json: Record<string, unknown> & { [k: string]: unknown } }> {
+  const res = await fetch(route.startsWith("http") ? route : `${server.url}${route}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, json: text ? JSON.parse(text) : {} };
+}
