@@ -10,7 +10,6 @@
  * With `--model all` (the default: SD 1.5 at 512² and SD 2.1 at 768²) each model runs in its
  * own process, so its peak RSS is its own. See bench/README.md for what is printed.
  */
-import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,9 +17,22 @@ import { parseArgs } from "node:util";
 import { type TensorF32, TextEncoder, UNet, VaeDecoder } from "../src/engine/networks.js";
 import type { ComponentName } from "../src/engine/weights/model-folder.js";
 import { type RandomComponent, writeRandomComponent } from "../src/engine/weights/random-weights.js";
-import { textEncoderFlops, unetFlops, vaeDecodeFlops } from "./flops.js";
-import { type MachineInfo, type MatmulPeak, machineInfo, measureMatmulPeak } from "./machine.js";
-import { type Timing, time, timeRuns } from "./timing.js";
+import { intOption as int, printUsageAndExit, runChildren } from "./lib/cli.js";
+import { textEncoderFlops, unetFlops, vaeDecodeFlops } from "./lib/flops.js";
+import { machineInfo, measureMatmulPeak } from "./lib/machine.js";
+import {
+  gib,
+  LABEL,
+  machineFigure,
+  matmulPeakFigure,
+  pad,
+  peakRssBytes,
+  Report,
+  round,
+  secs,
+  timedFigure,
+} from "./lib/report.js";
+import { time, timeRuns } from "./lib/timing.js";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const PRESETS = path.join(REPO_ROOT, "presets");
@@ -61,15 +73,7 @@ function parseOptions(): Options {
       help: { type: "boolean", default: false },
     },
   });
-  if (values.help) {
-    console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("*/")[0]);
-    process.exit(0);
-  }
-  const int = (name: string, v: string, min: number) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${v}`);
-    return n;
-  };
+  if (values.help) printUsageAndExit(import.meta.url);
   if (values.model !== "all" && !KNOWN_MODELS.includes(values.model)) {
     throw new Error(`--model must be one of ${[...KNOWN_MODELS, "all"].join(", ")}, got ${values.model}`);
   }
@@ -89,101 +93,6 @@ function parseOptions(): Options {
     matmulRuns: int("matmul-runs", values["matmul-runs"], 1),
     child: values.child,
   };
-}
-
-// ---------------------------------------------------------------- output
-
-type Figure = Record<string, unknown> & { figure: string };
-
-class Report {
-  constructor(
-    private readonly json: boolean,
-    private readonly model?: string,
-  ) {}
-
-  emit(figure: Figure, text: string): void {
-    if (this.json)
-      console.log(JSON.stringify({ bench: "unet-step", ...(this.model ? { model: this.model } : {}), ...figure }));
-    else console.log(text);
-  }
-
-  heading(text: string): void {
-    if (!this.json) console.log(`\n${text}`);
-  }
-}
-
-const round = (x: number, digits = 4) => Number(x.toPrecision(digits));
-const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
-function secs(s: number): string {
-  return s < 1 ? `${(s * 1000).toFixed(1)} ms` : `${s.toFixed(s < 10 ? 2 : 1)} s`;
-}
-function flopsText(f: number): string {
-  return f >= 1e12 ? `${(f / 1e12).toFixed(2)} TFLOP` : `${(f / 1e9).toFixed(1)} GFLOP`;
-}
-const pad = (s: string, n: number) => s.padEnd(n);
-
-function machineFigure(m: MachineInfo, threads: number): [Figure, string] {
-  const threadText = threads > 0 ? String(threads) : "auto (onnxruntime's default)";
-  return [
-    {
-      figure: "machine",
-      cpu: m.cpu,
-      cores: m.cores,
-      memory_bytes: m.memoryBytes,
-      simd: m.simd,
-      os: m.os,
-      node: m.node,
-      onnxruntime: m.onnxruntime,
-      threads: threads > 0 ? threads : "auto",
-    },
-    [
-      `machine      ${m.cpu}, ${m.cores} cores${m.simd.length ? ` [${m.simd.join(" ")}]` : ""}, ${gib(m.memoryBytes)}`,
-      `software     ${m.os}, node ${m.node}, onnxruntime-node ${m.onnxruntime}; threads ${threadText}`,
-    ].join("\n"),
-  ];
-}
-
-/** A warning line when other processes competed for the CPUs during a measurement. */
-function contention(t: Timing): string {
-  if (t.otherCpus === undefined || t.otherCpus < 0.05) return "";
-  return `\n${pad("", 36)} ! other processes kept ${t.otherCpus.toFixed(2)} CPUs busy meanwhile: these times are inflated`;
-}
-
-/** A timed network call with its FLOPs, compared with the measured MatMul rate. */
-function callFigure(
-  figure: string,
-  label: string,
-  t: Timing,
-  flops: number,
-  peak: MatmulPeak,
-  shape: Record<string, number>,
-): [Figure, string] {
-  const gflops = flops / t.median / 1e9;
-  const lowerBound = flops / (peak.gflops * 1e9);
-  return [
-    {
-      figure,
-      ...shape,
-      unit: "s",
-      median: round(t.median),
-      min: round(t.min),
-      max: round(t.max),
-      runs: t.runs.map((r) => round(r)),
-      first: t.first === undefined ? null : round(t.first),
-      flops,
-      gflops_per_s: round(gflops),
-      matmul_peak_gflops_per_s: round(peak.gflops),
-      ratio_to_peak: round(gflops / peak.gflops, 3),
-      lower_bound_s: round(lowerBound),
-      ratio_to_lower_bound: round(t.median / lowerBound, 3),
-      other_cpus_busy: t.otherCpus === undefined ? null : round(t.otherCpus, 2),
-    },
-    `${pad(label, 36)} ${pad(secs(t.median), 9)} median of ${t.runs.length} (min ${secs(t.min)}, max ${secs(t.max)}` +
-      `${t.first === undefined ? "" : `, first call ${secs(t.first)}`})\n` +
-      `${pad("", 36)} ${flopsText(flops)} → ${gflops.toFixed(1)} GFLOP/s = ${((100 * gflops) / peak.gflops).toFixed(1)}% of ` +
-      `the MatMul peak; lower bound ${secs(lowerBound)}, ${(t.median / lowerBound).toFixed(2)}× it` +
-      contention(t),
-  ];
 }
 
 // ---------------------------------------------------------------- inputs
@@ -248,29 +157,14 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
         reused: w.reused,
         seconds: round(seconds),
       },
-      `${pad(`weights ${component}`, 36)} ${(w.parameters / 1e6).toFixed(1)} M parameters, ${gib(w.dataBytes)}, ` +
+      `${pad(`weights ${component}`, LABEL)} ${(w.parameters / 1e6).toFixed(1)} M parameters, ${gib(w.dataBytes)}, ` +
         `${w.reused ? "reused from" : "written to"} ${path.relative(process.cwd(), dir) || "."} in ${secs(seconds)}`,
     );
   }
   const weightBytes = [...written.values()].reduce((a, w) => a + w.dataBytes, 0);
 
   const peak = await measureMatmulPeak({ threads: opts.threads, runs: opts.matmulRuns });
-  const peakMin = peak.flops / peak.max / 1e9;
-  const peakMax = peak.flops / peak.min / 1e9;
-  report.emit(
-    {
-      figure: "matmul_peak",
-      unit: "GFLOP/s",
-      size: peak.size,
-      median: round(peak.gflops),
-      min: round(peakMin),
-      max: round(peakMax),
-      runs_s: peak.runs.map((r) => round(r)),
-      other_cpus_busy: peak.otherCpus === undefined ? null : round(peak.otherCpus, 2),
-    },
-    `${pad(`fp32 MatMul peak (${peak.size}³)`, 36)} ${peak.gflops.toFixed(1)} GFLOP/s median of ${peak.runs.length} ` +
-      `(min ${peakMin.toFixed(1)}, max ${peakMax.toFixed(1)})${contention(peak)}`,
-  );
+  report.emit(...matmulPeakFigure(peak));
 
   // Sessions: all three stay loaded together, as in a pipeline, so peak RSS is a pipeline's.
   const load = async <T>(component: ComponentName, fn: () => Promise<T>): Promise<T> => {
@@ -281,7 +175,7 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
     const rss = process.memoryUsage().rss;
     report.emit(
       { figure: "session_create", component, unit: "s", seconds: round(seconds), rss_after_bytes: rss },
-      `${pad(`session create ${component}`, 36)} ${pad(secs(seconds), 9)} (RSS after: ${gib(rss)})`,
+      `${pad(`session create ${component}`, LABEL)} ${pad(secs(seconds), 9)} (RSS after: ${gib(rss)})`,
     );
     return value as T;
   };
@@ -298,9 +192,13 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
     const t = await timeRuns(() => text.encode(ids), runs);
     const flops = textEncoderFlops(configs.text_encoder, { batch: 2, sequence: TOKENS });
     report.emit(
-      ...callFigure("text_encoder", `text encoder (batch 2, ${TOKENS} tokens)`, t, flops, peak, {
-        batch: 2,
-        tokens: TOKENS,
+      ...timedFigure("text_encoder", `text encoder (batch 2, ${TOKENS} tokens)`, t, {
+        flops,
+        peak,
+        fields: {
+          batch: 2,
+          tokens: TOKENS,
+        },
       }),
     );
   }
@@ -321,10 +219,14 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
     const t = await timeRuns(() => unet.run(sample, 500, context), runs);
     const flops = unetFlops(configs.unet, { batch: UNET_BATCH, height: latent, width: latent, sequence: TOKENS });
     report.emit(
-      ...callFigure("unet_call", `UNet call (${pixels}², batch ${UNET_BATCH})`, t, flops, peak, {
-        batch: UNET_BATCH,
-        height: pixels,
-        width: pixels,
+      ...timedFigure("unet_call", `UNet call (${pixels}², batch ${UNET_BATCH})`, t, {
+        flops,
+        peak,
+        fields: {
+          batch: UNET_BATCH,
+          height: pixels,
+          width: pixels,
+        },
       }),
     );
   }
@@ -341,17 +243,20 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
     const t = await timeRuns(() => vae.decode(latents), runs);
     const flops = vaeDecodeFlops(configs.vae, { batch: 1, height: latent, width: latent });
     report.emit(
-      ...callFigure("vae_decode", `VAE decode (${pixels}², 1 image)`, t, flops, peak, {
-        batch: 1,
-        height: pixels,
-        width: pixels,
+      ...timedFigure("vae_decode", `VAE decode (${pixels}², 1 image)`, t, {
+        flops,
+        peak,
+        fields: {
+          batch: 1,
+          height: pixels,
+          width: pixels,
+        },
       }),
     );
   }
 
   await Promise.all([text?.session.release(), unet?.session.release(), vae?.session.release()]);
-  // maxRSS is in kilobytes (getrusage's ru_maxrss).
-  const peakRss = process.resourceUsage().maxRSS * 1024;
+  const peakRss = peakRssBytes();
   report.emit(
     {
       figure: "peak_rss",
@@ -360,7 +265,7 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
       fp32_weights_bytes: weightBytes,
       over_weights_bytes: peakRss - weightBytes,
     },
-    `${pad("peak RSS", 36)} ${gib(peakRss)} (fp32 weights ${gib(weightBytes)}, ${gib(peakRss - weightBytes)} above them)`,
+    `${pad("peak RSS", LABEL)} ${gib(peakRss)} (fp32 weights ${gib(weightBytes)}, ${gib(peakRss - weightBytes)} above them)`,
   );
 }
 
@@ -370,31 +275,20 @@ async function main(): Promise<void> {
   const opts = parseOptions();
   const models = opts.model === "all" ? ALL_MODELS : [opts.model];
   if (!opts.child) {
-    const report = new Report(opts.json);
+    const report = new Report("unet-step", opts.json);
     if (!opts.json) console.log(`bench/unet-step ${new Date().toISOString()}`);
     report.emit(...machineFigure(machineInfo(), opts.threads));
   }
   if (models.length === 1) {
-    await benchModel(models[0] as string, opts, new Report(opts.json, models[0]));
+    await benchModel(models[0] as string, opts, new Report("unet-step", opts.json, models[0]));
     return;
   }
   // One process per model: peak RSS is per model, and one model's memory does not weigh on the next.
-  let failed = 0;
-  for (const model of models) {
-    const args = [
-      ...process.execArgv,
-      fileURLToPath(import.meta.url),
-      ...process.argv.slice(2),
-      "--model",
-      model,
-      "--child",
-    ];
-    const child = spawnSync(process.execPath, args, { stdio: "inherit" });
-    if (child.status !== 0) {
-      failed++;
-      console.error(`bench/unet-step: ${model} failed (exit ${child.status ?? child.signal})`);
-    }
-  }
+  const failed = runChildren(
+    "unet-step",
+    import.meta.url,
+    models.map((model) => ({ name: model, args: ["--model", model] })),
+  );
   if (failed) process.exitCode = 1;
 }
 

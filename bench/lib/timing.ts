@@ -51,6 +51,11 @@ export function median(values: readonly number[]): number {
   return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
+/** Median, min and max of figures gathered elsewhere (e.g. the parts of each pipeline run). */
+export function summarize(runs: readonly number[], extra: { first?: number; otherCpus?: number } = {}): Timing {
+  return { runs: [...runs], median: median(runs), min: Math.min(...runs), max: Math.max(...runs), ...extra };
+}
+
 /**
  * Runs `warmup` calls (the first one's time is kept: it includes onnxruntime's one-time
  * allocations), then `runs` measured calls.
@@ -72,5 +77,5 @@ export async function timeRuns(fn: () => Promise<unknown>, opts: { warmup: numbe
     busy0 === undefined || busy1 === undefined
       ? undefined
       : Math.max(0, (busy1 - busy0 - (ownCpuSeconds() - own0)) / elapsed);
-  return { runs, median: median(runs), min: Math.min(...runs), max: Math.max(...runs), first, otherCpus };
+  return summarize(runs, { first, otherCpus });
 }

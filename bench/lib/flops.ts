@@ -5,10 +5,10 @@
  * softmax and adds are left out: they are a fraction of a percent of the total and bound by
  * memory, not arithmetic.
  */
-import { readClipTextConfig } from "../src/engine/graph/clip.js";
-import { ConfigReader } from "../src/engine/graph/config.js";
-import { readUNetConfig } from "../src/engine/graph/unet.js";
-import { readVaeConfig } from "../src/engine/graph/vae.js";
+import { readClipTextConfig } from "../../src/engine/graph/clip.js";
+import { ConfigReader } from "../../src/engine/graph/config.js";
+import { readUNetConfig } from "../../src/engine/graph/unet.js";
+import { readVaeConfig } from "../../src/engine/graph/vae.js";
 
 /** 2·out·in·k²·H_out·W_out per image. */
 const conv = (batch: number, cin: number, cout: number, k: number, h: number, w: number) =>

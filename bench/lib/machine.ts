@@ -3,10 +3,11 @@
  * GFLOP/s this machine reaches on one big MatMul in onnxruntime, measured in the same run
  * (the same threads, the same thermal and neighbour conditions as the networks).
  */
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import os from "node:os";
-import { GraphBuilder } from "../src/engine/graph/onnx.js";
-import { NetworkSession, ort } from "../src/engine/runtime.js";
+import { GraphBuilder } from "../../src/engine/graph/onnx.js";
+import { NetworkSession, ort } from "../../src/engine/runtime.js";
 import { type Timing, timeRuns } from "./timing.js";
 
 export interface MachineInfo {
@@ -45,6 +46,22 @@ export function machineInfo(): MachineInfo {
     node: process.version,
     onnxruntime: versions.node ?? versions.common ?? "unknown",
   };
+}
+
+/**
+ * The NVIDIA GPUs nvidia-smi lists ("name, memory, driver"), one per entry; empty where there
+ * is no nvidia-smi or no GPU.
+ */
+export function gpuInfo(): string[] {
+  const r = spawnSync("nvidia-smi", ["--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"], {
+    encoding: "utf8",
+    timeout: 10_000,
+  });
+  if (r.status !== 0 || typeof r.stdout !== "string") return [];
+  return r.stdout
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean);
 }
 
 export interface MatmulPeak extends Timing {
