@@ -1,0 +1,413 @@
+/**
+ * bench/pipeline: end-to-end text-to-image through the engine's public API (loadPipeline,
+ * then pipeline.generate), as a user of the library or `sdserve generate` meets it: load
+ * time, seconds per image and per denoising step, the split into text encoder / denoise /
+ * VAE decode, and peak RSS. Models: the tiny-random model, and full-size SD 1.5 with random
+ * weights built from presets/sd-1.5 (compute does not depend on the values).
+ *
+ *   npx tsx bench/pipeline.ts [--model tiny|sd-1.5|all] [--runs 3] [--warmup 1] [--steps 20]
+ *     [--size 512|WxH] [--scheduler DPMSolverMultistep] [--guidance 7.5] [--seed 42]
+ *     [--threads N] [--provider cpu|cuda|cpu,cuda] [--json] [--cache DIR] [--matmul-runs 5]
+ *
+ * Each (model, provider) pair runs in its own process when there are several, so its peak
+ * RSS is its own. See bench/README.md for what is printed.
+ */
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { DEFAULT_SCHEDULER, type GenerateResult, loadPipeline, type Pipeline } from "../src/engine/pipeline.js";
+import type { ExecutionProvider } from "../src/engine/runtime.js";
+import { ensureTinyRandomModel } from "../src/engine/tiny-random.js";
+import { intOption, printUsageAndExit, runChildren } from "./lib/cli.js";
+import { textEncoderFlops, unetFlops, vaeDecodeFlops } from "./lib/flops.js";
+import { gpuInfo, type MatmulPeak, machineInfo, measureMatmulPeak } from "./lib/machine.js";
+import { ensureRandomModelFolder } from "./lib/random-model.js";
+import {
+  bytesText,
+  gib,
+  LABEL,
+  machineFigure,
+  matmulPeakFigure,
+  pad,
+  peakRssBytes,
+  Report,
+  round,
+  secs,
+  timedFigure,
+} from "./lib/report.js";
+import { median, summarize, type Timing, time, timeRuns } from "./lib/timing.js";
+
+const BENCH = "pipeline";
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const MODELS = ["tiny", "sd-1.5"] as const;
+type Model = (typeof MODELS)[number];
+const PROVIDERS: readonly ExecutionProvider[] = ["cpu", "cuda"];
+/** bench/unet-step's default weights seed: both benches share one copy of SD 1.5 in the cache. */
+const WEIGHTS_SEED = 0;
+/** The UNet's context length: CLIP pads every prompt to 77 tokens. */
+const TOKENS = 77;
+const PROMPT = "a lighthouse at dusk, oil painting, dramatic sky";
+const NEGATIVE_PROMPT = "blurry, low quality";
+
+interface Options {
+  models: Model[];
+  providers: ExecutionProvider[];
+  runs: number;
+  warmup: number;
+  steps: number;
+  width: number;
+  height: number;
+  scheduler: string;
+  guidance: number;
+  seed: number;
+  threads: number;
+  json: boolean;
+  cache: string;
+  matmulRuns: number;
+  child: boolean;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      model: { type: "string", default: "all" },
+      provider: { type: "string", default: "cpu" },
+      runs: { type: "string", default: "3" },
+      warmup: { type: "string", default: "1" },
+      steps: { type: "string", default: "20" },
+      size: { type: "string", default: "512" },
+      scheduler: { type: "string", default: DEFAULT_SCHEDULER },
+      guidance: { type: "string", default: "7.5" },
+      seed: { type: "string", default: "42" },
+      threads: { type: "string", default: "0" },
+      json: { type: "boolean", default: false },
+      cache: { type: "string", default: path.join(REPO_ROOT, ".cache", "bench") },
+      "matmul-runs": { type: "string", default: "5" },
+      child: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) printUsageAndExit(import.meta.url);
+  const model = values.model === "tiny-random" ? "tiny" : values.model;
+  if (model !== "all" && !(MODELS as readonly string[]).includes(model)) {
+    throw new Error(`--model must be one of ${[...MODELS, "all"].join(", ")}, got ${values.model}`);
+  }
+  const providers = values.provider.split(",").map((p) => p.trim());
+  for (const p of providers) {
+    if (!(PROVIDERS as readonly string[]).includes(p)) {
+      throw new Error(`--provider takes ${PROVIDERS.join(", ")} or a comma-separated list, got ${p}`);
+    }
+  }
+  const size = /^(\d+)(?:x(\d+))?$/.exec(values.size);
+  if (!size) throw new Error(`--size must be N (N×N) or WxH, got ${values.size}`);
+  const guidance = Number(values.guidance);
+  if (!Number.isFinite(guidance) || guidance < 0) throw new Error(`--guidance must be a number ≥ 0`);
+  return {
+    models: model === "all" ? [...MODELS] : [model as Model],
+    providers: [...new Set(providers)] as ExecutionProvider[],
+    runs: intOption("runs", values.runs, 1),
+    warmup: intOption("warmup", values.warmup, 0),
+    steps: intOption("steps", values.steps, 1),
+    width: intOption("size", size[1] as string, 8),
+    height: intOption("size", size[2] ?? (size[1] as string), 8),
+    scheduler: values.scheduler,
+    guidance,
+    seed: intOption("seed", values.seed, 0),
+    threads: intOption("threads", values.threads, 0),
+    json: values.json,
+    cache: path.resolve(values.cache),
+    matmulRuns: intOption("matmul-runs", values["matmul-runs"], 0),
+    child: values.child,
+  };
+}
+
+// ---------------------------------------------------------------- one model, one provider
+
+/** What one generate() call took, in seconds. */
+interface RunTimes {
+  image: number;
+  encode: number;
+  denoise: number;
+  decode: number;
+  /** Each denoising step, from one onStep call to the next. */
+  steps: number[];
+}
+
+async function prepareFolder(model: Model, cache: string): Promise<{ dir: string; written: boolean }> {
+  if (model === "tiny") {
+    const dir = await ensureTinyRandomModel(cache);
+    return { dir, written: false };
+  }
+  const folder = await ensureRandomModelFolder(
+    path.join(REPO_ROOT, "presets", model),
+    path.join(cache, model),
+    WEIGHTS_SEED,
+  );
+  return { dir: folder.dir, written: [...folder.components.values()].some((c) => !c.reused) };
+}
+
+/** FLOPs of one image: text encoder once, the UNet per step, the VAE decoder once. */
+function imageFlops(pipeline: Pipeline, opts: Options): { text: number; step: number; vae: number; image: number } {
+  const guided = opts.guidance > 1;
+  const h = opts.height / pipeline.info.vaeScaleFactor;
+  const w = opts.width / pipeline.info.vaeScaleFactor;
+  const { folder } = pipeline;
+  const text = textEncoderFlops(folder.textEncoder.config, { batch: guided ? 2 : 1, sequence: TOKENS });
+  const step = unetFlops(folder.unet.config, { batch: guided ? 2 : 1, height: h, width: w, sequence: TOKENS });
+  const vae = vaeDecodeFlops(folder.vae.config, { batch: 1, height: h, width: w });
+  return { text, step, vae, image: text + opts.steps * step + vae };
+}
+
+async function benchOne(model: Model, provider: ExecutionProvider, opts: Options, report: Report): Promise<void> {
+  const guided = opts.guidance > 1;
+  report.heading(
+    `${model === "tiny" ? "tiny-random" : `${model} (random weights, seed ${WEIGHTS_SEED}, fp32)`}: ` +
+      `${opts.width}×${opts.height}, ${opts.steps} steps, ${opts.scheduler}, guidance ${opts.guidance}` +
+      `${guided ? " (UNet batch 2)" : ""}, ${provider.toUpperCase()} execution provider`,
+  );
+
+  let prepared: { dir: string; written: boolean } | undefined;
+  const prepareSeconds = await time(async () => {
+    prepared = await prepareFolder(model, opts.cache);
+  });
+  const { dir, written } = prepared as { dir: string; written: boolean };
+  const shownDir = path.relative(process.cwd(), dir) || ".";
+
+  // The MatMul peak is a CPU yardstick; a GPU's would need device-resident operands.
+  let peak: MatmulPeak | undefined;
+  if (provider === "cpu" && opts.matmulRuns > 0) {
+    peak = await measureMatmulPeak({ threads: opts.threads, runs: opts.matmulRuns });
+    report.emit(...matmulPeakFigure(peak));
+  } else if (provider !== "cpu") {
+    report.note(`${pad("", LABEL)} (no MatMul peak or FLOP rates: the peak is measured on the CPU)`);
+  }
+
+  const sessions: string[] = [];
+  let pipeline: Pipeline | undefined;
+  const loadSeconds = await time(async () => {
+    pipeline = await loadPipeline(dir, { threads: opts.threads, provider, log: (line) => sessions.push(line) });
+  });
+  const pipe = pipeline as Pipeline;
+  const rssAfterLoad = process.memoryUsage().rss;
+
+  const components = [pipe.folder.textEncoder, pipe.folder.unet, pipe.folder.vae];
+  let parameters = 0;
+  let weightBytes = 0;
+  for (const c of components) {
+    for (const t of c.tensors.values()) {
+      parameters += t.shape.reduce((a, d) => a * d, 1);
+      weightBytes += t.byteLength;
+    }
+  }
+  report.emit(
+    {
+      figure: "model",
+      folder: shownDir,
+      parameters,
+      bytes: weightBytes,
+      written,
+      prepare_seconds: round(prepareSeconds),
+    },
+    `${pad("model folder", LABEL)} ${shownDir}: ${(parameters / 1e6).toFixed(parameters < 1e7 ? 2 : 1)} M parameters, ` +
+      `${bytesText(weightBytes)}; ${written ? "written" : "ready"} in ${secs(prepareSeconds)}`,
+  );
+  report.emit(
+    {
+      figure: "load",
+      unit: "s",
+      seconds: round(loadSeconds),
+      rss_after_bytes: rssAfterLoad,
+      sessions,
+    },
+    `${pad("load (loadPipeline)", LABEL)} ${pad(secs(loadSeconds), 9)} (RSS after: ${gib(rssAfterLoad)})`,
+  );
+
+  // Every run makes the same image (same seed), so every run does the same work.
+  const request = {
+    prompt: PROMPT,
+    negativePrompt: NEGATIVE_PROMPT,
+    width: opts.width,
+    height: opts.height,
+    numInferenceSteps: opts.steps,
+    guidanceScale: opts.guidance,
+    scheduler: opts.scheduler,
+    seed: opts.seed,
+  };
+  const all: RunTimes[] = [];
+  let nonFinite = 0;
+  const wall = await timeRuns(
+    async () => {
+      const stamps: number[] = [];
+      const start = performance.now();
+      const result: GenerateResult = await pipe.generate(request, {
+        onStep: () => void stamps.push(performance.now()),
+      });
+      const end = performance.now();
+      const { encodeSeconds, denoiseSeconds, decodeSeconds } = result.timings;
+      // Step 1 is counted from the end of text encoding; it also holds the request's validation
+      // and the draw of the initial latents (microseconds next to a step).
+      let prev = start + encodeSeconds * 1000;
+      const steps = stamps.map((s) => {
+        const d = (s - prev) / 1000;
+        prev = s;
+        return d;
+      });
+      for (const v of result.decoded.data) if (!Number.isFinite(v)) nonFinite++;
+      all.push({
+        image: (end - start) / 1000,
+        encode: encodeSeconds,
+        denoise: denoiseSeconds,
+        decode: decodeSeconds,
+        steps,
+      });
+    },
+    { warmup: opts.warmup, runs: opts.runs },
+  );
+  const first = opts.warmup > 0 ? all[0] : undefined;
+  const measured = all.slice(opts.warmup);
+  const part = (pick: (r: RunTimes) => number): Timing =>
+    summarize(measured.map(pick), { first: first && pick(first), otherCpus: wall.otherCpus });
+  const flops = peak ? imageFlops(pipe, opts) : undefined;
+  const withPeak = (f: number | undefined) => (flops && peak ? { flops: f, peak } : {});
+  const firstLabel = "first image";
+
+  if (opts.runs < 3) {
+    report.note(
+      `${pad("", LABEL)} ! ${opts.runs} measured run${opts.runs === 1 ? "" : "s"} (--runs ${opts.runs}): ` +
+        `fewer than 3, so the median is ${opts.runs === 1 ? "that one run" : "their mean"} and min/max say little`,
+    );
+  }
+  const shape = { width: opts.width, height: opts.height, steps: opts.steps, scheduler: opts.scheduler };
+  report.emit(
+    ...timedFigure(
+      "image",
+      "image, end to end",
+      part((r) => r.image),
+      {
+        fields: { ...shape, guidance: opts.guidance },
+        ...withPeak(flops?.image),
+        firstLabel,
+      },
+    ),
+  );
+  report.emit(
+    ...timedFigure(
+      "text_encoder",
+      `  text encoder (batch ${guided ? 2 : 1})`,
+      part((r) => r.encode),
+      {
+        fields: { batch: guided ? 2 : 1, tokens: TOKENS },
+        ...withPeak(flops?.text),
+        firstLabel,
+      },
+    ),
+  );
+  report.emit(
+    ...timedFigure(
+      "denoise",
+      `  denoise (${opts.steps} steps)`,
+      part((r) => r.denoise),
+      {
+        fields: { steps: opts.steps },
+        ...withPeak(flops && flops.step * opts.steps),
+        firstLabel,
+      },
+    ),
+  );
+  const singles = measured.flatMap((r) => r.steps);
+  const [stepFigure, stepText] = timedFigure(
+    "step",
+    "    per step (denoise / steps)",
+    part((r) => r.denoise / opts.steps),
+    {
+      fields: {
+        batch: guided ? 2 : 1,
+        single_steps: {
+          count: singles.length,
+          median: round(median(singles)),
+          min: round(Math.min(...singles)),
+          max: round(Math.max(...singles)),
+        },
+      },
+      ...withPeak(flops?.step),
+      firstLabel,
+    },
+  );
+  report.emit(
+    stepFigure,
+    `${stepText}\n${pad("    single steps", LABEL)} ${pad(secs(median(singles)), 9)} median of ${singles.length} ` +
+      `(min ${secs(Math.min(...singles))}, max ${secs(Math.max(...singles))})`,
+  );
+  report.emit(
+    ...timedFigure(
+      "vae_decode",
+      "  VAE decode (1 image)",
+      part((r) => r.decode),
+      {
+        fields: { batch: 1 },
+        ...withPeak(flops?.vae),
+        firstLabel,
+      },
+    ),
+  );
+  report.emit(
+    ...timedFigure(
+      "rest",
+      "  rest (validation, RGB conversion)",
+      part((r) => r.image - r.encode - r.denoise - r.decode),
+      { firstLabel },
+    ),
+  );
+  if (nonFinite > 0) {
+    report.note(`${pad("", LABEL)} ! ${nonFinite} non-finite values in the decoded images (random weights)`);
+  }
+
+  await pipe.release();
+  const peakRss = peakRssBytes();
+  report.emit(
+    {
+      figure: "peak_rss",
+      unit: "bytes",
+      bytes: peakRss,
+      fp32_weights_bytes: weightBytes,
+      over_weights_bytes: peakRss - weightBytes,
+    },
+    `${pad("peak RSS", LABEL)} ${gib(peakRss)} (fp32 weights ${bytesText(weightBytes)}, ${bytesText(peakRss - weightBytes)} above them)`,
+  );
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const opts = parseOptions();
+  if (!opts.child) {
+    const report = new Report(BENCH, opts.json);
+    if (!opts.json) console.log(`bench/${BENCH} ${new Date().toISOString()}`);
+    report.emit(...machineFigure(machineInfo(), opts.threads));
+    if (opts.providers.includes("cuda")) {
+      const gpus = gpuInfo();
+      report.emit(
+        { figure: "gpu", gpus },
+        `gpu          ${gpus.length ? gpus.join("; ") : "none found by nvidia-smi"}`,
+      );
+    }
+  }
+  const variants = opts.models.flatMap((model) => opts.providers.map((provider) => ({ model, provider })));
+  if (variants.length === 1) {
+    const { model, provider } = variants[0] as { model: Model; provider: ExecutionProvider };
+    await benchOne(model, provider, opts, new Report(BENCH, opts.json, model, { provider }));
+    return;
+  }
+  // One process per model and provider: peak RSS is each one's own.
+  const failed = runChildren(
+    BENCH,
+    import.meta.url,
+    variants.map((v) => ({ name: `${v.model} (${v.provider})`, args: ["--model", v.model, "--provider", v.provider] })),
+  );
+  if (failed) process.exitCode = 1;
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? (err.stack ?? err.message) : err);
+  process.exitCode = 1;
+});
