@@ -10,6 +10,7 @@ import type { PredictionService } from "./predictions/service.js";
 import { fileRoutes } from "./routes/files.js";
 import { healthRoutes } from "./routes/health.js";
 import { predictionRoutes } from "./routes/predictions.js";
+import { streamRoutes } from "./routes/streams.js";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -123,6 +124,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       },
       { prefix },
     );
+    // The stream is a capability URL: outside the authenticated scope.
+    app.register(streamRoutes, { prefix, apiPrefix: prefix, service: opts.service, publicBaseUrl: opts.publicBaseUrl });
   }
   return app;
 }

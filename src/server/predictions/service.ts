@@ -269,15 +269,14 @@ export class PredictionService {
   }
 
   private async cancelNow(id: string, reason: string | undefined): Promise<PredictionRecord | undefined> {
+    if (reason) await this.store.appendLog(id, reason);
     const canceled = await this.store.update(id, { status: "canceled", completedAt: timestamp() }, UNFINISHED_STATUSES);
     if (!canceled) return undefined;
     this.clearDeadline(id);
     await this.queue.remove(id);
     this.running.get(id)?.abort("canceled");
-    if (reason) await this.store.appendLog(id, reason);
-    const final = (await this.store.get(id)) ?? canceled;
-    this.events.publish({ type: "status", prediction: final });
-    return final;
+    this.events.publish({ type: "status", prediction: canceled });
+    return canceled;
   }
 
   /**

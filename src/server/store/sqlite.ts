@@ -235,7 +235,10 @@ export class SqlitePredictionStore implements PredictionStore {
   }
 
   async appendLog(id: string, line: string): Promise<void> {
-    this.db.prepare("UPDATE predictions SET logs = logs || ? WHERE id = ?").run(`${line}\n`, id);
+    // Logs end with the prediction: a line from a step still in flight at cancel is dropped.
+    this.db
+      .prepare("UPDATE predictions SET logs = logs || ? WHERE id = ? AND status IN ('starting', 'processing')")
+      .run(`${line}\n`, id);
   }
 
   async unfinished(): Promise<PredictionRecord[]> {

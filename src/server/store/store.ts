@@ -58,7 +58,7 @@ export interface PredictionStore {
     patch: PredictionPatch,
     whenStatus?: readonly PredictionStatus[],
   ): Promise<PredictionRecord | undefined>;
-  /** Appends one line (a newline is added) to the logs. */
+  /** Appends one line (a newline is added) to the logs of an unfinished prediction; logs of a finished one never change. */
   appendLog(id: string, line: string): Promise<void>;
   /** Predictions still starting or processing, oldest first. */
   unfinished(): Promise<PredictionRecord[]>;

@@ -1,0 +1,77 @@
+/**
+ * urls.stream: a prediction's events as Server-Sent Events. A capability URL (no token needed:
+ * the JS client fetches it with no Authorization header): full replay for late subscribers,
+ * Last-Event-ID resume, `: ping` comments as keepalive, closed after `done`.
+ */
+import type { FastifyInstance } from "fastify";
+import { urlBaseOf } from "../http/headers.js";
+import { notFound } from "../http/problem.js";
+import type { PredictionService } from "../predictions/service.js";
+import { formatStreamEvent, streamEvents } from "../predictions/stream-events.js";
+
+/** Python's client reads with a 30 s timeout; a comment well inside that keeps it open. */
+const KEEPALIVE_MS = 10_000;
+
+export interface StreamRoutesOptions {
+  apiPrefix: string;
+  service: PredictionService;
+  publicBaseUrl: string | undefined;
+}
+
+export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptions): Promise<void> {
+  const { service } = opts;
+  app.get<{ Params: { key: string } }>("/streams/:key", async (req, reply) => {
+    const first = await service.findByStreamKey(req.params.key);
+    if (!first) throw notFound();
+    const base = urlBaseOf(req, opts.apiPrefix, opts.publicBaseUrl);
+    const lastEventId = req.headers["last-event-id"];
+    // An id we did not send (not a number) replays from the start.
+    let sent = typeof lastEventId === "string" && /^\d+$/.test(lastEventId.trim()) ? Number(lastEventId) : -1;
+
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      "Content-Type": "text/event-stream; charset=utf-8",
+      "Cache-Control": "no-store",
+      Connection: "keep-alive",
+      "X-Accel-Buffering": "no",
+      ...Object.fromEntries(
+        ["access-control-allow-origin", "access-control-expose-headers", "vary"]
+          .map((h) => [h, reply.getHeader(h)])
+          .filter(([, v]) => v !== undefined),
+      ),
+    });
+    res.flushHeaders();
+
+    let ended = false;
+    let flushing: Promise<void> = Promise.resolve();
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      unsubscribe();
+      clearInterval(keepalive);
+      service.closingSignal.removeEventListener("abort", end);
+      res.end();
+    };
+    // Re-read the prediction and send whatever events are new; flushes run one at a time.
+    const flush = () => {
+      flushing = flushing.then(async () => {
+        if (ended) return;
+        const p = await service.findByStreamKey(req.params.key);
+        if (!p) return end();
+        for (const e of streamEvents(p, base)) {
+          if (e.id <= sent) continue;
+          res.write(formatStreamEvent(e));
+          sent = e.id;
+          if (e.event === "done") return end();
+        }
+      });
+      flushing.catch(end);
+    };
+    const unsubscribe = service.events.subscribe(first.id, flush);
+    const keepalive = setInterval(() => res.write(": ping\n\n"), KEEPALIVE_MS);
+    res.on("close", end);
+    service.closingSignal.addEventListener("abort", end);
+    flush();
+  });
+}
