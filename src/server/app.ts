@@ -11,6 +11,8 @@ import { fileRoutes } from "./routes/files.js";
 import { healthRoutes } from "./routes/health.js";
 import { predictionRoutes } from "./routes/predictions.js";
 import { streamRoutes } from "./routes/streams.js";
+import { webhookRoutes } from "./routes/webhooks.js";
+import type { WebhookDispatcher } from "./webhooks/dispatcher.js";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -21,6 +23,7 @@ declare module "fastify" {
 
 export interface AppOptions {
   service: PredictionService;
+  webhooks: WebhookDispatcher;
   auth: TokenAuth;
   bodyLimit: number;
   publicBaseUrl: string | undefined;
@@ -115,6 +118,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       async (api) => {
         // onRequest: a request without a valid token is refused before its body is read.
         api.addHook("onRequest", authenticate);
+        await api.register(webhookRoutes, { service: opts.service, webhooks: opts.webhooks });
         await api.register(predictionRoutes, {
           apiPrefix: prefix,
           service: opts.service,

@@ -18,7 +18,10 @@ import { LocalPredictionEvents } from "./predictions/events.js";
 import { PredictionService } from "./predictions/service.js";
 import { LocalJobQueue } from "./queue/local.js";
 import { SqlitePredictionStore } from "./store/sqlite.js";
+import { WebhookDispatcher } from "./webhooks/dispatcher.js";
 import { Worker } from "./worker.js";
+
+export const SDSERVE_VERSION = "0.1.0";
 
 export interface ServerOutput {
   /** Lines meant for the operator (the listening URL, a new token). */
@@ -52,9 +55,21 @@ export async function startServer(config: Config, out: ServerOutput): Promise<Ru
     files,
     events,
     [adapter],
-    { queueMax: config.queueMax, outputRetentionMs: config.outputRetentionMs, maxRunTimeMs: config.maxRunTimeMs },
+    {
+      queueMax: config.queueMax,
+      outputRetentionMs: config.outputRetentionMs,
+      maxRunTimeMs: config.maxRunTimeMs,
+      webhookAllowPrivate: config.webhookAllowPrivate,
+    },
     out.error,
   );
+
+  const webhooks = new WebhookDispatcher(store, events, {
+    allowPrivate: config.webhookAllowPrivate,
+    log: out.error,
+    userAgent: `sdserve/${SDSERVE_VERSION}`,
+  });
+  webhooks.start();
 
   const tokens = await resolveApiTokens(config.apiTokens, config.dataDir);
   if (tokens.created) {
@@ -67,6 +82,7 @@ export async function startServer(config: Config, out: ServerOutput): Promise<Ru
 
   const app = buildApp({
     service,
+    webhooks,
     auth: new TokenAuth(tokens.tokens),
     bodyLimit: config.bodyLimit,
     publicBaseUrl: config.publicBaseUrl,
@@ -102,6 +118,7 @@ export async function startServer(config: Config, out: ServerOutput): Promise<Ru
     close: () => {
       closing ??= (async () => {
         service.shutdown();
+        webhooks.stop();
         await worker.stop();
         await app.close();
         await queue.close();

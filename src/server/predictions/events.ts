@@ -14,7 +14,12 @@ export interface PredictionEvents {
   publish(change: PredictionChange): void;
   /** Calls `listener` for each change of prediction `id`; returns the unsubscribe function. */
   subscribe(id: string, listener: (change: PredictionChange) => void): () => void;
+  /** Calls `listener` for every change of every prediction (webhooks). */
+  subscribeAll(listener: (change: PredictionChange) => void): () => void;
 }
+
+/** Not a prediction id (ids are [a-z2-7]): the channel of every change. */
+const ALL = "*";
 
 export class LocalPredictionEvents implements PredictionEvents {
   private readonly emitter = new EventEmitter();
@@ -26,6 +31,12 @@ export class LocalPredictionEvents implements PredictionEvents {
 
   publish(change: PredictionChange): void {
     this.emitter.emit(change.type === "status" ? change.prediction.id : change.id, change);
+    this.emitter.emit(ALL, change);
+  }
+
+  subscribeAll(listener: (change: PredictionChange) => void): () => void {
+    this.emitter.on(ALL, listener);
+    return () => this.emitter.off(ALL, listener);
   }
 
   subscribe(id: string, listener: (change: PredictionChange) => void): () => void {

@@ -8,7 +8,8 @@ import { invalidVersion, notFound, throttled, validationFailed } from "../http/p
 import { type InvalidField, type JsonSchema, validate } from "../models/json-schema.js";
 import type { ModelAdapter, OutputFile } from "../models/model.js";
 import type { JobQueue } from "../queue/queue.js";
-import type { ListPosition, PredictionStore } from "../store/store.js";
+import type { ListPosition, PredictionStore, WebhookDelivery } from "../store/store.js";
+import { checkWebhookUrl } from "../webhooks/targets.js";
 import type { PredictionEvents } from "./events.js";
 import { formatMicros, newCapabilityKey, newPredictionId, parseMicros, timestamp } from "./ids.js";
 import {
@@ -27,6 +28,8 @@ export interface ServiceLimits {
   outputRetentionMs: number | null;
   /** ms after creation; null: no server-side limit. */
   maxRunTimeMs: number | null;
+  /** Accept webhooks to loopback and private addresses. */
+  webhookAllowPrivate: boolean;
 }
 
 export interface CreateInput {
@@ -152,12 +155,19 @@ export class PredictionService {
       webhook = body["webhook_completed"];
       filter ??= ["completed"];
     }
+    const webhookField = body["webhook"] === undefined ? "webhook_completed" : "webhook";
     if (webhook !== null && !isHttpUrl(webhook)) {
       errors.push({
         type: "format",
-        field: body["webhook"] === undefined ? "webhook_completed" : "webhook",
+        field: webhookField,
         description: "Does not match format 'uri': an absolute http or https URL is required",
       });
+    } else if (webhook !== null) {
+      try {
+        checkWebhookUrl(new URL(webhook), this.limits.webhookAllowPrivate);
+      } catch (err) {
+        errors.push({ type: "webhook_target", field: webhookField, description: (err as Error).message });
+      }
     }
     if (errors.length > 0) throw validationFailed(errors);
     if (!adapter) throw invalidVersion();
@@ -306,6 +316,11 @@ export class PredictionService {
     });
   }
 
+  async webhookDeliveries(account: string, id: string): Promise<WebhookDelivery[]> {
+    await this.get(account, id);
+    return this.store.webhookDeliveries(id);
+  }
+
   /** An output file, by its capability key; "gone" once retention removed it. */
   async file(filesKey: string, name: string): Promise<StoredFile | "gone" | undefined> {
     const p = await this.store.findByFilesKey(filesKey);
@@ -439,8 +454,8 @@ export class PredictionService {
     const ids = await this.store.completedBefore(formatMicros((Date.now() - keep) * 1000));
     for (const id of ids) {
       await this.files.removeAll(id);
-      const p = await this.store.update(id, { dataRemoved: true, input: {}, output: null, logs: "" });
-      if (p) this.events.publish({ type: "status", prediction: p });
+      // Not announced: nothing follows a finished prediction (its webhook sent `completed` already).
+      await this.store.update(id, { dataRemoved: true, input: {}, output: null, logs: "" });
     }
     return ids.length;
   }

@@ -5,7 +5,7 @@
  */
 import Database from "better-sqlite3";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
-import type { ListQuery, PredictionPatch, PredictionStore } from "./store.js";
+import type { ListQuery, PredictionPatch, PredictionStore, WebhookDelivery } from "./store.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS predictions (
@@ -35,6 +35,17 @@ CREATE INDEX IF NOT EXISTS predictions_account_order ON predictions (account, cr
 CREATE INDEX IF NOT EXISTS predictions_unfinished ON predictions (status, created_at) WHERE status IN ('starting', 'processing');
 CREATE INDEX IF NOT EXISTS predictions_retention ON predictions (completed_at) WHERE data_removed = 0;
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+  prediction_id TEXT NOT NULL,
+  webhook_id TEXT NOT NULL,
+  event TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  at TEXT NOT NULL,
+  status_code INTEGER,
+  error TEXT,
+  delivered INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_prediction ON webhook_deliveries (prediction_id, at);
 `;
 
 interface Row {
@@ -260,6 +271,38 @@ export class SqlitePredictionStore implements PredictionStore {
       .prepare("SELECT id FROM predictions WHERE data_removed = 0 AND completed_at IS NOT NULL AND completed_at < ?")
       .all(completedBefore) as { id: string }[];
     return rows.map((r) => r.id);
+  }
+
+  async recordWebhookDelivery(predictionId: string, d: WebhookDelivery): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO webhook_deliveries (prediction_id, webhook_id, event, attempt, at, status_code, error, delivered)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(predictionId, d.webhookId, d.event, d.attempt, d.at, d.statusCode, d.error, d.delivered ? 1 : 0);
+  }
+
+  async webhookDeliveries(predictionId: string): Promise<WebhookDelivery[]> {
+    const rows = this.db
+      .prepare("SELECT * FROM webhook_deliveries WHERE prediction_id = ? ORDER BY at, rowid")
+      .all(predictionId) as {
+      webhook_id: string;
+      event: string;
+      attempt: number;
+      at: string;
+      status_code: number | null;
+      error: string | null;
+      delivered: number;
+    }[];
+    return rows.map((r) => ({
+      webhookId: r.webhook_id,
+      event: r.event as WebhookEvent,
+      attempt: r.attempt,
+      at: r.at,
+      statusCode: r.status_code,
+      error: r.error,
+      delivered: r.delivered !== 0,
+    }));
   }
 
   async getSetting(key: string): Promise<string | undefined> {

@@ -2,7 +2,7 @@
  * PredictionStore: where predictions live. SQLite (sqlite.ts) is the default; a scale-out
  * store implements the same interface. Every method is async so that a networked store fits.
  */
-import type { PredictionRecord, PredictionStatus } from "../predictions/prediction.js";
+import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 
 /** A position in the newest-first order: (created_at, id) of a boundary row. */
 export interface ListPosition {
@@ -24,6 +24,21 @@ export interface ListQuery {
   createdAfter?: string;
   /** Exclusive. */
   createdBefore?: string;
+}
+
+/** One attempt to deliver a webhook. */
+export interface WebhookDelivery {
+  /** The message id (webhook-id header), the same on every retry of one message. */
+  webhookId: string;
+  event: WebhookEvent;
+  /** 1 for the first try. */
+  attempt: number;
+  at: string;
+  /** The receiver's HTTP status, or null when no response came. */
+  statusCode: number | null;
+  /** Why the attempt failed (connection refused, timed out, internal target), or null. */
+  error: string | null;
+  delivered: boolean;
 }
 
 export type PredictionPatch = Partial<
@@ -65,6 +80,9 @@ export interface PredictionStore {
   countUnfinished(): Promise<number>;
   /** Ids of completed predictions whose data is still kept and that completed before `completedBefore`. */
   completedBefore(completedBefore: string): Promise<string[]>;
+  recordWebhookDelivery(predictionId: string, delivery: WebhookDelivery): Promise<void>;
+  /** The prediction's webhook attempts, oldest first. */
+  webhookDeliveries(predictionId: string): Promise<WebhookDelivery[]>;
   /** A small key–value table for server state (webhook secrets, …). */
   getSetting(key: string): Promise<string | undefined>;
   setSetting(key: string, value: string): Promise<void>;

@@ -1,0 +1,206 @@
+/**
+ * Webhook delivery (spec §5). For each prediction with a webhook: `start` when it is created,
+ * `logs` and `output` as they change (logs at most one per 500 ms), `completed` once at the end;
+ * only the events in its filter; in order, and nothing after `completed`. The body is the
+ * prediction exactly as GET returns it, compact, signed with the account's secret. Only
+ * `completed` is retried (with backoff, the last try about a minute after completion). A webhook
+ * never changes the prediction: every failure ends in the delivery log, nowhere else.
+ */
+import http from "node:http";
+import https from "node:https";
+import type { PredictionChange, PredictionEvents } from "../predictions/events.js";
+import { timestamp } from "../predictions/ids.js";
+import { isTerminal, type PredictionRecord, type WebhookEvent } from "../predictions/prediction.js";
+import { toApiPrediction } from "../predictions/serialize.js";
+import type { PredictionStore } from "../store/store.js";
+import { newWebhookId, newWebhookSecret, signWebhook } from "./signing.js";
+import { checkWebhookUrl, guardedLookup } from "./targets.js";
+
+/** Replicate's documented default: new outputs, and the end. */
+export const DEFAULT_WEBHOOK_EVENTS: readonly WebhookEvent[] = ["output", "completed"];
+
+export interface WebhookOptions {
+  allowPrivate: boolean;
+  /** Waits before each retry of `completed`; their sum is about a minute. */
+  retryDelaysMs?: readonly number[];
+  timeoutMs?: number;
+  log?: (line: string) => void;
+  userAgent?: string;
+}
+
+const RETRY_DELAYS_MS = [1000, 2000, 4000, 8000, 15_000, 30_000];
+const LOGS_INTERVAL_MS = 500;
+
+interface Tracked {
+  /** Deliveries for one prediction go out one after another. */
+  chain: Promise<void>;
+  logsTimer: NodeJS.Timeout | undefined;
+  lastLogsAt: number;
+  started: boolean;
+  completed: boolean;
+}
+
+export class WebhookDispatcher {
+  private readonly tracked = new Map<string, Tracked>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly stopping = new AbortController();
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(
+    private readonly store: PredictionStore,
+    private readonly events: PredictionEvents,
+    private readonly opts: WebhookOptions,
+  ) {}
+
+  start(): void {
+    this.unsubscribe ??= this.events.subscribeAll((change) => this.onChange(change));
+  }
+
+  /** The account's signing secret, made on first use and kept in the store across restarts. */
+  async secretFor(account: string): Promise<string> {
+    const key = `webhook-secret:${account}`;
+    const existing = await this.store.getSetting(key);
+    if (existing) return existing;
+    const secret = newWebhookSecret();
+    await this.store.setSetting(key, secret);
+    return secret;
+  }
+
+  private onChange(change: PredictionChange): void {
+    if (this.stopping.signal.aborted) return;
+    if (change.type === "log") {
+      const t = this.tracked.get(change.id);
+      if (t && !t.completed) this.scheduleLogs(change.id, t);
+      return;
+    }
+    const p = change.prediction;
+    if (!p.webhook) return;
+    let t = this.tracked.get(p.id);
+    if (!t) {
+      t = { chain: Promise.resolve(), logsTimer: undefined, lastLogsAt: 0, started: false, completed: false };
+      this.tracked.set(p.id, t);
+    }
+    if (t.completed) return;
+    const wants = (e: WebhookEvent) => (p.webhookEventsFilter ?? DEFAULT_WEBHOOK_EVENTS).includes(e);
+    if (!t.started && p.status === "starting" && p.attempts === 0) {
+      t.started = true;
+      if (wants("start")) this.enqueue(t, p.id, "start", p);
+    }
+    if (isTerminal(p.status)) {
+      t.completed = true;
+      clearTimeout(t.logsTimer);
+      if (p.status === "succeeded" && p.output?.length && wants("output")) this.enqueue(t, p.id, "output", p);
+      if (wants("completed")) this.enqueue(t, p.id, "completed", p);
+      t.chain = t.chain.then(() => {
+        this.tracked.delete(p.id);
+      });
+    }
+  }
+
+  private scheduleLogs(id: string, t: Tracked): void {
+    if (t.logsTimer) return;
+    const wait = Math.max(0, t.lastLogsAt + LOGS_INTERVAL_MS - Date.now());
+    t.logsTimer = setTimeout(() => {
+      t.logsTimer = undefined;
+      t.lastLogsAt = Date.now();
+      if (!t.completed) this.enqueue(t, id, "logs");
+    }, wait);
+  }
+
+  /**
+   * Queues one message. Its body is `snapshot` (the state the event is about: `start` shows
+   * the prediction starting), or for `logs` the stored prediction when its turn comes.
+   */
+  private enqueue(t: Tracked, id: string, event: WebhookEvent, snapshot?: PredictionRecord): void {
+    t.chain = t.chain.then(async () => {
+      const p = snapshot ?? (await this.store.get(id));
+      if (!p?.webhook) return;
+      if (event === "logs" && !(p.webhookEventsFilter ?? DEFAULT_WEBHOOK_EVENTS).includes("logs")) return;
+      // Finished meanwhile: the `completed` message right behind carries every line.
+      if (event === "logs" && isTerminal(p.status)) return;
+      await this.deliver(p, event).catch((err: unknown) => this.opts.log?.(`webhook for ${id}: ${String(err)}`));
+    });
+  }
+
+  private async deliver(p: PredictionRecord, event: WebhookEvent): Promise<void> {
+    const body = JSON.stringify(toApiPrediction(p, { api: p.apiBase, origin: p.origin }));
+    const secret = await this.secretFor(p.account);
+    const webhookId = newWebhookId();
+    const delays = event === "completed" ? (this.opts.retryDelaysMs ?? RETRY_DELAYS_MS) : [];
+    for (let attempt = 1; attempt <= delays.length + 1; attempt++) {
+      if (this.stopping.signal.aborted) return;
+      const result = await this.post(p.webhook as string, webhookId, body, secret);
+      await this.store.recordWebhookDelivery(p.id, { webhookId, event, attempt, at: timestamp(), ...result });
+      if (result.delivered || result.refused) return;
+      const delay = delays[attempt - 1];
+      if (delay === undefined) return;
+      await this.sleep(delay);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        resolve();
+      }, ms);
+      this.timers.add(timer);
+    });
+  }
+
+  /** One signed POST; no redirects followed; 2xx is delivered. */
+  private post(
+    target: string,
+    webhookId: string,
+    body: string,
+    secret: string,
+  ): Promise<{ statusCode: number | null; error: string | null; delivered: boolean; refused?: boolean }> {
+    const url = new URL(target);
+    try {
+      checkWebhookUrl(url, this.opts.allowPrivate);
+    } catch (err) {
+      return Promise.resolve({ statusCode: null, error: (err as Error).message, delivered: false, refused: true });
+    }
+    const ts = Math.floor(Date.now() / 1000);
+    const client = url.protocol === "https:" ? https : http;
+    return new Promise((resolve) => {
+      const req = client.request(
+        url,
+        {
+          method: "POST",
+          headers: {
+            "Content-Type": "application/json",
+            "Content-Length": Buffer.byteLength(body),
+            "User-Agent": this.opts.userAgent ?? "sdserve",
+            "webhook-id": webhookId,
+            "webhook-timestamp": String(ts),
+            "webhook-signature": signWebhook(secret, webhookId, ts, body),
+          },
+          lookup: guardedLookup(this.opts.allowPrivate),
+          timeout: this.opts.timeoutMs ?? 5000,
+          signal: this.stopping.signal,
+        },
+        (res) => {
+          res.resume();
+          const code = res.statusCode ?? 0;
+          const delivered = code >= 200 && code < 300;
+          resolve({ statusCode: code, error: delivered ? null : `HTTP ${code}`, delivered });
+        },
+      );
+      req.on("timeout", () => req.destroy(new Error("timed out")));
+      req.on("error", (err) => {
+        const refused = err.name === "WebhookTargetError";
+        resolve({ statusCode: null, error: err.message, delivered: false, refused });
+      });
+      req.end(body);
+    });
+  }
+
+  /** Stops sending: pending retries and throttled logs are dropped, requests in flight aborted. */
+  stop(): void {
+    this.stopping.abort();
+    this.unsubscribe?.();
+    for (const t of this.timers) clearTimeout(t);
+    for (const t of this.tracked.values()) clearTimeout(t.logsTimer);
+  }
+}
