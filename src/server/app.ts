@@ -6,9 +6,11 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import type { TokenAuth } from "./auth.js";
 import { badJson, HttpProblem, notFound, throttled, unauthenticated } from "./http/problem.js";
 import { RateLimiter } from "./http/rate-limit.js";
+import { serverOpenApi } from "./models/openapi.js";
 import type { PredictionService } from "./predictions/service.js";
 import { fileRoutes } from "./routes/files.js";
 import { healthRoutes } from "./routes/health.js";
+import { modelRoutes } from "./routes/models.js";
 import { predictionRoutes } from "./routes/predictions.js";
 import { streamRoutes } from "./routes/streams.js";
 import { webhookRoutes } from "./routes/webhooks.js";
@@ -30,6 +32,10 @@ export interface AppOptions {
   maxWaitSeconds: number;
   corsOrigins: readonly string[];
   rateLimit: { max: number; windowMs: number } | null;
+  /** For GET /v1/hardware. */
+  provider: "cpu" | "cuda";
+  /** The server's version, in its OpenAPI document. */
+  version: string;
   log?: (line: string) => void;
 }
 
@@ -112,6 +118,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   };
 
   app.register(healthRoutes, { models: opts.service.models });
+  const openapi = serverOpenApi(opts.service.models, opts.version);
+  app.get("/openapi.json", async () => openapi);
   app.register(fileRoutes, { service: opts.service });
   for (const prefix of API_PREFIXES) {
     app.register(
@@ -119,6 +127,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         // onRequest: a request without a valid token is refused before its body is read.
         api.addHook("onRequest", authenticate);
         await api.register(webhookRoutes, { service: opts.service, webhooks: opts.webhooks });
+        await api.register(modelRoutes, {
+          apiPrefix: prefix,
+          service: opts.service,
+          publicBaseUrl: opts.publicBaseUrl,
+          provider: opts.provider,
+        });
         await api.register(predictionRoutes, {
           apiPrefix: prefix,
           service: opts.service,

@@ -89,6 +89,8 @@ export async function startServer(config: Config, out: ServerOutput): Promise<Ru
     maxWaitSeconds: config.maxWaitSeconds,
     corsOrigins: config.corsOrigins,
     rateLimit: config.rateLimit,
+    provider: config.provider,
+    version: SDSERVE_VERSION,
     log: out.error,
   });
 

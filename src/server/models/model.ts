@@ -9,7 +9,8 @@ export interface ModelVersion {
   /** 64 hex characters, as Replicate's version ids. */
   id: string;
   createdAt: string;
-  cogVersion: string | null;
+  /** A string, never null: python's client types it `str`. */
+  cogVersion: string;
 }
 
 export interface ModelDescription {

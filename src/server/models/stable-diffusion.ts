@@ -156,7 +156,8 @@ export class StableDiffusionAdapter implements ModelAdapter {
     paperUrl: "https://arxiv.org/abs/2112.10752",
     licenseUrl: "https://huggingface.co/spaces/CompVis/stable-diffusion-license",
   };
-  readonly version = { id: STABLE_DIFFUSION_VERSION, createdAt: "2022-11-22T22:25:35.000Z", cogVersion: null };
+  // cog_version names the Cog line whose schema layout (pydantic v1, enums through allOf) is served here.
+  readonly version = { id: STABLE_DIFFUSION_VERSION, createdAt: "2022-11-22T22:25:35.000000Z", cogVersion: "0.8.6" };
   readonly schemas = STABLE_DIFFUSION_SCHEMAS;
   state: ModelState = "STARTING";
   setupError: string | undefined;

@@ -316,6 +316,11 @@ export class PredictionService {
     });
   }
 
+  /** How many predictions this model has had (the model object's run_count). */
+  runCount(model: ModelAdapter): Promise<number> {
+    return this.store.countByModel(`${model.model.owner}/${model.model.name}`);
+  }
+
   async webhookDeliveries(account: string, id: string): Promise<WebhookDelivery[]> {
     await this.get(account, id);
     return this.store.webhookDeliveries(id);

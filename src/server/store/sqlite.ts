@@ -266,6 +266,11 @@ export class SqlitePredictionStore implements PredictionStore {
     return row.n;
   }
 
+  async countByModel(model: string): Promise<number> {
+    const row = this.db.prepare("SELECT count(*) AS n FROM predictions WHERE model = ?").get(model) as { n: number };
+    return row.n;
+  }
+
   async completedBefore(completedBefore: string): Promise<string[]> {
     const rows = this.db
       .prepare("SELECT id FROM predictions WHERE data_removed = 0 AND completed_at IS NOT NULL AND completed_at < ?")

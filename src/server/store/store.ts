@@ -78,6 +78,8 @@ export interface PredictionStore {
   /** Predictions still starting or processing, oldest first. */
   unfinished(): Promise<PredictionRecord[]>;
   countUnfinished(): Promise<number>;
+  /** Predictions of a model (owner/name), every account's. */
+  countByModel(model: string): Promise<number>;
   /** Ids of completed predictions whose data is still kept and that completed before `completedBefore`. */
   completedBefore(completedBefore: string): Promise<string[]>;
   recordWebhookDelivery(predictionId: string, delivery: WebhookDelivery): Promise<void>;
