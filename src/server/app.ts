@@ -11,6 +11,7 @@ import type { PredictionService } from "./predictions/service.js";
 import { fileRoutes } from "./routes/files.js";
 import { healthRoutes } from "./routes/health.js";
 import { modelRoutes } from "./routes/models.js";
+import { openAiImageRoutes } from "./routes/openai-images.js";
 import { predictionRoutes } from "./routes/predictions.js";
 import { streamRoutes } from "./routes/streams.js";
 import { webhookRoutes } from "./routes/webhooks.js";
@@ -142,6 +143,15 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       },
       { prefix },
     );
+    if (prefix === "/v1") {
+      // OpenAI's layout: clients use baseURL http://host/v1. Its own error envelope, same tokens.
+      app.register(openAiImageRoutes, {
+        prefix,
+        service: opts.service,
+        publicBaseUrl: opts.publicBaseUrl,
+        authenticate,
+      });
+    }
     // The stream is a capability URL: outside the authenticated scope.
     app.register(streamRoutes, { prefix, apiPrefix: prefix, service: opts.service, publicBaseUrl: opts.publicBaseUrl });
   }

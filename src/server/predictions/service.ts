@@ -290,8 +290,8 @@ export class PredictionService {
   }
 
   /**
-   * Resolves with the prediction once it is terminal, or at `untilMs` (epoch ms) with what it
-   * is then, or at once when the server shuts down.
+   * Resolves with the prediction once it is terminal, or at `untilMs` (epoch ms; Infinity for
+   * no limit) with what it is then, or at once when the server shuts down.
    */
   waitForCompletion(id: string, untilMs: number): Promise<PredictionRecord | undefined> {
     return new Promise((resolve) => {
@@ -307,7 +307,8 @@ export class PredictionService {
       const unsubscribe = this.events.subscribe(id, (change) => {
         if (change.type === "status" && isTerminal(change.prediction.status)) finish();
       });
-      const timer = setTimeout(finish, Math.max(0, untilMs - Date.now()));
+      // No deadline (Infinity): wait for the end, or for shutdown.
+      const timer = Number.isFinite(untilMs) ? setTimeout(finish, Math.max(0, untilMs - Date.now())) : undefined;
       this.closing.signal.addEventListener("abort", finish);
       // It may have finished before the subscription began.
       this.store.get(id).then((p) => {
@@ -324,6 +325,12 @@ export class PredictionService {
   async webhookDeliveries(account: string, id: string): Promise<WebhookDelivery[]> {
     await this.get(account, id);
     return this.store.webhookDeliveries(id);
+  }
+
+  /** An output file of a prediction in hand (for responses that inline the bytes). */
+  async outputFile(p: PredictionRecord, name: string): Promise<StoredFile | undefined> {
+    const file = await this.file(p.filesKey, name);
+    return file === "gone" ? undefined : file;
   }
 
   /** An output file, by its capability key; "gone" once retention removed it. */

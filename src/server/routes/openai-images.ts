@@ -1,0 +1,151 @@
+/**
+ * OpenAI's Images API, POST /v1/images/generations (spec §9), for clients built on the openai
+ * package: {prompt, n, size, response_format, model} becomes a prediction of the served model
+ * (queued, stored and listed like any other), answered when it finishes as
+ * {created, data: [{url} | {b64_json}]}. Errors use OpenAI's envelope, not problem+json.
+ * Fields of the model's own input (num_inference_steps, seed, negative_prompt, guidance_scale,
+ * scheduler) may be added to the body; OpenAI's other fields (quality, style, user, …) are ignored.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { urlBaseOf } from "../http/headers.js";
+import { HttpProblem } from "../http/problem.js";
+import type { JsonSchema } from "../models/json-schema.js";
+import type { ModelAdapter } from "../models/model.js";
+import { fileUrl } from "../predictions/serialize.js";
+import type { PredictionService } from "../predictions/service.js";
+
+export interface OpenAiImagesOptions {
+  service: PredictionService;
+  publicBaseUrl: string | undefined;
+  authenticate: (req: FastifyRequest) => Promise<void>;
+}
+
+/** An OpenAI-shaped error: {"error": {message, type, param, code}}. */
+class OpenAiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type: string,
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+/** The model's input names that an OpenAI request may also carry. */
+const PASSED_THROUGH = ["negative_prompt", "num_inference_steps", "guidance_scale", "scheduler", "seed"];
+/** Where OpenAI's names land in the model's input, for error messages. */
+const OPENAI_PARAM: Record<string, string> = { width: "size", height: "size", num_outputs: "n", prompt: "prompt" };
+
+function toOpenAiError(err: unknown): OpenAiError {
+  if (err instanceof OpenAiError) return err;
+  if (err instanceof HttpProblem) {
+    if (err.status === 401)
+      return new OpenAiError(401, "Incorrect API key provided.", "invalid_request_error", null, "invalid_api_key");
+    if (err.status === 429) return new OpenAiError(429, err.detail, "rate_limit_exceeded", null, null, err.headers);
+    if (err.status === 413 || err.status === 400)
+      return new OpenAiError(err.status, err.detail, "invalid_request_error");
+    const fields = (err.extra["invalid_fields"] ?? []) as { field: string; description: string }[];
+    const first = fields[0];
+    if (first) {
+      const name = first.field.replace(/^input\./, "");
+      return new OpenAiError(400, first.description, "invalid_request_error", OPENAI_PARAM[name] ?? name);
+    }
+    return new OpenAiError(
+      err.status >= 500 ? 500 : 400,
+      err.detail,
+      err.status >= 500 ? "server_error" : "invalid_request_error",
+    );
+  }
+  const status = (err as { statusCode?: number }).statusCode;
+  if (status && status >= 400 && status < 500) {
+    return new OpenAiError(status, (err as Error).message, "invalid_request_error");
+  }
+  return new OpenAiError(500, "The server failed to handle this request.", "server_error");
+}
+
+function sizesOf(model: ModelAdapter): { widths: number[]; heights: number[] } {
+  const root = model.schemas;
+  const enumOf = (name: string) => ((root[name] as JsonSchema | undefined)?.enum ?? []) as number[];
+  return { widths: enumOf("width"), heights: enumOf("height") };
+}
+
+export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImagesOptions): Promise<void> {
+  const { service } = opts;
+  app.setErrorHandler((err, _req, reply) => {
+    const e = toOpenAiError(err);
+    for (const [k, v] of Object.entries(e.headers)) reply.header(k, v);
+    return reply.code(e.status).send({ error: { message: e.message, type: e.type, param: e.param, code: e.code } });
+  });
+  app.addHook("onRequest", opts.authenticate);
+
+  app.post("/images/generations", async (req: FastifyRequest, reply: FastifyReply) => {
+    const model = service.models[0];
+    if (!model) throw new OpenAiError(503, "No model is served.", "server_error");
+    const body = req.body;
+    if (typeof body !== "object" || body === null || Array.isArray(body)) {
+      throw new OpenAiError(400, "The request body must be a JSON object.", "invalid_request_error");
+    }
+    const b = body as Record<string, unknown>;
+    if (typeof b["prompt"] !== "string" || b["prompt"] === "") {
+      throw new OpenAiError(400, "prompt is required and must be a string.", "invalid_request_error", "prompt");
+    }
+    const n = b["n"] ?? 1;
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 4) {
+      throw new OpenAiError(400, "n must be an integer from 1 to 4.", "invalid_request_error", "n");
+    }
+    const format = b["response_format"] ?? "url";
+    if (format !== "url" && format !== "b64_json") {
+      throw new OpenAiError(
+        400,
+        "response_format must be url or b64_json.",
+        "invalid_request_error",
+        "response_format",
+      );
+    }
+    const { widths, heights } = sizesOf(model);
+    const size = b["size"] ?? "768x768";
+    const m = typeof size === "string" ? /^(\d+)x(\d+)$/.exec(size) : null;
+    const width = Number(m?.[1]);
+    const height = Number(m?.[2]);
+    if (!m || !widths.includes(width) || !heights.includes(height) || width * height > 786_432) {
+      throw new OpenAiError(
+        400,
+        `size must be WIDTHxHEIGHT with each side one of ${widths.join(", ")} and at most 786432 pixels (such as 256x256, 512x512, 768x768).`,
+        "invalid_request_error",
+        "size",
+      );
+    }
+    const input: Record<string, unknown> = { prompt: b["prompt"], width, height, num_outputs: n };
+    for (const key of PASSED_THROUGH) if (b[key] !== undefined) input[key] = b[key];
+
+    const base = urlBaseOf(req, "/v1", opts.publicBaseUrl);
+    const created = await service.create(req.account, { body: { input }, model }, base);
+    // Nobody will read the result once the client hangs up: stop the work too.
+    const onClose = () => {
+      if (!reply.raw.writableFinished) service.cancel(req.account, created.id).catch(() => undefined);
+    };
+    reply.raw.on("close", onClose);
+    const done = await service.waitForCompletion(created.id, Number.POSITIVE_INFINITY);
+    reply.raw.off("close", onClose);
+    if (!done || done.status === "canceled" || done.status === "starting" || done.status === "processing") {
+      throw new OpenAiError(500, "The image generation was interrupted.", "server_error");
+    }
+    if (done.status === "failed") {
+      throw new OpenAiError(400, done.error ?? "The image generation failed.", "invalid_request_error");
+    }
+    const data = [];
+    for (const name of done.output ?? []) {
+      if (format === "url") {
+        data.push({ url: fileUrl(base, done, name) });
+      } else {
+        const file = await service.outputFile(done, name);
+        if (!file) throw new OpenAiError(500, "An output file is missing.", "server_error");
+        data.push({ b64_json: Buffer.from(await file.read()).toString("base64") });
+      }
+    }
+    return { created: Math.floor(Date.parse(done.createdAt) / 1000), data };
+  });
+}

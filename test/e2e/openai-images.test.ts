@@ -1,0 +1,91 @@
+/**
+ * OpenAI's Images API through the real openai client: URLs and base64 PNGs of the requested
+ * size, the prediction behind it, and errors in OpenAI's envelope.
+ */
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { decode } from "fast-png";
+import OpenAI from "openai";
+import type { ImageGenerateParamsNonStreaming } from "openai/resources/images";
+import { api, type Sdserve, startSdserve, TOKEN } from "./server.js";
+
+let server: Sdserve;
+let openai: OpenAI;
+
+before(async () => {
+  server = await startSdserve();
+  openai = new OpenAI({ apiKey: TOKEN, baseURL: `${server.url}/v1`, maxRetries: 0 });
+});
+after(async () => {
+  await server?.stop();
+});
+
+/** OpenAI's fields plus the model's own, which the server also accepts (few steps keep tests fast). */
+function params(extra: Record<string, unknown>): ImageGenerateParamsNonStreaming {
+  return { prompt: "a lighthouse at dusk", num_inference_steps: 2, ...extra } as ImageGenerateParamsNonStreaming;
+}
+
+test("images.generate with response_format url: absolute PNG URLs of the requested size", async () => {
+  const res = await openai.images.generate(
+    params({ model: "dall-e-2", n: 2, size: "256x128", quality: "hd", user: "u1" }),
+  );
+  assert.equal(typeof res.created, "number");
+  assert.ok(Math.abs(res.created - Date.now() / 1000) < 3600);
+  assert.equal(res.data?.length, 2);
+  for (const item of res.data ?? []) {
+    assert.ok(item.url?.startsWith(`${server.url}/files/`));
+    const file = await fetch(item.url as string);
+    assert.equal(file.headers.get("content-type"), "image/png");
+    const png = decode(new Uint8Array(await file.arrayBuffer()));
+    assert.deepEqual([png.width, png.height], [256, 128]);
+  }
+  // It was a prediction like any other.
+  const list = await api(server, "GET", "/v1/predictions?page_size=1");
+  const p = (list.json["results"] as Record<string, unknown>[])[0] as Record<string, unknown>;
+  assert.equal(p["status"], "succeeded");
+  assert.deepEqual(p["input"], {
+    prompt: "a lighthouse at dusk",
+    width: 256,
+    height: 128,
+    num_outputs: 2,
+    num_inference_steps: 2,
+  });
+});
+
+test("images.generate with response_format b64_json: the PNG inline", async () => {
+  const res = await openai.images.generate(params({ size: "128x128", response_format: "b64_json", seed: 4 }));
+  assert.equal(res.data?.length, 1);
+  const bytes = Buffer.from(res.data?.[0]?.b64_json as string, "base64");
+  const png = decode(new Uint8Array(bytes));
+  assert.deepEqual([png.width, png.height], [128, 128]);
+  assert.match(String(png.text["parameters"]), /Seed: 4/);
+});
+
+test("bad parameters and a bad key are errors in OpenAI's envelope", async () => {
+  const cases: [Record<string, unknown>, string | null][] = [
+    [{ size: "1024x1024" }, "size"],
+    [{ size: "100x100" }, "size"],
+    [{ size: "large" }, "size"],
+    [{ n: 5, size: "128x128" }, "n"],
+    [{ response_format: "png", size: "128x128" }, "response_format"],
+    [{ prompt: "", size: "128x128" }, "prompt"],
+    [{ size: "128x128", num_inference_steps: 0 }, "num_inference_steps"],
+  ];
+  for (const [extra, param] of cases) {
+    await assert.rejects(openai.images.generate(params(extra)), (err: InstanceType<typeof OpenAI.APIError>) => {
+      assert.equal(err.status, 400, JSON.stringify(extra));
+      assert.equal((err.error as { param?: string }).param, param);
+      assert.equal((err.error as { type?: string }).type, "invalid_request_error");
+      return true;
+    });
+  }
+  const bad = new OpenAI({ apiKey: "sk-wrong", baseURL: `${server.url}/v1`, maxRetries: 0 });
+  await assert.rejects(
+    bad.images.generate(params({ size: "128x128" })),
+    (err: InstanceType<typeof OpenAI.APIError>) => {
+      assert.equal(err.status, 401);
+      assert.equal((err.error as { code?: string }).code, "invalid_api_key");
+      return true;
+    },
+  );
+});
