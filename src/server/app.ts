@@ -14,6 +14,7 @@ import { modelRoutes } from "./routes/models.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
 import { predictionRoutes } from "./routes/predictions.js";
 import { streamRoutes } from "./routes/streams.js";
+import { webRoutes } from "./routes/web.js";
 import { webhookRoutes } from "./routes/webhooks.js";
 import type { WebhookDispatcher } from "./webhooks/dispatcher.js";
 
@@ -122,6 +123,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   const openapi = serverOpenApi(opts.service.models, opts.version);
   app.get("/openapi.json", async () => openapi);
   app.register(fileRoutes, { service: opts.service });
+  app.register(webRoutes, { service: opts.service, publicBaseUrl: opts.publicBaseUrl });
   for (const prefix of API_PREFIXES) {
     app.register(
       async (api) => {

@@ -462,3 +462,27 @@ test("a full queue answers 429 with Retry-After; outputs past retention are remo
     await small.stop();
   }
 });
+
+test("urls.web opens a page without a token: status, escaped input, images", async () => {
+  const r = await api(
+    server,
+    "POST",
+    "/v1/predictions",
+    { version: VERSION, input: smallInput({ prompt: "<script>x</script>" }) },
+    {
+      ...authHeaders(),
+      Prefer: "wait",
+    },
+  );
+  const urls = r.json["urls"] as Record<string, string>;
+  assert.match(urls["web"] as string, new RegExp(`^${server.url}/p/[a-z2-7]+$`));
+  const page = await fetch(urls["web"] as string);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
+  const html = await page.text();
+  assert.ok(html.includes(r.json["id"] as string));
+  assert.ok(html.includes((r.json["output"] as string[])[0] as string));
+  assert.ok(!html.includes("<script>x</script>"));
+  assert.ok(html.includes("&#60;script&#62;x&#60;/script&#62;"));
+  assert.equal((await fetch(`${server.url}/p/${r.json["id"]}`)).status, 404);
+});

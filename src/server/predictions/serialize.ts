@@ -85,7 +85,8 @@ export function toApiPrediction(
       get: `${base.api}/predictions/${p.id}`,
       cancel: `${base.api}/predictions/${p.id}/cancel`,
       stream: streamUrl(base, p),
-      web: `${base.origin}/p/${p.id}`,
+      // The page is a capability URL, like the stream: it opens in a browser without a token.
+      web: `${base.origin}/p/${p.streamKey}`,
     },
   };
   if (p.webhook) out.webhook = p.webhook;
