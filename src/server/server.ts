@@ -37,24 +37,31 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export async function startServer(config: Config, out: ServerOutput): Promise<RunningServer> {
+export interface ServerParts {
+  /** The models to serve instead of stability-ai/stable-diffusion on config.model (benchmarks of the HTTP layer). */
+  models?: ModelAdapter[];
+}
+
+export async function startServer(config: Config, out: ServerOutput, parts: ServerParts = {}): Promise<RunningServer> {
   await mkdir(config.dataDir, { recursive: true });
   const store = new SqlitePredictionStore(path.join(config.dataDir, "sdserve.db"));
   const queue = new LocalJobQueue();
   const files = new DiskFileStore(path.join(config.dataDir, "files"));
   const events = new LocalPredictionEvents();
-  const adapter: ModelAdapter = new StableDiffusionAdapter({
-    source: config.model,
-    threads: config.threads,
-    provider: config.provider,
-    log: out.error,
-  });
+  const models: ModelAdapter[] = parts.models ?? [
+    new StableDiffusionAdapter({
+      source: config.model,
+      threads: config.threads,
+      provider: config.provider,
+      log: out.error,
+    }),
+  ];
   const service = new PredictionService(
     store,
     queue,
     files,
     events,
-    [adapter],
+    models,
     {
       queueMax: config.queueMax,
       outputRetentionMs: config.outputRetentionMs,
@@ -105,10 +112,15 @@ export async function startServer(config: Config, out: ServerOutput): Promise<Ru
 
   service.startBackground();
   const loadStart = performance.now();
-  adapter.setup().then(
-    () => out.info(`Model ready: ${config.model} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s`),
-    (err: unknown) => out.error(`The model could not be loaded: ${err instanceof Error ? err.message : String(err)}`),
-  );
+  for (const m of models) {
+    m.setup().then(
+      () =>
+        out.info(
+          `Model ready: ${m.model.owner}/${m.model.name} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s`,
+        ),
+      (err: unknown) => out.error(`The model could not be loaded: ${err instanceof Error ? err.message : String(err)}`),
+    );
+  }
   const worker = new Worker(service, queue, out.error);
   worker.start();
   out.info(`sdserve listening on ${url}`);
@@ -124,7 +136,7 @@ export async function startServer(config: Config, out: ServerOutput): Promise<Ru
         await worker.stop();
         await app.close();
         await queue.close();
-        await adapter.close();
+        for (const m of models) await m.close();
         await store.close();
       })();
       return closing;

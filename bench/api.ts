@@ -1,0 +1,193 @@
+/**
+ * bench/api: what the HTTP layer costs. autocannon drives, in one run:
+ * - create+get: POST /v1/predictions then GET /v1/predictions/{id} on a real sdserve (Fastify,
+ *   auth, validation, SQLite store, queue, worker), whose model adapter completes at once
+ *   (allowed in this bench only: the engine is not what is measured here);
+ * - bare: a Fastify route that answers {"ok":true}, on the same machine, for scale.
+ * Each server runs in its own child process, autocannon in this one. Prints requests per second
+ * and latency p50/p99 (ms) for both.
+ *
+ *   npx tsx bench/api.ts [--duration 10] [--connections 10] [--json]
+ *
+ * See bench/README.md.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import autocannon from "autocannon";
+import { encode } from "fast-png";
+import Fastify from "fastify";
+import { loadConfig } from "../src/config.js";
+import { type InvalidField, validate } from "../src/server/models/json-schema.js";
+import type { ModelAdapter, OutputFile } from "../src/server/models/model.js";
+import { STABLE_DIFFUSION_SCHEMAS, STABLE_DIFFUSION_VERSION } from "../src/server/models/stable-diffusion.js";
+import { startServer } from "../src/server/server.js";
+import { intOption, printUsageAndExit } from "./lib/cli.js";
+import { machineInfo } from "./lib/machine.js";
+import { LABEL, pad, Report, round } from "./lib/report.js";
+
+const BENCH = "api";
+const TOKEN = "r8_bench";
+
+/** stability-ai/stable-diffusion's name and schema (so validation is real), answering with one tiny PNG at once. */
+class InstantAdapter implements ModelAdapter {
+  readonly model = {
+    owner: "stability-ai",
+    name: "stable-diffusion",
+    description: "instant stand-in for bench/api",
+    githubUrl: null,
+    paperUrl: null,
+    licenseUrl: null,
+  };
+  readonly version = { id: STABLE_DIFFUSION_VERSION, createdAt: "2022-11-22T22:25:35.000000Z", cogVersion: "0.8.6" };
+  readonly schemas = STABLE_DIFFUSION_SCHEMAS;
+  readonly state = "READY" as const;
+  readonly setupError = undefined;
+  private readonly png = encode({ width: 1, height: 1, data: new Uint8Array(3), channels: 3 });
+
+  validateInput(input: unknown): InvalidField[] {
+    return validate(this.schemas["Input"] ?? {}, input, {
+      root: { components: { schemas: this.schemas } },
+      path: "input",
+    });
+  }
+  async setup(): Promise<void> {}
+  async predict(): Promise<OutputFile[]> {
+    return [{ name: "out-0.png", contentType: "image/png", data: this.png }];
+  }
+  async close(): Promise<void> {}
+}
+
+/** Child mode: serve, print the URL, run until killed. */
+async function serve(kind: string): Promise<void> {
+  if (kind === "bare") {
+    const app = Fastify({ logger: false });
+    app.get("/", async () => ({ ok: true }));
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    const address = app.server.address() as { port: number };
+    console.log(`listening on http://127.0.0.1:${address.port}`);
+    return;
+  }
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "sdserve-bench-api-"));
+  process.on("exit", () => rmSync(dataDir, { recursive: true, force: true }));
+  const config = loadConfig(["--model", "instant", "--port", "0", "--data-dir", dataDir], {
+    SDSERVE_API_TOKENS: TOKEN,
+    SDSERVE_QUEUE_MAX: "1000000",
+    SDSERVE_OUTPUT_RETENTION: "never",
+  });
+  const server = await startServer(
+    config,
+    { info: () => {}, error: (l) => console.error(l) },
+    { models: [new InstantAdapter()] },
+  );
+  console.log(`listening on ${server.url}`);
+}
+
+function startChild(kind: string): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), "--serve", kind], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    let text = "";
+    child.stdout?.on("data", (c: Buffer) => {
+      text += c.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(text);
+      if (m) resolve({ child, url: m[1] as string });
+    });
+    child.once("exit", (code) => reject(new Error(`the ${kind} server exited (${code}) before listening`)));
+  });
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      duration: { type: "string", default: "10" },
+      connections: { type: "string", default: "10" },
+      json: { type: "boolean", default: false },
+      serve: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) printUsageAndExit(import.meta.url);
+  if (values.serve) return serve(values.serve);
+  const duration = intOption("duration", values.duration, 1);
+  const connections = intOption("connections", values.connections, 1);
+  const report = new Report(BENCH, values.json);
+  const m = machineInfo();
+  report.emit(
+    { figure: "machine", cpu: m.cpu, cores: m.cores, node: process.version, duration_s: duration, connections },
+    `${pad("machine", LABEL)}${m.cpu}, ${m.cores} cores, node ${process.version}; ${connections} connections, ${duration} s each`,
+  );
+
+  const body = JSON.stringify({
+    version: STABLE_DIFFUSION_VERSION,
+    input: { prompt: "a lighthouse at dusk", width: 512, height: 512, num_inference_steps: 25, seed: 1 },
+  });
+  const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
+  const runs: { name: string; label: string; kind: string; opts: (url: string) => autocannon.Options }[] = [
+    {
+      name: "bare",
+      label: "bare Fastify route (GET /)",
+      kind: "bare",
+      opts: (url) => ({ url, connections, duration }),
+    },
+    {
+      name: "create_get",
+      label: "create + get (POST, then GET by id)",
+      kind: "sdserve",
+      opts: (url) => ({
+        url,
+        connections,
+        duration,
+        requests: [
+          {
+            method: "POST",
+            path: "/v1/predictions",
+            headers,
+            body,
+            onResponse: (status, resBody, context) => {
+              if (status === 201)
+                (context as Record<string, string>)["id"] = (JSON.parse(resBody) as { id: string }).id;
+            },
+          },
+          {
+            method: "GET",
+            headers,
+            setupRequest: (req, context) => ({
+              ...req,
+              path: `/v1/predictions/${(context as Record<string, string>)["id"]}`,
+            }),
+          },
+        ],
+      }),
+    },
+  ];
+  for (const run of runs) {
+    const { child, url } = await startChild(run.kind);
+    try {
+      const result = await autocannon(run.opts(url));
+      const errors = result.errors + result.timeouts + result.non2xx;
+      report.emit(
+        {
+          figure: run.name,
+          requests_per_s: round(result.requests.average),
+          latency_p50_ms: result.latency.p50,
+          latency_p99_ms: result.latency.p99,
+          requests: result.requests.total,
+          errors,
+        },
+        `${pad(run.label, LABEL + 4)}${round(result.requests.average, 5)} req/s, latency p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms (${result.requests.total} requests${errors ? `, ${errors} errors or non-2xx` : ""})`,
+      );
+    } finally {
+      child.kill("SIGTERM");
+    }
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
