@@ -111,6 +111,10 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   const url = `http://${host}:${address.port}`;
 
   service.startBackground();
+  webhooks.resume().then(
+    (n) => n > 0 && out.info(`Resumed ${n} undelivered completed webhook(s).`),
+    (err: unknown) => out.error(`Resuming webhooks failed: ${String(err)}`),
+  );
   const loadStart = performance.now();
   for (const m of models) {
     m.setup().then(

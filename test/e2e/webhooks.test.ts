@@ -9,7 +9,17 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, test } from "node:test";
 import Replicate, { validateWebhook } from "replicate";
-import { api, eventually, type Sdserve, slowInput, smallInput, startSdserve, TOKEN, VERSION } from "./server.js";
+import {
+  api,
+  eventually,
+  newDataDir,
+  type Sdserve,
+  slowInput,
+  smallInput,
+  startSdserve,
+  TOKEN,
+  VERSION,
+} from "./server.js";
 
 interface Received {
   path: string;
@@ -219,5 +229,51 @@ test("internal targets are refused (422) unless SDSERVE_WEBHOOK_ALLOW_PRIVATE is
     assert.equal(filter.status, 422);
   } finally {
     await strict.stop();
+  }
+});
+
+test("a completed webhook still owed when the server dies is sent after the restart, same webhook-id", async () => {
+  const path = "/hooks/restart";
+  failFirst.set(path, 2);
+  const dataDir = newDataDir();
+  const env = { SDSERVE_WEBHOOK_ALLOW_PRIVATE: "true" };
+  const first = await startSdserve({ dataDir, env });
+  const created = await api(first, "POST", "/v1/predictions", {
+    version: VERSION,
+    input: smallInput(),
+    webhook: `${hookBase}${path}`,
+    webhook_events_filter: ["completed"],
+  });
+  await eventually(async () => (deliveriesTo(path).length >= 1 ? true : undefined), "the first try");
+  await first.kill();
+  const beforeRestart = deliveriesTo(path).length;
+
+  const second = await startSdserve({ dataDir, env });
+  try {
+    const log = await eventually(async () => {
+      const r = await api(second, "GET", `/v1/predictions/${created.json["id"]}/webhook_deliveries`);
+      const rows = r.json["results"] as { delivered: boolean; attempt: number; webhook_id: string }[];
+      return rows.some((d) => d.delivered) ? rows : undefined;
+    }, "delivery after the restart");
+    assert.ok(deliveriesTo(path).length > beforeRestart, "a try was made by the restarted server");
+    assert.equal(new Set(deliveriesTo(path).map((r) => r.headers["webhook-id"])).size, 1);
+    assert.deepEqual(
+      log.map((d) => d.attempt),
+      log.map((_, i) => i + 1),
+    );
+    const secret = (await api(second, "GET", "/v1/webhooks/default/secret")).json["key"] as string;
+    const last = deliveriesTo(path).at(-1) as Received;
+    assert.equal(
+      await validateWebhook({
+        id: last.headers["webhook-id"] as string,
+        timestamp: last.headers["webhook-timestamp"] as string,
+        signature: last.headers["webhook-signature"] as string,
+        body: last.body,
+        secret,
+      }),
+      true,
+    );
+  } finally {
+    await second.stop();
   }
 });

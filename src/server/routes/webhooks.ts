@@ -23,6 +23,7 @@ export async function webhookRoutes(
         status_code: d.statusCode,
         error: d.error,
         delivered: d.delivered,
+        final: d.final,
       })),
     };
   });

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
   at TEXT NOT NULL,
   status_code INTEGER,
   error TEXT,
-  delivered INTEGER NOT NULL
+  delivered INTEGER NOT NULL,
+  final INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhook_deliveries_prediction ON webhook_deliveries (prediction_id, at);
 `;
@@ -281,10 +282,20 @@ export class SqlitePredictionStore implements PredictionStore {
   async recordWebhookDelivery(predictionId: string, d: WebhookDelivery): Promise<void> {
     this.db
       .prepare(
-        `INSERT INTO webhook_deliveries (prediction_id, webhook_id, event, attempt, at, status_code, error, delivered)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO webhook_deliveries (prediction_id, webhook_id, event, attempt, at, status_code, error, delivered, final)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
-      .run(predictionId, d.webhookId, d.event, d.attempt, d.at, d.statusCode, d.error, d.delivered ? 1 : 0);
+      .run(
+        predictionId,
+        d.webhookId,
+        d.event,
+        d.attempt,
+        d.at,
+        d.statusCode,
+        d.error,
+        d.delivered ? 1 : 0,
+        d.final ? 1 : 0,
+      );
   }
 
   async webhookDeliveries(predictionId: string): Promise<WebhookDelivery[]> {
@@ -298,6 +309,7 @@ export class SqlitePredictionStore implements PredictionStore {
       status_code: number | null;
       error: string | null;
       delivered: number;
+      final: number;
     }[];
     return rows.map((r) => ({
       webhookId: r.webhook_id,
@@ -307,7 +319,18 @@ export class SqlitePredictionStore implements PredictionStore {
       statusCode: r.status_code,
       error: r.error,
       delivered: r.delivered !== 0,
+      final: r.final !== 0,
     }));
+  }
+
+  async finishedWithWebhookSince(since: string): Promise<PredictionRecord[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM predictions WHERE webhook IS NOT NULL AND completed_at >= ?
+           AND status IN ('succeeded', 'failed', 'canceled') ORDER BY completed_at`,
+      )
+      .all(since) as Row[];
+    return rows.map(fromRow);
   }
 
   async getSetting(key: string): Promise<string | undefined> {

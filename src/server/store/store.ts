@@ -39,6 +39,8 @@ export interface WebhookDelivery {
   /** Why the attempt failed (connection refused, timed out, internal target), or null. */
   error: string | null;
   delivered: boolean;
+  /** No further try follows this one (delivered, refused, or the last retry). */
+  final: boolean;
 }
 
 export type PredictionPatch = Partial<
@@ -83,6 +85,8 @@ export interface PredictionStore {
   /** Ids of completed predictions whose data is still kept and that completed before `completedBefore`. */
   completedBefore(completedBefore: string): Promise<string[]>;
   recordWebhookDelivery(predictionId: string, delivery: WebhookDelivery): Promise<void>;
+  /** Finished predictions with a webhook that completed at or after `since` (to resume deliveries after a restart). */
+  finishedWithWebhookSince(since: string): Promise<PredictionRecord[]>;
   /** The prediction's webhook attempts, oldest first. */
   webhookDeliveries(predictionId: string): Promise<WebhookDelivery[]>;
   /** A small key–value table for server state (webhook secrets, …). */

@@ -9,7 +9,7 @@
 import http from "node:http";
 import https from "node:https";
 import type { PredictionChange, PredictionEvents } from "../predictions/events.js";
-import { timestamp } from "../predictions/ids.js";
+import { formatMicros, timestamp } from "../predictions/ids.js";
 import { isTerminal, type PredictionRecord, type WebhookEvent } from "../predictions/prediction.js";
 import { toApiPrediction } from "../predictions/serialize.js";
 import type { PredictionStore } from "../store/store.js";
@@ -30,6 +30,8 @@ export interface WebhookOptions {
 
 const RETRY_DELAYS_MS = [1000, 2000, 4000, 8000, 15_000, 30_000];
 const LOGS_INTERVAL_MS = 500;
+/** How long after completion an undelivered `completed` is still sent after a restart. */
+const RESUME_WINDOW_MS = 15 * 60_000;
 
 interface Tracked {
   /** Deliveries for one prediction go out one after another. */
@@ -54,6 +56,39 @@ export class WebhookDispatcher {
 
   start(): void {
     this.unsubscribe ??= this.events.subscribeAll((change) => this.onChange(change));
+  }
+
+  /**
+   * After a restart: `completed` messages of recently finished predictions that were neither
+   * delivered nor given up on are sent again, with the same webhook-id, continuing the retries.
+   */
+  async resume(): Promise<number> {
+    const since = formatMicros((Date.now() - RESUME_WINDOW_MS) * 1000);
+    let resumed = 0;
+    for (const p of await this.store.finishedWithWebhookSince(since)) {
+      if (this.tracked.has(p.id) || !(p.webhookEventsFilter ?? DEFAULT_WEBHOOK_EVENTS).includes("completed")) continue;
+      const tries = (await this.store.webhookDeliveries(p.id)).filter((d) => d.event === "completed");
+      if (tries.some((d) => d.delivered || d.final)) continue;
+      const last = tries[tries.length - 1];
+      const t: Tracked = {
+        chain: Promise.resolve(),
+        logsTimer: undefined,
+        lastLogsAt: 0,
+        started: true,
+        completed: true,
+      };
+      this.tracked.set(p.id, t);
+      t.chain = t.chain.then(async () => {
+        await this.deliver(
+          p,
+          "completed",
+          last ? { webhookId: last.webhookId, attempt: last.attempt + 1 } : undefined,
+        ).catch((err: unknown) => this.opts.log?.(`webhook for ${p.id}: ${String(err)}`));
+        this.tracked.delete(p.id);
+      });
+      resumed++;
+    }
+    return resumed;
   }
 
   /** The account's signing secret, made on first use and kept in the store across restarts. */
@@ -122,19 +157,23 @@ export class WebhookDispatcher {
     });
   }
 
-  private async deliver(p: PredictionRecord, event: WebhookEvent): Promise<void> {
+  /** Sends one message, retrying `completed`; `from` continues the tries of a message begun before a restart. */
+  private async deliver(
+    p: PredictionRecord,
+    event: WebhookEvent,
+    from?: { webhookId: string; attempt: number },
+  ): Promise<void> {
     const body = JSON.stringify(toApiPrediction(p, { api: p.apiBase, origin: p.origin }));
     const secret = await this.secretFor(p.account);
-    const webhookId = newWebhookId();
+    const webhookId = from?.webhookId ?? newWebhookId();
     const delays = event === "completed" ? (this.opts.retryDelaysMs ?? RETRY_DELAYS_MS) : [];
-    for (let attempt = 1; attempt <= delays.length + 1; attempt++) {
+    for (let attempt = from?.attempt ?? 1; attempt <= delays.length + 1; attempt++) {
       if (this.stopping.signal.aborted) return;
-      const result = await this.post(p.webhook as string, webhookId, body, secret);
-      await this.store.recordWebhookDelivery(p.id, { webhookId, event, attempt, at: timestamp(), ...result });
-      if (result.delivered || result.refused) return;
-      const delay = delays[attempt - 1];
-      if (delay === undefined) return;
-      await this.sleep(delay);
+      const { refused, ...result } = await this.post(p.webhook as string, webhookId, body, secret);
+      const final = result.delivered || Boolean(refused) || attempt > delays.length;
+      await this.store.recordWebhookDelivery(p.id, { webhookId, event, attempt, at: timestamp(), ...result, final });
+      if (final) return;
+      await this.sleep(delays[attempt - 1] as number);
     }
   }
 
