@@ -150,6 +150,14 @@ test("400 for a body that is not JSON, 413 for one over the limit; an empty body
   assert.deepEqual(r.json, { title: "Bad request", detail: "Request body is not valid JSON", status: 400 });
   r = await api(server, "POST", "/v1/predictions", "[1, 2]");
   assert.equal(r.status, 400);
+  r = await api(server, "POST", "/v1/predictions", '{"version": "x", "input": {"__proto__": {"admin": true}}}');
+  assert.equal(r.status, 400);
+  // curl -d sends form encoding: the body is still read as JSON.
+  r = await api(server, "POST", "/v1/predictions", JSON.stringify({ version: VERSION, input: smallInput() }), {
+    Authorization: `Bearer ${TOKEN}`,
+    "Content-Type": "application/x-www-form-urlencoded",
+  });
+  assert.equal(r.status, 201);
   r = await api(server, "POST", "/v1/predictions", { version: VERSION, input: { prompt: "x".repeat(8000) } });
   assert.equal(r.status, 413);
   assert.equal(r.json["status"], 413);
