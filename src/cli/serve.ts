@@ -1,5 +1,5 @@
 /** `sdserve serve`: the Replicate-compatible HTTP service. */
-import { loadConfig, SERVE_HELP } from "../config.js";
+import { ConfigError, loadConfig, SERVE_HELP } from "../config.js";
 import { startServer } from "../server/server.js";
 
 export { SERVE_HELP };
@@ -13,6 +13,14 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const server = await startServer(config, {
     info: (line) => process.stdout.write(`${line}\n`),
     error: (line) => process.stderr.write(`${line}\n`),
+  }).catch((err: unknown) => {
+    const code = (err as { code?: string }).code;
+    if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
+      throw new ConfigError(
+        `cannot listen on ${config.host}:${config.port} (${code}): choose another --port or --host`,
+      );
+    }
+    throw err;
   });
   // SIGTERM / SIGINT: graceful shutdown; a second signal exits at once.
   await new Promise<void>((resolve) => {
