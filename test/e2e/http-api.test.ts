@@ -420,6 +420,23 @@ test("Idempotency-Key: the same key gives back the same prediction", async () =>
     },
   );
   assert.notEqual(c.json["id"], a.json["id"]);
+  // Concurrent retries with one key make one prediction.
+  const racing = await Promise.all(
+    Array.from({ length: 5 }, () =>
+      api(
+        server,
+        "POST",
+        "/v1/predictions",
+        { version: VERSION, input: smallInput() },
+        {
+          ...authHeaders(),
+          "Idempotency-Key": "order-78",
+        },
+      ),
+    ),
+  );
+  assert.equal(new Set(racing.map((r) => r.json["id"])).size, 1);
+  await waitDone(racing[0]?.json["id"] as string);
   await waitDone(a.json["id"] as string);
   await waitDone(c.json["id"] as string, OTHER_TOKEN);
 });

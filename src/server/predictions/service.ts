@@ -59,6 +59,8 @@ export interface ListPage {
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
+/** How long an Idempotency-Key keeps returning its prediction (as payment APIs do: a day). */
+const IDEMPOTENCY_KEY_MS = 24 * 3_600_000;
 
 const requestProperties: Record<string, JsonSchema> = {
   input: { type: "object" },
@@ -173,11 +175,9 @@ export class PredictionService {
     if (!adapter) throw invalidVersion();
     if (filter) filter = WEBHOOK_EVENTS.filter((e) => filter?.includes(e));
 
-    const idempotencyKey = req.idempotencyKey ? `idempotency:${account}:${req.idempotencyKey}` : undefined;
-    if (idempotencyKey) {
-      const existing = await this.store.getSetting(idempotencyKey);
-      const prediction = existing ? await this.store.get(existing) : undefined;
-      if (prediction) return prediction;
+    if (req.idempotencyKey) {
+      const earlier = await this.store.findByIdempotencyKey(account, req.idempotencyKey);
+      if (earlier) return earlier;
     }
 
     const unfinished = await this.store.countUnfinished();
@@ -213,8 +213,9 @@ export class PredictionService {
       streamKey: newCapabilityKey(),
       attempts: 0,
     };
-    await this.store.insert(prediction);
-    if (idempotencyKey) await this.store.setSetting(idempotencyKey, prediction.id);
+    const inserted = await this.store.insert(prediction, req.idempotencyKey);
+    // The same key won by a concurrent create: that prediction is the answer, this one never existed.
+    if (inserted.id !== prediction.id) return inserted;
     await this.queue.enqueue(prediction.id);
     this.armDeadline(prediction);
     this.events.publish({ type: "status", prediction });
@@ -446,11 +447,10 @@ export class PredictionService {
     return { requeued, failed };
   }
 
-  /** Starts the retention sweeper. */
+  /** Starts the sweeper: retention, and old idempotency keys. */
   startBackground(): void {
     const keep = this.limits.outputRetentionMs;
-    if (keep === null) return;
-    const every = Math.min(60_000, Math.max(1000, Math.floor(keep / 4)));
+    const every = keep === null ? 60_000 : Math.min(60_000, Math.max(1000, Math.floor(keep / 4)));
     const sweep = () => {
       this.removeExpiredData().catch((err: unknown) => this.log(`retention sweep failed: ${String(err)}`));
     };
@@ -461,6 +461,7 @@ export class PredictionService {
 
   /** Removes inputs, logs and outputs of predictions completed longer ago than the retention period. */
   async removeExpiredData(): Promise<number> {
+    await this.store.forgetIdempotencyKeys(formatMicros((Date.now() - IDEMPOTENCY_KEY_MS) * 1000));
     const keep = this.limits.outputRetentionMs;
     if (keep === null) return 0;
     const ids = await this.store.completedBefore(formatMicros((Date.now() - keep) * 1000));

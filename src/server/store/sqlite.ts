@@ -35,6 +35,13 @@ CREATE INDEX IF NOT EXISTS predictions_account_order ON predictions (account, cr
 CREATE INDEX IF NOT EXISTS predictions_unfinished ON predictions (status, created_at) WHERE status IN ('starting', 'processing');
 CREATE INDEX IF NOT EXISTS predictions_retention ON predictions (completed_at) WHERE data_removed = 0;
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+  account TEXT NOT NULL,
+  key TEXT NOT NULL,
+  prediction_id TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  PRIMARY KEY (account, key)
+);
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
   prediction_id TEXT NOT NULL,
   webhook_id TEXT NOT NULL,
@@ -126,7 +133,46 @@ export class SqlitePredictionStore implements PredictionStore {
     this.db.exec(SCHEMA);
   }
 
-  async insert(p: PredictionRecord): Promise<void> {
+  async insert(p: PredictionRecord, idempotencyKey?: string): Promise<PredictionRecord> {
+    return this.db.transaction(() => {
+      if (idempotencyKey !== undefined) {
+        const claimed = this.db
+          .prepare(
+            "INSERT OR IGNORE INTO idempotency_keys (account, key, prediction_id, created_at) VALUES (?, ?, ?, ?)",
+          )
+          .run(p.account, idempotencyKey, p.id, p.createdAt);
+        if (claimed.changes === 0) {
+          const earlier = this.idempotent(p.account, idempotencyKey);
+          if (earlier) return earlier;
+          // The key outlived its prediction: it names this one now.
+          this.db
+            .prepare("UPDATE idempotency_keys SET prediction_id = ?, created_at = ? WHERE account = ? AND key = ?")
+            .run(p.id, p.createdAt, p.account, idempotencyKey);
+        }
+      }
+      this.insertRow(p);
+      return p;
+    })();
+  }
+
+  private idempotent(account: string, key: string): PredictionRecord | undefined {
+    const row = this.db
+      .prepare(
+        "SELECT p.* FROM idempotency_keys k JOIN predictions p ON p.id = k.prediction_id WHERE k.account = ? AND k.key = ?",
+      )
+      .get(account, key) as Row | undefined;
+    return row ? fromRow(row) : undefined;
+  }
+
+  async findByIdempotencyKey(account: string, key: string): Promise<PredictionRecord | undefined> {
+    return this.idempotent(account, key);
+  }
+
+  async forgetIdempotencyKeys(before: string): Promise<void> {
+    this.db.prepare("DELETE FROM idempotency_keys WHERE created_at < ?").run(before);
+  }
+
+  private insertRow(p: PredictionRecord): void {
     this.db
       .prepare(
         `INSERT INTO predictions (id, account, model, version, input, logs, output, error, status, data_removed,

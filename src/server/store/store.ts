@@ -60,7 +60,14 @@ export type PredictionPatch = Partial<
 >;
 
 export interface PredictionStore {
-  insert(p: PredictionRecord): Promise<void>;
+  /**
+   * Stores a new prediction. With an idempotency key, atomically: if the account already used
+   * the key, nothing is stored and the earlier prediction is returned instead.
+   */
+  insert(p: PredictionRecord, idempotencyKey?: string): Promise<PredictionRecord>;
+  findByIdempotencyKey(account: string, key: string): Promise<PredictionRecord | undefined>;
+  /** Forgets idempotency keys used before `before`. */
+  forgetIdempotencyKeys(before: string): Promise<void>;
   get(id: string): Promise<PredictionRecord | undefined>;
   findByFilesKey(key: string): Promise<PredictionRecord | undefined>;
   findByStreamKey(key: string): Promise<PredictionRecord | undefined>;
