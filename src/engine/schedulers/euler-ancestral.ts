@@ -6,18 +6,16 @@
  */
 import { f32, interpOnIndexGrid } from "./float.js";
 import {
-  checkSteps,
   denoisedFromSigma,
-  leadingTimesteps,
-  linspaceTimesteps,
   noiseSchedule,
   oneOf,
   resolveConfig,
   type Scheduler,
   type StepContext,
   scaleBySigma,
+  sigmaInitNoise,
+  sigmaSchedulerTimesteps,
   sigmasFromAlphasCumprod,
-  trailingTimesteps,
 } from "./scheduler.js";
 
 export const EULER_ANCESTRAL_DEFAULTS = {
@@ -57,19 +55,13 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     const trainSigmas = sigmasFromAlphasCumprod(alphasCumprod);
 
     const n = numInferenceSteps;
-    const total = cfg.num_train_timesteps;
-    checkSteps(n, total);
-    const spacing = oneOf("timestep_spacing", cfg.timestep_spacing, ["linspace", "leading", "trailing"] as const);
-    let timesteps: number[];
-    if (spacing === "linspace") timesteps = linspaceTimesteps(n, total - 1).map(f32);
-    else if (spacing === "leading") timesteps = leadingTimesteps(n, Math.floor(total / n), cfg.steps_offset);
-    else timesteps = trailingTimesteps(n, total, total);
+    const spaced = sigmaSchedulerTimesteps(cfg, n);
+    const spacing = spaced.spacing;
+    const timesteps = spaced.timesteps;
     this.timesteps = timesteps;
     this.sigmas = [...timesteps.map((t) => interpOnIndexGrid(t, trainSigmas)), 0].map(f32);
 
-    const maxSigma = Math.max(...this.sigmas);
-    this.initNoiseSigma =
-      spacing === "linspace" || spacing === "trailing" ? maxSigma : f32(Math.sqrt(f32(f32(maxSigma * maxSigma) + 1)));
+    this.initNoiseSigma = sigmaInitNoise(spacing, this.sigmas);
   }
 
   scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array {

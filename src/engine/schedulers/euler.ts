@@ -5,12 +5,9 @@
  */
 import { f32, interpOnIndexGrid, numpyLogF32, torchLinspaceF32 } from "./float.js";
 import {
-  checkSteps,
   configError,
   denoisedFromSigma,
   karrasSigmas,
-  leadingTimesteps,
-  linspaceTimesteps,
   logSigmasF32,
   noiseSchedule,
   oneOf,
@@ -18,9 +15,10 @@ import {
   type Scheduler,
   type StepContext,
   scaleBySigma,
+  sigmaInitNoise,
+  sigmaSchedulerTimesteps,
   sigmasFromAlphasCumprod,
   sigmaToT,
-  trailingTimesteps,
 } from "./scheduler.js";
 
 export const EULER_DEFAULTS = {
@@ -78,19 +76,15 @@ export class EulerDiscreteScheduler implements Scheduler {
     const trainSigmas = sigmasFromAlphasCumprod(alphasCumprod);
 
     const n = numInferenceSteps;
-    const total = cfg.num_train_timesteps;
-    checkSteps(n, total);
-    const spacing = oneOf("timestep_spacing", cfg.timestep_spacing, ["linspace", "leading", "trailing"] as const);
-    let timesteps: number[];
-    if (spacing === "linspace") timesteps = linspaceTimesteps(n, total - 1).map(f32);
-    else if (spacing === "leading") timesteps = leadingTimesteps(n, Math.floor(total / n), cfg.steps_offset);
-    else timesteps = trailingTimesteps(n, total, total);
+    const spaced = sigmaSchedulerTimesteps(cfg, n);
+    const spacing = spaced.spacing;
+    let timesteps = spaced.timesteps;
 
     // σ at each timestep, interpolated between training timesteps (float64, then float32 at the end).
     let sigmas: number[];
     if (interpolation === "linear") sigmas = timesteps.map((t) => interpOnIndexGrid(t, trainSigmas));
     else {
-      const logMax = numpyLogF32(trainSigmas[total - 1] as number);
+      const logMax = numpyLogF32(trainSigmas[cfg.num_train_timesteps - 1] as number);
       const logMin = numpyLogF32(trainSigmas[0] as number);
       sigmas = Array.from(torchLinspaceF32(logMax, logMin, n + 1), (l) => f32(Math.exp(l)));
     }
@@ -110,10 +104,7 @@ export class EulerDiscreteScheduler implements Scheduler {
         ? sigmas32.slice(0, -1).map((s) => f32(0.25 * f32(Math.log(s))))
         : timesteps;
 
-    const maxSigma = Math.max(...sigmas32);
-    // "leading" schedules do not start at the top: the noise then has variance σ_max² + 1.
-    this.initNoiseSigma =
-      spacing === "linspace" || spacing === "trailing" ? maxSigma : f32(Math.sqrt(f32(f32(maxSigma * maxSigma) + 1)));
+    this.initNoiseSigma = sigmaInitNoise(spacing, sigmas32);
   }
 
   scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array {

@@ -12,12 +12,9 @@
  */
 import { f32, interpOnIndexGrid } from "./float.js";
 import {
-  checkSteps,
   denoisedFromSigma,
   hiddenSigmaBound,
   karrasSigmas,
-  leadingTimesteps,
-  linspaceTimesteps,
   logSigmasF32,
   noiseSchedule,
   oneOf,
@@ -26,9 +23,10 @@ import {
   type Scheduler,
   StepOrder,
   scaleBySigma,
+  sigmaInitNoise,
+  sigmaSchedulerTimesteps,
   sigmasFromAlphasCumprod,
   sigmaToT,
-  trailingTimesteps,
 } from "./scheduler.js";
 
 export const HEUN_DEFAULTS = {
@@ -71,13 +69,9 @@ export class HeunDiscreteScheduler implements Scheduler {
     const trainSigmas = sigmasFromAlphasCumprod(alphasCumprod);
 
     const n = numInferenceSteps;
-    const total = cfg.num_train_timesteps;
-    checkSteps(n, total);
-    const spacing = oneOf("timestep_spacing", cfg.timestep_spacing, ["linspace", "leading", "trailing"] as const);
-    let timesteps: number[];
-    if (spacing === "linspace") timesteps = linspaceTimesteps(n, total - 1).map(f32);
-    else if (spacing === "leading") timesteps = leadingTimesteps(n, Math.floor(total / n), cfg.steps_offset);
-    else timesteps = trailingTimesteps(n, total, total);
+    const spaced = sigmaSchedulerTimesteps(cfg, n);
+    const spacing = spaced.spacing;
+    let timesteps = spaced.timesteps;
 
     let sigmas = timesteps.map((t) => interpOnIndexGrid(t, trainSigmas));
     if (cfg.use_karras_sigmas) {
@@ -91,9 +85,7 @@ export class HeunDiscreteScheduler implements Scheduler {
     const s = [...sigmas, 0].map(f32);
     this.sigmas = [s[0] as number, ...s.slice(1, -1).flatMap((v) => [v, v]), s[s.length - 1] as number];
     this.timesteps = [timesteps[0] as number, ...timesteps.slice(1).flatMap((t) => [t, t])];
-    const maxSigma = Math.max(...this.sigmas);
-    this.initNoiseSigma =
-      spacing === "linspace" || spacing === "trailing" ? maxSigma : f32(Math.sqrt(f32(f32(maxSigma * maxSigma) + 1)));
+    this.initNoiseSigma = sigmaInitNoise(spacing, this.sigmas);
   }
 
   scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array {

@@ -11,11 +11,8 @@
  */
 import { f32, interpOnIndexGrid } from "./float.js";
 import {
-  checkSteps,
   denoisedFromSigma,
   karrasSigmas,
-  leadingTimesteps,
-  linspaceTimesteps,
   logSigmasF32,
   noiseSchedule,
   oneOf,
@@ -24,9 +21,10 @@ import {
   type Scheduler,
   StepOrder,
   scaleBySigma,
+  sigmaInitNoise,
+  sigmaSchedulerTimesteps,
   sigmasFromAlphasCumprod,
   sigmaToT,
-  trailingTimesteps,
 } from "./scheduler.js";
 
 export const LMS_DEFAULTS = {
@@ -68,13 +66,9 @@ export class LMSDiscreteScheduler implements Scheduler {
     const trainSigmas = sigmasFromAlphasCumprod(alphasCumprod);
 
     const n = numInferenceSteps;
-    const total = cfg.num_train_timesteps;
-    checkSteps(n, total);
-    const spacing = oneOf("timestep_spacing", cfg.timestep_spacing, ["linspace", "leading", "trailing"] as const);
-    let timesteps: number[];
-    if (spacing === "linspace") timesteps = linspaceTimesteps(n, total - 1).map(f32);
-    else if (spacing === "leading") timesteps = leadingTimesteps(n, Math.floor(total / n), cfg.steps_offset);
-    else timesteps = trailingTimesteps(n, total, total);
+    const spaced = sigmaSchedulerTimesteps(cfg, n);
+    const spacing = spaced.spacing;
+    let timesteps = spaced.timesteps;
 
     let sigmas = timesteps.map((t) => interpOnIndexGrid(t, trainSigmas));
     if (cfg.use_karras_sigmas) {
@@ -85,9 +79,7 @@ export class LMSDiscreteScheduler implements Scheduler {
     }
     this.timesteps = timesteps;
     this.sigmas = [...sigmas, 0].map(f32);
-    const maxSigma = Math.max(...this.sigmas);
-    this.initNoiseSigma =
-      spacing === "linspace" || spacing === "trailing" ? maxSigma : f32(Math.sqrt(f32(f32(maxSigma * maxSigma) + 1)));
+    this.initNoiseSigma = sigmaInitNoise(spacing, this.sigmas);
   }
 
   scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array {

@@ -281,6 +281,35 @@ export function trailingTimesteps(n: number, numTrain: number, from: number): nu
   return numpyArange(from, 0, -numTrain / n).map((t) => roundHalfEven(t) - 1);
 }
 
+export type TimestepSpacing = "linspace" | "leading" | "trailing";
+
+/**
+ * The timesteps of the σ-based schedulers (Euler, Euler a, Heun, LMS): "linspace" keeps the
+ * fractional float32 values, "leading" and "trailing" are whole numbers.
+ */
+export function sigmaSchedulerTimesteps(
+  cfg: { timestep_spacing: unknown; num_train_timesteps: number; steps_offset: number },
+  n: number,
+): { spacing: TimestepSpacing; timesteps: number[] } {
+  const total = cfg.num_train_timesteps;
+  checkSteps(n, total);
+  const spacing = oneOf("timestep_spacing", cfg.timestep_spacing, ["linspace", "leading", "trailing"] as const);
+  let timesteps: number[];
+  if (spacing === "linspace") timesteps = linspaceTimesteps(n, total - 1).map(f32);
+  else if (spacing === "leading") timesteps = leadingTimesteps(n, Math.floor(total / n), cfg.steps_offset);
+  else timesteps = trailingTimesteps(n, total, total);
+  return { spacing, timesteps };
+}
+
+/**
+ * init_noise_sigma of the σ-based schedulers: σ_max, except for "leading" schedules, which
+ * do not start at the top, so the starting noise has variance σ_max² + 1.
+ */
+export function sigmaInitNoise(spacing: TimestepSpacing, sigmas: readonly number[]): number {
+  const maxSigma = Math.max(...sigmas);
+  return spacing === "leading" ? f32(Math.sqrt(f32(f32(maxSigma * maxSigma) + 1))) : maxSigma;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Karras sigmas and the sigma → timestep map
 
