@@ -52,7 +52,11 @@ export class Worker {
       await adapter.setup().catch((err: unknown) => {
         throw new PredictionError(`The model could not be loaded: ${err instanceof Error ? err.message : String(err)}`);
       });
-      const outputs = await adapter.predict(job.prediction.input, { log: appendLog, signal: job.signal });
+      const outputs = await adapter.predict(job.prediction.input, {
+        log: appendLog,
+        preview: (preview) => this.service.preview(id, preview),
+        signal: job.signal,
+      });
       await logs;
       if (job.signal.aborted) await this.service.interrupted(id, job.signal.reason);
       else await this.service.succeed(id, outputs);

@@ -164,6 +164,39 @@ test("the stream follows a running prediction live and ends with done canceled o
   );
 });
 
+test("?preview=1 adds unnumbered preview events of a running prediction; a plain stream has none", async () => {
+  // 200 steps at 256×128 run for a few seconds on the tiny model: several previews at two a second.
+  const created = await api(server, "POST", "/v1/predictions", {
+    version: VERSION,
+    input: smallInput({ width: 256, height: 128, num_inference_steps: 200, num_outputs: 2 }),
+  });
+  const url = (created.json["urls"] as Record<string, string>)["stream"] as string;
+  const [withPreviews, plain] = await Promise.all([readSse(`${url}?preview=1`), readSse(url)]);
+  const previews = withPreviews.events.filter((e) => e.event === "preview");
+  assert.ok(previews.length >= 2, `${previews.length} previews`);
+  let lastStep = 0;
+  for (const e of previews) {
+    assert.equal(e.id, undefined);
+    const data = JSON.parse(e.data) as { step: number; total: number; images: string[] };
+    assert.equal(data.total, 200);
+    assert.ok(data.step > lastStep && data.step <= 200);
+    lastStep = data.step;
+    assert.equal(data.images.length, 2);
+    for (const image of data.images) {
+      assert.match(image, /^data:image\/png;base64,/);
+      const png = Buffer.from(image.slice(image.indexOf(",") + 1), "base64");
+      // IHDR: width and height at bytes 16 and 20, an eighth of the image's.
+      assert.deepEqual([png.readUInt32BE(16), png.readUInt32BE(20)], [32, 16]);
+    }
+  }
+  assert.deepEqual(
+    withPreviews.events.filter((e) => e.event !== "preview"),
+    plain.events,
+  );
+  assert.ok(plain.events.every((e) => e.event !== "preview"));
+  assert.equal(plain.events[plain.events.length - 1]?.event, "done");
+});
+
 test("an unknown stream is a 404", async () => {
   const res = await fetch(`${server.url}/v1/streams/nothinghere`);
   assert.equal(res.status, 404);

@@ -29,9 +29,20 @@ export interface OutputFile {
   data: Uint8Array;
 }
 
+/** A rough look at the images while they are being made (not stored; see latent-preview.ts). */
+export interface PredictionPreview {
+  /** Steps done of `total`. */
+  step: number;
+  total: number;
+  /** One small PNG per output, in output order. */
+  images: Uint8Array[];
+}
+
 export interface PredictContext {
   /** Appends one line to the prediction's logs. */
   log(line: string): void;
+  /** Passes a preview to whoever follows the prediction; the adapter keeps the rate modest. */
+  preview?(preview: PredictionPreview): void;
   /** Aborted on cancel, deadline or shutdown; the adapter stops at the next safe point. */
   signal: AbortSignal;
 }

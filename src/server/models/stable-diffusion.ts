@@ -13,8 +13,10 @@ import {
   type Pipeline,
   RequestError,
   resolveModelSource,
+  type StepEvent,
 } from "../../engine/index.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
+import { canPreview, latentsToPreviewImages } from "./latent-preview.js";
 import { type ModelAdapter, type ModelState, type OutputFile, type PredictContext, PredictionError } from "./model.js";
 import { progressLine } from "./progress-bar.js";
 
@@ -24,6 +26,8 @@ const SIZES = [128, 256, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024]
 const SCHEDULERS = ["DDIM", "K_EULER", "DPMSolverMultistep", "K_EULER_ANCESTRAL", "PNDM", "KLMS"];
 const MAX_PIXELS = 786_432;
 const SIZE_DESCRIPTION = "Maximum size is 1024x768 or 768x1024 because of memory limits";
+/** At most two previews a second: enough to watch, little to send (each is a few kB per image). */
+const PREVIEW_INTERVAL_MS = 500;
 
 /** `components.schemas` as Cog (pydantic v1) renders predict.py's signature: enums are referenced through allOf. */
 export const STABLE_DIFFUSION_SCHEMAS: Record<string, JsonSchema> = {
@@ -214,6 +218,14 @@ export class StableDiffusionAdapter implements ModelAdapter {
     const total = input.num_inference_steps;
     ctx.log(progressLine(0, total, 0));
     const start = performance.now();
+    let lastPreview = Number.NEGATIVE_INFINITY;
+    const onStep = ({ step, latents }: StepEvent) => {
+      const now = performance.now();
+      ctx.log(progressLine(step, total, (now - start) / 1000));
+      if (!ctx.preview || now - lastPreview < PREVIEW_INTERVAL_MS || !canPreview(latents)) return;
+      lastPreview = now;
+      ctx.preview({ step, total, images: latentsToPreviewImages(latents).map((image) => encodePng(image)) });
+    };
     let result: Awaited<ReturnType<Pipeline["generate"]>>;
     try {
       result = await pipeline.generate(
@@ -228,10 +240,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
           seed,
           numOutputs: input.num_outputs,
         },
-        {
-          signal: ctx.signal,
-          onStep: ({ step }) => ctx.log(progressLine(step, total, (performance.now() - start) / 1000)),
-        },
+        { signal: ctx.signal, onStep },
       );
     } catch (err) {
       if (err instanceof RequestError || err instanceof ModelError) throw new PredictionError(err.message);

@@ -4,6 +4,7 @@
  * default; a pub/sub bus implements the same interface across processes.
  */
 import { EventEmitter } from "node:events";
+import type { PredictionPreview } from "../models/model.js";
 import type { PredictionRecord } from "./prediction.js";
 
 export type PredictionChange =
@@ -16,10 +17,15 @@ export interface PredictionEvents {
   subscribe(id: string, listener: (change: PredictionChange) => void): () => void;
   /** Calls `listener` for every change of every prediction (webhooks). */
   subscribeAll(listener: (change: PredictionChange) => void): () => void;
+  /** Previews of a running prediction: passed to whoever follows it now, never stored. */
+  publishPreview(id: string, preview: PredictionPreview): void;
+  subscribePreviews(id: string, listener: (preview: PredictionPreview) => void): () => void;
 }
 
 /** Not a prediction id (ids are [a-z2-7]): the channel of every change. */
 const ALL = "*";
+/** Previews travel on their own channels, so change listeners never see them. */
+const previewChannel = (id: string) => `preview:${id}`;
 
 export class LocalPredictionEvents implements PredictionEvents {
   private readonly emitter = new EventEmitter();
@@ -42,5 +48,14 @@ export class LocalPredictionEvents implements PredictionEvents {
   subscribe(id: string, listener: (change: PredictionChange) => void): () => void {
     this.emitter.on(id, listener);
     return () => this.emitter.off(id, listener);
+  }
+
+  publishPreview(id: string, preview: PredictionPreview): void {
+    this.emitter.emit(previewChannel(id), preview);
+  }
+
+  subscribePreviews(id: string, listener: (preview: PredictionPreview) => void): () => void {
+    this.emitter.on(previewChannel(id), listener);
+    return () => this.emitter.off(previewChannel(id), listener);
   }
 }

@@ -6,7 +6,7 @@
 import type { FileStore, StoredFile } from "../files/file-store.js";
 import { invalidVersion, notFound, throttled, validationFailed } from "../http/problem.js";
 import { type InvalidField, type JsonSchema, validate } from "../models/json-schema.js";
-import type { ModelAdapter, OutputFile } from "../models/model.js";
+import type { ModelAdapter, OutputFile, PredictionPreview } from "../models/model.js";
 import type { JobQueue } from "../queue/queue.js";
 import type { ListPosition, PredictionStore, WebhookDelivery } from "../store/store.js";
 import { checkWebhookUrl } from "../webhooks/targets.js";
@@ -372,6 +372,11 @@ export class PredictionService {
   async appendLog(id: string, line: string): Promise<void> {
     await this.store.appendLog(id, line);
     this.events.publish({ type: "log", id, line });
+  }
+
+  /** Passes a preview of a running prediction to its followers (nothing is stored). */
+  preview(id: string, preview: PredictionPreview): void {
+    if (this.running.get(id)?.signal.aborted === false) this.events.publishPreview(id, preview);
   }
 
   async succeed(id: string, outputs: OutputFile[]): Promise<void> {

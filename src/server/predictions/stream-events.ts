@@ -5,6 +5,7 @@
  * prediction always gives the same numbered events: a late subscriber gets a full replay and a
  * reconnecting one resumes after its Last-Event-ID, across restarts too.
  */
+import type { PredictionPreview } from "../models/model.js";
 import type { PredictionRecord } from "./prediction.js";
 import { fileUrl, type UrlBase } from "./serialize.js";
 
@@ -39,4 +40,15 @@ export function formatStreamEvent(e: StreamEvent): string {
     .map((line) => `data: ${line}\n`)
     .join("");
   return `event: ${e.event}\nid: ${e.id}\n${data}\n`;
+}
+
+/**
+ * A preview as an SSE event: `preview`, data {step, total, images: [PNG data URLs]}. Sent only
+ * to streams that ask for previews (?preview=1), because python's client rejects any event name
+ * beyond Replicate's four; without an id line, so Last-Event-ID keeps counting the numbered
+ * events and a resumed stream replays no preview.
+ */
+export function formatPreviewEvent(p: PredictionPreview): string {
+  const images = p.images.map((png) => `data:image/png;base64,${Buffer.from(png).toString("base64")}`);
+  return `event: preview\ndata: ${JSON.stringify({ step: p.step, total: p.total, images })}\n\n`;
 }

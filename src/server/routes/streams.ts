@@ -1,13 +1,14 @@
 /**
  * urls.stream: a prediction's events as Server-Sent Events. A capability URL (no token needed:
  * the JS client fetches it with no Authorization header): full replay for late subscribers,
- * Last-Event-ID resume, `: ping` comments as keepalive, closed after `done`.
+ * Last-Event-ID resume, `: ping` comments as keepalive, closed after `done`. With ?preview=1
+ * (the web pages) it also carries live `preview` events of a running prediction.
  */
 import type { FastifyInstance } from "fastify";
 import { urlBaseOf } from "../http/headers.js";
 import { notFound } from "../http/problem.js";
 import type { PredictionService } from "../predictions/service.js";
-import { formatStreamEvent, streamEvents } from "../predictions/stream-events.js";
+import { formatPreviewEvent, formatStreamEvent, streamEvents } from "../predictions/stream-events.js";
 
 /** Python's client reads with a 30 s timeout; a comment well inside that keeps it open. */
 const KEEPALIVE_MS = 10_000;
@@ -20,7 +21,7 @@ export interface StreamRoutesOptions {
 
 export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptions): Promise<void> {
   const { service } = opts;
-  app.get<{ Params: { key: string } }>("/streams/:key", async (req, reply) => {
+  app.get<{ Params: { key: string }; Querystring: { preview?: string } }>("/streams/:key", async (req, reply) => {
     const first = await service.findByStreamKey(req.params.key);
     if (!first) throw notFound();
     const base = urlBaseOf(req, opts.apiPrefix, opts.publicBaseUrl);
@@ -49,6 +50,7 @@ export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptio
       if (ended) return;
       ended = true;
       unsubscribe();
+      unsubscribePreviews();
       clearInterval(keepalive);
       service.closingSignal.removeEventListener("abort", end);
       res.end();
@@ -69,6 +71,12 @@ export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptio
       flushing.catch(end);
     };
     const unsubscribe = service.events.subscribe(first.id, flush);
+    const unsubscribePreviews =
+      req.query.preview === "1"
+        ? service.events.subscribePreviews(first.id, (preview) => {
+            if (!ended) res.write(formatPreviewEvent(preview));
+          })
+        : () => {};
     const keepalive = setInterval(() => res.write(": ping\n\n"), KEEPALIVE_MS);
     res.on("close", end);
     service.closingSignal.addEventListener("abort", end);
