@@ -2,7 +2,19 @@
  * sdserve's Stable Diffusion engine: diffusers-format weights run on ONNX Runtime.
  * This module knows nothing of HTTP, queues or storage.
  */
-export { ModelError, RequestError } from "./errors.js";
+export { HubError, type HubErrorKind, ModelError, RequestError } from "./errors.js";
+export {
+  cachedModel,
+  formatBytes,
+  type PlannedFile,
+  type PullEvent,
+  type PulledModel,
+  type PullOptions,
+  pullModel,
+} from "./hub/pull.js";
+export { formatHubRef, type HubRef, parseHubId } from "./hub/repo-id.js";
+export { DEFAULT_HUB_ENDPOINT, type HubSettings, hubSettingsFromEnv } from "./hub/settings.js";
+export { type VerifiedFile, type VerifyResult, verifyCachedModel } from "./hub/verify.js";
 export { a1111Parameters, decodedToImages, encodePng, type GenerationParameters, type RgbImage } from "./image.js";
 export type { TensorF32 } from "./networks.js";
 export {

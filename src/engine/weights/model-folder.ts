@@ -57,7 +57,7 @@ export interface OpenModelFolderOptions {
   variant?: WeightsVariant;
 }
 
-interface ComponentLayout {
+export interface ComponentLayout {
   name: ComponentName;
   /** Folders to look in, in order; the later ones are ONNX-export names. */
   dirs: string[];
@@ -65,14 +65,14 @@ interface ComponentLayout {
   weightsBase: string;
 }
 
-const LAYOUTS: readonly ComponentLayout[] = [
+export const COMPONENT_LAYOUTS: readonly ComponentLayout[] = [
   { name: "text_encoder", dirs: ["text_encoder"], weightsBase: "model" },
   { name: "unet", dirs: ["unet"], weightsBase: "diffusion_pytorch_model" },
   { name: "vae", dirs: ["vae", "vae_decoder"], weightsBase: "diffusion_pytorch_model" },
 ];
 
 /** Extensions of PyTorch pickle checkpoints, which can run code when loaded. */
-const PICKLE_EXTENSIONS = [".bin", ".ckpt", ".pt", ".pth"];
+export const PICKLE_EXTENSIONS = [".bin", ".ckpt", ".pt", ".pth"];
 
 export async function openModelFolder(dir: string, opts: OpenModelFolderOptions = {}): Promise<ModelFolder> {
   const dirState = await pathState(dir);
@@ -90,9 +90,9 @@ export async function openModelFolder(dir: string, opts: OpenModelFolderOptions 
 
   const want = opts.variant ?? "fp32";
   // One after another, so that of several problems the same one is always reported.
-  const textEncoder = await openComponent(dir, LAYOUTS[0]!, want);
-  const unet = await openComponent(dir, LAYOUTS[1]!, want);
-  const vae = await openComponent(dir, LAYOUTS[2]!, want);
+  const textEncoder = await openComponent(dir, COMPONENT_LAYOUTS[0]!, want);
+  const unet = await openComponent(dir, COMPONENT_LAYOUTS[1]!, want);
+  const vae = await openComponent(dir, COMPONENT_LAYOUTS[2]!, want);
 
   const tokenizerDir = path.join(dir, "tokenizer");
   for (const name of ["vocab.json", "merges.txt"]) {
@@ -133,21 +133,29 @@ async function openComponent(root: string, layout: ComponentLayout, want: Weight
   });
 }
 
+/** A component's safetensors file names, as diffusers names them for each variant. */
+export function weightFileNames(base: string): Record<WeightsVariant, { index: string; single: string }> {
+  return {
+    fp32: { index: `${base}.safetensors.index.json`, single: `${base}.safetensors` },
+    fp16: { index: `${base}.safetensors.index.fp16.json`, single: `${base}.fp16.safetensors` },
+  };
+}
+
+/** The variant asked for first, the other as a fallback. */
+export function variantOrder(want: WeightsVariant): WeightsVariant[] {
+  return want === "fp16" ? ["fp16", "fp32"] : ["fp32", "fp16"];
+}
+
 /** Undefined when the folder holds neither safetensors weights nor model.onnx. */
 async function openComponentDir(
   dir: string,
   layout: ComponentLayout,
   want: WeightsVariant,
 ): Promise<ComponentFiles | undefined> {
-  const base = layout.weightsBase;
-  const candidates: Record<WeightsVariant, { index: string; single: string }> = {
-    fp32: { index: `${base}.safetensors.index.json`, single: `${base}.safetensors` },
-    fp16: { index: `${base}.safetensors.index.fp16.json`, single: `${base}.fp16.safetensors` },
-  };
-  const order: WeightsVariant[] = want === "fp16" ? ["fp16", "fp32"] : ["fp32", "fp16"];
+  const candidates = weightFileNames(layout.weightsBase);
   const configPath = path.join(dir, "config.json");
 
-  for (const variant of order) {
+  for (const variant of variantOrder(want)) {
     const { index, single } = candidates[variant];
     // diffusers checks for an index first, so a sharded set wins over a stray single file.
     for (const [name, sharded] of [

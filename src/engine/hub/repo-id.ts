@@ -1,0 +1,32 @@
+/**
+ * Hub model ids as a user writes them: `owner/name`, optionally `owner/name@revision` (a
+ * branch, tag or commit; default main). A bare name, or anything that looks like a path
+ * (./x, /x, ~/x, a/b/c), is not a hub id.
+ */
+export interface HubRef {
+  /** owner/name */
+  repo: string;
+  /** Branch, tag or 40-hex commit. */
+  revision: string;
+}
+
+const NAME = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_-])?$/;
+const REVISION = /^[A-Za-z0-9._/-]{1,200}$/;
+
+export function parseHubId(spec: string): HubRef | undefined {
+  const at = spec.indexOf("@");
+  const id = at < 0 ? spec : spec.slice(0, at);
+  const revision = at < 0 ? "main" : spec.slice(at + 1);
+  const parts = id.split("/");
+  if (parts.length !== 2) return undefined;
+  // The hub forbids "--" and ".." in names: they would be ambiguous in the cache's folder names.
+  if (!parts.every((p) => NAME.test(p) && !p.includes("--") && !p.includes(".."))) return undefined;
+  if (!REVISION.test(revision) || revision.split("/").some((p) => p === "" || p === "." || p === "..")) {
+    return undefined;
+  }
+  return { repo: id, revision };
+}
+
+export function formatHubRef(ref: HubRef): string {
+  return ref.revision === "main" ? ref.repo : `${ref.repo}@${ref.revision}`;
+}
