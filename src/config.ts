@@ -7,6 +7,7 @@
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { type HubSettings, hubSettingsFromEnv } from "./engine/hub/settings.js";
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -18,8 +19,12 @@ export interface Config {
   host: string;
   /** Holds the SQLite database, output files, the generated API token and webhook secrets. */
   dataDir: string;
-  /** What backs stability-ai/stable-diffusion: a diffusers-format folder, or tiny-random. */
+  /** What backs stability-ai/stable-diffusion: a diffusers-format folder, a Hugging Face model id, or tiny-random. */
   model: string;
+  /** Which weights to use where a model has both fp32 and fp16 files. */
+  variant: "fp32" | "fp16";
+  /** The Hugging Face Hub, its cache and token (HF_* variables). */
+  hub: HubSettings;
   /** ONNX Runtime intra-op threads (undefined: one per core). */
   threads: number | undefined;
   provider: "cpu" | "cuda";
@@ -45,12 +50,14 @@ export interface Config {
   rateLimit: { max: number; windowMs: number } | null;
 }
 
-export const SERVE_HELP = `Usage: sdserve serve --model <folder|tiny-random> [options]
+export const SERVE_HELP = `Usage: sdserve serve --model <folder|owner/name|tiny-random> [options]
 
 Serves Replicate's predictions API (and OpenAI's images API) for stability-ai/stable-diffusion.
 
 Options (each also read from the environment variable shown):
-  --model <source>       SDSERVE_MODEL        a diffusers-format SD 1.x/2.x folder, or tiny-random
+  --model <source>       SDSERVE_MODEL        a diffusers-format SD 1.x/2.x folder, a Hugging Face model id
+                                              (owner/name[@revision], downloaded on first start), or tiny-random
+  --variant <fp32|fp16>  SDSERVE_VARIANT      which weights to use where a model has both (default fp32)
   --port <n>             SDSERVE_PORT, PORT   port to listen on (default 8080; 0 picks a free one)
   --host <addr>          SDSERVE_HOST         address to bind (default 127.0.0.1; 0.0.0.0 for all)
   --data-dir <dir>       SDSERVE_DATA_DIR     database, outputs, API token (default ~/.local/share/sdserve)
@@ -68,6 +75,13 @@ Environment only:
   SDSERVE_WEBHOOK_ALLOW_PRIVATE   true: allow webhooks to loopback and private addresses (default false)
   SDSERVE_CORS_ORIGINS            comma-separated origins allowed by CORS, or * (default: none)
   SDSERVE_RATE_LIMIT              per-token request limit such as 600/m or 10/s (default: off)
+
+Hugging Face Hub (as Python's huggingface_hub reads them; the cache is shared with it):
+  HF_HUB_CACHE, HF_HOME           where downloaded weights are kept (default ~/.cache/huggingface/hub)
+  HF_TOKEN                        token for gated or private repositories (default: the one saved
+                                  by "huggingface-cli login")
+  HF_ENDPOINT                     a hub mirror (default https://huggingface.co)
+  HF_HUB_OFFLINE=1                never use the network: weights from the cache only
 `;
 
 const UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -125,6 +139,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
       "data-dir": { type: "string" },
       threads: { type: "string" },
       provider: { type: "string" },
+      variant: { type: "string" },
       "public-url": { type: "string" },
     },
   });
@@ -151,6 +166,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const provider = pick("provider", "SDSERVE_PROVIDER")?.[1] ?? "cpu";
   if (provider !== "cpu" && provider !== "cuda") {
     throw new ConfigError(`--provider / SDSERVE_PROVIDER must be cpu or cuda, got "${provider}"`);
+  }
+
+  const variant = pick("variant", "SDSERVE_VARIANT")?.[1] ?? "fp32";
+  if (variant !== "fp32" && variant !== "fp16") {
+    throw new ConfigError(`--variant / SDSERVE_VARIANT must be fp32 or fp16, got "${variant}"`);
   }
 
   const publicUrl = pick("public-url", "SDSERVE_PUBLIC_URL");
@@ -235,6 +255,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     host: pick("host", "SDSERVE_HOST")?.[1] ?? "127.0.0.1",
     dataDir: path.resolve(pick("data-dir", "SDSERVE_DATA_DIR")?.[1] ?? defaultDataDir(env)),
     model: model[1],
+    variant,
+    hub: hubSettingsFromEnv(env),
     threads: threads ? integer(threads[0], threads[1], 1, 1024) : undefined,
     provider,
     apiTokens,

@@ -5,13 +5,17 @@ import { parseArgs } from "node:util";
 import { a1111Parameters, encodePng } from "../engine/image.js";
 import { loadPipeline } from "../engine/pipeline.js";
 import { resolveModelSource } from "../engine/sources.js";
+import { DownloadProgress } from "./download-progress.js";
 import { StepProgress } from "./progress.js";
 
-export const GENERATE_HELP = `Usage: sdserve generate "prompt" --model <folder|tiny-random> [options]
+export const GENERATE_HELP = `Usage: sdserve generate "prompt" --model <folder|owner/name|tiny-random> [options]
 
 Options:
-  --model <source>          a diffusers-format Stable Diffusion folder, or tiny-random
-                            (a small random-weight model built on the spot, to try things offline)
+  --model <source>          a diffusers-format Stable Diffusion folder; a Hugging Face model id
+                            (owner/name[@revision], downloaded into the Hugging Face cache on first
+                            use, see sdserve models --help); or tiny-random (a small random-weight
+                            model built on the spot, to try things offline)
+  --variant <fp32|fp16>     which weights to use where the model has both (default fp32)
   --negative-prompt <text>  what the image should not show
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size)
   --height <px>             height, likewise
@@ -52,6 +56,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       out: { type: "string" },
       threads: { type: "string" },
       provider: { type: "string" },
+      variant: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -61,7 +66,11 @@ export async function generateCommand(argv: string[]): Promise<number> {
   }
   const prompt = positionals.join(" ");
   if (!prompt) throw new UsageError('a prompt is required: sdserve generate "a photo of a cat" --model <folder>');
-  if (!values.model) throw new UsageError("--model is required (a diffusers folder, or tiny-random to try it offline)");
+  if (!values.model) {
+    throw new UsageError(
+      "--model is required (a diffusers folder, a Hugging Face id such as stabilityai/sd-turbo, or tiny-random)",
+    );
+  }
   const guidance = values.guidance === undefined ? undefined : Number(values.guidance);
   if (guidance !== undefined && !Number.isFinite(guidance))
     throw new UsageError(`--guidance must be a number, got "${values.guidance}"`);
@@ -74,11 +83,16 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (provider !== "cpu" && provider !== "cuda")
     throw new UsageError(`--provider must be cpu or cuda, got "${provider}"`);
 
-  const source = await resolveModelSource(values.model);
+  const variant = values.variant ?? "fp32";
+  if (variant !== "fp32" && variant !== "fp16")
+    throw new UsageError(`--variant must be fp32 or fp16, got "${variant}"`);
+
+  const source = await resolveModelSource(values.model, { variant, onProgress: new DownloadProgress().handle });
   const loadStart = performance.now();
   const pipeline = await loadPipeline(source.path, {
     threads: intOption(values, "threads"),
     provider,
+    variant,
     log: (line) => process.stderr.write(`${line}\n`),
   });
   process.stderr.write(`loaded ${source.label} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s\n`);

@@ -3,6 +3,7 @@
 import { ConfigError } from "../config.js";
 import { ModelError, RequestError } from "../engine/errors.js";
 import { GENERATE_HELP, generateCommand, UsageError } from "./generate.js";
+import { MODELS_HELP, modelsCommand } from "./models.js";
 import { SERVE_HELP, serveCommand } from "./serve.js";
 
 const VERSION = "0.1.0";
@@ -10,20 +11,25 @@ const VERSION = "0.1.0";
 const HELP = `sdserve ${VERSION} — self-hosted Stable Diffusion on ONNX Runtime
 
 Usage:
-  sdserve serve --model <folder|tiny-random> [options]
+  sdserve serve --model <folder|owner/name|tiny-random> [options]
                               serve Replicate's predictions API (and OpenAI's images API)
-  sdserve generate "prompt" --model <folder|tiny-random> [options]
+  sdserve generate "prompt" --model <folder|owner/name|tiny-random> [options]
                               make images from text and write PNG files
+  sdserve models list | pull <owner/name> | verify <owner/name>
+                              model weights in the Hugging Face cache
   sdserve --help | --version
 
-Run "sdserve serve --help" or "sdserve generate --help" for their options.
+A model is a diffusers-format folder, a Hugging Face model id (owner/name[@revision],
+downloaded into the Hugging Face cache on first use), or tiny-random (made on the spot).
+Run "sdserve serve --help", "sdserve generate --help" or "sdserve models --help" for options.
 `;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === "--help" || cmd === "-h" || cmd === "help") {
     const topic = cmd === "help" ? rest[0] : undefined;
-    process.stdout.write(topic === "generate" ? GENERATE_HELP : topic === "serve" ? SERVE_HELP : HELP);
+    const topics: Record<string, string> = { generate: GENERATE_HELP, serve: SERVE_HELP, models: MODELS_HELP };
+    process.stdout.write((topic && topics[topic]) ?? HELP);
     return 0;
   }
   if (cmd === "--version" || cmd === "-v") {
@@ -32,6 +38,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === "generate") return generateCommand(rest);
   if (cmd === "serve") return serveCommand(rest);
+  if (cmd === "models") return modelsCommand(rest);
   throw new UsageError(`unknown command "${cmd}" (see sdserve --help)`);
 }
 

@@ -1,25 +1,72 @@
-/** Turns what a user names as a model (a folder, or tiny-random) into a folder to load. */
+/**
+ * Turns what a user names as a model into a folder to load: tiny-random (built on the spot),
+ * a local diffusers folder, or a Hugging Face model id (owner/name[@revision]), pulled into the
+ * Hugging Face cache or found there. A folder of that name wins over a hub id, as in diffusers.
+ */
 import { stat } from "node:fs/promises";
 import path from "node:path";
-import { ModelError } from "./errors.js";
+import { HubError, ModelError } from "./errors.js";
+import { type PullEvent, type PulledModel, pullModel } from "./hub/pull.js";
+import { formatHubRef, parseHubId } from "./hub/repo-id.js";
+import { type HubSettings, hubSettingsFromEnv } from "./hub/settings.js";
 import { ensureTinyRandomModel, TINY_RANDOM } from "./tiny-random.js";
+import type { WeightsVariant } from "./weights/model-folder.js";
 
 export interface ModelSource {
   /** The folder to load. */
   path: string;
   /** How to name the model to a person. */
   label: string;
+  /** Set for a hub model: the commit and files pulled. */
+  hub?: PulledModel;
 }
 
-export async function resolveModelSource(spec: string, opts: { cacheDir?: string } = {}): Promise<ModelSource> {
-  if (spec === TINY_RANDOM) return { path: await ensureTinyRandomModel(opts.cacheDir), label: TINY_RANDOM };
-  const dir = path.resolve(spec);
-  const st = await stat(dir).catch(() => undefined);
-  if (!st?.isDirectory()) {
+export interface ResolveSourceOptions {
+  /** Where tiny-random is built. */
+  cacheDir?: string;
+  /** The hub and its cache; default: from the HF_* environment variables. */
+  hub?: HubSettings;
+  /** Which weights a hub model pulls where it has both. */
+  variant?: WeightsVariant;
+  onProgress?: (event: PullEvent) => void;
+  signal?: AbortSignal;
+}
+
+export type SourceKind = "tiny-random" | "folder" | "hub";
+
+/** What kind of source a spec names, without touching the disk beyond one stat. */
+export async function sourceKind(spec: string): Promise<SourceKind | undefined> {
+  if (spec === TINY_RANDOM) return "tiny-random";
+  if ((await stat(path.resolve(spec)).catch(() => undefined))?.isDirectory()) return "folder";
+  return parseHubId(spec) ? "hub" : undefined;
+}
+
+export async function resolveModelSource(spec: string, opts: ResolveSourceOptions = {}): Promise<ModelSource> {
+  const kind = await sourceKind(spec);
+  if (kind === "tiny-random") return { path: await ensureTinyRandomModel(opts.cacheDir), label: TINY_RANDOM };
+  if (kind === "folder") {
+    const dir = path.resolve(spec);
+    return { path: dir, label: path.basename(dir) };
+  }
+  const ref = parseHubId(spec);
+  if (!ref) {
     throw new ModelError(
-      "no such model folder: give a diffusers-format Stable Diffusion folder (with model_index.json), or tiny-random",
+      "no such model folder: give a diffusers-format Stable Diffusion folder (with model_index.json), a Hugging Face model id (owner/name), or tiny-random",
       { file: spec },
     );
   }
-  return { path: dir, label: path.basename(dir) };
+  try {
+    const pulled = await pullModel(ref, {
+      settings: opts.hub ?? hubSettingsFromEnv(),
+      variant: opts.variant,
+      onProgress: opts.onProgress,
+      signal: opts.signal,
+    });
+    return { path: pulled.dir, label: formatHubRef(ref), hub: pulled };
+  } catch (err) {
+    if (err instanceof HubError && err.kind === "not-found" && !spec.includes("@")) {
+      throw new HubError(err.kind, `${err.message} (and there is no local folder ${spec})`);
+    }
+    throw err;
+  }
 }

@@ -51,6 +51,8 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   const models: ModelAdapter[] = parts.models ?? [
     new StableDiffusionAdapter({
       source: config.model,
+      hub: config.hub,
+      variant: config.variant,
       threads: config.threads,
       provider: config.provider,
       log: out.error,

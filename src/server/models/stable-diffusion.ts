@@ -8,6 +8,8 @@ import { randomInt } from "node:crypto";
 import {
   a1111Parameters,
   encodePng,
+  formatBytes,
+  type HubSettings,
   loadPipeline,
   ModelError,
   type Pipeline,
@@ -142,8 +144,11 @@ function withDefaults(input: Record<string, unknown>): SdInput {
 }
 
 export interface StableDiffusionOptions {
-  /** A diffusers-format folder, or tiny-random. */
+  /** A diffusers-format folder, a Hugging Face model id, or tiny-random. */
   source: string;
+  /** The hub and its cache, for a hub id. */
+  hub?: HubSettings;
+  variant?: "fp32" | "fp16";
   threads?: number;
   provider?: "cpu" | "cuda";
   /** Where the engine's own messages go (which execution provider runs each network). */
@@ -186,9 +191,22 @@ export class StableDiffusionAdapter implements ModelAdapter {
   setup(): Promise<void> {
     this.loading ??= (async () => {
       try {
-        const source = await resolveModelSource(this.options.source);
+        const source = await resolveModelSource(this.options.source, {
+          hub: this.options.hub,
+          variant: this.options.variant,
+          onProgress: (e) => {
+            if (e.type === "plan" && e.downloadBytes > 0) {
+              this.options.log?.(`Downloading ${e.repo}: ${formatBytes(e.downloadBytes)}`);
+            } else if (e.type === "file-done") {
+              this.options.log?.(`Downloaded ${e.path} (${formatBytes(e.size)})`);
+            } else if (e.type === "offline-fallback") {
+              this.options.log?.(`${e.reason}; using the copy in the Hugging Face cache`);
+            }
+          },
+        });
         this.label = source.label;
         this.pipeline = await loadPipeline(source.path, {
+          variant: this.options.variant,
           threads: this.options.threads,
           provider: this.options.provider,
           log: this.options.log,

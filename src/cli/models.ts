@@ -1,0 +1,168 @@
+/** `sdserve models list | pull | verify`: model weights in the Hugging Face cache. */
+import { readdir, readFile, stat } from "node:fs/promises";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import {
+  cachedModel,
+  formatBytes,
+  formatHubRef,
+  type HubRef,
+  type HubSettings,
+  hubSettingsFromEnv,
+  parseHubId,
+  pullModel,
+  verifyCachedModel,
+} from "../engine/index.js";
+import type { WeightsVariant } from "../engine/weights/model-folder.js";
+import { DownloadProgress } from "./download-progress.js";
+import { UsageError } from "./generate.js";
+
+export const MODELS_HELP = `Usage: sdserve models <command> [options]
+
+Commands:
+  list                      the Stable Diffusion pipelines in the Hugging Face cache
+  pull <owner/name[@rev]>   download a diffusers repository's pipeline files into the cache
+                            (only what sdserve reads; resumes an interrupted download; prints the folder)
+  verify <owner/name[@rev]> re-hash the cached files; a corrupted one is removed, so that
+                            the next pull downloads it again
+
+Options:
+  --variant <fp32|fp16>     which weights to pull or check where a repository has both (default fp32)
+
+The cache is shared with Python's huggingface_hub and diffusers. Environment:
+  HF_HUB_CACHE, HF_HOME     where the cache is (default ~/.cache/huggingface/hub)
+  HF_TOKEN                  token for gated or private repositories (default: the one
+                            "huggingface-cli login" saved)
+  HF_ENDPOINT               a hub mirror (default https://huggingface.co)
+  HF_HUB_OFFLINE=1          never use the network: the cache only
+`;
+
+function variantOf(v: string | undefined): WeightsVariant | undefined {
+  if (v === undefined) return undefined;
+  if (v !== "fp32" && v !== "fp16") throw new UsageError(`--variant must be fp32 or fp16, got "${v}"`);
+  return v;
+}
+
+function hubRef(id: string | undefined, command: string): HubRef {
+  if (!id) throw new UsageError(`sdserve models ${command} needs a model id, such as stabilityai/sd-turbo`);
+  const ref = parseHubId(id);
+  if (!ref) throw new UsageError(`"${id}" is not a Hugging Face model id (owner/name, or owner/name@revision)`);
+  return ref;
+}
+
+export async function modelsCommand(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { variant: { type: "string" }, help: { type: "boolean", short: "h" } },
+  });
+  const [command, id, ...extra] = positionals;
+  if (values.help || command === undefined || command === "help") {
+    process.stdout.write(MODELS_HELP);
+    return 0;
+  }
+  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}" (see sdserve models --help)`);
+  const settings = hubSettingsFromEnv(env);
+  const variant = variantOf(values.variant);
+  if (command === "list") return listCommand(settings);
+  if (command === "pull") return pullCommand(hubRef(id, "pull"), settings, variant);
+  if (command === "verify") return verifyCommand(hubRef(id, "verify"), settings, variant);
+  throw new UsageError(`unknown models command "${command}" (see sdserve models --help)`);
+}
+
+async function pullCommand(ref: HubRef, settings: HubSettings, variant: WeightsVariant | undefined): Promise<number> {
+  const progress = new DownloadProgress();
+  const start = performance.now();
+  const pulled = await pullModel(ref, { settings, variant, onProgress: progress.handle });
+  const seconds = (performance.now() - start) / 1000;
+  process.stderr.write(
+    pulled.downloaded.length === 0
+      ? `${formatHubRef(ref)}: nothing to download, all ${pulled.files.length} files are in the cache\n`
+      : `${formatHubRef(ref)}: downloaded ${pulled.downloaded.length} file(s), ${formatBytes(pulled.downloadedBytes)} in ${seconds.toFixed(1)}s\n`,
+  );
+  process.stdout.write(`${pulled.dir}\n`);
+  return 0;
+}
+
+async function verifyCommand(ref: HubRef, settings: HubSettings, variant: WeightsVariant | undefined): Promise<number> {
+  const progress = new DownloadProgress();
+  const result = await verifyCachedModel(ref, {
+    settings,
+    variant,
+    onProgress: ({ path: file, size, done }) =>
+      progress.handle(
+        done < size ? { type: "progress", path: file, size, done } : { type: "file-done", path: file, size },
+      ),
+  });
+  for (const f of result.files) {
+    const status = f.status === "ok" ? "ok" : f.status === "corrupt" ? "CORRUPT, removed" : "not checked";
+    process.stdout.write(`${status.padEnd(16)} ${f.path}${f.detail ? `  (${f.detail})` : ""}\n`);
+  }
+  const bad = result.files.filter((f) => f.status === "corrupt").length;
+  if (bad > 0) {
+    process.stderr.write(
+      `${formatHubRef(ref)}: ${bad} corrupted file(s) removed; run "sdserve models pull ${formatHubRef(ref)}" to download them again\n`,
+    );
+    return 1;
+  }
+  process.stderr.write(
+    `${formatHubRef(ref)} at ${result.commit.slice(0, 12)}: all ${result.files.length} files match their hashes\n`,
+  );
+  return 0;
+}
+
+interface CachedPipeline {
+  repo: string;
+  commit: string;
+  refs: string[];
+  bytes: number;
+  complete: boolean;
+  fp16: boolean;
+}
+
+/** The diffusers pipelines (snapshots with a model_index.json) in the cache. */
+export async function cachedPipelines(settings: HubSettings): Promise<CachedPipeline[]> {
+  const out: CachedPipeline[] = [];
+  const folders = await readdir(settings.cacheDir).catch(() => [] as string[]);
+  for (const folder of folders.sort()) {
+    const m = /^models--([^-].*?)--(.+)$/.exec(folder);
+    if (!m) continue;
+    const repo = `${m[1]}/${m[2]}`;
+    const dir = path.join(settings.cacheDir, folder);
+    const refs = new Map<string, string[]>();
+    const refDir = path.join(dir, "refs");
+    for (const name of await readdir(refDir, { recursive: true }).catch(() => [] as string[])) {
+      const commit = (await readFile(path.join(refDir, name), "utf8").catch(() => "")).trim();
+      if (commit) refs.set(commit, [...(refs.get(commit) ?? []), name.split(path.sep).join("/")]);
+    }
+    for (const commit of (await readdir(path.join(dir, "snapshots")).catch(() => [] as string[])).sort()) {
+      const snapshot = path.join(dir, "snapshots", commit);
+      if (!(await stat(path.join(snapshot, "model_index.json")).catch(() => undefined))) continue;
+      const model = await cachedModel({ repo, revision: commit }, { settings }).catch(() => undefined);
+      let bytes = 0;
+      for (const f of model?.files ?? [])
+        bytes += (await stat(path.join(snapshot, f)).catch(() => undefined))?.size ?? 0;
+      out.push({
+        repo,
+        commit,
+        refs: refs.get(commit) ?? [],
+        bytes,
+        complete: model !== undefined,
+        fp16: model?.files.some((f) => f.includes(".fp16.")) ?? false,
+      });
+    }
+  }
+  return out;
+}
+
+async function listCommand(settings: HubSettings): Promise<number> {
+  const pipelines = await cachedPipelines(settings);
+  process.stdout.write(`Stable Diffusion pipelines in the Hugging Face cache (${settings.cacheDir}):\n`);
+  if (pipelines.length === 0) process.stdout.write("  none\n");
+  for (const p of pipelines) {
+    const at = p.refs.length > 0 ? `${p.refs.join(",")} ${p.commit.slice(0, 12)}` : p.commit.slice(0, 12);
+    const state = p.complete ? `ready${p.fp16 ? " (fp16)" : ""}` : "incomplete: sdserve models pull it again";
+    process.stdout.write(`  ${p.repo.padEnd(44)} ${at.padEnd(20)} ${formatBytes(p.bytes).padStart(9)}  ${state}\n`);
+  }
+  return 0;
+}

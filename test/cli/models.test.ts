@@ -1,0 +1,120 @@
+/**
+ * `sdserve models list | pull | verify`, and hub ids in `sdserve generate`, as real processes
+ * against a local hub reached through HF_ENDPOINT.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { promisify } from "node:util";
+import { decode } from "fast-png";
+import { modelDir, REPO_ROOT } from "../helpers/fixtures.js";
+import { filesOfFolder, LocalHub } from "../helpers/hub-server.js";
+
+const run = promisify(execFile);
+const REPO = "sdserve-test/tiny-sd1";
+const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-cli-models-"));
+const cacheDir = path.join(tmp, "hf");
+let hub: LocalHub;
+
+before(async () => {
+  hub = await LocalHub.start();
+  hub.addRepo(REPO, filesOfFolder(modelDir("tiny-sd1")));
+});
+after(async () => {
+  await hub.close();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+function sdserve(args: string[], env: Record<string, string> = {}) {
+  return run(process.execPath, ["--import", "tsx", path.join(REPO_ROOT, "src/cli/main.ts"), ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, HF_ENDPOINT: hub.url, HF_HUB_CACHE: cacheDir, HF_HOME: tmp, ...env },
+  });
+}
+
+async function fails(args: string[], env: Record<string, string> = {}) {
+  try {
+    await sdserve(args, env);
+  } catch (err) {
+    return err as { code: number; stdout: string; stderr: string };
+  }
+  assert.fail(`sdserve ${args.join(" ")} succeeded`);
+}
+
+test("pull prints progress and the snapshot folder; a second pull downloads nothing", async () => {
+  const first = await sdserve(["models", "pull", REPO]);
+  const commit = hub.repos.get(REPO)!.commit;
+  assert.equal(first.stdout.trim(), path.join(cacheDir, "models--sdserve-test--tiny-sd1", "snapshots", commit));
+  assert.match(
+    first.stderr,
+    new RegExp(`${REPO} at main \\(${commit.slice(0, 12)}\\): [\\d.]+ MB to download in 12 file\\(s\\)`),
+  );
+  // Not a terminal: one plain line per finished file, with its size and rate.
+  assert.match(
+    first.stderr,
+    /unet\/diffusion_pytorch_model\.safetensors {2}█{20} {2}[\d.]+ MB \/ [\d.]+ MB( {2}[\d.]+ [kMG]?B\/s)? {2}in [\d.]+s\n/,
+  );
+  assert.match(first.stderr, /downloaded 12 file\(s\)/);
+
+  hub.reset();
+  const second = await sdserve(["models", "pull", REPO]);
+  assert.match(second.stderr, /nothing to download, all 12 files are in the cache/);
+  assert.deepEqual(hub.downloads(), []);
+});
+
+test("list shows the cached pipelines; verify checks them and removes a corrupted file", async () => {
+  await sdserve(["models", "pull", REPO]);
+  const commit = hub.repos.get(REPO)!.commit;
+  const list = await sdserve(["models", "list"]);
+  assert.match(list.stdout, new RegExp(`${REPO} +main ${commit.slice(0, 12)} +[\\d.]+ MB {2}ready`));
+
+  const ok = await sdserve(["models", "verify", REPO], { HF_HUB_OFFLINE: "1" });
+  assert.match(ok.stderr, /all 12 files match their hashes/);
+
+  const etag = hub.repos.get(REPO)!.files.get("vae/diffusion_pytorch_model.safetensors")!.etag;
+  const blob = path.join(cacheDir, "models--sdserve-test--tiny-sd1", "blobs", etag);
+  const bytes = readFileSync(blob);
+  bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0x10;
+  writeFileSync(blob, bytes);
+  const bad = await fails(["models", "verify", REPO], { HF_HUB_OFFLINE: "1" });
+  assert.equal(bad.code, 1);
+  assert.match(bad.stdout, /CORRUPT, removed +vae\/diffusion_pytorch_model\.safetensors/);
+  assert.match(bad.stderr, /run "sdserve models pull sdserve-test\/tiny-sd1" to download them again/);
+  const incomplete = await sdserve(["models", "list"]);
+  assert.match(incomplete.stdout, /incomplete/);
+  await sdserve(["models", "pull", REPO]);
+});
+
+test("generate takes a hub id, and offline it makes the same image as the fixture folder", async () => {
+  await sdserve(["models", "pull", REPO]);
+  const common = ["--steps", "2", "--width", "64", "--height", "64", "--seed", "3", "--threads", "1"];
+  const fromHub = path.join(tmp, "hub.png");
+  const fromFolder = path.join(tmp, "folder.png");
+  hub.reset();
+  await sdserve(["generate", "a red fox", "--model", REPO, "--out", fromHub, ...common], { HF_HUB_OFFLINE: "1" });
+  assert.deepEqual(hub.requests, []);
+  await sdserve(["generate", "a red fox", "--model", modelDir("tiny-sd1"), "--out", fromFolder, ...common]);
+  const a = decode(readFileSync(fromHub));
+  const b = decode(readFileSync(fromFolder));
+  assert.deepEqual(a.data, b.data);
+  assert.match(String(a.text["parameters"]), /Model: sdserve-test\/tiny-sd1$/);
+});
+
+test("errors are one line that says what to do", async () => {
+  const offline = await fails(["models", "pull", "sdserve-test/absent"], { HF_HUB_OFFLINE: "1" });
+  assert.equal(offline.code, 2);
+  assert.match(
+    offline.stderr,
+    /^sdserve: sdserve-test\/absent@main is not in the Hugging Face cache at .*HF_HUB_OFFLINE=1 is set.*\n$/,
+  );
+  const missing = await fails(["generate", "x", "--model", "sdserve-test/absent"]);
+  assert.match(
+    missing.stderr,
+    /sdserve-test\/absent was not found on http:.*\(and there is no local folder sdserve-test\/absent\)/,
+  );
+  const usage = await fails(["models", "pull", "./not-an-id"]);
+  assert.match(usage.stderr, /is not a Hugging Face model id/);
+});
