@@ -511,3 +511,39 @@ test("urls.web opens a page without a token: status, escaped input, images", asy
   assert.ok(html.includes("&#60;script&#62;x&#60;/script&#62;"));
   assert.equal((await fetch(`${server.url}/p/${r.json["id"]}`)).status, 404);
 });
+
+test("web pages: the playground, a prediction's section alone, static files; scripts only from /static", async () => {
+  const home = await fetch(`${server.url}/`);
+  assert.equal(home.status, 200);
+  const csp = home.headers.get("content-security-policy") ?? "";
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /unsafe-inline/);
+  assert.equal(home.headers.get("referrer-policy"), "no-referrer");
+  const html = await home.text();
+  assert.match(html, /<form id="playground-form"/);
+  assert.match(html, /<select id="field-scheduler" name="scheduler"/);
+  assert.doesNotMatch(html, /<script>/);
+
+  const r = await api(
+    server,
+    "POST",
+    "/v1/predictions",
+    { version: VERSION, input: smallInput({ seed: 3 }) },
+    { ...authHeaders(), Prefer: "wait" },
+  );
+  const web = (r.json["urls"] as Record<string, string>)["web"] as string;
+  const embed = await (await fetch(`${web}?fragment=embed`)).text();
+  assert.match(embed, /^<section class="prediction embed"/);
+  assert.ok(embed.includes((r.json["output"] as string[])[0] as string));
+  assert.match(embed, /<dd data-detail="seed">3<\/dd>/);
+
+  const css = await fetch(`${server.url}/static/sdserve.css`);
+  assert.equal(css.status, 200);
+  assert.match(css.headers.get("content-type") ?? "", /^text\/css/);
+  const etag = css.headers.get("etag") as string;
+  const again = await fetch(`${server.url}/static/sdserve.css`, { headers: { "If-None-Match": etag } });
+  assert.equal(again.status, 304);
+  assert.match((await fetch(`${server.url}/static/playground.js`)).headers.get("content-type") ?? "", /javascript/);
+  assert.equal((await fetch(`${server.url}/static/..%2Fhtml.ts`)).status, 404);
+  assert.equal((await fetch(`${server.url}/static/nothing.js`)).status, 404);
+});

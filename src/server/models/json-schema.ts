@@ -45,8 +45,11 @@ function formatEnumValue(v: unknown): string {
   return typeof v === "string" ? JSON.stringify(v) : String(v);
 }
 
-/** Resolves `{"$ref": "#/components/schemas/x"}` and merges `allOf` into one flat schema. */
-function flatten(schema: JsonSchema, root: unknown): JsonSchema {
+/**
+ * Resolves `{"$ref": "#/components/schemas/x"}` and merges `allOf` into one flat schema
+ * (also used to build the playground's form from the same schema).
+ */
+export function flatten(schema: JsonSchema, root: unknown): JsonSchema {
   let out: JsonSchema = { ...schema };
   if (schema.$ref) {
     const target = resolveRef(schema.$ref, root);

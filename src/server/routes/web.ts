@@ -1,27 +1,83 @@
-/** GET /p/<key>: the prediction page behind urls.web (a capability URL, like the stream). */
-import type { FastifyInstance } from "fastify";
+/**
+ * The web pages: the playground at /, the prediction page behind urls.web (/p/<key>, a capability
+ * URL like the stream), and their static files under /static. The pages hold no token: what needs
+ * one runs in the browser with the token the user pasted there.
+ */
+import type { FastifyInstance, FastifyReply } from "fastify";
+import { loadStaticAssets } from "../../web/assets.js";
+import { playgroundPage } from "../../web/playground-page.js";
 import { predictionPage } from "../../web/prediction-page.js";
+import { predictionSection } from "../../web/prediction-view.js";
+import { inputFields } from "../../web/schema-form.js";
 import { urlBaseOf } from "../http/headers.js";
 import { notFound } from "../http/problem.js";
 import { toApiPrediction } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
 
+/** Scripts and styles only from /static; images from here (outputs) and data: URLs (previews). */
+const CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join("; ");
+
+function sendHtml(reply: FastifyReply, text: string): FastifyReply {
+  return (
+    reply
+      .type("text/html; charset=utf-8")
+      .header("Cache-Control", "no-store")
+      .header("Content-Security-Policy", CSP)
+      .header("X-Frame-Options", "DENY")
+      .header("X-Content-Type-Options", "nosniff")
+      // A page URL is a capability: never hand it on as a Referer.
+      .header("Referrer-Policy", "no-referrer")
+      .header("X-Robots-Tag", "noindex")
+      .send(text)
+  );
+}
+
 export async function webRoutes(
   app: FastifyInstance,
   opts: { service: PredictionService; publicBaseUrl: string | undefined },
 ): Promise<void> {
-  app.get<{ Params: { key: string } }>("/p/:key", async (req, reply) => {
-    const p = await opts.service.findByStreamKey(req.params.key);
+  const { service } = opts;
+  const assets = loadStaticAssets();
+
+  app.get("/", async (req, reply) => {
+    const model = service.models[0];
+    if (!model) throw notFound();
+    return sendHtml(reply, playgroundPage(model, urlBaseOf(req, "/v1", opts.publicBaseUrl).api));
+  });
+
+  app.get<{ Params: { key: string }; Querystring: { fragment?: string } }>("/p/:key", async (req, reply) => {
+    const p = await service.findByStreamKey(req.params.key);
     if (!p) throw notFound();
-    const html = predictionPage(toApiPrediction(p, urlBaseOf(req, "/v1", opts.publicBaseUrl)));
-    return reply
-      .type("text/html; charset=utf-8")
-      .header("Cache-Control", "no-store")
-      .header(
-        "Content-Security-Policy",
-        "default-src 'self'; img-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
-      )
-      .header("X-Frame-Options", "DENY")
-      .send(html);
+    const api = toApiPrediction(p, urlBaseOf(req, "/v1", opts.publicBaseUrl));
+    const model = service.models.find((m) => m.version.id === p.version);
+    const fields = model ? inputFields(model.schemas) : undefined;
+    // ?fragment=page|embed: the prediction's section alone, for the script to swap in.
+    const { fragment } = req.query;
+    if (fragment === "page" || fragment === "embed") {
+      return sendHtml(reply, predictionSection(api, { embed: fragment === "embed", fields }).text);
+    }
+    return sendHtml(reply, predictionPage(api, fields));
+  });
+
+  app.get<{ Params: { name: string } }>("/static/:name", async (req, reply) => {
+    const asset = assets.get(req.params.name);
+    if (!asset) throw notFound();
+    reply
+      .header("Content-Type", asset.contentType)
+      .header("ETag", asset.etag)
+      // Revalidated on each load (a 304 when unchanged), so an upgraded server is seen at once.
+      .header("Cache-Control", "no-cache")
+      .header("X-Content-Type-Options", "nosniff");
+    if (req.headers["if-none-match"] === asset.etag) return reply.code(304).send();
+    return reply.send(asset.body);
   });
 }

@@ -1,0 +1,109 @@
+/**
+ * The playground's form, made from the model's Input schema: the same `components.schemas` that
+ * validate the API's input and are served as the version's openapi_schema. Each property becomes
+ * one labelled control, in x-order: enums a select, strings a text area, integers and numbers a
+ * number field with the schema's bounds, booleans a checkbox; defaults are the initial values.
+ */
+import { flatten, type JsonSchema } from "../server/models/json-schema.js";
+import { type Html, html } from "./html.js";
+
+export type FieldType = "string" | "integer" | "number" | "boolean";
+
+export interface FormField {
+  name: string;
+  label: string;
+  description: string | undefined;
+  type: FieldType;
+  enum: readonly (string | number)[] | undefined;
+  default: unknown;
+  minimum: number | undefined;
+  maximum: number | undefined;
+  required: boolean;
+}
+
+/** Cog titles enum properties with the enum's own name ("width"): show "Width" instead. */
+function labelOf(name: string, title: unknown): string {
+  if (typeof title === "string" && title !== name) return title;
+  const words = name.replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/** The Input schema's properties as form fields, in x-order. */
+export function inputFields(schemas: Record<string, JsonSchema>): FormField[] {
+  const input = schemas["Input"];
+  if (!input) return [];
+  const root = { components: { schemas } };
+  const flat = flatten(input, root);
+  const required = new Set(flat.required ?? []);
+  return Object.entries(flat.properties ?? {})
+    .map(([name, prop]) => ({ name, s: flatten(prop, root) }))
+    .sort((a, b) => Number(a.s["x-order"] ?? 1e9) - Number(b.s["x-order"] ?? 1e9))
+    .flatMap(({ name, s }): FormField[] => {
+      const type = s.type;
+      if (type !== "string" && type !== "integer" && type !== "number" && type !== "boolean") return [];
+      return [
+        {
+          name,
+          label: labelOf(name, s["title"]),
+          description: typeof s["description"] === "string" ? s["description"] : undefined,
+          type,
+          enum: s.enum as readonly (string | number)[] | undefined,
+          default: s["default"],
+          minimum: s.minimum,
+          maximum: s.maximum,
+          required: required.has(name),
+        },
+      ];
+    });
+}
+
+function fieldId(f: FormField): string {
+  return `field-${f.name}`;
+}
+
+function control(f: FormField): Html {
+  const id = fieldId(f);
+  const common = html`id="${id}" name="${f.name}" data-type="${f.type}" aria-describedby="${id}-hint ${id}-error"${
+    f.required ? html` required` : ""
+  }`;
+  if (f.enum) {
+    const options = f.enum.map(
+      (v) => html`<option value="${v}"${v === f.default ? html` selected` : ""}>${v}</option>`,
+    );
+    const blank = f.default === undefined ? html`<option value="">—</option>` : "";
+    return html`<select ${common}>${blank}${options}</select>`;
+  }
+  if (f.type === "boolean") {
+    return html`<input type="checkbox" ${common}${f.default === true ? html` checked` : ""}>`;
+  }
+  if (f.type === "string") {
+    const value = typeof f.default === "string" ? f.default : "";
+    return html`<textarea ${common} rows="2" spellcheck="true">${value}</textarea>`;
+  }
+  return html`<input type="number" ${common} inputmode="${f.type === "integer" ? "numeric" : "decimal"}" step="${
+    f.type === "integer" ? "1" : "any"
+  }"${f.minimum !== undefined ? html` min="${f.minimum}"` : ""}${
+    f.maximum !== undefined ? html` max="${f.maximum}"` : ""
+  }${typeof f.default === "number" ? html` value="${f.default}"` : ""}>`;
+}
+
+function hint(f: FormField): string {
+  const parts = [f.description ?? ""];
+  if (!f.enum && f.minimum !== undefined && f.maximum !== undefined) parts.push(`(${f.minimum}–${f.maximum})`);
+  return parts.filter(Boolean).join(" ");
+}
+
+/** One labelled control per field, each with its description as a hint and a slot for its error. */
+export function schemaFormFields(fields: readonly FormField[]): Html {
+  return html`${fields.map((f) => {
+    const id = fieldId(f);
+    const cls = f.type === "boolean" ? "field field-check" : `field field-${f.type}`;
+    return html`<div class="${cls}" data-field="${f.name}">
+<label for="${id}">${f.label}${f.required ? html` <span aria-hidden="true">*</span>` : ""}</label>
+${control(f)}
+<p class="hint" id="${id}-hint">${hint(f)}</p>
+<p class="field-error" id="${id}-error" hidden></p>
+</div>
+`;
+  })}`;
+}
