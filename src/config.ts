@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { type HubSettings, hubSettingsFromEnv } from "./engine/hub/settings.js";
+import { CatalogError, DEFAULT_WEIGHTS, type ModelSpec, modelCatalog } from "./model-catalog.js";
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -19,9 +20,13 @@ export interface Config {
   host: string;
   /** Holds the SQLite database, output files, the generated API token and webhook secrets. */
   dataDir: string;
-  /** What backs stability-ai/stable-diffusion: a diffusers-format folder, a Hugging Face model id, or tiny-random. */
-  model: string;
-  /** Which weights to use where a model has both fp32 and fp16 files. */
+  /** --model: what backs stability-ai/stable-diffusion (a diffusers-format folder, a Hugging Face model id, or tiny-random). */
+  model: string | undefined;
+  /** --models: the models file, if any. */
+  modelsFile: string | undefined;
+  /** The models served: from the models file and --model (default: stability-ai/stable-diffusion on SD 2.1). */
+  models: ModelSpec[];
+  /** Which weights to use where a model has both fp32 and fp16 files (a models file may say otherwise per model). */
   variant: "fp32" | "fp16";
   /** The Hugging Face Hub, its cache and token (HF_* variables). */
   hub: HubSettings;
@@ -50,13 +55,17 @@ export interface Config {
   rateLimit: { max: number; windowMs: number } | null;
 }
 
-export const SERVE_HELP = `Usage: sdserve serve --model <folder|owner/name|tiny-random> [options]
+export const SERVE_HELP = `Usage: sdserve serve [--model <folder|owner/name|tiny-random>] [--models <file>] [options]
 
-Serves Replicate's predictions API (and OpenAI's images API) for stability-ai/stable-diffusion.
+Serves Replicate's predictions API (and OpenAI's images API) for stability-ai/stable-diffusion
+(on ${DEFAULT_WEIGHTS} unless --model says otherwise) or the models a models file lists.
+The API answers at once; weights are downloaded and loaded in the background (see /health-check).
 
 Options (each also read from the environment variable shown):
-  --model <source>       SDSERVE_MODEL        a diffusers-format SD 1.x/2.x folder, a Hugging Face model id
-                                              (owner/name[@revision], downloaded on first start), or tiny-random
+  --model <source>       SDSERVE_MODEL        weights of stability-ai/stable-diffusion: a diffusers-format SD 1.x/2.x
+                                              folder, a Hugging Face model id (owner/name[@revision], downloaded
+                                              on first start), or tiny-random (default ${DEFAULT_WEIGHTS})
+  --models <file>        SDSERVE_MODELS       a JSON models file mapping owner/name to weights and input defaults
   --variant <fp32|fp16>  SDSERVE_VARIANT      which weights to use where a model has both (default fp32)
   --port <n>             SDSERVE_PORT, PORT   port to listen on (default 8080; 0 picks a free one)
   --host <addr>          SDSERVE_HOST         address to bind (default 127.0.0.1; 0.0.0.0 for all)
@@ -127,6 +136,15 @@ function defaultDataDir(env: NodeJS.ProcessEnv): string {
   return path.join(base, "sdserve");
 }
 
+function catalog(model: string | undefined, modelsFile: string | undefined, variant: "fp32" | "fp16"): ModelSpec[] {
+  try {
+    return modelCatalog({ model, modelsFile, variant });
+  } catch (err) {
+    if (err instanceof CatalogError) throw new ConfigError(err.message);
+    throw err;
+  }
+}
+
 /** Reads `sdserve serve`'s flags (argv after "serve") and the environment. */
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config {
   const { values, positionals } = parseArgs({
@@ -134,6 +152,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     allowPositionals: true,
     options: {
       model: { type: "string" },
+      models: { type: "string" },
       port: { type: "string" },
       host: { type: "string" },
       "data-dir": { type: "string" },
@@ -155,11 +174,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   };
 
   const model = pick("model", "SDSERVE_MODEL");
-  if (!model) {
-    throw new ConfigError(
-      "--model is required: a diffusers-format Stable Diffusion folder, or tiny-random to try it offline",
-    );
-  }
+  const modelsFile = pick("models", "SDSERVE_MODELS");
 
   const port = pick("port", "SDSERVE_PORT", "PORT");
   const threads = pick("threads", "SDSERVE_THREADS");
@@ -254,7 +269,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     port: port ? integer(port[0], port[1], 0, 65535) : 8080,
     host: pick("host", "SDSERVE_HOST")?.[1] ?? "127.0.0.1",
     dataDir: path.resolve(pick("data-dir", "SDSERVE_DATA_DIR")?.[1] ?? defaultDataDir(env)),
-    model: model[1],
+    model: model?.[1],
+    modelsFile: modelsFile?.[1],
+    models: catalog(model?.[1], modelsFile?.[1], variant),
     variant,
     hub: hubSettingsFromEnv(env),
     threads: threads ? integer(threads[0], threads[1], 1, 1024) : undefined,

@@ -45,9 +45,26 @@ test("defaults, and a flag wins over its environment variable", () => {
   assert.deepEqual(d.corsOrigins, ["*"]);
 });
 
+test("models: stability-ai/stable-diffusion on SD 2.1 by default; --model and the HF_* variables", () => {
+  const c = loadConfig([], { HF_ENDPOINT: "https://mirror.example/", HF_HUB_CACHE: "/cache/hf", HF_TOKEN: "hf_x" });
+  assert.equal(c.model, undefined);
+  assert.deepEqual(
+    c.models.map((m) => [m.name, m.weights, m.variant]),
+    [["stability-ai/stable-diffusion", "stabilityai/stable-diffusion-2-1", "fp32"]],
+  );
+  assert.deepEqual(c.hub, { endpoint: "https://mirror.example", cacheDir: "/cache/hf", token: "hf_x", offline: false });
+  const d = loadConfig(["--model", "stabilityai/sd-turbo", "--variant", "fp16"], { HF_HUB_OFFLINE: "1" });
+  assert.deepEqual(
+    d.models.map((m) => [m.name, m.weights, m.variant]),
+    [["stability-ai/stable-diffusion", "stabilityai/sd-turbo", "fp16"]],
+  );
+  assert.equal(d.hub.offline, true);
+});
+
 test("bad values fail at start, naming the setting", () => {
   const cases: [string[], NodeJS.ProcessEnv, RegExp][] = [
-    [[], {}, /--model is required/],
+    [["--models", "/nonexistent/models.json"], {}, /models file \/nonexistent\/models\.json: cannot be read/],
+    [["--variant", "int4"], {}, /--variant \/ SDSERVE_VARIANT must be fp32 or fp16/],
     [["--model", "m", "--port", "http"], {}, /--port must be an integer/],
     [["--model", "m"], { PORT: "70000" }, /PORT must be an integer from 0 to 65535/],
     [["--model", "m"], { SDSERVE_OUTPUT_RETENTION: "soon" }, /SDSERVE_OUTPUT_RETENTION must be a duration/],

@@ -11,12 +11,12 @@ const VERSION = "0.1.0";
 const HELP = `sdserve ${VERSION} — self-hosted Stable Diffusion on ONNX Runtime
 
 Usage:
-  sdserve serve --model <folder|owner/name|tiny-random> [options]
+  sdserve serve [--model <folder|owner/name|tiny-random>] [--models <file>] [options]
                               serve Replicate's predictions API (and OpenAI's images API)
   sdserve generate "prompt" --model <folder|owner/name|tiny-random> [options]
                               make images from text and write PNG files
-  sdserve models list | pull <owner/name> | verify <owner/name>
-                              model weights in the Hugging Face cache
+  sdserve models list | pull [<id>] | verify <id>
+                              the served models, and their weights in the Hugging Face cache
   sdserve --help | --version
 
 A model is a diffusers-format folder, a Hugging Face model id (owner/name[@revision],

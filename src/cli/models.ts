@@ -2,6 +2,7 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { ConfigError } from "../config.js";
 import {
   cachedModel,
   formatBytes,
@@ -13,21 +14,29 @@ import {
   pullModel,
   verifyCachedModel,
 } from "../engine/index.js";
+import { TINY_RANDOM } from "../engine/tiny-random.js";
 import type { WeightsVariant } from "../engine/weights/model-folder.js";
+import { CatalogError, type ModelSpec, modelCatalog } from "../model-catalog.js";
 import { DownloadProgress } from "./download-progress.js";
 import { UsageError } from "./generate.js";
 
 export const MODELS_HELP = `Usage: sdserve models <command> [options]
 
 Commands:
-  list                      the Stable Diffusion pipelines in the Hugging Face cache
-  pull <owner/name[@rev]>   download a diffusers repository's pipeline files into the cache
-                            (only what sdserve reads; resumes an interrupted download; prints the folder)
-  verify <owner/name[@rev]> re-hash the cached files; a corrupted one is removed, so that
+  list                      the models sdserve serve would serve, and whether their weights are
+                            here; then the Stable Diffusion pipelines in the Hugging Face cache
+  pull [<id>]               download a model's pipeline files into the Hugging Face cache (only what
+                            sdserve reads; resumes an interrupted download; prints the folder). <id>
+                            is a served model's name (owner/name, its weights) or a Hugging Face
+                            model id (owner/name[@revision]); without it, every served model's weights
+  verify <id>               re-hash the cached files; a corrupted one is removed, so that
                             the next pull downloads it again
 
 Options:
-  --variant <fp32|fp16>     which weights to pull or check where a repository has both (default fp32)
+  --models <file>           SDSERVE_MODELS   the models file, as for sdserve serve
+  --model <source>          SDSERVE_MODEL    the weights of stability-ai/stable-diffusion, as for sdserve serve
+  --variant <fp32|fp16>     SDSERVE_VARIANT  which weights where a repository has both (default fp32;
+                                             a served model uses its own)
 
 The cache is shared with Python's huggingface_hub and diffusers. Environment:
   HF_HUB_CACHE, HF_HOME     where the cache is (default ~/.cache/huggingface/hub)
@@ -54,7 +63,12 @@ export async function modelsCommand(argv: string[], env: NodeJS.ProcessEnv = pro
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { variant: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: {
+      variant: { type: "string" },
+      models: { type: "string" },
+      model: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
   });
   const [command, id, ...extra] = positionals;
   if (values.help || command === undefined || command === "help") {
@@ -63,11 +77,50 @@ export async function modelsCommand(argv: string[], env: NodeJS.ProcessEnv = pro
   }
   if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}" (see sdserve models --help)`);
   const settings = hubSettingsFromEnv(env);
-  const variant = variantOf(values.variant);
-  if (command === "list") return listCommand(settings);
-  if (command === "pull") return pullCommand(hubRef(id, "pull"), settings, variant);
-  if (command === "verify") return verifyCommand(hubRef(id, "verify"), settings, variant);
+  const variant = variantOf(values.variant ?? nonEmpty(env["SDSERVE_VARIANT"]));
+  let served: ModelSpec[];
+  try {
+    served = modelCatalog({
+      model: values.model ?? nonEmpty(env["SDSERVE_MODEL"]),
+      modelsFile: values.models ?? nonEmpty(env["SDSERVE_MODELS"]),
+      variant,
+    });
+  } catch (err) {
+    throw err instanceof CatalogError ? new ConfigError(err.message) : err;
+  }
+  if (command === "list") return listCommand(settings, served);
+  if (command === "pull" && id === undefined) {
+    const hubModels = served.filter((m) => parseHubId(m.weights));
+    if (hubModels.length === 0) throw new UsageError("no served model has its weights on the Hugging Face Hub");
+    for (const m of hubModels) {
+      process.stderr.write(`${m.name}: ${m.weights}\n`);
+      await pullCommand(parseHubId(m.weights) as HubRef, settings, m.variant);
+    }
+    return 0;
+  }
+  if (command === "pull" || command === "verify") {
+    const [ref, refVariant] = target(id, command, served, variant);
+    return command === "pull" ? pullCommand(ref, settings, refVariant) : verifyCommand(ref, settings, refVariant);
+  }
   throw new UsageError(`unknown models command "${command}" (see sdserve models --help)`);
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v === "" ? undefined : v;
+}
+
+/** A served model's name stands for its weights; anything else must be a hub id. */
+function target(
+  id: string | undefined,
+  command: string,
+  served: ModelSpec[],
+  variant: WeightsVariant | undefined,
+): [HubRef, WeightsVariant | undefined] {
+  const model = served.find((m) => m.name === id);
+  if (!model) return [hubRef(id, command), variant];
+  const ref = parseHubId(model.weights);
+  if (!ref) throw new UsageError(`${model.name} is served from ${model.weights}, not from the Hugging Face Hub`);
+  return [ref, variant ?? model.variant];
 }
 
 async function pullCommand(ref: HubRef, settings: HubSettings, variant: WeightsVariant | undefined): Promise<number> {
@@ -155,7 +208,26 @@ export async function cachedPipelines(settings: HubSettings): Promise<CachedPipe
   return out;
 }
 
-async function listCommand(settings: HubSettings): Promise<number> {
+async function weightsState(m: ModelSpec, settings: HubSettings): Promise<string> {
+  if (m.weights === TINY_RANDOM) return "made on the spot";
+  const ref = parseHubId(m.weights);
+  if (ref && !(await stat(m.weights).catch(() => undefined))?.isDirectory()) {
+    const cached = await cachedModel(ref, { settings, variant: m.variant }).catch(() => undefined);
+    return cached ? "in the cache" : 'not downloaded yet: "sdserve models pull" fetches it';
+  }
+  return (await stat(path.join(m.weights, "model_index.json")).catch(() => undefined))
+    ? "local folder"
+    : "missing: no diffusers folder there";
+}
+
+async function listCommand(settings: HubSettings, served: ModelSpec[]): Promise<number> {
+  process.stdout.write("Served models (sdserve serve with the same --models / --model):\n");
+  for (const m of served) {
+    const weights = m.variant === "fp16" ? `${m.weights} (fp16)` : m.weights;
+    process.stdout.write(
+      `  ${m.name.padEnd(36)} ${m.version.slice(0, 12)}  ${weights}  ${await weightsState(m, settings)}\n`,
+    );
+  }
   const pipelines = await cachedPipelines(settings);
   process.stdout.write(`Stable Diffusion pipelines in the Hugging Face cache (${settings.cacheDir}):\n`);
   if (pipelines.length === 0) process.stdout.write("  none\n");

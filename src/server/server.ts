@@ -38,7 +38,7 @@ export interface RunningServer {
 }
 
 export interface ServerParts {
-  /** The models to serve instead of stability-ai/stable-diffusion on config.model (benchmarks of the HTTP layer). */
+  /** The models to serve instead of config.models (benchmarks of the HTTP layer). */
   models?: ModelAdapter[];
 }
 
@@ -48,16 +48,18 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   const queue = new LocalJobQueue();
   const files = new DiskFileStore(path.join(config.dataDir, "files"));
   const events = new LocalPredictionEvents();
-  const models: ModelAdapter[] = parts.models ?? [
-    new StableDiffusionAdapter({
-      source: config.model,
-      hub: config.hub,
-      variant: config.variant,
-      threads: config.threads,
-      provider: config.provider,
-      log: out.error,
-    }),
-  ];
+  const models: ModelAdapter[] =
+    parts.models ??
+    config.models.map(
+      (spec) =>
+        new StableDiffusionAdapter({
+          spec,
+          hub: config.hub,
+          threads: config.threads,
+          provider: config.provider,
+          log: out.error,
+        }),
+    );
   const service = new PredictionService(
     store,
     queue,
@@ -117,16 +119,25 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     (n) => n > 0 && out.info(`Resumed ${n} undelivered completed webhook(s).`),
     (err: unknown) => out.error(`Resuming webhooks failed: ${String(err)}`),
   );
+  // One model at a time: downloads do not compete for bandwidth, nor loads for memory. A
+  // prediction for a model still waiting starts that model's setup at once.
   const loadStart = performance.now();
-  for (const m of models) {
-    m.setup().then(
-      () =>
-        out.info(
-          `Model ready: ${m.model.owner}/${m.model.name} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s`,
+  void models.reduce<Promise<unknown>>(
+    (previous, m) =>
+      previous.then(() =>
+        m.setup().then(
+          () =>
+            out.info(
+              `Model ready: ${m.model.owner}/${m.model.name} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s`,
+            ),
+          (err: unknown) =>
+            out.error(
+              `${m.model.owner}/${m.model.name} could not be loaded: ${err instanceof Error ? err.message : String(err)}`,
+            ),
         ),
-      (err: unknown) => out.error(`The model could not be loaded: ${err instanceof Error ? err.message : String(err)}`),
-    );
-  }
+      ),
+    Promise.resolve(),
+  );
   const worker = new Worker(service, queue, out.error);
   worker.start();
   out.info(`sdserve listening on ${url}`);

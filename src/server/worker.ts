@@ -3,7 +3,7 @@
  * model adapter. It records nothing itself; the predictions service does, in order.
  */
 import type { ModelAdapter } from "./models/model.js";
-import { PredictionError } from "./models/model.js";
+import { isVersionOf, PredictionError } from "./models/model.js";
 import type { PredictionService } from "./predictions/service.js";
 import type { JobQueue } from "./queue/queue.js";
 
@@ -74,7 +74,7 @@ export class Worker {
   }
 
   private adapterFor(version: string): ModelAdapter | undefined {
-    return this.service.models.find((m) => m.version.id === version);
+    return this.service.models.find((m) => isVersionOf(m, version));
   }
 
   /** Stops taking jobs; the running one is interrupted by the service's shutdown. */

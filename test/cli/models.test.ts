@@ -10,6 +10,7 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { decode } from "fast-png";
+import { modelCatalog } from "../../src/model-catalog.js";
 import { modelDir, REPO_ROOT } from "../helpers/fixtures.js";
 import { filesOfFolder, LocalHub } from "../helpers/hub-server.js";
 
@@ -117,4 +118,36 @@ test("errors are one line that says what to do", async () => {
   );
   const usage = await fails(["models", "pull", "./not-an-id"]);
   assert.match(usage.stderr, /is not a Hugging Face model id/);
+});
+
+test("served models: list shows them with their versions and weights; pull takes a served model's name", async () => {
+  const file = path.join(tmp, "models.json");
+  writeFileSync(
+    file,
+    JSON.stringify({
+      models: {
+        "stability-ai/stable-diffusion": { weights: "tiny-random" },
+        "acme/tiny": { weights: REPO, variant: "fp16" },
+      },
+    }),
+  );
+  const env = { SDSERVE_MODELS: file, HF_HUB_CACHE: path.join(tmp, "hf-served") };
+  const before = await sdserve(["models", "list"], env);
+  const tinyVersion = modelCatalog({ modelsFile: file })[1]!.version;
+  assert.match(before.stdout, /stability-ai\/stable-diffusion +[0-9a-f]{12} {2}tiny-random {2}made on the spot/);
+  assert.match(
+    before.stdout,
+    new RegExp(`acme/tiny +${tinyVersion.slice(0, 12)} {2}${REPO} \\(fp16\\) {2}not downloaded yet`),
+  );
+  hub.reset();
+  const pulled = await sdserve(["models", "pull", "acme/tiny"], env);
+  assert.match(pulled.stdout, /models--sdserve-test--tiny-sd1\/snapshots\/[0-9a-f]{40}\n$/);
+  assert.equal(hub.downloads().length, 12);
+  const after = await sdserve(["models", "list"], env);
+  assert.match(after.stdout, /acme\/tiny .* in the cache/);
+  // Without an id: every served model whose weights are on the hub (here all in the cache already).
+  const all = await sdserve(["models", "pull"], env);
+  assert.match(all.stderr, /acme\/tiny: sdserve-test\/tiny-sd1\n.*nothing to download/s);
+  const local = await fails(["models", "pull", "stability-ai/stable-diffusion"], env);
+  assert.match(local.stderr, /is served from tiny-random, not from the Hugging Face Hub/);
 });

@@ -11,6 +11,7 @@ import {
   MODEL,
   OTHER_TOKEN,
   type Sdserve,
+  SERVED_VERSION,
   slowInput,
   smallInput,
   startSdserve,
@@ -85,7 +86,7 @@ test("predictions.create, wait and get: the lifecycle, logs and metrics", async 
   const created = await replicate.predictions.create({ version: VERSION, input: smallInput({ seed: 1234 }) });
   assert.equal(created.status, "starting");
   assert.equal(created.model, MODEL);
-  assert.equal(created.version, VERSION);
+  assert.equal(created.version, SERVED_VERSION);
   assert.deepEqual(created.input, smallInput({ seed: 1234 }));
   assert.equal(created.output, null);
   assert.equal(created.logs, "");

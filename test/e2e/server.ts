@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { modelSpec } from "../../src/model-catalog.js";
 import { REPO_ROOT } from "../helpers/fixtures.js";
 
 /** One tiny-random model folder per test process. */
@@ -13,8 +14,11 @@ const CACHE = mkdtempSync(path.join(os.tmpdir(), "sdserve-e2e-cache-"));
 
 export const TOKEN = "r8_e2e_token_alice";
 export const OTHER_TOKEN = "r8_e2e_token_bob";
+/** Replicate's version id of stability-ai/stable-diffusion: accepted whatever weights serve the model. */
 export const VERSION = "ac732df83cea7fff18b8472768c88ad041fa750ff7682a21affe81863cbe77e4";
 export const MODEL = "stability-ai/stable-diffusion";
+/** The version the test server reports: derived from its definition (the model on tiny-random). */
+export const SERVED_VERSION = modelSpec(MODEL, "tiny-random").version;
 
 export interface Sdserve {
   url: string;

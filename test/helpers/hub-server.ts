@@ -52,6 +52,8 @@ export interface Faults {
   cut?: Map<string, { afterBytes: number; times: number }>;
   /** Flip a byte of the file in every download of it. */
   corrupt?: Set<string>;
+  /** Send this many bytes of the file, then wait for `released` before the rest. */
+  hold?: { file: string; afterBytes: number; released: Promise<void> };
 }
 
 function gitBlobId(data: Buffer): string {
@@ -274,6 +276,13 @@ export class LocalHub {
     res.writeHead(status, headers);
     if (req.method === "HEAD") {
       res.end();
+      return;
+    }
+    const hold = this.faults.hold;
+    if (hold?.file === filePath && body.length > hold.afterBytes) {
+      record.bytesSent = body.length;
+      res.write(body.subarray(0, hold.afterBytes));
+      void hold.released.then(() => res.end(body.subarray(hold.afterBytes)));
       return;
     }
     const cut = this.faults.cut?.get(filePath);

@@ -11,6 +11,13 @@ export interface ModelVersion {
   createdAt: string;
   /** A string, never null: python's client types it `str`. */
   cogVersion: string;
+  /** Other ids that also name this version (Replicate's published id, where the weights differ). */
+  aliases?: readonly string[];
+}
+
+/** Whether `id` names the model's version, by its own id or an alias. */
+export function isVersionOf(model: { version: ModelVersion }, id: string): boolean {
+  return model.version.id === id || (model.version.aliases?.includes(id) ?? false);
 }
 
 export interface ModelDescription {
@@ -54,6 +61,20 @@ export class PredictionError extends Error {
 
 export type ModelState = "STARTING" | "READY" | "SETUP_FAILED";
 
+/** What a model still STARTING is doing: fetching its weights, or loading them. */
+export interface SetupProgress {
+  phase: "downloading" | "loading";
+  /** While downloading: where from, the file now coming, and bytes so far of what is missing. */
+  download?: {
+    source: string;
+    file: string | undefined;
+    doneBytes: number;
+    totalBytes: number;
+    bytesPerSecond: number | undefined;
+    etaSeconds: number | undefined;
+  };
+}
+
 export interface ModelAdapter {
   readonly model: ModelDescription;
   readonly version: ModelVersion;
@@ -66,6 +87,8 @@ export interface ModelAdapter {
   readonly state: ModelState;
   /** Why setup failed, when it did. */
   readonly setupError: string | undefined;
+  /** While STARTING, what setup is doing (absent where the adapter cannot tell). */
+  readonly setupProgress?: SetupProgress;
   /** Runs one prediction; the input has passed validateInput. Rejects with PredictionError for user-facing failures. */
   predict(input: Record<string, unknown>, ctx: PredictContext): Promise<OutputFile[]>;
   close(): Promise<void>;

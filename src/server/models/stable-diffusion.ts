@@ -3,111 +3,143 @@
  * predict.py of replicate/cog-stable-diffusion): the input schema below is written once and
  * drives request validation (422 invalid_fields), the version's openapi_schema and the
  * server's OpenAPI document. predict() runs our engine with the weights the operator chose.
+ * Every model of the models file is served through this adapter, with its own name, version
+ * and input defaults (see model-catalog.ts).
  */
 import { randomInt } from "node:crypto";
 import {
   a1111Parameters,
   encodePng,
-  formatBytes,
+  formatHubRef,
+  HubError,
   type HubSettings,
   loadPipeline,
   ModelError,
   type Pipeline,
+  parseHubId,
   RequestError,
   resolveModelSource,
   type StepEvent,
 } from "../../engine/index.js";
+import {
+  DEFAULT_MODEL_NAME,
+  DEFAULT_WEIGHTS,
+  type ModelDefaults,
+  type ModelSpec,
+  modelSpec,
+  REPLICATE_DEFAULTS,
+  SCHEDULERS,
+  SIZES,
+  STABLE_DIFFUSION_VERSION,
+} from "../../model-catalog.js";
+import { DownloadTracker } from "./download-tracker.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
 import { canPreview, latentsToPreviewImages } from "./latent-preview.js";
-import { type ModelAdapter, type ModelState, type OutputFile, type PredictContext, PredictionError } from "./model.js";
+import {
+  type ModelAdapter,
+  type ModelDescription,
+  type ModelState,
+  type ModelVersion,
+  type OutputFile,
+  type PredictContext,
+  PredictionError,
+  type SetupProgress,
+} from "./model.js";
 import { progressLine } from "./progress-bar.js";
 
-export const STABLE_DIFFUSION_VERSION = "ac732df83cea7fff18b8472768c88ad041fa750ff7682a21affe81863cbe77e4";
+export { STABLE_DIFFUSION_VERSION };
 
-const SIZES = [128, 256, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024];
-const SCHEDULERS = ["DDIM", "K_EULER", "DPMSolverMultistep", "K_EULER_ANCESTRAL", "PNDM", "KLMS"];
 const MAX_PIXELS = 786_432;
 const SIZE_DESCRIPTION = "Maximum size is 1024x768 or 768x1024 because of memory limits";
 /** At most two previews a second: enough to watch, little to send (each is a few kB per image). */
 const PREVIEW_INTERVAL_MS = 500;
 
-/** `components.schemas` as Cog (pydantic v1) renders predict.py's signature: enums are referenced through allOf. */
-export const STABLE_DIFFUSION_SCHEMAS: Record<string, JsonSchema> = {
-  Input: {
-    type: "object",
-    title: "Input",
-    properties: {
-      prompt: {
-        type: "string",
-        title: "Prompt",
-        description: "Input prompt",
-        default: "a photo of an astronaut riding a horse on mars",
-        "x-order": 0,
-      },
-      negative_prompt: {
-        type: "string",
-        title: "Negative Prompt",
-        description: "Specify things to not see in the output",
-        "x-order": 1,
-      },
-      width: {
-        allOf: [{ $ref: "#/components/schemas/width" }],
-        description: `Width of output image. ${SIZE_DESCRIPTION}`,
-        default: 768,
-        "x-order": 2,
-      },
-      height: {
-        allOf: [{ $ref: "#/components/schemas/height" }],
-        description: `Height of output image. ${SIZE_DESCRIPTION}`,
-        default: 768,
-        "x-order": 3,
-      },
-      num_outputs: {
-        type: "integer",
-        title: "Num Outputs",
-        description: "Number of images to output.",
-        default: 1,
-        minimum: 1,
-        maximum: 4,
-        "x-order": 4,
-      },
-      num_inference_steps: {
-        type: "integer",
-        title: "Num Inference Steps",
-        description: "Number of denoising steps",
-        default: 50,
-        minimum: 1,
-        maximum: 500,
-        "x-order": 5,
-      },
-      guidance_scale: {
-        type: "number",
-        title: "Guidance Scale",
-        description: "Scale for classifier-free guidance",
-        default: 7.5,
-        minimum: 1,
-        maximum: 20,
-        "x-order": 6,
-      },
-      scheduler: {
-        allOf: [{ $ref: "#/components/schemas/scheduler" }],
-        description: "Choose a scheduler.",
-        default: "DPMSolverMultistep",
-        "x-order": 7,
-      },
-      seed: {
-        type: "integer",
-        title: "Seed",
-        description: "Random seed. Leave blank to randomize the seed",
-        "x-order": 8,
+/**
+ * `components.schemas` as Cog (pydantic v1) renders predict.py's signature: enums are referenced
+ * through allOf. The defaults are the model's (Replicate's for stability-ai/stable-diffusion).
+ */
+export function stableDiffusionSchemas(defaults: ModelDefaults): Record<string, JsonSchema> {
+  return {
+    Input: {
+      type: "object",
+      title: "Input",
+      properties: {
+        prompt: {
+          type: "string",
+          title: "Prompt",
+          description: "Input prompt",
+          default: "a photo of an astronaut riding a horse on mars",
+          "x-order": 0,
+        },
+        negative_prompt: {
+          type: "string",
+          title: "Negative Prompt",
+          description: "Specify things to not see in the output",
+          ...(defaults.negative_prompt === undefined ? {} : { default: defaults.negative_prompt }),
+          "x-order": 1,
+        },
+        width: {
+          allOf: [{ $ref: "#/components/schemas/width" }],
+          description: `Width of output image. ${SIZE_DESCRIPTION}`,
+          default: defaults.width,
+          "x-order": 2,
+        },
+        height: {
+          allOf: [{ $ref: "#/components/schemas/height" }],
+          description: `Height of output image. ${SIZE_DESCRIPTION}`,
+          default: defaults.height,
+          "x-order": 3,
+        },
+        num_outputs: {
+          type: "integer",
+          title: "Num Outputs",
+          description: "Number of images to output.",
+          default: 1,
+          minimum: 1,
+          maximum: 4,
+          "x-order": 4,
+        },
+        num_inference_steps: {
+          type: "integer",
+          title: "Num Inference Steps",
+          description: "Number of denoising steps",
+          default: defaults.num_inference_steps,
+          minimum: 1,
+          maximum: 500,
+          "x-order": 5,
+        },
+        guidance_scale: {
+          type: "number",
+          title: "Guidance Scale",
+          description: "Scale for classifier-free guidance",
+          default: defaults.guidance_scale,
+          minimum: 1,
+          maximum: 20,
+          "x-order": 6,
+        },
+        scheduler: {
+          allOf: [{ $ref: "#/components/schemas/scheduler" }],
+          description: "Choose a scheduler.",
+          default: defaults.scheduler,
+          "x-order": 7,
+        },
+        seed: {
+          type: "integer",
+          title: "Seed",
+          description: "Random seed. Leave blank to randomize the seed",
+          "x-order": 8,
+        },
       },
     },
-  },
-  width: { title: "width", description: "An enumeration.", type: "integer", enum: SIZES },
-  height: { title: "height", description: "An enumeration.", type: "integer", enum: SIZES },
-  scheduler: { title: "scheduler", description: "An enumeration.", type: "string", enum: SCHEDULERS },
-  Output: { type: "array", title: "Output", items: { type: "string", format: "uri" } },
-};
+    width: { title: "width", description: "An enumeration.", type: "integer", enum: [...SIZES] },
+    height: { title: "height", description: "An enumeration.", type: "integer", enum: [...SIZES] },
+    scheduler: { title: "scheduler", description: "An enumeration.", type: "string", enum: [...SCHEDULERS] },
+    Output: { type: "array", title: "Output", items: { type: "string", format: "uri" } },
+  };
+}
+
+/** stability-ai/stable-diffusion's schemas, with Replicate's defaults. */
+export const STABLE_DIFFUSION_SCHEMAS: Record<string, JsonSchema> = stableDiffusionSchemas(REPLICATE_DEFAULTS);
 
 interface SdInput {
   prompt: string;
@@ -126,8 +158,8 @@ function withoutNulls(input: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(input).filter(([, v]) => v !== null));
 }
 
-function withDefaults(input: Record<string, unknown>): SdInput {
-  const props = (STABLE_DIFFUSION_SCHEMAS["Input"] as JsonSchema).properties as Record<string, JsonSchema>;
+function withDefaults(schemas: Record<string, JsonSchema>, input: Record<string, unknown>): SdInput {
+  const props = (schemas["Input"] as JsonSchema).properties as Record<string, JsonSchema>;
   const given = withoutNulls(input);
   const value = <T>(key: string): T => (key in given ? given[key] : props[key]?.["default"]) as T;
   return {
@@ -144,37 +176,88 @@ function withDefaults(input: Record<string, unknown>): SdInput {
 }
 
 export interface StableDiffusionOptions {
-  /** A diffusers-format folder, a Hugging Face model id, or tiny-random. */
-  source: string;
+  /** The model's name, weights, variant, defaults and version (see model-catalog.ts). */
+  spec?: ModelSpec;
+  /** Without a spec: the weights of stability-ai/stable-diffusion (a folder, a Hugging Face model id, or tiny-random). */
+  source?: string;
   /** The hub and its cache, for a hub id. */
   hub?: HubSettings;
-  variant?: "fp32" | "fp16";
   threads?: number;
   provider?: "cpu" | "cuda";
   /** Where the engine's own messages go (which execution provider runs each network). */
   log?: (line: string) => void;
 }
 
+/** Versions made from a models file have no publication date: they exist since the server started. */
+const STARTED_AT = new Date().toISOString().replace(/Z$/, "000Z");
+/** A setup that failed because the hub could not be reached is tried again, at most this often. */
+const RETRY_UNREACHABLE_MS = 30_000;
+const OFFLINE_HINT = "to try everything offline meanwhile, start sdserve with --model tiny-random";
+
+/** The reason a model cannot be set up, with what to do about it, in a sentence or two. */
+function setupFailure(err: unknown, spec: ModelSpec): string {
+  const message = (err instanceof Error ? err.message : String(err)).replace(/[.\s]+$/, "");
+  if (err instanceof HubError) return `${message}; ${OFFLINE_HINT}`;
+  const where = spec.name === DEFAULT_MODEL_NAME ? "--model" : `the weights of ${spec.name} in the models file`;
+  return `${message}. Point ${where} at a diffusers-format folder or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
+}
+
 export class StableDiffusionAdapter implements ModelAdapter {
-  readonly model = {
-    owner: "stability-ai",
-    name: "stable-diffusion",
-    description:
-      "A latent text-to-image diffusion model capable of generating photo-realistic images given any text input",
-    githubUrl: "https://github.com/replicate/cog-stable-diffusion",
-    paperUrl: "https://arxiv.org/abs/2112.10752",
-    licenseUrl: "https://huggingface.co/spaces/CompVis/stable-diffusion-license",
-  };
-  // cog_version names the Cog line whose schema layout (pydantic v1, enums through allOf) is served here.
-  readonly version = { id: STABLE_DIFFUSION_VERSION, createdAt: "2022-11-22T22:25:35.000000Z", cogVersion: "0.8.6" };
-  readonly schemas = STABLE_DIFFUSION_SCHEMAS;
+  readonly model: ModelDescription;
+  readonly version: ModelVersion;
+  readonly schemas: Record<string, JsonSchema>;
+  readonly spec: ModelSpec;
   state: ModelState = "STARTING";
   setupError: string | undefined;
   private pipeline: Pipeline | undefined;
   private label = "stable-diffusion";
   private loading: Promise<void> | undefined;
+  private phase: SetupProgress["phase"] = "loading";
+  private download: DownloadTracker | undefined;
+  private failedAt = 0;
+  private failedTransiently = false;
 
-  constructor(private readonly options: StableDiffusionOptions) {}
+  constructor(private readonly options: StableDiffusionOptions) {
+    this.spec = options.spec ?? modelSpec(DEFAULT_MODEL_NAME, options.source ?? DEFAULT_WEIGHTS);
+    const [owner, name] = this.spec.name.split("/") as [string, string];
+    const hub = parseHubId(this.spec.weights);
+    this.model =
+      this.spec.name === DEFAULT_MODEL_NAME
+        ? {
+            owner,
+            name,
+            description:
+              this.spec.description ??
+              "A latent text-to-image diffusion model capable of generating photo-realistic images given any text input",
+            githubUrl: "https://github.com/replicate/cog-stable-diffusion",
+            paperUrl: "https://arxiv.org/abs/2112.10752",
+            licenseUrl: "https://huggingface.co/spaces/CompVis/stable-diffusion-license",
+          }
+        : {
+            owner,
+            name,
+            description:
+              this.spec.description ??
+              `Stable Diffusion text-to-image on ${hub ? formatHubRef(hub) : this.spec.weights}, served by sdserve`,
+            githubUrl: null,
+            paperUrl: "https://arxiv.org/abs/2112.10752",
+            licenseUrl: hub ? `https://huggingface.co/${hub.repo}` : null,
+          };
+    // cog_version names the Cog line whose schema layout (pydantic v1, enums through allOf) is served here.
+    this.version = {
+      id: this.spec.version,
+      createdAt: this.spec.version === STABLE_DIFFUSION_VERSION ? "2022-11-22T22:25:35.000000Z" : STARTED_AT,
+      cogVersion: "0.8.6",
+      aliases: this.spec.versionAliases,
+    };
+    this.schemas = stableDiffusionSchemas(this.spec.defaults);
+  }
+
+  get setupProgress(): SetupProgress | undefined {
+    if (this.state !== "STARTING") return undefined;
+    const download = this.download?.progress;
+    return download && this.phase === "downloading" ? { phase: "downloading", download } : { phase: this.phase };
+  }
 
   validateInput(input: unknown): InvalidField[] {
     const cleaned =
@@ -189,24 +272,28 @@ export class StableDiffusionAdapter implements ModelAdapter {
   }
 
   setup(): Promise<void> {
+    // The hub was unreachable: the network may be back by now.
+    if (this.failedTransiently && performance.now() - this.failedAt >= RETRY_UNREACHABLE_MS) {
+      this.loading = undefined;
+      this.failedTransiently = false;
+      this.state = "STARTING";
+      this.setupError = undefined;
+    }
     this.loading ??= (async () => {
+      const log = this.options.log ?? (() => {});
       try {
-        const source = await resolveModelSource(this.options.source, {
+        const hub = parseHubId(this.spec.weights) !== undefined;
+        this.phase = hub ? "downloading" : "loading";
+        this.download = hub ? new DownloadTracker(this.spec.weights, log) : undefined;
+        const source = await resolveModelSource(this.spec.weights, {
           hub: this.options.hub,
-          variant: this.options.variant,
-          onProgress: (e) => {
-            if (e.type === "plan" && e.downloadBytes > 0) {
-              this.options.log?.(`Downloading ${e.repo}: ${formatBytes(e.downloadBytes)}`);
-            } else if (e.type === "file-done") {
-              this.options.log?.(`Downloaded ${e.path} (${formatBytes(e.size)})`);
-            } else if (e.type === "offline-fallback") {
-              this.options.log?.(`${e.reason}; using the copy in the Hugging Face cache`);
-            }
-          },
+          variant: this.spec.variant,
+          onProgress: this.download?.handle,
         });
         this.label = source.label;
+        this.phase = "loading";
         this.pipeline = await loadPipeline(source.path, {
-          variant: this.options.variant,
+          variant: this.spec.variant,
           threads: this.options.threads,
           provider: this.options.provider,
           log: this.options.log,
@@ -214,8 +301,10 @@ export class StableDiffusionAdapter implements ModelAdapter {
         this.state = "READY";
       } catch (err) {
         this.state = "SETUP_FAILED";
-        this.setupError = err instanceof Error ? err.message : String(err);
-        throw err;
+        this.setupError = setupFailure(err, this.spec);
+        this.failedAt = performance.now();
+        this.failedTransiently = err instanceof HubError && err.kind === "unreachable";
+        throw new PredictionError(this.setupError);
       }
     })();
     return this.loading;
@@ -224,7 +313,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
   async predict(raw: Record<string, unknown>, ctx: PredictContext): Promise<OutputFile[]> {
     await this.setup();
     const pipeline = this.pipeline as Pipeline;
-    const input = withDefaults(raw);
+    const input = withDefaults(this.schemas, raw);
     // predict.py: two random bytes when no seed is given, and the seed is always the first log line.
     const seed = input.seed ?? randomInt(0, 65536);
     ctx.log(`Using seed: ${seed}`);

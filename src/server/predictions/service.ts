@@ -6,7 +6,7 @@
 import type { FileStore, StoredFile } from "../files/file-store.js";
 import { invalidVersion, notFound, throttled, validationFailed } from "../http/problem.js";
 import { type InvalidField, type JsonSchema, validate } from "../models/json-schema.js";
-import type { ModelAdapter, OutputFile, PredictionPreview } from "../models/model.js";
+import { isVersionOf, type ModelAdapter, type OutputFile, type PredictionPreview } from "../models/model.js";
 import type { JobQueue } from "../queue/queue.js";
 import type { ListPosition, PredictionStore, WebhookDelivery } from "../store/store.js";
 import { checkWebhookUrl } from "../webhooks/targets.js";
@@ -134,10 +134,10 @@ export class PredictionService {
     if (colon >= 0) {
       const name = ref.slice(0, colon);
       const id = ref.slice(colon + 1);
-      const m = HEX64.test(id) ? this.models.find((a) => a.version.id === id) : undefined;
+      const m = HEX64.test(id) ? this.models.find((a) => isVersionOf(a, id)) : undefined;
       return m && name === `${m.model.owner}/${m.model.name}` ? m : undefined;
     }
-    if (HEX64.test(ref)) return this.models.find((a) => a.version.id === ref);
+    if (HEX64.test(ref)) return this.models.find((a) => isVersionOf(a, ref));
     const [owner, name, extra] = ref.split("/");
     return owner && name && extra === undefined ? this.findModel(owner, name) : undefined;
   }

@@ -1,6 +1,33 @@
-/** GET /health-check: 200 once the server listens; the body says whether the model is loaded (as Cog's). */
+/**
+ * GET /health-check: 200 once the server listens; the body says whether the models are ready
+ * (status as Cog's: STARTING, READY, SETUP_FAILED) and, per model, what setup is doing — the
+ * weight download with bytes, rate and ETA, or the load — or why it failed and what to do.
+ */
 import type { FastifyInstance } from "fastify";
 import type { ModelAdapter } from "../models/model.js";
+
+function setupOf(m: ModelAdapter): Record<string, unknown> {
+  const progress = m.state === "STARTING" ? m.setupProgress : undefined;
+  const d = progress?.download;
+  return {
+    status: m.state,
+    ...(progress ? { phase: progress.phase } : {}),
+    ...(d
+      ? {
+          download: {
+            source: d.source,
+            file: d.file ?? null,
+            downloaded_bytes: d.doneBytes,
+            total_bytes: d.totalBytes,
+            percent: d.totalBytes > 0 ? Math.floor((d.doneBytes / d.totalBytes) * 1000) / 10 : 100,
+            bytes_per_second: d.bytesPerSecond ?? null,
+            eta_seconds: d.etaSeconds ?? null,
+          },
+        }
+      : {}),
+    ...(m.setupError ? { error: m.setupError } : {}),
+  };
+}
 
 export async function healthRoutes(app: FastifyInstance, opts: { models: readonly ModelAdapter[] }): Promise<void> {
   app.get("/health-check", async () => {
@@ -12,12 +39,7 @@ export async function healthRoutes(app: FastifyInstance, opts: { models: readonl
         : "READY";
     return {
       status,
-      setup: Object.fromEntries(
-        opts.models.map((m) => [
-          `${m.model.owner}/${m.model.name}`,
-          { status: m.state, ...(m.setupError ? { error: m.setupError } : {}) },
-        ]),
-      ),
+      setup: Object.fromEntries(opts.models.map((m) => [`${m.model.owner}/${m.model.name}`, setupOf(m)])),
     };
   });
 }

@@ -6,7 +6,7 @@
 import type { FastifyInstance } from "fastify";
 import { urlBaseOf } from "../http/headers.js";
 import { notFound } from "../http/problem.js";
-import type { ModelAdapter } from "../models/model.js";
+import { isVersionOf, type ModelAdapter } from "../models/model.js";
 import { cogOpenApi } from "../models/openapi.js";
 import type { PredictionService } from "../predictions/service.js";
 
@@ -66,7 +66,7 @@ export async function modelRoutes(app: FastifyInstance, opts: ModelRoutesOptions
 
   app.get<{ Params: { owner: string; name: string; id: string } }>("/models/:owner/:name/versions/:id", async (req) => {
     const m = find(req.params.owner, req.params.name);
-    if (req.params.id !== m.version.id) throw notFound();
+    if (!isVersionOf(m, req.params.id)) throw notFound();
     return versionJson(m);
   });
 

@@ -1,0 +1,143 @@
+/** model-catalog.ts: the models file, per-model defaults, and version ids derived from definitions. */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, test } from "node:test";
+import {
+  CatalogError,
+  modelCatalog,
+  modelSpec,
+  REPLICATE_DEFAULTS,
+  readModelsFile,
+  STABLE_DIFFUSION_VERSION,
+} from "../src/model-catalog.js";
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-catalog-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+function modelsFile(content: unknown): string {
+  const file = path.join(tmp, `models-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(file, typeof content === "string" ? content : JSON.stringify(content));
+  return file;
+}
+
+test("with nothing configured: stability-ai/stable-diffusion on SD 2.1, under Replicate's version id", () => {
+  const [only, ...rest] = modelCatalog({});
+  assert.deepEqual(rest, []);
+  assert.equal(only?.name, "stability-ai/stable-diffusion");
+  assert.equal(only?.weights, "stabilityai/stable-diffusion-2-1");
+  assert.equal(only?.version, STABLE_DIFFUSION_VERSION);
+  assert.deepEqual(only?.versionAliases, []);
+  assert.deepEqual(only?.defaults, REPLICATE_DEFAULTS);
+});
+
+test("other weights make another version; Replicate's id stays an alias of stability-ai/stable-diffusion", () => {
+  const tiny = modelSpec("stability-ai/stable-diffusion", "tiny-random");
+  assert.match(tiny.version, /^[0-9a-f]{64}$/);
+  assert.notEqual(tiny.version, STABLE_DIFFUSION_VERSION);
+  assert.deepEqual(tiny.versionAliases, [STABLE_DIFFUSION_VERSION]);
+  // Stable: the same definition, the same id, every time.
+  assert.equal(modelSpec("stability-ai/stable-diffusion", "tiny-random").version, tiny.version);
+  // Whatever defines the model changes it: weights revision, variant, defaults, name.
+  const base = modelSpec("me/sd", "stabilityai/sd-turbo");
+  const others = [
+    modelSpec("me/sd", "stabilityai/sd-turbo@0123456789abcdef0123456789abcdef01234567"),
+    modelSpec("me/sd", "stabilityai/sd-turbo", { variant: "fp16" }),
+    modelSpec("me/sd", "stabilityai/sd-turbo", { defaults: { num_inference_steps: 4 } }),
+    modelSpec("me/other", "stabilityai/sd-turbo"),
+  ];
+  assert.equal(new Set([base, ...others].map((s) => s.version)).size, 5);
+  // "@main" is what no revision means.
+  assert.equal(modelSpec("me/sd", "stabilityai/sd-turbo@main").version, base.version);
+  assert.deepEqual(base.versionAliases, []);
+  // A description is not part of what the model computes.
+  assert.equal(modelSpec("me/sd", "stabilityai/sd-turbo", { description: "fast" }).version, base.version);
+});
+
+test("defaults follow the known checkpoints, and the models file overrides them", () => {
+  const file = modelsFile({
+    models: {
+      "stability-ai/sd-turbo": { weights: "stabilityai/sd-turbo", variant: "fp16" },
+      "stability-ai/sd-1.5": { weights: "stable-diffusion-v1-5/stable-diffusion-v1-5" },
+      "me/custom": {
+        weights: "./weights/custom",
+        description: "ours",
+        defaults: { width: 640, height: 384, scheduler: "K_EULER_ANCESTRAL", negative_prompt: "blurry" },
+      },
+    },
+  });
+  const [turbo, sd15, custom] = readModelsFile(file);
+  assert.deepEqual(turbo?.defaults, {
+    width: 512,
+    height: 512,
+    num_inference_steps: 1,
+    guidance_scale: 1,
+    scheduler: "K_EULER",
+  });
+  assert.equal(turbo?.variant, "fp16");
+  assert.equal(sd15?.defaults.width, 512);
+  assert.equal(sd15?.defaults.num_inference_steps, 50);
+  // A folder is resolved against the models file's folder.
+  assert.equal(custom?.weights, path.join(tmp, "weights", "custom"));
+  assert.deepEqual(custom?.defaults, {
+    width: 640,
+    height: 384,
+    num_inference_steps: 50,
+    guidance_scale: 7.5,
+    scheduler: "K_EULER_ANCESTRAL",
+    negative_prompt: "blurry",
+  });
+  assert.equal(custom?.description, "ours");
+});
+
+test("--model gives stability-ai/stable-diffusion its weights beside the models file's models", () => {
+  const file = modelsFile({ models: { "stability-ai/sd-turbo": { weights: "stabilityai/sd-turbo" } } });
+  assert.deepEqual(
+    modelCatalog({ modelsFile: file, model: "tiny-random" }).map((s) => [s.name, s.weights]),
+    [
+      ["stability-ai/stable-diffusion", "tiny-random"],
+      ["stability-ai/sd-turbo", "stabilityai/sd-turbo"],
+    ],
+  );
+  // A models file alone serves what it lists.
+  assert.deepEqual(
+    modelCatalog({ modelsFile: file }).map((s) => s.name),
+    ["stability-ai/sd-turbo"],
+  );
+});
+
+test("a bad models file is refused with the file and the field", () => {
+  const cases: [unknown, RegExp][] = [
+    ["{", /not valid JSON/],
+    [{ models: [] }, /must hold \{"models"/],
+    [{ models: {} }, /lists no models/],
+    [{ models: { nameless: { weights: "tiny-random" } } }, /a model name is owner\/name/],
+    [{ models: { "a/b": {} } }, /models\["a\/b"\]\.weights: required/],
+    [{ models: { "a/b": { weights: "tiny-random", variant: "int8" } } }, /\.variant: must be fp32 or fp16/],
+    [{ models: { "a/b": { weights: "tiny-random", steps: 4 } } }, /\.steps: unknown setting/],
+    [
+      { models: { "a/b": { weights: "tiny-random", defaults: { width: 500 } } } },
+      /defaults\.width: must be one of 128/,
+    ],
+    [{ models: { "a/b": { weights: "tiny-random", defaults: { seed: 1 } } } }, /defaults\.seed: unknown input/],
+    [{ models: { "a/b": { weights: "tiny-random", defaults: { guidance_scale: 0 } } } }, /1 turns guidance off/],
+    [
+      { models: { "a/b": { weights: "tiny-random", defaults: { width: 1024, height: 1024 } } } },
+      /more than the largest size/,
+    ],
+  ];
+  for (const [content, message] of cases) {
+    const file = modelsFile(content);
+    assert.throws(
+      () => readModelsFile(file),
+      (err: unknown) => {
+        assert.ok(err instanceof CatalogError);
+        assert.match(err.message, message);
+        assert.ok(err.message.includes(file), err.message);
+        return true;
+      },
+    );
+  }
+  assert.throws(() => readModelsFile(path.join(tmp, "absent.json")), /cannot be read \(ENOENT\)/);
+});
