@@ -28,7 +28,7 @@ ${opts.scripts.map((s) => html`<script type="module" src="/static/${s}"></script
 <a class="skip" href="#main">Skip to content</a>
 <header class="site">
 <a class="brand" href="/"><img src="/static/icon.svg" alt="" width="24" height="24"> sdserve</a>
-<nav aria-label="Site"><a href="/">Playground</a></nav>
+<nav class="site-nav" aria-label="Site"><a href="/">Playground</a></nav>
 <button type="button" class="token-button" data-action="open-token" hidden>API token</button>
 </header>
 <main id="main">

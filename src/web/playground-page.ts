@@ -9,12 +9,22 @@ import { html } from "./html.js";
 import { page } from "./layout.js";
 import { inputFields, schemaFormFields } from "./schema-form.js";
 
-export function playgroundPage(model: ModelAdapter, apiBase: string): string {
-  const name = `${model.model.owner}/${model.model.name}`;
+const nameOf = (m: ModelAdapter) => `${m.model.owner}/${m.model.name}`;
+
+/** The playground of `model`; with several models served, links to the others' playgrounds. */
+export function playgroundPage(model: ModelAdapter, apiBase: string, models: readonly ModelAdapter[]): string {
+  const name = nameOf(model);
+  const picker =
+    models.length > 1
+      ? html`<nav class="models" aria-label="Models">${models.map(
+          (m) =>
+            html`<a href="/?model=${encodeURIComponent(nameOf(m))}"${m === model ? html` aria-current="page"` : ""}>${nameOf(m)}</a>`,
+        )}</nav>`
+      : "";
   return page({
-    title: "Playground",
+    title: `Playground · ${name}`,
     scripts: ["playground.js"],
-    main: html`<h1>Playground <span class="muted">${name}</span></h1>
+    main: html`${picker}<h1>Playground <span class="muted">${name}</span></h1>
 <p class="lead">${model.model.description}</p>
 <noscript><p class="callout">The playground runs in the browser and needs JavaScript; the API at <code>${apiBase}</code> does not.</p></noscript>
 <div class="callout" data-role="token-callout" hidden>

@@ -48,10 +48,14 @@ export async function webRoutes(
   const { service } = opts;
   const assets = loadStaticAssets();
 
-  app.get("/", async (req, reply) => {
-    const model = service.models[0];
+  // The playground of the first model served, or of ?model=owner/name.
+  app.get<{ Querystring: { model?: string } }>("/", async (req, reply) => {
+    const wanted = req.query.model;
+    const model = wanted
+      ? service.models.find((m) => `${m.model.owner}/${m.model.name}` === wanted)
+      : service.models[0];
     if (!model) throw notFound();
-    return sendHtml(reply, playgroundPage(model, urlBaseOf(req, "/v1", opts.publicBaseUrl).api));
+    return sendHtml(reply, playgroundPage(model, urlBaseOf(req, "/v1", opts.publicBaseUrl).api, service.models));
   });
 
   app.get<{ Params: { key: string }; Querystring: { fragment?: string } }>("/p/:key", async (req, reply) => {
