@@ -115,6 +115,11 @@ describe("pull", () => {
     );
     // The tree listing is paginated (8 a page here); every page was read.
     assert.ok(hub.requests.filter((r) => r.url.includes("/tree/")).length > 1);
+    // A commit cannot change: pulled again by its hash, it needs no request at all.
+    hub.reset();
+    const byCommit = await pullModel({ repo: REPO, revision: repo.commit }, { settings });
+    assert.equal(byCommit.dir, pulled.dir);
+    assert.deepEqual(hub.requests, []);
   });
 
   test("a second pull downloads nothing", async () => {

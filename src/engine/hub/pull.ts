@@ -86,6 +86,11 @@ function resolveUrl(settings: HubSettings, repo: string, commit: string, repoPat
 
 export async function pullModel(ref: HubRef, opts: PullOptions): Promise<PulledModel> {
   if (opts.settings.offline) return cachedModel(ref, { ...opts, why: "offline" });
+  // A commit never changes: when its snapshot is complete there is nothing to ask the hub.
+  if (COMMIT_HASH.test(ref.revision)) {
+    const cached = await cachedModel(ref, opts).catch(() => undefined);
+    if (cached) return cached;
+  }
   try {
     return await pullFromHub(ref, opts);
   } catch (err) {

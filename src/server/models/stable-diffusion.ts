@@ -186,6 +186,8 @@ export interface StableDiffusionOptions {
   provider?: "cpu" | "cuda";
   /** Where the engine's own messages go (which execution provider runs each network). */
   log?: (line: string) => void;
+  /** After a setup failed because the hub was unreachable, how long until a prediction tries again. */
+  retryUnreachableMs?: number;
 }
 
 /** Versions made from a models file have no publication date: they exist since the server started. */
@@ -273,7 +275,8 @@ export class StableDiffusionAdapter implements ModelAdapter {
 
   setup(): Promise<void> {
     // The hub was unreachable: the network may be back by now.
-    if (this.failedTransiently && performance.now() - this.failedAt >= RETRY_UNREACHABLE_MS) {
+    const retryAfter = this.options.retryUnreachableMs ?? RETRY_UNREACHABLE_MS;
+    if (this.failedTransiently && performance.now() - this.failedAt >= retryAfter) {
       this.loading = undefined;
       this.failedTransiently = false;
       this.state = "STARTING";
