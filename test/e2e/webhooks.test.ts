@@ -63,14 +63,18 @@ function deliveriesTo(path: string): Received[] {
   return received.filter((r) => r.path.split("?")[0] === path);
 }
 
-async function completedAt(path: string): Promise<Received[]> {
+/**
+ * Waits for `terminal` deliveries of a finished prediction: `output` and `completed` both
+ * carry the final state, so a filter with both gets two such bodies, `completed` last.
+ */
+async function completedAt(path: string, terminal: number): Promise<Received[]> {
+  const isTerminal = (r: Received) => {
+    const body = JSON.parse(r.body);
+    return Boolean(body.completed_at) && ["succeeded", "failed", "canceled"].includes(body.status);
+  };
   return eventually(async () => {
     const got = deliveriesTo(path);
-    return got.some(
-      (r) => JSON.parse(r.body).completed_at && ["succeeded", "failed", "canceled"].includes(JSON.parse(r.body).status),
-    )
-      ? got
-      : undefined;
+    return got.filter(isTerminal).length >= terminal ? got : undefined;
   }, `the completed webhook at ${path}`);
 }
 
@@ -92,7 +96,7 @@ test("every event in the filter, in order, signed; the last body is the predicti
   });
   assert.equal(prediction.webhook, `${hookBase}${path}?job=77`);
   assert.deepEqual(prediction.webhook_events_filter, ["start", "output", "logs", "completed"]);
-  const got = await completedAt(path);
+  const got = await completedAt(path, 2);
   await new Promise((r) => setTimeout(r, 200)); // nothing may follow `completed`
   assert.equal(deliveriesTo(path).length, got.length);
 
@@ -149,7 +153,7 @@ test("every event in the filter, in order, signed; the last body is the predicti
 test("without a filter: output and completed only", async () => {
   const path = "/hooks/default";
   await replicate.predictions.create({ version: VERSION, input: smallInput(), webhook: `${hookBase}${path}` });
-  const got = await completedAt(path);
+  const got = await completedAt(path, 2);
   const statuses = got.map((r) => JSON.parse(r.body).status);
   assert.deepEqual(statuses, ["succeeded", "succeeded"]);
   assert.equal(JSON.parse(got[0]?.body as string).output.length, 1);
@@ -190,7 +194,7 @@ test("a canceled prediction sends completed with status canceled; webhook_comple
   assert.equal(r.status, 201);
   assert.deepEqual(r.json["webhook_events_filter"], ["completed"]);
   await api(server, "POST", `/v1/predictions/${r.json["id"]}/cancel`);
-  const got = await completedAt(path);
+  const got = await completedAt(path, 1);
   assert.equal(got.length, 1);
   assert.equal(JSON.parse(got[0]?.body as string).status, "canceled");
 });
