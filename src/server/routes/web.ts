@@ -11,6 +11,7 @@ import { predictionSection } from "../../web/prediction-view.js";
 import { inputFields } from "../../web/schema-form.js";
 import { urlBaseOf } from "../http/headers.js";
 import { notFound } from "../http/problem.js";
+import { isVersionOf } from "../models/model.js";
 import { toApiPrediction } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
 
@@ -62,7 +63,7 @@ export async function webRoutes(
     const p = await service.findByStreamKey(req.params.key);
     if (!p) throw notFound();
     const api = toApiPrediction(p, urlBaseOf(req, "/v1", opts.publicBaseUrl));
-    const model = service.models.find((m) => m.version.id === p.version);
+    const model = service.models.find((m) => isVersionOf(m, p.version));
     const fields = model ? inputFields(model.schemas) : undefined;
     // ?fragment=page|embed: the prediction's section alone, for the script to swap in.
     const { fragment } = req.query;
