@@ -53,6 +53,8 @@ export interface Config {
   corsOrigins: string[];
   /** Per-token request limit: at most `max` requests per `windowMs`; null: off. */
   rateLimit: { max: number; windowMs: number } | null;
+  /** DATABASE_URL: predictions in PostgreSQL instead of the SQLite file (migrated on start). */
+  databaseUrl: string | undefined;
 }
 
 export const SERVE_HELP = `Usage: sdserve serve [--model <folder|owner/name|tiny-random>] [--models <file>] [options]
@@ -84,6 +86,10 @@ Environment only:
   SDSERVE_WEBHOOK_ALLOW_PRIVATE   true: allow webhooks to loopback and private addresses (default false)
   SDSERVE_CORS_ORIGINS            comma-separated origins allowed by CORS, or * (default: none)
   SDSERVE_RATE_LIMIT              per-token request limit such as 600/m or 10/s (default: off)
+
+Scale-out (each unset: the embedded default beside it):
+  DATABASE_URL                    postgres://user:pass@host:5432/db: predictions in PostgreSQL, shared by every
+                                  node and worker; the schema is migrated on start (default: SQLite in --data-dir)
 
 Hugging Face Hub (as Python's huggingface_hub reads them; the cache is shared with it):
   HF_HUB_CACHE, HF_HOME           where downloaded weights are kept (default ~/.cache/huggingface/hub)
@@ -260,6 +266,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     rateLimit = { max, windowMs: Number(m[2] || 1) * (UNITS_MS[m[3] as string] as number) };
   }
 
+  const databaseUrl = serviceUrl("DATABASE_URL", env["DATABASE_URL"], ["postgres:", "postgresql:"]);
+
   const corsOrigins = (env["SDSERVE_CORS_ORIGINS"] ?? "")
     .split(",")
     .map((o) => o.trim().replace(/\/+$/, ""))
@@ -286,5 +294,21 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     webhookAllowPrivate: boolean("SDSERVE_WEBHOOK_ALLOW_PRIVATE", env["SDSERVE_WEBHOOK_ALLOW_PRIVATE"] ?? ""),
     corsOrigins,
     rateLimit,
+    databaseUrl,
   };
+}
+
+/** A service URL from the environment, checked for its scheme; the error never echoes a password. */
+function serviceUrl(name: string, text: string | undefined, schemes: string[]): string | undefined {
+  if (text === undefined || text.trim() === "") return undefined;
+  let u: URL;
+  try {
+    u = new URL(text.trim());
+  } catch {
+    throw new ConfigError(`${name} must be a URL (${schemes[0]}//…)`);
+  }
+  if (!schemes.includes(u.protocol)) {
+    throw new ConfigError(`${name} must be a ${schemes.map((s) => `${s}//`).join(" or ")} URL, not ${u.protocol}//…`);
+  }
+  return text.trim();
 }

@@ -86,3 +86,20 @@ test("bad values fail at start, naming the setting", () => {
     );
   }
 });
+
+test("DATABASE_URL is checked for its scheme, and the error never shows the password", () => {
+  assert.equal(
+    loadConfig([], { DATABASE_URL: "postgres://u:secret@db:5432/sd" }).databaseUrl,
+    "postgres://u:secret@db:5432/sd",
+  );
+  assert.equal(loadConfig([], {}).databaseUrl, undefined);
+  assert.throws(
+    () => loadConfig([], { DATABASE_URL: "mysql://u:secret@db/sd" }),
+    (err: Error) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /DATABASE_URL must be a postgres/);
+      assert.doesNotMatch(err.message, /secret/);
+      return true;
+    },
+  );
+});

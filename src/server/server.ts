@@ -1,5 +1,5 @@
 /**
- * Starts the whole service from a Config with the embedded defaults: SQLite store, in-process
+ * Starts the whole service from a Config: by default with the embedded parts, SQLite store, in-process
  * queue and events, outputs on local disk, one worker in this process. close() is the graceful
  * shutdown: it stops taking work, puts a running prediction back in the queue's state (it runs
  * again on the next start), answers open waits, and closes the store last.
@@ -17,6 +17,7 @@ import { StableDiffusionAdapter } from "./models/stable-diffusion.js";
 import { LocalPredictionEvents } from "./predictions/events.js";
 import { PredictionService } from "./predictions/service.js";
 import { LocalJobQueue } from "./queue/local.js";
+import { PostgresPredictionStore } from "./store/postgres.js";
 import { SqlitePredictionStore } from "./store/sqlite.js";
 import { WebhookDispatcher } from "./webhooks/dispatcher.js";
 import { Worker } from "./worker.js";
@@ -44,7 +45,9 @@ export interface ServerParts {
 
 export async function startServer(config: Config, out: ServerOutput, parts: ServerParts = {}): Promise<RunningServer> {
   await mkdir(config.dataDir, { recursive: true });
-  const store = new SqlitePredictionStore(path.join(config.dataDir, "sdserve.db"));
+  const store = config.databaseUrl
+    ? await PostgresPredictionStore.open(config.databaseUrl, { log: out.error })
+    : new SqlitePredictionStore(path.join(config.dataDir, "sdserve.db"));
   const queue = new LocalJobQueue();
   const files = new DiskFileStore(path.join(config.dataDir, "files"));
   const events = new LocalPredictionEvents();

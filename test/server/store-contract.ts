@@ -1,0 +1,270 @@
+/**
+ * What every PredictionStore promises, as tests: store-sqlite.test.ts and store-postgres.test.ts
+ * run these same cases, so the two stores behave alike (order, cursors, isolation, conditional
+ * updates, idempotency keys, logs, retention queries, webhook log, settings).
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { newCapabilityKey, newPredictionId } from "../../src/server/predictions/ids.js";
+import type { PredictionRecord } from "../../src/server/predictions/prediction.js";
+import type { PredictionStore } from "../../src/server/store/store.js";
+
+export interface OpenedStore {
+  store: PredictionStore;
+  /** Closes the store and removes what the test made. */
+  dispose(): Promise<void>;
+}
+
+let clock = Date.parse("2025-03-02T10:00:00Z") * 1000;
+/** Strictly increasing timestamps in the stored form, one second apart unless told. */
+function ts(stepMicros = 1_000_000): string {
+  clock += stepMicros;
+  const iso = new Date(Math.floor(clock / 1000)).toISOString();
+  return `${iso.slice(0, -1)}${String(clock % 1000).padStart(3, "0")}Z`;
+}
+
+function record(extra: Partial<PredictionRecord> = {}): PredictionRecord {
+  return {
+    id: newPredictionId(),
+    account: "alice",
+    model: "stability-ai/stable-diffusion",
+    version: "v1",
+    input: { prompt: "a fox", width: 128, nested: { z: 1, a: [1, 2] } },
+    logs: "",
+    output: null,
+    error: null,
+    status: "starting",
+    dataRemoved: false,
+    createdAt: ts(),
+    startedAt: null,
+    completedAt: null,
+    webhook: null,
+    webhookEventsFilter: null,
+    deadline: null,
+    apiBase: "http://127.0.0.1:8080/v1",
+    origin: "http://127.0.0.1:8080",
+    filesKey: newCapabilityKey(),
+    streamKey: newCapabilityKey(),
+    attempts: 0,
+    ...extra,
+  };
+}
+
+export function storeContract(label: string, open: () => Promise<OpenedStore>, skip?: string): void {
+  describe(`PredictionStore contract: ${label}`, { skip }, () => {
+    let opened: OpenedStore;
+    let store: PredictionStore;
+    before(async () => {
+      opened = await open();
+      store = opened.store;
+    });
+    after(async () => {
+      await opened?.dispose();
+    });
+
+    test("a record reads back field for field, by id and by each capability key", async () => {
+      const p = record({
+        webhook: "https://example.com/hook",
+        webhookEventsFilter: ["start", "completed"],
+        deadline: ts(0),
+      });
+      assert.deepEqual(await store.insert(p), p);
+      const got = await store.get(p.id);
+      assert.deepEqual(got, p);
+      // The caller's key order survives (the input is echoed back as sent).
+      assert.deepEqual(Object.keys(got?.input ?? {}), ["prompt", "width", "nested"]);
+      assert.deepEqual(await store.findByFilesKey(p.filesKey), p);
+      assert.deepEqual(await store.findByStreamKey(p.streamKey), p);
+      assert.equal(await store.get("nosuchid"), undefined);
+      assert.equal(await store.findByFilesKey("nosuchkey"), undefined);
+    });
+
+    test("update applies a patch only from the allowed statuses; exactly one of two racing transitions wins", async () => {
+      const p = record();
+      await store.insert(p);
+      const started = ts();
+      const processing = await store.update(p.id, { status: "processing", startedAt: started, attempts: 1 }, [
+        "starting",
+        "processing",
+      ]);
+      assert.equal(processing?.status, "processing");
+      assert.equal(processing?.startedAt, started);
+      assert.equal(processing?.attempts, 1);
+      assert.equal(await store.update(p.id, { status: "processing" }, ["starting"]), undefined);
+
+      const done = ts();
+      const [succeeded, canceled] = await Promise.all([
+        store.update(p.id, { status: "succeeded", output: ["out-0.png"], completedAt: done }, ["processing"]),
+        store.update(p.id, { status: "canceled", completedAt: done }, ["starting", "processing"]),
+      ]);
+      assert.equal([succeeded, canceled].filter(Boolean).length, 1);
+      const final = await store.get(p.id);
+      assert.ok(final?.status === "succeeded" || final?.status === "canceled");
+      if (final?.status === "succeeded") assert.deepEqual(final.output, ["out-0.png"]);
+
+      // Without a condition the patch always applies; null and false are stored as such.
+      const cleared = await store.update(p.id, { output: null, input: {}, logs: "", dataRemoved: true });
+      assert.equal(cleared?.output, null);
+      assert.deepEqual(cleared?.input, {});
+      assert.equal(cleared?.dataRemoved, true);
+      assert.equal(await store.update("nosuchid", { logs: "x" }), undefined);
+    });
+
+    test("logs grow line by line while unfinished, and never after", async () => {
+      const p = record();
+      await store.insert(p);
+      await store.appendLog(p.id, "one");
+      await store.appendLog(p.id, "two");
+      assert.equal((await store.get(p.id))?.logs, "one\ntwo\n");
+      await store.update(p.id, { status: "failed", error: "boom", completedAt: ts() });
+      await store.appendLog(p.id, "late");
+      const failed = await store.get(p.id);
+      assert.equal(failed?.logs, "one\ntwo\n");
+      assert.equal(failed?.error, "boom");
+    });
+
+    test("list: newest first per account, both cursors, every filter", async () => {
+      const account = `list-${newPredictionId()}`;
+      const rows: PredictionRecord[] = [];
+      for (let i = 0; i < 7; i++) {
+        rows.push(
+          record({
+            account,
+            model: i % 2 === 0 ? "a/even" : "a/odd",
+            version: i % 2 === 0 ? "ve" : "vo",
+            status: i < 3 ? "succeeded" : "starting",
+          }),
+        );
+      }
+      // Two rows created in the same microsecond are ordered by id.
+      const tieAt = ts();
+      const [x, y] = [newPredictionId(), newPredictionId()].sort();
+      rows.push(
+        record({ account, id: x as string, createdAt: tieAt }),
+        record({ account, id: y as string, createdAt: tieAt }),
+      );
+      for (const r of rows) await store.insert(r);
+      await store.insert(record({ account: `${account}-other` }));
+
+      const newestFirst = [...rows].reverse().map((r) => r.id);
+      const all = await store.list({ account, limit: 100 });
+      assert.deepEqual(
+        all.map((r) => r.id),
+        newestFirst,
+      );
+      const page1 = await store.list({ account, limit: 3 });
+      assert.deepEqual(
+        page1.map((r) => r.id),
+        newestFirst.slice(0, 3),
+      );
+      const last1 = page1[2] as PredictionRecord;
+      const page2 = await store.list({ account, limit: 3, after: { createdAt: last1.createdAt, id: last1.id } });
+      assert.deepEqual(
+        page2.map((r) => r.id),
+        newestFirst.slice(3, 6),
+      );
+      const first2 = page2[0] as PredictionRecord;
+      const back = await store.list({ account, limit: 2, before: { createdAt: first2.createdAt, id: first2.id } });
+      assert.deepEqual(
+        back.map((r) => r.id),
+        newestFirst.slice(1, 3),
+      );
+      assert.deepEqual(
+        (await store.list({ account, limit: 100, status: "succeeded" })).map((r) => r.id),
+        rows
+          .slice(0, 3)
+          .reverse()
+          .map((r) => r.id),
+      );
+      assert.equal((await store.list({ account, limit: 100, model: "a/odd" })).length, 3);
+      assert.equal((await store.list({ account, limit: 100, version: "ve" })).length, 4);
+      const r2 = rows[2] as PredictionRecord;
+      const r5 = rows[5] as PredictionRecord;
+      assert.deepEqual(
+        (await store.list({ account, limit: 100, createdAfter: r2.createdAt, createdBefore: r5.createdAt })).map(
+          (r) => r.id,
+        ),
+        [rows[4], rows[3], rows[2]].map((r) => r?.id),
+      );
+      assert.deepEqual(await store.list({ account: "nobody", limit: 10 }), []);
+    });
+
+    test("idempotency keys: one prediction per account and key, even when claimed at once; forgotten by age", async () => {
+      const account = `idem-${newPredictionId()}`;
+      const a = record({ account });
+      const b = record({ account });
+      const [ra, rb] = await Promise.all([store.insert(a, "key-1"), store.insert(b, "key-1")]);
+      assert.equal(ra.id, rb.id);
+      const winner = ra.id;
+      assert.equal((await store.findByIdempotencyKey(account, "key-1"))?.id, winner);
+      assert.equal((await store.list({ account, limit: 10 })).length, 1);
+      // Another account's key of the same name is its own.
+      const c = record({ account: `${account}-2` });
+      assert.equal((await store.insert(c, "key-1")).id, c.id);
+      assert.equal(await store.findByIdempotencyKey(account, "key-2"), undefined);
+
+      await store.forgetIdempotencyKeys(ts());
+      assert.equal(await store.findByIdempotencyKey(account, "key-1"), undefined);
+      const d = record({ account });
+      assert.equal((await store.insert(d, "key-1")).id, d.id);
+    });
+
+    test("unfinished oldest first, counts, retention candidates", async () => {
+      const model = `m/${newPredictionId()}`;
+      const q = record({ model });
+      const r = record({ model, status: "processing", attempts: 1 });
+      const done = record({ model, status: "succeeded", completedAt: ts(), output: ["out-0.png"] });
+      const removed = record({ model, status: "succeeded", completedAt: ts(), dataRemoved: true });
+      const cutoff = ts();
+      const later = record({ model, status: "failed", completedAt: ts() });
+      for (const p of [q, r, done, removed, later]) await store.insert(p);
+
+      const unfinished = (await store.unfinished()).filter((p) => p.model === model);
+      assert.deepEqual(
+        unfinished.map((p) => p.id),
+        [q.id, r.id],
+      );
+      assert.ok((await store.countUnfinished()) >= 2);
+      assert.equal(await store.countByModel(model), 5);
+      const expired = await store.completedBefore(cutoff);
+      assert.ok(expired.includes(done.id));
+      assert.ok(!expired.includes(removed.id));
+      assert.ok(!expired.includes(later.id));
+      assert.ok(!expired.includes(q.id));
+    });
+
+    test("webhook deliveries in order; finished predictions with a webhook since a time", async () => {
+      const since = ts();
+      const p = record({ webhook: "https://example.com/h", status: "succeeded", completedAt: ts() });
+      const noHook = record({ status: "succeeded", completedAt: ts() });
+      const running = record({ webhook: "https://example.com/h", status: "processing" });
+      for (const x of [p, noHook, running]) await store.insert(x);
+      const at = ts();
+      const attempts = [1, 2, 3].map((attempt) => ({
+        webhookId: "msg_1",
+        event: "completed" as const,
+        attempt,
+        at,
+        statusCode: attempt < 3 ? 500 : 200,
+        error: attempt < 3 ? "HTTP 500" : null,
+        delivered: attempt === 3,
+        final: attempt === 3,
+      }));
+      for (const d of attempts) await store.recordWebhookDelivery(p.id, d);
+      assert.deepEqual(await store.webhookDeliveries(p.id), attempts);
+      assert.deepEqual(await store.webhookDeliveries(noHook.id), []);
+      const finished = (await store.finishedWithWebhookSince(since)).map((x) => x.id);
+      assert.ok(finished.includes(p.id));
+      assert.ok(!finished.includes(noHook.id));
+      assert.ok(!finished.includes(running.id));
+    });
+
+    test("settings are a key-value table with upsert", async () => {
+      const key = `k-${newPredictionId()}`;
+      assert.equal(await store.getSetting(key), undefined);
+      await store.setSetting(key, "one");
+      await store.setSetting(key, "two");
+      assert.equal(await store.getSetting(key), "two");
+    });
+  });
+}
