@@ -55,6 +55,16 @@ export interface Config {
   rateLimit: { max: number; windowMs: number } | null;
   /** DATABASE_URL: predictions in PostgreSQL instead of the SQLite file (migrated on start). */
   databaseUrl: string | undefined;
+  /** REDIS_URL: the queue (BullMQ) and the prediction events on Redis, shared by every node and worker. */
+  redisUrl: string | undefined;
+  /** Prefix of every Redis key and channel, so that several deployments can share one Redis. */
+  redisPrefix: string;
+  /** Predictions one worker process runs at once (shared queue only; the in-process worker runs one). */
+  workerConcurrency: number;
+  /** How long a worker's claim on a job lasts unrenewed: after a worker dies its job runs elsewhere within about this. */
+  jobLockMs: number;
+  /** Whether this process runs predictions: false for `sdserve serve --no-worker`. */
+  runWorker: boolean;
 }
 
 export const SERVE_HELP = `Usage: sdserve serve [--model <folder|owner/name|tiny-random>] [--models <file>] [options]
@@ -75,6 +85,8 @@ Options (each also read from the environment variable shown):
   --threads <n>          SDSERVE_THREADS      CPU threads for ONNX Runtime (default: one per core)
   --provider <cpu|cuda>  SDSERVE_PROVIDER     execution provider (default cpu)
   --public-url <url>     SDSERVE_PUBLIC_URL   external base URL for links in responses (default: from each request)
+  --no-worker                                 API only: run no predictions here; \`sdserve worker\` processes do
+                                              (needs REDIS_URL)
 
 Environment only:
   SDSERVE_API_TOKENS              comma-separated bearer tokens (default: one generated and printed on first start)
@@ -90,6 +102,12 @@ Environment only:
 Scale-out (each unset: the embedded default beside it):
   DATABASE_URL                    postgres://user:pass@host:5432/db: predictions in PostgreSQL, shared by every
                                   node and worker; the schema is migrated on start (default: SQLite in --data-dir)
+  REDIS_URL                       redis://host:6379[/db]: the queue (BullMQ) and prediction events on Redis, so
+                                  that Prefer: wait, streams and webhooks work on any node (default: in-process)
+  SDSERVE_REDIS_PREFIX            prefix of Redis keys and channels (default sdserve)
+  SDSERVE_WORKER_CONCURRENCY      predictions a worker process runs at once, with REDIS_URL (default 1)
+  SDSERVE_JOB_LOCK                a worker's claim on a running job; when a worker dies, its job runs again
+                                  elsewhere after about this long: 30s, 2m (default 30s)
 
 Hugging Face Hub (as Python's huggingface_hub reads them; the cache is shared with it):
   HF_HUB_CACHE, HF_HOME           where downloaded weights are kept (default ~/.cache/huggingface/hub)
@@ -151,8 +169,37 @@ function catalog(model: string | undefined, modelsFile: string | undefined, vari
   }
 }
 
-/** Reads `sdserve serve`'s flags (argv after "serve") and the environment. */
-export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config {
+export const WORKER_HELP = `Usage: sdserve worker [--model <folder|owner/name|tiny-random>] [--models <file>] [options]
+
+Runs predictions that API nodes (sdserve serve --no-worker, or any sdserve serve on the same Redis)
+put in the shared queue: takes jobs from Redis, runs them on this machine's engine, writes the
+outputs and the predictions' progress to the shared store and files, and announces every change
+on Redis. Serve the same models as the API nodes. /health-check and /metrics answer on --port.
+
+Needs REDIS_URL, and DATABASE_URL unless every process shares one --data-dir (see sdserve serve --help).
+
+Options (each also read from the environment variable shown):
+  --model <source>       SDSERVE_MODEL        as for sdserve serve
+  --models <file>        SDSERVE_MODELS       as for sdserve serve
+  --variant <fp32|fp16>  SDSERVE_VARIANT      as for sdserve serve
+  --concurrency <n>      SDSERVE_WORKER_CONCURRENCY  predictions run at once (default 1)
+  --port <n>             SDSERVE_PORT, PORT   port of /health-check and /metrics (default 9090; 0 picks a free one)
+  --host <addr>          SDSERVE_HOST         address to bind (default 127.0.0.1)
+  --data-dir <dir>       SDSERVE_DATA_DIR     SQLite file and outputs where no DATABASE_URL / S3 is set
+  --threads <n>          SDSERVE_THREADS      CPU threads for ONNX Runtime (default: one per core)
+  --provider <cpu|cuda>  SDSERVE_PROVIDER     execution provider (default cpu)
+
+The environment variables of sdserve serve apply as well: REDIS_URL, DATABASE_URL,
+SDSERVE_REDIS_PREFIX, SDSERVE_JOB_LOCK, SDSERVE_OUTPUT_RETENTION, SDSERVE_MAX_RUN_TIME,
+SDSERVE_WEBHOOK_ALLOW_PRIVATE (webhooks of the predictions run here are sent from here) and HF_*.
+`;
+
+/** Reads `sdserve serve`'s (or `sdserve worker`'s) flags and the environment. */
+export function loadConfig(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  command: "serve" | "worker" = "serve",
+): Config {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -165,11 +212,13 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
       threads: { type: "string" },
       provider: { type: "string" },
       variant: { type: "string" },
-      "public-url": { type: "string" },
-    },
+      ...(command === "serve"
+        ? { "public-url": { type: "string" }, "no-worker": { type: "boolean" } }
+        : { concurrency: { type: "string" } }),
+    } as const,
   });
   if (positionals.length > 0)
-    throw new ConfigError(`unexpected argument "${positionals[0]}" (see sdserve serve --help)`);
+    throw new ConfigError(`unexpected argument "${positionals[0]}" (see sdserve ${command} --help)`);
 
   // Each setting: the flag, else the environment variable(s), else the default; the error names what was used.
   const pick = (flag: string | undefined, ...vars: string[]): [string, string] | undefined => {
@@ -267,6 +316,28 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
 
   const databaseUrl = serviceUrl("DATABASE_URL", env["DATABASE_URL"], ["postgres:", "postgresql:"]);
+  const redisUrl = serviceUrl("REDIS_URL", env["REDIS_URL"], ["redis:", "rediss:"]);
+  const runWorker = !(values as { "no-worker"?: boolean })["no-worker"];
+  if (!runWorker && !redisUrl) {
+    throw new ConfigError("--no-worker needs REDIS_URL: an API-only node hands predictions to workers through Redis");
+  }
+  if (command === "worker" && !redisUrl) {
+    throw new ConfigError("sdserve worker needs REDIS_URL: it takes its jobs from the shared queue on Redis");
+  }
+  const concurrency = pick("concurrency", "SDSERVE_WORKER_CONCURRENCY");
+  const redisPrefix = env["SDSERVE_REDIS_PREFIX"] || "sdserve";
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(redisPrefix)) {
+    throw new ConfigError(`SDSERVE_REDIS_PREFIX must be 1-64 letters, digits, _ . or -, got "${redisPrefix}"`);
+  }
+  let jobLockMs = 30_000;
+  const lock = env["SDSERVE_JOB_LOCK"];
+  if (lock !== undefined && lock !== "") {
+    const ms = parseDuration(lock);
+    if (ms === undefined || ms < 1000) {
+      throw new ConfigError(`SDSERVE_JOB_LOCK must be a duration of 1s or more (30s, 2m), got "${lock}"`);
+    }
+    jobLockMs = ms;
+  }
 
   const corsOrigins = (env["SDSERVE_CORS_ORIGINS"] ?? "")
     .split(",")
@@ -274,7 +345,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .filter(Boolean);
 
   return {
-    port: port ? integer(port[0], port[1], 0, 65535) : 8080,
+    port: port ? integer(port[0], port[1], 0, 65535) : command === "worker" ? 9090 : 8080,
     host: pick("host", "SDSERVE_HOST")?.[1] ?? "127.0.0.1",
     dataDir: path.resolve(pick("data-dir", "SDSERVE_DATA_DIR")?.[1] ?? defaultDataDir(env)),
     model: model?.[1],
@@ -295,6 +366,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     corsOrigins,
     rateLimit,
     databaseUrl,
+    redisUrl,
+    redisPrefix,
+    workerConcurrency: concurrency ? integer(concurrency[0], concurrency[1], 1, 64) : 1,
+    jobLockMs,
+    runWorker,
   };
 }
 

@@ -87,19 +87,40 @@ test("bad values fail at start, naming the setting", () => {
   }
 });
 
-test("DATABASE_URL is checked for its scheme, and the error never shows the password", () => {
-  assert.equal(
-    loadConfig([], { DATABASE_URL: "postgres://u:secret@db:5432/sd" }).databaseUrl,
-    "postgres://u:secret@db:5432/sd",
-  );
-  assert.equal(loadConfig([], {}).databaseUrl, undefined);
-  assert.throws(
-    () => loadConfig([], { DATABASE_URL: "mysql://u:secret@db/sd" }),
-    (err: Error) => {
-      assert.ok(err instanceof ConfigError);
-      assert.match(err.message, /DATABASE_URL must be a postgres/);
-      assert.doesNotMatch(err.message, /secret/);
-      return true;
-    },
-  );
+test("scale-out settings: service URLs checked by scheme, --no-worker needs Redis", () => {
+  const c = loadConfig([], {
+    DATABASE_URL: "postgres://u:secret@db:5432/sd",
+    REDIS_URL: "redis://cache:6379/2",
+    SDSERVE_WORKER_CONCURRENCY: "3",
+    SDSERVE_JOB_LOCK: "5s",
+  });
+  assert.equal(c.databaseUrl, "postgres://u:secret@db:5432/sd");
+  assert.equal(c.redisUrl, "redis://cache:6379/2");
+  assert.equal(c.redisPrefix, "sdserve");
+  assert.equal(c.workerConcurrency, 3);
+  assert.equal(c.jobLockMs, 5000);
+  assert.equal(c.runWorker, true);
+  assert.equal(loadConfig(["--no-worker"], { REDIS_URL: "redis://127.0.0.1" }).runWorker, false);
+  const d = loadConfig([], {});
+  assert.equal(d.databaseUrl, undefined);
+  assert.equal(d.redisUrl, undefined);
+  assert.equal(d.jobLockMs, 30_000);
+  assert.throws(() => loadConfig(["--no-worker"], {}), /--no-worker needs REDIS_URL/);
+  assert.throws(() => loadConfig([], { DATABASE_URL: "mysql://u:secret@db/sd" }), (err: Error) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /DATABASE_URL must be a postgres/);
+    assert.doesNotMatch(err.message, /secret/);
+    return true;
+  });
+  assert.throws(() => loadConfig([], { REDIS_URL: "not a url" }), /REDIS_URL must be a URL/);
+  assert.throws(() => loadConfig([], { SDSERVE_JOB_LOCK: "10ms" }), /SDSERVE_JOB_LOCK/);
+});
+
+test("sdserve worker: needs REDIS_URL, takes --concurrency, answers health and metrics on 9090 by default", () => {
+  const w = loadConfig(["--concurrency", "2"], { REDIS_URL: "redis://127.0.0.1" }, "worker");
+  assert.equal(w.workerConcurrency, 2);
+  assert.equal(w.port, 9090);
+  assert.throws(() => loadConfig([], {}, "worker"), /sdserve worker needs REDIS_URL/);
+  assert.throws(() => loadConfig(["--no-worker"], { REDIS_URL: "redis://127.0.0.1" }, "worker"));
+  assert.throws(() => loadConfig(["--concurrency", "2"], {}), /concurrency/);
 });

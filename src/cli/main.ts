@@ -5,6 +5,7 @@ import { ModelError, RequestError } from "../engine/errors.js";
 import { GENERATE_HELP, generateCommand, UsageError } from "./generate.js";
 import { MODELS_HELP, modelsCommand } from "./models.js";
 import { SERVE_HELP, serveCommand } from "./serve.js";
+import { WORKER_HELP, workerCommand } from "./worker.js";
 
 const VERSION = "0.1.0";
 
@@ -13,6 +14,8 @@ const HELP = `sdserve ${VERSION} — self-hosted Stable Diffusion on ONNX Runtim
 Usage:
   sdserve serve [--model <folder|owner/name|tiny-random>] [--models <file>] [options]
                               serve Replicate's predictions API (and OpenAI's images API)
+  sdserve worker [--model …] [--models <file>] [--concurrency <n>]
+                              run predictions from the shared queue (REDIS_URL) for API nodes
   sdserve generate "prompt" --model <folder|owner/name|tiny-random> [options]
                               make images from text and write PNG files
   sdserve models list | pull [<id>] | verify <id>
@@ -21,14 +24,20 @@ Usage:
 
 A model is a diffusers-format folder, a Hugging Face model id (owner/name[@revision],
 downloaded into the Hugging Face cache on first use), or tiny-random (made on the spot).
-Run "sdserve serve --help", "sdserve generate --help" or "sdserve models --help" for options.
+Run "sdserve serve --help", "sdserve worker --help", "sdserve generate --help" or
+"sdserve models --help" for options.
 `;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === "--help" || cmd === "-h" || cmd === "help") {
     const topic = cmd === "help" ? rest[0] : undefined;
-    const topics: Record<string, string> = { generate: GENERATE_HELP, serve: SERVE_HELP, models: MODELS_HELP };
+    const topics: Record<string, string> = {
+      generate: GENERATE_HELP,
+      serve: SERVE_HELP,
+      worker: WORKER_HELP,
+      models: MODELS_HELP,
+    };
     process.stdout.write((topic && topics[topic]) ?? HELP);
     return 0;
   }
@@ -38,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === "generate") return generateCommand(rest);
   if (cmd === "serve") return serveCommand(rest);
+  if (cmd === "worker") return workerCommand(rest);
   if (cmd === "models") return modelsCommand(rest);
   throw new UsageError(`unknown command "${cmd}" (see sdserve --help)`);
 }

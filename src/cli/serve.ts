@@ -22,7 +22,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     }
     throw err;
   });
-  // SIGTERM / SIGINT: graceful shutdown; a second signal exits at once.
+  await untilSignal(server);
+  return 0;
+}
+
+/** Runs until SIGTERM / SIGINT, then shuts down gracefully; a second signal exits at once. */
+export async function untilSignal(server: { close(): Promise<void> }): Promise<void> {
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
@@ -37,5 +42,4 @@ export async function serveCommand(argv: string[]): Promise<number> {
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
   });
-  return 0;
 }

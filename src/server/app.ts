@@ -38,6 +38,8 @@ export interface AppOptions {
   provider: "cpu" | "cuda";
   /** The server's version, in its OpenAPI document. */
   version: string;
+  /** An API-only node (--no-worker): the models are loaded by the workers, not here. */
+  modelsRunElsewhere?: boolean;
   log?: (line: string) => void;
 }
 
@@ -119,7 +121,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     }
   };
 
-  app.register(healthRoutes, { models: opts.service.models });
+  app.register(healthRoutes, { models: opts.service.models, runElsewhere: opts.modelsRunElsewhere ?? false });
   const openapi = serverOpenApi(opts.service.models, opts.version);
   app.get("/openapi.json", async () => openapi);
   app.register(fileRoutes, { service: opts.service });

@@ -1,25 +1,23 @@
 /**
- * Starts the whole service from a Config: by default with the embedded parts, SQLite store, in-process
- * queue and events, outputs on local disk, one worker in this process. close() is the graceful
- * shutdown: it stops taking work, puts a running prediction back in the queue's state (it runs
- * again on the next start), answers open waits, and closes the store last.
+ * Starts `sdserve serve` from a Config: the HTTP API and, unless --no-worker, a worker in this
+ * process. With nothing configured it is the whole service on the embedded parts (SQLite,
+ * in-process queue and events, outputs on local disk); DATABASE_URL and REDIS_URL move those
+ * parts onto shared services (backends.ts), so that several such nodes and `sdserve worker`
+ * processes serve together. close() is the graceful shutdown: it stops taking work, puts a
+ * running prediction back in the queue's state (it runs again on the next start, or on another
+ * worker), answers open waits, and closes the store last.
  */
-import { mkdir } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
-import path from "node:path";
 import type { FastifyInstance } from "fastify";
 import type { Config } from "../config.js";
 import { buildApp } from "./app.js";
 import { resolveApiTokens, TokenAuth } from "./auth.js";
-import { DiskFileStore } from "./files/disk.js";
+import { type Backends, openBackends } from "./backends.js";
 import type { ModelAdapter } from "./models/model.js";
 import { StableDiffusionAdapter } from "./models/stable-diffusion.js";
-import { LocalPredictionEvents } from "./predictions/events.js";
 import { PredictionService } from "./predictions/service.js";
-import { LocalJobQueue } from "./queue/local.js";
-import { PostgresPredictionStore } from "./store/postgres.js";
-import { SqlitePredictionStore } from "./store/sqlite.js";
-import { WebhookDispatcher } from "./webhooks/dispatcher.js";
+import { RETRY_DELAYS_MS, WebhookDispatcher } from "./webhooks/dispatcher.js";
+import { BullMqCompletedDeliveries } from "./webhooks/jobs.js";
 import { Worker } from "./worker.js";
 
 export const SDSERVE_VERSION = "0.1.0";
@@ -44,46 +42,12 @@ export interface ServerParts {
 }
 
 export async function startServer(config: Config, out: ServerOutput, parts: ServerParts = {}): Promise<RunningServer> {
-  await mkdir(config.dataDir, { recursive: true });
-  const store = config.databaseUrl
-    ? await PostgresPredictionStore.open(config.databaseUrl, { log: out.error })
-    : new SqlitePredictionStore(path.join(config.dataDir, "sdserve.db"));
-  const queue = new LocalJobQueue();
-  const files = new DiskFileStore(path.join(config.dataDir, "files"));
-  const events = new LocalPredictionEvents();
-  const models: ModelAdapter[] =
-    parts.models ??
-    config.models.map(
-      (spec) =>
-        new StableDiffusionAdapter({
-          spec,
-          hub: config.hub,
-          threads: config.threads,
-          provider: config.provider,
-          log: out.error,
-        }),
-    );
-  const service = new PredictionService(
-    store,
-    queue,
-    files,
-    events,
-    models,
-    {
-      queueMax: config.queueMax,
-      outputRetentionMs: config.outputRetentionMs,
-      maxRunTimeMs: config.maxRunTimeMs,
-      webhookAllowPrivate: config.webhookAllowPrivate,
-    },
-    out.error,
-  );
+  const backends = await openBackends(config, out.error);
+  const { queue } = backends;
+  const models: ModelAdapter[] = parts.models ?? modelAdapters(config, out);
+  const service = newService(config, backends, models, out);
 
-  const webhooks = new WebhookDispatcher(store, events, {
-    allowPrivate: config.webhookAllowPrivate,
-    log: out.error,
-    userAgent: `sdserve/${SDSERVE_VERSION}`,
-  });
-  webhooks.start();
+  const { dispatcher: webhooks, close: closeWebhooks } = startWebhooks(config, backends, out);
 
   const tokens = await resolveApiTokens(config.apiTokens, config.dataDir);
   if (tokens.created) {
@@ -105,6 +69,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     rateLimit: config.rateLimit,
     provider: config.provider,
     version: SDSERVE_VERSION,
+    modelsRunElsewhere: !config.runWorker,
     log: out.error,
   });
 
@@ -122,8 +87,73 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     (n) => n > 0 && out.info(`Resumed ${n} undelivered completed webhook(s).`),
     (err: unknown) => out.error(`Resuming webhooks failed: ${String(err)}`),
   );
-  // One model at a time: downloads do not compete for bandwidth, nor loads for memory. A
-  // prediction for a model still waiting starts that model's setup at once.
+  let worker: Worker | undefined;
+  if (config.runWorker) {
+    setupModels(models, out);
+    // The in-process worker runs one prediction at a time; on a shared queue, as many as configured.
+    worker = new Worker(service, queue, out.error, queue.shared ? config.workerConcurrency : 1);
+    worker.start();
+  }
+  out.info(`sdserve listening on ${url}`);
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    app,
+    close: () => {
+      closing ??= (async () => {
+        service.shutdown();
+        await worker?.stop();
+        await closeWebhooks();
+        await app.close();
+        for (const m of models) await m.close();
+        await backends.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+export function modelAdapters(config: Config, out: ServerOutput): ModelAdapter[] {
+  return config.models.map(
+    (spec) =>
+      new StableDiffusionAdapter({
+        spec,
+        hub: config.hub,
+        threads: config.threads,
+        provider: config.provider,
+        log: out.error,
+      }),
+  );
+}
+
+export function newService(
+  config: Config,
+  backends: Backends,
+  models: readonly ModelAdapter[],
+  out: ServerOutput,
+): PredictionService {
+  return new PredictionService(
+    backends.store,
+    backends.queue,
+    backends.files,
+    backends.events,
+    models,
+    {
+      queueMax: config.queueMax,
+      outputRetentionMs: config.outputRetentionMs,
+      maxRunTimeMs: config.maxRunTimeMs,
+      webhookAllowPrivate: config.webhookAllowPrivate,
+    },
+    out.error,
+  );
+}
+
+/**
+ * Loads the models one at a time: downloads do not compete for bandwidth, nor loads for memory.
+ * A prediction for a model still waiting starts that model's setup at once.
+ */
+export function setupModels(models: readonly ModelAdapter[], out: ServerOutput): void {
   const loadStart = performance.now();
   void models.reduce<Promise<unknown>>(
     (previous, m) =>
@@ -141,25 +171,30 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
       ),
     Promise.resolve(),
   );
-  const worker = new Worker(service, queue, out.error);
-  worker.start();
-  out.info(`sdserve listening on ${url}`);
+}
 
-  let closing: Promise<void> | undefined;
+/** The webhook dispatcher of this process; with a shared queue, `completed` tries are durable jobs that it also runs. */
+export function startWebhooks(
+  config: Config,
+  backends: Backends,
+  out: ServerOutput,
+): { dispatcher: WebhookDispatcher; close(): Promise<void> } {
+  const durable = config.redisUrl
+    ? new BullMqCompletedDeliveries(config.redisUrl, config.redisPrefix, RETRY_DELAYS_MS, out.error)
+    : undefined;
+  const dispatcher = new WebhookDispatcher(backends.store, backends.events, {
+    allowPrivate: config.webhookAllowPrivate,
+    log: out.error,
+    userAgent: `sdserve/${SDSERVE_VERSION}`,
+    durable,
+  });
+  dispatcher.start();
+  durable?.start(dispatcher);
   return {
-    url,
-    app,
-    close: () => {
-      closing ??= (async () => {
-        service.shutdown();
-        webhooks.stop();
-        await worker.stop();
-        await app.close();
-        await queue.close();
-        for (const m of models) await m.close();
-        await store.close();
-      })();
-      return closing;
+    dispatcher,
+    close: async () => {
+      dispatcher.stop();
+      await durable?.close();
     },
   };
 }

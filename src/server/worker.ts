@@ -1,52 +1,56 @@
 /**
- * The worker: takes prediction ids from the queue, one at a time, and runs them through their
- * model adapter. It records nothing itself; the predictions service does, in order.
+ * The worker: takes prediction ids from the queue and runs them through their model adapter,
+ * `concurrency` at a time. It records nothing itself; the predictions service does, in order,
+ * fenced by the attempt that begin() handed out (so a run that lost its job to a rerun on
+ * another worker writes nothing).
  */
 import type { ModelAdapter } from "./models/model.js";
 import { isVersionOf, PredictionError } from "./models/model.js";
 import type { PredictionService } from "./predictions/service.js";
-import type { JobQueue } from "./queue/queue.js";
+import type { JobConsumer, JobOutcome, JobQueue } from "./queue/queue.js";
 
 export class Worker {
-  private readonly stopping = new AbortController();
-  private loop: Promise<void> | undefined;
+  private consumer: JobConsumer | undefined;
 
   constructor(
     private readonly service: PredictionService,
     private readonly queue: JobQueue,
     private readonly log: (line: string) => void = () => {},
+    private readonly concurrency = 1,
   ) {}
 
   start(): void {
-    this.loop ??= this.run();
+    this.consumer ??= this.queue.consume((id) => this.run(id), this.concurrency);
   }
 
-  private async run(): Promise<void> {
-    for (;;) {
-      const id = await this.queue.take(this.stopping.signal);
-      if (id === undefined) return;
-      try {
-        await this.runOne(id);
-      } catch (err) {
-        // A fault of the server (the store, the disk), not of the prediction: say so and go on.
-        this.log(`worker: prediction ${id}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-        await this.service.fail(id, "Internal error while running the prediction.").catch(() => undefined);
-      }
+  private async run(id: string): Promise<JobOutcome> {
+    try {
+      return await this.runOne(id);
+    } catch (err) {
+      // A fault of the server (the store, the disk), not of the prediction: say so and go on.
+      this.log(`worker: prediction ${id}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      await this.service.fail(id, "Internal error while running the prediction.").catch(() => undefined);
+      return "done";
     }
   }
 
-  private async runOne(id: string): Promise<void> {
+  private async runOne(id: string): Promise<JobOutcome> {
     const job = await this.service.begin(id);
-    if (!job) return;
+    if (!job) return "done";
+    const { attempt, signal } = job;
     const adapter = this.adapterFor(job.prediction.version);
     if (!adapter) {
-      await this.service.fail(id, `No model serves version ${job.prediction.version} on this server.`);
-      return;
+      await this.service.fail(id, `No model serves version ${job.prediction.version} on this server.`, attempt);
+      return "done";
     }
     // Log lines are written in order, and all of them before the prediction completes.
     let logs: Promise<void> = Promise.resolve();
     const appendLog = (line: string) => {
       logs = logs.then(() => this.service.appendLog(id, line)).catch(() => undefined);
+    };
+    const interrupted = async (): Promise<JobOutcome> => {
+      await this.service.interrupted(id, signal.reason, attempt);
+      return signal.reason === "shutdown" ? "requeue" : "done";
     };
     try {
       await adapter.setup().catch((err: unknown) => {
@@ -55,31 +59,30 @@ export class Worker {
       const outputs = await adapter.predict(job.prediction.input, {
         log: appendLog,
         preview: (preview) => this.service.preview(id, preview),
-        signal: job.signal,
+        signal,
       });
       await logs;
-      if (job.signal.aborted) await this.service.interrupted(id, job.signal.reason);
-      else await this.service.succeed(id, outputs);
+      if (signal.aborted) return await interrupted();
+      await this.service.succeed(id, outputs, attempt);
     } catch (err) {
       await logs;
-      if (job.signal.aborted) {
-        await this.service.interrupted(id, job.signal.reason);
-      } else if (err instanceof PredictionError) {
-        await this.service.fail(id, err.message);
+      if (signal.aborted) return await interrupted();
+      if (err instanceof PredictionError) {
+        await this.service.fail(id, err.message, attempt);
       } else {
         this.log(`worker: prediction ${id} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-        await this.service.fail(id, err instanceof Error ? err.message : String(err));
+        await this.service.fail(id, err instanceof Error ? err.message : String(err), attempt);
       }
     }
+    return "done";
   }
 
   private adapterFor(version: string): ModelAdapter | undefined {
     return this.service.models.find((m) => isVersionOf(m, version));
   }
 
-  /** Stops taking jobs; the running one is interrupted by the service's shutdown. */
+  /** Stops taking jobs; the running ones are interrupted by the service's shutdown and handed back. */
   async stop(): Promise<void> {
-    this.stopping.abort();
-    await this.loop;
+    await this.consumer?.stop();
   }
 }

@@ -37,8 +37,9 @@ export function newDataDir(): string {
 }
 
 export async function startSdserve(
-  opts: { dataDir?: string; env?: Record<string, string>; args?: string[] } = {},
+  opts: { dataDir?: string; env?: Record<string, string>; args?: string[]; command?: "serve" | "worker" } = {},
 ): Promise<Sdserve> {
+  const command = opts.command ?? "serve";
   const dataDir = opts.dataDir ?? newDataDir();
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -53,7 +54,7 @@ export async function startSdserve(
       "--import",
       "tsx",
       path.join(REPO_ROOT, "src/cli/main.ts"),
-      "serve",
+      command,
       "--model",
       "tiny-random",
       "--port",
@@ -71,7 +72,10 @@ export async function startSdserve(
   const url = await new Promise<string>((resolve, reject) => {
     const onData = (chunk: Buffer) => {
       text += chunk.toString();
-      const m = /sdserve listening on (http:\/\/\S+)/.exec(text);
+      const m =
+        command === "serve"
+          ? /sdserve listening on (http:\/\/\S+)/.exec(text)
+          : /sdserve worker running .* on (http:\/\/\S+)/.exec(text);
       if (m) resolve(m[1] as string);
     };
     proc.stdout?.on("data", onData);
@@ -136,4 +140,33 @@ export async function api(
   });
   const text = await res.text();
   return { status: res.status, headers: res.headers, json: text ? JSON.parse(text) : {} };
+}
+
+export interface SseEvent {
+  event?: string;
+  id?: string;
+  data: string;
+}
+
+/** Reads a whole SSE response (until the server closes it), keeping comments out. */
+export async function readSse(url: string): Promise<SseEvent[]> {
+  const res = await fetch(url, { headers: { Accept: "text/event-stream" } });
+  const text = await res.text();
+  const events: SseEvent[] = [];
+  for (const block of text.split("\n\n")) {
+    const lines = block.split("\n").filter((l) => l && !l.startsWith(":"));
+    if (lines.length === 0) continue;
+    const e: SseEvent = { data: "" };
+    const data: string[] = [];
+    for (const line of lines) {
+      const [field, ...rest] = line.split(": ");
+      const value = rest.join(": ");
+      if (field === "event") e.event = value;
+      else if (field === "id") e.id = value;
+      else if (field === "data") data.push(value);
+    }
+    e.data = data.join("\n");
+    events.push(e);
+  }
+  return events;
 }

@@ -102,6 +102,15 @@ export function storeContract(label: string, open: () => Promise<OpenedStore>, s
       assert.ok(final?.status === "succeeded" || final?.status === "canceled");
       if (final?.status === "succeeded") assert.deepEqual(final.output, ["out-0.png"]);
 
+      // The attempt count fences a run out once another has begun.
+      const q = record();
+      await store.insert(q);
+      await store.update(q.id, { status: "processing", attempts: 1 });
+      const rerun = await store.update(q.id, { attempts: 2 }, ["processing"], 1);
+      assert.equal(rerun?.attempts, 2);
+      assert.equal(await store.update(q.id, { status: "succeeded" }, ["processing"], 1), undefined);
+      assert.equal((await store.update(q.id, { status: "succeeded" }, ["processing"], 2))?.status, "succeeded");
+
       // Without a condition the patch always applies; null and false are stored as such.
       const cleared = await store.update(p.id, { output: null, input: {}, logs: "", dataRemoved: true });
       assert.equal(cleared?.output, null);

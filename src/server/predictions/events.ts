@@ -1,7 +1,7 @@
 /**
  * PredictionEvents: announcements that a prediction changed, published after the change is in
  * the store. Waiters (Prefer: wait), streams and webhooks subscribe. The local emitter is the
- * default; a pub/sub bus implements the same interface across processes.
+ * default; Redis pub/sub (redis-events.ts) carries them across processes.
  */
 import { EventEmitter } from "node:events";
 import type { PredictionPreview } from "../models/model.js";
@@ -15,11 +15,17 @@ export interface PredictionEvents {
   publish(change: PredictionChange): void;
   /** Calls `listener` for each change of prediction `id`; returns the unsubscribe function. */
   subscribe(id: string, listener: (change: PredictionChange) => void): () => void;
-  /** Calls `listener` for every change of every prediction (webhooks). */
+  /** Calls `listener` for every change of every prediction, whichever process made it. */
   subscribeAll(listener: (change: PredictionChange) => void): () => void;
+  /**
+   * Calls `listener` for every change made by this process (webhooks: each change is sent by the
+   * one process that made it). The same as subscribeAll where there is one process.
+   */
+  subscribeLocal(listener: (change: PredictionChange) => void): () => void;
   /** Previews of a running prediction: passed to whoever follows it now, never stored. */
   publishPreview(id: string, preview: PredictionPreview): void;
   subscribePreviews(id: string, listener: (preview: PredictionPreview) => void): () => void;
+  close(): Promise<void>;
 }
 
 /** Not a prediction id (ids are [a-z2-7]): the channel of every change. */
@@ -45,6 +51,10 @@ export class LocalPredictionEvents implements PredictionEvents {
     return () => this.emitter.off(ALL, listener);
   }
 
+  subscribeLocal(listener: (change: PredictionChange) => void): () => void {
+    return this.subscribeAll(listener);
+  }
+
   subscribe(id: string, listener: (change: PredictionChange) => void): () => void {
     this.emitter.on(id, listener);
     return () => this.emitter.off(id, listener);
@@ -57,5 +67,9 @@ export class LocalPredictionEvents implements PredictionEvents {
   subscribePreviews(id: string, listener: (preview: PredictionPreview) => void): () => void {
     this.emitter.on(previewChannel(id), listener);
     return () => this.emitter.off(previewChannel(id), listener);
+  }
+
+  async close(): Promise<void> {
+    this.emitter.removeAllListeners();
   }
 }

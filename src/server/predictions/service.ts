@@ -59,6 +59,10 @@ export interface ListPage {
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
+/** How often a worker on a shared queue checks that the prediction it runs is still its own to run. */
+const WATCH_MS = 2000;
+/** A prediction unfinished this long with no job in the shared queue lost its job: it is queued again. */
+const LOST_JOB_MS = 60_000;
 /** How long an Idempotency-Key keeps returning its prediction (as payment APIs do: a day). */
 const IDEMPOTENCY_KEY_MS = 24 * 3_600_000;
 
@@ -108,10 +112,19 @@ function decodeCursor(cursor: string): { direction: "next" | "previous"; positio
   }
 }
 
+/** A run of a prediction in this process. */
+interface Run {
+  controller: AbortController;
+  /** The prediction's attempt count this run set when it began: only this run may finish it. */
+  attempt: number;
+  watch: NodeJS.Timeout | undefined;
+}
+
 export class PredictionService {
-  private readonly running = new Map<string, AbortController>();
+  private readonly running = new Map<string, Run>();
   private readonly deadlines = new Map<string, NodeJS.Timeout>();
   private readonly closing = new AbortController();
+  private readonly stopFollowing: () => void;
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
@@ -122,7 +135,13 @@ export class PredictionService {
     readonly models: readonly ModelAdapter[],
     private readonly limits: ServiceLimits,
     private readonly log: (line: string) => void = () => {},
-  ) {}
+  ) {
+    // A cancel made on another node reaches the run here through the events.
+    this.stopFollowing = this.events.subscribeAll((change) => {
+      if (change.type !== "status" || !isTerminal(change.prediction.status)) return;
+      this.running.get(change.prediction.id)?.controller.abort("canceled");
+    });
+  }
 
   findModel(owner: string, name: string): ModelAdapter | undefined {
     return this.models.find((m) => m.model.owner === owner && m.model.name === name);
@@ -285,7 +304,7 @@ export class PredictionService {
     if (!canceled) return undefined;
     this.clearDeadline(id);
     await this.queue.remove(id);
-    this.running.get(id)?.abort("canceled");
+    this.running.get(id)?.controller.abort("canceled");
     this.events.publish({ type: "status", prediction: canceled });
     return canceled;
   }
@@ -353,20 +372,56 @@ export class PredictionService {
 
   // ---- lifecycle, driven by the worker -------------------------------------------------
 
-  /** Marks a queued prediction processing; undefined if it is no longer to be run (canceled meanwhile). */
-  async begin(id: string): Promise<{ prediction: PredictionRecord; signal: AbortSignal } | undefined> {
+  /**
+   * Marks a queued prediction processing; undefined if it is no longer to be run (canceled
+   * meanwhile, or begun by another worker). A prediction found processing was running when its
+   * process died: it runs again once, and fails with a clear error if it was already a rerun.
+   */
+  async begin(id: string): Promise<{ prediction: PredictionRecord; signal: AbortSignal; attempt: number } | undefined> {
     const current = await this.store.get(id);
     if (!current || isTerminal(current.status)) return undefined;
+    if (current.status === "processing") {
+      if (current.attempts >= 2) {
+        await this.fail(id, this.queue.shared ? SHARED_TWICE : LOCAL_TWICE);
+        return undefined;
+      }
+      await this.appendLog(id, this.queue.shared ? SHARED_RERUN : LOCAL_RERUN);
+    }
+    const attempt = current.attempts + 1;
     const prediction = await this.store.update(
       id,
-      { status: "processing", startedAt: timestamp(), attempts: current.attempts + 1 },
+      { status: "processing", startedAt: timestamp(), attempts: attempt },
       UNFINISHED_STATUSES,
+      current.attempts,
     );
     if (!prediction) return undefined;
     const controller = new AbortController();
-    this.running.set(id, controller);
+    const run: Run = { controller, attempt, watch: undefined };
+    this.running.set(id, run);
+    if (this.queue.shared) {
+      // The cancel event may be missed (a dropped connection) and a stalled job may be rerun
+      // elsewhere while this run goes on: the store says which run holds the prediction.
+      run.watch = setInterval(() => {
+        this.store.get(id).then(
+          (p) => {
+            if (p?.status !== "processing" || p.attempts !== attempt) controller.abort("canceled");
+          },
+          () => undefined,
+        );
+      }, WATCH_MS);
+      run.watch.unref();
+      this.armDeadline(prediction);
+    }
     this.events.publish({ type: "status", prediction });
-    return { prediction, signal: controller.signal };
+    return { prediction, signal: controller.signal, attempt };
+  }
+
+  /** Forgets a run of this process; true if it was the run that holds the prediction. */
+  private endRun(id: string, attempt: number | undefined): void {
+    const run = this.running.get(id);
+    if (!run || (attempt !== undefined && run.attempt !== attempt)) return;
+    clearInterval(run.watch);
+    this.running.delete(id);
   }
 
   async appendLog(id: string, line: string): Promise<void> {
@@ -376,74 +431,85 @@ export class PredictionService {
 
   /** Passes a preview of a running prediction to its followers (nothing is stored). */
   preview(id: string, preview: PredictionPreview): void {
-    if (this.running.get(id)?.signal.aborted === false) this.events.publishPreview(id, preview);
+    if (this.running.get(id)?.controller.signal.aborted === false) this.events.publishPreview(id, preview);
   }
 
-  async succeed(id: string, outputs: OutputFile[]): Promise<void> {
-    this.running.delete(id);
+  /** Records the outputs of run `attempt` (the one begin() returned), if that run still holds the prediction. */
+  async succeed(id: string, outputs: OutputFile[], attempt?: number): Promise<void> {
+    this.endRun(id, attempt);
+    if (attempt !== undefined) {
+      // A run that lost the prediction (rerun elsewhere after a stall) must not write over the files of the one that holds it.
+      const current = await this.store.get(id);
+      if (current?.status !== "processing" || current.attempts !== attempt) return;
+    }
     for (const f of outputs) await this.files.put(id, f.name, f.data, f.contentType);
     const done = await this.store.update(
       id,
       { status: "succeeded", output: outputs.map((f) => f.name), completedAt: timestamp() },
       ["processing"],
+      attempt,
     );
     if (!done) {
       // Canceled while the files were written: a canceled prediction has no output.
-      await this.files.removeAll(id);
+      if ((await this.store.get(id))?.status === "canceled") await this.files.removeAll(id);
       return;
     }
     this.clearDeadline(id);
     this.events.publish({ type: "status", prediction: done });
   }
 
-  async fail(id: string, error: string): Promise<void> {
-    this.running.delete(id);
+  async fail(id: string, error: string, attempt?: number): Promise<void> {
+    this.endRun(id, attempt);
     const done = await this.store.update(
       id,
       { status: "failed", error, completedAt: timestamp() },
-      UNFINISHED_STATUSES,
+      attempt === undefined ? UNFINISHED_STATUSES : ["processing"],
+      attempt,
     );
     if (!done) return;
     this.clearDeadline(id);
     this.events.publish({ type: "status", prediction: done });
   }
 
-  /** The run stopped because its signal was aborted: by cancel (already recorded) or by shutdown. */
-  async interrupted(id: string, reason: unknown): Promise<void> {
-    this.running.delete(id);
+  /**
+   * The run stopped because its signal was aborted: by cancel (already recorded) or by shutdown.
+   * After a shutdown the prediction is put back in the queue's state: it runs again when the
+   * server starts, or at once on another worker of a shared queue.
+   */
+  async interrupted(id: string, reason: unknown, attempt?: number): Promise<void> {
+    this.endRun(id, attempt);
     if (reason !== "shutdown") return;
-    // Put it back in the queue's state: it runs again when the server starts.
     const p = await this.store.get(id);
-    if (p?.status !== "processing") return;
-    await this.store.appendLog(
+    if (p?.status !== "processing" || (attempt !== undefined && p.attempts !== attempt)) return;
+    await this.store.appendLog(id, this.queue.shared ? SHARED_STOPPED : LOCAL_STOPPED);
+    await this.store.update(
       id,
-      "sdserve stopped before this prediction finished; it runs again when sdserve restarts.",
+      { status: "starting", startedAt: null, attempts: Math.max(0, p.attempts - 1) },
+      ["processing"],
+      p.attempts,
     );
-    await this.store.update(id, { status: "starting", startedAt: null, attempts: Math.max(0, p.attempts - 1) }, [
-      "processing",
-    ]);
   }
 
   // ---- start, background work, shutdown ------------------------------------------------
 
   /**
    * After a restart: what was queued is queued again, in order; what was running when the
-   * process died runs again once, and fails with a clear error if it was already a rerun.
+   * process died runs again once (begin() says so in its logs), and fails with a clear error if
+   * it was already a rerun. On a shared queue only predictions whose job is gone are queued
+   * again (the others are waiting, or running on a worker), and only those older than
+   * `minAgeMs` (a create may be between its insert and its enqueue).
    */
-  async recover(): Promise<{ requeued: number; failed: number }> {
+  async recover(minAgeMs = 0): Promise<{ requeued: number; failed: number }> {
     let requeued = 0;
     let failed = 0;
+    const youngest = formatMicros((Date.now() - minAgeMs) * 1000);
     for (const p of await this.store.unfinished()) {
+      if (p.createdAt > youngest) continue;
+      if (this.queue.shared && (await this.queue.has(p.id))) continue;
       if (p.status === "processing" && p.attempts >= 2) {
-        await this.fail(
-          p.id,
-          "sdserve stopped twice while this prediction was running, so it was not run a third time.",
-        );
+        await this.fail(p.id, this.queue.shared ? SHARED_TWICE : LOCAL_TWICE);
         failed++;
         continue;
-      }
-      if (p.status === "processing") {
-        await this.store.appendLog(p.id, "sdserve restarted while this prediction was running; running it again.");
       }
       await this.queue.enqueue(p.id);
       this.armDeadline(p);
@@ -458,6 +524,12 @@ export class PredictionService {
     const every = keep === null ? 60_000 : Math.min(60_000, Math.max(1000, Math.floor(keep / 4)));
     const sweep = () => {
       this.removeExpiredData().catch((err: unknown) => this.log(`retention sweep failed: ${String(err)}`));
+      if (this.queue.shared) {
+        this.recover(LOST_JOB_MS).then(
+          (r) => r.requeued + r.failed > 0 && this.log(`Requeued ${r.requeued} prediction(s) whose job was lost.`),
+          (err: unknown) => this.log(`lost-job sweep failed: ${String(err)}`),
+        );
+      }
     };
     this.sweeper = setInterval(sweep, every);
     this.sweeper.unref();
@@ -480,6 +552,7 @@ export class PredictionService {
 
   private armDeadline(p: PredictionRecord): void {
     if (!p.deadline) return;
+    this.clearDeadline(p.id);
     const ms = parseMicros(p.deadline) / 1000 - Date.now();
     const timer = setTimeout(
       () => {
@@ -506,13 +579,26 @@ export class PredictionService {
     clearInterval(this.sweeper);
     for (const t of this.deadlines.values()) clearTimeout(t);
     this.deadlines.clear();
-    for (const c of this.running.values()) c.abort("shutdown");
+    this.stopFollowing();
+    for (const run of this.running.values()) {
+      clearInterval(run.watch);
+      run.controller.abort("shutdown");
+    }
   }
 
   get closingSignal(): AbortSignal {
     return this.closing.signal;
   }
 }
+
+const LOCAL_RERUN = "sdserve restarted while this prediction was running; running it again.";
+const SHARED_RERUN = "The worker running this prediction stopped before it finished; running it again.";
+const LOCAL_TWICE = "sdserve stopped twice while this prediction was running, so it was not run a third time.";
+const SHARED_TWICE =
+  "The workers running this prediction stopped twice before it finished, so it was not run a third time.";
+const LOCAL_STOPPED = "sdserve stopped before this prediction finished; it runs again when sdserve restarts.";
+const SHARED_STOPPED =
+  "The worker running this prediction stopped before it finished; it runs again on another worker.";
 
 function isHttpUrl(text: string): boolean {
   try {

@@ -29,8 +29,17 @@ function setupOf(m: ModelAdapter): Record<string, unknown> {
   };
 }
 
-export async function healthRoutes(app: FastifyInstance, opts: { models: readonly ModelAdapter[] }): Promise<void> {
+export async function healthRoutes(
+  app: FastifyInstance,
+  opts: { models: readonly ModelAdapter[]; runElsewhere?: boolean },
+): Promise<void> {
   app.get("/health-check", async () => {
+    if (opts.runElsewhere) {
+      return {
+        status: "READY",
+        setup: Object.fromEntries(opts.models.map((m) => [`${m.model.owner}/${m.model.name}`, { status: "WORKERS" }])),
+      };
+    }
     const states = opts.models.map((m) => m.state);
     const status = states.includes("SETUP_FAILED")
       ? "SETUP_FAILED"

@@ -236,6 +236,7 @@ export class PostgresPredictionStore implements PredictionStore {
     id: string,
     patch: PredictionPatch,
     whenStatus?: readonly PredictionStatus[],
+    whenAttempts?: number,
   ): Promise<PredictionRecord | undefined> {
     const params: unknown[] = [id];
     const sets: string[] = [];
@@ -249,6 +250,10 @@ export class PostgresPredictionStore implements PredictionStore {
     if (whenStatus) {
       params.push([...whenStatus]);
       condition = ` AND status = ANY($${params.length}::text[])`;
+    }
+    if (whenAttempts !== undefined) {
+      params.push(whenAttempts);
+      condition += ` AND attempts = $${params.length}`;
     }
     const [row] = await this.rows(
       `UPDATE predictions SET ${sets.join(", ")} WHERE id = $1${condition} RETURNING *`,

@@ -270,6 +270,7 @@ export class SqlitePredictionStore implements PredictionStore {
     id: string,
     patch: PredictionPatch,
     whenStatus?: readonly PredictionStatus[],
+    whenAttempts?: number,
   ): Promise<PredictionRecord | undefined> {
     const sets: string[] = [];
     const params: Record<string, unknown> = { id };
@@ -285,6 +286,10 @@ export class SqlitePredictionStore implements PredictionStore {
       whenStatus.forEach((s, i) => {
         params[`when${i}`] = s;
       });
+    }
+    if (whenAttempts !== undefined) {
+      condition += " AND attempts = @whenAttempts";
+      params["whenAttempts"] = whenAttempts;
     }
     const row = this.db
       .prepare(`UPDATE predictions SET ${sets.join(", ")} WHERE id = @id${condition} RETURNING *`)

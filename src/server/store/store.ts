@@ -73,14 +73,16 @@ export interface PredictionStore {
   findByStreamKey(key: string): Promise<PredictionRecord | undefined>;
   list(q: ListQuery): Promise<PredictionRecord[]>;
   /**
-   * Applies `patch` if the prediction's status is one of `whenStatus` (any status when absent);
-   * returns the updated record, or undefined when the condition did not hold. This is how a
-   * transition wins or loses a race (cancel against completion) without locks.
+   * Applies `patch` if the prediction's status is one of `whenStatus` (any status when absent)
+   * and its attempt count is `whenAttempts` (any when absent); returns the updated record, or
+   * undefined when the condition did not hold. This is how a transition wins or loses a race
+   * (cancel against completion, a run against its rerun on another worker) without locks.
    */
   update(
     id: string,
     patch: PredictionPatch,
     whenStatus?: readonly PredictionStatus[],
+    whenAttempts?: number,
   ): Promise<PredictionRecord | undefined>;
   /** Appends one line (a newline is added) to the logs of an unfinished prediction; logs of a finished one never change. */
   appendLog(id: string, line: string): Promise<void>;

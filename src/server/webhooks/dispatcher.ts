@@ -5,6 +5,11 @@
  * prediction exactly as GET returns it, compact, signed with the account's secret. Only
  * `completed` is retried (with backoff, the last try about a minute after completion). A webhook
  * never changes the prediction: every failure ends in the delivery log, nowhere else.
+ *
+ * Each process sends the webhooks of the changes it makes (with many processes: `start` from the
+ * API node that took the create, the rest from the worker that ran it). With a shared queue the
+ * tries of `completed` are a durable job (webhooks/jobs.ts): they go on after a restart, on
+ * whichever process is up.
  */
 import http from "node:http";
 import https from "node:https";
@@ -19,8 +24,16 @@ import { checkWebhookUrl, guardedLookup } from "./targets.js";
 /** Replicate's documented default: new outputs, and the end. */
 export const DEFAULT_WEBHOOK_EVENTS: readonly WebhookEvent[] = ["output", "completed"];
 
+/** Where the tries of `completed` are scheduled when they must outlive this process. */
+export interface CompletedDeliveries {
+  /** Schedules the tries of prediction `id`'s `completed` message (once per prediction). */
+  schedule(id: string, webhookId: string): Promise<void>;
+}
+
 export interface WebhookOptions {
   allowPrivate: boolean;
+  /** A durable queue for `completed` (shared queues); absent: the tries run in this process. */
+  durable?: CompletedDeliveries;
   /** Waits before each retry of `completed`; their sum is about a minute. */
   retryDelaysMs?: readonly number[];
   timeoutMs?: number;
@@ -28,7 +41,7 @@ export interface WebhookOptions {
   userAgent?: string;
 }
 
-const RETRY_DELAYS_MS = [1000, 2000, 4000, 8000, 15_000, 30_000];
+export const RETRY_DELAYS_MS: readonly number[] = [1000, 2000, 4000, 8000, 15_000, 30_000];
 const LOGS_INTERVAL_MS = 500;
 /** How long after completion an undelivered `completed` is still sent after a restart. */
 const RESUME_WINDOW_MS = 15 * 60_000;
@@ -55,7 +68,7 @@ export class WebhookDispatcher {
   ) {}
 
   start(): void {
-    this.unsubscribe ??= this.events.subscribeAll((change) => this.onChange(change));
+    this.unsubscribe ??= this.events.subscribeLocal((change) => this.onChange(change));
   }
 
   /**
@@ -63,6 +76,8 @@ export class WebhookDispatcher {
    * delivered nor given up on are sent again, with the same webhook-id, continuing the retries.
    */
   async resume(): Promise<number> {
+    // Durable tries are still in their queue.
+    if (this.opts.durable) return 0;
     const since = formatMicros((Date.now() - RESUME_WINDOW_MS) * 1000);
     let resumed = 0;
     for (const p of await this.store.finishedWithWebhookSince(since)) {
@@ -157,16 +172,47 @@ export class WebhookDispatcher {
     });
   }
 
+  /**
+   * One try of a durable `completed` message (from its job): sends the prediction as stored now,
+   * records the attempt, and says whether it was the last (delivered, refused, or out of tries).
+   */
+  async tryCompleted(id: string, webhookId: string, attempt: number): Promise<boolean> {
+    const p = await this.store.get(id);
+    if (!p?.webhook) return true;
+    const body = JSON.stringify(toApiPrediction(p, { api: p.apiBase, origin: p.origin }));
+    const secret = await this.secretFor(p.account);
+    const { refused, ...result } = await this.post(p.webhook, webhookId, body, secret);
+    const final = result.delivered || Boolean(refused) || attempt > this.retryDelays.length;
+    await this.store.recordWebhookDelivery(p.id, {
+      webhookId,
+      event: "completed",
+      attempt,
+      at: timestamp(),
+      ...result,
+      final,
+    });
+    return final;
+  }
+
+  /** Waits before each retry of `completed`. */
+  get retryDelays(): readonly number[] {
+    return this.opts.retryDelaysMs ?? RETRY_DELAYS_MS;
+  }
+
   /** Sends one message, retrying `completed`; `from` continues the tries of a message begun before a restart. */
   private async deliver(
     p: PredictionRecord,
     event: WebhookEvent,
     from?: { webhookId: string; attempt: number },
   ): Promise<void> {
+    if (event === "completed" && this.opts.durable && !from) {
+      await this.opts.durable.schedule(p.id, newWebhookId());
+      return;
+    }
     const body = JSON.stringify(toApiPrediction(p, { api: p.apiBase, origin: p.origin }));
     const secret = await this.secretFor(p.account);
     const webhookId = from?.webhookId ?? newWebhookId();
-    const delays = event === "completed" ? (this.opts.retryDelaysMs ?? RETRY_DELAYS_MS) : [];
+    const delays = event === "completed" ? this.retryDelays : [];
     for (let attempt = from?.attempt ?? 1; attempt <= delays.length + 1; attempt++) {
       if (this.stopping.signal.aborted) return;
       const { refused, ...result } = await this.post(p.webhook as string, webhookId, body, secret);

@@ -1,0 +1,57 @@
+/**
+ * `sdserve worker`: a process that runs predictions from the shared queue and serves no API.
+ * It loads the models, takes jobs from Redis `concurrency` at a time, records each run in the
+ * shared store, sends the webhooks of the changes it makes, and answers /health-check (and
+ * /metrics) on its own port. close() hands running predictions back to the queue, for another
+ * worker to run at once.
+ */
+import type { AddressInfo } from "node:net";
+import Fastify from "fastify";
+import type { Config } from "../config.js";
+import { openBackends } from "./backends.js";
+import { healthRoutes } from "./routes/health.js";
+import {
+  modelAdapters,
+  newService,
+  type RunningServer,
+  type ServerOutput,
+  setupModels,
+  startWebhooks,
+} from "./server.js";
+import { Worker } from "./worker.js";
+
+export async function startWorkerProcess(config: Config, out: ServerOutput): Promise<RunningServer> {
+  const backends = await openBackends(config, out.error);
+  const models = modelAdapters(config, out);
+  const service = newService(config, backends, models, out);
+  const webhooks = startWebhooks(config, backends, out);
+
+  const app = Fastify({ logger: false });
+  app.register(healthRoutes, { models });
+  await app.listen({ port: config.port, host: config.host });
+  const address = app.server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+
+  setupModels(models, out);
+  const worker = new Worker(service, backends.queue, out.error, config.workerConcurrency);
+  worker.start();
+  out.info(`sdserve worker running ${config.workerConcurrency} at a time; health and metrics on ${url}`);
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    app,
+    close: () => {
+      closing ??= (async () => {
+        service.shutdown();
+        await worker.stop();
+        await webhooks.close();
+        await app.close();
+        for (const m of models) await m.close();
+        await backends.close();
+      })();
+      return closing;
+    },
+  };
+}
