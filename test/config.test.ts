@@ -106,12 +106,15 @@ test("scale-out settings: service URLs checked by scheme, --no-worker needs Redi
   assert.equal(d.redisUrl, undefined);
   assert.equal(d.jobLockMs, 30_000);
   assert.throws(() => loadConfig(["--no-worker"], {}), /--no-worker needs REDIS_URL/);
-  assert.throws(() => loadConfig([], { DATABASE_URL: "mysql://u:secret@db/sd" }), (err: Error) => {
-    assert.ok(err instanceof ConfigError);
-    assert.match(err.message, /DATABASE_URL must be a postgres/);
-    assert.doesNotMatch(err.message, /secret/);
-    return true;
-  });
+  assert.throws(
+    () => loadConfig([], { DATABASE_URL: "mysql://u:secret@db/sd" }),
+    (err: Error) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /DATABASE_URL must be a postgres/);
+      assert.doesNotMatch(err.message, /secret/);
+      return true;
+    },
+  );
   assert.throws(() => loadConfig([], { REDIS_URL: "not a url" }), /REDIS_URL must be a URL/);
   assert.throws(() => loadConfig([], { SDSERVE_JOB_LOCK: "10ms" }), /SDSERVE_JOB_LOCK/);
 });
