@@ -9,6 +9,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { type HubSettings, hubSettingsFromEnv } from "./engine/hub/settings.js";
 import { CatalogError, DEFAULT_WEIGHTS, type ModelSpec, modelCatalog } from "./model-catalog.js";
+import type { S3Settings } from "./server/files/s3.js";
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -65,6 +66,8 @@ export interface Config {
   jobLockMs: number;
   /** Whether this process runs predictions: false for `sdserve serve --no-worker`. */
   runWorker: boolean;
+  /** S3_BUCKET and friends: outputs in S3-compatible object storage instead of --data-dir. */
+  s3: S3Settings | undefined;
 }
 
 export const SERVE_HELP = `Usage: sdserve serve [--model <folder|owner/name|tiny-random>] [--models <file>] [options]
@@ -108,6 +111,16 @@ Scale-out (each unset: the embedded default beside it):
   SDSERVE_WORKER_CONCURRENCY      predictions a worker process runs at once, with REDIS_URL (default 1)
   SDSERVE_JOB_LOCK                a worker's claim on a running job; when a worker dies, its job runs again
                                   elsewhere after about this long: 30s, 2m (default 30s)
+  S3_BUCKET                       outputs in this S3 bucket, shared by every node and worker (default: files in
+                                  --data-dir); retention deletes them
+  S3_ENDPOINT                     an S3-compatible server's URL (default: AWS S3 of S3_REGION)
+  S3_REGION                       (default AWS_REGION, else us-east-1)
+  S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY
+                                  keys (default: the AWS SDK's chain: AWS_ACCESS_KEY_ID, profiles, roles)
+  S3_FORCE_PATH_STYLE             true: endpoint/bucket/key URLs (default true with S3_ENDPOINT, else false)
+  S3_PREFIX                       key prefix inside the bucket, such as sdserve/ (default none)
+  SDSERVE_OUTPUT_URLS             proxy: the API serves output files; presigned: it redirects each download
+                                  to a presigned S3 URL (needs S3_BUCKET; default proxy)
 
 Hugging Face Hub (as Python's huggingface_hub reads them; the cache is shared with it):
   HF_HUB_CACHE, HF_HOME           where downloaded weights are kept (default ~/.cache/huggingface/hub)
@@ -176,7 +189,8 @@ put in the shared queue: takes jobs from Redis, runs them on this machine's engi
 outputs and the predictions' progress to the shared store and files, and announces every change
 on Redis. Serve the same models as the API nodes. /health-check and /metrics answer on --port.
 
-Needs REDIS_URL, and DATABASE_URL unless every process shares one --data-dir (see sdserve serve --help).
+Needs REDIS_URL, and DATABASE_URL and S3_BUCKET unless every process shares one --data-dir
+(see sdserve serve --help).
 
 Options (each also read from the environment variable shown):
   --model <source>       SDSERVE_MODEL        as for sdserve serve
@@ -189,7 +203,7 @@ Options (each also read from the environment variable shown):
   --threads <n>          SDSERVE_THREADS      CPU threads for ONNX Runtime (default: one per core)
   --provider <cpu|cuda>  SDSERVE_PROVIDER     execution provider (default cpu)
 
-The environment variables of sdserve serve apply as well: REDIS_URL, DATABASE_URL,
+The environment variables of sdserve serve apply as well: REDIS_URL, DATABASE_URL, S3_*,
 SDSERVE_REDIS_PREFIX, SDSERVE_JOB_LOCK, SDSERVE_OUTPUT_RETENTION, SDSERVE_MAX_RUN_TIME,
 SDSERVE_WEBHOOK_ALLOW_PRIVATE (webhooks of the predictions run here are sent from here) and HF_*.
 `;
@@ -339,6 +353,8 @@ export function loadConfig(
     jobLockMs = ms;
   }
 
+  const s3 = s3Settings(env);
+
   const corsOrigins = (env["SDSERVE_CORS_ORIGINS"] ?? "")
     .split(",")
     .map((o) => o.trim().replace(/\/+$/, ""))
@@ -371,6 +387,39 @@ export function loadConfig(
     workerConcurrency: concurrency ? integer(concurrency[0], concurrency[1], 1, 64) : 1,
     jobLockMs,
     runWorker,
+    s3,
+  };
+}
+
+function s3Settings(env: NodeJS.ProcessEnv): S3Settings | undefined {
+  const outputUrls = (env["SDSERVE_OUTPUT_URLS"] || "proxy").trim().toLowerCase();
+  if (outputUrls !== "proxy" && outputUrls !== "presigned") {
+    throw new ConfigError(`SDSERVE_OUTPUT_URLS must be proxy or presigned, got "${env["SDSERVE_OUTPUT_URLS"]}"`);
+  }
+  const bucket = env["S3_BUCKET"]?.trim();
+  if (!bucket) {
+    if (outputUrls === "presigned") throw new ConfigError("SDSERVE_OUTPUT_URLS=presigned needs S3_BUCKET");
+    return undefined;
+  }
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+    throw new ConfigError(`S3_BUCKET must be a bucket name (3-63 of a-z 0-9 . -), got "${bucket}"`);
+  }
+  const endpoint = serviceUrl("S3_ENDPOINT", env["S3_ENDPOINT"], ["http:", "https:"]);
+  const keyId = env["S3_ACCESS_KEY_ID"];
+  const secret = env["S3_SECRET_ACCESS_KEY"];
+  if (Boolean(keyId) !== Boolean(secret)) {
+    throw new ConfigError("S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together: set both, or neither");
+  }
+  let prefix = (env["S3_PREFIX"] ?? "").trim().replace(/^\/+/, "");
+  if (prefix && !prefix.endsWith("/")) prefix += "/";
+  return {
+    bucket,
+    prefix,
+    endpoint,
+    region: env["S3_REGION"] || env["AWS_REGION"] || "us-east-1",
+    forcePathStyle: boolean("S3_FORCE_PATH_STYLE", env["S3_FORCE_PATH_STYLE"] ?? (endpoint ? "true" : "false")),
+    credentials: keyId && secret ? { accessKeyId: keyId, secretAccessKey: secret } : undefined,
+    presign: outputUrls === "presigned",
   };
 }
 

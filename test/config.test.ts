@@ -127,3 +127,32 @@ test("sdserve worker: needs REDIS_URL, takes --concurrency, answers health and m
   assert.throws(() => loadConfig(["--no-worker"], { REDIS_URL: "redis://127.0.0.1" }, "worker"));
   assert.throws(() => loadConfig(["--concurrency", "2"], {}), /concurrency/);
 });
+
+test("S3 settings: the bucket turns them on, keys go in pairs, presigned needs a bucket", () => {
+  assert.equal(loadConfig([], {}).s3, undefined);
+  const c = loadConfig([], {
+    S3_BUCKET: "outputs",
+    S3_ENDPOINT: "http://127.0.0.1:9000",
+    S3_ACCESS_KEY_ID: "k",
+    S3_SECRET_ACCESS_KEY: "s",
+    S3_PREFIX: "/sdserve",
+    SDSERVE_OUTPUT_URLS: "presigned",
+  });
+  assert.deepEqual(c.s3, {
+    bucket: "outputs",
+    prefix: "sdserve/",
+    endpoint: "http://127.0.0.1:9000",
+    region: "us-east-1",
+    forcePathStyle: true,
+    credentials: { accessKeyId: "k", secretAccessKey: "s" },
+    presign: true,
+  });
+  const aws = loadConfig([], { S3_BUCKET: "outputs", AWS_REGION: "eu-west-1" }).s3;
+  assert.equal(aws?.forcePathStyle, false);
+  assert.equal(aws?.region, "eu-west-1");
+  assert.equal(aws?.credentials, undefined);
+  assert.equal(aws?.presign, false);
+  assert.throws(() => loadConfig([], { SDSERVE_OUTPUT_URLS: "presigned" }), /needs S3_BUCKET/);
+  assert.throws(() => loadConfig([], { S3_BUCKET: "outputs", S3_ACCESS_KEY_ID: "k" }), /go together/);
+  assert.throws(() => loadConfig([], { S3_BUCKET: "Bad_Bucket" }), /S3_BUCKET/);
+});

@@ -1,13 +1,15 @@
 /**
  * The four parts behind the predictions service, chosen by config: the embedded defaults
  * (SQLite, in-process queue and events, local disk), or the shared ones that many API nodes and
- * workers use together (PostgreSQL by DATABASE_URL; BullMQ and pub/sub on Redis by REDIS_URL).
+ * workers use together (PostgreSQL by DATABASE_URL; BullMQ and pub/sub on Redis by REDIS_URL;
+ * S3-compatible storage by S3_BUCKET).
  */
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import type { Config } from "../config.js";
 import { DiskFileStore } from "./files/disk.js";
 import type { FileStore } from "./files/file-store.js";
+import { S3FileStore } from "./files/s3.js";
 import { LocalPredictionEvents, type PredictionEvents } from "./predictions/events.js";
 import { RedisPredictionEvents } from "./predictions/redis-events.js";
 import { BullMqJobQueue } from "./queue/bullmq.js";
@@ -42,7 +44,9 @@ export async function openBackends(config: Config, log: (line: string) => void):
     events = new LocalPredictionEvents();
     queue = new LocalJobQueue();
   }
-  const files = new DiskFileStore(path.join(config.dataDir, "files"));
+  const files: FileStore = config.s3
+    ? new S3FileStore(config.s3)
+    : new DiskFileStore(path.join(config.dataDir, "files"));
   return {
     store,
     queue,
@@ -51,6 +55,7 @@ export async function openBackends(config: Config, log: (line: string) => void):
     close: async () => {
       await queue.close();
       await events.close();
+      files.close?.();
       await store.close();
     },
   };

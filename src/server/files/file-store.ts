@@ -1,6 +1,6 @@
 /**
- * FileStore: where output files are kept. Local disk (disk.ts) is the default; an object store
- * implements the same interface.
+ * FileStore: where output files are kept. Local disk (disk.ts) is the default; S3-compatible
+ * object storage (s3.ts) is the shared one.
  */
 export interface StoredFile {
   size: number;
@@ -14,4 +14,10 @@ export interface FileStore {
   get(predictionId: string, name: string): Promise<StoredFile | undefined>;
   /** Deletes every file of a prediction (retention, or a prediction canceled as it finished). */
   removeAll(predictionId: string): Promise<void>;
+  /**
+   * A URL where the file can be fetched directly for about `expiresInSeconds` (a presigned URL),
+   * or undefined when the API should serve the bytes itself.
+   */
+  url?(predictionId: string, name: string, expiresInSeconds: number): Promise<string | undefined>;
+  close?(): void;
 }

@@ -349,15 +349,25 @@ export class PredictionService {
 
   /** An output file of a prediction in hand (for responses that inline the bytes). */
   async outputFile(p: PredictionRecord, name: string): Promise<StoredFile | undefined> {
-    const file = await this.file(p.filesKey, name);
-    return file === "gone" ? undefined : file;
+    if (!p.output?.includes(name) || p.dataRemoved || this.expired(p)) return undefined;
+    return this.files.get(p.id, name);
   }
 
-  /** An output file, by its capability key; "gone" once retention removed it. */
-  async file(filesKey: string, name: string): Promise<StoredFile | "gone" | undefined> {
+  /**
+   * An output file, by its capability key: the file, or where to fetch it (a presigned URL, valid
+   * for at most an hour and never past retention); "gone" once retention removed it.
+   */
+  async file(filesKey: string, name: string): Promise<StoredFile | { redirect: string } | "gone" | undefined> {
     const p = await this.store.findByFilesKey(filesKey);
     if (!p?.output?.includes(name)) return p?.dataRemoved ? "gone" : undefined;
     if (p.dataRemoved || this.expired(p)) return "gone";
+    if (this.files.url) {
+      const keep = this.limits.outputRetentionMs;
+      const left =
+        keep === null || p.completedAt === null ? 3600 : (parseMicros(p.completedAt) / 1000 + keep - Date.now()) / 1000;
+      const url = await this.files.url(p.id, name, Math.min(3600, left));
+      if (url) return { redirect: url };
+    }
     return this.files.get(p.id, name);
   }
 

@@ -1,6 +1,7 @@
 /**
  * Output files at their capability URLs (/files/<key>/out-0.png): served without a token, since
  * the JS client fetches them with a bare fetch(url), and gone (410) once retention removed them.
+ * With S3 storage and SDSERVE_OUTPUT_URLS=presigned, the answer is a redirect to a presigned URL.
  */
 import type { FastifyInstance } from "fastify";
 import { HttpProblem, notFound } from "../http/problem.js";
@@ -17,6 +18,8 @@ export async function fileRoutes(app: FastifyInstance, opts: { service: Predicti
         throw new HttpProblem(410, "Gone", "This output was removed when its retention period ended.");
       }
       if (!file) throw notFound();
+      if ("redirect" in file)
+        return reply.code(302).header("Location", file.redirect).header("Cache-Control", "no-store").send();
       reply
         .header("Content-Type", file.contentType)
         .header("Content-Length", String(file.size))
