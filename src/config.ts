@@ -75,6 +75,7 @@ export const SERVE_HELP = `Usage: sdserve serve [--model <folder|owner/name|tiny
 Serves Replicate's predictions API (and OpenAI's images API) for stability-ai/stable-diffusion
 (on ${DEFAULT_WEIGHTS} unless --model says otherwise) or the models a models file lists.
 The API answers at once; weights are downloaded and loaded in the background (see /health-check).
+GET /metrics serves Prometheus metrics.
 
 Options (each also read from the environment variable shown):
   --model <source>       SDSERVE_MODEL        weights of stability-ai/stable-diffusion: a diffusers-format SD 1.x/2.x

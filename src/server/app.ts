@@ -6,10 +6,12 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import type { TokenAuth } from "./auth.js";
 import { badJson, HttpProblem, notFound, throttled, unauthenticated } from "./http/problem.js";
 import { RateLimiter } from "./http/rate-limit.js";
+import type { Metrics } from "./metrics.js";
 import { serverOpenApi } from "./models/openapi.js";
 import type { PredictionService } from "./predictions/service.js";
 import { fileRoutes } from "./routes/files.js";
 import { healthRoutes } from "./routes/health.js";
+import { metricsRoutes } from "./routes/metrics.js";
 import { modelRoutes } from "./routes/models.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
 import { predictionRoutes } from "./routes/predictions.js";
@@ -40,6 +42,8 @@ export interface AppOptions {
   version: string;
   /** An API-only node (--no-worker): the models are loaded by the workers, not here. */
   modelsRunElsewhere?: boolean;
+  /** Served at GET /metrics (Prometheus text format, no token, as /health-check). */
+  metrics?: Metrics;
   log?: (line: string) => void;
 }
 
@@ -122,6 +126,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   };
 
   app.register(healthRoutes, { models: opts.service.models, runElsewhere: opts.modelsRunElsewhere ?? false });
+  if (opts.metrics) app.register(metricsRoutes, { metrics: opts.metrics });
   const openapi = serverOpenApi(opts.service.models, opts.version);
   app.get("/openapi.json", async () => openapi);
   app.register(fileRoutes, { service: opts.service });

@@ -13,6 +13,7 @@ import type { Config } from "../config.js";
 import { buildApp } from "./app.js";
 import { resolveApiTokens, TokenAuth } from "./auth.js";
 import { type Backends, openBackends } from "./backends.js";
+import { Metrics } from "./metrics.js";
 import type { ModelAdapter } from "./models/model.js";
 import { StableDiffusionAdapter } from "./models/stable-diffusion.js";
 import { PredictionService } from "./predictions/service.js";
@@ -46,8 +47,10 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   const { queue } = backends;
   const models: ModelAdapter[] = parts.models ?? modelAdapters(config, out);
   const service = newService(config, backends, models, out);
+  const metrics = new Metrics({ queue, store: backends.store, role: config.runWorker ? "all" : "api" });
+  metrics.follow(backends.events);
 
-  const { dispatcher: webhooks, close: closeWebhooks } = startWebhooks(config, backends, out);
+  const { dispatcher: webhooks, close: closeWebhooks } = startWebhooks(config, backends, out, metrics);
 
   const tokens = await resolveApiTokens(config.apiTokens, config.dataDir);
   if (tokens.created) {
@@ -70,6 +73,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     provider: config.provider,
     version: SDSERVE_VERSION,
     modelsRunElsewhere: !config.runWorker,
+    metrics,
     log: out.error,
   });
 
@@ -91,7 +95,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   if (config.runWorker) {
     setupModels(models, out);
     // The in-process worker runs one prediction at a time; on a shared queue, as many as configured.
-    worker = new Worker(service, queue, out.error, queue.shared ? config.workerConcurrency : 1);
+    worker = new Worker(service, queue, out.error, queue.shared ? config.workerConcurrency : 1, (s) => metrics.step(s));
     worker.start();
   }
   out.info(`sdserve listening on ${url}`);
@@ -106,6 +110,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
         await worker?.stop();
         await closeWebhooks();
         await app.close();
+        metrics.close();
         for (const m of models) await m.close();
         await backends.close();
       })();
@@ -178,6 +183,7 @@ export function startWebhooks(
   config: Config,
   backends: Backends,
   out: ServerOutput,
+  metrics: Metrics,
 ): { dispatcher: WebhookDispatcher; close(): Promise<void> } {
   const durable = config.redisUrl
     ? new BullMqCompletedDeliveries(config.redisUrl, config.redisPrefix, RETRY_DELAYS_MS, out.error)
@@ -187,6 +193,7 @@ export function startWebhooks(
     log: out.error,
     userAgent: `sdserve/${SDSERVE_VERSION}`,
     durable,
+    onDelivery: (d) => metrics.webhookDelivery(d),
   });
   dispatcher.start();
   durable?.start(dispatcher);

@@ -9,7 +9,9 @@ import type { AddressInfo } from "node:net";
 import Fastify from "fastify";
 import type { Config } from "../config.js";
 import { openBackends } from "./backends.js";
+import { Metrics } from "./metrics.js";
 import { healthRoutes } from "./routes/health.js";
+import { metricsRoutes } from "./routes/metrics.js";
 import {
   modelAdapters,
   newService,
@@ -24,17 +26,20 @@ export async function startWorkerProcess(config: Config, out: ServerOutput): Pro
   const backends = await openBackends(config, out.error);
   const models = modelAdapters(config, out);
   const service = newService(config, backends, models, out);
-  const webhooks = startWebhooks(config, backends, out);
+  const metrics = new Metrics({ queue: backends.queue, store: backends.store, role: "worker" });
+  metrics.follow(backends.events);
+  const webhooks = startWebhooks(config, backends, out, metrics);
 
   const app = Fastify({ logger: false });
   app.register(healthRoutes, { models });
+  app.register(metricsRoutes, { metrics });
   await app.listen({ port: config.port, host: config.host });
   const address = app.server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
 
   setupModels(models, out);
-  const worker = new Worker(service, backends.queue, out.error, config.workerConcurrency);
+  const worker = new Worker(service, backends.queue, out.error, config.workerConcurrency, (s) => metrics.step(s));
   worker.start();
   out.info(`sdserve worker running ${config.workerConcurrency} at a time; health and metrics on ${url}`);
 
@@ -48,6 +53,7 @@ export async function startWorkerProcess(config: Config, out: ServerOutput): Pro
         await worker.stop();
         await webhooks.close();
         await app.close();
+        metrics.close();
         for (const m of models) await m.close();
         await backends.close();
       })();

@@ -17,6 +17,8 @@ export class Worker {
     private readonly queue: JobQueue,
     private readonly log: (line: string) => void = () => {},
     private readonly concurrency = 1,
+    /** Told the time of each denoising step (for /metrics). */
+    private readonly onStepTime?: (seconds: number) => void,
   ) {}
 
   start(): void {
@@ -59,6 +61,7 @@ export class Worker {
       const outputs = await adapter.predict(job.prediction.input, {
         log: appendLog,
         preview: (preview) => this.service.preview(id, preview),
+        stepTime: this.onStepTime,
         signal,
       });
       await logs;

@@ -13,6 +13,7 @@ import {
   api,
   authHeaders,
   eventually,
+  metricSample,
   newDataDir,
   readSse,
   type Sdserve,
@@ -121,6 +122,19 @@ test("Prefer: wait on node A, the stream on node B, the webhook once: a job run 
   );
   assert.equal(done[0]?.status, "succeeded");
   assert.equal((await status(nodeB, id))["status"], "succeeded");
+});
+
+test("/metrics on an API node and on the worker: each counts what it did, both see the shared queue", {
+  skip,
+}, async () => {
+  const onA = await (await fetch(`${nodeA.url}/metrics`)).text();
+  const onWorker = await (await fetch(`${(worker as Sdserve).url}/metrics`)).text();
+  assert.equal(metricSample(onA, "sdserve_predictions_total", 'status="starting"'), 1);
+  assert.equal(metricSample(onA, "sdserve_step_seconds_count"), 0);
+  assert.equal(metricSample(onWorker, "sdserve_predictions_total", 'status="succeeded"'), 1);
+  assert.ok((metricSample(onWorker, "sdserve_step_seconds_count") ?? 0) >= 2);
+  assert.equal(metricSample(onA, "sdserve_queue_depth"), 0);
+  assert.equal(metricSample(onWorker, "sdserve_predictions_unfinished"), 0);
 });
 
 test("a live stream on node B follows a prediction created on node A", { skip }, async () => {

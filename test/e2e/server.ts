@@ -170,3 +170,10 @@ export async function readSse(url: string): Promise<SseEvent[]> {
   }
   return events;
 }
+
+/** The value of one /metrics sample, by its name and labels as printed (the role label is on every sample). */
+export function metricSample(text: string, name: string, labels = ""): number | undefined {
+  const re = new RegExp(`^${name}\\{${labels ? `${labels},` : ""}role="[a-z]+"\\} (\\S+)$`, "m");
+  const m = re.exec(text);
+  return m ? Number(m[1]) : undefined;
+}

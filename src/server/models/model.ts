@@ -50,6 +50,8 @@ export interface PredictContext {
   log(line: string): void;
   /** Passes a preview to whoever follows the prediction; the adapter keeps the rate modest. */
   preview?(preview: PredictionPreview): void;
+  /** Reports how long one denoising step took, in seconds (for /metrics). */
+  stepTime?(seconds: number): void;
   /** Aborted on cancel, deadline or shutdown; the adapter stops at the next safe point. */
   signal: AbortSignal;
 }

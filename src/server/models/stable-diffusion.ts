@@ -329,8 +329,11 @@ export class StableDiffusionAdapter implements ModelAdapter {
     ctx.log(progressLine(0, total, 0));
     const start = performance.now();
     let lastPreview = Number.NEGATIVE_INFINITY;
+    let lastStep = start;
     const onStep = ({ step, latents }: StepEvent) => {
       const now = performance.now();
+      ctx.stepTime?.((now - lastStep) / 1000);
+      lastStep = now;
       ctx.log(progressLine(step, total, (now - start) / 1000));
       if (!ctx.preview || now - lastPreview < PREVIEW_INTERVAL_MS || !canPreview(latents)) return;
       lastPreview = now;

@@ -17,7 +17,7 @@ import type { PredictionChange, PredictionEvents } from "../predictions/events.j
 import { formatMicros, timestamp } from "../predictions/ids.js";
 import { isTerminal, type PredictionRecord, type WebhookEvent } from "../predictions/prediction.js";
 import { toApiPrediction } from "../predictions/serialize.js";
-import type { PredictionStore } from "../store/store.js";
+import type { PredictionStore, WebhookDelivery } from "../store/store.js";
 import { newWebhookId, newWebhookSecret, signWebhook } from "./signing.js";
 import { checkWebhookUrl, guardedLookup } from "./targets.js";
 
@@ -39,6 +39,8 @@ export interface WebhookOptions {
   timeoutMs?: number;
   log?: (line: string) => void;
   userAgent?: string;
+  /** Told of every attempt, after it is recorded (for /metrics). */
+  onDelivery?: (delivery: WebhookDelivery) => void;
 }
 
 export const RETRY_DELAYS_MS: readonly number[] = [1000, 2000, 4000, 8000, 15_000, 30_000];
@@ -183,14 +185,9 @@ export class WebhookDispatcher {
     const secret = await this.secretFor(p.account);
     const { refused, ...result } = await this.post(p.webhook, webhookId, body, secret);
     const final = result.delivered || Boolean(refused) || attempt > this.retryDelays.length;
-    await this.store.recordWebhookDelivery(p.id, {
-      webhookId,
-      event: "completed",
-      attempt,
-      at: timestamp(),
-      ...result,
-      final,
-    });
+    const delivery: WebhookDelivery = { webhookId, event: "completed", attempt, at: timestamp(), ...result, final };
+    await this.store.recordWebhookDelivery(p.id, delivery);
+    this.opts.onDelivery?.(delivery);
     return final;
   }
 
@@ -217,7 +214,9 @@ export class WebhookDispatcher {
       if (this.stopping.signal.aborted) return;
       const { refused, ...result } = await this.post(p.webhook as string, webhookId, body, secret);
       const final = result.delivered || Boolean(refused) || attempt > delays.length;
-      await this.store.recordWebhookDelivery(p.id, { webhookId, event, attempt, at: timestamp(), ...result, final });
+      const delivery: WebhookDelivery = { webhookId, event, attempt, at: timestamp(), ...result, final };
+      await this.store.recordWebhookDelivery(p.id, delivery);
+      this.opts.onDelivery?.(delivery);
       if (final) return;
       await this.sleep(delays[attempt - 1] as number);
     }
