@@ -137,6 +137,28 @@ test("/metrics on an API node and on the worker: each counts what it did, both s
   assert.equal(metricSample(onWorker, "sdserve_predictions_unfinished"), 0);
 });
 
+test("webhooks of one prediction come in order across processes: start (node A) first, completed last", {
+  skip,
+}, async () => {
+  const r = await api(nodeA, "POST", "/v1/predictions", {
+    version: VERSION,
+    input: smallInput(),
+    webhook: `${hookUrl}/all`,
+    webhook_events_filter: ["start", "output", "logs", "completed"],
+  });
+  const id = r.json["id"] as string;
+  const got = await eventually(async () => {
+    const mine = hooks.filter((h) => h.id === id);
+    return mine.filter((h) => h.status === "succeeded").length >= 2 ? mine : undefined;
+  }, "the output and completed webhooks");
+  assert.equal(got[0]?.status, "starting", JSON.stringify(got));
+  assert.equal(got.filter((h) => h.status === "starting").length, 1);
+  assert.deepEqual(
+    got.slice(-2).map((h) => h.status),
+    ["succeeded", "succeeded"],
+  );
+});
+
 test("a live stream on node B follows a prediction created on node A", { skip }, async () => {
   const created = await api(nodeA, "POST", "/v1/predictions", {
     version: VERSION,

@@ -127,13 +127,18 @@ export class WebhookDispatcher {
     }
     const p = change.prediction;
     if (!p.webhook) return;
+    const wants = (e: WebhookEvent) => (p.webhookEventsFilter ?? DEFAULT_WEBHOOK_EVENTS).includes(e);
     let t = this.tracked.get(p.id);
     if (!t) {
       t = { chain: Promise.resolve(), logsTimer: undefined, lastLogsAt: 0, started: false, completed: false };
       this.tracked.set(p.id, t);
+      // A worker's first change of a prediction another process created: `start` is that
+      // process's to send, and goes first; wait (a while) until it has been tried.
+      if (this.opts.durable && wants("start") && !(p.status === "starting" && p.attempts === 0)) {
+        t.chain = this.startTried(p.id);
+      }
     }
     if (t.completed) return;
-    const wants = (e: WebhookEvent) => (p.webhookEventsFilter ?? DEFAULT_WEBHOOK_EVENTS).includes(e);
     if (!t.started && p.status === "starting" && p.attempts === 0) {
       t.started = true;
       if (wants("start")) this.enqueue(t, p.id, "start", p);
@@ -146,6 +151,15 @@ export class WebhookDispatcher {
       t.chain = t.chain.then(() => {
         this.tracked.delete(p.id);
       });
+    }
+  }
+
+  /** Resolves once the prediction's `start` message has been tried (or after 10 s, or at stop). */
+  private async startTried(id: string): Promise<void> {
+    for (let i = 0; i < 100 && !this.stopping.signal.aborted; i++) {
+      const tries = await this.store.webhookDeliveries(id).catch(() => []);
+      if (tries.some((d) => d.event === "start")) return;
+      await this.sleep(100);
     }
   }
 
