@@ -204,9 +204,9 @@ Options (each also read from the environment variable shown):
   --threads <n>          SDSERVE_THREADS      CPU threads for ONNX Runtime (default: one per core)
   --provider <cpu|cuda>  SDSERVE_PROVIDER     execution provider (default cpu)
 
-The environment variables of sdserve serve apply as well: REDIS_URL, DATABASE_URL, S3_*,
-SDSERVE_REDIS_PREFIX, SDSERVE_JOB_LOCK, SDSERVE_OUTPUT_RETENTION, SDSERVE_MAX_RUN_TIME,
-SDSERVE_WEBHOOK_ALLOW_PRIVATE (webhooks of the predictions run here are sent from here) and HF_*.
+These environment variables of sdserve serve apply as well: REDIS_URL, DATABASE_URL, S3_*,
+SDSERVE_REDIS_PREFIX, SDSERVE_JOB_LOCK, SDSERVE_WEBHOOK_ALLOW_PRIVATE (the webhooks of the changes
+made here are sent from here) and HF_*. Retention, deadlines and limits are the API nodes' settings.
 `;
 
 /** Reads `sdserve serve`'s (or `sdserve worker`'s) flags and the environment. */
