@@ -8,75 +8,18 @@
 import pg from "pg";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 import { MIGRATIONS } from "./postgres-migrations.js";
+import { type PredictionRow, patchColumns, predictionFromRow } from "./rows.js";
 import type { ListQuery, PredictionPatch, PredictionStore, WebhookDelivery } from "./store.js";
 
 /** Any fixed number: the key of the advisory lock held while migrating. */
 const MIGRATION_LOCK = 7_361_104_529;
 
-interface Row {
-  id: string;
-  account: string;
-  model: string;
-  version: string;
-  input: string;
-  logs: string;
-  output: string | null;
-  error: string | null;
-  status: string;
-  data_removed: boolean;
-  created_at: string;
-  started_at: string | null;
-  completed_at: string | null;
-  webhook: string | null;
-  webhook_events_filter: string | null;
-  deadline: string | null;
-  api_base: string;
-  origin: string;
-  files_key: string;
-  stream_key: string;
-  attempts: number;
-}
+type Row = PredictionRow<boolean>;
 
-function fromRow(r: Row): PredictionRecord {
-  return {
-    id: r.id,
-    account: r.account,
-    model: r.model,
-    version: r.version,
-    input: JSON.parse(r.input) as Record<string, unknown>,
-    logs: r.logs,
-    output: r.output === null ? null : (JSON.parse(r.output) as string[]),
-    error: r.error,
-    status: r.status as PredictionStatus,
-    dataRemoved: r.data_removed,
-    createdAt: r.created_at,
-    startedAt: r.started_at,
-    completedAt: r.completed_at,
-    webhook: r.webhook,
-    webhookEventsFilter:
-      r.webhook_events_filter === null ? null : (JSON.parse(r.webhook_events_filter) as WebhookEvent[]),
-    deadline: r.deadline,
-    apiBase: r.api_base,
-    origin: r.origin,
-    filesKey: r.files_key,
-    streamKey: r.stream_key,
-    attempts: r.attempts,
-  };
-}
+const fromRow = (r: Row): PredictionRecord => predictionFromRow(r, (v) => v);
 
 /** Patch field → column, and how its value is stored. */
-const COLUMNS: Record<keyof PredictionPatch, [string, (v: never) => unknown]> = {
-  status: ["status", (v: string) => v],
-  output: ["output", (v: string[] | null) => (v === null ? null : JSON.stringify(v))],
-  error: ["error", (v: string | null) => v],
-  startedAt: ["started_at", (v: string | null) => v],
-  completedAt: ["completed_at", (v: string | null) => v],
-  attempts: ["attempts", (v: number) => v],
-  logs: ["logs", (v: string) => v],
-  input: ["input", (v: Record<string, unknown>) => JSON.stringify(v)],
-  dataRemoved: ["data_removed", (v: boolean) => v],
-  deadline: ["deadline", (v: string | null) => v],
-};
+const COLUMNS = patchColumns((v) => v);
 
 const SELECT = "SELECT p.* FROM predictions p";
 

@@ -5,6 +5,7 @@
  */
 import Database from "better-sqlite3";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
+import { type PredictionRow, patchColumns, predictionFromRow } from "./rows.js";
 import type { ListQuery, PredictionPatch, PredictionStore, WebhookDelivery } from "./store.js";
 
 const SCHEMA = `
@@ -56,70 +57,12 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
 CREATE INDEX IF NOT EXISTS webhook_deliveries_prediction ON webhook_deliveries (prediction_id, at);
 `;
 
-interface Row {
-  id: string;
-  account: string;
-  model: string;
-  version: string;
-  input: string;
-  logs: string;
-  output: string | null;
-  error: string | null;
-  status: string;
-  data_removed: number;
-  created_at: string;
-  started_at: string | null;
-  completed_at: string | null;
-  webhook: string | null;
-  webhook_events_filter: string | null;
-  deadline: string | null;
-  api_base: string;
-  origin: string;
-  files_key: string;
-  stream_key: string;
-  attempts: number;
-}
+type Row = PredictionRow<number>;
 
-function fromRow(r: Row): PredictionRecord {
-  return {
-    id: r.id,
-    account: r.account,
-    model: r.model,
-    version: r.version,
-    input: JSON.parse(r.input) as Record<string, unknown>,
-    logs: r.logs,
-    output: r.output === null ? null : (JSON.parse(r.output) as string[]),
-    error: r.error,
-    status: r.status as PredictionStatus,
-    dataRemoved: r.data_removed !== 0,
-    createdAt: r.created_at,
-    startedAt: r.started_at,
-    completedAt: r.completed_at,
-    webhook: r.webhook,
-    webhookEventsFilter:
-      r.webhook_events_filter === null ? null : (JSON.parse(r.webhook_events_filter) as WebhookEvent[]),
-    deadline: r.deadline,
-    apiBase: r.api_base,
-    origin: r.origin,
-    filesKey: r.files_key,
-    streamKey: r.stream_key,
-    attempts: r.attempts,
-  };
-}
+const fromRow = (r: Row): PredictionRecord => predictionFromRow(r, (v) => v !== 0);
 
 /** Patch field → column, and how its value is stored. */
-const COLUMNS: Record<keyof PredictionPatch, [string, (v: never) => unknown]> = {
-  status: ["status", (v: string) => v],
-  output: ["output", (v: string[] | null) => (v === null ? null : JSON.stringify(v))],
-  error: ["error", (v: string | null) => v],
-  startedAt: ["started_at", (v: string | null) => v],
-  completedAt: ["completed_at", (v: string | null) => v],
-  attempts: ["attempts", (v: number) => v],
-  logs: ["logs", (v: string) => v],
-  input: ["input", (v: Record<string, unknown>) => JSON.stringify(v)],
-  dataRemoved: ["data_removed", (v: boolean) => (v ? 1 : 0)],
-  deadline: ["deadline", (v: string | null) => v],
-};
+const COLUMNS = patchColumns((v) => (v ? 1 : 0));
 
 export class SqlitePredictionStore implements PredictionStore {
   private readonly db: Database.Database;

@@ -1,0 +1,75 @@
+/**
+ * The predictions table as both SQL stores keep it: the same columns, with JSON in text
+ * columns; only how a boolean is stored differs (SQLite 0/1, PostgreSQL boolean).
+ */
+import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
+import type { PredictionPatch } from "./store.js";
+
+export interface PredictionRow<Bool> {
+  id: string;
+  account: string;
+  model: string;
+  version: string;
+  input: string;
+  logs: string;
+  output: string | null;
+  error: string | null;
+  status: string;
+  data_removed: Bool;
+  created_at: string;
+  started_at: string | null;
+  completed_at: string | null;
+  webhook: string | null;
+  webhook_events_filter: string | null;
+  deadline: string | null;
+  api_base: string;
+  origin: string;
+  files_key: string;
+  stream_key: string;
+  attempts: number;
+}
+
+export function predictionFromRow<Bool>(r: PredictionRow<Bool>, toBool: (v: Bool) => boolean): PredictionRecord {
+  return {
+    id: r.id,
+    account: r.account,
+    model: r.model,
+    version: r.version,
+    input: JSON.parse(r.input) as Record<string, unknown>,
+    logs: r.logs,
+    output: r.output === null ? null : (JSON.parse(r.output) as string[]),
+    error: r.error,
+    status: r.status as PredictionStatus,
+    dataRemoved: toBool(r.data_removed),
+    createdAt: r.created_at,
+    startedAt: r.started_at,
+    completedAt: r.completed_at,
+    webhook: r.webhook,
+    webhookEventsFilter:
+      r.webhook_events_filter === null ? null : (JSON.parse(r.webhook_events_filter) as WebhookEvent[]),
+    deadline: r.deadline,
+    apiBase: r.api_base,
+    origin: r.origin,
+    filesKey: r.files_key,
+    streamKey: r.stream_key,
+    attempts: r.attempts,
+  };
+}
+
+/** Patch field → column, and how its value is stored. */
+export function patchColumns(
+  fromBool: (v: boolean) => unknown,
+): Record<keyof PredictionPatch, [string, (v: never) => unknown]> {
+  return {
+    status: ["status", (v: string) => v],
+    output: ["output", (v: string[] | null) => (v === null ? null : JSON.stringify(v))],
+    error: ["error", (v: string | null) => v],
+    startedAt: ["started_at", (v: string | null) => v],
+    completedAt: ["completed_at", (v: string | null) => v],
+    attempts: ["attempts", (v: number) => v],
+    logs: ["logs", (v: string) => v],
+    input: ["input", (v: Record<string, unknown>) => JSON.stringify(v)],
+    dataRemoved: ["data_removed", (v: boolean) => fromBool(v)],
+    deadline: ["deadline", (v: string | null) => v],
+  };
+}
