@@ -10,7 +10,6 @@
  * With `--model all` (the default: SD 1.5 at 512² and SD 2.1 at 768²) each model runs in its
  * own process, so its peak RSS is its own. See bench/README.md for what is printed.
  */
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -19,6 +18,7 @@ import type { ComponentName } from "../src/engine/weights/model-folder.js";
 import { type RandomComponent, writeRandomComponent } from "../src/engine/weights/random-weights.js";
 import { intOption as int, printUsageAndExit, runChildren } from "./lib/cli.js";
 import { textEncoderFlops, unetFlops, vaeDecodeFlops } from "./lib/flops.js";
+import { noise, readPresetConfig } from "./lib/inputs.js";
 import { machineInfo, measureMatmulPeak } from "./lib/machine.js";
 import {
   gib,
@@ -35,7 +35,6 @@ import {
 import { time, timeRuns } from "./lib/timing.js";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const PRESETS = path.join(REPO_ROOT, "presets");
 const ALL_MODELS = ["sd-1.5", "sd-2.1"];
 const KNOWN_MODELS = ["sd-1.5", "sd-2.1", "sd-2.1-base", "sd-turbo"];
 const PARTS = ["text", "unet", "vae"] as const;
@@ -93,25 +92,6 @@ function parseOptions(): Options {
     matmulRuns: int("matmul-runs", values["matmul-runs"], 1),
     child: values.child,
   };
-}
-
-// ---------------------------------------------------------------- inputs
-
-/** Deterministic values in [-1, 1); compute does not depend on them. */
-function noise(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = (s >>> 0) / 2 ** 31 - 1;
-  }
-  return out;
-}
-
-function readPresetConfig(model: string, component: string): Record<string, unknown> {
-  return JSON.parse(readFileSync(path.join(PRESETS, model, component, "config.json"), "utf8"));
 }
 
 // ---------------------------------------------------------------- one model

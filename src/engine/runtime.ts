@@ -17,6 +17,12 @@ export interface RuntimeOptions {
   deviceId?: number;
   /** Called with one line per notable event (which provider each network runs on). */
   log?: (line: string) => void;
+  /**
+   * Write onnxruntime's profile (Chrome trace JSON: session initialisation and every kernel's
+   * time) to a file named from this prefix when `NetworkSession.endProfiling()` is called.
+   * For bench/profile; costs time on every run.
+   */
+  profilePrefix?: string;
 }
 
 export type Feeds = Record<string, ort.Tensor>;
@@ -43,6 +49,10 @@ export class NetworkSession {
       interOpNumThreads: 1,
       executionMode: "sequential",
     };
+    if (opts.profilePrefix) {
+      options.enableProfiling = true;
+      options.profileFilePrefix = opts.profilePrefix;
+    }
     if (externalDir) {
       options.extra = { session: { model_external_initializers_file_folder_path: externalDir } };
     }
@@ -79,6 +89,14 @@ export class NetworkSession {
 
   async run(feeds: Feeds, outputs?: readonly string[]): Promise<Record<string, ort.Tensor>> {
     return (await this.session.run(feeds, outputs ?? this.session.outputNames)) as Record<string, ort.Tensor>;
+  }
+
+  /**
+   * Stops profiling (see RuntimeOptions.profilePrefix) and writes the profile, as
+   * `<prefix>_<date>_<time>.json` (onnxruntime-node does not return the name).
+   */
+  endProfiling(): void {
+    this.session.endProfiling();
   }
 
   async release(): Promise<void> {
