@@ -64,6 +64,8 @@ interface Options {
   json: boolean;
   cache: string;
   matmulRuns: number;
+  /** The engine's optimised-model cache: undefined for its default folder, false for off, or a folder. */
+  optimizedCache: string | false | undefined;
   child: boolean;
 }
 
@@ -83,6 +85,7 @@ function parseOptions(): Options {
       json: { type: "boolean", default: false },
       cache: { type: "string", default: path.join(REPO_ROOT, ".cache", "bench") },
       "matmul-runs": { type: "string", default: "5" },
+      "optimized-cache": { type: "string", default: "on" },
       child: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -117,8 +120,15 @@ function parseOptions(): Options {
     json: values.json,
     cache: path.resolve(values.cache),
     matmulRuns: intOption("matmul-runs", values["matmul-runs"], 0),
+    optimizedCache: cacheOption(values["optimized-cache"]),
     child: values.child,
   };
+}
+
+function cacheOption(value: string): string | false | undefined {
+  if (value === "on") return undefined;
+  if (value === "off") return false;
+  return path.resolve(value);
 }
 
 // ---------------------------------------------------------------- one model, one provider
@@ -131,6 +141,8 @@ interface RunTimes {
   decode: number;
   /** Each denoising step, from one onStep call to the next. */
   steps: number[];
+  /** From the generate() call to the end of its first step. */
+  untilFirstStep: number;
 }
 
 async function prepareFolder(model: Model, cache: string): Promise<{ dir: string; written: boolean }> {
@@ -185,7 +197,12 @@ async function benchOne(model: Model, provider: ExecutionProvider, opts: Options
   const sessions: string[] = [];
   let pipeline: Pipeline | undefined;
   const loadSeconds = await time(async () => {
-    pipeline = await loadPipeline(dir, { threads: opts.threads, provider, log: (line) => sessions.push(line) });
+    pipeline = await loadPipeline(dir, {
+      threads: opts.threads,
+      provider,
+      optimizedCache: opts.optimizedCache,
+      log: (line) => sessions.push(line),
+    });
   });
   const pipe = pipeline as Pipeline;
   const rssAfterLoad = process.memoryUsage().rss;
@@ -219,7 +236,8 @@ async function benchOne(model: Model, provider: ExecutionProvider, opts: Options
       rss_after_bytes: rssAfterLoad,
       sessions,
     },
-    `${pad("load (loadPipeline)", LABEL)} ${pad(secs(loadSeconds), 9)} (RSS after: ${gib(rssAfterLoad)})`,
+    `${pad("load (loadPipeline)", LABEL)} ${pad(secs(loadSeconds), 9)} (RSS after: ${gib(rssAfterLoad)})\n` +
+      sessions.map((line) => `${pad("", LABEL)}   ${line}`).join("\n"),
   );
 
   // Every run makes the same image (same seed), so every run does the same work.
@@ -259,9 +277,15 @@ async function benchOne(model: Model, provider: ExecutionProvider, opts: Options
         denoise: denoiseSeconds,
         decode: decodeSeconds,
         steps,
+        untilFirstStep: ((stamps[0] ?? end) - start) / 1000,
       });
     },
     { warmup: opts.warmup, runs: opts.runs },
+  );
+  const firstStep = loadSeconds + (all[0] as RunTimes).untilFirstStep;
+  report.emit(
+    { figure: "time_to_first_step", unit: "s", seconds: round(firstStep), load_seconds: round(loadSeconds) },
+    `${pad("load to first step", LABEL)} ${pad(secs(firstStep), 9)} (loadPipeline, then the first image's text encoder and first step)`,
   );
   const first = opts.warmup > 0 ? all[0] : undefined;
   const measured = all.slice(opts.warmup);

@@ -31,7 +31,7 @@ async function openSession(
   if (files.onnxPath) return NetworkSession.create(name, files.onnxPath, undefined, opts);
   const weights = new WeightBinder(name, files.tensors);
   const graph = build(new ConfigReader(files.configPath, files.config), weights);
-  return NetworkSession.create(name, graph.toModel(), weights.baseDir, opts);
+  return NetworkSession.create(name, graph.toModel(), { dir: weights.baseDir, files: weights.files }, opts);
 }
 
 export class TextEncoder {

@@ -3,8 +3,12 @@
  * Graphs built here are passed as bytes; their weights stay in the safetensors files and are
  * found through onnxruntime's "external initializers folder" setting.
  */
+import { statSync } from "node:fs";
+import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { ModelError } from "./errors.js";
+import { DATA_FILE, OptimizedModelCache } from "./optimized-cache.js";
+import { defaultCacheDir } from "./tiny-random.js";
 
 export type ExecutionProvider = "cpu" | "cuda";
 
@@ -23,6 +27,22 @@ export interface RuntimeOptions {
    * For bench/profile; costs time on every run.
    */
   profilePrefix?: string;
+  /**
+   * Folder where onnxruntime's optimised form of each big network is kept, so the next load of
+   * the same weights on this machine skips graph optimisation (optimized-cache.ts). false turns
+   * it off. Default: SDSERVE_OPTIMIZED_CACHE (a folder, or `off`), else `optimized/` in
+   * sdserve's cache (SDSERVE_CACHE, else ~/.cache/sdserve).
+   * CPU only; an entry takes about the network's fp32 weights on disk.
+   */
+  optimizedCache?: string | false;
+  /** Networks with fewer bytes of weights than this are optimised at every load (default 64 MiB). */
+  optimizedCacheMinBytes?: number;
+}
+
+/** A graph's weights: the safetensors files (real paths) and the folder its locations are relative to. */
+export interface ExternalWeights {
+  dir: string;
+  files: readonly string[];
 }
 
 export type Feeds = Record<string, ort.Tensor>;
@@ -37,7 +57,7 @@ export class NetworkSession {
   static async create(
     name: string,
     model: Uint8Array | string,
-    externalDir: string | undefined,
+    external: ExternalWeights | undefined,
     opts: RuntimeOptions = {},
   ): Promise<NetworkSession> {
     const provider = opts.provider ?? "cpu";
@@ -49,26 +69,26 @@ export class NetworkSession {
       interOpNumThreads: 1,
       executionMode: "sequential",
     };
+    if (provider === "cpu") {
+      // The memory pattern (one block per run for all activations, planned from the first run)
+      // is taken from the arena while the arena still holds the first run's blocks: SD 2.1's
+      // VAE decode at 768² peaked at 5.8 GiB with it, 3.8 GiB without, and the pattern's fresh
+      // pages made its normalisations 5× slower. The arena alone reuses freed activations as
+      // well: the UNet and the text encoder run as fast without it (bench/profile).
+      options.enableMemPattern = false;
+    }
     if (opts.profilePrefix) {
       options.enableProfiling = true;
       options.profileFilePrefix = opts.profilePrefix;
     }
-    if (externalDir) {
-      options.extra = { session: { model_external_initializers_file_folder_path: externalDir } };
+    if (typeof model !== "string" && external && provider === "cpu") {
+      const cached = await createFromCache(name, model, external, options, opts);
+      if (cached) return new NetworkSession(name, provider, cached);
     }
-    let session: ort.InferenceSession;
-    try {
-      session =
-        typeof model === "string"
-          ? await ort.InferenceSession.create(model, options)
-          : await ort.InferenceSession.create(model, options);
-    } catch (err) {
-      let msg = err instanceof Error ? err.message : String(err);
-      if (provider === "cuda") msg += `; ${CUDA_HINT}`;
-      throw new ModelError(`onnxruntime could not create the ${name} session (${provider}): ${msg}`, {
-        file: typeof model === "string" ? model : undefined,
-      });
+    if (external) {
+      options.extra = { session: { model_external_initializers_file_folder_path: external.dir } };
     }
+    const session = await createSession(name, model, options, provider);
     opts.log?.(`${name}: running on the ${provider.toUpperCase()} execution provider`);
     return new NetworkSession(name, provider, session);
   }
@@ -103,6 +123,113 @@ export class NetworkSession {
     await this.session.release();
   }
 }
+
+async function createSession(
+  name: string,
+  model: Uint8Array | string,
+  options: ort.InferenceSession.SessionOptions,
+  provider: ExecutionProvider,
+): Promise<ort.InferenceSession> {
+  try {
+    return typeof model === "string"
+      ? await ort.InferenceSession.create(model, options)
+      : await ort.InferenceSession.create(model, options);
+  } catch (err) {
+    let msg = errorText(err);
+    if (provider === "cuda") msg += `; ${CUDA_HINT}`;
+    throw new ModelError(`onnxruntime could not create the ${name} session (${provider}): ${msg}`, {
+      file: typeof model === "string" ? model : undefined,
+    });
+  }
+}
+
+const DEFAULT_CACHE_MIN_BYTES = 64 * 2 ** 20;
+
+/** SDSERVE_OPTIMIZED_CACHE: a folder, or off (0, false, no); unset: `optimized/` in sdserve's cache. */
+function cacheFromEnv(): string | false {
+  const value = process.env["SDSERVE_OPTIMIZED_CACHE"]?.trim();
+  if (!value) return path.join(defaultCacheDir(), "optimized");
+  return /^(0|off|false|no)$/i.test(value) ? false : path.resolve(value);
+}
+
+/**
+ * A CPU session through the optimised-model cache: from a saved entry when there is one, else
+ * created from the graph while onnxruntime saves its optimised form as a new entry. Undefined
+ * when the cache is off or the network too small, so the caller creates the session plainly.
+ */
+async function createFromCache(
+  name: string,
+  graph: Uint8Array,
+  external: ExternalWeights,
+  options: ort.InferenceSession.SessionOptions,
+  opts: RuntimeOptions,
+): Promise<ort.InferenceSession | undefined> {
+  const root = opts.optimizedCache ?? cacheFromEnv();
+  if (root === false || opts.profilePrefix) return undefined;
+  const bytes = external.files.reduce((sum, f) => sum + statSync(f).size, 0);
+  if (bytes < (opts.optimizedCacheMinBytes ?? DEFAULT_CACHE_MIN_BYTES)) return undefined;
+  const cache = new OptimizedModelCache(root);
+  const inputs = {
+    network: name,
+    graph,
+    weightFiles: external.files,
+    runtimeVersion: ort.env.versions.common,
+    settings: JSON.stringify({ level: options.graphOptimizationLevel, memPattern: options.enableMemPattern }),
+  };
+  const log = opts.log ?? (() => {});
+  const saved = cache.find(inputs);
+  if (saved) {
+    try {
+      const session = await ort.InferenceSession.create(saved, options);
+      log(`${name}: running on the CPU execution provider (optimised model from ${path.dirname(saved)})`);
+      return session;
+    } catch (err) {
+      // A damaged entry: say so, and replace it below.
+      cache.remove(inputs);
+      log(
+        `${name}: the optimised model in ${path.dirname(saved)} could not be loaded (${errorText(err)}); optimising again`,
+      );
+    }
+  }
+  let pending: ReturnType<OptimizedModelCache["begin"]>;
+  try {
+    pending = cache.begin(inputs, bytes);
+  } catch (err) {
+    pending = errorText(err);
+  }
+  if (typeof pending === "string") {
+    log(`${name}: the optimised model will not be saved: ${pending}`);
+    return undefined;
+  }
+  const saving: ort.InferenceSession.SessionOptions = {
+    ...options,
+    optimizedModelFilePath: pending.modelPath,
+    extra: {
+      session: {
+        model_external_initializers_file_folder_path: external.dir,
+        optimized_model_external_initializers_file_name: DATA_FILE,
+        optimized_model_external_initializers_min_size_in_bytes: "1024",
+      },
+    },
+  };
+  let session: ort.InferenceSession;
+  try {
+    session = await createSession(name, graph, saving, "cpu");
+  } catch (err) {
+    pending.discard();
+    throw err;
+  }
+  try {
+    const where = pending.commit() ? "saved in" : "already saved by another process in";
+    log(`${name}: running on the CPU execution provider (optimised model ${where} ${cache.root})`);
+  } catch (err) {
+    pending.discard();
+    log(`${name}: running on the CPU execution provider (the optimised model was not saved: ${errorText(err)})`);
+  }
+  return session;
+}
+
+const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 const CUDA_HINT =
   "CUDA needs an NVIDIA driver, CUDA 12 and cuDNN 9, and onnxruntime-node installed with its CUDA binaries " +

@@ -61,6 +61,11 @@ export class WeightBinder {
     this.baseDir = commonDir([...new Set([...this.realFiles.values()].map((f) => path.dirname(f)))]);
   }
 
+  /** The real paths of the weights files. */
+  get files(): string[] {
+    return [...new Set(this.realFiles.values())];
+  }
+
   has(name: string): boolean {
     return this.tensors.has(name);
   }

@@ -1,0 +1,174 @@
+/**
+ * The optimised-model cache: onnxruntime's optimised form of a network is saved on the first
+ * load and used by the next, with the same numbers (golden fixtures, same tolerances as
+ * networks.test.ts), and an entry never outlives the weights or settings it was made from.
+ */
+import assert from "node:assert/strict";
+import { cpSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { UNet, VaeDecoder } from "../../src/engine/networks.js";
+import { type CacheKeyInputs, OptimizedModelCache } from "../../src/engine/optimized-cache.js";
+import type { RuntimeOptions } from "../../src/engine/runtime.js";
+import { openModelFolder } from "../../src/engine/weights/model-folder.js";
+import { FIXTURE_MODELS, manifest, maxAbsDiff, modelDir, refTensor } from "../helpers/fixtures.js";
+
+const TOL = { unet: 2e-5, vae: 5e-5 };
+const scratch = mkdtempSync(path.join(os.tmpdir(), "sdserve-optcache-"));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** Runtime options with the cache in `dir`, for every network size, and the log lines kept. */
+function cached(dir: string): RuntimeOptions & { lines: string[] } {
+  const lines: string[] = [];
+  return { threads: 2, optimizedCache: dir, optimizedCacheMinBytes: 0, log: (l) => lines.push(l), lines };
+}
+
+const entries = (dir: string) => readdirSync(dir).sort();
+
+for (const model of FIXTURE_MODELS) {
+  describe(`${model}: optimised models saved and reused`, () => {
+    test("UNet and VAE: saved on the first load, loaded from the cache on the second, golden outputs both times", async () => {
+      const folder = await openModelFolder(modelDir(model));
+      const dir = path.join(scratch, `${model}-golden`);
+      const sample = refTensor(model, "unet_in_sample");
+      const context = refTensor(model, "unet_in_encoder_hidden_states");
+      const unetOut = (manifest(model).unet.outputs as { timestep: number; output: string }[])[0];
+      assert.ok(unetOut);
+      const unetRef = refTensor(model, unetOut.output.replace(/^ref\/|\.bin$/g, ""));
+      const latents = refTensor(model, "vae_in_latents");
+      const vaeRef = refTensor(model, "vae_decode_out");
+
+      for (const round of ["saved", "from"] as const) {
+        const opts = cached(dir);
+        const unet = await UNet.load(folder.unet, opts);
+        const vae = await VaeDecoder.load(folder.vae, opts);
+        try {
+          assert.match(opts.lines.join("\n"), new RegExp(`unet: .*optimised model ${round}`));
+          assert.match(opts.lines.join("\n"), new RegExp(`vae_decoder: .*optimised model ${round}`));
+          const u = await unet.run(sample, unetOut.timestep, context);
+          const uErr = maxAbsDiff(u.data, unetRef.data);
+          assert.ok(uErr <= TOL.unet, `UNet (${round}): max abs error ${uErr}`);
+          const v = await vae.decode(latents);
+          const vErr = maxAbsDiff(v.data, vaeRef.data);
+          assert.ok(vErr <= TOL.vae, `VAE (${round}): max abs error ${vErr}`);
+        } finally {
+          await Promise.all([unet.session.release(), vae.session.release()]);
+        }
+      }
+      assert.equal(entries(dir).length, 2, `one entry per network: ${entries(dir).join(", ")}`);
+    });
+  });
+}
+
+describe("cache entries", () => {
+  const model = FIXTURE_MODELS[0];
+
+  test("changed weights make a new entry and remove the old one; a damaged entry is replaced", async () => {
+    const copy = path.join(scratch, "model-copy");
+    cpSync(modelDir(model), copy, { recursive: true });
+    const dir = path.join(scratch, "changes");
+    const load = async () => {
+      const opts = cached(dir);
+      const folder = await openModelFolder(copy);
+      const unet = await UNet.load(folder.unet, opts);
+      await unet.session.release();
+      return opts.lines.join("\n");
+    };
+
+    assert.match(await load(), /optimised model saved/);
+    const [first] = entries(dir);
+    assert.match(await load(), /optimised model from/);
+
+    // Same bytes, new modification time: another file as far as the cache can tell.
+    const weights = readdirSync(path.join(copy, "unet")).find((f) => f.endsWith(".safetensors")) as string;
+    const later = new Date(Date.now() + 60_000);
+    utimesSync(path.join(copy, "unet", weights), later, later);
+    assert.match(await load(), /optimised model saved/);
+    const [second] = entries(dir);
+    assert.equal(entries(dir).length, 1);
+    assert.notEqual(second, first);
+
+    // A truncated model file: said in the log, optimised again, the entry rewritten.
+    writeFileSync(path.join(dir, second as string, "model.onnx"), "not a model");
+    const log = await load();
+    assert.match(log, /could not be loaded .*optimising again/);
+    assert.match(log, /optimised model saved/);
+    assert.match(await load(), /optimised model from/);
+
+    // Weights deleted: their entry goes when the next entry is written.
+    const other = path.join(scratch, "other-copy");
+    cpSync(copy, other, { recursive: true });
+    rmSync(copy, { recursive: true });
+    const folder = await openModelFolder(other);
+    const opts = cached(dir);
+    await (await UNet.load(folder.unet, opts)).session.release();
+    assert.match(opts.lines.join("\n"), /optimised model saved/);
+    assert.equal(entries(dir).length, 1);
+    assert.notEqual(entries(dir)[0], second);
+  });
+
+  test("the key covers the graph, the settings and the onnxruntime version", () => {
+    const weights = path.join(modelDir(model), "unet");
+    const file = path.join(weights, readdirSync(weights).find((f) => f.endsWith(".safetensors")) as string);
+    const cache = new OptimizedModelCache(path.join(scratch, "keys"));
+    const base: CacheKeyInputs = {
+      network: "unet",
+      graph: new Uint8Array([1, 2, 3]),
+      weightFiles: [file],
+      runtimeVersion: "1.30.0",
+      settings: "{}",
+    };
+    const variants: CacheKeyInputs[] = [
+      { ...base, graph: new Uint8Array([1, 2, 4]) },
+      { ...base, settings: '{"level":"basic"}' },
+      { ...base, runtimeVersion: "1.31.0" },
+    ];
+    const names = [base, ...variants].map((inputs) => {
+      const pending = cache.begin(inputs, 0);
+      assert.ok(typeof pending !== "string");
+      writeFileSync(pending.modelPath, "x");
+      writeFileSync(path.join(path.dirname(pending.modelPath), "model.data"), "x");
+      pending.commit();
+      assert.ok(cache.find(inputs), "a committed entry is found");
+      return entries(cache.root)[0];
+    });
+    assert.equal(new Set(names).size, names.length, "each input makes its own entry");
+    assert.equal(entries(cache.root).length, 1, "committing an entry removes its siblings");
+  });
+
+  test("plain loads: off when asked, and for networks below the size limit", async () => {
+    const folder = await openModelFolder(modelDir(model));
+    const dir = path.join(scratch, "off");
+    for (const opts of [
+      { ...cached(dir), optimizedCache: false as const },
+      { ...cached(dir), optimizedCacheMinBytes: 2 ** 40 },
+    ]) {
+      const unet = await UNet.load(folder.unet, opts);
+      await unet.session.release();
+      assert.doesNotMatch(opts.lines.join("\n"), /optimised/);
+    }
+    assert.deepEqual(readdirSync(scratch).includes("off") ? entries(dir) : [], []);
+  });
+
+  test("SDSERVE_OPTIMIZED_CACHE chooses the folder, or turns the cache off", async () => {
+    const folder = await openModelFolder(modelDir(model));
+    const dir = path.join(scratch, "from-env");
+    const saved = process.env["SDSERVE_OPTIMIZED_CACHE"];
+    try {
+      for (const [value, expected] of [
+        ["off", /^unet: running on the CPU execution provider$/],
+        [dir, /saved in/],
+      ] as const) {
+        process.env["SDSERVE_OPTIMIZED_CACHE"] = value;
+        const opts = { ...cached(dir), optimizedCache: undefined };
+        await (await UNet.load(folder.unet, opts)).session.release();
+        assert.match(opts.lines.join("\n"), expected);
+      }
+      assert.equal(entries(dir).length, 1);
+    } finally {
+      if (saved === undefined) delete process.env["SDSERVE_OPTIMIZED_CACHE"];
+      else process.env["SDSERVE_OPTIMIZED_CACHE"] = saved;
+    }
+  });
+});
