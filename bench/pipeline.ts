@@ -2,12 +2,13 @@
  * bench/pipeline: end-to-end text-to-image through the engine's public API (loadPipeline,
  * then pipeline.generate), as a user of the library or `sdserve generate` meets it: load
  * time, seconds per image and per denoising step, the split into text encoder / denoise /
- * VAE decode, and peak RSS. Models: the tiny-random model, and full-size SD 1.5 with random
- * weights built from presets/sd-1.5 (compute does not depend on the values).
+ * VAE decode, and peak RSS. Models: the tiny-random model, and the full-size presets (SD 1.5,
+ * SD 2.1, …) with random weights built from presets/ (compute does not depend on the values).
  *
- *   npx tsx bench/pipeline.ts [--model tiny|sd-1.5|all] [--runs 3] [--warmup 1] [--steps 20]
- *     [--size 512|WxH] [--scheduler DPMSolverMultistep] [--guidance 7.5] [--seed 42]
- *     [--threads N] [--provider cpu|cuda|cpu,cuda] [--json] [--cache DIR] [--matmul-runs 5]
+ *   npx tsx bench/pipeline.ts [--model tiny|sd-1.5|sd-2.1|sd-2.1-base|sd-turbo|all] [--runs 3]
+ *     [--warmup 1] [--steps 20] [--size N|WxH] [--scheduler DPMSolverMultistep] [--guidance 7.5]
+ *     [--seed 42] [--threads N] [--provider cpu|cuda|cpu,cuda] [--json] [--cache DIR]
+ *     [--matmul-runs 5] [--optimized-cache on|off|DIR]
  *
  * Each (model, provider) pair runs in its own process when there are several, so its peak
  * RSS is its own. See bench/README.md for what is printed.
@@ -18,8 +19,9 @@ import { parseArgs } from "node:util";
 import { DEFAULT_SCHEDULER, type GenerateResult, loadPipeline, type Pipeline } from "../src/engine/pipeline.js";
 import type { ExecutionProvider } from "../src/engine/runtime.js";
 import { ensureTinyRandomModel } from "../src/engine/tiny-random.js";
-import { intOption, printUsageAndExit, runChildren } from "./lib/cli.js";
+import { intOption, optimizedCacheOption, printUsageAndExit, runChildren } from "./lib/cli.js";
 import { textEncoderFlops, unetFlops, vaeDecodeFlops } from "./lib/flops.js";
+import { readPresetConfig } from "./lib/inputs.js";
 import { gpuInfo, type MatmulPeak, machineInfo, measureMatmulPeak } from "./lib/machine.js";
 import { ensureRandomModelFolder } from "./lib/random-model.js";
 import {
@@ -39,8 +41,10 @@ import { median, summarize, type Timing, time, timeRuns } from "./lib/timing.js"
 
 const BENCH = "pipeline";
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const MODELS = ["tiny", "sd-1.5"] as const;
+const MODELS = ["tiny", "sd-1.5", "sd-2.1", "sd-2.1-base", "sd-turbo"] as const;
 type Model = (typeof MODELS)[number];
+/** What `--model all` runs. */
+const ALL: readonly Model[] = ["tiny", "sd-1.5"];
 const PROVIDERS: readonly ExecutionProvider[] = ["cpu", "cuda"];
 /** bench/unet-step's default weights seed: both benches share one copy of SD 1.5 in the cache. */
 const WEIGHTS_SEED = 0;
@@ -55,8 +59,9 @@ interface Options {
   runs: number;
   warmup: number;
   steps: number;
-  width: number;
-  height: number;
+  /** Pixels; undefined: the model's native size. */
+  width: number | undefined;
+  height: number | undefined;
   scheduler: string;
   guidance: number;
   seed: number;
@@ -77,7 +82,7 @@ function parseOptions(): Options {
       runs: { type: "string", default: "3" },
       warmup: { type: "string", default: "1" },
       steps: { type: "string", default: "20" },
-      size: { type: "string", default: "512" },
+      size: { type: "string" },
       scheduler: { type: "string", default: DEFAULT_SCHEDULER },
       guidance: { type: "string", default: "7.5" },
       seed: { type: "string", default: "42" },
@@ -101,18 +106,18 @@ function parseOptions(): Options {
       throw new Error(`--provider takes ${PROVIDERS.join(", ")} or a comma-separated list, got ${p}`);
     }
   }
-  const size = /^(\d+)(?:x(\d+))?$/.exec(values.size);
-  if (!size) throw new Error(`--size must be N (N×N) or WxH, got ${values.size}`);
+  const size = values.size === undefined ? undefined : /^(\d+)(?:x(\d+))?$/.exec(values.size);
+  if (size === null) throw new Error(`--size must be N (N×N) or WxH, got ${values.size}`);
   const guidance = Number(values.guidance);
   if (!Number.isFinite(guidance) || guidance < 0) throw new Error(`--guidance must be a number ≥ 0`);
   return {
-    models: model === "all" ? [...MODELS] : [model as Model],
+    models: model === "all" ? [...ALL] : [model as Model],
     providers: [...new Set(providers)] as ExecutionProvider[],
     runs: intOption("runs", values.runs, 1),
     warmup: intOption("warmup", values.warmup, 0),
     steps: intOption("steps", values.steps, 1),
-    width: intOption("size", size[1] as string, 8),
-    height: intOption("size", size[2] ?? (size[1] as string), 8),
+    width: size && intOption("size", size[1] as string, 8),
+    height: size && intOption("size", size[2] ?? (size[1] as string), 8),
     scheduler: values.scheduler,
     guidance,
     seed: intOption("seed", values.seed, 0),
@@ -120,15 +125,9 @@ function parseOptions(): Options {
     json: values.json,
     cache: path.resolve(values.cache),
     matmulRuns: intOption("matmul-runs", values["matmul-runs"], 0),
-    optimizedCache: cacheOption(values["optimized-cache"]),
+    optimizedCache: optimizedCacheOption(values["optimized-cache"]),
     child: values.child,
   };
-}
-
-function cacheOption(value: string): string | false | undefined {
-  if (value === "on") return undefined;
-  if (value === "off") return false;
-  return path.resolve(value);
 }
 
 // ---------------------------------------------------------------- one model, one provider
@@ -159,7 +158,10 @@ async function prepareFolder(model: Model, cache: string): Promise<{ dir: string
 }
 
 /** FLOPs of one image: text encoder once, the UNet per step, the VAE decoder once. */
-function imageFlops(pipeline: Pipeline, opts: Options): { text: number; step: number; vae: number; image: number } {
+function imageFlops(
+  pipeline: Pipeline,
+  opts: SizedOptions,
+): { text: number; step: number; vae: number; image: number } {
   const guided = opts.guidance > 1;
   const h = opts.height / pipeline.info.vaeScaleFactor;
   const w = opts.width / pipeline.info.vaeScaleFactor;
@@ -170,7 +172,18 @@ function imageFlops(pipeline: Pipeline, opts: Options): { text: number; step: nu
   return { text, step, vae, image: text + opts.steps * step + vae };
 }
 
-async function benchOne(model: Model, provider: ExecutionProvider, opts: Options, report: Report): Promise<void> {
+/** Options with the image size settled: the asked one, else the model's native size. */
+type SizedOptions = Options & { width: number; height: number };
+
+function nativeSize(model: Model): number {
+  // The tiny model's UNet is as small as it gets; 512² is the size SD 1.x users ask for.
+  if (model === "tiny") return 512;
+  return (readPresetConfig(model, "unet")["sample_size"] as number) * 8;
+}
+
+async function benchOne(model: Model, provider: ExecutionProvider, options: Options, report: Report): Promise<void> {
+  const native = nativeSize(model);
+  const opts: SizedOptions = { ...options, width: options.width ?? native, height: options.height ?? native };
   const guided = opts.guidance > 1;
   report.heading(
     `${model === "tiny" ? "tiny-random" : `${model} (random weights, seed ${WEIGHTS_SEED}, fp32)`}: ` +

@@ -6,6 +6,7 @@
  *
  *   npx tsx bench/unet-step.ts [--model sd-1.5|sd-2.1|sd-2.1-base|sd-turbo|all] [--runs 3]
  *     [--warmup 1] [--threads N] [--json] [--cache DIR] [--seed 0] [--parts text,unet,vae]
+ *     [--matmul-runs 5] [--optimized-cache on|off|DIR]
  *
  * With `--model all` (the default: SD 1.5 at 512² and SD 2.1 at 768²) each model runs in its
  * own process, so its peak RSS is its own. See bench/README.md for what is printed.
@@ -16,7 +17,7 @@ import { parseArgs } from "node:util";
 import { type TensorF32, TextEncoder, UNet, VaeDecoder } from "../src/engine/networks.js";
 import type { ComponentName } from "../src/engine/weights/model-folder.js";
 import { type RandomComponent, writeRandomComponent } from "../src/engine/weights/random-weights.js";
-import { intOption as int, printUsageAndExit, runChildren } from "./lib/cli.js";
+import { intOption as int, optimizedCacheOption, printUsageAndExit, runChildren } from "./lib/cli.js";
 import { textEncoderFlops, unetFlops, vaeDecodeFlops } from "./lib/flops.js";
 import { noise, readPresetConfig } from "./lib/inputs.js";
 import { machineInfo, measureMatmulPeak } from "./lib/machine.js";
@@ -53,6 +54,7 @@ interface Options {
   seed: number;
   parts: Part[];
   matmulRuns: number;
+  optimizedCache: string | false | undefined;
   child: boolean;
 }
 
@@ -68,6 +70,7 @@ function parseOptions(): Options {
       seed: { type: "string", default: "0" },
       parts: { type: "string", default: PARTS.join(",") },
       "matmul-runs": { type: "string", default: "5" },
+      "optimized-cache": { type: "string", default: "on" },
       child: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -90,6 +93,7 @@ function parseOptions(): Options {
     seed: int("seed", values.seed, 0),
     parts: parts as Part[],
     matmulRuns: int("matmul-runs", values["matmul-runs"], 1),
+    optimizedCache: optimizedCacheOption(values["optimized-cache"]),
     child: values.child,
   };
 }
@@ -107,7 +111,12 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
   const pixels = latent * 2 ** (vaeBlocks - 1);
   const crossDim = configs.text_encoder["hidden_size"] as number;
   const vocab = configs.text_encoder["vocab_size"] as number;
-  const runtime = { threads: opts.threads };
+  const sessionLog: string[] = [];
+  const runtime = {
+    threads: opts.threads,
+    optimizedCache: opts.optimizedCache,
+    log: (l: string) => sessionLog.push(l),
+  };
   const want = (p: Part) => opts.parts.includes(p);
   const needed: ComponentName[] = [];
   if (want("text")) needed.push("text_encoder");
@@ -153,9 +162,13 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
       value = await fn();
     });
     const rss = process.memoryUsage().rss;
+    // The engine's line for this session says whether its optimised model was saved or reused.
+    const line = sessionLog.splice(0).join("; ");
+    const optimized = /optimised model from/.test(line) ? "reused" : /optimised model/.test(line) ? "saved" : "none";
     report.emit(
-      { figure: "session_create", component, unit: "s", seconds: round(seconds), rss_after_bytes: rss },
-      `${pad(`session create ${component}`, LABEL)} ${pad(secs(seconds), 9)} (RSS after: ${gib(rss)})`,
+      { figure: "session_create", component, unit: "s", seconds: round(seconds), rss_after_bytes: rss, optimized },
+      `${pad(`session create ${component}`, LABEL)} ${pad(secs(seconds), 9)} (RSS after: ${gib(rss)}; ` +
+        `optimised model ${optimized === "none" ? "not cached" : optimized})`,
     );
     return value as T;
   };

@@ -1,16 +1,27 @@
 /**
- * Command-line plumbing shared by the benches: integer options, `--help` from the script's
+ * Command-line plumbing shared by the benches: integer and cache options, `--help` from the script's
  * header comment, and one child process per variant (so each has its own peak RSS and one
  * model's memory does not weigh on the next).
  */
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 export function intOption(name: string, value: string, min: number): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${value}`);
   return n;
+}
+
+/**
+ * `--optimized-cache on|off|DIR` → RuntimeOptions.optimizedCache: undefined (the engine's
+ * default folder), false (off), or that folder.
+ */
+export function optimizedCacheOption(value: string): string | false | undefined {
+  if (value === "on") return undefined;
+  if (value === "off") return false;
+  return path.resolve(value);
 }
 
 /** Prints the script's opening comment (its usage) and exits. */
