@@ -6,7 +6,7 @@
  *
  *   npx tsx bench/unet-step.ts [--model sd-1.5|sd-2.1|sd-2.1-base|sd-turbo|all] [--runs 3]
  *     [--warmup 1] [--threads N] [--json] [--cache DIR] [--seed 0] [--parts text,unet,vae]
- *     [--matmul-runs 5] [--optimized-cache on|off|DIR]
+ *     [--matmul-runs 5] [--optimized-cache on|off|DIR] [--provider cpu|cuda]
  *
  * With `--model all` (the default: SD 1.5 at 512² and SD 2.1 at 768²) each model runs in its
  * own process, so its peak RSS is its own. See bench/README.md for what is printed.
@@ -15,12 +15,13 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type TensorF32, TextEncoder, UNet, VaeDecoder } from "../src/engine/networks.js";
+import type { ExecutionProvider } from "../src/engine/runtime.js";
 import type { ComponentName } from "../src/engine/weights/model-folder.js";
 import { type RandomComponent, writeRandomComponent } from "../src/engine/weights/random-weights.js";
 import { intOption as int, optimizedCacheOption, printUsageAndExit, runChildren } from "./lib/cli.js";
 import { textEncoderFlops, unetFlops, vaeDecodeFlops } from "./lib/flops.js";
 import { noise, readPresetConfig } from "./lib/inputs.js";
-import { machineInfo, measureMatmulPeak } from "./lib/machine.js";
+import { gpuInfo, type MatmulPeak, machineInfo, measureMatmulPeak } from "./lib/machine.js";
 import {
   gib,
   LABEL,
@@ -55,6 +56,7 @@ interface Options {
   parts: Part[];
   matmulRuns: number;
   optimizedCache: string | false | undefined;
+  provider: ExecutionProvider;
   child: boolean;
 }
 
@@ -71,6 +73,7 @@ function parseOptions(): Options {
       parts: { type: "string", default: PARTS.join(",") },
       "matmul-runs": { type: "string", default: "5" },
       "optimized-cache": { type: "string", default: "on" },
+      provider: { type: "string", default: "cpu" },
       child: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -78,6 +81,9 @@ function parseOptions(): Options {
   if (values.help) printUsageAndExit(import.meta.url);
   if (values.model !== "all" && !KNOWN_MODELS.includes(values.model)) {
     throw new Error(`--model must be one of ${[...KNOWN_MODELS, "all"].join(", ")}, got ${values.model}`);
+  }
+  if (values.provider !== "cpu" && values.provider !== "cuda") {
+    throw new Error(`--provider takes cpu or cuda, got ${values.provider}`);
   }
   const parts = values.parts.split(",").map((p) => p.trim());
   for (const p of parts) {
@@ -94,6 +100,7 @@ function parseOptions(): Options {
     parts: parts as Part[],
     matmulRuns: int("matmul-runs", values["matmul-runs"], 1),
     optimizedCache: optimizedCacheOption(values["optimized-cache"]),
+    provider: values.provider as ExecutionProvider,
     child: values.child,
   };
 }
@@ -114,6 +121,7 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
   const sessionLog: string[] = [];
   const runtime = {
     threads: opts.threads,
+    provider: opts.provider,
     optimizedCache: opts.optimizedCache,
     log: (l: string) => sessionLog.push(l),
   };
@@ -124,7 +132,8 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
   if (want("vae")) needed.push("vae");
 
   report.heading(
-    `${model}: ${pixels}×${pixels} (latents ${latent}×${latent}), random weights (seed ${opts.seed}, fp32)`,
+    `${model}: ${pixels}×${pixels} (latents ${latent}×${latent}), random weights (seed ${opts.seed}, fp32), ` +
+      `${opts.provider.toUpperCase()} execution provider`,
   );
 
   // Random weights: written once into the cache, reused while config and seed stay the same.
@@ -152,8 +161,19 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
   }
   const weightBytes = [...written.values()].reduce((a, w) => a + w.dataBytes, 0);
 
-  const peak = await measureMatmulPeak({ threads: opts.threads, runs: opts.matmulRuns });
-  report.emit(...matmulPeakFigure(peak));
+  // The MatMul peak is a CPU yardstick; a GPU's would need device-resident operands.
+  let peak: MatmulPeak | undefined;
+  if (opts.provider === "cpu") {
+    peak = await measureMatmulPeak({ threads: opts.threads, runs: opts.matmulRuns });
+    report.emit(...matmulPeakFigure(peak));
+  } else {
+    const gpus = gpuInfo();
+    report.emit(
+      { figure: "gpu", gpus },
+      `${pad("gpu", LABEL)} ${gpus.length ? gpus.join("; ") : "none found by nvidia-smi"}`,
+    );
+    report.note(`${pad("", LABEL)} (no MatMul peak or FLOP rates: the peak is measured on the CPU)`);
+  }
 
   // Sessions: all three stay loaded together, as in a pipeline, so peak RSS is a pipeline's.
   const load = async <T>(component: ComponentName, fn: () => Promise<T>): Promise<T> => {

@@ -201,32 +201,52 @@ async function createFromCache(
     log(`${name}: the optimised model will not be saved: ${pending}`);
     return undefined;
   }
+  // Optimise once, saving the result, then run from the saved form as every later load will:
+  // the same graph every time, and the weights memory-mapped from it instead of held twice.
   const saving: ort.InferenceSession.SessionOptions = {
     ...options,
     optimizedModelFilePath: pending.modelPath,
+    // Not onnxruntime's warning that the saved model suits this machine only: the key says so.
+    logSeverityLevel: 3,
     extra: {
       session: {
         model_external_initializers_file_folder_path: external.dir,
         optimized_model_external_initializers_file_name: DATA_FILE,
         optimized_model_external_initializers_min_size_in_bytes: "1024",
+        // This session is replaced by the saved one: packing its MatMul weights would only
+        // cost time and a second copy of them in memory.
+        disable_prepacking: "1",
       },
     },
   };
-  let session: ort.InferenceSession;
+  let first: ort.InferenceSession;
   try {
-    session = await createSession(name, graph, saving, "cpu");
+    first = await createSession(name, graph, saving, "cpu");
   } catch (err) {
     pending.discard();
     throw err;
   }
+  let where: string;
   try {
-    const where = pending.commit() ? "saved in" : "already saved by another process in";
-    log(`${name}: running on the CPU execution provider (optimised model ${where} ${cache.root})`);
+    where = pending.commit() ? "saved in" : "already saved by another process in";
   } catch (err) {
     pending.discard();
     log(`${name}: running on the CPU execution provider (the optimised model was not saved: ${errorText(err)})`);
+    return first;
   }
-  return session;
+  const entry = cache.find(inputs);
+  if (entry) {
+    try {
+      const session = await ort.InferenceSession.create(entry, options);
+      await first.release();
+      log(`${name}: running on the CPU execution provider (optimised model ${where} ${path.dirname(entry)})`);
+      return session;
+    } catch (err) {
+      log(`${name}: the optimised model just saved in ${path.dirname(entry)} could not be loaded (${errorText(err)})`);
+    }
+  }
+  log(`${name}: running on the CPU execution provider (optimised model ${where} ${cache.root})`);
+  return first;
 }
 
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));

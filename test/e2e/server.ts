@@ -3,14 +3,25 @@
  * a free loopback port chosen by the server and read from its "listening on" line).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { modelSpec } from "../../src/model-catalog.js";
 import { REPO_ROOT } from "../helpers/fixtures.js";
 
+/** Temporary folders made here, removed when the test process exits. */
+const temporary: string[] = [];
+process.once("exit", () => {
+  for (const dir of temporary) rmSync(dir, { recursive: true, force: true });
+});
+function temporaryDir(prefix: string): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  temporary.push(dir);
+  return dir;
+}
+
 /** One tiny-random model folder per test process. */
-const CACHE = mkdtempSync(path.join(os.tmpdir(), "sdserve-e2e-cache-"));
+const CACHE = temporaryDir("sdserve-e2e-cache-");
 
 export const TOKEN = "r8_e2e_token_alice";
 export const OTHER_TOKEN = "r8_e2e_token_bob";
@@ -33,7 +44,7 @@ export interface Sdserve {
 }
 
 export function newDataDir(): string {
-  return mkdtempSync(path.join(os.tmpdir(), "sdserve-e2e-data-"));
+  return temporaryDir("sdserve-e2e-data-");
 }
 
 export async function startSdserve(
