@@ -3,10 +3,11 @@
  * Graphs built here are passed as bytes; their weights stay in the safetensors files and are
  * found through onnxruntime's "external initializers folder" setting.
  */
-import { statSync } from "node:fs";
+import { rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { ModelError } from "./errors.js";
+import { optimizeInChild } from "./optimize-process.js";
 import { DATA_FILE, OptimizedModelCache } from "./optimized-cache.js";
 import { defaultCacheDir } from "./tiny-random.js";
 
@@ -154,8 +155,9 @@ function cacheFromEnv(): string | false {
 
 /**
  * A CPU session through the optimised-model cache: from a saved entry when there is one, else
- * created from the graph while onnxruntime saves its optimised form as a new entry. Undefined
- * when the cache is off or the network too small, so the caller creates the session plainly.
+ * from a new entry, optimised and saved by a child process. Undefined when the cache is off,
+ * the network small, or the entry could not be made: the caller then creates the session
+ * from the graph in this process.
  */
 async function createFromCache(
   name: string,
@@ -201,52 +203,38 @@ async function createFromCache(
     log(`${name}: the optimised model will not be saved: ${pending}`);
     return undefined;
   }
-  // Optimise once, saving the result, then run from the saved form as every later load will:
-  // the same graph every time, and the weights memory-mapped from it instead of held twice.
-  const saving: ort.InferenceSession.SessionOptions = {
-    ...options,
-    optimizedModelFilePath: pending.modelPath,
-    // Not onnxruntime's warning that the saved model suits this machine only: the key says so.
-    logSeverityLevel: 3,
-    extra: {
-      session: {
-        model_external_initializers_file_folder_path: external.dir,
-        optimized_model_external_initializers_file_name: DATA_FILE,
-        optimized_model_external_initializers_min_size_in_bytes: "1024",
-        // This session is replaced by the saved one: packing its MatMul weights would only
-        // cost time and a second copy of them in memory.
-        disable_prepacking: "1",
-      },
-    },
-  };
-  let first: ort.InferenceSession;
-  try {
-    first = await createSession(name, graph, saving, "cpu");
-  } catch (err) {
-    pending.discard();
-    throw err;
-  }
+  // Optimise in a child process (optimize-process.ts says why), then load the saved form as
+  // every later load will: the same graph every time, its weights memory-mapped.
+  const graphPath = path.join(path.dirname(pending.modelPath), "graph.onnx");
   let where: string;
   try {
+    writeFileSync(graphPath, graph);
+    await optimizeInChild({
+      graphPath,
+      externalDir: external.dir,
+      outputPath: pending.modelPath,
+      dataFile: DATA_FILE,
+      graphOptimizationLevel: options.graphOptimizationLevel ?? "all",
+      enableMemPattern: options.enableMemPattern,
+      intraOpNumThreads: options.intraOpNumThreads ?? 0,
+    });
+    rmSync(graphPath);
     where = pending.commit() ? "saved in" : "already saved by another process in";
   } catch (err) {
     pending.discard();
-    log(`${name}: running on the CPU execution provider (the optimised model was not saved: ${errorText(err)})`);
-    return first;
+    log(`${name}: the optimised model was not saved (${errorText(err)})`);
+    return undefined;
   }
   const entry = cache.find(inputs);
-  if (entry) {
-    try {
-      const session = await ort.InferenceSession.create(entry, options);
-      await first.release();
-      log(`${name}: running on the CPU execution provider (optimised model ${where} ${path.dirname(entry)})`);
-      return session;
-    } catch (err) {
-      log(`${name}: the optimised model just saved in ${path.dirname(entry)} could not be loaded (${errorText(err)})`);
-    }
+  if (!entry) return undefined;
+  try {
+    const session = await ort.InferenceSession.create(entry, options);
+    log(`${name}: running on the CPU execution provider (optimised model ${where} ${path.dirname(entry)})`);
+    return session;
+  } catch (err) {
+    log(`${name}: the optimised model just saved in ${path.dirname(entry)} could not be loaded (${errorText(err)})`);
+    return undefined;
   }
-  log(`${name}: running on the CPU execution provider (optimised model ${where} ${cache.root})`);
-  return first;
 }
 
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));

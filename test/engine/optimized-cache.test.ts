@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { UNet, VaeDecoder } from "../../src/engine/networks.js";
+import { optimizeInChild } from "../../src/engine/optimize-process.js";
 import { type CacheKeyInputs, OptimizedModelCache } from "../../src/engine/optimized-cache.js";
 import type { RuntimeOptions } from "../../src/engine/runtime.js";
 import { openModelFolder } from "../../src/engine/weights/model-folder.js";
@@ -170,5 +171,22 @@ describe("cache entries", () => {
       if (saved === undefined) delete process.env["SDSERVE_OPTIMIZED_CACHE"];
       else process.env["SDSERVE_OPTIMIZED_CACHE"] = saved;
     }
+  });
+
+  test("a failure in the optimising child process is reported with onnxruntime's message", async () => {
+    const bad = path.join(scratch, "not-a-model.onnx");
+    writeFileSync(bad, "not a model");
+    await assert.rejects(
+      optimizeInChild({
+        graphPath: bad,
+        externalDir: scratch,
+        outputPath: path.join(scratch, "never.onnx"),
+        dataFile: "never.data",
+        graphOptimizationLevel: "all",
+        enableMemPattern: false,
+        intraOpNumThreads: 1,
+      }),
+      /optimising in a child process failed: .*(Protobuf|parse|Load model)/i,
+    );
   });
 });

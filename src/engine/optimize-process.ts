@@ -1,0 +1,88 @@
+/**
+ * Runs onnxruntime's graph optimisation of one network in a child process, saving the result
+ * for the optimised-model cache (optimized-cache.ts).
+ *
+ * Why a child: optimising the SD 2.1 UNet needs about 3 GiB beyond the weights (the weights
+ * read in, their transposed and NCHWc-blocked copies, the serialised model), and the C
+ * allocator keeps much of that in the process after the session is gone: in-process, a first
+ * load left the server 1.4 GiB bigger for good than a load from the cache. A child gives it
+ * all back when it exits, and a crash inside onnxruntime's optimiser takes only the child.
+ *
+ * Run as a script: `node optimize-process.js <job JSON>`; exit status 0 when the model was saved.
+ */
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { InferenceSession } from "onnxruntime-node";
+
+export interface OptimizeJob {
+  /** The ONNX graph to optimise (its weights as external data in `externalDir`). */
+  graphPath: string;
+  externalDir: string;
+  /** Where onnxruntime writes the optimised model; its weights go to `dataFile` beside it. */
+  outputPath: string;
+  dataFile: string;
+  graphOptimizationLevel: NonNullable<InferenceSession.SessionOptions["graphOptimizationLevel"]>;
+  enableMemPattern: boolean | undefined;
+  intraOpNumThreads: number;
+}
+
+/** Runs `job` in a child process; rejects with onnxruntime's message when it fails. */
+export function optimizeInChild(job: OptimizeJob): Promise<void> {
+  const self = fileURLToPath(import.meta.url);
+  // Debugger flags would make the child fight the parent for the inspector port.
+  const execArgv = process.execArgv.filter((a) => !a.startsWith("--inspect"));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...execArgv, self, JSON.stringify(job)], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString()).slice(-4000);
+    });
+    child.on("error", reject);
+    child.on("exit", (code, signal) => {
+      if (code === 0) resolve();
+      else {
+        const why = stderr.trim().split("\n").slice(-3).join(" ") || `exit ${code ?? signal}`;
+        reject(new Error(`optimising in a child process failed: ${why}`));
+      }
+    });
+  });
+}
+
+async function runJob(job: OptimizeJob): Promise<void> {
+  const ort = await import("onnxruntime-node");
+  const session = await ort.InferenceSession.create(job.graphPath, {
+    executionProviders: ["cpu"],
+    graphOptimizationLevel: job.graphOptimizationLevel,
+    enableMemPattern: job.enableMemPattern,
+    intraOpNumThreads: job.intraOpNumThreads,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    optimizedModelFilePath: job.outputPath,
+    // Not onnxruntime's warning that the saved model suits this machine only: the cache key says so.
+    logSeverityLevel: 3,
+    extra: {
+      session: {
+        model_external_initializers_file_folder_path: job.externalDir,
+        optimized_model_external_initializers_file_name: job.dataFile,
+        optimized_model_external_initializers_min_size_in_bytes: "1024",
+        // This session is thrown away: packing its MatMul weights would only cost time and memory.
+        disable_prepacking: "1",
+      },
+    },
+  });
+  await session.release();
+}
+
+const invokedAs = process.argv[1] ? path.resolve(process.argv[1]) : "";
+if (invokedAs === fileURLToPath(import.meta.url)) {
+  runJob(JSON.parse(process.argv[2] ?? "{}") as OptimizeJob).then(
+    () => process.exit(0),
+    (err: unknown) => {
+      process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
