@@ -68,8 +68,10 @@ async function runJob(job: OptimizeJob): Promise<void> {
         model_external_initializers_file_folder_path: job.externalDir,
         optimized_model_external_initializers_file_name: job.dataFile,
         optimized_model_external_initializers_min_size_in_bytes: "1024",
-        // This session is thrown away: packing its MatMul weights would only cost time and memory.
-        disable_prepacking: "1",
+        // The MatMul weights in the layout onnxruntime packs them into for this CPU, saved too:
+        // a load from the cache memory-maps them instead of packing them again (SD 1.5: load
+        // 1.9 -> 1.2-1.7 s, for 1 GB more on disk).
+        save_external_prepacked_constant_initializers: "1",
       },
     },
   });

@@ -33,7 +33,7 @@ export interface RuntimeOptions {
    * the same weights on this machine skips graph optimisation (optimized-cache.ts). false turns
    * it off. Default: SDSERVE_OPTIMIZED_CACHE (a folder, or `off`), else `optimized/` in
    * sdserve's cache (SDSERVE_CACHE, else ~/.cache/sdserve).
-   * CPU only; an entry takes about the network's fp32 weights on disk.
+   * CPU only; an entry takes about 1.3× the network's fp32 weights on disk.
    */
   optimizedCache?: string | false;
   /** Networks with fewer bytes of weights than this are optimised at every load (default 64 MiB). */
