@@ -102,6 +102,9 @@ Environment only:
   SDSERVE_WEBHOOK_ALLOW_PRIVATE   true: allow webhooks to loopback and private addresses (default false)
   SDSERVE_CORS_ORIGINS            comma-separated origins allowed by CORS, or * (default: none)
   SDSERVE_RATE_LIMIT              per-token request limit such as 600/m or 10/s (default: off)
+  SDSERVE_CACHE                   sdserve's cache: tiny-random, optimised models (default ~/.cache/sdserve)
+  SDSERVE_OPTIMIZED_CACHE         where ONNX Runtime's optimised form of each network is kept so later
+                                  loads skip optimising (default $SDSERVE_CACHE/optimized; off: not kept)
 
 Scale-out (each unset: the embedded default beside it):
   DATABASE_URL                    postgres://user:pass@host:5432/db: predictions in PostgreSQL, shared by every
@@ -206,7 +209,7 @@ Options (each also read from the environment variable shown):
 
 These environment variables of sdserve serve apply as well: REDIS_URL, DATABASE_URL, S3_*,
 SDSERVE_REDIS_PREFIX, SDSERVE_JOB_LOCK, SDSERVE_WEBHOOK_ALLOW_PRIVATE (the webhooks of the changes
-made here are sent from here) and HF_*. Retention, deadlines and limits are the API nodes' settings.
+made here are sent from here), SDSERVE_CACHE, SDSERVE_OPTIMIZED_CACHE and HF_*. Retention, deadlines and limits are the API nodes' settings.
 `;
 
 /** Reads `sdserve serve`'s (or `sdserve worker`'s) flags and the environment. */

@@ -27,6 +27,13 @@ Options:
   --out <file.png|dir>      where to write (default: the current folder)
   --threads <n>             CPU threads for ONNX Runtime (default: one per core)
   --provider <cpu|cuda>     execution provider (default cpu)
+
+Environment:
+  SDSERVE_CACHE             sdserve's cache: tiny-random, optimised models (default ~/.cache/sdserve)
+  SDSERVE_OPTIMIZED_CACHE   where ONNX Runtime's optimised form of each network is kept so later loads
+                            skip optimising (default $SDSERVE_CACHE/optimized; off: not kept)
+  HF_HUB_CACHE, HF_HOME, HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE
+                            the Hugging Face Hub cache and access, see sdserve models --help
 `;
 
 function intOption(values: Record<string, unknown>, key: string): number | undefined {
