@@ -48,6 +48,8 @@ export interface Config {
   maxWaitSeconds: number;
   /** Server-side limit on a prediction's lifetime, in ms; past it the prediction is canceled. null: none. */
   maxRunTimeMs: number | null;
+  /** Interval of the `: ping` comments on open event streams, in ms. */
+  streamKeepaliveMs: number;
   /** Deliver webhooks to loopback/private/link-local addresses too (a receiver on the same machine or network). */
   webhookAllowPrivate: boolean;
   /** Origins allowed by CORS; empty: no CORS headers (as Replicate). ["*"] allows any. */
@@ -99,6 +101,8 @@ Environment only:
   SDSERVE_BODY_LIMIT              largest request body: 1048576, 512kb, 2mb (default 1mb; beyond: 413)
   SDSERVE_MAX_WAIT                longest Prefer: wait in seconds (default 60)
   SDSERVE_MAX_RUN_TIME            cancel predictions older than this: 10m, 1h, never (default never)
+  SDSERVE_STREAM_KEEPALIVE        a ": ping" comment on open event streams this often (default 10s), for proxies
+                                  that close quiet connections sooner
   SDSERVE_WEBHOOK_ALLOW_PRIVATE   true: allow webhooks to loopback and private addresses (default false)
   SDSERVE_CORS_ORIGINS            comma-separated origins allowed by CORS, or * (default: none)
   SDSERVE_RATE_LIMIT              per-token request limit such as 600/m or 10/s (default: off)
@@ -312,6 +316,18 @@ export function loadConfig(
     maxRunTimeMs = ms;
   }
 
+  let streamKeepaliveMs = 10_000;
+  const keepalive = env["SDSERVE_STREAM_KEEPALIVE"];
+  if (keepalive !== undefined && keepalive !== "") {
+    const ms = parseDuration(keepalive);
+    if (ms === undefined || ms < 100 || ms > 3_600_000) {
+      throw new ConfigError(
+        `SDSERVE_STREAM_KEEPALIVE must be a duration from 100ms to 1h (10s, 500ms), got "${keepalive}"`,
+      );
+    }
+    streamKeepaliveMs = ms;
+  }
+
   let bodyLimit = 1024 * 1024;
   const body = env["SDSERVE_BODY_LIMIT"];
   if (body !== undefined && body !== "") {
@@ -382,6 +398,7 @@ export function loadConfig(
     publicBaseUrl,
     maxWaitSeconds: env["SDSERVE_MAX_WAIT"] ? integer("SDSERVE_MAX_WAIT", env["SDSERVE_MAX_WAIT"], 1, 3600) : 60,
     maxRunTimeMs,
+    streamKeepaliveMs,
     webhookAllowPrivate: boolean("SDSERVE_WEBHOOK_ALLOW_PRIVATE", env["SDSERVE_WEBHOOK_ALLOW_PRIVATE"] ?? ""),
     corsOrigins,
     rateLimit,

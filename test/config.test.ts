@@ -20,6 +20,8 @@ test("defaults, and a flag wins over its environment variable", () => {
   assert.equal(c.queueMax, 100);
   assert.equal(c.bodyLimit, 1024 * 1024);
   assert.equal(c.maxWaitSeconds, 60);
+  assert.equal(c.streamKeepaliveMs, 10_000);
+  assert.equal(loadConfig(["--model", "m"], { SDSERVE_STREAM_KEEPALIVE: "500ms" }).streamKeepaliveMs, 500);
   assert.equal(c.webhookAllowPrivate, false);
   assert.deepEqual(c.apiTokens, []);
   assert.equal(c.rateLimit, null);
@@ -76,6 +78,7 @@ test("bad values fail at start, naming the setting", () => {
       /SDSERVE_WEBHOOK_ALLOW_PRIVATE must be true or false/,
     ],
     [["--model", "m"], { SDSERVE_RATE_LIMIT: "fast" }, /SDSERVE_RATE_LIMIT/],
+    [["--model", "m"], { SDSERVE_STREAM_KEEPALIVE: "10ms" }, /SDSERVE_STREAM_KEEPALIVE must be a duration/],
     [["--model", "m", "--provider", "tpu"], {}, /--provider/],
     [["--model", "m", "--public-url", "ftp://x"], {}, /--public-url must be an http or https URL/],
   ];

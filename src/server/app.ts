@@ -34,6 +34,8 @@ export interface AppOptions {
   bodyLimit: number;
   publicBaseUrl: string | undefined;
   maxWaitSeconds: number;
+  /** Interval of the `: ping` comments on open event streams (default 10 s). */
+  streamKeepaliveMs?: number;
   corsOrigins: readonly string[];
   rateLimit: { max: number; windowMs: number } | null;
   /** For GET /v1/hardware. */
@@ -162,7 +164,13 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       });
     }
     // The stream is a capability URL: outside the authenticated scope.
-    app.register(streamRoutes, { prefix, apiPrefix: prefix, service: opts.service, publicBaseUrl: opts.publicBaseUrl });
+    app.register(streamRoutes, {
+      prefix,
+      apiPrefix: prefix,
+      service: opts.service,
+      publicBaseUrl: opts.publicBaseUrl,
+      keepaliveMs: opts.streamKeepaliveMs,
+    });
   }
   return app;
 }

@@ -68,6 +68,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     bodyLimit: config.bodyLimit,
     publicBaseUrl: config.publicBaseUrl,
     maxWaitSeconds: config.maxWaitSeconds,
+    streamKeepaliveMs: config.streamKeepaliveMs,
     corsOrigins: config.corsOrigins,
     rateLimit: config.rateLimit,
     provider: config.provider,

@@ -22,8 +22,11 @@ import {
 let server: Sdserve;
 let replicate: Replicate;
 
+/** Short, so the keepalive test sees pings without waiting the default 10 s. */
+const KEEPALIVE = "300ms";
+
 before(async () => {
-  server = await startSdserve();
+  server = await startSdserve({ env: { SDSERVE_STREAM_KEEPALIVE: KEEPALIVE } });
   replicate = new Replicate({ auth: TOKEN, baseUrl: `${server.url}/v1` });
 });
 after(async () => {
@@ -195,6 +198,35 @@ test("?preview=1 adds unnumbered preview events of a running prediction; a plain
   );
   assert.ok(plain.events.every((e) => e.event !== "preview"));
   assert.equal(plain.events[plain.events.length - 1]?.event, "done");
+});
+
+test("an open stream gets a `: ping` comment every SDSERVE_STREAM_KEEPALIVE while nothing else happens", {
+  timeout: 60_000,
+}, async () => {
+  // A prediction waiting behind a long one sends no events for a while: only pings keep its stream alive.
+  const busy = await api(server, "POST", "/v1/predictions", { version: VERSION, input: slowInput() });
+  const waiting = await api(server, "POST", "/v1/predictions", { version: VERSION, input: smallInput() });
+  const url = (waiting.json["urls"] as Record<string, string>)["stream"] as string;
+  const res = await fetch(url, { headers: { Accept: "text/event-stream" } });
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  const started = Date.now();
+  while ((text.match(/^: ping$/gm) ?? []).length < 3) {
+    const { value, done } = await reader.read();
+    assert.ok(!done, `the stream ended before three pings:\n${text}`);
+    text += decoder.decode(value, { stream: true });
+  }
+  const elapsed = Date.now() - started;
+  // Three pings at 300 ms take at least 0.9 s: they come from the timer, not from events.
+  assert.ok(elapsed >= 800, `three pings after ${elapsed} ms`);
+  assert.doesNotMatch(text, /^event: output$/m, "the waiting prediction has not run yet");
+  await reader.cancel();
+  await api(server, "POST", `/v1/predictions/${busy.json["id"]}/cancel`);
+  await eventually(async () => {
+    const p = await api(server, "GET", `/v1/predictions/${waiting.json["id"]}`);
+    return p.json["status"] === "succeeded" ? true : undefined;
+  }, "the waiting prediction to run once the slow one is canceled");
 });
 
 test("an unknown stream is a 404", async () => {

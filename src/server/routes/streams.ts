@@ -11,12 +11,14 @@ import type { PredictionService } from "../predictions/service.js";
 import { formatPreviewEvent, formatStreamEvent, streamEvents } from "../predictions/stream-events.js";
 
 /** Python's client reads with a 30 s timeout; a comment well inside that keeps it open. */
-const KEEPALIVE_MS = 10_000;
+const DEFAULT_KEEPALIVE_MS = 10_000;
 
 export interface StreamRoutesOptions {
   apiPrefix: string;
   service: PredictionService;
   publicBaseUrl: string | undefined;
+  /** Interval of the `: ping` comments (default 10 s). */
+  keepaliveMs?: number;
 }
 
 export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptions): Promise<void> {
@@ -77,7 +79,7 @@ export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptio
             if (!ended) res.write(formatPreviewEvent(preview));
           })
         : () => {};
-    const keepalive = setInterval(() => res.write(": ping\n\n"), KEEPALIVE_MS);
+    const keepalive = setInterval(() => res.write(": ping\n\n"), opts.keepaliveMs ?? DEFAULT_KEEPALIVE_MS);
     res.on("close", end);
     service.closingSignal.addEventListener("abort", end);
     flush();
