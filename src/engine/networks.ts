@@ -31,7 +31,9 @@ async function openSession(
   if (files.onnxPath) return NetworkSession.create(name, files.onnxPath, undefined, opts);
   const weights = new WeightBinder(name, files.tensors);
   const graph = build(new ConfigReader(files.configPath, files.config), weights);
-  return NetworkSession.create(name, graph.toModel(), { dir: weights.baseDir, files: weights.files }, opts);
+  let fp32Bytes = 0;
+  for (const t of files.tensors.values()) fp32Bytes += 4 * t.shape.reduce((a, d) => a * d, 1);
+  return NetworkSession.create(name, graph.toModel(), { dir: weights.baseDir, files: weights.files, fp32Bytes }, opts);
 }
 
 export class TextEncoder {

@@ -130,12 +130,12 @@ export class OptimizedModelCache {
 
   /**
    * A temporary folder to save a new entry into, or a reason not to: the disk lacks room for
-   * about `expectedBytes` (the weights' size) and a margin.
+   * the entry's `expectedBytes` and a margin of 1 GiB.
    */
   begin(inputs: CacheKeyInputs, expectedBytes: number): PendingEntry | string {
     mkdirSync(this.root, { recursive: true });
     const free = freeBytes(this.root);
-    const needed = expectedBytes * 1.1 + 2 ** 30;
+    const needed = expectedBytes + 2 ** 30;
     if (free !== undefined && free < needed) {
       return `${gib(free)} free in ${this.root}, about ${gib(needed)} needed`;
     }

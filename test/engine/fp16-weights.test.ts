@@ -4,7 +4,8 @@
  * values compute.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
 import { UNet } from "../../src/engine/networks.js";
@@ -71,7 +72,23 @@ test("a UNet from an fp16 variant file equals float32 weights of the same values
   // And it stays close to the float32 reference (the weights moved by fp16 rounding only).
   const ref = refTensor("tiny-sd2v", "unet_out_t500");
   assert.ok(maxAbsDiff(outA.data, ref.data) <= 1e-2);
-  await Promise.all([a.session.release(), b.session.release()]);
+  // Through the optimised-model cache (saved as float32 once cast): the same numbers.
+  const cache = mkdtempSync(path.join(os.tmpdir(), "sdserve-fp16-cache-"));
+  copies.push({ remove: () => rmSync(cache, { recursive: true, force: true }) });
+  const lines: string[] = [];
+  const c = await UNet.load(fp16Folder.unet, {
+    threads: 1,
+    optimizedCache: cache,
+    optimizedCacheMinBytes: 0,
+    log: (l) => lines.push(l),
+  });
+  assert.match(lines.join("\n"), /optimised model saved/);
+  const outC = await c.run(sample, 500, context);
+  assert.ok(
+    maxAbsDiff(outC.data, outA.data) <= 1e-6,
+    `cached fp16 path differs by ${maxAbsDiff(outC.data, outA.data)}`,
+  );
+  await Promise.all([a.session.release(), b.session.release(), c.session.release()]);
   rmSync(src);
   const onlyFp16 = await openModelFolder(fp16.dir);
   assert.equal(onlyFp16.unet.variant, "fp16", "fp16 files are used when they are the only ones");

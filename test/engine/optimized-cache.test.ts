@@ -136,6 +136,8 @@ describe("cache entries", () => {
     });
     assert.equal(new Set(names).size, names.length, "each input makes its own entry");
     assert.equal(entries(cache.root).length, 1, "committing an entry removes its siblings");
+    const full = cache.begin(base, 2 ** 60);
+    assert.ok(typeof full === "string" && /GiB free in .*needed/.test(full), `a disk too small is a reason: ${full}`);
   });
 
   test("plain loads: off when asked, and for networks below the size limit", async () => {
