@@ -13,6 +13,7 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 import type { InferenceSession } from "onnxruntime-node";
 
 export interface OptimizeJob {
@@ -78,8 +79,25 @@ async function runJob(job: OptimizeJob): Promise<void> {
   await session.release();
 }
 
+/**
+ * With the parent gone (killed, crashed), stop rather than spend a few GiB and half a minute on
+ * an entry nobody waits for (its temporary folder is removed later as stale). onnxruntime's
+ * session creation holds this process's main thread, so a worker thread watches.
+ */
+function watchParent(): void {
+  const watcher = new Worker(
+    `const { workerData } = require("node:worker_threads");
+    setInterval(() => {
+      try { process.kill(workerData.parent, 0); } catch { process.kill(workerData.self, "SIGKILL"); }
+    }, 500);`,
+    { eval: true, workerData: { parent: process.ppid, self: process.pid } },
+  );
+  watcher.unref();
+}
+
 const invokedAs = process.argv[1] ? path.resolve(process.argv[1]) : "";
 if (invokedAs === fileURLToPath(import.meta.url)) {
+  watchParent();
   runJob(JSON.parse(process.argv[2] ?? "{}") as OptimizeJob).then(
     () => process.exit(0),
     (err: unknown) => {
