@@ -8,13 +8,14 @@
  * load left the server 1.4 GiB bigger for good than a load from the cache. A child gives it
  * all back when it exits, and a crash inside onnxruntime's optimiser takes only the child.
  *
- * Run as a script: `node optimize-process.js <job JSON>`; exit status 0 when the model was saved.
+ * Run as a script: `node optimize-process.js <job JSON> <parent pid>`; exit status 0 when the
+ * model was saved.
  */
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import type { InferenceSession } from "onnxruntime-node";
+import * as ort from "onnxruntime-node";
 
 export interface OptimizeJob {
   /** The ONNX graph to optimise (its weights as external data in `externalDir`). */
@@ -23,7 +24,7 @@ export interface OptimizeJob {
   /** Where onnxruntime writes the optimised model; its weights go to `dataFile` beside it. */
   outputPath: string;
   dataFile: string;
-  graphOptimizationLevel: NonNullable<InferenceSession.SessionOptions["graphOptimizationLevel"]>;
+  graphOptimizationLevel: NonNullable<ort.InferenceSession.SessionOptions["graphOptimizationLevel"]>;
   enableMemPattern: boolean | undefined;
   intraOpNumThreads: number;
 }
@@ -34,7 +35,7 @@ export function optimizeInChild(job: OptimizeJob): Promise<void> {
   // Debugger flags would make the child fight the parent for the inspector port.
   const execArgv = process.execArgv.filter((a) => !a.startsWith("--inspect"));
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...execArgv, self, JSON.stringify(job)], {
+    const child = spawn(process.execPath, [...execArgv, self, JSON.stringify(job), String(process.pid)], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";
@@ -53,7 +54,6 @@ export function optimizeInChild(job: OptimizeJob): Promise<void> {
 }
 
 async function runJob(job: OptimizeJob): Promise<void> {
-  const ort = await import("onnxruntime-node");
   const session = await ort.InferenceSession.create(job.graphPath, {
     executionProviders: ["cpu"],
     graphOptimizationLevel: job.graphOptimizationLevel,
@@ -84,25 +84,36 @@ async function runJob(job: OptimizeJob): Promise<void> {
  * an entry nobody waits for (its temporary folder is removed later as stale). onnxruntime's
  * session creation holds this process's main thread, so a worker thread watches.
  */
-function watchParent(): void {
+function watchParent(parent: number): Promise<void> {
   const watcher = new Worker(
     `const { workerData } = require("node:worker_threads");
     setInterval(() => {
       try { process.kill(workerData.parent, 0); } catch { process.kill(workerData.self, "SIGKILL"); }
     }, 500);`,
-    { eval: true, workerData: { parent: process.ppid, self: process.pid } },
+    { eval: true, execArgv: [], workerData: { parent, self: process.pid } },
   );
   watcher.unref();
+  // A worker's start needs this thread's event loop, which onnxruntime is about to block.
+  return new Promise((resolve, reject) => {
+    watcher.once("online", resolve);
+    watcher.once("error", reject);
+  });
 }
 
 const invokedAs = process.argv[1] ? path.resolve(process.argv[1]) : "";
 if (invokedAs === fileURLToPath(import.meta.url)) {
-  watchParent();
-  runJob(JSON.parse(process.argv[2] ?? "{}") as OptimizeJob).then(
-    () => process.exit(0),
-    (err: unknown) => {
-      process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-      process.exit(1);
-    },
-  );
+  // Nothing else may hold the event loop open between the steps: without this, the process
+  // can end with status 0 while a step is pending, having saved nothing.
+  setInterval(() => {}, 60_000);
+  // The parent's pid as it passed it: process.ppid is already 1 if the parent died while this
+  // process was starting.
+  watchParent(Number(process.argv[3]))
+    .then(() => runJob(JSON.parse(process.argv[2] ?? "{}") as OptimizeJob))
+    .then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+        process.exit(1);
+      },
+    );
 }

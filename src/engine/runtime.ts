@@ -3,7 +3,7 @@
  * Graphs built here are passed as bytes; their weights stay in the safetensors files and are
  * found through onnxruntime's "external initializers folder" setting.
  */
-import { rmSync, writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { ModelError } from "./errors.js";
@@ -221,6 +221,9 @@ async function createFromCache(
       intraOpNumThreads: options.intraOpNumThreads ?? 0,
     });
     rmSync(graphPath);
+    if (!existsSync(pending.modelPath) || !existsSync(path.join(path.dirname(pending.modelPath), DATA_FILE))) {
+      throw new Error("the optimising process ended without writing the model");
+    }
     where = pending.commit() ? "saved in" : "already saved by another process in";
   } catch (err) {
     pending.discard();

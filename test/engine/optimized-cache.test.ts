@@ -4,16 +4,18 @@
  * networks.test.ts), and an entry never outlives the weights or settings it was made from.
  */
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
+import { pathToFileURL } from "node:url";
 import { UNet, VaeDecoder } from "../../src/engine/networks.js";
 import { optimizeInChild } from "../../src/engine/optimize-process.js";
 import { type CacheKeyInputs, OptimizedModelCache } from "../../src/engine/optimized-cache.js";
 import type { RuntimeOptions } from "../../src/engine/runtime.js";
 import { openModelFolder } from "../../src/engine/weights/model-folder.js";
-import { FIXTURE_MODELS, manifest, maxAbsDiff, modelDir, refTensor } from "../helpers/fixtures.js";
+import { FIXTURE_MODELS, manifest, maxAbsDiff, modelDir, REPO_ROOT, refTensor } from "../helpers/fixtures.js";
 
 const TOL = { unet: 2e-5, vae: 5e-5 };
 const scratch = mkdtempSync(path.join(os.tmpdir(), "sdserve-optcache-"));
@@ -191,4 +193,66 @@ describe("cache entries", () => {
       /optimising in a child process failed: .*(Protobuf|parse|Load model)/i,
     );
   });
+
+  test("the optimising child stops when its parent dies", { timeout: 60_000 }, async () => {
+    // A FIFO as the graph: onnxruntime blocks reading it, so the child is busy for as long as
+    // the test likes, as it is for half a minute on a real UNet.
+    const dir = mkdtempSync(path.join(scratch, "orphan-"));
+    const fifo = path.join(dir, "graph.onnx");
+    execFileSync("mkfifo", [fifo]);
+    const parentScript = path.join(dir, "parent.mjs");
+    const job = {
+      graphPath: fifo,
+      externalDir: dir,
+      outputPath: path.join(dir, "model.onnx"),
+      dataFile: "model.data",
+      graphOptimizationLevel: "all",
+      enableMemPattern: false,
+      intraOpNumThreads: 1,
+    };
+    const module = pathToFileURL(path.join(REPO_ROOT, "src/engine/optimize-process.ts")).href;
+    writeFileSync(
+      parentScript,
+      `import { optimizeInChild } from ${JSON.stringify(module)};\nawait optimizeInChild(${JSON.stringify(job)});\n`,
+    );
+    const parent = spawn(process.execPath, [...process.execArgv, parentScript], { stdio: "ignore" });
+    const childPid = (): number | undefined => {
+      for (const entry of readdirSync("/proc")) {
+        if (!/^\d+$/.test(entry) || Number(entry) === parent.pid) continue;
+        const cmdline = safeCmdline(entry);
+        if (cmdline.includes("optimize-process") && cmdline.includes(fifo)) return Number(entry);
+      }
+      return undefined;
+    };
+    let child: number | undefined;
+    for (let i = 0; i < 200 && child === undefined; i++) {
+      child = childPid();
+      if (child === undefined) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(child, "the parent started an optimising child");
+    parent.kill("SIGKILL");
+    let alive = true;
+    for (let i = 0; i < 100 && alive; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      alive = existsSync(`/proc/${child}`) && !isZombie(child);
+    }
+    if (alive) process.kill(child, "SIGKILL");
+    assert.ok(!alive, "the child was still running 10 s after its parent died");
+  });
 });
+
+function safeCmdline(pid: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8");
+  } catch {
+    return "";
+  }
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    return /^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
+  } catch {
+    return false;
+  }
+}
