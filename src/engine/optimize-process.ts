@@ -43,7 +43,7 @@ export function optimizeInChild(job: OptimizeJob): Promise<void> {
       stderr = (stderr + chunk.toString()).slice(-4000);
     });
     child.on("error", reject);
-    child.on("exit", (code, signal) => {
+    child.on("close", (code, signal) => {
       if (code === 0) resolve();
       else {
         const why = stderr.trim().split("\n").slice(-3).join(" ") || `exit ${code ?? signal}`;
