@@ -4,7 +4,7 @@
  * weights, fp16 variants, the safety checker), reached through HF_ENDPOINT.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -186,6 +186,27 @@ describe("pull", () => {
     );
     assert.ok(!hub.downloads().includes("model_index.json"), "files finished before are not fetched again");
     assert.deepEqual(readFileSync(path.join(pulled.dir, UNET)), hub.repos.get(REPO)!.files.get(UNET)!.data);
+  });
+
+  test("a full disk stops the pull with an error that says so and what to do", async () => {
+    // The kernel's /dev/full fails every write with ENOSPC: the partial blob is made to be it.
+    const etag = hub.repos.get(REPO)!.files.get(UNET)!.etag;
+    await mkdir(blobsDir(), { recursive: true });
+    symlinkSync("/dev/full", path.join(blobsDir(), `${etag}.incomplete`));
+    await assert.rejects(pullModel(ref, { settings, retry: FAST_RETRY }), (err: unknown) => {
+      assert.ok(err instanceof HubError);
+      assert.equal(err.kind, "disk");
+      assert.match(
+        err.message,
+        /no space left on the disk of .* while downloading unet\/diffusion_pytorch_model\.safetensors/,
+      );
+      assert.match(err.message, /free some space, or set HF_HUB_CACHE/);
+      return true;
+    });
+    // Not retried: a full disk does not empty itself.
+    assert.equal(hub.requests.filter((r) => r.file === UNET).length, 1);
+    const snapshot = path.join(repoDir(), "snapshots", hub.repos.get(REPO)!.commit);
+    assert.throws(() => readlinkSync(path.join(snapshot, UNET)));
   });
 
   test("bytes that do not match the listed sha256 are rejected, and nothing of them is kept", async () => {
