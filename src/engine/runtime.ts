@@ -74,10 +74,10 @@ export class NetworkSession {
     };
     if (provider === "cpu") {
       // The memory pattern (one block per run for all activations, planned from the first run)
-      // is taken from the arena while the arena still holds the first run's blocks: SD 2.1's
-      // VAE decode at 768² peaked at 5.8 GiB with it, 3.8 GiB without, and the pattern's fresh
-      // pages made its normalisations 5× slower. The arena alone reuses freed activations as
-      // well: the UNet and the text encoder run as fast without it (bench/profile).
+      // is taken from the arena while the arena still holds the first run's blocks: two SD 2.1
+      // VAE decodes at 768² peaked at 5.8 GiB with it, 3.8 GiB without, and the second ran 17%
+      // slower on the pattern's fresh pages. The arena alone reuses freed activations as well:
+      // the UNet and the text encoder run as fast without it (bench/profile).
       options.enableMemPattern = false;
     }
     if (opts.profilePrefix) {
