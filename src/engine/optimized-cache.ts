@@ -17,7 +17,8 @@
  * weights files are gone. The folder can be deleted at any time.
  *
  * Entries are written into a private temporary folder and renamed into place, so processes
- * sharing the cache (several workers on one machine) never read a half-written one.
+ * sharing the cache (several workers on one machine) never read a half-written one, and one
+ * process at a time makes a given entry (a lock file beside it) while the others wait for it.
  */
 import { createHash, randomBytes } from "node:crypto";
 import {
@@ -43,6 +44,11 @@ const SOURCES_FILE = "sources.json";
 export const DATA_FILE = "model.data";
 /** Temporary folders older than this are left-overs of a process that died while writing. */
 const STALE_TMP_MS = 24 * 3600 * 1000;
+/** A lock file beside the entry it guards. */
+const LOCK_SUFFIX = ".lock";
+/** Locks older than this are taken over: optimising the largest network takes a minute or two. */
+const LOCK_STALE_MS = 15 * 60 * 1000;
+const LOCK_POLL_MS = 250;
 
 export interface CacheKeyInputs {
   /** The network's name (text_encoder, unet, vae_decoder). */
@@ -129,6 +135,44 @@ export class OptimizedModelCache {
   }
 
   /**
+   * Waits until no other live process is making this entry, then takes the right to make it: a
+   * lock file naming this process. Resolves to the function that gives the right back.
+   * `onWait` is told once whom it waits for. A lock is taken over when its process is gone
+   * (same host) or it is older than any optimisation takes.
+   */
+  async lock(inputs: CacheKeyInputs, onWait?: (holder: string) => void): Promise<() => void> {
+    mkdirSync(this.root, { recursive: true });
+    const file = path.join(this.root, `${this.names(inputs).name}${LOCK_SUFFIX}`);
+    const mine = JSON.stringify({ pid: process.pid, host: os.hostname(), time: Date.now() });
+    let told = false;
+    for (;;) {
+      try {
+        writeFileSync(file, mine, { flag: "wx" });
+        return () => {
+          // Only our own lock: a stale-lock takeover may have replaced it.
+          let text: string | undefined;
+          try {
+            text = readFileSync(file, "utf8");
+          } catch {
+            return;
+          }
+          if (text === mine) rmSync(file, { force: true });
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      }
+      const holder = lockHolder(file);
+      if (holder === undefined) {
+        rmSync(file, { force: true });
+        continue;
+      }
+      if (!told) onWait?.(holder);
+      told = true;
+      await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
+    }
+  }
+
+  /**
    * A temporary folder to save a new entry into, or a reason not to: the disk lacks room for
    * the entry's `expectedBytes` and a margin of 1 GiB.
    */
@@ -168,7 +212,7 @@ export class OptimizedModelCache {
    */
   private removeStale(prefix: string, keep: string): void {
     for (const entry of readdirSync(this.root)) {
-      if (entry === keep) continue;
+      if (entry === keep || entry.endsWith(LOCK_SUFFIX)) continue;
       const dir = path.join(this.root, entry);
       const stale = entry.includes(".tmp-")
         ? Date.now() - (statSync(dir, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > STALE_TMP_MS
@@ -176,6 +220,40 @@ export class OptimizedModelCache {
       if (stale) rmSync(dir, { recursive: true, force: true });
     }
   }
+}
+
+/**
+ * Who holds a lock file ("process 123 on host"), or undefined when the lock is stale: its
+ * process gone (same host), older than LOCK_STALE_MS, or unreadable and not just being written.
+ */
+function lockHolder(file: string): string | undefined {
+  let text: string;
+  let age: number;
+  try {
+    text = readFileSync(file, "utf8");
+    age = Date.now() - statSync(file).mtimeMs;
+  } catch {
+    return undefined;
+  }
+  if (age > LOCK_STALE_MS) return undefined;
+  let lock: { pid?: unknown; host?: unknown };
+  try {
+    lock = JSON.parse(text) as typeof lock;
+  } catch {
+    return age < 5000 ? "another process" : undefined;
+  }
+  const pid = typeof lock.pid === "number" ? lock.pid : undefined;
+  if (pid === undefined) return undefined;
+  if (lock.host === os.hostname()) {
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      // EPERM: alive, but another user's.
+      if ((err as NodeJS.ErrnoException).code === "ESRCH") return undefined;
+    }
+    return `process ${pid}`;
+  }
+  return `process ${pid} on ${String(lock.host)}`;
 }
 
 /** Whether every weights file an entry lists still exists (an entry without the list is kept). */

@@ -8,7 +8,7 @@ import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { ModelError } from "./errors.js";
 import { optimizeInChild } from "./optimize-process.js";
-import { DATA_FILE, OptimizedModelCache } from "./optimized-cache.js";
+import { type CacheKeyInputs, DATA_FILE, OptimizedModelCache } from "./optimized-cache.js";
 import { defaultCacheDir } from "./tiny-random.js";
 
 export type ExecutionProvider = "cpu" | "cuda";
@@ -157,9 +157,9 @@ function cacheFromEnv(): string | false {
 
 /**
  * A CPU session through the optimised-model cache: from a saved entry when there is one, else
- * from a new entry, optimised and saved by a child process. Undefined when the cache is off,
- * the network small, or the entry could not be made: the caller then creates the session
- * from the graph in this process.
+ * from a new entry, optimised and saved by a child process (one process at a time makes an
+ * entry; the others wait for it). Undefined when the cache is off, the network small, or the
+ * entry could not be made: the caller then creates the session from the graph in this process.
  */
 async function createFromCache(
   name: string,
@@ -180,20 +180,53 @@ async function createFromCache(
     settings: JSON.stringify({ level: options.graphOptimizationLevel, memPattern: options.enableMemPattern }),
   };
   const log = opts.log ?? (() => {});
-  const saved = cache.find(inputs);
-  if (saved) {
+  const fromEntry = async (entry: string, how: string): Promise<ort.InferenceSession | undefined> => {
     try {
-      const session = await ort.InferenceSession.create(saved, options);
-      log(`${name}: running on the CPU execution provider (optimised model from ${path.dirname(saved)})`);
+      const session = await ort.InferenceSession.create(entry, options);
+      log(`${name}: running on the CPU execution provider (optimised model ${how} ${path.dirname(entry)})`);
       return session;
     } catch (err) {
-      // A damaged entry: say so, and replace it below.
+      // A damaged entry: say so, and make it again.
       cache.remove(inputs);
-      log(
-        `${name}: the optimised model in ${path.dirname(saved)} could not be loaded (${errorText(err)}); optimising again`,
-      );
+      log(`${name}: the optimised model in ${path.dirname(entry)} could not be loaded (${errorText(err)})`);
+      return undefined;
     }
+  };
+
+  const saved = cache.find(inputs);
+  const session = saved && (await fromEntry(saved, "from"));
+  if (session) return session;
+
+  let unlock: () => void;
+  try {
+    unlock = await cache.lock(inputs, (holder) =>
+      log(`${name}: waiting for ${holder} to save the optimised model it is making`),
+    );
+  } catch (err) {
+    log(`${name}: the optimised model will not be saved: ${errorText(err)}`);
+    return undefined;
   }
+  try {
+    // Made by another process while this one waited?
+    const ready = cache.find(inputs);
+    if (ready) return await fromEntry(ready, "from");
+    return await makeEntry(name, graph, external, options, cache, inputs, log, fromEntry);
+  } finally {
+    unlock();
+  }
+}
+
+/** Optimises the graph in a child process (optimize-process.ts says why) and saves it as a new entry. */
+async function makeEntry(
+  name: string,
+  graph: Uint8Array,
+  external: ExternalWeights,
+  options: ort.InferenceSession.SessionOptions,
+  cache: OptimizedModelCache,
+  inputs: CacheKeyInputs,
+  log: (line: string) => void,
+  fromEntry: (entry: string, how: string) => Promise<ort.InferenceSession | undefined>,
+): Promise<ort.InferenceSession | undefined> {
   let pending: ReturnType<OptimizedModelCache["begin"]>;
   try {
     // The saved weights are float32, plus the MatMul weights packed again: about 1.3× in all.
@@ -205,10 +238,8 @@ async function createFromCache(
     log(`${name}: the optimised model will not be saved: ${pending}`);
     return undefined;
   }
-  // Optimise in a child process (optimize-process.ts says why), then load the saved form as
-  // every later load will: the same graph every time, its weights memory-mapped.
   const graphPath = path.join(path.dirname(pending.modelPath), "graph.onnx");
-  let where: string;
+  let how: string;
   try {
     writeFileSync(graphPath, graph);
     await optimizeInChild({
@@ -224,22 +255,16 @@ async function createFromCache(
     if (!existsSync(pending.modelPath) || !existsSync(path.join(path.dirname(pending.modelPath), DATA_FILE))) {
       throw new Error("the optimising process ended without writing the model");
     }
-    where = pending.commit() ? "saved in" : "already saved by another process in";
+    how = pending.commit() ? "saved in" : "already saved by another process in";
   } catch (err) {
     pending.discard();
     log(`${name}: the optimised model was not saved (${errorText(err)})`);
     return undefined;
   }
+  // Run from the saved form, as every later load will: the same graph every time, its
+  // weights memory-mapped.
   const entry = cache.find(inputs);
-  if (!entry) return undefined;
-  try {
-    const session = await ort.InferenceSession.create(entry, options);
-    log(`${name}: running on the CPU execution provider (optimised model ${where} ${path.dirname(entry)})`);
-    return session;
-  } catch (err) {
-    log(`${name}: the optimised model just saved in ${path.dirname(entry)} could not be loaded (${errorText(err)})`);
-    return undefined;
-  }
+  return entry ? fromEntry(entry, how) : undefined;
 }
 
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));

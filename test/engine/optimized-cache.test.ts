@@ -95,7 +95,7 @@ describe("cache entries", () => {
     // A truncated model file: said in the log, optimised again, the entry rewritten.
     writeFileSync(path.join(dir, second as string, "model.onnx"), "not a model");
     const log = await load();
-    assert.match(log, /could not be loaded .*optimising again/);
+    assert.match(log, /could not be loaded \(/);
     assert.match(log, /optimised model saved/);
     assert.match(await load(), /optimised model from/);
 
@@ -109,6 +109,53 @@ describe("cache entries", () => {
     assert.match(opts.lines.join("\n"), /optimised model saved/);
     assert.equal(entries(dir).length, 1);
     assert.notEqual(entries(dir)[0], second);
+  });
+
+  test("one load at a time makes an entry: the others wait for it and load it", async () => {
+    const folder = await openModelFolder(modelDir(model));
+    const dir = path.join(scratch, "together");
+    const opts = [cached(dir), cached(dir), cached(dir)];
+    const unets = await Promise.all(opts.map((o) => UNet.load(folder.unet, o)));
+    await Promise.all(unets.map((u) => u.session.release()));
+    const logs = opts.map((o) => o.lines.join("\n"));
+    assert.equal(logs.filter((l) => /optimised model saved/.test(l)).length, 1, logs.join("\n"));
+    assert.equal(logs.filter((l) => /optimised model from/.test(l)).length, 2, logs.join("\n"));
+    assert.equal(logs.filter((l) => /waiting for process \d+ to save/.test(l)).length, 2, logs.join("\n"));
+    assert.deepEqual(
+      entries(dir).filter((e) => !e.endsWith(".lock")),
+      entries(dir),
+      "no lock is left behind",
+    );
+  });
+
+  test("a lock whose process is gone is taken over; a live one is waited for", async () => {
+    const folder = await openModelFolder(modelDir(model));
+    const dir = path.join(scratch, "locks");
+    // The lock's name: the entry's, found by making the entry once and removing it.
+    const first = cached(dir);
+    await (await UNet.load(folder.unet, first)).session.release();
+    const [entry] = entries(dir);
+    rmSync(path.join(dir, entry as string), { recursive: true });
+    const lockFile = path.join(dir, `${entry}.lock`);
+
+    const sleeper = spawn("sleep", ["1.5"]);
+    await new Promise((resolve) => sleeper.once("spawn", resolve));
+    writeFileSync(lockFile, JSON.stringify({ pid: sleeper.pid, host: os.hostname(), time: Date.now() }));
+    const live = cached(dir);
+    const started = Date.now();
+    await (await UNet.load(folder.unet, live)).session.release();
+    const waited = Date.now() - started;
+    assert.match(live.lines.join("\n"), new RegExp(`waiting for process ${sleeper.pid} to save`));
+    assert.match(live.lines.join("\n"), /optimised model saved/);
+    assert.ok(waited >= 1000, `it waited ${waited} ms for a process that lived 1.5 s`);
+
+    rmSync(path.join(dir, entry as string), { recursive: true });
+    writeFileSync(lockFile, JSON.stringify({ pid: sleeper.pid, host: os.hostname(), time: Date.now() }));
+    const dead = cached(dir);
+    await (await UNet.load(folder.unet, dead)).session.release();
+    assert.doesNotMatch(dead.lines.join("\n"), /waiting/);
+    assert.match(dead.lines.join("\n"), /optimised model saved/);
+    assert.ok(!entries(dir).some((e) => e.endsWith(".lock")));
   });
 
   test("the key covers the graph, the settings and the onnxruntime version", () => {
