@@ -143,12 +143,19 @@ export class OptimizedModelCache {
   async lock(inputs: CacheKeyInputs, onWait?: (holder: string) => void): Promise<() => void> {
     mkdirSync(this.root, { recursive: true });
     const file = path.join(this.root, `${this.names(inputs).name}${LOCK_SUFFIX}`);
-    const mine = JSON.stringify({ pid: process.pid, host: os.hostname(), time: Date.now() });
+    const mine = JSON.stringify({
+      pid: process.pid,
+      start: processStart(process.pid),
+      host: os.hostname(),
+      time: Date.now(),
+    });
     let told = false;
     for (;;) {
       try {
         writeFileSync(file, mine, { flag: "wx" });
+        heldHere.add(file);
         return () => {
+          heldHere.delete(file);
           // Only our own lock: a stale-lock takeover may have replaced it.
           let text: string | undefined;
           try {
@@ -222,6 +229,20 @@ export class OptimizedModelCache {
   }
 }
 
+/** Lock files this process holds. */
+const heldHere = new Set<string>();
+
+/** When a process started (Linux: /proc/<pid>/stat's starttime), to tell a reused pid; else undefined. */
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name (which may hold spaces), from the 3rd; starttime is the 22nd.
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Who holds a lock file ("process 123 on host"), or undefined when the lock is stale: its
  * process gone (same host), older than LOCK_STALE_MS, or unreadable and not just being written.
@@ -236,7 +257,7 @@ function lockHolder(file: string): string | undefined {
     return undefined;
   }
   if (age > LOCK_STALE_MS) return undefined;
-  let lock: { pid?: unknown; host?: unknown };
+  let lock: { pid?: unknown; start?: unknown; host?: unknown };
   try {
     lock = JSON.parse(text) as typeof lock;
   } catch {
@@ -245,12 +266,18 @@ function lockHolder(file: string): string | undefined {
   const pid = typeof lock.pid === "number" ? lock.pid : undefined;
   if (pid === undefined) return undefined;
   if (lock.host === os.hostname()) {
+    // This process's pid: a lock it holds, or one left by an earlier process that had the same
+    // pid (a restarted container's server is pid 1 again).
+    if (pid === process.pid) return heldHere.has(file) ? `process ${pid}` : undefined;
     try {
       process.kill(pid, 0);
     } catch (err) {
       // EPERM: alive, but another user's.
       if ((err as NodeJS.ErrnoException).code === "ESRCH") return undefined;
     }
+    // The pid is in use, but by another process than the one that took the lock?
+    const start = processStart(pid);
+    if (typeof lock.start === "string" && start !== undefined && start !== lock.start) return undefined;
     return `process ${pid}`;
   }
   return `process ${pid} on ${String(lock.host)}`;

@@ -111,7 +111,7 @@ describe("cache entries", () => {
     assert.notEqual(entries(dir)[0], second);
   });
 
-  test("one load at a time makes an entry: the others wait for it and load it", async () => {
+  test("one load at a time makes an entry: the others wait for it and load it", { timeout: 60_000 }, async () => {
     const folder = await openModelFolder(modelDir(model));
     const dir = path.join(scratch, "together");
     const opts = [cached(dir), cached(dir), cached(dir)];
@@ -128,7 +128,7 @@ describe("cache entries", () => {
     );
   });
 
-  test("a lock whose process is gone is taken over; a live one is waited for", async () => {
+  test("a lock whose process is gone is taken over; a live one is waited for", { timeout: 60_000 }, async () => {
     const folder = await openModelFolder(modelDir(model));
     const dir = path.join(scratch, "locks");
     // The lock's name: the entry's, found by making the entry once and removing it.
@@ -155,6 +155,19 @@ describe("cache entries", () => {
     await (await UNet.load(folder.unet, dead)).session.release();
     assert.doesNotMatch(dead.lines.join("\n"), /waiting/);
     assert.match(dead.lines.join("\n"), /optimised model saved/);
+
+    // Left by an earlier process with this process's pid, or by one whose pid is now another's.
+    for (const stale of [
+      { pid: process.pid, start: "1", host: os.hostname(), time: Date.now() },
+      { pid: process.ppid, start: "1", host: os.hostname(), time: Date.now() },
+    ]) {
+      rmSync(path.join(dir, entry as string), { recursive: true });
+      writeFileSync(lockFile, JSON.stringify(stale));
+      const reused = cached(dir);
+      await (await UNet.load(folder.unet, reused)).session.release();
+      assert.doesNotMatch(reused.lines.join("\n"), /waiting/, JSON.stringify(stale));
+      assert.match(reused.lines.join("\n"), /optimised model saved/);
+    }
     assert.ok(!entries(dir).some((e) => e.endsWith(".lock")));
   });
 
