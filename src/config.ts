@@ -213,7 +213,8 @@ Options (each also read from the environment variable shown):
 
 These environment variables of sdserve serve apply as well: REDIS_URL, DATABASE_URL, S3_*,
 SDSERVE_REDIS_PREFIX, SDSERVE_JOB_LOCK, SDSERVE_WEBHOOK_ALLOW_PRIVATE (the webhooks of the changes
-made here are sent from here), SDSERVE_CACHE, SDSERVE_OPTIMIZED_CACHE and HF_*. Retention, deadlines and limits are the API nodes' settings.
+made here are sent from here), SDSERVE_CACHE, SDSERVE_OPTIMIZED_CACHE and HF_*. Retention,
+deadlines and limits are the API nodes' settings.
 `;
 
 /** Reads `sdserve serve`'s (or `sdserve worker`'s) flags and the environment. */
