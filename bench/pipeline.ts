@@ -27,11 +27,12 @@ import { ensureRandomModelFolder } from "./lib/random-model.js";
 import {
   bytesText,
   gib,
+  gpuFigure,
   LABEL,
   machineFigure,
   matmulPeakFigure,
   pad,
-  peakRssBytes,
+  peakRssFigure,
   Report,
   round,
   secs,
@@ -400,17 +401,7 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
   }
 
   await pipe.release();
-  const peakRss = peakRssBytes();
-  report.emit(
-    {
-      figure: "peak_rss",
-      unit: "bytes",
-      bytes: peakRss,
-      fp32_weights_bytes: weightBytes,
-      over_weights_bytes: peakRss - weightBytes,
-    },
-    `${pad("peak RSS", LABEL)} ${gib(peakRss)} (fp32 weights ${bytesText(weightBytes)}, ${bytesText(peakRss - weightBytes)} above them)`,
-  );
+  report.emit(...peakRssFigure(weightBytes));
 }
 
 // ---------------------------------------------------------------- main
@@ -422,11 +413,7 @@ async function main(): Promise<void> {
     if (!opts.json) console.log(`bench/${BENCH} ${new Date().toISOString()}`);
     report.emit(...machineFigure(machineInfo(), opts.threads));
     if (opts.providers.includes("cuda")) {
-      const gpus = gpuInfo();
-      report.emit(
-        { figure: "gpu", gpus },
-        `gpu          ${gpus.length ? gpus.join("; ") : "none found by nvidia-smi"}`,
-      );
+      report.emit(...gpuFigure(gpuInfo()));
     }
   }
   const variants = opts.models.flatMap((model) => opts.providers.map((provider) => ({ model, provider })));

@@ -24,11 +24,12 @@ import { noise, readPresetConfig } from "./lib/inputs.js";
 import { gpuInfo, type MatmulPeak, machineInfo, measureMatmulPeak } from "./lib/machine.js";
 import {
   gib,
+  gpuFigure,
   LABEL,
   machineFigure,
   matmulPeakFigure,
   pad,
-  peakRssBytes,
+  peakRssFigure,
   Report,
   round,
   secs,
@@ -167,11 +168,7 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
     peak = await measureMatmulPeak({ threads: opts.threads, runs: opts.matmulRuns });
     report.emit(...matmulPeakFigure(peak));
   } else {
-    const gpus = gpuInfo();
-    report.emit(
-      { figure: "gpu", gpus },
-      `${pad("gpu", LABEL)} ${gpus.length ? gpus.join("; ") : "none found by nvidia-smi"}`,
-    );
+    report.emit(...gpuFigure(gpuInfo()));
     report.note(`${pad("", LABEL)} (no MatMul peak or FLOP rates: the peak is measured on the CPU)`);
   }
 
@@ -269,17 +266,7 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
   }
 
   await Promise.all([text?.session.release(), unet?.session.release(), vae?.session.release()]);
-  const peakRss = peakRssBytes();
-  report.emit(
-    {
-      figure: "peak_rss",
-      unit: "bytes",
-      bytes: peakRss,
-      fp32_weights_bytes: weightBytes,
-      over_weights_bytes: peakRss - weightBytes,
-    },
-    `${pad("peak RSS", LABEL)} ${gib(peakRss)} (fp32 weights ${gib(weightBytes)}, ${gib(peakRss - weightBytes)} above them)`,
-  );
+  report.emit(...peakRssFigure(weightBytes));
 }
 
 // ---------------------------------------------------------------- main

@@ -154,3 +154,26 @@ export function timedFigure(figure: string, label: string, t: Timing, opts: Time
 export function peakRssBytes(): number {
   return process.resourceUsage().maxRSS * 1024;
 }
+
+/** The process's peak RSS so far, next to the fp32 weights it holds. */
+export function peakRssFigure(weightBytes: number): [Figure, string] {
+  const peak = peakRssBytes();
+  return [
+    {
+      figure: "peak_rss",
+      unit: "bytes",
+      bytes: peak,
+      fp32_weights_bytes: weightBytes,
+      over_weights_bytes: peak - weightBytes,
+    },
+    `${pad("peak RSS", LABEL)} ${gib(peak)} (fp32 weights ${bytesText(weightBytes)}, ${bytesText(peak - weightBytes)} above them)`,
+  ];
+}
+
+/** The GPUs nvidia-smi lists (names, memory, driver). */
+export function gpuFigure(gpus: string[]): [Figure, string] {
+  return [
+    { figure: "gpu", gpus },
+    `${pad("gpu", LABEL)} ${gpus.length ? gpus.join("; ") : "none found by nvidia-smi"}`,
+  ];
+}
