@@ -161,7 +161,15 @@ export interface SseEvent {
 
 /** Reads a whole SSE response (until the server closes it), keeping comments out. */
 export async function readSse(url: string): Promise<SseEvent[]> {
-  const res = await fetch(url, { headers: { Accept: "text/event-stream" } });
+  return (await readSseResponse(url)).events;
+}
+
+/** readSse, with request headers (Last-Event-ID) and the response itself. */
+export async function readSseResponse(
+  url: string,
+  headers: Record<string, string> = {},
+): Promise<{ res: Response; events: SseEvent[] }> {
+  const res = await fetch(url, { headers: { Accept: "text/event-stream", ...headers } });
   const text = await res.text();
   const events: SseEvent[] = [];
   for (const block of text.split("\n\n")) {
@@ -179,7 +187,7 @@ export async function readSse(url: string): Promise<SseEvent[]> {
     e.data = data.join("\n");
     events.push(e);
   }
-  return events;
+  return { res, events };
 }
 
 /** The value of one /metrics sample, by its name and labels as printed (the role label is on every sample). */

@@ -11,6 +11,7 @@ import {
   authHeaders,
   eventually,
   MODEL,
+  readSseResponse,
   type Sdserve,
   slowInput,
   smallInput,
@@ -32,35 +33,6 @@ before(async () => {
 after(async () => {
   await server?.stop();
 });
-
-interface Sse {
-  event?: string;
-  id?: string;
-  data: string;
-}
-
-/** Reads a whole SSE response (until the server closes it), keeping comments out. */
-async function readSse(url: string, headers: Record<string, string> = {}): Promise<{ res: Response; events: Sse[] }> {
-  const res = await fetch(url, { headers: { Accept: "text/event-stream", ...headers } });
-  const text = await res.text();
-  const events: Sse[] = [];
-  for (const block of text.split("\n\n")) {
-    const lines = block.split("\n").filter((l) => l && !l.startsWith(":"));
-    if (lines.length === 0) continue;
-    const e: Sse = { data: "" };
-    const data: string[] = [];
-    for (const line of lines) {
-      const [field, ...rest] = line.split(": ");
-      const value = rest.join(": ");
-      if (field === "event") e.event = value;
-      else if (field === "id") e.id = value;
-      else if (field === "data") data.push(value);
-    }
-    e.data = data.join("\n");
-    events.push(e);
-  }
-  return { res, events };
-}
 
 test("replicate.stream yields the logs, then each output URL, then done", async () => {
   const events: { event: string; data: string; id: string }[] = [];
@@ -118,7 +90,7 @@ test("a late subscriber gets the whole history and done; Last-Event-ID resumes a
   assert.equal(created.json["status"], "succeeded");
   const url = (created.json["urls"] as Record<string, string>)["stream"] as string;
 
-  const { res, events } = await readSse(url);
+  const { res, events } = await readSseResponse(url);
   assert.equal(res.status, 200);
   assert.equal(res.headers.get("content-type")?.split(";")[0], "text/event-stream");
   assert.equal(res.headers.get("cache-control"), "no-store");
@@ -132,7 +104,7 @@ test("a late subscriber gets the whole history and done; Last-Event-ID resumes a
   );
   assert.equal(events[4]?.data, (created.json["output"] as string[])[0]);
 
-  const resumed = await readSse(url, { "Last-Event-ID": "3" });
+  const resumed = await readSseResponse(url, { "Last-Event-ID": "3" });
   assert.deepEqual(
     resumed.events.map((e) => [e.id, e.event]),
     [
@@ -140,7 +112,7 @@ test("a late subscriber gets the whole history and done; Last-Event-ID resumes a
       ["5", "done"],
     ],
   );
-  const unknown = await readSse(url, { "Last-Event-ID": "1741000530:7" });
+  const unknown = await readSseResponse(url, { "Last-Event-ID": "1741000530:7" });
   assert.equal(unknown.events.length, events.length);
 });
 
@@ -148,7 +120,7 @@ test("the stream follows a running prediction live and ends with done canceled o
   const created = await api(server, "POST", "/replicate/v1/predictions", { version: VERSION, input: slowInput() });
   const url = (created.json["urls"] as Record<string, string>)["stream"] as string;
   assert.ok(url.startsWith(`${server.url}/replicate/v1/streams/`));
-  const reading = readSse(url);
+  const reading = readSseResponse(url);
   await eventually(async () => {
     const p = await api(server, "GET", `/v1/predictions/${created.json["id"]}`);
     return /\| [1-9]\d*\/500/.test(p.json["logs"] as string) ? true : undefined;
@@ -174,7 +146,7 @@ test("?preview=1 adds unnumbered preview events of a running prediction; a plain
     input: smallInput({ width: 256, height: 128, num_inference_steps: 200, num_outputs: 2 }),
   });
   const url = (created.json["urls"] as Record<string, string>)["stream"] as string;
-  const [withPreviews, plain] = await Promise.all([readSse(`${url}?preview=1`), readSse(url)]);
+  const [withPreviews, plain] = await Promise.all([readSseResponse(`${url}?preview=1`), readSseResponse(url)]);
   const previews = withPreviews.events.filter((e) => e.event === "preview");
   assert.ok(previews.length >= 2, `${previews.length} previews`);
   let lastStep = 0;
