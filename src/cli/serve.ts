@@ -1,16 +1,29 @@
 /** `sdserve serve`: the Replicate-compatible HTTP service. */
-import { ConfigError, loadConfig, SERVE_HELP } from "../config.js";
-import { startServer } from "../server/server.js";
+import { type Config, ConfigError, loadConfig, SERVE_HELP } from "../config.js";
+import { type ServerOutput, startServer } from "../server/server.js";
 
 export { SERVE_HELP };
 
-export async function serveCommand(argv: string[]): Promise<number> {
+export function serveCommand(argv: string[]): Promise<number> {
+  return runService(argv, "serve", SERVE_HELP, (config, out) => startServer(config, out));
+}
+
+/**
+ * `sdserve serve` and `sdserve worker`: --help, the settings, the start (a port that cannot be
+ * listened on is a settings error that says which), then running until a signal.
+ */
+export async function runService(
+  argv: string[],
+  command: "serve" | "worker",
+  help: string,
+  start: (config: Config, out: ServerOutput) => Promise<{ close(): Promise<void> }>,
+): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
-    process.stdout.write(SERVE_HELP);
+    process.stdout.write(help);
     return 0;
   }
-  const config = loadConfig(argv);
-  const server = await startServer(config, {
+  const config = loadConfig(argv, process.env, command);
+  const service = await start(config, {
     info: (line) => process.stdout.write(`${line}\n`),
     error: (line) => process.stderr.write(`${line}\n`),
   }).catch((err: unknown) => {
@@ -22,12 +35,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     }
     throw err;
   });
-  await untilSignal(server);
+  await untilSignal(service);
   return 0;
 }
 
 /** Runs until SIGTERM / SIGINT, then shuts down gracefully; a second signal exits at once. */
-export async function untilSignal(server: { close(): Promise<void> }): Promise<void> {
+async function untilSignal(server: { close(): Promise<void> }): Promise<void> {
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
