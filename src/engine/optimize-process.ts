@@ -24,9 +24,8 @@ export interface OptimizeJob {
   /** Where onnxruntime writes the optimised model; its weights go to `dataFile` beside it. */
   outputPath: string;
   dataFile: string;
-  graphOptimizationLevel: NonNullable<ort.InferenceSession.SessionOptions["graphOptimizationLevel"]>;
-  enableMemPattern: boolean | undefined;
-  intraOpNumThreads: number;
+  /** The session options of the sessions that will run the saved model (plain data). */
+  sessionOptions: ort.InferenceSession.SessionOptions;
 }
 
 /** Runs `job` in a child process; rejects with onnxruntime's message when it fails. */
@@ -55,12 +54,7 @@ export function optimizeInChild(job: OptimizeJob): Promise<void> {
 
 async function runJob(job: OptimizeJob): Promise<void> {
   const session = await ort.InferenceSession.create(job.graphPath, {
-    executionProviders: ["cpu"],
-    graphOptimizationLevel: job.graphOptimizationLevel,
-    enableMemPattern: job.enableMemPattern,
-    intraOpNumThreads: job.intraOpNumThreads,
-    interOpNumThreads: 1,
-    executionMode: "sequential",
+    ...job.sessionOptions,
     optimizedModelFilePath: job.outputPath,
     // Not onnxruntime's warning that the saved model suits this machine only: the cache key says so.
     logSeverityLevel: 3,

@@ -247,9 +247,7 @@ async function makeEntry(
       externalDir: external.dir,
       outputPath: pending.modelPath,
       dataFile: DATA_FILE,
-      graphOptimizationLevel: options.graphOptimizationLevel ?? "all",
-      enableMemPattern: options.enableMemPattern,
-      intraOpNumThreads: options.intraOpNumThreads ?? 0,
+      sessionOptions: options,
     });
     rmSync(graphPath);
     if (!existsSync(pending.modelPath) || !existsSync(path.join(path.dirname(pending.modelPath), DATA_FILE))) {

@@ -246,9 +246,7 @@ describe("cache entries", () => {
         externalDir: scratch,
         outputPath: path.join(scratch, "never.onnx"),
         dataFile: "never.data",
-        graphOptimizationLevel: "all",
-        enableMemPattern: false,
-        intraOpNumThreads: 1,
+        sessionOptions: { executionProviders: ["cpu"], graphOptimizationLevel: "all", intraOpNumThreads: 1 },
       }),
       /optimising in a child process failed: .*(Protobuf|parse|Load model)/i,
     );
@@ -266,9 +264,7 @@ describe("cache entries", () => {
       externalDir: dir,
       outputPath: path.join(dir, "model.onnx"),
       dataFile: "model.data",
-      graphOptimizationLevel: "all",
-      enableMemPattern: false,
-      intraOpNumThreads: 1,
+      sessionOptions: { executionProviders: ["cpu"], graphOptimizationLevel: "all", intraOpNumThreads: 1 },
     };
     const module = pathToFileURL(path.join(REPO_ROOT, "src/engine/optimize-process.ts")).href;
     writeFileSync(
