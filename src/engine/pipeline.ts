@@ -63,6 +63,8 @@ export interface StepEvent {
   timestep: number;
   /** The latents after this step [B, C, h, w]. */
   latents: TensorF32;
+  /** The scheduler's clean-sample estimate at this step, where it makes one (LCM) [B, C, h, w]. */
+  denoised?: TensorF32;
 }
 
 export interface GenerateOptions {
@@ -204,7 +206,14 @@ export class Pipeline {
         }
       }
       latents = scheduler.step(noisePred, i, latents, ctx, shape);
-      await opts.onStep?.({ step: i + 1, total, timestep: t, latents: { data: latents, shape } });
+      const denoised = scheduler.lastDenoised;
+      await opts.onStep?.({
+        step: i + 1,
+        total,
+        timestep: t,
+        latents: { data: latents, shape },
+        denoised: denoised && { data: denoised, shape },
+      });
     }
     signal?.throwIfAborted();
     const t2 = performance.now();
