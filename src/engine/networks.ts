@@ -82,18 +82,29 @@ export class UNet {
     return new UNet(await openSession("unet", files, buildUNetGraph, opts), cfg);
   }
 
-  /** One forward pass: the model's prediction (noise, v or sample, per the scheduler config). */
-  async run(sample: TensorF32, timestep: number, context: TensorF32): Promise<TensorF32> {
+  /**
+   * One forward pass: the model's prediction (noise, v or sample, per the scheduler config).
+   * `timestepCond` [B, time_cond_proj_dim] is required by, and only by, UNets with time_cond_proj_dim.
+   */
+  async run(sample: TensorF32, timestep: number, context: TensorF32, timestepCond?: TensorF32): Promise<TensorF32> {
     const tType = this.session.inputType("timestep");
     const t =
       tType === "int64"
         ? new ort.Tensor("int64", BigInt64Array.of(BigInt(Math.round(timestep))), [1])
         : new ort.Tensor("float32", Float32Array.of(timestep), [1]);
-    const out = await this.session.run({
+    const feeds: Record<string, ort.Tensor> = {
       sample: new ort.Tensor("float32", sample.data, sample.shape),
       timestep: t,
       encoder_hidden_states: new ort.Tensor("float32", context.data, context.shape),
-    });
+    };
+    const wantsCond = this.session.inputNames.includes("timestep_cond");
+    if (wantsCond !== (timestepCond !== undefined)) {
+      throw new Error(
+        wantsCond ? "this UNet needs timestep_cond (time_cond_proj_dim)" : "this UNet takes no timestep_cond",
+      );
+    }
+    if (timestepCond) feeds["timestep_cond"] = new ort.Tensor("float32", timestepCond.data, timestepCond.shape);
+    const out = await this.session.run(feeds);
     return toF32(out[this.session.outputNames[0] as string] as ort.Tensor);
   }
 }
