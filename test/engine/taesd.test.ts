@@ -12,9 +12,11 @@ import { after, before, describe, test } from "node:test";
 import { ModelError } from "../../src/engine/errors.js";
 import { ConfigReader } from "../../src/engine/graph/config.js";
 import { readTinyAutoencoderConfig } from "../../src/engine/graph/taesd.js";
+import type { RgbImage } from "../../src/engine/image.js";
 import { TinyVaeDecoder, TinyVaeEncoder } from "../../src/engine/networks.js";
+import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import { openComponentFolder } from "../../src/engine/weights/model-folder.js";
-import { maxAbsDiff, REFERENCE_CONFIGS, readJson, SHARED } from "../helpers/fixtures.js";
+import { maxAbs, maxAbsDiff, modelDir, REFERENCE_CONFIGS, readJson, SHARED } from "../helpers/fixtures.js";
 
 const DIR = path.join(SHARED, "fixtures/golden-family/taesd");
 const TOL = 5e-4;
@@ -133,6 +135,94 @@ describe("AutoencoderTiny configs", () => {
       writeFileSync(path.join(tmp, "config.json"), "{}");
       await assert.rejects(openComponentFolder(tmp, "vae"), ModelError);
       await assert.rejects(openComponentFolder(path.join(tmp, "nope"), "vae"), /not found/);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the tiny autoencoder in the pipeline", () => {
+  const taesd = path.join(DIR, manifest.model_dir);
+  let plain: Pipeline;
+  let fast: Pipeline;
+  before(async () => {
+    plain = await loadPipeline(modelDir("tiny-sd1"), { threads: 2 });
+    fast = await loadPipeline(modelDir("tiny-sd1"), { threads: 2, vae: taesd, previewVae: taesd });
+  });
+  after(async () => {
+    await plain.release();
+    await fast.release();
+  });
+
+  test("vae: a TAESD folder decodes the same latents; sizes follow its scale factor, no rescaling", async () => {
+    assert.equal(fast.info.decoderClass, "AutoencoderTiny");
+    assert.equal(fast.info.vaeScaleFactor, 8);
+    assert.equal(fast.info.vaeScalingFactor, 1);
+    assert.equal(plain.info.decoderClass, "AutoencoderKL");
+    // tiny-sd1's own VAE has a scale factor of 2: 64 px there and 256 px with TAESD are both 32² latents.
+    const req = { prompt: "a lighthouse", numInferenceSteps: 2, scheduler: "LCM", guidanceScale: 1, seed: 7 };
+    const a = await plain.generate({ ...req, width: 64, height: 64 });
+    const b = await fast.generate({ ...req, width: 256, height: 256 });
+    assert.deepEqual(b.latents.shape, a.latents.shape);
+    assert.ok(maxAbsDiff(b.latents.data, a.latents.data) <= 1e-5 * maxAbs(a.latents.data));
+    assert.deepEqual(b.decoded.shape, [1, 3, 256, 256]);
+    assert.equal(b.images[0]?.width, 256);
+    // TAESD takes the pipeline's latents as they are (its scaling_factor is 1).
+    const direct = await fast.vae.decode(b.latents);
+    assert.equal(maxAbsDiff(b.decoded.data, direct.data), 0);
+  });
+
+  test("preview: a full-size picture of the step's denoised estimate (LCM) or latents", async () => {
+    const previews: RgbImage[] = [];
+    const denoisedShown: boolean[] = [];
+    const result = await fast.generate(
+      {
+        prompt: "a lighthouse",
+        numInferenceSteps: 2,
+        scheduler: "LCM",
+        guidanceScale: 1,
+        seed: 7,
+        width: 128,
+        height: 64,
+      },
+      {
+        onStep: async (e) => {
+          const images = await fast.preview(e);
+          assert.ok(images);
+          previews.push(...images);
+          denoisedShown.push(e.denoised !== undefined);
+        },
+      },
+    );
+    assert.deepEqual(
+      previews.map((im) => [im.width, im.height]),
+      [
+        [128, 64],
+        [128, 64],
+      ],
+    );
+    assert.deepEqual(denoisedShown, [true, true]);
+    // LCM's last denoised estimate is the final latents: its preview is the image itself.
+    assert.deepEqual(previews[1]?.data, result.images[0]?.data);
+    assert.notDeepEqual(previews[0]?.data, previews[1]?.data);
+    assert.equal(
+      await plain.preview({ latents: { data: new Float32Array(4 * 8 * 8), shape: [1, 4, 8, 8] } }),
+      undefined,
+    );
+  });
+
+  test("a decoder that does not fit the UNet, or a missing folder, is refused at load", async () => {
+    await assert.rejects(loadPipeline(modelDir("tiny-sd1"), { vae: path.join(DIR, "nope") }), ModelError);
+    await assert.rejects(
+      loadPipeline(modelDir("tiny-sd1"), { previewVae: path.join(modelDir("tiny-sd1"), "vae") }),
+      /AutoencoderTiny/,
+    );
+    const tmp = mkdtempSync(path.join(tmpdir(), "taesd-"));
+    try {
+      cpSync(taesd, tmp, { recursive: true });
+      const cfg = JSON.parse(readFileSync(path.join(tmp, "config.json"), "utf8"));
+      writeFileSync(path.join(tmp, "config.json"), JSON.stringify({ ...cfg, latent_channels: 16 }));
+      await assert.rejects(loadPipeline(modelDir("tiny-sd1"), { vae: tmp }), ModelError);
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
