@@ -7,7 +7,7 @@
  *
  *   npx tsx bench/pipeline.ts [--model tiny|sd-1.5|sd-2.1|sd-2.1-base|sd-turbo|lcm-dreamshaper-v7|all]
  *     [--runs 3] [--warmup 1] [--steps 20] [--size N|WxH] [--scheduler DPMSolverMultistep]
- *     [--guidance 7.5] [--vae taesd|DIR] [--preview taesd|DIR] [--fast turbo|lcm] [--seed 42]
+ *     [--guidance 7.5] [--vae taesd|DIR] [--preview taesd|DIR] [--preview-size N] [--fast turbo|lcm] [--seed 42]
  *     [--threads N] [--provider cpu|cuda|cpu,cuda] [--json] [--cache DIR] [--matmul-runs 5]
  *     [--optimized-cache on|off|DIR]
  *
@@ -89,6 +89,8 @@ interface Options {
   vae: string | undefined;
   /** A tiny-autoencoder folder (or "taesd") to draw a preview with after every step. */
   preview: string | undefined;
+  /** The previews' longest side in pixels (default: the image's). */
+  previewSize: number | undefined;
   /** The engine's optimised-model cache: undefined for its default folder, false for off, or a folder. */
   optimizedCache: string | false | undefined;
   child: boolean;
@@ -101,6 +103,7 @@ function parseOptions(): Options {
       fast: { type: "string" },
       vae: { type: "string" },
       preview: { type: "string" },
+      "preview-size": { type: "string" },
       provider: { type: "string", default: "cpu" },
       runs: { type: "string", default: "3" },
       warmup: { type: "string", default: "1" },
@@ -157,6 +160,8 @@ function parseOptions(): Options {
     guidance,
     vae: values.vae,
     preview: values.preview,
+    previewSize:
+      values["preview-size"] === undefined ? undefined : intOption("preview-size", values["preview-size"], 8),
     seed: intOption("seed", values.seed, 0),
     threads: intOption("threads", values.threads, 0),
     json: values.json,
@@ -228,7 +233,12 @@ function imageFlops(
   const decode = (config: Record<string, unknown>) =>
     isTinyAutoencoderConfig(config) ? tinyDecodeFlops(config, size) : vaeDecodeFlops(config, size);
   const vae = decode(decoders.vae);
-  const preview = decoders.preview && decode(decoders.preview);
+  // As the previewer does: latents averaged over f×f blocks until the preview fits previewSize.
+  let f = 1;
+  const previewScale = pipeline.previewer?.decoder.config.scaleFactor ?? 8;
+  const limit = opts.previewSize ?? Number.POSITIVE_INFINITY;
+  while (Math.max(h, w) * previewScale > limit * f && h % (2 * f) === 0 && w % (2 * f) === 0) f *= 2;
+  const preview = decoders.preview && tinyDecodeFlops(decoders.preview, { batch: 1, height: h / f, width: w / f });
   return { text, step, vae, image: text + opts.steps * step + vae, preview };
 }
 
@@ -248,7 +258,9 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
   const lcmUNet = model !== "tiny" && readPresetConfig(model, "unet")["time_cond_proj_dim"] != null;
   const guided = opts.guidance > 1 && !lcmUNet;
   const decoderNote = opts.vae ? `, decoder ${opts.vae}` : "";
-  const previewNote = opts.preview ? `, ${opts.preview} previews` : "";
+  const previewNote = opts.preview
+    ? `, ${opts.preview} previews${opts.previewSize ? ` (at most ${opts.previewSize} px)` : ""}`
+    : "";
   report.heading(
     `${model === "tiny" ? "tiny-random" : `${model} (random weights, seed ${WEIGHTS_SEED}, fp32)`}: ` +
       `${opts.width}×${opts.height}, ${opts.steps} steps, ${opts.scheduler}, guidance ${opts.guidance}` +
@@ -279,6 +291,7 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
     pipeline = await loadPipeline(dir, {
       vae: vaeDir,
       previewVae: previewDir,
+      previewMaxSize: opts.previewSize,
       threads: opts.threads,
       provider,
       optimizedCache: opts.optimizedCache,

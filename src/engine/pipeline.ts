@@ -25,6 +25,8 @@ export interface LoadPipelineOptions extends RuntimeOptions {
   vae?: string;
   /** An AutoencoderTiny folder to draw step previews with (`Pipeline.preview`). */
   previewVae?: string;
+  /** The longest side of a preview in pixels (default: the image's); see TinyAutoencoderPreview. */
+  previewMaxSize?: number;
 }
 
 /** What a request leaves out, as the model's own pipeline would fill it in. */
@@ -134,7 +136,9 @@ export class Pipeline {
         { file: opts.vae ?? folder.vae.configPath, field: "latent_channels" },
       );
     }
-    const previewer = opts.previewVae ? await TinyAutoencoderPreview.load(opts.previewVae, opts) : undefined;
+    const previewer = opts.previewVae
+      ? await TinyAutoencoderPreview.load(opts.previewVae, { ...opts, maxSize: opts.previewMaxSize })
+      : undefined;
     if (textEncoder.hiddenSize && unet.config && unet.config.crossDim[0] !== textEncoder.hiddenSize) {
       throw new ModelError(
         `is ${unet.config.crossDim[0]}, but the text encoder's hidden_size is ${textEncoder.hiddenSize}`,

@@ -12,9 +12,10 @@ import { after, before, describe, test } from "node:test";
 import { ModelError } from "../../src/engine/errors.js";
 import { ConfigReader } from "../../src/engine/graph/config.js";
 import { readTinyAutoencoderConfig } from "../../src/engine/graph/taesd.js";
-import type { RgbImage } from "../../src/engine/image.js";
+import { decodedToImages, type RgbImage } from "../../src/engine/image.js";
 import { TinyVaeDecoder, TinyVaeEncoder } from "../../src/engine/networks.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
+import { TinyAutoencoderPreview } from "../../src/engine/taesd-preview.js";
 import { openComponentFolder } from "../../src/engine/weights/model-folder.js";
 import { maxAbs, maxAbsDiff, modelDir, REFERENCE_CONFIGS, readJson, SHARED } from "../helpers/fixtures.js";
 
@@ -209,6 +210,33 @@ describe("the tiny autoencoder in the pipeline", () => {
       await plain.preview({ latents: { data: new Float32Array(4 * 8 * 8), shape: [1, 4, 8, 8] } }),
       undefined,
     );
+  });
+
+  test("previewMaxSize: larger images are previewed from 2×2-averaged latents", async () => {
+    const small = await TinyAutoencoderPreview.load(taesd, { threads: 1, maxSize: 64 });
+    try {
+      // 16×8 latents (128×64 px) → factor 2 → 8×4 latents → 64×32 px.
+      const data = Float32Array.from({ length: 4 * 8 * 16 }, (_, i) => Math.sin(i * 0.37) * 2);
+      const [image] = await small.images({ data, shape: [1, 4, 8, 16] });
+      assert.deepEqual([image?.width, image?.height], [64, 32]);
+      const pooled = new Float32Array(4 * 4 * 8);
+      for (let c = 0; c < 4; c++)
+        for (let y = 0; y < 4; y++)
+          for (let x = 0; x < 8; x++) {
+            const at = (yy: number, xx: number) => data[c * 128 + yy * 16 + xx] as number;
+            pooled[c * 32 + y * 8 + x] =
+              (at(2 * y, 2 * x) + at(2 * y, 2 * x + 1) + at(2 * y + 1, 2 * x) + at(2 * y + 1, 2 * x + 1)) / 4;
+          }
+      const direct = decodedToImages(await small.decoder.decode({ data: pooled, shape: [1, 4, 4, 8] }));
+      assert.deepEqual(image?.data, direct[0]?.data);
+      // Already small enough: full size.
+      const [full] = await small.images({ data: new Float32Array(4 * 4 * 8), shape: [1, 4, 4, 8] });
+      assert.deepEqual([full?.width, full?.height], [64, 32]);
+      await assert.rejects(TinyAutoencoderPreview.load(taesd, { maxSize: 0 }), RangeError);
+      await assert.rejects(small.images({ data: new Float32Array(3), shape: [1, 3, 1, 1] }), /expected latents/);
+    } finally {
+      await small.release();
+    }
   });
 
   test("a decoder that does not fit the UNet, or a missing folder, is refused at load", async () => {
