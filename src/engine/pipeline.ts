@@ -189,6 +189,10 @@ export class Pipeline {
     const batch = r.numOutputs;
     let timestepCond: TensorF32 | undefined;
     if (condDim !== null) {
+      // The embedding's angles are 1000·w in float32: a scale past that range would make NaNs.
+      if (!Number.isFinite(Math.fround((r.guidanceScale - 1) * 1000))) {
+        throw new RequestError(`guidance scale ${r.guidanceScale} is too large for this model`, "guidanceScale");
+      }
       const w = guidanceScaleEmbedding(r.guidanceScale - 1, condDim);
       const data = new Float32Array(batch * condDim);
       for (let b = 0; b < batch; b++) data.set(w, b * condDim);

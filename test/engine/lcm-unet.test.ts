@@ -19,6 +19,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { RequestError } from "../../src/engine/errors.js";
 import { guidanceScaleEmbedding } from "../../src/engine/graph/unet.js";
 import { decodedToFloatImages } from "../../src/engine/image.js";
 import { type TensorF32, UNet } from "../../src/engine/networks.js";
@@ -43,9 +44,13 @@ async function variantModel(
   const src = modelDir("tiny-sd1");
   const dir = path.join(tmp, name);
   mkdirSync(path.join(dir, "unet"), { recursive: true });
-  for (const entry of ["model_index.json", "scheduler", "text_encoder", "tokenizer", "vae"]) {
+  for (const entry of ["scheduler", "text_encoder", "tokenizer", "vae"]) {
     symlinkSync(path.join(src, entry), path.join(dir, entry));
   }
+  // As SimianLuo/LCM_Dreamshaper_v7 names its pipeline when the UNet is an LCM one.
+  const index = JSON.parse(readFileSync(path.join(src, "model_index.json"), "utf8"));
+  if (configPatch["time_cond_proj_dim"]) index._class_name = "LatentConsistencyModelPipeline";
+  writeFileSync(path.join(dir, "model_index.json"), JSON.stringify(index));
   const config = { ...JSON.parse(readFileSync(path.join(src, "unet/config.json"), "utf8")), ...configPatch };
   writeFileSync(path.join(dir, "unet/config.json"), JSON.stringify(config));
   const file = await readSafetensors(path.join(src, "unet/diffusion_pytorch_model.safetensors"));
@@ -239,6 +244,7 @@ describe("UNet with time_cond_proj_dim", () => {
       const imageErr = maxAbsDiff(decodedToFloatImages(result.decoded), ref(`${run.id}_image`).data);
       t.diagnostic(`final latents ${err.toExponential(2)} relative, image ${imageErr.toExponential(2)} abs`);
       assert.ok(err <= 1e-3 && imageErr <= 2e-3);
+      await assert.rejects(pipe.generate({ prompt: "x", guidanceScale: 1e38, numInferenceSteps: 1 }), RequestError);
     } finally {
       await pipe.release();
     }
