@@ -109,7 +109,7 @@ function parseOptions(): Options {
 // ---------------------------------------------------------------- one model
 
 async function benchModel(model: string, opts: Options, report: Report): Promise<void> {
-  const configs: Record<ComponentName, Record<string, unknown>> = {
+  const configs: Record<"text_encoder" | "unet" | "vae", Record<string, unknown>> = {
     text_encoder: readPresetConfig(model, "text_encoder"),
     unet: readPresetConfig(model, "unet"),
     vae: readPresetConfig(model, "vae"),
@@ -143,7 +143,9 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
     const dir = path.join(opts.cache, model, component);
     let result: RandomComponent | undefined;
     const seconds = await time(async () => {
-      result = await writeRandomComponent(dir, component, configs[component], { seed: opts.seed });
+      result = await writeRandomComponent(dir, component, configs[component as keyof typeof configs], {
+        seed: opts.seed,
+      });
     });
     const w = result as RandomComponent;
     written.set(component, w);

@@ -1,15 +1,35 @@
 /**
  * loadPipeline: a Stable Diffusion model folder, loaded once, with its tokenizer, its three
  * networks ready to run, and the scheduler config the denoising loop is built from.
+ *
+ * SDXL folders (StableDiffusionXLPipeline, the refiner's StableDiffusionXLImg2ImgPipeline) run
+ * the same loop; what differs is the conditioning (sdxl.ts: two text encoders, pooled
+ * text_embeds and time_ids for the UNet), the defaults, and the expert ensemble's
+ * denoisingEnd / denoisingStart.
  */
 import { randomInt } from "node:crypto";
 import { ModelError, RequestError } from "./errors.js";
 import { guidanceScaleEmbedding } from "./graph/unet.js";
 import { decodedToImages, type GenerationParameters, type RgbImage } from "./image.js";
-import { type LatentDecoder, type TensorF32, TextEncoder, TinyVaeDecoder, UNet, VaeDecoder } from "./networks.js";
+import {
+  type AddedConditions,
+  type LatentDecoder,
+  type TensorF32,
+  TextEncoder,
+  TinyVaeDecoder,
+  UNet,
+  VaeDecoder,
+} from "./networks.js";
 import { TorchCpuGenerator } from "./random/torch-cpu.js";
 import type { RuntimeOptions } from "./runtime.js";
 import { createScheduler, type Scheduler } from "./schedulers/index.js";
+import {
+  denoisingEndIndex,
+  denoisingStartIndex,
+  isSdxlFolder,
+  type MicroConditioning,
+  SdxlConditioner,
+} from "./sdxl.js";
 import { TinyAutoencoderPreview } from "./taesd-preview.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import { type ModelFolder, openComponentFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
@@ -56,11 +76,16 @@ export interface PipelineInfo {
   /** "AutoencoderKL" or "AutoencoderTiny". */
   decoderClass: string;
   defaults: GenerateDefaults;
+  /** "sd" (one text encoder) or "sdxl" (SDXL's conditioning; see sdxl.ts). */
+  family: "sd" | "sdxl";
 }
 
-export interface GenerateRequest {
+export interface GenerateRequest extends MicroConditioning {
   prompt: string;
-  /** Empty or absent: the unconditional batch uses "" as diffusers does. */
+  /**
+   * Empty or absent: the unconditional batch uses "" as diffusers does. SDXL: absent is all
+   * zeros where the model says force_zeros_for_empty_prompt; "" is encoded as text.
+   */
   negativePrompt?: string;
   /** Pixels; multiples of the VAE scale factor. Default: the model's native size. */
   width?: number;
@@ -78,6 +103,16 @@ export interface GenerateRequest {
   numOutputs?: number;
   /** Starting latents [numOutputs, C, h, w] instead of drawing them (they are still scaled by the scheduler's init sigma). */
   latents?: TensorF32;
+  /**
+   * The expert ensemble's first half (diffusers' denoising_end, in (0, 1)): stop before the
+   * timesteps below round(T·(1 − denoisingEnd)); hand `latents` to a pipeline with denoisingStart.
+   */
+  denoisingEnd?: number;
+  /**
+   * The second half (diffusers' denoising_start): `latents` (required) are taken as they are,
+   * already noised, and only the timesteps below round(T·(1 − denoisingStart)) run.
+   */
+  denoisingStart?: number;
 }
 
 export interface StepEvent {
@@ -108,6 +143,15 @@ export interface GenerateResult {
   timings: { encodeSeconds: number; denoiseSeconds: number; decodeSeconds: number };
 }
 
+/** `denoise`'s result: the latents, not yet decoded. */
+export interface DenoiseResult {
+  seed: bigint;
+  /** [B, C, h, w] */
+  latents: TensorF32;
+  parameters: GenerationParameters;
+  timings: { encodeSeconds: number; denoiseSeconds: number };
+}
+
 export const DEFAULT_SCHEDULER = "DPMSolverMultistep";
 
 export class Pipeline {
@@ -120,6 +164,8 @@ export class Pipeline {
     readonly vae: LatentDecoder,
     /** Draws step previews when the pipeline was loaded with `previewVae`. */
     readonly previewer: TinyAutoencoderPreview | undefined,
+    /** SDXL's text side (both encoders, time ids); undefined for SD 1.x / 2.x. */
+    readonly sdxl: SdxlConditioner | undefined,
   ) {}
 
   static async load(source: string, opts: LoadPipelineOptions = {}): Promise<Pipeline> {
@@ -128,6 +174,9 @@ export class Pipeline {
     const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizerDir);
     // Sessions are created one after another: each uses every core while optimising.
     const textEncoder = await TextEncoder.load(folder.textEncoder, opts);
+    const sdxl = isSdxlFolder(folder)
+      ? await SdxlConditioner.load(folder, { tokenizer, encoder: textEncoder }, opts)
+      : undefined;
     const unet = await UNet.load(folder.unet, opts);
     const vae = await loadDecoder(folder, opts);
     if (unet.config && vae.config.latentChannels !== unet.config.outChannels) {
@@ -139,12 +188,16 @@ export class Pipeline {
     const previewer = opts.previewVae
       ? await TinyAutoencoderPreview.load(opts.previewVae, { ...opts, maxSize: opts.previewMaxSize })
       : undefined;
-    if (textEncoder.hiddenSize && unet.config && unet.config.crossDim[0] !== textEncoder.hiddenSize) {
+    const contextDim = sdxl ? sdxl.contextDim : textEncoder.hiddenSize;
+    if (contextDim && unet.config && unet.config.crossDim[0] !== contextDim) {
       throw new ModelError(
-        `is ${unet.config.crossDim[0]}, but the text encoder's hidden_size is ${textEncoder.hiddenSize}`,
+        sdxl
+          ? `is ${unet.config.crossDim[0]}, but the text encoders' hidden sizes add up to ${contextDim}`
+          : `is ${unet.config.crossDim[0]}, but the text encoder's hidden_size is ${textEncoder.hiddenSize}`,
         { file: folder.unet.configPath, field: "cross_attention_dim" },
       );
     }
+    checkAddedConditions(folder, unet, sdxl);
     const predictionType =
       typeof folder.schedulerConfig["prediction_type"] === "string"
         ? (folder.schedulerConfig["prediction_type"] as string)
@@ -161,9 +214,10 @@ export class Pipeline {
       variant: folder.variant,
       decoder: opts.vae ?? "vae",
       decoderClass: vae instanceof TinyVaeDecoder ? "AutoencoderTiny" : "AutoencoderKL",
-      defaults: nativeDefaults(folder, unet),
+      defaults: nativeDefaults(folder, unet, sdxl !== undefined),
+      family: sdxl ? "sdxl" : "sd",
     };
-    return new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer);
+    return new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer, sdxl);
   }
 
   /** Prompt → text embeddings [n, 77, hidden], padded and truncated as the tokenizer says. */
@@ -173,11 +227,12 @@ export class Pipeline {
   }
 
   /**
-   * Text to image, as diffusers' StableDiffusionPipeline.__call__: encode [negative, prompt],
-   * draw latents from the seeded generator, denoise with the scheduler (one batched UNet
-   * call per step with guidance), decode latents / scaling_factor.
+   * The denoising of diffusers' StableDiffusionPipeline.__call__: encode [negative, prompt],
+   * draw latents from the seeded generator, denoise with the scheduler (one batched UNet call
+   * per step with guidance). The latents are not decoded: `generate` does that; alone, this is
+   * the base's half of SDXL's expert ensemble (output_type="latent" with denoisingEnd).
    */
-  async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
+  async denoise(req: GenerateRequest, opts: GenerateOptions = {}): Promise<DenoiseResult> {
     const r = this.validate(req);
     const { signal } = opts;
     signal?.throwIfAborted();
@@ -198,10 +253,7 @@ export class Pipeline {
       for (let b = 0; b < batch; b++) data.set(w, b * condDim);
       timestepCond = { data, shape: [batch, condDim] };
     }
-    const prompts = guided
-      ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
-      : new Array<string>(batch).fill(r.prompt);
-    const context = await this.encodePrompts(prompts);
+    const { context, added } = await this.conditioning(req, r, guided);
     const t1 = performance.now();
 
     const scheduler = r.scheduler;
@@ -212,6 +264,22 @@ export class Pipeline {
       r.height / this.info.vaeScaleFactor,
       r.width / this.info.vaeScaleFactor,
     ];
+    // The expert ensemble's slice of the schedule: [begin, end).
+    const trainSteps = this.trainTimesteps();
+    const begin =
+      r.denoisingStart === undefined
+        ? 0
+        : denoisingStartIndex(scheduler.timesteps, r.denoisingStart, trainSteps, scheduler.order);
+    const end =
+      r.denoisingEnd === undefined
+        ? scheduler.timesteps.length
+        : denoisingEndIndex(scheduler.timesteps, r.denoisingEnd, trainSteps);
+    if (begin >= end) {
+      throw new RequestError(
+        `denoising from ${r.denoisingStart ?? 0} to ${r.denoisingEnd ?? 1} of ${r.numInferenceSteps} steps runs no step`,
+        r.denoisingStart === undefined ? "denoisingEnd" : "denoisingStart",
+      );
+    }
     let latents: Float32Array;
     if (req.latents) {
       if (req.latents.shape.join() !== shape.join()) {
@@ -225,13 +293,15 @@ export class Pipeline {
       latents = generator.randn(shape);
     }
     const sigma0 = Math.fround(scheduler.initNoiseSigma);
-    if (sigma0 !== 1)
+    // A hand-over's latents are already at the noise level of their first step.
+    if (sigma0 !== 1 && begin === 0)
       for (let i = 0; i < latents.length; i++) latents[i] = Math.fround((latents[i] as number) * sigma0);
+    if (begin > 0) startSchedulerAt(scheduler, begin);
 
     const ctx = { randn: (s: readonly number[]) => generator.randn(s) };
     const n = latents.length;
-    const total = scheduler.timesteps.length;
-    for (let i = 0; i < total; i++) {
+    const total = end - begin;
+    for (let i = begin; i < end; i++) {
       signal?.throwIfAborted();
       const t = scheduler.timesteps[i] as number;
       const scaled = scheduler.scaleModelInput(latents, i);
@@ -246,6 +316,7 @@ export class Pipeline {
         t,
         context,
         timestepCond,
+        added,
       );
       let noisePred = out.data;
       if (guided) {
@@ -261,7 +332,7 @@ export class Pipeline {
       latents = scheduler.step(noisePred, i, latents, ctx, shape);
       const denoised = scheduler.lastDenoised;
       await opts.onStep?.({
-        step: i + 1,
+        step: i - begin + 1,
         total,
         timestep: t,
         latents: { data: latents, shape },
@@ -270,31 +341,75 @@ export class Pipeline {
     }
     signal?.throwIfAborted();
     const t2 = performance.now();
+    const parameters: GenerationParameters = {
+      prompt: r.prompt,
+      negativePrompt: r.negativePrompt || undefined,
+      steps: r.numInferenceSteps,
+      sampler: req.useKarrasSigmas ? `${r.schedulerName} Karras` : r.schedulerName,
+      guidanceScale: r.guidanceScale,
+      seed: generator.seed,
+      width: r.width,
+      height: r.height,
+      model: this.info.source,
+    };
+    return {
+      seed: generator.seed,
+      latents: { data: latents, shape },
+      parameters,
+      timings: { encodeSeconds: (t1 - t0) / 1000, denoiseSeconds: (t2 - t1) / 1000 },
+    };
+  }
 
-    const scaledLatents = new Float32Array(n);
+  /**
+   * Text to image, as diffusers' StableDiffusionPipeline.__call__ (and StableDiffusionXLPipeline's
+   * for SDXL): `denoise`, then decode latents / scaling_factor.
+   */
+  async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
+    const d = await this.denoise(req, opts);
+    const t2 = performance.now();
+    const { data: latents, shape } = d.latents;
+    const scaledLatents = new Float32Array(latents.length);
     // diffusers divides by the scaling factor; x / s in float32.
     const s = Math.fround(this.info.vaeScalingFactor);
-    for (let j = 0; j < n; j++) scaledLatents[j] = Math.fround((latents[j] as number) / s);
+    for (let j = 0; j < latents.length; j++) scaledLatents[j] = Math.fround((latents[j] as number) / s);
     const decoded = await this.vae.decode({ data: scaledLatents, shape });
     const t3 = performance.now();
     return {
       images: decodedToImages(decoded),
-      seed: generator.seed,
-      latents: { data: latents, shape },
+      seed: d.seed,
+      latents: d.latents,
       decoded,
-      parameters: {
-        prompt: r.prompt,
-        negativePrompt: r.negativePrompt || undefined,
-        steps: r.numInferenceSteps,
-        sampler: req.useKarrasSigmas ? `${r.schedulerName} Karras` : r.schedulerName,
-        guidanceScale: r.guidanceScale,
-        seed: generator.seed,
-        width: r.width,
-        height: r.height,
-        model: this.info.source,
-      },
-      timings: { encodeSeconds: (t1 - t0) / 1000, denoiseSeconds: (t2 - t1) / 1000, decodeSeconds: (t3 - t2) / 1000 },
+      parameters: d.parameters,
+      timings: { ...d.timings, decodeSeconds: (t3 - t2) / 1000 },
     };
+  }
+
+  /**
+   * What the UNet is conditioned on, for `numOutputs` images, [negative…, prompt…] under
+   * guidance: SD's text embeddings, or SDXL's with its added conditions.
+   */
+  private async conditioning(
+    req: GenerateRequest,
+    r: { prompt: string; negativePrompt: string; numOutputs: number; width: number; height: number },
+    guided: boolean,
+  ): Promise<{ context: TensorF32; added?: AddedConditions }> {
+    const batch = r.numOutputs;
+    if (this.sdxl) {
+      const timeIdsCount = this.unet.config?.textTime
+        ? (this.unet.config.textTime.inputDim - this.sdxl.pooledDim) / this.unet.config.textTime.timeIdDim
+        : 0;
+      return this.sdxl.conditioning({ ...req, ...r, negativePrompt: req.negativePrompt }, batch, guided, timeIdsCount);
+    }
+    const prompts = guided
+      ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
+      : new Array<string>(batch).fill(r.prompt);
+    return { context: await this.encodePrompts(prompts) };
+  }
+
+  /** The scheduler config's num_train_timesteps (diffusers' default 1000). */
+  private trainTimesteps(): number {
+    const t = this.info.schedulerConfig["num_train_timesteps"];
+    return typeof t === "number" && Number.isInteger(t) && t > 0 ? t : 1000;
   }
 
   /** Fills defaults and checks every field before any work starts. */
@@ -310,8 +425,23 @@ export class Pipeline {
       schedulerName: req.scheduler ?? this.info.defaults.scheduler,
       seed: req.seed ?? BigInt(randomInt(0, 2 ** 32 - 1)),
       numOutputs: req.numOutputs ?? 1,
+      denoisingEnd: req.denoisingEnd,
+      denoisingStart: req.denoisingStart,
     };
     if (typeof r.prompt !== "string") throw new RequestError("prompt must be a string", "prompt");
+    for (const key of ["denoisingEnd", "denoisingStart"] as const) {
+      const v = r[key];
+      if (v !== undefined && !(typeof v === "number" && v > 0 && v < 1)) {
+        throw new RequestError(`${key} must be a number between 0 and 1 (exclusive), got ${v}`, key);
+      }
+    }
+    if (r.denoisingStart !== undefined && r.denoisingEnd !== undefined && r.denoisingStart >= r.denoisingEnd) {
+      throw new RequestError("denoisingStart must be below denoisingEnd", "denoisingStart");
+    }
+    if (r.denoisingStart !== undefined && !req.latents) {
+      throw new RequestError("denoisingStart continues a hand-over: it needs the latents to start from", "latents");
+    }
+
     if (typeof r.negativePrompt !== "string")
       throw new RequestError("negative prompt must be a string", "negativePrompt");
     const f = this.info.vaeScaleFactor;
@@ -366,6 +496,7 @@ export class Pipeline {
   async release(): Promise<void> {
     await Promise.all([
       this.textEncoder.session.release(),
+      this.sdxl?.release(),
       this.unet.session.release(),
       this.vae.session.release(),
       this.previewer?.release(),
@@ -373,23 +504,57 @@ export class Pipeline {
   }
 }
 
-/** Only the SD 1.x / 2.x text-to-image family is built here; say so for anything else. */
+/** The SD 1.x / 2.x and SDXL text-to-image families are built here; say so for anything else. */
 function checkPipelineKind(folder: ModelFolder): void {
   const file = `${folder.dir}/model_index.json`;
   const cls = folder.modelIndex["_class_name"];
   if (
     cls !== undefined &&
     (typeof cls !== "string" ||
-      !/^((Onnx)?StableDiffusion(Img2Img)?Pipeline|LatentConsistencyModel(Img2Img)?Pipeline)$/.test(cls))
+      !/^((Onnx)?StableDiffusion(XL)?(Img2Img)?Pipeline|LatentConsistencyModel(Img2Img)?Pipeline)$/.test(cls))
   ) {
     throw new ModelError(
-      `${JSON.stringify(cls)} is not supported: sdserve runs Stable Diffusion 1.x / 2.x pipelines (StableDiffusionPipeline)`,
+      `${JSON.stringify(cls)} is not supported: sdserve runs Stable Diffusion 1.x / 2.x and SDXL pipelines ` +
+        "(StableDiffusionPipeline, StableDiffusionXLPipeline)",
       { file, field: "_class_name" },
     );
   }
-  if (folder.modelIndex["text_encoder_2"] !== undefined) {
-    throw new ModelError("a second text encoder (SDXL) is not supported", { file, field: "text_encoder_2" });
+}
+
+/** A UNet with SDXL's added conditions needs SDXL's text side, and the other way round. */
+function checkAddedConditions(folder: ModelFolder, unet: UNet, sdxl: SdxlConditioner | undefined): void {
+  const textTime = unet.config?.textTime ?? null;
+  if (!unet.config) {
+    if (sdxl) throw new ModelError("SDXL is run from safetensors weights, not ONNX exports", { file: folder.unet.dir });
+    return;
   }
+  if (sdxl && textTime === null) {
+    throw new ModelError('an SDXL pipeline needs a UNet with addition_embed_type "text_time"', {
+      file: folder.unet.configPath,
+      field: "addition_embed_type",
+    });
+  }
+  if (!sdxl && textTime !== null) {
+    throw new ModelError('a UNet with addition_embed_type "text_time" (SDXL) needs SDXL\'s text encoders', {
+      file: folder.unet.configPath,
+      field: "addition_embed_type",
+    });
+  }
+  if (sdxl && textTime) {
+    const ids = (textTime.inputDim - sdxl.pooledDim) / textTime.timeIdDim;
+    if (!Number.isInteger(ids) || ids < 1) {
+      throw new ModelError(
+        `is ${textTime.inputDim}: not the pooled text embedding (${sdxl.pooledDim}) plus whole time ids of ${textTime.timeIdDim}`,
+        { file: folder.unet.configPath, field: "projection_class_embeddings_input_dim" },
+      );
+    }
+  }
+}
+
+/** Starts the scheduler at a later step (diffusers' set_begin_index), where it supports that. */
+function startSchedulerAt(scheduler: Scheduler, stepIndex: number): void {
+  const s = scheduler as Scheduler & { startAt?: (i: number) => void };
+  if (s.startAt) s.startAt(stepIndex);
 }
 
 /** The model's VAE decoder, or the standalone autoencoder named by `opts.vae`. */
@@ -408,7 +573,8 @@ async function loadDecoder(folder: ModelFolder, opts: LoadPipelineOptions): Prom
  * 4 LCM steps without classifier-free guidance, as LCM-LoRA's model card runs it (guidance 1).
  * Everything else as StableDiffusionPipeline (50 steps, 7.5) with Replicate's default scheduler.
  */
-function nativeDefaults(folder: ModelFolder, unet: UNet): GenerateDefaults {
+function nativeDefaults(folder: ModelFolder, unet: UNet, sdxl: boolean): GenerateDefaults {
+  if (sdxl) return sdxlDefaults(folder);
   if ((unet.config?.timeCondProjDim ?? null) !== null) {
     return { numInferenceSteps: 4, guidanceScale: 8.5, scheduler: "LCMScheduler" };
   }
@@ -421,4 +587,19 @@ function nativeDefaults(folder: ModelFolder, unet: UNet): GenerateDefaults {
 /** Loads a diffusers-format Stable Diffusion folder (or a folder of ONNX exports). */
 export function loadPipeline(source: string, opts: LoadPipelineOptions = {}): Promise<Pipeline> {
   return Pipeline.load(source, opts);
+}
+
+/**
+ * SDXL as diffusers' StableDiffusionXLPipeline runs it: 50 steps at guidance 5 with the folder's
+ * own scheduler (SDXL base: Euler, also Replicate's K_EULER). A few-step distillation with
+ * trailing timesteps (SDXL-Turbo: Euler ancestral) defaults as its model card runs it: one step
+ * without guidance.
+ */
+function sdxlDefaults(folder: ModelFolder): GenerateDefaults {
+  const own = folder.schedulerConfig["_class_name"];
+  const scheduler = typeof own === "string" ? own : "EulerDiscreteScheduler";
+  if (folder.schedulerConfig["timestep_spacing"] === "trailing") {
+    return { numInferenceSteps: 1, guidanceScale: 0, scheduler };
+  }
+  return { numInferenceSteps: 50, guidanceScale: 5, scheduler };
 }

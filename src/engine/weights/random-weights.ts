@@ -43,13 +43,14 @@ export interface RandomComponent {
 
 const BUILDERS: Record<ComponentName, (cfg: ConfigReader, weights: WeightBinder) => GraphBuilder> = {
   text_encoder: buildClipTextGraph,
+  text_encoder_2: buildClipTextGraph,
   unet: buildUNetGraph,
   vae: buildVaeDecoderGraph,
 };
 
 /** transformers names the file model.safetensors; diffusers diffusion_pytorch_model.safetensors. */
 export function weightsFileName(component: ComponentName): string {
-  return component === "text_encoder" ? "model.safetensors" : "diffusion_pytorch_model.safetensors";
+  return component.startsWith("text_encoder") ? "model.safetensors" : "diffusion_pytorch_model.safetensors";
 }
 
 /** Every tensor (name → shape) the engine's graph for this component and config binds. */
