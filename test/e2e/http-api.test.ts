@@ -385,6 +385,18 @@ test("Cancel-After: the prediction carries a deadline; a bad value is 422", asyn
     },
   );
   assert.equal(bad.status, 422);
+  // Beyond Date's range (once a 500) or past the week's maximum; and a value of many digits.
+  for (const value of ["99999999999999999999s", "169h", `${"1".repeat(29)}x`, `${"1".repeat(8000)}s`]) {
+    const r = await api(
+      server,
+      "POST",
+      "/v1/predictions",
+      { version: VERSION, input: smallInput() },
+      { ...authHeaders(), "Cancel-After": value },
+    );
+    assert.equal(r.status, 422, value.slice(0, 40));
+    assert.equal(r.json["title"], "Invalid Cancel-After header");
+  }
   const r = await api(
     server,
     "POST",
@@ -402,6 +414,18 @@ test("Cancel-After: the prediction carries a deadline; a bad value is 422", asyn
   const done = await waitDone(r.json["id"] as string);
   assert.equal(done["status"], "canceled");
   assert.match(done["logs"] as string, /reached its deadline/);
+});
+
+test("Idempotency-Key: longer than 255 characters is a 422", async () => {
+  const r = await api(
+    server,
+    "POST",
+    "/v1/predictions",
+    { version: VERSION, input: smallInput() },
+    { ...authHeaders(), "Idempotency-Key": "k".repeat(256) },
+  );
+  assert.equal(r.status, 422);
+  assert.equal(r.json["title"], "Invalid Idempotency-Key header");
 });
 
 test("Idempotency-Key: the same key gives back the same prediction", async () => {
