@@ -34,6 +34,8 @@ export interface AppOptions {
   auth: TokenAuth;
   bodyLimit: number;
   publicBaseUrl: string | undefined;
+  /** Proxies whose X-Forwarded-Host/-Proto are believed (Fastify's trustProxy); none: ignored. */
+  trustProxy?: readonly string[];
   maxWaitSeconds: number;
   /** Interval of the `: ping` comments on open event streams (default 10 s). */
   streamKeepaliveMs?: number;
@@ -58,7 +60,13 @@ function sendProblem(reply: FastifyReply, problem: HttpProblem): FastifyReply {
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
-  const app = Fastify({ bodyLimit: opts.bodyLimit, logger: false, return503OnClosing: false });
+  const app = Fastify({
+    bodyLimit: opts.bodyLimit,
+    logger: false,
+    return503OnClosing: false,
+    // request.host and request.protocol read X-Forwarded-* only from these peers.
+    trustProxy: opts.trustProxy?.length ? [...opts.trustProxy] : false,
+  });
   app.decorateRequest("account", "");
 
   // Bodies are JSON whatever the Content-Type says (curl -d sends form encoding), and an

@@ -4,6 +4,7 @@
  * answer is a 4xx (or a success), never a 500 or a hang, and every error is JSON.
  */
 import assert from "node:assert/strict";
+import http from "node:http";
 import { after, before, test } from "node:test";
 import { MAX_PROMPT_LENGTH } from "../../src/server/models/stable-diffusion.js";
 import { api, authHeaders, type Sdserve, smallInput, startSdserve, VERSION } from "./server.js";
@@ -75,4 +76,62 @@ test("prompts longer than the schema's maxLength are a 422 (an OpenAI 400 on the
   const error = openai.json["error"] as Record<string, unknown>;
   assert.equal(error["param"], "prompt");
   assert.match(error["message"] as string, /less than or equal to 10000/);
+});
+
+/** A create through node:http, which (unlike fetch) lets a test set Host itself. */
+function createWith(
+  target: Sdserve,
+  headers: Record<string, string>,
+): Promise<{ status: number; location: string; body: Record<string, unknown> }> {
+  const body = JSON.stringify({ version: VERSION, input: smallInput() });
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      `${target.url}/v1/predictions`,
+      { method: "POST", headers: { ...authHeaders(), ...headers } },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          text += c;
+        });
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, location: String(res.headers.location), body: JSON.parse(text) }),
+        );
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+const FORWARDED = { "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https" };
+
+test("X-Forwarded-Host/-Proto from a peer that is not a trusted proxy are ignored", async () => {
+  const r = await createWith(server, FORWARDED);
+  assert.equal(r.status, 201);
+  assert.ok(r.location.startsWith(`${server.url}/v1/predictions/`), r.location);
+  const urls = r.body["urls"] as Record<string, string>;
+  for (const url of Object.values(urls)) assert.ok(url.startsWith(server.url), url);
+  // A Host that is no host name (a path, a query) does not make its way into URLs either.
+  const odd = await createWith(server, { Host: "evil.example/x?y=" });
+  assert.equal(odd.status, 201);
+  assert.ok(odd.location.startsWith(`${server.url}/v1/predictions/`), odd.location);
+});
+
+test("behind a configured trusted proxy they are honoured; a proxy list without the peer still ignores them", async () => {
+  const trusting = await startSdserve({ args: ["--trust-proxy", "127.0.0.1/8,::1"] });
+  const elsewhere = await startSdserve({ env: { SDSERVE_TRUST_PROXY: "10.1.2.3" } });
+  try {
+    const r = await createWith(trusting, FORWARDED);
+    assert.equal(r.status, 201);
+    assert.match(r.location, /^https:\/\/evil\.example\/v1\/predictions\/[a-z2-7]{26}$/);
+    assert.match((r.body["urls"] as Record<string, string>)["stream"] ?? "", /^https:\/\/evil\.example\/v1\/streams\//);
+    // A chain of proxies: the entry the nearest one added (the last) counts.
+    const chain = await createWith(trusting, { "X-Forwarded-Host": "client.example, proxy.example" });
+    assert.match(chain.location, /^http:\/\/proxy\.example\/v1\//);
+    const ignored = await createWith(elsewhere, FORWARDED);
+    assert.ok(ignored.location.startsWith(`${elsewhere.url}/v1/predictions/`), ignored.location);
+  } finally {
+    await Promise.all([trusting.stop(), elsewhere.stop()]);
+  }
 });

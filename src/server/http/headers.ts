@@ -99,22 +99,22 @@ function inRange(ms: number): number {
   return Number.isFinite(ms) && ms >= 5000 && ms <= MAX_CANCEL_AFTER_MS ? ms : Number.NaN;
 }
 
-function firstValue(h: string | string[] | undefined): string | undefined {
-  const v = Array.isArray(h) ? h[0] : h;
-  return v?.split(",")[0]?.trim() || undefined;
-}
+/** What a Host (or a trusted X-Forwarded-Host) may hold: a name or address and a port. */
+const HOST_VALUE = /^[A-Za-z0-9._~:[\]-]{1,255}$/;
 
-/** The origin the client sees (X-Forwarded-* honoured), or the configured public URL, plus the route prefix. */
+/**
+ * The origin the client sees, or the configured public URL, plus the route prefix. Fastify
+ * answers request.host and request.protocol from X-Forwarded-Host/-Proto only when the peer is
+ * a configured trusted proxy (--trust-proxy); from anyone else those headers are ignored.
+ */
 export function urlBaseOf(req: FastifyRequest, prefix: string, publicBaseUrl: string | undefined): UrlBase {
   let origin = publicBaseUrl;
   if (!origin) {
-    const encrypted = "encrypted" in req.socket && Boolean(req.socket.encrypted);
-    const proto = firstValue(req.headers["x-forwarded-proto"]) ?? (encrypted ? "https" : "http");
-    const host =
-      firstValue(req.headers["x-forwarded-host"]) ??
-      req.headers.host ??
-      `${req.socket.localAddress}:${req.socket.localPort}`;
-    origin = `${proto === "https" ? "https" : "http"}://${host}`;
+    const local = req.socket.localAddress ?? "127.0.0.1";
+    const host = HOST_VALUE.test(req.host)
+      ? req.host
+      : `${local.includes(":") ? `[${local}]` : local}:${req.socket.localPort}`;
+    origin = `${req.protocol === "https" ? "https" : "http"}://${host}`;
   }
   return { origin, api: `${origin}${prefix}` };
 }
