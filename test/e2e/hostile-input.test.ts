@@ -135,3 +135,16 @@ test("behind a configured trusted proxy they are honoured; a proxy list without 
     await Promise.all([trusting.stop(), elsewhere.stop()]);
   }
 });
+
+test("a webhook URL longer than 2048 characters is a 422, not a stored and delivered megabyte", async () => {
+  for (const key of ["webhook", "webhook_completed"]) {
+    const url = `https://hooks.example.org/${"a".repeat(2048)}`;
+    const r = await api(server, "POST", "/v1/predictions", { version: VERSION, input: smallInput(), [key]: url });
+    assert.equal(r.status, 422, key);
+    assert.deepEqual((r.json["invalid_fields"] as unknown[])[0], {
+      type: "string_lte",
+      field: key,
+      description: "String length must be less than or equal to 2048",
+    });
+  }
+});

@@ -66,14 +66,17 @@ const LOST_JOB_MS = 60_000;
 /** How long an Idempotency-Key keeps returning its prediction (as payment APIs do: a day). */
 const IDEMPOTENCY_KEY_MS = 24 * 3_600_000;
 
+/** Longest webhook URL accepted: browsers' and proxies' practical limit; the URL is stored and sent. */
+const MAX_WEBHOOK_URL_LENGTH = 2048;
+
 const requestProperties: Record<string, JsonSchema> = {
   input: { type: "object" },
-  webhook: { type: "string" },
+  webhook: { type: "string", maxLength: MAX_WEBHOOK_URL_LENGTH },
   webhook_events_filter: { type: "array", items: { type: "string", enum: WEBHOOK_EVENTS } },
   // Deprecated by Replicate, still sent by python's stream(): accepted and ignored (urls.stream is always given).
   stream: { type: "boolean" },
   // The older python client's name for a completed-only webhook.
-  webhook_completed: { type: "string" },
+  webhook_completed: { type: "string", maxLength: MAX_WEBHOOK_URL_LENGTH },
 };
 
 /** The body of POST /predictions, as the published request schema has it (additionalProperties: false). */
