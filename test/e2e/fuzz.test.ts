@@ -285,7 +285,12 @@ function apiPath(r: Rng, prefix: string): string {
 }
 
 function anyPath(r: Rng): string {
-  if (r.chance(0.8)) return apiPath(r, r.pick(["/v1", "/replicate/v1"]));
+  const prefix = r.pick(["/v1", "/replicate/v1"]);
+  // The create routes take the richest input: a good share of the run goes to them.
+  if (r.chance(0.35)) {
+    return r.pick([`${prefix}/predictions`, `${prefix}/models/${MODEL}/predictions`, "/v1/images/generations"]);
+  }
+  if (r.chance(0.7)) return apiPath(r, prefix);
   return r.pick([
     "/",
     "/openapi.json",
