@@ -2,14 +2,13 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ConfigError } from "../config.js";
+import { ConfigError, hubSettingsFromEnv } from "../config.js";
 import {
   cachedModel,
   formatBytes,
   formatHubRef,
   type HubRef,
   type HubSettings,
-  hubSettingsFromEnv,
   parseHubId,
   pullModel,
   verifyCachedModel,

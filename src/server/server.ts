@@ -126,6 +126,8 @@ export function modelAdapters(config: Config, out: ServerOutput): ModelAdapter[]
       new StableDiffusionAdapter({
         spec,
         hub: config.hub,
+        cacheDir: config.cacheDir,
+        optimizedCache: config.optimizedCache,
         threads: config.threads,
         provider: config.provider,
         log: out.error,
