@@ -10,6 +10,7 @@
 import type { AddressInfo } from "node:net";
 import type { FastifyInstance } from "fastify";
 import type { Config } from "../config.js";
+import { SDSERVE_VERSION } from "../engine/version.js";
 import { buildApp } from "./app.js";
 import { resolveApiTokens, TokenAuth } from "./auth.js";
 import { type Backends, openBackends } from "./backends.js";
@@ -23,7 +24,7 @@ import { RETRY_DELAYS_MS, WebhookDispatcher } from "./webhooks/dispatcher.js";
 import { BullMqCompletedDeliveries } from "./webhooks/jobs.js";
 import { Worker } from "./worker.js";
 
-export const SDSERVE_VERSION = "0.1.0";
+export { SDSERVE_VERSION };
 
 /** Where the server and worker processes log (log.ts: pino, Fastify's logger). */
 export type ServerOutput = Logger;

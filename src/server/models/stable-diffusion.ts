@@ -9,10 +9,12 @@
 import { randomInt } from "node:crypto";
 import {
   a1111Parameters,
+  canPreview,
   encodePng,
   formatHubRef,
   HubError,
   type HubSettings,
+  latentsToPreviewImages,
   loadPipeline,
   ModelError,
   type Pipeline,
@@ -34,7 +36,6 @@ import {
 } from "../../model-catalog.js";
 import { DownloadTracker } from "./download-tracker.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
-import { canPreview, latentsToPreviewImages } from "./latent-preview.js";
 import {
   type ModelAdapter,
   type ModelDescription,
