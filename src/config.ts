@@ -344,7 +344,7 @@ export const SETTINGS = {
     flag: "variant",
     arg: "<fp32|fp16>",
     env: ["SDSERVE_VARIANT"],
-    commands: ENGINE,
+    commands: ALL,
     section: "options",
     default: "fp32",
     parse: oneOf(["fp32", "fp16"] as const),
@@ -733,6 +733,19 @@ export function settingFlags(command: Command): Record<string, { type: "string" 
   return flags;
 }
 
+/** The flag or variable a setting's value comes from; undefined when it is its default. */
+export function settingSource(
+  command: Command,
+  key: SettingKey,
+  flags: Record<string, string | boolean | undefined>,
+  env: Env,
+): string | undefined {
+  const s: SettingSpec<unknown> = SETTINGS[key];
+  const given = s.flag && s.commands.includes(command) ? flags[s.flag] : undefined;
+  if (given !== undefined && given !== false) return `--${s.flag}`;
+  return s.env?.find((v) => env[v] !== undefined && env[v] !== "");
+}
+
 /**
  * Every setting's value: the command's flag (from parseArgs), else the first environment
  * variable set (empty counts as unset), else the default; parsed and checked by the row.
@@ -745,13 +758,12 @@ export function readSettings(
   const values: Record<string, unknown> = {};
   for (const [key, s] of rows()) {
     const label = labelOf(s);
-    const given = s.flag && s.commands.includes(command) ? flags[s.flag] : undefined;
-    let found: [string, string] | undefined;
-    if (given !== undefined && given !== false) found = [`--${s.flag}`, given === true ? "true" : given];
-    for (const v of s.env ?? []) if (!found && env[v] !== undefined && env[v] !== "") found = [v, env[v] as string];
+    const from = settingSource(command, key, flags, env);
     const fallback = defaultText(s, { env, command });
-    if (found) values[key] = s.parse(found[1], found[0], label);
-    else if (fallback !== undefined) values[key] = s.parse(fallback, `the default of ${label}`, label);
+    if (from) {
+      const given = from.startsWith("--") ? flags[s.flag as string] : env[from];
+      values[key] = s.parse(given === true ? "true" : String(given), from, label);
+    } else if (fallback !== undefined) values[key] = s.parse(fallback, `the default of ${label}`, label);
     else values[key] = undefined;
   }
   return values as SettingValues;
