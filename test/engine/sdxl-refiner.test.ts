@@ -90,7 +90,7 @@ describe("the expert ensemble's split of the schedule (diffusers' formula)", () 
 
 describe("hand-over on the tiny SDXL", () => {
   const m = familyManifest("sdxl");
-  const run = (m.runs as { id: string }[]).find((r) => r.id === "euler_g5p0") as {
+  const run = (m.runs as { id: string }[]).find((r) => r.id === "euler_g5p0") as unknown as {
     prompt: string;
     negative_prompt: string;
     guidance_scale: number;
