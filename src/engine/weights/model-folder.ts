@@ -102,7 +102,7 @@ export async function openModelFolder(dir: string, opts: OpenModelFolderOptions 
   const want = opts.variant ?? "fp32";
   // SDXL names a second encoder; its refiner names only that one ("text_encoder": [null, null]).
   const second = names(modelIndex, "text_encoder_2");
-  const first = !second || names(modelIndex, "text_encoder") || modelIndex["text_encoder"] === undefined;
+  const first = !second || names(modelIndex, "text_encoder");
   const encoders = [
     ...(first ? [{ layout: COMPONENT_LAYOUTS[0]!, tokenizer: "tokenizer" }] : []),
     ...(second ? [{ layout: COMPONENT_LAYOUTS[3]!, tokenizer: "tokenizer_2" }] : []),
