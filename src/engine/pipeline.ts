@@ -534,19 +534,38 @@ function checkAddedConditions(folder: ModelFolder, unet: UNet, sdxl: SdxlConditi
   }
   if (sdxl && textTime) {
     const ids = (textTime.inputDim - sdxl.pooledDim) / textTime.timeIdDim;
-    if (!Number.isInteger(ids) || ids < 1) {
+    // Target size (6 ids) or aesthetic score (5): diffusers checks this at every call.
+    const made = sdxl.settings.requiresAestheticsScore ? 5 : 6;
+    if (ids !== made) {
       throw new ModelError(
-        `is ${textTime.inputDim}: not the pooled text embedding (${sdxl.pooledDim}) plus whole time ids of ${textTime.timeIdDim}`,
+        `is ${textTime.inputDim}: the pooled text embedding (${sdxl.pooledDim}) and ${made} time ids of ` +
+          `${textTime.timeIdDim} make ${sdxl.pooledDim + made * textTime.timeIdDim} ` +
+          `(model_index.json's requires_aesthetics_score is ${sdxl.settings.requiresAestheticsScore})`,
         { file: folder.unet.configPath, field: "projection_class_embeddings_input_dim" },
       );
     }
   }
 }
 
-/** Starts the scheduler at a later step (diffusers' set_begin_index), where it supports that. */
+/** Schedulers whose step i reads nothing from earlier steps: they can start at any step as they are. */
+const STATELESS_SCHEDULERS = [
+  "EulerDiscreteScheduler",
+  "EulerAncestralDiscreteScheduler",
+  "DDIMScheduler",
+  "LCMScheduler",
+];
+
+/** Starts the scheduler at a later step (diffusers' set_begin_index on a fresh scheduler). */
 function startSchedulerAt(scheduler: Scheduler, stepIndex: number): void {
   const s = scheduler as Scheduler & { startAt?: (i: number) => void };
   if (s.startAt) s.startAt(stepIndex);
+  else if (!STATELESS_SCHEDULERS.includes(scheduler.name)) {
+    throw new RequestError(
+      `${scheduler.name} cannot yet start partway through its schedule (denoisingStart); ` +
+        `use ${STATELESS_SCHEDULERS.slice(0, 3).join(", ")} or LCMScheduler`,
+      "scheduler",
+    );
+  }
 }
 
 /** The model's VAE decoder, or the standalone autoencoder named by `opts.vae`. */

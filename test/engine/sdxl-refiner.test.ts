@@ -18,7 +18,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { RequestError } from "../../src/engine/errors.js";
+import { ModelError, RequestError } from "../../src/engine/errors.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import { createScheduler } from "../../src/engine/schedulers/index.js";
 import { denoisingEndIndex, denoisingStartIndex, roundHalfEven } from "../../src/engine/sdxl.js";
@@ -148,6 +148,8 @@ describe("hand-over on the tiny SDXL", () => {
     await bad({ denoisingStart: 0.6, denoisingEnd: 0.5, latents: ref(m.initial_latents) }, "denoisingStart");
     // 2 leading steps are 501 and 1: ending at 0.1 (cutoff 900) leaves no step.
     await bad({ denoisingEnd: 0.1 }, "denoisingEnd");
+    // A multistep scheduler would need its history: refused until it can start midway.
+    await bad({ denoisingStart: 0.5, latents: ref(m.initial_latents), scheduler: "DPMSolverMultistep" }, "scheduler");
   });
 
   test("the refiner: text_encoder_2 only, aesthetic-score time ids, the base's latents finished", async () => {
@@ -231,4 +233,51 @@ describe("SDXL-Turbo", () => {
       await turbo.release();
     }
   });
+});
+
+describe("malformed SDXL folders are ModelErrors naming the file and key", () => {
+  /** tiny-sdxl with model_index.json and the UNet config patched. */
+  function variant(name: string, index: Record<string, unknown>, unet: Record<string, unknown> = {}): string {
+    const dir = path.join(tmp, name);
+    mkdirSync(path.join(dir, "unet"), { recursive: true });
+    for (const entry of ["scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae"]) {
+      symlinkSync(path.join(BASE, entry), path.join(dir, entry));
+    }
+    symlinkSync(
+      path.join(BASE, "unet/diffusion_pytorch_model.safetensors"),
+      path.join(dir, "unet/diffusion_pytorch_model.safetensors"),
+    );
+    const config = readJsonFile(path.join(BASE, "unet/config.json"));
+    writeFileSync(path.join(dir, "unet/config.json"), JSON.stringify({ ...config, ...unet }));
+    const base = readJsonFile(path.join(BASE, "model_index.json"));
+    writeFileSync(path.join(dir, "model_index.json"), JSON.stringify({ ...base, ...index }));
+    return dir;
+  }
+  const refused = (dir: string, ...parts: string[]) =>
+    assert.rejects(
+      () => loadPipeline(dir, { threads: 1 }),
+      (err: unknown) => {
+        assert.ok(err instanceof ModelError, String(err));
+        for (const p of parts) assert.ok(err.message.includes(p), `"${err.message}" should mention ${p}`);
+        return true;
+      },
+    );
+
+  test("a flag that is not a boolean", () =>
+    refused(variant("bad-flag", { force_zeros_for_empty_prompt: "yes" }), "model_index.json", "force_zeros"));
+  test("the aesthetic-score form on a UNet sized for target sizes", () =>
+    refused(
+      variant("bad-aesthetic", { requires_aesthetics_score: true }),
+      "unet/config.json",
+      "projection_class_embeddings_input_dim",
+      "requires_aesthetics_score is true",
+    ));
+  test("an added-embedding width that no count of time ids fits", () =>
+    refused(variant("bad-width", {}, { projection_class_embeddings_input_dim: 81 }), "add_embedding.linear_1", "81"));
+  test("an odd time-id embedding", () =>
+    refused(variant("bad-odd", {}, { addition_time_embed_dim: 7 }), "addition_time_embed_dim"));
+  test("another added embedding type", () =>
+    refused(variant("bad-type", {}, { addition_embed_type: "image" }), "addition_embed_type"));
+  test("a UNet whose context is not the encoders' widths added up", () =>
+    refused(variant("bad-cross", {}, { cross_attention_dim: 32 }), "attn2.to_k.weight", "[64, 32]"));
 });
