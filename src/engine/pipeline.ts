@@ -101,7 +101,10 @@ export interface GenerateRequest extends MicroConditioning {
   seed?: number | bigint;
   /** Images per prompt, generated as one batch. */
   numOutputs?: number;
-  /** Starting latents [numOutputs, C, h, w] instead of drawing them (they are still scaled by the scheduler's init sigma). */
+  /**
+   * Starting latents [numOutputs, C, h, w] instead of drawing them (they are still scaled by the
+   * scheduler's init sigma, except with denoisingStart: a hand-over's latents are used as they are).
+   */
   latents?: TensorF32;
   /**
    * The expert ensemble's first half (diffusers' denoising_end, in (0, 1)): stop before the
