@@ -397,12 +397,7 @@ export class Pipeline {
     guided: boolean,
   ): Promise<{ context: TensorF32; added?: AddedConditions }> {
     const batch = r.numOutputs;
-    if (this.sdxl) {
-      const timeIdsCount = this.unet.config?.textTime
-        ? (this.unet.config.textTime.inputDim - this.sdxl.pooledDim) / this.unet.config.textTime.timeIdDim
-        : 0;
-      return this.sdxl.conditioning({ ...req, ...r, negativePrompt: req.negativePrompt }, batch, guided, timeIdsCount);
-    }
+    if (this.sdxl) return this.sdxl.conditioning({ ...req, ...r, negativePrompt: req.negativePrompt }, batch, guided);
     const prompts = guided
       ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
       : new Array<string>(batch).fill(r.prompt);
@@ -444,7 +439,6 @@ export class Pipeline {
     if (r.denoisingStart !== undefined && !req.latents) {
       throw new RequestError("denoisingStart continues a hand-over: it needs the latents to start from", "latents");
     }
-
     if (typeof r.negativePrompt !== "string")
       throw new RequestError("negative prompt must be a string", "negativePrompt");
     const f = this.info.vaeScaleFactor;
@@ -537,8 +531,8 @@ function checkAddedConditions(folder: ModelFolder, unet: UNet, sdxl: SdxlConditi
   }
   if (sdxl && textTime) {
     const ids = (textTime.inputDim - sdxl.pooledDim) / textTime.timeIdDim;
-    // Target size (6 ids) or aesthetic score (5): diffusers checks this at every call.
-    const made = sdxl.settings.requiresAestheticsScore ? 5 : 6;
+    // diffusers checks this at every call.
+    const made = sdxl.timeIdsCount;
     if (ids !== made) {
       throw new ModelError(
         `is ${textTime.inputDim}: the pooled text embedding (${sdxl.pooledDim}) and ${made} time ids of ` +

@@ -117,6 +117,11 @@ export class SdxlConditioner {
     return this.encoders.reduce((a, e) => a + e.encoder.hiddenSize, 0);
   }
 
+  /** Original size and crop, then the target size (6) or an aesthetic score (5). */
+  get timeIdsCount(): number {
+    return this.settings.requiresAestheticsScore ? 5 : 6;
+  }
+
   get pooledDim(): number {
     return (this.encoders[this.encoders.length - 1] as { encoder: TextEncoder }).encoder.projectionDim as number;
   }
@@ -146,12 +151,12 @@ export class SdxlConditioner {
     req: { prompt: string; negativePrompt: string | undefined; width: number; height: number } & MicroConditioning,
     batch: number,
     guided: boolean,
-    timeIdsCount: number,
   ): Promise<{ context: TensorF32; added: AddedConditions }> {
+    const timeIdsCount = this.timeIdsCount;
     const zeroNegative = guided && req.negativePrompt === undefined && this.settings.forceZerosForEmptyPrompt;
     const texts = guided && !zeroNegative ? [req.negativePrompt ?? "", req.prompt] : [req.prompt];
     const enc = await this.encode(texts);
-    const { positive, negative } = this.timeIds(req, timeIdsCount);
+    const { positive, negative } = this.timeIds(req);
 
     const rows = guided ? 2 * batch : batch;
     const seq = enc.promptEmbeds.shape[1] as number;
@@ -183,13 +188,13 @@ export class SdxlConditioner {
 
   /**
    * diffusers' _get_add_time_ids: (original h, w, crop top, left, target h, w) or, for a model that
-   * requires an aesthetic score, (original h, w, crop top, left, score). `count` is what the UNet's
-   * add_embedding takes; a mismatch is the model's fault (diffusers raises the same).
+   * requires an aesthetic score, (original h, w, crop top, left, score). The pipeline has checked
+   * at load that the UNet's add_embedding takes that many.
    */
-  timeIds(
-    req: { width: number; height: number } & MicroConditioning,
-    count: number,
-  ): { positive: Float32Array; negative: Float32Array } {
+  timeIds(req: { width: number; height: number } & MicroConditioning): {
+    positive: Float32Array;
+    negative: Float32Array;
+  } {
     const size: [number, number] = [req.height, req.width];
     const original = req.originalSize ?? size;
     const crops = req.cropsCoordsTopLeft ?? [0, 0];
@@ -226,13 +231,6 @@ export class SdxlConditioner {
       positive = [...original, ...crops, ...target];
       // diffusers' base pipeline pairs the negative size with the prompt's crop.
       negative = [...negOriginal, ...crops, ...negTarget];
-    }
-    if (positive.length !== count) {
-      throw new ModelError(
-        `the UNet's add_embedding takes ${count} time ids, this pipeline makes ${positive.length} ` +
-          `(model_index.json's requires_aesthetics_score is ${this.settings.requiresAestheticsScore})`,
-        { field: "requires_aesthetics_score" },
-      );
     }
     return { positive: Float32Array.from(positive), negative: Float32Array.from(negative) };
   }

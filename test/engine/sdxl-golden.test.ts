@@ -108,7 +108,6 @@ describe("SDXL (tiny-sdxl) against diffusers", () => {
       { prompt: m.runs[0].prompt, negativePrompt: "low quality", width: 96, height: 64 },
       1,
       true,
-      6,
     );
     const neg = ref(e.negative_prompt_embeds);
     const pos = ref(e.prompt_embeds);

@@ -166,7 +166,6 @@ describe("hand-over on the tiny SDXL", () => {
         { prompt: run.prompt, negativePrompt: undefined, width: 96, height: 64 },
         1,
         true,
-        5,
       );
       const texts = m.text_encoders as { prompt: string; te2_hidden_states_minus2: string; te2_text_embeds: string }[];
       const te = (prompt: string) => texts.find((t) => t.prompt === prompt) as (typeof texts)[number];
@@ -176,10 +175,10 @@ describe("hand-over on the tiny SDXL", () => {
       assert.ok(maxAbsDiff(added.textEmbeds.data.subarray(32), ref(te(run.prompt).te2_text_embeds).data) <= 1e-4);
       // [orig h, orig w, crop top, crop left, score]: 2.5 for the negative, 6 for the prompt.
       assert.deepEqual(Array.from(added.timeIds.data), [64, 96, 0, 0, 2.5, 64, 96, 0, 0, 6]);
-      const custom = sdxl.timeIds({ width: 96, height: 64, aestheticScore: 7, originalSize: [128, 192] }, 5);
+      const custom = sdxl.timeIds({ width: 96, height: 64, aestheticScore: 7, originalSize: [128, 192] });
       assert.deepEqual(Array.from(custom.positive), [128, 192, 0, 0, 7]);
       assert.throws(
-        () => sdxl.timeIds({ width: 96, height: 64, aestheticScore: Number.POSITIVE_INFINITY }, 5),
+        () => sdxl.timeIds({ width: 96, height: 64, aestheticScore: Number.POSITIVE_INFINITY }),
         RequestError,
       );
 
