@@ -7,20 +7,7 @@
  * and input defaults (see model-catalog.ts).
  */
 import { randomInt } from "node:crypto";
-import {
-  a1111Parameters,
-  encodePng,
-  formatHubRef,
-  HubError,
-  type HubSettings,
-  loadPipeline,
-  ModelError,
-  type Pipeline,
-  parseHubId,
-  RequestError,
-  resolveModelSource,
-  type StepEvent,
-} from "../../engine/index.js";
+import { formatHubRef, HubError, type HubSettings, ModelError, parseHubId, RequestError } from "../../engine/index.js";
 import {
   DEFAULT_MODEL_NAME,
   DEFAULT_WEIGHTS,
@@ -33,8 +20,8 @@ import {
   STABLE_DIFFUSION_VERSION,
 } from "../../model-catalog.js";
 import { DownloadTracker } from "./download-tracker.js";
+import { EngineHost, EngineStoppedError, type StepReport } from "./engine-host.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
-import { canPreview, latentsToPreviewImages } from "./latent-preview.js";
 import {
   type ModelAdapter,
   type ModelDescription,
@@ -211,8 +198,9 @@ export class StableDiffusionAdapter implements ModelAdapter {
   readonly spec: ModelSpec;
   state: ModelState = "STARTING";
   setupError: string | undefined;
-  private pipeline: Pipeline | undefined;
-  private label = "stable-diffusion";
+  /** The thread running the model (engine-host.ts); replaced when it dies. */
+  private engine: EngineHost | undefined;
+  private closed = false;
   private loading: Promise<void> | undefined;
   private phase: SetupProgress["phase"] = "loading";
   private download: DownloadTracker | undefined;
@@ -284,25 +272,31 @@ export class StableDiffusionAdapter implements ModelAdapter {
     }
     this.loading ??= (async () => {
       const log = this.options.log ?? (() => {});
+      const hub = parseHubId(this.spec.weights) !== undefined;
+      this.phase = hub ? "downloading" : "loading";
+      const download = hub ? new DownloadTracker(this.spec.weights, log) : undefined;
+      this.download = download;
+      const engine = new EngineHost({
+        log,
+        download: (event) => download?.handle(event),
+        loading: () => {
+          this.phase = "loading";
+        },
+        stopped: (why) => this.engineStopped(engine, why),
+      });
+      this.engine = engine;
       try {
-        const hub = parseHubId(this.spec.weights) !== undefined;
-        this.phase = hub ? "downloading" : "loading";
-        this.download = hub ? new DownloadTracker(this.spec.weights, log) : undefined;
-        const source = await resolveModelSource(this.spec.weights, {
+        await engine.setup({
+          weights: this.spec.weights,
+          variant: this.spec.variant,
           hub: this.options.hub,
-          variant: this.spec.variant,
-          onProgress: this.download?.handle,
-        });
-        this.label = source.label;
-        this.phase = "loading";
-        this.pipeline = await loadPipeline(source.path, {
-          variant: this.spec.variant,
           threads: this.options.threads,
           provider: this.options.provider,
-          log: this.options.log,
         });
         this.state = "READY";
       } catch (err) {
+        this.engine = undefined;
+        await engine.close();
         this.state = "SETUP_FAILED";
         this.setupError = setupFailure(err, this.spec);
         this.failedAt = performance.now();
@@ -313,9 +307,25 @@ export class StableDiffusionAdapter implements ModelAdapter {
     return this.loading;
   }
 
+  /**
+   * The engine thread died (a crash in onnxruntime or the engine, or it was killed): the
+   * predictions it ran have failed with EngineStoppedError; load the model again in a new thread.
+   */
+  private engineStopped(engine: EngineHost, why: string): void {
+    // A thread that dies while loading fails that setup instead (no loop of reloads).
+    if (this.engine !== engine || this.closed || this.state !== "READY") return;
+    this.engine = undefined;
+    this.options.log?.(`${this.spec.name}: ${why}; loading the model again`);
+    this.loading = undefined;
+    this.state = "STARTING";
+    this.setupError = undefined;
+    this.setup().catch(() => undefined);
+  }
+
   async predict(raw: Record<string, unknown>, ctx: PredictContext): Promise<OutputFile[]> {
     await this.setup();
-    const pipeline = this.pipeline as Pipeline;
+    const engine = this.engine;
+    if (!engine) throw new PredictionError(`The model ${this.spec.name} is being loaded again; please retry.`);
     const input = withDefaults(this.schemas, raw);
     // predict.py: two random bytes when no seed is given, and the seed is always the first log line.
     const seed = input.seed ?? randomInt(0, 65536);
@@ -327,21 +337,14 @@ export class StableDiffusionAdapter implements ModelAdapter {
     }
     const total = input.num_inference_steps;
     ctx.log(progressLine(0, total, 0));
-    const start = performance.now();
-    let lastPreview = Number.NEGATIVE_INFINITY;
-    let lastStep = start;
-    const onStep = ({ step, latents }: StepEvent) => {
-      const now = performance.now();
-      ctx.stepTime?.((now - lastStep) / 1000);
-      lastStep = now;
-      ctx.log(progressLine(step, total, (now - start) / 1000));
-      if (!ctx.preview || now - lastPreview < PREVIEW_INTERVAL_MS || !canPreview(latents)) return;
-      lastPreview = now;
-      ctx.preview({ step, total, images: latentsToPreviewImages(latents).map((image) => encodePng(image)) });
+    const onStep = ({ step, seconds, elapsedSeconds, previews }: StepReport) => {
+      ctx.stepTime?.(seconds);
+      ctx.log(progressLine(step, total, elapsedSeconds));
+      if (previews && ctx.preview) ctx.preview({ step, total, images: previews });
     };
-    let result: Awaited<ReturnType<Pipeline["generate"]>>;
+    let images: Uint8Array[];
     try {
-      result = await pipeline.generate(
+      images = await engine.generate(
         {
           prompt: input.prompt,
           negativePrompt: input.negative_prompt,
@@ -353,23 +356,25 @@ export class StableDiffusionAdapter implements ModelAdapter {
           seed,
           numOutputs: input.num_outputs,
         },
-        { signal: ctx.signal, onStep },
+        { signal: ctx.signal, onStep, previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined },
       );
     } catch (err) {
       if (err instanceof RequestError || err instanceof ModelError) throw new PredictionError(err.message);
+      if (err instanceof EngineStoppedError) {
+        // What happened is in the server's log; its text may hold internals not meant for users.
+        throw new PredictionError(
+          "The engine stopped unexpectedly while making this prediction; the model is being loaded again, so a new prediction can be made shortly.",
+        );
+      }
       throw err;
     }
-    const parameters = a1111Parameters({ ...result.parameters, model: this.label });
-    return result.images.map((image, i) => ({
-      name: `out-${i}.png`,
-      contentType: "image/png",
-      data: encodePng(image, { parameters }),
-    }));
+    return images.map((data, i) => ({ name: `out-${i}.png`, contentType: "image/png", data }));
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.loading?.catch(() => undefined);
-    await this.pipeline?.release();
-    this.pipeline = undefined;
+    await this.engine?.close();
+    this.engine = undefined;
   }
 }
