@@ -1,27 +1,35 @@
 /**
- * One model's engine, in a worker thread of its own (engine-thread.ts), seen from the server:
- * setup, generations with progress, previews and cancellation, and the thread's end.
+ * One model's engine, in a child process of its own (engine-process.ts), seen from the server:
+ * setup, generations with progress, previews and cancellation, and the process's end.
  *
- * Why a thread: onnxruntime-node runs a network synchronously on its caller's thread, so a UNet
- * step on the server's thread held every HTTP request for its whole length (a 640×640 step: up
- * to a second of /health-check). In a thread, the server's event loop only relays small
- * messages. A thread rather than a process: the weights are memory-mapped once either way, the
- * messages need no serialising beyond structured clone, and PNG bytes are moved by transfer.
+ * Why: onnxruntime-node runs a network synchronously on its caller's thread, so a UNet step on
+ * the server's thread held every HTTP request for its whole length (a 640×640 step: up to a
+ * second of /health-check). Off that thread, the server's event loop only relays small messages.
+ * Why a process rather than a worker thread (onnxruntime-node loads in either): a fault in native
+ * code ends the whole process it runs in, and ending a worker thread while onnxruntime runs
+ * aborts the process too ("terminate called after throwing an instance of 'Napi::Error'",
+ * SIGABRT); a child process can die or be killed and the server goes on. The weights are
+ * loaded once either way: the server's own process never loads them.
  *
  * Errors keep their kind across the boundary: RequestError, ModelError and HubError are made
  * again from their names (their messages are meant for users); anything else stays an Error.
- * If the thread dies, the generations it was running fail with EngineStoppedError and the host
+ * If the process dies, the generations it was running fail with EngineStoppedError and the host
  * is spent: the adapter starts a new one.
  */
-import path from "node:path";
+import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { Worker } from "node:worker_threads";
 import { type GenerateRequest, HubError, ModelError, type PullEvent, RequestError } from "../../engine/index.js";
-import type { FromThread, SetupParams, ToThread, WireError } from "./engine-thread.js";
+import {
+  ENGINE_PROCESS_FLAG,
+  type FromEngine,
+  type SetupParams,
+  type ToEngine,
+  type WireError,
+} from "./engine-process.js";
 
-export type { SetupParams } from "./engine-thread.js";
+export type { SetupParams } from "./engine-process.js";
 
-/** The engine thread ended while it was needed (a crash, or the thread was killed). */
+/** The engine process ended while it was needed (a crash, or it was killed). */
 export class EngineStoppedError extends Error {
   override readonly name = "EngineStoppedError";
 }
@@ -41,35 +49,32 @@ export interface HostEvents {
   download(event: PullEvent): void;
   /** The download is over (or there was none): the weights are being loaded. */
   loading(): void;
-  /** The thread ended without being asked to: `why` says how, for the operator and the prediction's error. */
+  /** The process ended without being asked to: `why` says how, for the operator's log. */
   stopped(why: string): void;
 }
 
-/** How long close() waits for the thread to release its sessions before ending it. */
+/** How long close() waits for the process to release its sessions before killing it. */
 const CLOSE_TIMEOUT_MS = 10_000;
 
 interface Pending {
   resolve(images: Uint8Array[]): void;
   reject(err: Error): void;
   onStep?: (report: StepReport) => void;
-  cancel: Int32Array;
 }
 
-/** The thread's program: the compiled file beside this one, or the TypeScript source when run through tsx. */
-function startThread(): Worker {
-  const self = fileURLToPath(import.meta.url);
-  const ext = path.extname(self);
-  const entry = new URL(`./engine-thread${ext}`, import.meta.url);
-  if (ext !== ".ts") return new Worker(entry);
-  // tsx's loader hooks are not inherited by worker threads (Node 20): register them in the thread.
-  const tsx = import.meta.resolve("tsx/esm/api");
-  return new Worker(
-    `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); });`,
-    { eval: true },
-  );
+/** The engine's program, run by the same node with the same flags (tsx, when running from source). */
+function startProcess(): ChildProcess {
+  const url = new URL(`./engine-process${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url);
+  // Debugger flags would make the child fight the parent for the inspector port.
+  const execArgv = process.execArgv.filter((a) => !a.startsWith("--inspect"));
+  return fork(fileURLToPath(url), [ENGINE_PROCESS_FLAG], {
+    execArgv,
+    serialization: "advanced",
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
 }
 
-/** An error from the thread as the class it was there, so callers can tell a user's fault from ours. */
+/** An error from the engine process as the class it was there, so callers can tell a user's fault from ours. */
 export function fromWire(e: WireError): Error {
   let err: Error;
   if (e.name === "RequestError") err = new RequestError(e.message, e.field);
@@ -86,48 +91,54 @@ export function fromWire(e: WireError): Error {
 }
 
 export class EngineHost {
-  private readonly worker: Worker;
+  private readonly child: ChildProcess;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private setupWaiter: { resolve(label: string): void; reject(err: Error): void } | undefined;
   private closing = false;
   private readonly exited: Promise<void>;
-  /** Why the thread ended unasked; set once it has. */
+  /** Why the process ended (a crash, a kill, or close()); set once it has. */
   private stoppedWhy: string | undefined;
 
   constructor(private readonly events: HostEvents) {
-    this.worker = startThread();
-    this.worker.on("message", (m: FromThread) => this.onMessage(m));
+    this.child = startProcess();
+    this.child.on("message", (m: FromEngine) => this.onMessage(m));
     let error: Error | undefined;
-    this.worker.on("error", (err) => {
-      error = err;
+    this.child.on("error", (err) => {
+      error ??= err;
     });
     this.exited = new Promise((resolve) => {
-      this.worker.once("exit", (code) => {
-        if (!this.closing) {
-          this.stoppedWhy = error
-            ? `the engine thread crashed: ${error.message}`
-            : `the engine thread exited (code ${code})`;
-          const stopped = new EngineStoppedError(this.stoppedWhy);
-          this.setupWaiter?.reject(stopped);
-          for (const p of this.pending.values()) p.reject(stopped);
-          this.events.stopped(this.stoppedWhy);
-        }
+      this.child.once("exit", (code, signal) => {
+        this.stoppedWhy = this.closing
+          ? "the engine process was closed"
+          : error
+            ? `the engine process failed: ${error.message}`
+            : `the engine process ended (${signal ? `signal ${signal}` : `exit code ${code}`})`;
+        // Anything still waiting now waits in vain (a crash, or a close that had to kill).
+        const stopped = new EngineStoppedError(this.stoppedWhy);
+        this.setupWaiter?.reject(stopped);
+        for (const p of this.pending.values()) p.reject(stopped);
         this.setupWaiter = undefined;
         this.pending.clear();
+        if (!this.closing) this.events.stopped(this.stoppedWhy);
         resolve();
       });
     });
     this.updateRef();
   }
 
-  /** Downloads (where needed) and loads the model in the thread; resolves with its label. */
+  /** The engine process's id (for the operator's tools, and a test that kills it). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Downloads (where needed) and loads the model in the engine process; resolves with its label. */
   setup(params: SetupParams): Promise<string> {
     if (this.stoppedWhy) return Promise.reject(new EngineStoppedError(this.stoppedWhy));
     return new Promise<string>((resolve, reject) => {
       this.setupWaiter = { resolve, reject };
       this.updateRef();
-      this.post({ type: "setup", params });
+      this.send({ type: "setup", params });
     }).finally(() => this.updateRef());
   }
 
@@ -143,18 +154,13 @@ export class EngineHost {
     const { signal } = opts;
     if (signal.aborted) return Promise.reject(signal.reason);
     const id = this.nextId++;
-    const shared = new SharedArrayBuffer(4);
-    const cancel = new Int32Array(shared);
-    const onAbort = () => {
-      Atomics.store(cancel, 0, 1);
-      this.post({ type: "cancel", id });
-    };
+    const onAbort = () => this.send({ type: "cancel", id });
     signal.addEventListener("abort", onAbort, { once: true });
     const result = new Promise<Uint8Array[]>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, onStep: opts.onStep, cancel });
+      this.pending.set(id, { resolve, reject, onStep: opts.onStep });
     });
     this.updateRef();
-    this.post({ type: "generate", id, request, cancel: shared, previewIntervalMs: opts.previewIntervalMs });
+    this.send({ type: "generate", id, request, previewIntervalMs: opts.previewIntervalMs });
     return result
       .catch((err: unknown) => {
         // Stopped between steps because it was asked to: the caller's reason, as in-process.
@@ -167,34 +173,42 @@ export class EngineHost {
       });
   }
 
-  /** Ends the thread at once, without releasing anything: what a crash does (close() falls back to it). */
+  /** Kills the engine process at once, as a crash would end it (close() falls back to it). */
   async kill(): Promise<void> {
-    await this.worker.terminate();
+    this.child.kill("SIGKILL");
     await this.exited;
   }
 
-  /** Stops what runs, releases the model and ends the thread. */
+  /** Stops what runs, releases the model and ends the engine process. */
   async close(): Promise<void> {
     if (this.stoppedWhy) return;
     this.closing = true;
-    for (const p of this.pending.values()) Atomics.store(p.cancel, 0, 1);
-    this.post({ type: "close" });
-    const timer = setTimeout(() => void this.worker.terminate(), CLOSE_TIMEOUT_MS);
+    for (const id of this.pending.keys()) this.send({ type: "cancel", id });
+    this.send({ type: "close" });
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), CLOSE_TIMEOUT_MS);
     await this.exited;
     clearTimeout(timer);
   }
 
-  private post(message: ToThread): void {
-    this.worker.postMessage(message);
+  private send(message: ToEngine): void {
+    // A process that has gone is reported by "exit"; nothing more to say here.
+    if (this.child.connected) this.child.send(message, (err) => err && undefined);
   }
 
-  /** A thread with nothing to do does not keep the process alive, as an idle socket does not. */
+  /** An engine with nothing to do does not keep the server's process alive, as an idle socket does not. */
   private updateRef(): void {
-    if (this.pending.size > 0 || this.setupWaiter) this.worker.ref();
-    else this.worker.unref();
+    const busy = this.pending.size > 0 || this.setupWaiter !== undefined;
+    const channel = this.child.channel as { ref?(): void; unref?(): void } | null | undefined;
+    if (busy) {
+      this.child.ref();
+      channel?.ref?.();
+    } else {
+      this.child.unref();
+      channel?.unref?.();
+    }
   }
 
-  private onMessage(m: FromThread): void {
+  private onMessage(m: FromEngine): void {
     switch (m.type) {
       case "log":
         this.events.log(m.line);

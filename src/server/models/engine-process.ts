@@ -1,15 +1,15 @@
 /**
- * The program of a model's engine thread (engine-host.ts starts it): it downloads and loads the
- * weights, runs the generations, makes the previews and encodes the PNGs, so that none of that
- * work holds the HTTP server's event loop. onnxruntime runs each network synchronously on the
- * thread that calls it (onnxruntime-node's `run` blocks its caller), which is why the engine
- * needs a thread of its own and not just asynchronous calls.
+ * The program of a model's engine process (engine-host.ts starts it, one per loaded model): it
+ * downloads and loads the weights, runs the generations, makes the previews and encodes the
+ * PNGs, so that none of that work holds the HTTP server's event loop. onnxruntime-node runs each
+ * network synchronously on the thread that calls it, which is why the engine needs a thread of
+ * its own and not just asynchronous calls; engine-host.ts says why that is a process.
  *
- * The thread holds the only copy of the model; it answers the messages below and sends only
- * small things back: log lines, download events, step reports, and PNG bytes whose buffers are
- * transferred, not copied.
+ * The process holds the only copy of the model. It answers the messages below and sends small
+ * things back: log lines, download events, step reports and PNG bytes. It follows its parent:
+ * signals sent to the whole process group (Ctrl-C) are left to the parent, which cancels what
+ * runs and then closes this process; when the parent is gone, this process ends.
  */
-import { parentPort } from "node:worker_threads";
 import {
   a1111Parameters,
   type ExecutionProvider,
@@ -36,22 +36,20 @@ export interface SetupParams {
   provider: ExecutionProvider | undefined;
 }
 
-export type ToThread =
+export type ToEngine =
   | { type: "setup"; params: SetupParams }
   | {
       type: "generate";
       id: number;
       request: GenerateRequest;
-      /** Int32 on a SharedArrayBuffer, set non-zero to cancel: read between steps without waiting for a message. */
-      cancel: SharedArrayBuffer;
       /** Send a preview at most this often; absent: no previews. */
       previewIntervalMs?: number;
     }
-  /** Also sent on cancel: stops a generation that has not reached its first step (the prompt encoding). */
+  /** Stops the generation before its next step. */
   | { type: "cancel"; id: number }
   | { type: "close" };
 
-/** An error as it crosses the thread boundary: its class by name, and what the classes carry. */
+/** An error as it crosses the process boundary: its class by name, and what the classes carry. */
 export interface WireError {
   name: string;
   message: string;
@@ -60,7 +58,7 @@ export interface WireError {
   hubKind?: HubError["kind"];
 }
 
-export type FromThread =
+export type FromEngine =
   | { type: "log"; line: string }
   | { type: "download"; event: PullEvent }
   | { type: "loading" }
@@ -79,6 +77,9 @@ export type FromThread =
   | { type: "done"; id: number; images: Uint8Array[] }
   | { type: "failed"; id: number; error: WireError };
 
+/** On the command line of an engine process, so that importing this module elsewhere starts nothing. */
+export const ENGINE_PROCESS_FLAG = "--sdserve-engine";
+
 /** Progress events of a download come per chunk; the host needs a few a second at most. */
 const DOWNLOAD_PROGRESS_MS = 100;
 
@@ -93,20 +94,12 @@ export function toWire(err: unknown): WireError {
   };
 }
 
-/** The bytes in an ArrayBuffer of their own, so that transferring it moves nothing else (Buffers may share a pool). */
-function ownBuffer(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
-  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer) {
-    return bytes as Uint8Array<ArrayBuffer>;
-  }
-  return new Uint8Array(bytes);
-}
-
-function runThread(port: NonNullable<typeof parentPort>): void {
+function runProcess(send: (message: FromEngine) => void): void {
   let pipeline: Pipeline | undefined;
   let label = "stable-diffusion";
   const running = new Set<Promise<void>>();
   const controllers = new Map<number, AbortController>();
-  const post = (message: FromThread, transfer: ArrayBuffer[] = []) => port.postMessage(message, transfer);
+  const post = send;
 
   async function setup(params: SetupParams): Promise<void> {
     try {
@@ -134,51 +127,41 @@ function runThread(port: NonNullable<typeof parentPort>): void {
     }
   }
 
-  async function generate(message: Extract<ToThread, { type: "generate" }>): Promise<void> {
+  async function generate(message: Extract<ToEngine, { type: "generate" }>): Promise<void> {
     const { id } = message;
-    const cancel = new Int32Array(message.cancel);
     const controller = new AbortController();
     controllers.set(id, controller);
-    const checkCancel = () => {
-      if (Atomics.load(cancel, 0) !== 0) controller.abort();
-    };
     try {
-      if (!pipeline) throw new Error("the engine thread has no model loaded");
-      checkCancel();
+      if (!pipeline) throw new Error("the engine process has no model loaded");
       const start = performance.now();
       let lastStep = start;
       let lastPreview = Number.NEGATIVE_INFINITY;
       const interval = message.previewIntervalMs;
-      const onStep = ({ step, total, latents }: StepEvent) => {
+      const onStep = async ({ step, total, latents }: StepEvent) => {
         const now = performance.now();
-        let previews: Uint8Array<ArrayBuffer>[] | undefined;
+        let previews: Uint8Array[] | undefined;
         if (interval !== undefined && now - lastPreview >= interval && canPreview(latents)) {
           lastPreview = now;
-          previews = latentsToPreviewImages(latents).map((image) => ownBuffer(encodePng(image)));
+          previews = latentsToPreviewImages(latents).map((image) => encodePng(image));
         }
-        post(
-          {
-            type: "step",
-            id,
-            step,
-            total,
-            seconds: (now - lastStep) / 1000,
-            elapsedSeconds: (now - start) / 1000,
-            previews,
-          },
-          previews?.map((p) => p.buffer),
-        );
+        post({
+          type: "step",
+          id,
+          step,
+          total,
+          seconds: (now - lastStep) / 1000,
+          elapsedSeconds: (now - start) / 1000,
+          previews,
+        });
         lastStep = now;
-        // The generation stops before its next step, as a signal aborted in-process would.
-        checkCancel();
+        // onnxruntime holds this thread for a whole step: let a cancel that came meanwhile be
+        // read now, so the generation stops before its next step, as it would in-process.
+        await new Promise((resolve) => setImmediate(resolve));
       };
       const result = await pipeline.generate(message.request, { signal: controller.signal, onStep });
       const parameters = a1111Parameters({ ...result.parameters, model: label });
-      const images = result.images.map((image) => ownBuffer(encodePng(image, { parameters })));
-      post(
-        { type: "done", id, images },
-        images.map((p) => p.buffer),
-      );
+      const images = result.images.map((image) => encodePng(image, { parameters }));
+      post({ type: "done", id, images });
     } catch (err) {
       post({ type: "failed", id, error: toWire(err) });
     } finally {
@@ -190,10 +173,10 @@ function runThread(port: NonNullable<typeof parentPort>): void {
     await Promise.allSettled(running);
     await pipeline?.release();
     pipeline = undefined;
-    port.close();
+    process.exit(0);
   }
 
-  port.on("message", (message: ToThread) => {
+  process.on("message", (message: ToEngine) => {
     switch (message.type) {
       case "setup":
         void setup(message.params);
@@ -213,4 +196,10 @@ function runThread(port: NonNullable<typeof parentPort>): void {
   });
 }
 
-if (parentPort) runThread(parentPort);
+if (process.send && process.argv.includes(ENGINE_PROCESS_FLAG)) {
+  const send = process.send.bind(process);
+  // The parent decides when this process ends: it cancels, then sends "close".
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => {});
+  process.on("disconnect", () => process.exit(0));
+  runProcess((message) => send(message));
+}
