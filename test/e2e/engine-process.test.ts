@@ -1,0 +1,69 @@
+/**
+ * The engine's child process ends with the server: after SIGTERM (the server cancels, then
+ * closes it), and after SIGKILL (it sees its parent gone and exits by itself). Linux only: it
+ * finds the children through /proc.
+ */
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { test } from "node:test";
+import { api, eventually, slowInput, startSdserve, VERSION } from "./server.js";
+
+const skip = process.platform !== "linux" ? "reads /proc" : false;
+
+/** The ids of the processes whose parent is `pid`. */
+function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // pid (comm) state ppid …; comm may hold spaces and parentheses, so read after the last ")".
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid) children.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return children;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The server's engine process, once a prediction runs in it. */
+async function engineWhileRunning(server: Awaited<ReturnType<typeof startSdserve>>): Promise<number> {
+  const created = await api(server, "POST", "/v1/predictions", { version: VERSION, input: slowInput() });
+  assert.equal(created.status, 201);
+  await eventually(async () => {
+    const p = await api(server, "GET", `/v1/predictions/${created.json["id"]}`);
+    return /\| [1-9]\d*\/500 \[/.test(String(p.json["logs"])) ? true : undefined;
+  }, "the first step");
+  const children = childrenOf(server.proc.pid as number);
+  assert.equal(children.length, 1, `one engine process for the one model, found ${children.join(", ")}`);
+  return children[0] as number;
+}
+
+test("SIGTERM during a generation: the server exits 0 and its engine process is gone", { skip }, async () => {
+  const server = await startSdserve();
+  const engine = await engineWhileRunning(server);
+  assert.equal(await server.stop(), 0);
+  await eventually(async () => (alive(engine) ? undefined : true), "the engine process to end", {
+    attempts: 100,
+  });
+});
+
+test("SIGKILL of the server: its engine process ends by itself", { skip }, async () => {
+  const server = await startSdserve();
+  const engine = await engineWhileRunning(server);
+  await server.kill();
+  // It notices between two steps (a step of the slow input is well under a second).
+  await eventually(async () => (alive(engine) ? undefined : true), "the orphaned engine process to end", {
+    attempts: 300,
+  });
+});
