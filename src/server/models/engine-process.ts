@@ -198,8 +198,12 @@ function runProcess(send: (message: FromEngine) => void): void {
 
 if (process.send && process.argv.includes(ENGINE_PROCESS_FLAG)) {
   const send = process.send.bind(process);
+  const quiet = () => {};
   // The parent decides when this process ends: it cancels, then sends "close".
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => {});
   process.on("disconnect", () => process.exit(0));
-  runProcess((message) => send(message));
+  // With the parent gone a send fails (EPIPE); "disconnect" ends this process just after.
+  runProcess((message) => {
+    if (process.connected) send(message, undefined, {}, quiet);
+  });
 }
