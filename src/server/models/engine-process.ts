@@ -102,17 +102,34 @@ function runProcess(send: (message: FromEngine) => void): void {
   const post = send;
 
   async function setup(params: SetupParams): Promise<void> {
+    // At most one progress event per interval, but always a file's first (it says where a
+    // resumed download starts) and, in the end, the latest (a stalled download shows how far it got).
+    let lastSent = Number.NEGATIVE_INFINITY;
+    let lastPath: string | undefined;
+    let held: PullEvent | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const flush = () => {
+      clearTimeout(timer);
+      timer = undefined;
+      if (held) post({ type: "download", event: held });
+      held = undefined;
+      lastSent = performance.now();
+    };
+    const onProgress = (event: PullEvent) => {
+      if (event.type === "progress" && event.path === lastPath) {
+        held = event;
+        const wait = DOWNLOAD_PROGRESS_MS - (performance.now() - lastSent);
+        if (wait <= 0) flush();
+        else timer ??= setTimeout(flush, wait);
+        return;
+      }
+      flush();
+      if (event.type === "progress") lastPath = event.path;
+      post({ type: "download", event });
+    };
     try {
-      let lastProgress = Number.NEGATIVE_INFINITY;
-      const onProgress = (event: PullEvent) => {
-        if (event.type === "progress" && event.done < event.size) {
-          const now = performance.now();
-          if (now - lastProgress < DOWNLOAD_PROGRESS_MS) return;
-          lastProgress = now;
-        }
-        post({ type: "download", event });
-      };
       const source = await resolveModelSource(params.weights, { hub: params.hub, variant: params.variant, onProgress });
+      flush();
       label = source.label;
       post({ type: "loading" });
       pipeline = await loadPipeline(source.path, {
@@ -123,6 +140,7 @@ function runProcess(send: (message: FromEngine) => void): void {
       });
       post({ type: "ready", label });
     } catch (err) {
+      flush();
       post({ type: "setup-failed", error: toWire(err) });
     }
   }
