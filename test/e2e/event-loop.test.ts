@@ -1,12 +1,12 @@
 /**
- * The HTTP event loop stays free while a model generates: the engine runs in a thread of its own.
+ * The HTTP event loop stays free while a model generates: the engine runs in a process of its own.
  *
  * Measured with the server's own event-loop delay monitor (prom-client's
  * `nodejs_eventloop_lag_max_seconds` on /metrics: the longest delay since the previous scrape,
  * which each scrape resets), not with the wall clock of this test. The generation is split into
  * windows of at least two denoising steps each. With the engine on the event loop, every such
  * window holds one whole UNet call on it, so every window's longest delay is about a step; with
- * the engine in its own thread, a window's longest delay is the scheduling noise of the machine.
+ * the engine in its own process, a window's longest delay is the scheduling noise of the machine.
  * The test asks that at least one window stays under half a step: a busy machine may stall the
  * loop now and then, but not in every window, while a blocked loop fails every one.
  */

@@ -3,7 +3,7 @@
  * downloads and loads the weights, runs the generations, makes the previews and encodes the
  * PNGs, so that none of that work holds the HTTP server's event loop. onnxruntime-node runs each
  * network synchronously on the thread that calls it, which is why the engine needs a thread of
- * its own and not just asynchronous calls; engine-host.ts says why that is a process.
+ * its own and not just asynchronous calls; engine-host.ts says why that thread is a process's.
  *
  * The process holds the only copy of the model. It answers the messages below and sends small
  * things back: log lines, download events, step reports and PNG bytes. It follows its parent:

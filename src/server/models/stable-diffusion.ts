@@ -198,7 +198,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
   readonly spec: ModelSpec;
   state: ModelState = "STARTING";
   setupError: string | undefined;
-  /** The thread running the model (engine-host.ts); replaced when it dies. */
+  /** The engine process running the model (engine-host.ts); replaced when it dies. */
   private engine: EngineHost | undefined;
   private closed = false;
   private loading: Promise<void> | undefined;
@@ -308,11 +308,11 @@ export class StableDiffusionAdapter implements ModelAdapter {
   }
 
   /**
-   * The engine thread died (a crash in onnxruntime or the engine, or it was killed): the
-   * predictions it ran have failed with EngineStoppedError; load the model again in a new thread.
+   * The engine process died (a fault in onnxruntime or the engine, or it was killed): the
+   * predictions it ran have failed with EngineStoppedError; load the model again in a new one.
    */
   private engineStopped(engine: EngineHost, why: string): void {
-    // A thread that dies while loading fails that setup instead (no loop of reloads).
+    // An engine that dies while loading fails that setup instead (no loop of reloads).
     if (this.engine !== engine || this.closed || this.state !== "READY") return;
     this.engine = undefined;
     this.options.log?.(`${this.spec.name}: ${why}; loading the model again`);
