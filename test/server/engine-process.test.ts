@@ -166,6 +166,24 @@ test("an engine process that dies fails its prediction clearly, and the model is
   assert.equal(outputs.length, 1);
 });
 
+test("an engine process that dies while loading fails setup with a reason, and a later setup tries again", async () => {
+  const a = new StableDiffusionAdapter({ source: "tiny-random", threads: 1, retryUnreachableMs: 0 });
+  try {
+    const setup = a.setup();
+    await engineOf(a).kill();
+    await assert.rejects(setup, PredictionError);
+    assert.equal(a.state, "SETUP_FAILED");
+    assert.match(
+      a.setupError ?? "",
+      /^the engine process ended \(signal SIGKILL\) while loading the model \(out of memory\?\); a later prediction tries again$/,
+    );
+    await a.setup();
+    assert.equal(a.state, "READY");
+  } finally {
+    await a.close();
+  }
+});
+
 test("close ends the engine process", async () => {
   const a = new StableDiffusionAdapter({ source: "tiny-random", threads: 1 });
   await a.setup();

@@ -173,13 +173,13 @@ export interface StableDiffusionOptions {
   provider?: "cpu" | "cuda";
   /** Where the engine's own messages go (which execution provider runs each network). */
   log?: (line: string) => void;
-  /** After a setup failed because the hub was unreachable, how long until a prediction tries again. */
+  /** After a setup failed because the hub was unreachable or the engine died, how long until a prediction tries again. */
   retryUnreachableMs?: number;
 }
 
 /** Versions made from a models file have no publication date: they exist since the server started. */
 const STARTED_AT = new Date().toISOString().replace(/Z$/, "000Z");
-/** A setup that failed because the hub could not be reached is tried again, at most this often. */
+/** A setup that failed because the hub could not be reached (or the engine died) is tried again, at most this often. */
 const RETRY_UNREACHABLE_MS = 30_000;
 const OFFLINE_HINT = "to try everything offline meanwhile, start sdserve with --model tiny-random";
 
@@ -187,6 +187,10 @@ const OFFLINE_HINT = "to try everything offline meanwhile, start sdserve with --
 function setupFailure(err: unknown, spec: ModelSpec): string {
   const message = (err instanceof Error ? err.message : String(err)).replace(/[.\s]+$/, "");
   if (err instanceof HubError) return `${message}; ${OFFLINE_HINT}`;
+  if (err instanceof EngineStoppedError) {
+    // Most often the memory ran out while the weights were loaded; the server's log has the rest.
+    return `${message} while loading the model (out of memory?); a later prediction tries again`;
+  }
   const where = spec.name === DEFAULT_MODEL_NAME ? "--model" : `the weights of ${spec.name} in the models file`;
   return `${message}. Point ${where} at a diffusers-format folder or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
 }
@@ -300,7 +304,8 @@ export class StableDiffusionAdapter implements ModelAdapter {
         this.state = "SETUP_FAILED";
         this.setupError = setupFailure(err, this.spec);
         this.failedAt = performance.now();
-        this.failedTransiently = err instanceof HubError && err.kind === "unreachable";
+        this.failedTransiently =
+          (err instanceof HubError && err.kind === "unreachable") || err instanceof EngineStoppedError;
         throw new PredictionError(this.setupError);
       }
     })();
