@@ -15,8 +15,12 @@ import { PredictionError } from "../../src/server/models/model.js";
 import { StableDiffusionAdapter } from "../../src/server/models/stable-diffusion.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-engine-process-"));
-// tiny-random is built in sdserve's cache; the engine process inherits this environment.
-process.env["SDSERVE_CACHE"] = tmp;
+/** tiny-random is built in sdserve's cache; no hub is reached (offline, an empty hub cache). */
+const settings = {
+  cacheDir: tmp,
+  hub: { endpoint: "http://127.0.0.1:9", token: undefined, cacheDir: path.join(tmp, "hub"), offline: true },
+  threads: 1,
+};
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const PNG = [0x89, 0x50, 0x4e, 0x47];
@@ -24,7 +28,7 @@ const lines: string[] = [];
 let adapter: StableDiffusionAdapter;
 
 before(async () => {
-  adapter = new StableDiffusionAdapter({ source: "tiny-random", threads: 1, log: (l) => lines.push(l) });
+  adapter = new StableDiffusionAdapter({ source: "tiny-random", ...settings, log: (l) => lines.push(l) });
   await adapter.setup();
 });
 after(async () => {
@@ -167,7 +171,7 @@ test("an engine process that dies fails its prediction clearly, and the model is
 });
 
 test("an engine process that dies while loading fails setup with a reason, and a later setup tries again", async () => {
-  const a = new StableDiffusionAdapter({ source: "tiny-random", threads: 1, retryUnreachableMs: 0 });
+  const a = new StableDiffusionAdapter({ source: "tiny-random", ...settings, retryUnreachableMs: 0 });
   try {
     const setup = a.setup();
     await engineOf(a).kill();
@@ -185,7 +189,7 @@ test("an engine process that dies while loading fails setup with a reason, and a
 });
 
 test("close ends the engine process", async () => {
-  const a = new StableDiffusionAdapter({ source: "tiny-random", threads: 1 });
+  const a = new StableDiffusionAdapter({ source: "tiny-random", ...settings });
   await a.setup();
   const engine = engineOf(a);
   const pid = engine.pid as number;

@@ -12,11 +12,13 @@
  */
 import {
   a1111Parameters,
+  canPreview,
   type ExecutionProvider,
   encodePng,
   type GenerateRequest,
   HubError,
   type HubSettings,
+  latentsToPreviewImages,
   loadPipeline,
   ModelError,
   type Pipeline,
@@ -26,12 +28,14 @@ import {
   type StepEvent,
 } from "../../engine/index.js";
 import type { WeightsVariant } from "../../engine/weights/model-folder.js";
-import { canPreview, latentsToPreviewImages } from "./latent-preview.js";
 
 export interface SetupParams {
   weights: string;
   variant: WeightsVariant | undefined;
-  hub: HubSettings | undefined;
+  hub: HubSettings;
+  /** sdserve's cache, where tiny-random is built. */
+  cacheDir: string;
+  optimizedCache: string | false | undefined;
   threads: number | undefined;
   provider: ExecutionProvider | undefined;
 }
@@ -128,7 +132,12 @@ function runProcess(send: (message: FromEngine) => void): void {
       post({ type: "download", event });
     };
     try {
-      const source = await resolveModelSource(params.weights, { hub: params.hub, variant: params.variant, onProgress });
+      const source = await resolveModelSource(params.weights, {
+        hub: params.hub,
+        cacheDir: params.cacheDir,
+        variant: params.variant,
+        onProgress,
+      });
       flush();
       label = source.label;
       post({ type: "loading" });
@@ -136,6 +145,7 @@ function runProcess(send: (message: FromEngine) => void): void {
         variant: params.variant,
         threads: params.threads,
         provider: params.provider,
+        optimizedCache: params.optimizedCache,
         log: (line) => post({ type: "log", line }),
       });
       post({ type: "ready", label });
