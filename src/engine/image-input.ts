@@ -140,12 +140,13 @@ export async function resizePixels<T extends RgbImage | GrayImage>(
   if (image.width === width && image.height === height) return image;
   const channels = image.data.length / (image.width * image.height);
   if (channels !== 1 && channels !== 3) throw new Error(`resize: ${channels} channels`);
-  const data = await sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.byteLength), {
+  let op = sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.byteLength), {
     raw: { width: image.width, height: image.height, channels },
-  })
-    .resize(width, height, { fit: "fill", kernel: "lanczos3" })
-    .raw()
-    .toBuffer();
+  }).resize(width, height, { fit: "fill", kernel: "lanczos3" });
+  // libvips would hand one channel back as sRGB.
+  if (channels === 1) op = op.toColourspace("b-w");
+  const data = await op.raw({ depth: "uchar" }).toBuffer();
+  if (data.length !== width * height * channels) throw new Error(`resize: ${data.length} bytes back`);
   return { ...image, width, height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
