@@ -125,8 +125,8 @@ interface Start {
   latents: Float32Array;
   /** Index into scheduler.timesteps of the first step (get_timesteps' t_start × order). */
   begin: number;
-  /** Inpainting UNet: channels appended to the scaled latents, [B·(2 if guided), C', h, w]. */
-  extraChannels?: Float32Array;
+  /** Inpainting UNet: what is appended to the scaled latents, [B·(2 if guided), channels, h, w]. */
+  extra?: { data: Float32Array; channels: number };
   /** 4-channel inpainting: after every step but the last, the known region is put back. */
   blend?: { mask: Float32Array; imageLatents: Float32Array; noise: Float32Array };
 }
@@ -148,11 +148,14 @@ export class Pipeline {
 
   /** The VAE encoder, loaded on first use: text-to-image never pays for it. */
   vaeEncoder(): Promise<VaeEncoder> {
-    this.encoder ??= VaeEncoder.load(this.folder.vae, this.runtimeOptions);
-    // A failed load is not cached: the next request tries again.
-    this.encoder.catch(() => {
-      this.encoder = undefined;
-    });
+    if (!this.encoder) {
+      const loading = VaeEncoder.load(this.folder.vae, this.runtimeOptions);
+      // A failed load is not kept: the next request tries again.
+      loading.catch(() => {
+        if (this.encoder === loading) this.encoder = undefined;
+      });
+      this.encoder = loading;
+    }
     return this.encoder;
   }
 
@@ -235,10 +238,13 @@ export class Pipeline {
     const ctx = { randn: (s: readonly number[]) => generator.randn(s) };
     const n = latents.length;
     const unetBatch = guided ? batch * 2 : batch;
-    const extra = start.extraChannels;
-    const extraPerItem = extra ? extra.length / unetBatch : 0;
-    const inputShape = [unetBatch, shape[1] as number, shape[2] as number, shape[3] as number];
-    if (extra) inputShape[1] = (inputShape[1] as number) + extraPerItem / ((shape[2] as number) * (shape[3] as number));
+    const extra = start.extra;
+    const inputShape = [
+      unetBatch,
+      (shape[1] as number) + (extra?.channels ?? 0),
+      shape[2] as number,
+      shape[3] as number,
+    ];
     const timesteps = scheduler.timesteps;
     const total = timesteps.length - start.begin;
     for (let i = start.begin; i < timesteps.length; i++) {
@@ -252,7 +258,7 @@ export class Pipeline {
         input.set(scaled, n);
       }
       // Inpainting UNet: cat([scaled latents, mask, masked-image latents], dim=1), per batch item.
-      if (extra) input = concatChannels(input, extra, unetBatch);
+      if (extra) input = concatChannels(input, extra.data, unetBatch);
       const out = await this.unet.run({ data: input, shape: inputShape }, t, context);
       let noisePred = out.data;
       if (guided) {
@@ -409,7 +415,7 @@ export class Pipeline {
         k * extraPerItem + h * w,
       );
     }
-    return { latents, begin, extraChannels: extra };
+    return { latents, begin, extra: { data: extra, channels: 1 + (shape[1] as number) } };
   }
 
   /** Fills defaults and checks every field before any work starts. */
@@ -417,7 +423,9 @@ export class Pipeline {
     const size = this.info.defaultSize;
     const f = this.info.vaeScaleFactor;
     const inputs = checkImageInputs(req, this.info);
-    // With a picture, its own size (rounded down to the VAE's multiple) unless width/height say otherwise.
+    // With a picture, its own size (rounded down to the VAE's multiple) unless width/height say
+    // otherwise. diffusers' img2img does the same; its inpainting pipeline instead defaults to the
+    // UNet's native size. One rule for both here: a picture is not stretched unless asked.
     const own = inputs.image ? targetSize(inputs.image, f, req.width, req.height) : undefined;
     const r = {
       prompt: req.prompt,
@@ -493,7 +501,13 @@ export class Pipeline {
   }
 
   async release(): Promise<void> {
-    await Promise.all([this.textEncoder.session.release(), this.unet.session.release(), this.vae.session.release()]);
+    const encoder = await this.encoder?.catch(() => undefined);
+    await Promise.all([
+      this.textEncoder.session.release(),
+      this.unet.session.release(),
+      this.vae.session.release(),
+      encoder?.session.release(),
+    ]);
   }
 }
 
