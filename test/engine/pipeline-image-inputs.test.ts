@@ -114,6 +114,15 @@ describe("image inputs (tiny-sd2v, VAE factor 8)", () => {
   });
 });
 
+test("release() also releases the VAE encoder loaded for image inputs", async () => {
+  const pipe = await loadPipeline(modelDir("tiny-sd2v"), { threads: 1 });
+  const encoder = await pipe.vaeEncoder();
+  const pixels = pixelsToTensor(picture(16, 16));
+  await encoder.encode(pixels);
+  await pipe.release();
+  await assert.rejects(encoder.encode(pixels));
+});
+
 describe("an inpainting checkpoint (9-channel UNet)", () => {
   let pipe: Pipeline;
   before(async () => {
