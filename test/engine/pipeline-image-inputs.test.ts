@@ -58,7 +58,10 @@ describe("image inputs (tiny-sd2v, VAE factor 8)", () => {
     const totals: number[] = [];
     for (const strength of [0.25, 0.5, 0.99, 1]) {
       let total = 0;
-      await pipe.generate({ ...base, image: picture(32, 32), strength }, { onStep: (e) => void (total = e.total) });
+      const onStep = (e: { total: number }) => {
+        total = e.total;
+      };
+      await pipe.generate({ ...base, image: picture(32, 32), strength }, { onStep });
       totals.push(total);
     }
     assert.deepEqual(totals, [1, 2, 3, 4]);
