@@ -126,6 +126,26 @@ test("release() also releases the VAE encoder loaded for image inputs", async ()
   await assert.rejects(encoder.encode(pixels));
 });
 
+test("with the tiny autoencoder as decoder, the picture is still encoded by the model's VAE at its scaling factor", async () => {
+  const full = await loadPipeline(modelDir("tiny-sd2v"), { threads: 1 });
+  const tiny = await loadPipeline(modelDir("tiny-sd2v"), {
+    threads: 1,
+    vae: path.join(GOLDEN_FAMILY, "taesd", "tiny-taesd"),
+  });
+  try {
+    assert.notEqual(tiny.info.vaeScalingFactor, full.info.vaeScalingFactor);
+    const req = { prompt: "a cat", image: picture(32, 32), strength: 0.5, numInferenceSteps: 4, seed: 9 };
+    const a = await full.generate(req);
+    const b = await tiny.generate(req);
+    // The denoising does not depend on the decoder: the same latents, decoded two ways.
+    assert.equal(maxAbsDiff(a.latents.data, b.latents.data), 0);
+    assert.deepEqual([b.images[0]?.width, b.images[0]?.height], [32, 32]);
+  } finally {
+    await full.release();
+    await tiny.release();
+  }
+});
+
 describe("an inpainting checkpoint (9-channel UNet)", () => {
   let pipe: Pipeline;
   before(async () => {
