@@ -101,6 +101,18 @@ describe("decodeImage", () => {
     );
   });
 
+  test("16-bit and palette PNGs and a CMYK JPEG come out as 8-bit RGB", async () => {
+    const p = picture(8, 8);
+    const base = sharp(Buffer.from(p.data), { raw: { width: 8, height: 8, channels: 3 } });
+    const png16 = await decodeImage(await base.clone().toColourspace("rgb16").png().toBuffer());
+    assert.deepEqual(png16.data, p.data);
+    const palette = await decodeImage(await base.clone().png({ palette: true, colours: 256 }).toBuffer());
+    assert.equal(palette.data.length, 8 * 8 * 3);
+    const cmyk = await decodeImage(await base.clone().toColourspace("cmyk").jpeg({ quality: 100 }).toBuffer());
+    assert.equal(cmyk.data.length, 8 * 8 * 3);
+    assert.equal(cmyk.alpha, undefined);
+  });
+
   test("a 100-megapixel PNG header is refused from the header, before decoding", async () => {
     const bytes = pngHeader(10_000, 10_000);
     assert.ok(bytes.length < 200);
