@@ -112,6 +112,16 @@ export function toGray(image: RgbImage): GrayImage {
 }
 
 /**
+ * OpenAI's images/edits convention as an inpainting mask: fully transparent pixels (alpha 0) are
+ * the area to edit (white), everything else is kept (black). A picture without alpha edits nothing.
+ */
+export function maskFromTransparency(image: DecodedImage): GrayImage {
+  const out = new Uint8Array(image.width * image.height);
+  if (image.alpha) for (let i = 0; i < out.length; i++) out[i] = image.alpha[i] === 0 ? 255 : 0;
+  return { width: image.width, height: image.height, data: out };
+}
+
+/**
  * The size a picture is generated at: width × height when given (the picture is resized to it),
  * else its own size rounded down to a multiple of `factor` (diffusers' default_height_width).
  */

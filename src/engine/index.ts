@@ -22,6 +22,7 @@ export {
   type DecodeOptions,
   decodeImage,
   type GrayImage,
+  maskFromTransparency,
 } from "./image-input.js";
 export type { TensorF32 } from "./networks.js";
 export {

@@ -13,6 +13,7 @@ import { encodePng } from "../../src/engine/image.js";
 import {
   binariseMask,
   decodeImage,
+  maskFromTransparency,
   pixelsToTensor,
   resizeNearest,
   resizePixels,
@@ -111,6 +112,17 @@ describe("decodeImage", () => {
     const cmyk = await decodeImage(await base.clone().toColourspace("cmyk").jpeg({ quality: 100 }).toBuffer());
     assert.equal(cmyk.data.length, 8 * 8 * 3);
     assert.equal(cmyk.alpha, undefined);
+  });
+
+  test("OpenAI's mask convention: fully transparent pixels are the area to repaint", async () => {
+    const rgba = Buffer.alloc(2 * 2 * 4);
+    for (const [i, a] of [0, 1, 255, 0].entries()) rgba.set([10, 20, 30, a], i * 4);
+    const png = await sharp(rgba, { raw: { width: 2, height: 2, channels: 4 } })
+      .png()
+      .toBuffer();
+    assert.deepEqual([...maskFromTransparency(await decodeImage(png)).data], [255, 0, 0, 255]);
+    const opaque = await decodeImage(encodePng(picture(2, 2)));
+    assert.deepEqual([...maskFromTransparency(opaque).data], [0, 0, 0, 0]);
   });
 
   test("a 100-megapixel PNG header is refused from the header, before decoding", async () => {
