@@ -542,18 +542,10 @@ export class Pipeline {
     if (typeof r.seed === "number" && !Number.isSafeInteger(r.seed)) {
       throw new RequestError(`seed must be an integer, got ${r.seed}`, "seed");
     }
-    let scheduler: Scheduler;
-    try {
-      scheduler = createScheduler(r.schedulerName, this.info.schedulerConfig, r.numInferenceSteps, {
-        karras: req.useKarrasSigmas,
-      });
-    } catch (err) {
-      // A bad name or option is the request's fault; a bad scheduler file is the model's.
-      if (err instanceof ModelError && err.field === "scheduler") {
-        throw new RequestError(err.message.replace(/^scheduler: /, ""), "scheduler");
-      }
-      throw err;
-    }
+    // The scheduler throws RequestError for what the request asks, ModelError for its config file.
+    const scheduler = createScheduler(r.schedulerName, this.info.schedulerConfig, r.numInferenceSteps, {
+      karras: req.useKarrasSigmas,
+    });
     if (req.latents && inputs.image) {
       throw new RequestError(
         "latents cannot be given with an image: img2img and inpainting start from the picture",
