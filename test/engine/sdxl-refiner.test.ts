@@ -135,6 +135,23 @@ describe("hand-over on the tiny SDXL", () => {
     assert.ok(err <= 1e-4, `final latents: relative error ${err}`);
   });
 
+  test("a multistep scheduler starts afresh at the hand-over (set_begin_index), as diffusers' refiner does", async () => {
+    const steps: number[] = [];
+    const handed = await base.denoise({
+      ...request,
+      scheduler: "DPMSolverMultistep",
+      latents: ref(m.initial_latents),
+      denoisingEnd: 0.5,
+    });
+    const result = await base.generate(
+      { ...request, scheduler: "DPMSolverMultistep", latents: handed.latents, denoisingStart: 0.5 },
+      { onStep: ({ timestep }) => void steps.push(timestep) },
+    );
+    // DPM++ 2M, 8 leading steps: 889, 778, 667, 556 | 445, 334, 223, 112.
+    assert.deepEqual(steps, [445, 334, 223, 112]);
+    assert.ok(result.latents.data.every(Number.isFinite));
+  });
+
   test("denoisingStart needs latents; the fractions are checked", async () => {
     const bad = async (extra: Record<string, unknown>, field: string) =>
       assert.rejects(
@@ -148,8 +165,14 @@ describe("hand-over on the tiny SDXL", () => {
     await bad({ denoisingStart: 0.6, denoisingEnd: 0.5, latents: ref(m.initial_latents) }, "denoisingStart");
     // 2 leading steps are 501 and 1: ending at 0.1 (cutoff 900) leaves no step.
     await bad({ denoisingEnd: 0.1 }, "denoisingEnd");
-    // A multistep scheduler would need its history: refused until it can start midway.
-    await bad({ denoisingStart: 0.5, latents: ref(m.initial_latents), scheduler: "DPMSolverMultistep" }, "scheduler");
+    await bad(
+      {
+        denoisingStart: 0.5,
+        latents: ref(m.initial_latents),
+        image: { width: 96, height: 64, data: new Uint8Array(96 * 64 * 3) },
+      },
+      "denoisingStart",
+    );
   });
 
   test("the refiner: text_encoder_2 only, aesthetic-score time ids, the base's latents finished", async () => {
