@@ -215,6 +215,15 @@ describe("hand-over on the tiny SDXL", () => {
       assert.deepEqual(steps, [126, 1]);
       assert.equal(result.images.length, 1);
       assert.ok(result.latents.data.every(Number.isFinite));
+
+      // Replicate's base_image_refiner: the refiner as img2img over the base's picture.
+      const polished: number[] = [];
+      const refined = await refiner.generate(
+        { ...request, image: result.images[0], strength: 0.3 },
+        { onStep: ({ timestep }) => void polished.push(timestep) },
+      );
+      assert.deepEqual(polished, [126, 1]);
+      assert.deepEqual([refined.images[0]?.width, refined.images[0]?.height], [96, 64]);
     } finally {
       await refiner.release();
     }
