@@ -300,8 +300,12 @@ export class Pipeline {
     return new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer, sdxl, opts);
   }
 
-  /** Prompt → text embeddings [n, 77, hidden], padded and truncated as the tokenizer says. */
+  /**
+   * Prompt → text embeddings [n, 77, hidden], padded and truncated as the tokenizer says. SDXL:
+   * both encoders' penultimate states concatenated (the pooled embedding: `sdxl.encode`).
+   */
   async encodePrompts(prompts: readonly string[]): Promise<TensorF32> {
+    if (this.sdxl) return (await this.sdxl.encode(prompts)).promptEmbeds;
     const ids = prompts.map((p) => this.tokenizer.encode(p).inputIds);
     return this.textEncoder.encode(ids);
   }

@@ -125,6 +125,13 @@ describe("SDXL (tiny-sdxl) against diffusers", () => {
     assert.deepEqual(Array.from(ref(m.unet.time_ids).data), Array.from(added.timeIds.data));
   });
 
+  test("encodePrompts on SDXL gives encode_prompt's prompt_embeds", async () => {
+    const ours = await pipe.encodePrompts([m.runs[0].prompt]);
+    const expected = ref(m.encode_prompt.prompt_embeds);
+    assert.deepEqual(ours.shape, expected.shape);
+    assert.ok(maxAbsDiff(ours.data, expected.data) <= NET_TOL);
+  });
+
   test("UNet with text_embeds and time_ids, at timestep 999 and 500.0", async () => {
     const u = m.unet;
     const sample = ref(u.sample);
