@@ -465,11 +465,8 @@ export class Pipeline {
     const batch = r.numOutputs;
     if (this.sdxl) {
       const { prompt, width, height } = r;
-      return this.sdxl.conditioning(
-        { ...req, prompt, width, height, negativePrompt: req.negativePrompt },
-        batch,
-        guided,
-      );
+      const texts = { ...req, prompt, width, height, negativePrompt: req.negativePrompt };
+      return this.sdxl.conditioning(texts, batch, guided, r.image !== undefined);
     }
     const prompts = guided
       ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]

@@ -151,12 +151,13 @@ export class SdxlConditioner {
     req: { prompt: string; negativePrompt: string | undefined; width: number; height: number } & MicroConditioning,
     batch: number,
     guided: boolean,
+    fromImage = false,
   ): Promise<{ context: TensorF32; added: AddedConditions }> {
     const timeIdsCount = this.timeIdsCount;
     const zeroNegative = guided && req.negativePrompt === undefined && this.settings.forceZerosForEmptyPrompt;
     const texts = guided && !zeroNegative ? [req.negativePrompt ?? "", req.prompt] : [req.prompt];
     const enc = await this.encode(texts);
-    const { positive, negative } = this.timeIds(req);
+    const { positive, negative } = this.timeIdsFor(req, fromImage);
 
     const rows = guided ? 2 * batch : batch;
     const seq = enc.promptEmbeds.shape[1] as number;
@@ -195,12 +196,26 @@ export class SdxlConditioner {
     positive: Float32Array;
     negative: Float32Array;
   } {
+    return this.timeIdsFor(req, false);
+  }
+
+  /**
+   * The negative row, as diffusers 0.29 makes it: text-to-image (StableDiffusionXLPipeline)
+   * repeats the prompt's row unless both negative sizes are given (then with the negative crop,
+   * default (0, 0)); from an image (Img2Img / Inpaint) the negative sizes default to the prompt's
+   * and the prompt's crop is used, except in the aesthetic form, which takes the negative crop
+   * (default (0, 0)).
+   */
+  timeIdsFor(
+    req: { width: number; height: number } & MicroConditioning,
+    fromImage: boolean,
+  ): { positive: Float32Array; negative: Float32Array } {
     const size: [number, number] = [req.height, req.width];
     const original = req.originalSize ?? size;
     const crops = req.cropsCoordsTopLeft ?? [0, 0];
     const target = req.targetSize ?? size;
     const negOriginal = req.negativeOriginalSize ?? original;
-    const negCrops = req.negativeCropsCoordsTopLeft ?? crops;
+    const negCrops = req.negativeCropsCoordsTopLeft ?? [0, 0];
     const negTarget = req.negativeTargetSize ?? target;
     for (const [field, pair] of Object.entries({
       originalSize: original,
@@ -229,8 +244,10 @@ export class SdxlConditioner {
       negative = [...negOriginal, ...negCrops, negScore];
     } else {
       positive = [...original, ...crops, ...target];
-      // diffusers' base pipeline pairs the negative size with the prompt's crop.
-      negative = [...negOriginal, ...crops, ...negTarget];
+      if (fromImage) negative = [...negOriginal, ...crops, ...negTarget];
+      else if (req.negativeOriginalSize && req.negativeTargetSize)
+        negative = [...negOriginal, ...negCrops, ...negTarget];
+      else negative = positive;
     }
     return { positive: Float32Array.from(positive), negative: Float32Array.from(negative) };
   }

@@ -81,3 +81,34 @@ describe("SDXL image inputs (tiny-sdxl)", () => {
     );
   });
 });
+
+describe("the negative time ids, as each of diffusers' SDXL pipelines makes them", () => {
+  let pipe: Pipeline;
+  before(async () => {
+    pipe = await loadPipeline(BASE, { threads: 1 });
+  });
+  after(() => pipe.release());
+  const ids = (fromImage: boolean, extra: Record<string, unknown>) => {
+    const t = pipe.sdxl?.timeIdsFor({ width: 96, height: 64, cropsCoordsTopLeft: [8, 4], ...extra }, fromImage);
+    return [Array.from(t?.positive ?? []), Array.from(t?.negative ?? [])];
+  };
+
+  test("text-to-image: the prompt's row, unless both negative sizes are given", () => {
+    assert.deepEqual(ids(false, {}), [
+      [64, 96, 8, 4, 64, 96],
+      [64, 96, 8, 4, 64, 96],
+    ]);
+    assert.deepEqual(ids(false, { negativeOriginalSize: [32, 48] })[1], [64, 96, 8, 4, 64, 96]);
+    assert.deepEqual(
+      ids(false, { negativeOriginalSize: [32, 48], negativeTargetSize: [64, 96] })[1],
+      [32, 48, 0, 0, 64, 96],
+    );
+  });
+
+  test("from an image: negative sizes default to the prompt's, with the prompt's crop", () => {
+    assert.deepEqual(
+      ids(true, { negativeOriginalSize: [32, 48], negativeCropsCoordsTopLeft: [1, 1] })[1],
+      [32, 48, 8, 4, 64, 96],
+    );
+  });
+});

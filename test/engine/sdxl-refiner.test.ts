@@ -198,8 +198,16 @@ describe("hand-over on the tiny SDXL", () => {
       assert.ok(maxAbsDiff(added.textEmbeds.data.subarray(32), ref(te(run.prompt).te2_text_embeds).data) <= 1e-4);
       // [orig h, orig w, crop top, crop left, score]: 2.5 for the negative, 6 for the prompt.
       assert.deepEqual(Array.from(added.timeIds.data), [64, 96, 0, 0, 2.5, 64, 96, 0, 0, 6]);
-      const custom = sdxl.timeIds({ width: 96, height: 64, aestheticScore: 7, originalSize: [128, 192] });
-      assert.deepEqual(Array.from(custom.positive), [128, 192, 0, 0, 7]);
+      const custom = sdxl.timeIds({
+        width: 96,
+        height: 64,
+        aestheticScore: 7,
+        originalSize: [128, 192],
+        cropsCoordsTopLeft: [8, 0],
+      });
+      assert.deepEqual(Array.from(custom.positive), [128, 192, 8, 0, 7]);
+      // The aesthetic form's negative takes its own crop, (0, 0) by default, and the prompt's size.
+      assert.deepEqual(Array.from(custom.negative), [128, 192, 0, 0, 2.5]);
       assert.throws(
         () => sdxl.timeIds({ width: 96, height: 64, aestheticScore: Number.POSITIVE_INFINITY }),
         RequestError,
