@@ -157,7 +157,7 @@ export class SdxlConditioner {
     const zeroNegative = guided && req.negativePrompt === undefined && this.settings.forceZerosForEmptyPrompt;
     const texts = guided && !zeroNegative ? [req.negativePrompt ?? "", req.prompt] : [req.prompt];
     const enc = await this.encode(texts);
-    const { positive, negative } = this.timeIdsFor(req, fromImage);
+    const { positive, negative } = this.timeIds(req, fromImage);
 
     const rows = guided ? 2 * batch : batch;
     const seq = enc.promptEmbeds.shape[1] as number;
@@ -189,26 +189,16 @@ export class SdxlConditioner {
 
   /**
    * diffusers' _get_add_time_ids: (original h, w, crop top, left, target h, w) or, for a model that
-   * requires an aesthetic score, (original h, w, crop top, left, score). The pipeline has checked
-   * at load that the UNet's add_embedding takes that many.
+   * requires an aesthetic score, (original h, w, crop top, left, score); the pipeline has checked
+   * at load that the UNet's add_embedding takes that many. The negative row as diffusers 0.29
+   * makes it: text-to-image (StableDiffusionXLPipeline) repeats the prompt's row unless both
+   * negative sizes are given (then with the negative crop, default (0, 0)); from an image
+   * (Img2Img / Inpaint) the negative sizes default to the prompt's and the prompt's crop is used,
+   * except in the aesthetic form, which takes the negative crop (default (0, 0)).
    */
-  timeIds(req: { width: number; height: number } & MicroConditioning): {
-    positive: Float32Array;
-    negative: Float32Array;
-  } {
-    return this.timeIdsFor(req, false);
-  }
-
-  /**
-   * The negative row, as diffusers 0.29 makes it: text-to-image (StableDiffusionXLPipeline)
-   * repeats the prompt's row unless both negative sizes are given (then with the negative crop,
-   * default (0, 0)); from an image (Img2Img / Inpaint) the negative sizes default to the prompt's
-   * and the prompt's crop is used, except in the aesthetic form, which takes the negative crop
-   * (default (0, 0)).
-   */
-  timeIdsFor(
+  timeIds(
     req: { width: number; height: number } & MicroConditioning,
-    fromImage: boolean,
+    fromImage = false,
   ): { positive: Float32Array; negative: Float32Array } {
     const size: [number, number] = [req.height, req.width];
     const original = req.originalSize ?? size;

@@ -89,7 +89,7 @@ describe("the negative time ids, as each of diffusers' SDXL pipelines makes them
   });
   after(() => pipe.release());
   const ids = (fromImage: boolean, extra: Record<string, unknown>) => {
-    const t = pipe.sdxl?.timeIdsFor({ width: 96, height: 64, cropsCoordsTopLeft: [8, 4], ...extra }, fromImage);
+    const t = pipe.sdxl?.timeIds({ width: 96, height: 64, cropsCoordsTopLeft: [8, 4], ...extra }, fromImage);
     return [Array.from(t?.positive ?? []), Array.from(t?.negative ?? [])];
   };
 
