@@ -55,7 +55,11 @@ before(async () => {
       const target = /^POST (\S+)/.exec(chunk.toString())?.[1];
       if (target === "/headers") trickler(socket, "HTTP/1.1 200 OK\r\n", "X-Slow: yes\r\n");
       else if (target === "/body") {
-        trickler(socket, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n", "1\r\nx\r\n");
+        trickler(
+          socket,
+          "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+          "1\r\nx\r\n",
+        );
       } else socket.end("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
     });
   });
