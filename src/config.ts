@@ -40,6 +40,8 @@ export interface Config {
   outputRetentionMs: number | null;
   /** Most predictions waiting or running at once; beyond it create answers 429. */
   queueMax: number;
+  /** Most unfinished predictions of one token, so that one token cannot fill the queue for all (429 beyond). */
+  queueMaxPerToken: number;
   /** Largest request body accepted, in bytes (413 beyond). */
   bodyLimit: number;
   /** External origin (scheme://host[:port][/path]) for the URLs in responses; absent: taken from each request. */
@@ -98,6 +100,7 @@ Environment only:
   SDSERVE_API_TOKENS              comma-separated bearer tokens (default: one generated and printed on first start)
   SDSERVE_OUTPUT_RETENTION        how long outputs are kept after completion: 90s, 1h, 7d, never (default 1h)
   SDSERVE_QUEUE_MAX               most predictions waiting or running (default 100; beyond: 429)
+  SDSERVE_QUEUE_MAX_PER_TOKEN     most of them from one token (default half of SDSERVE_QUEUE_MAX; beyond: 429)
   SDSERVE_BODY_LIMIT              largest request body: 1048576, 512kb, 2mb (default 1mb; beyond: 413)
   SDSERVE_MAX_WAIT                longest Prefer: wait in seconds (default 60)
   SDSERVE_MAX_RUN_TIME            cancel predictions older than this: 10m, 1h, never (default never)
@@ -381,6 +384,9 @@ export function loadConfig(
     .map((o) => o.trim().replace(/\/+$/, ""))
     .filter(Boolean);
 
+  const queueMax = env["SDSERVE_QUEUE_MAX"]
+    ? integer("SDSERVE_QUEUE_MAX", env["SDSERVE_QUEUE_MAX"], 1, 1_000_000)
+    : 100;
   return {
     port: port ? integer(port[0], port[1], 0, 65535) : command === "worker" ? 9090 : 8080,
     host: pick("host", "SDSERVE_HOST")?.[1] ?? "127.0.0.1",
@@ -394,7 +400,10 @@ export function loadConfig(
     provider,
     apiTokens,
     outputRetentionMs,
-    queueMax: env["SDSERVE_QUEUE_MAX"] ? integer("SDSERVE_QUEUE_MAX", env["SDSERVE_QUEUE_MAX"], 1, 1_000_000) : 100,
+    queueMax,
+    queueMaxPerToken: env["SDSERVE_QUEUE_MAX_PER_TOKEN"]
+      ? integer("SDSERVE_QUEUE_MAX_PER_TOKEN", env["SDSERVE_QUEUE_MAX_PER_TOKEN"], 1, 1_000_000)
+      : Math.ceil(queueMax / 2),
     bodyLimit,
     publicBaseUrl,
     maxWaitSeconds: env["SDSERVE_MAX_WAIT"] ? integer("SDSERVE_MAX_WAIT", env["SDSERVE_MAX_WAIT"], 1, 3600) : 60,

@@ -147,6 +147,7 @@ export function newService(
     models,
     {
       queueMax: config.queueMax,
+      queueMaxPerToken: config.queueMaxPerToken,
       outputRetentionMs: config.outputRetentionMs,
       maxRunTimeMs: config.maxRunTimeMs,
       webhookAllowPrivate: config.webhookAllowPrivate,

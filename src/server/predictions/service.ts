@@ -24,6 +24,8 @@ import type { UrlBase } from "./serialize.js";
 
 export interface ServiceLimits {
   queueMax: number;
+  /** Most unfinished predictions of one account. */
+  queueMaxPerToken: number;
   /** ms after completion; null keeps outputs forever. */
   outputRetentionMs: number | null;
   /** ms after creation; null: no server-side limit. */
@@ -202,6 +204,13 @@ export class PredictionService {
     const unfinished = await this.store.countUnfinished();
     if (unfinished >= this.limits.queueMax) {
       throw throttled(10, `The queue is full (${unfinished} predictions waiting or running). Try again in ~10s.`);
+    }
+    const mine = await this.store.countUnfinished(account);
+    if (mine >= this.limits.queueMaxPerToken) {
+      throw throttled(
+        10,
+        `This token already has ${mine} predictions waiting or running, the most one token may have (SDSERVE_QUEUE_MAX_PER_TOKEN). Try again when one has finished.`,
+      );
     }
 
     const createdAt = timestamp();

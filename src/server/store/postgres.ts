@@ -220,10 +220,12 @@ export class PostgresPredictionStore implements PredictionStore {
     return rows.map(fromRow);
   }
 
-  async countUnfinished(): Promise<number> {
-    const { rows } = await this.pool.query<{ n: number }>(
-      "SELECT count(*)::int AS n FROM predictions WHERE status IN ('starting', 'processing')",
-    );
+  async countUnfinished(account?: string): Promise<number> {
+    const unfinished = "SELECT count(*)::int AS n FROM predictions WHERE status IN ('starting', 'processing')";
+    const { rows } =
+      account === undefined
+        ? await this.pool.query<{ n: number }>(unfinished)
+        : await this.pool.query<{ n: number }>(`${unfinished} AND account = $1`, [account]);
     return rows[0]?.n ?? 0;
   }
 

@@ -254,10 +254,13 @@ export class SqlitePredictionStore implements PredictionStore {
     return rows.map(fromRow);
   }
 
-  async countUnfinished(): Promise<number> {
-    const row = this.db
-      .prepare("SELECT count(*) AS n FROM predictions WHERE status IN ('starting', 'processing')")
-      .get() as { n: number };
+  async countUnfinished(account?: string): Promise<number> {
+    const unfinished = "SELECT count(*) AS n FROM predictions WHERE status IN ('starting', 'processing')";
+    const row = (
+      account === undefined
+        ? this.db.prepare(unfinished).get()
+        : this.db.prepare(`${unfinished} AND account = ?`).get(account)
+    ) as { n: number };
     return row.n;
   }
 

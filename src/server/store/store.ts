@@ -88,7 +88,8 @@ export interface PredictionStore {
   appendLog(id: string, line: string): Promise<void>;
   /** Predictions still starting or processing, oldest first. */
   unfinished(): Promise<PredictionRecord[]>;
-  countUnfinished(): Promise<number>;
+  /** Predictions waiting or running: all of them, or one account's. */
+  countUnfinished(account?: string): Promise<number>;
   /** Predictions of a model (owner/name), every account's. */
   countByModel(model: string): Promise<number>;
   /** Ids of completed predictions whose data is still kept and that completed before `completedBefore`. */
