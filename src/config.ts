@@ -52,6 +52,9 @@ export interface Config {
   maxRunTimeMs: number | null;
   /** Interval of the `: ping` comments on open event streams, in ms. */
   streamKeepaliveMs: number;
+  /** Most event streams open at once on one prediction, and from one client address (429 beyond). */
+  streamsPerPrediction: number;
+  streamsPerClient: number;
   /** Deliver webhooks to loopback/private/link-local addresses too (a receiver on the same machine or network). */
   webhookAllowPrivate: boolean;
   /** Origins allowed by CORS; empty: no CORS headers (as Replicate). ["*"] allows any. */
@@ -105,7 +108,10 @@ Environment only:
   SDSERVE_MAX_WAIT                longest Prefer: wait in seconds (default 60)
   SDSERVE_MAX_RUN_TIME            cancel predictions older than this: 10m, 1h, never (default never)
   SDSERVE_STREAM_KEEPALIVE        a ": ping" comment on open event streams this often (default 10s), for proxies
-                                  that close quiet connections sooner
+                                  that close quiet connections sooner; a client that takes nothing for three
+                                  of these loses its stream
+  SDSERVE_STREAMS_PER_PREDICTION  most event streams open on one prediction (default 20; beyond: 429)
+  SDSERVE_STREAMS_PER_CLIENT      most event streams open from one client address (default 50; beyond: 429)
   SDSERVE_WEBHOOK_ALLOW_PRIVATE   true: allow webhooks to loopback and private addresses (default false)
   SDSERVE_CORS_ORIGINS            comma-separated origins allowed by CORS, or * (default: none)
   SDSERVE_RATE_LIMIT              per-token request limit such as 600/m or 10/s (default: off)
@@ -409,6 +415,12 @@ export function loadConfig(
     maxWaitSeconds: env["SDSERVE_MAX_WAIT"] ? integer("SDSERVE_MAX_WAIT", env["SDSERVE_MAX_WAIT"], 1, 3600) : 60,
     maxRunTimeMs,
     streamKeepaliveMs,
+    streamsPerPrediction: env["SDSERVE_STREAMS_PER_PREDICTION"]
+      ? integer("SDSERVE_STREAMS_PER_PREDICTION", env["SDSERVE_STREAMS_PER_PREDICTION"], 1, 100_000)
+      : 20,
+    streamsPerClient: env["SDSERVE_STREAMS_PER_CLIENT"]
+      ? integer("SDSERVE_STREAMS_PER_CLIENT", env["SDSERVE_STREAMS_PER_CLIENT"], 1, 100_000)
+      : 50,
     webhookAllowPrivate: boolean("SDSERVE_WEBHOOK_ALLOW_PRIVATE", env["SDSERVE_WEBHOOK_ALLOW_PRIVATE"] ?? ""),
     corsOrigins,
     rateLimit,

@@ -69,6 +69,8 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     publicBaseUrl: config.publicBaseUrl,
     maxWaitSeconds: config.maxWaitSeconds,
     streamKeepaliveMs: config.streamKeepaliveMs,
+    streamsPerPrediction: config.streamsPerPrediction,
+    streamsPerClient: config.streamsPerClient,
     corsOrigins: config.corsOrigins,
     rateLimit: config.rateLimit,
     provider: config.provider,
