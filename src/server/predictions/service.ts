@@ -620,6 +620,9 @@ const SHARED_STOPPED =
   "The worker running this prediction stopped before it finished; it runs again on another worker.";
 
 function isHttpUrl(text: string): boolean {
+  // The URL parser quietly percent-encodes control characters and spaces; the webhook is kept
+  // and echoed as sent, so such a string is refused rather than stored (PostgreSQL rejects a NUL).
+  if (/[\u0000-\u0020\u007f]/.test(text)) return false;
   try {
     const u = new URL(text);
     return u.protocol === "http:" || u.protocol === "https:";

@@ -341,6 +341,11 @@ export class SqlitePredictionStore implements PredictionStore {
       .run(key, value);
   }
 
+  async setSettingIfAbsent(key: string, value: string): Promise<string> {
+    this.db.prepare("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING").run(key, value);
+    return (await this.getSetting(key)) as string;
+  }
+
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }

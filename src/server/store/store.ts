@@ -102,5 +102,10 @@ export interface PredictionStore {
   /** A small key–value table for server state (webhook secrets, …). */
   getSetting(key: string): Promise<string | undefined>;
   setSetting(key: string, value: string): Promise<void>;
+  /**
+   * Stores `value` unless `key` already has one, and returns the value kept: when several
+   * processes race to make the same thing (an account's webhook secret), all get the first one.
+   */
+  setSettingIfAbsent(key: string, value: string): Promise<string>;
   close(): Promise<void>;
 }

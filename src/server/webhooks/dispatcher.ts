@@ -116,11 +116,8 @@ export class WebhookDispatcher {
   /** The account's signing secret, made on first use and kept in the store across restarts. */
   async secretFor(account: string): Promise<string> {
     const key = `webhook-secret:${account}`;
-    const existing = await this.store.getSetting(key);
-    if (existing) return existing;
-    const secret = newWebhookSecret();
-    await this.store.setSetting(key, secret);
-    return secret;
+    // Two processes (or requests) making it at once keep one: the first stored.
+    return (await this.store.getSetting(key)) ?? (await this.store.setSettingIfAbsent(key, newWebhookSecret()));
   }
 
   private onChange(change: PredictionChange): void {
