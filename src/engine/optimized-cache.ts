@@ -34,6 +34,7 @@ import {
 } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { removeStaleLock } from "./stale-lock.js";
 
 /** Bumped when what an entry holds changes (2: packed MatMul weights saved too). */
 const FORMAT = 2;
@@ -168,9 +169,9 @@ export class OptimizedModelCache {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       }
-      const holder = lockHolder(file);
+      const { holder, text } = lockHolder(file);
       if (holder === undefined) {
-        rmSync(file, { force: true });
+        if (text !== undefined) removeStaleLock(file, text);
         continue;
       }
       if (!told) onWait?.(holder);
@@ -244,18 +245,23 @@ function processStart(pid: number): string | undefined {
 }
 
 /**
- * Who holds a lock file ("process 123 on host"), or undefined when the lock is stale: its
+ * Who holds a lock file ("process 123 on host"), or no holder when the lock is stale: its
  * process gone (same host), older than LOCK_STALE_MS, or unreadable and not just being written.
+ * `text` is what was judged (undefined: the file is gone).
  */
-function lockHolder(file: string): string | undefined {
+function lockHolder(file: string): { holder?: string; text?: string } {
   let text: string;
   let age: number;
   try {
     text = readFileSync(file, "utf8");
     age = Date.now() - statSync(file).mtimeMs;
   } catch {
-    return undefined;
+    return {};
   }
+  return { holder: judgeLock(text, age, file), text };
+}
+
+function judgeLock(text: string, age: number, file: string): string | undefined {
   if (age > LOCK_STALE_MS) return undefined;
   let lock: { pid?: unknown; start?: unknown; host?: unknown };
   try {
