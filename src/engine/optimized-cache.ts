@@ -216,12 +216,15 @@ export class OptimizedModelCache {
   /**
    * Other entries of the same weights, entries whose weights files are gone, and temporary
    * folders abandoned by dead processes. A process still using a removed entry keeps its
-   * memory-mapped files until it exits.
+   * memory-mapped files until it exits. Only what this cache made is ever touched: a folder
+   * named as it names entries and their temporary folders, holding its sources file. The
+   * folder may be shared with other things (SDSERVE_OPTIMIZED_CACHE names any folder).
    */
   private removeStale(prefix: string, keep: string): void {
     for (const entry of readdirSync(this.root)) {
-      if (entry === keep || entry.endsWith(LOCK_SUFFIX)) continue;
+      if (entry === keep || !OWN_ENTRY.test(entry)) continue;
       const dir = path.join(this.root, entry);
+      if (!statSync(path.join(dir, SOURCES_FILE), { throwIfNoEntry: false })?.isFile()) continue;
       const stale = entry.includes(".tmp-")
         ? Date.now() - (statSync(dir, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > STALE_TMP_MS
         : entry.startsWith(prefix) || !sourcesExist(dir);
@@ -229,6 +232,9 @@ export class OptimizedModelCache {
     }
   }
 }
+
+/** The names this cache gives entries (`<network>-<weights>-<key>`) and their temporary folders. */
+const OWN_ENTRY = /^[a-z0-9_-]+-[0-9a-f]{12}-[0-9a-f]{16}(\.tmp-\d+-[0-9a-f]{8})?$/;
 
 /** Lock files this process holds. */
 const heldHere = new Set<string>();
