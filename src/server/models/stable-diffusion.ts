@@ -32,6 +32,7 @@ import {
   SIZES,
   STABLE_DIFFUSION_VERSION,
 } from "../../model-catalog.js";
+import { publicErrorMessage } from "../public-error.js";
 import { DownloadTracker } from "./download-tracker.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
 import { canPreview, latentsToPreviewImages } from "./latent-preview.js";
@@ -197,8 +198,8 @@ const RETRY_UNREACHABLE_MS = 30_000;
 const OFFLINE_HINT = "to try everything offline meanwhile, start sdserve with --model tiny-random";
 
 /** The reason a model cannot be set up, with what to do about it, in a sentence or two. */
-function setupFailure(err: unknown, spec: ModelSpec): string {
-  const message = (err instanceof Error ? err.message : String(err)).replace(/[.\s]+$/, "");
+function setupFailure(err: unknown, spec: ModelSpec, log?: (line: string) => void): string {
+  const message = publicErrorMessage(err, "setting up the model", log).replace(/[.\s]+$/, "");
   if (err instanceof HubError) return `${message}; ${OFFLINE_HINT}`;
   const where = spec.name === DEFAULT_MODEL_NAME ? "--model" : `the weights of ${spec.name} in the models file`;
   return `${message}. Point ${where} at a diffusers-format folder or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
@@ -304,7 +305,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
         this.state = "READY";
       } catch (err) {
         this.state = "SETUP_FAILED";
-        this.setupError = setupFailure(err, this.spec);
+        this.setupError = setupFailure(err, this.spec, this.options.log);
         this.failedAt = performance.now();
         this.failedTransiently = err instanceof HubError && err.kind === "unreachable";
         throw new PredictionError(this.setupError);
