@@ -622,7 +622,10 @@ const SHARED_STOPPED =
 function isHttpUrl(text: string): boolean {
   // The URL parser quietly percent-encodes control characters and spaces; the webhook is kept
   // and echoed as sent, so such a string is refused rather than stored (PostgreSQL rejects a NUL).
-  if (/[\u0000-\u0020\u007f]/.test(text)) return false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c <= 0x20 || c === 0x7f) return false;
+  }
   try {
     const u = new URL(text);
     return u.protocol === "http:" || u.protocol === "https:";
