@@ -4,6 +4,7 @@
  * A flag wins over its environment variable; a bad value fails at start with a message
  * naming the flag or variable.
  */
+import { isIP } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -46,6 +47,11 @@ export interface Config {
   bodyLimit: number;
   /** External origin (scheme://host[:port][/path]) for the URLs in responses; absent: taken from each request. */
   publicBaseUrl: string | undefined;
+  /**
+   * Proxies whose X-Forwarded-Host/-Proto are believed (addresses, CIDRs, or loopback /
+   * linklocal / uniquelocal, as Fastify's trustProxy takes them); empty: those headers are ignored.
+   */
+  trustProxy: string[];
   /** Longest `Prefer: wait=N` honoured, in seconds (Replicate: 60); longer asks are clamped. */
   maxWaitSeconds: number;
   /** Server-side limit on a prediction's lifetime, in ms; past it the prediction is canceled. null: none. */
@@ -96,6 +102,9 @@ Options (each also read from the environment variable shown):
   --threads <n>          SDSERVE_THREADS      CPU threads for ONNX Runtime (default: one per core)
   --provider <cpu|cuda>  SDSERVE_PROVIDER     execution provider (default cpu)
   --public-url <url>     SDSERVE_PUBLIC_URL   external base URL for links in responses (default: from each request)
+  --trust-proxy <list>   SDSERVE_TRUST_PROXY  reverse proxies whose X-Forwarded-Host/-Proto are honoured: addresses
+                                              or CIDRs, comma-separated, or loopback (default: none; the headers
+                                              are ignored)
   --no-worker                                 API only: run no predictions here; \`sdserve worker\` processes do
                                               (needs REDIS_URL)
 
@@ -161,6 +170,30 @@ export function parseDuration(text: string): number | undefined {
     end = re.lastIndex;
   }
   return end === s.length && end > 0 ? total : undefined;
+}
+
+const PROXY_KEYWORDS = ["loopback", "linklocal", "uniquelocal"];
+
+/** A comma-separated list of proxy addresses, CIDRs and proxy-addr's keywords, each checked. */
+function parseTrustProxy(name: string, text: string): string[] {
+  const entries = text
+    .split(",")
+    .map((e) => e.trim())
+    .filter(Boolean);
+  for (const entry of entries) {
+    if (PROXY_KEYWORDS.includes(entry)) continue;
+    const [address = "", prefix, extra] = entry.split("/");
+    const family = isIP(address);
+    const bits = family === 4 ? 32 : 128;
+    const prefixOk = prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= bits);
+    if (family === 0 || !prefixOk || extra !== undefined) {
+      throw new ConfigError(
+        `${name} must list proxy addresses or CIDRs (127.0.0.1, 10.0.0.0/8, ::1) or loopback, linklocal, uniquelocal; got "${entry}"`,
+      );
+    }
+  }
+  if (entries.length === 0) throw new ConfigError(`${name} is empty`);
+  return entries;
 }
 
 function parseBytes(text: string): number | undefined {
@@ -245,7 +278,7 @@ export function loadConfig(
       provider: { type: "string" },
       variant: { type: "string" },
       ...(command === "serve"
-        ? { "public-url": { type: "string" }, "no-worker": { type: "boolean" } }
+        ? { "public-url": { type: "string" }, "trust-proxy": { type: "string" }, "no-worker": { type: "boolean" } }
         : { concurrency: { type: "string" } }),
     } as const,
   });
@@ -289,6 +322,9 @@ export function loadConfig(
     }
     publicBaseUrl = `${u.origin}${u.pathname.replace(/\/+$/, "")}`;
   }
+
+  const trustProxySetting = pick("trust-proxy", "SDSERVE_TRUST_PROXY");
+  const trustProxy = trustProxySetting ? parseTrustProxy(trustProxySetting[0], trustProxySetting[1]) : [];
 
   const apiTokens = (env["SDSERVE_API_TOKENS"] ?? "")
     .split(",")
@@ -412,6 +448,7 @@ export function loadConfig(
       : Math.ceil(queueMax / 2),
     bodyLimit,
     publicBaseUrl,
+    trustProxy,
     maxWaitSeconds: env["SDSERVE_MAX_WAIT"] ? integer("SDSERVE_MAX_WAIT", env["SDSERVE_MAX_WAIT"], 1, 3600) : 60,
     maxRunTimeMs,
     streamKeepaliveMs,

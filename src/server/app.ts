@@ -4,6 +4,7 @@
  */
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { TokenAuth } from "./auth.js";
+import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from "./http/json-depth.js";
 import { badJson, HttpProblem, notFound, throttled, unauthenticated } from "./http/problem.js";
 import { RateLimiter } from "./http/rate-limit.js";
 import type { Metrics } from "./metrics.js";
@@ -33,6 +34,8 @@ export interface AppOptions {
   auth: TokenAuth;
   bodyLimit: number;
   publicBaseUrl: string | undefined;
+  /** Proxies whose X-Forwarded-Host/-Proto are believed (Fastify's trustProxy); none: ignored. */
+  trustProxy?: readonly string[];
   maxWaitSeconds: number;
   /** Interval of the `: ping` comments on open event streams (default 10 s). */
   streamKeepaliveMs?: number;
@@ -60,7 +63,13 @@ function sendProblem(reply: FastifyReply, problem: HttpProblem): FastifyReply {
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
-  const app = Fastify({ bodyLimit: opts.bodyLimit, logger: false, return503OnClosing: false });
+  const app = Fastify({
+    bodyLimit: opts.bodyLimit,
+    logger: false,
+    return503OnClosing: false,
+    // request.host and request.protocol read X-Forwarded-* only from these peers.
+    trustProxy: opts.trustProxy?.length ? [...opts.trustProxy] : false,
+  });
   app.decorateRequest("account", "");
 
   // Bodies are JSON whatever the Content-Type says (curl -d sends form encoding), and an
@@ -71,6 +80,16 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   app.addContentTypeParser("*", { parseAs: "string" }, (req, body, done) => {
     const text = String(body);
     if (text.trim() === "") return done(null, undefined);
+    if (jsonNestsDeeperThan(text, MAX_JSON_DEPTH)) {
+      return done(
+        new HttpProblem(
+          400,
+          "Bad request",
+          `Request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`,
+        ),
+        undefined,
+      );
+    }
     parseJson(req, text, (err: Error | null, value?: unknown) =>
       err ? done(badJson(), undefined) : done(null, value),
     );

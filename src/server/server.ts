@@ -67,6 +67,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     auth: new TokenAuth(tokens.tokens),
     bodyLimit: config.bodyLimit,
     publicBaseUrl: config.publicBaseUrl,
+    trustProxy: config.trustProxy,
     maxWaitSeconds: config.maxWaitSeconds,
     streamKeepaliveMs: config.streamKeepaliveMs,
     streamsPerPrediction: config.streamsPerPrediction,

@@ -52,6 +52,12 @@ export { STABLE_DIFFUSION_VERSION };
 
 const MAX_PIXELS = 786_432;
 const SIZE_DESCRIPTION = "Maximum size is 1024x768 or 768x1024 because of memory limits";
+/**
+ * Longest prompt and negative prompt, in characters. CLIP reads only their first 75 tokens
+ * (a few hundred characters); the bound keeps stored inputs, listings and pages small. It is
+ * part of the published schema (maxLength), so clients see it.
+ */
+export const MAX_PROMPT_LENGTH = 10_000;
 /** At most two previews a second: enough to watch, little to send (each is a few kB per image). */
 const PREVIEW_INTERVAL_MS = 500;
 
@@ -70,12 +76,14 @@ export function stableDiffusionSchemas(defaults: ModelDefaults): Record<string, 
           title: "Prompt",
           description: "Input prompt",
           default: "a photo of an astronaut riding a horse on mars",
+          maxLength: MAX_PROMPT_LENGTH,
           "x-order": 0,
         },
         negative_prompt: {
           type: "string",
           title: "Negative Prompt",
           description: "Specify things to not see in the output",
+          maxLength: MAX_PROMPT_LENGTH,
           ...(defaults.negative_prompt === undefined ? {} : { default: defaults.negative_prompt }),
           "x-order": 1,
         },
