@@ -7,6 +7,7 @@ import type { TokenAuth } from "./auth.js";
 import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from "./http/json-depth.js";
 import { badJson, HttpProblem, notFound, throttled, unauthenticated } from "./http/problem.js";
 import { RateLimiter } from "./http/rate-limit.js";
+import { fastifyLogging, type Logger, loggableUrl, silentLogger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { serverOpenApi } from "./models/openapi.js";
 import type { PredictionService } from "./predictions/service.js";
@@ -52,8 +53,12 @@ export interface AppOptions {
   modelsRunElsewhere?: boolean;
   /** Served at GET /metrics (Prometheus text format, no token, as /health-check). */
   metrics?: Metrics;
-  log?: (line: string) => void;
+  /** The log (log.ts); default: none. */
+  logger?: Logger;
 }
+
+/** Probes that answer many times a minute: their request records are debug. */
+const QUIET_ROUTES = new Set(["/health-check", "/metrics"]);
 
 export const API_PREFIXES = ["/v1", "/replicate/v1"] as const;
 
@@ -63,14 +68,30 @@ function sendProblem(reply: FastifyReply, problem: HttpProblem): FastifyReply {
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
+  const logger = opts.logger ?? silentLogger();
   const app = Fastify({
     bodyLimit: opts.bodyLimit,
-    logger: false,
+    ...fastifyLogging(logger),
     return503OnClosing: false,
     // request.host and request.protocol read X-Forwarded-* only from these peers.
     trustProxy: opts.trustProxy?.length ? [...opts.trustProxy] : false,
-  });
+  }) as unknown as FastifyInstance;
   app.decorateRequest("account", "");
+  app.addHook("onResponse", async (req, reply) => {
+    const route = req.routeOptions.url;
+    const level = route && QUIET_ROUTES.has(route) ? "debug" : "info";
+    if (!logger.isLevelEnabled(level)) return;
+    req.log[level](
+      {
+        method: req.method,
+        route: route ?? null,
+        url: loggableUrl(req.url),
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime * 10) / 10,
+      },
+      "request",
+    );
+  });
 
   // Bodies are JSON whatever the Content-Type says (curl -d sends form encoding), and an
   // empty body is no body: the JS client sends Content-Type: application/json on a bodyless cancel.
@@ -105,7 +126,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       );
     }
     if (status >= 500) {
-      opts.log?.(`${req.method} ${req.url}: ${err.stack ?? err.message}`);
+      req.log.error({ err, url: loggableUrl(req.url) }, "request failed");
       return sendProblem(
         reply,
         new HttpProblem(500, "Internal Server Error", "The server failed to handle this request."),

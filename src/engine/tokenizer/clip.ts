@@ -11,6 +11,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { ModelError } from "../errors.js";
+import { parseJsonObject } from "../json.js";
 
 export interface Encoding {
   /** `<|startoftext|>`, the text's tokens, `<|endoftext|>`, then padding. */
@@ -185,19 +186,6 @@ async function readTextFile(file: string, required: boolean): Promise<string | u
     const reason = code === "ENOENT" ? "file not found" : `cannot be read (${(err as Error).message})`;
     throw new ModelError(`tokenizer ${reason}`, { file });
   }
-}
-
-function parseJsonObject(text: string, file: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new ModelError(`not valid JSON (${(err as Error).message})`, { file });
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ModelError("expected a JSON object", { file });
-  }
-  return value as Record<string, unknown>;
 }
 
 /** A special-token entry: a plain string, an AddedToken object, or null (none). */

@@ -9,10 +9,12 @@
 import { randomInt } from "node:crypto";
 import {
   a1111Parameters,
+  canPreview,
   encodePng,
   formatHubRef,
   HubError,
   type HubSettings,
+  latentsToPreviewImages,
   loadPipeline,
   ModelError,
   type Pipeline,
@@ -35,7 +37,6 @@ import {
 import { publicErrorMessage } from "../public-error.js";
 import { DownloadTracker } from "./download-tracker.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
-import { canPreview, latentsToPreviewImages } from "./latent-preview.js";
 import {
   type ModelAdapter,
   type ModelDescription,
@@ -189,8 +190,12 @@ export interface StableDiffusionOptions {
   spec?: ModelSpec;
   /** Without a spec: the weights of stability-ai/stable-diffusion (a folder, a Hugging Face model id, or tiny-random). */
   source?: string;
-  /** The hub and its cache, for a hub id. */
+  /** The hub and its cache, for a hub id (from config's HF_* settings). */
   hub?: HubSettings;
+  /** sdserve's cache, where tiny-random is built (SDSERVE_CACHE). */
+  cacheDir?: string;
+  /** The engine's optimised-model cache (SDSERVE_OPTIMIZED_CACHE); absent: off. */
+  optimizedCache?: string | false;
   threads?: number;
   provider?: "cpu" | "cuda";
   /** Where the engine's own messages go (which execution provider runs each network). */
@@ -297,8 +302,11 @@ export class StableDiffusionAdapter implements ModelAdapter {
         const hub = parseHubId(this.spec.weights) !== undefined;
         this.phase = hub ? "downloading" : "loading";
         this.download = hub ? new DownloadTracker(this.spec.weights, log) : undefined;
+        const { hub: hubSettings, cacheDir } = this.options;
+        if (!hubSettings || !cacheDir) throw new Error("the model adapter was made without its hub and cache settings");
         const source = await resolveModelSource(this.spec.weights, {
-          hub: this.options.hub,
+          hub: hubSettings,
+          cacheDir,
           variant: this.spec.variant,
           onProgress: this.download?.handle,
         });
@@ -308,6 +316,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
           variant: this.spec.variant,
           threads: this.options.threads,
           provider: this.options.provider,
+          optimizedCache: this.options.optimizedCache,
           log: this.options.log,
         });
         this.state = "READY";
