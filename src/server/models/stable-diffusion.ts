@@ -198,7 +198,9 @@ const OFFLINE_HINT = "to try everything offline meanwhile, start sdserve with --
 
 /** The reason a model cannot be set up, with what to do about it, in a sentence or two. */
 function setupFailure(err: unknown, spec: ModelSpec, log?: (line: string) => void): string {
-  const message = publicErrorMessage(err, "setting up the model", log).replace(/[.\s]+$/, "");
+  // An engine process that ended is told as such (its reason is ours, not a local path).
+  const shown = err instanceof EngineStoppedError ? err.message : publicErrorMessage(err, "setting up the model", log);
+  const message = shown.replace(/[.\s]+$/, "");
   if (err instanceof HubError) return `${message}; ${OFFLINE_HINT}`;
   if (err instanceof EngineStoppedError) {
     // Most often the memory ran out while the weights were loaded; the server's log has the rest.
