@@ -5,16 +5,22 @@ import { parseArgs } from "node:util";
 import { a1111Parameters, encodePng } from "../engine/image.js";
 import { loadPipeline } from "../engine/pipeline.js";
 import { resolveModelSource } from "../engine/sources.js";
+import { PREDICTION_TYPES, type PredictionType } from "../engine/weights/single-file.js";
 import { DownloadProgress } from "./download-progress.js";
 import { StepProgress } from "./progress.js";
 
-export const GENERATE_HELP = `Usage: sdserve generate "prompt" --model <folder|owner/name|tiny-random> [options]
+export const GENERATE_HELP = `Usage: sdserve generate "prompt" --model <folder|file|owner/name|tiny-random> [options]
 
 Options:
-  --model <source>          a diffusers-format Stable Diffusion folder; a Hugging Face model id
-                            (owner/name[@revision], downloaded into the Hugging Face cache on first
-                            use, see sdserve models --help); or tiny-random (a small random-weight
-                            model built on the spot, to try things offline)
+  --model <source>          a diffusers-format Stable Diffusion folder; a single-file checkpoint
+                            (model.safetensors in the original SD 1.x / 2.x layout); a Hugging Face
+                            model id (owner/name[@revision], downloaded into the Hugging Face cache
+                            on first use, see sdserve models --help); or tiny-random (a small
+                            random-weight model built on the spot, to try things offline)
+  --config <folder>         for a single-file checkpoint: a diffusers folder whose configs, scheduler
+                            and tokenizer describe it (default: the published SD 1.5 / 2.1 configs)
+  --prediction-type <type>  epsilon, v_prediction or sample, overriding the model's (an SD 2.x
+                            single file is taken as v-prediction, as diffusers does)
   --variant <fp32|fp16>     which weights to use where the model has both (default fp32)
   --negative-prompt <text>  what the image should not show
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size)
@@ -64,6 +70,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
       threads: { type: "string" },
       provider: { type: "string" },
       variant: { type: "string" },
+      config: { type: "string" },
+      "prediction-type": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -94,12 +102,19 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (variant !== "fp32" && variant !== "fp16")
     throw new UsageError(`--variant must be fp32 or fp16, got "${variant}"`);
 
+  const predictionType = values["prediction-type"];
+  if (predictionType !== undefined && !(PREDICTION_TYPES as readonly string[]).includes(predictionType)) {
+    throw new UsageError(`--prediction-type must be one of ${PREDICTION_TYPES.join(", ")}, got "${predictionType}"`);
+  }
+
   const source = await resolveModelSource(values.model, { variant, onProgress: new DownloadProgress().handle });
   const loadStart = performance.now();
   const pipeline = await loadPipeline(source.path, {
     threads: intOption(values, "threads"),
     provider,
     variant,
+    config: values.config,
+    predictionType: predictionType as PredictionType | undefined,
     log: (line) => process.stderr.write(`${line}\n`),
   });
   process.stderr.write(`loaded ${source.label} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s\n`);

@@ -11,10 +11,18 @@ import type { RuntimeOptions } from "./runtime.js";
 import { createScheduler, type Scheduler } from "./schedulers/index.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import { type ModelFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
+import { isCheckpointFile, openSingleFile, type PredictionType } from "./weights/single-file.js";
 
 export interface LoadPipelineOptions extends RuntimeOptions {
   /** Use `*.fp16.safetensors` weights where present (computation stays float32 on CPU). */
   variant?: WeightsVariant;
+  /**
+   * For a single-file checkpoint: a diffusers folder whose configs, scheduler and tokenizer
+   * describe it (needed when its sizes are not those of a published model).
+   */
+  config?: string;
+  /** Overrides the scheduler config's prediction type (e.g. an SD 2.x checkpoint the file cannot tell). */
+  predictionType?: PredictionType;
 }
 
 export interface PipelineInfo {
@@ -95,9 +103,13 @@ export class Pipeline {
   ) {}
 
   static async load(source: string, opts: LoadPipelineOptions = {}): Promise<Pipeline> {
-    const folder = await openModelFolder(source, { variant: opts.variant });
+    const folder = isCheckpointFile(source)
+      ? await openSingleFile(source, { config: opts.config, predictionType: opts.predictionType })
+      : await openModelFolder(source, { variant: opts.variant });
+    if (opts.predictionType)
+      folder.schedulerConfig = { ...folder.schedulerConfig, prediction_type: opts.predictionType };
     checkPipelineKind(folder);
-    const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizerDir);
+    const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizerDir, folder.tokenizerVocabDir);
     // Sessions are created one after another: each uses every core while optimising.
     const textEncoder = await TextEncoder.load(folder.textEncoder, opts);
     const unet = await UNet.load(folder.unet, opts);
@@ -312,7 +324,10 @@ function checkPipelineKind(folder: ModelFolder): void {
   }
 }
 
-/** Loads a diffusers-format Stable Diffusion folder (or a folder of ONNX exports). */
+/**
+ * Loads a diffusers-format Stable Diffusion folder (or a folder of ONNX exports), or a
+ * single-file checkpoint in the original layout (`.safetensors`).
+ */
 export function loadPipeline(source: string, opts: LoadPipelineOptions = {}): Promise<Pipeline> {
   return Pipeline.load(source, opts);
 }
