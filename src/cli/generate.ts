@@ -3,6 +3,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { a1111Parameters, encodePng } from "../engine/image.js";
+import { parseLoraArg } from "../engine/lora.js";
 import { loadPipeline } from "../engine/pipeline.js";
 import { resolveModelSource } from "../engine/sources.js";
 import { PREDICTION_TYPES, type PredictionType } from "../engine/weights/single-file.js";
@@ -21,6 +22,8 @@ Options:
                             and tokenizer describe it (default: the published SD 1.5 / 2.1 configs)
   --prediction-type <type>  epsilon, v_prediction or sample, overriding the model's (an SD 2.x
                             single file is taken as v-prediction, as diffusers does)
+  --lora <file[:scale]>     a LoRA (.safetensors, kohya/A1111 or diffusers/PEFT layout) at a scale
+                            (default 1); repeat for several
   --variant <fp32|fp16>     which weights to use where the model has both (default fp32)
   --negative-prompt <text>  what the image should not show
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size)
@@ -72,6 +75,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       variant: { type: "string" },
       config: { type: "string" },
       "prediction-type": { type: "string" },
+      lora: { type: "string", multiple: true },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -115,6 +119,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     variant,
     config: values.config,
     predictionType: predictionType as PredictionType | undefined,
+    loras: (values.lora ?? []).map(parseLoraArg),
     log: (line) => process.stderr.write(`${line}\n`),
   });
   process.stderr.write(`loaded ${source.label} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s\n`);

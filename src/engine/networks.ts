@@ -9,8 +9,8 @@ import { ConfigReader } from "./graph/config.js";
 import type { GraphBuilder } from "./graph/onnx.js";
 import { buildUNetGraph, readUNetConfig } from "./graph/unet.js";
 import { buildVaeDecoderGraph, readVaeConfig } from "./graph/vae.js";
-import { WeightBinder } from "./graph/weights.js";
-import { NetworkSession, ort, type RuntimeOptions } from "./runtime.js";
+import { type LowRankTarget, WeightBinder } from "./graph/weights.js";
+import { type Feeds, NetworkSession, ort, type RuntimeOptions } from "./runtime.js";
 import type { ComponentFiles } from "./weights/model-folder.js";
 
 export interface TensorF32 {
@@ -27,31 +27,51 @@ async function openSession(
   files: ComponentFiles,
   build: (cfg: ConfigReader, weights: WeightBinder) => GraphBuilder,
   opts: RuntimeOptions,
+  lowRank?: LowRankSupport,
 ): Promise<NetworkSession> {
   if (files.onnxPath) return NetworkSession.create(name, files.onnxPath, undefined, opts);
   const weights = new WeightBinder(name, files.tensors);
+  weights.lowRankFilter = lowRank?.filter;
   const graph = build(new ConfigReader(files.configPath, files.config), weights);
+  for (const [prefix, target] of weights.lowRankTargets) lowRank?.targets.set(prefix, target);
   let fp32Bytes = 0;
   for (const t of files.tensors.values()) fp32Bytes += 4 * t.shape.reduce((a, d) => a * d, 1);
   return NetworkSession.create(name, graph.toModel(), { dir: weights.baseDir, files: weights.files, fp32Bytes }, opts);
+}
+
+/**
+ * Which layers take LoRA factors as graph inputs (the filter, from lora.ts), and, once the
+ * graph is built, those layers (filled in by the loader).
+ */
+export interface LowRankSupport {
+  filter: (prefix: string) => boolean;
+  targets: Map<string, LowRankTarget>;
 }
 
 export class TextEncoder {
   private constructor(
     readonly session: NetworkSession,
     readonly hiddenSize: number,
+    /** Layers whose LoRA factors are inputs; empty unless loaded with LoRA support. */
+    readonly lowRankTargets: ReadonlyMap<string, LowRankTarget> = new Map(),
   ) {}
 
-  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<TextEncoder> {
+  static async load(
+    files: ComponentFiles,
+    opts: RuntimeOptions,
+    lowRankFilter?: (prefix: string) => boolean,
+  ): Promise<TextEncoder> {
     const cfg = readClipTextConfig(new ConfigReader(files.configPath, files.config));
-    return new TextEncoder(await openSession("text_encoder", files, buildClipTextGraph, opts), cfg.hiddenSize);
+    const lowRank = lowRankFilter && { filter: lowRankFilter, targets: new Map<string, LowRankTarget>() };
+    const session = await openSession("text_encoder", files, buildClipTextGraph, opts, lowRank);
+    return new TextEncoder(session, cfg.hiddenSize, lowRank?.targets);
   }
 
   /**
    * Token ids [B][L] → last_hidden_state [B, L, hidden] (what the SD pipeline uses as
    * prompt embeddings). No attention mask is passed, as diffusers does.
    */
-  async encode(ids: readonly (readonly number[])[]): Promise<TensorF32> {
+  async encode(ids: readonly (readonly number[])[], adapters: Feeds = {}): Promise<TensorF32> {
     const batch = ids.length;
     const len = ids[0]?.length ?? 0;
     const meta = this.session.inputNames[0] ?? "input_ids";
@@ -65,7 +85,7 @@ export class TextEncoder {
           BigInt64Array.from(flat, (v) => BigInt(v)),
           [batch, len],
         );
-    const out = await this.session.run({ [meta]: tensor }, ["last_hidden_state"]);
+    const out = await this.session.run({ [meta]: tensor, ...adapters }, ["last_hidden_state"]);
     return toF32(out["last_hidden_state"] as ort.Tensor);
   }
 }
@@ -74,15 +94,23 @@ export class UNet {
   private constructor(
     readonly session: NetworkSession,
     readonly config: ReturnType<typeof readUNetConfig> | undefined,
+    /** Layers whose LoRA factors are inputs; empty unless loaded with LoRA support. */
+    readonly lowRankTargets: ReadonlyMap<string, LowRankTarget> = new Map(),
   ) {}
 
-  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<UNet> {
+  static async load(
+    files: ComponentFiles,
+    opts: RuntimeOptions,
+    lowRankFilter?: (prefix: string) => boolean,
+  ): Promise<UNet> {
     const cfg = files.onnxPath ? undefined : readUNetConfig(new ConfigReader(files.configPath, files.config));
-    return new UNet(await openSession("unet", files, buildUNetGraph, opts), cfg);
+    const lowRank = lowRankFilter && { filter: lowRankFilter, targets: new Map<string, LowRankTarget>() };
+    return new UNet(await openSession("unet", files, buildUNetGraph, opts, lowRank), cfg, lowRank?.targets);
   }
 
   /** One forward pass: the model's prediction (noise, v or sample, per the scheduler config). */
-  async run(sample: TensorF32, timestep: number, context: TensorF32): Promise<TensorF32> {
+  /** `adapters`: the LoRA factor feeds (lora.ts) when loaded with LoRA support. */
+  async run(sample: TensorF32, timestep: number, context: TensorF32, adapters: Feeds = {}): Promise<TensorF32> {
     const tType = this.session.inputType("timestep");
     const t =
       tType === "int64"
@@ -92,6 +120,7 @@ export class UNet {
       sample: new ort.Tensor("float32", sample.data, sample.shape),
       timestep: t,
       encoder_hidden_states: new ort.Tensor("float32", context.data, context.shape),
+      ...adapters,
     });
     return toF32(out[this.session.outputNames[0] as string] as ort.Tensor);
   }

@@ -5,9 +5,19 @@
 import { randomInt } from "node:crypto";
 import { ModelError, RequestError } from "./errors.js";
 import { decodedToImages, type GenerationParameters, type RgbImage } from "./image.js";
+import {
+  fileIdentity,
+  isLoraTarget,
+  type LoadedLora,
+  type LoraModel,
+  type LoraSpec,
+  loadLora,
+  loraFeeds,
+  moduleShapes,
+} from "./lora.js";
 import { type TensorF32, TextEncoder, UNet, VaeDecoder } from "./networks.js";
 import { TorchCpuGenerator } from "./random/torch-cpu.js";
-import type { RuntimeOptions } from "./runtime.js";
+import type { Feeds, RuntimeOptions } from "./runtime.js";
 import { createScheduler, type Scheduler } from "./schedulers/index.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import { type ModelFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
@@ -23,6 +33,13 @@ export interface LoadPipelineOptions extends RuntimeOptions {
   config?: string;
   /** Overrides the scheduler config's prediction type (e.g. an SD 2.x checkpoint the file cannot tell). */
   predictionType?: PredictionType;
+  /** LoRAs applied to every request (part of the model, like a models-file entry's); implies loraSupport. */
+  loras?: readonly LoraSpec[];
+  /**
+   * Build the text encoder and UNet so requests can bring their own LoRAs (lora.ts): switching
+   * is then cheap, at the cost of a little work per step even without LoRAs.
+   */
+  loraSupport?: boolean;
 }
 
 export interface PipelineInfo {
@@ -62,6 +79,8 @@ export interface GenerateRequest {
   numOutputs?: number;
   /** Starting latents [numOutputs, C, h, w] instead of drawing them (they are still scaled by the scheduler's init sigma). */
   latents?: TensorF32;
+  /** LoRAs for this request, on top of the pipeline's own; needs a pipeline loaded with loraSupport. */
+  loras?: readonly LoraSpec[];
 }
 
 export interface StepEvent {
@@ -92,7 +111,20 @@ export interface GenerateResult {
 
 export const DEFAULT_SCHEDULER = "DPMSolverMultistep";
 
+interface LoraState {
+  model: LoraModel;
+  /** Loaded LoRA files by identity (path, size, mtime), most recently used last. */
+  cache: Map<string, Promise<LoadedLora>>;
+  fixed: { lora: LoadedLora; scale: number }[];
+  /** The feeds of the last set of LoRAs asked for: a request repeating it reuses them. */
+  last?: { active: { lora: LoadedLora; scale: number }[]; feeds: { text: Feeds; unet: Feeds } };
+}
+
+const LORA_CACHE_ENTRIES = 16;
+
 export class Pipeline {
+  private lora?: LoraState;
+
   private constructor(
     readonly info: PipelineInfo,
     readonly folder: ModelFolder,
@@ -111,8 +143,13 @@ export class Pipeline {
     checkPipelineKind(folder);
     const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizerDir, folder.tokenizerVocabDir);
     // Sessions are created one after another: each uses every core while optimising.
-    const textEncoder = await TextEncoder.load(folder.textEncoder, opts);
-    const unet = await UNet.load(folder.unet, opts);
+    const lowRank = opts.loraSupport === true || (opts.loras?.length ?? 0) > 0;
+    const textEncoder = await TextEncoder.load(
+      folder.textEncoder,
+      opts,
+      lowRank ? (p) => isLoraTarget("text_encoder", p) : undefined,
+    );
+    const unet = await UNet.load(folder.unet, opts, lowRank ? (p) => isLoraTarget("unet", p) : undefined);
     const vae = await VaeDecoder.load(folder.vae, opts);
     if (textEncoder.hiddenSize && unet.config && unet.config.crossDim[0] !== textEncoder.hiddenSize) {
       throw new ModelError(
@@ -135,13 +172,76 @@ export class Pipeline {
       defaultSize: sampleSize * vae.config.scaleFactor,
       variant: folder.variant,
     };
-    return new Pipeline(info, folder, tokenizer, textEncoder, unet, vae);
+    const pipeline = new Pipeline(info, folder, tokenizer, textEncoder, unet, vae);
+    if (lowRank) {
+      pipeline.lora = {
+        model: {
+          modules: { unet: moduleShapes(folder.unet.tensors), text_encoder: moduleShapes(folder.textEncoder.tensors) },
+          targets: { unet: unet.lowRankTargets, text_encoder: textEncoder.lowRankTargets },
+        },
+        cache: new Map(),
+        fixed: [],
+      };
+      try {
+        pipeline.lora.fixed = await pipeline.loadLoras(opts.loras ?? []);
+      } catch (err) {
+        await pipeline.release();
+        throw err;
+      }
+    }
+    return pipeline;
+  }
+
+  /** Reads (or finds in the cache) each LoRA file, checked against this model. */
+  private async loadLoras(specs: readonly LoraSpec[]): Promise<{ lora: LoadedLora; scale: number }[]> {
+    const state = this.lora as LoraState;
+    const out: { lora: LoadedLora; scale: number }[] = [];
+    for (const spec of specs) {
+      const scale = spec.scale ?? 1;
+      if (typeof spec.path !== "string" || spec.path === "") throw new RequestError("a LoRA needs a path", "loras");
+      if (!Number.isFinite(scale)) throw new RequestError(`LoRA scale must be a number, got ${scale}`, "loras");
+      const id = await fileIdentity(spec.path);
+      let pending = state.cache.get(id);
+      state.cache.delete(id);
+      pending ??= loadLora(spec.path, state.model);
+      state.cache.set(id, pending);
+      pending.catch(() => state.cache.delete(id));
+      while (state.cache.size > LORA_CACHE_ENTRIES) state.cache.delete(state.cache.keys().next().value as string);
+      out.push({ lora: await pending, scale });
+    }
+    return out;
+  }
+
+  /** The LoRA factor feeds of the text encoder and UNet for a request's LoRAs on top of the pipeline's (empty without LoRA support). */
+  async adapterFeeds(requested: readonly LoraSpec[] | undefined): Promise<{ text: Feeds; unet: Feeds }> {
+    const state = this.lora;
+    if (!state) {
+      if (requested && requested.length > 0) {
+        throw new RequestError("this model was loaded without LoRA support (loadPipeline option loraSupport)", "loras");
+      }
+      return { text: {}, unet: {} };
+    }
+    const active = [...state.fixed, ...(await this.loadLoras(requested ?? []))];
+    const same =
+      state.last !== undefined &&
+      state.last.active.length === active.length &&
+      state.last.active.every((a, i) => a.lora === active[i]?.lora && a.scale === active[i]?.scale);
+    if (!same) {
+      state.last = {
+        active,
+        feeds: {
+          text: loraFeeds(state.model.targets.text_encoder, "text_encoder", active),
+          unet: loraFeeds(state.model.targets.unet, "unet", active),
+        },
+      };
+    }
+    return (state.last as NonNullable<LoraState["last"]>).feeds;
   }
 
   /** Prompt → text embeddings [n, 77, hidden], padded and truncated as the tokenizer says. */
-  async encodePrompts(prompts: readonly string[]): Promise<TensorF32> {
+  async encodePrompts(prompts: readonly string[], loras?: readonly LoraSpec[]): Promise<TensorF32> {
     const ids = prompts.map((p) => this.tokenizer.encode(p).inputIds);
-    return this.textEncoder.encode(ids);
+    return this.textEncoder.encode(ids, (await this.adapterFeeds(loras)).text);
   }
 
   /**
@@ -159,7 +259,11 @@ export class Pipeline {
     const prompts = guided
       ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
       : new Array<string>(batch).fill(r.prompt);
-    const context = await this.encodePrompts(prompts);
+    const adapters = await this.adapterFeeds(req.loras);
+    const context = await this.textEncoder.encode(
+      prompts.map((p) => this.tokenizer.encode(p).inputIds),
+      adapters.text,
+    );
     const t1 = performance.now();
 
     const scheduler = r.scheduler;
@@ -203,6 +307,7 @@ export class Pipeline {
         { data: input, shape: [guided ? batch * 2 : batch, ...shape.slice(1)] },
         t,
         context,
+        adapters.unet,
       );
       let noisePred = out.data;
       if (guided) {

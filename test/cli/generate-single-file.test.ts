@@ -1,4 +1,7 @@
-/** `sdserve generate --model file.safetensors`: a real process on the golden single-file checkpoint. */
+/**
+ * `sdserve generate --model file.safetensors` and `--lora`: a real process on the golden
+ * single-file checkpoint and LoRA files.
+ */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -45,8 +48,37 @@ test("generate runs a single-file checkpoint with --config", async () => {
   assert.match(String(png.text["parameters"]), /Model: tiny-sd1\.safetensors/);
 });
 
+test("--lora applies LoRAs (repeatable, with scales) and a scale of 0 changes nothing", async () => {
+  const lora = (name: string) => path.join(SHARED, "fixtures/golden-family/lora", name);
+  const base = ["a red cube", "--model", modelDir("tiny-sd1"), "--steps", "2", "--seed", "7", "--threads", "1"];
+  const out = (name: string) => path.join(tmp, name);
+  await sdserve("generate", ...base, "--out", out("plain.png"));
+  await sdserve(
+    "generate",
+    ...base,
+    "--out",
+    out("zero.png"),
+    "--lora",
+    `${lora("tiny-sd1_lora_kohya.safetensors")}:0`,
+  );
+  await sdserve(
+    "generate",
+    ...base,
+    "--out",
+    out("two.png"),
+    "--lora",
+    `${lora("tiny-sd1_lora_kohya.safetensors")}:0.5`,
+    "--lora",
+    lora("tiny-sd1_lora_peft.safetensors"),
+  );
+  const pixels = (f: string) => Buffer.from(decode(readFileSync(out(f))).data as Uint8Array);
+  assert.ok(pixels("zero.png").equals(pixels("plain.png")));
+  assert.ok(!pixels("two.png").equals(pixels("plain.png")));
+});
+
 for (const [what, args, message] of [
   ["a pickle checkpoint", ["--model", "PICKLE"], /pickle.*arbitrary code/],
+  ["a LoRA that is not one", ["--model", modelDir("tiny-sd1"), "--lora", CHECKPOINT], /checkpoint, not a LoRA/],
   ["a bad --prediction-type", ["--model", CHECKPOINT, "--prediction-type", "x"], /--prediction-type must be one of/],
 ] as const) {
   test(`${what} is one clear line and a non-zero exit`, async () => {

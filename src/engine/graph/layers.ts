@@ -22,7 +22,28 @@ export class Layers {
     // The transpose of a constant is folded once by onnxruntime at session creation.
     let y = this.g.op("MatMul", [x, this.g.op("Transpose", [weight], { perm: [1, 0] })]);
     if (bias) y = this.g.op("Add", [y, this.param(`${prefix}.bias`, [outFeatures])]);
-    return y;
+    return this.lowRank(y, x, prefix, inFeatures, outFeatures);
+  }
+
+  hasLowRank(prefix: string): boolean {
+    return this.w.lowRankFilter?.(prefix) === true;
+  }
+
+  /**
+   * y + (x·Dᵀ)·Uᵀ for a layer the binder marks as a LoRA target, with Dᵀ [in, r] and the
+   * scaled Uᵀ [r, out] fed per run, so LoRAs change per request without rebuilding or
+   * re-optimising the graph (r = 0 when none applies). x is the layer's input as tokens
+   * [..., in]; y its output as tokens [..., out].
+   */
+  lowRank(y: string, x: string, prefix: string, inFeatures: number, outFeatures: number): string {
+    if (!this.hasLowRank(prefix)) return y;
+    const rank = `lora_rank:${prefix}`;
+    const downInput = `lora_down_t:${prefix}`;
+    const upInput = `lora_up_t:${prefix}`;
+    const down = this.g.input(downInput, "float32", [inFeatures, rank]);
+    const up = this.g.input(upInput, "float32", [rank, outFeatures]);
+    this.w.lowRankTargets.set(prefix, { inFeatures, outFeatures, downInput, upInput });
+    return this.g.op("Add", [y, this.g.op("MatMul", [this.g.op("MatMul", [x, down]), up])]);
   }
 
   /** torch.nn.Conv2d with square kernel, "same"-style padding of (k-1)/2 unless given. */
