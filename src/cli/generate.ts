@@ -22,6 +22,8 @@ Options:
                             and tokenizer describe it (default: the published SD 1.5 / 2.1 configs)
   --prediction-type <type>  epsilon, v_prediction or sample, overriding the model's (an SD 2.x
                             single file is taken as v-prediction, as diffusers does)
+  --vae <folder|file>       another VAE: a diffusers VAE folder or a .safetensors VAE file
+                            (e.g. sd-vae-ft-mse for SD 1.5)
   --lora <file[:scale]>     a LoRA (.safetensors, kohya/A1111 or diffusers/PEFT layout) at a scale
                             (default 1); repeat for several
   --variant <fp32|fp16>     which weights to use where the model has both (default fp32)
@@ -76,6 +78,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       config: { type: "string" },
       "prediction-type": { type: "string" },
       lora: { type: "string", multiple: true },
+      vae: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -120,6 +123,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     config: values.config,
     predictionType: predictionType as PredictionType | undefined,
     loras: (values.lora ?? []).map(parseLoraArg),
+    vae: values.vae,
     log: (line) => process.stderr.write(`${line}\n`),
   });
   process.stderr.write(`loaded ${source.label} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s\n`);

@@ -21,7 +21,7 @@ import type { Feeds, RuntimeOptions } from "./runtime.js";
 import { createScheduler, type Scheduler } from "./schedulers/index.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import { type ModelFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
-import { isCheckpointFile, openSingleFile, type PredictionType } from "./weights/single-file.js";
+import { isCheckpointFile, openSingleFile, openVae, type PredictionType } from "./weights/single-file.js";
 
 export interface LoadPipelineOptions extends RuntimeOptions {
   /** Use `*.fp16.safetensors` weights where present (computation stays float32 on CPU). */
@@ -33,6 +33,11 @@ export interface LoadPipelineOptions extends RuntimeOptions {
   config?: string;
   /** Overrides the scheduler config's prediction type (e.g. an SD 2.x checkpoint the file cannot tell). */
   predictionType?: PredictionType;
+  /**
+   * Another VAE: a diffusers VAE folder or a `.safetensors` VAE file (original or diffusers
+   * names), e.g. sd-vae-ft-mse for SD 1.5.
+   */
+  vae?: string;
   /** LoRAs applied to every request (part of the model, like a models-file entry's); implies loraSupport. */
   loras?: readonly LoraSpec[];
   /**
@@ -138,6 +143,7 @@ export class Pipeline {
     const folder = isCheckpointFile(source)
       ? await openSingleFile(source, { config: opts.config, predictionType: opts.predictionType })
       : await openModelFolder(source, { variant: opts.variant });
+    if (opts.vae) folder.vae = await openVae(opts.vae, folder.vae);
     if (opts.predictionType)
       folder.schedulerConfig = { ...folder.schedulerConfig, prediction_type: opts.predictionType };
     checkPipelineKind(folder);

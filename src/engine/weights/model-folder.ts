@@ -137,6 +137,18 @@ async function openComponent(root: string, layout: ComponentLayout, want: Weight
   });
 }
 
+/** One component's own folder (config.json and weights), e.g. a VAE published on its own. */
+export async function openComponentFolder(
+  dir: string,
+  name: ComponentName,
+  want: WeightsVariant = "fp32",
+): Promise<ComponentFiles> {
+  const layout = COMPONENT_LAYOUTS.find((l) => l.name === name) as ComponentLayout;
+  const found = await openComponentDir(dir, layout, want);
+  if (!found) throw await missingWeightsError(dir, layout.weightsBase);
+  return found;
+}
+
 /** A component's safetensors file names, as diffusers names them for each variant. */
 export function weightFileNames(base: string): Record<WeightsVariant, { index: string; single: string }> {
   return {

@@ -19,7 +19,7 @@ import { ConfigReader } from "../graph/config.js";
 import { readUNetConfig } from "../graph/unet.js";
 import { readVaeConfig } from "../graph/vae.js";
 import type { ComponentFiles, ComponentName, ModelFolder } from "./model-folder.js";
-import { PICKLE_EXTENSIONS } from "./model-folder.js";
+import { openComponentFolder, PICKLE_EXTENSIONS } from "./model-folder.js";
 import { readSafetensors, type TensorInfo } from "./safetensors.js";
 
 export type CheckpointFamily = "sd1" | "sd2";
@@ -455,12 +455,16 @@ function vaeRules(n: number): Rule[] {
   ];
 }
 
-function mapVae(tensors: ReadonlyMap<string, TensorInfo>, cfg: ConfigReader): Map<string, TensorInfo> {
+function mapVae(
+  tensors: ReadonlyMap<string, TensorInfo>,
+  cfg: ConfigReader,
+  prefix: string = VAE,
+): Map<string, TensorInfo> {
   const rules = vaeRules(readVaeConfig(cfg).blockOut.length);
   const out = new Map<string, TensorInfo>();
   for (const [key, t] of tensors) {
-    if (!key.startsWith(VAE)) continue;
-    const name = applyRules(key.slice(VAE.length), rules);
+    if (!key.startsWith(prefix)) continue;
+    const name = applyRules(key.slice(prefix.length), rules);
     if (name === undefined) continue;
     // The LDM attention projections are 1×1 convs; diffusers' (and our graph's) are linears.
     const squeeze = /\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.weight$/.test(name) && t.shape.length === 4;
@@ -546,4 +550,45 @@ function mapOpenClip(
     });
   }
   return out;
+}
+
+/**
+ * Another VAE for a model (`--vae`): a diffusers VAE folder (config.json and weights, as
+ * `stabilityai/sd-vae-ft-mse` is published), or one `.safetensors` file holding a VAE alone —
+ * in the original layout as AUTOMATIC1111 users have them (`encoder.down.0…`, `decoder.up.0…`,
+ * optionally under `first_stage_model.`) or in diffusers names. A single file takes the model's
+ * own VAE config (`modelVae`): it replaces the weights of the same architecture.
+ */
+export async function openVae(source: string, modelVae: ComponentFiles): Promise<ComponentFiles> {
+  const st = await stat(source).catch(() => undefined);
+  if (!st) throw new ModelError("VAE not found (give a diffusers VAE folder or a .safetensors file)", { file: source });
+  if (st.isDirectory()) return openComponentFolder(source, "vae");
+  await refusePickle(source);
+  const file = await readSafetensors(source);
+  const keys = [...file.tensors.keys()];
+  if (keys.some((k) => k.startsWith(UNET) || k.startsWith("cond_stage_model."))) {
+    throw new ModelError("is a whole model checkpoint, not a VAE (use it with --model)", { file: source });
+  }
+  const cfg = new ConfigReader(modelVae.configPath, modelVae.config);
+  let tensors: Map<string, TensorInfo>;
+  if (keys.some((k) => k.startsWith("decoder.up_blocks."))) {
+    tensors = new Map(file.tensors);
+  } else {
+    const prefix = keys.some((k) => k.startsWith(VAE)) ? VAE : "";
+    tensors = mapVae(file.tensors, cfg, prefix);
+  }
+  if (!tensors.has("decoder.conv_in.weight")) {
+    throw new ModelError(`is not a VAE: it has no decoder (first keys: ${keys.slice(0, 3).join(", ") || "none"})`, {
+      file: source,
+    });
+  }
+  const dtypes = new Set([...tensors.values()].map((t) => t.dtype));
+  return {
+    ...modelVae,
+    dir: path.dirname(source),
+    weightFiles: [source],
+    tensors,
+    onnxPath: undefined,
+    variant: dtypes.has("F16") || dtypes.has("BF16") ? "fp16" : "fp32",
+  };
 }
