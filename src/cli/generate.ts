@@ -24,6 +24,8 @@ Options:
                             single file is taken as v-prediction, as diffusers does)
   --vae <folder|file>       another VAE: a diffusers VAE folder or a .safetensors VAE file
                             (e.g. sd-vae-ft-mse for SD 1.5)
+  --embeddings-dir <path>   a folder of textual-inversion embeddings (.safetensors; or one file),
+                            used by writing an embedding's file name in a prompt; repeatable
   --lora <file[:scale]>     a LoRA (.safetensors, kohya/A1111 or diffusers/PEFT layout) at a scale
                             (default 1); repeat for several
   --variant <fp32|fp16>     which weights to use where the model has both (default fp32)
@@ -79,6 +81,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       "prediction-type": { type: "string" },
       lora: { type: "string", multiple: true },
       vae: { type: "string" },
+      "embeddings-dir": { type: "string", multiple: true },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -124,6 +127,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     predictionType: predictionType as PredictionType | undefined,
     loras: (values.lora ?? []).map(parseLoraArg),
     vae: values.vae,
+    embeddings: values["embeddings-dir"],
     log: (line) => process.stderr.write(`${line}\n`),
   });
   process.stderr.write(`loaded ${source.label} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s\n`);

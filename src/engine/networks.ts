@@ -28,10 +28,12 @@ async function openSession(
   build: (cfg: ConfigReader, weights: WeightBinder) => GraphBuilder,
   opts: RuntimeOptions,
   lowRank?: LowRankSupport,
+  extraTokenRows = false,
 ): Promise<NetworkSession> {
   if (files.onnxPath) return NetworkSession.create(name, files.onnxPath, undefined, opts);
   const weights = new WeightBinder(name, files.tensors);
   weights.lowRankFilter = lowRank?.filter;
+  weights.extraTokenRows = extraTokenRows;
   const graph = build(new ConfigReader(files.configPath, files.config), weights);
   for (const [prefix, target] of weights.lowRankTargets) lowRank?.targets.set(prefix, target);
   let fp32Bytes = 0;
@@ -54,17 +56,30 @@ export class TextEncoder {
     readonly hiddenSize: number,
     /** Layers whose LoRA factors are inputs; empty unless loaded with LoRA support. */
     readonly lowRankTargets: ReadonlyMap<string, LowRankTarget> = new Map(),
+    /** Token ids from here on pick rows of the `extra_token_rows` input (textual inversion). */
+    readonly vocabSize = 0,
   ) {}
 
+  /**
+   * `adapters.lowRank`: the layers that take LoRA factors as inputs; `adapters.embeddings`:
+   * take textual-inversion vectors as the input `extra_token_rows` (clip.ts).
+   */
   static async load(
     files: ComponentFiles,
     opts: RuntimeOptions,
-    lowRankFilter?: (prefix: string) => boolean,
+    adapters: { lowRank?: (prefix: string) => boolean; embeddings?: boolean } = {},
   ): Promise<TextEncoder> {
     const cfg = readClipTextConfig(new ConfigReader(files.configPath, files.config));
-    const lowRank = lowRankFilter && { filter: lowRankFilter, targets: new Map<string, LowRankTarget>() };
-    const session = await openSession("text_encoder", files, buildClipTextGraph, opts, lowRank);
-    return new TextEncoder(session, cfg.hiddenSize, lowRank?.targets);
+    const lowRank = adapters.lowRank && { filter: adapters.lowRank, targets: new Map<string, LowRankTarget>() };
+    const session = await openSession(
+      "text_encoder",
+      files,
+      buildClipTextGraph,
+      opts,
+      lowRank,
+      adapters.embeddings === true,
+    );
+    return new TextEncoder(session, cfg.hiddenSize, lowRank?.targets, cfg.vocabSize);
   }
 
   /**

@@ -3,6 +3,7 @@
  * networks ready to run, and the scheduler config the denoising loop is built from.
  */
 import { randomInt } from "node:crypto";
+import { EmbeddingPlacer, loadEmbeddings } from "./embeddings.js";
 import { ModelError, RequestError } from "./errors.js";
 import { decodedToImages, type GenerationParameters, type RgbImage } from "./image.js";
 import {
@@ -38,6 +39,11 @@ export interface LoadPipelineOptions extends RuntimeOptions {
    * names), e.g. sd-vae-ft-mse for SD 1.5.
    */
   vae?: string;
+  /**
+   * Textual-inversion embeddings (`.safetensors` files, or folders of them) that prompts call by
+   * name (embeddings.ts).
+   */
+  embeddings?: readonly string[];
   /** LoRAs applied to every request (part of the model, like a models-file entry's); implies loraSupport. */
   loras?: readonly LoraSpec[];
   /**
@@ -129,6 +135,8 @@ const LORA_CACHE_ENTRIES = 16;
 
 export class Pipeline {
   private lora?: LoraState;
+  /** Set when loaded with embeddings: prompts are tokenized through it. */
+  private embeddingPlacer?: EmbeddingPlacer;
 
   private constructor(
     readonly info: PipelineInfo,
@@ -150,11 +158,10 @@ export class Pipeline {
     const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizerDir, folder.tokenizerVocabDir);
     // Sessions are created one after another: each uses every core while optimising.
     const lowRank = opts.loraSupport === true || (opts.loras?.length ?? 0) > 0;
-    const textEncoder = await TextEncoder.load(
-      folder.textEncoder,
-      opts,
-      lowRank ? (p) => isLoraTarget("text_encoder", p) : undefined,
-    );
+    const textEncoder = await TextEncoder.load(folder.textEncoder, opts, {
+      lowRank: lowRank ? (p) => isLoraTarget("text_encoder", p) : undefined,
+      embeddings: (opts.embeddings?.length ?? 0) > 0,
+    });
     const unet = await UNet.load(folder.unet, opts, lowRank ? (p) => isLoraTarget("unet", p) : undefined);
     const vae = await VaeDecoder.load(folder.vae, opts);
     if (textEncoder.hiddenSize && unet.config && unet.config.crossDim[0] !== textEncoder.hiddenSize) {
@@ -179,6 +186,20 @@ export class Pipeline {
       variant: folder.variant,
     };
     const pipeline = new Pipeline(info, folder, tokenizer, textEncoder, unet, vae);
+    if (opts.embeddings && opts.embeddings.length > 0) {
+      try {
+        const embeddings = await loadEmbeddings(opts.embeddings, textEncoder.hiddenSize);
+        pipeline.embeddingPlacer = new EmbeddingPlacer(
+          tokenizer,
+          embeddings,
+          textEncoder.vocabSize,
+          textEncoder.hiddenSize,
+        );
+      } catch (err) {
+        await pipeline.release();
+        throw err;
+      }
+    }
     if (lowRank) {
       pipeline.lora = {
         model: {
@@ -246,8 +267,14 @@ export class Pipeline {
 
   /** Prompt → text embeddings [n, 77, hidden], padded and truncated as the tokenizer says. */
   async encodePrompts(prompts: readonly string[], loras?: readonly LoraSpec[]): Promise<TensorF32> {
-    const ids = prompts.map((p) => this.tokenizer.encode(p).inputIds);
-    return this.textEncoder.encode(ids, (await this.adapterFeeds(loras)).text);
+    const { ids, feeds } = this.tokenizePrompts(prompts);
+    return this.textEncoder.encode(ids, { ...feeds, ...(await this.adapterFeeds(loras)).text });
+  }
+
+  /** Token ids of each prompt, with the text encoder's embedding feeds when the pipeline has embeddings. */
+  private tokenizePrompts(prompts: readonly string[]): { ids: number[][]; feeds: Feeds } {
+    if (this.embeddingPlacer) return this.embeddingPlacer.encode(prompts);
+    return { ids: prompts.map((p) => this.tokenizer.encode(p).inputIds), feeds: {} };
   }
 
   /**
@@ -266,10 +293,8 @@ export class Pipeline {
       ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
       : new Array<string>(batch).fill(r.prompt);
     const adapters = await this.adapterFeeds(req.loras);
-    const context = await this.textEncoder.encode(
-      prompts.map((p) => this.tokenizer.encode(p).inputIds),
-      adapters.text,
-    );
+    const tokens = this.tokenizePrompts(prompts);
+    const context = await this.textEncoder.encode(tokens.ids, { ...tokens.feeds, ...adapters.text });
     const t1 = performance.now();
 
     const scheduler = r.scheduler;

@@ -59,6 +59,8 @@ export class WeightBinder {
    */
   lowRankFilter?: (prefix: string) => boolean;
   readonly lowRankTargets = new Map<string, LowRankTarget>();
+  /** When true, the text encoder takes textual-inversion vectors as an input (clip.ts). */
+  extraTokenRows = false;
   private readonly realFiles = new Map<string, string>();
   private readonly used = new Set<string>();
   private readonly bound = new Map<string, string>();
