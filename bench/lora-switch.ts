@@ -110,7 +110,7 @@ for (let n = 0; n < loraCount; n++) {
 const sample = noiseTensor([2, 4, latent, latent], 1);
 const context = noiseTensor([2, 77, crossDim], 2);
 const zero = loraFeeds(unet.lowRankTargets, "unet", []);
-const step = (u: UNet, feeds: Feeds) => () => u.run(sample, 500, context, feeds);
+const step = (u: UNet, feeds: Feeds) => () => u.run(sample, 500, context, undefined, feeds);
 
 // Switching: a file's first use reads and checks it; later uses find it loaded.
 const loaded: LoadedLora[] = [];
@@ -148,7 +148,7 @@ report.emit(
 let turn = 0;
 const rotation = await timeRuns(async () => {
   const lora = loaded[turn++ % loaded.length] as LoadedLora;
-  await unet.run(sample, 500, context, loraFeeds(unet.lowRankTargets, "unet", [{ lora, scale: 0.8 }]));
+  await unet.run(sample, 500, context, undefined, loraFeeds(unet.lowRankTargets, "unet", [{ lora, scale: 0.8 }]));
 }, runs);
 report.emit(...timedFigure("unet_step_rotation", `step + switch, ${loraCount} LoRAs in turn`, rotation));
 const rssLora = peakRssBytes();

@@ -22,8 +22,6 @@ Options:
                             and tokenizer describe it (default: the published SD 1.5 / 2.1 configs)
   --prediction-type <type>  epsilon, v_prediction or sample, overriding the model's (an SD 2.x
                             single file is taken as v-prediction, as diffusers does)
-  --vae <folder|file>       another VAE: a diffusers VAE folder or a .safetensors VAE file
-                            (e.g. sd-vae-ft-mse for SD 1.5)
   --embeddings-dir <path>   a folder of textual-inversion embeddings (.safetensors; or one file),
                             used by writing an embedding's file name in a prompt; repeatable
   --lora <file[:scale]>     a LoRA (.safetensors, kohya/A1111 or diffusers/PEFT layout) at a scale
@@ -32,9 +30,14 @@ Options:
   --negative-prompt <text>  what the image should not show
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size)
   --height <px>             height, likewise
-  --steps <n>               denoising steps (default 50)
-  --guidance <scale>        classifier-free guidance scale (default 7.5; ≤ 1 turns it off)
-  --scheduler <name>        Replicate, diffusers or AUTOMATIC1111 name (default DPMSolverMultistep)
+  --steps <n>               denoising steps (default 50; 4 for LCM models)
+  --guidance <scale>        classifier-free guidance scale (default 7.5, ≤ 1 turns it off; LCM
+                            models: 8.5, taken as an input of the UNet at no extra cost)
+  --scheduler <name>        Replicate, diffusers or AUTOMATIC1111 name (default DPMSolverMultistep;
+                            LCM for LCM models)
+  --vae <folder|file>       decode with this autoencoder folder instead of the model's VAE, e.g. the
+                            tiny autoencoder (AutoencoderTiny, madebyollin/taesd): much faster, or
+                            sd-vae-ft-mse for SD 1.5; or a .safetensors VAE file (AUTOMATIC1111's)
   --seed <n>                seed for torch-compatible noise (default: random, printed)
   --num-outputs <n>         images to make in one batch (default 1)
   --out <file.png|dir>      where to write (default: the current folder)
@@ -132,7 +135,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   });
   process.stderr.write(`loaded ${source.label} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s\n`);
   try {
-    const steps = intOption(values, "steps") ?? 50;
+    const steps = intOption(values, "steps");
     let progress: StepProgress | undefined;
     const start = performance.now();
     const result = await pipeline.generate(

@@ -60,7 +60,7 @@ describe("LoRA goldens on tiny-sd1", () => {
 
       const feeds = await pipe.adapterFeeds(loras);
       const sample = ref("unet_in_sample");
-      const out = await pipe.unet.run(sample, 500, teRef, feeds.unet);
+      const out = await pipe.unet.run(sample, 500, teRef, undefined, feeds.unet);
       const unetErr = maxAbsDiff(out.data, ref("unet_scale1_out_t500").data);
       assert.ok(unetErr <= NET_TOL, `UNet: max abs error ${unetErr}`);
     });
