@@ -7,7 +7,8 @@
  *   for the text encoder. 1×1 convs (SD 1.x proj_in/proj_out) store [rank, in, 1, 1].
  * - diffusers / PEFT: `unet.<module path>.lora_A.weight` [rank, in] and `.lora_B.weight`
  *   [out, rank], `text_encoder.…`; the alpha/rank factor is already in lora_B (factor 1), as
- *   diffusers loads them.
+ *   diffusers loads them. Older diffusers names (`…processor.to_q_lora.down.weight`,
+ *   `…lora_linear_layer.up.weight`) are read too.
  *
  * How they are applied (the design): the weights are never changed. A pipeline loaded with
  * LoRA support builds its text encoder and UNet graphs with every LoRA-able layer computing
@@ -102,7 +103,19 @@ const SUFFIXES: readonly [string, Part, "kohya" | "peft"][] = [
   [".lora_B.weight", "up", "peft"],
   [".lora.down.weight", "down", "peft"],
   [".lora.up.weight", "up", "peft"],
+  [".lora_linear_layer.down.weight", "down", "peft"],
+  [".lora_linear_layer.up.weight", "up", "peft"],
 ];
+
+/**
+ * diffusers before PEFT (≤ 0.20) saved UNet LoRAs under its attention processors:
+ * `<attention>.processor.to_q_lora.down.weight`; the layer is `<attention>.to_q` (`to_out.0`).
+ */
+function legacyProcessorKey(key: string): string {
+  const m = /^(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/.exec(key);
+  if (!m) return key;
+  return `${m[1]}.${m[2] === "to_out" ? "to_out.0" : m[2]}.lora.${m[3]}.weight`;
+}
 
 const list = (names: readonly string[]) =>
   names.slice(0, 3).join(", ") + (names.length > 3 ? `, and ${names.length - 3} more` : "");
@@ -132,10 +145,11 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
   const groups = new Map<string, Partial<Record<Part, TensorInfo>>>();
   const formats = new Set<"kohya" | "peft">();
   const unknown: string[] = [];
-  for (const [key, t] of st.tensors) {
+  for (const [stored, t] of st.tensors) {
+    const key = legacyProcessorKey(stored);
     const suffix = SUFFIXES.find(([s]) => key.endsWith(s));
     if (!suffix) {
-      unknown.push(key);
+      unknown.push(stored);
       continue;
     }
     const base = key.slice(0, -suffix[0].length);

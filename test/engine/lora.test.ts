@@ -134,6 +134,37 @@ describe("LoRA goldens on tiny-sd1", () => {
   });
 });
 
+test("older diffusers names (attention processors, lora_linear_layer) load as the PEFT file does", async () => {
+  const { readSafetensors, readTensor } = await import("../../src/engine/weights/safetensors.js");
+  const st = await readSafetensors(FILES.peft);
+  const tensors = [];
+  for (const t of st.tensors.values()) {
+    const name = t.name
+      .replace(/^(unet\..+)\.(to_q|to_k|to_v|to_out)(\.0)?\.lora_([AB])\.weight$/, (_, a, p, _z, ab) => {
+        return `${a}.processor.${p}_lora.${ab === "A" ? "down" : "up"}.weight`;
+      })
+      .replace(/^(text_encoder\..+)\.lora_([AB])\.weight$/, (_, a, ab) => {
+        return `${a}.lora_linear_layer.${ab === "A" ? "down" : "up"}.weight`;
+      });
+    tensors.push({ name, dtype: "F32" as const, shape: t.shape, data: await readTensor(t) });
+  }
+  assert.ok(tensors.some((t) => t.name.includes(".processor.to_out_lora.up.weight")));
+  const legacy = path.join(tmp, "legacy.safetensors");
+  await writeSafetensors(legacy, tensors);
+  const pipe = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loras: [{ path: legacy, scale: 1 }] });
+  try {
+    const text = await pipe.encodePrompts([manifest.runs[0].negative_prompt, manifest.runs[0].prompt]);
+    const teErr = maxAbsDiff(text.data, ref("te_scale1_last_hidden_state").data);
+    assert.ok(teErr <= NET_TOL, `text encoder: max abs error ${teErr}`);
+    const teRef = ref("te_scale1_last_hidden_state");
+    const out = await pipe.unet.run(ref("unet_in_sample"), 500, teRef, undefined, (await pipe.adapterFeeds([])).unet);
+    const unetErr = maxAbsDiff(out.data, ref("unet_scale1_out_t500").data);
+    assert.ok(unetErr <= NET_TOL, `UNet: max abs error ${unetErr}`);
+  } finally {
+    await pipe.release();
+  }
+});
+
 test("LoRAs given at load apply to every request", async () => {
   const pipe = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loras: [{ path: FILES.peft, scale: 1 }] });
   try {
