@@ -252,6 +252,7 @@ async function readLayer(
     );
   }
   const r = rank as number;
+  if (r < 1) throw new ModelError(`${base}: rank 0 (empty factors)`, { file });
   let factor = 1;
   if (g.alpha) {
     if (g.alpha.shape.reduce((a, d) => a * d, 1) !== 1) {

@@ -148,13 +148,17 @@ export const DEFAULT_SCHEDULER = "DPMSolverMultistep";
 interface LoraState {
   model: LoraModel;
   /** Loaded LoRA files by identity (path, size, mtime), most recently used last. */
-  cache: Map<string, Promise<LoadedLora>>;
+  cache: Map<string, { pending: Promise<LoadedLora>; bytes: number }>;
   fixed: { lora: LoadedLora; scale: number }[];
   /** The feeds of the last set of LoRAs asked for: a request repeating it reuses them. */
   last?: { active: { lora: LoadedLora; scale: number }[]; feeds: { text: Feeds; unet: Feeds } };
 }
 
-const LORA_CACHE_ENTRIES = 16;
+/**
+ * LoRA factors kept loaded for later requests, beyond the ones in use (an SD 1.5 rank-128 LoRA
+ * is about 150 MB as float32).
+ */
+const LORA_CACHE_BYTES = 1024 * 2 ** 20;
 
 export class Pipeline {
   private lora?: LoraState;
@@ -264,13 +268,24 @@ export class Pipeline {
       if (typeof spec.path !== "string" || spec.path === "") throw new RequestError("a LoRA needs a path", "loras");
       if (!Number.isFinite(scale)) throw new RequestError(`LoRA scale must be a number, got ${scale}`, "loras");
       const id = await fileIdentity(spec.path);
-      let pending = state.cache.get(id);
+      let entry = state.cache.get(id);
       state.cache.delete(id);
-      pending ??= loadLora(spec.path, state.model);
-      state.cache.set(id, pending);
-      pending.catch(() => state.cache.delete(id));
-      while (state.cache.size > LORA_CACHE_ENTRIES) state.cache.delete(state.cache.keys().next().value as string);
-      out.push({ lora: await pending, scale });
+      if (!entry) {
+        entry = { pending: loadLora(spec.path, state.model), bytes: 0 };
+        entry.pending.catch(() => state.cache.delete(id));
+      }
+      state.cache.set(id, entry);
+      const lora = await entry.pending;
+      entry.bytes = lora.layers.reduce((a, l) => a + 4 * (l.down.length + l.up.length), 0);
+      // Least recently used first; the one just asked for stays.
+      let total = [...state.cache.values()].reduce((a, e) => a + e.bytes, 0);
+      for (const [key, e] of state.cache) {
+        if (total <= LORA_CACHE_BYTES) break;
+        if (key === id) continue;
+        state.cache.delete(key);
+        total -= e.bytes;
+      }
+      out.push({ lora, scale });
     }
     return out;
   }

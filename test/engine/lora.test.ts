@@ -260,7 +260,11 @@ describe("bad LoRA files", () => {
     await rejects(file, /does not apply LoRAs to: lora_unet_down_blocks_0_resnets_0_conv1/);
   });
 
-  test("a half LoRA, a bad alpha and non-finite factors", async () => {
+  test("a half LoRA, rank 0, a bad alpha and non-finite factors", async () => {
+    await rejects(
+      await write("rank0.safetensors", { [`${Q}.lora_down.weight`]: [0, 64], [`${Q}.lora_up.weight`]: [64, 0] }),
+      /rank 0/,
+    );
     await rejects(await write("half.safetensors", { [`${Q}.lora_down.weight`]: [4, 64] }), /no up factor/);
     await rejects(
       await write("alpha.safetensors", {
