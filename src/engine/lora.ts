@@ -23,9 +23,12 @@
  *
  * Layers that take LoRAs: the UNet's attention projections (to_q, to_k, to_v, to_out.0), its
  * feed-forward (ff.net.0.proj, ff.net.2) and proj_in / proj_out; the text encoder's q/k/v/out
- * projections and MLP (fc1, fc2) — what kohya's trainer targets by default. LoRAs on other
- * layers (the ResNet convolutions of LoCon) and the LyCORIS variants (LoHa, LoKr, …) are refused
- * by name, as are keys that fit no layer of the model and factors whose shapes do not fit.
+ * projections and MLP (fc1, fc2) — what kohya's trainer targets by default. With `convs` (a
+ * pipeline loaded with loraSupport "all", or with a fixed LoRA that needs it) also the UNet's
+ * ResNet convolutions and time projections and its down/upsamplers, as LoCon and LCM-LoRA
+ * change them: a k×k conv to r channels then a 1×1 conv back, at r ≥ 1 even when unused, so
+ * those pipelines pay more per step. The LyCORIS variants (LoHa, LoKr, …) are refused by name,
+ * as are keys that fit no LoRA-able layer of the model and factors whose shapes do not fit.
  */
 import { stat } from "node:fs/promises";
 import path from "node:path";
@@ -45,12 +48,71 @@ export interface LoraSpec {
 export type LoraComponent = "unet" | "text_encoder";
 
 /** The layers LoRAs are applied to (module paths in diffusers / transformers names). */
-export function isLoraTarget(component: LoraComponent, prefix: string): boolean {
-  return component === "unet"
-    ? /\.attentions\.\d+\.(transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))|proj_in|proj_out)$/.test(
-        prefix,
-      )
-    : /\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$/.test(prefix);
+export function isLoraTarget(component: LoraComponent, prefix: string, convs = false): boolean {
+  if (component === "text_encoder") {
+    return /\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$/.test(prefix);
+  }
+  const attention =
+    /\.attentions\.\d+\.(transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))|proj_in|proj_out)$/;
+  // LoCon and LCM-LoRA also change the ResNets (convolutions, time projection) and the samplers.
+  const resnets = /(\.resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|\.(down|up)samplers\.0\.conv)$/;
+  return attention.test(prefix) || (convs && resnets.test(prefix));
+}
+
+/** Where a LoRA key's layer is in the model (kohya names have underscores for dots), if anywhere. */
+function layerResolver(
+  modules: LoraModel["modules"],
+): (base: string) => { component: LoraComponent; prefix: string } | undefined {
+  const kohyaIndex: Record<LoraComponent, Map<string, string>> = { unet: new Map(), text_encoder: new Map() };
+  for (const component of ["unet", "text_encoder"] as const) {
+    for (const prefix of modules[component].keys()) kohyaIndex[component].set(prefix.replace(/\./g, "_"), prefix);
+  }
+  return (base) => {
+    let m = /^lora_unet_(.+)$/.exec(base);
+    if (m) {
+      const prefix = kohyaIndex.unet.get(m[1] as string);
+      return prefix === undefined ? undefined : { component: "unet", prefix };
+    }
+    m = /^lora_te1?_(.+)$/.exec(base);
+    if (m) {
+      const prefix = kohyaIndex.text_encoder.get(m[1] as string);
+      return prefix === undefined ? undefined : { component: "text_encoder", prefix };
+    }
+    m = /^(unet|text_encoder)\.(.+)$/.exec(base);
+    if (m && modules[m[1] as LoraComponent].has(m[2] as string)) {
+      return { component: m[1] as LoraComponent, prefix: m[2] as string };
+    }
+    return undefined;
+  };
+}
+
+/** The layer a key belongs to, without its factor suffix (undefined: not a LoRA factor). */
+function keyBase(stored: string): { base: string; part: Part; format: "kohya" | "peft" } | undefined {
+  const key = legacyProcessorKey(stored);
+  const suffix = SUFFIXES.find(([s]) => key.endsWith(s));
+  return suffix && { base: key.slice(0, -suffix[0].length), part: suffix[1], format: suffix[2] };
+}
+
+/**
+ * Whether any of these LoRA files changes a convolution or time projection of the UNet (which
+ * a pipeline then builds LoRA inputs for); reads only the files' headers.
+ */
+export async function touchesConvolutions(files: readonly string[], modules: LoraModel["modules"]): Promise<boolean> {
+  const resolve = layerResolver(modules);
+  for (const file of files) {
+    const st = await readSafetensors(file);
+    for (const key of st.tensors.keys()) {
+      const where = keyBase(key) && resolve((keyBase(key) as { base: string }).base);
+      if (
+        where?.component === "unet" &&
+        isLoraTarget("unet", where.prefix, true) &&
+        !isLoraTarget("unet", where.prefix)
+      ) {
+        return true;
+      }
+    }
+  }
+  return false;
 }
 
 /** One layer's factors, validated against the model. */
@@ -146,43 +208,21 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
   const formats = new Set<"kohya" | "peft">();
   const unknown: string[] = [];
   for (const [stored, t] of st.tensors) {
-    const key = legacyProcessorKey(stored);
-    const suffix = SUFFIXES.find(([s]) => key.endsWith(s));
-    if (!suffix) {
+    const k = keyBase(stored);
+    if (!k) {
       unknown.push(stored);
       continue;
     }
-    const base = key.slice(0, -suffix[0].length);
-    formats.add(suffix[2]);
-    const g = groups.get(base) ?? {};
-    g[suffix[1]] = t;
-    groups.set(base, g);
+    formats.add(k.format);
+    const g = groups.get(k.base) ?? {};
+    g[k.part] = t;
+    groups.set(k.base, g);
   }
   if (unknown.length > 0) {
     throw new ModelError(`has keys that are not LoRA factors: ${list(unknown)}`, { file });
   }
 
-  const kohyaIndex: Record<LoraComponent, Map<string, string>> = { unet: new Map(), text_encoder: new Map() };
-  for (const component of ["unet", "text_encoder"] as const) {
-    for (const prefix of model.modules[component].keys()) kohyaIndex[component].set(prefix.replace(/\./g, "_"), prefix);
-  }
-  const resolve = (base: string): { component: LoraComponent; prefix: string } | undefined => {
-    let m = /^lora_unet_(.+)$/.exec(base);
-    if (m) {
-      const prefix = kohyaIndex.unet.get(m[1] as string);
-      return prefix === undefined ? undefined : { component: "unet", prefix };
-    }
-    m = /^lora_te1?_(.+)$/.exec(base);
-    if (m) {
-      const prefix = kohyaIndex.text_encoder.get(m[1] as string);
-      return prefix === undefined ? undefined : { component: "text_encoder", prefix };
-    }
-    m = /^(unet|text_encoder)\.(.+)$/.exec(base);
-    if (m && model.modules[m[1] as LoraComponent].has(m[2] as string)) {
-      return { component: m[1] as LoraComponent, prefix: m[2] as string };
-    }
-    return undefined;
-  };
+  const resolve = layerResolver(model.modules);
 
   const unplaced: string[] = [];
   const unsupported: string[] = [];
@@ -235,18 +275,23 @@ async function readLayer(
   const up = g.up as TensorInfo;
   // 1×1 conv factors [r, in, 1, 1] / [out, r, 1, 1] are the same numbers as linear ones.
   const flat = (s: readonly number[]) => (s.length === 4 && s[2] === 1 && s[3] === 1 ? s.slice(0, 2) : s);
-  const [rank, inF] = flat(down.shape);
+  // A convolution's down factor keeps its kernel: [rank, in, k, k].
+  const k = target.kernel;
+  const downShape = k === undefined ? flat(down.shape) : down.shape;
+  const [rank, inF] = downShape;
   const [outF, upRank] = flat(up.shape);
   const fits =
-    flat(down.shape).length === 2 &&
+    downShape.length === (k === undefined ? 2 : 4) &&
+    (k === undefined || (downShape[2] === k && downShape[3] === k)) &&
     flat(up.shape).length === 2 &&
     rank === upRank &&
     inF === target.inFeatures &&
     outF === target.outFeatures;
   if (!fits) {
+    const kernel = k === undefined ? "" : `, ${k}, ${k}`;
     throw new ModelError(
       `${base}: factors down [${down.shape.join(", ")}] and up [${up.shape.join(", ")}] do not fit the layer ` +
-        `${prefix} (${target.inFeatures} in, ${target.outFeatures} out): expected down [rank, ${target.inFeatures}] ` +
+        `${prefix} (${target.inFeatures} in, ${target.outFeatures} out): expected down [rank, ${target.inFeatures}${kernel}] ` +
         `and up [${target.outFeatures}, rank] (a LoRA for another model?)`,
       { file },
     );
@@ -297,9 +342,14 @@ export function loraFeeds(
   const feeds: Feeds = {};
   for (const [prefix, t] of targets) {
     const parts = byLayer.get(prefix) ?? [];
-    const R = parts.reduce((a, p) => a + p.layer.rank, 0);
     const inF = t.inFeatures;
     const outF = t.outFeatures;
+    if (t.kernel !== undefined) {
+      feeds[t.downInput] = convFeed(parts, t.kernel, inF, outF, "down");
+      feeds[t.upInput] = convFeed(parts, t.kernel, inF, outF, "up");
+      continue;
+    }
+    const R = parts.reduce((a, p) => a + p.layer.rank, 0);
     const downT = new Float32Array(inF * R);
     const upT = new Float32Array(R * outF);
     let offset = 0;
@@ -316,6 +366,44 @@ export function loraFeeds(
     feeds[t.upInput] = new ort.Tensor("float32", upT, [R, outF]);
   }
   return feeds;
+}
+
+/**
+ * A convolution's factors: down [R, in, k, k] (the LoRAs' down factors stacked) and the scaled
+ * up [out, R, 1, 1]; R is at least 1 (zeros) as a convolution to no channels is not asked of
+ * onnxruntime.
+ */
+function convFeed(
+  parts: readonly { layer: LoraLayer; scale: number }[],
+  k: number,
+  inF: number,
+  outF: number,
+  which: "down" | "up",
+): ort.Tensor {
+  const R = Math.max(
+    1,
+    parts.reduce((a, p) => a + p.layer.rank, 0),
+  );
+  if (which === "down") {
+    const data = new Float32Array(R * inF * k * k);
+    let offset = 0;
+    for (const { layer } of parts) {
+      data.set(layer.down, offset * inF * k * k);
+      offset += layer.rank;
+    }
+    return new ort.Tensor("float32", data, [R, inF, k, k]);
+  }
+  const data = new Float32Array(outF * R);
+  let offset = 0;
+  for (const { layer, scale } of parts) {
+    const r = layer.rank;
+    const s = Math.fround(scale * layer.factor);
+    for (let o = 0; o < outF; o++) {
+      for (let j = 0; j < r; j++) data[o * R + offset + j] = Math.fround((layer.up[o * r + j] as number) * s);
+    }
+    offset += r;
+  }
+  return new ort.Tensor("float32", data, [outF, R, 1, 1]);
 }
 
 /** `PATH[:SCALE]`, as `--lora` takes it; a suffix that is not a number stays part of the path. */

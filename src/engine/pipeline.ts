@@ -17,6 +17,7 @@ import {
   loadLora,
   loraFeeds,
   moduleShapes,
+  touchesConvolutions,
 } from "./lora.js";
 import { type LatentDecoder, type TensorF32, TextEncoder, TinyVaeDecoder, UNet, VaeDecoder } from "./networks.js";
 import { TorchCpuGenerator } from "./random/torch-cpu.js";
@@ -57,9 +58,11 @@ export interface LoadPipelineOptions extends RuntimeOptions {
   loras?: readonly LoraSpec[];
   /**
    * Build the text encoder and UNet so requests can bring their own LoRAs (lora.ts): switching
-   * is then cheap, at the cost of a little work per step even without LoRAs.
+   * is then cheap, at the cost of a little work per step even without LoRAs. "all" also takes
+   * LoRAs on the UNet's convolutions (LoCon, LCM-LoRA), at a higher cost per step; it is implied
+   * when a LoRA in `loras` needs it.
    */
-  loraSupport?: boolean;
+  loraSupport?: boolean | "all";
 }
 
 /** What a request leaves out, as the model's own pipeline would fill it in. */
@@ -185,12 +188,20 @@ export class Pipeline {
     checkPipelineKind(folder);
     const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizerDir, folder.tokenizerVocabDir);
     // Sessions are created one after another: each uses every core while optimising.
-    const lowRank = opts.loraSupport === true || (opts.loras?.length ?? 0) > 0;
+    const lowRank = opts.loraSupport === true || opts.loraSupport === "all" || (opts.loras?.length ?? 0) > 0;
+    const modules = { unet: moduleShapes(folder.unet.tensors), text_encoder: moduleShapes(folder.textEncoder.tensors) };
+    const convs =
+      opts.loraSupport === "all" ||
+      (lowRank &&
+        (await touchesConvolutions(
+          (opts.loras ?? []).map((l) => l.path),
+          modules,
+        )));
     const textEncoder = await TextEncoder.load(folder.textEncoder, opts, {
       lowRank: lowRank ? (p) => isLoraTarget("text_encoder", p) : undefined,
       embeddings: (opts.embeddings?.length ?? 0) > 0,
     });
-    const unet = await UNet.load(folder.unet, opts, lowRank ? (p) => isLoraTarget("unet", p) : undefined);
+    const unet = await UNet.load(folder.unet, opts, lowRank ? (p) => isLoraTarget("unet", p, convs) : undefined);
     const vae = await loadDecoder(folder, opts);
     if (unet.config && vae.config.latentChannels !== unet.config.outChannels) {
       throw new ModelError(
@@ -243,7 +254,7 @@ export class Pipeline {
     if (lowRank) {
       pipeline.lora = {
         model: {
-          modules: { unet: moduleShapes(folder.unet.tensors), text_encoder: moduleShapes(folder.textEncoder.tensors) },
+          modules,
           targets: { unet: unet.lowRankTargets, text_encoder: textEncoder.lowRankTargets },
         },
         cache: new Map(),

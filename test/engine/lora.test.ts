@@ -17,6 +17,7 @@ import { parseLoraArg } from "../../src/engine/lora.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { maxAbs, maxAbsDiff, modelDir, readJson, SHARED } from "../helpers/fixtures.js";
+import { copyModel } from "../helpers/model-copy.js";
 
 const DIR = path.join(SHARED, "fixtures/golden-family/lora");
 const NET_TOL = 1e-4;
@@ -37,6 +38,7 @@ function ref(key: string): { data: Float32Array; shape: number[] } {
     shape: entry.shape,
   };
 }
+const f32 = (name: string, shape: number[], data: Float32Array) => ({ name, dtype: "F32" as const, shape, data });
 const rel = (a: Float32Array, b: Float32Array) => maxAbsDiff(a, b) / maxAbs(b);
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-lora-"));
@@ -163,6 +165,106 @@ test("older diffusers names (attention processors, lora_linear_layer) load as th
   } finally {
     await pipe.release();
   }
+});
+
+describe("LoRAs on convolutions and time projections (LoCon, LCM-LoRA)", () => {
+  // Layers of tiny-sd1 with their weight shapes: 3×3 conv, strided 3×3 conv, 1×1 shortcut, linear.
+  const LAYERS: [string, number[]][] = [
+    ["down_blocks.0.resnets.0.conv1", [32, 32, 3, 3]],
+    ["down_blocks.0.downsamplers.0.conv", [32, 32, 3, 3]],
+    ["down_blocks.1.resnets.0.conv_shortcut", [64, 32, 1, 1]],
+    ["up_blocks.0.resnets.0.time_emb_proj", [64, 128]],
+    ["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q", [64, 64]],
+  ];
+  const RANK = 2;
+  const ALPHA = 1;
+  const SCALE = 0.7;
+  const value = (i: number, seed: number) => Math.sin(i * 0.731 + seed) * 0.2;
+  let file: string;
+  let fused: ReturnType<typeof copyModel>;
+  before(async () => {
+    const { readSafetensors, readTensor } = await import("../../src/engine/weights/safetensors.js");
+    const tensors: ReturnType<typeof f32>[] = [];
+    const deltas = new Map<string, Float32Array>();
+    LAYERS.forEach(([layer, shape], n) => {
+      const [out, inF, kh = 1, kw = 1] = shape as [number, number, number?, number?];
+      const cols = inF * kh * kw;
+      const down = Float32Array.from({ length: RANK * cols }, (_, i) => value(i, n));
+      const up = Float32Array.from({ length: out * RANK }, (_, i) => value(i, n + 10));
+      const base = `lora_unet_${layer.replace(/\./g, "_")}`;
+      const conv = shape.length === 4;
+      tensors.push(f32(`${base}.lora_down.weight`, conv ? [RANK, inF, kh, kw] : [RANK, inF], down));
+      tensors.push(f32(`${base}.lora_up.weight`, conv ? [out, RANK, 1, 1] : [out, RANK], up));
+      tensors.push(f32(`${base}.alpha`, [], Float32Array.of(ALPHA)));
+      // W' = W + scale · alpha/rank · up @ down, in float64 then rounded once.
+      const delta = new Float32Array(out * cols);
+      for (let o = 0; o < out; o++)
+        for (let c = 0; c < cols; c++) {
+          let acc = 0;
+          for (let r = 0; r < RANK; r++) acc += (up[o * RANK + r] as number) * (down[r * cols + c] as number);
+          delta[o * cols + c] = ((SCALE * ALPHA) / RANK) * acc;
+        }
+      deltas.set(`${layer}.weight`, delta);
+    });
+    file = path.join(tmp, "locon.safetensors");
+    await writeSafetensors(file, tensors);
+
+    fused = copyModel("tiny-sd1");
+    const weights = path.join(fused.dir, "unet", "diffusion_pytorch_model.safetensors");
+    const st = await readSafetensors(weights);
+    const out = [];
+    for (const t of st.tensors.values()) {
+      const data = Float32Array.from(await readTensor(t));
+      const delta = deltas.get(t.name);
+      if (delta) for (let i = 0; i < data.length; i++) data[i] = (data[i] as number) + (delta[i] as number);
+      out.push(f32(t.name, t.shape, data));
+    }
+    await writeSafetensors(weights, out);
+  });
+  after(() => fused?.remove());
+
+  test("a fixed LoRA on convolutions equals its deltas fused into the weights", async () => {
+    const withLora = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loras: [{ path: file, scale: SCALE }] });
+    const plainFused = await loadPipeline(fused.dir, { threads: 1 });
+    try {
+      const context = ref("te_scale1_last_hidden_state");
+      const sample = ref("unet_in_sample");
+      const a = await withLora.unet.run(sample, 500, context, undefined, (await withLora.adapterFeeds([])).unet);
+      const b = await plainFused.unet.run(sample, 500, context);
+      const err = maxAbsDiff(a.data, b.data);
+      assert.ok(err <= 1e-5, `UNet: max abs error ${err}`);
+      const plain = await loadPipeline(modelDir("tiny-sd1"), { threads: 1 });
+      const unchanged = await plain.unet.run(sample, 500, context);
+      await plain.release();
+      assert.ok(maxAbsDiff(unchanged.data, b.data) > 100 * err, "the LoRA changes the output");
+    } finally {
+      await withLora.release();
+      await plainFused.release();
+    }
+  });
+
+  test('per request with loraSupport "all"; refused by a pipeline built for attention layers only', async () => {
+    const all = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraSupport: "all" });
+    const plainFused = await loadPipeline(fused.dir, { threads: 1 });
+    const attentionOnly = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraSupport: true });
+    try {
+      const context = ref("te_scale1_last_hidden_state");
+      const sample = ref("unet_in_sample");
+      const feeds = await all.adapterFeeds([{ path: file, scale: SCALE }]);
+      const a = await all.unet.run(sample, 500, context, undefined, feeds.unet);
+      const b = await plainFused.unet.run(sample, 500, context);
+      const err = maxAbsDiff(a.data, b.data);
+      assert.ok(err <= 1e-5, `UNet: max abs error ${err}`);
+      await assert.rejects(
+        attentionOnly.adapterFeeds([{ path: file }]),
+        /does not apply LoRAs to: lora_unet_down_blocks_0_resnets_0_conv1/,
+      );
+    } finally {
+      await all.release();
+      await plainFused.release();
+      await attentionOnly.release();
+    }
+  });
 });
 
 test("LoRAs given at load apply to every request", async () => {

@@ -53,17 +53,25 @@ export class Layers {
     inChannels: number,
     outChannels: number,
     kernel: number,
-    opts: { stride?: number; padding?: number } = {},
+    opts: { stride?: number; padding?: number; lowRank?: boolean } = {},
   ): string {
     const weight = this.param(`${prefix}.weight`, [outChannels, inChannels, kernel, kernel]);
     const bias = this.param(`${prefix}.bias`, [outChannels]);
     const p = opts.padding ?? (kernel - 1) / 2;
     const s = opts.stride ?? 1;
-    return this.g.op("Conv", [x, weight, bias], {
-      kernel_shape: [kernel, kernel],
-      pads: [p, p, p, p],
-      strides: [s, s],
-    });
+    const attrs = { kernel_shape: [kernel, kernel], pads: [p, p, p, p], strides: [s, s] };
+    const y = this.g.op("Conv", [x, weight, bias], attrs);
+    if (opts.lowRank === false || !this.hasLowRank(prefix)) return y;
+    // A LoRA on a convolution (LoCon, LCM-LoRA): down is a k×k conv to r channels with the
+    // layer's stride and padding, up a 1×1 conv back; both fed per run like the linear factors.
+    const rank = `lora_rank:${prefix}`;
+    const downInput = `lora_down:${prefix}`;
+    const upInput = `lora_up:${prefix}`;
+    const down = this.g.input(downInput, "float32", [rank, inChannels, kernel, kernel]);
+    const up = this.g.input(upInput, "float32", [outChannels, rank, 1, 1]);
+    this.w.lowRankTargets.set(prefix, { inFeatures: inChannels, outFeatures: outChannels, downInput, upInput, kernel });
+    const low = this.g.op("Conv", [x, down], attrs);
+    return this.g.op("Add", [y, this.g.op("Conv", [low, up], { kernel_shape: [1, 1] })]);
   }
 
   /** A per-channel [C] vector reshaped to [C, 1, 1] to broadcast over NCHW. */

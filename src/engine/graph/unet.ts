@@ -224,7 +224,7 @@ export function buildUNetGraph(cfg: ConfigReader, weights: WeightBinder): GraphB
       if (c.linearProjection) {
         h = nn.linear(nn.toTokens(h, ch), `${prefix}.proj_in`, ch, ch);
       } else {
-        const conv = nn.toTokens(nn.conv2d(h, `${prefix}.proj_in`, ch, ch, 1), ch);
+        const conv = nn.toTokens(nn.conv2d(h, `${prefix}.proj_in`, ch, ch, 1, { lowRank: false }), ch);
         // A 1×1 conv is a linear over channels: a LoRA on it applies to the tokens.
         h = nn.hasLowRank(`${prefix}.proj_in`)
           ? nn.lowRank(conv, nn.toTokens(h, ch), `${prefix}.proj_in`, ch, ch)
@@ -248,7 +248,10 @@ export function buildUNetGraph(cfg: ConfigReader, weights: WeightBinder): GraphB
       if (c.linearProjection) {
         out = nn.fromTokens(nn.linear(h, `${prefix}.proj_out`, ch, ch), x);
       } else if (nn.hasLowRank(`${prefix}.proj_out`)) {
-        const conv = nn.toTokens(nn.conv2d(nn.fromTokens(h, x), `${prefix}.proj_out`, ch, ch, 1), ch);
+        const conv = nn.toTokens(
+          nn.conv2d(nn.fromTokens(h, x), `${prefix}.proj_out`, ch, ch, 1, { lowRank: false }),
+          ch,
+        );
         out = nn.fromTokens(nn.lowRank(conv, h, `${prefix}.proj_out`, ch, ch), x);
       } else {
         out = nn.conv2d(nn.fromTokens(h, x), `${prefix}.proj_out`, ch, ch, 1);

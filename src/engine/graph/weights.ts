@@ -48,6 +48,11 @@ export interface LowRankTarget {
   /** Graph inputs: downᵀ [in, r] and the scaled upᵀ [r, out]; r may be 0. */
   downInput: string;
   upInput: string;
+  /**
+   * Set for a convolution: then the inputs are down [r, in, k, k] and the scaled up
+   * [out, r, 1, 1], r at least 1 (zeros when no LoRA applies).
+   */
+  kernel?: number;
 }
 
 export class WeightBinder {
