@@ -6,10 +6,11 @@
  * and with a LoRA applied) against the plain UNet; and peak RSS with several LoRAs in rotation.
  *
  *   npx tsx bench/lora-switch.ts [--model sd-1.5] [--rank 32] [--loras 3] [--runs 3] [--warmup 1]
- *     [--threads N] [--json] [--cache DIR] [--optimized-cache on|off|DIR]
+ *     [--targets attention|all] [--threads N] [--json] [--cache DIR] [--optimized-cache on|off|DIR]
  *
- * Targets: UNet attention q/k/v/out, feed-forward and proj_in/proj_out (lora.ts), random rank-r
- * kohya LoRAs written once into the cache. Batch 2 (classifier-free guidance), 77 tokens.
+ * Targets: UNet attention q/k/v/out, feed-forward and proj_in/proj_out (lora.ts); with
+ * `--targets all` also the ResNet convolutions, time projections and samplers (LoCon,
+ * LCM-LoRA). Random rank-r kohya LoRAs written once into the cache. Batch 2 (classifier-free guidance), 77 tokens.
  */
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
@@ -38,6 +39,7 @@ const { values } = parseArgs({
   options: {
     model: { type: "string", default: "sd-1.5" },
     rank: { type: "string", default: "32" },
+    targets: { type: "string", default: "attention" },
     loras: { type: "string", default: "3" },
     runs: { type: "string", default: "3" },
     warmup: { type: "string", default: "1" },
@@ -50,6 +52,10 @@ const { values } = parseArgs({
 });
 if (values.help) printUsageAndExit(import.meta.url);
 const rank = int("rank", values.rank, 1);
+if (values.targets !== "attention" && values.targets !== "all") {
+  throw new Error(`--targets takes attention or all, got ${values.targets}`);
+}
+const convs = values.targets === "all";
 const loraCount = int("loras", values.loras, 1);
 const runs = { warmup: int("warmup", values.warmup, 0), runs: int("runs", values.runs, 1) };
 const threads = int("threads", values.threads, 0);
@@ -66,8 +72,9 @@ const unetDir = path.join(cache, values.model, "unet");
 const weights = await writeRandomComponent(unetDir, "unet", unetConfig, { seed: 0 });
 
 let withLora: UNet | undefined;
+report.note(`${pad("LoRA targets", LABEL)} ${values.targets}`);
 const loadSeconds = await time(async () => {
-  withLora = await UNet.load(weights.files, runtime, (p) => isLoraTarget("unet", p));
+  withLora = await UNet.load(weights.files, runtime, (p) => isLoraTarget("unet", p, convs));
 });
 const unet = withLora as UNet;
 report.emit(
@@ -89,11 +96,12 @@ for (let n = 0; n < loraCount; n++) {
   let seed = 1000 * (n + 1);
   for (const [prefix, t] of unet.lowRankTargets) {
     const base = `lora_unet_${prefix.replace(/\./g, "_")}`;
+    const k = t.kernel;
     tensors.push({
       name: `${base}.lora_down.weight`,
       dtype: "F32" as const,
-      shape: [rank, t.inFeatures],
-      data: noise(rank * t.inFeatures, seed++),
+      shape: k === undefined ? [rank, t.inFeatures] : [rank, t.inFeatures, k, k],
+      data: noise(rank * t.inFeatures * (k ?? 1) ** 2, seed++),
     });
     tensors.push({
       name: `${base}.lora_up.weight`,
