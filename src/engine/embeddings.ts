@@ -129,12 +129,14 @@ export class EmbeddingPlacer {
     return this.tokenizer.encode(text, { padding: false, truncation: false }).inputIds.slice(1, -1);
   }
 
-  encode(prompts: readonly string[]): { ids: number[][]; feeds: Feeds } {
+  encode(prompts: readonly string[]): { ids: number[][]; feeds: Feeds; rows: number } {
     const rows: Float32Array[] = [];
     const ids = prompts.map((prompt) => {
       const content = this.content(prompt);
       const placed: number[] = [];
-      for (let i = 0; i < content.length; ) {
+      const max = this.tokenizer.modelMaxLength;
+      // Past the cut nothing is placed, so a prompt naming an embedding again and again cannot grow the rows.
+      for (let i = 0; i < content.length && placed.length < max - 2; ) {
         const hit = this.patterns.find((p) => p.ids.every((id, k) => content[i + k] === id));
         if (!hit) {
           placed.push(content[i] as number);
@@ -148,7 +150,6 @@ export class EmbeddingPlacer {
         }
         i += hit.ids.length;
       }
-      const max = this.tokenizer.modelMaxLength;
       const out = [this.tokenizer.bosTokenId, ...placed.slice(0, max - 2), this.tokenizer.eosTokenId];
       while (out.length < max) out.push(this.tokenizer.padTokenId);
       return out;
@@ -160,6 +161,7 @@ export class EmbeddingPlacer {
     });
     return {
       ids,
+      rows: rows.length,
       feeds: { extra_token_rows: new ort.Tensor("float32", table, [Math.max(1, rows.length), this.width]) },
     };
   }

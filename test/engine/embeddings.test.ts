@@ -82,6 +82,19 @@ describe("textual inversion on tiny-sd1", () => {
     await same([`${filler} oldstyle`], [`${filler} zebra kite`]);
   });
 
+  test("a prompt naming an embedding thousands of times places only what fits before the cut", async () => {
+    const { EmbeddingPlacer, loadEmbeddings } = await import("../../src/engine/embeddings.js");
+    const tokenizer = await ClipTokenizer.fromFolder(path.join(modelDir("tiny-sd1"), "tokenizer"));
+    const placer = new EmbeddingPlacer(tokenizer, await loadEmbeddings([embDir], WIDTH), 49408, WIDTH);
+    const { ids, rows } = placer.encode([Array.from({ length: 5000 }, () => "oldstyle").join(" ")]);
+    assert.equal(ids[0]?.length, 77);
+    assert.ok(rows <= 76, `${rows} rows`);
+    await same(
+      [Array.from({ length: 50 }, () => "oldstyle").join(" ")],
+      [Array.from({ length: 50 }, () => "zebra kite").join(" ")],
+    );
+  });
+
   test("a prompt without embeddings is unchanged", async () => {
     const plain = await loadPipeline(modelDir("tiny-sd1"), { threads: 1 });
     opened.push(plain);
