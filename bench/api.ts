@@ -3,11 +3,14 @@
  * - create+get: POST /v1/predictions then GET /v1/predictions/{id} on a real sdserve (Fastify,
  *   auth, validation, SQLite store, queue, worker), whose model adapter completes at once
  *   (allowed in this bench only: the engine is not what is measured here);
- * - bare: a Fastify route that answers {"ok":true}, on the same machine, for scale.
+ * - bare: a Fastify route that answers {"ok":true}, on the same machine, for scale;
+ * - while generating: GET /v1/predictions/{id} and GET /health-check on a real sdserve running
+ *   tiny-random, first idle, then while it makes a 640×640 image (the engine runs in its own
+ *   process, so these should barely move).
  * Each server runs in its own child process, autocannon in this one. Prints requests per second
- * and latency p50/p99 (ms) for both.
+ * and latency p50/p99 (ms) for each.
  *
- *   npx tsx bench/api.ts [--duration 10] [--connections 10] [--json]
+ *   npx tsx bench/api.ts [--duration 10] [--connections 10] [--only create_get,bare,generating] [--json]
  *
  * See bench/README.md.
  */
@@ -21,6 +24,7 @@ import autocannon from "autocannon";
 import { encode } from "fast-png";
 import Fastify from "fastify";
 import { loadConfig } from "../src/config.js";
+import { createLogger } from "../src/server/log.js";
 import { type InvalidField, validate } from "../src/server/models/json-schema.js";
 import type { ModelAdapter, OutputFile } from "../src/server/models/model.js";
 import { STABLE_DIFFUSION_SCHEMAS, STABLE_DIFFUSION_VERSION } from "../src/server/models/stable-diffusion.js";
@@ -63,6 +67,18 @@ class InstantAdapter implements ModelAdapter {
 
 /** Child mode: serve, print the URL, run until killed. */
 async function serve(kind: string): Promise<void> {
+  if (kind === "tiny") {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "sdserve-bench-api-"));
+    process.on("exit", () => rmSync(dataDir, { recursive: true, force: true }));
+    const config = loadConfig(["--model", "tiny-random", "--port", "0", "--data-dir", dataDir, "--threads", "1"], {
+      ...process.env,
+      SDSERVE_API_TOKENS: TOKEN,
+    });
+    const server = await startServer(config, createLogger({ logLevel: "warn", logFormat: "json" }, process.stderr));
+    process.once("SIGTERM", () => void server.close().then(() => process.exit(0)));
+    console.log(`listening on ${server.url}`);
+    return;
+  }
   if (kind === "bare") {
     const app = Fastify({ logger: false });
     app.get("/", async () => ({ ok: true }));
@@ -80,7 +96,8 @@ async function serve(kind: string): Promise<void> {
   });
   const server = await startServer(
     config,
-    { info: () => {}, error: (l) => console.error(l) },
+    // Warnings only: the request records are what a deployment pays for at LOG_LEVEL=info.
+    createLogger({ logLevel: "warn", logFormat: "json" }, process.stderr),
     { models: [new InstantAdapter()] },
   );
   console.log(`listening on ${server.url}`);
@@ -106,6 +123,7 @@ async function main(): Promise<void> {
     options: {
       duration: { type: "string", default: "10" },
       connections: { type: "string", default: "10" },
+      only: { type: "string", default: "create_get,bare,generating" },
       json: { type: "boolean", default: false },
       serve: { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -165,7 +183,8 @@ async function main(): Promise<void> {
       }),
     },
   ];
-  for (const run of runs) {
+  const only = new Set(values.only.split(","));
+  for (const run of runs.filter((r) => only.has(r.name))) {
     const { child, url } = await startChild(run.kind);
     try {
       const result = await autocannon(run.opts(url));
@@ -184,6 +203,64 @@ async function main(): Promise<void> {
     } finally {
       child.kill("SIGTERM");
     }
+  }
+  if (only.has("generating")) await whileGenerating(report, duration, connections);
+}
+
+/** GET of one prediction and /health-check, idle and then while the engine makes a 640×640 image. */
+async function whileGenerating(report: Report, duration: number, connections: number): Promise<void> {
+  const { child, url } = await startChild("tiny");
+  const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
+  const create = async (input: Record<string, unknown>, wait: boolean) => {
+    const res = await fetch(`${url}/v1/predictions`, {
+      method: "POST",
+      headers: wait ? { ...headers, prefer: "wait=60" } : headers,
+      body: JSON.stringify({ version: STABLE_DIFFUSION_VERSION, input }),
+    });
+    return (await res.json()) as { id: string; status: string; logs: string };
+  };
+  const get = async (id: string) =>
+    (await (await fetch(`${url}/v1/predictions/${id}`, { headers })).json()) as { status: string; logs: string };
+  try {
+    // Setup done and one small prediction made: its GET is the idle figure.
+    const small = await create({ prompt: "idle", width: 128, height: 128, num_inference_steps: 1 }, true);
+    if (small.status !== "succeeded") throw new Error(`the warm-up prediction ended ${small.status}`);
+    const measure = async (phase: string, id: string) => {
+      for (const [name, route, h] of [
+        ["get", `/v1/predictions/${id}`, headers],
+        ["health", "/health-check", {}],
+      ] as const) {
+        const result = await autocannon({ url: `${url}${route}`, headers: h, connections, duration });
+        const errors = result.errors + result.timeouts + result.non2xx;
+        const label = `${name === "get" ? "GET /v1/predictions/{id}" : "GET /health-check"}, ${phase}`;
+        report.emit(
+          {
+            figure: `${name}_${phase.replace(/\W+/g, "_")}`,
+            requests_per_s: round(result.requests.average),
+            latency_p50_ms: result.latency.p50,
+            latency_p99_ms: result.latency.p99,
+            requests: result.requests.total,
+            errors,
+          },
+          `${pad(label, LABEL + 4)}${round(result.requests.average, 5)} req/s, latency p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms (${result.requests.total} requests${errors ? `, ${errors} errors or non-2xx` : ""})`,
+        );
+      }
+    };
+    await measure("idle", small.id);
+    // Enough steps to outlast both measurements; canceled after them.
+    const big = await create({ prompt: "busy", width: 640, height: 640, num_inference_steps: 500 }, false);
+    for (let i = 0; i < 600 && !/\| [1-9]\d*\/500 \[/.test((await get(big.id)).logs ?? ""); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await measure("generating", big.id);
+    const after = await get(big.id);
+    if (after.status !== "processing")
+      throw new Error(`the generation ended (${after.status}) before the measurement did`);
+    const steps = /\| (\d+)\/500 \[[^\]]*\]\s*$/.exec(after.logs)?.[1];
+    report.note(`(the 640×640 generation ran ${steps ?? "?"} steps during the two measurements)`);
+    await fetch(`${url}/v1/predictions/${big.id}/cancel`, { method: "POST", headers });
+  } finally {
+    child.kill("SIGTERM");
   }
 }
 

@@ -1,8 +1,10 @@
-/** `sdserve generate`: text to PNG files from the command line. */
-import { mkdir, writeFile } from "node:fs/promises";
+/** `sdserve generate`: text (and optionally a picture and a mask) to PNG files from the command line. */
+import { mkdir, open, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { engineSettings, readSettings, settingFlags, settingsHelp } from "../config.js";
 import { a1111Parameters, encodePng } from "../engine/image.js";
+import { decodeImage } from "../engine/image-input.js";
 import { parseLoraArg } from "../engine/lora.js";
 import { loadPipeline } from "../engine/pipeline.js";
 import { resolveModelSource } from "../engine/sources.js";
@@ -26,10 +28,15 @@ Options:
                             used by writing an embedding's file name in a prompt; repeatable
   --lora <file[:scale]>     a LoRA (.safetensors, kohya/A1111 or diffusers/PEFT layout) at a scale
                             (default 1); repeat for several
-  --variant <fp32|fp16>     which weights to use where the model has both (default fp32)
   --negative-prompt <text>  what the image should not show
-  --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size)
+  --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size,
+                            or with --image the picture's own size rounded down to that multiple)
   --height <px>             height, likewise
+  --image <file>            img2img: start from this picture (PNG, JPEG or WebP; resized to
+                            --width/--height when they are given)
+  --mask <file>             inpainting: white repaints, black keeps (resized to the picture)
+  --strength <0-1>          with --image: how much of the schedule runs, i.e. how far the picture
+                            may change (default 0.8 for img2img, 1 for inpainting)
   --steps <n>               denoising steps (default 50; 4 for LCM models)
   --guidance <scale>        classifier-free guidance scale (default 7.5, ≤ 1 turns it off; LCM
                             models: 8.5, taken as an input of the UNet at no extra cost)
@@ -41,15 +48,9 @@ Options:
   --seed <n>                seed for torch-compatible noise (default: random, printed)
   --num-outputs <n>         images to make in one batch (default 1)
   --out <file.png|dir>      where to write (default: the current folder)
-  --threads <n>             CPU threads for ONNX Runtime (default: one per core)
-  --provider <cpu|cuda>     execution provider (default cpu)
 
-Environment:
-  SDSERVE_CACHE             sdserve's cache: tiny-random, optimised models (default ~/.cache/sdserve)
-  SDSERVE_OPTIMIZED_CACHE   where ONNX Runtime's optimised form of each network is kept so later loads
-                            skip optimising (default $SDSERVE_CACHE/optimized; off: not kept)
-  HF_HUB_CACHE, HF_HOME, HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE
-                            the Hugging Face Hub cache and access, see sdserve models --help
+${settingsHelp("generate", ["options", "environment"])}
+The Hugging Face Hub's HF_* variables apply as for sdserve serve (see sdserve serve --help).
 `;
 
 function intOption(values: Record<string, unknown>, key: string): number | undefined {
@@ -77,14 +78,15 @@ export async function generateCommand(argv: string[]): Promise<number> {
       seed: { type: "string" },
       "num-outputs": { type: "string" },
       out: { type: "string" },
-      threads: { type: "string" },
-      provider: { type: "string" },
-      variant: { type: "string" },
+      image: { type: "string" },
+      mask: { type: "string" },
+      strength: { type: "string" },
       config: { type: "string" },
       "prediction-type": { type: "string" },
       lora: { type: "string", multiple: true },
-      vae: { type: "string" },
       "embeddings-dir": { type: "string", multiple: true },
+      vae: { type: "string" },
+      ...settingFlags("generate"),
       help: { type: "boolean", short: "h" },
     },
   });
@@ -107,30 +109,41 @@ export async function generateCommand(argv: string[]): Promise<number> {
     if (!/^\d+$/.test(values.seed)) throw new UsageError(`--seed must be a non-negative integer, got "${values.seed}"`);
     seed = BigInt(values.seed);
   }
-  const provider = values.provider ?? "cpu";
-  if (provider !== "cpu" && provider !== "cuda")
-    throw new UsageError(`--provider must be cpu or cuda, got "${provider}"`);
+  const { lora: loraArgs, "embeddings-dir": embeddingsDirs, ...single } = values;
+  const settings = readSettings("generate", single, process.env);
+  const { variant, provider, threads } = settings;
+  const engine = engineSettings(settings);
 
-  const variant = values.variant ?? "fp32";
-  if (variant !== "fp32" && variant !== "fp16")
-    throw new UsageError(`--variant must be fp32 or fp16, got "${variant}"`);
+  const strength = values.strength === undefined ? undefined : Number(values.strength);
+  if (strength !== undefined && !Number.isFinite(strength))
+    throw new UsageError(`--strength must be a number, got "${values.strength}"`);
+  if (values.image === undefined && (values.mask !== undefined || strength !== undefined))
+    throw new UsageError(`--${values.mask !== undefined ? "mask" : "strength"} needs --image`);
+  // Read and decoded before the model loads, so a bad file fails at once.
+  const image = values.image === undefined ? undefined : await readPicture(values.image, "image");
+  const mask = values.mask === undefined ? undefined : await readPicture(values.mask, "mask");
 
   const predictionType = values["prediction-type"];
   if (predictionType !== undefined && !(PREDICTION_TYPES as readonly string[]).includes(predictionType)) {
     throw new UsageError(`--prediction-type must be one of ${PREDICTION_TYPES.join(", ")}, got "${predictionType}"`);
   }
-
-  const source = await resolveModelSource(values.model, { variant, onProgress: new DownloadProgress().handle });
+  const source = await resolveModelSource(values.model, {
+    cacheDir: engine.cacheDir,
+    hub: engine.hub,
+    variant,
+    onProgress: new DownloadProgress().handle,
+  });
   const loadStart = performance.now();
   const pipeline = await loadPipeline(source.path, {
-    threads: intOption(values, "threads"),
+    threads,
     provider,
     variant,
     config: values.config,
     predictionType: predictionType as PredictionType | undefined,
-    loras: (values.lora ?? []).map(parseLoraArg),
+    loras: (loraArgs ?? []).map(parseLoraArg),
+    optimizedCache: engine.optimizedCache,
     vae: values.vae,
-    embeddings: values["embeddings-dir"],
+    embeddings: embeddingsDirs,
     log: (line) => process.stderr.write(`${line}\n`),
   });
   process.stderr.write(`loaded ${source.label} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s\n`);
@@ -149,6 +162,9 @@ export async function generateCommand(argv: string[]): Promise<number> {
         scheduler: values.scheduler,
         seed,
         numOutputs: intOption(values, "num-outputs"),
+        image,
+        mask,
+        strength,
       },
       {
         onStep: ({ step, total }) => {
@@ -166,7 +182,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     process.stdout.write(`seed: ${result.seed}\n`);
     for (const f of files) process.stdout.write(`${f}\n`);
     process.stderr.write(
-      `text encoder ${t.encodeSeconds.toFixed(2)}s, denoising ${t.denoiseSeconds.toFixed(2)}s, VAE decode ${t.decodeSeconds.toFixed(2)}s\n`,
+      `${image ? "text and image encoders" : "text encoder"} ${t.encodeSeconds.toFixed(2)}s, denoising ${t.denoiseSeconds.toFixed(2)}s, VAE decode ${t.decodeSeconds.toFixed(2)}s\n`,
     );
   } finally {
     await pipeline.release();
@@ -185,4 +201,26 @@ function outputPaths(out: string | undefined, count: number, seed: bigint): stri
   return Array.from({ length: count }, (_, i) =>
     path.join(dir, count === 1 ? `sdserve-${seed}.png` : `sdserve-${seed}-${i + 1}.png`),
   );
+}
+
+/** Largest picture file read; the decoder then checks the pixel count from the header. */
+const MAX_PICTURE_BYTES = 64 * 1024 * 1024;
+
+async function readPicture(file: string, what: "image" | "mask") {
+  let bytes: Buffer;
+  try {
+    const handle = await open(file, "r");
+    try {
+      const { size } = await handle.stat();
+      if (size > MAX_PICTURE_BYTES) throw new UsageError(`${size} bytes, over the 64 MiB limit`);
+      bytes = await handle.readFile();
+    } finally {
+      await handle.close();
+    }
+    return await decodeImage(bytes, { field: what });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === "ENOENT" ? "no such file" : e.code === "EISDIR" ? "is a folder" : e.message;
+    throw new UsageError(`--${what} ${file}: ${why}`);
+  }
 }

@@ -71,10 +71,12 @@ function unetToLdm(name: string, L: number, upHasAttention: boolean[]): string {
   throw new Error(`unet name ${name}`);
 }
 
-/** diffusers VAE decoder name → LDM name (README "VAE mapping"). */
+/** diffusers VAE name → LDM name (README "VAE mapping"). */
 function vaeToLdm(name: string, n: number): string {
   return name
     .replace(/^decoder\.up_blocks\.(\d+)\./, (_, i) => `decoder.up.${n - 1 - Number(i)}.`)
+    .replace(/^encoder\.down_blocks\.(\d+)\./, "encoder.down.$1.")
+    .replace(/\.downsamplers\.0\./, ".downsample.")
     .replace(/\.resnets\.(\d+)\./, ".block.$1.")
     .replace(/\.upsamplers\.0\./, ".upsample.")
     .replace(/mid_block\.block\.0\./, "mid.block_1.")

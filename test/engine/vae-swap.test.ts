@@ -70,6 +70,7 @@ describe("a VAE from a single file", () => {
       const out = (await swapped.vae.decode(latents)).data;
       assert.equal(maxAbsDiff(out, reference), 0);
       assert.ok(maxAbsDiff(out, base) > 0, "the swap changed nothing");
+      assert.deepEqual(swapped.folder.vae.weightFiles, [file], "pictures are encoded with the swapped VAE too");
     });
   }
 });
@@ -85,6 +86,9 @@ test("a diffusers VAE folder decodes as the same VAE inside a model folder", asy
     const swapped = (await (await load(modelDir("tiny-sd1"), { vae: vaeDir })).vae.decode(latents)).data;
     const inside = (await (await load(copy.dir)).vae.decode(latents)).data;
     assert.equal(maxAbsDiff(swapped, inside), 0);
+    // Pictures (img2img, inpainting) are encoded with the swapped VAE too.
+    const swappedPipe = opened.at(-2) as Pipeline;
+    assert.equal(swappedPipe.folder.vae.dir, vaeDir);
   } finally {
     copy.remove();
   }

@@ -18,10 +18,11 @@ import { ConfigReader } from "../graph/config.js";
 import type { GraphBuilder } from "../graph/onnx.js";
 import { buildTinyDecoderGraph, buildTinyEncoderGraph, isTinyAutoencoderConfig } from "../graph/taesd.js";
 import { buildUNetGraph } from "../graph/unet.js";
-import { buildVaeDecoderGraph } from "../graph/vae.js";
+import { buildVaeDecoderGraph, buildVaeEncoderGraph } from "../graph/vae.js";
 import { ShapeRecorder, type WeightBinder } from "../graph/weights.js";
 import type { ComponentFiles, ComponentName } from "./model-folder.js";
 import { readSafetensors } from "./safetensors.js";
+import { safetensorsHeader } from "./safetensors-writer.js";
 
 export type RandomWeightsDType = "F32" | "F16";
 
@@ -44,7 +45,11 @@ export interface RandomComponent {
 const BUILDERS: Record<ComponentName, (cfg: ConfigReader, weights: WeightBinder) => GraphBuilder> = {
   text_encoder: buildClipTextGraph,
   unet: buildUNetGraph,
-  vae: buildVaeDecoderGraph,
+  // The VAE file holds both halves, as a diffusers AutoencoderKL does (the encoder for image inputs).
+  vae: (cfg, weights) => {
+    buildVaeEncoderGraph(cfg, weights);
+    return buildVaeDecoderGraph(cfg, weights);
+  },
 };
 
 /** transformers names the file model.safetensors; diffusers diffusion_pytorch_model.safetensors. */
@@ -143,26 +148,13 @@ async function streamTensors(
   seed: number,
   metadata: Record<string, string>,
 ): Promise<void> {
-  const bytesPer = dtype === "F32" ? 4 : 2;
-  const header: Record<string, unknown> = { __metadata__: metadata };
-  let offset = 0;
-  for (const [name, shape] of shapes) {
-    const n = shape.reduce((a, d) => a * d, 1);
-    header[name] = { dtype, shape, data_offsets: [offset, offset + n * bytesPer] };
-    offset += n * bytesPer;
-  }
-  const json = Buffer.from(JSON.stringify(header), "utf8");
-  // Padding the header to 8 bytes keeps every tensor aligned for readers that map the file.
-  const padded = Buffer.alloc(Math.ceil(json.length / 8) * 8, 0x20);
-  json.copy(padded);
-  const prefix = Buffer.alloc(8);
-  prefix.writeBigUInt64LE(BigInt(padded.length));
+  const layout = [...shapes].map(([name, shape]) => ({ name, dtype, shape }));
+  const { header } = safetensorsHeader(layout, metadata);
 
   const tmp = `${file}.partial-${process.pid}`;
   const fh = await open(tmp, "w");
   try {
-    await fh.write(prefix);
-    await fh.write(padded);
+    await fh.write(header);
     const f32 = new Float32Array(ELEMENTS_PER_CHUNK);
     const f16 = dtype === "F16" ? new Uint16Array(ELEMENTS_PER_CHUNK) : undefined;
     for (const [name, shape] of shapes) {

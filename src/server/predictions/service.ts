@@ -66,14 +66,17 @@ const LOST_JOB_MS = 60_000;
 /** How long an Idempotency-Key keeps returning its prediction (as payment APIs do: a day). */
 const IDEMPOTENCY_KEY_MS = 24 * 3_600_000;
 
+/** Longest webhook URL accepted: browsers' and proxies' practical limit; the URL is stored and sent. */
+const MAX_WEBHOOK_URL_LENGTH = 2048;
+
 const requestProperties: Record<string, JsonSchema> = {
   input: { type: "object" },
-  webhook: { type: "string" },
+  webhook: { type: "string", maxLength: MAX_WEBHOOK_URL_LENGTH },
   webhook_events_filter: { type: "array", items: { type: "string", enum: WEBHOOK_EVENTS } },
   // Deprecated by Replicate, still sent by python's stream(): accepted and ignored (urls.stream is always given).
   stream: { type: "boolean" },
   // The older python client's name for a completed-only webhook.
-  webhook_completed: { type: "string" },
+  webhook_completed: { type: "string", maxLength: MAX_WEBHOOK_URL_LENGTH },
 };
 
 /** The body of POST /predictions, as the published request schema has it (additionalProperties: false). */
@@ -204,6 +207,9 @@ export class PredictionService {
       throw throttled(10, `The queue is full (${unfinished} predictions waiting or running). Try again in ~10s.`);
     }
 
+    // Unknown input keys are accepted and ignored (spec §3.1): not stored, so they cost nothing later.
+    const known = (adapter.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
+    const storedInput = Object.fromEntries(Object.entries(input).filter(([key]) => Object.hasOwn(known, key)));
     const createdAt = timestamp();
     const lifetimes = [req.cancelAfterMs, this.limits.maxRunTimeMs ?? undefined].filter(
       (v): v is number => v !== undefined,
@@ -214,7 +220,7 @@ export class PredictionService {
       account,
       model: `${adapter.model.owner}/${adapter.model.name}`,
       version: adapter.version.id,
-      input,
+      input: storedInput,
       logs: "",
       output: null,
       error: null,

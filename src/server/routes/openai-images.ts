@@ -51,7 +51,12 @@ function toOpenAiError(err: unknown): OpenAiError {
     const first = fields[0];
     if (first) {
       const name = first.field.replace(/^input\./, "");
-      return new OpenAiError(400, first.description, "invalid_request_error", OPENAI_PARAM[name] ?? name);
+      return new OpenAiError(
+        400,
+        first.description,
+        "invalid_request_error",
+        Object.hasOwn(OPENAI_PARAM, name) ? OPENAI_PARAM[name] : name,
+      );
     }
     return new OpenAiError(
       err.status >= 500 ? 500 : 400,
