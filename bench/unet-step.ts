@@ -251,7 +251,7 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
         timeIds: { data: new Float32Array(UNET_BATCH * ids).fill(pixels), shape: [UNET_BATCH, ids] },
       };
     }
-    const t = await timeRuns(() => unet.run(sample, 500, context, undefined, added), runs);
+    const t = await timeRuns(() => unet.run(sample, 500, context, undefined, {}, added), runs);
     const flops = unetFlops(unetConfig, { batch: UNET_BATCH, height: latent, width: latent, sequence: TOKENS });
     report.emit(
       ...timedFigure("unet_call", `UNet call (${pixels}², batch ${UNET_BATCH})`, t, {

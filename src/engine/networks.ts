@@ -12,8 +12,8 @@ import type { GraphBuilder } from "./graph/onnx.js";
 import { buildTinyDecoderGraph, buildTinyEncoderGraph, readTinyAutoencoderConfig } from "./graph/taesd.js";
 import { buildUNetGraph, readUNetConfig } from "./graph/unet.js";
 import { buildVaeDecoderGraph, buildVaeEncoderGraph, readVaeConfig } from "./graph/vae.js";
-import { WeightBinder } from "./graph/weights.js";
-import { NetworkSession, ort, type RuntimeOptions } from "./runtime.js";
+import { type LowRankTarget, WeightBinder } from "./graph/weights.js";
+import { type Feeds, NetworkSession, ort, type RuntimeOptions } from "./runtime.js";
 import type { ComponentFiles } from "./weights/model-folder.js";
 
 export interface TensorF32 {
@@ -30,13 +30,27 @@ async function openSession(
   files: ComponentFiles,
   build: (cfg: ConfigReader, weights: WeightBinder) => GraphBuilder,
   opts: RuntimeOptions,
+  lowRank?: LowRankSupport,
+  extraTokenRows = false,
 ): Promise<NetworkSession> {
   if (files.onnxPath) return NetworkSession.create(name, files.onnxPath, undefined, opts);
   const weights = new WeightBinder(name, files.tensors);
+  weights.lowRankFilter = lowRank?.filter;
+  weights.extraTokenRows = extraTokenRows;
   const graph = build(new ConfigReader(files.configPath, files.config), weights);
+  for (const [prefix, target] of weights.lowRankTargets) lowRank?.targets.set(prefix, target);
   let fp32Bytes = 0;
   for (const t of files.tensors.values()) fp32Bytes += 4 * t.shape.reduce((a, d) => a * d, 1);
   return NetworkSession.create(name, graph.toModel(), { dir: weights.baseDir, files: weights.files, fp32Bytes }, opts);
+}
+
+/**
+ * Which layers take LoRA factors as graph inputs (the filter, from lora.ts), and, once the
+ * graph is built, those layers (filled in by the loader).
+ */
+export interface LowRankSupport {
+  filter: (prefix: string) => boolean;
+  targets: Map<string, LowRankTarget>;
 }
 
 export class TextEncoder {
@@ -45,27 +59,48 @@ export class TextEncoder {
     readonly hiddenSize: number,
     /** CLIPTextModelWithProjection's text_embeds width (SDXL's pooled embedding), else null. */
     readonly projectionDim: number | null,
+    /** Layers whose LoRA factors are inputs; empty unless loaded with LoRA support. */
+    readonly lowRankTargets: ReadonlyMap<string, LowRankTarget> = new Map(),
+    /** Token ids from here on pick rows of the `extra_token_rows` input (textual inversion). */
+    readonly vocabSize = 0,
   ) {}
 
-  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<TextEncoder> {
+  /**
+   * `adapters.lowRank`: the layers that take LoRA factors as inputs; `adapters.embeddings`:
+   * take textual-inversion vectors as the input `extra_token_rows` (clip.ts).
+   */
+  static async load(
+    files: ComponentFiles,
+    opts: RuntimeOptions,
+    adapters: { lowRank?: (prefix: string) => boolean; embeddings?: boolean } = {},
+  ): Promise<TextEncoder> {
     const cfg = readClipTextConfig(new ConfigReader(files.configPath, files.config));
-    return new TextEncoder(
-      await openSession(files.name, files, buildClipTextGraph, opts),
-      cfg.hiddenSize,
-      cfg.projectionDim,
+    const lowRank = adapters.lowRank && { filter: adapters.lowRank, targets: new Map<string, LowRankTarget>() };
+    const session = await openSession(
+      files.name,
+      files,
+      buildClipTextGraph,
+      opts,
+      lowRank,
+      adapters.embeddings === true,
     );
+    return new TextEncoder(session, cfg.hiddenSize, cfg.projectionDim, lowRank?.targets, cfg.vocabSize);
   }
 
   /**
    * Token ids [B][L] → last_hidden_state [B, L, hidden] (what the SD pipeline uses as
    * prompt embeddings). No attention mask is passed, as diffusers does.
    */
-  async encode(ids: readonly (readonly number[])[]): Promise<TensorF32> {
-    return (await this.outputs(ids, ["last_hidden_state"]))["last_hidden_state"] as TensorF32;
+  async encode(ids: readonly (readonly number[])[], adapters: Feeds = {}): Promise<TensorF32> {
+    return (await this.outputs(ids, ["last_hidden_state"], adapters))["last_hidden_state"] as TensorF32;
   }
 
   /** The named graph outputs (see graph/clip.ts: penultimate_hidden_state, text_embeds, …). */
-  async outputs(ids: readonly (readonly number[])[], names: readonly string[]): Promise<Record<string, TensorF32>> {
+  async outputs(
+    ids: readonly (readonly number[])[],
+    names: readonly string[],
+    adapters: Feeds = {},
+  ): Promise<Record<string, TensorF32>> {
     const batch = ids.length;
     const len = ids[0]?.length ?? 0;
     const meta = this.session.inputNames[0] ?? "input_ids";
@@ -79,7 +114,7 @@ export class TextEncoder {
           BigInt64Array.from(flat, (v) => BigInt(v)),
           [batch, len],
         );
-    const out = await this.session.run({ [meta]: tensor }, [...names]);
+    const out = await this.session.run({ [meta]: tensor, ...adapters }, [...names]);
     return Object.fromEntries(names.map((n) => [n, toF32(out[n] as ort.Tensor)]));
   }
 }
@@ -96,23 +131,33 @@ export class UNet {
   private constructor(
     readonly session: NetworkSession,
     readonly config: ReturnType<typeof readUNetConfig> | undefined,
+    /** Layers whose LoRA factors are inputs; empty unless loaded with LoRA support. */
+    readonly lowRankTargets: ReadonlyMap<string, LowRankTarget> = new Map(),
   ) {}
 
-  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<UNet> {
+  static async load(
+    files: ComponentFiles,
+    opts: RuntimeOptions,
+    lowRankFilter?: (prefix: string) => boolean,
+  ): Promise<UNet> {
     const cfg = files.onnxPath ? undefined : readUNetConfig(new ConfigReader(files.configPath, files.config));
-    return new UNet(await openSession("unet", files, buildUNetGraph, opts), cfg);
+    const lowRank = lowRankFilter && { filter: lowRankFilter, targets: new Map<string, LowRankTarget>() };
+    return new UNet(await openSession("unet", files, buildUNetGraph, opts, lowRank), cfg, lowRank?.targets);
   }
 
   /**
    * One forward pass: the model's prediction (noise, v or sample, per the scheduler config).
    * `timestepCond` [B, time_cond_proj_dim] is required by, and only by, UNets with time_cond_proj_dim;
-   * `added` (SDXL's micro-conditioning) by, and only by, UNets with addition_embed_type "text_time".
+   * `adapters`: the LoRA factor feeds (lora.ts) when loaded with LoRA support; `added` (SDXL's
+   * pooled text embedding and time ids) is required by, and only by, UNets with
+   * addition_embed_type "text_time".
    */
   async run(
     sample: TensorF32,
     timestep: number,
     context: TensorF32,
     timestepCond?: TensorF32,
+    adapters: Feeds = {},
     added?: AddedConditions,
   ): Promise<TensorF32> {
     const tType = this.session.inputType("timestep");
@@ -124,6 +169,7 @@ export class UNet {
       sample: new ort.Tensor("float32", sample.data, sample.shape),
       timestep: t,
       encoder_hidden_states: new ort.Tensor("float32", context.data, context.shape),
+      ...adapters,
     };
     const wantsCond = this.session.inputNames.includes("timestep_cond");
     if (wantsCond !== (timestepCond !== undefined)) {

@@ -138,7 +138,7 @@ describe("SDXL (tiny-sdxl) against diffusers", () => {
     const context = ref(u.encoder_hidden_states);
     const added = { textEmbeds: ref(u.text_embeds), timeIds: ref(u.time_ids) };
     for (const o of u.outputs) {
-      const out = await pipe.unet.run(sample, o.timestep, context, undefined, added);
+      const out = await pipe.unet.run(sample, o.timestep, context, undefined, {}, added);
       const expected = ref(o.output);
       assert.deepEqual(out.shape, expected.shape);
       const err = maxAbsDiff(out.data, expected.data);
@@ -153,14 +153,14 @@ describe("SDXL (tiny-sdxl) against diffusers", () => {
       const seenTimeIds: number[][] = [];
       const trace: { input: Float32Array; output: Float32Array }[] = [];
       const unetRun = pipe.unet.run.bind(pipe.unet);
-      pipe.unet.run = async (sample, t, context, cond, added) => {
+      pipe.unet.run = async (sample, t, context, cond, adapters, added) => {
         if (seenTimeIds.length === 0 && added) {
           const n = added.timeIds.shape[1] as number;
           for (let k = 0; k < (added.timeIds.shape[0] as number); k++) {
             seenTimeIds.push(Array.from(added.timeIds.data.subarray(k * n, (k + 1) * n)));
           }
         }
-        const out = await unetRun(sample, t, context, cond, added);
+        const out = await unetRun(sample, t, context, cond, adapters, added);
         trace.push({ input: Float32Array.from(sample.data), output: Float32Array.from(out.data) });
         return out;
       };

@@ -25,10 +25,10 @@ describe("SDXL image inputs (tiny-sdxl)", () => {
   before(async () => {
     pipe = await loadPipeline(BASE, { threads: 2 });
     const run = pipe.unet.run.bind(pipe.unet);
-    pipe.unet.run = (sample, t, context, cond, added) => {
+    pipe.unet.run = (sample, t, context, cond, adapters, added) => {
       seen.timesteps.push(t);
       if (added) seen.added.push(added);
-      return run(sample, t, context, cond, added);
+      return run(sample, t, context, cond, adapters, added);
     };
   });
   after(() => pipe.release());

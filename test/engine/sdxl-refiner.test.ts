@@ -257,9 +257,9 @@ describe("SDXL-Turbo", () => {
       });
       const batches: number[] = [];
       const unetRun = turbo.unet.run.bind(turbo.unet);
-      turbo.unet.run = (sample, t, context, cond, added) => {
+      turbo.unet.run = (sample, t, context, cond, adapters, added) => {
         batches.push(sample.shape[0] as number);
-        return unetRun(sample, t, context, cond, added);
+        return unetRun(sample, t, context, cond, adapters, added);
       };
       const steps: number[] = [];
       await turbo.generate(
@@ -302,6 +302,11 @@ describe("malformed SDXL folders are ModelErrors naming the file and key", () =>
       },
     );
 
+  test("LoRA support is refused on SDXL, saying so", () =>
+    assert.rejects(
+      () => loadPipeline(BASE, { threads: 1, loraSupport: true }),
+      (err: unknown) => err instanceof ModelError && /not supported on SDXL/.test(err.message),
+    ));
   test("a flag that is not a boolean", () =>
     refused(variant("bad-flag", { force_zeros_for_empty_prompt: "yes" }), "model_index.json", "force_zeros"));
   test("the aesthetic-score form on a UNet sized for target sizes", () =>
