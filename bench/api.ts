@@ -23,7 +23,11 @@ import Fastify from "fastify";
 import { loadConfig } from "../src/config.js";
 import { type InvalidField, validate } from "../src/server/models/json-schema.js";
 import type { ModelAdapter, OutputFile } from "../src/server/models/model.js";
-import { STABLE_DIFFUSION_SCHEMAS, STABLE_DIFFUSION_VERSION } from "../src/server/models/stable-diffusion.js";
+import {
+  imageLimitsOf,
+  STABLE_DIFFUSION_SCHEMAS,
+  STABLE_DIFFUSION_VERSION,
+} from "../src/server/models/stable-diffusion.js";
 import { startServer } from "../src/server/server.js";
 import { intOption, printUsageAndExit } from "./lib/cli.js";
 import { machineInfo } from "./lib/machine.js";
@@ -44,6 +48,7 @@ class InstantAdapter implements ModelAdapter {
   };
   readonly version = { id: STABLE_DIFFUSION_VERSION, createdAt: "2022-11-22T22:25:35.000000Z", cogVersion: "0.8.6" };
   readonly schemas = STABLE_DIFFUSION_SCHEMAS;
+  readonly imageLimits = imageLimitsOf(STABLE_DIFFUSION_SCHEMAS);
   readonly state = "READY" as const;
   readonly setupError = undefined;
   private readonly png = encode({ width: 1, height: 1, data: new Uint8Array(3), channels: 3 });

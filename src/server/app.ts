@@ -4,10 +4,9 @@
  */
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { TokenAuth } from "./auth.js";
-import { badJson, HttpProblem, notFound, throttled, unauthenticated } from "./http/problem.js";
+import { badJson, HttpProblem, notFound, problemOf, throttled, unauthenticated } from "./http/problem.js";
 import { RateLimiter } from "./http/rate-limit.js";
 import type { Metrics } from "./metrics.js";
-import { serverOpenApi } from "./models/openapi.js";
 import type { PredictionService } from "./predictions/service.js";
 import { fileRoutes } from "./routes/files.js";
 import { healthRoutes } from "./routes/health.js";
@@ -18,6 +17,8 @@ import { predictionRoutes } from "./routes/predictions.js";
 import { streamRoutes } from "./routes/streams.js";
 import { webRoutes } from "./routes/web.js";
 import { webhookRoutes } from "./routes/webhooks.js";
+import { BEARER_AUTH, collectRoutes, openApiDocument, type RouteSchema } from "./schemas/openapi.js";
+import { validatorCompiler } from "./schemas/validation.js";
 import type { WebhookDispatcher } from "./webhooks/dispatcher.js";
 
 declare module "fastify" {
@@ -59,6 +60,9 @@ function sendProblem(reply: FastifyReply, problem: HttpProblem): FastifyReply {
 export function buildApp(opts: AppOptions): FastifyInstance {
   const app = Fastify({ bodyLimit: opts.bodyLimit, logger: false, return503OnClosing: false });
   app.decorateRequest("account", "");
+  // Every route's schema is checked by one validator, in Replicate's words (schemas/validation.ts).
+  app.setValidatorCompiler(validatorCompiler);
+  const routes = collectRoutes(app);
 
   // Bodies are JSON whatever the Content-Type says (curl -d sends form encoding), and an
   // empty body is no body: the JS client sends Content-Type: application/json on a bodyless cancel.
@@ -73,9 +77,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     );
   });
 
-  app.setErrorHandler((err: FastifyError | HttpProblem, req, reply) => {
-    if (err instanceof HttpProblem) return sendProblem(reply, err);
-    const status = typeof err.statusCode === "number" && err.statusCode >= 400 ? err.statusCode : 500;
+  // Domain errors of the service become problem+json here, and nowhere else.
+  app.setErrorHandler((err: FastifyError | Error, req, reply) => {
+    const problem = problemOf(err);
+    if (problem) return sendProblem(reply, problem);
+    const code = (err as FastifyError).statusCode;
+    const status = typeof code === "number" && code >= 400 ? code : 500;
     if (status === 413) {
       return sendProblem(
         reply,
@@ -127,10 +134,22 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     }
   };
 
+  const requireTokenInDocument = (route: { schema?: RouteSchema }) => {
+    route.schema = { ...route.schema, security: BEARER_AUTH };
+  };
+
   app.register(healthRoutes, { models: opts.service.models, runElsewhere: opts.modelsRunElsewhere ?? false });
   if (opts.metrics) app.register(metricsRoutes, { metrics: opts.metrics });
-  const openapi = serverOpenApi(opts.service.models, opts.version);
-  app.get("/openapi.json", async () => openapi);
+  let openapi: Record<string, unknown> | undefined;
+  const openapiSchema: RouteSchema = {
+    summary: "This document: every route and every served model's input and output",
+    response: { 200: { type: "object", additionalProperties: true } },
+  };
+  // Made on first use, when every route has been registered.
+  app.get("/openapi.json", { schema: openapiSchema }, async () => {
+    openapi ??= openApiDocument(routes, opts.service.models, opts.version);
+    return openapi;
+  });
   app.register(fileRoutes, { service: opts.service });
   app.register(webRoutes, { service: opts.service, publicBaseUrl: opts.publicBaseUrl });
   for (const prefix of API_PREFIXES) {
@@ -138,6 +157,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       async (api) => {
         // onRequest: a request without a valid token is refused before its body is read.
         api.addHook("onRequest", authenticate);
+        api.addHook("onRoute", requireTokenInDocument);
         await api.register(webhookRoutes, { service: opts.service, webhooks: opts.webhooks });
         await api.register(modelRoutes, {
           apiPrefix: prefix,
@@ -161,6 +181,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         service: opts.service,
         publicBaseUrl: opts.publicBaseUrl,
         authenticate,
+        requireTokenInDocument,
       });
     }
     // The stream is a capability URL: outside the authenticated scope.

@@ -16,6 +16,8 @@ import { type Backends, openBackends } from "./backends.js";
 import { Metrics } from "./metrics.js";
 import type { ModelAdapter } from "./models/model.js";
 import { StableDiffusionAdapter } from "./models/stable-diffusion.js";
+import { PredictionLifecycle } from "./predictions/lifecycle.js";
+import { OutputFiles } from "./predictions/output-files.js";
 import { PredictionService } from "./predictions/service.js";
 import { RETRY_DELAYS_MS, WebhookDispatcher } from "./webhooks/dispatcher.js";
 import { BullMqCompletedDeliveries } from "./webhooks/jobs.js";
@@ -78,7 +80,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     log: out.error,
   });
 
-  const recovered = await service.recover();
+  const recovered = await service.lifecycle.recover();
   if (recovered.requeued + recovered.failed > 0) {
     out.info(`Recovered ${recovered.requeued} unfinished prediction(s) into the queue; ${recovered.failed} failed.`);
   }
@@ -87,7 +89,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
 
-  service.startBackground();
+  service.lifecycle.startBackground();
   webhooks.resume().then(
     (n) => n > 0 && out.info(`Resumed ${n} undelivered completed webhook(s).`),
     (err: unknown) => out.error(`Resuming webhooks failed: ${String(err)}`),
@@ -96,7 +98,9 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   if (config.runWorker) {
     setupModels(models, out);
     // The in-process worker runs one prediction at a time; on a shared queue, as many as configured.
-    worker = new Worker(service, queue, out.error, queue.shared ? config.workerConcurrency : 1, (s) => metrics.step(s));
+    worker = new Worker(service.lifecycle, models, queue, out.error, queue.shared ? config.workerConcurrency : 1, (s) =>
+      metrics.step(s),
+    );
     worker.start();
   }
   out.info(`sdserve listening on ${url}`);
@@ -107,7 +111,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     app,
     close: () => {
       closing ??= (async () => {
-        service.shutdown();
+        service.lifecycle.shutdown();
         await worker?.stop();
         await closeWebhooks();
         await app.close();
@@ -139,19 +143,19 @@ export function newService(
   models: readonly ModelAdapter[],
   out: ServerOutput,
 ): PredictionService {
+  const { store, queue, files, events } = backends;
+  const lifecycle = new PredictionLifecycle(store, queue, files, events, config.outputRetentionMs, out.error);
   return new PredictionService(
-    backends.store,
-    backends.queue,
-    backends.files,
-    backends.events,
+    store,
+    lifecycle,
+    new OutputFiles(store, files, config.outputRetentionMs),
+    events,
     models,
     {
       queueMax: config.queueMax,
-      outputRetentionMs: config.outputRetentionMs,
       maxRunTimeMs: config.maxRunTimeMs,
       webhookAllowPrivate: config.webhookAllowPrivate,
     },
-    out.error,
   );
 }
 

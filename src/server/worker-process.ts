@@ -39,7 +39,9 @@ export async function startWorkerProcess(config: Config, out: ServerOutput): Pro
   const url = `http://${host}:${address.port}`;
 
   setupModels(models, out);
-  const worker = new Worker(service, backends.queue, out.error, config.workerConcurrency, (s) => metrics.step(s));
+  const worker = new Worker(service.lifecycle, models, backends.queue, out.error, config.workerConcurrency, (s) =>
+    metrics.step(s),
+  );
   worker.start();
   out.info(`sdserve worker running ${config.workerConcurrency} at a time; health and metrics on ${url}`);
 
@@ -49,7 +51,7 @@ export async function startWorkerProcess(config: Config, out: ServerOutput): Pro
     app,
     close: () => {
       closing ??= (async () => {
-        service.shutdown();
+        service.lifecycle.shutdown();
         await worker.stop();
         await webhooks.close();
         await app.close();

@@ -36,6 +36,7 @@ import { DownloadTracker } from "./download-tracker.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
 import { canPreview, latentsToPreviewImages } from "./latent-preview.js";
 import {
+  type ImageLimits,
   type ModelAdapter,
   type ModelDescription,
   type ModelState,
@@ -204,11 +205,26 @@ function setupFailure(err: unknown, spec: ModelSpec): string {
   return `${message}. Point ${where} at a diffusers-format folder or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
 }
 
+/** The limits of the Input schema (sizes, outputs) and of memory (pixels), for APIs with parameters of their own. */
+export function imageLimitsOf(schemas: Record<string, JsonSchema>): ImageLimits {
+  const props = schemas["Input"]?.properties ?? {};
+  const numbers = (name: string) => ((schemas[name]?.enum ?? []) as number[]).filter((v) => typeof v === "number");
+  return {
+    maxOutputs: props["num_outputs"]?.maximum ?? 1,
+    widths: numbers("width"),
+    heights: numbers("height"),
+    maxPixels: MAX_PIXELS,
+    defaultWidth: props["width"]?.["default"] as number,
+    defaultHeight: props["height"]?.["default"] as number,
+  };
+}
+
 export class StableDiffusionAdapter implements ModelAdapter {
   readonly model: ModelDescription;
   readonly version: ModelVersion;
   readonly schemas: Record<string, JsonSchema>;
   readonly spec: ModelSpec;
+  readonly imageLimits: ImageLimits;
   state: ModelState = "STARTING";
   setupError: string | undefined;
   private pipeline: Pipeline | undefined;
@@ -253,6 +269,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
       aliases: this.spec.versionAliases,
     };
     this.schemas = stableDiffusionSchemas(this.spec.defaults);
+    this.imageLimits = imageLimitsOf(this.schemas);
   }
 
   get setupProgress(): SetupProgress | undefined {
