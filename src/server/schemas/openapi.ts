@@ -80,7 +80,8 @@ export function openApiDocument(
   for (const m of models) {
     const prefix = modelComponentPrefix(m);
     for (const [name, schema] of Object.entries(m.schemas)) {
-      modelNames.set(schema, prefix + name);
+      // Models sharing one schema object share its first name.
+      if (!modelNames.has(schema)) modelNames.set(schema, prefix + name);
       schemas[prefix + name] = rewriteRefs(schema, prefix);
     }
   }
