@@ -18,7 +18,7 @@ import type { RouteSchema } from "../schemas/openapi.js";
 export interface OpenAiImagesOptions {
   service: PredictionService;
   publicBaseUrl: string | undefined;
-  authenticate: (req: FastifyRequest) => Promise<void>;
+  authenticate: (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
   /** Marks the routes as needing a token in /openapi.json. */
   requireTokenInDocument: (route: { schema?: RouteSchema }) => void;
 }

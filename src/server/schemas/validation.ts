@@ -43,6 +43,9 @@ function formatErrors(schema: JsonSchema, value: Record<string, unknown>): Inval
 }
 
 export function compileValidator(schema: JsonSchema, part: Part) {
+  // Path parameters are strings, and the route matched only with all of them: nothing to check.
+  const props = Object.values(schema.properties ?? {});
+  if (part === "params" && props.every((p) => p.type === "string" && p.enum === undefined)) return () => true;
   return (data: unknown) => {
     let value = data;
     if (part === "querystring") value = coerceQuery(schema, data);
