@@ -10,10 +10,12 @@ import { TokenAuth } from "../../src/server/auth.js";
 import { STABLE_DIFFUSION_VERSION } from "../../src/server/models/stable-diffusion.js";
 import { compileValidator } from "../../src/server/schemas/validation.js";
 import { WebhookDispatcher } from "../../src/server/webhooks/dispatcher.js";
+import { Worker } from "../../src/server/worker.js";
 import { type Harness, newHarness } from "../helpers/prediction-service.js";
 
 let h: Harness;
 let app: FastifyInstance;
+let worker: Worker;
 const auth = { authorization: "Bearer r8_test" };
 
 before(async () => {
@@ -31,9 +33,12 @@ before(async () => {
     version: "0.0.0-test",
   });
   await app.ready();
+  worker = new Worker(h.lifecycle, h.service.models, h.queue);
+  worker.start();
 });
 
 after(async () => {
+  await worker.stop();
   await app.close();
   await h.close();
 });
@@ -128,4 +133,36 @@ test("compileValidator: params of plain strings are not checked; query numbers a
   assert.deepEqual(query({ n: ["2", "9"], b: "true" }), { value: { n: 2, b: true } });
   const bad = query({ n: "9" }) as { error?: { fields: unknown[] } };
   assert.equal(bad.error?.fields.length, 1);
+});
+
+test("OpenAI route: errors in OpenAI's envelope naming the parameter; null means not given", async () => {
+  const generate = (body: unknown) =>
+    app.inject({
+      method: "POST",
+      url: "/v1/images/generations",
+      headers: { ...auth, "content-type": "application/json" },
+      payload: JSON.stringify(body),
+    });
+  const cases: [unknown, string | null][] = [
+    [{ prompt: "x", n: 5 }, "n"],
+    [{ prompt: "x", n: "2" }, "n"],
+    [{ n: 1 }, "prompt"],
+    [{ prompt: 7 }, "prompt"],
+    [{ prompt: "" }, "prompt"],
+    [{ prompt: "x", size: "1024x1024" }, "size"],
+    [{ prompt: "x", size: "128x128x2" }, "size"],
+    [{ prompt: "x", response_format: "png" }, "response_format"],
+    [{ prompt: "x", size: "128x128", num_inference_steps: 0 }, "num_inference_steps"],
+    [[1, 2], null],
+  ];
+  for (const [body, param] of cases) {
+    const res = await generate(body);
+    assert.equal(res.statusCode, 400, JSON.stringify(body));
+    const error = (res.json() as { error: { param: string | null; type: string } }).error;
+    assert.equal(error.param, param, JSON.stringify(body));
+    assert.equal(error.type, "invalid_request_error");
+  }
+  const res = await generate({ prompt: "x", n: null, size: "128x128", response_format: null, seed: null });
+  assert.equal(res.statusCode, 200, res.body);
+  assert.equal((res.json() as { data: { url: string }[] }).data.length, 1);
 });

@@ -115,6 +115,16 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
   });
   app.addHook("onRequest", opts.authenticate);
   app.addHook("onRoute", opts.requireTokenInDocument);
+  // OpenAI's API takes a null as "not given" (n: null is one image): so does this route, before its schema is checked.
+  app.addHook("preValidation", (req, _reply, done) => {
+    const body = req.body;
+    if (typeof body === "object" && body !== null && !Array.isArray(body)) {
+      for (const [key, value] of Object.entries(body)) {
+        if (value === null) delete (body as Record<string, unknown>)[key];
+      }
+    }
+    done();
+  });
 
   const model = service.models[0];
   const limits = model?.imageLimits;

@@ -16,8 +16,6 @@ export interface RouteSchema extends FastifySchema {
   description?: string;
   /** Set on every route behind a token (see requireToken). */
   security?: Record<string, string[]>[];
-  /** Left out of the document (the document itself). */
-  hide?: boolean;
 }
 
 export const BEARER_AUTH = [{ bearerAuth: [] }];
@@ -104,7 +102,6 @@ export function openApiDocument(
   const operationIds = new Set<string>();
   for (const route of routes) {
     const schema = (route.options.schema ?? {}) as RouteSchema;
-    if (schema.hide) continue;
     const path = route.url.replace(/:([A-Za-z0-9_]+)/g, "{$1}");
     const methods = (Array.isArray(route.method) ? route.method : [route.method]).filter((m) => m !== "HEAD");
     for (const method of methods) {
