@@ -5,22 +5,30 @@
  * VAE decode, and peak RSS. Models: the tiny-random model, and the full-size presets (SD 1.5,
  * SD 2.1, …) with random weights built from presets/ (compute does not depend on the values).
  *
- *   npx tsx bench/pipeline.ts [--model tiny|sd-1.5|sd-2.1|sd-2.1-base|sd-turbo|all] [--runs 3]
- *     [--warmup 1] [--steps 20] [--size N|WxH] [--scheduler DPMSolverMultistep] [--guidance 7.5]
- *     [--seed 42] [--threads N] [--provider cpu|cuda|cpu,cuda] [--json] [--cache DIR]
- *     [--matmul-runs 5] [--optimized-cache on|off|DIR]
+ *   npx tsx bench/pipeline.ts [--model tiny|sd-1.5|sd-2.1|sd-2.1-base|sd-turbo|lcm-dreamshaper-v7|all]
+ *     [--runs 3] [--warmup 1] [--steps 20] [--size N|WxH] [--scheduler DPMSolverMultistep]
+ *     [--guidance 7.5] [--vae taesd|DIR] [--preview taesd|DIR] [--preview-size N] [--fast turbo|lcm] [--seed 42]
+ *     [--threads N] [--provider cpu|cuda|cpu,cuda] [--json] [--cache DIR] [--matmul-runs 5]
+ *     [--optimized-cache on|off|DIR]
+ *
+ * --fast turbo: SD-Turbo, 512², 1 step of Euler (trailing), guidance 0, TAESD decode;
+ * --fast lcm: SD 1.5, 512², 4 LCM steps, guidance 1, the full VAE, with TAESD previews (whose
+ * cost per step is the TAESD decode of a 512² image). Options given explicitly win.
  *
  * Each (model, provider) pair runs in its own process when there are several, so its peak
  * RSS is its own. See bench/README.md for what is printed.
  */
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { isTinyAutoencoderConfig } from "../src/engine/graph/taesd.js";
 import { DEFAULT_SCHEDULER, type GenerateResult, loadPipeline, type Pipeline } from "../src/engine/pipeline.js";
 import type { ExecutionProvider } from "../src/engine/runtime.js";
 import { ensureTinyRandomModel } from "../src/engine/tiny-random.js";
+import { writeRandomComponent } from "../src/engine/weights/random-weights.js";
 import { intOption, optimizedCacheOption, printUsageAndExit, runChildren } from "./lib/cli.js";
-import { textEncoderFlops, unetFlops, vaeDecodeFlops } from "./lib/flops.js";
+import { textEncoderFlops, tinyDecodeFlops, unetFlops, vaeDecodeFlops } from "./lib/flops.js";
 import { readPresetConfig } from "./lib/inputs.js";
 import { gpuInfo, type MatmulPeak, machineInfo, measureMatmulPeak } from "./lib/machine.js";
 import { ensureRandomModelFolder } from "./lib/random-model.js";
@@ -42,7 +50,14 @@ import { median, summarize, type Timing, time, timeRuns } from "./lib/timing.js"
 
 const BENCH = "pipeline";
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const MODELS = ["tiny", "sd-1.5", "sd-2.1", "sd-2.1-base", "sd-turbo"] as const;
+const MODELS = ["tiny", "sd-1.5", "sd-2.1", "sd-2.1-base", "sd-turbo", "lcm-dreamshaper-v7"] as const;
+/** The ready-made few-step runs of issue 17 (see the usage above). */
+const FAST = {
+  turbo: { model: "sd-turbo", steps: 1, guidance: 0, scheduler: "K_EULER", size: 512, vae: "taesd" },
+  lcm: { model: "sd-1.5", steps: 4, guidance: 1, scheduler: "LCM", size: 512, preview: "taesd" },
+} as const;
+/** `--vae taesd` / `--preview taesd`: TAESD (presets/taesd) with random weights. */
+const TAESD = "taesd";
 type Model = (typeof MODELS)[number];
 /** What `--model all` runs. */
 const ALL: readonly Model[] = ["tiny", "sd-1.5"];
@@ -70,6 +85,12 @@ interface Options {
   json: boolean;
   cache: string;
   matmulRuns: number;
+  /** A decoder folder to use instead of the model's VAE, or "taesd". */
+  vae: string | undefined;
+  /** A tiny-autoencoder folder (or "taesd") to draw a preview with after every step. */
+  preview: string | undefined;
+  /** The previews' longest side in pixels (default: the image's). */
+  previewSize: number | undefined;
   /** The engine's optimised-model cache: undefined for its default folder, false for off, or a folder. */
   optimizedCache: string | false | undefined;
   child: boolean;
@@ -78,14 +99,18 @@ interface Options {
 function parseOptions(): Options {
   const { values } = parseArgs({
     options: {
-      model: { type: "string", default: "all" },
+      model: { type: "string" },
+      fast: { type: "string" },
+      vae: { type: "string" },
+      preview: { type: "string" },
+      "preview-size": { type: "string" },
       provider: { type: "string", default: "cpu" },
       runs: { type: "string", default: "3" },
       warmup: { type: "string", default: "1" },
-      steps: { type: "string", default: "20" },
+      steps: { type: "string" },
       size: { type: "string" },
-      scheduler: { type: "string", default: DEFAULT_SCHEDULER },
-      guidance: { type: "string", default: "7.5" },
+      scheduler: { type: "string" },
+      guidance: { type: "string" },
       seed: { type: "string", default: "42" },
       threads: { type: "string", default: "0" },
       json: { type: "boolean", default: false },
@@ -97,6 +122,18 @@ function parseOptions(): Options {
     },
   });
   if (values.help) printUsageAndExit(import.meta.url);
+  if (values.fast !== undefined && !(values.fast in FAST)) {
+    throw new Error(`--fast must be one of ${Object.keys(FAST).join(", ")}, got ${values.fast}`);
+  }
+  const fast: Partial<(typeof FAST)[keyof typeof FAST]> & { vae?: string; preview?: string } =
+    values.fast === undefined ? {} : FAST[values.fast as keyof typeof FAST];
+  values.model ??= fast.model ?? "all";
+  values.steps ??= String(fast.steps ?? 20);
+  values.scheduler ??= fast.scheduler ?? DEFAULT_SCHEDULER;
+  values.guidance ??= String(fast.guidance ?? 7.5);
+  values.size ??= fast.size === undefined ? undefined : String(fast.size);
+  values.vae ??= fast.vae;
+  values.preview ??= fast.preview;
   const model = values.model === "tiny-random" ? "tiny" : values.model;
   if (model !== "all" && !(MODELS as readonly string[]).includes(model)) {
     throw new Error(`--model must be one of ${[...MODELS, "all"].join(", ")}, got ${values.model}`);
@@ -121,6 +158,10 @@ function parseOptions(): Options {
     height: size && intOption("size", size[2] ?? (size[1] as string), 8),
     scheduler: values.scheduler,
     guidance,
+    vae: values.vae,
+    preview: values.preview,
+    previewSize:
+      values["preview-size"] === undefined ? undefined : intOption("preview-size", values["preview-size"], 8),
     seed: intOption("seed", values.seed, 0),
     threads: intOption("threads", values.threads, 0),
     json: values.json,
@@ -139,8 +180,12 @@ interface RunTimes {
   encode: number;
   denoise: number;
   decode: number;
+  /** Each step's TAESD preview (with --preview), left out of `image`, `denoise` and `steps`. */
+  previews: number[];
   /** Each denoising step, from one onStep call to the next. */
   steps: number[];
+  /** From the generate() call to the first preview picture (with --preview). */
+  untilFirstPreview: number | undefined;
   /** From the generate() call to the end of its first step. */
   untilFirstStep: number;
 }
@@ -158,19 +203,43 @@ async function prepareFolder(model: Model, cache: string): Promise<{ dir: string
   return { dir: folder.dir, written: [...folder.components.values()].some((c) => !c.reused) };
 }
 
-/** FLOPs of one image: text encoder once, the UNet per step, the VAE decoder once. */
+/** A `--vae` / `--preview` value as a folder: "taesd" is presets/taesd with random weights. */
+async function decoderFolder(value: string | undefined, cache: string): Promise<string | undefined> {
+  if (value !== TAESD) return value && path.resolve(value);
+  const config = JSON.parse(readFileSync(path.join(REPO_ROOT, "presets", TAESD, "config.json"), "utf8"));
+  const dir = path.join(cache, TAESD);
+  await writeRandomComponent(dir, "vae", config, { seed: WEIGHTS_SEED });
+  return dir;
+}
+
+/** Classifier-free guidance doubles the batch, except for UNets that take the scale as an input (LCM). */
+function isGuided(pipeline: Pipeline, guidance: number): boolean {
+  return guidance > 1 && (pipeline.unet.config?.timeCondProjDim ?? null) === null;
+}
+
+/** FLOPs of one image: text encoder once, the UNet per step, the decoder once; a TAESD preview. */
 function imageFlops(
   pipeline: Pipeline,
   opts: SizedOptions,
-): { text: number; step: number; vae: number; image: number } {
-  const guided = opts.guidance > 1;
+  decoders: { vae: Record<string, unknown>; preview: Record<string, unknown> | undefined },
+): { text: number; step: number; vae: number; image: number; preview: number | undefined } {
+  const guided = isGuided(pipeline, opts.guidance);
   const h = opts.height / pipeline.info.vaeScaleFactor;
   const w = opts.width / pipeline.info.vaeScaleFactor;
   const { folder } = pipeline;
   const text = textEncoderFlops(folder.textEncoder.config, { batch: guided ? 2 : 1, sequence: TOKENS });
   const step = unetFlops(folder.unet.config, { batch: guided ? 2 : 1, height: h, width: w, sequence: TOKENS });
-  const vae = vaeDecodeFlops(folder.vae.config, { batch: 1, height: h, width: w });
-  return { text, step, vae, image: text + opts.steps * step + vae };
+  const size = { batch: 1, height: h, width: w };
+  const decode = (config: Record<string, unknown>) =>
+    isTinyAutoencoderConfig(config) ? tinyDecodeFlops(config, size) : vaeDecodeFlops(config, size);
+  const vae = decode(decoders.vae);
+  // As the previewer does: latents averaged over f×f blocks until the preview fits previewSize.
+  let f = 1;
+  const previewScale = pipeline.previewer?.decoder.config.scaleFactor ?? 8;
+  const limit = opts.previewSize ?? Number.POSITIVE_INFINITY;
+  while (Math.max(h, w) * previewScale > limit * f && h % (2 * f) === 0 && w % (2 * f) === 0) f *= 2;
+  const preview = decoders.preview && tinyDecodeFlops(decoders.preview, { batch: 1, height: h / f, width: w / f });
+  return { text, step, vae, image: text + opts.steps * step + vae, preview };
 }
 
 /** Options with the image size settled: the asked one, else the model's native size. */
@@ -185,11 +254,17 @@ function nativeSize(model: Model): number {
 async function benchOne(model: Model, provider: ExecutionProvider, options: Options, report: Report): Promise<void> {
   const native = nativeSize(model);
   const opts: SizedOptions = { ...options, width: options.width ?? native, height: options.height ?? native };
-  const guided = opts.guidance > 1;
+  // LCM UNets take the guidance scale as an input: never a second batch.
+  const lcmUNet = model !== "tiny" && readPresetConfig(model, "unet")["time_cond_proj_dim"] != null;
+  const guided = opts.guidance > 1 && !lcmUNet;
+  const decoderNote = opts.vae ? `, decoder ${opts.vae}` : "";
+  const previewNote = opts.preview
+    ? `, ${opts.preview} previews${opts.previewSize ? ` (at most ${opts.previewSize} px)` : ""}`
+    : "";
   report.heading(
     `${model === "tiny" ? "tiny-random" : `${model} (random weights, seed ${WEIGHTS_SEED}, fp32)`}: ` +
       `${opts.width}×${opts.height}, ${opts.steps} steps, ${opts.scheduler}, guidance ${opts.guidance}` +
-      `${guided ? " (UNet batch 2)" : ""}, ${provider.toUpperCase()} execution provider`,
+      `${guided ? " (UNet batch 2)" : ""}${decoderNote}${previewNote}, ${provider.toUpperCase()} execution provider`,
   );
 
   let prepared: { dir: string; written: boolean } | undefined;
@@ -197,6 +272,8 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
     prepared = await prepareFolder(model, opts.cache);
   });
   const { dir, written } = prepared as { dir: string; written: boolean };
+  const vaeDir = await decoderFolder(opts.vae, opts.cache);
+  const previewDir = await decoderFolder(opts.preview, opts.cache);
   const shownDir = path.relative(process.cwd(), dir) || ".";
 
   // The MatMul peak is a CPU yardstick; a GPU's would need device-resident operands.
@@ -212,6 +289,9 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
   let pipeline: Pipeline | undefined;
   const loadSeconds = await time(async () => {
     pipeline = await loadPipeline(dir, {
+      vae: vaeDir,
+      previewVae: previewDir,
+      previewMaxSize: opts.previewSize,
       threads: opts.threads,
       provider,
       optimizedCache: opts.optimizedCache,
@@ -270,28 +350,41 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
   const wall = await timeRuns(
     async () => {
       const stamps: number[] = [];
+      // When each step's preview was done: the next step's time counts from there.
+      const previewEnds: number[] = [];
       const start = performance.now();
       const result: GenerateResult = await pipe.generate(request, {
-        onStep: () => void stamps.push(performance.now()),
+        onStep: async (e) => {
+          stamps.push(performance.now());
+          if (pipe.previewer) {
+            await pipe.preview(e);
+            previewEnds.push(performance.now());
+          }
+        },
       });
       const end = performance.now();
-      const { encodeSeconds, denoiseSeconds, decodeSeconds } = result.timings;
+      const { encodeSeconds, decodeSeconds } = result.timings;
+      const previews = previewEnds.map((t, i) => (t - (stamps[i] as number)) / 1000);
+      const previewTotal = previews.reduce((a, b) => a + b, 0);
+      const denoiseSeconds = result.timings.denoiseSeconds - previewTotal;
       // Step 1 is counted from the end of text encoding; it also holds the request's validation
       // and the draw of the initial latents (microseconds next to a step).
       let prev = start + encodeSeconds * 1000;
-      const steps = stamps.map((s) => {
+      const steps = stamps.map((s, i) => {
         const d = (s - prev) / 1000;
-        prev = s;
+        prev = previewEnds[i] ?? s;
         return d;
       });
       for (const v of result.decoded.data) if (!Number.isFinite(v)) nonFinite++;
       all.push({
-        image: (end - start) / 1000,
         encode: encodeSeconds,
         denoise: denoiseSeconds,
         decode: decodeSeconds,
         steps,
+        previews,
+        image: (end - start) / 1000 - previewTotal,
         untilFirstStep: ((stamps[0] ?? end) - start) / 1000,
+        untilFirstPreview: previewEnds[0] === undefined ? undefined : (previewEnds[0] - start) / 1000,
       });
     },
     { warmup: opts.warmup, runs: opts.runs },
@@ -305,7 +398,13 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
   const measured = all.slice(opts.warmup);
   const part = (pick: (r: RunTimes) => number): Timing =>
     summarize(measured.map(pick), { first: first && pick(first), otherCpus: wall.otherCpus });
-  const flops = peak ? imageFlops(pipe, opts) : undefined;
+  const readConfig = (folder: string) => JSON.parse(readFileSync(path.join(folder, "config.json"), "utf8"));
+  const flops = peak
+    ? imageFlops(pipe, opts, {
+        vae: vaeDir ? readConfig(vaeDir) : pipe.folder.vae.config,
+        preview: previewDir && readConfig(previewDir),
+      })
+    : undefined;
   const withPeak = (f: number | undefined) => (flops && peak ? { flops: f, peak } : {});
   const firstLabel = "first image";
 
@@ -379,7 +478,7 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
   report.emit(
     ...timedFigure(
       "vae_decode",
-      "  VAE decode (1 image)",
+      `  ${pipe.info.decoderClass === "AutoencoderTiny" ? "TAESD" : "VAE"} decode (1 image)`,
       part((r) => r.decode),
       {
         fields: { batch: 1 },
@@ -388,6 +487,29 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
       },
     ),
   );
+  if (pipe.previewer) {
+    const [previewFigure, previewText] = timedFigure(
+      "preview",
+      "  TAESD preview (per step)",
+      summarize(
+        measured.flatMap((r) => r.previews),
+        { first: first?.previews[0], otherCpus: wall.otherCpus },
+      ),
+      { fields: { batch: 1 }, ...withPeak(flops?.preview), firstLabel },
+    );
+    const stepMedian = median(measured.map((r) => r.denoise / opts.steps));
+    const previewMedian = median(measured.flatMap((r) => r.previews));
+    const untilPreview = median(measured.map((r) => r.untilFirstPreview ?? Number.NaN));
+    report.emit(
+      {
+        ...previewFigure,
+        fraction_of_step: round(previewMedian / stepMedian),
+        until_first_preview_seconds: round(untilPreview),
+      },
+      `${previewText}\n${pad("    as a fraction of a step", LABEL)} ${((100 * previewMedian) / stepMedian).toFixed(1)} %` +
+        `\n${pad("    first preview after", LABEL)} ${pad(secs(untilPreview), 9)} (from generate(): text encoder, step 1, its preview)`,
+    );
+  }
   report.emit(
     ...timedFigure(
       "rest",

@@ -7,6 +7,7 @@
  */
 import { readClipTextConfig } from "../../src/engine/graph/clip.js";
 import { ConfigReader } from "../../src/engine/graph/config.js";
+import { readTinyAutoencoderConfig } from "../../src/engine/graph/taesd.js";
 import { readUNetConfig } from "../../src/engine/graph/unet.js";
 import { readVaeConfig } from "../../src/engine/graph/vae.js";
 
@@ -150,4 +151,27 @@ export function textEncoderFlops(config: Record<string, unknown>, opts: { batch:
     linear(rows, H, c.intermediateSize) +
     linear(rows, c.intermediateSize, H);
   return c.layers * perLayer;
+}
+
+/** AutoencoderTiny (TAESD) decoder from latents h×w: 3×3 convolutions only. */
+export function tinyDecodeFlops(
+  config: Record<string, unknown>,
+  opts: { batch: number; height: number; width: number },
+): number {
+  const c = readTinyAutoencoderConfig(new ConfigReader("vae/config.json", config));
+  const B = opts.batch;
+  let h = opts.height;
+  let w = opts.width;
+  let total = conv(B, c.latentChannels, c.decoderBlockOut[0] as number, 3, h, w);
+  const n = c.decoderBlocks.length;
+  c.decoderBlocks.forEach((count, i) => {
+    const ch = c.decoderBlockOut[i] as number;
+    total += count * 3 * conv(B, ch, ch, 3, h, w);
+    if (i < n - 1) {
+      h *= 2;
+      w *= 2;
+    }
+    total += conv(B, ch, i < n - 1 ? ch : c.outChannels, 3, h, w);
+  });
+  return total;
 }

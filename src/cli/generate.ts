@@ -19,9 +19,13 @@ Options:
   --negative-prompt <text>  what the image should not show
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size)
   --height <px>             height, likewise
-  --steps <n>               denoising steps (default 50)
-  --guidance <scale>        classifier-free guidance scale (default 7.5; ≤ 1 turns it off)
-  --scheduler <name>        Replicate, diffusers or AUTOMATIC1111 name (default DPMSolverMultistep)
+  --steps <n>               denoising steps (default 50; 4 for LCM models)
+  --guidance <scale>        classifier-free guidance scale (default 7.5, ≤ 1 turns it off; LCM
+                            models: 8.5, taken as an input of the UNet at no extra cost)
+  --scheduler <name>        Replicate, diffusers or AUTOMATIC1111 name (default DPMSolverMultistep;
+                            LCM for LCM models)
+  --vae <folder>            decode with this autoencoder folder instead of the model's VAE, e.g. the
+                            tiny autoencoder (AutoencoderTiny, madebyollin/taesd): much faster
   --seed <n>                seed for torch-compatible noise (default: random, printed)
   --num-outputs <n>         images to make in one batch (default 1)
   --out <file.png|dir>      where to write (default: the current folder)
@@ -64,6 +68,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       threads: { type: "string" },
       provider: { type: "string" },
       variant: { type: "string" },
+      vae: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -100,11 +105,12 @@ export async function generateCommand(argv: string[]): Promise<number> {
     threads: intOption(values, "threads"),
     provider,
     variant,
+    vae: values.vae,
     log: (line) => process.stderr.write(`${line}\n`),
   });
   process.stderr.write(`loaded ${source.label} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s\n`);
   try {
-    const steps = intOption(values, "steps") ?? 50;
+    const steps = intOption(values, "steps");
     let progress: StepProgress | undefined;
     const start = performance.now();
     const result = await pipeline.generate(

@@ -19,6 +19,7 @@ export { a1111Parameters, decodedToImages, encodePng, type GenerationParameters,
 export type { TensorF32 } from "./networks.js";
 export {
   DEFAULT_SCHEDULER,
+  type GenerateDefaults,
   type GenerateOptions,
   type GenerateRequest,
   type GenerateResult,
@@ -32,4 +33,5 @@ export { TorchCpuGenerator } from "./random/torch-cpu.js";
 export type { ExecutionProvider, RuntimeOptions } from "./runtime.js";
 export { SCHEDULER_NAMES } from "./schedulers/index.js";
 export { type ModelSource, resolveModelSource } from "./sources.js";
+export { TinyAutoencoderPreview } from "./taesd-preview.js";
 export { ensureTinyRandomModel, TINY_RANDOM } from "./tiny-random.js";

@@ -7,6 +7,7 @@
 import { buildClipTextGraph, readClipTextConfig } from "./graph/clip.js";
 import { ConfigReader } from "./graph/config.js";
 import type { GraphBuilder } from "./graph/onnx.js";
+import { buildTinyDecoderGraph, buildTinyEncoderGraph, readTinyAutoencoderConfig } from "./graph/taesd.js";
 import { buildUNetGraph, readUNetConfig } from "./graph/unet.js";
 import { buildVaeDecoderGraph, readVaeConfig } from "./graph/vae.js";
 import { WeightBinder } from "./graph/weights.js";
@@ -81,18 +82,29 @@ export class UNet {
     return new UNet(await openSession("unet", files, buildUNetGraph, opts), cfg);
   }
 
-  /** One forward pass: the model's prediction (noise, v or sample, per the scheduler config). */
-  async run(sample: TensorF32, timestep: number, context: TensorF32): Promise<TensorF32> {
+  /**
+   * One forward pass: the model's prediction (noise, v or sample, per the scheduler config).
+   * `timestepCond` [B, time_cond_proj_dim] is required by, and only by, UNets with time_cond_proj_dim.
+   */
+  async run(sample: TensorF32, timestep: number, context: TensorF32, timestepCond?: TensorF32): Promise<TensorF32> {
     const tType = this.session.inputType("timestep");
     const t =
       tType === "int64"
         ? new ort.Tensor("int64", BigInt64Array.of(BigInt(Math.round(timestep))), [1])
         : new ort.Tensor("float32", Float32Array.of(timestep), [1]);
-    const out = await this.session.run({
+    const feeds: Record<string, ort.Tensor> = {
       sample: new ort.Tensor("float32", sample.data, sample.shape),
       timestep: t,
       encoder_hidden_states: new ort.Tensor("float32", context.data, context.shape),
-    });
+    };
+    const wantsCond = this.session.inputNames.includes("timestep_cond");
+    if (wantsCond !== (timestepCond !== undefined)) {
+      throw new Error(
+        wantsCond ? "this UNet needs timestep_cond (time_cond_proj_dim)" : "this UNet takes no timestep_cond",
+      );
+    }
+    if (timestepCond) feeds["timestep_cond"] = new ort.Tensor("float32", timestepCond.data, timestepCond.shape);
+    const out = await this.session.run(feeds);
     return toF32(out[this.session.outputNames[0] as string] as ort.Tensor);
   }
 }
@@ -113,5 +125,50 @@ export class VaeDecoder {
     const name = this.session.inputNames[0] ?? "latent_sample";
     const out = await this.session.run({ [name]: new ort.Tensor("float32", latents.data, latents.shape) });
     return toF32(out[this.session.outputNames[0] as string] as ort.Tensor);
+  }
+}
+
+/** What the pipeline needs of a decoder: the full VAE's or the tiny autoencoder's. */
+export interface LatentDecoder {
+  readonly session: NetworkSession;
+  readonly config: { latentChannels: number; scalingFactor: number; scaleFactor: number };
+  /** Latents already divided by the scaling factor → raw decoder output (about [-1, 1]). */
+  decode(latents: TensorF32): Promise<TensorF32>;
+}
+
+/** The decoder of diffusers' AutoencoderTiny (TAESD): a cheap stand-in for the VAE decoder. */
+export class TinyVaeDecoder implements LatentDecoder {
+  private constructor(
+    readonly session: NetworkSession,
+    readonly config: ReturnType<typeof readTinyAutoencoderConfig>,
+  ) {}
+
+  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<TinyVaeDecoder> {
+    const cfg = readTinyAutoencoderConfig(new ConfigReader(files.configPath, files.config));
+    return new TinyVaeDecoder(await openSession("taesd_decoder", files, buildTinyDecoderGraph, opts), cfg);
+  }
+
+  async decode(latents: TensorF32): Promise<TensorF32> {
+    const out = await this.session.run({ latent_sample: new ort.Tensor("float32", latents.data, latents.shape) });
+    return toF32(out["sample"] as ort.Tensor);
+  }
+}
+
+/** The encoder of diffusers' AutoencoderTiny: deterministic, no distribution to sample. */
+export class TinyVaeEncoder {
+  private constructor(
+    readonly session: NetworkSession,
+    readonly config: ReturnType<typeof readTinyAutoencoderConfig>,
+  ) {}
+
+  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<TinyVaeEncoder> {
+    const cfg = readTinyAutoencoderConfig(new ConfigReader(files.configPath, files.config));
+    return new TinyVaeEncoder(await openSession("taesd_encoder", files, buildTinyEncoderGraph, opts), cfg);
+  }
+
+  /** Pictures [B, 3, H, W] in [-1, 1] → latents [B, C, H/f, W/f] (not yet multiplied by the scaling factor). */
+  async encode(sample: TensorF32): Promise<TensorF32> {
+    const out = await this.session.run({ sample: new ort.Tensor("float32", sample.data, sample.shape) });
+    return toF32(out["latents"] as ort.Tensor);
   }
 }

@@ -4,17 +4,36 @@
  */
 import { randomInt } from "node:crypto";
 import { ModelError, RequestError } from "./errors.js";
+import { guidanceScaleEmbedding } from "./graph/unet.js";
 import { decodedToImages, type GenerationParameters, type RgbImage } from "./image.js";
-import { type TensorF32, TextEncoder, UNet, VaeDecoder } from "./networks.js";
+import { type LatentDecoder, type TensorF32, TextEncoder, TinyVaeDecoder, UNet, VaeDecoder } from "./networks.js";
 import { TorchCpuGenerator } from "./random/torch-cpu.js";
 import type { RuntimeOptions } from "./runtime.js";
 import { createScheduler, type Scheduler } from "./schedulers/index.js";
+import { TinyAutoencoderPreview } from "./taesd-preview.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
-import { type ModelFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
+import { type ModelFolder, openComponentFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
 
 export interface LoadPipelineOptions extends RuntimeOptions {
   /** Use `*.fp16.safetensors` weights where present (computation stays float32 on CPU). */
   variant?: WeightsVariant;
+  /**
+   * A standalone autoencoder folder (config.json + diffusion_pytorch_model.safetensors) to decode
+   * with instead of the model's VAE: diffusers' AutoencoderTiny (TAESD, e.g. madebyollin/taesd)
+   * for speed, or another AutoencoderKL.
+   */
+  vae?: string;
+  /** An AutoencoderTiny folder to draw step previews with (`Pipeline.preview`). */
+  previewVae?: string;
+  /** The longest side of a preview in pixels (default: the image's); see TinyAutoencoderPreview. */
+  previewMaxSize?: number;
+}
+
+/** What a request leaves out, as the model's own pipeline would fill it in. */
+export interface GenerateDefaults {
+  numInferenceSteps: number;
+  guidanceScale: number;
+  scheduler: string;
 }
 
 export interface PipelineInfo {
@@ -32,6 +51,11 @@ export interface PipelineInfo {
   /** The UNet's native sample size in pixels (sample_size × vaeScaleFactor), e.g. 512 or 768. */
   defaultSize: number;
   variant: WeightsVariant;
+  /** The decoder in use: "vae" (the model's) or the folder given as `vae`. */
+  decoder: string;
+  /** "AutoencoderKL" or "AutoencoderTiny". */
+  decoderClass: string;
+  defaults: GenerateDefaults;
 }
 
 export interface GenerateRequest {
@@ -63,6 +87,8 @@ export interface StepEvent {
   timestep: number;
   /** The latents after this step [B, C, h, w]. */
   latents: TensorF32;
+  /** The scheduler's clean-sample estimate at this step, where it makes one (LCM) [B, C, h, w]. */
+  denoised?: TensorF32;
 }
 
 export interface GenerateOptions {
@@ -91,7 +117,9 @@ export class Pipeline {
     readonly tokenizer: ClipTokenizer,
     readonly textEncoder: TextEncoder,
     readonly unet: UNet,
-    readonly vae: VaeDecoder,
+    readonly vae: LatentDecoder,
+    /** Draws step previews when the pipeline was loaded with `previewVae`. */
+    readonly previewer: TinyAutoencoderPreview | undefined,
   ) {}
 
   static async load(source: string, opts: LoadPipelineOptions = {}): Promise<Pipeline> {
@@ -101,7 +129,16 @@ export class Pipeline {
     // Sessions are created one after another: each uses every core while optimising.
     const textEncoder = await TextEncoder.load(folder.textEncoder, opts);
     const unet = await UNet.load(folder.unet, opts);
-    const vae = await VaeDecoder.load(folder.vae, opts);
+    const vae = await loadDecoder(folder, opts);
+    if (unet.config && vae.config.latentChannels !== unet.config.outChannels) {
+      throw new ModelError(
+        `the decoder takes ${vae.config.latentChannels} latent channels, the UNet makes ${unet.config.outChannels}`,
+        { file: opts.vae ?? folder.vae.configPath, field: "latent_channels" },
+      );
+    }
+    const previewer = opts.previewVae
+      ? await TinyAutoencoderPreview.load(opts.previewVae, { ...opts, maxSize: opts.previewMaxSize })
+      : undefined;
     if (textEncoder.hiddenSize && unet.config && unet.config.crossDim[0] !== textEncoder.hiddenSize) {
       throw new ModelError(
         `is ${unet.config.crossDim[0]}, but the text encoder's hidden_size is ${textEncoder.hiddenSize}`,
@@ -122,8 +159,11 @@ export class Pipeline {
       predictionType,
       defaultSize: sampleSize * vae.config.scaleFactor,
       variant: folder.variant,
+      decoder: opts.vae ?? "vae",
+      decoderClass: vae instanceof TinyVaeDecoder ? "AutoencoderTiny" : "AutoencoderKL",
+      defaults: nativeDefaults(folder, unet),
     };
-    return new Pipeline(info, folder, tokenizer, textEncoder, unet, vae);
+    return new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer);
   }
 
   /** Prompt → text embeddings [n, 77, hidden], padded and truncated as the tokenizer says. */
@@ -142,8 +182,22 @@ export class Pipeline {
     const { signal } = opts;
     signal?.throwIfAborted();
     const t0 = performance.now();
-    const guided = r.guidanceScale > 1;
+    // Guidance-distilled (LCM) UNets take the scale as an input instead of a second batch, as
+    // diffusers' pipelines do for any UNet with time_cond_proj_dim: w = guidance_scale − 1.
+    const condDim = this.unet.config?.timeCondProjDim ?? null;
+    const guided = r.guidanceScale > 1 && condDim === null;
     const batch = r.numOutputs;
+    let timestepCond: TensorF32 | undefined;
+    if (condDim !== null) {
+      // The embedding's angles are 1000·w in float32: a scale past that range would make NaNs.
+      if (!Number.isFinite(Math.fround((r.guidanceScale - 1) * 1000))) {
+        throw new RequestError(`guidance scale ${r.guidanceScale} is too large for this model`, "guidanceScale");
+      }
+      const w = guidanceScaleEmbedding(r.guidanceScale - 1, condDim);
+      const data = new Float32Array(batch * condDim);
+      for (let b = 0; b < batch; b++) data.set(w, b * condDim);
+      timestepCond = { data, shape: [batch, condDim] };
+    }
     const prompts = guided
       ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
       : new Array<string>(batch).fill(r.prompt);
@@ -191,6 +245,7 @@ export class Pipeline {
         { data: input, shape: [guided ? batch * 2 : batch, ...shape.slice(1)] },
         t,
         context,
+        timestepCond,
       );
       let noisePred = out.data;
       if (guided) {
@@ -204,7 +259,14 @@ export class Pipeline {
         }
       }
       latents = scheduler.step(noisePred, i, latents, ctx, shape);
-      await opts.onStep?.({ step: i + 1, total, timestep: t, latents: { data: latents, shape } });
+      const denoised = scheduler.lastDenoised;
+      await opts.onStep?.({
+        step: i + 1,
+        total,
+        timestep: t,
+        latents: { data: latents, shape },
+        denoised: denoised && { data: denoised, shape },
+      });
     }
     signal?.throwIfAborted();
     const t2 = performance.now();
@@ -243,9 +305,9 @@ export class Pipeline {
       negativePrompt: req.negativePrompt ?? "",
       width: req.width ?? size,
       height: req.height ?? size,
-      numInferenceSteps: req.numInferenceSteps ?? 50,
-      guidanceScale: req.guidanceScale ?? 7.5,
-      schedulerName: req.scheduler ?? DEFAULT_SCHEDULER,
+      numInferenceSteps: req.numInferenceSteps ?? this.info.defaults.numInferenceSteps,
+      guidanceScale: req.guidanceScale ?? this.info.defaults.guidanceScale,
+      schedulerName: req.scheduler ?? this.info.defaults.scheduler,
       seed: req.seed ?? BigInt(randomInt(0, 2 ** 32 - 1)),
       numOutputs: req.numOutputs ?? 1,
     };
@@ -292,8 +354,22 @@ export class Pipeline {
     return { ...r, scheduler };
   }
 
+  /**
+   * Step previews with the tiny autoencoder (when loaded with `previewVae`): one picture per
+   * image of the batch, at full size, from the step's denoised estimate where the scheduler makes
+   * one, else from its latents. Undefined without a preview decoder.
+   */
+  async preview(event: Pick<StepEvent, "latents" | "denoised">): Promise<RgbImage[] | undefined> {
+    return this.previewer?.images(event.denoised ?? event.latents);
+  }
+
   async release(): Promise<void> {
-    await Promise.all([this.textEncoder.session.release(), this.unet.session.release(), this.vae.session.release()]);
+    await Promise.all([
+      this.textEncoder.session.release(),
+      this.unet.session.release(),
+      this.vae.session.release(),
+      this.previewer?.release(),
+    ]);
   }
 }
 
@@ -301,7 +377,11 @@ export class Pipeline {
 function checkPipelineKind(folder: ModelFolder): void {
   const file = `${folder.dir}/model_index.json`;
   const cls = folder.modelIndex["_class_name"];
-  if (cls !== undefined && (typeof cls !== "string" || !/^(Onnx)?StableDiffusion(Img2Img)?Pipeline$/.test(cls))) {
+  if (
+    cls !== undefined &&
+    (typeof cls !== "string" ||
+      !/^((Onnx)?StableDiffusion(Img2Img)?Pipeline|LatentConsistencyModel(Img2Img)?Pipeline)$/.test(cls))
+  ) {
     throw new ModelError(
       `${JSON.stringify(cls)} is not supported: sdserve runs Stable Diffusion 1.x / 2.x pipelines (StableDiffusionPipeline)`,
       { file, field: "_class_name" },
@@ -310,6 +390,32 @@ function checkPipelineKind(folder: ModelFolder): void {
   if (folder.modelIndex["text_encoder_2"] !== undefined) {
     throw new ModelError("a second text encoder (SDXL) is not supported", { file, field: "text_encoder_2" });
   }
+}
+
+/** The model's VAE decoder, or the standalone autoencoder named by `opts.vae`. */
+async function loadDecoder(folder: ModelFolder, opts: LoadPipelineOptions): Promise<LatentDecoder> {
+  if (!opts.vae) return VaeDecoder.load(folder.vae, opts);
+  const files = await openComponentFolder(opts.vae, "vae", opts.variant);
+  return files.config["_class_name"] === "AutoencoderTiny"
+    ? TinyVaeDecoder.load(files, opts)
+    : VaeDecoder.load(files, opts);
+}
+
+/**
+ * A UNet distilled with the guidance embedding (SimianLuo/LCM_Dreamshaper_v7) defaults as
+ * diffusers' LatentConsistencyModelPipeline: 4 steps of LCM at guidance 8.5, which costs nothing
+ * extra (no second batch). A plain UNet with an LCMScheduler config (an LCM-LoRA fused in) takes
+ * 4 LCM steps without classifier-free guidance, as LCM-LoRA's model card runs it (guidance 1).
+ * Everything else as StableDiffusionPipeline (50 steps, 7.5) with Replicate's default scheduler.
+ */
+function nativeDefaults(folder: ModelFolder, unet: UNet): GenerateDefaults {
+  if ((unet.config?.timeCondProjDim ?? null) !== null) {
+    return { numInferenceSteps: 4, guidanceScale: 8.5, scheduler: "LCMScheduler" };
+  }
+  if (folder.schedulerConfig["_class_name"] === "LCMScheduler") {
+    return { numInferenceSteps: 4, guidanceScale: 1, scheduler: "LCMScheduler" };
+  }
+  return { numInferenceSteps: 50, guidanceScale: 7.5, scheduler: DEFAULT_SCHEDULER };
 }
 
 /** Loads a diffusers-format Stable Diffusion folder (or a folder of ONNX exports). */

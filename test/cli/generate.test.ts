@@ -7,7 +7,7 @@ import path from "node:path";
 import { after, test } from "node:test";
 import { promisify } from "node:util";
 import { decode } from "fast-png";
-import { REPO_ROOT } from "../helpers/fixtures.js";
+import { REPO_ROOT, SHARED } from "../helpers/fixtures.js";
 
 const run = promisify(execFile);
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-cli-"));
@@ -70,6 +70,28 @@ test("the same seed gives the same image; another seed another", async () => {
   assert.ok(!pixels("a.png").equals(pixels("c.png")));
 });
 
+test("--vae decodes with the tiny autoencoder: the size follows its scale factor of 8", async () => {
+  const taesd = path.join(SHARED, "fixtures/golden-family/taesd/tiny-taesd");
+  const file = path.join(tmp, "taesd.png");
+  const { stdout } = await sdserve(
+    ..."generate a lighthouse --model tiny-random --scheduler LCM --steps 2 --guidance 1 --width 64 --height 32 --seed 3".split(
+      " ",
+    ),
+    "--vae",
+    taesd,
+    "--out",
+    file,
+  );
+  assert.match(stdout, /seed: 3/);
+  const png = decode(readFileSync(file));
+  assert.deepEqual([png.width, png.height], [64, 32]);
+  assert.match(png.text["parameters"] as string, /Steps: 2, Sampler: LCM, CFG scale: 1,/);
+  await assert.rejects(
+    sdserve("generate", "x", "--model", "tiny-random", "--vae", path.join(tmp, "none")),
+    /folder not found/,
+  );
+});
+
 for (const [what, args, message] of [
   ["a size that is not a multiple of 8", ["--width", "65"], /width must be a positive multiple of 8/],
   ["an unknown scheduler", ["--scheduler", "Nope"], /unknown scheduler "Nope"; accepted: DDIM/],
@@ -101,6 +123,7 @@ test("--help lists the options", async () => {
     "--num-outputs",
     "--out",
     "--threads",
+    "--vae",
   ]) {
     assert.ok(stdout.includes(opt), opt);
   }

@@ -168,6 +168,7 @@ describe("scheduler names", () => {
       HeunDiscrete: ["HeunDiscreteScheduler", false],
       UniPCMultistep: ["UniPCMultistepScheduler", false],
       KarrasDPM: ["DPMSolverMultistepScheduler", true],
+      LCM: ["LCMScheduler", false],
     };
     assert.deepEqual(Object.keys(REPLICATE_SCHEDULERS).sort(), Object.keys(expected).sort());
     for (const [name, [className, karras]] of Object.entries(expected)) {
@@ -178,7 +179,7 @@ describe("scheduler names", () => {
   });
 
   test("diffusers' class names, with Karras sigmas on request", () => {
-    assert.equal(Object.keys(DIFFUSERS_SCHEDULERS).length, 8);
+    assert.equal(Object.keys(DIFFUSERS_SCHEDULERS).length, 9);
     for (const name of Object.keys(DIFFUSERS_SCHEDULERS)) assert.equal(createScheduler(name, config, 8).name, name);
     const k = createScheduler("EulerDiscreteScheduler", config, 8, { karras: true });
     assert.equal(k.config["use_karras_sigmas"], true);
@@ -208,6 +209,7 @@ describe("scheduler names", () => {
       "LMS Karras": ["LMSDiscreteScheduler", { use_karras_sigmas: true }],
       Heun: ["HeunDiscreteScheduler", {}],
       UniPC: ["UniPCMultistepScheduler", {}],
+      LCM: ["LCMScheduler", {}],
     };
     assert.deepEqual(Object.keys(A1111_SCHEDULERS).sort(), Object.keys(expected).sort());
     for (const [name, [className, fields]] of Object.entries(expected)) {

@@ -2,7 +2,7 @@
  * diffusers' UNet2DConditionModel, the SD 1.x / 2.x family, as an ONNX graph.
  *
  * sample [B, C, h, w], timestep [1 | B] float32, encoder_hidden_states [B, L, cross_dim]
- * → out_sample [B, C_out, h, w]. Every size and block comes from config.json; options
+ * (and timestep_cond [B, time_cond_proj_dim] for LCM UNets) → out_sample [B, C_out, h, w]. Every size and block comes from config.json; options
  * outside SD 1.x/2.x (class embeddings, added conditions, …) are refused by name.
  */
 import type { ConfigReader } from "./config.js";
@@ -35,6 +35,11 @@ export interface UNetConfig {
   convOutKernel: number;
   downsamplePadding: number;
   timeEmbedDim: number;
+  /**
+   * Width of the extra condition added to the timestep embedding (LCM's guidance-scale
+   * embedding), or null: with it the graph takes a `timestep_cond` [B, dim] input.
+   */
+  timeCondProjDim: number | null;
   /** The VAE-latent scale: 2^(number of downsamplers) must divide h and w. */
   downsamples: number;
 }
@@ -52,7 +57,6 @@ export function readUNetConfig(cfg: ConfigReader): UNetConfig {
   cfg.expectDefault("encoder_hid_dim", null);
   cfg.expectDefault("encoder_hid_dim_type", null);
   cfg.expectDefault("time_embedding_type", "positional");
-  cfg.expectDefault("time_cond_proj_dim", null);
   cfg.expectDefault("timestep_post_act", null);
   cfg.expectDefault("time_embedding_act_fn", null);
   cfg.expectDefault("resnet_time_scale_shift", "default");
@@ -117,6 +121,7 @@ export function readUNetConfig(cfg: ConfigReader): UNetConfig {
     convOutKernel: cfg.int("conv_out_kernel", 3),
     downsamplePadding: cfg.int("downsample_padding", 1),
     timeEmbedDim: cfg.has("time_embedding_dim") ? cfg.int("time_embedding_dim") : (blockOut[0] as number) * 4,
+    timeCondProjDim: cfg.has("time_cond_proj_dim") ? cfg.int("time_cond_proj_dim") : null,
     downsamples: n - 1,
   };
   for (const [i, ch] of blockOut.entries()) {
@@ -143,6 +148,26 @@ export function timestepFrequencies(dim: number, shift: number): number[] {
   return out;
 }
 
+/**
+ * The guidance-scale embedding of LCM UNets (diffusers' `get_guidance_scale_embedding`, after
+ * VDM, Kingma et al. 2021, and the LCM paper's w-conditioning): w' = 1000·w, then
+ * [sin(w'·f_k), cos(w'·f_k)] with f_k = exp(−k·ln(10000) / (half − 1)), zero-padded to an odd
+ * `dim`, in float32 as torch computes it. The pipelines pass w = guidance_scale − 1.
+ */
+export function guidanceScaleEmbedding(w: number, dim: number): Float32Array {
+  const half = Math.floor(dim / 2);
+  if (half < 2) throw new RangeError(`a guidance embedding needs at least 4 values, got ${dim}`);
+  const scaled = Math.fround(Math.fround(w) * 1000);
+  const step = Math.fround(Math.fround(Math.log(10000)) / (half - 1));
+  const out = new Float32Array(dim);
+  for (let k = 0; k < half; k++) {
+    const angle = Math.fround(scaled * Math.fround(Math.exp(Math.fround(k * -step))));
+    out[k] = Math.sin(angle);
+    out[half + k] = Math.cos(angle);
+  }
+  return out;
+}
+
 export function buildUNetGraph(cfg: ConfigReader, weights: WeightBinder): GraphBuilder {
   const c = readUNetConfig(cfg);
   const g = new GraphBuilder("unet");
@@ -160,6 +185,12 @@ export function buildUNetGraph(cfg: ConfigReader, weights: WeightBinder): GraphB
   const sin = g.op("Sin", [angles]);
   const cos = g.op("Cos", [angles]);
   let emb = g.op("Concat", c.flipSinToCos ? [cos, sin] : [sin, cos], { axis: 1 });
+  if (c.timeCondProjDim !== null) {
+    // diffusers' TimestepEmbedding with cond_proj_dim: sample + cond_proj(condition) (no bias)
+    // before linear_1; the condition is LCM's guidance-scale embedding.
+    const cond = g.input("timestep_cond", "float32", ["batch", c.timeCondProjDim]);
+    emb = g.op("Add", [emb, nn.linear(cond, "time_embedding.cond_proj", c.timeCondProjDim, base, false)]);
+  }
   emb = nn.linear(emb, "time_embedding.linear_1", base, temb);
   emb = nn.linear(nn.silu(emb), "time_embedding.linear_2", temb, temb);
   // Every ResNet applies its own projection to act(emb); compute act(emb) once.

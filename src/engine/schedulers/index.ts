@@ -5,7 +5,7 @@
  * diffusers and AUTOMATIC1111 can each say what they mean:
  * - Replicate's (stability-ai/stable-diffusion and stable-diffusion-xl): `DDIM`, `K_EULER`,
  *   `K_EULER_ANCESTRAL`, `DPMSolverMultistep`, `PNDM`, `KLMS`, `HeunDiscrete`, `UniPCMultistep`,
- *   `KarrasDPM` (DPM-Solver++ with Karras sigmas);
+ *   `KarrasDPM` (DPM-Solver++ with Karras sigmas), `LCM` (latent consistency models);
  * - diffusers' class names (`EulerDiscreteScheduler`, ...), with `opts.karras` for `use_karras_sigmas`;
  * - AUTOMATIC1111's sampler names (`Euler a`, `DPM++ 2M Karras`, `PLMS`, ...).
  * Each is built as diffusers' `Class.from_config(modelSchedulerConfig, **overrides)` builds it.
@@ -16,6 +16,7 @@ import { DPMSolverMultistepScheduler } from "./dpm-solver-multistep.js";
 import { EulerDiscreteScheduler } from "./euler.js";
 import { EulerAncestralDiscreteScheduler } from "./euler-ancestral.js";
 import { HeunDiscreteScheduler } from "./heun.js";
+import { LCMScheduler } from "./lcm.js";
 import { LMSDiscreteScheduler } from "./lms.js";
 import { PNDMScheduler } from "./pndm.js";
 import type { Scheduler } from "./scheduler.js";
@@ -26,6 +27,7 @@ export { DPMSolverMultistepScheduler } from "./dpm-solver-multistep.js";
 export { EulerDiscreteScheduler } from "./euler.js";
 export { EulerAncestralDiscreteScheduler } from "./euler-ancestral.js";
 export { HeunDiscreteScheduler } from "./heun.js";
+export { LCMScheduler } from "./lcm.js";
 export { LMSDiscreteScheduler } from "./lms.js";
 export { PNDMScheduler } from "./pndm.js";
 export type { Scheduler, SchedulerConfig, StepContext } from "./scheduler.js";
@@ -47,6 +49,7 @@ const CLASSES = {
   LMSDiscreteScheduler,
   HeunDiscreteScheduler,
   UniPCMultistepScheduler,
+  LCMScheduler,
 } satisfies Record<string, SchedulerClass>;
 
 export type SchedulerClassName = keyof typeof CLASSES;
@@ -81,6 +84,7 @@ export const REPLICATE_SCHEDULERS: Readonly<Record<string, SchedulerChoice>> = {
   HeunDiscrete: { className: "HeunDiscreteScheduler", overrides: {} },
   UniPCMultistep: { className: "UniPCMultistepScheduler", overrides: {} },
   KarrasDPM: { className: "DPMSolverMultistepScheduler", overrides: karras },
+  LCM: { className: "LCMScheduler", overrides: {} },
 };
 
 /** diffusers' class names. */
@@ -102,6 +106,7 @@ export const A1111_SCHEDULERS: Readonly<Record<string, SchedulerChoice>> = {
   DDIM: { className: "DDIMScheduler", overrides: {} },
   PLMS: { className: "PNDMScheduler", overrides: { skip_prk_steps: true } },
   UniPC: { className: "UniPCMultistepScheduler", overrides: {} },
+  LCM: { className: "LCMScheduler", overrides: {} },
 };
 
 /** Every accepted name, Replicate's first, then diffusers' classes, then AUTOMATIC1111's. */

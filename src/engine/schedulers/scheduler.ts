@@ -44,6 +44,11 @@ export interface Scheduler {
   readonly initNoiseSigma: number;
   /** diffusers' `scheduler.order`: model calls per step (Heun 2, others 1). */
   readonly order: number;
+  /**
+   * Schedulers that estimate the clean sample at every step (LCM) keep the last estimate here:
+   * diffusers' `step(...).denoised`, what a preview should show.
+   */
+  readonly lastDenoised?: Float32Array;
   scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array;
   /** Returns prev_sample. `shape` is the latents' shape (for noise draws). */
   step(

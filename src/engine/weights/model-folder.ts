@@ -133,6 +133,28 @@ async function openComponent(root: string, layout: ComponentLayout, want: Weight
   });
 }
 
+/**
+ * One component saved on its own (a folder with config.json and diffusers' weight files, as
+ * `AutoencoderTiny.save_pretrained` writes it, e.g. madebyollin/taesd), to use in place of the
+ * model's own.
+ */
+export async function openComponentFolder(
+  dir: string,
+  name: ComponentName,
+  want: WeightsVariant = "fp32",
+): Promise<ComponentFiles> {
+  const layout = COMPONENT_LAYOUTS.find((l) => l.name === name) as ComponentLayout;
+  const state = await pathState(dir);
+  if (state !== "dir") {
+    throw new ModelError(state === "missing" || state === "broken-link" ? "folder not found" : "is not a folder", {
+      file: dir,
+    });
+  }
+  const found = await openComponentDir(dir, layout, want);
+  if (!found) throw await missingWeightsError(dir, layout.weightsBase);
+  return found;
+}
+
 /** A component's safetensors file names, as diffusers names them for each variant. */
 export function weightFileNames(base: string): Record<WeightsVariant, { index: string; single: string }> {
   return {

@@ -16,6 +16,7 @@ import path from "node:path";
 import { buildClipTextGraph } from "../graph/clip.js";
 import { ConfigReader } from "../graph/config.js";
 import type { GraphBuilder } from "../graph/onnx.js";
+import { buildTinyDecoderGraph, buildTinyEncoderGraph, isTinyAutoencoderConfig } from "../graph/taesd.js";
 import { buildUNetGraph } from "../graph/unet.js";
 import { buildVaeDecoderGraph } from "../graph/vae.js";
 import { ShapeRecorder, type WeightBinder } from "../graph/weights.js";
@@ -58,7 +59,12 @@ export function impliedTensorShapes(
   configPath = "config.json",
 ): Map<string, number[]> {
   const recorder = new ShapeRecorder(component);
-  BUILDERS[component](new ConfigReader(configPath, config), recorder);
+  const reader = new ConfigReader(configPath, config);
+  if (component === "vae" && isTinyAutoencoderConfig(config)) {
+    // The tiny autoencoder's file holds both halves.
+    buildTinyEncoderGraph(reader, recorder);
+    buildTinyDecoderGraph(reader, recorder);
+  } else BUILDERS[component](reader, recorder);
   return recorder.shapes;
 }
 
