@@ -8,6 +8,8 @@ import type { FastifyInstance } from "fastify";
 import { buildApp } from "../../src/server/app.js";
 import { TokenAuth } from "../../src/server/auth.js";
 import { STABLE_DIFFUSION_VERSION } from "../../src/server/models/stable-diffusion.js";
+import type { PredictionRecord } from "../../src/server/predictions/prediction.js";
+import { toApiPrediction } from "../../src/server/predictions/serialize.js";
 import { compileValidator } from "../../src/server/schemas/validation.js";
 import { WebhookDispatcher } from "../../src/server/webhooks/dispatcher.js";
 import { Worker } from "../../src/server/worker.js";
@@ -165,4 +167,32 @@ test("OpenAI route: errors in OpenAI's envelope naming the parameter; null means
   const res = await generate({ prompt: "x", n: null, size: "128x128", response_format: null, seed: null });
   assert.equal(res.statusCode, 200, res.body);
   assert.equal((res.json() as { data: { url: string }[] }).data.length, 1);
+});
+
+test("the response schema sends the prediction exactly as serialize.ts makes it, key order included", async () => {
+  const created = await app.inject({
+    method: "POST",
+    url: "/v1/predictions",
+    headers: { ...auth, "content-type": "application/json", prefer: "wait=5", "cancel-after": "1h" },
+    payload: JSON.stringify({
+      version: STABLE_DIFFUSION_VERSION,
+      input: { prompt: 'a "quoted"\nprompt', unknown: { deep: [1, null] } },
+      webhook: "https://example.com/hook",
+      webhook_events_filter: ["completed", "start"],
+    }),
+  });
+  assert.equal(created.statusCode, 201, created.body);
+  const id = (created.json() as { id: string }).id;
+  const record = await h.store.get(id);
+  assert.equal(record?.status, "succeeded");
+  const res = await app.inject({ method: "GET", url: `/v1/predictions/${id}`, headers: auth });
+  const base = { api: "http://localhost:80/v1", origin: "http://localhost:80" };
+  assert.equal(res.body, JSON.stringify(toApiPrediction(record as PredictionRecord, base)));
+  assert.deepEqual(Object.keys(res.json() as object).slice(-5), [
+    "webhook",
+    "webhook_events_filter",
+    "deadline",
+    "metrics",
+    "urls",
+  ]);
 });

@@ -24,8 +24,9 @@ const TIMESTAMP = { type: "string", format: "date-time" } as const;
 const NULLABLE_TIMESTAMP = { type: ["string", "null"], format: "date-time" } as unknown as JsonSchema;
 
 /**
- * A prediction as the API sends it (serialize.ts makes it). `input` is echoed as sent, unknown
- * keys included, so it is any object here; the model's Input schema says what it may hold.
+ * A prediction as the API sends it (serialize.ts makes it), properties in the order sent.
+ * `input` is echoed as sent, unknown keys included, so it is any object here; the model's Input
+ * schema says what it may hold.
  */
 export const PREDICTION = component("Prediction", {
   type: "object",
@@ -43,8 +44,8 @@ export const PREDICTION = component("Prediction", {
     "created_at",
     "started_at",
     "completed_at",
-    "metrics",
-    "urls",
+    // metrics and urls are always sent too, but listed here fast-json-stringify would write them
+    // before the optional webhook fields: urls comes last in Replicate's objects.
   ],
   properties: {
     id: { type: "string" },
