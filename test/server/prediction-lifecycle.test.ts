@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { InvalidInputError, NotFoundError, QueueFullError } from "../../src/server/predictions/errors.js";
+import { formatMicros } from "../../src/server/predictions/ids.js";
 import type { PredictionRecord } from "../../src/server/predictions/prediction.js";
 import { ACCOUNT, BASE, createOne, type Harness, newHarness } from "../helpers/prediction-service.js";
 
@@ -80,6 +81,17 @@ test("recovery: queued predictions come back in order; one that died twice while
   while (taken.length < 2) await new Promise((r) => setTimeout(r, 5));
   await consumer.stop();
   assert.deepEqual(taken, [a.id, b.id]);
+  await after.close();
+});
+
+test("recovery at start takes a prediction stamped ahead of this process's clock", async () => {
+  const h = newHarness();
+  const p = await createOne(h);
+  await h.queue.remove(p.id);
+  const ahead = { ...p, id: `${p.id.slice(0, -4)}zzzz`, createdAt: formatMicros((Date.now() + 60_000) * 1000) };
+  await h.store.insert({ ...ahead, filesKey: "f-ahead", streamKey: "s-ahead" });
+  const after = h.restart();
+  assert.deepEqual(await after.lifecycle.recover(), { requeued: 2, failed: 0 });
   await after.close();
 });
 

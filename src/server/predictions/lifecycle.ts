@@ -224,7 +224,9 @@ export class PredictionLifecycle {
     let failed = 0;
     const youngest = formatMicros((Date.now() - minAgeMs) * 1000);
     for (const p of await this.store.unfinished()) {
-      if (p.createdAt > youngest) continue;
+      // Only the sweeper asks for an age; at start everything counts, even a prediction stamped
+      // ahead of this clock (another node's clock, or several creates within one millisecond).
+      if (minAgeMs > 0 && p.createdAt > youngest) continue;
       if (this.queue.shared && (await this.queue.has(p.id))) continue;
       if (p.status === "processing" && p.attempts >= 2) {
         await this.fail(p.id, this.queue.shared ? SHARED_TWICE : LOCAL_TWICE);
