@@ -23,6 +23,7 @@ import autocannon from "autocannon";
 import { encode } from "fast-png";
 import Fastify from "fastify";
 import { loadConfig } from "../src/config.js";
+import { createLogger } from "../src/server/log.js";
 import { type InvalidField, validate } from "../src/server/models/json-schema.js";
 import type { ModelAdapter, OutputFile } from "../src/server/models/model.js";
 import {
@@ -94,7 +95,8 @@ async function serve(kind: string): Promise<void> {
   });
   const server = await startServer(
     config,
-    { info: () => {}, error: (l) => console.error(l) },
+    // Warnings only: the request records are what a deployment pays for at LOG_LEVEL=info.
+    createLogger({ logLevel: "warn", logFormat: "json" }, process.stderr),
     { models: [new InstantAdapter()] },
   );
   console.log(`listening on ${server.url}`);

@@ -56,7 +56,7 @@ function start(command: "serve" | "worker", env: Record<string, string>, args: s
   );
   child.once("exit", () => rmSync(dataDir, { recursive: true, force: true }));
   const ready =
-    command === "serve" ? /sdserve listening on (http:\/\/\S+)/ : /sdserve worker running .* on (http:\/\/\S+)/;
+    command === "serve" ? /sdserve listening on (http:\/\/[^\s"]+)/ : /sdserve worker running .* on (http:\/\/[^\s"]+)/;
   return new Promise((resolve, reject) => {
     let text = "";
     const onData = (c: Buffer) => {

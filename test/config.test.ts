@@ -1,7 +1,7 @@
 /** config.ts: flags and environment read and validated in one place. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ConfigError, loadConfig, parseDuration } from "../src/config.js";
+import { ConfigError, loadConfig, parseDuration, SERVE_HELP, SETTINGS, WORKER_HELP } from "../src/config.js";
 
 test("durations: units combine, a bare number is seconds, anything else is rejected", () => {
   assert.equal(parseDuration("90s"), 90_000);
@@ -158,4 +158,42 @@ test("S3 settings: the bucket turns them on, keys go in pairs, presigned needs a
   assert.throws(() => loadConfig([], { SDSERVE_OUTPUT_URLS: "presigned" }), /needs S3_BUCKET/);
   assert.throws(() => loadConfig([], { S3_BUCKET: "outputs", S3_ACCESS_KEY_ID: "k" }), /go together/);
   assert.throws(() => loadConfig([], { S3_BUCKET: "Bad_Bucket" }), /S3_BUCKET/);
+});
+
+test("LOG_LEVEL / --log-level and SDSERVE_LOG_FORMAT", () => {
+  assert.equal(loadConfig([], {}).logLevel, "info");
+  assert.equal(loadConfig([], {}).logFormat, "auto");
+  assert.equal(loadConfig([], { LOG_LEVEL: "debug" }).logLevel, "debug");
+  assert.equal(loadConfig(["--log-level", "warn"], { LOG_LEVEL: "debug" }).logLevel, "warn");
+  assert.equal(loadConfig([], { SDSERVE_LOG_FORMAT: "json" }).logFormat, "json");
+  assert.throws(() => loadConfig([], { LOG_LEVEL: "loud" }), /--log-level \/ LOG_LEVEL must be fatal, error/);
+  assert.throws(() => loadConfig([], { SDSERVE_LOG_FORMAT: "xml" }), /SDSERVE_LOG_FORMAT must be auto, json or pretty/);
+});
+
+test("the engine's caches and the hub come from settings, never from the engine's own reading", () => {
+  const c = loadConfig([], { XDG_CACHE_HOME: "/xdg" });
+  assert.equal(c.cacheDir, "/xdg/sdserve");
+  assert.equal(c.optimizedCache, "/xdg/sdserve/optimized");
+  assert.equal(c.hub.cacheDir, "/xdg/huggingface/hub");
+  assert.equal(loadConfig([], { SDSERVE_CACHE: "/c" }).optimizedCache, "/c/optimized");
+  assert.equal(loadConfig([], { SDSERVE_OPTIMIZED_CACHE: "off" }).optimizedCache, false);
+  assert.equal(loadConfig([], { SDSERVE_OPTIMIZED_CACHE: "/o" }).optimizedCache, "/o");
+  assert.equal(loadConfig([], { HF_HOME: "/h" }).hub.cacheDir, "/h/hub");
+  assert.equal(loadConfig([], { HF_HOME: "/h", HUGGINGFACE_HUB_CACHE: "/old" }).hub.cacheDir, "/old");
+});
+
+test("--help is the table: every setting of the command once, with its default, within the width", () => {
+  for (const command of ["serve", "worker"] as const) {
+    const help = command === "serve" ? SERVE_HELP : WORKER_HELP;
+    for (const line of help.split("\n")) assert.ok(line.length <= 110, `too long: ${line}`);
+    for (const s of Object.values(SETTINGS)) {
+      if (!(s.commands as readonly string[]).includes(command)) continue;
+      const name = "flag" in s ? `--${s.flag}` : s.env?.[0];
+      assert.equal(help.match(new RegExp(`^  ${name}[ ,\\n]`, "gm"))?.length, 1, `${command}: ${name}`);
+    }
+  }
+  assert.match(SERVE_HELP, /--port <n> +SDSERVE_PORT, PORT +.*\(default 8080\)/s);
+  assert.match(WORKER_HELP, /\(default 9090\)/);
+  assert.match(SERVE_HELP, /SDSERVE_OUTPUT_RETENTION +.*\(default\s+1h\)/);
+  assert.doesNotMatch(WORKER_HELP, /SDSERVE_OUTPUT_RETENTION/);
 });

@@ -3,10 +3,12 @@
  * header comment, and one child process per variant (so each has its own peak RSS and one
  * model's memory does not weigh on the next).
  */
+
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { engineSettings, readSettings } from "../../src/config.js";
 
 export function intOption(name: string, value: string, min: number): number {
   const n = Number(value);
@@ -15,11 +17,11 @@ export function intOption(name: string, value: string, min: number): number {
 }
 
 /**
- * `--optimized-cache on|off|DIR` → RuntimeOptions.optimizedCache: undefined (the engine's
- * default folder), false (off), or that folder.
+ * `--optimized-cache on|off|DIR` → RuntimeOptions.optimizedCache: sdserve's configured folder
+ * (SDSERVE_OPTIMIZED_CACHE, else optimized/ in SDSERVE_CACHE), false (off), or that folder.
  */
-export function optimizedCacheOption(value: string): string | false | undefined {
-  if (value === "on") return undefined;
+export function optimizedCacheOption(value: string): string | false {
+  if (value === "on") return engineSettings(readSettings("generate", {}, process.env)).optimizedCache;
   if (value === "off") return false;
   return path.resolve(value);
 }

@@ -2,6 +2,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { engineSettings, readSettings, settingFlags, settingsHelp } from "../config.js";
 import { a1111Parameters, encodePng } from "../engine/image.js";
 import { loadPipeline } from "../engine/pipeline.js";
 import { resolveModelSource } from "../engine/sources.js";
@@ -15,7 +16,6 @@ Options:
                             (owner/name[@revision], downloaded into the Hugging Face cache on first
                             use, see sdserve models --help); or tiny-random (a small random-weight
                             model built on the spot, to try things offline)
-  --variant <fp32|fp16>     which weights to use where the model has both (default fp32)
   --negative-prompt <text>  what the image should not show
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size)
   --height <px>             height, likewise
@@ -29,15 +29,9 @@ Options:
   --seed <n>                seed for torch-compatible noise (default: random, printed)
   --num-outputs <n>         images to make in one batch (default 1)
   --out <file.png|dir>      where to write (default: the current folder)
-  --threads <n>             CPU threads for ONNX Runtime (default: one per core)
-  --provider <cpu|cuda>     execution provider (default cpu)
 
-Environment:
-  SDSERVE_CACHE             sdserve's cache: tiny-random, optimised models (default ~/.cache/sdserve)
-  SDSERVE_OPTIMIZED_CACHE   where ONNX Runtime's optimised form of each network is kept so later loads
-                            skip optimising (default $SDSERVE_CACHE/optimized; off: not kept)
-  HF_HUB_CACHE, HF_HOME, HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE
-                            the Hugging Face Hub cache and access, see sdserve models --help
+${settingsHelp("generate", ["options", "environment"])}
+The Hugging Face Hub's HF_* variables apply as for sdserve serve (see sdserve serve --help).
 `;
 
 function intOption(values: Record<string, unknown>, key: string): number | undefined {
@@ -65,10 +59,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
       seed: { type: "string" },
       "num-outputs": { type: "string" },
       out: { type: "string" },
-      threads: { type: "string" },
-      provider: { type: "string" },
-      variant: { type: "string" },
       vae: { type: "string" },
+      ...settingFlags("generate"),
       help: { type: "boolean", short: "h" },
     },
   });
@@ -91,20 +83,22 @@ export async function generateCommand(argv: string[]): Promise<number> {
     if (!/^\d+$/.test(values.seed)) throw new UsageError(`--seed must be a non-negative integer, got "${values.seed}"`);
     seed = BigInt(values.seed);
   }
-  const provider = values.provider ?? "cpu";
-  if (provider !== "cpu" && provider !== "cuda")
-    throw new UsageError(`--provider must be cpu or cuda, got "${provider}"`);
+  const settings = readSettings("generate", values, process.env);
+  const { variant, provider, threads } = settings;
+  const engine = engineSettings(settings);
 
-  const variant = values.variant ?? "fp32";
-  if (variant !== "fp32" && variant !== "fp16")
-    throw new UsageError(`--variant must be fp32 or fp16, got "${variant}"`);
-
-  const source = await resolveModelSource(values.model, { variant, onProgress: new DownloadProgress().handle });
+  const source = await resolveModelSource(values.model, {
+    cacheDir: engine.cacheDir,
+    hub: engine.hub,
+    variant,
+    onProgress: new DownloadProgress().handle,
+  });
   const loadStart = performance.now();
   const pipeline = await loadPipeline(source.path, {
-    threads: intOption(values, "threads"),
+    threads,
     provider,
     variant,
+    optimizedCache: engine.optimizedCache,
     vae: values.vae,
     log: (line) => process.stderr.write(`${line}\n`),
   });

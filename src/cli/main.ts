@@ -2,12 +2,13 @@
 /** The `sdserve` command line. */
 import { ConfigError } from "../config.js";
 import { ModelError, RequestError } from "../engine/errors.js";
+import { SDSERVE_VERSION } from "../engine/version.js";
 import { GENERATE_HELP, generateCommand, UsageError } from "./generate.js";
 import { MODELS_HELP, modelsCommand } from "./models.js";
 import { SERVE_HELP, serveCommand } from "./serve.js";
 import { WORKER_HELP, workerCommand } from "./worker.js";
 
-const VERSION = "0.1.0";
+const VERSION = SDSERVE_VERSION;
 
 const HELP = `sdserve ${VERSION} — self-hosted Stable Diffusion on ONNX Runtime
 

@@ -2,14 +2,13 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ConfigError } from "../config.js";
+import { ConfigError, hubSettings, readSettings, settingFlags, settingSource, settingsHelp } from "../config.js";
 import {
   cachedModel,
   formatBytes,
   formatHubRef,
   type HubRef,
   type HubSettings,
-  hubSettingsFromEnv,
   parseHubId,
   pullModel,
   verifyCachedModel,
@@ -32,25 +31,9 @@ Commands:
   verify <id>               re-hash the cached files; a corrupted one is removed, so that
                             the next pull downloads it again
 
-Options:
-  --models <file>           SDSERVE_MODELS   the models file, as for sdserve serve
-  --model <source>          SDSERVE_MODEL    the weights of stability-ai/stable-diffusion, as for sdserve serve
-  --variant <fp32|fp16>     SDSERVE_VARIANT  which weights where a repository has both (default fp32;
-                                             a served model uses its own)
+A served model uses its own variant unless --variant / SDSERVE_VARIANT is given.
 
-The cache is shared with Python's huggingface_hub and diffusers. Environment:
-  HF_HUB_CACHE, HF_HOME     where the cache is (default ~/.cache/huggingface/hub)
-  HF_TOKEN                  token for gated or private repositories (default: the one
-                            "huggingface-cli login" saved)
-  HF_ENDPOINT               a hub mirror (default https://huggingface.co)
-  HF_HUB_OFFLINE=1          never use the network: the cache only
-`;
-
-function variantOf(v: string | undefined): WeightsVariant | undefined {
-  if (v === undefined) return undefined;
-  if (v !== "fp32" && v !== "fp16") throw new UsageError(`--variant must be fp32 or fp16, got "${v}"`);
-  return v;
-}
+${settingsHelp("models")}`;
 
 function hubRef(id: string | undefined, command: string): HubRef {
   if (!id) throw new UsageError(`sdserve models ${command} needs a model id, such as stabilityai/sd-turbo`);
@@ -63,12 +46,7 @@ export async function modelsCommand(argv: string[], env: NodeJS.ProcessEnv = pro
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: {
-      variant: { type: "string" },
-      models: { type: "string" },
-      model: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+    options: { ...settingFlags("models"), help: { type: "boolean", short: "h" } },
   });
   const [command, id, ...extra] = positionals;
   if (values.help || command === undefined || command === "help") {
@@ -76,15 +54,13 @@ export async function modelsCommand(argv: string[], env: NodeJS.ProcessEnv = pro
     return 0;
   }
   if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}" (see sdserve models --help)`);
-  const settings = hubSettingsFromEnv(env);
-  const variant = variantOf(values.variant ?? nonEmpty(env["SDSERVE_VARIANT"]));
+  const v = readSettings("models", values, env);
+  const settings = hubSettings(v);
+  // Only a variant asked for overrides a served model's own.
+  const variant = settingSource("models", "variant", values, env) ? v.variant : undefined;
   let served: ModelSpec[];
   try {
-    served = modelCatalog({
-      model: values.model ?? nonEmpty(env["SDSERVE_MODEL"]),
-      modelsFile: values.models ?? nonEmpty(env["SDSERVE_MODELS"]),
-      variant,
-    });
+    served = modelCatalog({ model: v.model, modelsFile: v.modelsFile, variant });
   } catch (err) {
     throw err instanceof CatalogError ? new ConfigError(err.message) : err;
   }
@@ -103,10 +79,6 @@ export async function modelsCommand(argv: string[], env: NodeJS.ProcessEnv = pro
     return command === "pull" ? pullCommand(ref, settings, refVariant) : verifyCommand(ref, settings, refVariant);
   }
   throw new UsageError(`unknown models command "${command}" (see sdserve models --help)`);
-}
-
-function nonEmpty(v: string | undefined): string | undefined {
-  return v === undefined || v === "" ? undefined : v;
 }
 
 /** A served model's name stands for its weights; anything else must be a hub id. */

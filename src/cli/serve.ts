@@ -1,5 +1,6 @@
 /** `sdserve serve`: the Replicate-compatible HTTP service. */
 import { type Config, ConfigError, loadConfig, SERVE_HELP } from "../config.js";
+import { createLogger, type Logger } from "../server/log.js";
 import { type ServerOutput, startServer } from "../server/server.js";
 
 export { SERVE_HELP };
@@ -23,10 +24,8 @@ export async function runService(
     return 0;
   }
   const config = loadConfig(argv, process.env, command);
-  const service = await start(config, {
-    info: (line) => process.stdout.write(`${line}\n`),
-    error: (line) => process.stderr.write(`${line}\n`),
-  }).catch((err: unknown) => {
+  const log = createLogger(config);
+  const service = await start(config, log).catch((err: unknown) => {
     const code = (err as { code?: string }).code;
     if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
       throw new ConfigError(
@@ -35,22 +34,28 @@ export async function runService(
     }
     throw err;
   });
-  await untilSignal(service);
+  await untilSignal(service, log);
   return 0;
 }
 
 /** Runs until SIGTERM / SIGINT, then shuts down gracefully; a second signal exits at once. */
-async function untilSignal(server: { close(): Promise<void> }): Promise<void> {
+async function untilSignal(server: { close(): Promise<void> }, log: Logger): Promise<void> {
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) process.exit(1);
       stopping = true;
-      process.stdout.write(`${signal}: shutting down\n`);
-      server.close().then(resolve, (err: unknown) => {
-        process.stderr.write(`shutdown: ${err instanceof Error ? err.message : String(err)}\n`);
-        resolve();
-      });
+      log.info({ signal }, `${signal}: shutting down`);
+      server.close().then(
+        () => {
+          log.info("stopped");
+          resolve();
+        },
+        (err: unknown) => {
+          log.error({ err }, "shutdown failed");
+          resolve();
+        },
+      );
     };
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);

@@ -13,9 +13,10 @@ export {
   pullModel,
 } from "./hub/pull.js";
 export { formatHubRef, type HubRef, parseHubId } from "./hub/repo-id.js";
-export { DEFAULT_HUB_ENDPOINT, type HubSettings, hubSettingsFromEnv } from "./hub/settings.js";
+export { DEFAULT_HUB_ENDPOINT, type HubSettings } from "./hub/settings.js";
 export { type VerifiedFile, type VerifyResult, verifyCachedModel } from "./hub/verify.js";
 export { a1111Parameters, decodedToImages, encodePng, type GenerationParameters, type RgbImage } from "./image.js";
+export { canPreview, latentsToPreviewImages } from "./latent-preview.js";
 export type { TensorF32 } from "./networks.js";
 export {
   DEFAULT_SCHEDULER,

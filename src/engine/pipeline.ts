@@ -9,7 +9,7 @@ import { decodedToImages, type GenerationParameters, type RgbImage } from "./ima
 import { type LatentDecoder, type TensorF32, TextEncoder, TinyVaeDecoder, UNet, VaeDecoder } from "./networks.js";
 import { TorchCpuGenerator } from "./random/torch-cpu.js";
 import type { RuntimeOptions } from "./runtime.js";
-import { createScheduler, type Scheduler } from "./schedulers/index.js";
+import { createScheduler } from "./schedulers/index.js";
 import { TinyAutoencoderPreview } from "./taesd-preview.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import { type ModelFolder, openComponentFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
@@ -339,18 +339,10 @@ export class Pipeline {
     if (typeof r.seed === "number" && !Number.isSafeInteger(r.seed)) {
       throw new RequestError(`seed must be an integer, got ${r.seed}`, "seed");
     }
-    let scheduler: Scheduler;
-    try {
-      scheduler = createScheduler(r.schedulerName, this.info.schedulerConfig, r.numInferenceSteps, {
-        karras: req.useKarrasSigmas,
-      });
-    } catch (err) {
-      // A bad name or option is the request's fault; a bad scheduler file is the model's.
-      if (err instanceof ModelError && err.field === "scheduler") {
-        throw new RequestError(err.message.replace(/^scheduler: /, ""), "scheduler");
-      }
-      throw err;
-    }
+    // The scheduler throws RequestError for what the request asks, ModelError for its config file.
+    const scheduler = createScheduler(r.schedulerName, this.info.schedulerConfig, r.numInferenceSteps, {
+      karras: req.useKarrasSigmas,
+    });
     return { ...r, scheduler };
   }
 

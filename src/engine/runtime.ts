@@ -9,7 +9,6 @@ import * as ort from "onnxruntime-node";
 import { ModelError } from "./errors.js";
 import { optimizeInChild } from "./optimize-process.js";
 import { type CacheKeyInputs, DATA_FILE, OptimizedModelCache } from "./optimized-cache.js";
-import { defaultCacheDir } from "./tiny-random.js";
 
 export type ExecutionProvider = "cpu" | "cuda";
 
@@ -31,8 +30,8 @@ export interface RuntimeOptions {
   /**
    * Folder where onnxruntime's optimised form of each big network is kept, so the next load of
    * the same weights on this machine skips graph optimisation (optimized-cache.ts). false turns
-   * it off. Default: SDSERVE_OPTIMIZED_CACHE (a folder, or `off`), else `optimized/` in
-   * sdserve's cache (SDSERVE_CACHE, else ~/.cache/sdserve).
+   * it off, as does leaving it out (the caller owns its folders: sdserve's settings give
+   * `optimized/` in its cache, SDSERVE_OPTIMIZED_CACHE).
    * CPU only; an entry takes about 1.3× the network's fp32 weights on disk.
    */
   optimizedCache?: string | false;
@@ -148,13 +147,6 @@ async function createSession(
 
 const DEFAULT_CACHE_MIN_BYTES = 64 * 2 ** 20;
 
-/** SDSERVE_OPTIMIZED_CACHE: a folder, or off (0, false, no); unset: `optimized/` in sdserve's cache. */
-function cacheFromEnv(): string | false {
-  const value = process.env["SDSERVE_OPTIMIZED_CACHE"]?.trim();
-  if (!value) return path.join(defaultCacheDir(), "optimized");
-  return /^(0|off|false|no)$/i.test(value) ? false : path.resolve(value);
-}
-
 /**
  * A CPU session through the optimised-model cache: from a saved entry when there is one, else
  * from a new entry, optimised and saved by a child process (one process at a time makes an
@@ -168,8 +160,8 @@ async function createFromCache(
   options: ort.InferenceSession.SessionOptions,
   opts: RuntimeOptions,
 ): Promise<ort.InferenceSession | undefined> {
-  const root = opts.optimizedCache ?? cacheFromEnv();
-  if (root === false || opts.profilePrefix) return undefined;
+  const root = opts.optimizedCache;
+  if (root === undefined || root === false || opts.profilePrefix) return undefined;
   if (external.fp32Bytes < (opts.optimizedCacheMinBytes ?? DEFAULT_CACHE_MIN_BYTES)) return undefined;
   const cache = new OptimizedModelCache(root);
   const inputs = {

@@ -8,7 +8,7 @@ import path from "node:path";
 import { HubError, ModelError } from "./errors.js";
 import { type PullEvent, type PulledModel, pullModel } from "./hub/pull.js";
 import { formatHubRef, parseHubId } from "./hub/repo-id.js";
-import { type HubSettings, hubSettingsFromEnv } from "./hub/settings.js";
+import type { HubSettings } from "./hub/settings.js";
 import { ensureTinyRandomModel, TINY_RANDOM } from "./tiny-random.js";
 import type { WeightsVariant } from "./weights/model-folder.js";
 
@@ -22,10 +22,10 @@ export interface ModelSource {
 }
 
 export interface ResolveSourceOptions {
-  /** Where tiny-random is built. */
-  cacheDir?: string;
-  /** The hub and its cache; default: from the HF_* environment variables. */
-  hub?: HubSettings;
+  /** Where tiny-random is built (sdserve's cache, SDSERVE_CACHE). */
+  cacheDir: string;
+  /** The hub and its cache (sdserve's settings read them from the HF_* variables). */
+  hub: HubSettings;
   /** Which weights a hub model pulls where it has both. */
   variant?: WeightsVariant;
   onProgress?: (event: PullEvent) => void;
@@ -41,7 +41,7 @@ export async function sourceKind(spec: string): Promise<SourceKind | undefined> 
   return parseHubId(spec) ? "hub" : undefined;
 }
 
-export async function resolveModelSource(spec: string, opts: ResolveSourceOptions = {}): Promise<ModelSource> {
+export async function resolveModelSource(spec: string, opts: ResolveSourceOptions): Promise<ModelSource> {
   const kind = await sourceKind(spec);
   if (kind === "tiny-random") return { path: await ensureTinyRandomModel(opts.cacheDir), label: TINY_RANDOM };
   if (kind === "folder") {
@@ -57,7 +57,7 @@ export async function resolveModelSource(spec: string, opts: ResolveSourceOption
   }
   try {
     const pulled = await pullModel(ref, {
-      settings: opts.hub ?? hubSettingsFromEnv(),
+      settings: opts.hub,
       variant: opts.variant,
       onProgress: opts.onProgress,
       signal: opts.signal,

@@ -6,7 +6,6 @@
  * character), which keeps the vocabulary small.
  */
 import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { writeRandomComponent } from "./weights/random-weights.js";
 
@@ -121,18 +120,12 @@ export const TINY_RANDOM_CONFIGS = {
   },
 } as const;
 
-export function defaultCacheDir(): string {
-  if (process.env["SDSERVE_CACHE"]) return process.env["SDSERVE_CACHE"];
-  const base = process.env["XDG_CACHE_HOME"] || path.join(os.homedir(), ".cache");
-  return path.join(base, "sdserve");
-}
-
 /**
  * Writes the tiny-random model folder into the cache (once; later calls find it there) and
  * returns its path. Built in a private folder and renamed into place, so concurrent callers
  * never see half a model.
  */
-export async function ensureTinyRandomModel(cacheDir = defaultCacheDir()): Promise<string> {
+export async function ensureTinyRandomModel(cacheDir: string): Promise<string> {
   const dir = path.join(cacheDir, `tiny-random-v${VERSION}`);
   if ((await stat(path.join(dir, "model_index.json")).catch(() => undefined))?.isFile()) return dir;
   const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;

@@ -4,8 +4,10 @@
  */
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { TokenAuth } from "./auth.js";
+import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from "./http/json-depth.js";
 import { badJson, HttpProblem, notFound, problemOf, throttled, unauthenticated } from "./http/problem.js";
 import { RateLimiter } from "./http/rate-limit.js";
+import { fastifyLogging, type Logger, loggableUrl, silentLogger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import type { PredictionService } from "./predictions/service.js";
 import { fileRoutes } from "./routes/files.js";
@@ -34,6 +36,8 @@ export interface AppOptions {
   auth: TokenAuth;
   bodyLimit: number;
   publicBaseUrl: string | undefined;
+  /** Proxies whose X-Forwarded-Host/-Proto are believed (Fastify's trustProxy); none: ignored. */
+  trustProxy?: readonly string[];
   maxWaitSeconds: number;
   /** Interval of the `: ping` comments on open event streams (default 10 s). */
   streamKeepaliveMs?: number;
@@ -47,8 +51,12 @@ export interface AppOptions {
   modelsRunElsewhere?: boolean;
   /** Served at GET /metrics (Prometheus text format, no token, as /health-check). */
   metrics?: Metrics;
-  log?: (line: string) => void;
+  /** The log (log.ts); default: none. */
+  logger?: Logger;
 }
+
+/** Probes that answer many times a minute: their request records are debug. */
+const QUIET_ROUTES = new Set(["/health-check", "/metrics"]);
 
 export const API_PREFIXES = ["/v1", "/replicate/v1"] as const;
 
@@ -58,11 +66,33 @@ function sendProblem(reply: FastifyReply, problem: HttpProblem): FastifyReply {
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
-  const app = Fastify({ bodyLimit: opts.bodyLimit, logger: false, return503OnClosing: false });
+  const logger = opts.logger ?? silentLogger();
+  const app = Fastify({
+    bodyLimit: opts.bodyLimit,
+    ...fastifyLogging(logger),
+    return503OnClosing: false,
+    // request.host and request.protocol read X-Forwarded-* only from these peers.
+    trustProxy: opts.trustProxy?.length ? [...opts.trustProxy] : false,
+  }) as unknown as FastifyInstance;
   app.decorateRequest("account", "");
   // Every route's schema is checked by one validator, in Replicate's words (schemas/validation.ts).
   app.setValidatorCompiler(validatorCompiler);
   const routes = collectRoutes(app);
+  app.addHook("onResponse", async (req, reply) => {
+    const route = req.routeOptions.url;
+    const level = route && QUIET_ROUTES.has(route) ? "debug" : "info";
+    if (!logger.isLevelEnabled(level)) return;
+    req.log[level](
+      {
+        method: req.method,
+        route: route ?? null,
+        url: loggableUrl(req.url),
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime * 10) / 10,
+      },
+      "request",
+    );
+  });
 
   // Bodies are JSON whatever the Content-Type says (curl -d sends form encoding), and an
   // empty body is no body: the JS client sends Content-Type: application/json on a bodyless cancel.
@@ -72,6 +102,16 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   app.addContentTypeParser("*", { parseAs: "string" }, (req, body, done) => {
     const text = String(body);
     if (text.trim() === "") return done(null, undefined);
+    if (jsonNestsDeeperThan(text, MAX_JSON_DEPTH)) {
+      return done(
+        new HttpProblem(
+          400,
+          "Bad request",
+          `Request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`,
+        ),
+        undefined,
+      );
+    }
     parseJson(req, text, (err: Error | null, value?: unknown) =>
       err ? done(badJson(), undefined) : done(null, value),
     );
@@ -90,7 +130,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       );
     }
     if (status >= 500) {
-      opts.log?.(`${req.method} ${req.url}: ${err.stack ?? err.message}`);
+      req.log.error({ err, url: loggableUrl(req.url) }, "request failed");
       return sendProblem(
         reply,
         new HttpProblem(500, "Internal Server Error", "The server failed to handle this request."),

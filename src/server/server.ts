@@ -10,12 +10,15 @@
 import type { AddressInfo } from "node:net";
 import type { FastifyInstance } from "fastify";
 import type { Config } from "../config.js";
+import { SDSERVE_VERSION } from "../engine/version.js";
 import { buildApp } from "./app.js";
 import { resolveApiTokens, TokenAuth } from "./auth.js";
 import { type Backends, openBackends } from "./backends.js";
+import { type Logger, lineLogger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import type { ModelAdapter } from "./models/model.js";
 import { StableDiffusionAdapter } from "./models/stable-diffusion.js";
+import { PredictionLog } from "./prediction-log.js";
 import { PredictionLifecycle } from "./predictions/lifecycle.js";
 import { OutputFiles } from "./predictions/output-files.js";
 import { PredictionService } from "./predictions/service.js";
@@ -23,13 +26,19 @@ import { RETRY_DELAYS_MS, WebhookDispatcher } from "./webhooks/dispatcher.js";
 import { BullMqCompletedDeliveries } from "./webhooks/jobs.js";
 import { Worker } from "./worker.js";
 
-export const SDSERVE_VERSION = "0.1.0";
+export { SDSERVE_VERSION };
 
-export interface ServerOutput {
-  /** Lines meant for the operator (the listening URL, a new token). */
-  info(line: string): void;
-  /** Faults and engine messages. */
-  error(line: string): void;
+/** Where the server and worker processes log (log.ts: pino, Fastify's logger). */
+export type ServerOutput = Logger;
+
+/**
+ * The API token made on first start, shown to the person who started the server. It is the one
+ * secret printed on purpose, so it never goes through the log: to the terminal only, and only
+ * where standard error is one; elsewhere the log names the file that holds it.
+ */
+function showNewToken(token: string, file: string): void {
+  if (!process.stderr.isTTY) return;
+  process.stderr.write(`API token (saved in ${file}): ${token}\nUse it as: Authorization: Bearer ${token}\n`);
 }
 
 export interface RunningServer {
@@ -45,22 +54,23 @@ export interface ServerParts {
 }
 
 export async function startServer(config: Config, out: ServerOutput, parts: ServerParts = {}): Promise<RunningServer> {
-  const backends = await openBackends(config, out.error);
+  const backends = await openBackends(config, lineLogger(out.child({ component: "backends" }), "warn"));
   const { queue } = backends;
   const models: ModelAdapter[] = parts.models ?? modelAdapters(config, out);
   const service = newService(config, backends, models, out);
   const metrics = new Metrics({ queue, store: backends.store, role: config.runWorker ? "all" : "api" });
   metrics.follow(backends.events);
+  const predictionLog = new PredictionLog(out);
+  predictionLog.follow(backends.events);
 
   const { dispatcher: webhooks, close: closeWebhooks } = startWebhooks(config, backends, out, metrics);
 
   const tokens = await resolveApiTokens(config.apiTokens, config.dataDir);
   if (tokens.created) {
-    out.info(`No SDSERVE_API_TOKENS given: created an API token and saved it in ${tokens.file}`);
-    out.info(`API token: ${tokens.created}`);
-    out.info(`Use it as: Authorization: Bearer ${tokens.created}`);
+    out.info({ file: tokens.file }, "No SDSERVE_API_TOKENS given: created an API token and saved it in the file named");
+    showNewToken(tokens.created, tokens.file as string);
   } else if (tokens.file) {
-    out.info(`API token: the one saved in ${tokens.file}`);
+    out.info({ file: tokens.file }, "API token: the one saved in the file named");
   }
 
   const app = buildApp({
@@ -69,6 +79,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     auth: new TokenAuth(tokens.tokens),
     bodyLimit: config.bodyLimit,
     publicBaseUrl: config.publicBaseUrl,
+    trustProxy: config.trustProxy,
     maxWaitSeconds: config.maxWaitSeconds,
     streamKeepaliveMs: config.streamKeepaliveMs,
     corsOrigins: config.corsOrigins,
@@ -77,12 +88,15 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     version: SDSERVE_VERSION,
     modelsRunElsewhere: !config.runWorker,
     metrics,
-    log: out.error,
+    logger: out,
   });
 
   const recovered = await service.lifecycle.recover();
   if (recovered.requeued + recovered.failed > 0) {
-    out.info(`Recovered ${recovered.requeued} unfinished prediction(s) into the queue; ${recovered.failed} failed.`);
+    out.info(
+      recovered,
+      `Recovered ${recovered.requeued} unfinished prediction(s) into the queue; ${recovered.failed} failed.`,
+    );
   }
   await app.listen({ port: config.port, host: config.host });
   const address = app.server.address() as AddressInfo;
@@ -91,19 +105,24 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
 
   service.lifecycle.startBackground();
   webhooks.resume().then(
-    (n) => n > 0 && out.info(`Resumed ${n} undelivered completed webhook(s).`),
-    (err: unknown) => out.error(`Resuming webhooks failed: ${String(err)}`),
+    (n) => n > 0 && out.info({ webhooks: n }, `Resumed ${n} undelivered completed webhook(s).`),
+    (err: unknown) => out.error({ err }, "Resuming webhooks failed"),
   );
   let worker: Worker | undefined;
   if (config.runWorker) {
     setupModels(models, out);
     // The in-process worker runs one prediction at a time; on a shared queue, as many as configured.
-    worker = new Worker(service.lifecycle, models, queue, out.error, queue.shared ? config.workerConcurrency : 1, (s) =>
-      metrics.step(s),
+    worker = new Worker(
+      service.lifecycle,
+      models,
+      queue,
+      lineLogger(out.child({ component: "worker" }), "error"),
+      queue.shared ? config.workerConcurrency : 1,
+      (s) => metrics.step(s),
     );
     worker.start();
   }
-  out.info(`sdserve listening on ${url}`);
+  out.info({ url }, `sdserve listening on ${url}`);
 
   let closing: Promise<void> | undefined;
   return {
@@ -116,6 +135,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
         await closeWebhooks();
         await app.close();
         metrics.close();
+        predictionLog.close();
         for (const m of models) await m.close();
         await backends.close();
       })();
@@ -130,9 +150,11 @@ export function modelAdapters(config: Config, out: ServerOutput): ModelAdapter[]
       new StableDiffusionAdapter({
         spec,
         hub: config.hub,
+        cacheDir: config.cacheDir,
+        optimizedCache: config.optimizedCache,
         threads: config.threads,
         provider: config.provider,
-        log: out.error,
+        log: lineLogger(out.child({ component: "setup", model: spec.name }), "info"),
       }),
   );
 }
@@ -144,7 +166,14 @@ export function newService(
   out: ServerOutput,
 ): PredictionService {
   const { store, queue, files, events } = backends;
-  const lifecycle = new PredictionLifecycle(store, queue, files, events, config.outputRetentionMs, out.error);
+  const lifecycle = new PredictionLifecycle(
+    store,
+    queue,
+    files,
+    events,
+    config.outputRetentionMs,
+    lineLogger(out.child({ component: "predictions" }), "error"),
+  );
   return new PredictionService(
     store,
     lifecycle,
@@ -169,12 +198,16 @@ export function setupModels(models: readonly ModelAdapter[], out: ServerOutput):
     (previous, m) =>
       previous.then(() =>
         m.setup().then(
-          () =>
+          () => {
+            const seconds = Math.round(performance.now() - loadStart) / 1000;
             out.info(
-              `Model ready: ${m.model.owner}/${m.model.name} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s`,
-            ),
+              { component: "setup", model: `${m.model.owner}/${m.model.name}`, setup_time_s: seconds },
+              `Model ready: ${m.model.owner}/${m.model.name} in ${seconds.toFixed(1)}s`,
+            );
+          },
           (err: unknown) =>
             out.error(
+              { component: "setup", model: `${m.model.owner}/${m.model.name}` },
               `${m.model.owner}/${m.model.name} could not be loaded: ${err instanceof Error ? err.message : String(err)}`,
             ),
         ),
@@ -191,11 +224,16 @@ export function startWebhooks(
   metrics: Metrics,
 ): { dispatcher: WebhookDispatcher; close(): Promise<void> } {
   const durable = config.redisUrl
-    ? new BullMqCompletedDeliveries(config.redisUrl, config.redisPrefix, RETRY_DELAYS_MS, out.error)
+    ? new BullMqCompletedDeliveries(
+        config.redisUrl,
+        config.redisPrefix,
+        RETRY_DELAYS_MS,
+        lineLogger(out.child({ component: "webhooks" }), "warn"),
+      )
     : undefined;
   const dispatcher = new WebhookDispatcher(backends.store, backends.events, {
     allowPrivate: config.webhookAllowPrivate,
-    log: out.error,
+    log: lineLogger(out.child({ component: "webhooks" }), "warn"),
     userAgent: `sdserve/${SDSERVE_VERSION}`,
     durable,
     onDelivery: (d) => metrics.webhookDelivery(d),

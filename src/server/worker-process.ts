@@ -6,10 +6,12 @@
  * worker to run at once.
  */
 import type { AddressInfo } from "node:net";
-import Fastify from "fastify";
+import Fastify, { type FastifyInstance } from "fastify";
 import type { Config } from "../config.js";
 import { openBackends } from "./backends.js";
+import { fastifyLogging, lineLogger } from "./log.js";
 import { Metrics } from "./metrics.js";
+import { PredictionLog } from "./prediction-log.js";
 import { healthRoutes } from "./routes/health.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import {
@@ -23,14 +25,16 @@ import {
 import { Worker } from "./worker.js";
 
 export async function startWorkerProcess(config: Config, out: ServerOutput): Promise<RunningServer> {
-  const backends = await openBackends(config, out.error);
+  const backends = await openBackends(config, lineLogger(out.child({ component: "backends" }), "warn"));
   const models = modelAdapters(config, out);
   const service = newService(config, backends, models, out);
   const metrics = new Metrics({ queue: backends.queue, store: backends.store, role: "worker" });
   metrics.follow(backends.events);
+  const predictionLog = new PredictionLog(out);
+  predictionLog.follow(backends.events);
   const webhooks = startWebhooks(config, backends, out, metrics);
 
-  const app = Fastify({ logger: false });
+  const app = Fastify(fastifyLogging(out)) as unknown as FastifyInstance;
   app.register(healthRoutes, { models });
   app.register(metricsRoutes, { metrics });
   await app.listen({ port: config.port, host: config.host });
@@ -39,11 +43,19 @@ export async function startWorkerProcess(config: Config, out: ServerOutput): Pro
   const url = `http://${host}:${address.port}`;
 
   setupModels(models, out);
-  const worker = new Worker(service.lifecycle, models, backends.queue, out.error, config.workerConcurrency, (s) =>
-    metrics.step(s),
+  const worker = new Worker(
+    service.lifecycle,
+    models,
+    backends.queue,
+    lineLogger(out.child({ component: "worker" }), "error"),
+    config.workerConcurrency,
+    (s) => metrics.step(s),
   );
   worker.start();
-  out.info(`sdserve worker running ${config.workerConcurrency} at a time; health and metrics on ${url}`);
+  out.info(
+    { url, concurrency: config.workerConcurrency },
+    `sdserve worker running ${config.workerConcurrency} at a time; health and metrics on ${url}`,
+  );
 
   let closing: Promise<void> | undefined;
   return {
@@ -56,6 +68,7 @@ export async function startWorkerProcess(config: Config, out: ServerOutput): Pro
         await webhooks.close();
         await app.close();
         metrics.close();
+        predictionLog.close();
         for (const m of models) await m.close();
         await backends.close();
       })();

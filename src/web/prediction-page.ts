@@ -6,7 +6,7 @@
 import type { ApiPrediction } from "../server/predictions/serialize.js";
 import { html } from "./html.js";
 import { page } from "./layout.js";
-import { predictionSection } from "./prediction-view.js";
+import { predictionSection, shorten } from "./prediction-view.js";
 import type { FormField } from "./schema-form.js";
 
 export function predictionPage(p: ApiPrediction, fields: readonly FormField[] | undefined): string {
@@ -14,7 +14,7 @@ export function predictionPage(p: ApiPrediction, fields: readonly FormField[] | 
     title: `Prediction ${p.id}`,
     scripts: ["prediction-page.js"],
     main: html`<h1>Prediction <code>${p.id}</code></h1>
-${typeof p.input["prompt"] === "string" ? html`<p class="lead">${p.input["prompt"]}</p>` : ""}
+${typeof p.input["prompt"] === "string" ? html`<p class="lead">${shorten(p.input["prompt"])}</p>` : ""}
 ${predictionSection(p, { embed: false, fields })}`,
   });
 }

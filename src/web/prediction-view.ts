@@ -64,8 +64,26 @@ function secondsBetween(a: string | null, b: string | null): number | undefined 
   return Math.max(0, (Date.parse(b) - Date.parse(a)) / 1000);
 }
 
+/**
+ * Longest value shown in full in the page's text (the prompt under the heading, image alt
+ * texts, the input list). Longer ones are cut with an ellipsis: the page is served without a
+ * token, and each copy of a stored prompt once made it larger; the full input is still in
+ * `data-input`, once, for running it again.
+ */
+export const SHOWN_VALUE_LENGTH = 2000;
+/** Alt texts repeat the prompt for every image: a shorter cut there. */
+const ALT_PROMPT_LENGTH = 200;
+
+export function shorten(text: string, max = SHOWN_VALUE_LENGTH): string {
+  if (text.length <= max) return text;
+  // Not inside a surrogate pair.
+  const last = text.charCodeAt(max - 1);
+  const end = last >= 0xd800 && last <= 0xdbff ? max - 1 : max;
+  return `${text.slice(0, end)}…`;
+}
+
 function formatValue(v: unknown): string {
-  return typeof v === "string" ? v : JSON.stringify(v);
+  return shorten(typeof v === "string" ? v : JSON.stringify(v));
 }
 
 const LIVE = ["starting", "processing"];
@@ -74,7 +92,7 @@ export function predictionSection(p: ApiPrediction, opts: PredictionViewOptions)
   const h = raw(opts.embed ? "h3" : "h2");
   const live = LIVE.includes(p.status);
   const input = effectiveInput(p, opts.fields);
-  const prompt = typeof input["prompt"] === "string" ? input["prompt"] : "";
+  const prompt = typeof input["prompt"] === "string" ? shorten(input["prompt"], ALT_PROMPT_LENGTH) : "";
   const width = typeof input["width"] === "number" ? input["width"] : undefined;
   const height = typeof input["height"] === "number" ? input["height"] : undefined;
   const size = width && height ? html` width="${width}" height="${height}"` : "";

@@ -18,6 +18,8 @@ export interface FormField {
   default: unknown;
   minimum: number | undefined;
   maximum: number | undefined;
+  /** The schema's maxLength of a string (the browser then stops typing there). */
+  maxLength: number | undefined;
   required: boolean;
 }
 
@@ -51,6 +53,7 @@ export function inputFields(schemas: Record<string, JsonSchema>): FormField[] {
           default: s["default"],
           minimum: s.minimum,
           maximum: s.maximum,
+          maxLength: s.maxLength,
           required: required.has(name),
         },
       ];
@@ -78,7 +81,8 @@ function control(f: FormField): Html {
   }
   if (f.type === "string") {
     const value = typeof f.default === "string" ? f.default : "";
-    return html`<textarea ${common} rows="2" spellcheck="true">${value}</textarea>`;
+    const max = f.maxLength !== undefined ? html` maxlength="${f.maxLength}"` : "";
+    return html`<textarea ${common} rows="2" spellcheck="true"${max}>${value}</textarea>`;
   }
   return html`<input type="number" ${common} inputmode="${f.type === "integer" ? "numeric" : "decimal"}" step="${
     f.type === "integer" ? "1" : "any"

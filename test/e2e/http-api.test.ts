@@ -22,7 +22,8 @@ import {
 let server: Sdserve;
 
 before(async () => {
-  server = await startSdserve({ env: { SDSERVE_BODY_LIMIT: "4kb" } });
+  // The tests reach it through loopback, standing in for a reverse proxy on the same machine.
+  server = await startSdserve({ env: { SDSERVE_BODY_LIMIT: "4kb", SDSERVE_TRUST_PROXY: "127.0.0.1" } });
 });
 after(async () => {
   await server?.stop();
@@ -354,7 +355,7 @@ test("output files: content type and length, HEAD, no token needed; unknown file
   assert.equal((await fetch(url.replace(/files\/[a-z2-7]+/, "files/abc"))).status, 404);
 });
 
-test("URLs follow X-Forwarded-Proto and X-Forwarded-Host from a proxy", async () => {
+test("URLs follow X-Forwarded-Proto and X-Forwarded-Host from a trusted proxy", async () => {
   const r = await api(
     server,
     "POST",
@@ -385,6 +386,18 @@ test("Cancel-After: the prediction carries a deadline; a bad value is 422", asyn
     },
   );
   assert.equal(bad.status, 422);
+  // Beyond Date's range (once a 500) or past the week's maximum; and a value of many digits.
+  for (const value of ["99999999999999999999s", "169h", `${"1".repeat(29)}x`, `${"1".repeat(8000)}s`]) {
+    const r = await api(
+      server,
+      "POST",
+      "/v1/predictions",
+      { version: VERSION, input: smallInput() },
+      { ...authHeaders(), "Cancel-After": value },
+    );
+    assert.equal(r.status, 422, value.slice(0, 40));
+    assert.equal(r.json["title"], "Invalid Cancel-After header");
+  }
   const r = await api(
     server,
     "POST",
@@ -402,6 +415,18 @@ test("Cancel-After: the prediction carries a deadline; a bad value is 422", asyn
   const done = await waitDone(r.json["id"] as string);
   assert.equal(done["status"], "canceled");
   assert.match(done["logs"] as string, /reached its deadline/);
+});
+
+test("Idempotency-Key: longer than 255 characters is a 422", async () => {
+  const r = await api(
+    server,
+    "POST",
+    "/v1/predictions",
+    { version: VERSION, input: smallInput() },
+    { ...authHeaders(), "Idempotency-Key": "k".repeat(256) },
+  );
+  assert.equal(r.status, 422);
+  assert.equal(r.json["title"], "Invalid Idempotency-Key header");
 });
 
 test("Idempotency-Key: the same key gives back the same prediction", async () => {

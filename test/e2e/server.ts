@@ -85,8 +85,8 @@ export async function startSdserve(
       text += chunk.toString();
       const m =
         command === "serve"
-          ? /sdserve listening on (http:\/\/\S+)/.exec(text)
-          : /sdserve worker running .* on (http:\/\/\S+)/.exec(text);
+          ? /sdserve listening on (http:\/\/[^\s"]+)/.exec(text)
+          : /sdserve worker running .* on (http:\/\/[^\s"]+)/.exec(text);
       if (m) resolve(m[1] as string);
     };
     proc.stdout?.on("data", onData);

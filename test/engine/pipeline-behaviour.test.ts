@@ -8,9 +8,9 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { RequestError } from "../../src/engine/errors.js";
-import { exportOnnxFolder } from "../../src/engine/export.js";
 import { type GenerateRequest, loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import { FIXTURE_MODELS, maxAbsDiff, modelDir, refTensor } from "../helpers/fixtures.js";
+import { exportOnnxFolder } from "../helpers/onnx-export.js";
 
 describe("generate behaviour (tiny-sd2v)", () => {
   let pipe: Pipeline;

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { describe, test } from "node:test";
-import { ModelError } from "../../src/engine/errors.js";
+import { ModelError, RequestError } from "../../src/engine/errors.js";
 import {
   A1111_SCHEDULERS,
   createScheduler,
@@ -183,7 +183,10 @@ describe("scheduler names", () => {
     for (const name of Object.keys(DIFFUSERS_SCHEDULERS)) assert.equal(createScheduler(name, config, 8).name, name);
     const k = createScheduler("EulerDiscreteScheduler", config, 8, { karras: true });
     assert.equal(k.config["use_karras_sigmas"], true);
-    assert.throws(() => createScheduler("DDIMScheduler", config, 8, { karras: true }), ModelError);
+    assert.throws(
+      () => createScheduler("DDIMScheduler", config, 8, { karras: true }),
+      (e: unknown) => e instanceof RequestError && e.field === "scheduler",
+    );
   });
 
   test("AUTOMATIC1111's sampler names", () => {
@@ -229,7 +232,7 @@ describe("scheduler names", () => {
     assert.throws(
       () => createScheduler("Euler b", config, 8),
       (e: unknown) =>
-        e instanceof ModelError &&
+        e instanceof RequestError &&
         e.field === "scheduler" &&
         SCHEDULER_NAMES.every((n) => e.message.includes(n)) &&
         e.message.includes('"Euler b"'),
@@ -281,9 +284,13 @@ describe("scheduler configs", () => {
     }
   });
 
-  test("too many steps, or none, are refused", () => {
-    assert.throws(() => createScheduler("DDIM", config, 1001), ModelError);
-    assert.throws(() => createScheduler("K_EULER", config, 0), ModelError);
+  test("too many steps, or none, are the request's fault", () => {
+    for (const steps of [1001, 0, 2.5]) {
+      assert.throws(
+        () => createScheduler("DDIM", config, steps),
+        (e: unknown) => e instanceof RequestError && e.field === "numInferenceSteps",
+      );
+    }
   });
 
   test("multistep schedulers insist on running their steps in order", () => {

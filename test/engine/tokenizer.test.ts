@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { ModelError } from "../../src/engine/errors.js";
-import { ClipTokenizer } from "../../src/engine/tokenizer/clip.js";
+import { BPE_CACHE_BYTES, ClipTokenizer, MAX_BPE_WORD } from "../../src/engine/tokenizer/clip.js";
 import { FIXTURE_MODELS, GOLDEN, modelDir, readJson } from "../helpers/fixtures.js";
 
 interface TokenizerCase {
@@ -214,5 +214,62 @@ describe("ClipTokenizer errors", () => {
       assert.equal(err.file, path.join(dir, "tokenizer_config.json"));
       return true;
     });
+  });
+});
+
+describe("ClipTokenizer on hostile prompts", async () => {
+  /** Deterministic pseudo-random lower-case words (no two alike in practice). */
+  function words(count: number, length: number, seed: number): string[] {
+    let x = seed;
+    const out: string[] = [];
+    for (let i = 0; i < count; i++) {
+      let w = "";
+      for (let j = 0; j < length; j++) {
+        x = (x * 1103515245 + 12345) % 2147483648;
+        w += String.fromCharCode(97 + (x % 26));
+      }
+      out.push(w);
+    }
+    return out;
+  }
+  /** Most bytes BPE_CACHE_BYTES' accounting gives one cached piece of MAX_BPE_WORD symbols. */
+  const pieceBytes = 96 + 2 * (MAX_BPE_WORD + 1) + (MAX_BPE_WORD + 1) * (16 + 2 * 4);
+
+  test("truncation's budget stops tokenizing: the ids are the first 75 tokens, and later words are never merged", async () => {
+    const tokenizer = await ClipTokenizer.fromFolder(tokenizerDir("tiny-sd1"));
+    const text = words(5000, 8, 1).join(" ");
+    const all = tokenizer.tokenize(text);
+    const fresh = await ClipTokenizer.fromFolder(tokenizerDir("tiny-sd1"));
+    const { inputIds } = fresh.encode(text);
+    const untruncated = tokenizer.encode(text, { truncation: false, padding: false }).inputIds;
+    assert.deepEqual(inputIds, [...untruncated.slice(0, 76), tokenizer.eosTokenId]);
+    assert.deepEqual(fresh.tokenize(text, 75), all.slice(0, 75));
+    // Only the words that fed the 75 tokens went through BPE (the cache holds them alone).
+    assert.ok(fresh.bpeCacheBytes < 80 * (96 + 2 * 16 + 8 * 24), `${fresh.bpeCacheBytes} bytes cached`);
+  });
+
+  test("a 64k-letter word is merged in pieces, only as far as the budget", async () => {
+    const tokenizer = await ClipTokenizer.fromFolder(tokenizerDir("tiny-sd1"));
+    const [word] = words(1, 65_536, 2) as [string];
+    const { inputIds } = tokenizer.encode(word);
+    assert.equal(inputIds.length, 77);
+    assert.ok(!inputIds.includes(tokenizer.padTokenId) || tokenizer.padTokenId === tokenizer.eosTokenId);
+    // A piece or two of MAX_BPE_WORD symbols, not the whole word.
+    assert.ok(tokenizer.bpeCacheBytes <= 2 * pieceBytes, `${tokenizer.bpeCacheBytes} bytes cached`);
+    // Untruncated, the pieces cover the word: every letter is in some token, one </w> at the end.
+    const tokens = tokenizer.tokenize(word);
+    assert.equal(tokens.join("").replace("</w>", ""), word);
+    assert.equal(tokens.filter((t) => t.endsWith("</w>")).length, 1);
+  });
+
+  test("the BPE cache is bounded in bytes, however long and many the words", async () => {
+    const tokenizer = await ClipTokenizer.fromFolder(tokenizerDir("tiny-sd1"));
+    for (const word of words(800, MAX_BPE_WORD, 3)) tokenizer.tokenize(word);
+    assert.ok(tokenizer.bpeCacheBytes <= BPE_CACHE_BYTES, `${tokenizer.bpeCacheBytes} bytes cached`);
+    assert.ok(tokenizer.bpeCacheBytes > BPE_CACHE_BYTES - pieceBytes, "the cache is used up to its budget");
+    // Evicted words come back the same.
+    const [first] = words(1, MAX_BPE_WORD, 3) as [string];
+    const fresh = await ClipTokenizer.fromFolder(tokenizerDir("tiny-sd1"));
+    assert.deepEqual(tokenizer.tokenize(first), fresh.tokenize(first));
   });
 });

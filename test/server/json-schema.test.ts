@@ -1,7 +1,9 @@
 /** The schema check behind 422s, on stability-ai/stable-diffusion's Input schema. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { StableDiffusionAdapter } from "../../src/server/models/stable-diffusion.js";
+import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from "../../src/server/http/json-depth.js";
+import { type JsonSchema, validate } from "../../src/server/models/json-schema.js";
+import { MAX_PROMPT_LENGTH, StableDiffusionAdapter } from "../../src/server/models/stable-diffusion.js";
 
 const adapter = new StableDiffusionAdapter({ source: "tiny-random" });
 
@@ -26,4 +28,62 @@ test("each rule of the published schema, with gojsonschema's types and wording",
   assert.deepEqual(adapter.validateInput("cat"), [
     { type: "invalid_type", field: "input", description: "Invalid type. Expected: object, given: string" },
   ]);
+});
+
+test("additionalProperties and required look at own properties: Object.prototype's names are keys like any other", () => {
+  const schema: JsonSchema = {
+    type: "object",
+    properties: { version: { type: "string" } },
+    required: ["version"],
+    additionalProperties: false,
+  };
+  for (const key of ["toString", "constructor", "hasOwnProperty", "valueOf", "__defineGetter__", "bogus"]) {
+    assert.deepEqual(
+      validate(schema, { version: "v", [key]: 1 }),
+      [
+        {
+          type: "additional_property_not_allowed",
+          field: "",
+          description: `Additional property ${key} is not allowed`,
+        },
+      ],
+      key,
+    );
+  }
+  const needsConstructor: JsonSchema = { type: "object", required: ["constructor"] };
+  assert.deepEqual(validate(needsConstructor, {}), [
+    { type: "required", field: "", description: "constructor is required" },
+  ]);
+  // A prototype-named key in the model's input is unknown, so accepted and ignored, not validated as a function.
+  assert.deepEqual(adapter.validateInput({ toString: "x", constructor: 5 }), []);
+});
+
+test("prompt and negative_prompt are at most MAX_PROMPT_LENGTH characters, counted in code points", () => {
+  assert.deepEqual(adapter.validateInput({ prompt: "a".repeat(MAX_PROMPT_LENGTH) }), []);
+  // Astral characters are one code point each (two UTF-16 units).
+  assert.deepEqual(adapter.validateInput({ negative_prompt: "🦊".repeat(MAX_PROMPT_LENGTH) }), []);
+  for (const key of ["prompt", "negative_prompt"]) {
+    assert.deepEqual(adapter.validateInput({ [key]: "a".repeat(MAX_PROMPT_LENGTH + 1) }), [
+      {
+        type: "string_lte",
+        field: `input.${key}`,
+        description: `String length must be less than or equal to ${MAX_PROMPT_LENGTH}`,
+      },
+    ]);
+  }
+  assert.equal(adapter.validateInput({ prompt: "a".repeat(4_000_000) }).length, 1);
+  assert.equal(adapter.schemas["Input"]?.properties?.["prompt"]?.maxLength, MAX_PROMPT_LENGTH);
+  assert.deepEqual(validate({ type: "string", minLength: 2 }, "🦊"), [
+    { type: "string_gte", field: "", description: "String length must be greater than or equal to 2" },
+  ]);
+});
+
+test("JSON nesting depth: found in one pass, strings and escapes skipped", () => {
+  assert.equal(jsonNestsDeeperThan('{"a":[[1]]}', 3), false);
+  assert.equal(jsonNestsDeeperThan('{"a":[[[1]]]}', 3), true);
+  assert.equal(jsonNestsDeeperThan(`{"a":"${"[".repeat(100)}"}`, 1), false);
+  assert.equal(jsonNestsDeeperThan(`{"a":"\\"${"[".repeat(100)}"}`, 1), false);
+  assert.equal(jsonNestsDeeperThan(`{"a":"\\\\",${"[".repeat(3)}`, 3), true);
+  assert.equal(jsonNestsDeeperThan(`${"[".repeat(400_000)}${"]".repeat(400_000)}`, MAX_JSON_DEPTH), true);
+  assert.equal(jsonNestsDeeperThan(`[${"[],".repeat(400_000)}[]]`, MAX_JSON_DEPTH), false);
 });

@@ -24,6 +24,7 @@ test("a hub that was unreachable at start is tried again by a later prediction",
   const adapter = new StableDiffusionAdapter({
     spec: modelSpec("acme/tiny", "sdserve-test/tiny-sd1", { defaults: { width: 128, height: 128 } }),
     hub: settings,
+    cacheDir: tmp,
     threads: 1,
     log: (line) => lines.push(line),
     retryUnreachableMs: 0,

@@ -33,6 +33,7 @@ test("one field per Input property, in x-order, with the schema's enums, bounds 
   assert.match(form, /name="guidance_scale" data-type="number"[^>]* step="any" min="1" max="20" value="7.5">/);
   assert.match(form, /<input type="number" id="field-seed" name="seed" data-type="integer"[^>]*step="1">/);
   assert.match(form, /<textarea id="field-prompt"[^>]*>a photo of an astronaut riding a horse on mars<\/textarea>/);
+  assert.match(form, /<textarea id="field-prompt"[^>]* maxlength="10000">/);
 });
 
 test("booleans are checkboxes, required fields are marked, and schema text is escaped", () => {

@@ -6,9 +6,10 @@
  * RevisionNotFound, EntryNotFound), as huggingface_hub does.
  */
 import { HubError } from "../errors.js";
+import { SDSERVE_VERSION } from "../version.js";
 import type { HubSettings } from "./settings.js";
 
-export const USER_AGENT = "sdserve/0.1.0; hf_hub/js";
+export const USER_AGENT = `sdserve/${SDSERVE_VERSION}; hf_hub/js`;
 
 export interface HubFetchContext {
   settings: HubSettings;

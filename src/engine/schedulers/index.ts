@@ -10,7 +10,7 @@
  * - AUTOMATIC1111's sampler names (`Euler a`, `DPM++ 2M Karras`, `PLMS`, ...).
  * Each is built as diffusers' `Class.from_config(modelSchedulerConfig, **overrides)` builds it.
  */
-import { ModelError } from "../errors.js";
+import { RequestError } from "../errors.js";
 import { DDIMScheduler } from "./ddim.js";
 import { DPMSolverMultistepScheduler } from "./dpm-solver-multistep.js";
 import { EulerDiscreteScheduler } from "./euler.js";
@@ -123,13 +123,14 @@ for (const table of [A1111_SCHEDULERS, DIFFUSERS_SCHEDULERS, REPLICATE_SCHEDULER
   for (const [name, choice] of Object.entries(table)) BY_LOWER_NAME.set(name.toLowerCase(), choice);
 }
 
-/** The class and from_config overrides a name stands for; a ModelError listing the names if unknown. */
+/** The class and from_config overrides a name stands for; a RequestError listing the names if unknown. */
 export function resolveSchedulerName(name: string): SchedulerChoice {
   const choice = BY_LOWER_NAME.get(name.trim().toLowerCase());
   if (!choice) {
-    throw new ModelError(`unknown scheduler ${JSON.stringify(name)}; accepted: ${SCHEDULER_NAMES.join(", ")}`, {
-      field: "scheduler",
-    });
+    throw new RequestError(
+      `unknown scheduler ${JSON.stringify(name)}; accepted: ${SCHEDULER_NAMES.join(", ")}`,
+      "scheduler",
+    );
   }
   return choice;
 }
@@ -137,7 +138,8 @@ export function resolveSchedulerName(name: string): SchedulerChoice {
 /**
  * Builds the scheduler `name` stands for from the model's `scheduler/scheduler_config.json`
  * (parsed), set up for `numInferenceSteps`. `opts.karras` asks for Karras sigmas
- * (`use_karras_sigmas=True`). Unsupported config values raise a ModelError naming the field.
+ * (`use_karras_sigmas=True`). Unsupported config values raise a ModelError naming the field;
+ * what the request asks (the name, Karras sigmas, the number of steps) a RequestError.
  */
 export function createScheduler(
   name: string,
@@ -149,7 +151,7 @@ export function createScheduler(
   const all = { ...overrides };
   if (opts.karras) {
     if (!KARRAS_CAPABLE.has(className)) {
-      throw new ModelError(`Karras sigmas are not available for ${className}`, { field: "scheduler" });
+      throw new RequestError(`Karras sigmas are not available for ${className}`, "scheduler");
     }
     all.use_karras_sigmas = true;
   }

@@ -6,7 +6,7 @@
  * The reference is diffusers 0.29.2 (src/diffusers/schedulers/scheduling_*.py). Numbers are
  * computed the way diffusers computes them (torch float32 tensors, numpy float64), see float.ts.
  */
-import { ModelError } from "../errors.js";
+import { ModelError, RequestError } from "../errors.js";
 import { cumprodF32, f32, numpyArange, numpyLinspace, numpyLogF32, roundHalfEven, torchLinspaceF32 } from "./float.js";
 
 /** Noise for ancestral / SDE schedulers, drawn from the pipeline's torch-compatible generator. */
@@ -159,16 +159,18 @@ export function unsupported(field: string, on: boolean, why = "is not supported 
   if (on) throw configError(field, why);
 }
 
+/** The request's number of steps: a RequestError (field numInferenceSteps, as GenerateRequest names it). */
 export function checkSteps(numInferenceSteps: number, numTrainTimesteps: number): void {
   if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-    throw new ModelError(`num_inference_steps must be a positive integer, got ${numInferenceSteps}`, {
-      field: "num_inference_steps",
-    });
+    throw new RequestError(
+      `number of inference steps must be a positive integer, got ${numInferenceSteps}`,
+      "numInferenceSteps",
+    );
   }
   if (numInferenceSteps > numTrainTimesteps) {
-    throw new ModelError(
-      `num_inference_steps (${numInferenceSteps}) cannot exceed num_train_timesteps (${numTrainTimesteps})`,
-      { field: "num_inference_steps" },
+    throw new RequestError(
+      `number of inference steps (${numInferenceSteps}) cannot exceed the model's num_train_timesteps (${numTrainTimesteps})`,
+      "numInferenceSteps",
     );
   }
 }

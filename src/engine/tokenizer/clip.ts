@@ -11,6 +11,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { ModelError } from "../errors.js";
+import { parseJsonObject } from "../json.js";
 
 export interface Encoding {
   /** `<|startoftext|>`, the text's tokens, `<|endoftext|>`, then padding. */
@@ -46,8 +47,23 @@ const NO_LIMIT = 1e20;
  */
 const MAX_MERGES = 49152 - 256 - 2;
 
-/** Bounded so a server fed arbitrary prompts cannot grow the cache without limit. */
-const BPE_CACHE_SIZE = 20_000;
+/**
+ * The BPE cache's budget, counted in bytes of its keys and tokens (plus a per-entry overhead),
+ * not in entries: a server fed arbitrary prompts cannot grow it past this however long the
+ * words. A few thousand ordinary words fill a fraction of it.
+ */
+export const BPE_CACHE_BYTES = 2 * 1024 * 1024;
+/** Rough cost of one cached word beyond its characters: the Map entry, the array, string headers. */
+const ENTRY_OVERHEAD_BYTES = 96;
+
+/**
+ * BPE is quadratic in a word's length (every merge rescans the word), and transformers runs it
+ * over whole words however long: one 64k-letter word took seconds. A longer word is merged in
+ * pieces of this many byte symbols, only the last ending in `</w>`. No real word comes near it
+ * (the longest in the golden prompts is 120 bytes), so their tokens are exactly transformers';
+ * only such runs of hundreds of letters or symbols may split differently.
+ */
+export const MAX_BPE_WORD = 256;
 
 /** The order in which transformers registers special tokens; it decides ids for new ones. */
 const SPECIAL_TOKEN_KEYS = [
@@ -122,25 +138,41 @@ function basicClean(text: string): string {
   return words.join(" ");
 }
 
-/** A size-bounded map that forgets the least recently used entry first. */
-class LruCache<V> {
-  private readonly map = new Map<string, V>();
-  constructor(private readonly limit: number) {}
+/** BPE results by word, bounded by bytes; the least recently used entries go first. */
+class BpeCache {
+  private readonly map = new Map<string, { parts: string[]; bytes: number }>();
+  private used = 0;
+  constructor(private readonly limitBytes: number) {}
 
-  get(key: string): V | undefined {
-    const value = this.map.get(key);
-    if (value !== undefined) {
-      this.map.delete(key);
-      this.map.set(key, value);
-    }
-    return value;
+  /** Bytes held now (UTF-16 characters at 2 bytes, plus each entry's overhead). */
+  get bytes(): number {
+    return this.used;
   }
 
-  set(key: string, value: V): void {
-    this.map.set(key, value);
-    if (this.map.size > this.limit) {
-      const oldest = this.map.keys().next().value;
-      if (oldest !== undefined) this.map.delete(oldest);
+  get(key: string): string[] | undefined {
+    const entry = this.map.get(key);
+    if (entry !== undefined) {
+      this.map.delete(key);
+      this.map.set(key, entry);
+    }
+    return entry?.parts;
+  }
+
+  set(key: string, parts: string[]): void {
+    let bytes = ENTRY_OVERHEAD_BYTES + 2 * key.length;
+    for (const part of parts) bytes += 16 + 2 * part.length;
+    if (bytes > this.limitBytes) return;
+    const old = this.map.get(key);
+    if (old) {
+      this.map.delete(key);
+      this.used -= old.bytes;
+    }
+    this.map.set(key, { parts, bytes });
+    this.used += bytes;
+    for (const [oldest, entry] of this.map) {
+      if (this.used <= this.limitBytes) break;
+      this.map.delete(oldest);
+      this.used -= entry.bytes;
     }
   }
 }
@@ -154,19 +186,6 @@ async function readTextFile(file: string, required: boolean): Promise<string | u
     const reason = code === "ENOENT" ? "file not found" : `cannot be read (${(err as Error).message})`;
     throw new ModelError(`tokenizer ${reason}`, { file });
   }
-}
-
-function parseJsonObject(text: string, file: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new ModelError(`not valid JSON (${(err as Error).message})`, { file });
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ModelError("expected a JSON object", { file });
-  }
-  return value as Record<string, unknown>;
 }
 
 /** A special-token entry: a plain string, an AddedToken object, or null (none). */
@@ -265,7 +284,7 @@ export class ClipTokenizer {
   private readonly addedTokens: Map<string, AddedToken>;
   /** Added tokens by first UTF-16 unit, longest first, so the leftmost-longest match wins. */
   private readonly addedByFirstUnit: Map<number, string[]>;
-  private readonly bpeCache = new LruCache<string[]>(BPE_CACHE_SIZE);
+  private readonly bpeCache = new BpeCache(BPE_CACHE_BYTES);
 
   private constructor(parts: TokenizerParts) {
     this.vocab = parts.vocab;
@@ -352,10 +371,15 @@ export class ClipTokenizer {
     return new ClipTokenizer({ vocab, ranks, addedIds, addedTokens, special, modelMaxLength, folder: dir });
   }
 
-  /** The token strings of `text`, without bos and eos. */
-  tokenize(text: string): string[] {
+  /**
+   * The token strings of `text`, without bos and eos. With `limit`, tokenizing stops once that
+   * many tokens are had (the first `limit` are the same either way): truncation's budget, so a
+   * long prompt costs no more than its first words.
+   */
+  tokenize(text: string, limit = Number.POSITIVE_INFINITY): string[] {
     const tokens: string[] = [];
     for (const piece of this.splitOnAddedTokens(text)) {
+      if (tokens.length >= limit) break;
       if (this.addedIds.has(piece)) {
         tokens.push(piece);
         continue;
@@ -363,10 +387,19 @@ export class ClipTokenizer {
       for (const match of basicClean(piece).matchAll(WORD_PATTERN)) {
         let symbols = "";
         for (const byte of utf8.encode(match[0])) symbols += BYTE_SYMBOLS[byte];
-        for (const token of this.bpe(symbols)) tokens.push(token);
+        for (let start = 0; start < symbols.length && tokens.length < limit; start += MAX_BPE_WORD) {
+          const end = start + MAX_BPE_WORD >= symbols.length;
+          for (const token of this.bpe(symbols.slice(start, start + MAX_BPE_WORD), end)) tokens.push(token);
+        }
+        if (tokens.length >= limit) break;
       }
     }
-    return tokens;
+    return tokens.length > limit ? tokens.slice(0, limit) : tokens;
+  }
+
+  /** Bytes the BPE cache holds now (at most BPE_CACHE_BYTES). */
+  get bpeCacheBytes(): number {
+    return this.bpeCache.bytes;
   }
 
   encode(text: string, opts: EncodeOptions = {}): Encoding {
@@ -377,7 +410,7 @@ export class ClipTokenizer {
       throw new RangeError(`maxLength must be an integer of at least 2 (bos and eos), got ${maxLength}`);
     }
 
-    let ids = this.tokenize(text).map((token) => this.idOf(token));
+    let ids = this.tokenize(text, truncation ? maxLength - 2 : undefined).map((token) => this.idOf(token));
     if (truncation && ids.length + 2 > maxLength) ids = ids.slice(0, maxLength - 2);
     const inputIds = [this.bosTokenId, ...ids, this.eosTokenId];
     const attentionMask = inputIds.map(() => 1);
@@ -444,17 +477,22 @@ export class ClipTokenizer {
     return pieces.filter((p) => p !== "");
   }
 
-  /** BPE over one word's byte symbols: repeatedly merge the adjacent pair of lowest rank. */
-  private bpe(word: string): string[] {
+  /**
+   * BPE over one word's byte symbols (or a piece of a long word, `endOfWord` false but for the
+   * last): repeatedly merge the adjacent pair of lowest rank.
+   */
+  private bpe(word: string, endOfWord = true): string[] {
     // transformers seeds its cache with these, so the pattern's own special-token branch
     // (reached by text such as "<|END\u200BOFTEXT|>" after cleanup) maps to the special token.
     if (word === BOS_DEFAULT || word === EOS_DEFAULT) return [word];
-    const cached = this.bpeCache.get(word);
+    // A piece inside a word is cached under a key no whole word has: BPE symbols never hold a space.
+    const key = endOfWord ? word : `${word} `;
+    const cached = this.bpeCache.get(key);
     if (cached) return cached;
 
     // Byte symbols are all below U+0200, so one UTF-16 unit each.
     let parts = word.split("");
-    parts[parts.length - 1] += "</w>";
+    if (endOfWord) parts[parts.length - 1] += "</w>";
     while (parts.length > 1) {
       let best = Number.POSITIVE_INFINITY;
       let bestLeft = "";
@@ -479,7 +517,7 @@ export class ClipTokenizer {
       }
       parts = merged;
     }
-    this.bpeCache.set(word, parts);
+    this.bpeCache.set(key, parts);
     return parts;
   }
 }

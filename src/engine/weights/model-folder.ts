@@ -12,6 +12,7 @@
 import { lstat, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { ModelError } from "../errors.js";
+import { parseJsonObject } from "../json.js";
 import { readSafetensors, type TensorInfo } from "./safetensors.js";
 
 export type ComponentName = "text_encoder" | "unet" | "vae";
@@ -336,14 +337,5 @@ async function readJsonObject(p: string, hint?: string): Promise<Record<string, 
   } catch (err) {
     throw new ModelError(`cannot be read: ${(err as Error).message}`, { file: p });
   }
-  let value: unknown;
-  try {
-    value = JSON.parse(text.replace(/^\uFEFF/, ""));
-  } catch (err) {
-    throw new ModelError(`is not valid JSON (${(err as Error).message})`, { file: p });
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ModelError("must hold a JSON object", { file: p });
-  }
-  return value as Record<string, unknown>;
+  return parseJsonObject(text, p);
 }

@@ -22,6 +22,7 @@ import { buildVaeDecoderGraph } from "../graph/vae.js";
 import { ShapeRecorder, type WeightBinder } from "../graph/weights.js";
 import type { ComponentFiles, ComponentName } from "./model-folder.js";
 import { readSafetensors } from "./safetensors.js";
+import { safetensorsHeader } from "./safetensors-writer.js";
 
 export type RandomWeightsDType = "F32" | "F16";
 
@@ -143,26 +144,13 @@ async function streamTensors(
   seed: number,
   metadata: Record<string, string>,
 ): Promise<void> {
-  const bytesPer = dtype === "F32" ? 4 : 2;
-  const header: Record<string, unknown> = { __metadata__: metadata };
-  let offset = 0;
-  for (const [name, shape] of shapes) {
-    const n = shape.reduce((a, d) => a * d, 1);
-    header[name] = { dtype, shape, data_offsets: [offset, offset + n * bytesPer] };
-    offset += n * bytesPer;
-  }
-  const json = Buffer.from(JSON.stringify(header), "utf8");
-  // Padding the header to 8 bytes keeps every tensor aligned for readers that map the file.
-  const padded = Buffer.alloc(Math.ceil(json.length / 8) * 8, 0x20);
-  json.copy(padded);
-  const prefix = Buffer.alloc(8);
-  prefix.writeBigUInt64LE(BigInt(padded.length));
+  const layout = [...shapes].map(([name, shape]) => ({ name, dtype, shape }));
+  const { header } = safetensorsHeader(layout, metadata);
 
   const tmp = `${file}.partial-${process.pid}`;
   const fh = await open(tmp, "w");
   try {
-    await fh.write(prefix);
-    await fh.write(padded);
+    await fh.write(header);
     const f32 = new Float32Array(ELEMENTS_PER_CHUNK);
     const f16 = dtype === "F16" ? new Uint16Array(ELEMENTS_PER_CHUNK) : undefined;
     for (const [name, shape] of shapes) {

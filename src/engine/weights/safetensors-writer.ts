@@ -13,31 +13,50 @@ export interface TensorToWrite {
   data: ArrayBufferView;
 }
 
+/** Where a tensor goes: its data follows the previous one's. */
+export interface TensorLayout {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: readonly number[];
+}
+
+/**
+ * The start of a safetensors file for tensors laid out contiguously in the given order: the
+ * 8-byte header length, then the JSON header padded with spaces to 8 bytes (aligned data lets
+ * readers map tensors as typed arrays in place). `dataBytes` is what must follow.
+ */
+export function safetensorsHeader(
+  tensors: readonly TensorLayout[],
+  metadata?: Record<string, string>,
+): { header: Uint8Array; dataBytes: number } {
+  const entries: Record<string, unknown> = {};
+  if (metadata) entries["__metadata__"] = metadata;
+  let offset = 0;
+  for (const t of tensors) {
+    const bytes = (t.shape.reduce((a, d) => a * d, 1) * DTYPE_BITS[t.dtype]) / 8;
+    entries[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(entries));
+  const padded = Math.ceil(json.length / 8) * 8;
+  const header = new Uint8Array(8 + padded).fill(0x20, 8);
+  new DataView(header.buffer).setBigUint64(0, BigInt(padded), true);
+  header.set(json, 8);
+  return { header, dataBytes: offset };
+}
+
 /** Encodes tensors in the given order, contiguous, the header padded with spaces to 8 bytes. */
 export function encodeSafetensors(tensors: readonly TensorToWrite[], metadata?: Record<string, string>): Uint8Array {
-  const header: Record<string, unknown> = {};
-  if (metadata) header["__metadata__"] = metadata;
-  let offset = 0;
   for (const t of tensors) {
     const bits = t.shape.reduce((a, d) => a * d, 1) * DTYPE_BITS[t.dtype];
     if (bits !== t.data.byteLength * 8) {
       throw new Error(`${t.name}: ${t.data.byteLength} bytes given for ${t.dtype} ${JSON.stringify(t.shape)}`);
     }
-    header[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
   }
-  let json = new TextEncoder().encode(JSON.stringify(header));
-  // Aligned data lets readers map tensors as typed arrays in place.
-  const padded = Math.ceil(json.length / 8) * 8;
-  if (padded !== json.length) {
-    const p = new Uint8Array(padded).fill(0x20);
-    p.set(json);
-    json = p;
-  }
-  const out = new Uint8Array(8 + json.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-  out.set(json, 8);
-  let at = 8 + json.length;
+  const { header, dataBytes } = safetensorsHeader(tensors, metadata);
+  const out = new Uint8Array(header.length + dataBytes);
+  out.set(header);
+  let at = header.length;
   for (const t of tensors) {
     out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at);
     at += t.data.byteLength;

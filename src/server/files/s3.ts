@@ -14,22 +14,10 @@ import {
   S3ServiceException,
 } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
+import type { S3Settings } from "../../config.js";
 import type { FileStore, StoredFile } from "./file-store.js";
 
-export interface S3Settings {
-  bucket: string;
-  /** Key prefix ("" or ending in /). */
-  prefix: string;
-  /** An S3-compatible server's URL; absent: AWS's endpoint for the region. */
-  endpoint: string | undefined;
-  region: string;
-  /** Path-style URLs (endpoint/bucket/key), as most S3-compatible servers want. */
-  forcePathStyle: boolean;
-  /** Explicit keys; absent: the AWS SDK's default chain (AWS_* variables, profiles, instance roles). */
-  credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
-  /** Serve outputs as redirects to presigned URLs instead of through the API. */
-  presign: boolean;
-}
+export type { S3Settings };
 
 /** Names are ours (out-0.png), but the route passes what a client typed: allow plain names only. */
 function safeName(name: string): boolean {

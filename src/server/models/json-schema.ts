@@ -1,6 +1,7 @@
 /**
  * The part of JSON Schema that Cog's generated schemas use (type, enum, minimum, maximum,
- * properties, required, additionalProperties, items, allOf with local $refs), checked the way
+ * minLength, maxLength, properties, required, additionalProperties, items, allOf with local
+ * $refs), checked the way
  * Replicate reports it: every violation at once, each with gojsonschema's type name and
  * wording, so a 422 here reads like one from api.replicate.com (spec §3.1).
  */
@@ -10,6 +11,8 @@ export interface JsonSchema {
   enum?: readonly unknown[];
   minimum?: number;
   maximum?: number;
+  maxLength?: number;
+  minLength?: number;
   properties?: Record<string, JsonSchema>;
   required?: readonly string[];
   additionalProperties?: boolean;
@@ -112,6 +115,24 @@ export function validate(
       errors.push({ type: "number_gte", field: path, description: `Must be greater than or equal to ${s.minimum}` });
     }
   }
+  if (typeof value === "string" && (s.maxLength !== undefined || s.minLength !== undefined)) {
+    // JSON Schema counts code points (gojsonschema: runes), not UTF-16 units.
+    const length = codePointsUpTo(value, (s.maxLength ?? s.minLength ?? 0) + 1);
+    if (s.maxLength !== undefined && length > s.maxLength) {
+      errors.push({
+        type: "string_lte",
+        field: path,
+        description: `String length must be less than or equal to ${s.maxLength}`,
+      });
+    }
+    if (s.minLength !== undefined && length < s.minLength) {
+      errors.push({
+        type: "string_gte",
+        field: path,
+        description: `String length must be greater than or equal to ${s.minLength}`,
+      });
+    }
+  }
   if (Array.isArray(value) && s.items) {
     value.forEach((item, i) => {
       errors.push(...validate(s.items as JsonSchema, item, { root, path: join(path, String(i)), name: String(i) }));
@@ -119,11 +140,13 @@ export function validate(
   }
   if (value !== null && typeof value === "object" && !Array.isArray(value)) {
     const obj = value as Record<string, unknown>;
+    // Own properties only, on both sides: a key named after an Object.prototype member
+    // ("toString", "constructor") is neither a declared property nor a present value.
     for (const key of s.required ?? []) {
-      if (!(key in obj)) errors.push({ type: "required", field: path, description: `${key} is required` });
+      if (!Object.hasOwn(obj, key)) errors.push({ type: "required", field: path, description: `${key} is required` });
     }
     for (const [key, v] of Object.entries(obj)) {
-      const prop = s.properties?.[key];
+      const prop = s.properties && Object.hasOwn(s.properties, key) ? s.properties[key] : undefined;
       if (prop) errors.push(...validate(prop, v, { root, path: join(path, key), name: key }));
       else if (s.additionalProperties === false) {
         errors.push({
@@ -135,6 +158,19 @@ export function validate(
     }
   }
   return errors;
+}
+
+/** The number of code points in `text`, counting no further than `stop`. */
+function codePointsUpTo(text: string, stop: number): number {
+  let n = 0;
+  for (let i = 0; i < text.length && n < stop; i++, n++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+  }
+  return n;
 }
 
 function join(path: string, key: string): string {

@@ -36,7 +36,7 @@ export interface OutputFile {
   data: Uint8Array;
 }
 
-/** A rough look at the images while they are being made (not stored; see latent-preview.ts). */
+/** A rough look at the images while they are being made (not stored; see engine/latent-preview.ts). */
 export interface PredictionPreview {
   /** Steps done of `total`. */
   step: number;

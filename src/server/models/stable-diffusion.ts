@@ -9,10 +9,12 @@
 import { randomInt } from "node:crypto";
 import {
   a1111Parameters,
+  canPreview,
   encodePng,
   formatHubRef,
   HubError,
   type HubSettings,
+  latentsToPreviewImages,
   loadPipeline,
   ModelError,
   type Pipeline,
@@ -34,7 +36,6 @@ import {
 } from "../../model-catalog.js";
 import { DownloadTracker } from "./download-tracker.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
-import { canPreview, latentsToPreviewImages } from "./latent-preview.js";
 import {
   type ImageLimits,
   type ModelAdapter,
@@ -52,6 +53,12 @@ export { STABLE_DIFFUSION_VERSION };
 
 const MAX_PIXELS = 786_432;
 const SIZE_DESCRIPTION = "Maximum size is 1024x768 or 768x1024 because of memory limits";
+/**
+ * Longest prompt and negative prompt, in characters. CLIP reads only their first 75 tokens
+ * (a few hundred characters); the bound keeps stored inputs, listings and pages small. It is
+ * part of the published schema (maxLength), so clients see it.
+ */
+export const MAX_PROMPT_LENGTH = 10_000;
 /** At most two previews a second: enough to watch, little to send (each is a few kB per image). */
 const PREVIEW_INTERVAL_MS = 500;
 
@@ -70,12 +77,14 @@ export function stableDiffusionSchemas(defaults: ModelDefaults): Record<string, 
           title: "Prompt",
           description: "Input prompt",
           default: "a photo of an astronaut riding a horse on mars",
+          maxLength: MAX_PROMPT_LENGTH,
           "x-order": 0,
         },
         negative_prompt: {
           type: "string",
           title: "Negative Prompt",
           description: "Specify things to not see in the output",
+          maxLength: MAX_PROMPT_LENGTH,
           ...(defaults.negative_prompt === undefined ? {} : { default: defaults.negative_prompt }),
           "x-order": 1,
         },
@@ -181,8 +190,12 @@ export interface StableDiffusionOptions {
   spec?: ModelSpec;
   /** Without a spec: the weights of stability-ai/stable-diffusion (a folder, a Hugging Face model id, or tiny-random). */
   source?: string;
-  /** The hub and its cache, for a hub id. */
+  /** The hub and its cache, for a hub id (from config's HF_* settings). */
   hub?: HubSettings;
+  /** sdserve's cache, where tiny-random is built (SDSERVE_CACHE). */
+  cacheDir?: string;
+  /** The engine's optimised-model cache (SDSERVE_OPTIMIZED_CACHE); absent: off. */
+  optimizedCache?: string | false;
   threads?: number;
   provider?: "cpu" | "cuda";
   /** Where the engine's own messages go (which execution provider runs each network). */
@@ -305,8 +318,11 @@ export class StableDiffusionAdapter implements ModelAdapter {
         const hub = parseHubId(this.spec.weights) !== undefined;
         this.phase = hub ? "downloading" : "loading";
         this.download = hub ? new DownloadTracker(this.spec.weights, log) : undefined;
+        const { hub: hubSettings, cacheDir } = this.options;
+        if (!hubSettings || !cacheDir) throw new Error("the model adapter was made without its hub and cache settings");
         const source = await resolveModelSource(this.spec.weights, {
-          hub: this.options.hub,
+          hub: hubSettings,
+          cacheDir,
           variant: this.spec.variant,
           onProgress: this.download?.handle,
         });
@@ -316,6 +332,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
           variant: this.spec.variant,
           threads: this.options.threads,
           provider: this.options.provider,
+          optimizedCache: this.options.optimizedCache,
           log: this.options.log,
         });
         this.state = "READY";

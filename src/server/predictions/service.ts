@@ -3,7 +3,7 @@
  * version references a create may name. Running predictions is lifecycle.ts's; output files are
  * output-files.ts's. Refusals are domain errors (errors.ts), made into HTTP problems at the edge.
  */
-import type { InvalidField } from "../models/json-schema.js";
+import type { InvalidField, JsonSchema } from "../models/json-schema.js";
 import { isVersionOf, type ModelAdapter } from "../models/model.js";
 import type { ListPosition, PredictionStore, WebhookDelivery } from "../store/store.js";
 import { checkWebhookUrl } from "../webhooks/targets.js";
@@ -133,6 +133,9 @@ export class PredictionService {
     const unfinished = await this.store.countUnfinished();
     if (unfinished >= this.limits.queueMax) throw new QueueFullError(unfinished);
 
+    // Unknown input keys are accepted and ignored (spec §3.1): not stored, so they cost nothing later.
+    const known = (adapter.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
+    const storedInput = Object.fromEntries(Object.entries(input).filter(([key]) => Object.hasOwn(known, key)));
     const createdAt = timestamp();
     const lifetimes = [req.cancelAfterMs, this.limits.maxRunTimeMs ?? undefined].filter(
       (v): v is number => v !== undefined,
@@ -143,7 +146,7 @@ export class PredictionService {
       account,
       model: `${adapter.model.owner}/${adapter.model.name}`,
       version: adapter.version.id,
-      input,
+      input: storedInput,
       logs: "",
       output: null,
       error: null,

@@ -66,7 +66,8 @@ function fromProblem(err: HttpProblem): OpenAiError {
       first.type === "required" && first.field === ""
         ? first.description.split(" ")[0]
         : first.field.replace(/^input\./, "");
-    return new OpenAiError(400, first.description, "invalid_request_error", OPENAI_PARAM[name ?? ""] ?? name ?? null);
+    const param = name !== undefined && Object.hasOwn(OPENAI_PARAM, name) ? OPENAI_PARAM[name] : name;
+    return new OpenAiError(400, first.description, "invalid_request_error", param ?? null);
   }
   return new OpenAiError(
     err.status >= 500 ? 500 : 400,

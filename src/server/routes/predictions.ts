@@ -4,7 +4,13 @@
  * Each route's schema is declared here, from schemas/definitions.ts.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { parseCancelAfter, parsePreferWait, urlBaseOf } from "../http/headers.js";
+import {
+  MAX_CANCEL_AFTER_MS,
+  MAX_IDEMPOTENCY_KEY_LENGTH,
+  parseCancelAfter,
+  parsePreferWait,
+  urlBaseOf,
+} from "../http/headers.js";
 import { HttpProblem } from "../http/problem.js";
 import type { ModelAdapter } from "../models/model.js";
 import { InvalidInputError, NotFoundError } from "../predictions/errors.js";
@@ -78,10 +84,17 @@ export async function predictionRoutes(app: FastifyInstance, opts: PredictionRou
       throw new HttpProblem(
         422,
         "Invalid Cancel-After header",
-        "Cancel-After must be a duration of at least 5s, such as 90s, 5m or 1h30m45s",
+        `Cancel-After must be a duration from 5s to ${MAX_CANCEL_AFTER_MS / 3_600_000}h, such as 90s, 5m or 1h30m45s`,
       );
     }
     const idempotencyKey = req.headers["idempotency-key"];
+    if (typeof idempotencyKey === "string" && idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+      throw new HttpProblem(
+        422,
+        "Invalid Idempotency-Key header",
+        `Idempotency-Key must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`,
+      );
+    }
     const wait = parsePreferWait(req.headers.prefer, opts.maxWaitSeconds);
     const urls = base(req);
     let prediction = await service.create(

@@ -51,7 +51,11 @@ export const PREDICTION = component("Prediction", {
     id: { type: "string" },
     model: { type: "string", description: "owner/name" },
     version: { type: "string" },
-    input: { type: "object", additionalProperties: true, description: "The input as sent" },
+    input: {
+      type: "object",
+      additionalProperties: true,
+      description: "The input as sent, less keys the model does not take",
+    },
     logs: { type: "string" },
     output: {
       type: ["array", "null"],
@@ -112,14 +116,17 @@ export const PROBLEM = component("Problem", {
   },
 });
 
+/** Longest webhook URL accepted: browsers' and proxies' practical limit; the URL is stored and sent. */
+const MAX_WEBHOOK_URL_LENGTH = 2048;
+
 const CREATE_FIELDS: Record<string, JsonSchema> = {
   input: { type: "object", description: "The model's input: see its Input schema. Unknown keys are ignored." },
-  webhook: { type: "string", format: "uri" },
+  webhook: { type: "string", format: "uri", maxLength: MAX_WEBHOOK_URL_LENGTH },
   webhook_events_filter: { type: "array", items: WEBHOOK_EVENT },
   // Deprecated by Replicate, still sent by python's stream(): accepted and ignored (urls.stream is always given).
   stream: { type: "boolean", deprecated: true },
   // The older python client's name for a completed-only webhook.
-  webhook_completed: { type: "string", format: "uri", deprecated: true },
+  webhook_completed: { type: "string", format: "uri", maxLength: MAX_WEBHOOK_URL_LENGTH, deprecated: true },
 };
 
 /** POST /predictions, as the published request schema has it (additionalProperties: false). */

@@ -2,19 +2,20 @@
  * Writes a model's networks as standalone ONNX files in the layout other runtimes (and
  * sdserve itself) read as "a folder of ONNX exports": text_encoder/model.onnx,
  * unet/model.onnx, vae_decoder/model.onnx, next to the tokenizer, scheduler and configs.
- * Weights are embedded, so each network must stay under protobuf's 2 GB limit.
+ * Weights are embedded, so each network must stay under protobuf's 2 GB limit. Test-only: the
+ * engine reads such folders; the tests make them from the fixtures.
  */
 import { closeSync, openSync, readSync } from "node:fs";
 import { cp, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { ModelError } from "./errors.js";
-import { buildClipTextGraph } from "./graph/clip.js";
-import { ConfigReader } from "./graph/config.js";
-import type { GraphBuilder } from "./graph/onnx.js";
-import { buildUNetGraph } from "./graph/unet.js";
-import { buildVaeDecoderGraph } from "./graph/vae.js";
-import { WeightBinder } from "./graph/weights.js";
-import { type ComponentFiles, openModelFolder } from "./weights/model-folder.js";
+import { ModelError } from "../../src/engine/errors.js";
+import { buildClipTextGraph } from "../../src/engine/graph/clip.js";
+import { ConfigReader } from "../../src/engine/graph/config.js";
+import type { GraphBuilder } from "../../src/engine/graph/onnx.js";
+import { buildUNetGraph } from "../../src/engine/graph/unet.js";
+import { buildVaeDecoderGraph } from "../../src/engine/graph/vae.js";
+import { WeightBinder } from "../../src/engine/graph/weights.js";
+import { type ComponentFiles, openModelFolder } from "../../src/engine/weights/model-folder.js";
 
 type Builder = (cfg: ConfigReader, weights: WeightBinder) => GraphBuilder;
 

@@ -1,7 +1,7 @@
 /** The cheap latents → RGB preview: one linear map per latent pixel, noise scaled down first. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { canPreview, latentsToPreviewImages } from "../../src/server/models/latent-preview.js";
+import { canPreview, latentsToPreviewImages } from "../../src/engine/latent-preview.js";
 
 /** [1, 4, 1, 1] latents holding one value per channel. */
 function pixel(values: [number, number, number, number]) {

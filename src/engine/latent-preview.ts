@@ -7,7 +7,8 @@
  * upscaling", discuss.huggingface.co/t/23204/2), which AUTOMATIC1111 uses as its "Approx cheap"
  * preview. SD 1.x and 2.x share that VAE, so one table serves both.
  */
-import type { RgbImage, TensorF32 } from "../../engine/index.js";
+import type { RgbImage } from "./image.js";
+import type { TensorF32 } from "./networks.js";
 
 /** Rows: latent channels 0–3; columns: R, G, B. The result is in about [-1, 1], like the decoder's. */
 const LATENT_RGB_FACTORS: readonly (readonly [number, number, number])[] = [

@@ -1,0 +1,109 @@
+/**
+ * The service's log: Fastify's own logger (pino). One JSON object a line where nobody reads it
+ * live (a service manager, a container), readable lines on a terminal. Secrets stay out: the
+ * redact paths below cover headers and any field named after a token or a secret, and the URLs
+ * logged have their capability keys (output files, streams, prediction pages) masked.
+ */
+import { LogController } from "fastify";
+import pino, { type Logger } from "pino";
+import type { LogLevel } from "../config.js";
+
+export type { Logger };
+
+export interface LogSettings {
+  logLevel: LogLevel;
+  logFormat: "auto" | "json" | "pretty";
+}
+
+/** Fields never written whole, wherever a record carries them. */
+export const REDACTED_PATHS = [
+  "req.headers.authorization",
+  "req.headers.cookie",
+  "headers.authorization",
+  "headers.cookie",
+  "token",
+  "*.token",
+  "secret",
+  "*.secret",
+  "webhook",
+  "*.webhook",
+];
+
+/** The capability key of a files, stream or prediction-page URL: whoever has it can read. */
+const CAPABILITY = /(\/(?:files|streams|p)\/)[^/?#]+/g;
+
+/** A URL or path as it may be logged: capability keys masked, the query left out. */
+export function loggableUrl(url: string): string {
+  return url.split("?")[0]?.replace(CAPABILITY, "$1…") ?? "";
+}
+
+/** The service's logger; `destination` is for tests (default: standard output). */
+export function createLogger(settings: LogSettings, destination?: NodeJS.WritableStream): Logger {
+  const out = destination ?? process.stdout;
+  const pretty =
+    settings.logFormat === "pretty" || (settings.logFormat === "auto" && (out as NodeJS.WriteStream).isTTY === true);
+  return pino(
+    {
+      level: settings.logLevel,
+      redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
+      base: { pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    pretty ? prettyStream(out) : (out as pino.DestinationStream),
+  );
+}
+
+/**
+ * Fastify's logger options: this logger, and none of Fastify's own two records per request
+ * (their URL holds capability keys); app.ts writes one record per request instead.
+ */
+export function fastifyLogging(log: Logger): { loggerInstance: Logger; logController: LogController } {
+  return { loggerInstance: log, logController: new LogController({ disableRequestLogging: true }) };
+}
+
+/** A logger that writes nothing (library use and tests that do not look at logs). */
+export function silentLogger(): Logger {
+  return pino({ level: "silent" });
+}
+
+/** `(line) => void` callbacks of the older modules, as records of one component at one level. */
+export function lineLogger(log: Logger, level: "info" | "warn" | "error"): (line: string) => void {
+  return (line) => log[level](line);
+}
+
+const LEVEL_NAMES: Record<number, string> = {
+  10: "TRACE",
+  20: "DEBUG",
+  30: "INFO",
+  40: "WARN",
+  50: "ERROR",
+  60: "FATAL",
+};
+const OMITTED = new Set(["level", "time", "msg", "pid", "hostname"]);
+
+/** Readable lines for a terminal: `12:00:01.234 INFO  message key=value …`, the error stack below. */
+export function prettyLine(json: string): string {
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json.endsWith("\n") ? json : `${json}\n`;
+  }
+  const time = typeof record["time"] === "string" ? (record["time"] as string).slice(11, 23) : "";
+  const level = (LEVEL_NAMES[record["level"] as number] ?? String(record["level"])).padEnd(5);
+  const fields: string[] = [];
+  let stack = "";
+  for (const [k, v] of Object.entries(record)) {
+    if (OMITTED.has(k)) continue;
+    if (k === "err" && v && typeof v === "object" && "stack" in v) {
+      stack = `\n${String((v as { stack: unknown }).stack).replace(/^/gm, "    ")}`;
+      continue;
+    }
+    fields.push(`${k}=${typeof v === "string" && !/\s/.test(v) ? v : JSON.stringify(v)}`);
+  }
+  return `${time} ${level} ${String(record["msg"] ?? "")}${fields.length ? ` ${fields.join(" ")}` : ""}${stack}\n`;
+}
+
+function prettyStream(out: NodeJS.WritableStream): pino.DestinationStream {
+  return { write: (line: string) => void out.write(prettyLine(line.trimEnd())) };
+}
