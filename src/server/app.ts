@@ -78,10 +78,13 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   // Every route's schema is checked by one validator, in Replicate's words (schemas/validation.ts).
   app.setValidatorCompiler(validatorCompiler);
   const routes = collectRoutes(app);
-  app.addHook("onResponse", async (req, reply) => {
+  // A callback hook that asks the level first: it runs on every request (the read path's profile),
+  // and req.routeOptions builds a new object on each read.
+  app.addHook("onResponse", (req, reply, done) => {
+    if (!logger.isLevelEnabled("debug") && !logger.isLevelEnabled("info")) return done();
     const route = req.routeOptions.url;
     const level = route && QUIET_ROUTES.has(route) ? "debug" : "info";
-    if (!logger.isLevelEnabled(level)) return;
+    if (!logger.isLevelEnabled(level)) return done();
     req.log[level](
       {
         method: req.method,
@@ -92,6 +95,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       },
       "request",
     );
+    done();
   });
 
   // Bodies are JSON whatever the Content-Type says (curl -d sends form encoding), and an

@@ -82,7 +82,7 @@ function requestSchema(limits: ImageLimits): JsonSchema {
     type: "object",
     required: ["prompt"],
     properties: {
-      prompt: { type: "string" },
+      prompt: { type: "string", minLength: 1 },
       n: { type: "integer", minimum: 1, maximum: limits.maxOutputs, default: 1 },
       size: {
         type: "string",
@@ -137,9 +137,6 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
   app.post("/images/generations", { schema }, async (req: FastifyRequest, reply: FastifyReply) => {
     if (!model || !limits) throw new OpenAiError(503, "No model is served.", "server_error");
     const b = req.body as Record<string, unknown>;
-    if (b["prompt"] === "") {
-      throw new OpenAiError(400, "prompt must not be empty.", "invalid_request_error", "prompt");
-    }
     const n = (b["n"] as number | undefined) ?? 1;
     const format = b["response_format"] ?? "url";
     const size = b["size"] ?? `${limits.defaultWidth}x${limits.defaultHeight}`;
