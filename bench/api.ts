@@ -5,11 +5,14 @@
  *   auth, the store, serialisation), and its ratio to bare;
  * - create+get: POST /v1/predictions then GET /v1/predictions/{id} on a real sdserve (Fastify,
  *   auth, validation, SQLite store, queue, worker), whose model adapter completes at once
- *   (allowed in this bench only: the engine is not what is measured here).
- * Each server runs in its own child process, autocannon in this one. Prints requests per second
- * and latency p50/p99 (ms) for each.
+ *   (allowed in this bench only: the engine is not what is measured here);
+ * - while generating: GET /v1/predictions/{id} and GET /health-check on a real sdserve running
+ *   tiny-random, first idle, then while it makes a 640×640 image (the engine runs in its own
+ *   process, so these should barely move).
+ * Each server runs in its own child process, autocannon in this one. Prints requests per second,
+ * latency p50/p99 (ms) and the server's CPU per request for each.
  *
- *   npx tsx bench/api.ts [--duration 10] [--connections 50] [--json]
+ *   npx tsx bench/api.ts [--duration 10] [--connections 50] [--only bare,get,create_get,generating] [--json]
  *
  * See bench/README.md.
  */
@@ -71,13 +74,25 @@ class InstantAdapter implements ModelAdapter {
 
 /** Child mode: serve, print the URL, run until killed. */
 async function serve(kind: string): Promise<void> {
-  // A clean exit on a signal, so that node --cpu-prof writes its profile.
-  for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(0));
   // The server's own CPU time so far, asked for around a measurement (robust where other processes share the CPUs).
   process.on("SIGUSR2", () => {
     const { user, system } = process.cpuUsage();
     console.log(`cpu ${user + system}`);
   });
+  if (kind === "tiny") {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "sdserve-bench-api-"));
+    process.on("exit", () => rmSync(dataDir, { recursive: true, force: true }));
+    const config = loadConfig(["--model", "tiny-random", "--port", "0", "--data-dir", dataDir, "--threads", "1"], {
+      ...process.env,
+      SDSERVE_API_TOKENS: TOKEN,
+    });
+    const server = await startServer(config, createLogger({ logLevel: "warn", logFormat: "json" }, process.stderr));
+    process.once("SIGTERM", () => void server.close().then(() => process.exit(0)));
+    console.log(`listening on ${server.url}`);
+    return;
+  }
+  // A clean exit on a signal, so that node --cpu-prof writes its profile.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(0));
   if (kind === "bare") {
     const app = Fastify({ logger: false });
     app.get("/", async () => ({ ok: true }));
@@ -138,6 +153,7 @@ async function main(): Promise<void> {
     options: {
       duration: { type: "string", default: "10" },
       connections: { type: "string", default: "50" },
+      only: { type: "string", default: "bare,get,create_get,generating" },
       json: { type: "boolean", default: false },
       serve: { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -219,7 +235,8 @@ async function main(): Promise<void> {
   ];
   const perSecond: Record<string, number> = {};
   const serverCpu: Record<string, number> = {};
-  for (const run of runs) {
+  const only = new Set(values.only.split(","));
+  for (const run of runs.filter((r) => only.has(r.name))) {
     const { child, url } = await startChild(run.kind);
     try {
       const options = await run.opts(url);
@@ -257,6 +274,64 @@ async function main(): Promise<void> {
       `${pad("get / bare", LABEL + 4)}${(ratio * 100).toFixed(1)} % of the bare route's requests per second; ` +
         `${(cpuRatio * 100).toFixed(1)} % by server CPU per request`,
     );
+  }
+  if (only.has("generating")) await whileGenerating(report, duration, connections);
+}
+
+/** GET of one prediction and /health-check, idle and then while the engine makes a 640×640 image. */
+async function whileGenerating(report: Report, duration: number, connections: number): Promise<void> {
+  const { child, url } = await startChild("tiny");
+  const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
+  const create = async (input: Record<string, unknown>, wait: boolean) => {
+    const res = await fetch(`${url}/v1/predictions`, {
+      method: "POST",
+      headers: wait ? { ...headers, prefer: "wait=60" } : headers,
+      body: JSON.stringify({ version: STABLE_DIFFUSION_VERSION, input }),
+    });
+    return (await res.json()) as { id: string; status: string; logs: string };
+  };
+  const get = async (id: string) =>
+    (await (await fetch(`${url}/v1/predictions/${id}`, { headers })).json()) as { status: string; logs: string };
+  try {
+    // Setup done and one small prediction made: its GET is the idle figure.
+    const small = await create({ prompt: "idle", width: 128, height: 128, num_inference_steps: 1 }, true);
+    if (small.status !== "succeeded") throw new Error(`the warm-up prediction ended ${small.status}`);
+    const measure = async (phase: string, id: string) => {
+      for (const [name, route, h] of [
+        ["get", `/v1/predictions/${id}`, headers],
+        ["health", "/health-check", {}],
+      ] as const) {
+        const result = await autocannon({ url: `${url}${route}`, headers: h, connections, duration });
+        const errors = result.errors + result.timeouts + result.non2xx;
+        const label = `${name === "get" ? "GET /v1/predictions/{id}" : "GET /health-check"}, ${phase}`;
+        report.emit(
+          {
+            figure: `${name}_${phase.replace(/\W+/g, "_")}`,
+            requests_per_s: round(result.requests.average),
+            latency_p50_ms: result.latency.p50,
+            latency_p99_ms: result.latency.p99,
+            requests: result.requests.total,
+            errors,
+          },
+          `${pad(label, LABEL + 4)}${round(result.requests.average, 5)} req/s, latency p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms (${result.requests.total} requests${errors ? `, ${errors} errors or non-2xx` : ""})`,
+        );
+      }
+    };
+    await measure("idle", small.id);
+    // Enough steps to outlast both measurements; canceled after them.
+    const big = await create({ prompt: "busy", width: 640, height: 640, num_inference_steps: 500 }, false);
+    for (let i = 0; i < 600 && !/\| [1-9]\d*\/500 \[/.test((await get(big.id)).logs ?? ""); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await measure("generating", big.id);
+    const after = await get(big.id);
+    if (after.status !== "processing")
+      throw new Error(`the generation ended (${after.status}) before the measurement did`);
+    const steps = /\| (\d+)\/500 \[[^\]]*\]\s*$/.exec(after.logs)?.[1];
+    report.note(`(the 640×640 generation ran ${steps ?? "?"} steps during the two measurements)`);
+    await fetch(`${url}/v1/predictions/${big.id}/cancel`, { method: "POST", headers });
+  } finally {
+    child.kill("SIGTERM");
   }
 }
 

@@ -1,21 +1,24 @@
 /**
- * bench/pipeline: end-to-end text-to-image through the engine's public API (loadPipeline,
- * then pipeline.generate), as a user of the library or `sdserve generate` meets it: load
- * time, seconds per image and per denoising step, the split into text encoder / denoise /
- * VAE decode, and peak RSS. Models: the tiny-random model, and the full-size presets (SD 1.5,
+ * bench/pipeline: end-to-end text-to-image, img2img and inpainting through the engine's public
+ * API (loadPipeline, then pipeline.generate), as a user of the library or `sdserve generate`
+ * meets it: load time, seconds per image and per denoising step, the split into encoders /
+ * denoise / VAE decode, and peak RSS. img2img and inpainting start from a synthetic picture
+ * (and a mask over its middle) at --strength, so they run floor(steps × strength) steps plus
+ * one VAE encode (inpainting: two, the picture and the masked picture). Models: the tiny-random model, and the full-size presets (SD 1.5,
  * SD 2.1, …) with random weights built from presets/ (compute does not depend on the values).
  *
  *   npx tsx bench/pipeline.ts [--model tiny|sd-1.5|sd-2.1|sd-2.1-base|sd-turbo|lcm-dreamshaper-v7|all]
  *     [--runs 3] [--warmup 1] [--steps 20] [--size N|WxH] [--scheduler DPMSolverMultistep]
  *     [--guidance 7.5] [--vae taesd|DIR] [--preview taesd|DIR] [--preview-size N] [--fast turbo|lcm] [--seed 42]
  *     [--threads N] [--provider cpu|cuda|cpu,cuda] [--json] [--cache DIR] [--matmul-runs 5]
- *     [--optimized-cache on|off|DIR]
+ *     [--optimized-cache on|off|DIR] [--mode txt2img|img2img|inpaint|all (or a comma-separated list)]
+ *     [--strength 0.75]
  *
  * --fast turbo: SD-Turbo, 512², 1 step of Euler (trailing), guidance 0, TAESD decode;
  * --fast lcm: SD 1.5, 512², 4 LCM steps, guidance 1, the full VAE, with TAESD previews (whose
  * cost per step is the TAESD decode of a 512² image). Options given explicitly win.
  *
- * Each (model, provider) pair runs in its own process when there are several, so its peak
+ * Each (model, provider, mode) runs in its own process when there are several, so its peak
  * RSS is its own. See bench/README.md for what is printed.
  */
 import { readFileSync } from "node:fs";
@@ -23,12 +26,14 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { isTinyAutoencoderConfig } from "../src/engine/graph/taesd.js";
+import type { RgbImage } from "../src/engine/image.js";
+import type { GrayImage } from "../src/engine/image-input.js";
 import { DEFAULT_SCHEDULER, type GenerateResult, loadPipeline, type Pipeline } from "../src/engine/pipeline.js";
 import type { ExecutionProvider } from "../src/engine/runtime.js";
 import { ensureTinyRandomModel } from "../src/engine/tiny-random.js";
 import { writeRandomComponent } from "../src/engine/weights/random-weights.js";
 import { intOption, optimizedCacheOption, printUsageAndExit, runChildren } from "./lib/cli.js";
-import { textEncoderFlops, tinyDecodeFlops, unetFlops, vaeDecodeFlops } from "./lib/flops.js";
+import { textEncoderFlops, tinyDecodeFlops, unetFlops, vaeDecodeFlops, vaeEncodeFlops } from "./lib/flops.js";
 import { readPresetConfig } from "./lib/inputs.js";
 import { gpuInfo, type MatmulPeak, machineInfo, measureMatmulPeak } from "./lib/machine.js";
 import { ensureRandomModelFolder } from "./lib/random-model.js";
@@ -62,6 +67,8 @@ type Model = (typeof MODELS)[number];
 /** What `--model all` runs. */
 const ALL: readonly Model[] = ["tiny", "sd-1.5"];
 const PROVIDERS: readonly ExecutionProvider[] = ["cpu", "cuda"];
+const MODES = ["txt2img", "img2img", "inpaint"] as const;
+type Mode = (typeof MODES)[number];
 /** bench/unet-step's default weights seed: both benches share one copy of SD 1.5 in the cache. */
 const WEIGHTS_SEED = 0;
 /** The UNet's context length: CLIP pads every prompt to 77 tokens. */
@@ -72,6 +79,9 @@ const NEGATIVE_PROMPT = "blurry, low quality";
 interface Options {
   models: Model[];
   providers: ExecutionProvider[];
+  modes: Mode[];
+  /** img2img / inpainting strength. */
+  strength: number;
   runs: number;
   warmup: number;
   steps: number;
@@ -105,6 +115,8 @@ function parseOptions(): Options {
       preview: { type: "string" },
       "preview-size": { type: "string" },
       provider: { type: "string", default: "cpu" },
+      mode: { type: "string", default: "txt2img" },
+      strength: { type: "string", default: "0.75" },
       runs: { type: "string", default: "3" },
       warmup: { type: "string", default: "1" },
       steps: { type: "string" },
@@ -144,6 +156,14 @@ function parseOptions(): Options {
       throw new Error(`--provider takes ${PROVIDERS.join(", ")} or a comma-separated list, got ${p}`);
     }
   }
+  const modes = values.mode === "all" ? [...MODES] : values.mode.split(",").map((m) => m.trim());
+  for (const m of modes) {
+    if (!(MODES as readonly string[]).includes(m)) {
+      throw new Error(`--mode takes ${MODES.join(", ")}, all or a comma-separated list, got ${m}`);
+    }
+  }
+  const strength = Number(values.strength);
+  if (!(strength > 0 && strength <= 1)) throw new Error(`--strength must be in (0, 1], got ${values.strength}`);
   const size = values.size === undefined ? undefined : /^(\d+)(?:x(\d+))?$/.exec(values.size);
   if (size === null) throw new Error(`--size must be N (N×N) or WxH, got ${values.size}`);
   const guidance = Number(values.guidance);
@@ -151,6 +171,8 @@ function parseOptions(): Options {
   return {
     models: model === "all" ? [...ALL] : [model as Model],
     providers: [...new Set(providers)] as ExecutionProvider[],
+    modes: [...new Set(modes)] as Mode[],
+    strength,
     runs: intOption("runs", values.runs, 1),
     warmup: intOption("warmup", values.warmup, 0),
     steps: intOption("steps", values.steps, 1),
@@ -217,12 +239,17 @@ function isGuided(pipeline: Pipeline, guidance: number): boolean {
   return guidance > 1 && (pipeline.unet.config?.timeCondProjDim ?? null) === null;
 }
 
-/** FLOPs of one image: text encoder once, the UNet per step, the decoder once; a TAESD preview. */
+/**
+ * FLOPs of one image: text encoder once, the model's VAE encoder once per picture encoded
+ * (img2img 1, inpainting 2), the UNet per step run, the decoder once; a TAESD preview.
+ */
 function imageFlops(
   pipeline: Pipeline,
   opts: SizedOptions,
   decoders: { vae: Record<string, unknown>; preview: Record<string, unknown> | undefined },
-): { text: number; step: number; vae: number; image: number; preview: number | undefined } {
+  mode: Mode,
+  steps: number,
+): { text: number; encode: number; step: number; vae: number; image: number; preview: number | undefined } {
   const guided = isGuided(pipeline, opts.guidance);
   const h = opts.height / pipeline.info.vaeScaleFactor;
   const w = opts.width / pipeline.info.vaeScaleFactor;
@@ -239,7 +266,9 @@ function imageFlops(
   const limit = opts.previewSize ?? Number.POSITIVE_INFINITY;
   while (Math.max(h, w) * previewScale > limit * f && h % (2 * f) === 0 && w % (2 * f) === 0) f *= 2;
   const preview = decoders.preview && tinyDecodeFlops(decoders.preview, { batch: 1, height: h / f, width: w / f });
-  return { text, step, vae, image: text + opts.steps * step + vae, preview };
+  const pictures = mode === "txt2img" ? 0 : mode === "img2img" ? 1 : 2;
+  const encode = text + pictures * vaeEncodeFlops(pipeline.folder.vae.config, size);
+  return { text, encode, step, vae, image: encode + steps * step + vae, preview };
 }
 
 /** Options with the image size settled: the asked one, else the model's native size. */
@@ -251,7 +280,30 @@ function nativeSize(model: Model): number {
   return (readPresetConfig(model, "unet")["sample_size"] as number) * 8;
 }
 
-async function benchOne(model: Model, provider: ExecutionProvider, options: Options, report: Report): Promise<void> {
+/** A deterministic picture (gradients and a disc) and, for inpainting, a mask over its middle. */
+function syntheticInputs(width: number, height: number): { image: RgbImage; mask: GrayImage } {
+  const data = new Uint8Array(width * height * 3);
+  const mask = new Uint8Array(width * height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = y * width + x;
+      const disc = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (Math.min(width, height) / 4) ** 2;
+      data[i * 3] = Math.floor((255 * x) / width);
+      data[i * 3 + 1] = Math.floor((255 * y) / height);
+      data[i * 3 + 2] = disc ? 230 : 40;
+      mask[i] = x >= width / 4 && x < (3 * width) / 4 && y >= height / 4 && y < (3 * height) / 4 ? 255 : 0;
+    }
+  }
+  return { image: { width, height, data }, mask: { width, height, data: mask } };
+}
+
+async function benchOne(
+  model: Model,
+  provider: ExecutionProvider,
+  mode: Mode,
+  options: Options,
+  report: Report,
+): Promise<void> {
   const native = nativeSize(model);
   const opts: SizedOptions = { ...options, width: options.width ?? native, height: options.height ?? native };
   // LCM UNets take the guidance scale as an input: never a second batch.
@@ -261,8 +313,12 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
   const previewNote = opts.preview
     ? `, ${opts.preview} previews${opts.previewSize ? ` (at most ${opts.previewSize} px)` : ""}`
     : "";
+  // img2img and inpainting run floor(steps × strength) of the schedule's steps (diffusers' get_timesteps).
+  const imageMode = mode !== "txt2img";
+  const stepsRun = imageMode ? Math.min(Math.floor(opts.steps * opts.strength), opts.steps) : opts.steps;
   report.heading(
     `${model === "tiny" ? "tiny-random" : `${model} (random weights, seed ${WEIGHTS_SEED}, fp32)`}: ` +
+      `${mode}${imageMode ? ` (strength ${opts.strength}: ${stepsRun} of ${opts.steps} steps)` : ""}, ` +
       `${opts.width}×${opts.height}, ${opts.steps} steps, ${opts.scheduler}, guidance ${opts.guidance}` +
       `${guided ? " (UNet batch 2)" : ""}${decoderNote}${previewNote}, ${provider.toUpperCase()} execution provider`,
   );
@@ -335,6 +391,7 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
   );
 
   // Every run makes the same image (same seed), so every run does the same work.
+  const inputs = syntheticInputs(opts.width, opts.height);
   const request = {
     prompt: PROMPT,
     negativePrompt: NEGATIVE_PROMPT,
@@ -344,6 +401,8 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
     guidanceScale: opts.guidance,
     scheduler: opts.scheduler,
     seed: opts.seed,
+    ...(imageMode ? { image: inputs.image, strength: opts.strength } : {}),
+    ...(mode === "inpaint" ? { mask: inputs.mask } : {}),
   };
   const all: RunTimes[] = [];
   let nonFinite = 0;
@@ -367,8 +426,8 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
       const previews = previewEnds.map((t, i) => (t - (stamps[i] as number)) / 1000);
       const previewTotal = previews.reduce((a, b) => a + b, 0);
       const denoiseSeconds = result.timings.denoiseSeconds - previewTotal;
-      // Step 1 is counted from the end of text encoding; it also holds the request's validation
-      // and the draw of the initial latents (microseconds next to a step).
+      // Step 1 is counted from the end of encoding (text, and the VAE encoder for image inputs); it
+      // also holds the scheduler's first step set-up (microseconds next to a step).
       let prev = start + encodeSeconds * 1000;
       const steps = stamps.map((s, i) => {
         const d = (s - prev) / 1000;
@@ -400,10 +459,16 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
     summarize(measured.map(pick), { first: first && pick(first), otherCpus: wall.otherCpus });
   const readConfig = (folder: string) => JSON.parse(readFileSync(path.join(folder, "config.json"), "utf8"));
   const flops = peak
-    ? imageFlops(pipe, opts, {
-        vae: vaeDir ? readConfig(vaeDir) : pipe.folder.vae.config,
-        preview: previewDir && readConfig(previewDir),
-      })
+    ? imageFlops(
+        pipe,
+        opts,
+        {
+          vae: vaeDir ? readConfig(vaeDir) : pipe.folder.vae.config,
+          preview: previewDir && readConfig(previewDir),
+        },
+        mode,
+        stepsRun,
+      )
     : undefined;
   const withPeak = (f: number | undefined) => (flops && peak ? { flops: f, peak } : {});
   const firstLabel = "first image";
@@ -414,7 +479,13 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
         `fewer than 3, so the median is ${opts.runs === 1 ? "that one run" : "their mean"} and min/max say little`,
     );
   }
-  const shape = { width: opts.width, height: opts.height, steps: opts.steps, scheduler: opts.scheduler };
+  const shape = {
+    width: opts.width,
+    height: opts.height,
+    steps: opts.steps,
+    scheduler: opts.scheduler,
+    ...(imageMode ? { strength: opts.strength, steps_run: stepsRun } : {}),
+  };
   report.emit(
     ...timedFigure(
       "image",
@@ -427,14 +498,17 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
       },
     ),
   );
+  // The VAE encoder loads on the first image input, so the first image's figure holds its load.
   report.emit(
     ...timedFigure(
-      "text_encoder",
-      `  text encoder (batch ${guided ? 2 : 1})`,
+      imageMode ? "encode" : "text_encoder",
+      imageMode
+        ? `  text + VAE encoder (${mode === "img2img" ? "1 picture" : "2 pictures"})`
+        : `  text encoder (batch ${guided ? 2 : 1})`,
       part((r) => r.encode),
       {
         fields: { batch: guided ? 2 : 1, tokens: TOKENS },
-        ...withPeak(flops?.text),
+        ...withPeak(flops?.encode),
         firstLabel,
       },
     ),
@@ -442,11 +516,11 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
   report.emit(
     ...timedFigure(
       "denoise",
-      `  denoise (${opts.steps} steps)`,
+      `  denoise (${stepsRun} steps)`,
       part((r) => r.denoise),
       {
-        fields: { steps: opts.steps },
-        ...withPeak(flops && flops.step * opts.steps),
+        fields: { steps: stepsRun },
+        ...withPeak(flops && flops.step * stepsRun),
         firstLabel,
       },
     ),
@@ -455,7 +529,7 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
   const [stepFigure, stepText] = timedFigure(
     "step",
     "    per step (denoise / steps)",
-    part((r) => r.denoise / opts.steps),
+    part((r) => r.denoise / stepsRun),
     {
       fields: {
         batch: guided ? 2 : 1,
@@ -497,7 +571,7 @@ async function benchOne(model: Model, provider: ExecutionProvider, options: Opti
       ),
       { fields: { batch: 1 }, ...withPeak(flops?.preview), firstLabel },
     );
-    const stepMedian = median(measured.map((r) => r.denoise / opts.steps));
+    const stepMedian = median(measured.map((r) => r.denoise / stepsRun));
     const previewMedian = median(measured.flatMap((r) => r.previews));
     const untilPreview = median(measured.map((r) => r.untilFirstPreview ?? Number.NaN));
     report.emit(
@@ -538,17 +612,22 @@ async function main(): Promise<void> {
       report.emit(...gpuFigure(gpuInfo()));
     }
   }
-  const variants = opts.models.flatMap((model) => opts.providers.map((provider) => ({ model, provider })));
+  const variants = opts.models.flatMap((model) =>
+    opts.providers.flatMap((provider) => opts.modes.map((mode) => ({ model, provider, mode }))),
+  );
   if (variants.length === 1) {
-    const { model, provider } = variants[0] as { model: Model; provider: ExecutionProvider };
-    await benchOne(model, provider, opts, new Report(BENCH, opts.json, model, { provider }));
+    const { model, provider, mode } = variants[0] as { model: Model; provider: ExecutionProvider; mode: Mode };
+    await benchOne(model, provider, mode, opts, new Report(BENCH, opts.json, model, { provider, mode }));
     return;
   }
-  // One process per model and provider: peak RSS is each one's own.
+  // One process per model, provider and mode: peak RSS is each one's own.
   const failed = runChildren(
     BENCH,
     import.meta.url,
-    variants.map((v) => ({ name: `${v.model} (${v.provider})`, args: ["--model", v.model, "--provider", v.provider] })),
+    variants.map((v) => ({
+      name: `${v.model} (${v.provider}, ${v.mode})`,
+      args: ["--model", v.model, "--provider", v.provider, "--mode", v.mode],
+    })),
   );
   if (failed) process.exitCode = 1;
 }

@@ -140,6 +140,43 @@ export function vaeDecodeFlops(
   return total;
 }
 
+/**
+ * The VAE encoder on one [B, 3, H, W] picture (height/width in latent pixels, as the decoder's):
+ * the decoder's layers in reverse, with stride-2 convs in place of the upsampling ones.
+ */
+export function vaeEncodeFlops(
+  config: Record<string, unknown>,
+  opts: { batch: number; height: number; width: number },
+) {
+  const c = readVaeConfig(new ConfigReader("vae/config.json", config));
+  const B = opts.batch;
+  let h = opts.height * c.scaleFactor;
+  let w = opts.width * c.scaleFactor;
+  let total = 0;
+  const resnet = (cin: number, cout: number) => {
+    total += conv(B, cin, cout, 3, h, w) + conv(B, cout, cout, 3, h, w);
+    if (cin !== cout) total += conv(B, cin, cout, 1, h, w);
+  };
+  total += conv(B, c.inChannels, c.blockOut[0] as number, 3, h, w);
+  let cin = c.blockOut[0] as number;
+  c.blockOut.forEach((cout, i) => {
+    for (let j = 0; j < c.layersPerBlock; j++) resnet(j === 0 ? cin : cout, cout);
+    if (i < c.blockOut.length - 1) {
+      h /= 2;
+      w /= 2;
+      total += conv(B, cout, cout, 3, h, w);
+    }
+    cin = cout;
+  });
+  const top = c.blockOut[c.blockOut.length - 1] as number;
+  resnet(top, top);
+  total += 4 * linear(B * h * w, top, top) + attention(B, h * w, h * w, top);
+  resnet(top, top);
+  total += conv(B, top, 2 * c.latentChannels, 3, h, w);
+  if (c.quantConv) total += conv(B, 2 * c.latentChannels, 2 * c.latentChannels, 1, h, w);
+  return total;
+}
+
 /** CLIPTextModel over `sequence` tokens (the token-embedding Gather is not arithmetic). */
 export function textEncoderFlops(config: Record<string, unknown>, opts: { batch: number; sequence: number }): number {
   const c = readClipTextConfig(new ConfigReader("text_encoder/config.json", config));

@@ -1,9 +1,10 @@
-/** `sdserve generate`: text to PNG files from the command line. */
-import { mkdir, writeFile } from "node:fs/promises";
+/** `sdserve generate`: text (and optionally a picture and a mask) to PNG files from the command line. */
+import { mkdir, open, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { engineSettings, readSettings, settingFlags, settingsHelp } from "../config.js";
 import { a1111Parameters, encodePng } from "../engine/image.js";
+import { decodeImage } from "../engine/image-input.js";
 import { loadPipeline } from "../engine/pipeline.js";
 import { resolveModelSource } from "../engine/sources.js";
 import { DownloadProgress } from "./download-progress.js";
@@ -17,8 +18,14 @@ Options:
                             use, see sdserve models --help); or tiny-random (a small random-weight
                             model built on the spot, to try things offline)
   --negative-prompt <text>  what the image should not show
-  --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size)
+  --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size,
+                            or with --image the picture's own size rounded down to that multiple)
   --height <px>             height, likewise
+  --image <file>            img2img: start from this picture (PNG, JPEG or WebP; resized to
+                            --width/--height when they are given)
+  --mask <file>             inpainting: white repaints, black keeps (resized to the picture)
+  --strength <0-1>          with --image: how much of the schedule runs, i.e. how far the picture
+                            may change (default 0.8 for img2img, 1 for inpainting)
   --steps <n>               denoising steps (default 50; 4 for LCM models)
   --guidance <scale>        classifier-free guidance scale (default 7.5, ≤ 1 turns it off; LCM
                             models: 8.5, taken as an input of the UNet at no extra cost)
@@ -59,6 +66,9 @@ export async function generateCommand(argv: string[]): Promise<number> {
       seed: { type: "string" },
       "num-outputs": { type: "string" },
       out: { type: "string" },
+      image: { type: "string" },
+      mask: { type: "string" },
+      strength: { type: "string" },
       vae: { type: "string" },
       ...settingFlags("generate"),
       help: { type: "boolean", short: "h" },
@@ -86,6 +96,15 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const settings = readSettings("generate", values, process.env);
   const { variant, provider, threads } = settings;
   const engine = engineSettings(settings);
+
+  const strength = values.strength === undefined ? undefined : Number(values.strength);
+  if (strength !== undefined && !Number.isFinite(strength))
+    throw new UsageError(`--strength must be a number, got "${values.strength}"`);
+  if (values.image === undefined && (values.mask !== undefined || strength !== undefined))
+    throw new UsageError(`--${values.mask !== undefined ? "mask" : "strength"} needs --image`);
+  // Read and decoded before the model loads, so a bad file fails at once.
+  const image = values.image === undefined ? undefined : await readPicture(values.image, "image");
+  const mask = values.mask === undefined ? undefined : await readPicture(values.mask, "mask");
 
   const source = await resolveModelSource(values.model, {
     cacheDir: engine.cacheDir,
@@ -118,6 +137,9 @@ export async function generateCommand(argv: string[]): Promise<number> {
         scheduler: values.scheduler,
         seed,
         numOutputs: intOption(values, "num-outputs"),
+        image,
+        mask,
+        strength,
       },
       {
         onStep: ({ step, total }) => {
@@ -135,7 +157,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     process.stdout.write(`seed: ${result.seed}\n`);
     for (const f of files) process.stdout.write(`${f}\n`);
     process.stderr.write(
-      `text encoder ${t.encodeSeconds.toFixed(2)}s, denoising ${t.denoiseSeconds.toFixed(2)}s, VAE decode ${t.decodeSeconds.toFixed(2)}s\n`,
+      `${image ? "text and image encoders" : "text encoder"} ${t.encodeSeconds.toFixed(2)}s, denoising ${t.denoiseSeconds.toFixed(2)}s, VAE decode ${t.decodeSeconds.toFixed(2)}s\n`,
     );
   } finally {
     await pipeline.release();
@@ -154,4 +176,26 @@ function outputPaths(out: string | undefined, count: number, seed: bigint): stri
   return Array.from({ length: count }, (_, i) =>
     path.join(dir, count === 1 ? `sdserve-${seed}.png` : `sdserve-${seed}-${i + 1}.png`),
   );
+}
+
+/** Largest picture file read; the decoder then checks the pixel count from the header. */
+const MAX_PICTURE_BYTES = 64 * 1024 * 1024;
+
+async function readPicture(file: string, what: "image" | "mask") {
+  let bytes: Buffer;
+  try {
+    const handle = await open(file, "r");
+    try {
+      const { size } = await handle.stat();
+      if (size > MAX_PICTURE_BYTES) throw new UsageError(`${size} bytes, over the 64 MiB limit`);
+      bytes = await handle.readFile();
+    } finally {
+      await handle.close();
+    }
+    return await decodeImage(bytes, { field: what });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === "ENOENT" ? "no such file" : e.code === "EISDIR" ? "is a folder" : e.message;
+    throw new UsageError(`--${what} ${file}: ${why}`);
+  }
 }

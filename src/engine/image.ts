@@ -70,6 +70,8 @@ export interface GenerationParameters {
   width: number;
   height: number;
   model?: string;
+  /** img2img / inpainting strength (A1111's "Denoising strength"). */
+  strength?: number;
 }
 
 /** AUTOMATIC1111's "parameters" text: prompt, "Negative prompt: …", then "Key: value, …". */
@@ -84,6 +86,7 @@ export function a1111Parameters(p: GenerationParameters): string {
     `Size: ${p.width}x${p.height}`,
   ];
   if (p.model) fields.push(`Model: ${p.model}`);
+  if (p.strength !== undefined) fields.push(`Denoising strength: ${p.strength}`);
   lines.push(fields.join(", "));
   return lines.join("\n");
 }

@@ -16,6 +16,14 @@ export { formatHubRef, type HubRef, parseHubId } from "./hub/repo-id.js";
 export { DEFAULT_HUB_ENDPOINT, type HubSettings } from "./hub/settings.js";
 export { type VerifiedFile, type VerifyResult, verifyCachedModel } from "./hub/verify.js";
 export { a1111Parameters, decodedToImages, encodePng, type GenerationParameters, type RgbImage } from "./image.js";
+export {
+  DEFAULT_MAX_INPUT_PIXELS,
+  type DecodedImage,
+  type DecodeOptions,
+  decodeImage,
+  type GrayImage,
+  maskFromTransparency,
+} from "./image-input.js";
 export { canPreview, latentsToPreviewImages } from "./latent-preview.js";
 export type { TensorF32 } from "./networks.js";
 export {

@@ -1,15 +1,17 @@
 /**
- * The three networks of a Stable Diffusion model, each an onnxruntime session with a typed
+ * The networks of a Stable Diffusion model (text encoder, UNet, VAE decoder, and the VAE
+ * encoder for image inputs), each an onnxruntime session with a typed
  * call. A network comes either from a graph built here from config.json + safetensors, or
  * from a ready ONNX export (Optimum's layout), whose input names and dtypes we follow.
  */
 
+import { ModelError } from "./errors.js";
 import { buildClipTextGraph, readClipTextConfig } from "./graph/clip.js";
 import { ConfigReader } from "./graph/config.js";
 import type { GraphBuilder } from "./graph/onnx.js";
 import { buildTinyDecoderGraph, buildTinyEncoderGraph, readTinyAutoencoderConfig } from "./graph/taesd.js";
 import { buildUNetGraph, readUNetConfig } from "./graph/unet.js";
-import { buildVaeDecoderGraph, readVaeConfig } from "./graph/vae.js";
+import { buildVaeDecoderGraph, buildVaeEncoderGraph, readVaeConfig } from "./graph/vae.js";
 import { WeightBinder } from "./graph/weights.js";
 import { NetworkSession, ort, type RuntimeOptions } from "./runtime.js";
 import type { ComponentFiles } from "./weights/model-folder.js";
@@ -125,6 +127,33 @@ export class VaeDecoder {
     const name = this.session.inputNames[0] ?? "latent_sample";
     const out = await this.session.run({ [name]: new ort.Tensor("float32", latents.data, latents.shape) });
     return toF32(out[this.session.outputNames[0] as string] as ort.Tensor);
+  }
+}
+
+export class VaeEncoder {
+  private constructor(
+    readonly session: NetworkSession,
+    readonly config: ReturnType<typeof readVaeConfig>,
+  ) {}
+
+  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<VaeEncoder> {
+    if (files.onnxPath) {
+      throw new ModelError(
+        "image inputs need the VAE encoder, which is built from the diffusers weights (vae/config.json and safetensors); this folder has only an ONNX VAE decoder",
+        { file: files.onnxPath },
+      );
+    }
+    const cfg = readVaeConfig(new ConfigReader(files.configPath, files.config));
+    return new VaeEncoder(await openSession("vae_encoder", files, buildVaeEncoderGraph, opts), cfg);
+  }
+
+  /** Pixels [B, 3, H, W] in [-1, 1] → the latent distribution's mean and std (before scaling_factor). */
+  async encode(pixels: TensorF32): Promise<{ mean: TensorF32; std: TensorF32 }> {
+    const out = await this.session.run({ sample: new ort.Tensor("float32", pixels.data, pixels.shape) }, [
+      "mean",
+      "std",
+    ]);
+    return { mean: toF32(out["mean"] as ort.Tensor), std: toF32(out["std"] as ort.Tensor) };
   }
 }
 

@@ -1,15 +1,39 @@
 /**
  * loadPipeline: a Stable Diffusion model folder, loaded once, with its tokenizer, its three
- * networks ready to run, and the scheduler config the denoising loop is built from.
+ * networks ready to run (the VAE encoder too, on the first image input), and the scheduler
+ * config the denoising loop is built from.
+ *
+ * One `generate` serves diffusers' three SD pipelines: text-to-image (StableDiffusionPipeline),
+ * img2img (StableDiffusionImg2ImgPipeline: `image`) and inpainting
+ * (StableDiffusionInpaintPipeline: `image` + `mask`, with a 9-channel inpainting UNet or an
+ * ordinary 4-channel one). They differ only in where the denoising starts and in what the UNet
+ * sees; see `prepareStart`.
  */
 import { randomInt } from "node:crypto";
 import { ModelError, RequestError } from "./errors.js";
 import { guidanceScaleEmbedding } from "./graph/unet.js";
 import { decodedToImages, type GenerationParameters, type RgbImage } from "./image.js";
-import { type LatentDecoder, type TensorF32, TextEncoder, TinyVaeDecoder, UNet, VaeDecoder } from "./networks.js";
+import {
+  binariseMask,
+  type GrayImage,
+  pixelsToTensor,
+  resizeNearest,
+  resizePixels,
+  targetSize,
+  toGray,
+} from "./image-input.js";
+import {
+  type LatentDecoder,
+  type TensorF32,
+  TextEncoder,
+  TinyVaeDecoder,
+  UNet,
+  VaeDecoder,
+  VaeEncoder,
+} from "./networks.js";
 import { TorchCpuGenerator } from "./random/torch-cpu.js";
 import type { RuntimeOptions } from "./runtime.js";
-import { createScheduler } from "./schedulers/index.js";
+import { createScheduler, type Scheduler } from "./schedulers/index.js";
 import { TinyAutoencoderPreview } from "./taesd-preview.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import { type ModelFolder, openComponentFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
@@ -50,6 +74,11 @@ export interface PipelineInfo {
   predictionType: string;
   /** The UNet's native sample size in pixels (sample_size × vaeScaleFactor), e.g. 512 or 768. */
   defaultSize: number;
+  /**
+   * An inpainting checkpoint (UNet in_channels = latents + 1 mask + latents, e.g. 9): it needs
+   * `image` and `mask` on every request. Other models inpaint by blending (4-channel mode).
+   */
+  inpaintingUNet: boolean;
   variant: WeightsVariant;
   /** The decoder in use: "vae" (the model's) or the folder given as `vae`. */
   decoder: string;
@@ -76,8 +105,24 @@ export interface GenerateRequest {
   seed?: number | bigint;
   /** Images per prompt, generated as one batch. */
   numOutputs?: number;
-  /** Starting latents [numOutputs, C, h, w] instead of drawing them (they are still scaled by the scheduler's init sigma). */
+  /** Starting latents [numOutputs, C, h, w] instead of drawing them (they are still scaled by the scheduler's init sigma). Text-to-image only. */
   latents?: TensorF32;
+  /**
+   * img2img / inpainting: the starting picture, 8-bit RGB. Resized (Lanczos) to width × height
+   * when they are given; otherwise its own size rounded down to the VAE scale factor is used.
+   */
+  image?: RgbImage;
+  /**
+   * Inpainting: white (≥ 128) is repainted, black kept; binarised at full resolution. RGB is
+   * made grey as PIL's convert("L"); a mask of another size is resized to the picture's.
+   */
+  mask?: GrayImage | RgbImage;
+  /**
+   * How much of the schedule runs, in (0, 1]: the run starts at step
+   * numInferenceSteps − floor(numInferenceSteps × strength). Default 0.8 for img2img, 1 for
+   * inpainting (diffusers' defaults).
+   */
+  strength?: number;
 }
 
 export interface StepEvent {
@@ -105,7 +150,19 @@ export interface GenerateResult {
   /** The raw decoder output [B, 3, H, W] (about [-1, 1]). */
   decoded: TensorF32;
   parameters: GenerationParameters;
+  /** encodeSeconds: the prompt and, with image inputs, the VAE encoding of the picture(s). */
   timings: { encodeSeconds: number; denoiseSeconds: number; decodeSeconds: number };
+}
+
+/** What the denoising loop starts from, as each of diffusers' three pipelines prepares it. */
+interface Start {
+  latents: Float32Array;
+  /** Index into scheduler.timesteps of the first step (get_timesteps' t_start × order). */
+  begin: number;
+  /** Inpainting UNet: what is appended to the scaled latents, [B·(2 if guided), channels, h, w]. */
+  extra?: { data: Float32Array; channels: number };
+  /** 4-channel inpainting: after every step but the last, the known region is put back. */
+  blend?: { mask: Float32Array; imageLatents: Float32Array; noise: Float32Array };
 }
 
 export const DEFAULT_SCHEDULER = "DPMSolverMultistep";
@@ -120,7 +177,23 @@ export class Pipeline {
     readonly vae: LatentDecoder,
     /** Draws step previews when the pipeline was loaded with `previewVae`. */
     readonly previewer: TinyAutoencoderPreview | undefined,
+    private readonly runtimeOptions: RuntimeOptions,
   ) {}
+
+  private encoder?: Promise<VaeEncoder>;
+
+  /** The VAE encoder, loaded on first use: text-to-image never pays for it. */
+  vaeEncoder(): Promise<VaeEncoder> {
+    if (!this.encoder) {
+      const loading = VaeEncoder.load(this.folder.vae, this.runtimeOptions);
+      // A failed load is not kept: the next request tries again.
+      loading.catch(() => {
+        if (this.encoder === loading) this.encoder = undefined;
+      });
+      this.encoder = loading;
+    }
+    return this.encoder;
+  }
 
   static async load(source: string, opts: LoadPipelineOptions = {}): Promise<Pipeline> {
     const folder = await openModelFolder(source, { variant: opts.variant });
@@ -150,6 +223,14 @@ export class Pipeline {
         ? (folder.schedulerConfig["prediction_type"] as string)
         : "epsilon";
     const sampleSize = typeof folder.unet.config["sample_size"] === "number" ? folder.unet.config["sample_size"] : 64;
+    const latentChannels = vae.config.latentChannels;
+    const unetIn = unet.config?.inChannels ?? latentChannels;
+    if (unetIn !== latentChannels && unetIn !== 2 * latentChannels + 1) {
+      throw new ModelError(
+        `is ${unetIn}: expected ${latentChannels} (the VAE's latent channels) or ${2 * latentChannels + 1} (an inpainting UNet)`,
+        { file: folder.unet.configPath, field: "in_channels" },
+      );
+    }
     const info: PipelineInfo = {
       source,
       vaeScaleFactor: vae.config.scaleFactor,
@@ -158,12 +239,13 @@ export class Pipeline {
       schedulerConfig: folder.schedulerConfig,
       predictionType,
       defaultSize: sampleSize * vae.config.scaleFactor,
+      inpaintingUNet: unetIn !== latentChannels,
       variant: folder.variant,
       decoder: opts.vae ?? "vae",
       decoderClass: vae instanceof TinyVaeDecoder ? "AutoencoderTiny" : "AutoencoderKL",
       defaults: nativeDefaults(folder, unet),
     };
-    return new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer);
+    return new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer, opts);
   }
 
   /** Prompt → text embeddings [n, 77, hidden], padded and truncated as the tokenizer says. */
@@ -173,12 +255,12 @@ export class Pipeline {
   }
 
   /**
-   * Text to image, as diffusers' StableDiffusionPipeline.__call__: encode [negative, prompt],
-   * draw latents from the seeded generator, denoise with the scheduler (one batched UNet
-   * call per step with guidance), decode latents / scaling_factor.
+   * Text to image, img2img or inpainting, as diffusers' pipelines do them: encode [negative,
+   * prompt], prepare the starting latents (`prepareStart`), denoise with the scheduler (one
+   * batched UNet call per step with guidance), decode latents / scaling_factor.
    */
   async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
-    const r = this.validate(req);
+    const r = await this.validate(req);
     const { signal } = opts;
     signal?.throwIfAborted();
     const t0 = performance.now();
@@ -202,7 +284,6 @@ export class Pipeline {
       ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
       : new Array<string>(batch).fill(r.prompt);
     const context = await this.encodePrompts(prompts);
-    const t1 = performance.now();
 
     const scheduler = r.scheduler;
     const generator = new TorchCpuGenerator(r.seed);
@@ -212,28 +293,25 @@ export class Pipeline {
       r.height / this.info.vaeScaleFactor,
       r.width / this.info.vaeScaleFactor,
     ];
-    let latents: Float32Array;
-    if (req.latents) {
-      if (req.latents.shape.join() !== shape.join()) {
-        throw new RequestError(
-          `latents must have shape [${shape.join(", ")}], got [${req.latents.shape.join(", ")}]`,
-          "latents",
-        );
-      }
-      latents = Float32Array.from(req.latents.data);
-    } else {
-      latents = generator.randn(shape);
-    }
-    const sigma0 = Math.fround(scheduler.initNoiseSigma);
-    if (sigma0 !== 1)
-      for (let i = 0; i < latents.length; i++) latents[i] = Math.fround((latents[i] as number) * sigma0);
+    const start = await this.prepareStart(r, req.latents, shape, generator, guided);
+    let latents = start.latents;
+    const t1 = performance.now();
 
     const ctx = { randn: (s: readonly number[]) => generator.randn(s) };
     const n = latents.length;
-    const total = scheduler.timesteps.length;
-    for (let i = 0; i < total; i++) {
+    const unetBatch = guided ? batch * 2 : batch;
+    const extra = start.extra;
+    const inputShape = [
+      unetBatch,
+      (shape[1] as number) + (extra?.channels ?? 0),
+      shape[2] as number,
+      shape[3] as number,
+    ];
+    const timesteps = scheduler.timesteps;
+    const total = timesteps.length - start.begin;
+    for (let i = start.begin; i < timesteps.length; i++) {
       signal?.throwIfAborted();
-      const t = scheduler.timesteps[i] as number;
+      const t = timesteps[i] as number;
       const scaled = scheduler.scaleModelInput(latents, i);
       let input = scaled;
       if (guided) {
@@ -241,12 +319,9 @@ export class Pipeline {
         input.set(scaled, 0);
         input.set(scaled, n);
       }
-      const out = await this.unet.run(
-        { data: input, shape: [guided ? batch * 2 : batch, ...shape.slice(1)] },
-        t,
-        context,
-        timestepCond,
-      );
+      // Inpainting UNet: cat([scaled latents, mask, masked-image latents], dim=1), per batch item.
+      if (extra) input = concatChannels(input, extra.data, unetBatch);
+      const out = await this.unet.run({ data: input, shape: inputShape }, t, context, timestepCond);
       let noisePred = out.data;
       if (guided) {
         // uncond + scale · (cond − uncond), elementwise in float32
@@ -259,9 +334,22 @@ export class Pipeline {
         }
       }
       latents = scheduler.step(noisePred, i, latents, ctx, shape);
+      if (start.blend) {
+        // 4-channel inpainting: the known region put back, noised with the same noise to the next
+        // step's level (after the last step: as it is): (1 − m)·known + m·latents.
+        const { mask, imageLatents, noise } = start.blend;
+        const known = i + 1 < timesteps.length ? scheduler.addNoise(imageLatents, noise, i + 1) : imageLatents;
+        const plane = mask.length / batch;
+        for (let j = 0; j < n; j++) {
+          const m = mask[Math.floor(j / (n / batch)) * plane + (j % plane)] as number;
+          latents[j] = Math.fround(
+            Math.fround((1 - m) * (known[j] as number)) + Math.fround(m * (latents[j] as number)),
+          );
+        }
+      }
       const denoised = scheduler.lastDenoised;
       await opts.onStep?.({
-        step: i + 1,
+        step: i - start.begin + 1,
         total,
         timestep: t,
         latents: { data: latents, shape },
@@ -292,19 +380,135 @@ export class Pipeline {
         width: r.width,
         height: r.height,
         model: this.info.source,
+        ...(r.image ? { strength: r.strength } : {}),
       },
       timings: { encodeSeconds: (t1 - t0) / 1000, denoiseSeconds: (t2 - t1) / 1000, decodeSeconds: (t3 - t2) / 1000 },
     };
   }
 
+  /**
+   * The starting latents and first step, with the generator's draws in diffusers' order:
+   * - text-to-image: randn(latents) · init_noise_sigma (or the given latents);
+   * - img2img: picture encode sample, then noise; latents = add_noise(scaling · sample, noise,
+   *   first timestep), even at strength 1, and never × init_noise_sigma;
+   * - inpainting: [picture encode sample, only when strength < 1 or the UNet has 4 channels],
+   *   noise, masked-picture encode sample; strength 1 starts from noise · init_noise_sigma,
+   *   otherwise from add_noise as img2img.
+   */
+  private async prepareStart(
+    r: Validated,
+    given: TensorF32 | undefined,
+    shape: number[],
+    generator: TorchCpuGenerator,
+    guided: boolean,
+  ): Promise<Start> {
+    const scheduler = r.scheduler;
+    if (!r.image) {
+      let latents: Float32Array;
+      if (given) {
+        if (given.shape.join() !== shape.join()) {
+          throw new RequestError(
+            `latents must have shape [${shape.join(", ")}], got [${given.shape.join(", ")}]`,
+            "latents",
+          );
+        }
+        latents = Float32Array.from(given.data);
+      } else {
+        latents = generator.randn(shape);
+      }
+      scaleInPlace(latents, scheduler.initNoiseSigma);
+      return { latents, begin: 0 };
+    }
+
+    const begin = r.begin;
+    scheduler.startAt(begin);
+    const encoder = await this.vaeEncoder();
+    if (encoder.config.scaleFactor !== this.info.vaeScaleFactor) {
+      throw new ModelError(
+        `the VAE encoder's scale factor (${encoder.config.scaleFactor}) differs from the decoder's (${this.info.vaeScaleFactor})`,
+        { file: this.folder.vae.configPath, field: "block_out_channels" },
+      );
+    }
+    const batch = shape[0] as number;
+    const pixels = pixelsToTensor(r.image);
+    // One encoding of the picture, its sample repeated over the batch (diffusers' prepare_latents).
+    const encodeSample = async (x: TensorF32): Promise<Float32Array> => {
+      const { mean, std } = await encoder.encode(x);
+      const eps = generator.randn(mean.shape);
+      // The model's own VAE's scaling factor, also when another decoder (the tiny autoencoder,
+      // which takes these latents as they are) decodes.
+      const s = Math.fround(encoder.config.scalingFactor);
+      const one = new Float32Array(mean.data.length);
+      // latent_dist.sample() = mean + std · ε, then × scaling_factor, each in float32.
+      for (let j = 0; j < one.length; j++) {
+        const sample = Math.fround(
+          (mean.data[j] as number) + Math.fround((std.data[j] as number) * (eps[j] as number)),
+        );
+        one[j] = Math.fround(s * sample);
+      }
+      return repeatBatch(one, batch);
+    };
+
+    if (!r.mask) {
+      const imageLatents = await encodeSample(pixels);
+      const noise = generator.randn(shape);
+      return { latents: scheduler.addNoise(imageLatents, noise, begin), begin };
+    }
+
+    const mask = binariseMask(r.mask);
+    // masked_image = image · (mask < 0.5): the repainted area goes to 0 (mid grey).
+    const masked = new Float32Array(pixels.data.length);
+    const plane = mask.data.length;
+    for (let j = 0; j < masked.length; j++)
+      masked[j] = (mask.data[j % plane] as number) < 0.5 ? (pixels.data[j] as number) : 0;
+    const ninth = this.info.inpaintingUNet;
+    const fullStrength = r.strength === 1;
+    const imageLatents = !ninth || !fullStrength ? await encodeSample(pixels) : undefined;
+    const noise = generator.randn(shape);
+    let latents: Float32Array;
+    if (fullStrength) {
+      latents = Float32Array.from(noise);
+      scaleInPlace(latents, scheduler.initNoiseSigma);
+    } else {
+      latents = scheduler.addNoise(imageLatents as Float32Array, noise, begin);
+    }
+    const maskedLatents = await encodeSample({ data: masked, shape: pixels.shape });
+    const h = shape[2] as number;
+    const w = shape[3] as number;
+    const small = resizeNearest(mask, h, w).data;
+    const maskLatents = repeatBatch(small, batch);
+    if (!ninth) {
+      return { latents, begin, blend: { mask: maskLatents, imageLatents: imageLatents as Float32Array, noise } };
+    }
+    // Per UNet batch item: [mask (1 channel), masked-image latents (C)], twice under guidance.
+    const copies = guided ? 2 : 1;
+    const extraPerItem = (1 + (shape[1] as number)) * h * w;
+    const extra = new Float32Array(copies * batch * extraPerItem);
+    for (let k = 0; k < copies * batch; k++) {
+      const b = k % batch;
+      extra.set(small, k * extraPerItem);
+      extra.set(
+        maskedLatents.subarray(b * (extraPerItem - h * w), (b + 1) * (extraPerItem - h * w)),
+        k * extraPerItem + h * w,
+      );
+    }
+    return { latents, begin, extra: { data: extra, channels: 1 + (shape[1] as number) } };
+  }
+
   /** Fills defaults and checks every field before any work starts. */
-  private validate(req: GenerateRequest) {
+  private async validate(req: GenerateRequest): Promise<Validated> {
     const size = this.info.defaultSize;
+    const f = this.info.vaeScaleFactor;
+    const inputs = checkImageInputs(req, this.info);
+    // With a picture, its own size (rounded down to the VAE's multiple) unless width/height say
+    // otherwise. diffusers' img2img does the same; its inpainting pipeline instead defaults to the
+    // UNet's native size. One rule for both here: a picture is not stretched unless asked.
+    const own = inputs.image ? targetSize(inputs.image, f, req.width, req.height) : undefined;
     const r = {
       prompt: req.prompt,
       negativePrompt: req.negativePrompt ?? "",
-      width: req.width ?? size,
-      height: req.height ?? size,
+      width: own?.width ?? req.width ?? size,
+      height: own?.height ?? req.height ?? size,
       numInferenceSteps: req.numInferenceSteps ?? this.info.defaults.numInferenceSteps,
       guidanceScale: req.guidanceScale ?? this.info.defaults.guidanceScale,
       schedulerName: req.scheduler ?? this.info.defaults.scheduler,
@@ -314,7 +518,6 @@ export class Pipeline {
     if (typeof r.prompt !== "string") throw new RequestError("prompt must be a string", "prompt");
     if (typeof r.negativePrompt !== "string")
       throw new RequestError("negative prompt must be a string", "negativePrompt");
-    const f = this.info.vaeScaleFactor;
     for (const key of ["width", "height"] as const) {
       const v = r[key];
       if (!Number.isInteger(v) || v < f || v % f !== 0) {
@@ -343,7 +546,27 @@ export class Pipeline {
     const scheduler = createScheduler(r.schedulerName, this.info.schedulerConfig, r.numInferenceSteps, {
       karras: req.useKarrasSigmas,
     });
-    return { ...r, scheduler };
+    if (req.latents && inputs.image) {
+      throw new RequestError(
+        "latents cannot be given with an image: img2img and inpainting start from the picture",
+        "latents",
+      );
+    }
+    // get_timesteps: init_timestep = min(int(steps · strength), steps), t_start = steps − init_timestep.
+    const steps = r.numInferenceSteps;
+    const strength = inputs.strength;
+    const initTimestep = Math.min(Math.floor(steps * strength), steps);
+    const begin = (steps - initTimestep) * scheduler.order;
+    if (inputs.image && initTimestep < 1) {
+      throw new RequestError(
+        `strength ${strength} with ${steps} steps runs no step (steps × strength must be at least 1)`,
+        "strength",
+      );
+    }
+    // Pictures and masks at the generation size (the picture first, the mask to the picture).
+    const image = inputs.image ? await resizePixels(inputs.image, r.width, r.height) : undefined;
+    const mask = inputs.mask ? await resizePixels(inputs.mask, r.width, r.height) : undefined;
+    return { ...r, scheduler, strength, begin, image, mask };
   }
 
   /**
@@ -356,23 +579,110 @@ export class Pipeline {
   }
 
   async release(): Promise<void> {
+    const encoder = await this.encoder?.catch(() => undefined);
     await Promise.all([
       this.textEncoder.session.release(),
       this.unet.session.release(),
       this.vae.session.release(),
+      encoder?.session.release(),
       this.previewer?.release(),
     ]);
   }
 }
 
-/** Only the SD 1.x / 2.x text-to-image family is built here; say so for anything else. */
+/** A request with its defaults filled in, checked, and its scheduler built. */
+interface Validated {
+  prompt: string;
+  negativePrompt: string;
+  width: number;
+  height: number;
+  numInferenceSteps: number;
+  guidanceScale: number;
+  schedulerName: string;
+  seed: number | bigint;
+  numOutputs: number;
+  scheduler: Scheduler;
+  /** 1 for text-to-image. */
+  strength: number;
+  /** The first step's index in scheduler.timesteps (0 for text-to-image). */
+  begin: number;
+  /** At the generation size. */
+  image?: RgbImage;
+  mask?: GrayImage;
+}
+
+/** The image inputs checked (types, sizes, strength range) and the mask made grey. */
+function checkImageInputs(
+  req: GenerateRequest,
+  info: PipelineInfo,
+): { image?: RgbImage; mask?: GrayImage; strength: number } {
+  const { image, mask } = req;
+  if (image !== undefined) checkPixels(image, 3, "image");
+  if (mask !== undefined) {
+    if (image === undefined) throw new RequestError("a mask needs an image to inpaint", "mask");
+    checkPixels(mask, mask.data.length === mask.width * mask.height ? 1 : 3, "mask");
+  }
+  if (info.inpaintingUNet && (image === undefined || mask === undefined)) {
+    throw new RequestError("this is an inpainting model: it needs an image and a mask", image ? "mask" : "image");
+  }
+  if (req.strength !== undefined && image === undefined) {
+    throw new RequestError("strength applies to image inputs only", "strength");
+  }
+  const strength = req.strength ?? (image === undefined ? 1 : mask === undefined ? 0.8 : 1);
+  if (typeof strength !== "number" || !(strength > 0 && strength <= 1)) {
+    throw new RequestError(`strength must be a number in (0, 1], got ${strength}`, "strength");
+  }
+  const gray =
+    mask && mask.data.length !== mask.width * mask.height ? toGray(mask as RgbImage) : (mask as GrayImage | undefined);
+  return { image, mask: gray, strength };
+}
+
+function checkPixels(im: { width: number; height: number; data: Uint8Array }, channels: number, field: string): void {
+  if (
+    !Number.isInteger(im.width) ||
+    !Number.isInteger(im.height) ||
+    im.width < 1 ||
+    im.height < 1 ||
+    !(im.data instanceof Uint8Array) ||
+    im.data.length !== im.width * im.height * channels
+  ) {
+    throw new RequestError(`${field} must be ${channels === 3 ? "RGB" : "grey"} pixels of width × height`, field);
+  }
+}
+
+function scaleInPlace(x: Float32Array, factor: number): void {
+  const f = Math.fround(factor);
+  if (f !== 1) for (let i = 0; i < x.length; i++) x[i] = Math.fround((x[i] as number) * f);
+}
+
+/** [1, …] → [batch, …] by copying. */
+function repeatBatch(one: Float32Array, batch: number): Float32Array {
+  if (batch === 1) return one;
+  const out = new Float32Array(one.length * batch);
+  for (let b = 0; b < batch; b++) out.set(one, b * one.length);
+  return out;
+}
+
+/** torch.cat([a, b], dim=1) for [N, Ca, h, w] and [N, Cb, h, w]. */
+function concatChannels(a: Float32Array, b: Float32Array, n: number): Float32Array {
+  const pa = a.length / n;
+  const pb = b.length / n;
+  const out = new Float32Array(a.length + b.length);
+  for (let k = 0; k < n; k++) {
+    out.set(a.subarray(k * pa, (k + 1) * pa), k * (pa + pb));
+    out.set(b.subarray(k * pb, (k + 1) * pb), k * (pa + pb) + pa);
+  }
+  return out;
+}
+
+/** Only the SD 1.x / 2.x family is built here; say so for anything else. */
 function checkPipelineKind(folder: ModelFolder): void {
   const file = `${folder.dir}/model_index.json`;
   const cls = folder.modelIndex["_class_name"];
   if (
     cls !== undefined &&
     (typeof cls !== "string" ||
-      !/^((Onnx)?StableDiffusion(Img2Img)?Pipeline|LatentConsistencyModel(Img2Img)?Pipeline)$/.test(cls))
+      !/^((Onnx)?StableDiffusion(Img2Img|Inpaint)?Pipeline|LatentConsistencyModel(Img2Img)?Pipeline)$/.test(cls))
   ) {
     throw new ModelError(
       `${JSON.stringify(cls)} is not supported: sdserve runs Stable Diffusion 1.x / 2.x pipelines (StableDiffusionPipeline)`,

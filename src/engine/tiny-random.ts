@@ -10,7 +10,8 @@ import path from "node:path";
 import { writeRandomComponent } from "./weights/random-weights.js";
 
 export const TINY_RANDOM = "tiny-random";
-const VERSION = 1;
+// 2: the VAE has its encoder (image inputs).
+const VERSION = 2;
 const SEED = 20240601;
 
 /** CLIP's reversible byte → printable-character table (as in its simple_tokenizer). */

@@ -1,12 +1,12 @@
 /** `sdserve generate` end to end: a real process on the tiny-random model. */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
 import { promisify } from "node:util";
-import { decode } from "fast-png";
+import { decode, encode } from "fast-png";
 import { REPO_ROOT, SHARED } from "../helpers/fixtures.js";
 
 const run = promisify(execFile);
@@ -123,9 +123,71 @@ test("--help lists the options", async () => {
     "--num-outputs",
     "--out",
     "--threads",
+    "--image",
+    "--mask",
+    "--strength",
     "--vae",
   ]) {
     assert.ok(stdout.includes(opt), opt);
   }
   assert.equal(readdirSync(REPO_ROOT).filter((f) => f.endsWith(".png")).length, 0);
 });
+
+test("--image and --mask: img2img and inpainting write PNGs at the picture's size, with the strength noted", async () => {
+  const picture = path.join(tmp, "picture.png");
+  const data = new Uint8Array(72 * 40 * 3).map((_, i) => (i * 29) % 256);
+  writeFileSync(picture, encode({ width: 72, height: 40, data, channels: 3 }));
+  const maskFile = path.join(tmp, "mask.png");
+  const mask = new Uint8Array(36 * 20).map((_, i) => (i % 36 < 18 ? 255 : 0));
+  writeFileSync(maskFile, encode({ width: 36, height: 20, data: mask, channels: 1 }));
+  const common = ["--model", "tiny-random", "--steps", "4", "--seed", "3", "--threads", "1"];
+
+  const img2img = path.join(tmp, "img2img.png");
+  const a = await sdserve("generate", "a boat", ...common, "--image", picture, "--strength", "0.5", "--out", img2img);
+  assert.match(a.stderr, /step 2\/2/);
+  const out = decode(readFileSync(img2img));
+  // tiny-random's VAE factor is 8: 72×40 stays; its own size is used without --width/--height.
+  assert.deepEqual([out.width, out.height], [72, 40]);
+  assert.match(out.text["parameters"] as string, /Size: 72x40, Model: tiny-random, Denoising strength: 0\.5$/);
+
+  const inpaint = path.join(tmp, "inpaint.png");
+  await sdserve(
+    "generate",
+    "a boat",
+    ...common,
+    "--image",
+    picture,
+    "--mask",
+    maskFile,
+    "--width",
+    "48",
+    "--height",
+    "32",
+    "--out",
+    inpaint,
+  );
+  const out2 = decode(readFileSync(inpaint));
+  assert.deepEqual([out2.width, out2.height], [48, 32]);
+  assert.match(out2.text["parameters"] as string, /Denoising strength: 1$/);
+});
+
+for (const [what, args, message] of [
+  ["a missing picture", ["--image", "no-such.png"], /--image no-such\.png: no such file/],
+  [
+    "a picture that is not an image",
+    ["--image", "package.json"],
+    /--image package\.json: image is not a PNG, JPEG or WebP image/,
+  ],
+  ["a mask without a picture", ["--mask", "package.json"], /--mask needs --image/],
+  ["a strength that is not a number", ["--image", "package.json", "--strength", "lots"], /--strength must be a number/],
+] as const) {
+  test(`${what} is one clear line and a non-zero exit`, async () => {
+    const argv = ["generate", "x", "--model", "tiny-random", "--steps", "1", ...args];
+    await assert.rejects(sdserve(...argv), (err: { code: number; stderr: string }) => {
+      assert.equal(err.code, 2);
+      const last = err.stderr.trim().split("\n").at(-1) as string;
+      assert.match(last, message);
+      return true;
+    });
+  });
+}

@@ -6,6 +6,8 @@ import { fileURLToPath } from "node:url";
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const SHARED = path.resolve(REPO_ROOT, "../shared");
 export const GOLDEN = path.join(SHARED, "fixtures/golden");
+/** The feature references (img2img, inpainting, …): `golden-family/README.md`. */
+export const GOLDEN_FAMILY = path.join(SHARED, "fixtures/golden-family");
 export const REFERENCE_CONFIGS = path.join(SHARED, "reference-configs");
 export const FIXTURE_MODELS = ["tiny-sd1", "tiny-sd2v"] as const;
 export type FixtureModel = (typeof FIXTURE_MODELS)[number];
@@ -67,4 +69,25 @@ export function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] as number));
   return m;
+}
+
+const familyManifests = new Map<string, unknown>();
+
+// biome-ignore lint/suspicious/noExplicitAny: the manifest is free-form JSON
+export function familyManifest(section: string): any {
+  let m = familyManifests.get(section);
+  if (!m) {
+    m = readJson(path.join(GOLDEN_FAMILY, section, "manifest.json"));
+    familyManifests.set(section, m);
+  }
+  return m;
+}
+
+/** A golden-family reference tensor by its manifest key (an entry's `file` may be shared). */
+export function familyTensor(section: string, key: string): { data: Float32Array; shape: number[] } {
+  const entry = familyManifest(section).files[key] as (ManifestFile & { file: string }) | undefined;
+  if (!entry) throw new Error(`golden-family/${section}: no reference tensor ${key}`);
+  const buf = readFileSync(path.join(GOLDEN_FAMILY, section, entry.file));
+  const data = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+  return { data, shape: entry.shape };
 }

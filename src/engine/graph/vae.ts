@@ -1,8 +1,12 @@
 /**
- * The decoder half of diffusers' AutoencoderKL as an ONNX graph.
+ * diffusers' AutoencoderKL as two ONNX graphs.
  *
- * latent_sample [B, latent_channels, h, w] (already divided by scaling_factor) → sample
+ * Decoder: latent_sample [B, latent_channels, h, w] (already divided by scaling_factor) → sample
  * [B, out_channels, h·2^(n-1), w·2^(n-1)], the raw decoder output in about [-1, 1].
+ *
+ * Encoder: sample [B, in_channels, H, W] in [-1, 1] → the latent distribution's mean and std
+ * [B, latent_channels, H/2^(n-1), W/2^(n-1)] (not yet multiplied by scaling_factor); the caller
+ * draws the sample mean + std · ε from its own generator, as diffusers does.
  */
 import type { ConfigReader } from "./config.js";
 import { Layers } from "./layers.js";
@@ -10,6 +14,7 @@ import { GraphBuilder } from "./onnx.js";
 import type { WeightBinder } from "./weights.js";
 
 export interface VaeConfig {
+  inChannels: number;
   latentChannels: number;
   outChannels: number;
   blockOut: number[];
@@ -18,6 +23,7 @@ export interface VaeConfig {
   groups: number;
   scalingFactor: number;
   postQuantConv: boolean;
+  quantConv: boolean;
   /** 2^(number of upsamplers): latents → pixels. */
   scaleFactor: number;
 }
@@ -31,6 +37,14 @@ export function readVaeConfig(cfg: ConfigReader): VaeConfig {
   if (upTypes.length !== blockOut.length) {
     cfg.fail("up_block_types", `has ${upTypes.length} blocks, block_out_channels ${blockOut.length}`);
   }
+  const downTypes = cfg.strList("down_block_types", ["DownEncoderBlock2D"]);
+  if (downTypes.length !== blockOut.length) {
+    cfg.fail("down_block_types", `has ${downTypes.length} blocks, block_out_channels ${blockOut.length}`);
+  }
+  downTypes.forEach((t, i) => {
+    if (t !== "DownEncoderBlock2D")
+      cfg.fail(`down_block_types[${i}]`, `unknown block type "${t}" (supported: DownEncoderBlock2D)`);
+  });
   upTypes.forEach((t, i) => {
     if (t !== "UpDecoderBlock2D")
       cfg.fail(`up_block_types[${i}]`, `unknown block type "${t}" (supported: UpDecoderBlock2D)`);
@@ -40,6 +54,7 @@ export function readVaeConfig(cfg: ConfigReader): VaeConfig {
   cfg.expectDefault("mid_block_add_attention", true);
   cfg.expectDefault("shift_factor", null, 0);
   const c: VaeConfig = {
+    inChannels: cfg.int("in_channels", 3),
     latentChannels: cfg.int("latent_channels", 4),
     outChannels: cfg.int("out_channels", 3),
     blockOut,
@@ -48,6 +63,7 @@ export function readVaeConfig(cfg: ConfigReader): VaeConfig {
     groups: cfg.int("norm_num_groups", 32),
     scalingFactor: cfg.num("scaling_factor", 0.18215),
     postQuantConv: cfg.bool("use_post_quant_conv", true),
+    quantConv: cfg.bool("use_quant_conv", true),
     scaleFactor: 2 ** (blockOut.length - 1),
   };
   for (const [i, ch] of blockOut.entries()) {
@@ -57,12 +73,10 @@ export function readVaeConfig(cfg: ConfigReader): VaeConfig {
   return c;
 }
 
-export function buildVaeDecoderGraph(cfg: ConfigReader, weights: WeightBinder): GraphBuilder {
-  const c = readVaeConfig(cfg);
-  const g = new GraphBuilder("vae_decoder");
+/** The ResNet and mid-block attention shared by encoder and decoder (norm eps 1e-6, as diffusers). */
+function vaeBlocks(g: GraphBuilder, weights: WeightBinder, c: VaeConfig) {
   const nn = new Layers(g, weights);
   const eps = 1e-6;
-
   const resnet = (x: string, prefix: string, cin: number, cout: number): string =>
     g.scope(prefix, () => {
       let h = nn.silu(nn.groupNorm(x, `${prefix}.norm1`, cin, c.groups, eps));
@@ -88,6 +102,14 @@ export function buildVaeDecoderGraph(cfg: ConfigReader, weights: WeightBinder): 
       const o = nn.linear(nn.attention(q, k, v, 1, ch), attnName(prefix, "to_out.0", "proj_attn"), ch, ch);
       return g.op("Add", [nn.fromTokens(o, x), x]);
     });
+
+  return { nn, eps, resnet, attention };
+}
+
+export function buildVaeDecoderGraph(cfg: ConfigReader, weights: WeightBinder): GraphBuilder {
+  const c = readVaeConfig(cfg);
+  const g = new GraphBuilder("vae_decoder");
+  const { nn, eps, resnet, attention } = vaeBlocks(g, weights, c);
 
   let x = g.input("latent_sample", "float32", ["batch", c.latentChannels, "height", "width"]);
   if (c.postQuantConv) x = nn.conv2d(x, "post_quant_conv", c.latentChannels, c.latentChannels, 1);
@@ -119,5 +141,53 @@ export function buildVaeDecoderGraph(cfg: ConfigReader, weights: WeightBinder): 
   x = nn.silu(nn.groupNorm(x, "decoder.conv_norm_out", base, c.groups, eps));
   x = nn.conv2d(x, "decoder.conv_out", base, c.outChannels, 3);
   g.output(x, "sample", "float32", ["batch", c.outChannels, "pixel_height", "pixel_width"]);
+  return g;
+}
+
+export function buildVaeEncoderGraph(cfg: ConfigReader, weights: WeightBinder): GraphBuilder {
+  const c = readVaeConfig(cfg);
+  const g = new GraphBuilder("vae_encoder");
+  const { nn, eps, resnet, attention } = vaeBlocks(g, weights, c);
+
+  let x = g.input("sample", "float32", ["batch", c.inChannels, "pixel_height", "pixel_width"]);
+  const base = c.blockOut[0] as number;
+  x = nn.conv2d(x, "encoder.conv_in", c.inChannels, base, 3);
+  let cin = base;
+  c.blockOut.forEach((cout, i) => {
+    for (let j = 0; j < c.layersPerBlock; j++) {
+      x = resnet(x, `encoder.down_blocks.${i}.resnets.${j}`, j === 0 ? cin : cout, cout);
+    }
+    if (i < c.blockOut.length - 1) {
+      // Downsample2D with padding 0: zero-pad one row below and one column right, then a 3×3
+      // stride-2 conv (the layout of the original LDM autoencoder).
+      const prefix = `encoder.down_blocks.${i}.downsamplers.0.conv`;
+      x = g.op("Conv", [x, nn.param(`${prefix}.weight`, [cout, cout, 3, 3]), nn.param(`${prefix}.bias`, [cout])], {
+        kernel_shape: [3, 3],
+        pads: [0, 0, 1, 1],
+        strides: [2, 2],
+      });
+    }
+    cin = cout;
+  });
+
+  const top = c.blockOut[c.blockOut.length - 1] as number;
+  x = resnet(x, "encoder.mid_block.resnets.0", top, top);
+  x = attention(x, "encoder.mid_block.attentions.0", top);
+  x = resnet(x, "encoder.mid_block.resnets.1", top, top);
+  x = nn.silu(nn.groupNorm(x, "encoder.conv_norm_out", top, c.groups, eps));
+  // double_z: the conv gives mean and log-variance side by side.
+  const moments = 2 * c.latentChannels;
+  x = nn.conv2d(x, "encoder.conv_out", top, moments, 3);
+  if (c.quantConv) x = nn.conv2d(x, "quant_conv", moments, moments, 1);
+
+  const L = c.latentChannels;
+  const mean = g.op("Slice", [x, g.ints([0]), g.ints([L]), g.ints([1])]);
+  const logvar = g.op("Slice", [x, g.ints([L]), g.ints([2 * L]), g.ints([1])]);
+  // DiagonalGaussianDistribution: logvar clamped to [-30, 20], std = exp(logvar / 2).
+  const clamped = g.op("Clip", [logvar, g.scalar(-30), g.scalar(20)]);
+  const std = g.op("Exp", [g.op("Mul", [clamped, g.scalar(0.5)])]);
+  const dims = ["batch", L, "height", "width"] as const;
+  g.output(mean, "mean", "float32", dims);
+  g.output(std, "std", "float32", dims);
   return g;
 }

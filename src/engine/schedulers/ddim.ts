@@ -4,6 +4,8 @@
  */
 import { f32, roundHalfEven } from "./float.js";
 import {
+  addNoiseAlphaBar,
+  checkStartIndex,
   checkSteps,
   leadingTimesteps,
   linspaceTimesteps,
@@ -70,6 +72,16 @@ export class DDIMScheduler implements Scheduler {
     else this.timesteps = trailingTimesteps(n, total, total);
     // diffusers steps back by T // n whatever the spacing.
     this.stepRatio = Math.floor(total / n);
+  }
+
+  addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array {
+    const t = this.timesteps[stepIndex];
+    if (t === undefined) throw new RangeError(`${this.name}: no step ${stepIndex}`);
+    return addNoiseAlphaBar(this.alphasCumprod, t, original, noise);
+  }
+
+  startAt(stepIndex: number): void {
+    checkStartIndex(this.name, stepIndex, this.timesteps.length);
   }
 
   scaleModelInput(sample: Float32Array): Float32Array {

@@ -6,6 +6,8 @@
  */
 import { f32, interpOnIndexGrid } from "./float.js";
 import {
+  addNoiseSigma,
+  checkStartIndex,
   denoisedFromSigma,
   noiseSchedule,
   oneOf,
@@ -62,6 +64,17 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     this.sigmas = [...timesteps.map((t) => interpOnIndexGrid(t, trainSigmas)), 0].map(f32);
 
     this.initNoiseSigma = sigmaInitNoise(spacing, this.sigmas);
+  }
+
+  addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array {
+    const sigma = this.sigmas[stepIndex];
+    if (sigma === undefined || stepIndex >= this.timesteps.length)
+      throw new RangeError(`${this.name}: no step ${stepIndex}`);
+    return addNoiseSigma(sigma, original, noise);
+  }
+
+  startAt(stepIndex: number): void {
+    checkStartIndex(this.name, stepIndex, this.timesteps.length);
   }
 
   scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array {

@@ -5,6 +5,8 @@
  */
 import { f32, interpOnIndexGrid, numpyLogF32, torchLinspaceF32 } from "./float.js";
 import {
+  addNoiseSigma,
+  checkStartIndex,
   configError,
   denoisedFromSigma,
   karrasSigmas,
@@ -105,6 +107,17 @@ export class EulerDiscreteScheduler implements Scheduler {
         : timesteps;
 
     this.initNoiseSigma = sigmaInitNoise(spacing, sigmas32);
+  }
+
+  addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array {
+    const sigma = this.sigmas[stepIndex];
+    if (sigma === undefined || stepIndex >= this.timesteps.length)
+      throw new RangeError(`${this.name}: no step ${stepIndex}`);
+    return addNoiseSigma(sigma, original, noise);
+  }
+
+  startAt(stepIndex: number): void {
+    checkStartIndex(this.name, stepIndex, this.timesteps.length);
   }
 
   scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array {

@@ -12,6 +12,7 @@
  */
 import { f32, interpOnIndexGrid } from "./float.js";
 import {
+  addNoiseSigma,
   denoisedFromSigma,
   hiddenSigmaBound,
   karrasSigmas,
@@ -86,6 +87,17 @@ export class HeunDiscreteScheduler implements Scheduler {
     this.sigmas = [s[0] as number, ...s.slice(1, -1).flatMap((v) => [v, v]), s[s.length - 1] as number];
     this.timesteps = [timesteps[0] as number, ...timesteps.slice(1).flatMap((t) => [t, t])];
     this.initNoiseSigma = sigmaInitNoise(spacing, this.sigmas);
+  }
+
+  addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array {
+    const sigma = this.sigmas[stepIndex];
+    if (sigma === undefined || stepIndex >= this.timesteps.length)
+      throw new RangeError(`${this.name}: no step ${stepIndex}`);
+    return addNoiseSigma(sigma, original, noise);
+  }
+
+  startAt(stepIndex: number): void {
+    this.stepOrder.startAt(stepIndex, this.timesteps.length);
   }
 
   scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array {

@@ -11,6 +11,8 @@
 import { RequestError } from "../errors.js";
 import { f32 } from "./float.js";
 import {
+  addNoiseAlphaBar,
+  checkStartIndex,
   checkSteps,
   configError,
   noiseSchedule,
@@ -106,6 +108,18 @@ export class LCMScheduler implements Scheduler {
       );
     }
     this.timesteps = lcmTimesteps(numInferenceSteps, original, total);
+  }
+
+  /** diffusers' LCMScheduler.add_noise: the DDPM form √ᾱ_t x₀ + √(1 − ᾱ_t) ε. */
+  addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array {
+    const t = this.timesteps[stepIndex];
+    if (t === undefined) throw new RangeError(`${this.name}: no step ${stepIndex}`);
+    return addNoiseAlphaBar(this.alphasCumprod, t, original, noise);
+  }
+
+  /** Each step depends only on its own index, so a late start needs no state. */
+  startAt(stepIndex: number): void {
+    checkStartIndex(this.name, stepIndex, this.timesteps.length);
   }
 
   scaleModelInput(sample: Float32Array): Float32Array {

@@ -11,6 +11,7 @@
  */
 import { f32, interpOnIndexGrid } from "./float.js";
 import {
+  addNoiseSigma,
   denoisedFromSigma,
   karrasSigmas,
   logSigmasF32,
@@ -82,6 +83,17 @@ export class LMSDiscreteScheduler implements Scheduler {
     this.initNoiseSigma = sigmaInitNoise(spacing, this.sigmas);
   }
 
+  addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array {
+    const sigma = this.sigmas[stepIndex];
+    if (sigma === undefined || stepIndex >= this.timesteps.length)
+      throw new RangeError(`${this.name}: no step ${stepIndex}`);
+    return addNoiseSigma(sigma, original, noise);
+  }
+
+  startAt(stepIndex: number): void {
+    this.stepOrder.startAt(stepIndex, this.timesteps.length);
+  }
+
   scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array {
     const sigma = this.sigmas[stepIndex];
     if (sigma === undefined || stepIndex >= this.timesteps.length)
@@ -98,9 +110,11 @@ export class LMSDiscreteScheduler implements Scheduler {
     if (this.derivatives.length > LMS_ORDER) this.derivatives.shift();
 
     const order = Math.min(stepIndex + 1, LMS_ORDER);
-    // Python's sum(c_k * d_k) starts from 0 and adds in float32, newest derivative first.
+    // Python's sum(c_k * d_k) starts from 0 and adds in float32, newest derivative first. After
+    // a late start (img2img) diffusers still takes the order from the step index, but its zip
+    // stops at the derivatives it has.
     let acc: Float32Array | null = null;
-    for (let k = 0; k < order; k++) {
+    for (let k = 0; k < Math.min(order, this.derivatives.length); k++) {
       const c = f32(this.lmsCoefficient(order, stepIndex, k));
       const d = this.derivatives[this.derivatives.length - 1 - k] as Float32Array;
       const prev: Float32Array | null = acc;

@@ -9,6 +9,7 @@
  */
 import { f32, numpyLinspace, roundHalfEven } from "./float.js";
 import {
+  addNoiseAlphaBar,
   checkSteps,
   configError,
   noiseSchedule,
@@ -103,6 +104,16 @@ export class PNDMScheduler implements Scheduler {
     this.prkTimesteps = prk;
     this.prkCount = prk.length;
     this.timesteps = [...prk, ...plms];
+  }
+
+  addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array {
+    const t = this.timesteps[stepIndex];
+    if (t === undefined) throw new RangeError(`${this.name}: no step ${stepIndex}`);
+    return addNoiseAlphaBar(this.alphasCumprod, t, original, noise);
+  }
+
+  startAt(stepIndex: number): void {
+    this.stepOrder.startAt(stepIndex, this.timesteps.length);
   }
 
   scaleModelInput(sample: Float32Array): Float32Array {

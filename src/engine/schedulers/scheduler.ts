@@ -20,8 +20,8 @@ export interface StepContext {
  * The pipeline runs, for every index `i` of `timesteps` (there can be more of them than inference
  * steps: PNDM repeats one, Heun has 2n-1):
  * ```
- * latents *= initNoiseSigma
- * for i in 0 until timesteps.length:
+ * latents *= initNoiseSigma             // img2img: latents = addNoise(image, noise, begin); startAt(begin)
+ * for i in begin until timesteps.length:   // begin = 0 for text-to-image
  *   x = scaleModelInput(latents, i)          // same array back when the scheduler does not scale
  *   out = guidance(UNet(x, timesteps[i]))
  *   latents = step(out, i, latents, ctx, shape)
@@ -44,6 +44,18 @@ export interface Scheduler {
   readonly initNoiseSigma: number;
   /** diffusers' `scheduler.order`: model calls per step (Heun 2, others 1). */
   readonly order: number;
+  /**
+   * diffusers' `add_noise(original, noise, timesteps[stepIndex])`: `original` brought to the
+   * noise level of step `stepIndex` (img2img's starting latents, inpainting's re-noised known
+   * region). New arrays; float32 as diffusers.
+   */
+  addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array;
+  /**
+   * diffusers' `set_begin_index(stepIndex)` (or, for classes without it, slicing `timesteps`):
+   * the run starts at `timesteps[stepIndex]` and steps from there in order. Call once, before
+   * the first step.
+   */
+  startAt(stepIndex: number): void;
   /**
    * Schedulers that estimate the clean sample at every step (LCM) keep the last estimate here:
    * diffusers' `step(...).denoised`, what a preview should show.
@@ -415,6 +427,12 @@ export function vp(sigma: number): { alpha: number; sigma: number; lambda: numbe
 export class StepOrder {
   private next = 0;
   constructor(private readonly name: string) {}
+  /** The first step is `stepIndex` (set_begin_index); only before any step. */
+  startAt(stepIndex: number, count: number): void {
+    checkStartIndex(this.name, stepIndex, count);
+    if (this.next !== 0 && this.next !== stepIndex) throw new Error(`${this.name}: startAt after the first step`);
+    this.next = stepIndex;
+  }
   check(stepIndex: number, count: number): void {
     if (stepIndex !== this.next || stepIndex >= count) {
       throw new Error(
@@ -435,4 +453,55 @@ export function hiddenSigmaBound(modelConfig: Record<string, unknown>, key: "sig
   const value = modelConfig[key] ?? modelConfig[camel] ?? null;
   if (value !== null && typeof value !== "number") throw configError(key, "must be a number or null");
   return value;
+}
+
+/** Throws unless `stepIndex` is a step of a schedule of `count` timesteps. */
+export function checkStartIndex(name: string, stepIndex: number, count: number): void {
+  if (!Number.isInteger(stepIndex) || stepIndex < 0 || stepIndex >= count) {
+    throw new RangeError(`${name}: cannot start at step ${stepIndex} of ${count}`);
+  }
+}
+
+function checkNoise(original: Float32Array, noise: Float32Array): void {
+  if (noise.length !== original.length)
+    throw new Error(`add_noise: ${noise.length} noise values for ${original.length}`);
+}
+
+/**
+ * add_noise of the ᾱ-indexed schedulers (DDIM, PNDM, DDPM): √ᾱ_t x₀ + √(1 − ᾱ_t) ε, with ᾱ_t
+ * the float32 training value at timestep t (torch's `** 0.5` on float32 is a correctly rounded sqrt).
+ */
+export function addNoiseAlphaBar(
+  alphasCumprod: Float32Array,
+  t: number,
+  original: Float32Array,
+  noise: Float32Array,
+): Float32Array {
+  checkNoise(original, noise);
+  const abar = alphasCumprod[t];
+  if (abar === undefined) throw new RangeError(`add_noise: no training timestep ${t}`);
+  const a = f32(Math.sqrt(abar));
+  const b = f32(Math.sqrt(f32(1 - abar)));
+  const out = new Float32Array(original.length);
+  for (let i = 0; i < out.length; i++) out[i] = f32(a * (original[i] as number)) + f32(b * (noise[i] as number));
+  return out;
+}
+
+/** add_noise of the k-diffusion family (Euler, Euler a, Heun, LMS): x₀ + σ ε (variance exploding). */
+export function addNoiseSigma(sigma: number, original: Float32Array, noise: Float32Array): Float32Array {
+  checkNoise(original, noise);
+  const out = new Float32Array(original.length);
+  for (let i = 0; i < out.length; i++) out[i] = (original[i] as number) + f32((noise[i] as number) * sigma);
+  return out;
+}
+
+/** add_noise of DPM-Solver and UniPC: α_t x₀ + σ_t ε with α_t, σ_t the variance-preserving view of σ. */
+export function addNoiseVp(sigma: number, original: Float32Array, noise: Float32Array): Float32Array {
+  checkNoise(original, noise);
+  const { alpha, sigma: sigmaT } = vp(sigma);
+  const out = new Float32Array(original.length);
+  for (let i = 0; i < out.length; i++) {
+    out[i] = f32(alpha * (original[i] as number)) + f32(sigmaT * (noise[i] as number));
+  }
+  return out;
 }

@@ -9,6 +9,7 @@
  */
 import { f32, interpOnIndexGrid, roundHalfEven } from "./float.js";
 import {
+  addNoiseVp,
   checkSteps,
   configError,
   hiddenSigmaBound,
@@ -130,6 +131,17 @@ export class UniPCMultistepScheduler implements Scheduler {
     this.sigmas = [...sigmas, sigmaLast].map(f32);
     this.timesteps = timesteps;
     this.modelOutputs = new Array(cfg.solver_order).fill(null);
+  }
+
+  addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array {
+    const sigma = this.sigmas[stepIndex];
+    if (sigma === undefined || stepIndex >= this.timesteps.length)
+      throw new RangeError(`${this.name}: no step ${stepIndex}`);
+    return addNoiseVp(sigma, original, noise);
+  }
+
+  startAt(stepIndex: number): void {
+    this.stepOrder.startAt(stepIndex, this.timesteps.length);
   }
 
   scaleModelInput(sample: Float32Array): Float32Array {

@@ -18,7 +18,7 @@ import { ConfigReader } from "../graph/config.js";
 import type { GraphBuilder } from "../graph/onnx.js";
 import { buildTinyDecoderGraph, buildTinyEncoderGraph, isTinyAutoencoderConfig } from "../graph/taesd.js";
 import { buildUNetGraph } from "../graph/unet.js";
-import { buildVaeDecoderGraph } from "../graph/vae.js";
+import { buildVaeDecoderGraph, buildVaeEncoderGraph } from "../graph/vae.js";
 import { ShapeRecorder, type WeightBinder } from "../graph/weights.js";
 import type { ComponentFiles, ComponentName } from "./model-folder.js";
 import { readSafetensors } from "./safetensors.js";
@@ -45,7 +45,11 @@ export interface RandomComponent {
 const BUILDERS: Record<ComponentName, (cfg: ConfigReader, weights: WeightBinder) => GraphBuilder> = {
   text_encoder: buildClipTextGraph,
   unet: buildUNetGraph,
-  vae: buildVaeDecoderGraph,
+  // The VAE file holds both halves, as a diffusers AutoencoderKL does (the encoder for image inputs).
+  vae: (cfg, weights) => {
+    buildVaeEncoderGraph(cfg, weights);
+    return buildVaeDecoderGraph(cfg, weights);
+  },
 };
 
 /** transformers names the file model.safetensors; diffusers diffusion_pytorch_model.safetensors. */

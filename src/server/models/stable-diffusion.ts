@@ -7,22 +7,7 @@
  * and input defaults (see model-catalog.ts).
  */
 import { randomInt } from "node:crypto";
-import {
-  a1111Parameters,
-  canPreview,
-  encodePng,
-  formatHubRef,
-  HubError,
-  type HubSettings,
-  latentsToPreviewImages,
-  loadPipeline,
-  ModelError,
-  type Pipeline,
-  parseHubId,
-  RequestError,
-  resolveModelSource,
-  type StepEvent,
-} from "../../engine/index.js";
+import { formatHubRef, HubError, type HubSettings, ModelError, parseHubId, RequestError } from "../../engine/index.js";
 import {
   DEFAULT_MODEL_NAME,
   DEFAULT_WEIGHTS,
@@ -35,6 +20,7 @@ import {
   STABLE_DIFFUSION_VERSION,
 } from "../../model-catalog.js";
 import { DownloadTracker } from "./download-tracker.js";
+import { EngineHost, EngineStoppedError, type StepReport } from "./engine-host.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
 import {
   type ImageLimits,
@@ -200,13 +186,13 @@ export interface StableDiffusionOptions {
   provider?: "cpu" | "cuda";
   /** Where the engine's own messages go (which execution provider runs each network). */
   log?: (line: string) => void;
-  /** After a setup failed because the hub was unreachable, how long until a prediction tries again. */
+  /** After a setup failed because the hub was unreachable or the engine died, how long until a prediction tries again. */
   retryUnreachableMs?: number;
 }
 
 /** Versions made from a models file have no publication date: they exist since the server started. */
 const STARTED_AT = new Date().toISOString().replace(/Z$/, "000Z");
-/** A setup that failed because the hub could not be reached is tried again, at most this often. */
+/** A setup that failed because the hub could not be reached (or the engine died) is tried again, at most this often. */
 const RETRY_UNREACHABLE_MS = 30_000;
 const OFFLINE_HINT = "to try everything offline meanwhile, start sdserve with --model tiny-random";
 
@@ -214,6 +200,10 @@ const OFFLINE_HINT = "to try everything offline meanwhile, start sdserve with --
 function setupFailure(err: unknown, spec: ModelSpec): string {
   const message = (err instanceof Error ? err.message : String(err)).replace(/[.\s]+$/, "");
   if (err instanceof HubError) return `${message}; ${OFFLINE_HINT}`;
+  if (err instanceof EngineStoppedError) {
+    // Most often the memory ran out while the weights were loaded; the server's log has the rest.
+    return `${message} while loading the model (out of memory?); a later prediction tries again`;
+  }
   const where = spec.name === DEFAULT_MODEL_NAME ? "--model" : `the weights of ${spec.name} in the models file`;
   return `${message}. Point ${where} at a diffusers-format folder or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
 }
@@ -240,8 +230,9 @@ export class StableDiffusionAdapter implements ModelAdapter {
   readonly imageLimits: ImageLimits;
   state: ModelState = "STARTING";
   setupError: string | undefined;
-  private pipeline: Pipeline | undefined;
-  private label = "stable-diffusion";
+  /** The engine process running the model (engine-host.ts); replaced when it dies. */
+  private engine: EngineHost | undefined;
+  private closed = false;
   private loading: Promise<void> | undefined;
   private phase: SetupProgress["phase"] = "loading";
   private download: DownloadTracker | undefined;
@@ -314,42 +305,65 @@ export class StableDiffusionAdapter implements ModelAdapter {
     }
     this.loading ??= (async () => {
       const log = this.options.log ?? (() => {});
+      const hub = parseHubId(this.spec.weights) !== undefined;
+      this.phase = hub ? "downloading" : "loading";
+      const download = hub ? new DownloadTracker(this.spec.weights, log) : undefined;
+      this.download = download;
+      const engine = new EngineHost({
+        log,
+        download: (event) => download?.handle(event),
+        loading: () => {
+          this.phase = "loading";
+        },
+        stopped: (why) => this.engineStopped(engine, why),
+      });
+      this.engine = engine;
       try {
-        const hub = parseHubId(this.spec.weights) !== undefined;
-        this.phase = hub ? "downloading" : "loading";
-        this.download = hub ? new DownloadTracker(this.spec.weights, log) : undefined;
         const { hub: hubSettings, cacheDir } = this.options;
         if (!hubSettings || !cacheDir) throw new Error("the model adapter was made without its hub and cache settings");
-        const source = await resolveModelSource(this.spec.weights, {
+        await engine.setup({
+          weights: this.spec.weights,
+          variant: this.spec.variant,
           hub: hubSettings,
           cacheDir,
-          variant: this.spec.variant,
-          onProgress: this.download?.handle,
-        });
-        this.label = source.label;
-        this.phase = "loading";
-        this.pipeline = await loadPipeline(source.path, {
-          variant: this.spec.variant,
+          optimizedCache: this.options.optimizedCache,
           threads: this.options.threads,
           provider: this.options.provider,
-          optimizedCache: this.options.optimizedCache,
-          log: this.options.log,
         });
         this.state = "READY";
       } catch (err) {
+        this.engine = undefined;
+        await engine.close();
         this.state = "SETUP_FAILED";
         this.setupError = setupFailure(err, this.spec);
         this.failedAt = performance.now();
-        this.failedTransiently = err instanceof HubError && err.kind === "unreachable";
+        this.failedTransiently =
+          (err instanceof HubError && err.kind === "unreachable") || err instanceof EngineStoppedError;
         throw new PredictionError(this.setupError);
       }
     })();
     return this.loading;
   }
 
+  /**
+   * The engine process died (a fault in onnxruntime or the engine, or it was killed): the
+   * predictions it ran have failed with EngineStoppedError; load the model again in a new one.
+   */
+  private engineStopped(engine: EngineHost, why: string): void {
+    // An engine that dies while loading fails that setup instead (no loop of reloads).
+    if (this.engine !== engine || this.closed || this.state !== "READY") return;
+    this.engine = undefined;
+    this.options.log?.(`${this.spec.name}: ${why}; loading the model again`);
+    this.loading = undefined;
+    this.state = "STARTING";
+    this.setupError = undefined;
+    this.setup().catch(() => undefined);
+  }
+
   async predict(raw: Record<string, unknown>, ctx: PredictContext): Promise<OutputFile[]> {
     await this.setup();
-    const pipeline = this.pipeline as Pipeline;
+    const engine = this.engine;
+    if (!engine) throw new PredictionError(`The model ${this.spec.name} is being loaded again; please retry.`);
     const input = withDefaults(this.schemas, raw);
     // predict.py: two random bytes when no seed is given, and the seed is always the first log line.
     const seed = input.seed ?? randomInt(0, 65536);
@@ -361,21 +375,14 @@ export class StableDiffusionAdapter implements ModelAdapter {
     }
     const total = input.num_inference_steps;
     ctx.log(progressLine(0, total, 0));
-    const start = performance.now();
-    let lastPreview = Number.NEGATIVE_INFINITY;
-    let lastStep = start;
-    const onStep = ({ step, latents }: StepEvent) => {
-      const now = performance.now();
-      ctx.stepTime?.((now - lastStep) / 1000);
-      lastStep = now;
-      ctx.log(progressLine(step, total, (now - start) / 1000));
-      if (!ctx.preview || now - lastPreview < PREVIEW_INTERVAL_MS || !canPreview(latents)) return;
-      lastPreview = now;
-      ctx.preview({ step, total, images: latentsToPreviewImages(latents).map((image) => encodePng(image)) });
+    const onStep = ({ step, seconds, elapsedSeconds, previews }: StepReport) => {
+      ctx.stepTime?.(seconds);
+      ctx.log(progressLine(step, total, elapsedSeconds));
+      if (previews && ctx.preview) ctx.preview({ step, total, images: previews });
     };
-    let result: Awaited<ReturnType<Pipeline["generate"]>>;
+    let images: Uint8Array[];
     try {
-      result = await pipeline.generate(
+      images = await engine.generate(
         {
           prompt: input.prompt,
           negativePrompt: input.negative_prompt,
@@ -387,23 +394,25 @@ export class StableDiffusionAdapter implements ModelAdapter {
           seed,
           numOutputs: input.num_outputs,
         },
-        { signal: ctx.signal, onStep },
+        { signal: ctx.signal, onStep, previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined },
       );
     } catch (err) {
       if (err instanceof RequestError || err instanceof ModelError) throw new PredictionError(err.message);
+      if (err instanceof EngineStoppedError) {
+        // What happened is in the server's log; its text may hold internals not meant for users.
+        throw new PredictionError(
+          "The engine stopped unexpectedly while making this prediction; the model is being loaded again, so a new prediction can be made shortly.",
+        );
+      }
       throw err;
     }
-    const parameters = a1111Parameters({ ...result.parameters, model: this.label });
-    return result.images.map((image, i) => ({
-      name: `out-${i}.png`,
-      contentType: "image/png",
-      data: encodePng(image, { parameters }),
-    }));
+    return images.map((data, i) => ({ name: `out-${i}.png`, contentType: "image/png", data }));
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.loading?.catch(() => undefined);
-    await this.pipeline?.release();
-    this.pipeline = undefined;
+    await this.engine?.close();
+    this.engine = undefined;
   }
 }

@@ -1,0 +1,237 @@
+/**
+ * The program of a model's engine process (engine-host.ts starts it, one per loaded model): it
+ * downloads and loads the weights, runs the generations, makes the previews and encodes the
+ * PNGs, so that none of that work holds the HTTP server's event loop. onnxruntime-node runs each
+ * network synchronously on the thread that calls it, which is why the engine needs a thread of
+ * its own and not just asynchronous calls; engine-host.ts says why that thread is a process's.
+ *
+ * The process holds the only copy of the model. It answers the messages below and sends small
+ * things back: log lines, download events, step reports and PNG bytes. It follows its parent:
+ * signals sent to the whole process group (Ctrl-C) are left to the parent, which cancels what
+ * runs and then closes this process; when the parent is gone, this process ends.
+ */
+import {
+  a1111Parameters,
+  canPreview,
+  type ExecutionProvider,
+  encodePng,
+  type GenerateRequest,
+  HubError,
+  type HubSettings,
+  latentsToPreviewImages,
+  loadPipeline,
+  ModelError,
+  type Pipeline,
+  type PullEvent,
+  RequestError,
+  resolveModelSource,
+  type StepEvent,
+} from "../../engine/index.js";
+import type { WeightsVariant } from "../../engine/weights/model-folder.js";
+
+export interface SetupParams {
+  weights: string;
+  variant: WeightsVariant | undefined;
+  hub: HubSettings;
+  /** sdserve's cache, where tiny-random is built. */
+  cacheDir: string;
+  optimizedCache: string | false | undefined;
+  threads: number | undefined;
+  provider: ExecutionProvider | undefined;
+}
+
+export type ToEngine =
+  | { type: "setup"; params: SetupParams }
+  | {
+      type: "generate";
+      id: number;
+      request: GenerateRequest;
+      /** Send a preview at most this often; absent: no previews. */
+      previewIntervalMs?: number;
+    }
+  /** Stops the generation before its next step. */
+  | { type: "cancel"; id: number }
+  | { type: "close" };
+
+/** An error as it crosses the process boundary: its class by name, and what the classes carry. */
+export interface WireError {
+  name: string;
+  message: string;
+  stack?: string;
+  field?: string;
+  hubKind?: HubError["kind"];
+}
+
+export type FromEngine =
+  | { type: "log"; line: string }
+  | { type: "download"; event: PullEvent }
+  | { type: "loading" }
+  | { type: "ready"; label: string }
+  | { type: "setup-failed"; error: WireError }
+  | {
+      type: "step";
+      id: number;
+      step: number;
+      total: number;
+      /** Since the previous step (the first: since the generation began). */
+      seconds: number;
+      elapsedSeconds: number;
+      previews?: Uint8Array[];
+    }
+  | { type: "done"; id: number; images: Uint8Array[] }
+  | { type: "failed"; id: number; error: WireError };
+
+/** On the command line of an engine process, so that importing this module elsewhere starts nothing. */
+export const ENGINE_PROCESS_FLAG = "--sdserve-engine";
+
+/** Progress events of a download come per chunk; the host needs a few a second at most. */
+const DOWNLOAD_PROGRESS_MS = 100;
+
+export function toWire(err: unknown): WireError {
+  if (!(err instanceof Error)) return { name: "Error", message: String(err) };
+  return {
+    name: err.name,
+    message: err.message,
+    stack: err.stack,
+    ...(err instanceof RequestError || err instanceof ModelError ? { field: err.field } : {}),
+    ...(err instanceof HubError ? { hubKind: err.kind } : {}),
+  };
+}
+
+function runProcess(send: (message: FromEngine) => void): void {
+  let pipeline: Pipeline | undefined;
+  let label = "stable-diffusion";
+  const running = new Set<Promise<void>>();
+  const controllers = new Map<number, AbortController>();
+  const post = send;
+
+  async function setup(params: SetupParams): Promise<void> {
+    // At most one progress event per interval, but always a file's first (it says where a
+    // resumed download starts) and, in the end, the latest (a stalled download shows how far it got).
+    let lastSent = Number.NEGATIVE_INFINITY;
+    let lastPath: string | undefined;
+    let held: PullEvent | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const flush = () => {
+      clearTimeout(timer);
+      timer = undefined;
+      if (held) post({ type: "download", event: held });
+      held = undefined;
+      lastSent = performance.now();
+    };
+    const onProgress = (event: PullEvent) => {
+      if (event.type === "progress" && event.path === lastPath) {
+        held = event;
+        const wait = DOWNLOAD_PROGRESS_MS - (performance.now() - lastSent);
+        if (wait <= 0) flush();
+        else timer ??= setTimeout(flush, wait);
+        return;
+      }
+      flush();
+      if (event.type === "progress") lastPath = event.path;
+      post({ type: "download", event });
+    };
+    try {
+      const source = await resolveModelSource(params.weights, {
+        hub: params.hub,
+        cacheDir: params.cacheDir,
+        variant: params.variant,
+        onProgress,
+      });
+      flush();
+      label = source.label;
+      post({ type: "loading" });
+      pipeline = await loadPipeline(source.path, {
+        variant: params.variant,
+        threads: params.threads,
+        provider: params.provider,
+        optimizedCache: params.optimizedCache,
+        log: (line) => post({ type: "log", line }),
+      });
+      post({ type: "ready", label });
+    } catch (err) {
+      flush();
+      post({ type: "setup-failed", error: toWire(err) });
+    }
+  }
+
+  async function generate(message: Extract<ToEngine, { type: "generate" }>): Promise<void> {
+    const { id } = message;
+    const controller = new AbortController();
+    controllers.set(id, controller);
+    try {
+      if (!pipeline) throw new Error("the engine process has no model loaded");
+      const start = performance.now();
+      let lastStep = start;
+      let lastPreview = Number.NEGATIVE_INFINITY;
+      const interval = message.previewIntervalMs;
+      const onStep = async ({ step, total, latents }: StepEvent) => {
+        const now = performance.now();
+        let previews: Uint8Array[] | undefined;
+        if (interval !== undefined && now - lastPreview >= interval && canPreview(latents)) {
+          lastPreview = now;
+          previews = latentsToPreviewImages(latents).map((image) => encodePng(image));
+        }
+        post({
+          type: "step",
+          id,
+          step,
+          total,
+          seconds: (now - lastStep) / 1000,
+          elapsedSeconds: (now - start) / 1000,
+          previews,
+        });
+        lastStep = now;
+        // onnxruntime holds this thread for a whole step: let a cancel that came meanwhile be
+        // read now, so the generation stops before its next step, as it would in-process.
+        await new Promise((resolve) => setImmediate(resolve));
+      };
+      const result = await pipeline.generate(message.request, { signal: controller.signal, onStep });
+      const parameters = a1111Parameters({ ...result.parameters, model: label });
+      const images = result.images.map((image) => encodePng(image, { parameters }));
+      post({ type: "done", id, images });
+    } catch (err) {
+      post({ type: "failed", id, error: toWire(err) });
+    } finally {
+      controllers.delete(id);
+    }
+  }
+
+  async function close(): Promise<void> {
+    await Promise.allSettled(running);
+    await pipeline?.release();
+    pipeline = undefined;
+    process.exit(0);
+  }
+
+  process.on("message", (message: ToEngine) => {
+    switch (message.type) {
+      case "setup":
+        void setup(message.params);
+        break;
+      case "generate": {
+        const run = generate(message).finally(() => running.delete(run));
+        running.add(run);
+        break;
+      }
+      case "cancel":
+        controllers.get(message.id)?.abort();
+        break;
+      case "close":
+        void close();
+        break;
+    }
+  });
+}
+
+if (process.send && process.argv.includes(ENGINE_PROCESS_FLAG)) {
+  const send = process.send.bind(process);
+  const quiet = () => {};
+  // The parent decides when this process ends: it cancels, then sends "close".
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => {});
+  process.on("disconnect", () => process.exit(0));
+  // With the parent gone a send fails (EPIPE); "disconnect" ends this process just after.
+  runProcess((message) => {
+    if (process.connected) send(message, undefined, {}, quiet);
+  });
+}
