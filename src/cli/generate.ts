@@ -5,18 +5,29 @@ import { parseArgs } from "node:util";
 import { engineSettings, readSettings, settingFlags, settingsHelp } from "../config.js";
 import { a1111Parameters, encodePng } from "../engine/image.js";
 import { decodeImage } from "../engine/image-input.js";
+import { parseLoraArg } from "../engine/lora.js";
 import { loadPipeline } from "../engine/pipeline.js";
 import { resolveModelSource } from "../engine/sources.js";
+import { PREDICTION_TYPES, type PredictionType } from "../engine/weights/single-file.js";
 import { DownloadProgress } from "./download-progress.js";
 import { StepProgress } from "./progress.js";
 
-export const GENERATE_HELP = `Usage: sdserve generate "prompt" --model <folder|owner/name|tiny-random> [options]
+export const GENERATE_HELP = `Usage: sdserve generate "prompt" --model <folder|file|owner/name|tiny-random> [options]
 
 Options:
-  --model <source>          a diffusers-format Stable Diffusion folder; a Hugging Face model id
-                            (owner/name[@revision], downloaded into the Hugging Face cache on first
-                            use, see sdserve models --help); or tiny-random (a small random-weight
-                            model built on the spot, to try things offline)
+  --model <source>          a diffusers-format Stable Diffusion folder; a single-file checkpoint
+                            (model.safetensors in the original SD 1.x / 2.x layout); a Hugging Face
+                            model id (owner/name[@revision], downloaded into the Hugging Face cache
+                            on first use, see sdserve models --help); or tiny-random (a small
+                            random-weight model built on the spot, to try things offline)
+  --config <folder>         for a single-file checkpoint: a diffusers folder whose configs, scheduler
+                            and tokenizer describe it (default: the published SD 1.5 / 2.1 configs)
+  --prediction-type <type>  epsilon, v_prediction or sample, overriding the model's (an SD 2.x
+                            single file is taken as v-prediction, as diffusers does)
+  --embeddings-dir <path>   a folder of textual-inversion embeddings (.safetensors; or one file),
+                            used by writing an embedding's file name in a prompt; repeatable
+  --lora <file[:scale]>     a LoRA (.safetensors, kohya/A1111 or diffusers/PEFT layout) at a scale
+                            (default 1); repeat for several
   --negative-prompt <text>  what the image should not show
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size,
                             or with --image the picture's own size rounded down to that multiple)
@@ -31,8 +42,9 @@ Options:
                             models: 8.5, taken as an input of the UNet at no extra cost)
   --scheduler <name>        Replicate, diffusers or AUTOMATIC1111 name (default DPMSolverMultistep;
                             LCM for LCM models)
-  --vae <folder>            decode with this autoencoder folder instead of the model's VAE, e.g. the
-                            tiny autoencoder (AutoencoderTiny, madebyollin/taesd): much faster
+  --vae <folder|file>       decode with this autoencoder folder instead of the model's VAE, e.g. the
+                            tiny autoencoder (AutoencoderTiny, madebyollin/taesd): much faster, or
+                            sd-vae-ft-mse for SD 1.5; or a .safetensors VAE file (AUTOMATIC1111's)
   --seed <n>                seed for torch-compatible noise (default: random, printed)
   --num-outputs <n>         images to make in one batch (default 1)
   --out <file.png|dir>      where to write (default: the current folder)
@@ -69,6 +81,10 @@ export async function generateCommand(argv: string[]): Promise<number> {
       image: { type: "string" },
       mask: { type: "string" },
       strength: { type: "string" },
+      config: { type: "string" },
+      "prediction-type": { type: "string" },
+      lora: { type: "string", multiple: true },
+      "embeddings-dir": { type: "string", multiple: true },
       vae: { type: "string" },
       ...settingFlags("generate"),
       help: { type: "boolean", short: "h" },
@@ -93,7 +109,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
     if (!/^\d+$/.test(values.seed)) throw new UsageError(`--seed must be a non-negative integer, got "${values.seed}"`);
     seed = BigInt(values.seed);
   }
-  const settings = readSettings("generate", values, process.env);
+  const { lora: loraArgs, "embeddings-dir": embeddingsDirs, ...single } = values;
+  const settings = readSettings("generate", single, process.env);
   const { variant, provider, threads } = settings;
   const engine = engineSettings(settings);
 
@@ -106,6 +123,10 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const image = values.image === undefined ? undefined : await readPicture(values.image, "image");
   const mask = values.mask === undefined ? undefined : await readPicture(values.mask, "mask");
 
+  const predictionType = values["prediction-type"];
+  if (predictionType !== undefined && !(PREDICTION_TYPES as readonly string[]).includes(predictionType)) {
+    throw new UsageError(`--prediction-type must be one of ${PREDICTION_TYPES.join(", ")}, got "${predictionType}"`);
+  }
   const source = await resolveModelSource(values.model, {
     cacheDir: engine.cacheDir,
     hub: engine.hub,
@@ -117,8 +138,12 @@ export async function generateCommand(argv: string[]): Promise<number> {
     threads,
     provider,
     variant,
+    config: values.config,
+    predictionType: predictionType as PredictionType | undefined,
+    loras: (loraArgs ?? []).map(parseLoraArg),
     optimizedCache: engine.optimizedCache,
     vae: values.vae,
+    embeddings: embeddingsDirs,
     log: (line) => process.stderr.write(`${line}\n`),
   });
   process.stderr.write(`loaded ${source.label} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s\n`);

@@ -12,8 +12,8 @@ import type { GraphBuilder } from "./graph/onnx.js";
 import { buildTinyDecoderGraph, buildTinyEncoderGraph, readTinyAutoencoderConfig } from "./graph/taesd.js";
 import { buildUNetGraph, readUNetConfig } from "./graph/unet.js";
 import { buildVaeDecoderGraph, buildVaeEncoderGraph, readVaeConfig } from "./graph/vae.js";
-import { WeightBinder } from "./graph/weights.js";
-import { NetworkSession, ort, type RuntimeOptions } from "./runtime.js";
+import { type LowRankTarget, WeightBinder } from "./graph/weights.js";
+import { type Feeds, NetworkSession, ort, type RuntimeOptions } from "./runtime.js";
 import type { ComponentFiles } from "./weights/model-folder.js";
 
 export interface TensorF32 {
@@ -30,31 +30,66 @@ async function openSession(
   files: ComponentFiles,
   build: (cfg: ConfigReader, weights: WeightBinder) => GraphBuilder,
   opts: RuntimeOptions,
+  lowRank?: LowRankSupport,
+  extraTokenRows = false,
 ): Promise<NetworkSession> {
   if (files.onnxPath) return NetworkSession.create(name, files.onnxPath, undefined, opts);
   const weights = new WeightBinder(name, files.tensors);
+  weights.lowRankFilter = lowRank?.filter;
+  weights.extraTokenRows = extraTokenRows;
   const graph = build(new ConfigReader(files.configPath, files.config), weights);
+  for (const [prefix, target] of weights.lowRankTargets) lowRank?.targets.set(prefix, target);
   let fp32Bytes = 0;
   for (const t of files.tensors.values()) fp32Bytes += 4 * t.shape.reduce((a, d) => a * d, 1);
   return NetworkSession.create(name, graph.toModel(), { dir: weights.baseDir, files: weights.files, fp32Bytes }, opts);
+}
+
+/**
+ * Which layers take LoRA factors as graph inputs (the filter, from lora.ts), and, once the
+ * graph is built, those layers (filled in by the loader).
+ */
+export interface LowRankSupport {
+  filter: (prefix: string) => boolean;
+  targets: Map<string, LowRankTarget>;
 }
 
 export class TextEncoder {
   private constructor(
     readonly session: NetworkSession,
     readonly hiddenSize: number,
+    /** Layers whose LoRA factors are inputs; empty unless loaded with LoRA support. */
+    readonly lowRankTargets: ReadonlyMap<string, LowRankTarget> = new Map(),
+    /** Token ids from here on pick rows of the `extra_token_rows` input (textual inversion). */
+    readonly vocabSize = 0,
   ) {}
 
-  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<TextEncoder> {
+  /**
+   * `adapters.lowRank`: the layers that take LoRA factors as inputs; `adapters.embeddings`:
+   * take textual-inversion vectors as the input `extra_token_rows` (clip.ts).
+   */
+  static async load(
+    files: ComponentFiles,
+    opts: RuntimeOptions,
+    adapters: { lowRank?: (prefix: string) => boolean; embeddings?: boolean } = {},
+  ): Promise<TextEncoder> {
     const cfg = readClipTextConfig(new ConfigReader(files.configPath, files.config));
-    return new TextEncoder(await openSession("text_encoder", files, buildClipTextGraph, opts), cfg.hiddenSize);
+    const lowRank = adapters.lowRank && { filter: adapters.lowRank, targets: new Map<string, LowRankTarget>() };
+    const session = await openSession(
+      "text_encoder",
+      files,
+      buildClipTextGraph,
+      opts,
+      lowRank,
+      adapters.embeddings === true,
+    );
+    return new TextEncoder(session, cfg.hiddenSize, lowRank?.targets, cfg.vocabSize);
   }
 
   /**
    * Token ids [B][L] → last_hidden_state [B, L, hidden] (what the SD pipeline uses as
    * prompt embeddings). No attention mask is passed, as diffusers does.
    */
-  async encode(ids: readonly (readonly number[])[]): Promise<TensorF32> {
+  async encode(ids: readonly (readonly number[])[], adapters: Feeds = {}): Promise<TensorF32> {
     const batch = ids.length;
     const len = ids[0]?.length ?? 0;
     const meta = this.session.inputNames[0] ?? "input_ids";
@@ -68,7 +103,7 @@ export class TextEncoder {
           BigInt64Array.from(flat, (v) => BigInt(v)),
           [batch, len],
         );
-    const out = await this.session.run({ [meta]: tensor }, ["last_hidden_state"]);
+    const out = await this.session.run({ [meta]: tensor, ...adapters }, ["last_hidden_state"]);
     return toF32(out["last_hidden_state"] as ort.Tensor);
   }
 }
@@ -77,18 +112,32 @@ export class UNet {
   private constructor(
     readonly session: NetworkSession,
     readonly config: ReturnType<typeof readUNetConfig> | undefined,
+    /** Layers whose LoRA factors are inputs; empty unless loaded with LoRA support. */
+    readonly lowRankTargets: ReadonlyMap<string, LowRankTarget> = new Map(),
   ) {}
 
-  static async load(files: ComponentFiles, opts: RuntimeOptions): Promise<UNet> {
+  static async load(
+    files: ComponentFiles,
+    opts: RuntimeOptions,
+    lowRankFilter?: (prefix: string) => boolean,
+  ): Promise<UNet> {
     const cfg = files.onnxPath ? undefined : readUNetConfig(new ConfigReader(files.configPath, files.config));
-    return new UNet(await openSession("unet", files, buildUNetGraph, opts), cfg);
+    const lowRank = lowRankFilter && { filter: lowRankFilter, targets: new Map<string, LowRankTarget>() };
+    return new UNet(await openSession("unet", files, buildUNetGraph, opts, lowRank), cfg, lowRank?.targets);
   }
 
   /**
    * One forward pass: the model's prediction (noise, v or sample, per the scheduler config).
    * `timestepCond` [B, time_cond_proj_dim] is required by, and only by, UNets with time_cond_proj_dim.
+   * `adapters`: the LoRA factor feeds (lora.ts) when loaded with LoRA support.
    */
-  async run(sample: TensorF32, timestep: number, context: TensorF32, timestepCond?: TensorF32): Promise<TensorF32> {
+  async run(
+    sample: TensorF32,
+    timestep: number,
+    context: TensorF32,
+    timestepCond?: TensorF32,
+    adapters: Feeds = {},
+  ): Promise<TensorF32> {
     const tType = this.session.inputType("timestep");
     const t =
       tType === "int64"
@@ -98,6 +147,7 @@ export class UNet {
       sample: new ort.Tensor("float32", sample.data, sample.shape),
       timestep: t,
       encoder_hidden_states: new ort.Tensor("float32", context.data, context.shape),
+      ...adapters,
     };
     const wantsCond = this.session.inputNames.includes("timestep_cond");
     if (wantsCond !== (timestepCond !== undefined)) {

@@ -10,6 +10,8 @@
  * sees; see `prepareStart`.
  */
 import { randomInt } from "node:crypto";
+import { stat } from "node:fs/promises";
+import { EmbeddingPlacer, loadEmbeddings } from "./embeddings.js";
 import { ModelError, RequestError } from "./errors.js";
 import { guidanceScaleEmbedding } from "./graph/unet.js";
 import { decodedToImages, type GenerationParameters, type RgbImage } from "./image.js";
@@ -23,6 +25,17 @@ import {
   toGray,
 } from "./image-input.js";
 import {
+  fileIdentity,
+  isLoraTarget,
+  type LoadedLora,
+  type LoraModel,
+  type LoraSpec,
+  loadLora,
+  loraFeeds,
+  moduleShapes,
+  touchesConvolutions,
+} from "./lora.js";
+import {
   type LatentDecoder,
   type TensorF32,
   TextEncoder,
@@ -32,25 +45,48 @@ import {
   VaeEncoder,
 } from "./networks.js";
 import { TorchCpuGenerator } from "./random/torch-cpu.js";
-import type { RuntimeOptions } from "./runtime.js";
+import type { Feeds, RuntimeOptions } from "./runtime.js";
 import { createScheduler, type Scheduler } from "./schedulers/index.js";
 import { TinyAutoencoderPreview } from "./taesd-preview.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import { type ModelFolder, openComponentFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
+import { isCheckpointFile, openSingleFile, openVae, type PredictionType } from "./weights/single-file.js";
 
 export interface LoadPipelineOptions extends RuntimeOptions {
   /** Use `*.fp16.safetensors` weights where present (computation stays float32 on CPU). */
   variant?: WeightsVariant;
   /**
+   * For a single-file checkpoint: a diffusers folder whose configs, scheduler and tokenizer
+   * describe it (needed when its sizes are not those of a published model).
+   */
+  config?: string;
+  /** Overrides the scheduler config's prediction type (e.g. an SD 2.x checkpoint the file cannot tell). */
+  predictionType?: PredictionType;
+  /**
    * A standalone autoencoder folder (config.json + diffusion_pytorch_model.safetensors) to decode
    * with instead of the model's VAE: diffusers' AutoencoderTiny (TAESD, e.g. madebyollin/taesd)
-   * for speed, or another AutoencoderKL.
+   * for speed, or another AutoencoderKL (e.g. sd-vae-ft-mse for SD 1.5); or one `.safetensors`
+   * AutoencoderKL file in original or diffusers names, on the model's VAE config.
    */
   vae?: string;
   /** An AutoencoderTiny folder to draw step previews with (`Pipeline.preview`). */
   previewVae?: string;
   /** The longest side of a preview in pixels (default: the image's); see TinyAutoencoderPreview. */
   previewMaxSize?: number;
+  /**
+   * Textual-inversion embeddings (`.safetensors` files, or folders of them) that prompts call by
+   * name (embeddings.ts).
+   */
+  embeddings?: readonly string[];
+  /** LoRAs applied to every request (part of the model, like a models-file entry's); implies loraSupport. */
+  loras?: readonly LoraSpec[];
+  /**
+   * Build the text encoder and UNet so requests can bring their own LoRAs (lora.ts): switching
+   * is then cheap, at the cost of a little work per step even without LoRAs. "all" also takes
+   * LoRAs on the UNet's convolutions (LoCon, LCM-LoRA), at a higher cost per step; it is implied
+   * when a LoRA in `loras` needs it.
+   */
+  loraSupport?: boolean | "all";
 }
 
 /** What a request leaves out, as the model's own pipeline would fill it in. */
@@ -107,6 +143,8 @@ export interface GenerateRequest {
   numOutputs?: number;
   /** Starting latents [numOutputs, C, h, w] instead of drawing them (they are still scaled by the scheduler's init sigma). Text-to-image only. */
   latents?: TensorF32;
+  /** LoRAs for this request, on top of the pipeline's own; needs a pipeline loaded with loraSupport. */
+  loras?: readonly LoraSpec[];
   /**
    * img2img / inpainting: the starting picture, 8-bit RGB. Resized (Lanczos) to width × height
    * when they are given; otherwise its own size rounded down to the VAE scale factor is used.
@@ -167,7 +205,26 @@ interface Start {
 
 export const DEFAULT_SCHEDULER = "DPMSolverMultistep";
 
+interface LoraState {
+  model: LoraModel;
+  /** Loaded LoRA files by identity (path, size, mtime), most recently used last. */
+  cache: Map<string, { pending: Promise<LoadedLora>; bytes: number }>;
+  fixed: { lora: LoadedLora; scale: number }[];
+  /** The feeds of the last set of LoRAs asked for: a request repeating it reuses them. */
+  last?: { active: { lora: LoadedLora; scale: number }[]; feeds: { text: Feeds; unet: Feeds } };
+}
+
+/**
+ * LoRA factors kept loaded for later requests, beyond the ones in use (an SD 1.5 rank-128 LoRA
+ * is about 150 MB as float32).
+ */
+const LORA_CACHE_BYTES = 1024 * 2 ** 20;
+
 export class Pipeline {
+  private lora?: LoraState;
+  /** Set when loaded with embeddings: prompts are tokenized through it. */
+  private embeddingPlacer?: EmbeddingPlacer;
+
   private constructor(
     readonly info: PipelineInfo,
     readonly folder: ModelFolder,
@@ -196,12 +253,28 @@ export class Pipeline {
   }
 
   static async load(source: string, opts: LoadPipelineOptions = {}): Promise<Pipeline> {
-    const folder = await openModelFolder(source, { variant: opts.variant });
+    const folder = isCheckpointFile(source)
+      ? await openSingleFile(source, { config: opts.config, predictionType: opts.predictionType })
+      : await openModelFolder(source, { variant: opts.variant });
+    if (opts.predictionType)
+      folder.schedulerConfig = { ...folder.schedulerConfig, prediction_type: opts.predictionType };
     checkPipelineKind(folder);
-    const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizerDir);
+    const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizerDir, folder.tokenizerVocabDir);
     // Sessions are created one after another: each uses every core while optimising.
-    const textEncoder = await TextEncoder.load(folder.textEncoder, opts);
-    const unet = await UNet.load(folder.unet, opts);
+    const lowRank = opts.loraSupport === true || opts.loraSupport === "all" || (opts.loras?.length ?? 0) > 0;
+    const modules = { unet: moduleShapes(folder.unet.tensors), text_encoder: moduleShapes(folder.textEncoder.tensors) };
+    const convs =
+      opts.loraSupport === "all" ||
+      (lowRank &&
+        (await touchesConvolutions(
+          (opts.loras ?? []).map((l) => l.path),
+          modules,
+        )));
+    const textEncoder = await TextEncoder.load(folder.textEncoder, opts, {
+      lowRank: lowRank ? (p) => isLoraTarget("text_encoder", p) : undefined,
+      embeddings: (opts.embeddings?.length ?? 0) > 0,
+    });
+    const unet = await UNet.load(folder.unet, opts, lowRank ? (p) => isLoraTarget("unet", p, convs) : undefined);
     const vae = await loadDecoder(folder, opts);
     if (unet.config && vae.config.latentChannels !== unet.config.outChannels) {
       throw new ModelError(
@@ -245,13 +318,107 @@ export class Pipeline {
       decoderClass: vae instanceof TinyVaeDecoder ? "AutoencoderTiny" : "AutoencoderKL",
       defaults: nativeDefaults(folder, unet),
     };
-    return new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer, opts);
+    const pipeline = new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer, opts);
+    if (opts.embeddings && opts.embeddings.length > 0) {
+      try {
+        const embeddings = await loadEmbeddings(opts.embeddings, textEncoder.hiddenSize);
+        pipeline.embeddingPlacer = new EmbeddingPlacer(
+          tokenizer,
+          embeddings,
+          textEncoder.vocabSize,
+          textEncoder.hiddenSize,
+        );
+      } catch (err) {
+        await pipeline.release();
+        throw err;
+      }
+    }
+    if (lowRank) {
+      pipeline.lora = {
+        model: {
+          modules,
+          targets: { unet: unet.lowRankTargets, text_encoder: textEncoder.lowRankTargets },
+        },
+        cache: new Map(),
+        fixed: [],
+      };
+      try {
+        pipeline.lora.fixed = await pipeline.loadLoras(opts.loras ?? []);
+      } catch (err) {
+        await pipeline.release();
+        throw err;
+      }
+    }
+    return pipeline;
+  }
+
+  /** Reads (or finds in the cache) each LoRA file, checked against this model. */
+  private async loadLoras(specs: readonly LoraSpec[]): Promise<{ lora: LoadedLora; scale: number }[]> {
+    const state = this.lora as LoraState;
+    const out: { lora: LoadedLora; scale: number }[] = [];
+    for (const spec of specs) {
+      const scale = spec.scale ?? 1;
+      if (typeof spec.path !== "string" || spec.path === "") throw new RequestError("a LoRA needs a path", "loras");
+      if (!Number.isFinite(scale)) throw new RequestError(`LoRA scale must be a number, got ${scale}`, "loras");
+      const id = await fileIdentity(spec.path);
+      let entry = state.cache.get(id);
+      state.cache.delete(id);
+      if (!entry) {
+        entry = { pending: loadLora(spec.path, state.model), bytes: 0 };
+        entry.pending.catch(() => state.cache.delete(id));
+      }
+      state.cache.set(id, entry);
+      const lora = await entry.pending;
+      entry.bytes = lora.layers.reduce((a, l) => a + 4 * (l.down.length + l.up.length), 0);
+      // Least recently used first; the one just asked for stays.
+      let total = [...state.cache.values()].reduce((a, e) => a + e.bytes, 0);
+      for (const [key, e] of state.cache) {
+        if (total <= LORA_CACHE_BYTES) break;
+        if (key === id) continue;
+        state.cache.delete(key);
+        total -= e.bytes;
+      }
+      out.push({ lora, scale });
+    }
+    return out;
+  }
+
+  /** The LoRA factor feeds of the text encoder and UNet for a request's LoRAs on top of the pipeline's (empty without LoRA support). */
+  async adapterFeeds(requested: readonly LoraSpec[] | undefined): Promise<{ text: Feeds; unet: Feeds }> {
+    const state = this.lora;
+    if (!state) {
+      if (requested && requested.length > 0) {
+        throw new RequestError("this model was loaded without LoRA support (loadPipeline option loraSupport)", "loras");
+      }
+      return { text: {}, unet: {} };
+    }
+    const active = [...state.fixed, ...(await this.loadLoras(requested ?? []))];
+    const same =
+      state.last !== undefined &&
+      state.last.active.length === active.length &&
+      state.last.active.every((a, i) => a.lora === active[i]?.lora && a.scale === active[i]?.scale);
+    if (!same) {
+      state.last = {
+        active,
+        feeds: {
+          text: loraFeeds(state.model.targets.text_encoder, "text_encoder", active),
+          unet: loraFeeds(state.model.targets.unet, "unet", active),
+        },
+      };
+    }
+    return (state.last as NonNullable<LoraState["last"]>).feeds;
   }
 
   /** Prompt → text embeddings [n, 77, hidden], padded and truncated as the tokenizer says. */
-  async encodePrompts(prompts: readonly string[]): Promise<TensorF32> {
-    const ids = prompts.map((p) => this.tokenizer.encode(p).inputIds);
-    return this.textEncoder.encode(ids);
+  async encodePrompts(prompts: readonly string[], loras?: readonly LoraSpec[]): Promise<TensorF32> {
+    const { ids, feeds } = this.tokenizePrompts(prompts);
+    return this.textEncoder.encode(ids, { ...feeds, ...(await this.adapterFeeds(loras)).text });
+  }
+
+  /** Token ids of each prompt, with the text encoder's embedding feeds when the pipeline has embeddings. */
+  private tokenizePrompts(prompts: readonly string[]): { ids: number[][]; feeds: Feeds } {
+    if (this.embeddingPlacer) return this.embeddingPlacer.encode(prompts);
+    return { ids: prompts.map((p) => this.tokenizer.encode(p).inputIds), feeds: {} };
   }
 
   /**
@@ -283,7 +450,9 @@ export class Pipeline {
     const prompts = guided
       ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
       : new Array<string>(batch).fill(r.prompt);
-    const context = await this.encodePrompts(prompts);
+    const adapters = await this.adapterFeeds(req.loras);
+    const tokens = this.tokenizePrompts(prompts);
+    const context = await this.textEncoder.encode(tokens.ids, { ...tokens.feeds, ...adapters.text });
 
     const scheduler = r.scheduler;
     const generator = new TorchCpuGenerator(r.seed);
@@ -321,7 +490,7 @@ export class Pipeline {
       }
       // Inpainting UNet: cat([scaled latents, mask, masked-image latents], dim=1), per batch item.
       if (extra) input = concatChannels(input, extra.data, unetBatch);
-      const out = await this.unet.run({ data: input, shape: inputShape }, t, context, timestepCond);
+      const out = await this.unet.run({ data: input, shape: inputShape }, t, context, timestepCond, adapters.unet);
       let noisePred = out.data;
       if (guided) {
         // uncond + scale · (cond − uncond), elementwise in float32
@@ -697,10 +866,16 @@ function checkPipelineKind(folder: ModelFolder): void {
 /** The model's VAE decoder, or the standalone autoencoder named by `opts.vae`. */
 async function loadDecoder(folder: ModelFolder, opts: LoadPipelineOptions): Promise<LatentDecoder> {
   if (!opts.vae) return VaeDecoder.load(folder.vae, opts);
+  // Another AutoencoderKL replaces the model's for encoding pictures too, as in diffusers; a
+  // file takes the model's VAE config (single-file.ts), a folder brings its own.
+  if ((await stat(opts.vae).catch(() => undefined))?.isFile()) {
+    folder.vae = await openVae(opts.vae, folder.vae);
+    return VaeDecoder.load(folder.vae, opts);
+  }
   const files = await openComponentFolder(opts.vae, "vae", opts.variant);
-  return files.config["_class_name"] === "AutoencoderTiny"
-    ? TinyVaeDecoder.load(files, opts)
-    : VaeDecoder.load(files, opts);
+  if (files.config["_class_name"] === "AutoencoderTiny") return TinyVaeDecoder.load(files, opts);
+  folder.vae = files;
+  return VaeDecoder.load(files, opts);
 }
 
 /**
@@ -720,7 +895,10 @@ function nativeDefaults(folder: ModelFolder, unet: UNet): GenerateDefaults {
   return { numInferenceSteps: 50, guidanceScale: 7.5, scheduler: DEFAULT_SCHEDULER };
 }
 
-/** Loads a diffusers-format Stable Diffusion folder (or a folder of ONNX exports). */
+/**
+ * Loads a diffusers-format Stable Diffusion folder (or a folder of ONNX exports), or a
+ * single-file checkpoint in the original layout (`.safetensors`).
+ */
 export function loadPipeline(source: string, opts: LoadPipelineOptions = {}): Promise<Pipeline> {
   return Pipeline.load(source, opts);
 }

@@ -1,6 +1,7 @@
 /**
- * Turns what a user names as a model into a folder to load: tiny-random (built on the spot),
- * a local diffusers folder, or a Hugging Face model id (owner/name[@revision]), pulled into the
+ * Turns what a user names as a model into a folder or file to load: tiny-random (built on the
+ * spot), a local diffusers folder, a single-file checkpoint (`.safetensors` in the original
+ * layout; a pickle, refused when loaded), or a Hugging Face model id (owner/name[@revision]), pulled into the
  * Hugging Face cache or found there. A folder of that name wins over a hub id, as in diffusers.
  */
 import { stat } from "node:fs/promises";
@@ -11,9 +12,10 @@ import { formatHubRef, parseHubId } from "./hub/repo-id.js";
 import type { HubSettings } from "./hub/settings.js";
 import { ensureTinyRandomModel, TINY_RANDOM } from "./tiny-random.js";
 import type { WeightsVariant } from "./weights/model-folder.js";
+import { isCheckpointFile } from "./weights/single-file.js";
 
 export interface ModelSource {
-  /** The folder to load. */
+  /** The folder (or single checkpoint file) to load. */
   path: string;
   /** How to name the model to a person. */
   label: string;
@@ -32,21 +34,23 @@ export interface ResolveSourceOptions {
   signal?: AbortSignal;
 }
 
-export type SourceKind = "tiny-random" | "folder" | "hub";
+export type SourceKind = "tiny-random" | "folder" | "file" | "hub";
 
 /** What kind of source a spec names, without touching the disk beyond one stat. */
 export async function sourceKind(spec: string): Promise<SourceKind | undefined> {
   if (spec === TINY_RANDOM) return "tiny-random";
-  if ((await stat(path.resolve(spec)).catch(() => undefined))?.isDirectory()) return "folder";
+  const st = await stat(path.resolve(spec)).catch(() => undefined);
+  if (st?.isDirectory()) return "folder";
+  if (st && isCheckpointFile(spec)) return "file";
   return parseHubId(spec) ? "hub" : undefined;
 }
 
 export async function resolveModelSource(spec: string, opts: ResolveSourceOptions): Promise<ModelSource> {
   const kind = await sourceKind(spec);
   if (kind === "tiny-random") return { path: await ensureTinyRandomModel(opts.cacheDir), label: TINY_RANDOM };
-  if (kind === "folder") {
-    const dir = path.resolve(spec);
-    return { path: dir, label: path.basename(dir) };
+  if (kind === "folder" || kind === "file") {
+    const resolved = path.resolve(spec);
+    return { path: resolved, label: path.basename(resolved) };
   }
   const ref = parseHubId(spec);
   if (!ref) {

@@ -82,6 +82,8 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     trustProxy: config.trustProxy,
     maxWaitSeconds: config.maxWaitSeconds,
     streamKeepaliveMs: config.streamKeepaliveMs,
+    streamsPerPrediction: config.streamsPerPrediction,
+    streamsPerClient: config.streamsPerClient,
     corsOrigins: config.corsOrigins,
     rateLimit: config.rateLimit,
     provider: config.provider,
@@ -182,6 +184,7 @@ export function newService(
     models,
     {
       queueMax: config.queueMax,
+      queueMaxPerToken: config.queueMaxPerToken,
       maxRunTimeMs: config.maxRunTimeMs,
       webhookAllowPrivate: config.webhookAllowPrivate,
     },

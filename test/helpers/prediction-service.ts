@@ -83,6 +83,7 @@ export function newHarness(limits: Partial<ServiceLimits> = {}, extraModels: Tes
       [model, ...extraModels],
       {
         queueMax: 100,
+        queueMaxPerToken: 100,
         maxRunTimeMs: null,
         webhookAllowPrivate: false,
         ...limits,

@@ -5,7 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { InvalidInputError, NotFoundError, QueueFullError } from "../../src/server/predictions/errors.js";
+import {
+  InvalidInputError,
+  NotFoundError,
+  QueueFullError,
+  TokenQueueFullError,
+} from "../../src/server/predictions/errors.js";
 import { formatMicros } from "../../src/server/predictions/ids.js";
 import type { PredictionRecord } from "../../src/server/predictions/prediction.js";
 import { ACCOUNT, BASE, createOne, type Harness, newHarness } from "../helpers/prediction-service.js";
@@ -205,6 +210,18 @@ test("domain errors: unknown or foreign predictions, invalid input, a full queue
       (err: unknown) => err instanceof InvalidInputError && err.fields[0]?.field === "input.width",
     );
     await assert.rejects(h.service.list(ACCOUNT, { pageSize: 10, cursor: "!!" }), InvalidInputError);
+  } finally {
+    await h.close();
+  }
+});
+
+test("one token's cap is its own: another token still creates", async () => {
+  const h = newHarness({ queueMaxPerToken: 1 });
+  try {
+    const p = await createOne(h);
+    await assert.rejects(createOne(h), TokenQueueFullError);
+    const other = await h.service.create("account-b", { body: { version: p.version, input: {} } }, BASE);
+    assert.equal(other.status, "starting");
   } finally {
     await h.close();
   }

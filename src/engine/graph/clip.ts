@@ -56,7 +56,24 @@ export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): Gr
   const tokenEmb = nn.param("text_model.embeddings.token_embedding.weight", [c.vocabSize, H]);
   const posEmb = nn.param("text_model.embeddings.position_embedding.weight", [c.maxPositions, H]);
   const positions = g.op("Slice", [posEmb, g.ints([0]), seqLen, g.ints([0])]);
-  let x = g.op("Add", [g.op("Gather", [tokenEmb, ids], { axis: 0 }), positions]);
+  let tokens: string;
+  if (!weights.extraTokenRows) {
+    tokens = g.op("Gather", [tokenEmb, ids], { axis: 0 });
+  } else {
+    // Textual inversion: ids ≥ vocab_size pick rows of extra_token_rows [E, H] (at least one row).
+    const extra = g.input("extra_token_rows", "float32", ["extra_rows", H]);
+    const vocab = g.const("int64", [c.vocabSize], []);
+    const zero = g.const("int64", [0], []);
+    const isExtra = g.op("GreaterOrEqual", [ids, vocab]);
+    const baseIds = g.op("Where", [isExtra, zero, ids]);
+    const extraIds = g.op("Where", [isExtra, g.op("Sub", [ids, vocab]), zero]);
+    tokens = g.op("Where", [
+      g.op("Unsqueeze", [isExtra, g.ints([-1])]),
+      g.op("Gather", [extra, extraIds], { axis: 0 }),
+      g.op("Gather", [tokenEmb, baseIds], { axis: 0 }),
+    ]);
+  }
+  let x = g.op("Add", [tokens, positions]);
 
   // Causal mask: position i attends to j ≤ i. transformers fills the rest with the
   // dtype's lowest value rather than -inf.

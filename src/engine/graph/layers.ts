@@ -22,7 +22,28 @@ export class Layers {
     // The transpose of a constant is folded once by onnxruntime at session creation.
     let y = this.g.op("MatMul", [x, this.g.op("Transpose", [weight], { perm: [1, 0] })]);
     if (bias) y = this.g.op("Add", [y, this.param(`${prefix}.bias`, [outFeatures])]);
-    return y;
+    return this.lowRank(y, x, prefix, inFeatures, outFeatures);
+  }
+
+  hasLowRank(prefix: string): boolean {
+    return this.w.lowRankFilter?.(prefix) === true;
+  }
+
+  /**
+   * y + (x·Dᵀ)·Uᵀ for a layer the binder marks as a LoRA target, with Dᵀ [in, r] and the
+   * scaled Uᵀ [r, out] fed per run, so LoRAs change per request without rebuilding or
+   * re-optimising the graph (r = 0 when none applies). x is the layer's input as tokens
+   * [..., in]; y its output as tokens [..., out].
+   */
+  lowRank(y: string, x: string, prefix: string, inFeatures: number, outFeatures: number): string {
+    if (!this.hasLowRank(prefix)) return y;
+    const rank = `lora_rank:${prefix}`;
+    const downInput = `lora_down_t:${prefix}`;
+    const upInput = `lora_up_t:${prefix}`;
+    const down = this.g.input(downInput, "float32", [inFeatures, rank]);
+    const up = this.g.input(upInput, "float32", [rank, outFeatures]);
+    this.w.lowRankTargets.set(prefix, { inFeatures, outFeatures, downInput, upInput });
+    return this.g.op("Add", [y, this.g.op("MatMul", [this.g.op("MatMul", [x, down]), up])]);
   }
 
   /** torch.nn.Conv2d with square kernel, "same"-style padding of (k-1)/2 unless given. */
@@ -32,17 +53,25 @@ export class Layers {
     inChannels: number,
     outChannels: number,
     kernel: number,
-    opts: { stride?: number; padding?: number } = {},
+    opts: { stride?: number; padding?: number; lowRank?: boolean } = {},
   ): string {
     const weight = this.param(`${prefix}.weight`, [outChannels, inChannels, kernel, kernel]);
     const bias = this.param(`${prefix}.bias`, [outChannels]);
     const p = opts.padding ?? (kernel - 1) / 2;
     const s = opts.stride ?? 1;
-    return this.g.op("Conv", [x, weight, bias], {
-      kernel_shape: [kernel, kernel],
-      pads: [p, p, p, p],
-      strides: [s, s],
-    });
+    const attrs = { kernel_shape: [kernel, kernel], pads: [p, p, p, p], strides: [s, s] };
+    const y = this.g.op("Conv", [x, weight, bias], attrs);
+    if (opts.lowRank === false || !this.hasLowRank(prefix)) return y;
+    // A LoRA on a convolution (LoCon, LCM-LoRA): down is a k×k conv to r channels with the
+    // layer's stride and padding, up a 1×1 conv back; both fed per run like the linear factors.
+    const rank = `lora_rank:${prefix}`;
+    const downInput = `lora_down:${prefix}`;
+    const upInput = `lora_up:${prefix}`;
+    const down = this.g.input(downInput, "float32", [rank, inChannels, kernel, kernel]);
+    const up = this.g.input(upInput, "float32", [outChannels, rank, 1, 1]);
+    this.w.lowRankTargets.set(prefix, { inFeatures: inChannels, outFeatures: outChannels, downInput, upInput, kernel });
+    const low = this.g.op("Conv", [x, down], attrs);
+    return this.g.op("Add", [y, this.g.op("Conv", [low, up], { kernel_shape: [1, 1] })]);
   }
 
   /** A per-channel [C] vector reshaped to [C, 1, 1] to broadcast over NCHW. */

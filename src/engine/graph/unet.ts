@@ -224,7 +224,11 @@ export function buildUNetGraph(cfg: ConfigReader, weights: WeightBinder): GraphB
       if (c.linearProjection) {
         h = nn.linear(nn.toTokens(h, ch), `${prefix}.proj_in`, ch, ch);
       } else {
-        h = nn.toTokens(nn.conv2d(h, `${prefix}.proj_in`, ch, ch, 1), ch);
+        const conv = nn.toTokens(nn.conv2d(h, `${prefix}.proj_in`, ch, ch, 1, { lowRank: false }), ch);
+        // A 1×1 conv is a linear over channels: a LoRA on it applies to the tokens.
+        h = nn.hasLowRank(`${prefix}.proj_in`)
+          ? nn.lowRank(conv, nn.toTokens(h, ch), `${prefix}.proj_in`, ch, ch)
+          : conv;
       }
       for (let i = 0; i < (c.transformerLayers[block] as number); i++) {
         const p = `${prefix}.transformer_blocks.${i}`;
@@ -243,6 +247,12 @@ export function buildUNetGraph(cfg: ConfigReader, weights: WeightBinder): GraphB
       let out: string;
       if (c.linearProjection) {
         out = nn.fromTokens(nn.linear(h, `${prefix}.proj_out`, ch, ch), x);
+      } else if (nn.hasLowRank(`${prefix}.proj_out`)) {
+        const conv = nn.toTokens(
+          nn.conv2d(nn.fromTokens(h, x), `${prefix}.proj_out`, ch, ch, 1, { lowRank: false }),
+          ch,
+        );
+        out = nn.fromTokens(nn.lowRank(conv, h, `${prefix}.proj_out`, ch, ch), x);
       } else {
         out = nn.conv2d(nn.fromTokens(h, x), `${prefix}.proj_out`, ch, ch, 1);
       }

@@ -41,9 +41,31 @@ function commonDir(dirs: string[]): string {
   return parts.join(path.sep) || path.sep;
 }
 
+/** A Linear layer whose LoRA factors are graph inputs (see Layers.lowRank). */
+export interface LowRankTarget {
+  inFeatures: number;
+  outFeatures: number;
+  /** Graph inputs: downᵀ [in, r] and the scaled upᵀ [r, out]; r may be 0. */
+  downInput: string;
+  upInput: string;
+  /**
+   * Set for a convolution: then the inputs are down [r, in, k, k] and the scaled up
+   * [out, r, 1, 1], r at least 1 (zeros when no LoRA applies).
+   */
+  kernel?: number;
+}
+
 export class WeightBinder {
   /** The folder onnxruntime resolves external-data locations against. */
   readonly baseDir: string;
+  /**
+   * When set, the layers this predicate accepts get LoRA factors as graph inputs, recorded in
+   * `lowRankTargets` (lora.ts chooses the layers and feeds the factors).
+   */
+  lowRankFilter?: (prefix: string) => boolean;
+  readonly lowRankTargets = new Map<string, LowRankTarget>();
+  /** When true, the text encoder takes textual-inversion vectors as an input (clip.ts). */
+  extraTokenRows = false;
   private readonly realFiles = new Map<string, string>();
   private readonly used = new Set<string>();
   private readonly bound = new Map<string, string>();

@@ -323,11 +323,14 @@ export class ClipTokenizer {
     for (const list of this.addedByFirstUnit.values()) list.sort((a, b) => b.length - a.length);
   }
 
-  /** Loads a diffusers `tokenizer/` folder: vocab.json, merges.txt and the two optional configs. */
-  static async fromFolder(dir: string): Promise<ClipTokenizer> {
+  /**
+   * Loads a diffusers `tokenizer/` folder: vocab.json, merges.txt and the two optional configs;
+   * `vocabDir`, when given, is where vocab.json and merges.txt are instead.
+   */
+  static async fromFolder(dir: string, vocabDir = dir): Promise<ClipTokenizer> {
     const files = {
-      vocab: path.join(dir, "vocab.json"),
-      merges: path.join(dir, "merges.txt"),
+      vocab: path.join(vocabDir, "vocab.json"),
+      merges: path.join(vocabDir, "merges.txt"),
       config: path.join(dir, "tokenizer_config.json"),
       specialMap: path.join(dir, "special_tokens_map.json"),
     };

@@ -43,6 +43,8 @@ export interface ModelFolder {
   unet: ComponentFiles;
   vae: ComponentFiles;
   tokenizerDir: string;
+  /** Where vocab.json and merges.txt are, when not in `tokenizerDir` (a single-file checkpoint on a preset). */
+  tokenizerVocabDir?: string;
   schedulerConfig: Record<string, unknown>;
   schedulerConfigPath: string;
   /**
@@ -51,6 +53,8 @@ export interface ModelFolder {
    * The tensors' own dtypes are the authority on what the bytes hold.
    */
   variant: WeightsVariant;
+  /** Set when the weights are one original-layout checkpoint file (single-file.ts) rather than a folder. */
+  checkpoint?: { file: string; family: "sd1" | "sd2" };
 }
 
 export interface OpenModelFolderOptions {

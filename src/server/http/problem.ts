@@ -9,6 +9,7 @@ import {
   InvalidInputError,
   NotFoundError,
   QueueFullError,
+  TokenQueueFullError,
   UnknownVersionError,
 } from "../predictions/errors.js";
 
@@ -65,7 +66,9 @@ export function problemOf(err: unknown): HttpProblem | undefined {
   if (err instanceof InvalidInputError) return validationFailed(err.fields);
   if (err instanceof NotFoundError) return notFound();
   if (err instanceof UnknownVersionError) return invalidVersion();
-  if (err instanceof QueueFullError) return throttled(QUEUE_FULL_RETRY_S, err.message);
+  if (err instanceof QueueFullError || err instanceof TokenQueueFullError) {
+    return throttled(QUEUE_FULL_RETRY_S, err.message);
+  }
   if (err instanceof GoneError) return gone(err.message);
   return undefined;
 }

@@ -32,6 +32,16 @@ export class QueueFullError extends PredictionDomainError {
   }
 }
 
+/** This account has as many unfinished predictions as one account may have. */
+export class TokenQueueFullError extends PredictionDomainError {
+  override readonly name = "TokenQueueFullError";
+  constructor(readonly unfinished: number) {
+    super(
+      `This token already has ${unfinished} predictions waiting or running, the most one token may have (SDSERVE_QUEUE_MAX_PER_TOKEN). Try again when one has finished.`,
+    );
+  }
+}
+
 /** The thing existed and was removed (output files past retention). */
 export class GoneError extends PredictionDomainError {
   override readonly name = "GoneError";

@@ -8,7 +8,13 @@ import { isVersionOf, type ModelAdapter } from "../models/model.js";
 import type { ListPosition, PredictionStore, WebhookDelivery } from "../store/store.js";
 import { checkWebhookUrl } from "../webhooks/targets.js";
 import { decodeCursor, encodeCursor } from "./cursors.js";
-import { InvalidInputError, NotFoundError, QueueFullError, UnknownVersionError } from "./errors.js";
+import {
+  InvalidInputError,
+  NotFoundError,
+  QueueFullError,
+  TokenQueueFullError,
+  UnknownVersionError,
+} from "./errors.js";
 import type { PredictionEvents } from "./events.js";
 import { formatMicros, newCapabilityKey, newPredictionId, parseMicros, timestamp } from "./ids.js";
 import type { PredictionLifecycle } from "./lifecycle.js";
@@ -24,6 +30,8 @@ import type { UrlBase } from "./serialize.js";
 
 export interface ServiceLimits {
   queueMax: number;
+  /** Most unfinished predictions of one account. */
+  queueMaxPerToken: number;
   /** ms after creation; null: no server-side limit. */
   maxRunTimeMs: number | null;
   /** Accept webhooks to loopback and private addresses. */
@@ -132,6 +140,8 @@ export class PredictionService {
 
     const unfinished = await this.store.countUnfinished();
     if (unfinished >= this.limits.queueMax) throw new QueueFullError(unfinished);
+    const mine = await this.store.countUnfinished(account);
+    if (mine >= this.limits.queueMaxPerToken) throw new TokenQueueFullError(mine);
 
     // Unknown input keys are accepted and ignored (spec §3.1): not stored, so they cost nothing later.
     const known = (adapter.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
@@ -275,6 +285,12 @@ export class PredictionService {
 }
 
 function isHttpUrl(text: string): boolean {
+  // The URL parser quietly percent-encodes control characters and spaces; the webhook is kept
+  // and echoed as sent, so such a string is refused rather than stored (PostgreSQL rejects a NUL).
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c <= 0x20 || c === 0x7f) return false;
+  }
   try {
     const u = new URL(text);
     return u.protocol === "http:" || u.protocol === "https:";

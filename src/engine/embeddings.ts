@@ -1,0 +1,173 @@
+/**
+ * Textual-inversion embeddings: learned token vectors that a prompt calls by name. The name is
+ * found in the prompt as AUTOMATIC1111 finds it, on token ids: the prompt is tokenized as usual,
+ * and wherever the tokens of an embedding's name appear (longest name first) they are replaced by
+ * the embedding's vectors, then the sequence is cut to the tokenizer's length as usual. The
+ * vectors reach the text encoder through its `extra_token_rows` input: ids from vocab_size on
+ * pick those rows instead of the token embedding table (clip.ts), so the encoder computes exactly
+ * what it would for tokens whose table rows held those vectors.
+ *
+ * Files (`.safetensors` only): AUTOMATIC1111's layout (`emb_params` [n, width]) or diffusers'
+ * (one tensor named after its token, [width] or [n, width]). The name is the file's name without
+ * `.safetensors` (A1111), and also the diffusers token when that differs. SDXL's two-encoder form
+ * (`clip_l` / `clip_g`) and vectors of another width are refused by name.
+ */
+import { readdir, stat } from "node:fs/promises";
+import path from "node:path";
+import * as ort from "onnxruntime-node";
+import { ModelError } from "./errors.js";
+import type { Feeds } from "./runtime.js";
+import type { ClipTokenizer } from "./tokenizer/clip.js";
+import { PICKLE_EXTENSIONS } from "./weights/model-folder.js";
+import { readSafetensors, readTensor } from "./weights/safetensors.js";
+
+export interface Embedding {
+  /** The names a prompt may call it by. */
+  names: string[];
+  file: string;
+  /** count × width vectors, row-major. */
+  vectors: Float32Array;
+  count: number;
+}
+
+/** At most this many vectors per embedding (A1111 trains 1–75; more could not fit a prompt). */
+const MAX_VECTORS = 75;
+
+export async function loadEmbedding(file: string, width: number): Promise<Embedding> {
+  if (PICKLE_EXTENSIONS.some((e) => file.toLowerCase().endsWith(e))) {
+    throw new ModelError(
+      "is a PyTorch pickle embedding, which sdserve does not read (loading a pickle can run arbitrary code); " +
+        "use the embedding's .safetensors download",
+      { file },
+    );
+  }
+  const st = await readSafetensors(file);
+  const keys = [...st.tensors.keys()];
+  if (keys.includes("clip_l") || keys.includes("clip_g")) {
+    throw new ModelError("is an SDXL embedding (clip_l / clip_g vectors); this model has one text encoder", { file });
+  }
+  const key = keys.includes("emb_params") ? "emb_params" : keys.length === 1 ? (keys[0] as string) : undefined;
+  if (key === undefined) {
+    throw new ModelError(
+      `is not a textual-inversion embedding: expected one tensor (emb_params, or a token name), found ${keys.length}` +
+        (keys.length > 0 ? ` (${keys.slice(0, 3).join(", ")})` : ""),
+      { file },
+    );
+  }
+  const t = st.tensors.get(key)!;
+  const shape = t.shape.length === 1 ? [1, t.shape[0] as number] : t.shape;
+  if (shape.length !== 2 || (shape[0] as number) < 1 || (shape[0] as number) > MAX_VECTORS) {
+    throw new ModelError(`${key} has shape [${t.shape.join(", ")}]; expected [vectors (1–${MAX_VECTORS}), width]`, {
+      file,
+    });
+  }
+  if (shape[1] !== width) {
+    throw new ModelError(
+      `holds vectors ${shape[1]} wide, but this model's text encoder takes ${width} (an embedding for another model family)`,
+      { file },
+    );
+  }
+  const vectors = await readTensor(t);
+  if (!vectors.every(Number.isFinite)) throw new ModelError("holds NaN or infinite values", { file });
+  const stem = path.basename(file).replace(/\.safetensors$/i, "");
+  const names = key === "emb_params" || key === stem ? [stem] : [stem, key];
+  return { names, file, vectors, count: shape[0] as number };
+}
+
+/**
+ * Loads embedding files, and every `.safetensors` file in the folders given. A file that cannot
+ * be used is an error naming it; two embeddings under one name are too.
+ */
+export async function loadEmbeddings(sources: readonly string[], width: number): Promise<Embedding[]> {
+  const files: string[] = [];
+  for (const source of sources) {
+    const st = await stat(source).catch(() => undefined);
+    if (!st) throw new ModelError("embedding file or folder not found", { file: source });
+    if (st.isDirectory()) {
+      const names = (await readdir(source)).filter((n) => n.toLowerCase().endsWith(".safetensors")).sort();
+      files.push(...names.map((n) => path.join(source, n)));
+    } else files.push(source);
+  }
+  const out: Embedding[] = [];
+  const seen = new Map<string, string>();
+  for (const file of files) {
+    const e = await loadEmbedding(file, width);
+    for (const name of e.names) {
+      const other = seen.get(name);
+      if (other) throw new ModelError(`embedding name "${name}" is also the name of ${other}`, { file });
+      seen.set(name, file);
+    }
+    out.push(e);
+  }
+  return out;
+}
+
+/**
+ * Places the embeddings a batch of prompts names: token ids (ids ≥ vocabSize point at rows of
+ * the returned `extra_token_rows`, one row per vector used) and the feed for that input.
+ */
+export class EmbeddingPlacer {
+  private readonly patterns: { ids: number[]; embedding: Embedding }[];
+
+  constructor(
+    private readonly tokenizer: ClipTokenizer,
+    private readonly embeddings: readonly Embedding[],
+    private readonly vocabSize: number,
+    private readonly width: number,
+  ) {
+    this.patterns = [];
+    for (const embedding of embeddings) {
+      for (const name of embedding.names) {
+        const ids = this.content(name);
+        if (ids.length > 0) this.patterns.push({ ids, embedding });
+      }
+    }
+    this.patterns.sort((a, b) => b.ids.length - a.ids.length);
+  }
+
+  private content(text: string): number[] {
+    return this.tokenizer.encode(text, { padding: false, truncation: false }).inputIds.slice(1, -1);
+  }
+
+  encode(prompts: readonly string[]): { ids: number[][]; feeds: Feeds; rows: number } {
+    const rows: Float32Array[] = [];
+    const ids = prompts.map((prompt) => {
+      const content = this.content(prompt);
+      const placed: number[] = [];
+      const max = this.tokenizer.modelMaxLength;
+      // Past the cut nothing is placed, so a prompt naming an embedding again and again cannot grow the rows.
+      for (let i = 0; i < content.length && placed.length < max - 2; ) {
+        const hit = this.patterns.find((p) => p.ids.every((id, k) => content[i + k] === id));
+        if (!hit) {
+          placed.push(content[i] as number);
+          i++;
+          continue;
+        }
+        const e = hit.embedding;
+        for (let v = 0; v < e.count; v++) {
+          placed.push(this.vocabSize + rows.length);
+          rows.push(e.vectors.subarray(v * this.width, (v + 1) * this.width));
+        }
+        i += hit.ids.length;
+      }
+      const out = [this.tokenizer.bosTokenId, ...placed.slice(0, max - 2), this.tokenizer.eosTokenId];
+      while (out.length < max) out.push(this.tokenizer.padTokenId);
+      return out;
+    });
+    // The input needs at least one row even when no prompt names an embedding.
+    const table = new Float32Array(Math.max(1, rows.length) * this.width);
+    rows.forEach((r, i) => {
+      table.set(r, i * this.width);
+    });
+    return {
+      ids,
+      rows: rows.length,
+      feeds: { extra_token_rows: new ort.Tensor("float32", table, [Math.max(1, rows.length), this.width]) },
+    };
+  }
+
+  /** The embeddings' names, for listing. */
+  get names(): string[] {
+    return this.embeddings.flatMap((e) => e.names);
+  }
+}

@@ -1,0 +1,427 @@
+/**
+ * LoRA: low-rank updates W' = W + scale · (alpha / rank) · up · down on a model's Linear layers,
+ * read from the two common layouts:
+ *
+ * - kohya-ss / AUTOMATIC1111: `lora_unet_<module path, dots as underscores>.lora_down.weight`
+ *   [rank, in], `.lora_up.weight` [out, rank], `.alpha` (absent: alpha = rank); `lora_te_…`
+ *   for the text encoder. 1×1 convs (SD 1.x proj_in/proj_out) store [rank, in, 1, 1].
+ * - diffusers / PEFT: `unet.<module path>.lora_A.weight` [rank, in] and `.lora_B.weight`
+ *   [out, rank], `text_encoder.…`; the alpha/rank factor is already in lora_B (factor 1), as
+ *   diffusers loads them. Older diffusers names (`…processor.to_q_lora.down.weight`,
+ *   `…lora_linear_layer.up.weight`) are read too.
+ *
+ * How they are applied (the design): the weights are never changed. A pipeline loaded with
+ * LoRA support builds its text encoder and UNet graphs with every LoRA-able layer computing
+ * y = x·Wᵀ + (x·Dᵀ)·Uᵀ, where Dᵀ [in, r] and Uᵀ [r, out] are graph inputs (Layers.lowRank). A
+ * request's LoRAs become those inputs — several LoRAs on one layer are concatenated along r,
+ * each up factor multiplied by its own scale · alpha / rank; a layer no LoRA touches gets r = 0.
+ * So switching LoRAs costs building the factor arrays (the size of the LoRA files, milliseconds),
+ * never a new session: fusing W' in memory would rewrite gigabytes and make onnxruntime
+ * re-optimise and re-pack the whole UNet (tens of seconds at SD 1.5 size) for every change. The
+ * price is two thin MatMuls and an Add per LoRA-able layer on every step, paid only by
+ * pipelines loaded with LoRA support.
+ *
+ * Layers that take LoRAs: the UNet's attention projections (to_q, to_k, to_v, to_out.0), its
+ * feed-forward (ff.net.0.proj, ff.net.2) and proj_in / proj_out; the text encoder's q/k/v/out
+ * projections and MLP (fc1, fc2) — what kohya's trainer targets by default. With `convs` (a
+ * pipeline loaded with loraSupport "all", or with a fixed LoRA that needs it) also the UNet's
+ * ResNet convolutions and time projections and its down/upsamplers, as LoCon and LCM-LoRA
+ * change them: a k×k conv to r channels then a 1×1 conv back, at r ≥ 1 even when unused, so
+ * those pipelines pay more per step. The LyCORIS variants (LoHa, LoKr, …) are refused by name,
+ * as are keys that fit no LoRA-able layer of the model and factors whose shapes do not fit.
+ */
+import { stat } from "node:fs/promises";
+import path from "node:path";
+import * as ort from "onnxruntime-node";
+import { ModelError } from "./errors.js";
+import type { LowRankTarget } from "./graph/weights.js";
+import type { Feeds } from "./runtime.js";
+import { readSafetensors, readTensor, type TensorInfo } from "./weights/safetensors.js";
+
+export interface LoraSpec {
+  /** A `.safetensors` LoRA file. */
+  path: string;
+  /** How strongly it applies (default 1; 0 turns it off). */
+  scale?: number;
+}
+
+export type LoraComponent = "unet" | "text_encoder";
+
+/** The layers LoRAs are applied to (module paths in diffusers / transformers names). */
+export function isLoraTarget(component: LoraComponent, prefix: string, convs = false): boolean {
+  if (component === "text_encoder") {
+    return /\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$/.test(prefix);
+  }
+  const attention =
+    /\.attentions\.\d+\.(transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))|proj_in|proj_out)$/;
+  // LoCon and LCM-LoRA also change the ResNets (convolutions, time projection) and the samplers.
+  const resnets = /(\.resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|\.(down|up)samplers\.0\.conv)$/;
+  return attention.test(prefix) || (convs && resnets.test(prefix));
+}
+
+/** Where a LoRA key's layer is in the model (kohya names have underscores for dots), if anywhere. */
+function layerResolver(
+  modules: LoraModel["modules"],
+): (base: string) => { component: LoraComponent; prefix: string } | undefined {
+  const kohyaIndex: Record<LoraComponent, Map<string, string>> = { unet: new Map(), text_encoder: new Map() };
+  for (const component of ["unet", "text_encoder"] as const) {
+    for (const prefix of modules[component].keys()) kohyaIndex[component].set(prefix.replace(/\./g, "_"), prefix);
+  }
+  return (base) => {
+    let m = /^lora_unet_(.+)$/.exec(base);
+    if (m) {
+      const prefix = kohyaIndex.unet.get(m[1] as string);
+      return prefix === undefined ? undefined : { component: "unet", prefix };
+    }
+    m = /^lora_te1?_(.+)$/.exec(base);
+    if (m) {
+      const prefix = kohyaIndex.text_encoder.get(m[1] as string);
+      return prefix === undefined ? undefined : { component: "text_encoder", prefix };
+    }
+    m = /^(unet|text_encoder)\.(.+)$/.exec(base);
+    if (m && modules[m[1] as LoraComponent].has(m[2] as string)) {
+      return { component: m[1] as LoraComponent, prefix: m[2] as string };
+    }
+    return undefined;
+  };
+}
+
+/** The layer a key belongs to, without its factor suffix (undefined: not a LoRA factor). */
+function keyBase(stored: string): { base: string; part: Part; format: "kohya" | "peft" } | undefined {
+  const key = legacyProcessorKey(stored);
+  const suffix = SUFFIXES.find(([s]) => key.endsWith(s));
+  return suffix && { base: key.slice(0, -suffix[0].length), part: suffix[1], format: suffix[2] };
+}
+
+/**
+ * Whether any of these LoRA files changes a convolution or time projection of the UNet (which
+ * a pipeline then builds LoRA inputs for); reads only the files' headers.
+ */
+export async function touchesConvolutions(files: readonly string[], modules: LoraModel["modules"]): Promise<boolean> {
+  const resolve = layerResolver(modules);
+  for (const file of files) {
+    const st = await readSafetensors(file);
+    for (const key of st.tensors.keys()) {
+      const where = keyBase(key) && resolve((keyBase(key) as { base: string }).base);
+      if (
+        where?.component === "unet" &&
+        isLoraTarget("unet", where.prefix, true) &&
+        !isLoraTarget("unet", where.prefix)
+      ) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+/** One layer's factors, validated against the model. */
+interface LoraLayer {
+  component: LoraComponent;
+  prefix: string;
+  rank: number;
+  /** down [rank, in] and up [out, rank], row-major float32. */
+  down: Float32Array;
+  up: Float32Array;
+  /** alpha / rank (kohya), or 1 (PEFT). */
+  factor: number;
+}
+
+export interface LoadedLora {
+  file: string;
+  format: "kohya" | "peft";
+  layers: LoraLayer[];
+}
+
+/** What the model offers: every layer's weight shape, and the layers whose LoRA factors are graph inputs. */
+export interface LoraModel {
+  modules: Record<LoraComponent, ReadonlyMap<string, readonly number[]>>;
+  targets: Record<LoraComponent, ReadonlyMap<string, LowRankTarget>>;
+}
+
+/** The model's modules (tensor names ending in `.weight`, without it) with their weight shapes. */
+export function moduleShapes(tensors: ReadonlyMap<string, TensorInfo>): Map<string, readonly number[]> {
+  const out = new Map<string, readonly number[]>();
+  for (const [name, t] of tensors) if (name.endsWith(".weight")) out.set(name.slice(0, -7), t.shape);
+  return out;
+}
+
+const LYCORIS: readonly [RegExp, string][] = [
+  [/\.hada_w[12]_[ab]$/, "LoHa"],
+  [/\.lokr_w[12](_[ab])?$/, "LoKr"],
+  [/\.lora_mid\.weight$/, "LoCon with CP decomposition"],
+  [/\.(oft_blocks|oft_diag)$/, "OFT"],
+  [/\.dora_scale$/, "DoRA"],
+  [/\.(diff|diff_b)$/, "full-difference"],
+  [/\.(w_norm|b_norm)$/, "norm"],
+];
+
+type Part = "down" | "up" | "alpha";
+const SUFFIXES: readonly [string, Part, "kohya" | "peft"][] = [
+  [".lora_down.weight", "down", "kohya"],
+  [".lora_up.weight", "up", "kohya"],
+  [".alpha", "alpha", "kohya"],
+  [".lora_A.weight", "down", "peft"],
+  [".lora_B.weight", "up", "peft"],
+  [".lora.down.weight", "down", "peft"],
+  [".lora.up.weight", "up", "peft"],
+  [".lora_linear_layer.down.weight", "down", "peft"],
+  [".lora_linear_layer.up.weight", "up", "peft"],
+];
+
+/**
+ * diffusers before PEFT (≤ 0.20) saved UNet LoRAs under its attention processors:
+ * `<attention>.processor.to_q_lora.down.weight`; the layer is `<attention>.to_q` (`to_out.0`).
+ */
+function legacyProcessorKey(key: string): string {
+  const m = /^(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/.exec(key);
+  if (!m) return key;
+  return `${m[1]}.${m[2] === "to_out" ? "to_out.0" : m[2]}.lora.${m[3]}.weight`;
+}
+
+const list = (names: readonly string[]) =>
+  names.slice(0, 3).join(", ") + (names.length > 3 ? `, and ${names.length - 3} more` : "");
+
+/**
+ * Reads a LoRA file and matches it to the model: every key must name a LoRA-able layer of the
+ * model with factors of fitting shapes. Throws a ModelError naming the file and what is wrong.
+ */
+export async function loadLora(file: string, model: LoraModel): Promise<LoadedLora> {
+  const st = await readSafetensors(file);
+  const keys = [...st.tensors.keys()];
+  if (keys.length === 0) throw new ModelError("holds no tensors: not a LoRA", { file });
+  for (const [re, kind] of LYCORIS) {
+    const hit = keys.find((k) => re.test(k));
+    if (hit) {
+      throw new ModelError(
+        `is a LyCORIS ${kind} file (${hit}), which sdserve does not support; it applies plain LoRAs ` +
+          "(lora_down/lora_up or lora_A/lora_B)",
+        { file },
+      );
+    }
+  }
+  if (keys.some((k) => k.startsWith("model.diffusion_model.") || k.startsWith("first_stage_model."))) {
+    throw new ModelError("is a model checkpoint, not a LoRA (load it with --model)", { file });
+  }
+
+  const groups = new Map<string, Partial<Record<Part, TensorInfo>>>();
+  const formats = new Set<"kohya" | "peft">();
+  const unknown: string[] = [];
+  for (const [stored, t] of st.tensors) {
+    const k = keyBase(stored);
+    if (!k) {
+      unknown.push(stored);
+      continue;
+    }
+    formats.add(k.format);
+    const g = groups.get(k.base) ?? {};
+    g[k.part] = t;
+    groups.set(k.base, g);
+  }
+  if (unknown.length > 0) {
+    throw new ModelError(`has keys that are not LoRA factors: ${list(unknown)}`, { file });
+  }
+
+  const resolve = layerResolver(model.modules);
+
+  const unplaced: string[] = [];
+  const unsupported: string[] = [];
+  const layers: LoraLayer[] = [];
+  for (const [base, g] of groups) {
+    if (base.startsWith("lora_te2_")) {
+      throw new ModelError(`is an SDXL LoRA (${base}: a second text encoder); this model has one`, { file });
+    }
+    const where = resolve(base);
+    if (!where) {
+      unplaced.push(base);
+      continue;
+    }
+    const target = model.targets[where.component].get(where.prefix);
+    if (!target) {
+      unsupported.push(`${base} (${where.component} ${where.prefix})`);
+      continue;
+    }
+    if (!g.down || !g.up) {
+      throw new ModelError(`${base} has ${g.down ? "no up" : "no down"} factor`, { file });
+    }
+    layers.push(await readLayer(file, base, where.component, where.prefix, g, target));
+  }
+  if (unplaced.length > 0) {
+    throw new ModelError(
+      `has LoRA keys for layers this model does not have: ${list(unplaced)} (a LoRA for another model family?)`,
+      { file },
+    );
+  }
+  if (unsupported.length > 0) {
+    throw new ModelError(
+      `changes layers sdserve does not apply LoRAs to: ${list(unsupported)}; LoRAs apply to the UNet's attention, ` +
+        "feed-forward and proj_in/proj_out layers and the text encoder's attention and MLP",
+      { file },
+    );
+  }
+  if (layers.length === 0) throw new ModelError("holds no LoRA layers", { file });
+  return { file, format: formats.has("kohya") ? "kohya" : "peft", layers };
+}
+
+async function readLayer(
+  file: string,
+  base: string,
+  component: LoraComponent,
+  prefix: string,
+  g: Partial<Record<Part, TensorInfo>>,
+  target: LowRankTarget,
+): Promise<LoraLayer> {
+  const down = g.down as TensorInfo;
+  const up = g.up as TensorInfo;
+  // 1×1 conv factors [r, in, 1, 1] / [out, r, 1, 1] are the same numbers as linear ones.
+  const flat = (s: readonly number[]) => (s.length === 4 && s[2] === 1 && s[3] === 1 ? s.slice(0, 2) : s);
+  // A convolution's down factor keeps its kernel: [rank, in, k, k].
+  const k = target.kernel;
+  const downShape = k === undefined ? flat(down.shape) : down.shape;
+  const [rank, inF] = downShape;
+  const [outF, upRank] = flat(up.shape);
+  const fits =
+    downShape.length === (k === undefined ? 2 : 4) &&
+    (k === undefined || (downShape[2] === k && downShape[3] === k)) &&
+    flat(up.shape).length === 2 &&
+    rank === upRank &&
+    inF === target.inFeatures &&
+    outF === target.outFeatures;
+  if (!fits) {
+    const kernel = k === undefined ? "" : `, ${k}, ${k}`;
+    throw new ModelError(
+      `${base}: factors down [${down.shape.join(", ")}] and up [${up.shape.join(", ")}] do not fit the layer ` +
+        `${prefix} (${target.inFeatures} in, ${target.outFeatures} out): expected down [rank, ${target.inFeatures}${kernel}] ` +
+        `and up [${target.outFeatures}, rank] (a LoRA for another model?)`,
+      { file },
+    );
+  }
+  const r = rank as number;
+  if (r < 1) throw new ModelError(`${base}: rank 0 (empty factors)`, { file });
+  let factor = 1;
+  if (g.alpha) {
+    if (g.alpha.shape.reduce((a, d) => a * d, 1) !== 1) {
+      throw new ModelError(`${base}.alpha must be one number, has shape [${g.alpha.shape.join(", ")}]`, { file });
+    }
+    const alpha = (await readTensor(g.alpha))[0] as number;
+    if (!Number.isFinite(alpha)) throw new ModelError(`${base}.alpha is ${alpha}`, { file });
+    factor = alpha / r;
+  }
+  const downData = await readTensor(down);
+  const upData = await readTensor(up);
+  for (const [what, data] of [
+    ["down", downData],
+    ["up", upData],
+  ] as const) {
+    if (!data.every(Number.isFinite))
+      throw new ModelError(`${base}: the ${what} factor holds NaN or infinity`, { file });
+  }
+  return { component, prefix, rank: r, down: downData, up: upData, factor };
+}
+
+/**
+ * The graph inputs for a set of LoRAs with their scales: per LoRA-able layer, downᵀ [in, R]
+ * and upᵀ [R, out] with R the summed rank of the LoRAs on it (0 where none is), each up column
+ * block multiplied by scale · alpha / rank in float32.
+ */
+export function loraFeeds(
+  targets: ReadonlyMap<string, LowRankTarget>,
+  component: LoraComponent,
+  loras: readonly { lora: LoadedLora; scale: number }[],
+): Feeds {
+  const byLayer = new Map<string, { layer: LoraLayer; scale: number }[]>();
+  for (const { lora, scale } of loras) {
+    if (scale === 0) continue;
+    for (const layer of lora.layers) {
+      if (layer.component !== component) continue;
+      const list = byLayer.get(layer.prefix) ?? [];
+      list.push({ layer, scale });
+      byLayer.set(layer.prefix, list);
+    }
+  }
+  const feeds: Feeds = {};
+  for (const [prefix, t] of targets) {
+    const parts = byLayer.get(prefix) ?? [];
+    const inF = t.inFeatures;
+    const outF = t.outFeatures;
+    if (t.kernel !== undefined) {
+      feeds[t.downInput] = convFeed(parts, t.kernel, inF, outF, "down");
+      feeds[t.upInput] = convFeed(parts, t.kernel, inF, outF, "up");
+      continue;
+    }
+    const R = parts.reduce((a, p) => a + p.layer.rank, 0);
+    const downT = new Float32Array(inF * R);
+    const upT = new Float32Array(R * outF);
+    let offset = 0;
+    for (const { layer, scale } of parts) {
+      const r = layer.rank;
+      const s = Math.fround(scale * layer.factor);
+      for (let k = 0; k < r; k++) {
+        for (let i = 0; i < inF; i++) downT[i * R + offset + k] = layer.down[k * inF + i] as number;
+        for (let o = 0; o < outF; o++) upT[(offset + k) * outF + o] = Math.fround((layer.up[o * r + k] as number) * s);
+      }
+      offset += r;
+    }
+    feeds[t.downInput] = new ort.Tensor("float32", downT, [inF, R]);
+    feeds[t.upInput] = new ort.Tensor("float32", upT, [R, outF]);
+  }
+  return feeds;
+}
+
+/**
+ * A convolution's factors: down [R, in, k, k] (the LoRAs' down factors stacked) and the scaled
+ * up [out, R, 1, 1]; R is at least 1 (zeros) as a convolution to no channels is not asked of
+ * onnxruntime.
+ */
+function convFeed(
+  parts: readonly { layer: LoraLayer; scale: number }[],
+  k: number,
+  inF: number,
+  outF: number,
+  which: "down" | "up",
+): ort.Tensor {
+  const R = Math.max(
+    1,
+    parts.reduce((a, p) => a + p.layer.rank, 0),
+  );
+  if (which === "down") {
+    const data = new Float32Array(R * inF * k * k);
+    let offset = 0;
+    for (const { layer } of parts) {
+      data.set(layer.down, offset * inF * k * k);
+      offset += layer.rank;
+    }
+    return new ort.Tensor("float32", data, [R, inF, k, k]);
+  }
+  const data = new Float32Array(outF * R);
+  let offset = 0;
+  for (const { layer, scale } of parts) {
+    const r = layer.rank;
+    const s = Math.fround(scale * layer.factor);
+    for (let o = 0; o < outF; o++) {
+      for (let j = 0; j < r; j++) data[o * R + offset + j] = Math.fround((layer.up[o * r + j] as number) * s);
+    }
+    offset += r;
+  }
+  return new ort.Tensor("float32", data, [outF, R, 1, 1]);
+}
+
+/** `PATH[:SCALE]`, as `--lora` takes it; a suffix that is not a number stays part of the path. */
+export function parseLoraArg(arg: string): LoraSpec {
+  const i = arg.lastIndexOf(":");
+  if (i > 0) {
+    const tail = arg.slice(i + 1);
+    if (/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(tail)) return { path: arg.slice(0, i), scale: Number(tail) };
+  }
+  return { path: arg };
+}
+
+/** Identifies a file's current contents cheaply (path, size, modification time) for caching. */
+export async function fileIdentity(file: string): Promise<string> {
+  const abs = path.resolve(file);
+  const st = await stat(abs).catch((err: Error) => {
+    throw new ModelError(`cannot be read: ${err.message}`, { file });
+  });
+  if (!st.isFile()) throw new ModelError("is not a file", { file });
+  return `${abs}\0${st.size}\0${st.mtimeMs}`;
+}

@@ -1,0 +1,95 @@
+/**
+ * `sdserve generate --model file.safetensors` and `--lora`: a real process on the golden
+ * single-file checkpoint and LoRA files.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, test } from "node:test";
+import { promisify } from "node:util";
+import { decode } from "fast-png";
+import { modelDir, REPO_ROOT, SHARED } from "../helpers/fixtures.js";
+
+const run = promisify(execFile);
+const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-cli-single-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+const CHECKPOINT = path.join(SHARED, "fixtures/golden-family/single_file/tiny-sd1.safetensors");
+
+function sdserve(...args: string[]) {
+  return run(process.execPath, ["--import", "tsx", path.join(REPO_ROOT, "src/cli/main.ts"), ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, SDSERVE_CACHE: path.join(tmp, "cache"), SDSERVE_OPTIMIZED_CACHE: "off" },
+  });
+}
+
+test("generate runs a single-file checkpoint with --config", async () => {
+  const out = path.join(tmp, "one.png");
+  const { stdout } = await sdserve(
+    "generate",
+    "a red cube",
+    "--model",
+    CHECKPOINT,
+    "--config",
+    modelDir("tiny-sd1"),
+    "--steps",
+    "2",
+    "--seed",
+    "7",
+    "--out",
+    out,
+    "--threads",
+    "1",
+  );
+  assert.match(stdout, /seed: 7/);
+  const png = decode(readFileSync(out));
+  assert.equal(png.width, 64);
+  assert.match(String(png.text["parameters"]), /Model: tiny-sd1\.safetensors/);
+});
+
+test("--lora applies LoRAs (repeatable, with scales) and a scale of 0 changes nothing", async () => {
+  const lora = (name: string) => path.join(SHARED, "fixtures/golden-family/lora", name);
+  const base = ["a red cube", "--model", modelDir("tiny-sd1"), "--steps", "2", "--seed", "7", "--threads", "1"];
+  const out = (name: string) => path.join(tmp, name);
+  await sdserve("generate", ...base, "--out", out("plain.png"));
+  await sdserve(
+    "generate",
+    ...base,
+    "--out",
+    out("zero.png"),
+    "--lora",
+    `${lora("tiny-sd1_lora_kohya.safetensors")}:0`,
+  );
+  await sdserve(
+    "generate",
+    ...base,
+    "--out",
+    out("two.png"),
+    "--lora",
+    `${lora("tiny-sd1_lora_kohya.safetensors")}:0.5`,
+    "--lora",
+    lora("tiny-sd1_lora_peft.safetensors"),
+  );
+  const pixels = (f: string) => Buffer.from(decode(readFileSync(out(f))).data as Uint8Array);
+  assert.ok(pixels("zero.png").equals(pixels("plain.png")));
+  assert.ok(!pixels("two.png").equals(pixels("plain.png")));
+});
+
+for (const [what, args, message] of [
+  ["a pickle checkpoint", ["--model", "PICKLE"], /pickle.*arbitrary code/],
+  ["a LoRA that is not one", ["--model", modelDir("tiny-sd1"), "--lora", CHECKPOINT], /checkpoint, not a LoRA/],
+  ["a bad --prediction-type", ["--model", CHECKPOINT, "--prediction-type", "x"], /--prediction-type must be one of/],
+] as const) {
+  test(`${what} is one clear line and a non-zero exit`, async () => {
+    const pickle = path.join(tmp, "model.ckpt");
+    writeFileSync(pickle, Buffer.from([0x80, 0x02]));
+    const argv = ["generate", "x", "--steps", "1", ...args.map((a) => (a === "PICKLE" ? pickle : a))];
+    await assert.rejects(sdserve(...argv), (err: { code: number; stderr: string }) => {
+      assert.equal(err.code, 2);
+      const last = err.stderr.trim().split("\n").at(-1) as string;
+      assert.match(last, message);
+      return true;
+    });
+  });
+}

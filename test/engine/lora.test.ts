@@ -1,0 +1,422 @@
+/**
+ * LoRA (golden-family/lora): kohya and PEFT files on tiny-sd1 against diffusers with the LoRA
+ * fused into the weights, at scales 1.0, 0.6 and 0.0, switched per request on one pipeline;
+ * several LoRAs at once; bad files refused with errors naming the file and what is wrong.
+ *
+ * Tolerances reached: text encoder and UNet outputs 1e-4 abs (README: 1e-4); step / final
+ * latents 1e-4 relative to the tensor's max |value|; images 1e-4 abs.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { ModelError, RequestError } from "../../src/engine/errors.js";
+import { decodedToFloatImages } from "../../src/engine/image.js";
+import { parseLoraArg } from "../../src/engine/lora.js";
+import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
+import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
+import { maxAbs, maxAbsDiff, modelDir, readJson, SHARED } from "../helpers/fixtures.js";
+import { copyModel } from "../helpers/model-copy.js";
+
+const DIR = path.join(SHARED, "fixtures/golden-family/lora");
+const NET_TOL = 1e-4;
+const LATENT_REL_TOL = 1e-4;
+const IMAGE_TOL = 1e-4;
+// biome-ignore lint/suspicious/noExplicitAny: the manifest is free-form JSON
+const manifest: any = readJson(path.join(DIR, "manifest.json"));
+const FILES = {
+  kohya: path.join(DIR, manifest.files_lora.kohya as string),
+  peft: path.join(DIR, manifest.files_lora.peft as string),
+};
+
+function ref(key: string): { data: Float32Array; shape: number[] } {
+  const entry = manifest.files[key];
+  const buf = readFileSync(path.join(DIR, entry.file ?? `ref/${key}.bin`));
+  return {
+    data: new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)),
+    shape: entry.shape,
+  };
+}
+const f32 = (name: string, shape: number[], data: Float32Array) => ({ name, dtype: "F32" as const, shape, data });
+const rel = (a: Float32Array, b: Float32Array) => maxAbsDiff(a, b) / maxAbs(b);
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-lora-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe("LoRA goldens on tiny-sd1", () => {
+  let pipe: Pipeline;
+  before(async () => {
+    pipe = await loadPipeline(modelDir("tiny-sd1"), { threads: 2, loraSupport: true });
+  });
+  after(() => pipe.release());
+  const run0 = manifest.runs[0];
+
+  for (const format of ["kohya", "peft"] as const) {
+    test(`${format}: text encoder and one UNet forward at scale 1`, async () => {
+      const loras = [{ path: FILES[format], scale: 1 }];
+      const text = await pipe.encodePrompts([run0.negative_prompt, run0.prompt], loras);
+      const teRef = ref("te_scale1_last_hidden_state");
+      const teErr = maxAbsDiff(text.data, teRef.data);
+      assert.ok(teErr <= NET_TOL, `text encoder: max abs error ${teErr}`);
+
+      const feeds = await pipe.adapterFeeds(loras);
+      const sample = ref("unet_in_sample");
+      const out = await pipe.unet.run(sample, 500, teRef, undefined, feeds.unet);
+      const unetErr = maxAbsDiff(out.data, ref("unet_scale1_out_t500").data);
+      assert.ok(unetErr <= NET_TOL, `UNet: max abs error ${unetErr}`);
+    });
+
+    for (const run of manifest.runs) {
+      test(`${format}: ${run.id} (scale ${run.scale}, ${run.scheduler_class})`, async () => {
+        const steps: Float32Array[] = [];
+        const result = await pipe.generate(
+          {
+            prompt: run.prompt,
+            negativePrompt: run.negative_prompt,
+            numInferenceSteps: run.num_inference_steps,
+            guidanceScale: run.guidance_scale,
+            width: run.width,
+            height: run.height,
+            seed: run.generator_seed,
+            scheduler: run.scheduler_class,
+            latents: ref("initial_latents"),
+            loras: [{ path: FILES[format], scale: run.scale }],
+          },
+          { onStep: ({ latents }) => void steps.push(Float32Array.from(latents.data)) },
+        );
+        if (run.step_latents) {
+          const stepRef = ref(`run_${run.id}_step_latents`).data;
+          const per = stepRef.length / steps.length;
+          steps.forEach((s, i) => {
+            const err = rel(s, stepRef.subarray(i * per, (i + 1) * per));
+            assert.ok(err <= LATENT_REL_TOL, `step ${i + 1}: relative error ${err}`);
+          });
+        }
+        const latentErr = rel(result.latents.data, ref(`run_${run.id}_final_latents`).data);
+        assert.ok(latentErr <= LATENT_REL_TOL, `final latents: relative error ${latentErr}`);
+        const imageErr = maxAbsDiff(decodedToFloatImages(result.decoded), ref(`run_${run.id}_image`).data);
+        assert.ok(imageErr <= IMAGE_TOL, `image: max abs error ${imageErr}`);
+      });
+    }
+  }
+
+  test("a request without LoRAs on a LoRA-capable pipeline is the base model", async () => {
+    const run = manifest.runs.find((r: { scale: number }) => r.scale === 0);
+    const result = await pipe.generate({
+      prompt: run.prompt,
+      negativePrompt: run.negative_prompt,
+      numInferenceSteps: run.num_inference_steps,
+      guidanceScale: run.guidance_scale,
+      seed: run.generator_seed,
+      scheduler: run.scheduler_class,
+      latents: ref("initial_latents"),
+    });
+    const err = rel(result.latents.data, ref(`run_${run.id}_final_latents`).data);
+    assert.ok(err <= LATENT_REL_TOL, `final latents: relative error ${err}`);
+  });
+
+  test("several LoRAs at once, each with its own scale: kohya 0.4 + PEFT 0.2 = one at 0.6", async () => {
+    const run = manifest.runs.find((r: { scale: number }) => r.scale === 0.6);
+    const result = await pipe.generate({
+      prompt: run.prompt,
+      negativePrompt: run.negative_prompt,
+      numInferenceSteps: run.num_inference_steps,
+      guidanceScale: run.guidance_scale,
+      seed: run.generator_seed,
+      scheduler: run.scheduler_class,
+      latents: ref("initial_latents"),
+      loras: [
+        { path: FILES.kohya, scale: 0.4 },
+        { path: FILES.peft, scale: 0.2 },
+      ],
+    });
+    const err = rel(result.latents.data, ref(`run_${run.id}_final_latents`).data);
+    assert.ok(err <= LATENT_REL_TOL, `final latents: relative error ${err}`);
+  });
+});
+
+test("older diffusers names (attention processors, lora_linear_layer) load as the PEFT file does", async () => {
+  const { readSafetensors, readTensor } = await import("../../src/engine/weights/safetensors.js");
+  const st = await readSafetensors(FILES.peft);
+  const tensors = [];
+  for (const t of st.tensors.values()) {
+    const name = t.name
+      .replace(/^(unet\..+)\.(to_q|to_k|to_v|to_out)(\.0)?\.lora_([AB])\.weight$/, (_, a, p, _z, ab) => {
+        return `${a}.processor.${p}_lora.${ab === "A" ? "down" : "up"}.weight`;
+      })
+      .replace(/^(text_encoder\..+)\.lora_([AB])\.weight$/, (_, a, ab) => {
+        return `${a}.lora_linear_layer.${ab === "A" ? "down" : "up"}.weight`;
+      });
+    tensors.push({ name, dtype: "F32" as const, shape: t.shape, data: await readTensor(t) });
+  }
+  assert.ok(tensors.some((t) => t.name.includes(".processor.to_out_lora.up.weight")));
+  const legacy = path.join(tmp, "legacy.safetensors");
+  await writeSafetensors(legacy, tensors);
+  const pipe = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loras: [{ path: legacy, scale: 1 }] });
+  try {
+    const text = await pipe.encodePrompts([manifest.runs[0].negative_prompt, manifest.runs[0].prompt]);
+    const teErr = maxAbsDiff(text.data, ref("te_scale1_last_hidden_state").data);
+    assert.ok(teErr <= NET_TOL, `text encoder: max abs error ${teErr}`);
+    const teRef = ref("te_scale1_last_hidden_state");
+    const out = await pipe.unet.run(ref("unet_in_sample"), 500, teRef, undefined, (await pipe.adapterFeeds([])).unet);
+    const unetErr = maxAbsDiff(out.data, ref("unet_scale1_out_t500").data);
+    assert.ok(unetErr <= NET_TOL, `UNet: max abs error ${unetErr}`);
+  } finally {
+    await pipe.release();
+  }
+});
+
+describe("LoRAs on convolutions and time projections (LoCon, LCM-LoRA)", () => {
+  // Layers of tiny-sd1 with their weight shapes: 3×3 conv, strided 3×3 conv, 1×1 shortcut, linear.
+  const LAYERS: [string, number[]][] = [
+    ["down_blocks.0.resnets.0.conv1", [32, 32, 3, 3]],
+    ["down_blocks.0.downsamplers.0.conv", [32, 32, 3, 3]],
+    ["down_blocks.1.resnets.0.conv_shortcut", [64, 32, 1, 1]],
+    ["up_blocks.0.resnets.0.time_emb_proj", [64, 128]],
+    ["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q", [64, 64]],
+  ];
+  const RANK = 2;
+  const ALPHA = 1;
+  const SCALE = 0.7;
+  const value = (i: number, seed: number) => Math.sin(i * 0.731 + seed) * 0.2;
+  let file: string;
+  let fused: ReturnType<typeof copyModel>;
+  before(async () => {
+    const { readSafetensors, readTensor } = await import("../../src/engine/weights/safetensors.js");
+    const tensors: ReturnType<typeof f32>[] = [];
+    const deltas = new Map<string, Float32Array>();
+    LAYERS.forEach(([layer, shape], n) => {
+      const [out, inF, kh = 1, kw = 1] = shape as [number, number, number?, number?];
+      const cols = inF * kh * kw;
+      const down = Float32Array.from({ length: RANK * cols }, (_, i) => value(i, n));
+      const up = Float32Array.from({ length: out * RANK }, (_, i) => value(i, n + 10));
+      const base = `lora_unet_${layer.replace(/\./g, "_")}`;
+      const conv = shape.length === 4;
+      tensors.push(f32(`${base}.lora_down.weight`, conv ? [RANK, inF, kh, kw] : [RANK, inF], down));
+      tensors.push(f32(`${base}.lora_up.weight`, conv ? [out, RANK, 1, 1] : [out, RANK], up));
+      tensors.push(f32(`${base}.alpha`, [], Float32Array.of(ALPHA)));
+      // W' = W + scale · alpha/rank · up @ down, in float64 then rounded once.
+      const delta = new Float32Array(out * cols);
+      for (let o = 0; o < out; o++)
+        for (let c = 0; c < cols; c++) {
+          let acc = 0;
+          for (let r = 0; r < RANK; r++) acc += (up[o * RANK + r] as number) * (down[r * cols + c] as number);
+          delta[o * cols + c] = ((SCALE * ALPHA) / RANK) * acc;
+        }
+      deltas.set(`${layer}.weight`, delta);
+    });
+    file = path.join(tmp, "locon.safetensors");
+    await writeSafetensors(file, tensors);
+
+    fused = copyModel("tiny-sd1");
+    const weights = path.join(fused.dir, "unet", "diffusion_pytorch_model.safetensors");
+    const st = await readSafetensors(weights);
+    const out = [];
+    for (const t of st.tensors.values()) {
+      const data = Float32Array.from(await readTensor(t));
+      const delta = deltas.get(t.name);
+      if (delta) for (let i = 0; i < data.length; i++) data[i] = (data[i] as number) + (delta[i] as number);
+      out.push(f32(t.name, t.shape, data));
+    }
+    await writeSafetensors(weights, out);
+  });
+  after(() => fused?.remove());
+
+  test("a fixed LoRA on convolutions equals its deltas fused into the weights", async () => {
+    const withLora = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loras: [{ path: file, scale: SCALE }] });
+    const plainFused = await loadPipeline(fused.dir, { threads: 1 });
+    try {
+      const context = ref("te_scale1_last_hidden_state");
+      const sample = ref("unet_in_sample");
+      const a = await withLora.unet.run(sample, 500, context, undefined, (await withLora.adapterFeeds([])).unet);
+      const b = await plainFused.unet.run(sample, 500, context);
+      const err = maxAbsDiff(a.data, b.data);
+      assert.ok(err <= 1e-5, `UNet: max abs error ${err}`);
+      const plain = await loadPipeline(modelDir("tiny-sd1"), { threads: 1 });
+      const unchanged = await plain.unet.run(sample, 500, context);
+      await plain.release();
+      assert.ok(maxAbsDiff(unchanged.data, b.data) > 100 * err, "the LoRA changes the output");
+    } finally {
+      await withLora.release();
+      await plainFused.release();
+    }
+  });
+
+  test('per request with loraSupport "all"; refused by a pipeline built for attention layers only', async () => {
+    const all = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraSupport: "all" });
+    const plainFused = await loadPipeline(fused.dir, { threads: 1 });
+    const attentionOnly = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraSupport: true });
+    try {
+      const context = ref("te_scale1_last_hidden_state");
+      const sample = ref("unet_in_sample");
+      const feeds = await all.adapterFeeds([{ path: file, scale: SCALE }]);
+      const a = await all.unet.run(sample, 500, context, undefined, feeds.unet);
+      const b = await plainFused.unet.run(sample, 500, context);
+      const err = maxAbsDiff(a.data, b.data);
+      assert.ok(err <= 1e-5, `UNet: max abs error ${err}`);
+      await assert.rejects(
+        attentionOnly.adapterFeeds([{ path: file }]),
+        /does not apply LoRAs to: lora_unet_down_blocks_0_resnets_0_conv1/,
+      );
+    } finally {
+      await all.release();
+      await plainFused.release();
+      await attentionOnly.release();
+    }
+  });
+});
+
+test("LoRAs given at load apply to every request", async () => {
+  const pipe = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loras: [{ path: FILES.peft, scale: 1 }] });
+  try {
+    const text = await pipe.encodePrompts([manifest.runs[0].negative_prompt, manifest.runs[0].prompt]);
+    const err = maxAbsDiff(text.data, ref("te_scale1_last_hidden_state").data);
+    assert.ok(err <= NET_TOL, `text encoder: max abs error ${err}`);
+  } finally {
+    await pipe.release();
+  }
+});
+
+test("--lora PATH[:SCALE] parsing", () => {
+  assert.deepEqual(parseLoraArg("a.safetensors"), { path: "a.safetensors" });
+  assert.deepEqual(parseLoraArg("a.safetensors:0.6"), { path: "a.safetensors", scale: 0.6 });
+  assert.deepEqual(parseLoraArg("C:\\loras\\a.safetensors"), { path: "C:\\loras\\a.safetensors" });
+  assert.deepEqual(parseLoraArg("dir:x/a.safetensors:-1e-1"), { path: "dir:x/a.safetensors", scale: -0.1 });
+});
+
+describe("bad LoRA files", () => {
+  let pipe: Pipeline;
+  before(async () => {
+    pipe = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraSupport: true });
+  });
+  after(() => pipe.release());
+
+  const f32 = (shape: number[]) => ({
+    dtype: "F32" as const,
+    shape,
+    data: new Float32Array(shape.reduce((a, d) => a * d, 1)).fill(0.01),
+  });
+  const write = async (name: string, tensors: Record<string, number[]>, fill?: number) => {
+    const file = path.join(tmp, name);
+    await writeSafetensors(
+      file,
+      Object.entries(tensors).map(([n, shape]) => {
+        const t = { name: n, ...f32(shape) };
+        if (fill !== undefined) t.data.fill(fill);
+        return t;
+      }),
+    );
+    return file;
+  };
+  const rejects = async (file: string, pattern: RegExp) => {
+    await assert.rejects(pipe.adapterFeeds([{ path: file }]), (err: Error) => {
+      assert.ok(err instanceof ModelError, `${err.name}: ${err.message}`);
+      assert.ok(err.message.includes(path.basename(file)), err.message);
+      assert.match(err.message, pattern);
+      return true;
+    });
+  };
+  const Q = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q";
+
+  test("LyCORIS LoHa and LoKr are refused by name", async () => {
+    await rejects(
+      await write("loha.safetensors", { [`${Q}.hada_w1_a`]: [64, 4], [`${Q}.hada_w1_b`]: [4, 64] }),
+      /LoHa/,
+    );
+    await rejects(await write("lokr.safetensors", { [`${Q}.lokr_w1`]: [8, 8], [`${Q}.lokr_w2`]: [8, 8] }), /LoKr/);
+  });
+
+  test("factors whose shapes do not fit the layer", async () => {
+    const file = await write("wide.safetensors", {
+      [`${Q}.lora_down.weight`]: [4, 320],
+      [`${Q}.lora_up.weight`]: [64, 4],
+    });
+    await rejects(
+      file,
+      /do not fit the layer down_blocks\.1\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q \(64 in, 64 out\)/,
+    );
+    const ranks = await write("ranks.safetensors", {
+      [`${Q}.lora_down.weight`]: [4, 64],
+      [`${Q}.lora_up.weight`]: [64, 8],
+    });
+    await rejects(ranks, /do not fit/);
+  });
+
+  test("keys that are not LoRA factors, and layers the model does not have", async () => {
+    await rejects(await write("junk.safetensors", { "something.else": [2] }), /not LoRA factors: something\.else/);
+    await rejects(
+      await write("other.safetensors", {
+        "lora_unet_down_blocks_7_attentions_0_proj_in.lora_down.weight": [4, 64],
+        "lora_unet_down_blocks_7_attentions_0_proj_in.lora_up.weight": [64, 4],
+      }),
+      /layers this model does not have: lora_unet_down_blocks_7_attentions_0_proj_in/,
+    );
+  });
+
+  test("a LoRA on a convolution (LoCon) is refused by layer", async () => {
+    const file = await write("locon.safetensors", {
+      "lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight": [4, 32, 3, 3],
+      "lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight": [32, 4, 1, 1],
+    });
+    await rejects(file, /does not apply LoRAs to: lora_unet_down_blocks_0_resnets_0_conv1/);
+  });
+
+  test("a half LoRA, rank 0, a bad alpha and non-finite factors", async () => {
+    await rejects(
+      await write("rank0.safetensors", { [`${Q}.lora_down.weight`]: [0, 64], [`${Q}.lora_up.weight`]: [64, 0] }),
+      /rank 0/,
+    );
+    await rejects(await write("half.safetensors", { [`${Q}.lora_down.weight`]: [4, 64] }), /no up factor/);
+    await rejects(
+      await write("alpha.safetensors", {
+        [`${Q}.lora_down.weight`]: [4, 64],
+        [`${Q}.lora_up.weight`]: [64, 4],
+        [`${Q}.alpha`]: [2],
+      }),
+      /alpha must be one number/,
+    );
+    await rejects(
+      await write(
+        "nan.safetensors",
+        { [`${Q}.lora_down.weight`]: [4, 64], [`${Q}.lora_up.weight`]: [64, 4] },
+        Number.NaN,
+      ),
+      /NaN/,
+    );
+  });
+
+  test("a model checkpoint given as a LoRA, and a missing file", async () => {
+    await rejects(
+      path.join(SHARED, "fixtures/golden-family/single_file/tiny-sd1.safetensors"),
+      /checkpoint, not a LoRA/,
+    );
+    await rejects(path.join(tmp, "missing.safetensors"), /cannot be read/);
+  });
+
+  test("a truncated LoRA", async () => {
+    const bytes = readFileSync(FILES.kohya);
+    const file = path.join(tmp, "cut.safetensors");
+    await import("node:fs/promises").then((fs) => fs.writeFile(file, bytes.subarray(0, bytes.length - 1000)));
+    await rejects(file, /truncated/);
+  });
+
+  test("a request with LoRAs on a pipeline loaded without LoRA support", async () => {
+    const plain = await loadPipeline(modelDir("tiny-sd1"), { threads: 1 });
+    try {
+      await assert.rejects(
+        plain.generate({ prompt: "x", numInferenceSteps: 1, loras: [{ path: FILES.kohya }] }),
+        (err: Error) => err instanceof RequestError && /without LoRA support/.test(err.message),
+      );
+    } finally {
+      await plain.release();
+    }
+  });
+
+  test("a non-finite scale", async () => {
+    await assert.rejects(
+      pipe.adapterFeeds([{ path: FILES.kohya, scale: Number.NaN }]),
+      (err: Error) => err instanceof RequestError && /scale/.test(err.message),
+    );
+  });
+});
