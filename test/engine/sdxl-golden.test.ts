@@ -226,4 +226,30 @@ describe("SDXL (tiny-sdxl) against diffusers", () => {
       assert.ok(imageErr <= IMAGE_TOL, `image: max abs error ${imageErr}`);
     });
   }
+
+  test("a batch of two (the golden latents twice) gives the golden run twice: rows line up under guidance", async () => {
+    const run = (m.runs as Run[])[0] as Run;
+    const one = ref(m.initial_latents);
+    const two = new Float32Array(one.data.length * 2);
+    two.set(one.data, 0);
+    two.set(one.data, one.data.length);
+    const result = await pipe.denoise({
+      prompt: run.prompt,
+      negativePrompt: run.negative_prompt ?? undefined,
+      numInferenceSteps: run.num_inference_steps,
+      guidanceScale: run.guidance_scale,
+      height: run.height,
+      width: run.width,
+      seed: run.generator_seed,
+      scheduler: run.scheduler_class,
+      numOutputs: 2,
+      latents: { data: two, shape: [2, ...one.shape.slice(1)] },
+    });
+    const expected = ref(run.final_latents).data;
+    for (const half of [0, 1]) {
+      const part = result.latents.data.subarray(half * expected.length, (half + 1) * expected.length);
+      const err = relErr(part, expected);
+      assert.ok(err <= LATENT_REL_TOL, `image ${half + 1}: relative error ${err}`);
+    }
+  });
 });
