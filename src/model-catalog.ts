@@ -21,6 +21,12 @@
  * Defaults not given come from the weights when they are a known checkpoint (SD 1.5, SD 2.1,
  * SD 2.1-base, SD-Turbo: their native size, steps and guidance), else Replicate's for
  * stability-ai/stable-diffusion, else 512 px and 50 steps.
+ *
+ * SDXL: a model is SDXL when it is named stability-ai/sdxl, has a "refiner", or its weights are
+ * an SDXL folder (model_index.json) or a known SDXL hub id; it is served with Replicate's
+ * stability-ai/sdxl schema and defaults (1024², 50 steps, guidance 7.5, K_EULER). `--model` with
+ * SDXL weights serves them as stability-ai/sdxl. "refiner" names the weights of Replicate's
+ * `refine` modes (loaded on the first prediction that refines).
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -41,6 +47,37 @@ export const DEFAULT_WEIGHTS = "stabilityai/stable-diffusion-2-1";
 
 export const SIZES = [128, 256, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024] as const;
 export const SCHEDULERS = ["DDIM", "K_EULER", "DPMSolverMultistep", "K_EULER_ANCESTRAL", "PNDM", "KLMS"] as const;
+
+/** Replicate's SDXL model. */
+export const SDXL_MODEL_NAME = "stability-ai/sdxl";
+/** stability-ai/sdxl's schedulers (cog-sdxl's predict.py). */
+export const SDXL_SCHEDULERS = [
+  "DDIM",
+  "DPMSolverMultistep",
+  "HeunDiscrete",
+  "KarrasDPM",
+  "K_EULER_ANCESTRAL",
+  "K_EULER",
+  "PNDM",
+] as const;
+/**
+ * SDXL sizes: any multiple of 8 (the VAE's scale) from 64 to 2048 a side, at most 2048×1024
+ * pixels in all (twice SDXL's native 1024², which already needs about 4 GiB of activations at fp32).
+ */
+export const SDXL_MIN_SIDE = 64;
+export const SDXL_MAX_SIDE = 2048;
+export const SDXL_MAX_PIXELS = 2048 * 1024;
+/** Replicate's published defaults for stability-ai/sdxl. */
+export const SDXL_DEFAULTS: ModelDefaults = {
+  width: 1024,
+  height: 1024,
+  num_inference_steps: 50,
+  guidance_scale: 7.5,
+  scheduler: "K_EULER",
+  negative_prompt: "",
+};
+/** Hub ids known to be SDXL pipelines (others are recognised from a local folder's model_index.json). */
+const SDXL_HUB_IDS = new Set(["stabilityai/stable-diffusion-xl-base-1.0", "stabilityai/sdxl-turbo"]);
 
 export interface ModelDefaults {
   width: number;
@@ -77,6 +114,10 @@ const GENERIC_DEFAULTS: ModelDefaults = { ...REPLICATE_DEFAULTS, width: 512, hei
 export interface ModelSpec {
   /** owner/name, as clients name it. */
   name: string;
+  /** "sdxl": served with stability-ai/sdxl's schema (see the top of this file). */
+  family: "sd" | "sdxl";
+  /** SDXL: the refiner's weights (hub id or absolute folder), for `refine`. */
+  refiner?: string;
   /** A Hugging Face model id (owner/name[@revision]), a local folder (absolute), or tiny-random. */
   weights: string;
   variant: "fp32" | "fp16";
@@ -95,15 +136,27 @@ const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
  * its revision, or the folder's absolute path), the variant and the input defaults. The
  * default definition of stability-ai/stable-diffusion keeps Replicate's id.
  */
-export function versionId(spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults">): string {
-  const hub = parseHubId(spec.weights);
-  const weights = hub ? `${hub.repo}@${hub.revision}` : spec.weights;
+export function versionId(
+  spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults"> & { refiner?: string },
+): string {
+  const pinned = (w: string) => {
+    const hub = parseHubId(w);
+    return hub ? `${hub.repo}@${hub.revision}` : w;
+  };
+  const weights = pinned(spec.weights);
   const defaults = Object.fromEntries(
     Object.entries(spec.defaults)
       .filter(([, v]) => v !== undefined)
       .sort(([a], [b]) => a.localeCompare(b)),
   );
-  const canonical = { defaults, name: spec.name, variant: spec.variant, weights };
+  // The refiner joins the definition only where there is one: other models keep their ids.
+  const canonical = {
+    defaults,
+    name: spec.name,
+    ...(spec.refiner === undefined ? {} : { refiner: pinned(spec.refiner) }),
+    variant: spec.variant,
+    weights,
+  };
   if (
     spec.name === DEFAULT_MODEL_NAME &&
     weights === `${DEFAULT_WEIGHTS}@main` &&
@@ -121,7 +174,8 @@ function sortKeys(o: object): Record<string, unknown> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
 }
 
-function baseDefaults(name: string, weights: string): ModelDefaults {
+function baseDefaults(name: string, weights: string, family: ModelSpec["family"]): ModelDefaults {
+  if (family === "sdxl") return SDXL_DEFAULTS;
   const hub = parseHubId(weights);
   const known = hub ? KNOWN_WEIGHTS[hub.repo] : undefined;
   if (known) return known;
@@ -135,7 +189,45 @@ function normalizeWeights(weights: string, baseDir: string): string {
   return local ? path.resolve(baseDir, weights) : weights;
 }
 
-function checkDefaults(where: string, raw: unknown, base: ModelDefaults): ModelDefaults {
+/** Whether weights are SDXL: a known hub id, or a folder whose model_index.json names an SDXL pipeline. */
+export function isSdxlWeights(weights: string): boolean {
+  const hub = parseHubId(weights);
+  if (hub && SDXL_HUB_IDS.has(hub.repo)) return true;
+  if (!path.isAbsolute(weights)) return false;
+  try {
+    const index = JSON.parse(readFileSync(path.join(weights, "model_index.json"), "utf8")) as { _class_name?: unknown };
+    return typeof index._class_name === "string" && index._class_name.startsWith("StableDiffusionXL");
+  } catch {
+    return false;
+  }
+}
+
+function checkSize(at: string, value: unknown, family: ModelSpec["family"]): number {
+  if (family === "sdxl") {
+    if (
+      !Number.isInteger(value) ||
+      (value as number) < SDXL_MIN_SIDE ||
+      (value as number) > SDXL_MAX_SIDE ||
+      (value as number) % 8 !== 0
+    ) {
+      throw new CatalogError(
+        `${at}: must be a multiple of 8 from ${SDXL_MIN_SIDE} to ${SDXL_MAX_SIDE}, got ${JSON.stringify(value)}`,
+      );
+    }
+    return value as number;
+  }
+  if (!SIZES.includes(value as (typeof SIZES)[number])) {
+    throw new CatalogError(`${at}: must be one of ${SIZES.join(", ")}, got ${JSON.stringify(value)}`);
+  }
+  return value as number;
+}
+
+function checkDefaults(
+  where: string,
+  raw: unknown,
+  base: ModelDefaults,
+  family: ModelSpec["family"] = "sd",
+): ModelDefaults {
   if (raw === undefined) return { ...base };
   if (typeof raw !== "object" || raw === null || Array.isArray(raw))
     throw new CatalogError(`${where}: must be an object`);
@@ -145,10 +237,7 @@ function checkDefaults(where: string, raw: unknown, base: ModelDefaults): ModelD
     switch (key) {
       case "width":
       case "height":
-        if (!SIZES.includes(value as (typeof SIZES)[number])) {
-          throw new CatalogError(`${at}: must be one of ${SIZES.join(", ")}, got ${JSON.stringify(value)}`);
-        }
-        out[key] = value as number;
+        out[key] = checkSize(at, value, family);
         break;
       case "num_inference_steps":
         if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > 500) {
@@ -156,20 +245,24 @@ function checkDefaults(where: string, raw: unknown, base: ModelDefaults): ModelD
         }
         out[key] = value as number;
         break;
-      case "guidance_scale":
-        if (typeof value !== "number" || value < 1 || value > 20) {
+      case "guidance_scale": {
+        const most = family === "sdxl" ? 50 : 20;
+        if (typeof value !== "number" || value < 1 || value > most) {
           throw new CatalogError(
-            `${at}: must be a number from 1 to 20 (1 turns guidance off), got ${JSON.stringify(value)}`,
+            `${at}: must be a number from 1 to ${most} (1 turns guidance off), got ${JSON.stringify(value)}`,
           );
         }
         out[key] = value;
         break;
-      case "scheduler":
-        if (!SCHEDULERS.includes(value as (typeof SCHEDULERS)[number])) {
-          throw new CatalogError(`${at}: must be one of ${SCHEDULERS.join(", ")}, got ${JSON.stringify(value)}`);
+      }
+      case "scheduler": {
+        const names: readonly string[] = family === "sdxl" ? SDXL_SCHEDULERS : SCHEDULERS;
+        if (!names.includes(value as string)) {
+          throw new CatalogError(`${at}: must be one of ${names.join(", ")}, got ${JSON.stringify(value)}`);
         }
         out[key] = value as string;
         break;
+      }
       case "negative_prompt":
         if (typeof value !== "string") throw new CatalogError(`${at}: must be a string`);
         out[key] = value;
@@ -180,7 +273,13 @@ function checkDefaults(where: string, raw: unknown, base: ModelDefaults): ModelD
         );
     }
   }
-  if (out.width * out.height > 786_432) {
+  if (family === "sdxl") {
+    if (out.width * out.height > SDXL_MAX_PIXELS) {
+      throw new CatalogError(
+        `${where}: ${out.width}x${out.height} is more than the largest size, ${SDXL_MAX_PIXELS} pixels`,
+      );
+    }
+  } else if (out.width * out.height > 786_432) {
     throw new CatalogError(`${where}: ${out.width}x${out.height} is more than the largest size, 1024x768 pixels`);
   }
   return out;
@@ -189,16 +288,26 @@ function checkDefaults(where: string, raw: unknown, base: ModelDefaults): ModelD
 export function modelSpec(
   name: string,
   weights: string,
-  opts: { variant?: "fp32" | "fp16"; defaults?: unknown; description?: string; where?: string } = {},
+  opts: {
+    variant?: "fp32" | "fp16";
+    defaults?: unknown;
+    description?: string;
+    where?: string;
+    refiner?: string;
+  } = {},
 ): ModelSpec {
   const where = opts.where ?? name;
   if (!MODEL_NAME.test(name))
     throw new CatalogError(`${where}: a model name is owner/name, got ${JSON.stringify(name)}`);
   const variant = opts.variant ?? "fp32";
-  const defaults = checkDefaults(`${where}.defaults`, opts.defaults, baseDefaults(name, weights));
-  const version = versionId({ name, weights, variant, defaults });
+  const family = name === SDXL_MODEL_NAME || opts.refiner !== undefined || isSdxlWeights(weights) ? "sdxl" : "sd";
+  const defaults = checkDefaults(`${where}.defaults`, opts.defaults, baseDefaults(name, weights, family), family);
+  const refiner = opts.refiner;
+  const version = versionId({ name, weights, variant, defaults, refiner });
   return {
     name,
+    family,
+    ...(refiner === undefined ? {} : { refiner }),
     weights,
     variant,
     defaults,
@@ -234,8 +343,8 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
       throw new CatalogError(`${where}: must be an object`);
     const entry = raw as Record<string, unknown>;
     for (const key of Object.keys(entry)) {
-      if (!["weights", "variant", "defaults", "description"].includes(key)) {
-        throw new CatalogError(`${where}.${key}: unknown setting (weights, variant, defaults, description)`);
+      if (!["weights", "variant", "defaults", "description", "refiner"].includes(key)) {
+        throw new CatalogError(`${where}.${key}: unknown setting (weights, variant, defaults, description, refiner)`);
       }
     }
     if (typeof entry["weights"] !== "string" || entry["weights"].trim() === "") {
@@ -246,12 +355,17 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
     if (entry["description"] !== undefined && typeof entry["description"] !== "string") {
       throw new CatalogError(`${where}.description: must be a string`);
     }
+    const refiner = entry["refiner"];
+    if (refiner !== undefined && (typeof refiner !== "string" || refiner.trim() === "")) {
+      throw new CatalogError(`${where}.refiner: must be an SDXL refiner's Hugging Face model id or diffusers folder`);
+    }
     specs.push(
       modelSpec(name, normalizeWeights(entry["weights"], baseDir), {
         variant,
         defaults: entry["defaults"],
         description: entry["description"] as string | undefined,
         where,
+        refiner: refiner === undefined ? undefined : normalizeWeights(refiner, baseDir),
       }),
     );
   }
@@ -261,7 +375,8 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
 
 /**
  * The models to serve: those of the models file, with --model (when given) as the weights of
- * stability-ai/stable-diffusion; with neither, stability-ai/stable-diffusion on SD 2.1.
+ * stability-ai/stable-diffusion (stability-ai/sdxl when they are SDXL); with neither,
+ * stability-ai/stable-diffusion on SD 2.1.
  */
 export function modelCatalog(opts: { modelsFile?: string; model?: string; variant?: "fp32" | "fp16" }): ModelSpec[] {
   const variant = opts.variant ?? "fp32";
@@ -270,10 +385,12 @@ export function modelCatalog(opts: { modelsFile?: string; model?: string; varian
     return fromFile.length > 0 ? fromFile : [modelSpec(DEFAULT_MODEL_NAME, DEFAULT_WEIGHTS, { variant })];
   }
   const weights = normalizeWeights(opts.model, process.cwd());
-  const inFile = fromFile.find((s) => s.name === DEFAULT_MODEL_NAME);
-  const main = modelSpec(DEFAULT_MODEL_NAME, weights, {
+  const name = isSdxlWeights(weights) ? SDXL_MODEL_NAME : DEFAULT_MODEL_NAME;
+  const inFile = fromFile.find((s) => s.name === name);
+  const main = modelSpec(name, weights, {
     variant: inFile?.variant ?? variant,
     description: inFile?.description,
+    refiner: inFile?.refiner,
   });
-  return [main, ...fromFile.filter((s) => s.name !== DEFAULT_MODEL_NAME)];
+  return [main, ...fromFile.filter((s) => s.name !== name)];
 }

@@ -3,15 +3,17 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { after, test } from "node:test";
+import { after, describe, test } from "node:test";
 import {
   CatalogError,
   modelCatalog,
   modelSpec,
   REPLICATE_DEFAULTS,
   readModelsFile,
+  SDXL_DEFAULTS,
   STABLE_DIFFUSION_VERSION,
 } from "../src/model-catalog.js";
+import { REPO_ROOT } from "./helpers/fixtures.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-catalog-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -140,4 +142,58 @@ test("a bad models file is refused with the file and the field", () => {
     );
   }
   assert.throws(() => readModelsFile(path.join(tmp, "absent.json")), /cannot be read \(ENOENT\)/);
+});
+
+describe("SDXL models", () => {
+  const sdxlFolder = path.resolve(REPO_ROOT, "../shared/fixtures/golden-family/sdxl/tiny-sdxl");
+
+  test("stability-ai/sdxl with a refiner: Replicate's SDXL defaults, folders resolved against the file", () => {
+    const file = modelsFile({
+      models: { "stability-ai/sdxl": { weights: sdxlFolder, refiner: "./refiner" } },
+    });
+    const [spec] = readModelsFile(file);
+    assert.equal(spec?.family, "sdxl");
+    assert.equal(spec?.refiner, path.join(tmp, "refiner"));
+    assert.deepEqual(spec?.defaults, SDXL_DEFAULTS);
+    // The refiner is part of the definition: another refiner, another version.
+    const other = modelSpec("stability-ai/sdxl", sdxlFolder, { refiner: "/elsewhere" });
+    assert.notEqual(other.version, spec?.version);
+    assert.notEqual(modelSpec("stability-ai/sdxl", sdxlFolder).version, spec?.version);
+  });
+
+  test("an SDXL folder under any name is SDXL; --model with one serves stability-ai/sdxl", () => {
+    assert.equal(modelSpec("me/xl", sdxlFolder).family, "sdxl");
+    assert.equal(modelSpec("me/xl", "stabilityai/stable-diffusion-xl-base-1.0").family, "sdxl");
+    assert.equal(modelSpec("me/sd", "tiny-random").family, "sd");
+    const [main] = modelCatalog({ model: sdxlFolder });
+    assert.equal(main?.name, "stability-ai/sdxl");
+    assert.equal(main?.defaults.width, 1024);
+    // The SD models keep their ids: a refiner joins the definition only where there is one.
+    assert.equal(
+      modelSpec("stability-ai/stable-diffusion", "stabilityai/stable-diffusion-2-1").version,
+      STABLE_DIFFUSION_VERSION,
+    );
+  });
+
+  test("SDXL defaults take SDXL's sizes, schedulers and guidance; SD's stay as they were", () => {
+    const xl = (defaults: unknown) => modelSpec("stability-ai/sdxl", sdxlFolder, { defaults });
+    assert.equal(xl({ width: 1152, height: 896, scheduler: "HeunDiscrete", guidance_scale: 30 }).defaults.width, 1152);
+    for (const bad of [
+      { width: 1001 },
+      { width: 4096 },
+      { width: 2048, height: 2048 },
+      { scheduler: "KLMS" },
+      { guidance_scale: 51 },
+    ]) {
+      assert.throws(() => xl(bad), CatalogError, JSON.stringify(bad));
+    }
+    assert.throws(() => modelSpec("me/sd", "tiny-random", { defaults: { scheduler: "HeunDiscrete" } }), CatalogError);
+  });
+
+  test("a refiner that is not a non-empty string is refused, naming the field", () => {
+    for (const refiner of ["", 3, null, ["a"]]) {
+      const file = modelsFile({ models: { "stability-ai/sdxl": { weights: sdxlFolder, refiner } } });
+      assert.throws(() => readModelsFile(file), /\.refiner: must be/);
+    }
+  });
 });

@@ -22,6 +22,8 @@ import { type GenerateRequest, HubError, ModelError, type PullEvent, RequestErro
 import {
   ENGINE_PROCESS_FLAG,
   type FromEngine,
+  type PictureInputs,
+  type RefineParams,
   type SetupParams,
   type ToEngine,
   type WireError,
@@ -148,7 +150,15 @@ export class EngineHost {
    */
   generate(
     request: GenerateRequest,
-    opts: { signal: AbortSignal; previewIntervalMs?: number; onStep?: (report: StepReport) => void },
+    opts: {
+      signal: AbortSignal;
+      previewIntervalMs?: number;
+      onStep?: (report: StepReport) => void;
+      /** SDXL: Replicate's refine modes, picture inputs and watermark (engine-process.ts). */
+      refine?: RefineParams;
+      pictures?: PictureInputs;
+      watermark?: boolean;
+    },
   ): Promise<Uint8Array[]> {
     if (this.stoppedWhy) return Promise.reject(new EngineStoppedError(this.stoppedWhy));
     const { signal } = opts;
@@ -160,7 +170,15 @@ export class EngineHost {
       this.pending.set(id, { resolve, reject, onStep: opts.onStep });
     });
     this.updateRef();
-    this.send({ type: "generate", id, request, previewIntervalMs: opts.previewIntervalMs });
+    this.send({
+      type: "generate",
+      id,
+      request,
+      previewIntervalMs: opts.previewIntervalMs,
+      refine: opts.refine,
+      pictures: opts.pictures,
+      watermark: opts.watermark,
+    });
     return result
       .catch((err: unknown) => {
         // Stopped between steps because it was asked to: the caller's reason, as in-process.

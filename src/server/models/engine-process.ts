@@ -13,9 +13,11 @@
 import {
   a1111Parameters,
   canPreview,
+  decodeImage,
   type ExecutionProvider,
   encodePng,
   type GenerateRequest,
+  type GenerationParameters,
   HubError,
   type HubSettings,
   latentsToPreviewImages,
@@ -24,9 +26,11 @@ import {
   type Pipeline,
   type PullEvent,
   RequestError,
+  type RgbImage,
   resolveModelSource,
   type StepEvent,
 } from "../../engine/index.js";
+import { watermarked } from "../../engine/watermark.js";
 import type { WeightsVariant } from "../../engine/weights/model-folder.js";
 
 export interface SetupParams {
@@ -38,6 +42,23 @@ export interface SetupParams {
   optimizedCache: string | false | undefined;
   threads: number | undefined;
   provider: ExecutionProvider | undefined;
+  /** SDXL: the refiner's weights, loaded in this process on the first request that refines. */
+  refiner?: string;
+}
+
+/** Replicate's SDXL `refine` modes (cog-sdxl): the refiner after the base. */
+export interface RefineParams {
+  mode: "expert_ensemble_refiner" | "base_image_refiner";
+  /** expert_ensemble_refiner: where the base stops and the refiner starts (denoising_end / _start). */
+  highNoiseFrac: number;
+  /** base_image_refiner: the refiner's steps (default: the request's). */
+  steps?: number;
+}
+
+/** Encoded picture inputs, decoded in this process (off the server's event loop). */
+export interface PictureInputs {
+  image?: Uint8Array;
+  mask?: Uint8Array;
 }
 
 export type ToEngine =
@@ -48,6 +69,10 @@ export type ToEngine =
       request: GenerateRequest;
       /** Send a preview at most this often; absent: no previews. */
       previewIntervalMs?: number;
+      refine?: RefineParams;
+      pictures?: PictureInputs;
+      /** diffusers' SDXL invisible watermark on the outputs (watermark.ts). */
+      watermark?: boolean;
     }
   /** Stops the generation before its next step. */
   | { type: "cancel"; id: number }
@@ -87,6 +112,14 @@ export const ENGINE_PROCESS_FLAG = "--sdserve-engine";
 /** Progress events of a download come per chunk; the host needs a few a second at most. */
 const DOWNLOAD_PROGRESS_MS = 100;
 
+/** Decodes the picture inputs into the request (a bad file is the user's RequestError, naming the field). */
+async function withPictures(request: GenerateRequest, pictures: PictureInputs | undefined): Promise<GenerateRequest> {
+  if (!pictures?.image) return request;
+  const image = await decodeImage(pictures.image, { field: "image" });
+  const mask = pictures.mask ? await decodeImage(pictures.mask, { field: "mask" }) : undefined;
+  return { ...request, image, ...(mask ? { mask } : {}) };
+}
+
 export function toWire(err: unknown): WireError {
   if (!(err instanceof Error)) return { name: "Error", message: String(err) };
   return {
@@ -101,11 +134,14 @@ export function toWire(err: unknown): WireError {
 function runProcess(send: (message: FromEngine) => void): void {
   let pipeline: Pipeline | undefined;
   let label = "stable-diffusion";
+  let setupParams: SetupParams | undefined;
+  let refiner: Promise<Pipeline> | undefined;
   const running = new Set<Promise<void>>();
   const controllers = new Map<number, AbortController>();
   const post = send;
 
   async function setup(params: SetupParams): Promise<void> {
+    setupParams = params;
     // At most one progress event per interval, but always a file's first (it says where a
     // resumed download starts) and, in the end, the latest (a stalled download shows how far it got).
     let lastSent = Number.NEGATIVE_INFINITY;
@@ -186,9 +222,14 @@ function runProcess(send: (message: FromEngine) => void): void {
         // read now, so the generation stops before its next step, as it would in-process.
         await new Promise((resolve) => setImmediate(resolve));
       };
-      const result = await pipeline.generate(message.request, { signal: controller.signal, onStep });
+      const request = await withPictures(message.request, message.pictures);
+      const opts = { signal: controller.signal, onStep };
+      const result = message.refine
+        ? await refined(pipeline, request, message.refine, opts)
+        : await pipeline.generate(request, opts);
       const parameters = a1111Parameters({ ...result.parameters, model: label });
-      const images = result.images.map((image) => encodePng(image, { parameters }));
+      const pictures = message.watermark ? result.images.map((image) => watermarked(image)) : result.images;
+      const images = pictures.map((image) => encodePng(image, { parameters }));
       post({ type: "done", id, images });
     } catch (err) {
       post({ type: "failed", id, error: toWire(err) });
@@ -197,8 +238,85 @@ function runProcess(send: (message: FromEngine) => void): void {
     }
   }
 
+  /** The refiner, loaded once, beside the base in this process (the base is not released). */
+  function refinerPipeline(): Promise<Pipeline> {
+    const params = setupParams;
+    if (!params?.refiner) {
+      return Promise.reject(new RequestError("this model has no refiner: its models-file entry names none", "refine"));
+    }
+    if (!refiner) {
+      const weights = params.refiner;
+      const loading = (async () => {
+        post({ type: "log", line: `loading the refiner ${weights}` });
+        const source = await resolveModelSource(weights, {
+          hub: params.hub,
+          cacheDir: params.cacheDir,
+          variant: params.variant,
+        });
+        return loadPipeline(source.path, {
+          variant: params.variant,
+          threads: params.threads,
+          provider: params.provider,
+          optimizedCache: params.optimizedCache,
+          log: (line) => post({ type: "log", line }),
+        });
+      })();
+      // A failed load is not kept: the next request that refines tries again.
+      loading.catch(() => {
+        if (refiner === loading) refiner = undefined;
+      });
+      refiner = loading;
+    }
+    return refiner;
+  }
+
+  /** cog-sdxl's refine modes, as diffusers runs them. */
+  async function refined(
+    base: Pipeline,
+    request: GenerateRequest,
+    refine: RefineParams,
+    opts: { signal: AbortSignal; onStep: (e: StepEvent) => Promise<void> },
+  ): Promise<{ images: RgbImage[]; parameters: GenerationParameters }> {
+    const ref = await refinerPipeline();
+    const shared = {
+      prompt: request.prompt,
+      negativePrompt: request.negativePrompt,
+      guidanceScale: request.guidanceScale,
+      scheduler: request.scheduler,
+      seed: request.seed,
+    };
+    if (refine.mode === "expert_ensemble_refiner") {
+      const high = await base.denoise({ ...request, denoisingEnd: refine.highNoiseFrac }, opts);
+      const [, , h, w] = high.latents.shape as [number, number, number, number];
+      const out = await ref.generate(
+        {
+          ...shared,
+          width: w * base.info.vaeScaleFactor,
+          height: h * base.info.vaeScaleFactor,
+          numInferenceSteps: request.numInferenceSteps,
+          numOutputs: request.numOutputs,
+          latents: high.latents,
+          denoisingStart: refine.highNoiseFrac,
+        },
+        opts,
+      );
+      return { images: out.images, parameters: high.parameters };
+    }
+    const first = await base.generate(request, opts);
+    const images: RgbImage[] = [];
+    for (const image of first.images) {
+      const out = await ref.generate(
+        { ...shared, numInferenceSteps: refine.steps ?? request.numInferenceSteps, numOutputs: 1, image },
+        opts,
+      );
+      images.push(...out.images);
+    }
+    return { images, parameters: first.parameters };
+  }
+
   async function close(): Promise<void> {
     await Promise.allSettled(running);
+    await (await refiner?.catch(() => undefined))?.release();
     await pipeline?.release();
     pipeline = undefined;
     process.exit(0);

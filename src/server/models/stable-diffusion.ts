@@ -16,6 +16,7 @@ import {
   modelSpec,
   REPLICATE_DEFAULTS,
   SCHEDULERS,
+  SDXL_MODEL_NAME,
   SIZES,
   STABLE_DIFFUSION_VERSION,
 } from "../../model-catalog.js";
@@ -35,6 +36,7 @@ import {
   type SetupProgress,
 } from "./model.js";
 import { progressLine } from "./progress-bar.js";
+import { sdxlImageLimits, sdxlInvalidFields, sdxlJob, sdxlSchemas } from "./sdxl.js";
 
 export { STABLE_DIFFUSION_VERSION };
 
@@ -247,27 +249,36 @@ export class StableDiffusionAdapter implements ModelAdapter {
     const [owner, name] = this.spec.name.split("/") as [string, string];
     const hub = parseHubId(this.spec.weights);
     this.model =
-      this.spec.name === DEFAULT_MODEL_NAME
+      this.spec.name === SDXL_MODEL_NAME
         ? {
             owner,
             name,
-            description:
-              this.spec.description ??
-              "A latent text-to-image diffusion model capable of generating photo-realistic images given any text input",
-            githubUrl: "https://github.com/replicate/cog-stable-diffusion",
-            paperUrl: "https://arxiv.org/abs/2112.10752",
-            licenseUrl: "https://huggingface.co/spaces/CompVis/stable-diffusion-license",
+            description: this.spec.description ?? "A text-to-image generative AI model that creates beautiful images",
+            githubUrl: "https://github.com/replicate/cog-sdxl",
+            paperUrl: "https://arxiv.org/abs/2307.01952",
+            licenseUrl: "https://github.com/Stability-AI/generative-models/blob/main/model_licenses/LICENSE-SDXL1.0",
           }
-        : {
-            owner,
-            name,
-            description:
-              this.spec.description ??
-              `Stable Diffusion text-to-image on ${hub ? formatHubRef(hub) : this.spec.weights}, served by sdserve`,
-            githubUrl: null,
-            paperUrl: "https://arxiv.org/abs/2112.10752",
-            licenseUrl: hub ? `https://huggingface.co/${hub.repo}` : null,
-          };
+        : this.spec.name === DEFAULT_MODEL_NAME
+          ? {
+              owner,
+              name,
+              description:
+                this.spec.description ??
+                "A latent text-to-image diffusion model capable of generating photo-realistic images given any text input",
+              githubUrl: "https://github.com/replicate/cog-stable-diffusion",
+              paperUrl: "https://arxiv.org/abs/2112.10752",
+              licenseUrl: "https://huggingface.co/spaces/CompVis/stable-diffusion-license",
+            }
+          : {
+              owner,
+              name,
+              description:
+                this.spec.description ??
+                `Stable Diffusion text-to-image on ${hub ? formatHubRef(hub) : this.spec.weights}, served by sdserve`,
+              githubUrl: null,
+              paperUrl: "https://arxiv.org/abs/2112.10752",
+              licenseUrl: hub ? `https://huggingface.co/${hub.repo}` : null,
+            };
     // cog_version names the Cog line whose schema layout (pydantic v1, enums through allOf) is served here.
     this.version = {
       id: this.spec.version,
@@ -275,8 +286,9 @@ export class StableDiffusionAdapter implements ModelAdapter {
       cogVersion: "0.8.6",
       aliases: this.spec.versionAliases,
     };
-    this.schemas = stableDiffusionSchemas(this.spec.defaults);
-    this.imageLimits = imageLimitsOf(this.schemas);
+    const sdxl = this.spec.family === "sdxl";
+    this.schemas = sdxl ? sdxlSchemas(this.spec.defaults) : stableDiffusionSchemas(this.spec.defaults);
+    this.imageLimits = sdxl ? sdxlImageLimits(this.spec.defaults) : imageLimitsOf(this.schemas);
   }
 
   get setupProgress(): SetupProgress | undefined {
@@ -290,11 +302,15 @@ export class StableDiffusionAdapter implements ModelAdapter {
       input !== null && typeof input === "object" && !Array.isArray(input)
         ? withoutNulls(input as Record<string, unknown>)
         : input;
-    return validate(this.schemas["Input"] as JsonSchema, cleaned, {
+    const invalid = validate(this.schemas["Input"] as JsonSchema, cleaned, {
       root: { components: { schemas: this.schemas } },
       path: "input",
       name: "input",
     });
+    if (this.spec.family === "sdxl" && invalid.length === 0) {
+      invalid.push(...sdxlInvalidFields(cleaned as Record<string, unknown>));
+    }
+    return invalid;
   }
 
   setup(): Promise<void> {
@@ -332,6 +348,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
           optimizedCache: this.options.optimizedCache,
           threads: this.options.threads,
           provider: this.options.provider,
+          ...(this.spec.refiner === undefined ? {} : { refiner: this.spec.refiner }),
         });
         this.state = "READY";
       } catch (err) {
@@ -371,6 +388,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
     // predict.py: two random bytes when no seed is given, and the seed is always the first log line.
     const seed = input.seed ?? randomInt(0, 65536);
     ctx.log(`Using seed: ${seed}`);
+    if (this.spec.family === "sdxl") return this.predictSdxl(engine, raw, seed, ctx);
     if (input.width * input.height > MAX_PIXELS) {
       throw new PredictionError(
         "Maximum size is 1024x768 or 768x1024 pixels, because of memory limits. Please select a lower width or height.",
@@ -383,9 +401,8 @@ export class StableDiffusionAdapter implements ModelAdapter {
       ctx.log(progressLine(step, total, elapsedSeconds));
       if (previews && ctx.preview) ctx.preview({ step, total, images: previews });
     };
-    let images: Uint8Array[];
-    try {
-      images = await engine.generate(
+    return this.run(() =>
+      engine.generate(
         {
           prompt: input.prompt,
           negativePrompt: input.negative_prompt,
@@ -398,7 +415,48 @@ export class StableDiffusionAdapter implements ModelAdapter {
           numOutputs: input.num_outputs,
         },
         { signal: ctx.signal, onStep, previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined },
-      );
+      ),
+    );
+  }
+
+  /** stability-ai/sdxl's inputs (sdxl.ts): defaults filled in from its schema, refine modes, watermark. */
+  private predictSdxl(
+    engine: EngineHost,
+    raw: Record<string, unknown>,
+    seed: number,
+    ctx: PredictContext,
+  ): Promise<OutputFile[]> {
+    const props = (this.schemas["Input"] as JsonSchema).properties as Record<string, JsonSchema>;
+    const given = withoutNulls(raw);
+    const input = Object.fromEntries(Object.entries(props).map(([k, p]) => [k, k in given ? given[k] : p["default"]]));
+    const job = sdxlJob(input, seed);
+    const total = job.steps;
+    let done = 0;
+    ctx.log(progressLine(0, total, 0));
+    // The base's and the refiner's steps are counted as one run.
+    const onStep = ({ seconds, elapsedSeconds, previews }: StepReport) => {
+      done = Math.min(done + 1, total);
+      ctx.stepTime?.(seconds);
+      ctx.log(progressLine(done, total, elapsedSeconds));
+      if (previews && ctx.preview) ctx.preview({ step: done, total, images: previews });
+    };
+    return this.run(() =>
+      engine.generate(job.request, {
+        signal: ctx.signal,
+        onStep,
+        previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined,
+        refine: job.refine,
+        pictures: job.pictures,
+        watermark: job.watermark,
+      }),
+    );
+  }
+
+  /** A generation's PNGs as output files; engine errors as the user should see them. */
+  private async run(generate: () => Promise<Uint8Array[]>): Promise<OutputFile[]> {
+    let images: Uint8Array[];
+    try {
+      images = await generate();
     } catch (err) {
       if (err instanceof RequestError || err instanceof ModelError) throw new PredictionError(err.message);
       if (err instanceof EngineStoppedError) {

@@ -1,0 +1,299 @@
+/**
+ * stability-ai/sdxl as Replicate publishes it (cog-sdxl's predict.py): its input schema, written
+ * once (validation, the version's openapi_schema, /openapi.json), and how an input becomes an
+ * engine request. The adapter (stable-diffusion.ts) serves every SDXL model of the catalog with it.
+ */
+import type { GenerateRequest } from "../../engine/index.js";
+import {
+  type ModelDefaults,
+  SDXL_MAX_PIXELS,
+  SDXL_MAX_SIDE,
+  SDXL_MIN_SIDE,
+  SDXL_SCHEDULERS,
+} from "../../model-catalog.js";
+import type { PictureInputs, RefineParams } from "./engine-process.js";
+import type { InvalidField, JsonSchema } from "./json-schema.js";
+import type { ImageLimits } from "./model.js";
+
+/** Same bound as stability-ai/stable-diffusion's prompts (see MAX_PROMPT_LENGTH there). */
+const MAX_PROMPT_LENGTH = 10_000;
+/** Largest decoded `image` / `mask` input accepted as a data URI, in bytes of the file. */
+export const MAX_PICTURE_BYTES = 20 * 2 ** 20;
+
+export const REFINE_MODES = ["no_refiner", "expert_ensemble_refiner", "base_image_refiner"] as const;
+
+/** `components.schemas` as Cog renders cog-sdxl's predict.py; the defaults are the model's. */
+export function sdxlSchemas(defaults: ModelDefaults): Record<string, JsonSchema> {
+  const size = (title: string, value: number, order: number): JsonSchema => ({
+    type: "integer",
+    title,
+    description: `${title} of output image`,
+    default: value,
+    minimum: SDXL_MIN_SIDE,
+    maximum: SDXL_MAX_SIDE,
+    "x-order": order,
+  });
+  return {
+    Input: {
+      type: "object",
+      title: "Input",
+      properties: {
+        prompt: {
+          type: "string",
+          title: "Prompt",
+          description: "Input prompt",
+          default: "An astronaut riding a rainbow unicorn",
+          maxLength: MAX_PROMPT_LENGTH,
+          "x-order": 0,
+        },
+        negative_prompt: {
+          type: "string",
+          title: "Negative Prompt",
+          description: "Input Negative Prompt",
+          default: defaults.negative_prompt ?? "",
+          maxLength: MAX_PROMPT_LENGTH,
+          "x-order": 1,
+        },
+        image: {
+          type: "string",
+          title: "Image",
+          format: "uri",
+          description: "Input image for img2img or inpaint mode",
+          "x-order": 2,
+        },
+        mask: {
+          type: "string",
+          title: "Mask",
+          format: "uri",
+          description: "Input mask for inpaint mode. Black areas will be preserved, white areas will be inpainted.",
+          "x-order": 3,
+        },
+        width: size("Width", defaults.width, 4),
+        height: size("Height", defaults.height, 5),
+        num_outputs: {
+          type: "integer",
+          title: "Num Outputs",
+          description: "Number of images to output.",
+          default: 1,
+          minimum: 1,
+          maximum: 4,
+          "x-order": 6,
+        },
+        scheduler: {
+          allOf: [{ $ref: "#/components/schemas/scheduler" }],
+          description: "scheduler",
+          default: defaults.scheduler,
+          "x-order": 7,
+        },
+        num_inference_steps: {
+          type: "integer",
+          title: "Num Inference Steps",
+          description: "Number of denoising steps",
+          default: defaults.num_inference_steps,
+          minimum: 1,
+          maximum: 500,
+          "x-order": 8,
+        },
+        guidance_scale: {
+          type: "number",
+          title: "Guidance Scale",
+          description: "Scale for classifier-free guidance",
+          default: defaults.guidance_scale,
+          minimum: 1,
+          maximum: 50,
+          "x-order": 9,
+        },
+        prompt_strength: {
+          type: "number",
+          title: "Prompt Strength",
+          description:
+            "Prompt strength when using img2img / inpaint. 1.0 corresponds to full destruction of information in image",
+          default: 0.8,
+          minimum: 0,
+          maximum: 1,
+          "x-order": 10,
+        },
+        seed: {
+          type: "integer",
+          title: "Seed",
+          description: "Random seed. Leave blank to randomize the seed",
+          "x-order": 11,
+        },
+        refine: {
+          allOf: [{ $ref: "#/components/schemas/refine" }],
+          description: "Which refine style to use",
+          default: "no_refiner",
+          "x-order": 12,
+        },
+        high_noise_frac: {
+          type: "number",
+          title: "High Noise Frac",
+          description: "For expert_ensemble_refiner, the fraction of noise to use",
+          default: 0.8,
+          minimum: 0,
+          maximum: 1,
+          "x-order": 13,
+        },
+        refine_steps: {
+          type: "integer",
+          title: "Refine Steps",
+          description: "For base_image_refiner, the number of steps to refine, defaults to num_inference_steps",
+          minimum: 1,
+          maximum: 500,
+          "x-order": 14,
+        },
+        apply_watermark: {
+          type: "boolean",
+          title: "Apply Watermark",
+          description:
+            "Applies a watermark to enable determining if an image is generated in downstream applications. If you have other provisions for generating or deploying images safely, you can use this to disable watermarking.",
+          default: true,
+          "x-order": 15,
+        },
+        lora_scale: {
+          type: "number",
+          title: "Lora Scale",
+          description: "LoRA additive scale. Only applicable on trained models.",
+          default: 0.6,
+          minimum: 0,
+          maximum: 1,
+          "x-order": 16,
+        },
+        replicate_weights: {
+          type: "string",
+          title: "Replicate Weights",
+          description: "Replicate LoRA weights to use. Leave blank to use the default weights.",
+          "x-order": 17,
+        },
+        disable_safety_checker: {
+          type: "boolean",
+          title: "Disable Safety Checker",
+          description: "Disable safety checker for generated images. This feature is only available through the API.",
+          default: false,
+          "x-order": 18,
+        },
+      },
+    },
+    scheduler: { title: "scheduler", description: "An enumeration.", type: "string", enum: [...SDXL_SCHEDULERS] },
+    refine: { title: "refine", description: "An enumeration.", type: "string", enum: [...REFINE_MODES] },
+    Output: { type: "array", title: "Output", items: { type: "string", format: "uri" } },
+  };
+}
+
+/** The OpenAI route's sizes: multiples of 64 within the schema's range, at most SDXL_MAX_PIXELS. */
+export function sdxlImageLimits(defaults: ModelDefaults): ImageLimits {
+  const sides: number[] = [];
+  for (let s = 128; s <= SDXL_MAX_SIDE; s += 64) sides.push(s);
+  return {
+    maxOutputs: 4,
+    widths: sides,
+    heights: sides,
+    maxPixels: SDXL_MAX_PIXELS,
+    defaultWidth: defaults.width,
+    defaultHeight: defaults.height,
+  };
+}
+
+const DATA_URI = /^data:([a-z]+\/[a-z0-9.+-]+)?((?:;[a-z0-9-]+=[^;,]*)*)(;base64)?,/i;
+
+/**
+ * The bytes of a data URI (base64 or percent-encoded), or a reason it cannot be read. File URLs
+ * and the Files API are not taken here yet: only data URIs (see the README).
+ */
+export function dataUriBytes(uri: string): Uint8Array | string {
+  const m = DATA_URI.exec(uri);
+  if (!m) return "must be a data URI (data:image/png;base64,…); URLs are not accepted for SDXL inputs yet";
+  const body = uri.slice(m[0].length);
+  if (m[3]) {
+    // Base64: the alphabet (standard or URL-safe) and padding only, so a typo is not read as something else.
+    const clean = body.replace(/\s+/g, "");
+    if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(clean)) return "is not valid base64";
+    if ((clean.length * 3) / 4 > MAX_PICTURE_BYTES) return `is larger than ${MAX_PICTURE_BYTES} bytes`;
+    return new Uint8Array(Buffer.from(clean, "base64"));
+  }
+  if (body.length > MAX_PICTURE_BYTES * 3) return `is larger than ${MAX_PICTURE_BYTES} bytes`;
+  try {
+    return new Uint8Array(Buffer.from(decodeURIComponent(body), "latin1"));
+  } catch {
+    return "has a malformed percent-encoding";
+  }
+}
+
+/** What the schema cannot say: Replicate's 422s for these, worded as the validator words its own. */
+export function sdxlInvalidFields(input: Record<string, unknown>): InvalidField[] {
+  const out: InvalidField[] = [];
+  for (const key of ["image", "mask"]) {
+    const v = input[key];
+    if (typeof v !== "string") continue;
+    const bytes = dataUriBytes(v);
+    if (typeof bytes === "string") out.push({ type: "format", field: `input.${key}`, description: `${key} ${bytes}` });
+  }
+  if (typeof input["mask"] === "string" && typeof input["image"] !== "string") {
+    out.push({ type: "required", field: "input.image", description: "image is required when mask is given" });
+  }
+  if (typeof input["replicate_weights"] === "string") {
+    out.push({
+      type: "not_supported",
+      field: "input.replicate_weights",
+      description: "replicate_weights (LoRA weights by URL) is not supported by this server yet",
+    });
+  }
+  for (const key of ["width", "height"]) {
+    const v = input[key];
+    if (typeof v === "number" && Number.isInteger(v) && v % 8 !== 0) {
+      out.push({ type: "multiple_of", field: `input.${key}`, description: "Must be a multiple of 8" });
+    }
+  }
+  const w = input["width"];
+  const h = input["height"];
+  if (typeof w === "number" && typeof h === "number" && w * h > SDXL_MAX_PIXELS) {
+    out.push({
+      type: "number_lte",
+      field: "input.width",
+      description: `width × height must be at most ${SDXL_MAX_PIXELS} pixels (memory limits)`,
+    });
+  }
+  return out;
+}
+
+export interface SdxlJob {
+  request: GenerateRequest;
+  refine?: RefineParams;
+  pictures?: PictureInputs;
+  watermark: boolean;
+  /** Steps reported: the base's and, when refining, the refiner's. */
+  steps: number;
+}
+
+/** A validated input (defaults filled in) as an engine job, as cog-sdxl's predict() sets up diffusers. */
+export function sdxlJob(input: Record<string, unknown>, seed: number): SdxlJob {
+  const image = typeof input["image"] === "string" ? (dataUriBytes(input["image"]) as Uint8Array) : undefined;
+  const mask = image && typeof input["mask"] === "string" ? (dataUriBytes(input["mask"]) as Uint8Array) : undefined;
+  const steps = input["num_inference_steps"] as number;
+  const request: GenerateRequest = {
+    prompt: input["prompt"] as string,
+    // cog-sdxl always passes its negative prompt, "" by default: encoded as text, not zeroed.
+    negativePrompt: input["negative_prompt"] as string,
+    numInferenceSteps: steps,
+    guidanceScale: input["guidance_scale"] as number,
+    scheduler: input["scheduler"] as string,
+    seed,
+    numOutputs: input["num_outputs"] as number,
+    // cog-sdxl sizes text-to-image only; with an image, the image's size rules.
+    ...(image ? { strength: input["prompt_strength"] as number } : {}),
+    ...(image ? {} : { width: input["width"] as number, height: input["height"] as number }),
+  };
+  const mode = input["refine"] as (typeof REFINE_MODES)[number];
+  const refineSteps = input["refine_steps"] as number | undefined;
+  const refine: RefineParams | undefined =
+    mode === "no_refiner"
+      ? undefined
+      : { mode, highNoiseFrac: input["high_noise_frac"] as number, ...(refineSteps ? { steps: refineSteps } : {}) };
+  return {
+    request,
+    refine,
+    pictures: image ? { image, ...(mask ? { mask } : {}) } : undefined,
+    watermark: input["apply_watermark"] === true,
+    steps: steps + (refine?.mode === "base_image_refiner" ? (refineSteps ?? steps) : 0),
+  };
+}
