@@ -235,6 +235,16 @@ describe("stability-ai/sdxl through the replicate client", () => {
   });
 });
 
+test("the playground shows stability-ai/sdxl's form", async () => {
+  const res = await fetch(`${server.url}/?model=stability-ai/sdxl`);
+  assert.equal(res.status, 200);
+  const html = await res.text();
+  for (const name of ["prompt", "refine", "high_noise_frac", "apply_watermark", "scheduler"]) {
+    assert.match(html, new RegExp(`name="${name}"`), name);
+  }
+  assert.match(html, /expert_ensemble_refiner/);
+});
+
 describe("sdserve serve --model <SDXL folder>", () => {
   let sdxl: Sdserve;
   before(async () => {
