@@ -29,7 +29,7 @@
  * `refine` modes (loaded on the first prediction that refines).
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parseHubId } from "./engine/hub/repo-id.js";
 import { TINY_RANDOM } from "./engine/tiny-random.js";
@@ -202,6 +202,10 @@ export function isSdxlWeights(weights: string): boolean {
   }
 }
 
+function hasModelIndex(weights: string): boolean {
+  return path.isAbsolute(weights) && existsSync(path.join(weights, "model_index.json"));
+}
+
 function checkSize(at: string, value: unknown, family: ModelSpec["family"]): number {
   if (family === "sdxl") {
     if (
@@ -300,7 +304,11 @@ export function modelSpec(
   if (!MODEL_NAME.test(name))
     throw new CatalogError(`${where}: a model name is owner/name, got ${JSON.stringify(name)}`);
   const variant = opts.variant ?? "fp32";
-  const family = name === SDXL_MODEL_NAME || opts.refiner !== undefined || isSdxlWeights(weights) ? "sdxl" : "sd";
+  const sdxlWeights = isSdxlWeights(weights);
+  if (opts.refiner !== undefined && !sdxlWeights && (weights === TINY_RANDOM || hasModelIndex(weights))) {
+    throw new CatalogError(`${where}.refiner: a refiner goes with SDXL weights, and ${weights} is not SDXL`);
+  }
+  const family = name === SDXL_MODEL_NAME || opts.refiner !== undefined || sdxlWeights ? "sdxl" : "sd";
   const defaults = checkDefaults(`${where}.defaults`, opts.defaults, baseDefaults(name, weights, family), family);
   const refiner = opts.refiner;
   const version = versionId({ name, weights, variant, defaults, refiner });

@@ -13,7 +13,7 @@ import {
   SDXL_DEFAULTS,
   STABLE_DIFFUSION_VERSION,
 } from "../src/model-catalog.js";
-import { REPO_ROOT } from "./helpers/fixtures.js";
+import { modelDir, REPO_ROOT } from "./helpers/fixtures.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-catalog-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -188,6 +188,14 @@ describe("SDXL models", () => {
       assert.throws(() => xl(bad), CatalogError, JSON.stringify(bad));
     }
     assert.throws(() => modelSpec("me/sd", "tiny-random", { defaults: { scheduler: "HeunDiscrete" } }), CatalogError);
+  });
+
+  test("a refiner beside weights that are not SDXL is refused", () => {
+    assert.throws(
+      () => modelSpec("me/sd", "tiny-random", { refiner: "/r" }),
+      /refiner: a refiner goes with SDXL weights/,
+    );
+    assert.throws(() => modelSpec("stability-ai/sdxl", modelDir("tiny-sd1"), { refiner: "/r" }), /is not SDXL/);
   });
 
   test("a refiner that is not a non-empty string is refused, naming the field", () => {

@@ -67,10 +67,17 @@ export async function modelsCommand(argv: string[], env: NodeJS.ProcessEnv = pro
   if (command === "list") return listCommand(settings, served);
   if (command === "pull" && id === undefined) {
     const hubModels = served.filter((m) => parseHubId(m.weights));
-    if (hubModels.length === 0) throw new UsageError("no served model has its weights on the Hugging Face Hub");
+    const hubRefiners = served.filter((m) => m.refiner !== undefined && parseHubId(m.refiner));
+    if (hubModels.length === 0 && hubRefiners.length === 0)
+      throw new UsageError("no served model has its weights on the Hugging Face Hub");
     for (const m of hubModels) {
       process.stderr.write(`${m.name}: ${m.weights}\n`);
       await pullCommand(parseHubId(m.weights) as HubRef, settings, m.variant);
+    }
+    // An SDXL model's refiner is loaded on its first refine: fetched now too, so that one does not wait.
+    for (const m of hubRefiners) {
+      process.stderr.write(`${m.name} (refiner): ${m.refiner}\n`);
+      await pullCommand(parseHubId(m.refiner as string) as HubRef, settings, m.variant);
     }
     return 0;
   }

@@ -11,7 +11,7 @@ import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { decode } from "fast-png";
 import { modelCatalog } from "../../src/model-catalog.js";
-import { modelDir, REPO_ROOT } from "../helpers/fixtures.js";
+import { GOLDEN_FAMILY, modelDir, REPO_ROOT } from "../helpers/fixtures.js";
 import { filesOfFolder, LocalHub } from "../helpers/hub-server.js";
 
 const run = promisify(execFile);
@@ -150,4 +150,16 @@ test("served models: list shows them with their versions and weights; pull takes
   assert.match(all.stderr, /acme\/tiny: sdserve-test\/tiny-sd1\n.*nothing to download/s);
   const local = await fails(["models", "pull", "stability-ai/stable-diffusion"], env);
   assert.match(local.stderr, /is served from tiny-random, not from the Hugging Face Hub/);
+});
+
+test("pull without an id also fetches an SDXL model's refiner from the hub", async () => {
+  const file = path.join(tmp, "models-sdxl.json");
+  const base = path.join(GOLDEN_FAMILY, "sdxl", "tiny-sdxl");
+  writeFileSync(file, JSON.stringify({ models: { "stability-ai/sdxl": { weights: base, refiner: REPO } } }));
+  const env = { SDSERVE_MODELS: file, HF_HUB_CACHE: path.join(tmp, "hf-refiner") };
+  // The base is a local folder: only the refiner is on the hub, and it is fetched.
+  hub.reset();
+  const all = await sdserve(["models", "pull"], env);
+  assert.match(all.stderr, /stability-ai\/sdxl \(refiner\): sdserve-test\/tiny-sd1\n/);
+  assert.equal(hub.downloads().length, 12);
 });
