@@ -235,6 +235,18 @@ describe("stability-ai/sdxl through the replicate client", () => {
   });
 });
 
+test("/openapi.json holds stability-ai/sdxl's Input beside stability-ai/stable-diffusion's", async () => {
+  const res = await fetch(`${server.url}/openapi.json`);
+  assert.equal(res.status, 200);
+  const doc = (await res.json()) as { components: { schemas: Record<string, { properties?: object }> } };
+  const inputs = Object.entries(doc.components.schemas).filter(([name]) => name.endsWith("Input"));
+  assert.ok(
+    inputs.some(([, s]) => s.properties && "refine" in s.properties),
+    inputs.map(([n]) => n).join(", "),
+  );
+  assert.ok(inputs.some(([, s]) => s.properties && !("refine" in s.properties)));
+});
+
 test("the playground shows stability-ai/sdxl's form", async () => {
   const res = await fetch(`${server.url}/?model=stability-ai/sdxl`);
   assert.equal(res.status, 200);
@@ -274,5 +286,14 @@ describe("sdserve serve --model <SDXL folder>", () => {
       body: JSON.stringify({ prompt: "a lighthouse", size: "4096x4096" }),
     });
     assert.equal(wrong.status, 400);
+  });
+
+  test("refine on a model without a refiner fails the prediction, saying so", async () => {
+    const client = new Replicate({ auth: TOKEN, baseUrl: `${sdxl.url}/v1` });
+    const prediction = await client.predictions.create({
+      model: "stability-ai/sdxl",
+      input: small({ refine: "expert_ensemble_refiner" }),
+    } as Parameters<typeof client.predictions.create>[0]);
+    await assert.rejects(client.wait(prediction, { interval: 100 }), /this model has no refiner/);
   });
 });
