@@ -14,7 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_HUB_ENDPOINT, type HubSettings } from "./engine/hub/settings.js";
-import { CatalogError, DEFAULT_WEIGHTS, type ModelSpec, modelCatalog } from "./model-catalog.js";
+import { CatalogError, DEFAULT_WEIGHTS, type ModelSpec, modelCatalog, withImageInputModels } from "./model-catalog.js";
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -92,6 +92,8 @@ export interface Config {
   streamKeepaliveMs: number;
   /** Deliver webhooks to loopback/private/link-local addresses too (a receiver on the same machine or network). */
   webhookAllowPrivate: boolean;
+  /** Fetch URL file inputs from loopback/private/link-local addresses too (SDSERVE_ALLOW_PRIVATE_URLS). */
+  allowPrivateUrls: boolean;
   /** Origins allowed by CORS; empty: no CORS headers (as Replicate). ["*"] allows any. */
   corsOrigins: string[];
   /** Per-token request limit: at most `max` requests per `windowMs`; null: off. */
@@ -552,6 +554,14 @@ export const SETTINGS = {
     parse: boolean,
     help: "true: allow webhooks to loopback and private addresses",
   }),
+  allowPrivateUrls: setting({
+    env: ["SDSERVE_ALLOW_PRIVATE_URLS"],
+    commands: [...SERVICE, "generate"],
+    section: "environment",
+    default: "false",
+    parse: boolean,
+    help: "true: fetch file inputs (image URLs) from loopback and private addresses, and send webhooks there",
+  }),
   corsOrigins: setting({
     env: ["SDSERVE_CORS_ORIGINS"],
     commands: SERVE,
@@ -940,7 +950,7 @@ export function engineSettings(values: SettingValues): EngineSettings {
 
 function catalog(model: string | undefined, modelsFile: string | undefined, variant: "fp32" | "fp16"): ModelSpec[] {
   try {
-    return modelCatalog({ model, modelsFile, variant });
+    return withImageInputModels(modelCatalog({ model, modelsFile, variant }));
   } catch (err) {
     if (err instanceof CatalogError) throw new ConfigError(err.message);
     throw err;
@@ -1010,7 +1020,9 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     maxWaitSeconds: v.maxWaitSeconds,
     maxRunTimeMs: v.maxRunTimeMs,
     streamKeepaliveMs: v.streamKeepaliveMs,
-    webhookAllowPrivate: v.webhookAllowPrivate,
+    // One setting opens both kinds of request this server makes on a caller's behalf.
+    webhookAllowPrivate: v.webhookAllowPrivate || v.allowPrivateUrls,
+    allowPrivateUrls: v.allowPrivateUrls,
     corsOrigins: v.corsOrigins,
     rateLimit: v.rateLimit,
     databaseUrl: v.databaseUrl,

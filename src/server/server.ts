@@ -14,6 +14,7 @@ import { SDSERVE_VERSION } from "../engine/version.js";
 import { buildApp } from "./app.js";
 import { resolveApiTokens, TokenAuth } from "./auth.js";
 import { type Backends, openBackends } from "./backends.js";
+import type { FileInputOptions } from "./files/file-inputs.js";
 import { type Logger, lineLogger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import type { ModelAdapter } from "./models/model.js";
@@ -116,6 +117,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
       lineLogger(out.child({ component: "worker" }), "error"),
       queue.shared ? config.workerConcurrency : 1,
       (s) => metrics.step(s),
+      fileInputOptions(config, backends),
     );
     worker.start();
   }
@@ -142,18 +144,21 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
 }
 
 export function modelAdapters(config: Config, out: ServerOutput): ModelAdapter[] {
-  return config.models.map(
-    (spec) =>
-      new StableDiffusionAdapter({
-        spec,
-        hub: config.hub,
-        cacheDir: config.cacheDir,
-        optimizedCache: config.optimizedCache,
-        threads: config.threads,
-        provider: config.provider,
-        log: lineLogger(out.child({ component: "setup", model: spec.name }), "info"),
-      }),
-  );
+  const byName = new Map<string, StableDiffusionAdapter>();
+  return config.models.map((spec) => {
+    const adapter = new StableDiffusionAdapter({
+      spec,
+      shareEngineWith: spec.sharesWeightsOf ? byName.get(spec.sharesWeightsOf) : undefined,
+      hub: config.hub,
+      cacheDir: config.cacheDir,
+      optimizedCache: config.optimizedCache,
+      threads: config.threads,
+      provider: config.provider,
+      log: lineLogger(out.child({ component: "setup", model: spec.name }), "info"),
+    });
+    byName.set(spec.name, adapter);
+    return adapter;
+  });
 }
 
 export function newService(
@@ -176,6 +181,11 @@ export function newService(
     },
     lineLogger(out.child({ component: "predictions" }), "error"),
   );
+}
+
+/** How the worker fetches file inputs: the SSRF rules, and this server's uploads read inside. */
+export function fileInputOptions(config: Config, _backends: Backends): FileInputOptions {
+  return { allowPrivate: config.allowPrivateUrls };
 }
 
 /**

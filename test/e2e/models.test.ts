@@ -110,7 +110,7 @@ test("models.list, accounts.current and hardware.list", async () => {
   const models = await replicate.models.list();
   assert.deepEqual(
     models.results.map((m) => `${m.owner}/${m.name}`),
-    [MODEL],
+    [MODEL, `${MODEL}-img2img`, `${MODEL}-inpainting`],
   );
   const account = await replicate.accounts.current();
   assert.equal(account.type, "user");

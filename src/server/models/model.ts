@@ -54,6 +54,8 @@ export interface PredictContext {
   stepTime?(seconds: number): void;
   /** Aborted on cancel, deadline or shutdown; the adapter stops at the next safe point. */
   signal: AbortSignal;
+  /** The file inputs (format "uri") as bytes, by input name: fetched by the worker before predict. */
+  files?: Readonly<Record<string, Uint8Array>>;
 }
 
 /** A prediction that failed for a reason the user should read, shown as the prediction's `error`. */
