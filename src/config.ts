@@ -92,6 +92,8 @@ export interface Config {
   streamKeepaliveMs: number;
   /** Deliver webhooks to loopback/private/link-local addresses too (a receiver on the same machine or network). */
   webhookAllowPrivate: boolean;
+  /** How long Files API uploads are kept, in ms. */
+  fileRetentionMs: number;
   /** Fetch URL file inputs from loopback/private/link-local addresses too (SDSERVE_ALLOW_PRIVATE_URLS). */
   allowPrivateUrls: boolean;
   /** Origins allowed by CORS; empty: no CORS headers (as Replicate). ["*"] allows any. */
@@ -553,6 +555,14 @@ export const SETTINGS = {
     default: "false",
     parse: boolean,
     help: "true: allow webhooks to loopback and private addresses",
+  }),
+  fileRetentionMs: setting({
+    env: ["SDSERVE_FILE_RETENTION"],
+    commands: SERVICE,
+    section: "environment",
+    default: "24h",
+    parse: duration({ min: 1000, examples: "1h, 24h, 7d" }),
+    help: "how long a file uploaded through the Files API (POST /v1/files) is kept",
   }),
   allowPrivateUrls: setting({
     env: ["SDSERVE_ALLOW_PRIVATE_URLS"],
@@ -1023,6 +1033,7 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     // One setting opens both kinds of request this server makes on a caller's behalf.
     webhookAllowPrivate: v.webhookAllowPrivate || v.allowPrivateUrls,
     allowPrivateUrls: v.allowPrivateUrls,
+    fileRetentionMs: v.fileRetentionMs,
     corsOrigins: v.corsOrigins,
     rateLimit: v.rateLimit,
     databaseUrl: v.databaseUrl,

@@ -15,6 +15,7 @@ import { buildApp } from "./app.js";
 import { resolveApiTokens, TokenAuth } from "./auth.js";
 import { type Backends, openBackends } from "./backends.js";
 import type { FileInputOptions } from "./files/file-inputs.js";
+import { Uploads } from "./files/uploads.js";
 import { type Logger, lineLogger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import type { ModelAdapter } from "./models/model.js";
@@ -72,8 +73,10 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     out.info({ file: tokens.file }, "API token: the one saved in the file named");
   }
 
+  const uploads = uploadsOf(config, backends);
   const app = buildApp({
     service,
+    uploads,
     webhooks,
     auth: new TokenAuth(tokens.tokens),
     bodyLimit: config.bodyLimit,
@@ -103,6 +106,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   const url = `http://${host}:${address.port}`;
 
   service.startBackground();
+  uploads.start((err) => out.error({ err }, "Removing expired uploads failed"));
   webhooks.resume().then(
     (n) => n > 0 && out.info({ webhooks: n }, `Resumed ${n} undelivered completed webhook(s).`),
     (err: unknown) => out.error({ err }, "Resuming webhooks failed"),
@@ -130,6 +134,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     close: () => {
       closing ??= (async () => {
         service.shutdown();
+        uploads.stop();
         await worker?.stop();
         await closeWebhooks();
         await app.close();
@@ -184,8 +189,13 @@ export function newService(
 }
 
 /** How the worker fetches file inputs: the SSRF rules, and this server's uploads read inside. */
-export function fileInputOptions(config: Config, _backends: Backends): FileInputOptions {
-  return { allowPrivate: config.allowPrivateUrls };
+export function fileInputOptions(config: Config, backends: Backends): FileInputOptions {
+  return { allowPrivate: config.allowPrivateUrls, ownFile: uploadsOf(config, backends).reader };
+}
+
+/** The Files API's uploads, on the store and file store of these backends. */
+export function uploadsOf(config: Config, backends: Backends): Uploads {
+  return new Uploads(backends.store, backends.files, config.fileRetentionMs);
 }
 
 /**
