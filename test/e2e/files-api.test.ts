@@ -98,7 +98,7 @@ test("files.create / get / list / delete, with Replicate's fields", async () => 
 });
 
 test("hostile multipart bodies are 4xx problems", async () => {
-  const post = (body: BodyInit, contentType?: string) =>
+  const post = (body: FormData | string, contentType?: string) =>
     fetch(`${server.url}/v1/files`, {
       method: "POST",
       headers: { Authorization: `Bearer ${TOKEN}`, ...(contentType ? { "Content-Type": contentType } : {}) },
