@@ -210,6 +210,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       app.register(openAiImageRoutes, {
         prefix,
         service: opts.service,
+        uploads: opts.uploads,
         publicBaseUrl: opts.publicBaseUrl,
         authenticate,
       });

@@ -7,21 +7,25 @@
  * scheduler) may be added to the body; OpenAI's other fields (quality, style, user, …) are ignored.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Uploads } from "../files/uploads.js";
 import { urlBaseOf } from "../http/headers.js";
 import { HttpProblem } from "../http/problem.js";
 import type { JsonSchema } from "../models/json-schema.js";
 import type { ModelAdapter } from "../models/model.js";
 import { fileUrl } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
+import { imageEditsRoute } from "./openai-edits.js";
 
 export interface OpenAiImagesOptions {
   service: PredictionService;
+  /** Where /images/edits keeps the pictures it is sent (as Files API uploads); absent: no edits route. */
+  uploads?: Uploads;
   publicBaseUrl: string | undefined;
   authenticate: (req: FastifyRequest) => Promise<void>;
 }
 
 /** An OpenAI-shaped error: {"error": {message, type, param, code}}. */
-class OpenAiError extends Error {
+export class OpenAiError extends Error {
   constructor(
     readonly status: number,
     message: string,
@@ -71,7 +75,7 @@ function toOpenAiError(err: unknown): OpenAiError {
   return new OpenAiError(500, "The server failed to handle this request.", "server_error");
 }
 
-function sizesOf(model: ModelAdapter): { widths: number[]; heights: number[] } {
+export function sizesOf(model: ModelAdapter): { widths: number[]; heights: number[] } {
   const root = model.schemas;
   const enumOf = (name: string) => ((root[name] as JsonSchema | undefined)?.enum ?? []) as number[];
   return { widths: enumOf("width"), heights: enumOf("height") };
@@ -125,7 +129,19 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
     }
     const input: Record<string, unknown> = { prompt: b["prompt"], width, height, num_outputs: n };
     for (const key of PASSED_THROUGH) if (b[key] !== undefined) input[key] = b[key];
+    return answer(req, reply, model, input, format);
+  });
 
+  if (opts.uploads) await imageEditsRoute(app, opts, opts.uploads, answer);
+
+  /** Runs the prediction and answers OpenAI's way when it is done. */
+  async function answer(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    model: ModelAdapter,
+    input: Record<string, unknown>,
+    format: "url" | "b64_json",
+  ) {
     const base = urlBaseOf(req, "/v1", opts.publicBaseUrl);
     const created = await service.create(req.account, { body: { input }, model }, base);
     // Nobody will read the result once the client hangs up: stop the work too.
@@ -152,5 +168,5 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
       }
     }
     return { created: Math.floor(Date.parse(done.createdAt) / 1000), data };
-  });
+  }
 }
