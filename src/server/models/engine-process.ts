@@ -11,7 +11,7 @@
  * runs and then closes this process; when the parent is gone, this process ends.
  */
 
-import { decodeImage, maskFromTransparency } from "../../engine/image-input.js";
+import { decodeImage } from "../../engine/image-input.js";
 import {
   a1111Parameters,
   canPreview,
@@ -62,9 +62,8 @@ export type ToEngine =
 /** img2img and inpainting inputs as the bytes clients sent (PNG, JPEG or WebP). */
 export interface PictureInputs {
   image: Uint8Array;
+  /** White repaints, black keeps (OpenAI's transparency masks are turned into this at its route). */
   mask?: Uint8Array;
-  /** "luminance": white repaints (Replicate); "transparency": fully transparent pixels repaint (OpenAI). */
-  maskConvention?: "luminance" | "transparency";
 }
 
 /**
@@ -87,8 +86,7 @@ async function decodePictures(
     }
   }
   if (!p.mask) return out;
-  const decoded = await decodeImage(p.mask, { field: "mask" });
-  out.mask = p.maskConvention === "transparency" ? maskFromTransparency(decoded) : decoded;
+  out.mask = await decodeImage(p.mask, { field: "mask" });
   return out;
 }
 
