@@ -21,6 +21,8 @@ import { Metrics } from "./metrics.js";
 import type { ModelAdapter } from "./models/model.js";
 import { StableDiffusionAdapter } from "./models/stable-diffusion.js";
 import { PredictionLog } from "./prediction-log.js";
+import { PredictionLifecycle } from "./predictions/lifecycle.js";
+import { OutputFiles } from "./predictions/output-files.js";
 import { PredictionService } from "./predictions/service.js";
 import { RETRY_DELAYS_MS, WebhookDispatcher } from "./webhooks/dispatcher.js";
 import { BullMqCompletedDeliveries } from "./webhooks/jobs.js";
@@ -84,6 +86,8 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     trustProxy: config.trustProxy,
     maxWaitSeconds: config.maxWaitSeconds,
     streamKeepaliveMs: config.streamKeepaliveMs,
+    streamsPerPrediction: config.streamsPerPrediction,
+    streamsPerClient: config.streamsPerClient,
     corsOrigins: config.corsOrigins,
     rateLimit: config.rateLimit,
     provider: config.provider,
@@ -93,7 +97,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     logger: out,
   });
 
-  const recovered = await service.recover();
+  const recovered = await service.lifecycle.recover();
   if (recovered.requeued + recovered.failed > 0) {
     out.info(
       recovered,
@@ -105,7 +109,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
 
-  service.startBackground();
+  service.lifecycle.startBackground();
   uploads.start((err) => out.error({ err }, "Removing expired uploads failed"));
   webhooks.resume().then(
     (n) => n > 0 && out.info({ webhooks: n }, `Resumed ${n} undelivered completed webhook(s).`),
@@ -116,7 +120,8 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     setupModels(models, out);
     // The in-process worker runs one prediction at a time; on a shared queue, as many as configured.
     worker = new Worker(
-      service,
+      service.lifecycle,
+      models,
       queue,
       lineLogger(out.child({ component: "worker" }), "error"),
       queue.shared ? config.workerConcurrency : 1,
@@ -133,7 +138,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     app,
     close: () => {
       closing ??= (async () => {
-        service.shutdown();
+        service.lifecycle.shutdown();
         uploads.stop();
         await worker?.stop();
         await closeWebhooks();
@@ -172,19 +177,27 @@ export function newService(
   models: readonly ModelAdapter[],
   out: ServerOutput,
 ): PredictionService {
+  const { store, queue, files, events } = backends;
+  const lifecycle = new PredictionLifecycle(
+    store,
+    queue,
+    files,
+    events,
+    config.outputRetentionMs,
+    lineLogger(out.child({ component: "predictions" }), "error"),
+  );
   return new PredictionService(
-    backends.store,
-    backends.queue,
-    backends.files,
-    backends.events,
+    store,
+    lifecycle,
+    new OutputFiles(store, files, config.outputRetentionMs),
+    events,
     models,
     {
       queueMax: config.queueMax,
-      outputRetentionMs: config.outputRetentionMs,
+      queueMaxPerToken: config.queueMaxPerToken,
       maxRunTimeMs: config.maxRunTimeMs,
       webhookAllowPrivate: config.webhookAllowPrivate,
     },
-    lineLogger(out.child({ component: "predictions" }), "error"),
   );
 }
 

@@ -21,10 +21,12 @@ import {
   STABLE_DIFFUSION_VERSION,
 } from "../../model-catalog.js";
 import { fileInputProblem } from "../files/file-inputs.js";
+import { publicErrorMessage } from "../public-error.js";
 import { DownloadTracker } from "./download-tracker.js";
 import { EngineHost, EngineStoppedError, type PictureInputs, type StepReport } from "./engine-host.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
 import {
+  type ImageLimits,
   type ModelAdapter,
   type ModelDescription,
   type ModelState,
@@ -295,8 +297,10 @@ const RETRY_UNREACHABLE_MS = 30_000;
 const OFFLINE_HINT = "to try everything offline meanwhile, start sdserve with --model tiny-random";
 
 /** The reason a model cannot be set up, with what to do about it, in a sentence or two. */
-function setupFailure(err: unknown, spec: ModelSpec): string {
-  const message = (err instanceof Error ? err.message : String(err)).replace(/[.\s]+$/, "");
+function setupFailure(err: unknown, spec: ModelSpec, log?: (line: string) => void): string {
+  // An engine process that ended is told as such (its reason is ours, not a local path).
+  const shown = err instanceof EngineStoppedError ? err.message : publicErrorMessage(err, "setting up the model", log);
+  const message = shown.replace(/[.\s]+$/, "");
   if (err instanceof HubError) return `${message}; ${OFFLINE_HINT}`;
   if (err instanceof EngineStoppedError) {
     // Most often the memory ran out while the weights were loaded; the server's log has the rest.
@@ -306,12 +310,27 @@ function setupFailure(err: unknown, spec: ModelSpec): string {
   return `${message}. Point ${where} at a diffusers-format folder or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
 }
 
+/** The limits of the Input schema (sizes, outputs) and of memory (pixels), for APIs with parameters of their own. */
+export function imageLimitsOf(schemas: Record<string, JsonSchema>): ImageLimits {
+  const props = schemas["Input"]?.properties ?? {};
+  const numbers = (name: string) => ((schemas[name]?.enum ?? []) as number[]).filter((v) => typeof v === "number");
+  return {
+    maxOutputs: props["num_outputs"]?.maximum ?? 1,
+    widths: numbers("width"),
+    heights: numbers("height"),
+    maxPixels: MAX_PIXELS,
+    defaultWidth: props["width"]?.["default"] as number,
+    defaultHeight: props["height"]?.["default"] as number,
+  };
+}
+
 export class StableDiffusionAdapter implements ModelAdapter {
   readonly model: ModelDescription;
   readonly version: ModelVersion;
   readonly schemas: Record<string, JsonSchema>;
   readonly spec: ModelSpec;
   readonly inputSchema: InputSchemaKind;
+  readonly imageLimits: ImageLimits;
   private ownState: ModelState = "STARTING";
   private ownSetupError: string | undefined;
   private readonly shared: StableDiffusionAdapter | undefined;
@@ -360,6 +379,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
       aliases: this.spec.versionAliases,
     };
     this.schemas = imageInputSchemas(this.inputSchema, this.spec.defaults);
+    this.imageLimits = imageLimitsOf(this.schemas);
   }
 
   get state(): ModelState {
@@ -445,7 +465,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
         this.engine = undefined;
         await engine.close();
         this.ownState = "SETUP_FAILED";
-        this.ownSetupError = setupFailure(err, this.spec);
+        this.ownSetupError = setupFailure(err, this.spec, this.options.log);
         this.failedAt = performance.now();
         this.failedTransiently =
           (err instanceof HubError && err.kind === "unreachable") || err instanceof EngineStoppedError;

@@ -18,7 +18,8 @@ import { type FilePart, readMultipart, registerMultipart } from "../http/multipa
 import type { JsonSchema } from "../models/json-schema.js";
 import type { ModelAdapter } from "../models/model.js";
 import { fileInputNames } from "../models/stable-diffusion.js";
-import { OpenAiError, type OpenAiImagesOptions, sizesOf } from "./openai-images.js";
+import type { RouteSchema } from "../schemas/openapi.js";
+import { OpenAiError, type OpenAiImagesOptions, RESPONSE } from "./openai-images.js";
 
 /** The model's inputs an edit request may also carry, as multipart text fields. */
 const PASSED_THROUGH: Record<string, "string" | "number"> = {
@@ -72,15 +73,15 @@ async function outputSize(
   size: string | undefined,
   image: Uint8Array,
 ): Promise<{ width: number; height: number }> {
-  const { widths, heights } = sizesOf(model);
-  const fits = (w: number, h: number) => widths.includes(w) && heights.includes(h) && w * h <= 786_432;
+  const { widths, heights, maxPixels } = model.imageLimits;
+  const fits = (w: number, h: number) => widths.includes(w) && heights.includes(h) && w * h <= maxPixels;
   if (size !== undefined && size !== "auto") {
     const m = /^(\d+)x(\d+)$/.exec(size);
     const width = Number(m?.[1]);
     const height = Number(m?.[2]);
     if (!m || !fits(width, height)) {
       throw invalid(
-        `size must be WIDTHxHEIGHT with each side one of ${widths.join(", ")} and at most 786432 pixels (such as 256x256, 512x512).`,
+        `size must be WIDTHxHEIGHT with each side one of ${widths.join(", ")} and at most ${maxPixels} pixels (such as 256x256, 512x512).`,
         "size",
       );
     }
@@ -92,6 +93,13 @@ async function outputSize(
   if (meta?.width && meta.height && fits(meta.width, meta.height)) return { width: meta.width, height: meta.height };
   return { width: 512, height: 512 };
 }
+
+/** A function, not a constant: openai-images.ts imports this module before its RESPONSE exists. */
+const editsSchema = (): RouteSchema => ({
+  summary:
+    "OpenAI's image edits (multipart: image or image[], mask whose fully transparent pixels are edited, prompt, n, size, response_format): the served inpainting model",
+  response: { 200: RESPONSE },
+});
 
 function inpaintingModel(models: readonly ModelAdapter[], wanted: string | undefined): ModelAdapter | undefined {
   const inpainting = models.filter((m) => fileInputNames(m.schemas).includes("mask"));
@@ -114,7 +122,7 @@ export async function imageEditsRoute(
   const limits = { fileBytes: MAX_FILE_INPUT_BYTES, files: 5 };
   await registerMultipart(app, limits);
 
-  app.post("/images/edits", async (req, reply) => {
+  app.post("/images/edits", { schema: editsSchema() }, async (req, reply) => {
     const model = inpaintingModel(opts.service.models, undefined);
     if (!model) throw new OpenAiError(404, "No inpainting model is served.", "invalid_request_error", "model");
     let body: Awaited<ReturnType<typeof readMultipart>>;

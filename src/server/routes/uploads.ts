@@ -11,6 +11,9 @@ import { sniffContentType, type Uploads } from "../files/uploads.js";
 import { urlBaseOf } from "../http/headers.js";
 import { readMultipart, registerMultipart } from "../http/multipart.js";
 import { HttpProblem, notFound } from "../http/problem.js";
+import type { JsonSchema } from "../models/json-schema.js";
+import { PROBLEM } from "../schemas/definitions.js";
+import type { RouteSchema } from "../schemas/openapi.js";
 import type { UploadRecord } from "../store/store.js";
 
 export interface UploadRoutesOptions {
@@ -18,6 +21,59 @@ export interface UploadRoutesOptions {
   uploads: Uploads;
   publicBaseUrl: string | undefined;
 }
+
+/** Replicate's file object. */
+const FILE: JsonSchema = {
+  type: "object",
+  required: ["id", "name", "content_type", "size", "etag", "checksums", "metadata", "created_at", "urls"],
+  properties: {
+    id: { type: "string" },
+    name: { type: "string" },
+    content_type: { type: "string" },
+    size: { type: "integer" },
+    etag: { type: "string" },
+    checksums: { type: "object", properties: { sha256: { type: "string" } } },
+    metadata: { description: "What the client sent as metadata (any JSON)" },
+    created_at: { type: "string", format: "date-time" },
+    expires_at: { type: "string", format: "date-time" },
+    urls: { type: "object", properties: { get: { type: "string", format: "uri" } } },
+  },
+};
+const FILE_PARAMS: JsonSchema = { type: "object", required: ["id"], properties: { id: { type: "string" } } };
+
+const CREATE_SCHEMA: RouteSchema = {
+  summary: "Upload a file (multipart: the file part content, optional metadata JSON); use urls.get as a file input",
+  response: { 201: FILE, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM },
+};
+const LIST_SCHEMA: RouteSchema = {
+  summary: "The token's uploaded files, newest first",
+  querystring: { type: "object", properties: { cursor: { type: "string" } } },
+  response: {
+    200: {
+      type: "object",
+      required: ["next", "previous", "results"],
+      properties: {
+        next: { type: ["string", "null"] },
+        previous: { type: ["string", "null"] },
+        results: { type: "array", items: FILE },
+      },
+    },
+  },
+};
+const GET_SCHEMA: RouteSchema = {
+  summary: "One uploaded file",
+  params: FILE_PARAMS,
+  response: { 200: FILE, 404: PROBLEM },
+};
+const DELETE_SCHEMA: RouteSchema = {
+  summary: "Delete an uploaded file",
+  params: FILE_PARAMS,
+  response: { 204: { type: "null" }, 404: PROBLEM },
+};
+const DOWNLOAD_SCHEMA: RouteSchema = {
+  summary: "An uploaded file's bytes (with the token that uploaded it)",
+  params: FILE_PARAMS,
+};
 
 const PAGE_SIZE = 100;
 const MAX_NAME = 255;
@@ -67,7 +123,7 @@ export async function uploadRoutes(app: FastifyInstance, opts: UploadRoutesOptio
   const limits = { fileBytes: MAX_FILE_INPUT_BYTES, files: 2 };
   await registerMultipart(app, limits);
 
-  app.post("/files", async (req, reply) => {
+  app.post("/files", { schema: CREATE_SCHEMA }, async (req, reply) => {
     const body = await readMultipart(req, limits);
     const content = body.files.find((f) => f.field === "content");
     if (!content) throw new HttpProblem(422, "Missing file", "The multipart body must have a file part named content");
@@ -87,7 +143,7 @@ export async function uploadRoutes(app: FastifyInstance, opts: UploadRoutesOptio
     return reply.code(201).send(fileJson(u, api(req)));
   });
 
-  app.get<{ Querystring: Record<string, string | string[] | undefined> }>("/files", async (req) => {
+  app.get<{ Querystring: { cursor?: string } }>("/files", { schema: LIST_SCHEMA }, async (req) => {
     const raw = req.query["cursor"];
     const cursor = typeof raw === "string" && raw !== "" ? decodeCursor(raw) : undefined;
     const rows = await uploads.list(req.account, PAGE_SIZE + 1, cursor);
@@ -97,18 +153,18 @@ export async function uploadRoutes(app: FastifyInstance, opts: UploadRoutesOptio
     return { next, previous: null, results: page.map((u) => fileJson(u, api(req))) };
   });
 
-  app.get<{ Params: { id: string } }>("/files/:id", async (req) => {
+  app.get<{ Params: { id: string } }>("/files/:id", { schema: GET_SCHEMA }, async (req) => {
     const u = await uploads.get(req.account, req.params.id);
     if (!u) throw notFound();
     return fileJson(u, api(req));
   });
 
-  app.delete<{ Params: { id: string } }>("/files/:id", async (req, reply) => {
+  app.delete<{ Params: { id: string } }>("/files/:id", { schema: DELETE_SCHEMA }, async (req, reply) => {
     if (!(await uploads.delete(req.account, req.params.id))) throw notFound();
     return reply.code(204).send();
   });
 
-  app.get<{ Params: { id: string } }>("/files/:id/download", async (req, reply) => {
+  app.get<{ Params: { id: string } }>("/files/:id/download", { schema: DOWNLOAD_SCHEMA }, async (req, reply) => {
     const u = await uploads.get(req.account, req.params.id);
     const data = u ? await uploads.read(u) : undefined;
     if (!u || !data) throw notFound();
