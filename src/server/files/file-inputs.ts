@@ -135,26 +135,35 @@ async function fetchUrl(
   const deadline = AbortSignal.timeout(opts.timeoutMs ?? FETCH_TIMEOUT_MS);
   const abort = signal ? AbortSignal.any([signal, deadline]) : deadline;
   let url = first;
+  checkTarget(url, field, opts.allowPrivate);
   for (let hop = 0; ; hop++) {
-    if (url.protocol !== "http:" && url.protocol !== "https:") {
-      throw new FileInputError(field, `the URL redirected to a ${url.protocol} URL; only http and https are followed`);
-    }
-    try {
-      checkWebhookUrl(url, opts.allowPrivate);
-    } catch {
-      throw refused(field, url.hostname);
-    }
     const res = await get(url, field, maxBytes, opts.allowPrivate, abort);
-    if ("location" in res) {
-      if (hop >= MAX_REDIRECTS) throw new FileInputError(field, `the URL redirected more than ${MAX_REDIRECTS} times`);
-      try {
-        url = new URL(res.location, url);
-      } catch {
-        throw new FileInputError(field, "the URL redirected to an invalid location");
-      }
-      continue;
-    }
-    return res.body;
+    if (!("location" in res)) return res.body;
+    if (hop >= MAX_REDIRECTS) throw new FileInputError(field, `the URL redirected more than ${MAX_REDIRECTS} times`);
+    url = redirectTarget(url, res.location, field, opts.allowPrivate);
+  }
+}
+
+/** Where a redirect leads, checked as the first URL was (scheme, internal addresses); throws FileInputError. */
+export function redirectTarget(from: URL, location: string, field: string, allowPrivate: boolean): URL {
+  let url: URL;
+  try {
+    url = new URL(location, from);
+  } catch {
+    throw new FileInputError(field, "the URL redirected to an invalid location");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new FileInputError(field, `the URL redirected to a ${url.protocol} URL; only http and https are followed`);
+  }
+  checkTarget(url, field, allowPrivate);
+  return url;
+}
+
+function checkTarget(url: URL, field: string, allowPrivate: boolean): void {
+  try {
+    checkWebhookUrl(url, allowPrivate);
+  } catch {
+    throw refused(field, url.hostname);
   }
 }
 
