@@ -82,6 +82,9 @@ const GENERIC_DEFAULTS: ModelDefaults = { ...REPLICATE_DEFAULTS, width: 512, hei
 export const INPUT_SCHEMAS = ["text-to-image", "img2img", "inpainting"] as const;
 export type InputSchema = (typeof INPUT_SCHEMAS)[number];
 
+/** What stability-ai/stable-diffusion-inpainting runs beside the default weights: an inpainting checkpoint (9-channel UNet). */
+export const DEFAULT_INPAINTING_WEIGHTS = "stabilityai/stable-diffusion-2-inpainting";
+
 /** The models served beside stability-ai/stable-diffusion on its weights, and their schemas. */
 export const IMAGE_INPUT_MODELS: readonly { name: string; schema: InputSchema }[] = [
   { name: "stability-ai/stable-diffusion-img2img", schema: "img2img" },
@@ -104,6 +107,8 @@ export interface ModelSpec {
   schema?: InputSchema;
   /** The model (owner/name) whose loaded networks this one runs on, instead of loading its own. */
   sharesWeightsOf?: string;
+  /** Set up when first asked for rather than at start (weights fetched only if someone uses it). */
+  setupOnDemand?: boolean;
 }
 
 const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
@@ -217,6 +222,7 @@ export function modelSpec(
     where?: string;
     schema?: InputSchema;
     sharesWeightsOf?: string;
+    setupOnDemand?: boolean;
   } = {},
 ): ModelSpec {
   const where = opts.where ?? name;
@@ -228,6 +234,7 @@ export function modelSpec(
   return {
     ...(opts.schema && opts.schema !== "text-to-image" ? { schema: opts.schema } : {}),
     ...(opts.sharesWeightsOf ? { sharesWeightsOf: opts.sharesWeightsOf } : {}),
+    ...(opts.setupOnDemand ? { setupOnDemand: true } : {}),
     name,
     weights,
     variant,
@@ -316,18 +323,21 @@ export function modelCatalog(opts: { modelsFile?: string; model?: string; varian
 /**
  * The catalog with stability-ai/stable-diffusion-img2img and -inpainting added on the weights of
  * stability-ai/stable-diffusion (sharing its loaded networks), unless the models file names them
- * itself or serves no stability-ai/stable-diffusion.
+ * itself or serves no stability-ai/stable-diffusion. On the default weights, inpainting runs
+ * Replicate's own checkpoint instead, set up when first asked for.
  */
 export function withImageInputModels(specs: ModelSpec[]): ModelSpec[] {
   const main = specs.find((s) => s.name === DEFAULT_MODEL_NAME);
   if (!main) return specs;
   const added = IMAGE_INPUT_MODELS.filter((m) => !specs.some((s) => s.name === m.name)).map((m) =>
-    modelSpec(m.name, main.weights, {
-      variant: main.variant,
-      defaults: main.defaults,
-      schema: m.schema,
-      sharesWeightsOf: main.name,
-    }),
+    m.schema === "inpainting" && main.weights === DEFAULT_WEIGHTS
+      ? modelSpec(m.name, DEFAULT_INPAINTING_WEIGHTS, { variant: main.variant, schema: m.schema, setupOnDemand: true })
+      : modelSpec(m.name, main.weights, {
+          variant: main.variant,
+          defaults: main.defaults,
+          schema: m.schema,
+          sharesWeightsOf: main.name,
+        }),
   );
   return [...specs, ...added];
 }

@@ -217,26 +217,28 @@ export function uploadsOf(config: Config, backends: Backends): Uploads {
  */
 export function setupModels(models: readonly ModelAdapter[], out: ServerOutput): void {
   const loadStart = performance.now();
-  void models.reduce<Promise<unknown>>(
-    (previous, m) =>
-      previous.then(() =>
-        m.setup().then(
-          () => {
-            const seconds = Math.round(performance.now() - loadStart) / 1000;
-            out.info(
-              { component: "setup", model: `${m.model.owner}/${m.model.name}`, setup_time_s: seconds },
-              `Model ready: ${m.model.owner}/${m.model.name} in ${seconds.toFixed(1)}s`,
-            );
-          },
-          (err: unknown) =>
-            out.error(
-              { component: "setup", model: `${m.model.owner}/${m.model.name}` },
-              `${m.model.owner}/${m.model.name} could not be loaded: ${err instanceof Error ? err.message : String(err)}`,
-            ),
+  void models
+    .filter((m) => !m.setupOnDemand)
+    .reduce<Promise<unknown>>(
+      (previous, m) =>
+        previous.then(() =>
+          m.setup().then(
+            () => {
+              const seconds = Math.round(performance.now() - loadStart) / 1000;
+              out.info(
+                { component: "setup", model: `${m.model.owner}/${m.model.name}`, setup_time_s: seconds },
+                `Model ready: ${m.model.owner}/${m.model.name} in ${seconds.toFixed(1)}s`,
+              );
+            },
+            (err: unknown) =>
+              out.error(
+                { component: "setup", model: `${m.model.owner}/${m.model.name}` },
+                `${m.model.owner}/${m.model.name} could not be loaded: ${err instanceof Error ? err.message : String(err)}`,
+              ),
+          ),
         ),
-      ),
-    Promise.resolve(),
-  );
+      Promise.resolve(),
+    );
 }
 
 /** The webhook dispatcher of this process; with a shared queue, `completed` tries are durable jobs that it also runs. */

@@ -105,6 +105,9 @@ export interface ModelAdapter {
   readonly state: ModelState;
   /** Why setup failed, when it did. */
   readonly setupError: string | undefined;
+  /** Set up when first asked for, not at start; until then `setupStarted` is false. */
+  readonly setupOnDemand?: boolean;
+  readonly setupStarted?: boolean;
   /** While STARTING, what setup is doing (absent where the adapter cannot tell). */
   readonly setupProgress?: SetupProgress;
   /** Runs one prediction; the input has passed validateInput. Rejects with PredictionError for user-facing failures. */

@@ -382,6 +382,14 @@ export class StableDiffusionAdapter implements ModelAdapter {
     this.imageLimits = imageLimitsOf(this.schemas);
   }
 
+  get setupOnDemand(): boolean {
+    return this.spec.setupOnDemand === true;
+  }
+
+  get setupStarted(): boolean {
+    return this.shared ? this.shared.setupStarted : this.loading !== undefined;
+  }
+
   get state(): ModelState {
     return this.shared ? this.shared.state : this.ownState;
   }
