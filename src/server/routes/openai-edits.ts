@@ -123,8 +123,6 @@ export async function imageEditsRoute(
   await registerMultipart(app, limits);
 
   app.post("/images/edits", { schema: editsSchema() }, async (req, reply) => {
-    const model = inpaintingModel(opts.service.models, undefined);
-    if (!model) throw new OpenAiError(404, "No inpainting model is served.", "invalid_request_error", "model");
     let body: Awaited<ReturnType<typeof readMultipart>>;
     try {
       body = await readMultipart(req, limits);
@@ -137,6 +135,9 @@ export async function imageEditsRoute(
       );
     }
     const f = body.fields;
+    // `model` picks a served inpainting model by owner/name; OpenAI's own names (dall-e-2, …) get the first.
+    const model = inpaintingModel(opts.service.models, f["model"]);
+    if (!model) throw new OpenAiError(404, "No inpainting model is served.", "invalid_request_error", "model");
     const image: FilePart | undefined = body.files.find((p) => p.field === "image" || p.field === "image[]");
     if (!image) throw invalid("image is required (a PNG, JPEG or WebP file part named image).", "image");
     const maskPart = body.files.find((p) => p.field === "mask");
