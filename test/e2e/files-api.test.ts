@@ -97,6 +97,26 @@ test("files.create / get / list / delete, with Replicate's fields", async () => 
   assert.equal((await api(server, "DELETE", `/v1/files/${file.id}`)).status, 404);
 });
 
+test("the python client's layout: a metadata field before the content part, and filename/type fields", async () => {
+  const form = new FormData();
+  form.append("metadata", JSON.stringify({ from: "python" }));
+  form.append("filename", "picture.png");
+  form.append("type", "image/png");
+  form.append("content", new Blob([png(4, 4)], { type: "application/octet-stream" }), "upload");
+  const res = await fetch(`${server.url}/replicate/v1/files`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${TOKEN}` },
+    body: form,
+  });
+  assert.equal(res.status, 201);
+  const file = (await res.json()) as Record<string, unknown>;
+  assert.deepEqual(
+    [file["name"], file["content_type"], file["metadata"]],
+    ["picture.png", "image/png", { from: "python" }],
+  );
+  assert.match(String((file["urls"] as { get: string }).get), /\/replicate\/v1\/files\/[a-z0-9]+\/download$/);
+});
+
 test("hostile multipart bodies are 4xx problems", async () => {
   const post = (body: FormData | string, contentType?: string) =>
     fetch(`${server.url}/v1/files`, {
