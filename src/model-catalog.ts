@@ -86,6 +86,11 @@ export interface ModelSpec {
   version: string;
   /** Other version ids that also mean this model (Replicate's, for stability-ai/stable-diffusion). */
   versionAliases: string[];
+  /**
+   * An AutoencoderTiny (TAESD) folder that draws this model's step previews (absolute); absent:
+   * the linear latent → RGB map. Not part of the version: it changes no output.
+   */
+  previewVae?: string;
 }
 
 const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
@@ -234,8 +239,10 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
       throw new CatalogError(`${where}: must be an object`);
     const entry = raw as Record<string, unknown>;
     for (const key of Object.keys(entry)) {
-      if (!["weights", "variant", "defaults", "description"].includes(key)) {
-        throw new CatalogError(`${where}.${key}: unknown setting (weights, variant, defaults, description)`);
+      if (!["weights", "variant", "defaults", "description", "preview_vae"].includes(key)) {
+        throw new CatalogError(
+          `${where}.${key}: unknown setting (weights, variant, defaults, description, preview_vae)`,
+        );
       }
     }
     if (typeof entry["weights"] !== "string" || entry["weights"].trim() === "") {
@@ -246,14 +253,17 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
     if (entry["description"] !== undefined && typeof entry["description"] !== "string") {
       throw new CatalogError(`${where}.description: must be a string`);
     }
-    specs.push(
-      modelSpec(name, normalizeWeights(entry["weights"], baseDir), {
-        variant,
-        defaults: entry["defaults"],
-        description: entry["description"] as string | undefined,
-        where,
-      }),
-    );
+    const previewVae = entry["preview_vae"];
+    if (previewVae !== undefined && (typeof previewVae !== "string" || previewVae.trim() === "")) {
+      throw new CatalogError(`${where}.preview_vae: must be the path of an AutoencoderTiny (TAESD) folder`);
+    }
+    const spec = modelSpec(name, normalizeWeights(entry["weights"], baseDir), {
+      variant,
+      defaults: entry["defaults"],
+      description: entry["description"] as string | undefined,
+      where,
+    });
+    specs.push(previewVae === undefined ? spec : { ...spec, previewVae: path.resolve(baseDir, previewVae) });
   }
   if (specs.length === 0) throw new CatalogError(`models file ${file}: lists no models`);
   return specs;
@@ -262,8 +272,20 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
 /**
  * The models to serve: those of the models file, with --model (when given) as the weights of
  * stability-ai/stable-diffusion; with neither, stability-ai/stable-diffusion on SD 2.1.
+ * `previewVae` (--preview-vae) draws the previews of every model whose entry names none.
  */
-export function modelCatalog(opts: { modelsFile?: string; model?: string; variant?: "fp32" | "fp16" }): ModelSpec[] {
+export function modelCatalog(opts: {
+  modelsFile?: string;
+  model?: string;
+  variant?: "fp32" | "fp16";
+  previewVae?: string;
+}): ModelSpec[] {
+  const specs = servedModels(opts);
+  const previewVae = opts.previewVae;
+  return previewVae === undefined ? specs : specs.map((s) => ({ ...s, previewVae: s.previewVae ?? previewVae }));
+}
+
+function servedModels(opts: { modelsFile?: string; model?: string; variant?: "fp32" | "fp16" }): ModelSpec[] {
   const variant = opts.variant ?? "fp32";
   const fromFile = opts.modelsFile ? readModelsFile(opts.modelsFile, variant) : [];
   if (opts.model === undefined) {
@@ -275,5 +297,6 @@ export function modelCatalog(opts: { modelsFile?: string; model?: string; varian
     variant: inFile?.variant ?? variant,
     description: inFile?.description,
   });
+  if (inFile?.previewVae !== undefined) main.previewVae = inFile.previewVae;
   return [main, ...fromFile.filter((s) => s.name !== DEFAULT_MODEL_NAME)];
 }

@@ -1,5 +1,6 @@
 /** config.ts: flags and environment read and validated in one place. */
 import assert from "node:assert/strict";
+import path from "node:path";
 import { test } from "node:test";
 import { ConfigError, loadConfig, parseDuration, SERVE_HELP, SETTINGS, WORKER_HELP } from "../src/config.js";
 
@@ -196,4 +197,15 @@ test("--help is the table: every setting of the command once, with its default, 
   assert.match(WORKER_HELP, /\(default 9090\)/);
   assert.match(SERVE_HELP, /SDSERVE_OUTPUT_RETENTION +.*\(default\s+1h\)/);
   assert.doesNotMatch(WORKER_HELP, /SDSERVE_OUTPUT_RETENTION/);
+});
+
+test("--preview-vae gives every model a TAESD preview decoder; --preview-size is bounded", () => {
+  const c = loadConfig(["--model", "tiny-random", "--preview-vae", "taesd"], {});
+  assert.equal(c.models[0]?.previewVae, path.resolve("taesd"));
+  assert.equal(c.previewSize, 256);
+  assert.equal(loadConfig(["--model", "m"], { SDSERVE_PREVIEW_SIZE: "512" }).previewSize, 512);
+  assert.equal(loadConfig(["--model", "m"], {}).models[0]?.previewVae, undefined);
+  for (const bad of ["0", "7", "1025", "-8", "256px", "1e3", "9".repeat(400)]) {
+    assert.throws(() => loadConfig(["--model", "m", "--preview-size", bad], {}), /--preview-size/);
+  }
 });

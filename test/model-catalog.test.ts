@@ -116,6 +116,9 @@ test("a bad models file is refused with the file and the field", () => {
     [{ models: { "a/b": {} } }, /models\["a\/b"\]\.weights: required/],
     [{ models: { "a/b": { weights: "tiny-random", variant: "int8" } } }, /\.variant: must be fp32 or fp16/],
     [{ models: { "a/b": { weights: "tiny-random", steps: 4 } } }, /\.steps: unknown setting/],
+    [{ models: { "a/b": { weights: "tiny-random", preview_vae: 1 } } }, /\.preview_vae: must be the path/],
+    [{ models: { "a/b": { weights: "tiny-random", preview_vae: " " } } }, /\.preview_vae: must be the path/],
+    [{ models: { "a/b": { weights: "tiny-random", preview_vae: ["taesd"] } } }, /\.preview_vae: must be the path/],
     [
       { models: { "a/b": { weights: "tiny-random", defaults: { width: 500 } } } },
       /defaults\.width: must be one of 128/,
@@ -140,4 +143,26 @@ test("a bad models file is refused with the file and the field", () => {
     );
   }
   assert.throws(() => readModelsFile(path.join(tmp, "absent.json")), /cannot be read \(ENOENT\)/);
+});
+
+test("preview_vae: per model (relative to the models file), else --preview-vae; never part of the version", () => {
+  const file = modelsFile({
+    models: {
+      "me/own": { weights: "tiny-random", preview_vae: "./taesd-own" },
+      "me/shared": { weights: "tiny-random" },
+      "stability-ai/stable-diffusion": { weights: "tiny-random", preview_vae: "taesd-main" },
+    },
+  });
+  const specs = modelCatalog({ modelsFile: file, previewVae: "/srv/taesd" });
+  const byName = Object.fromEntries(specs.map((s) => [s.name, s]));
+  assert.equal(byName["me/own"]?.previewVae, path.join(tmp, "taesd-own"));
+  assert.equal(byName["me/shared"]?.previewVae, "/srv/taesd");
+  assert.equal(byName["me/own"]?.version, modelSpec("me/own", "tiny-random").version);
+  // --model keeps the entry's preview decoder for stability-ai/stable-diffusion.
+  const withModel = modelCatalog({ modelsFile: file, model: "tiny-random" });
+  assert.equal(
+    withModel.find((s) => s.name === "stability-ai/stable-diffusion")?.previewVae,
+    path.join(tmp, "taesd-main"),
+  );
+  assert.equal(withModel.find((s) => s.name === "me/shared")?.previewVae, undefined);
 });

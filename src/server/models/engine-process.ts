@@ -24,6 +24,7 @@ import {
   type Pipeline,
   type PullEvent,
   RequestError,
+  type RgbImage,
   resolveModelSource,
   type StepEvent,
 } from "../../engine/index.js";
@@ -38,6 +39,8 @@ export interface SetupParams {
   optimizedCache: string | false | undefined;
   threads: number | undefined;
   provider: ExecutionProvider | undefined;
+  /** Step previews drawn by an AutoencoderTiny (TAESD) folder, at most maxSize pixels a side; absent: the linear latent map. */
+  preview?: { vae: string; maxSize: number };
 }
 
 export type ToEngine =
@@ -146,6 +149,8 @@ function runProcess(send: (message: FromEngine) => void): void {
         threads: params.threads,
         provider: params.provider,
         optimizedCache: params.optimizedCache,
+        previewVae: params.preview?.vae,
+        previewMaxSize: params.preview?.maxSize,
         log: (line) => post({ type: "log", line }),
       });
       post({ type: "ready", label });
@@ -165,12 +170,20 @@ function runProcess(send: (message: FromEngine) => void): void {
       let lastStep = start;
       let lastPreview = Number.NEGATIVE_INFINITY;
       const interval = message.previewIntervalMs;
-      const onStep = async ({ step, total, latents }: StepEvent) => {
+      const onStep = async (event: StepEvent) => {
+        const { step, total } = event;
         const now = performance.now();
         let previews: Uint8Array[] | undefined;
-        if (interval !== undefined && now - lastPreview >= interval && canPreview(latents)) {
+        if (interval !== undefined && now - lastPreview >= interval) {
           lastPreview = now;
-          previews = latentsToPreviewImages(latents).map((image) => encodePng(image));
+          // A preview that fails costs the preview, not the prediction.
+          const images = await previewImages(event).catch((err: unknown) => {
+            post({ type: "log", line: `preview failed: ${err instanceof Error ? err.message : String(err)}` });
+            return undefined;
+          });
+          if (images) {
+            previews = images.map((image) => encodePng(image));
+          }
         }
         post({
           type: "step",
@@ -181,7 +194,8 @@ function runProcess(send: (message: FromEngine) => void): void {
           elapsedSeconds: (now - start) / 1000,
           previews,
         });
-        lastStep = now;
+        // A preview's own time is not the next step's (the step times feed /metrics).
+        lastStep = performance.now();
         // onnxruntime holds this thread for a whole step: let a cancel that came meanwhile be
         // read now, so the generation stops before its next step, as it would in-process.
         await new Promise((resolve) => setImmediate(resolve));
@@ -195,6 +209,12 @@ function runProcess(send: (message: FromEngine) => void): void {
     } finally {
       controllers.delete(id);
     }
+  }
+
+  /** The tiny autoencoder's picture when the model has one, else the linear map of the latents. */
+  async function previewImages(event: StepEvent): Promise<RgbImage[] | undefined> {
+    if (pipeline?.previewer) return pipeline.preview(event);
+    return canPreview(event.latents) ? latentsToPreviewImages(event.latents) : undefined;
   }
 
   async function close(): Promise<void> {
