@@ -1,15 +1,17 @@
 /** model-catalog.ts: the models file, per-model defaults, and version ids derived from definitions. */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
 import {
   CatalogError,
+  fewStepKind,
   modelCatalog,
   modelSpec,
   REPLICATE_DEFAULTS,
   readModelsFile,
+  SCHEDULERS,
   STABLE_DIFFUSION_VERSION,
 } from "../src/model-catalog.js";
 
@@ -165,4 +167,64 @@ test("preview_vae: per model (relative to the models file), else --preview-vae; 
     path.join(tmp, "taesd-main"),
   );
   assert.equal(withModel.find((s) => s.name === "me/shared")?.previewVae, undefined);
+});
+
+test("few-step models: LCM and Turbo get their native defaults, LCM is offered where it fits", () => {
+  const lcm = modelSpec("me/lcm", "SimianLuo/LCM_Dreamshaper_v7");
+  assert.equal(lcm.fewStep, "lcm");
+  assert.deepEqual(lcm.defaults, {
+    width: 512,
+    height: 512,
+    num_inference_steps: 4,
+    guidance_scale: 8.5,
+    scheduler: "LCM",
+  });
+  assert.deepEqual(lcm.schedulers, [...SCHEDULERS, "LCM"]);
+  assert.equal(lcm.guidanceMinimum, 0);
+  const turbo = modelSpec("stability-ai/sd-turbo", "stabilityai/sd-turbo");
+  assert.equal(turbo.fewStep, "turbo");
+  assert.equal(turbo.defaults.num_inference_steps, 1);
+  assert.deepEqual(turbo.schedulers, [...SCHEDULERS]);
+  assert.equal(
+    modelSpec("a/b", "stabilityai/sd-turbo", { defaults: { guidance_scale: 0 } }).defaults.guidance_scale,
+    0,
+  );
+  // Replicate's model keeps Replicate's choices.
+  const sd = modelSpec("stability-ai/stable-diffusion", "stabilityai/stable-diffusion-2-1");
+  assert.equal(sd.version, STABLE_DIFFUSION_VERSION);
+  assert.deepEqual([sd.schedulers, sd.guidanceMinimum, sd.fewStep], [[...SCHEDULERS], 1, undefined]);
+  // Other weights may choose LCM (an LCM-LoRA fused in), and then it is offered.
+  const fused = modelSpec("me/fused", "tiny-random", { defaults: { scheduler: "LCM", guidance_scale: 1 } });
+  assert.deepEqual(fused.schedulers, [...SCHEDULERS, "LCM"]);
+  assert.equal(fused.guidanceMinimum, 1);
+  assert.throws(() => modelSpec("me/x", "tiny-random", { defaults: { scheduler: "Euler a" } }), /must be one of DDIM/);
+});
+
+test("a local folder is a few-step model by its configs; broken or hostile configs make an ordinary one", () => {
+  const folder = (files: Record<string, string>) => {
+    const dir = mkdtempSync(path.join(tmp, "weights-"));
+    for (const [name, text] of Object.entries(files)) {
+      mkdirSync(path.join(dir, path.dirname(name)), { recursive: true });
+      writeFileSync(path.join(dir, name), text);
+    }
+    return dir;
+  };
+  const lcmUnet = folder({ "unet/config.json": JSON.stringify({ time_cond_proj_dim: 256 }) });
+  assert.equal(fewStepKind(lcmUnet), "lcm");
+  assert.equal(modelSpec("me/a", lcmUnet).defaults.guidance_scale, 8.5);
+  const lcmScheduler = folder({ "scheduler/scheduler_config.json": JSON.stringify({ _class_name: "LCMScheduler" }) });
+  assert.equal(fewStepKind(lcmScheduler), "lcm");
+  // No w-embedding input: LCM-LoRA-fused weights run without guidance.
+  assert.equal(modelSpec("me/b", lcmScheduler).defaults.guidance_scale, 1);
+  const trailing = { _class_name: "EulerDiscreteScheduler", timestep_spacing: "trailing" };
+  assert.equal(fewStepKind(folder({ "scheduler/scheduler_config.json": JSON.stringify(trailing) })), "turbo");
+  const leading = { ...trailing, timestep_spacing: "leading" };
+  assert.equal(fewStepKind(folder({ "scheduler/scheduler_config.json": JSON.stringify(leading) })), undefined);
+  for (const text of ["{", "null", "[1]", '"x"', JSON.stringify({ time_cond_proj_dim: null }), "\u0000".repeat(64)]) {
+    const dir = folder({ "unet/config.json": text, "scheduler/scheduler_config.json": text });
+    assert.equal(fewStepKind(dir), undefined, text);
+    assert.deepEqual(modelSpec("me/c", dir).defaults, { ...REPLICATE_DEFAULTS, width: 512, height: 512 });
+  }
+  assert.equal(fewStepKind(path.join(tmp, "absent")), undefined);
+  assert.equal(fewStepKind("tiny-random"), undefined);
 });

@@ -49,11 +49,23 @@ const PREVIEW_INTERVAL_MS = 500;
 /** A 256² TAESD preview costs about 4 % of an SD 1.5 step at batch 1 (a 512² one, about a sixth). */
 const DEFAULT_PREVIEW_SIZE = 256;
 
+/** What a model's input accepts beyond Replicate's (model-catalog.ts: few-step models). */
+export interface InputChoices {
+  schedulers: readonly string[];
+  guidanceMinimum: number;
+}
+
+const REPLICATE_CHOICES: InputChoices = { schedulers: SCHEDULERS, guidanceMinimum: 1 };
+
 /**
  * `components.schemas` as Cog (pydantic v1) renders predict.py's signature: enums are referenced
- * through allOf. The defaults are the model's (Replicate's for stability-ai/stable-diffusion).
+ * through allOf. The defaults are the model's (Replicate's for stability-ai/stable-diffusion), and
+ * so are the choices (a few-step model also takes LCM, or a guidance scale from 0).
  */
-export function stableDiffusionSchemas(defaults: ModelDefaults): Record<string, JsonSchema> {
+export function stableDiffusionSchemas(
+  defaults: ModelDefaults,
+  choices: InputChoices = REPLICATE_CHOICES,
+): Record<string, JsonSchema> {
   return {
     Input: {
       type: "object",
@@ -110,7 +122,7 @@ export function stableDiffusionSchemas(defaults: ModelDefaults): Record<string, 
           title: "Guidance Scale",
           description: "Scale for classifier-free guidance",
           default: defaults.guidance_scale,
-          minimum: 1,
+          minimum: choices.guidanceMinimum,
           maximum: 20,
           "x-order": 6,
         },
@@ -130,7 +142,7 @@ export function stableDiffusionSchemas(defaults: ModelDefaults): Record<string, 
     },
     width: { title: "width", description: "An enumeration.", type: "integer", enum: [...SIZES] },
     height: { title: "height", description: "An enumeration.", type: "integer", enum: [...SIZES] },
-    scheduler: { title: "scheduler", description: "An enumeration.", type: "string", enum: [...SCHEDULERS] },
+    scheduler: { title: "scheduler", description: "An enumeration.", type: "string", enum: [...choices.schedulers] },
     Output: { type: "array", title: "Output", items: { type: "string", format: "uri" } },
   };
 }
@@ -260,7 +272,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
       cogVersion: "0.8.6",
       aliases: this.spec.versionAliases,
     };
-    this.schemas = stableDiffusionSchemas(this.spec.defaults);
+    this.schemas = stableDiffusionSchemas(this.spec.defaults, this.spec);
   }
 
   get setupProgress(): SetupProgress | undefined {
