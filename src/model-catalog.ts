@@ -358,7 +358,11 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
       description: entry["description"] as string | undefined,
       where,
     });
-    specs.push(previewVae === undefined ? spec : { ...spec, previewVae: path.resolve(baseDir, previewVae) });
+    specs.push(
+      previewVae === undefined
+        ? spec
+        : { ...spec, previewVae: previewFolder(`${where}.preview_vae`, path.resolve(baseDir, previewVae)) },
+    );
   }
   if (specs.length === 0) throw new CatalogError(`models file ${file}: lists no models`);
   return specs;
@@ -376,8 +380,22 @@ export function modelCatalog(opts: {
   previewVae?: string;
 }): ModelSpec[] {
   const specs = servedModels(opts);
-  const previewVae = opts.previewVae;
+  const previewVae =
+    opts.previewVae === undefined ? undefined : previewFolder("--preview-vae / SDSERVE_PREVIEW_VAE", opts.previewVae);
   return previewVae === undefined ? specs : specs.map((s) => ({ ...s, previewVae: s.previewVae ?? previewVae }));
+}
+
+/**
+ * A preview decoder that is not there fails the start, not every prediction of its model (the
+ * engine loads it with the model, and would fail the model's setup).
+ */
+function previewFolder(where: string, dir: string): string {
+  if (!existsSync(path.join(dir, "config.json"))) {
+    throw new CatalogError(
+      `${where}: ${dir} has no config.json; give an AutoencoderTiny (TAESD) folder, e.g. a download of madebyollin/taesd`,
+    );
+  }
+  return dir;
 }
 
 function servedModels(opts: { modelsFile?: string; model?: string; variant?: "fp32" | "fp16" }): ModelSpec[] {

@@ -148,6 +148,11 @@ test("a bad models file is refused with the file and the field", () => {
 });
 
 test("preview_vae: per model (relative to the models file), else --preview-vae; never part of the version", () => {
+  for (const dir of ["taesd-own", "taesd-main", "taesd-shared"]) {
+    mkdirSync(path.join(tmp, dir), { recursive: true });
+    writeFileSync(path.join(tmp, dir, "config.json"), "{}");
+  }
+  const shared = path.join(tmp, "taesd-shared");
   const file = modelsFile({
     models: {
       "me/own": { weights: "tiny-random", preview_vae: "./taesd-own" },
@@ -155,10 +160,10 @@ test("preview_vae: per model (relative to the models file), else --preview-vae; 
       "stability-ai/stable-diffusion": { weights: "tiny-random", preview_vae: "taesd-main" },
     },
   });
-  const specs = modelCatalog({ modelsFile: file, previewVae: "/srv/taesd" });
+  const specs = modelCatalog({ modelsFile: file, previewVae: shared });
   const byName = Object.fromEntries(specs.map((s) => [s.name, s]));
   assert.equal(byName["me/own"]?.previewVae, path.join(tmp, "taesd-own"));
-  assert.equal(byName["me/shared"]?.previewVae, "/srv/taesd");
+  assert.equal(byName["me/shared"]?.previewVae, shared);
   assert.equal(byName["me/own"]?.version, modelSpec("me/own", "tiny-random").version);
   // --model keeps the entry's preview decoder for stability-ai/stable-diffusion.
   const withModel = modelCatalog({ modelsFile: file, model: "tiny-random" });
@@ -167,6 +172,20 @@ test("preview_vae: per model (relative to the models file), else --preview-vae; 
     path.join(tmp, "taesd-main"),
   );
   assert.equal(withModel.find((s) => s.name === "me/shared")?.previewVae, undefined);
+  // A folder without an autoencoder's config.json is refused at start, naming where it was given.
+  assert.throws(
+    () => modelCatalog({ model: "tiny-random", previewVae: path.join(tmp, "absent") }),
+    /--preview-vae \/ SDSERVE_PREVIEW_VAE: .* has no config\.json/,
+  );
+  const bad = modelsFile({ models: { "me/x": { weights: "tiny-random", preview_vae: "nowhere" } } });
+  assert.throws(
+    () => readModelsFile(bad),
+    (err: unknown) => {
+      assert.ok(err instanceof CatalogError);
+      assert.match(err.message, /models\["me\/x"\]\.preview_vae: .* has no config\.json/);
+      return true;
+    },
+  );
 });
 
 test("few-step models: LCM and Turbo get their native defaults, LCM is offered where it fits", () => {
