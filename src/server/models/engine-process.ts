@@ -174,7 +174,9 @@ function runProcess(send: (message: FromEngine) => void): void {
         const { step, total } = event;
         const now = performance.now();
         let previews: Uint8Array[] | undefined;
-        if (interval !== undefined && now - lastPreview >= interval) {
+        // The last step's picture is the output itself, decoded next: a preview of it is wasted
+        // work (with Turbo's single step, the only preview there would be).
+        if (interval !== undefined && step < total && now - lastPreview >= interval) {
           lastPreview = now;
           // A preview that fails costs the preview, not the prediction.
           const images = await previewImages(event).catch((err: unknown) => {
