@@ -81,11 +81,13 @@ test("the LCM model's schema has its native defaults and offers LCM; the Turbo m
   assert.equal(turboInput["scheduler"]?.["default"], "K_EULER");
   assert.deepEqual(turbo["scheduler"]?.enum, [...SCHEDULERS]);
 
-  // /openapi.json describes the first model served, the LCM one.
+  // /openapi.json holds each model's schemas as <owner>.<name>.<Schema>.
   const doc = await api(server, "GET", "/openapi.json");
   const docSchemas = (doc.json["components"] as { schemas: Schemas }).schemas;
-  assert.equal(docSchemas["Input"]?.properties?.["scheduler"]?.["default"], "LCM");
-  assert.deepEqual(docSchemas["scheduler"]?.enum, [...SCHEDULERS, "LCM"]);
+  assert.equal(docSchemas["me.tiny-lcm.Input"]?.properties?.["scheduler"]?.["default"], "LCM");
+  assert.deepEqual(docSchemas["me.tiny-lcm.scheduler"]?.enum, [...SCHEDULERS, "LCM"]);
+  assert.equal(docSchemas["me.tiny-turbo.Input"]?.properties?.["num_inference_steps"]?.["default"], 1);
+  assert.deepEqual(docSchemas["me.tiny-turbo.scheduler"]?.enum, [...SCHEDULERS]);
 
   // The playground's form starts from the same defaults.
   const page = await (await fetch(`${server.url}/?model=me/tiny-lcm`)).text();
