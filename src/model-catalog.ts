@@ -80,6 +80,14 @@ const KNOWN_WEIGHTS: Record<string, ModelDefaults> = {
   "stable-diffusion-v1-5/stable-diffusion-v1-5": { ...REPLICATE_DEFAULTS, width: 512, height: 512 },
   "runwayml/stable-diffusion-v1-5": { ...REPLICATE_DEFAULTS, width: 512, height: 512 },
   "stabilityai/sd-turbo": { width: 512, height: 512, num_inference_steps: 1, guidance_scale: 1, scheduler: "K_EULER" },
+  // Its scheduler config is Euler ancestral on trailing timesteps; 512 px as its model card.
+  "stabilityai/sdxl-turbo": {
+    width: 512,
+    height: 512,
+    num_inference_steps: 1,
+    guidance_scale: 1,
+    scheduler: "K_EULER_ANCESTRAL",
+  },
   // diffusers' LatentConsistencyModelPipeline: 4 steps, guidance 8.5 (fed to the UNet as its w-embedding).
   "SimianLuo/LCM_Dreamshaper_v7": {
     width: 512,
@@ -92,6 +100,7 @@ const KNOWN_WEIGHTS: Record<string, ModelDefaults> = {
 
 const KNOWN_FEW_STEP: Record<string, FewStepKind> = {
   "stabilityai/sd-turbo": "turbo",
+  "stabilityai/sdxl-turbo": "turbo",
   "SimianLuo/LCM_Dreamshaper_v7": "lcm",
 };
 
@@ -159,7 +168,12 @@ function baseDefaults(name: string, weights: string, fewStep: FewStepKind | unde
   const hub = parseHubId(weights);
   const known = hub && !isLocal(weights) ? KNOWN_WEIGHTS[hub.repo] : undefined;
   if (known) return known;
-  if (fewStep === "turbo") return FEW_STEP_DEFAULTS.turbo;
+  if (fewStep === "turbo") {
+    const ancestral = readConfig(weights, "scheduler/scheduler_config.json")?.["_class_name"];
+    return ancestral === "EulerAncestralDiscreteScheduler"
+      ? { ...FEW_STEP_DEFAULTS.turbo, scheduler: "K_EULER_ANCESTRAL" }
+      : FEW_STEP_DEFAULTS.turbo;
+  }
   if (fewStep === "lcm") {
     // An LCM UNet takes guidance as its input (8.5 as in diffusers' pipeline); weights with an
     // LCM-LoRA fused in run without guidance. As the engine's nativeDefaults (pipeline.ts).
@@ -198,7 +212,8 @@ function readConfig(weights: string, file: string): Record<string, unknown> | un
 /**
  * Whether the weights are a few-step model: a known checkpoint by its hub id, or a local folder
  * by its configs (an LCM UNet's time_cond_proj_dim, an LCMScheduler, or the trailing Euler
- * schedule SD-Turbo ships, which no ordinary Stable Diffusion checkpoint does).
+ * (or Euler ancestral) schedule SD-Turbo and SDXL-Turbo ship, which no ordinary Stable Diffusion
+ * checkpoint does).
  */
 export function fewStepKind(weights: string): FewStepKind | undefined {
   const hub = parseHubId(weights);
@@ -206,7 +221,9 @@ export function fewStepKind(weights: string): FewStepKind | undefined {
   const unet = readConfig(weights, "unet/config.json");
   const scheduler = readConfig(weights, "scheduler/scheduler_config.json");
   if (unet?.["time_cond_proj_dim"] != null || scheduler?.["_class_name"] === "LCMScheduler") return "lcm";
-  const euler = scheduler?.["_class_name"] === "EulerDiscreteScheduler";
+  const euler = ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"].includes(
+    scheduler?.["_class_name"] as string,
+  );
   if (euler && scheduler?.["timestep_spacing"] === "trailing") return "turbo";
   return undefined;
 }

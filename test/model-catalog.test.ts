@@ -237,6 +237,12 @@ test("a local folder is a few-step model by its configs; broken or hostile confi
   assert.equal(modelSpec("me/b", lcmScheduler).defaults.guidance_scale, 1);
   const trailing = { _class_name: "EulerDiscreteScheduler", timestep_spacing: "trailing" };
   assert.equal(fewStepKind(folder({ "scheduler/scheduler_config.json": JSON.stringify(trailing) })), "turbo");
+  const ancestral = folder({
+    "scheduler/scheduler_config.json": JSON.stringify({ ...trailing, _class_name: "EulerAncestralDiscreteScheduler" }),
+  });
+  assert.equal(fewStepKind(ancestral), "turbo");
+  assert.equal(modelSpec("me/xl", ancestral).defaults.scheduler, "K_EULER_ANCESTRAL");
+  assert.equal(modelSpec("me/xl", "stabilityai/sdxl-turbo").defaults.num_inference_steps, 1);
   const leading = { ...trailing, timestep_spacing: "leading" };
   assert.equal(fewStepKind(folder({ "scheduler/scheduler_config.json": JSON.stringify(leading) })), undefined);
   for (const text of ["{", "null", "[1]", '"x"', JSON.stringify({ time_cond_proj_dim: null }), "\u0000".repeat(64)]) {
