@@ -90,6 +90,18 @@ export const ENGINE_PROCESS_FLAG = "--sdserve-engine";
 /** Progress events of a download come per chunk; the host needs a few a second at most. */
 const DOWNLOAD_PROGRESS_MS = 100;
 
+/** The share of the engine's time that previews may take (issue 17: a TAESD preview < 5 % of a step). */
+const PREVIEW_SHARE = 0.05;
+
+/**
+ * How long after a preview began the next may be made: the client's interval, or longer when
+ * previews are dear next to the steps (TAESD on a small or fast model), so that previews never
+ * take more than PREVIEW_SHARE of the time, whatever the model and the machine.
+ */
+export function previewGapMs(intervalMs: number, previewMs: number): number {
+  return Math.max(intervalMs, previewMs / PREVIEW_SHARE);
+}
+
 export function toWire(err: unknown): WireError {
   if (!(err instanceof Error)) return { name: "Error", message: String(err) };
   return {
@@ -168,7 +180,7 @@ function runProcess(send: (message: FromEngine) => void): void {
       if (!pipeline) throw new Error("the engine process has no model loaded");
       const start = performance.now();
       let lastStep = start;
-      let lastPreview = Number.NEGATIVE_INFINITY;
+      let nextPreview = Number.NEGATIVE_INFINITY;
       const interval = message.previewIntervalMs;
       const onStep = async (event: StepEvent) => {
         const { step, total } = event;
@@ -176,8 +188,7 @@ function runProcess(send: (message: FromEngine) => void): void {
         let previews: Uint8Array[] | undefined;
         // The last step's picture is the output itself, decoded next: a preview of it is wasted
         // work (with Turbo's single step, the only preview there would be).
-        if (interval !== undefined && step < total && now - lastPreview >= interval) {
-          lastPreview = now;
+        if (interval !== undefined && step < total && now >= nextPreview) {
           // A preview that fails costs the preview, not the prediction.
           const images = await previewImages(event).catch((err: unknown) => {
             post({ type: "log", line: `preview failed: ${err instanceof Error ? err.message : String(err)}` });
@@ -186,6 +197,7 @@ function runProcess(send: (message: FromEngine) => void): void {
           if (images) {
             previews = images.map((image) => encodePng(image));
           }
+          nextPreview = now + previewGapMs(interval, performance.now() - now);
         }
         post({
           type: "step",
