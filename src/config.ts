@@ -14,7 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_HUB_ENDPOINT, type HubSettings } from "./engine/hub/settings.js";
-import { CatalogError, DEFAULT_WEIGHTS, type ModelSpec, modelCatalog } from "./model-catalog.js";
+import { CatalogError, DEFAULT_WEIGHTS, type ModelSpec, modelCatalog, withImageInputModels } from "./model-catalog.js";
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -56,6 +56,8 @@ export interface Config {
   models: ModelSpec[];
   /** Which weights to use where a model has both fp32 and fp16 files (a models file may say otherwise per model). */
   variant: "fp32" | "fp16";
+  /** Longest side of a TAESD step preview, in pixels (models with a preview_vae). */
+  previewSize: number;
   /** The Hugging Face Hub, its cache and token (HF_* variables). */
   hub: HubSettings;
   /** sdserve's own cache (tiny-random is built there). */
@@ -97,6 +99,10 @@ export interface Config {
   streamsPerClient: number;
   /** Deliver webhooks to loopback/private/link-local addresses too (a receiver on the same machine or network). */
   webhookAllowPrivate: boolean;
+  /** How long Files API uploads are kept, in ms. */
+  fileRetentionMs: number;
+  /** Fetch URL file inputs from loopback/private/link-local addresses too (SDSERVE_ALLOW_PRIVATE_URLS). */
+  allowPrivateUrls: boolean;
   /** Origins allowed by CORS; empty: no CORS headers (as Replicate). ["*"] allows any. */
   corsOrigins: string[];
   /** Per-token request limit: at most `max` requests per `windowMs`; null: off. */
@@ -375,6 +381,26 @@ export const SETTINGS = {
     parse: text,
     help: "a JSON models file mapping owner/name to weights and input defaults",
   }),
+  previewVae: setting({
+    flag: "preview-vae",
+    arg: "<folder>",
+    env: ["SDSERVE_PREVIEW_VAE"],
+    commands: SERVICE,
+    section: "options",
+    shownDefault: "the linear latent map",
+    parse: folder,
+    help: "an AutoencoderTiny (TAESD) folder, e.g. madebyollin/taesd, that draws the live previews (stream ?preview=1, the web page) of models whose models-file entry names no preview_vae",
+  }),
+  previewSize: setting({
+    flag: "preview-size",
+    arg: "<px>",
+    env: ["SDSERVE_PREVIEW_SIZE"],
+    commands: SERVICE,
+    section: "options",
+    default: "256",
+    parse: integer(8, 1024),
+    help: "longest side of a TAESD preview; larger images are previewed from averaged latents, at a quarter of the cost per halving",
+  }),
   variant: setting({
     flag: "variant",
     arg: "<fp32|fp16>",
@@ -580,6 +606,22 @@ export const SETTINGS = {
     default: "false",
     parse: boolean,
     help: "true: allow webhooks to loopback and private addresses",
+  }),
+  fileRetentionMs: setting({
+    env: ["SDSERVE_FILE_RETENTION"],
+    commands: SERVICE,
+    section: "environment",
+    default: "24h",
+    parse: duration({ min: 1000, examples: "1h, 24h, 7d" }),
+    help: "how long a file uploaded through the Files API (POST /v1/files) is kept",
+  }),
+  allowPrivateUrls: setting({
+    env: ["SDSERVE_ALLOW_PRIVATE_URLS"],
+    commands: [...SERVICE, "generate"],
+    section: "environment",
+    default: "false",
+    parse: boolean,
+    help: "true: fetch file inputs (image URLs) from loopback and private addresses, and send webhooks there",
   }),
   corsOrigins: setting({
     env: ["SDSERVE_CORS_ORIGINS"],
@@ -967,9 +1009,14 @@ export function engineSettings(values: SettingValues): EngineSettings {
   };
 }
 
-function catalog(model: string | undefined, modelsFile: string | undefined, variant: "fp32" | "fp16"): ModelSpec[] {
+function catalog(
+  model: string | undefined,
+  modelsFile: string | undefined,
+  variant: "fp32" | "fp16",
+  previewVae: string | undefined,
+): ModelSpec[] {
   try {
-    return modelCatalog({ model, modelsFile, variant });
+    return withImageInputModels(modelCatalog({ model, modelsFile, variant, previewVae }));
   } catch (err) {
     if (err instanceof CatalogError) throw new ConfigError(err.message);
     throw err;
@@ -1023,8 +1070,9 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     dataDir: v.dataDir,
     model: v.model,
     modelsFile: v.modelsFile,
-    models: catalog(v.model, v.modelsFile, v.variant),
+    models: catalog(v.model, v.modelsFile, v.variant, v.previewVae),
     variant: v.variant,
+    previewSize: v.previewSize,
     ...engineSettings(v),
     threads: v.threads,
     provider: v.provider,
@@ -1042,7 +1090,10 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     streamKeepaliveMs: v.streamKeepaliveMs,
     streamsPerPrediction: v.streamsPerPrediction,
     streamsPerClient: v.streamsPerClient,
-    webhookAllowPrivate: v.webhookAllowPrivate,
+    // One setting opens both kinds of request this server makes on a caller's behalf.
+    webhookAllowPrivate: v.webhookAllowPrivate || v.allowPrivateUrls,
+    allowPrivateUrls: v.allowPrivateUrls,
+    fileRetentionMs: v.fileRetentionMs,
     corsOrigins: v.corsOrigins,
     rateLimit: v.rateLimit,
     databaseUrl: v.databaseUrl,

@@ -19,14 +19,15 @@
  *   }
  *
  * Defaults not given come from the weights when they are a known checkpoint (SD 1.5, SD 2.1,
- * SD 2.1-base, SD-Turbo: their native size, steps and guidance), else Replicate's for
- * stability-ai/stable-diffusion, else 512 px and 50 steps.
+ * SD 2.1-base, SD-Turbo, LCM Dreamshaper v7: their native size, steps and guidance) or a local
+ * folder whose configs make it a few-step model (an LCM UNet or scheduler, or Turbo's trailing
+ * Euler), else Replicate's for stability-ai/stable-diffusion, else 512 px and 50 steps.
  *
  * SDXL: a model is SDXL when it is named stability-ai/sdxl, has a "refiner", or its weights are
  * an SDXL folder (model_index.json) or a known SDXL hub id; it is served with Replicate's
- * stability-ai/sdxl schema and defaults (1024², 50 steps, guidance 7.5, K_EULER). `--model` with
- * SDXL weights serves them as stability-ai/sdxl. "refiner" names the weights of Replicate's
- * `refine` modes (loaded on the first prediction that refines).
+ * stability-ai/sdxl schema and defaults (1024², 50 steps, guidance 7.5, K_EULER; SDXL-Turbo's
+ * few-step ones for it). `--model` with SDXL weights serves them as stability-ai/sdxl. "refiner"
+ * names the weights of Replicate's `refine` modes (loaded on the first prediction that refines).
  */
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
@@ -47,6 +48,15 @@ export const DEFAULT_WEIGHTS = "stabilityai/stable-diffusion-2-1";
 
 export const SIZES = [128, 256, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024] as const;
 export const SCHEDULERS = ["DDIM", "K_EULER", "DPMSolverMultistep", "K_EULER_ANCESTRAL", "PNDM", "KLMS"] as const;
+/** The latent consistency models' scheduler, offered beside Replicate's by the models that use it. */
+export const LCM_SCHEDULER = "LCM";
+
+/**
+ * A model made for a few steps: "lcm" (a latent consistency UNet or scheduler: LCMScheduler,
+ * 4 steps) or "turbo" (adversarially distilled, SD-Turbo: 1–4 trailing Euler steps without
+ * guidance). Their guidance scale may go down to 0, as diffusers' examples give it.
+ */
+export type FewStepKind = "lcm" | "turbo";
 
 /** Replicate's SDXL model. */
 export const SDXL_MODEL_NAME = "stability-ai/sdxl";
@@ -67,15 +77,6 @@ export const SDXL_SCHEDULERS = [
 export const SDXL_MIN_SIDE = 64;
 export const SDXL_MAX_SIDE = 2048;
 export const SDXL_MAX_PIXELS = 2048 * 1024;
-/** Replicate's published defaults for stability-ai/sdxl. */
-export const SDXL_DEFAULTS: ModelDefaults = {
-  width: 1024,
-  height: 1024,
-  num_inference_steps: 50,
-  guidance_scale: 7.5,
-  scheduler: "K_EULER",
-  negative_prompt: "",
-};
 /** Hub ids known to be SDXL pipelines (others are recognised from a local folder's model_index.json). */
 const SDXL_HUB_IDS = new Set(["stabilityai/stable-diffusion-xl-base-1.0", "stabilityai/sdxl-turbo"]);
 
@@ -107,15 +108,64 @@ const KNOWN_WEIGHTS: Record<string, ModelDefaults> = {
   "stable-diffusion-v1-5/stable-diffusion-v1-5": { ...REPLICATE_DEFAULTS, width: 512, height: 512 },
   "runwayml/stable-diffusion-v1-5": { ...REPLICATE_DEFAULTS, width: 512, height: 512 },
   "stabilityai/sd-turbo": { width: 512, height: 512, num_inference_steps: 1, guidance_scale: 1, scheduler: "K_EULER" },
+  // Its scheduler config is Euler ancestral on trailing timesteps; 512 px as its model card.
+  "stabilityai/sdxl-turbo": {
+    width: 512,
+    height: 512,
+    num_inference_steps: 1,
+    guidance_scale: 1,
+    scheduler: "K_EULER_ANCESTRAL",
+  },
+  // diffusers' LatentConsistencyModelPipeline: 4 steps, guidance 8.5 (fed to the UNet as its w-embedding).
+  "SimianLuo/LCM_Dreamshaper_v7": {
+    width: 512,
+    height: 512,
+    num_inference_steps: 4,
+    guidance_scale: 8.5,
+    scheduler: LCM_SCHEDULER,
+  },
+};
+
+const KNOWN_FEW_STEP: Record<string, FewStepKind> = {
+  "stabilityai/sd-turbo": "turbo",
+  "stabilityai/sdxl-turbo": "turbo",
+  "SimianLuo/LCM_Dreamshaper_v7": "lcm",
 };
 
 const GENERIC_DEFAULTS: ModelDefaults = { ...REPLICATE_DEFAULTS, width: 512, height: 512 };
 
+/** Replicate's published defaults for stability-ai/sdxl. */
+export const SDXL_DEFAULTS: ModelDefaults = {
+  width: 1024,
+  height: 1024,
+  num_inference_steps: 50,
+  guidance_scale: 7.5,
+  scheduler: "K_EULER",
+  negative_prompt: "",
+};
+
+/**
+ * The Replicate input schema a model serves: stability-ai/stable-diffusion's (text only),
+ * stability-ai/stable-diffusion-img2img's (`image`, `prompt_strength`) or
+ * stability-ai/stable-diffusion-inpainting's (`image`, `mask`).
+ */
+export const INPUT_SCHEMAS = ["text-to-image", "img2img", "inpainting"] as const;
+export type InputSchema = (typeof INPUT_SCHEMAS)[number];
+
+/** What stability-ai/stable-diffusion-inpainting runs beside the default weights: an inpainting checkpoint (9-channel UNet). */
+export const DEFAULT_INPAINTING_WEIGHTS = "stabilityai/stable-diffusion-2-inpainting";
+
+/** The models served beside stability-ai/stable-diffusion on its weights, and their schemas. */
+export const IMAGE_INPUT_MODELS: readonly { name: string; schema: InputSchema }[] = [
+  { name: "stability-ai/stable-diffusion-img2img", schema: "img2img" },
+  { name: "stability-ai/stable-diffusion-inpainting", schema: "inpainting" },
+];
+
 export interface ModelSpec {
   /** owner/name, as clients name it. */
   name: string;
-  /** "sdxl": served with stability-ai/sdxl's schema (see the top of this file). */
-  family: "sd" | "sdxl";
+  /** "sdxl": served with stability-ai/sdxl's schema (see the top of this file); absent: SD's. */
+  family?: "sdxl";
   /** SDXL: the refiner's weights (hub id or absolute folder), for `refine`. */
   refiner?: string;
   /** A Hugging Face model id (owner/name[@revision]), a local folder (absolute), or tiny-random. */
@@ -127,6 +177,23 @@ export interface ModelSpec {
   version: string;
   /** Other version ids that also mean this model (Replicate's, for stability-ai/stable-diffusion). */
   versionAliases: string[];
+  /** The input schema served; absent: text-to-image. */
+  schema?: InputSchema;
+  /** The model (owner/name) whose loaded networks this one runs on, instead of loading its own. */
+  sharesWeightsOf?: string;
+  /** Set up when first asked for rather than at start (weights fetched only if someone uses it). */
+  setupOnDemand?: boolean;
+  /** A few-step model (its defaults are its native ones); absent: an ordinary one. */
+  fewStep?: FewStepKind;
+  /** The scheduler names its input accepts: Replicate's, and LCM for the models that use it. */
+  schedulers: readonly string[];
+  /** Lowest guidance scale its input accepts: Replicate's 1, or 0 for a few-step model. */
+  guidanceMinimum: number;
+  /**
+   * An AutoencoderTiny (TAESD) folder that draws this model's step previews (absolute); absent:
+   * the linear latent → RGB map. Not part of the version: it changes no output.
+   */
+  previewVae?: string;
 }
 
 const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
@@ -137,7 +204,7 @@ const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
  * default definition of stability-ai/stable-diffusion keeps Replicate's id.
  */
 export function versionId(
-  spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults"> & { refiner?: string },
+  spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults" | "schema" | "refiner">,
 ): string {
   const pinned = (w: string) => {
     const hub = parseHubId(w);
@@ -149,16 +216,14 @@ export function versionId(
       .filter(([, v]) => v !== undefined)
       .sort(([a], [b]) => a.localeCompare(b)),
   );
-  // The refiner joins the definition only where there is one: other models keep their ids.
-  const canonical = {
-    defaults,
-    name: spec.name,
-    ...(spec.refiner === undefined ? {} : { refiner: pinned(spec.refiner) }),
-    variant: spec.variant,
-    weights,
-  };
+  // The schema joins only when not text-to-image, so that existing versions keep their ids.
+  const schema = spec.schema && spec.schema !== "text-to-image" ? { schema: spec.schema } : {};
+  // The refiner too, only where there is one.
+  const refiner = spec.refiner === undefined ? {} : { refiner: pinned(spec.refiner) };
+  const canonical = { defaults, name: spec.name, variant: spec.variant, weights, ...schema, ...refiner };
   if (
     spec.name === DEFAULT_MODEL_NAME &&
+    !("schema" in schema) &&
     weights === `${DEFAULT_WEIGHTS}@main` &&
     spec.variant === "fp32" &&
     JSON.stringify(defaults) === JSON.stringify(sortKeys(REPLICATE_DEFAULTS))
@@ -174,12 +239,69 @@ function sortKeys(o: object): Record<string, unknown> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
 }
 
-function baseDefaults(name: string, weights: string, family: ModelSpec["family"]): ModelDefaults {
-  if (family === "sdxl") return SDXL_DEFAULTS;
+function baseDefaults(name: string, weights: string, fewStep: FewStepKind | undefined, sdxl = false): ModelDefaults {
+  if (sdxl && !fewStep) return SDXL_DEFAULTS;
   const hub = parseHubId(weights);
-  const known = hub ? KNOWN_WEIGHTS[hub.repo] : undefined;
+  const known = hub && !isLocal(weights) ? KNOWN_WEIGHTS[hub.repo] : undefined;
   if (known) return known;
+  if (fewStep === "turbo") {
+    const ancestral = readConfig(weights, "scheduler/scheduler_config.json")?.["_class_name"];
+    return ancestral === "EulerAncestralDiscreteScheduler"
+      ? { ...FEW_STEP_DEFAULTS.turbo, scheduler: "K_EULER_ANCESTRAL" }
+      : FEW_STEP_DEFAULTS.turbo;
+  }
+  if (fewStep === "lcm") {
+    // An LCM UNet takes guidance as its input (8.5 as in diffusers' pipeline); weights with an
+    // LCM-LoRA fused in run without guidance. As the engine's nativeDefaults (pipeline.ts).
+    return readConfig(weights, "unet/config.json")?.["time_cond_proj_dim"] != null
+      ? FEW_STEP_DEFAULTS.lcm
+      : { ...FEW_STEP_DEFAULTS.lcm, guidance_scale: 1 };
+  }
   return name === DEFAULT_MODEL_NAME ? REPLICATE_DEFAULTS : GENERIC_DEFAULTS;
+}
+
+const FEW_STEP_DEFAULTS: Record<FewStepKind, ModelDefaults> = {
+  turbo: KNOWN_WEIGHTS["stabilityai/sd-turbo"] as ModelDefaults,
+  lcm: KNOWN_WEIGHTS["SimianLuo/LCM_Dreamshaper_v7"] as ModelDefaults,
+};
+
+function isLocal(weights: string): boolean {
+  return weights !== TINY_RANDOM && path.isAbsolute(weights);
+}
+
+/** A config file of a local diffusers folder, or undefined where there is none to read. */
+function readConfig(weights: string, file: string): Record<string, unknown> | undefined {
+  if (!isLocal(weights)) return undefined;
+  const at = path.join(weights, file);
+  if (!existsSync(at)) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(at, "utf8"));
+    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)
+      ? (parsed as Record<string, unknown>)
+      : undefined;
+  } catch {
+    // A broken config is the engine's to report, with the file and field, when it loads the model.
+    return undefined;
+  }
+}
+
+/**
+ * Whether the weights are a few-step model: a known checkpoint by its hub id, or a local folder
+ * by its configs (an LCM UNet's time_cond_proj_dim, an LCMScheduler, or the trailing Euler
+ * (or Euler ancestral) schedule SD-Turbo and SDXL-Turbo ship, which no ordinary Stable Diffusion
+ * checkpoint does).
+ */
+export function fewStepKind(weights: string): FewStepKind | undefined {
+  const hub = parseHubId(weights);
+  if (hub && !isLocal(weights)) return KNOWN_FEW_STEP[hub.repo];
+  const unet = readConfig(weights, "unet/config.json");
+  const scheduler = readConfig(weights, "scheduler/scheduler_config.json");
+  if (unet?.["time_cond_proj_dim"] != null || scheduler?.["_class_name"] === "LCMScheduler") return "lcm";
+  const euler = ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"].includes(
+    scheduler?.["_class_name"] as string,
+  );
+  if (euler && scheduler?.["timestep_spacing"] === "trailing") return "turbo";
+  return undefined;
 }
 
 /** Resolves a folder against the models file's folder; keeps hub ids and tiny-random as they are. */
@@ -192,7 +314,7 @@ function normalizeWeights(weights: string, baseDir: string): string {
 /** Whether weights are SDXL: a known hub id, or a folder whose model_index.json names an SDXL pipeline. */
 export function isSdxlWeights(weights: string): boolean {
   const hub = parseHubId(weights);
-  if (hub && SDXL_HUB_IDS.has(hub.repo)) return true;
+  if (hub && !isLocal(weights) && SDXL_HUB_IDS.has(hub.repo)) return true;
   if (!path.isAbsolute(weights)) return false;
   try {
     const index = JSON.parse(readFileSync(path.join(weights, "model_index.json"), "utf8")) as { _class_name?: unknown };
@@ -206,19 +328,15 @@ function hasModelIndex(weights: string): boolean {
   return path.isAbsolute(weights) && existsSync(path.join(weights, "model_index.json"));
 }
 
-function checkSize(at: string, value: unknown, family: ModelSpec["family"]): number {
-  if (family === "sdxl") {
-    if (
-      !Number.isInteger(value) ||
-      (value as number) < SDXL_MIN_SIDE ||
-      (value as number) > SDXL_MAX_SIDE ||
-      (value as number) % 8 !== 0
-    ) {
+function checkSize(at: string, value: unknown, sdxl: boolean): number {
+  if (sdxl) {
+    const v = value as number;
+    if (!Number.isInteger(value) || v < SDXL_MIN_SIDE || v > SDXL_MAX_SIDE || v % 8 !== 0) {
       throw new CatalogError(
         `${at}: must be a multiple of 8 from ${SDXL_MIN_SIDE} to ${SDXL_MAX_SIDE}, got ${JSON.stringify(value)}`,
       );
     }
-    return value as number;
+    return v;
   }
   if (!SIZES.includes(value as (typeof SIZES)[number])) {
     throw new CatalogError(`${at}: must be one of ${SIZES.join(", ")}, got ${JSON.stringify(value)}`);
@@ -230,8 +348,9 @@ function checkDefaults(
   where: string,
   raw: unknown,
   base: ModelDefaults,
-  family: ModelSpec["family"] = "sd",
+  choices: { schedulers: readonly string[]; guidanceMinimum: number; sdxl?: boolean },
 ): ModelDefaults {
+  const sdxl = choices.sdxl === true;
   if (raw === undefined) return { ...base };
   if (typeof raw !== "object" || raw === null || Array.isArray(raw))
     throw new CatalogError(`${where}: must be an object`);
@@ -241,7 +360,7 @@ function checkDefaults(
     switch (key) {
       case "width":
       case "height":
-        out[key] = checkSize(at, value, family);
+        out[key] = checkSize(at, value, sdxl);
         break;
       case "num_inference_steps":
         if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > 500) {
@@ -250,23 +369,23 @@ function checkDefaults(
         out[key] = value as number;
         break;
       case "guidance_scale": {
-        const most = family === "sdxl" ? 50 : 20;
-        if (typeof value !== "number" || value < 1 || value > most) {
+        const most = sdxl ? 50 : 20;
+        if (typeof value !== "number" || value < choices.guidanceMinimum || value > most) {
           throw new CatalogError(
-            `${at}: must be a number from 1 to ${most} (1 turns guidance off), got ${JSON.stringify(value)}`,
+            `${at}: must be a number from ${choices.guidanceMinimum} to ${most} (1 turns guidance off), got ${JSON.stringify(value)}`,
           );
         }
         out[key] = value;
         break;
       }
-      case "scheduler": {
-        const names: readonly string[] = family === "sdxl" ? SDXL_SCHEDULERS : SCHEDULERS;
-        if (!names.includes(value as string)) {
-          throw new CatalogError(`${at}: must be one of ${names.join(", ")}, got ${JSON.stringify(value)}`);
+      case "scheduler":
+        if (!choices.schedulers.includes(value as string)) {
+          throw new CatalogError(
+            `${at}: must be one of ${choices.schedulers.join(", ")}, got ${JSON.stringify(value)}`,
+          );
         }
         out[key] = value as string;
         break;
-      }
       case "negative_prompt":
         if (typeof value !== "string") throw new CatalogError(`${at}: must be a string`);
         out[key] = value;
@@ -277,7 +396,7 @@ function checkDefaults(
         );
     }
   }
-  if (family === "sdxl") {
+  if (sdxl) {
     if (out.width * out.height > SDXL_MAX_PIXELS) {
       throw new CatalogError(
         `${where}: ${out.width}x${out.height} is more than the largest size, ${SDXL_MAX_PIXELS} pixels`,
@@ -297,6 +416,9 @@ export function modelSpec(
     defaults?: unknown;
     description?: string;
     where?: string;
+    schema?: InputSchema;
+    sharesWeightsOf?: string;
+    setupOnDemand?: boolean;
     refiner?: string;
   } = {},
 ): ModelSpec {
@@ -304,18 +426,33 @@ export function modelSpec(
   if (!MODEL_NAME.test(name))
     throw new CatalogError(`${where}: a model name is owner/name, got ${JSON.stringify(name)}`);
   const variant = opts.variant ?? "fp32";
+  const fewStep = fewStepKind(weights);
   const sdxlWeights = isSdxlWeights(weights);
   if (opts.refiner !== undefined && !sdxlWeights && (weights === TINY_RANDOM || hasModelIndex(weights))) {
     throw new CatalogError(`${where}.refiner: a refiner goes with SDXL weights, and ${weights} is not SDXL`);
   }
-  const family = name === SDXL_MODEL_NAME || opts.refiner !== undefined || sdxlWeights ? "sdxl" : "sd";
-  const defaults = checkDefaults(`${where}.defaults`, opts.defaults, baseDefaults(name, weights, family), family);
+  const sdxl = name === SDXL_MODEL_NAME || opts.refiner !== undefined || sdxlWeights;
   const refiner = opts.refiner;
-  const version = versionId({ name, weights, variant, defaults, refiner });
+  // A models file may choose LCM for other weights too (an LCM-LoRA fused in): then it is offered.
+  const asked = (opts.defaults as { scheduler?: unknown } | undefined)?.scheduler;
+  const lcm = fewStep === "lcm" || asked === LCM_SCHEDULER;
+  const named: readonly string[] = sdxl ? SDXL_SCHEDULERS : SCHEDULERS;
+  const choices = {
+    schedulers: lcm ? [...named, LCM_SCHEDULER] : [...named],
+    guidanceMinimum: fewStep ? 0 : 1,
+  };
+  const defaults = checkDefaults(`${where}.defaults`, opts.defaults, baseDefaults(name, weights, fewStep, sdxl), {
+    ...choices,
+    sdxl,
+  });
+  const version = versionId({ name, weights, variant, defaults, schema: opts.schema, refiner });
   return {
-    name,
-    family,
+    ...(sdxl ? { family: "sdxl" as const } : {}),
     ...(refiner === undefined ? {} : { refiner }),
+    ...(opts.schema && opts.schema !== "text-to-image" ? { schema: opts.schema } : {}),
+    ...(opts.sharesWeightsOf ? { sharesWeightsOf: opts.sharesWeightsOf } : {}),
+    ...(opts.setupOnDemand ? { setupOnDemand: true } : {}),
+    name,
     weights,
     variant,
     defaults,
@@ -323,6 +460,8 @@ export function modelSpec(
     version,
     versionAliases:
       name === DEFAULT_MODEL_NAME && version !== STABLE_DIFFUSION_VERSION ? [STABLE_DIFFUSION_VERSION] : [],
+    ...(fewStep ? { fewStep } : {}),
+    ...choices,
   };
 }
 
@@ -351,8 +490,10 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
       throw new CatalogError(`${where}: must be an object`);
     const entry = raw as Record<string, unknown>;
     for (const key of Object.keys(entry)) {
-      if (!["weights", "variant", "defaults", "description", "refiner"].includes(key)) {
-        throw new CatalogError(`${where}.${key}: unknown setting (weights, variant, defaults, description, refiner)`);
+      if (!["weights", "variant", "defaults", "description", "schema", "preview_vae", "refiner"].includes(key)) {
+        throw new CatalogError(
+          `${where}.${key}: unknown setting (weights, variant, defaults, description, schema, preview_vae, refiner)`,
+        );
       }
     }
     if (typeof entry["weights"] !== "string" || entry["weights"].trim() === "") {
@@ -363,18 +504,30 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
     if (entry["description"] !== undefined && typeof entry["description"] !== "string") {
       throw new CatalogError(`${where}.description: must be a string`);
     }
+    const schema = entry["schema"] ?? IMAGE_INPUT_MODELS.find((m) => m.name === name)?.schema;
+    if (schema !== undefined && !INPUT_SCHEMAS.includes(schema as InputSchema)) {
+      throw new CatalogError(`${where}.schema: must be one of ${INPUT_SCHEMAS.join(", ")}`);
+    }
     const refiner = entry["refiner"];
     if (refiner !== undefined && (typeof refiner !== "string" || refiner.trim() === "")) {
       throw new CatalogError(`${where}.refiner: must be an SDXL refiner's Hugging Face model id or diffusers folder`);
     }
+    const previewVae = entry["preview_vae"];
+    if (previewVae !== undefined && (typeof previewVae !== "string" || previewVae.trim() === "")) {
+      throw new CatalogError(`${where}.preview_vae: must be the path of an AutoencoderTiny (TAESD) folder`);
+    }
+    const spec = modelSpec(name, normalizeWeights(entry["weights"], baseDir), {
+      variant,
+      schema: schema as InputSchema | undefined,
+      defaults: entry["defaults"],
+      description: entry["description"] as string | undefined,
+      where,
+      refiner: refiner === undefined ? undefined : normalizeWeights(refiner, baseDir),
+    });
     specs.push(
-      modelSpec(name, normalizeWeights(entry["weights"], baseDir), {
-        variant,
-        defaults: entry["defaults"],
-        description: entry["description"] as string | undefined,
-        where,
-        refiner: refiner === undefined ? undefined : normalizeWeights(refiner, baseDir),
-      }),
+      previewVae === undefined
+        ? spec
+        : { ...spec, previewVae: previewFolder(`${where}.preview_vae`, path.resolve(baseDir, previewVae)) },
     );
   }
   if (specs.length === 0) throw new CatalogError(`models file ${file}: lists no models`);
@@ -383,16 +536,42 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
 
 /**
  * The models to serve: those of the models file, with --model (when given) as the weights of
- * stability-ai/stable-diffusion (stability-ai/sdxl when they are SDXL); with neither,
- * stability-ai/stable-diffusion on SD 2.1.
+ * stability-ai/stable-diffusion; with neither, stability-ai/stable-diffusion on SD 2.1.
+ * `previewVae` (--preview-vae) draws the previews of every model whose entry names none.
  */
-export function modelCatalog(opts: { modelsFile?: string; model?: string; variant?: "fp32" | "fp16" }): ModelSpec[] {
+export function modelCatalog(opts: {
+  modelsFile?: string;
+  model?: string;
+  variant?: "fp32" | "fp16";
+  previewVae?: string;
+}): ModelSpec[] {
+  const specs = servedModels(opts);
+  const previewVae =
+    opts.previewVae === undefined ? undefined : previewFolder("--preview-vae / SDSERVE_PREVIEW_VAE", opts.previewVae);
+  return previewVae === undefined ? specs : specs.map((s) => ({ ...s, previewVae: s.previewVae ?? previewVae }));
+}
+
+/**
+ * A preview decoder that is not there fails the start, not every prediction of its model (the
+ * engine loads it with the model, and would fail the model's setup).
+ */
+function previewFolder(where: string, dir: string): string {
+  if (!existsSync(path.join(dir, "config.json"))) {
+    throw new CatalogError(
+      `${where}: ${dir} has no config.json; give an AutoencoderTiny (TAESD) folder, e.g. a download of madebyollin/taesd`,
+    );
+  }
+  return dir;
+}
+
+function servedModels(opts: { modelsFile?: string; model?: string; variant?: "fp32" | "fp16" }): ModelSpec[] {
   const variant = opts.variant ?? "fp32";
   const fromFile = opts.modelsFile ? readModelsFile(opts.modelsFile, variant) : [];
   if (opts.model === undefined) {
     return fromFile.length > 0 ? fromFile : [modelSpec(DEFAULT_MODEL_NAME, DEFAULT_WEIGHTS, { variant })];
   }
   const weights = normalizeWeights(opts.model, process.cwd());
+  // SDXL weights are served as Replicate's SDXL model, with its schema.
   const name = isSdxlWeights(weights) ? SDXL_MODEL_NAME : DEFAULT_MODEL_NAME;
   const inFile = fromFile.find((s) => s.name === name);
   const main = modelSpec(name, weights, {
@@ -400,5 +579,30 @@ export function modelCatalog(opts: { modelsFile?: string; model?: string; varian
     description: inFile?.description,
     refiner: inFile?.refiner,
   });
+  if (inFile?.previewVae !== undefined) main.previewVae = inFile.previewVae;
   return [main, ...fromFile.filter((s) => s.name !== name)];
+}
+
+/**
+ * The catalog with stability-ai/stable-diffusion-img2img and -inpainting added on the weights of
+ * stability-ai/stable-diffusion (sharing its loaded networks), unless the models file names them
+ * itself or serves no stability-ai/stable-diffusion. On the default weights, inpainting runs
+ * Replicate's own checkpoint instead, set up when first asked for.
+ */
+export function withImageInputModels(specs: ModelSpec[]): ModelSpec[] {
+  const main = specs.find((s) => s.name === DEFAULT_MODEL_NAME);
+  if (!main) return specs;
+  const added = IMAGE_INPUT_MODELS.filter((m) => !specs.some((s) => s.name === m.name)).map((m) =>
+    m.schema === "inpainting" && main.weights === DEFAULT_WEIGHTS
+      ? modelSpec(m.name, DEFAULT_INPAINTING_WEIGHTS, { variant: main.variant, schema: m.schema, setupOnDemand: true })
+      : modelSpec(m.name, main.weights, {
+          variant: main.variant,
+          defaults: main.defaults,
+          schema: m.schema,
+          sharesWeightsOf: main.name,
+        }),
+  );
+  // Models on the same networks draw their previews the same way.
+  for (const spec of added) if (spec.sharesWeightsOf && main.previewVae) spec.previewVae = main.previewVae;
+  return [...specs, ...added];
 }

@@ -1,7 +1,9 @@
 /** config.ts: flags and environment read and validated in one place. */
 import assert from "node:assert/strict";
+import path from "node:path";
 import { test } from "node:test";
 import { ConfigError, loadConfig, parseDuration, SERVE_HELP, SETTINGS, WORKER_HELP } from "../src/config.js";
+import { GOLDEN_FAMILY } from "./helpers/fixtures.js";
 
 test("durations: units combine, a bare number is seconds, anything else is rejected", () => {
   assert.equal(parseDuration("90s"), 90_000);
@@ -52,13 +54,35 @@ test("models: stability-ai/stable-diffusion on SD 2.1 by default; --model and th
   assert.equal(c.model, undefined);
   assert.deepEqual(
     c.models.map((m) => [m.name, m.weights, m.variant]),
-    [["stability-ai/stable-diffusion", "stabilityai/stable-diffusion-2-1", "fp32"]],
+    [
+      ["stability-ai/stable-diffusion", "stabilityai/stable-diffusion-2-1", "fp32"],
+      // img2img and inpainting on the same weights (sharing one loaded copy).
+      ["stability-ai/stable-diffusion-img2img", "stabilityai/stable-diffusion-2-1", "fp32"],
+      // On the default weights, inpainting runs Replicate's inpainting checkpoint, loaded when first asked for.
+      ["stability-ai/stable-diffusion-inpainting", "stabilityai/stable-diffusion-2-inpainting", "fp32"],
+    ],
+  );
+  assert.deepEqual(
+    c.models.map((m) => [m.schema, m.sharesWeightsOf, m.setupOnDemand]),
+    [
+      [undefined, undefined, undefined],
+      ["img2img", "stability-ai/stable-diffusion", undefined],
+      ["inpainting", undefined, true],
+    ],
   );
   assert.deepEqual(c.hub, { endpoint: "https://mirror.example", cacheDir: "/cache/hf", token: "hf_x", offline: false });
   const d = loadConfig(["--model", "stabilityai/sd-turbo", "--variant", "fp16"], { HF_HUB_OFFLINE: "1" });
   assert.deepEqual(
     d.models.map((m) => [m.name, m.weights, m.variant]),
-    [["stability-ai/stable-diffusion", "stabilityai/sd-turbo", "fp16"]],
+    [
+      ["stability-ai/stable-diffusion", "stabilityai/sd-turbo", "fp16"],
+      ["stability-ai/stable-diffusion-img2img", "stabilityai/sd-turbo", "fp16"],
+      ["stability-ai/stable-diffusion-inpainting", "stabilityai/sd-turbo", "fp16"],
+    ],
+  );
+  assert.deepEqual(
+    d.models.map((m) => m.sharesWeightsOf),
+    [undefined, "stability-ai/stable-diffusion", "stability-ai/stable-diffusion"],
   );
   assert.equal(d.hub.offline, true);
 });
@@ -196,4 +220,21 @@ test("--help is the table: every setting of the command once, with its default, 
   assert.match(WORKER_HELP, /\(default 9090\)/);
   assert.match(SERVE_HELP, /SDSERVE_OUTPUT_RETENTION +.*\(default\s+1h\)/);
   assert.doesNotMatch(WORKER_HELP, /SDSERVE_OUTPUT_RETENTION/);
+});
+
+test("--preview-vae gives every model a TAESD preview decoder; --preview-size is bounded", () => {
+  const taesd = path.join(GOLDEN_FAMILY, "taesd/tiny-taesd");
+  const c = loadConfig(["--model", "tiny-random", "--preview-vae", taesd], {});
+  assert.equal(c.models[0]?.previewVae, taesd);
+  assert.throws(
+    () => loadConfig(["--model", "tiny-random"], { SDSERVE_PREVIEW_VAE: path.join(taesd, "absent") }),
+    (err: unknown) =>
+      err instanceof ConfigError && /--preview-vae \/ SDSERVE_PREVIEW_VAE: .* has no config\.json/.test(err.message),
+  );
+  assert.equal(c.previewSize, 256);
+  assert.equal(loadConfig(["--model", "m"], { SDSERVE_PREVIEW_SIZE: "512" }).previewSize, 512);
+  assert.equal(loadConfig(["--model", "m"], {}).models[0]?.previewVae, undefined);
+  for (const bad of ["0", "7", "1025", "-8", "256px", "1e3", "9".repeat(400)]) {
+    assert.throws(() => loadConfig(["--model", "m", "--preview-size", bad], {}), /--preview-size/);
+  }
 });

@@ -208,7 +208,7 @@ describe("stability-ai/sdxl through the replicate client", () => {
       { width: 2048, height: 2048 },
       { guidance_scale: 51 },
       { refine: "bogus" },
-      { image: "https://example.com/a.png" },
+      { image: "ftp://example.com/a.png" },
       { image: "data:image/png;base64,@@@" },
       { mask: maskUri() },
       { num_outputs: 5 },

@@ -29,7 +29,7 @@ import {
   type WireError,
 } from "./engine-process.js";
 
-export type { SetupParams } from "./engine-process.js";
+export type { PictureInputs, SetupParams } from "./engine-process.js";
 
 /** The engine process ended while it was needed (a crash, or it was killed). */
 export class EngineStoppedError extends Error {
@@ -154,9 +154,12 @@ export class EngineHost {
       signal: AbortSignal;
       previewIntervalMs?: number;
       onStep?: (report: StepReport) => void;
-      /** SDXL: Replicate's refine modes, picture inputs and watermark (engine-process.ts). */
-      refine?: RefineParams;
+      /** img2img / inpainting pictures, as bytes: decoded in the engine process. */
       pictures?: PictureInputs;
+      /** A picture generated at its own size is scaled down to at most this many pixels. */
+      maxPixels?: number;
+      /** SDXL: Replicate's refine modes and the watermark (engine-process.ts). */
+      refine?: RefineParams;
       watermark?: boolean;
     },
   ): Promise<Uint8Array[]> {
@@ -175,8 +178,9 @@ export class EngineHost {
       id,
       request,
       previewIntervalMs: opts.previewIntervalMs,
-      refine: opts.refine,
       pictures: opts.pictures,
+      maxPixels: opts.maxPixels,
+      refine: opts.refine,
       watermark: opts.watermark,
     });
     return result

@@ -10,10 +10,11 @@
  * signals sent to the whole process group (Ctrl-C) are left to the parent, which cancels what
  * runs and then closes this process; when the parent is gone, this process ends.
  */
+
+import { decodeImage } from "../../engine/image-input.js";
 import {
   a1111Parameters,
   canPreview,
-  decodeImage,
   type ExecutionProvider,
   encodePng,
   type GenerateRequest,
@@ -42,9 +43,32 @@ export interface SetupParams {
   optimizedCache: string | false | undefined;
   threads: number | undefined;
   provider: ExecutionProvider | undefined;
+  /** Step previews drawn by an AutoencoderTiny (TAESD) folder, at most maxSize pixels a side; absent: the linear latent map. */
+  preview?: { vae: string; maxSize: number };
   /** SDXL: the refiner's weights, loaded in this process on the first request that refines. */
   refiner?: string;
 }
+
+export type ToEngine =
+  | { type: "setup"; params: SetupParams }
+  | {
+      type: "generate";
+      id: number;
+      request: GenerateRequest;
+      /** Encoded pictures, decoded here (off the server's thread): they become request.image / request.mask. */
+      pictures?: PictureInputs;
+      /** Without width/height, a picture over this many pixels is generated scaled down to fit. */
+      maxPixels?: number;
+      /** Send a preview at most this often; absent: no previews. */
+      previewIntervalMs?: number;
+      /** SDXL: Replicate's refine modes (the refiner is loaded here on first use). */
+      refine?: RefineParams;
+      /** diffusers' SDXL invisible watermark on the outputs (watermark.ts). */
+      watermark?: boolean;
+    }
+  /** Stops the generation before its next step. */
+  | { type: "cancel"; id: number }
+  | { type: "close" };
 
 /** Replicate's SDXL `refine` modes (cog-sdxl): the refiner after the base. */
 export interface RefineParams {
@@ -55,28 +79,36 @@ export interface RefineParams {
   steps?: number;
 }
 
-/** Encoded picture inputs, decoded in this process (off the server's event loop). */
+/** img2img and inpainting inputs as the bytes clients sent (PNG, JPEG or WebP). */
 export interface PictureInputs {
-  image?: Uint8Array;
+  image: Uint8Array;
+  /** White repaints, black keeps (OpenAI's transparency masks are turned into this at its route). */
   mask?: Uint8Array;
 }
 
-export type ToEngine =
-  | { type: "setup"; params: SetupParams }
-  | {
-      type: "generate";
-      id: number;
-      request: GenerateRequest;
-      /** Send a preview at most this often; absent: no previews. */
-      previewIntervalMs?: number;
-      refine?: RefineParams;
-      pictures?: PictureInputs;
-      /** diffusers' SDXL invisible watermark on the outputs (watermark.ts). */
-      watermark?: boolean;
+/**
+ * Decodes the pictures into what the pipeline takes; bad bytes are RequestErrors naming the
+ * input. A picture larger than `maxPixels`, with no size asked for, is generated at the largest
+ * size of its shape that fits (multiples of 8), as memory allows no more.
+ */
+async function decodePictures(
+  p: PictureInputs,
+  request: GenerateRequest,
+  maxPixels: number | undefined,
+): Promise<Partial<GenerateRequest>> {
+  const image = await decodeImage(p.image, { field: "image" });
+  const out: Partial<GenerateRequest> = { image };
+  if (maxPixels && request.width === undefined && request.height === undefined) {
+    const scale = Math.sqrt(maxPixels / (image.width * image.height));
+    if (scale < 1) {
+      out.width = Math.max(8, Math.floor((image.width * scale) / 8) * 8);
+      out.height = Math.max(8, Math.floor((image.height * scale) / 8) * 8);
     }
-  /** Stops the generation before its next step. */
-  | { type: "cancel"; id: number }
-  | { type: "close" };
+  }
+  if (!p.mask) return out;
+  out.mask = await decodeImage(p.mask, { field: "mask" });
+  return out;
+}
 
 /** An error as it crosses the process boundary: its class by name, and what the classes carry. */
 export interface WireError {
@@ -112,12 +144,16 @@ export const ENGINE_PROCESS_FLAG = "--sdserve-engine";
 /** Progress events of a download come per chunk; the host needs a few a second at most. */
 const DOWNLOAD_PROGRESS_MS = 100;
 
-/** Decodes the picture inputs into the request (a bad file is the user's RequestError, naming the field). */
-async function withPictures(request: GenerateRequest, pictures: PictureInputs | undefined): Promise<GenerateRequest> {
-  if (!pictures?.image) return request;
-  const image = await decodeImage(pictures.image, { field: "image" });
-  const mask = pictures.mask ? await decodeImage(pictures.mask, { field: "mask" }) : undefined;
-  return { ...request, image, ...(mask ? { mask } : {}) };
+/** The share of the engine's time that previews may take (issue 17: a TAESD preview < 5 % of a step). */
+const PREVIEW_SHARE = 0.05;
+
+/**
+ * How long after a preview began the next may be made: the client's interval, or longer when
+ * previews are dear next to the steps (TAESD on a small or fast model), so that previews never
+ * take more than PREVIEW_SHARE of the time, whatever the model and the machine.
+ */
+export function previewGapMs(intervalMs: number, previewMs: number): number {
+  return Math.max(intervalMs, previewMs / PREVIEW_SHARE);
 }
 
 export function toWire(err: unknown): WireError {
@@ -182,6 +218,8 @@ function runProcess(send: (message: FromEngine) => void): void {
         threads: params.threads,
         provider: params.provider,
         optimizedCache: params.optimizedCache,
+        previewVae: params.preview?.vae,
+        previewMaxSize: params.preview?.maxSize,
         log: (line) => post({ type: "log", line }),
       });
       post({ type: "ready", label });
@@ -199,14 +237,24 @@ function runProcess(send: (message: FromEngine) => void): void {
       if (!pipeline) throw new Error("the engine process has no model loaded");
       const start = performance.now();
       let lastStep = start;
-      let lastPreview = Number.NEGATIVE_INFINITY;
+      let nextPreview = Number.NEGATIVE_INFINITY;
       const interval = message.previewIntervalMs;
-      const onStep = async ({ step, total, latents }: StepEvent) => {
+      const onStep = async (event: StepEvent) => {
+        const { step, total } = event;
         const now = performance.now();
         let previews: Uint8Array[] | undefined;
-        if (interval !== undefined && now - lastPreview >= interval && canPreview(latents)) {
-          lastPreview = now;
-          previews = latentsToPreviewImages(latents).map((image) => encodePng(image));
+        // The last step's picture is the output itself, decoded next: a preview of it is wasted
+        // work (with Turbo's single step, the only preview there would be).
+        if (interval !== undefined && step < total && now >= nextPreview) {
+          // A preview that fails costs the preview, not the prediction.
+          const images = await previewImages(event).catch((err: unknown) => {
+            post({ type: "log", line: `preview failed: ${err instanceof Error ? err.message : String(err)}` });
+            return undefined;
+          });
+          if (images) {
+            previews = images.map((image) => encodePng(image));
+          }
+          nextPreview = now + previewGapMs(interval, performance.now() - now);
         }
         post({
           type: "step",
@@ -217,12 +265,15 @@ function runProcess(send: (message: FromEngine) => void): void {
           elapsedSeconds: (now - start) / 1000,
           previews,
         });
-        lastStep = now;
+        // A preview's own time is not the next step's (the step times feed /metrics).
+        lastStep = performance.now();
         // onnxruntime holds this thread for a whole step: let a cancel that came meanwhile be
         // read now, so the generation stops before its next step, as it would in-process.
         await new Promise((resolve) => setImmediate(resolve));
       };
-      const request = await withPictures(message.request, message.pictures);
+      const request = message.pictures
+        ? { ...message.request, ...(await decodePictures(message.pictures, message.request, message.maxPixels)) }
+        : message.request;
       const opts = { signal: controller.signal, onStep };
       const result = message.refine
         ? await refined(pipeline, request, message.refine, opts)
@@ -236,6 +287,12 @@ function runProcess(send: (message: FromEngine) => void): void {
     } finally {
       controllers.delete(id);
     }
+  }
+
+  /** The tiny autoencoder's picture when the model has one, else the linear map of the latents. */
+  async function previewImages(event: StepEvent): Promise<RgbImage[] | undefined> {
+    if (pipeline?.previewer) return pipeline.preview(event);
+    return canPreview(event.latents) ? latentsToPreviewImages(event.latents) : undefined;
   }
 
   /** The refiner, loaded once, beside the base in this process (the base is not released). */

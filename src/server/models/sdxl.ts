@@ -1,7 +1,8 @@
 /**
  * stability-ai/sdxl as Replicate publishes it (cog-sdxl's predict.py): its input schema, written
  * once (validation, the version's openapi_schema, /openapi.json), and how an input becomes an
- * engine request. The adapter (stable-diffusion.ts) serves every SDXL model of the catalog with it.
+ * engine request. `image` and `mask` are file inputs (format uri): fetched before predict like
+ * the other models' (URLs, data URIs, the Files API). The adapter (stable-diffusion.ts) serves every SDXL model of the catalog with it.
  */
 import type { GenerateRequest } from "../../engine/index.js";
 import {
@@ -17,9 +18,6 @@ import type { ImageLimits } from "./model.js";
 
 /** Same bound as stability-ai/stable-diffusion's prompts (see MAX_PROMPT_LENGTH there). */
 const MAX_PROMPT_LENGTH = 10_000;
-/** Largest decoded `image` / `mask` input accepted as a data URI, in bytes of the file. */
-export const MAX_PICTURE_BYTES = 20 * 2 ** 20;
-
 export const REFINE_MODES = ["no_refiner", "expert_ensemble_refiner", "base_image_refiner"] as const;
 
 /** `components.schemas` as Cog renders cog-sdxl's predict.py; the defaults are the model's. */
@@ -194,40 +192,9 @@ export function sdxlImageLimits(defaults: ModelDefaults): ImageLimits {
   };
 }
 
-const DATA_URI = /^data:([a-z]+\/[a-z0-9.+-]+)?((?:;[a-z0-9-]+=[^;,]*)*)(;base64)?,/i;
-
-/**
- * The bytes of a data URI (base64 or percent-encoded), or a reason it cannot be read. File URLs
- * and the Files API are not taken here yet: only data URIs (see the README).
- */
-export function dataUriBytes(uri: string): Uint8Array | string {
-  const m = DATA_URI.exec(uri);
-  if (!m) return "must be a data URI (data:image/png;base64,…); URLs are not accepted for SDXL inputs yet";
-  const body = uri.slice(m[0].length);
-  if (m[3]) {
-    // Base64: the alphabet (standard or URL-safe) and padding only, so a typo is not read as something else.
-    const clean = body.replace(/\s+/g, "");
-    if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(clean)) return "is not valid base64";
-    if ((clean.length * 3) / 4 > MAX_PICTURE_BYTES) return `is larger than ${MAX_PICTURE_BYTES} bytes`;
-    return new Uint8Array(Buffer.from(clean, "base64"));
-  }
-  if (body.length > MAX_PICTURE_BYTES * 3) return `is larger than ${MAX_PICTURE_BYTES} bytes`;
-  try {
-    return new Uint8Array(Buffer.from(decodeURIComponent(body), "latin1"));
-  } catch {
-    return "has a malformed percent-encoding";
-  }
-}
-
 /** What the schema cannot say: Replicate's 422s for these, worded as the validator words its own. */
 export function sdxlInvalidFields(input: Record<string, unknown>): InvalidField[] {
   const out: InvalidField[] = [];
-  for (const key of ["image", "mask"]) {
-    const v = input[key];
-    if (typeof v !== "string") continue;
-    const bytes = dataUriBytes(v);
-    if (typeof bytes === "string") out.push({ type: "format", field: `input.${key}`, description: `${key} ${bytes}` });
-  }
   if (typeof input["mask"] === "string" && typeof input["image"] !== "string") {
     out.push({ type: "required", field: "input.image", description: "image is required when mask is given" });
   }
@@ -265,10 +232,17 @@ export interface SdxlJob {
   steps: number;
 }
 
-/** A validated input (defaults filled in) as an engine job, as cog-sdxl's predict() sets up diffusers. */
-export function sdxlJob(input: Record<string, unknown>, seed: number): SdxlJob {
-  const image = typeof input["image"] === "string" ? (dataUriBytes(input["image"]) as Uint8Array) : undefined;
-  const mask = image && typeof input["mask"] === "string" ? (dataUriBytes(input["mask"]) as Uint8Array) : undefined;
+/**
+ * A validated input (defaults filled in) as an engine job, as cog-sdxl's predict() sets up
+ * diffusers; `files` holds the fetched `image` / `mask` (the worker fetches file inputs).
+ */
+export function sdxlJob(
+  input: Record<string, unknown>,
+  seed: number,
+  files: Readonly<Record<string, Uint8Array>> | undefined,
+): SdxlJob {
+  const image = input["image"] === undefined ? undefined : files?.["image"];
+  const mask = image && input["mask"] !== undefined ? files?.["mask"] : undefined;
   const steps = input["num_inference_steps"] as number;
   const request: GenerateRequest = {
     prompt: input["prompt"] as string,
