@@ -179,6 +179,19 @@ describe("stability-ai/sdxl through the replicate client", () => {
     assert.equal(image.height, 256);
   });
 
+  test("img2img with the picture as bytes: the client uploads it through the Files API", async () => {
+    const bytes = Buffer.from(picture(320, 256).split(",")[1] as string, "base64");
+    const output = (await replicate.run("stability-ai/sdxl", {
+      input: small({ image: bytes, prompt_strength: 0.5 }),
+    })) as string[];
+    const image = await png(output[0] as string);
+    assert.equal(image.width, 320);
+    assert.equal(image.height, 256);
+    // It went through the Files API (the client falls back to a data URI only when that fails).
+    const files = await replicate.files.list();
+    assert.ok(files.results.length > 0);
+  });
+
   test("inpainting: image and mask", async () => {
     const output = (await replicate.run("stability-ai/sdxl", {
       input: small({ image: picture(), mask: maskUri(), apply_watermark: false }),
