@@ -5,7 +5,7 @@
  * from a ready ONNX export (Optimum's layout), whose input names and dtypes we follow.
  */
 
-import { ModelError } from "./errors.js";
+import { ModelError, RequestError } from "./errors.js";
 import { buildClipTextGraph, readClipTextConfig } from "./graph/clip.js";
 import { ConfigReader } from "./graph/config.js";
 import type { GraphBuilder } from "./graph/onnx.js";
@@ -15,6 +15,7 @@ import { buildVaeDecoderGraph, buildVaeEncoderGraph, readVaeConfig } from "./gra
 import { type LowRankTarget, WeightBinder } from "./graph/weights.js";
 import { type Feeds, NetworkSession, ort, type RuntimeOptions } from "./runtime.js";
 import type { ComponentFiles } from "./weights/model-folder.js";
+import { readTensor, type TensorInfo } from "./weights/safetensors.js";
 
 export interface TensorF32 {
   data: Float32Array;
@@ -61,7 +62,11 @@ export class TextEncoder {
     readonly lowRankTargets: ReadonlyMap<string, LowRankTarget> = new Map(),
     /** Token ids from here on pick rows of the `extra_token_rows` input (textual inversion). */
     readonly vocabSize = 0,
+    /** final_layer_norm's weights and epsilon, for clip skip (absent for an ONNX export). */
+    private readonly finalNorm?: { weight: TensorInfo; bias: TensorInfo; eps: number },
   ) {}
+
+  private finalNormValues?: Promise<{ weight: Float32Array; bias: Float32Array; eps: number }>;
 
   /**
    * `adapters.lowRank`: the layers that take LoRA factors as inputs; `adapters.embeddings`:
@@ -82,14 +87,17 @@ export class TextEncoder {
       lowRank,
       adapters.embeddings === true,
     );
-    return new TextEncoder(session, cfg.hiddenSize, lowRank?.targets, cfg.vocabSize);
+    const weight = files.tensors.get("text_model.final_layer_norm.weight");
+    const bias = files.tensors.get("text_model.final_layer_norm.bias");
+    const finalNorm = weight && bias ? { weight, bias, eps: cfg.layerNormEps } : undefined;
+    return new TextEncoder(session, cfg.hiddenSize, lowRank?.targets, cfg.vocabSize, finalNorm);
   }
 
   /**
    * Token ids [B][L] → last_hidden_state [B, L, hidden] (what the SD pipeline uses as
    * prompt embeddings). No attention mask is passed, as diffusers does.
    */
-  async encode(ids: readonly (readonly number[])[], adapters: Feeds = {}): Promise<TensorF32> {
+  async encode(ids: readonly (readonly number[])[], adapters: Feeds = {}, clipSkip = 1): Promise<TensorF32> {
     const batch = ids.length;
     const len = ids[0]?.length ?? 0;
     const meta = this.session.inputNames[0] ?? "input_ids";
@@ -103,8 +111,31 @@ export class TextEncoder {
           BigInt64Array.from(flat, (v) => BigInt(v)),
           [batch, len],
         );
-    const out = await this.session.run({ [meta]: tensor, ...adapters }, ["last_hidden_state"]);
-    return toF32(out["last_hidden_state"] as ort.Tensor);
+    if (clipSkip === 1) {
+      const out = await this.session.run({ [meta]: tensor, ...adapters }, ["last_hidden_state"]);
+      return toF32(out["last_hidden_state"] as ort.Tensor);
+    }
+    // AUTOMATIC1111's CLIP_stop_at_last_layers = 2 (diffusers' clip_skip = 1): the hidden state
+    // entering the last layer, through the final layer norm.
+    if (clipSkip !== 2 || !this.finalNorm || !this.session.outputNames.includes("penultimate_hidden_state")) {
+      throw new RequestError(
+        clipSkip !== 2
+          ? `clip skip must be 1 or 2, got ${clipSkip}`
+          : "clip skip 2 needs the text encoder built from safetensors weights (not an ONNX export)",
+        "clipSkip",
+      );
+    }
+    const out = await this.session.run({ [meta]: tensor, ...adapters }, ["penultimate_hidden_state"]);
+    const z = toF32(out["penultimate_hidden_state"] as ort.Tensor);
+    const norm = this.finalNorm;
+    this.finalNormValues ??= Promise.all([readTensor(norm.weight), readTensor(norm.bias)]).then(([weight, bias]) => ({
+      weight,
+      bias,
+      eps: norm.eps,
+    }));
+    const { weight, bias, eps } = await this.finalNormValues;
+    layerNormRows(z.data, weight, bias, eps);
+    return z;
   }
 }
 
@@ -249,5 +280,21 @@ export class TinyVaeEncoder {
   async encode(sample: TensorF32): Promise<TensorF32> {
     const out = await this.session.run({ sample: new ort.Tensor("float32", sample.data, sample.shape) });
     return toF32(out["latents"] as ort.Tensor);
+  }
+}
+
+/** torch.nn.LayerNorm over the last axis of [rows, width], in place: statistics in float64, results in float32. */
+export function layerNormRows(x: Float32Array, weight: Float32Array, bias: Float32Array, eps: number): void {
+  const width = weight.length;
+  for (let r = 0; r < x.length; r += width) {
+    let mean = 0;
+    for (let j = 0; j < width; j++) mean += x[r + j] as number;
+    mean /= width;
+    let variance = 0;
+    for (let j = 0; j < width; j++) variance += ((x[r + j] as number) - mean) ** 2;
+    variance /= width;
+    const inv = 1 / Math.sqrt(variance + eps);
+    for (let j = 0; j < width; j++)
+      x[r + j] = Math.fround(((x[r + j] as number) - mean) * inv * (weight[j] as number) + (bias[j] as number));
   }
 }
