@@ -695,6 +695,7 @@ export class Pipeline {
         height: r.height,
         model: this.info.source,
         ...(r.image ? { strength: r.strength } : {}),
+        ...(r.clipSkip !== 1 ? { clipSkip: r.clipSkip } : {}),
       },
       timings: { encodeSeconds: (t1 - t0) / 1000, denoiseSeconds: (t2 - t1) / 1000, decodeSeconds: (t3 - t2) / 1000 },
     };
