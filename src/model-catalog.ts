@@ -14,6 +14,16 @@
  *         "weights": "./models/my-sd15",
  *         "description": "SD 1.5, fine-tuned on our product photos",
  *         "defaults": { "width": 512, "height": 512, "num_inference_steps": 30, "scheduler": "K_EULER_ANCESTRAL" }
+ *       },
+ *       "me/dreamy": {
+ *         "weights": "./checkpoints/dreamy.safetensors",
+ *         "config": "./configs/sd15",
+ *         "vae": "./vae/sd-vae-ft-mse",
+ *         "loras": [{ "path": "./loras/film-grain.safetensors", "scale": 0.6 }],
+ *         "embeddings_dir": "./embeddings",
+ *         "prompt_syntax": "a1111",
+ *         "clip_skip": 2,
+ *         "lora_dir": "./loras"
  *       }
  *     }
  *   }
@@ -86,7 +96,32 @@ export interface ModelSpec {
   version: string;
   /** Other version ids that also mean this model (Replicate's, for stability-ai/stable-diffusion). */
   versionAliases: string[];
+  /** How the engine loads it beyond the weights (models-file fields); empty: as the weights are. */
+  engine: ModelEngineOptions;
 }
+
+/**
+ * The models file's engine fields, paths resolved against the file's folder. Plain data: it
+ * travels to the engine process as it is (SetupParams).
+ */
+export interface ModelEngineOptions {
+  /** "config": a diffusers folder describing a single-file checkpoint. */
+  config?: string;
+  /** "vae": another autoencoder (folder or .safetensors file). */
+  vae?: string;
+  /** "loras": applied to every prediction of this model. */
+  loras?: { path: string; scale: number }[];
+  /** "embeddings_dir": textual-inversion embeddings called by name in prompts. */
+  embeddingsDir?: string;
+  /** "prompt_syntax": "diffusers" (default) or "a1111". */
+  promptSyntax?: "diffusers" | "a1111";
+  /** "clip_skip": 1 (default) or 2. */
+  clipSkip?: number;
+  /** "lora_dir": where `<lora:NAME:SCALE>` tags of a1111 prompts find their files. */
+  loraDir?: string;
+}
+
+const ENGINE_FIELDS = ["config", "vae", "loras", "embeddings_dir", "prompt_syntax", "clip_skip", "lora_dir"];
 
 const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
 
@@ -95,7 +130,9 @@ const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
  * its revision, or the folder's absolute path), the variant and the input defaults. The
  * default definition of stability-ai/stable-diffusion keeps Replicate's id.
  */
-export function versionId(spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults">): string {
+export function versionId(
+  spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults"> & { engine?: ModelEngineOptions },
+): string {
   const hub = parseHubId(spec.weights);
   const weights = hub ? `${hub.repo}@${hub.revision}` : spec.weights;
   const defaults = Object.fromEntries(
@@ -103,8 +140,11 @@ export function versionId(spec: Pick<ModelSpec, "name" | "weights" | "variant" |
       .filter(([, v]) => v !== undefined)
       .sort(([a], [b]) => a.localeCompare(b)),
   );
-  const canonical = { defaults, name: spec.name, variant: spec.variant, weights };
+  // Engine fields join the definition only when set, so models without them keep their ids.
+  const engine = spec.engine && Object.keys(spec.engine).length > 0 ? sortKeys(spec.engine) : undefined;
+  const canonical = { defaults, ...(engine ? { engine } : {}), name: spec.name, variant: spec.variant, weights };
   if (
+    engine === undefined &&
     spec.name === DEFAULT_MODEL_NAME &&
     weights === `${DEFAULT_WEIGHTS}@main` &&
     spec.variant === "fp32" &&
@@ -189,15 +229,23 @@ function checkDefaults(where: string, raw: unknown, base: ModelDefaults): ModelD
 export function modelSpec(
   name: string,
   weights: string,
-  opts: { variant?: "fp32" | "fp16"; defaults?: unknown; description?: string; where?: string } = {},
+  opts: {
+    variant?: "fp32" | "fp16";
+    defaults?: unknown;
+    description?: string;
+    where?: string;
+    engine?: ModelEngineOptions;
+  } = {},
 ): ModelSpec {
   const where = opts.where ?? name;
   if (!MODEL_NAME.test(name))
     throw new CatalogError(`${where}: a model name is owner/name, got ${JSON.stringify(name)}`);
   const variant = opts.variant ?? "fp32";
   const defaults = checkDefaults(`${where}.defaults`, opts.defaults, baseDefaults(name, weights));
-  const version = versionId({ name, weights, variant, defaults });
+  const engine = opts.engine ?? {};
+  const version = versionId({ name, weights, variant, defaults, engine });
   return {
+    engine,
     name,
     weights,
     variant,
@@ -234,8 +282,10 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
       throw new CatalogError(`${where}: must be an object`);
     const entry = raw as Record<string, unknown>;
     for (const key of Object.keys(entry)) {
-      if (!["weights", "variant", "defaults", "description"].includes(key)) {
-        throw new CatalogError(`${where}.${key}: unknown setting (weights, variant, defaults, description)`);
+      if (!["weights", "variant", "defaults", "description", ...ENGINE_FIELDS].includes(key)) {
+        throw new CatalogError(
+          `${where}.${key}: unknown setting (weights, variant, defaults, description, ${ENGINE_FIELDS.join(", ")})`,
+        );
       }
     }
     if (typeof entry["weights"] !== "string" || entry["weights"].trim() === "") {
@@ -252,11 +302,69 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
         defaults: entry["defaults"],
         description: entry["description"] as string | undefined,
         where,
+        engine: engineOptions(where, entry, baseDir),
       }),
     );
   }
   if (specs.length === 0) throw new CatalogError(`models file ${file}: lists no models`);
   return specs;
+}
+
+/** The engine fields of a models-file entry, checked, with paths resolved against the file's folder. */
+function engineOptions(where: string, entry: Record<string, unknown>, baseDir: string): ModelEngineOptions {
+  const out: ModelEngineOptions = {};
+  const pathField = (key: string): string | undefined => {
+    const v = entry[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== "string" || v.trim() === "" || v.includes("\0")) {
+      throw new CatalogError(`${where}.${key}: must be a path (relative to the models file's folder)`);
+    }
+    return path.resolve(baseDir, v);
+  };
+  const config = pathField("config");
+  if (config !== undefined) out.config = config;
+  const vae = pathField("vae");
+  if (vae !== undefined) out.vae = vae;
+  const embeddingsDir = pathField("embeddings_dir");
+  if (embeddingsDir !== undefined) out.embeddingsDir = embeddingsDir;
+  const loraDir = pathField("lora_dir");
+  if (loraDir !== undefined) out.loraDir = loraDir;
+  const loras = entry["loras"];
+  if (loras !== undefined) {
+    if (!Array.isArray(loras) || loras.length > 16) {
+      throw new CatalogError(`${where}.loras: must be a list of at most 16 {"path": …, "scale": …}`);
+    }
+    out.loras = loras.map((l, i) => {
+      const at = `${where}.loras[${i}]`;
+      if (typeof l !== "object" || l === null || Array.isArray(l)) throw new CatalogError(`${at}: must be an object`);
+      const { path: p, scale = 1, ...rest } = l as Record<string, unknown>;
+      const extra = Object.keys(rest)[0];
+      if (extra !== undefined) throw new CatalogError(`${at}.${extra}: unknown setting (path, scale)`);
+      if (typeof p !== "string" || p.trim() === "" || p.includes("\0")) {
+        throw new CatalogError(`${at}.path: must be the path of a .safetensors LoRA`);
+      }
+      if (typeof scale !== "number" || !Number.isFinite(scale) || Math.abs(scale) > 100) {
+        throw new CatalogError(`${at}.scale: must be a number from -100 to 100`);
+      }
+      return { path: path.resolve(baseDir, p), scale };
+    });
+  }
+  const syntax = entry["prompt_syntax"];
+  if (syntax !== undefined) {
+    if (syntax !== "diffusers" && syntax !== "a1111") {
+      throw new CatalogError(`${where}.prompt_syntax: must be "diffusers" or "a1111"`);
+    }
+    out.promptSyntax = syntax;
+  }
+  const clipSkip = entry["clip_skip"];
+  if (clipSkip !== undefined) {
+    if (clipSkip !== 1 && clipSkip !== 2) throw new CatalogError(`${where}.clip_skip: must be 1 or 2`);
+    out.clipSkip = clipSkip;
+  }
+  if (out.loraDir !== undefined && out.promptSyntax !== "a1111") {
+    throw new CatalogError(`${where}.lora_dir: serves <lora:…> prompt tags, which need "prompt_syntax": "a1111"`);
+  }
+  return out;
 }
 
 /**

@@ -28,6 +28,7 @@ import {
   type StepEvent,
 } from "../../engine/index.js";
 import type { WeightsVariant } from "../../engine/weights/model-folder.js";
+import type { ModelEngineOptions } from "../../model-catalog.js";
 
 export interface SetupParams {
   weights: string;
@@ -38,6 +39,8 @@ export interface SetupParams {
   optimizedCache: string | false | undefined;
   threads: number | undefined;
   provider: ExecutionProvider | undefined;
+  /** The models file's engine fields (config, vae, loras, embeddings, prompt syntax, …). */
+  engine?: ModelEngineOptions;
 }
 
 export type ToEngine =
@@ -146,6 +149,13 @@ function runProcess(send: (message: FromEngine) => void): void {
         threads: params.threads,
         provider: params.provider,
         optimizedCache: params.optimizedCache,
+        config: params.engine?.config,
+        vae: params.engine?.vae,
+        loras: params.engine?.loras,
+        embeddings: params.engine?.embeddingsDir === undefined ? undefined : [params.engine.embeddingsDir],
+        promptSyntax: params.engine?.promptSyntax,
+        clipSkip: params.engine?.clipSkip,
+        loraDir: params.engine?.loraDir,
         log: (line) => post({ type: "log", line }),
       });
       post({ type: "ready", label });
