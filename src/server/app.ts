@@ -5,11 +5,10 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { TokenAuth } from "./auth.js";
 import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from "./http/json-depth.js";
-import { badJson, HttpProblem, notFound, throttled, unauthenticated } from "./http/problem.js";
+import { badJson, HttpProblem, notFound, problemOf, throttled, unauthenticated } from "./http/problem.js";
 import { RateLimiter } from "./http/rate-limit.js";
 import { fastifyLogging, type Logger, loggableUrl, silentLogger } from "./log.js";
 import type { Metrics } from "./metrics.js";
-import { serverOpenApi } from "./models/openapi.js";
 import type { PredictionService } from "./predictions/service.js";
 import { fileRoutes } from "./routes/files.js";
 import { healthRoutes } from "./routes/health.js";
@@ -17,9 +16,11 @@ import { metricsRoutes } from "./routes/metrics.js";
 import { modelRoutes } from "./routes/models.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
 import { predictionRoutes } from "./routes/predictions.js";
-import { streamRoutes } from "./routes/streams.js";
+import { OpenStreams, streamRoutes } from "./routes/streams.js";
 import { webRoutes } from "./routes/web.js";
 import { webhookRoutes } from "./routes/webhooks.js";
+import { BEARER_AUTH, collectRoutes, openApiDocument, type RouteSchema } from "./schemas/openapi.js";
+import { validatorCompiler } from "./schemas/validation.js";
 import type { WebhookDispatcher } from "./webhooks/dispatcher.js";
 
 declare module "fastify" {
@@ -40,6 +41,9 @@ export interface AppOptions {
   maxWaitSeconds: number;
   /** Interval of the `: ping` comments on open event streams (default 10 s). */
   streamKeepaliveMs?: number;
+  /** Caps on open event streams (SDSERVE_STREAMS_PER_PREDICTION, SDSERVE_STREAMS_PER_CLIENT). */
+  streamsPerPrediction?: number;
+  streamsPerClient?: number;
   corsOrigins: readonly string[];
   rateLimit: { max: number; windowMs: number } | null;
   /** For GET /v1/hardware. */
@@ -74,10 +78,16 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     trustProxy: opts.trustProxy?.length ? [...opts.trustProxy] : false,
   }) as unknown as FastifyInstance;
   app.decorateRequest("account", "");
-  app.addHook("onResponse", async (req, reply) => {
+  // Every route's schema is checked by one validator, in Replicate's words (schemas/validation.ts).
+  app.setValidatorCompiler(validatorCompiler);
+  const routes = collectRoutes(app);
+  // A callback hook that asks the level first: it runs on every request (the read path's profile),
+  // and req.routeOptions builds a new object on each read.
+  app.addHook("onResponse", (req, reply, done) => {
+    if (!logger.isLevelEnabled("debug") && !logger.isLevelEnabled("info")) return done();
     const route = req.routeOptions.url;
     const level = route && QUIET_ROUTES.has(route) ? "debug" : "info";
-    if (!logger.isLevelEnabled(level)) return;
+    if (!logger.isLevelEnabled(level)) return done();
     req.log[level](
       {
         method: req.method,
@@ -88,6 +98,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       },
       "request",
     );
+    done();
   });
 
   // Bodies are JSON whatever the Content-Type says (curl -d sends form encoding), and an
@@ -113,9 +124,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     );
   });
 
-  app.setErrorHandler((err: FastifyError | HttpProblem, req, reply) => {
-    if (err instanceof HttpProblem) return sendProblem(reply, err);
-    const status = typeof err.statusCode === "number" && err.statusCode >= 400 ? err.statusCode : 500;
+  // Domain errors of the service become problem+json here, and nowhere else.
+  app.setErrorHandler((err: FastifyError | Error, req, reply) => {
+    const problem = problemOf(err);
+    if (problem) return sendProblem(reply, problem);
+    const code = (err as FastifyError).statusCode;
+    const status = typeof code === "number" && code >= 400 ? code : 500;
     if (status === 413) {
       return sendProblem(
         reply,
@@ -156,28 +170,45 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   }
 
   const limiter = opts.rateLimit ? new RateLimiter(opts.rateLimit.max, opts.rateLimit.windowMs) : undefined;
-  const authenticate = async (req: FastifyRequest) => {
+  // A callback hook, not an async one: it runs on every API request, and a promise per request shows in the read path's profile.
+  const authenticate = (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
     const account = opts.auth.authenticate(req.headers.authorization);
-    if (!account) throw unauthenticated();
+    if (!account) return done(unauthenticated());
     req.account = account;
     const wait = limiter?.hit(account);
     if (wait !== undefined) {
       const s = Math.max(1, Math.ceil(wait));
-      throw throttled(s, `Request was throttled. Your rate limit resets in ~${s}s.`);
+      return done(throttled(s, `Request was throttled. Your rate limit resets in ~${s}s.`));
     }
+    done();
+  };
+
+  const requireTokenInDocument = (route: { schema?: RouteSchema }) => {
+    route.schema = { ...route.schema, security: BEARER_AUTH };
   };
 
   app.register(healthRoutes, { models: opts.service.models, runElsewhere: opts.modelsRunElsewhere ?? false });
   if (opts.metrics) app.register(metricsRoutes, { metrics: opts.metrics });
-  const openapi = serverOpenApi(opts.service.models, opts.version);
-  app.get("/openapi.json", async () => openapi);
+  let openapi: Record<string, unknown> | undefined;
+  const openapiSchema: RouteSchema = {
+    summary: "This document: every route and every served model's input and output",
+    response: { 200: { type: "object", additionalProperties: true } },
+  };
+  // Made on first use, when every route has been registered.
+  app.get("/openapi.json", { schema: openapiSchema }, async () => {
+    openapi ??= openApiDocument(routes, opts.service.models, opts.version);
+    return openapi;
+  });
   app.register(fileRoutes, { service: opts.service });
   app.register(webRoutes, { service: opts.service, publicBaseUrl: opts.publicBaseUrl });
+  const streams = new OpenStreams(opts.streamsPerPrediction, opts.streamsPerClient);
+  opts.metrics?.observeStreams(streams);
   for (const prefix of API_PREFIXES) {
     app.register(
       async (api) => {
         // onRequest: a request without a valid token is refused before its body is read.
         api.addHook("onRequest", authenticate);
+        api.addHook("onRoute", requireTokenInDocument);
         await api.register(webhookRoutes, { service: opts.service, webhooks: opts.webhooks });
         await api.register(modelRoutes, {
           apiPrefix: prefix,
@@ -201,6 +232,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         service: opts.service,
         publicBaseUrl: opts.publicBaseUrl,
         authenticate,
+        requireTokenInDocument,
       });
     }
     // The stream is a capability URL: outside the authenticated scope.
@@ -210,6 +242,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       service: opts.service,
       publicBaseUrl: opts.publicBaseUrl,
       keepaliveMs: opts.streamKeepaliveMs,
+      streams,
     });
   }
   return app;

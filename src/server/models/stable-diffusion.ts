@@ -19,10 +19,12 @@ import {
   SIZES,
   STABLE_DIFFUSION_VERSION,
 } from "../../model-catalog.js";
+import { publicErrorMessage } from "../public-error.js";
 import { DownloadTracker } from "./download-tracker.js";
 import { EngineHost, EngineStoppedError, type StepReport } from "./engine-host.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
 import {
+  type ImageLimits,
   type ModelAdapter,
   type ModelDescription,
   type ModelState,
@@ -196,8 +198,10 @@ const RETRY_UNREACHABLE_MS = 30_000;
 const OFFLINE_HINT = "to try everything offline meanwhile, start sdserve with --model tiny-random";
 
 /** The reason a model cannot be set up, with what to do about it, in a sentence or two. */
-function setupFailure(err: unknown, spec: ModelSpec): string {
-  const message = (err instanceof Error ? err.message : String(err)).replace(/[.\s]+$/, "");
+function setupFailure(err: unknown, spec: ModelSpec, log?: (line: string) => void): string {
+  // An engine process that ended is told as such (its reason is ours, not a local path).
+  const shown = err instanceof EngineStoppedError ? err.message : publicErrorMessage(err, "setting up the model", log);
+  const message = shown.replace(/[.\s]+$/, "");
   if (err instanceof HubError) return `${message}; ${OFFLINE_HINT}`;
   if (err instanceof EngineStoppedError) {
     // Most often the memory ran out while the weights were loaded; the server's log has the rest.
@@ -214,11 +218,26 @@ function setupFailure(err: unknown, spec: ModelSpec): string {
   return `${message}. Point ${where} at a diffusers-format folder or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
 }
 
+/** The limits of the Input schema (sizes, outputs) and of memory (pixels), for APIs with parameters of their own. */
+export function imageLimitsOf(schemas: Record<string, JsonSchema>): ImageLimits {
+  const props = schemas["Input"]?.properties ?? {};
+  const numbers = (name: string) => ((schemas[name]?.enum ?? []) as number[]).filter((v) => typeof v === "number");
+  return {
+    maxOutputs: props["num_outputs"]?.maximum ?? 1,
+    widths: numbers("width"),
+    heights: numbers("height"),
+    maxPixels: MAX_PIXELS,
+    defaultWidth: props["width"]?.["default"] as number,
+    defaultHeight: props["height"]?.["default"] as number,
+  };
+}
+
 export class StableDiffusionAdapter implements ModelAdapter {
   readonly model: ModelDescription;
   readonly version: ModelVersion;
   readonly schemas: Record<string, JsonSchema>;
   readonly spec: ModelSpec;
+  readonly imageLimits: ImageLimits;
   state: ModelState = "STARTING";
   setupError: string | undefined;
   /** The engine process running the model (engine-host.ts); replaced when it dies. */
@@ -264,6 +283,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
       aliases: this.spec.versionAliases,
     };
     this.schemas = stableDiffusionSchemas(this.spec.defaults);
+    this.imageLimits = imageLimitsOf(this.schemas);
   }
 
   get setupProgress(): SetupProgress | undefined {
@@ -326,7 +346,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
         this.engine = undefined;
         await engine.close();
         this.state = "SETUP_FAILED";
-        this.setupError = setupFailure(err, this.spec);
+        this.setupError = setupFailure(err, this.spec, this.options.log);
         this.failedAt = performance.now();
         this.failedTransiently =
           (err instanceof HubError && err.kind === "unreachable") || err instanceof EngineStoppedError;
