@@ -24,6 +24,7 @@ import {
   parsePromptAttention,
   promptChunks,
 } from "../../src/engine/prompt-a1111.js";
+import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { GOLDEN_FAMILY, maxAbsDiff, modelDir } from "../helpers/fixtures.js";
 import { copyModel, type ModelCopy } from "../helpers/model-copy.js";
 
@@ -384,5 +385,34 @@ describe("<lora:NAME:SCALE> tags resolved in a LoRA folder", () => {
         /not found/,
       );
     }
+  });
+});
+
+describe("embeddings under the A1111 syntax", () => {
+  let pipe: Pipeline;
+  const vectors = Float32Array.from({ length: 2 * WIDTH }, (_, i) => Math.sin(i * 0.7) * 0.05);
+  before(async () => {
+    const dir = path.join(tmp, "embeddings");
+    mkdirSync(dir);
+    await writeSafetensors(path.join(dir, "oldstyle.safetensors"), [
+      { name: "emb_params", dtype: "F32", shape: [2, WIDTH], data: vectors },
+    ]);
+    pipe = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, embeddings: [dir] });
+    opened.push(pipe);
+  });
+
+  test("a name is placed as in plain prompts, and emphasis weighs both of its vectors", async () => {
+    const plain = await pipe.encodePrompts(["a photo, oldstyle"]);
+    const a = await pipe.encodePrompts(["a photo, oldstyle"], [], { promptSyntax: "a1111" });
+    assert.equal(maxAbsDiff(a.data, plain.data), 0);
+    // "a photo , v1 v2": the vectors sit at 4 and 5 after BOS.
+    const weighted = await pipe.encodePrompts(["a photo, (oldstyle:1.5)"], [], { promptSyntax: "a1111" });
+    const base = Float32Array.from(plain.data);
+    let before = 0;
+    for (const v of base) before += v;
+    const scaled = Array.from(base, (v, i) => ([4, 5].includes(Math.floor(i / WIDTH)) ? v * 1.5 : v));
+    const after = scaled.reduce((s, v) => s + v, 0);
+    const diff = Math.max(...scaled.map((v, i) => Math.abs((v * before) / after - (weighted.data[i] as number))));
+    assert.ok(diff < 2e-6, `max difference ${diff}`);
   });
 });
