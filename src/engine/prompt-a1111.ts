@@ -41,6 +41,11 @@ export const MAX_CHUNKS = 20;
  * which stays small below this.
  */
 export const MAX_A1111_PROMPT_CHARS = 20_000;
+/**
+ * At most this many opening brackets: each one closed (or left open) multiplies every piece after
+ * it, a cost of brackets × pieces.
+ */
+export const MAX_BRACKETS = 1000;
 /** Emphasis beyond ±this is refused: the scaled hidden states would leave float32's range. */
 const MAX_WEIGHT = 1000;
 /** At most this many `<lora:…>` tags per prompt. */
@@ -53,7 +58,8 @@ const SQUARE = 1 / 1.1;
 const ATTENTION = /\\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:([+-]?[.\d]+)\)|\)|]|[^\\()[\]:]+|:/g;
 const BREAK = /\s*\bBREAK\b\s*/;
 // Extra-network tags, A1111's `<kind:args>`; all are taken out of the text.
-const EXTRA_NETWORK = /<(\w+):([^>]+)>/g;
+// Arguments stop at "<" as well as ">", so a prompt of unclosed "<a:" is read in one pass.
+const EXTRA_NETWORK = /<(\w+):([^<>]+)>/g;
 
 /**
  * The emphasis of each run of text, as A1111's parse_prompt_attention gives it: adjacent runs
@@ -70,9 +76,13 @@ export function parsePromptAttention(text: string): PromptPiece[] {
       if (!("break" in piece)) piece.weight *= by;
     }
   };
+  let opened = 0;
   for (const m of text.matchAll(ATTENTION)) {
     const tok = m[0];
     const weight = m[1];
+    if ((tok === "(" || tok === "[") && ++opened > MAX_BRACKETS) {
+      throw new RequestError(`prompt has more than ${MAX_BRACKETS} opening brackets`, "prompt");
+    }
     if (tok.startsWith("\\")) res.push({ text: tok.slice(1), weight: 1 });
     else if (tok === "(") round.push(res.length);
     else if (tok === "[") square.push(res.length);

@@ -18,6 +18,7 @@ import {
   applyEmphasis,
   type ChunkTokenizer,
   MAX_A1111_PROMPT_CHARS,
+  MAX_BRACKETS,
   MAX_CHUNKS,
   type PromptPiece,
   parseA1111Prompt,
@@ -142,16 +143,21 @@ describe("parseA1111Prompt: <lora:…> tags", () => {
   });
   test("hostile input: huge and deeply nested prompts finish or are refused", () => {
     assert.throws(() => parseA1111Prompt("a".repeat(MAX_A1111_PROMPT_CHARS + 1)), RequestError);
-    const n = MAX_A1111_PROMPT_CHARS / 4;
+    const n = MAX_BRACKETS;
     const nested = `${"(".repeat(n)}${"a)".repeat(n)}`;
     const p = parseA1111Prompt(nested);
     assert.equal(p.pieces.length, n);
     // The first "a" sits in all n brackets: 1.1^n, too strong to encode.
-    assert.ok((p.pieces[0] as { weight: number }).weight > 1e200);
+    assert.ok((p.pieces[0] as { weight: number }).weight > 1e40);
     assert.throws(() => promptChunks(p.pieces, toy), /emphasis/);
     assert.throws(() => promptChunks(parsePromptAttention("(a:5000)"), toy), /emphasis/);
-    assert.equal(parseA1111Prompt("[".repeat(MAX_A1111_PROMPT_CHARS)).pieces.length, 1);
+    assert.throws(() => parseA1111Prompt("[".repeat(MAX_BRACKETS + 1)), /more than 1000 opening brackets/);
+    assert.throws(() => parseA1111Prompt("(a:1".repeat(MAX_BRACKETS + 1)), RequestError);
+    assert.equal(parseA1111Prompt("(a:1".repeat(MAX_BRACKETS)).pieces.length, MAX_BRACKETS);
     assert.equal(parseA1111Prompt("<".repeat(5000) + ">".repeat(5000)).loras.length, 0);
+    // Unclosed tags: text, read without rescanning the rest of the prompt for each.
+    assert.equal(parseA1111Prompt("<a:".repeat(6000)).loras.length, 0);
+    assert.deepEqual(parseA1111Prompt("<lora:<lora:x:0.5>").loras, [{ name: "x", scale: 0.5 }]);
   });
 });
 
