@@ -1,6 +1,7 @@
 /**
- * Bring-your-own-model files through the server's models file: a truncated checkpoint, a LoRA
- * whose shapes do not fit the model and an embedding of the wrong width each fail that model's
+ * Bring-your-own-model files through the server's models file: a truncated checkpoint, a file of
+ * no known model family, a LoRA whose shapes do not fit the model, a LoRA with keys the model
+ * does not have and an embedding of the wrong width each fail that model's
  * setup with the file named, in /health-check and in its predictions' error, while the server
  * and its other models go on; a model with "prompt_syntax": "a1111" and a "lora_dir" takes
  * `<lora:NAME:SCALE>` tags.
@@ -21,6 +22,7 @@ const KOHYA = path.join(GOLDEN_FAMILY, "lora", "tiny-sd1_lora_kohya.safetensors"
 const files = {
   truncated: path.join(tmp, "truncated.safetensors"),
   badLora: path.join(tmp, "misfit-lora.safetensors"),
+  unknownKeys: path.join(tmp, "unknown-keys-lora.safetensors"),
   embeddings: path.join(tmp, "embeddings"),
   loraDir: path.join(tmp, "loras"),
 };
@@ -44,6 +46,21 @@ before(async () => {
     tensors.push({ name: t.name, dtype: "F32" as const, shape, data });
   }
   await writeSafetensors(files.badLora, tensors);
+  const extra = (name: string, shape: number[]) => ({
+    name,
+    dtype: "F32" as const,
+    shape,
+    data: new Float32Array(shape.reduce((a, d) => a * d, 1)),
+  });
+  const original = [];
+  for (const t of st.tensors.values()) {
+    original.push({ name: t.name, dtype: "F32" as const, shape: t.shape, data: await readTensor(t) });
+  }
+  await writeSafetensors(files.unknownKeys, [
+    ...original,
+    extra("lora_unet_no_such_block_proj.lora_down.weight", [4, 8]),
+    extra("lora_unet_no_such_block_proj.lora_up.weight", [8, 4]),
+  ]);
   mkdirSync(files.embeddings);
   await writeSafetensors(path.join(files.embeddings, "narrow.safetensors"), [
     { name: "emb_params", dtype: "F32", shape: [1, 16], data: new Float32Array(16) },
@@ -56,6 +73,8 @@ before(async () => {
     JSON.stringify({
       models: {
         "me/truncated": { weights: files.truncated, config: modelDir("tiny-sd1") },
+        "me/unknown-family": { weights: KOHYA },
+        "me/unknown-keys-lora": { weights: modelDir("tiny-sd1"), loras: [{ path: files.unknownKeys, scale: 1 }] },
         "me/misfit-lora": { weights: modelDir("tiny-sd1"), loras: [{ path: files.badLora, scale: 1 }] },
         "me/narrow-embedding": { weights: modelDir("tiny-sd1"), embeddings_dir: files.embeddings },
         "me/a1111": { weights: modelDir("tiny-sd1"), prompt_syntax: "a1111", lora_dir: "./loras", clip_skip: 2 },
@@ -76,6 +95,8 @@ describe("bad files in a models file", () => {
   for (const [model, file, what] of [
     ["me/truncated", () => files.truncated, /truncat|shorter|bytes|end of the file/i],
     ["me/misfit-lora", () => files.badLora, /shape|does not fit|expected/i],
+    ["me/unknown-family", () => KOHYA, /is a LoRA, not a model checkpoint/],
+    ["me/unknown-keys-lora", () => files.unknownKeys, /no_such_block/],
     ["me/narrow-embedding", () => path.join(files.embeddings, "narrow.safetensors"), /16 wide.*takes 32/],
   ] as const) {
     test(`${model}: SETUP_FAILED naming the file, and its predictions fail saying so`, async () => {
