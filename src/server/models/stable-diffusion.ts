@@ -215,7 +215,7 @@ function setupFailure(err: unknown, spec: ModelSpec, log?: (line: string) => voi
     return `${message}. Fix or remove it in the entry of ${spec.name} in the models file`;
   }
   const where = spec.name === DEFAULT_MODEL_NAME ? "--model" : `the weights of ${spec.name} in the models file`;
-  return `${message}. Point ${where} at a diffusers-format folder or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
+  return `${message}. Point ${where} at a diffusers-format folder, a single-file .safetensors checkpoint or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
 }
 
 /** The limits of the Input schema (sizes, outputs) and of memory (pixels), for APIs with parameters of their own. */
