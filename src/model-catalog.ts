@@ -117,7 +117,10 @@ export interface ModelEngineOptions {
   promptSyntax?: "diffusers" | "a1111";
   /** "clip_skip": 1 (default) or 2. */
   clipSkip?: number;
-  /** "lora_dir": where `<lora:NAME:SCALE>` tags of a1111 prompts find their files. */
+  /**
+   * "lora_dir": where `<lora:NAME:SCALE>` tags of a1111 prompts find their files; also for a
+   * model whose own syntax stays diffusers', for requests that ask for a1111 (the /sdapi routes).
+   */
   loraDir?: string;
 }
 
@@ -360,9 +363,6 @@ function engineOptions(where: string, entry: Record<string, unknown>, baseDir: s
   if (clipSkip !== undefined) {
     if (clipSkip !== 1 && clipSkip !== 2) throw new CatalogError(`${where}.clip_skip: must be 1 or 2`);
     out.clipSkip = clipSkip;
-  }
-  if (out.loraDir !== undefined && out.promptSyntax !== "a1111") {
-    throw new CatalogError(`${where}.lora_dir: serves <lora:…> prompt tags, which need "prompt_syntax": "a1111"`);
   }
   return out;
 }

@@ -178,13 +178,12 @@ test("engine fields: paths resolved against the file's folder, and each one make
     versionId({ name: "me/plain", weights: plain.weights, variant: "fp32", defaults: plain.defaults }),
   );
   const versions = new Set([plain.version, dreamy.version]);
-  const { lora_dir: _, ...withoutDir } = entry;
   for (const changed of [
     { ...entry, config: "./other" },
     { ...entry, vae: "other.safetensors" },
     { ...entry, loras: [{ path: "./loras/grain.safetensors", scale: 0.7 }] },
     { ...entry, embeddings_dir: "./emb2" },
-    { ...withoutDir, prompt_syntax: "diffusers" },
+    { ...entry, prompt_syntax: "diffusers" },
     { ...entry, clip_skip: 1 },
   ]) {
     const [spec] = readModelsFile(modelsFile({ models: { "me/dreamy": changed } })) as [ModelSpec];
@@ -204,7 +203,7 @@ test("bad engine fields are refused with the file and the field", () => {
     [{ loras: Array.from({ length: 17 }, () => ({ path: "a" })) }, /at most 16/],
     [{ vae: 7 }, /vae: must be a path/],
     [{ config: "" }, /config: must be a path/],
-    [{ lora_dir: "./loras" }, /lora_dir: .*need "prompt_syntax": "a1111"/],
+    [{ lora_dir: 5 }, /lora_dir: must be a path/],
   ] as const) {
     const file = modelsFile({ models: { "me/x": { weights: "tiny-random", ...entry } } });
     assert.throws(

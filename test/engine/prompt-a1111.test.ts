@@ -384,6 +384,26 @@ describe("<lora:NAME:SCALE> tags resolved in a LoRA folder", () => {
     assert.ok(maxAbsDiff(byTag.latents.data, without.latents.data) > 1e-4, "the LoRA changed nothing");
   });
 
+  test("a pipeline that reads plain prompts takes tags from a request that asks for a1111", async () => {
+    const plainByDefault = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraDir });
+    opened.push(plainByDefault);
+    const base = { numInferenceSteps: 2, width: 64, height: 64, seed: 7, scheduler: "DDIM" };
+    const byTag = await plainByDefault.generate({
+      ...base,
+      prompt: "a red cat <lora:kohya:0.5>",
+      promptSyntax: "a1111",
+    });
+    const byPath = await tagged.generate({
+      ...base,
+      prompt: "a red cat ",
+      loras: [{ path: path.join(loraDir, "styles", "kohya.safetensors"), scale: 0.5 }],
+    });
+    assert.equal(maxAbsDiff(byTag.latents.data, byPath.latents.data), 0);
+    // Its own requests read the tag as text.
+    const asText = await plainByDefault.generate({ ...base, prompt: "a red cat <lora:kohya:0.5>" });
+    assert.ok(maxAbsDiff(asText.latents.data, byTag.latents.data) > 1e-4);
+  });
+
   test("an unknown or path-like name is a request error", async () => {
     for (const name of ["missing", "../loras/peft", "styles/kohya"]) {
       await assert.rejects(
