@@ -115,7 +115,7 @@ export interface ModelEngineOptions {
   embeddingsDir?: string;
   /** "prompt_syntax": "diffusers" (default) or "a1111". */
   promptSyntax?: "diffusers" | "a1111";
-  /** "clip_skip": 1 (default) or 2. */
+  /** "clip_skip": 1 (default) to 12. */
   clipSkip?: number;
   /**
    * "lora_dir": where `<lora:NAME:SCALE>` tags of a1111 prompts find their files; also for a
@@ -361,8 +361,10 @@ function engineOptions(where: string, entry: Record<string, unknown>, baseDir: s
   }
   const clipSkip = entry["clip_skip"];
   if (clipSkip !== undefined) {
-    if (clipSkip !== 1 && clipSkip !== 2) throw new CatalogError(`${where}.clip_skip: must be 1 or 2`);
-    out.clipSkip = clipSkip;
+    if (!Number.isInteger(clipSkip) || (clipSkip as number) < 1 || (clipSkip as number) > 12) {
+      throw new CatalogError(`${where}.clip_skip: must be an integer from 1 to 12`);
+    }
+    out.clipSkip = clipSkip as number;
   }
   return out;
 }

@@ -195,7 +195,8 @@ test("engine fields: paths resolved against the file's folder, and each one make
 test("bad engine fields are refused with the file and the field", () => {
   for (const [entry, message] of [
     [{ prompt_syntax: "comfy" }, /prompt_syntax: must be "diffusers" or "a1111"/],
-    [{ clip_skip: 3 }, /clip_skip: must be 1 or 2/],
+    [{ clip_skip: 13 }, /clip_skip: must be an integer from 1 to 12/],
+    [{ clip_skip: 1.5 }, /clip_skip: must be an integer from 1 to 12/],
     [{ loras: "x.safetensors" }, /loras: must be a list/],
     [{ loras: [{ path: "" }] }, /loras\[0\]\.path: must be/],
     [{ loras: [{ path: "a", scale: "1" }] }, /loras\[0\]\.scale: must be a number/],

@@ -33,8 +33,8 @@ Options:
   --prompt-syntax <syntax>  diffusers (default: the prompt as it is, cut at 77 tokens) or a1111
                             (AUTOMATIC1111's (emphasis:1.2), [less], BREAK, prompts of any length
                             in 75-token chunks, <lora:…> tags)
-  --clip-skip <n>           1 (default) or 2: the text encoder's second-to-last layer, as
-                            AUTOMATIC1111's "Clip skip" (diffusers' clip_skip=1)
+  --clip-skip <n>           1 (default) to 12: the text encoder's hidden state n layers from the
+                            end, as AUTOMATIC1111's "Clip skip" (2 = diffusers' clip_skip=1)
   --negative-prompt <text>  what the image should not show
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size,
                             or with --image the picture's own size rounded down to that multiple)
@@ -142,8 +142,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
     throw new UsageError(`--prompt-syntax must be one of ${PROMPT_SYNTAXES.join(", ")}, got "${promptSyntax}"`);
   }
   const clipSkip = intOption(values, "clip-skip");
-  if (clipSkip !== undefined && clipSkip !== 1 && clipSkip !== 2)
-    throw new UsageError(`--clip-skip must be 1 or 2, got "${values["clip-skip"]}"`);
+  if (clipSkip !== undefined && (clipSkip < 1 || clipSkip > 12))
+    throw new UsageError(`--clip-skip must be from 1 to 12, got "${values["clip-skip"]}"`);
   if (values["lora-dir"] !== undefined && promptSyntax !== "a1111")
     throw new UsageError("--lora-dir serves <lora:…> prompt tags: it needs --prompt-syntax a1111");
   const source = await resolveModelSource(values.model, {

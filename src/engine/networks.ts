@@ -6,7 +6,7 @@
  */
 
 import { ModelError, RequestError } from "./errors.js";
-import { buildClipTextGraph, readClipTextConfig } from "./graph/clip.js";
+import { buildClipTextGraph, MAX_CLIP_SKIP, readClipTextConfig } from "./graph/clip.js";
 import { ConfigReader } from "./graph/config.js";
 import type { GraphBuilder } from "./graph/onnx.js";
 import { buildTinyDecoderGraph, buildTinyEncoderGraph, readTinyAutoencoderConfig } from "./graph/taesd.js";
@@ -115,18 +115,20 @@ export class TextEncoder {
       const out = await this.session.run({ [meta]: tensor, ...adapters }, ["last_hidden_state"]);
       return toF32(out["last_hidden_state"] as ort.Tensor);
     }
-    // AUTOMATIC1111's CLIP_stop_at_last_layers = 2 (diffusers' clip_skip = 1): the hidden state
-    // entering the last layer, through the final layer norm.
-    if (clipSkip !== 2 || !this.finalNorm || !this.session.outputNames.includes("penultimate_hidden_state")) {
+    // AUTOMATIC1111's CLIP_stop_at_last_layers = N (diffusers' clip_skip = N − 1): transformers'
+    // hidden_states[-N], through the final layer norm.
+    const output = clipSkip === 2 ? "penultimate_hidden_state" : `hidden_state_minus_${clipSkip}`;
+    if (!this.session.outputNames.includes(output) || !this.finalNorm) {
+      const available = this.session.outputNames.filter((n) => n.startsWith("hidden_state_minus_")).length + 2;
       throw new RequestError(
-        clipSkip !== 2
-          ? `clip skip must be 1 or 2, got ${clipSkip}`
-          : "clip skip 2 needs the text encoder built from safetensors weights (not an ONNX export)",
+        this.finalNorm
+          ? `clip skip must be an integer from 1 to ${Math.min(available, MAX_CLIP_SKIP)} for this model, got ${clipSkip}`
+          : "clip skip needs the text encoder built from safetensors weights (not an ONNX export)",
         "clipSkip",
       );
     }
-    const out = await this.session.run({ [meta]: tensor, ...adapters }, ["penultimate_hidden_state"]);
-    const z = toF32(out["penultimate_hidden_state"] as ort.Tensor);
+    const out = await this.session.run({ [meta]: tensor, ...adapters }, [output]);
+    const z = toF32(out[output] as ort.Tensor);
     const norm = this.finalNorm;
     this.finalNormValues ??= Promise.all([readTensor(norm.weight), readTensor(norm.bias)]).then(([weight, bias]) => ({
       weight,

@@ -13,6 +13,7 @@ import { randomInt } from "node:crypto";
 import { stat } from "node:fs/promises";
 import { EmbeddingPlacer, loadEmbeddings } from "./embeddings.js";
 import { ModelError, RequestError } from "./errors.js";
+import { MAX_CLIP_SKIP } from "./graph/clip.js";
 import { guidanceScaleEmbedding } from "./graph/unet.js";
 import { decodedToImages, type GenerationParameters, type RgbImage } from "./image.js";
 import {
@@ -98,7 +99,7 @@ export interface LoadPipelineOptions extends RuntimeOptions {
   loraSupport?: boolean | "all";
   /** How prompts are read unless a request says otherwise (default "diffusers"); see prompt-a1111.ts. */
   promptSyntax?: PromptSyntax;
-  /** AUTOMATIC1111's clip skip unless a request says otherwise: 1 (default) or 2. */
+  /** AUTOMATIC1111's clip skip unless a request says otherwise: 1 (default, the last layer) to 12. */
   clipSkip?: number;
   /**
    * Where `<lora:NAME:SCALE>` tags of AUTOMATIC1111 prompts find their files (NAME.safetensors,
@@ -172,7 +173,7 @@ export interface GenerateRequest {
   loras?: readonly LoraSpec[];
   /** Default: the pipeline's. With "a1111", `<lora:…>` tags in either prompt are found in the pipeline's loraDir. */
   promptSyntax?: PromptSyntax;
-  /** AUTOMATIC1111's CLIP_stop_at_last_layers: 1 (the last layer) or 2; default the pipeline's. */
+  /** AUTOMATIC1111's CLIP_stop_at_last_layers: 1 (the last layer) to 12; default the pipeline's. */
   clipSkip?: number;
   /**
    * img2img / inpainting: the starting picture, 8-bit RGB. Resized (Lanczos) to width × height
@@ -468,8 +469,9 @@ export class Pipeline {
         "promptSyntax",
       );
     }
-    if (clipSkip !== 1 && clipSkip !== 2)
-      throw new RequestError(`clip skip must be 1 or 2, got ${clipSkip}`, "clipSkip");
+    if (!Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > MAX_CLIP_SKIP) {
+      throw new RequestError(`clip skip must be an integer from 1 to ${MAX_CLIP_SKIP}, got ${clipSkip}`, "clipSkip");
+    }
     return { syntax, clipSkip };
   }
 

@@ -145,7 +145,7 @@ test("--prompt-syntax a1111 --lora-dir: a <lora:NAME:SCALE> tag equals --lora FI
 
 for (const [what, args, message] of [
   ["a bad --prompt-syntax", ["--prompt-syntax", "comfy"], /--prompt-syntax must be one of diffusers, a1111/],
-  ["a bad --clip-skip", ["--clip-skip", "3"], /--clip-skip must be 1 or 2/],
+  ["a bad --clip-skip", ["--clip-skip", "13"], /--clip-skip must be from 1 to 12/],
   ["--lora-dir without a1111", ["--lora-dir", "."], /needs --prompt-syntax a1111/],
 ] as const) {
   test(`${what} is a usage error`, async () => {

@@ -2,8 +2,8 @@
  * AUTOMATIC1111's prompt syntax: the parser against A1111's documented cases (rewritten here as
  * our own data), the chunker on a toy tokenizer, and the encoder output on tiny-sd1: emphasis is
  * the plain encoding scaled per token with its mean restored, long prompts and BREAK are plain
- * encodings of 75-token pieces joined along the sequence, clip skip 2 is a text encoder one
- * layer shorter.
+ * encodings of 75-token pieces joined along the sequence, clip skip N is a text encoder N − 1
+ * layers shorter.
  */
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
@@ -333,8 +333,26 @@ describe("A1111 encoding on tiny-sd1", () => {
     assert.ok(maxAbsDiff(long.data, ref) < 1e-5);
   });
 
+  test("clip skip 4 equals the same text encoder three layers shorter", async () => {
+    const copy = copyModel("tiny-sd1");
+    try {
+      copy.patchConfig("text_encoder", { num_hidden_layers: 2 });
+      const short = await loadPipeline(copy.dir, { threads: 1 });
+      opened.push(short);
+      const prompts = ["a photo of a cat", ""];
+      const diff = maxAbsDiff((await plain(prompts, 4)).data, (await short.encodePrompts(prompts)).data);
+      assert.ok(diff < 1e-5, `max difference ${diff}`);
+    } finally {
+      copy.remove();
+    }
+  });
+
   test("clip skip and syntax outside their values are request errors", async () => {
-    await assert.rejects(plain(["x"], 3), RequestError);
+    // tiny-sd1 has 5 layers: hidden_states[-6] is the embeddings' output, the deepest there is.
+    await plain(["x"], 6);
+    await assert.rejects(plain(["x"], 7), /from 1 to 6 for this model/);
+    await assert.rejects(plain(["x"], 13), RequestError);
+    await assert.rejects(plain(["x"], 1.5), RequestError);
     await assert.rejects(plain(["x"], 0), RequestError);
     await assert.rejects(pipe.encodePrompts(["x"], [], { promptSyntax: "comfy" as never }), RequestError);
   });

@@ -4,12 +4,17 @@
  *
  * input_ids [B, L] int64 → last_hidden_state [B, L, hidden] (after final_layer_norm) and
  * penultimate_hidden_state [B, L, hidden] (the second-to-last layer's output, before the
- * final norm, for "clip skip").
+ * final norm, for "clip skip"); for deeper clip skip, hidden_state_minus_<k> [B, L, hidden] for
+ * k = 3 … min(MAX_CLIP_SKIP, layers + 1): transformers' hidden_states[-k], the input of layer
+ * (layers + 1 − k).
  */
 import type { ConfigReader } from "./config.js";
 import { Layers } from "./layers.js";
 import { GraphBuilder } from "./onnx.js";
 import type { WeightBinder } from "./weights.js";
+
+/** The deepest clip skip offered (AUTOMATIC1111's setting goes to 12). */
+export const MAX_CLIP_SKIP = 12;
 
 export interface ClipTextConfig {
   hiddenSize: number;
@@ -84,8 +89,11 @@ export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): Gr
   const mask = g.op("Slice", [fullMask, g.ints([0, 0]), g.op("Concat", [seqLen, seqLen], { axis: 0 }), g.ints([0, 1])]);
 
   let penultimate = x;
+  const deeper: string[] = [];
   for (let i = 0; i < c.layers; i++) {
     if (i === c.layers - 1) penultimate = x;
+    const k = c.layers + 1 - i;
+    if (k >= 3 && k <= MAX_CLIP_SKIP) deeper[k] = x;
     const p = `text_model.encoder.layers.${i}`;
     x = g.scope(p, () => {
       let h = nn.layerNorm(x, `${p}.layer_norm1`, H, c.layerNormEps);
@@ -103,5 +111,9 @@ export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): Gr
   const last = nn.layerNorm(x, "text_model.final_layer_norm", H, c.layerNormEps);
   g.output(last, "last_hidden_state", "float32", ["batch", "sequence", H]);
   g.output(penultimate, "penultimate_hidden_state", "float32", ["batch", "sequence", H]);
+  deeper.forEach((value, k) => {
+    if (value !== undefined)
+      g.output(g.op("Identity", [value]), `hidden_state_minus_${k}`, "float32", ["batch", "sequence", H]);
+  });
   return g;
 }
