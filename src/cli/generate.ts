@@ -15,7 +15,8 @@ import { StepProgress } from "./progress.js";
 export const GENERATE_HELP = `Usage: sdserve generate "prompt" --model <folder|file|owner/name|tiny-random> [options]
 
 Options:
-  --model <source>          a diffusers-format Stable Diffusion folder; a single-file checkpoint
+  --model <source>          a diffusers-format Stable Diffusion folder (SD 1.x / 2.x, or SDXL, told
+                            from model_index.json); a single-file checkpoint
                             (model.safetensors in the original SD 1.x / 2.x layout); a Hugging Face
                             model id (owner/name[@revision], downloaded into the Hugging Face cache
                             on first use, see sdserve models --help); or tiny-random (a small
@@ -34,8 +35,9 @@ Options:
                             (AUTOMATIC1111's (emphasis:1.2), [less], BREAK, prompts of any length
                             in 75-token chunks, <lora:…> tags)
   --clip-skip <n>           1 (default) to 12: the text encoder's hidden state n layers from the
-                            end, as AUTOMATIC1111's "Clip skip" (2 = diffusers' clip_skip=1)
-  --negative-prompt <text>  what the image should not show
+                            end, as AUTOMATIC1111's "Clip skip" (2 = diffusers' clip_skip=1);
+                            SD 1.x/2.x only, as is a1111 syntax
+  --negative-prompt <text>  what the image should not show (SDXL: left out, the negative is zeros)
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size,
                             or with --image the picture's own size rounded down to that multiple)
   --height <px>             height, likewise

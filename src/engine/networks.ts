@@ -58,6 +58,8 @@ export class TextEncoder {
   private constructor(
     readonly session: NetworkSession,
     readonly hiddenSize: number,
+    /** CLIPTextModelWithProjection's text_embeds width (SDXL's pooled embedding), else null. */
+    readonly projectionDim: number | null,
     /** Layers whose LoRA factors are inputs; empty unless loaded with LoRA support. */
     readonly lowRankTargets: ReadonlyMap<string, LowRankTarget> = new Map(),
     /** Token ids from here on pick rows of the `extra_token_rows` input (textual inversion). */
@@ -80,7 +82,7 @@ export class TextEncoder {
     const cfg = readClipTextConfig(new ConfigReader(files.configPath, files.config));
     const lowRank = adapters.lowRank && { filter: adapters.lowRank, targets: new Map<string, LowRankTarget>() };
     const session = await openSession(
-      "text_encoder",
+      files.name,
       files,
       buildClipTextGraph,
       opts,
@@ -90,7 +92,7 @@ export class TextEncoder {
     const weight = files.tensors.get("text_model.final_layer_norm.weight");
     const bias = files.tensors.get("text_model.final_layer_norm.bias");
     const finalNorm = weight && bias ? { weight, bias, eps: cfg.layerNormEps } : undefined;
-    return new TextEncoder(session, cfg.hiddenSize, lowRank?.targets, cfg.vocabSize, finalNorm);
+    return new TextEncoder(session, cfg.hiddenSize, cfg.projectionDim, lowRank?.targets, cfg.vocabSize, finalNorm);
   }
 
   /**
@@ -98,22 +100,8 @@ export class TextEncoder {
    * prompt embeddings). No attention mask is passed, as diffusers does.
    */
   async encode(ids: readonly (readonly number[])[], adapters: Feeds = {}, clipSkip = 1): Promise<TensorF32> {
-    const batch = ids.length;
-    const len = ids[0]?.length ?? 0;
-    const meta = this.session.inputNames[0] ?? "input_ids";
-    const flat = ids.flat();
-    // Optimum's exports take int32 ids; our graphs take int64.
-    const int32 = this.session.inputType(meta) === "int32";
-    const tensor = int32
-      ? new ort.Tensor("int32", Int32Array.from(flat), [batch, len])
-      : new ort.Tensor(
-          "int64",
-          BigInt64Array.from(flat, (v) => BigInt(v)),
-          [batch, len],
-        );
     if (clipSkip === 1) {
-      const out = await this.session.run({ [meta]: tensor, ...adapters }, ["last_hidden_state"]);
-      return toF32(out["last_hidden_state"] as ort.Tensor);
+      return (await this.outputs(ids, ["last_hidden_state"], adapters))["last_hidden_state"] as TensorF32;
     }
     // AUTOMATIC1111's CLIP_stop_at_last_layers = N (diffusers' clip_skip = N − 1): transformers'
     // hidden_states[-N], through the final layer norm.
@@ -127,8 +115,7 @@ export class TextEncoder {
         "clipSkip",
       );
     }
-    const out = await this.session.run({ [meta]: tensor, ...adapters }, [output]);
-    const z = toF32(out[output] as ort.Tensor);
+    const z = (await this.outputs(ids, [output], adapters))[output] as TensorF32;
     const norm = this.finalNorm;
     this.finalNormValues ??= Promise.all([readTensor(norm.weight), readTensor(norm.bias)]).then(([weight, bias]) => ({
       weight,
@@ -139,6 +126,37 @@ export class TextEncoder {
     layerNormRows(z.data, weight, bias, eps);
     return z;
   }
+
+  /** The named graph outputs (see graph/clip.ts: penultimate_hidden_state, text_embeds, …). */
+  async outputs(
+    ids: readonly (readonly number[])[],
+    names: readonly string[],
+    adapters: Feeds = {},
+  ): Promise<Record<string, TensorF32>> {
+    const batch = ids.length;
+    const len = ids[0]?.length ?? 0;
+    const meta = this.session.inputNames[0] ?? "input_ids";
+    const flat = ids.flat();
+    // Optimum's exports take int32 ids; our graphs take int64.
+    const int32 = this.session.inputType(meta) === "int32";
+    const tensor = int32
+      ? new ort.Tensor("int32", Int32Array.from(flat), [batch, len])
+      : new ort.Tensor(
+          "int64",
+          BigInt64Array.from(flat, (v) => BigInt(v)),
+          [batch, len],
+        );
+    const out = await this.session.run({ [meta]: tensor, ...adapters }, [...names]);
+    return Object.fromEntries(names.map((n) => [n, toF32(out[n] as ort.Tensor)]));
+  }
+}
+
+/** SDXL's added conditions (diffusers' `added_cond_kwargs`), one row per UNet batch item. */
+export interface AddedConditions {
+  /** The pooled text embedding [B, projection_dim]. */
+  textEmbeds: TensorF32;
+  /** Micro-conditioning [B, n]: original size, crop top-left, then target size or aesthetic score. */
+  timeIds: TensorF32;
 }
 
 export class UNet {
@@ -161,8 +179,10 @@ export class UNet {
 
   /**
    * One forward pass: the model's prediction (noise, v or sample, per the scheduler config).
-   * `timestepCond` [B, time_cond_proj_dim] is required by, and only by, UNets with time_cond_proj_dim.
-   * `adapters`: the LoRA factor feeds (lora.ts) when loaded with LoRA support.
+   * `timestepCond` [B, time_cond_proj_dim] is required by, and only by, UNets with time_cond_proj_dim;
+   * `adapters`: the LoRA factor feeds (lora.ts) when loaded with LoRA support; `added` (SDXL's
+   * pooled text embedding and time ids) is required by, and only by, UNets with
+   * addition_embed_type "text_time".
    */
   async run(
     sample: TensorF32,
@@ -170,6 +190,7 @@ export class UNet {
     context: TensorF32,
     timestepCond?: TensorF32,
     adapters: Feeds = {},
+    added?: AddedConditions,
   ): Promise<TensorF32> {
     const tType = this.session.inputType("timestep");
     const t =
@@ -189,6 +210,16 @@ export class UNet {
       );
     }
     if (timestepCond) feeds["timestep_cond"] = new ort.Tensor("float32", timestepCond.data, timestepCond.shape);
+    const wantsAdded = this.session.inputNames.includes("time_ids");
+    if (wantsAdded !== (added !== undefined)) {
+      throw new Error(
+        wantsAdded ? "this UNet needs text_embeds and time_ids (SDXL)" : "this UNet takes no text_embeds or time_ids",
+      );
+    }
+    if (added) {
+      feeds["text_embeds"] = new ort.Tensor("float32", added.textEmbeds.data, added.textEmbeds.shape);
+      feeds["time_ids"] = new ort.Tensor("float32", added.timeIds.data, added.timeIds.shape);
+    }
     const out = await this.session.run(feeds);
     return toF32(out[this.session.outputNames[0] as string] as ort.Tensor);
   }
