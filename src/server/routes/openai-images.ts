@@ -7,13 +7,15 @@
  * scheduler) may be added to the body; OpenAI's other fields (quality, style, user, …) are ignored.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Uploads } from "../files/uploads.js";
 import { urlBaseOf } from "../http/headers.js";
 import { type HttpProblem, problemOf } from "../http/problem.js";
 import type { JsonSchema } from "../models/json-schema.js";
-import type { ImageLimits } from "../models/model.js";
+import type { ImageLimits, ModelAdapter } from "../models/model.js";
 import { fileUrl } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
 import type { RouteSchema } from "../schemas/openapi.js";
+import { imageEditsRoute } from "./openai-edits.js";
 
 export interface OpenAiImagesOptions {
   service: PredictionService;
@@ -21,10 +23,12 @@ export interface OpenAiImagesOptions {
   authenticate: (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
   /** Marks the routes as needing a token in /openapi.json. */
   requireTokenInDocument: (route: { schema?: RouteSchema }) => void;
+  /** Where /images/edits keeps the pictures it is sent (as Files API uploads); absent: no edits route. */
+  uploads?: Uploads;
 }
 
 /** An OpenAI-shaped error: {"error": {message, type, param, code}}. */
-class OpenAiError extends Error {
+export class OpenAiError extends Error {
   constructor(
     readonly status: number,
     message: string,
@@ -95,7 +99,7 @@ function requestSchema(limits: ImageLimits): JsonSchema {
   };
 }
 
-const RESPONSE: JsonSchema = {
+export const RESPONSE: JsonSchema = {
   type: "object",
   required: ["created", "data"],
   properties: {
@@ -153,6 +157,19 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
     }
     const input: Record<string, unknown> = { prompt: b["prompt"], width, height, num_outputs: n };
     for (const key of PASSED_THROUGH) if (b[key] !== undefined) input[key] = b[key];
+    return answer(req, reply, model, input, format as "url" | "b64_json");
+  });
+
+  if (opts.uploads) await imageEditsRoute(app, opts, opts.uploads, answer);
+
+  /** Runs the prediction and answers OpenAI's way when it is done. */
+  async function answer(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    model: ModelAdapter,
+    input: Record<string, unknown>,
+    format: "url" | "b64_json",
+  ) {
     const base = urlBaseOf(req, "/v1", opts.publicBaseUrl);
     const created = await service.create(req.account, { body: { input }, model }, base);
     // Nobody will read the result once the client hangs up: stop the work too.
@@ -179,5 +196,5 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
       }
     }
     return { created: Math.floor(Date.parse(done.createdAt) / 1000), data };
-  });
+  }
 }
