@@ -29,11 +29,12 @@
  *   }
  *
  * Defaults not given come from the weights when they are a known checkpoint (SD 1.5, SD 2.1,
- * SD 2.1-base, SD-Turbo: their native size, steps and guidance), else Replicate's for
- * stability-ai/stable-diffusion, else 512 px and 50 steps.
+ * SD 2.1-base, SD-Turbo, LCM Dreamshaper v7: their native size, steps and guidance) or a local
+ * folder whose configs make it a few-step model (an LCM UNet or scheduler, or Turbo's trailing
+ * Euler), else Replicate's for stability-ai/stable-diffusion, else 512 px and 50 steps.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parseHubId } from "./engine/hub/repo-id.js";
 import { TINY_RANDOM } from "./engine/tiny-random.js";
@@ -51,6 +52,15 @@ export const DEFAULT_WEIGHTS = "stabilityai/stable-diffusion-2-1";
 
 export const SIZES = [128, 256, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024] as const;
 export const SCHEDULERS = ["DDIM", "K_EULER", "DPMSolverMultistep", "K_EULER_ANCESTRAL", "PNDM", "KLMS"] as const;
+/** The latent consistency models' scheduler, offered beside Replicate's by the models that use it. */
+export const LCM_SCHEDULER = "LCM";
+
+/**
+ * A model made for a few steps: "lcm" (a latent consistency UNet or scheduler: LCMScheduler,
+ * 4 steps) or "turbo" (adversarially distilled, SD-Turbo: 1–4 trailing Euler steps without
+ * guidance). Their guidance scale may go down to 0, as diffusers' examples give it.
+ */
+export type FewStepKind = "lcm" | "turbo";
 
 export interface ModelDefaults {
   width: number;
@@ -80,6 +90,28 @@ const KNOWN_WEIGHTS: Record<string, ModelDefaults> = {
   "stable-diffusion-v1-5/stable-diffusion-v1-5": { ...REPLICATE_DEFAULTS, width: 512, height: 512 },
   "runwayml/stable-diffusion-v1-5": { ...REPLICATE_DEFAULTS, width: 512, height: 512 },
   "stabilityai/sd-turbo": { width: 512, height: 512, num_inference_steps: 1, guidance_scale: 1, scheduler: "K_EULER" },
+  // Its scheduler config is Euler ancestral on trailing timesteps; 512 px as its model card.
+  "stabilityai/sdxl-turbo": {
+    width: 512,
+    height: 512,
+    num_inference_steps: 1,
+    guidance_scale: 1,
+    scheduler: "K_EULER_ANCESTRAL",
+  },
+  // diffusers' LatentConsistencyModelPipeline: 4 steps, guidance 8.5 (fed to the UNet as its w-embedding).
+  "SimianLuo/LCM_Dreamshaper_v7": {
+    width: 512,
+    height: 512,
+    num_inference_steps: 4,
+    guidance_scale: 8.5,
+    scheduler: LCM_SCHEDULER,
+  },
+};
+
+const KNOWN_FEW_STEP: Record<string, FewStepKind> = {
+  "stabilityai/sd-turbo": "turbo",
+  "stabilityai/sdxl-turbo": "turbo",
+  "SimianLuo/LCM_Dreamshaper_v7": "lcm",
 };
 
 const GENERIC_DEFAULTS: ModelDefaults = { ...REPLICATE_DEFAULTS, width: 512, height: 512 };
@@ -121,6 +153,17 @@ export interface ModelSpec {
   sharesWeightsOf?: string;
   /** Set up when first asked for rather than at start (weights fetched only if someone uses it). */
   setupOnDemand?: boolean;
+  /** A few-step model (its defaults are its native ones); absent: an ordinary one. */
+  fewStep?: FewStepKind;
+  /** The scheduler names its input accepts: Replicate's, and LCM for the models that use it. */
+  schedulers: readonly string[];
+  /** Lowest guidance scale its input accepts: Replicate's 1, or 0 for a few-step model. */
+  guidanceMinimum: number;
+  /**
+   * An AutoencoderTiny (TAESD) folder that draws this model's step previews (absolute); absent:
+   * the linear latent → RGB map. Not part of the version: it changes no output.
+   */
+  previewVae?: string;
 }
 
 /**
@@ -197,11 +240,68 @@ function sortKeys(o: object): Record<string, unknown> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
 }
 
-function baseDefaults(name: string, weights: string): ModelDefaults {
+function baseDefaults(name: string, weights: string, fewStep: FewStepKind | undefined): ModelDefaults {
   const hub = parseHubId(weights);
-  const known = hub ? KNOWN_WEIGHTS[hub.repo] : undefined;
+  const known = hub && !isLocal(weights) ? KNOWN_WEIGHTS[hub.repo] : undefined;
   if (known) return known;
+  if (fewStep === "turbo") {
+    const ancestral = readConfig(weights, "scheduler/scheduler_config.json")?.["_class_name"];
+    return ancestral === "EulerAncestralDiscreteScheduler"
+      ? { ...FEW_STEP_DEFAULTS.turbo, scheduler: "K_EULER_ANCESTRAL" }
+      : FEW_STEP_DEFAULTS.turbo;
+  }
+  if (fewStep === "lcm") {
+    // An LCM UNet takes guidance as its input (8.5 as in diffusers' pipeline); weights with an
+    // LCM-LoRA fused in run without guidance. As the engine's nativeDefaults (pipeline.ts).
+    return readConfig(weights, "unet/config.json")?.["time_cond_proj_dim"] != null
+      ? FEW_STEP_DEFAULTS.lcm
+      : { ...FEW_STEP_DEFAULTS.lcm, guidance_scale: 1 };
+  }
   return name === DEFAULT_MODEL_NAME ? REPLICATE_DEFAULTS : GENERIC_DEFAULTS;
+}
+
+const FEW_STEP_DEFAULTS: Record<FewStepKind, ModelDefaults> = {
+  turbo: KNOWN_WEIGHTS["stabilityai/sd-turbo"] as ModelDefaults,
+  lcm: KNOWN_WEIGHTS["SimianLuo/LCM_Dreamshaper_v7"] as ModelDefaults,
+};
+
+function isLocal(weights: string): boolean {
+  return weights !== TINY_RANDOM && path.isAbsolute(weights);
+}
+
+/** A config file of a local diffusers folder, or undefined where there is none to read. */
+function readConfig(weights: string, file: string): Record<string, unknown> | undefined {
+  if (!isLocal(weights)) return undefined;
+  const at = path.join(weights, file);
+  if (!existsSync(at)) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(at, "utf8"));
+    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)
+      ? (parsed as Record<string, unknown>)
+      : undefined;
+  } catch {
+    // A broken config is the engine's to report, with the file and field, when it loads the model.
+    return undefined;
+  }
+}
+
+/**
+ * Whether the weights are a few-step model: a known checkpoint by its hub id, or a local folder
+ * by its configs (an LCM UNet's time_cond_proj_dim, an LCMScheduler, or the trailing Euler
+ * (or Euler ancestral) schedule SD-Turbo and SDXL-Turbo ship, which no ordinary Stable Diffusion
+ * checkpoint does).
+ */
+export function fewStepKind(weights: string): FewStepKind | undefined {
+  const hub = parseHubId(weights);
+  if (hub && !isLocal(weights)) return KNOWN_FEW_STEP[hub.repo];
+  const unet = readConfig(weights, "unet/config.json");
+  const scheduler = readConfig(weights, "scheduler/scheduler_config.json");
+  if (unet?.["time_cond_proj_dim"] != null || scheduler?.["_class_name"] === "LCMScheduler") return "lcm";
+  const euler = ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"].includes(
+    scheduler?.["_class_name"] as string,
+  );
+  if (euler && scheduler?.["timestep_spacing"] === "trailing") return "turbo";
+  return undefined;
 }
 
 /** Resolves a folder against the models file's folder; keeps hub ids and tiny-random as they are. */
@@ -211,7 +311,12 @@ function normalizeWeights(weights: string, baseDir: string): string {
   return local ? path.resolve(baseDir, weights) : weights;
 }
 
-function checkDefaults(where: string, raw: unknown, base: ModelDefaults): ModelDefaults {
+function checkDefaults(
+  where: string,
+  raw: unknown,
+  base: ModelDefaults,
+  choices: { schedulers: readonly string[]; guidanceMinimum: number },
+): ModelDefaults {
   if (raw === undefined) return { ...base };
   if (typeof raw !== "object" || raw === null || Array.isArray(raw))
     throw new CatalogError(`${where}: must be an object`);
@@ -233,16 +338,18 @@ function checkDefaults(where: string, raw: unknown, base: ModelDefaults): ModelD
         out[key] = value as number;
         break;
       case "guidance_scale":
-        if (typeof value !== "number" || value < 1 || value > 20) {
+        if (typeof value !== "number" || value < choices.guidanceMinimum || value > 20) {
           throw new CatalogError(
-            `${at}: must be a number from 1 to 20 (1 turns guidance off), got ${JSON.stringify(value)}`,
+            `${at}: must be a number from ${choices.guidanceMinimum} to 20 (1 turns guidance off), got ${JSON.stringify(value)}`,
           );
         }
         out[key] = value;
         break;
       case "scheduler":
-        if (!SCHEDULERS.includes(value as (typeof SCHEDULERS)[number])) {
-          throw new CatalogError(`${at}: must be one of ${SCHEDULERS.join(", ")}, got ${JSON.stringify(value)}`);
+        if (!choices.schedulers.includes(value as string)) {
+          throw new CatalogError(
+            `${at}: must be one of ${choices.schedulers.join(", ")}, got ${JSON.stringify(value)}`,
+          );
         }
         out[key] = value as string;
         break;
@@ -280,7 +387,15 @@ export function modelSpec(
   if (!MODEL_NAME.test(name))
     throw new CatalogError(`${where}: a model name is owner/name, got ${JSON.stringify(name)}`);
   const variant = opts.variant ?? "fp32";
-  const defaults = checkDefaults(`${where}.defaults`, opts.defaults, baseDefaults(name, weights));
+  const fewStep = fewStepKind(weights);
+  // A models file may choose LCM for other weights too (an LCM-LoRA fused in): then it is offered.
+  const asked = (opts.defaults as { scheduler?: unknown } | undefined)?.scheduler;
+  const lcm = fewStep === "lcm" || asked === LCM_SCHEDULER;
+  const choices = {
+    schedulers: lcm ? [...SCHEDULERS, LCM_SCHEDULER] : [...SCHEDULERS],
+    guidanceMinimum: fewStep ? 0 : 1,
+  };
+  const defaults = checkDefaults(`${where}.defaults`, opts.defaults, baseDefaults(name, weights, fewStep), choices);
   const engine = opts.engine ?? {};
   const version = versionId({ name, weights, variant, defaults, engine, schema: opts.schema });
   return {
@@ -296,6 +411,8 @@ export function modelSpec(
     version,
     versionAliases:
       name === DEFAULT_MODEL_NAME && version !== STABLE_DIFFUSION_VERSION ? [STABLE_DIFFUSION_VERSION] : [],
+    ...(fewStep ? { fewStep } : {}),
+    ...choices,
   };
 }
 
@@ -324,9 +441,9 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
       throw new CatalogError(`${where}: must be an object`);
     const entry = raw as Record<string, unknown>;
     for (const key of Object.keys(entry)) {
-      if (!["weights", "variant", "defaults", "description", "schema", ...ENGINE_FIELDS].includes(key)) {
+      if (!["weights", "variant", "defaults", "description", "schema", "preview_vae", ...ENGINE_FIELDS].includes(key)) {
         throw new CatalogError(
-          `${where}.${key}: unknown setting (weights, variant, defaults, description, schema, ${ENGINE_FIELDS.join(", ")})`,
+          `${where}.${key}: unknown setting (weights, variant, defaults, description, schema, preview_vae, ${ENGINE_FIELDS.join(", ")})`,
         );
       }
     }
@@ -342,15 +459,22 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
     if (schema !== undefined && !INPUT_SCHEMAS.includes(schema as InputSchema)) {
       throw new CatalogError(`${where}.schema: must be one of ${INPUT_SCHEMAS.join(", ")}`);
     }
+    const previewVae = entry["preview_vae"];
+    if (previewVae !== undefined && (typeof previewVae !== "string" || previewVae.trim() === "")) {
+      throw new CatalogError(`${where}.preview_vae: must be the path of an AutoencoderTiny (TAESD) folder`);
+    }
+    const spec = modelSpec(name, normalizeWeights(entry["weights"], baseDir), {
+      variant,
+      schema: schema as InputSchema | undefined,
+      defaults: entry["defaults"],
+      description: entry["description"] as string | undefined,
+      where,
+      engine: engineOptions(where, entry, baseDir),
+    });
     specs.push(
-      modelSpec(name, normalizeWeights(entry["weights"], baseDir), {
-        variant,
-        schema: schema as InputSchema | undefined,
-        defaults: entry["defaults"],
-        description: entry["description"] as string | undefined,
-        where,
-        engine: engineOptions(where, entry, baseDir),
-      }),
+      previewVae === undefined
+        ? spec
+        : { ...spec, previewVae: previewFolder(`${where}.preview_vae`, path.resolve(baseDir, previewVae)) },
     );
   }
   if (specs.length === 0) throw new CatalogError(`models file ${file}: lists no models`);
@@ -416,8 +540,34 @@ function engineOptions(where: string, entry: Record<string, unknown>, baseDir: s
 /**
  * The models to serve: those of the models file, with --model (when given) as the weights of
  * stability-ai/stable-diffusion; with neither, stability-ai/stable-diffusion on SD 2.1.
+ * `previewVae` (--preview-vae) draws the previews of every model whose entry names none.
  */
-export function modelCatalog(opts: { modelsFile?: string; model?: string; variant?: "fp32" | "fp16" }): ModelSpec[] {
+export function modelCatalog(opts: {
+  modelsFile?: string;
+  model?: string;
+  variant?: "fp32" | "fp16";
+  previewVae?: string;
+}): ModelSpec[] {
+  const specs = servedModels(opts);
+  const previewVae =
+    opts.previewVae === undefined ? undefined : previewFolder("--preview-vae / SDSERVE_PREVIEW_VAE", opts.previewVae);
+  return previewVae === undefined ? specs : specs.map((s) => ({ ...s, previewVae: s.previewVae ?? previewVae }));
+}
+
+/**
+ * A preview decoder that is not there fails the start, not every prediction of its model (the
+ * engine loads it with the model, and would fail the model's setup).
+ */
+function previewFolder(where: string, dir: string): string {
+  if (!existsSync(path.join(dir, "config.json"))) {
+    throw new CatalogError(
+      `${where}: ${dir} has no config.json; give an AutoencoderTiny (TAESD) folder, e.g. a download of madebyollin/taesd`,
+    );
+  }
+  return dir;
+}
+
+function servedModels(opts: { modelsFile?: string; model?: string; variant?: "fp32" | "fp16" }): ModelSpec[] {
   const variant = opts.variant ?? "fp32";
   const fromFile = opts.modelsFile ? readModelsFile(opts.modelsFile, variant) : [];
   if (opts.model === undefined) {
@@ -429,6 +579,7 @@ export function modelCatalog(opts: { modelsFile?: string; model?: string; varian
     variant: inFile?.variant ?? variant,
     description: inFile?.description,
   });
+  if (inFile?.previewVae !== undefined) main.previewVae = inFile.previewVae;
   return [main, ...fromFile.filter((s) => s.name !== DEFAULT_MODEL_NAME)];
 }
 
@@ -451,5 +602,7 @@ export function withImageInputModels(specs: ModelSpec[]): ModelSpec[] {
           sharesWeightsOf: main.name,
         }),
   );
+  // Models on the same networks draw their previews the same way.
+  for (const spec of added) if (spec.sharesWeightsOf && main.previewVae) spec.previewVae = main.previewVae;
   return [...specs, ...added];
 }
