@@ -14,6 +14,16 @@
  *         "weights": "./models/my-sd15",
  *         "description": "SD 1.5, fine-tuned on our product photos",
  *         "defaults": { "width": 512, "height": 512, "num_inference_steps": 30, "scheduler": "K_EULER_ANCESTRAL" }
+ *       },
+ *       "me/dreamy": {
+ *         "weights": "./checkpoints/dreamy.safetensors",
+ *         "config": "./configs/sd15",
+ *         "vae": "./vae/sd-vae-ft-mse",
+ *         "loras": [{ "path": "./loras/film-grain.safetensors", "scale": 0.6 }],
+ *         "embeddings_dir": "./embeddings",
+ *         "prompt_syntax": "a1111",
+ *         "clip_skip": 2,
+ *         "lora_dir": "./loras"
  *       }
  *     }
  *   }
@@ -177,6 +187,8 @@ export interface ModelSpec {
   version: string;
   /** Other version ids that also mean this model (Replicate's, for stability-ai/stable-diffusion). */
   versionAliases: string[];
+  /** How the engine loads it beyond the weights (models-file fields); empty: as the weights are. */
+  engine: ModelEngineOptions;
   /** The input schema served; absent: text-to-image. */
   schema?: InputSchema;
   /** The model (owner/name) whose loaded networks this one runs on, instead of loading its own. */
@@ -196,6 +208,32 @@ export interface ModelSpec {
   previewVae?: string;
 }
 
+/**
+ * The models file's engine fields, paths resolved against the file's folder. Plain data: it
+ * travels to the engine process as it is (SetupParams).
+ */
+export interface ModelEngineOptions {
+  /** "config": a diffusers folder describing a single-file checkpoint. */
+  config?: string;
+  /** "vae": another autoencoder (folder or .safetensors file). */
+  vae?: string;
+  /** "loras": applied to every prediction of this model. */
+  loras?: { path: string; scale: number }[];
+  /** "embeddings_dir": textual-inversion embeddings called by name in prompts. */
+  embeddingsDir?: string;
+  /** "prompt_syntax": "diffusers" (default) or "a1111". */
+  promptSyntax?: "diffusers" | "a1111";
+  /** "clip_skip": 1 (default) to 12. */
+  clipSkip?: number;
+  /**
+   * "lora_dir": where `<lora:NAME:SCALE>` tags of a1111 prompts find their files; also for a
+   * model whose own syntax stays diffusers', for requests that ask for a1111 (the /sdapi routes).
+   */
+  loraDir?: string;
+}
+
+const ENGINE_FIELDS = ["config", "vae", "loras", "embeddings_dir", "prompt_syntax", "clip_skip", "lora_dir"];
+
 const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
 
 /**
@@ -204,7 +242,9 @@ const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
  * default definition of stability-ai/stable-diffusion keeps Replicate's id.
  */
 export function versionId(
-  spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults" | "schema" | "refiner">,
+  spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults" | "schema" | "refiner"> & {
+    engine?: ModelEngineOptions;
+  },
 ): string {
   const pinned = (w: string) => {
     const hub = parseHubId(w);
@@ -216,12 +256,23 @@ export function versionId(
       .filter(([, v]) => v !== undefined)
       .sort(([a], [b]) => a.localeCompare(b)),
   );
-  // The schema joins only when not text-to-image, so that existing versions keep their ids.
+  // Engine fields and a schema other than text-to-image join the definition only when set, so
+  // that existing versions keep their ids.
+  const engine = spec.engine && Object.keys(spec.engine).length > 0 ? sortKeys(spec.engine) : undefined;
   const schema = spec.schema && spec.schema !== "text-to-image" ? { schema: spec.schema } : {};
   // The refiner too, only where there is one.
   const refiner = spec.refiner === undefined ? {} : { refiner: pinned(spec.refiner) };
-  const canonical = { defaults, name: spec.name, variant: spec.variant, weights, ...schema, ...refiner };
+  const canonical = {
+    defaults,
+    ...(engine ? { engine } : {}),
+    name: spec.name,
+    variant: spec.variant,
+    weights,
+    ...schema,
+    ...refiner,
+  };
   if (
+    engine === undefined &&
     spec.name === DEFAULT_MODEL_NAME &&
     !("schema" in schema) &&
     weights === `${DEFAULT_WEIGHTS}@main` &&
@@ -416,6 +467,7 @@ export function modelSpec(
     defaults?: unknown;
     description?: string;
     where?: string;
+    engine?: ModelEngineOptions;
     schema?: InputSchema;
     sharesWeightsOf?: string;
     setupOnDemand?: boolean;
@@ -445,10 +497,12 @@ export function modelSpec(
     ...choices,
     sdxl,
   });
-  const version = versionId({ name, weights, variant, defaults, schema: opts.schema, refiner });
+  const engine = opts.engine ?? {};
+  const version = versionId({ name, weights, variant, defaults, engine, schema: opts.schema, refiner });
   return {
     ...(sdxl ? { family: "sdxl" as const } : {}),
     ...(refiner === undefined ? {} : { refiner }),
+    engine,
     ...(opts.schema && opts.schema !== "text-to-image" ? { schema: opts.schema } : {}),
     ...(opts.sharesWeightsOf ? { sharesWeightsOf: opts.sharesWeightsOf } : {}),
     ...(opts.setupOnDemand ? { setupOnDemand: true } : {}),
@@ -490,9 +544,20 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
       throw new CatalogError(`${where}: must be an object`);
     const entry = raw as Record<string, unknown>;
     for (const key of Object.keys(entry)) {
-      if (!["weights", "variant", "defaults", "description", "schema", "preview_vae", "refiner"].includes(key)) {
+      if (
+        ![
+          "weights",
+          "variant",
+          "defaults",
+          "description",
+          "schema",
+          "preview_vae",
+          "refiner",
+          ...ENGINE_FIELDS,
+        ].includes(key)
+      ) {
         throw new CatalogError(
-          `${where}.${key}: unknown setting (weights, variant, defaults, description, schema, preview_vae, refiner)`,
+          `${where}.${key}: unknown setting (weights, variant, defaults, description, schema, preview_vae, refiner, ${ENGINE_FIELDS.join(", ")})`,
         );
       }
     }
@@ -523,6 +588,7 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
       description: entry["description"] as string | undefined,
       where,
       refiner: refiner === undefined ? undefined : normalizeWeights(refiner, baseDir),
+      engine: engineOptions(where, entry, baseDir),
     });
     specs.push(
       previewVae === undefined
@@ -532,6 +598,62 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
   }
   if (specs.length === 0) throw new CatalogError(`models file ${file}: lists no models`);
   return specs;
+}
+
+/** The engine fields of a models-file entry, checked, with paths resolved against the file's folder. */
+function engineOptions(where: string, entry: Record<string, unknown>, baseDir: string): ModelEngineOptions {
+  const out: ModelEngineOptions = {};
+  const pathField = (key: string): string | undefined => {
+    const v = entry[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== "string" || v.trim() === "" || v.includes("\0")) {
+      throw new CatalogError(`${where}.${key}: must be a path (relative to the models file's folder)`);
+    }
+    return path.resolve(baseDir, v);
+  };
+  const config = pathField("config");
+  if (config !== undefined) out.config = config;
+  const vae = pathField("vae");
+  if (vae !== undefined) out.vae = vae;
+  const embeddingsDir = pathField("embeddings_dir");
+  if (embeddingsDir !== undefined) out.embeddingsDir = embeddingsDir;
+  const loraDir = pathField("lora_dir");
+  if (loraDir !== undefined) out.loraDir = loraDir;
+  const loras = entry["loras"];
+  if (loras !== undefined) {
+    if (!Array.isArray(loras) || loras.length > 16) {
+      throw new CatalogError(`${where}.loras: must be a list of at most 16 {"path": …, "scale": …}`);
+    }
+    out.loras = loras.map((l, i) => {
+      const at = `${where}.loras[${i}]`;
+      if (typeof l !== "object" || l === null || Array.isArray(l)) throw new CatalogError(`${at}: must be an object`);
+      const { path: p, scale = 1, ...rest } = l as Record<string, unknown>;
+      const extra = Object.keys(rest)[0];
+      if (extra !== undefined) throw new CatalogError(`${at}.${extra}: unknown setting (path, scale)`);
+      if (typeof p !== "string" || p.trim() === "" || p.includes("\0")) {
+        throw new CatalogError(`${at}.path: must be the path of a .safetensors LoRA`);
+      }
+      if (typeof scale !== "number" || !Number.isFinite(scale) || Math.abs(scale) > 100) {
+        throw new CatalogError(`${at}.scale: must be a number from -100 to 100`);
+      }
+      return { path: path.resolve(baseDir, p), scale };
+    });
+  }
+  const syntax = entry["prompt_syntax"];
+  if (syntax !== undefined) {
+    if (syntax !== "diffusers" && syntax !== "a1111") {
+      throw new CatalogError(`${where}.prompt_syntax: must be "diffusers" or "a1111"`);
+    }
+    out.promptSyntax = syntax;
+  }
+  const clipSkip = entry["clip_skip"];
+  if (clipSkip !== undefined) {
+    if (!Number.isInteger(clipSkip) || (clipSkip as number) < 1 || (clipSkip as number) > 12) {
+      throw new CatalogError(`${where}.clip_skip: must be an integer from 1 to 12`);
+    }
+    out.clipSkip = clipSkip as number;
+  }
+  return out;
 }
 
 /**

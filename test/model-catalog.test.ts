@@ -7,6 +7,7 @@ import { after, describe, test } from "node:test";
 import {
   CatalogError,
   fewStepKind,
+  type ModelSpec,
   modelCatalog,
   modelSpec,
   REPLICATE_DEFAULTS,
@@ -14,6 +15,7 @@ import {
   SCHEDULERS,
   SDXL_DEFAULTS,
   STABLE_DIFFUSION_VERSION,
+  versionId,
 } from "../src/model-catalog.js";
 import { modelDir, REPO_ROOT } from "./helpers/fixtures.js";
 
@@ -147,6 +149,81 @@ test("a bad models file is refused with the file and the field", () => {
     );
   }
   assert.throws(() => readModelsFile(path.join(tmp, "absent.json")), /cannot be read \(ENOENT\)/);
+});
+
+test("engine fields: paths resolved against the file's folder, and each one makes a new version", () => {
+  const entry = {
+    weights: "./ckpt/dreamy.safetensors",
+    config: "./configs/sd15",
+    vae: "vae.safetensors",
+    loras: [{ path: "./loras/grain.safetensors", scale: 0.6 }, { path: "/abs/style.safetensors" }],
+    embeddings_dir: "./emb",
+    prompt_syntax: "a1111",
+    clip_skip: 2,
+    lora_dir: "./loras",
+  };
+  const file = modelsFile({ models: { "me/dreamy": entry, "me/plain": { weights: "./ckpt/dreamy.safetensors" } } });
+  const dir = path.dirname(file);
+  const [dreamy, plain] = readModelsFile(file) as [ModelSpec, ModelSpec];
+  assert.equal(dreamy.weights, path.join(dir, "ckpt/dreamy.safetensors"));
+  assert.deepEqual(dreamy.engine, {
+    config: path.join(dir, "configs/sd15"),
+    vae: path.join(dir, "vae.safetensors"),
+    embeddingsDir: path.join(dir, "emb"),
+    loraDir: path.join(dir, "loras"),
+    loras: [
+      { path: path.join(dir, "loras/grain.safetensors"), scale: 0.6 },
+      { path: "/abs/style.safetensors", scale: 1 },
+    ],
+    promptSyntax: "a1111",
+    clipSkip: 2,
+  });
+  assert.deepEqual(plain.engine, {});
+  // Without engine fields the id is what it was before they existed.
+  assert.equal(
+    plain.version,
+    versionId({ name: "me/plain", weights: plain.weights, variant: "fp32", defaults: plain.defaults }),
+  );
+  const versions = new Set([plain.version, dreamy.version]);
+  for (const changed of [
+    { ...entry, config: "./other" },
+    { ...entry, vae: "other.safetensors" },
+    { ...entry, loras: [{ path: "./loras/grain.safetensors", scale: 0.7 }] },
+    { ...entry, embeddings_dir: "./emb2" },
+    { ...entry, prompt_syntax: "diffusers" },
+    { ...entry, clip_skip: 1 },
+  ]) {
+    const [spec] = readModelsFile(modelsFile({ models: { "me/dreamy": changed } })) as [ModelSpec];
+    versions.add(spec.version);
+  }
+  assert.equal(versions.size, 8);
+});
+
+test("bad engine fields are refused with the file and the field", () => {
+  for (const [entry, message] of [
+    [{ prompt_syntax: "comfy" }, /prompt_syntax: must be "diffusers" or "a1111"/],
+    [{ clip_skip: 13 }, /clip_skip: must be an integer from 1 to 12/],
+    [{ clip_skip: 1.5 }, /clip_skip: must be an integer from 1 to 12/],
+    [{ loras: "x.safetensors" }, /loras: must be a list/],
+    [{ loras: [{ path: "" }] }, /loras\[0\]\.path: must be/],
+    [{ loras: [{ path: "a", scale: "1" }] }, /loras\[0\]\.scale: must be a number/],
+    [{ loras: [{ path: "a", weight: 1 }] }, /loras\[0\]\.weight: unknown setting/],
+    [{ loras: Array.from({ length: 17 }, () => ({ path: "a" })) }, /at most 16/],
+    [{ vae: 7 }, /vae: must be a path/],
+    [{ config: "" }, /config: must be a path/],
+    [{ lora_dir: 5 }, /lora_dir: must be a path/],
+  ] as const) {
+    const file = modelsFile({ models: { "me/x": { weights: "tiny-random", ...entry } } });
+    assert.throws(
+      () => readModelsFile(file),
+      (err: Error) => {
+        assert.ok(err instanceof CatalogError);
+        assert.ok(err.message.startsWith(file), err.message);
+        assert.match(err.message, message);
+        return true;
+      },
+    );
+  }
 });
 
 test("preview_vae: per model (relative to the models file), else --preview-vae; never part of the version", () => {

@@ -33,6 +33,7 @@ import {
 } from "../../engine/index.js";
 import { watermarked } from "../../engine/watermark.js";
 import type { WeightsVariant } from "../../engine/weights/model-folder.js";
+import type { ModelEngineOptions } from "../../model-catalog.js";
 
 export interface SetupParams {
   weights: string;
@@ -43,6 +44,8 @@ export interface SetupParams {
   optimizedCache: string | false | undefined;
   threads: number | undefined;
   provider: ExecutionProvider | undefined;
+  /** The models file's engine fields (config, vae, loras, embeddings, prompt syntax, …). */
+  engine?: ModelEngineOptions;
   /** Step previews drawn by an AutoencoderTiny (TAESD) folder, at most maxSize pixels a side; absent: the linear latent map. */
   preview?: { vae: string; maxSize: number };
   /** SDXL: the refiner's weights, loaded in this process on the first request that refines. */
@@ -218,6 +221,13 @@ function runProcess(send: (message: FromEngine) => void): void {
         threads: params.threads,
         provider: params.provider,
         optimizedCache: params.optimizedCache,
+        config: params.engine?.config,
+        vae: params.engine?.vae,
+        loras: params.engine?.loras,
+        embeddings: params.engine?.embeddingsDir === undefined ? undefined : [params.engine.embeddingsDir],
+        promptSyntax: params.engine?.promptSyntax,
+        clipSkip: params.engine?.clipSkip,
+        loraDir: params.engine?.loraDir,
         previewVae: params.preview?.vae,
         previewMaxSize: params.preview?.maxSize,
         log: (line) => post({ type: "log", line }),

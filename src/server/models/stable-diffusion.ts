@@ -328,8 +328,15 @@ function setupFailure(err: unknown, spec: ModelSpec, log?: (line: string) => voi
     // Most often the memory ran out while the weights were loaded; the server's log has the rest.
     return `${message} while loading the model (out of memory?); a later prediction tries again`;
   }
+  // A file the models file's entry names beside the weights (a LoRA, an embedding, the VAE, …):
+  // the message names it; the fix is in that entry, not in the weights.
+  const e = spec.engine;
+  const named = [e.config, e.vae, e.embeddingsDir, e.loraDir, ...(e.loras ?? []).map((l) => l.path)];
+  if (named.some((f) => f !== undefined && message.includes(f))) {
+    return `${message}. Fix or remove it in the entry of ${spec.name} in the models file`;
+  }
   const where = spec.name === DEFAULT_MODEL_NAME ? "--model" : `the weights of ${spec.name} in the models file`;
-  return `${message}. Point ${where} at a diffusers-format folder or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
+  return `${message}. Point ${where} at a diffusers-format folder, a single-file .safetensors checkpoint or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
 }
 
 /** The limits of the Input schema (sizes, outputs) and of memory (pixels), for APIs with parameters of their own. */
@@ -502,6 +509,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
           optimizedCache: this.options.optimizedCache,
           threads: this.options.threads,
           provider: this.options.provider,
+          engine: this.spec.engine,
           preview: this.spec.previewVae
             ? { vae: this.spec.previewVae, maxSize: this.options.previewSize ?? DEFAULT_PREVIEW_SIZE }
             : undefined,
