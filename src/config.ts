@@ -370,7 +370,7 @@ export const SETTINGS = {
     section: "options",
     shownDefault: DEFAULT_WEIGHTS,
     parse: text,
-    help: "weights of stability-ai/stable-diffusion: a diffusers-format SD 1.x/2.x folder, a Hugging Face model id (owner/name[@revision], downloaded on first start), or tiny-random",
+    help: "weights of stability-ai/stable-diffusion: a diffusers-format SD 1.x/2.x folder, a Hugging Face model id (owner/name[@revision], downloaded on first start), or tiny-random; SDXL weights are served as stability-ai/sdxl",
   }),
   modelsFile: setting({
     flag: "models",
