@@ -11,6 +11,7 @@ import { fastifyLogging, type Logger, loggableUrl, silentLogger } from "./log.js
 import type { Metrics } from "./metrics.js";
 import { serverOpenApi } from "./models/openapi.js";
 import type { PredictionService } from "./predictions/service.js";
+import { a1111Routes } from "./routes/a1111.js";
 import { fileRoutes } from "./routes/files.js";
 import { healthRoutes } from "./routes/health.js";
 import { metricsRoutes } from "./routes/metrics.js";
@@ -156,8 +157,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   }
 
   const limiter = opts.rateLimit ? new RateLimiter(opts.rateLimit.max, opts.rateLimit.windowMs) : undefined;
-  const authenticate = async (req: FastifyRequest) => {
-    const account = opts.auth.authenticate(req.headers.authorization);
+  const authenticateBy = (check: (header: string | undefined) => string | undefined) => async (req: FastifyRequest) => {
+    const account = check(req.headers.authorization);
     if (!account) throw unauthenticated();
     req.account = account;
     const wait = limiter?.hit(account);
@@ -166,12 +167,21 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       throw throttled(s, `Request was throttled. Your rate limit resets in ~${s}s.`);
     }
   };
+  const authenticate = authenticateBy((h) => opts.auth.authenticate(h));
 
   app.register(healthRoutes, { models: opts.service.models, runElsewhere: opts.modelsRunElsewhere ?? false });
   if (opts.metrics) app.register(metricsRoutes, { metrics: opts.metrics });
   const openapi = serverOpenApi(opts.service.models, opts.version);
   app.get("/openapi.json", async () => openapi);
   app.register(fileRoutes, { service: opts.service });
+  // AUTOMATIC1111's API: HTTP Basic (--api-auth, or a token as the password) besides Bearer tokens.
+  app.register(a1111Routes, {
+    prefix: "/sdapi/v1",
+    service: opts.service,
+    publicBaseUrl: opts.publicBaseUrl,
+    authenticate: authenticateBy((h) => opts.auth.authenticateWithBasic(h)),
+    version: opts.version,
+  });
   app.register(webRoutes, { service: opts.service, publicBaseUrl: opts.publicBaseUrl });
   for (const prefix of API_PREFIXES) {
     app.register(

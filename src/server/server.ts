@@ -74,7 +74,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   const app = buildApp({
     service,
     webhooks,
-    auth: new TokenAuth(tokens.tokens),
+    auth: new TokenAuth(tokens.tokens, config.apiAuth),
     bodyLimit: config.bodyLimit,
     publicBaseUrl: config.publicBaseUrl,
     trustProxy: config.trustProxy,

@@ -1,0 +1,612 @@
+/**
+ * AUTOMATIC1111's web UI API (/sdapi/v1), for the front-ends and scripts written for it (Open
+ * WebUI, SillyTavern, …). A thin translation: each txt2img image is a prediction of the chosen
+ * model through the predictions service (same queue, store, limits, per-account isolation, web
+ * page), made with seed + i as A1111 numbers its images, so any one image comes back from its
+ * own seed. Field names, defaults, response shapes and error shapes follow A1111's
+ * modules/api/models.py, modules/api/api.py and modules/processing.py.
+ *
+ * What A1111 keeps globally (the checkpoint in /options, /progress, /interrupt) is kept per
+ * account here: one account neither switches another's model nor sees or stops its work.
+ */
+import { randomInt } from "node:crypto";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { urlBaseOf } from "../http/headers.js";
+import { HttpProblem } from "../http/problem.js";
+import type { JsonSchema } from "../models/json-schema.js";
+import type { ModelAdapter } from "../models/model.js";
+import type { PredictionRecord } from "../predictions/prediction.js";
+import type { PredictionService } from "../predictions/service.js";
+
+export interface A1111Options {
+  service: PredictionService;
+  publicBaseUrl: string | undefined;
+  /** Accepts Basic (--api-auth) and Bearer; sets req.account. */
+  authenticate: (req: FastifyRequest) => Promise<void>;
+  /** The server's version, reported as A1111 reports its own. */
+  version: string;
+}
+
+/** A1111's error envelopes: FastAPI's validation list, or its middleware's {error, detail, body, errors}. */
+export class A1111Error extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: Record<string, unknown>,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(typeof body["detail"] === "string" ? body["detail"] : "A1111 API error");
+  }
+}
+
+/** FastAPI's 422: one entry per field at fault, `loc` from the body down. */
+function invalid(field: string | (string | number)[], msg: string, type = "value_error"): A1111Error {
+  const loc = ["body", ...(Array.isArray(field) ? field : [field])];
+  return new A1111Error(422, { detail: [{ loc, msg, type }] });
+}
+
+/** A1111's HTTPException, as its exception middleware writes it. */
+function httpException(status: number, detail: string): A1111Error {
+  return new A1111Error(status, { error: "HTTPException", detail, body: "", errors: "" });
+}
+
+/**
+ * A1111 sampler names served here, and the scheduler of the model's Replicate input each one is
+ * (engine/schedulers/index.ts maps both names to the same diffusers class and config). Names
+ * whose engine scheduler lies outside the published input (Karras sigmas, SDE) are not offered.
+ */
+const SAMPLERS: Readonly<Record<string, string>> = {
+  Euler: "K_EULER",
+  "Euler a": "K_EULER_ANCESTRAL",
+  "DPM++ 2M": "DPMSolverMultistep",
+  LMS: "KLMS",
+  DDIM: "DDIM",
+  PLMS: "PNDM",
+};
+/** A1111's default (sampler_index's default in models.py). */
+const DEFAULT_SAMPLER = "Euler";
+/** A1111's schedule types that would change the sampler's sigmas: not available here. */
+const KNOWN_SCHEDULES = new Set(["uniform", "karras", "exponential", "polyexponential", "sgm uniform", "kl optimal"]);
+const SCHEDULE_SUFFIXES = [" Karras", " Exponential"];
+
+/** A1111's txt2img defaults (StableDiffusionProcessingTxt2Img and the API model). */
+const TXT2IMG_DEFAULTS = {
+  prompt: "",
+  negative_prompt: "",
+  styles: [],
+  seed: -1,
+  subseed: -1,
+  subseed_strength: 0,
+  seed_resize_from_h: -1,
+  seed_resize_from_w: -1,
+  sampler_name: null,
+  scheduler: null,
+  batch_size: 1,
+  n_iter: 1,
+  steps: 50,
+  cfg_scale: 7.0,
+  width: 512,
+  height: 512,
+  restore_faces: null,
+  tiling: null,
+  do_not_save_samples: false,
+  do_not_save_grid: false,
+  eta: null,
+  denoising_strength: null,
+  s_min_uncond: null,
+  s_churn: null,
+  s_tmax: null,
+  s_tmin: null,
+  s_noise: null,
+  override_settings: null,
+  override_settings_restore_afterwards: true,
+  refiner_checkpoint: null,
+  refiner_switch_at: null,
+  disable_extra_networks: false,
+  firstpass_image: null,
+  comments: null,
+  enable_hr: false,
+  firstphase_width: 0,
+  firstphase_height: 0,
+  hr_scale: 2.0,
+  hr_upscaler: null,
+  hr_second_pass_steps: 0,
+  hr_resize_x: 0,
+  hr_resize_y: 0,
+  hr_checkpoint_name: null,
+  hr_sampler_name: null,
+  hr_scheduler: null,
+  hr_prompt: "",
+  hr_negative_prompt: "",
+  force_task_id: null,
+  sampler_index: "Euler",
+  script_name: null,
+  script_args: [],
+  send_images: true,
+  save_images: false,
+  alwayson_scripts: {},
+  infotext: null,
+} as const;
+
+/** More images than this in one call (batch_size × n_iter) is refused: each is a prediction. */
+const MAX_IMAGES = 16;
+/** A1111 draws seeds below 2³² − 1 (random.randrange(4294967294)). */
+const SEED_LIMIT = 4294967294;
+
+/** 10 hex characters, as A1111's short checkpoint hash; ours is the version id's start. */
+function shortHash(m: ModelAdapter): string {
+  return m.version.id.slice(0, 10);
+}
+function modelName(m: ModelAdapter): string {
+  return `${m.model.owner}/${m.model.name}`;
+}
+function modelTitle(m: ModelAdapter): string {
+  return `${modelName(m)} [${shortHash(m)}]`;
+}
+
+/** A checkpoint as A1111 accepts one: its title, name, short hash or full hash. */
+function findCheckpoint(models: readonly ModelAdapter[], name: string): ModelAdapter | undefined {
+  const wanted = name.trim();
+  return models.find(
+    (m) => modelTitle(m) === wanted || modelName(m) === wanted || shortHash(m) === wanted || m.version.id === wanted,
+  );
+}
+
+/** Where the model's Input schema puts its limits (sizes are an enum there). */
+function sizesOf(m: ModelAdapter): number[] {
+  return ((m.schemas["width"] as JsonSchema | undefined)?.enum ?? []) as number[];
+}
+
+interface Job {
+  id: string;
+  step: number;
+  steps: number;
+  done: boolean;
+  preview: Uint8Array | undefined;
+}
+
+/** One txt2img call of an account: its predictions, for /progress, /interrupt and /skip. */
+interface Task {
+  jobs: Job[];
+  startedAt: number;
+  timestamp: string;
+  unsubscribe: (() => void)[];
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+function int(body: Record<string, unknown>, key: string, def: number, min: number, max: number): number {
+  const v = body[key] ?? def;
+  if (typeof v !== "number" || !Number.isInteger(v))
+    throw invalid(key, "value is not a valid integer", "type_error.integer");
+  if (v < min || v > max) throw invalid(key, `ensure this value is between ${min} and ${max}`, "value_error.number");
+  return v;
+}
+
+function num(body: Record<string, unknown>, key: string, def: number): number {
+  const v = body[key] ?? def;
+  if (typeof v !== "number" || !Number.isFinite(v))
+    throw invalid(key, "value is not a valid float", "type_error.float");
+  return v;
+}
+
+function str(body: Record<string, unknown>, key: string, def: string | null): string | null {
+  const v = body[key] ?? def;
+  if (v !== null && typeof v !== "string") throw invalid(key, "str type expected", "type_error.str");
+  return v;
+}
+
+/** The sampler and schedule of a request, as A1111 resolves them ("DPM++ 2M Karras" is sampler + schedule). */
+function resolveSampler(samplerName: string | null, scheduler: string | null): { sampler: string; schedule: string } {
+  let sampler = samplerName ?? DEFAULT_SAMPLER;
+  let schedule = scheduler ?? "Automatic";
+  for (const suffix of SCHEDULE_SUFFIXES) {
+    if (sampler.endsWith(suffix) && !Object.hasOwn(SAMPLERS, sampler)) {
+      sampler = sampler.slice(0, -suffix.length);
+      schedule = suffix.trim();
+    }
+  }
+  const canonical = Object.keys(SAMPLERS).find((s) => s.toLowerCase() === sampler.toLowerCase());
+  if (!canonical) throw httpException(404, "Sampler not found");
+  // A1111 falls back to Automatic for schedule names it does not know; the ones it knows change the sigmas.
+  if (KNOWN_SCHEDULES.has(schedule.toLowerCase())) {
+    throw invalid("scheduler", `schedule type ${schedule} is not available here; use Automatic`);
+  }
+  return { sampler: canonical, schedule: "Automatic" };
+}
+
+function jobTimestamp(d: Date): string {
+  return d.toISOString().replace(/[-:T]/g, "").slice(0, 14);
+}
+
+/** A1111's infotext: the prompt, the negative prompt, then "Key: value" pairs. */
+function infotext(p: {
+  prompt: string;
+  negative: string;
+  steps: number;
+  sampler: string;
+  schedule: string;
+  cfg: number;
+  seed: number;
+  width: number;
+  height: number;
+  model: ModelAdapter;
+  version: string;
+}): string {
+  const pairs = [
+    `Steps: ${p.steps}`,
+    `Sampler: ${p.sampler}`,
+    `Schedule type: ${p.schedule}`,
+    `CFG scale: ${p.cfg}`,
+    `Seed: ${p.seed}`,
+    `Size: ${p.width}x${p.height}`,
+    `Model hash: ${shortHash(p.model)}`,
+    `Model: ${modelName(p.model)}`,
+    `Version: sdserve ${p.version}`,
+  ];
+  return `${p.prompt}${p.negative ? `\nNegative prompt: ${p.negative}` : ""}\n${pairs.join(", ")}`;
+}
+
+export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Promise<void> {
+  const { service } = opts;
+  /** Each account's checkpoint (A1111's sd_model_checkpoint option). */
+  const checkpoints = new Map<string, ModelAdapter>();
+  /** Each account's txt2img calls in flight. */
+  const tasks = new Map<string, Set<Task>>();
+  const current = (account: string) => checkpoints.get(account) ?? service.models[0];
+
+  app.setErrorHandler((err, req, reply) => {
+    let e: A1111Error;
+    if (err instanceof A1111Error) e = err;
+    else if (err instanceof HttpProblem) {
+      if (err.status === 401) {
+        e = new A1111Error(401, { detail: "Incorrect username or password" }, { "WWW-Authenticate": "Basic" });
+      } else if (err.status === 400) {
+        // A body that is not JSON: FastAPI answers 422 with the decoding error.
+        e = new A1111Error(422, { detail: [{ loc: ["body"], msg: err.detail, type: "value_error.jsondecode" }] });
+      } else if (err.status === 422) {
+        const fields = (err.extra["invalid_fields"] ?? []) as { field: string; description: string; type: string }[];
+        e = new A1111Error(422, {
+          detail: fields.map((f) => ({
+            loc: ["body", ...f.field.replace(/^input\./, "").split(".")],
+            msg: f.description,
+            type: `value_error.${f.type}`,
+          })),
+        });
+      } else {
+        e = new A1111Error(
+          err.status,
+          { error: "HTTPException", detail: err.detail, body: "", errors: "" },
+          err.headers,
+        );
+      }
+    } else {
+      const status = (err as { statusCode?: number }).statusCode;
+      if (status && status >= 400 && status < 500) e = httpException(status, (err as Error).message);
+      else {
+        req.log.error({ err }, "A1111 request failed");
+        e = new A1111Error(500, {
+          error: "RuntimeError",
+          detail: "",
+          body: "",
+          errors: "The server failed to handle this request.",
+        });
+      }
+    }
+    for (const [k, v] of Object.entries(e.headers)) reply.header(k, v);
+    return reply.code(e.status).send(e.body);
+  });
+  app.addHook("onRequest", opts.authenticate);
+
+  const objectBody = (req: FastifyRequest): Record<string, unknown> => {
+    const body = req.body ?? {};
+    if (!isRecord(body)) throw invalid([], "value is not a valid dict", "type_error.dict");
+    return body;
+  };
+
+  app.get("/sd-models", async () =>
+    service.models.map((m) => ({
+      title: modelTitle(m),
+      model_name: modelName(m),
+      hash: shortHash(m),
+      sha256: m.version.id,
+      filename: modelName(m),
+      config: null,
+    })),
+  );
+
+  const optionsOf = (account: string) => {
+    const m = current(account);
+    return {
+      sd_model_checkpoint: m ? modelTitle(m) : null,
+      sd_checkpoint_hash: m?.version.id ?? null,
+      sd_vae: "Automatic",
+      CLIP_stop_at_last_layers: 1,
+      samples_format: "png",
+      sd_checkpoints_limit: service.models.length,
+    };
+  };
+  app.get("/options", async (req) => optionsOf(req.account));
+  app.post("/options", async (req) => {
+    const body = objectBody(req);
+    const wanted = body["sd_model_checkpoint"];
+    if (wanted !== undefined && wanted !== null) {
+      if (typeof wanted !== "string") throw invalid("sd_model_checkpoint", "str type expected", "type_error.str");
+      const m = findCheckpoint(service.models, wanted);
+      if (!m) throw httpException(404, `model ${JSON.stringify(wanted)} not found`);
+      checkpoints.set(req.account, m);
+    }
+    // Every other option sent back (the whole object from GET, as Open WebUI does) is accepted and kept by nobody.
+    return null;
+  });
+
+  app.get("/samplers", async () => Object.keys(SAMPLERS).map((name) => ({ name, aliases: [], options: {} })));
+  app.get("/schedulers", async () => [
+    { name: "automatic", label: "Automatic", aliases: null, default_rho: -1, need_inner_model: false },
+  ]);
+  app.get("/upscalers", async () => [{ name: "None", model_name: null, model_path: null, model_url: null, scale: 4 }]);
+  app.get("/latent-upscale-modes", async () => []);
+  app.get("/sd-vae", async () => []);
+  app.get("/loras", async () => []);
+  app.get("/embeddings", async () => ({ loaded: {}, skipped: {} }));
+  app.get("/cmd-flags", async () => ({ api: true, api_auth: null }));
+
+  app.get("/progress", async (req) => {
+    const mine = [...(tasks.get(req.account) ?? [])];
+    const idle = {
+      progress: 0,
+      eta_relative: 0,
+      state: {
+        skipped: false,
+        interrupted: false,
+        stopping_generation: false,
+        job: "",
+        job_count: 0,
+        job_timestamp: "0",
+        job_no: 0,
+        sampling_step: 0,
+        sampling_steps: 0,
+      },
+      current_image: null,
+      textinfo: null,
+    };
+    const task = mine[0];
+    if (!task) return idle;
+    const jobs = mine.flatMap((t) => t.jobs);
+    const doneCount = jobs.filter((j) => j.done).length;
+    const running = jobs.find((j) => !j.done && j.step > 0) ?? jobs.find((j) => !j.done);
+    const fraction = running && running.steps > 0 ? running.step / running.steps : 0;
+    const progress = Math.min(1, (doneCount + fraction) / jobs.length);
+    const elapsed = (performance.now() - task.startedAt) / 1000;
+    const preview = [...jobs].reverse().find((j) => j.preview)?.preview;
+    return {
+      progress,
+      eta_relative: progress > 0 ? Math.max(0, elapsed / progress - elapsed) : 0,
+      state: {
+        ...idle.state,
+        job: running ? `prediction ${running.id}` : "",
+        job_count: jobs.length,
+        job_timestamp: task.timestamp,
+        job_no: doneCount,
+        sampling_step: running?.step ?? 0,
+        sampling_steps: running?.steps ?? 0,
+      },
+      current_image: preview ? Buffer.from(preview).toString("base64") : null,
+      textinfo: running ? `Sampling step ${running.step}/${running.steps}` : null,
+    };
+  });
+
+  const stop = async (account: string, which: "all" | "current") => {
+    for (const task of tasks.get(account) ?? []) {
+      const jobs = task.jobs.filter((j) => !j.done);
+      const targets = which === "all" ? jobs : jobs.slice(0, 1);
+      await Promise.all(targets.map((j) => service.cancel(account, j.id).catch(() => undefined)));
+    }
+    return {};
+  };
+  app.post("/interrupt", async (req) => stop(req.account, "all"));
+  app.post("/skip", async (req) => stop(req.account, "current"));
+
+  app.post("/txt2img", async (req: FastifyRequest, reply: FastifyReply) => {
+    const body = objectBody(req);
+    const prompt = str(body, "prompt", "") as string;
+    const negative = str(body, "negative_prompt", "") as string;
+    const steps = int(body, "steps", TXT2IMG_DEFAULTS.steps, 1, 500);
+    const cfg = num(body, "cfg_scale", TXT2IMG_DEFAULTS.cfg_scale);
+    const width = int(body, "width", TXT2IMG_DEFAULTS.width, 1, 16384);
+    const height = int(body, "height", TXT2IMG_DEFAULTS.height, 1, 16384);
+    const batchSize = int(body, "batch_size", 1, 1, MAX_IMAGES);
+    const nIter = int(body, "n_iter", 1, 1, MAX_IMAGES);
+    if (batchSize * nIter > MAX_IMAGES) {
+      throw invalid("batch_size", `batch_size × n_iter is at most ${MAX_IMAGES} here`);
+    }
+    const seedIn = int(body, "seed", -1, -1, SEED_LIMIT - 1);
+    const sendImages = body["send_images"] ?? true;
+    if (typeof sendImages !== "boolean")
+      throw invalid("send_images", "value could not be parsed to a boolean", "type_error.bool");
+    const samplerName = str(body, "sampler_name", null) ?? str(body, "sampler_index", null);
+    const { sampler, schedule } = resolveSampler(samplerName, str(body, "scheduler", null));
+
+    const overrides = body["override_settings"] ?? {};
+    if (!isRecord(overrides)) throw invalid("override_settings", "value is not a valid dict", "type_error.dict");
+    let model = current(req.account);
+    const ckpt = overrides["sd_model_checkpoint"];
+    if (ckpt !== undefined && ckpt !== null) {
+      if (typeof ckpt !== "string") throw invalid(["override_settings", "sd_model_checkpoint"], "str type expected");
+      model = findCheckpoint(service.models, ckpt);
+      if (!model) throw httpException(404, `model ${JSON.stringify(ckpt)} not found`);
+      if (body["override_settings_restore_afterwards"] === false) checkpoints.set(req.account, model);
+    }
+    if (!model) throw httpException(503, "No model is served.");
+    const vae = overrides["sd_vae"];
+    if (vae !== undefined && vae !== null && !["Automatic", "None", ""].includes(String(vae))) {
+      throw httpException(404, `VAE ${JSON.stringify(vae)} not found`);
+    }
+    const clipSkip = overrides["CLIP_stop_at_last_layers"] ?? body["clip_skip"] ?? 1;
+    if (typeof clipSkip !== "number" || !Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > 12) {
+      throw invalid(["override_settings", "CLIP_stop_at_last_layers"], "ensure this value is an integer from 1 to 12");
+    }
+    const sizes = sizesOf(model);
+    for (const [key, v] of [
+      ["width", width],
+      ["height", height],
+    ] as const) {
+      if (!sizes.includes(v)) throw invalid(key, `${key} must be one of ${sizes.join(", ")}`, "value_error.const");
+    }
+
+    const seed = seedIn === -1 ? randomInt(0, SEED_LIMIT) : seedIn;
+    const count = batchSize * nIter;
+    const seeds = Array.from({ length: count }, (_, i) => (seed + i) % SEED_LIMIT);
+    const inputProps = (model.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
+    const inputOf = (s: number): Record<string, unknown> => ({
+      prompt,
+      ...(negative ? { negative_prompt: negative } : {}),
+      width,
+      height,
+      num_outputs: 1,
+      num_inference_steps: steps,
+      guidance_scale: cfg,
+      scheduler: SAMPLERS[sampler],
+      seed: s,
+      // A model that takes A1111's clip skip gets it; the published SD input has no such field.
+      ...(Object.hasOwn(inputProps, "clip_skip") ? { clip_skip: clipSkip } : {}),
+    });
+    // Every input is checked before any prediction is made: a bad one makes none.
+    const fields = model.validateInput(inputOf(seeds[0] as number));
+    if (fields.length > 0) {
+      const a1111Name: Record<string, string> = {
+        num_inference_steps: "steps",
+        guidance_scale: "cfg_scale",
+        scheduler: "sampler_name",
+      };
+      throw new A1111Error(422, {
+        detail: fields.map((f) => {
+          const name = f.field.replace(/^input\./, "");
+          return { loc: ["body", a1111Name[name] ?? name], msg: f.description, type: `value_error.${f.type}` };
+        }),
+      });
+    }
+
+    const base = urlBaseOf(req, "/v1", opts.publicBaseUrl);
+    const started = new Date();
+    const task: Task = { jobs: [], startedAt: performance.now(), timestamp: jobTimestamp(started), unsubscribe: [] };
+    const mine = tasks.get(req.account) ?? new Set<Task>();
+    tasks.set(req.account, mine);
+    mine.add(task);
+    const onClose = () => {
+      if (!reply.raw.writableFinished) void stop(req.account, "all");
+    };
+    reply.raw.on("close", onClose);
+    let finished: (PredictionRecord | undefined)[];
+    try {
+      for (const s of seeds) {
+        const created = await service.create(req.account, { body: { input: inputOf(s) }, model }, base);
+        const job: Job = { id: created.id, step: 0, steps, done: false, preview: undefined };
+        task.jobs.push(job);
+        task.unsubscribe.push(
+          service.events.subscribe(created.id, (change) => {
+            if (change.type !== "log") return;
+            const m = /\|\s*(\d+)\/(\d+)\s*\[/.exec(change.line);
+            if (m) job.step = Number(m[1]);
+          }),
+          service.events.subscribePreviews(created.id, (p) => {
+            job.step = p.step;
+            job.preview = p.images[0];
+          }),
+        );
+      }
+      finished = [];
+      for (const job of task.jobs) {
+        finished.push(await service.waitForCompletion(job.id, Number.POSITIVE_INFINITY));
+        job.done = true;
+      }
+    } finally {
+      reply.raw.off("close", onClose);
+      for (const u of task.unsubscribe) u();
+      mine.delete(task);
+      if (mine.size === 0) tasks.delete(req.account);
+    }
+    const failed = finished.find((p) => p?.status === "failed");
+    if (failed) {
+      throw new A1111Error(500, {
+        error: "RuntimeError",
+        detail: "",
+        body: "",
+        errors: failed.error ?? "generation failed",
+      });
+    }
+    // Interrupted or skipped images are left out, as A1111 returns what was made.
+    const images: string[] = [];
+    const madeSeeds: number[] = [];
+    for (const [i, p] of finished.entries()) {
+      if (p?.status !== "succeeded") continue;
+      madeSeeds.push(seeds[i] as number);
+      if (!sendImages) continue;
+      const name = p.output?.[0];
+      const file = name ? await service.outputFile(p, name) : undefined;
+      if (!file)
+        throw new A1111Error(500, {
+          error: "RuntimeError",
+          detail: "",
+          body: "",
+          errors: "An output file is missing.",
+        });
+      images.push(Buffer.from(await file.read()).toString("base64"));
+    }
+    const infoSeeds = madeSeeds.length > 0 ? madeSeeds : seeds;
+    const text = (s: number) =>
+      infotext({
+        prompt,
+        negative,
+        steps,
+        sampler,
+        schedule,
+        cfg,
+        seed: s,
+        width,
+        height,
+        model,
+        version: opts.version,
+      });
+    const info = {
+      prompt,
+      all_prompts: infoSeeds.map(() => prompt),
+      negative_prompt: negative,
+      all_negative_prompts: infoSeeds.map(() => negative),
+      seed: infoSeeds[0],
+      all_seeds: infoSeeds,
+      subseed: infoSeeds[0],
+      all_subseeds: infoSeeds,
+      subseed_strength: 0,
+      width,
+      height,
+      sampler_name: sampler,
+      cfg_scale: cfg,
+      steps,
+      batch_size: batchSize,
+      restore_faces: false,
+      face_restoration_model: null,
+      sd_model_name: modelName(model),
+      sd_model_hash: shortHash(model),
+      sd_vae_name: null,
+      sd_vae_hash: null,
+      seed_resize_from_w: -1,
+      seed_resize_from_h: -1,
+      denoising_strength: body["denoising_strength"] ?? null,
+      extra_generation_params: {},
+      index_of_first_image: 0,
+      infotexts: infoSeeds.map(text),
+      styles: [],
+      job_timestamp: task.timestamp,
+      clip_skip: clipSkip,
+      is_using_inpainting_conditioning: false,
+      version: `sdserve ${opts.version}`,
+    };
+    const parameters = Object.fromEntries(
+      Object.keys(TXT2IMG_DEFAULTS).map((k) => [
+        k,
+        Object.hasOwn(body, k) ? body[k] : (TXT2IMG_DEFAULTS as Record<string, unknown>)[k],
+      ]),
+    );
+    return { images, parameters, info: JSON.stringify(info) };
+  });
+}
