@@ -49,9 +49,22 @@ export async function modelRoutes(app: FastifyInstance, opts: ModelRoutesOptions
     return m;
   };
 
+  // One path, two clients: Replicate's models.list reads {next, previous, results}, OpenAI's
+  // models.list reads {object: "list", data}. Each ignores the other's keys.
   app.get("/models", async (req) => {
     const { origin } = urlBaseOf(req, opts.apiPrefix, opts.publicBaseUrl);
-    return { next: null, previous: null, results: await Promise.all(service.models.map((m) => modelJson(m, origin))) };
+    return {
+      next: null,
+      previous: null,
+      results: await Promise.all(service.models.map((m) => modelJson(m, origin))),
+      object: "list",
+      data: service.models.map((m) => ({
+        id: `${m.model.owner}/${m.model.name}`,
+        object: "model",
+        created: Math.floor(Date.parse(m.version.createdAt) / 1000),
+        owned_by: m.model.owner,
+      })),
+    };
   });
 
   app.get<{ Params: { owner: string; name: string } }>("/models/:owner/:name", async (req) => {

@@ -1,10 +1,10 @@
 /**
  * OpenAI's Images API, POST /v1/images/generations (spec §9), for clients built on the openai
- * package: {prompt, n, size, response_format, model} becomes a prediction of the served model
+ * package: {prompt, n, size, response_format, model} becomes a prediction of the model named
  * (queued, stored and listed like any other), answered when it finishes as
  * {created, data: [{url} | {b64_json}]}. Errors use OpenAI's envelope, not problem+json.
  * Fields of the model's own input (num_inference_steps, seed, negative_prompt, guidance_scale,
- * scheduler) may be added to the body; OpenAI's other fields (quality, style, user, …) are ignored.
+ * scheduler) may be added to the body; OpenAI's other fields are read in openai-options.ts.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { urlBaseOf } from "../http/headers.js";
@@ -13,25 +13,12 @@ import type { JsonSchema } from "../models/json-schema.js";
 import type { ModelAdapter } from "../models/model.js";
 import { fileUrl } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
+import { chooseModel, encodeOutput, OpenAiError, readOutputChoice } from "./openai-options.js";
 
 export interface OpenAiImagesOptions {
   service: PredictionService;
   publicBaseUrl: string | undefined;
   authenticate: (req: FastifyRequest) => Promise<void>;
-}
-
-/** An OpenAI-shaped error: {"error": {message, type, param, code}}. */
-class OpenAiError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly type: string,
-    readonly param: string | null = null,
-    readonly code: string | null = null,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
 }
 
 /** The model's input names that an OpenAI request may also carry. */
@@ -71,6 +58,12 @@ function toOpenAiError(err: unknown): OpenAiError {
   return new OpenAiError(500, "The server failed to handle this request.", "server_error");
 }
 
+/** The model's own default size, as OpenAI's size "auto" or none asks for. */
+function defaultSize(model: ModelAdapter): string {
+  const props = (model.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
+  return `${props["width"]?.["default"]}x${props["height"]?.["default"]}`;
+}
+
 function sizesOf(model: ModelAdapter): { widths: number[]; heights: number[] } {
   const root = model.schemas;
   const enumOf = (name: string) => ((root[name] as JsonSchema | undefined)?.enum ?? []) as number[];
@@ -87,13 +80,14 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
   app.addHook("onRequest", opts.authenticate);
 
   app.post("/images/generations", async (req: FastifyRequest, reply: FastifyReply) => {
-    const model = service.models[0];
-    if (!model) throw new OpenAiError(503, "No model is served.", "server_error");
     const body = req.body;
     if (typeof body !== "object" || body === null || Array.isArray(body)) {
       throw new OpenAiError(400, "The request body must be a JSON object.", "invalid_request_error");
     }
     const b = body as Record<string, unknown>;
+    const choice = chooseModel(service.models, b["model"]);
+    const { model } = choice;
+    const output = readOutputChoice(b, choice);
     if (typeof b["prompt"] !== "string" || b["prompt"] === "") {
       throw new OpenAiError(400, "prompt is required and must be a string.", "invalid_request_error", "prompt");
     }
@@ -101,17 +95,9 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
     if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 4) {
       throw new OpenAiError(400, "n must be an integer from 1 to 4.", "invalid_request_error", "n");
     }
-    const format = b["response_format"] ?? "url";
-    if (format !== "url" && format !== "b64_json") {
-      throw new OpenAiError(
-        400,
-        "response_format must be url or b64_json.",
-        "invalid_request_error",
-        "response_format",
-      );
-    }
+    const format = output.responseFormat;
     const { widths, heights } = sizesOf(model);
-    const size = b["size"] ?? "768x768";
+    const size = b["size"] === undefined || b["size"] === "auto" ? `${defaultSize(model)}` : b["size"];
     const m = typeof size === "string" ? /^(\d+)x(\d+)$/.exec(size) : null;
     const width = Number(m?.[1]);
     const height = Number(m?.[2]);
@@ -148,7 +134,7 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
       } else {
         const file = await service.outputFile(done, name);
         if (!file) throw new OpenAiError(500, "An output file is missing.", "server_error");
-        data.push({ b64_json: Buffer.from(await file.read()).toString("base64") });
+        data.push({ b64_json: (await encodeOutput(await file.read(), output)).toString("base64") });
       }
     }
     return { created: Math.floor(Date.parse(done.createdAt) / 1000), data };
