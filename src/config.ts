@@ -77,6 +77,8 @@ export interface Config {
   outputRetentionMs: number | null;
   /** Most predictions waiting or running at once; beyond it create answers 429. */
   queueMax: number;
+  /** Most unfinished predictions of one token, so that one token cannot fill the queue for all (429 beyond). */
+  queueMaxPerToken: number;
   /** Largest request body accepted, in bytes (413 beyond). */
   bodyLimit: number;
   /** External origin (scheme://host[:port][/path]) for the URLs in responses; absent: taken from each request. */
@@ -92,6 +94,9 @@ export interface Config {
   maxRunTimeMs: number | null;
   /** Interval of the `: ping` comments on open event streams, in ms. */
   streamKeepaliveMs: number;
+  /** Most event streams open at once on one prediction, and from one client address (429 beyond). */
+  streamsPerPrediction: number;
+  streamsPerClient: number;
   /** Deliver webhooks to loopback/private/link-local addresses too (a receiver on the same machine or network). */
   webhookAllowPrivate: boolean;
   /** Origins allowed by CORS; empty: no CORS headers (as Replicate). ["*"] allows any. */
@@ -535,6 +540,14 @@ export const SETTINGS = {
     parse: integer(1, 1_000_000),
     help: "most predictions waiting or running; beyond: 429",
   }),
+  queueMaxPerToken: setting({
+    env: ["SDSERVE_QUEUE_MAX_PER_TOKEN"],
+    commands: SERVE,
+    section: "environment",
+    shownDefault: "half of SDSERVE_QUEUE_MAX",
+    parse: integer(1, 1_000_000),
+    help: "most of them from one token; beyond: 429",
+  }),
   bodyLimit: setting({
     env: ["SDSERVE_BODY_LIMIT"],
     commands: SERVE,
@@ -565,7 +578,23 @@ export const SETTINGS = {
     section: "environment",
     default: "10s",
     parse: duration({ min: 100, max: 3_600_000, examples: "10s, 500ms" }),
-    help: 'a ": ping" comment on open event streams this often, for proxies that close quiet connections sooner',
+    help: 'a ": ping" comment on open event streams this often, for proxies that close quiet connections sooner; a client that takes nothing for three of these loses its stream',
+  }),
+  streamsPerPrediction: setting({
+    env: ["SDSERVE_STREAMS_PER_PREDICTION"],
+    commands: SERVE,
+    section: "environment",
+    default: "20",
+    parse: integer(1, 100_000),
+    help: "most event streams open on one prediction; beyond: 429",
+  }),
+  streamsPerClient: setting({
+    env: ["SDSERVE_STREAMS_PER_CLIENT"],
+    commands: SERVE,
+    section: "environment",
+    default: "50",
+    parse: integer(1, 100_000),
+    help: "most event streams open from one client address; beyond: 429",
   }),
   webhookAllowPrivate: setting({
     env: ["SDSERVE_WEBHOOK_ALLOW_PRIVATE"],
@@ -1028,12 +1057,15 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     apiAuth: v.apiAuth,
     outputRetentionMs: v.outputRetentionMs,
     queueMax: v.queueMax,
+    queueMaxPerToken: v.queueMaxPerToken ?? Math.ceil(v.queueMax / 2),
     bodyLimit: v.bodyLimit,
     publicBaseUrl: v.publicBaseUrl,
     trustProxy: v.trustProxy ?? [],
     maxWaitSeconds: v.maxWaitSeconds,
     maxRunTimeMs: v.maxRunTimeMs,
     streamKeepaliveMs: v.streamKeepaliveMs,
+    streamsPerPrediction: v.streamsPerPrediction,
+    streamsPerClient: v.streamsPerClient,
     webhookAllowPrivate: v.webhookAllowPrivate,
     corsOrigins: v.corsOrigins,
     rateLimit: v.rateLimit,

@@ -34,6 +34,7 @@ import {
 } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { removeStaleLock } from "./stale-lock.js";
 
 /** Bumped when what an entry holds changes (2: packed MatMul weights saved too). */
 const FORMAT = 2;
@@ -168,9 +169,9 @@ export class OptimizedModelCache {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       }
-      const holder = lockHolder(file);
+      const { holder, text } = lockHolder(file);
       if (holder === undefined) {
-        rmSync(file, { force: true });
+        if (text !== undefined) removeStaleLock(file, text);
         continue;
       }
       if (!told) onWait?.(holder);
@@ -215,12 +216,15 @@ export class OptimizedModelCache {
   /**
    * Other entries of the same weights, entries whose weights files are gone, and temporary
    * folders abandoned by dead processes. A process still using a removed entry keeps its
-   * memory-mapped files until it exits.
+   * memory-mapped files until it exits. Only what this cache made is ever touched: a folder
+   * named as it names entries and their temporary folders, holding its sources file. The
+   * folder may be shared with other things (SDSERVE_OPTIMIZED_CACHE names any folder).
    */
   private removeStale(prefix: string, keep: string): void {
     for (const entry of readdirSync(this.root)) {
-      if (entry === keep || entry.endsWith(LOCK_SUFFIX)) continue;
+      if (entry === keep || !OWN_ENTRY.test(entry)) continue;
       const dir = path.join(this.root, entry);
+      if (!statSync(path.join(dir, SOURCES_FILE), { throwIfNoEntry: false })?.isFile()) continue;
       const stale = entry.includes(".tmp-")
         ? Date.now() - (statSync(dir, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > STALE_TMP_MS
         : entry.startsWith(prefix) || !sourcesExist(dir);
@@ -228,6 +232,9 @@ export class OptimizedModelCache {
     }
   }
 }
+
+/** The names this cache gives entries (`<network>-<weights>-<key>`) and their temporary folders. */
+const OWN_ENTRY = /^[a-z0-9_-]+-[0-9a-f]{12}-[0-9a-f]{16}(\.tmp-\d+-[0-9a-f]{8})?$/;
 
 /** Lock files this process holds. */
 const heldHere = new Set<string>();
@@ -244,18 +251,23 @@ function processStart(pid: number): string | undefined {
 }
 
 /**
- * Who holds a lock file ("process 123 on host"), or undefined when the lock is stale: its
+ * Who holds a lock file ("process 123 on host"), or no holder when the lock is stale: its
  * process gone (same host), older than LOCK_STALE_MS, or unreadable and not just being written.
+ * `text` is what was judged (undefined: the file is gone).
  */
-function lockHolder(file: string): string | undefined {
+function lockHolder(file: string): { holder?: string; text?: string } {
   let text: string;
   let age: number;
   try {
     text = readFileSync(file, "utf8");
     age = Date.now() - statSync(file).mtimeMs;
   } catch {
-    return undefined;
+    return {};
   }
+  return { holder: judgeLock(text, age, file), text };
+}
+
+function judgeLock(text: string, age: number, file: string): string | undefined {
   if (age > LOCK_STALE_MS) return undefined;
   let lock: { pid?: unknown; start?: unknown; host?: unknown };
   try {

@@ -18,7 +18,7 @@ import { metricsRoutes } from "./routes/metrics.js";
 import { modelRoutes } from "./routes/models.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
 import { predictionRoutes } from "./routes/predictions.js";
-import { streamRoutes } from "./routes/streams.js";
+import { OpenStreams, streamRoutes } from "./routes/streams.js";
 import { webRoutes } from "./routes/web.js";
 import { webhookRoutes } from "./routes/webhooks.js";
 import type { WebhookDispatcher } from "./webhooks/dispatcher.js";
@@ -41,6 +41,9 @@ export interface AppOptions {
   maxWaitSeconds: number;
   /** Interval of the `: ping` comments on open event streams (default 10 s). */
   streamKeepaliveMs?: number;
+  /** Caps on open event streams (SDSERVE_STREAMS_PER_PREDICTION, SDSERVE_STREAMS_PER_CLIENT). */
+  streamsPerPrediction?: number;
+  streamsPerClient?: number;
   corsOrigins: readonly string[];
   rateLimit: { max: number; windowMs: number } | null;
   /** For GET /v1/hardware. */
@@ -183,6 +186,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     version: opts.version,
   });
   app.register(webRoutes, { service: opts.service, publicBaseUrl: opts.publicBaseUrl });
+  const streams = new OpenStreams(opts.streamsPerPrediction, opts.streamsPerClient);
+  opts.metrics?.observeStreams(streams);
   for (const prefix of API_PREFIXES) {
     app.register(
       async (api) => {
@@ -220,6 +225,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       service: opts.service,
       publicBaseUrl: opts.publicBaseUrl,
       keepaliveMs: opts.streamKeepaliveMs,
+      streams,
     });
   }
   return app;

@@ -3,8 +3,9 @@
  * `Token <token>`. Each token is its own account: it sees and cancels only its own predictions.
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { privateDir, tightenIfPresent } from "./private-files.js";
 
 const TOKEN_FILE = "api-token";
 
@@ -84,11 +85,14 @@ export async function resolveApiTokens(
 ): Promise<{ tokens: string[]; created?: string; file?: string }> {
   if (configured.length > 0) return { tokens: [...configured] };
   const file = path.join(dataDir, TOKEN_FILE);
+  await privateDir(dataDir);
   const existing = (await readFile(file, "utf8").catch(() => "")).trim();
-  if (existing) return { tokens: [existing], file };
+  if (existing) {
+    await tightenIfPresent(file);
+    return { tokens: [existing], file };
+  }
   const token = newToken();
-  await mkdir(dataDir, { recursive: true });
   await writeFile(file, `${token}\n`, { mode: 0o600 });
-  await chmod(file, 0o600);
+  await tightenIfPresent(file);
   return { tokens: [token], created: token, file };
 }

@@ -4,7 +4,6 @@
  * workers use together (PostgreSQL by DATABASE_URL; BullMQ and pub/sub on Redis by REDIS_URL;
  * S3-compatible storage by S3_BUCKET).
  */
-import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import type { Config } from "../config.js";
 import { DiskFileStore } from "./files/disk.js";
@@ -12,6 +11,7 @@ import type { FileStore } from "./files/file-store.js";
 import { S3FileStore } from "./files/s3.js";
 import { LocalPredictionEvents, type PredictionEvents } from "./predictions/events.js";
 import { RedisPredictionEvents } from "./predictions/redis-events.js";
+import { privateDir, privateFile, tightenIfPresent } from "./private-files.js";
 import { BullMqJobQueue } from "./queue/bullmq.js";
 import { LocalJobQueue } from "./queue/local.js";
 import type { JobQueue } from "./queue/queue.js";
@@ -29,10 +29,16 @@ export interface Backends {
 }
 
 export async function openBackends(config: Config, log: (line: string) => void): Promise<Backends> {
-  await mkdir(config.dataDir, { recursive: true });
+  await privateDir(config.dataDir);
+  const dbFile = path.join(config.dataDir, "sdserve.db");
+  if (!config.databaseUrl) {
+    // SQLite gives its -wal and -shm files the database's mode, so a 0600 database makes them 0600.
+    await privateFile(dbFile);
+    await tightenIfPresent(`${dbFile}-wal`, `${dbFile}-shm`, `${dbFile}-journal`);
+  }
   const store = config.databaseUrl
     ? await PostgresPredictionStore.open(config.databaseUrl, { log })
-    : new SqlitePredictionStore(path.join(config.dataDir, "sdserve.db"));
+    : new SqlitePredictionStore(dbFile);
   let queue: JobQueue;
   let events: PredictionEvents;
   if (config.redisUrl) {
@@ -44,6 +50,7 @@ export async function openBackends(config: Config, log: (line: string) => void):
     events = new LocalPredictionEvents();
     queue = new LocalJobQueue();
   }
+  if (!config.s3) await privateDir(path.join(config.dataDir, "files"));
   const files: FileStore = config.s3
     ? new S3FileStore(config.s3)
     : new DiskFileStore(path.join(config.dataDir, "files"));

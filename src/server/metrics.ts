@@ -64,6 +64,26 @@ export class Metrics {
     });
   }
 
+  /** Open event streams, and the bytes written to them that their clients have not taken yet. */
+  observeStreams(streams: { count: number; bufferedBytes(): number }): void {
+    new Gauge({
+      name: "sdserve_streams_open",
+      help: "Event streams open in this process.",
+      registers: [this.registry],
+      collect() {
+        this.set(streams.count);
+      },
+    });
+    new Gauge({
+      name: "sdserve_stream_buffered_bytes",
+      help: "Bytes written to open event streams and not yet taken by their clients (in this process's memory).",
+      registers: [this.registry],
+      collect() {
+        this.set(streams.bufferedBytes());
+      },
+    });
+  }
+
   /** Counts the changes this process makes. */
   follow(events: PredictionEvents): void {
     this.unfollow ??= events.subscribeLocal((change) => this.onChange(change));

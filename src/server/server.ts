@@ -80,6 +80,8 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     trustProxy: config.trustProxy,
     maxWaitSeconds: config.maxWaitSeconds,
     streamKeepaliveMs: config.streamKeepaliveMs,
+    streamsPerPrediction: config.streamsPerPrediction,
+    streamsPerClient: config.streamsPerClient,
     corsOrigins: config.corsOrigins,
     rateLimit: config.rateLimit,
     provider: config.provider,
@@ -170,6 +172,7 @@ export function newService(
     models,
     {
       queueMax: config.queueMax,
+      queueMaxPerToken: config.queueMaxPerToken,
       outputRetentionMs: config.outputRetentionMs,
       maxRunTimeMs: config.maxRunTimeMs,
       webhookAllowPrivate: config.webhookAllowPrivate,

@@ -7,6 +7,7 @@
 import type { ModelAdapter } from "./models/model.js";
 import { isVersionOf, PredictionError } from "./models/model.js";
 import type { PredictionService } from "./predictions/service.js";
+import { publicErrorMessage } from "./public-error.js";
 import type { JobConsumer, JobOutcome, JobQueue } from "./queue/queue.js";
 
 export class Worker {
@@ -30,8 +31,8 @@ export class Worker {
       return await this.runOne(id);
     } catch (err) {
       // A fault of the server (the store, the disk), not of the prediction: say so and go on.
-      this.log(`worker: prediction ${id}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-      await this.service.fail(id, "Internal error while running the prediction.").catch(() => undefined);
+      const message = publicErrorMessage(err, "running the prediction", (line) => this.log(`worker: ${id}: ${line}`));
+      await this.service.fail(id, message).catch(() => undefined);
       return "done";
     }
   }
@@ -56,7 +57,9 @@ export class Worker {
     };
     try {
       await adapter.setup().catch((err: unknown) => {
-        throw new PredictionError(`The model could not be loaded: ${err instanceof Error ? err.message : String(err)}`);
+        throw new PredictionError(
+          `The model could not be loaded: ${publicErrorMessage(err, "loading the model", this.log)}`,
+        );
       });
       const outputs = await adapter.predict(job.prediction.input, {
         log: appendLog,
@@ -73,8 +76,8 @@ export class Worker {
       if (err instanceof PredictionError) {
         await this.service.fail(id, err.message, attempt);
       } else {
-        this.log(`worker: prediction ${id} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-        await this.service.fail(id, err instanceof Error ? err.message : String(err), attempt);
+        const message = publicErrorMessage(err, "running the prediction", (line) => this.log(`worker: ${id}: ${line}`));
+        await this.service.fail(id, message, attempt);
       }
     }
     return "done";

@@ -474,7 +474,9 @@ test("unknown routes are problem+json 404s", async () => {
 });
 
 test("a full queue answers 429 with Retry-After; outputs past retention are removed", async () => {
-  const small = await startSdserve({ env: { SDSERVE_QUEUE_MAX: "2", SDSERVE_OUTPUT_RETENTION: "2s" } });
+  const small = await startSdserve({
+    env: { SDSERVE_QUEUE_MAX: "2", SDSERVE_QUEUE_MAX_PER_TOKEN: "2", SDSERVE_OUTPUT_RETENTION: "2s" },
+  });
   try {
     const done = await api(
       small,

@@ -96,3 +96,42 @@ test("predictions, pagination and isolation on PostgreSQL; kill -9 and the queue
     await second.stop();
   }
 });
+
+test("NUL characters in ids, list filters, keys and webhooks on PostgreSQL: 4xx or nothing found, never a 500", {
+  skip,
+}, async () => {
+  const server = await startSdserve({ env: { DATABASE_URL: db?.url as string } });
+  try {
+    const created = await api(server, "POST", "/v1/predictions", {
+      version: VERSION,
+      input: smallInput({ prompt: "a\u0000b" }),
+    });
+    assert.equal(created.status, 201);
+    const got = await finished(server, created.json["id"] as string);
+    assert.equal((got["input"] as Record<string, unknown>)["prompt"], "a\u0000b");
+    for (const route of [
+      "/v1/predictions?model=%00",
+      "/v1/predictions?model=stability-ai%2Fstable-diffusion%00",
+      "/v1/predictions?version=%00",
+      "/v1/predictions/%00",
+      `/v1/predictions/${created.json["id"]}%00`,
+      "/v1/predictions/%00/webhook_deliveries",
+      "/v1/streams/%00",
+      "/v1/files/%00/out-0.png",
+    ]) {
+      const r = await api(server, "GET", route);
+      assert.ok(r.status < 500, `${route}: ${r.status} ${JSON.stringify(r.json)}`);
+      if (r.status === 200) assert.deepEqual(r.json["results"], [], route);
+    }
+    const cancel = await api(server, "POST", "/v1/predictions/%00/cancel");
+    assert.equal(cancel.status, 404);
+    const hook = await api(server, "POST", "/v1/predictions", {
+      version: VERSION,
+      input: smallInput(),
+      webhook: "https://example.org/a\u0000b",
+    });
+    assert.equal(hook.status, 422, JSON.stringify(hook.json));
+  } finally {
+    await server.stop();
+  }
+});

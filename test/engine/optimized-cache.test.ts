@@ -5,7 +5,17 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
@@ -200,6 +210,56 @@ describe("cache entries", () => {
     assert.equal(entries(cache.root).length, 1, "committing an entry removes its siblings");
     const full = cache.begin(base, 2 ** 60);
     assert.ok(typeof full === "string" && /GiB free in .*needed/.test(full), `a disk too small is a reason: ${full}`);
+  });
+
+  test("cleanup removes only what the cache made, in a folder it may share with anything", () => {
+    const weights = path.join(modelDir(model), "unet");
+    const file = path.join(weights, readdirSync(weights).find((f) => f.endsWith(".safetensors")) as string);
+    const cache = new OptimizedModelCache(path.join(scratch, "shared-folder"));
+    const inputs = (graph: number): CacheKeyInputs => ({
+      network: "unet",
+      graph: new Uint8Array([graph]),
+      weightFiles: [file],
+      runtimeVersion: "1.30.0",
+      settings: "{}",
+    });
+    const commit = (i: CacheKeyInputs) => {
+      const pending = cache.begin(i, 0);
+      assert.ok(typeof pending !== "string");
+      writeFileSync(pending.modelPath, "x");
+      writeFileSync(path.join(path.dirname(pending.modelPath), "model.data"), "x");
+      assert.ok(pending.commit());
+    };
+    commit(inputs(1));
+    const [entry] = entries(cache.root);
+    const prefix = (entry as string).slice(0, -16);
+    // Another owner's things, two days old, with names the old cleanup matched.
+    const twoDaysAgo = new Date(Date.now() - 2 * 24 * 3600 * 1000);
+    const foreign = [
+      "photos.tmp-1",
+      "backup.tmp-2024-01-01",
+      "unet-0123456789ab-0123456789abcdef.tmp-1-deadbeef",
+      `${prefix}ffffffffffffffff`,
+      `${prefix}notes`,
+    ];
+    for (const name of foreign) {
+      mkdirSync(path.join(cache.root, name));
+      writeFileSync(path.join(cache.root, name, "keep.txt"), "mine");
+      utimesSync(path.join(cache.root, name), twoDaysAgo, twoDaysAgo);
+    }
+    writeFileSync(path.join(cache.root, "file.tmp-3"), "mine");
+    utimesSync(path.join(cache.root, "file.tmp-3"), twoDaysAgo, twoDaysAgo);
+    // The cache's own temporary folder, abandoned two days ago by a process that died.
+    const abandoned = cache.begin(inputs(2), 0);
+    assert.ok(typeof abandoned !== "string");
+    const abandonedDir = path.dirname(abandoned.modelPath);
+    utimesSync(abandonedDir, twoDaysAgo, twoDaysAgo);
+
+    commit(inputs(3));
+    const left = entries(cache.root);
+    for (const name of [...foreign, "file.tmp-3"]) assert.ok(left.includes(name), `${name} was removed`);
+    assert.ok(!left.includes(path.basename(abandonedDir)), "the abandoned temporary folder is removed");
+    assert.ok(!left.includes(entry as string), "the older entry of the same weights is removed");
   });
 
   test("plain loads: off when asked, and for networks below the size limit", async () => {

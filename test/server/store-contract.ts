@@ -5,9 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { LocalPredictionEvents } from "../../src/server/predictions/events.js";
 import { newCapabilityKey, newPredictionId } from "../../src/server/predictions/ids.js";
 import type { PredictionRecord } from "../../src/server/predictions/prediction.js";
 import type { PredictionStore } from "../../src/server/store/store.js";
+import { WebhookDispatcher } from "../../src/server/webhooks/dispatcher.js";
 
 export interface OpenedStore {
   store: PredictionStore;
@@ -274,6 +276,41 @@ export function storeContract(label: string, open: () => Promise<OpenedStore>, s
       await store.setSetting(key, "one");
       await store.setSetting(key, "two");
       assert.equal(await store.getSetting(key), "two");
+    });
+
+    test("insert-if-absent: of concurrent writers of one key, all get the first value stored", async () => {
+      const key = `k-${newPredictionId()}`;
+      const kept = await Promise.all([1, 2, 3, 4, 5, 6, 7, 8].map((i) => store.setSettingIfAbsent(key, `v${i}`)));
+      const stored = await store.getSetting(key);
+      assert.ok(stored?.startsWith("v"));
+      assert.deepEqual(kept, new Array(8).fill(stored));
+      assert.equal(await store.setSettingIfAbsent(key, "later"), stored);
+    });
+
+    test("two first uses of an account's webhook secret at once make one secret", async () => {
+      // Two dispatchers: two processes sharing the store, as an API node and a worker do.
+      const [a, b] = [0, 1].map(
+        () => new WebhookDispatcher(store, new LocalPredictionEvents(), { allowPrivate: false }),
+      );
+      const account = `acct-${newPredictionId()}`;
+      const secrets = await Promise.all([a?.secretFor(account), b?.secretFor(account), a?.secretFor(account)]);
+      assert.equal(new Set(secrets).size, 1);
+      assert.equal(await b?.secretFor(account), secrets[0]);
+    });
+
+    test("a NUL character in what is looked up finds nothing (never an error)", async () => {
+      const p = await store.insert(record({ account: "nul-owner" }), "nul-key");
+      for (const bad of ["\u0000", `${p.id}\u0000`, "a\u0000b"]) {
+        assert.equal(await store.get(bad), undefined);
+        assert.equal(await store.findByFilesKey(bad), undefined);
+        assert.equal(await store.findByStreamKey(bad), undefined);
+        assert.equal(await store.findByIdempotencyKey("nul-owner", bad), undefined);
+        assert.equal(await store.findByIdempotencyKey(bad, "nul-key"), undefined);
+        assert.deepEqual(await store.list({ account: "nul-owner", limit: 10, model: bad }), []);
+        assert.deepEqual(await store.list({ account: "nul-owner", limit: 10, version: bad }), []);
+        assert.deepEqual(await store.list({ account: bad, limit: 10 }), []);
+      }
+      assert.equal((await store.list({ account: "nul-owner", limit: 10 }))[0]?.id, p.id);
     });
   });
 }

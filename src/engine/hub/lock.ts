@@ -8,6 +8,7 @@
 import { mkdir, open, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { removeStaleLock } from "../stale-lock.js";
 
 const running = new Map<string, Promise<unknown>>();
 
@@ -36,7 +37,7 @@ async function acquire(lockPath: string, signal?: AbortSignal): Promise<void> {
     const owner = await readFile(lockPath, "utf8").catch(() => "");
     const m = /^(\d+)@(.*)$/.exec(owner);
     if (m && m[2] === os.hostname() && !alive(Number(m[1]))) {
-      await rm(lockPath, { force: true });
+      removeStaleLock(lockPath, owner);
       continue;
     }
     await new Promise((r) => setTimeout(r, 250));

@@ -27,9 +27,10 @@ export class DiskFileStore implements FileStore {
   async put(predictionId: string, name: string, data: Uint8Array): Promise<void> {
     if (!safeName(name)) throw new Error(`bad output file name ${JSON.stringify(name)}`);
     const dir = this.dir(predictionId);
-    await mkdir(dir, { recursive: true });
+    // Owner-only, like the rest of the data directory (private-files.ts).
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     const tmp = path.join(dir, `.${name}.tmp`);
-    await writeFile(tmp, data);
+    await writeFile(tmp, data, { mode: 0o600 });
     await rename(tmp, path.join(dir, name));
   }
 

@@ -19,6 +19,7 @@ import {
   SIZES,
   STABLE_DIFFUSION_VERSION,
 } from "../../model-catalog.js";
+import { publicErrorMessage } from "../public-error.js";
 import { DownloadTracker } from "./download-tracker.js";
 import { EngineHost, EngineStoppedError, type StepReport } from "./engine-host.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
@@ -196,8 +197,10 @@ const RETRY_UNREACHABLE_MS = 30_000;
 const OFFLINE_HINT = "to try everything offline meanwhile, start sdserve with --model tiny-random";
 
 /** The reason a model cannot be set up, with what to do about it, in a sentence or two. */
-function setupFailure(err: unknown, spec: ModelSpec): string {
-  const message = (err instanceof Error ? err.message : String(err)).replace(/[.\s]+$/, "");
+function setupFailure(err: unknown, spec: ModelSpec, log?: (line: string) => void): string {
+  // An engine process that ended is told as such (its reason is ours, not a local path).
+  const shown = err instanceof EngineStoppedError ? err.message : publicErrorMessage(err, "setting up the model", log);
+  const message = shown.replace(/[.\s]+$/, "");
   if (err instanceof HubError) return `${message}; ${OFFLINE_HINT}`;
   if (err instanceof EngineStoppedError) {
     // Most often the memory ran out while the weights were loaded; the server's log has the rest.
@@ -318,7 +321,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
         this.engine = undefined;
         await engine.close();
         this.state = "SETUP_FAILED";
-        this.setupError = setupFailure(err, this.spec);
+        this.setupError = setupFailure(err, this.spec, this.options.log);
         this.failedAt = performance.now();
         this.failedTransiently =
           (err instanceof HubError && err.kind === "unreachable") || err instanceof EngineStoppedError;

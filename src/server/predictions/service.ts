@@ -24,6 +24,8 @@ import type { UrlBase } from "./serialize.js";
 
 export interface ServiceLimits {
   queueMax: number;
+  /** Most unfinished predictions of one account. */
+  queueMaxPerToken: number;
   /** ms after completion; null keeps outputs forever. */
   outputRetentionMs: number | null;
   /** ms after creation; null: no server-side limit. */
@@ -205,6 +207,13 @@ export class PredictionService {
     const unfinished = await this.store.countUnfinished();
     if (unfinished >= this.limits.queueMax) {
       throw throttled(10, `The queue is full (${unfinished} predictions waiting or running). Try again in ~10s.`);
+    }
+    const mine = await this.store.countUnfinished(account);
+    if (mine >= this.limits.queueMaxPerToken) {
+      throw throttled(
+        10,
+        `This token already has ${mine} predictions waiting or running, the most one token may have (SDSERVE_QUEUE_MAX_PER_TOKEN). Try again when one has finished.`,
+      );
     }
 
     // Unknown input keys are accepted and ignored (spec §3.1): not stored, so they cost nothing later.
@@ -617,6 +626,12 @@ const SHARED_STOPPED =
   "The worker running this prediction stopped before it finished; it runs again on another worker.";
 
 function isHttpUrl(text: string): boolean {
+  // The URL parser quietly percent-encodes control characters and spaces; the webhook is kept
+  // and echoed as sent, so such a string is refused rather than stored (PostgreSQL rejects a NUL).
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c <= 0x20 || c === 0x7f) return false;
+  }
   try {
     const u = new URL(text);
     return u.protocol === "http:" || u.protocol === "https:";

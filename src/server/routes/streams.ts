@@ -4,14 +4,71 @@
  * Last-Event-ID resume, `: ping` comments as keepalive, closed after `done`. With ?preview=1
  * (the web pages) it also carries live `preview` events of a running prediction.
  */
+import type { ServerResponse } from "node:http";
 import type { FastifyInstance } from "fastify";
 import { urlBaseOf } from "../http/headers.js";
-import { notFound } from "../http/problem.js";
+import { notFound, throttled } from "../http/problem.js";
 import type { PredictionService } from "../predictions/service.js";
 import { formatPreviewEvent, formatStreamEvent, streamEvents } from "../predictions/stream-events.js";
 
 /** Python's client reads with a 30 s timeout; a comment well inside that keeps it open. */
 const DEFAULT_KEEPALIVE_MS = 10_000;
+
+/** Defaults of SDSERVE_STREAMS_PER_PREDICTION and SDSERVE_STREAMS_PER_CLIENT. */
+export const DEFAULT_STREAMS_PER_PREDICTION = 20;
+export const DEFAULT_STREAMS_PER_CLIENT = 50;
+
+/**
+ * The event streams open in this process, shared by both API prefixes: counted per prediction
+ * and per client address (for the caps), and their unsent bytes (for /metrics).
+ */
+export class OpenStreams {
+  private readonly open = new Set<ServerResponse>();
+  private readonly perPrediction = new Map<string, number>();
+  private readonly perClient = new Map<string, number>();
+
+  constructor(
+    readonly maxPerPrediction = DEFAULT_STREAMS_PER_PREDICTION,
+    readonly maxPerClient = DEFAULT_STREAMS_PER_CLIENT,
+  ) {}
+
+  /** Counts a new stream in, or says which cap it would pass; the returned function counts it out. */
+  admit(res: ServerResponse, prediction: string, client: string): (() => void) | string {
+    if ((this.perPrediction.get(prediction) ?? 0) >= this.maxPerPrediction) {
+      return `This prediction already has ${this.maxPerPrediction} open event streams, the most it may have (SDSERVE_STREAMS_PER_PREDICTION).`;
+    }
+    if ((this.perClient.get(client) ?? 0) >= this.maxPerClient) {
+      return `This client already has ${this.maxPerClient} open event streams, the most one address may have (SDSERVE_STREAMS_PER_CLIENT).`;
+    }
+    const bump = (m: Map<string, number>, k: string, by: number) => {
+      const n = (m.get(k) ?? 0) + by;
+      if (n > 0) m.set(k, n);
+      else m.delete(k);
+    };
+    this.open.add(res);
+    bump(this.perPrediction, prediction, 1);
+    bump(this.perClient, client, 1);
+    let counted = true;
+    return () => {
+      if (!counted) return;
+      counted = false;
+      this.open.delete(res);
+      bump(this.perPrediction, prediction, -1);
+      bump(this.perClient, client, -1);
+    };
+  }
+
+  get count(): number {
+    return this.open.size;
+  }
+
+  /** Bytes written to open streams and not yet handed to the operating system. */
+  bufferedBytes(): number {
+    let n = 0;
+    for (const res of this.open) n += res.writableLength;
+    return n;
+  }
+}
 
 export interface StreamRoutesOptions {
   apiPrefix: string;
@@ -19,6 +76,8 @@ export interface StreamRoutesOptions {
   publicBaseUrl: string | undefined;
   /** Interval of the `: ping` comments (default 10 s). */
   keepaliveMs?: number;
+  /** Shared by the routes of both prefixes. */
+  streams: OpenStreams;
 }
 
 export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptions): Promise<void> {
@@ -31,8 +90,12 @@ export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptio
     // An id we did not send (not a number) replays from the start.
     let sent = typeof lastEventId === "string" && /^\d+$/.test(lastEventId.trim()) ? Number(lastEventId) : -1;
 
-    reply.hijack();
     const res = reply.raw;
+    const admitted = opts.streams.admit(res, first.id, req.ip);
+    if (typeof admitted === "string") throw throttled(10, admitted);
+    const countOut = admitted;
+
+    reply.hijack();
     res.writeHead(200, {
       "Content-Type": "text/event-stream; charset=utf-8",
       "Cache-Control": "no-store",
@@ -46,28 +109,67 @@ export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptio
     });
     res.flushHeaders();
 
+    const keepaliveMs = opts.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
     let ended = false;
     let flushing: Promise<void> = Promise.resolve();
+    let flushQueued = false;
+    /** Since when the client has not taken what was written (undefined: it keeps up). */
+    let stalledSince: number | undefined;
     const end = () => {
       if (ended) return;
       ended = true;
+      countOut();
       unsubscribe();
       unsubscribePreviews();
       clearInterval(keepalive);
       service.closingSignal.removeEventListener("abort", end);
-      res.end();
+      res.removeListener("drain", onDrain);
+      // A client that stopped reading gets no orderly end (that too would wait in the buffer).
+      if (stalledSince !== undefined) res.destroy();
+      else res.end();
     };
-    // Re-read the prediction and send whatever events are new; flushes run one at a time.
+    const onDrain = () => {
+      stalledSince = undefined;
+    };
+    res.on("drain", onDrain);
+    /** Writes `chunk` unless the client is behind; a chunk not written is dropped (previews, pings). */
+    const writeIfKeepingUp = (chunk: string) => {
+      if (ended || res.writableNeedDrain) return;
+      if (!res.write(chunk)) stalledSince ??= Date.now();
+    };
+    /** Resolves once what was written has gone to the client, or the stream has ended. */
+    const drained = () =>
+      new Promise<void>((resolve) => {
+        if (!res.writableNeedDrain || ended) return resolve();
+        const done = () => {
+          res.removeListener("drain", done);
+          res.removeListener("close", done);
+          resolve();
+        };
+        res.once("drain", done);
+        res.once("close", done);
+      });
+    // Re-read the prediction and send whatever numbered events are new, writing no faster than
+    // the client reads: they are never dropped, so they wait in the store, not in this buffer.
+    // At most one flush runs and one waits; changes meanwhile are picked up by the waiting one.
     const flush = () => {
+      if (flushQueued) return;
+      flushQueued = true;
       flushing = flushing.then(async () => {
+        flushQueued = false;
         if (ended) return;
         const p = await service.findByStreamKey(req.params.key);
         if (!p) return end();
         for (const e of streamEvents(p, base)) {
           if (e.id <= sent) continue;
-          res.write(formatStreamEvent(e));
+          await drained();
+          if (ended) return;
+          if (!res.write(formatStreamEvent(e))) stalledSince ??= Date.now();
           sent = e.id;
-          if (e.event === "done") return end();
+          if (e.event === "done") {
+            await drained();
+            return end();
+          }
         }
       });
       flushing.catch(end);
@@ -75,11 +177,13 @@ export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptio
     const unsubscribe = service.events.subscribe(first.id, flush);
     const unsubscribePreviews =
       req.query.preview === "1"
-        ? service.events.subscribePreviews(first.id, (preview) => {
-            if (!ended) res.write(formatPreviewEvent(preview));
-          })
+        ? service.events.subscribePreviews(first.id, (preview) => writeIfKeepingUp(formatPreviewEvent(preview)))
         : () => {};
-    const keepalive = setInterval(() => res.write(": ping\n\n"), opts.keepaliveMs ?? DEFAULT_KEEPALIVE_MS);
+    // Each tick: a ping for proxies, or, for a client that has taken nothing for three ticks, the end.
+    const keepalive = setInterval(() => {
+      if (stalledSince !== undefined && Date.now() - stalledSince >= 3 * keepaliveMs) return end();
+      writeIfKeepingUp(": ping\n\n");
+    }, keepaliveMs);
     res.on("close", end);
     service.closingSignal.addEventListener("abort", end);
     flush();

@@ -29,6 +29,14 @@ export interface PostgresStoreOptions {
   log?: (line: string) => void;
 }
 
+/**
+ * PostgreSQL text cannot hold a NUL character, and a parameter with one is an error, not a
+ * mismatch: a lookup by such a value (a crafted id, ?model=%00) finds nothing instead.
+ */
+function hasNul(...values: (string | undefined)[]): boolean {
+  return values.some((v) => v?.includes("\u0000"));
+}
+
 export class PostgresPredictionStore implements PredictionStore {
   private constructor(private readonly pool: pg.Pool) {}
 
@@ -117,6 +125,7 @@ export class PostgresPredictionStore implements PredictionStore {
   }
 
   async findByIdempotencyKey(account: string, key: string): Promise<PredictionRecord | undefined> {
+    if (hasNul(account, key)) return undefined;
     const [row] = await this.rows(
       `${SELECT} JOIN idempotency_keys k ON p.id = k.prediction_id WHERE k.account = $1 AND k.key = $2`,
       [account, key],
@@ -129,6 +138,7 @@ export class PostgresPredictionStore implements PredictionStore {
   }
 
   private async one(column: "id" | "files_key" | "stream_key", value: string): Promise<PredictionRecord | undefined> {
+    if (hasNul(value)) return undefined;
     const [row] = await this.rows(`${SELECT} WHERE p.${column} = $1`, [value]);
     return row ? fromRow(row) : undefined;
   }
@@ -146,6 +156,7 @@ export class PostgresPredictionStore implements PredictionStore {
   }
 
   async list(q: ListQuery): Promise<PredictionRecord[]> {
+    if (hasNul(q.account, q.model, q.version, q.status, q.after?.id, q.before?.id)) return [];
     const params: unknown[] = [q.account];
     const where = ["p.account = $1"];
     const param = (v: unknown) => {
@@ -220,10 +231,12 @@ export class PostgresPredictionStore implements PredictionStore {
     return rows.map(fromRow);
   }
 
-  async countUnfinished(): Promise<number> {
-    const { rows } = await this.pool.query<{ n: number }>(
-      "SELECT count(*)::int AS n FROM predictions WHERE status IN ('starting', 'processing')",
-    );
+  async countUnfinished(account?: string): Promise<number> {
+    const unfinished = "SELECT count(*)::int AS n FROM predictions WHERE status IN ('starting', 'processing')";
+    const { rows } =
+      account === undefined
+        ? await this.pool.query<{ n: number }>(unfinished)
+        : await this.pool.query<{ n: number }>(`${unfinished} AND account = $1`, [account]);
     return rows[0]?.n ?? 0;
   }
 
@@ -293,6 +306,16 @@ export class PostgresPredictionStore implements PredictionStore {
       "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
       [key, value],
     );
+  }
+
+  async setSettingIfAbsent(key: string, value: string): Promise<string> {
+    // A concurrent insert of the same key makes this one wait for it and then do nothing; the
+    // read that follows (a new snapshot) sees the row that won.
+    await this.pool.query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", [
+      key,
+      value,
+    ]);
+    return (await this.getSetting(key)) as string;
   }
 
   async close(): Promise<void> {

@@ -254,10 +254,13 @@ export class SqlitePredictionStore implements PredictionStore {
     return rows.map(fromRow);
   }
 
-  async countUnfinished(): Promise<number> {
-    const row = this.db
-      .prepare("SELECT count(*) AS n FROM predictions WHERE status IN ('starting', 'processing')")
-      .get() as { n: number };
+  async countUnfinished(account?: string): Promise<number> {
+    const unfinished = "SELECT count(*) AS n FROM predictions WHERE status IN ('starting', 'processing')";
+    const row = (
+      account === undefined
+        ? this.db.prepare(unfinished).get()
+        : this.db.prepare(`${unfinished} AND account = ?`).get(account)
+    ) as { n: number };
     return row.n;
   }
 
@@ -336,6 +339,11 @@ export class SqlitePredictionStore implements PredictionStore {
     this.db
       .prepare("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
       .run(key, value);
+  }
+
+  async setSettingIfAbsent(key: string, value: string): Promise<string> {
+    this.db.prepare("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING").run(key, value);
+    return (await this.getSetting(key)) as string;
   }
 
   async close(): Promise<void> {

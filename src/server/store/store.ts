@@ -88,7 +88,8 @@ export interface PredictionStore {
   appendLog(id: string, line: string): Promise<void>;
   /** Predictions still starting or processing, oldest first. */
   unfinished(): Promise<PredictionRecord[]>;
-  countUnfinished(): Promise<number>;
+  /** Predictions waiting or running: all of them, or one account's. */
+  countUnfinished(account?: string): Promise<number>;
   /** Predictions of a model (owner/name), every account's. */
   countByModel(model: string): Promise<number>;
   /** Ids of completed predictions whose data is still kept and that completed before `completedBefore`. */
@@ -101,5 +102,10 @@ export interface PredictionStore {
   /** A small key–value table for server state (webhook secrets, …). */
   getSetting(key: string): Promise<string | undefined>;
   setSetting(key: string, value: string): Promise<void>;
+  /**
+   * Stores `value` unless `key` already has one, and returns the value kept: when several
+   * processes race to make the same thing (an account's webhook secret), all get the first one.
+   */
+  setSettingIfAbsent(key: string, value: string): Promise<string>;
   close(): Promise<void>;
 }

@@ -36,6 +36,11 @@ export interface WebhookOptions {
   durable?: CompletedDeliveries;
   /** Waits before each retry of `completed`; their sum is about a minute. */
   retryDelaysMs?: readonly number[];
+  /**
+   * One deadline for the whole of each attempt (resolving, connecting, sending, the response's
+   * headers and body), not an idle timeout: a receiver that trickles a byte at a time cannot
+   * hold a delivery, or the queue of deliveries behind it, open for long.
+   */
   timeoutMs?: number;
   log?: (line: string) => void;
   userAgent?: string;
@@ -111,11 +116,8 @@ export class WebhookDispatcher {
   /** The account's signing secret, made on first use and kept in the store across restarts. */
   async secretFor(account: string): Promise<string> {
     const key = `webhook-secret:${account}`;
-    const existing = await this.store.getSetting(key);
-    if (existing) return existing;
-    const secret = newWebhookSecret();
-    await this.store.setSetting(key, secret);
-    return secret;
+    // Two processes (or requests) making it at once keep one: the first stored.
+    return (await this.store.getSetting(key)) ?? (await this.store.setSettingIfAbsent(key, newWebhookSecret()));
   }
 
   private onChange(change: PredictionChange): void {
@@ -262,6 +264,8 @@ export class WebhookDispatcher {
     const ts = Math.floor(Date.now() / 1000);
     const client = url.protocol === "https:" ? https : http;
     return new Promise((resolve) => {
+      let status: number | undefined;
+      let failure: Error | undefined;
       const req = client.request(
         url,
         {
@@ -275,20 +279,37 @@ export class WebhookDispatcher {
             "webhook-signature": signWebhook(secret, webhookId, ts, body),
           },
           lookup: guardedLookup(this.opts.allowPrivate),
-          timeout: this.opts.timeoutMs ?? 5000,
           signal: this.stopping.signal,
         },
         (res) => {
+          status = res.statusCode ?? 0;
+          // The answer is its status; the body is read and dropped, within the same deadline.
+          res.on("error", () => undefined);
           res.resume();
-          const code = res.statusCode ?? 0;
-          const delivered = code >= 200 && code < 300;
-          resolve({ statusCode: code, error: delivered ? null : `HTTP ${code}`, delivered });
         },
       );
-      req.on("timeout", () => req.destroy(new Error("timed out")));
+      const deadline = setTimeout(() => {
+        failure = new Error("timed out");
+        req.destroy(failure);
+      }, this.opts.timeoutMs ?? 5000);
       req.on("error", (err) => {
-        const refused = err.name === "WebhookTargetError";
-        resolve({ statusCode: null, error: err.message, delivered: false, refused });
+        failure ??= err;
+      });
+      // Settled once the exchange is over (answered, failed, or cut at the deadline).
+      req.on("close", () => {
+        clearTimeout(deadline);
+        if (failure || status === undefined) {
+          const err = failure ?? new Error("connection closed before an answer");
+          resolve({
+            statusCode: null,
+            error: err.message,
+            delivered: false,
+            refused: err.name === "WebhookTargetError",
+          });
+          return;
+        }
+        const delivered = status >= 200 && status < 300;
+        resolve({ statusCode: status, error: delivered ? null : `HTTP ${status}`, delivered });
       });
       req.end(body);
     });

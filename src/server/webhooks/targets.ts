@@ -18,6 +18,7 @@ for (const [net, prefix] of [
   ["172.16.0.0", 12],
   ["192.0.0.0", 24],
   ["192.0.2.0", 24],
+  ["192.88.99.0", 24], // 6to4 relay anycast
   ["192.168.0.0", 16],
   ["198.18.0.0", 15],
   ["198.51.100.0", 24],
@@ -27,14 +28,18 @@ for (const [net, prefix] of [
 ] as const) {
   internal.addSubnet(net, prefix, "ipv4");
 }
+// IPv6 ranges refused whole. The forms that carry an IPv4 address (mapped, translated,
+// compatible, 6to4, NAT64) are not listed: they are judged by the address they carry.
 for (const [net, prefix] of [
-  ["::", 128],
-  ["::1", 128],
-  ["64:ff9b::", 96], // NAT64 of any IPv4 address
-  ["100::", 64],
-  ["2001:db8::", 32],
+  ["64:ff9b:1::", 48], // local-use NAT64
+  ["100::", 64], // discard
+  ["2001::", 23], // IETF protocol assignments, Teredo (2001::/32) among them
+  ["2001:db8::", 32], // documentation
+  ["3fff::", 20], // documentation
+  ["5f00::", 16], // SRv6 segment identifiers
   ["fc00::", 7], // unique local
   ["fe80::", 10], // link-local
+  ["fec0::", 10], // site-local (deprecated, still routed by some stacks)
   ["ff00::", 8], // multicast
 ] as const) {
   internal.addSubnet(net, prefix, "ipv6");
@@ -55,16 +60,23 @@ function ipv6Groups(address: string): number[] {
   return [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
 }
 
-/** The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d) or -compatible (::a.b.c.d) IPv6 address. */
-function embeddedIpv4(address: string): string | undefined {
+const dottedQuad = (hi: number, lo: number) => [hi >> 8, hi & 255, lo >> 8, lo & 255].join(".");
+
+/**
+ * The IPv4 address an IPv6 address stands for, in each form that carries one: IPv4-mapped
+ * (::ffff:a.b.c.d), IPv4-translated (::ffff:0:a.b.c.d), IPv4-compatible (::a.b.c.d, :: and ::1
+ * included, which decode to 0.0.0.0/8), 6to4 (2002:aabb:ccdd::/48) and NAT64 (64:ff9b::a.b.c.d).
+ * Teredo (2001::/32, the client's address inverted in the last 32 bits) is refused whole.
+ */
+export function embeddedIpv4(address: string): string | undefined {
   const g = ipv6Groups(address);
-  const zeros = g.slice(0, 5).every((x) => x === 0);
-  const mapped = zeros && g[5] === 0xffff;
-  const compatible = zeros && g[5] === 0 && (g[6] as number) !== 0;
-  if (!mapped && !compatible) return undefined;
-  const hi = g[6] as number;
-  const lo = g[7] as number;
-  return [hi >> 8, hi & 255, lo >> 8, lo & 255].join(".");
+  const [g0, g1, g2, g3, g4, g5, g6, g7] = g as [number, number, number, number, number, number, number, number];
+  const zeros4 = g0 === 0 && g1 === 0 && g2 === 0 && g3 === 0;
+  if (zeros4 && g4 === 0 && (g5 === 0 || g5 === 0xffff)) return dottedQuad(g6, g7); // compatible, mapped
+  if (zeros4 && g4 === 0xffff && g5 === 0) return dottedQuad(g6, g7); // translated
+  if (g0 === 0x64 && g1 === 0xff9b && g2 === 0 && g3 === 0 && g4 === 0 && g5 === 0) return dottedQuad(g6, g7);
+  if (g0 === 0x2002) return dottedQuad(g1, g2);
+  return undefined;
 }
 
 export function isInternalAddress(address: string): boolean {
@@ -78,8 +90,21 @@ export function isInternalAddress(address: string): boolean {
   return true; // not an address at all: refuse rather than guess
 }
 
+/** A target refused before any connection: an internal IP literal or a name for this machine. */
 export class WebhookTargetError extends Error {
   override readonly name = "WebhookTargetError";
+}
+
+/**
+ * A name that gave no address webhooks may go to. One message and one handling whatever the
+ * cause (no such name, a resolver failure, or only internal addresses), so the delivery log
+ * cannot be used to learn which internal names exist.
+ */
+export class WebhookLookupError extends Error {
+  override readonly name = "WebhookLookupError";
+  constructor(hostname: string) {
+    super(`${hostname} did not resolve to an address webhooks may be sent to`);
+  }
 }
 
 /**
@@ -107,15 +132,8 @@ export function checkWebhookUrl(url: URL, allowPrivate: boolean): void {
 export function guardedLookup(allowPrivate: boolean): LookupFunction {
   return (hostname, options, callback) => {
     dnsLookup(hostname, { ...options, all: true }, (err, addresses: LookupAddress[]) => {
-      if (err) return callback(err, "", 0);
-      const allowed = allowPrivate ? addresses : addresses.filter((a) => !isInternalAddress(a.address));
-      if (allowed.length === 0) {
-        return callback(
-          new WebhookTargetError(`${hostname} resolves to an internal address; webhooks are not sent there`),
-          "",
-          0,
-        );
-      }
+      const allowed = err ? [] : allowPrivate ? addresses : addresses.filter((a) => !isInternalAddress(a.address));
+      if (allowed.length === 0) return callback(new WebhookLookupError(hostname), "", 0);
       if (options.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, allowed);
       const first = allowed[0] as LookupAddress;
       callback(null, first.address, first.family);
