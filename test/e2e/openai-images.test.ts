@@ -170,3 +170,28 @@ test("OpenAI's other fields: bad values and what cannot be honoured are 400s nam
     );
   }
 });
+
+test("Open WebUI's OpenAI engine: its request body as sent, each data item read as url or b64_json", async () => {
+  // routers/images.py: model (dall-e-2 when unset), prompt, n, size, and response_format b64_json
+  // except for gpt-image-1; an error is read from error.message.
+  for (const model of ["dall-e-2", "gpt-image-1", "stability-ai/stable-diffusion"]) {
+    const body = {
+      model,
+      prompt: "a lighthouse at dusk",
+      n: 1,
+      size: "128x128",
+      ...(model.includes("gpt-image-1") ? {} : { response_format: "b64_json" }),
+    };
+    const res = await api(server, "POST", "/v1/images/generations", body);
+    assert.equal(res.status, 200, JSON.stringify(res.json));
+    for (const image of res.json["data"] as Record<string, string>[]) {
+      const bytes = image["url"]
+        ? new Uint8Array(await (await fetch(image["url"])).arrayBuffer())
+        : new Uint8Array(Buffer.from(image["b64_json"] as string, "base64"));
+      assert.deepEqual([decode(bytes).width, decode(bytes).height], [128, 128]);
+    }
+  }
+  const bad = await api(server, "POST", "/v1/images/generations", { model: "dall-e-2", prompt: "x", size: "9x9" });
+  assert.equal(bad.status, 400);
+  assert.equal(typeof (bad.json["error"] as Record<string, unknown>)["message"], "string");
+});
