@@ -334,3 +334,29 @@ test("bad input gets A1111's error shapes, never a 500", async () => {
     assert.notEqual((p["input"] as Record<string, unknown>)["prompt"], "x");
   }
 });
+
+test("a client that hangs up mid-txt2img: that call's predictions are canceled", async () => {
+  const controller = new AbortController();
+  const call = fetch(`${server.url}/sdapi/v1/txt2img`, {
+    method: "POST",
+    headers: TOKEN_AS_PASSWORD,
+    body: JSON.stringify({ prompt: "abandoned", width: 512, height: 512, steps: 500, batch_size: 2 }),
+    signal: controller.signal,
+  }).catch(() => undefined);
+  const running = await eventually(async () => {
+    const r = await api(server, "GET", "/sdapi/v1/progress", undefined, TOKEN_AS_PASSWORD);
+    return (r.json["state"] as Record<string, number>)["sampling_step"] ? r.json : undefined;
+  }, "the call running");
+  assert.equal((running["state"] as Record<string, unknown>)["job_count"], 2);
+  controller.abort();
+  await call;
+  const list = await eventually(async () => {
+    const r = await api(server, "GET", "/v1/predictions?page_size=2", undefined, authHeaders());
+    const results = r.json["results"] as Record<string, unknown>[];
+    return results.every((p) => p["status"] === "canceled") ? results : undefined;
+  }, "both predictions canceled");
+  assert.deepEqual(
+    list.map((p) => (p["input"] as Record<string, unknown>)["prompt"]),
+    ["abandoned", "abandoned"],
+  );
+});

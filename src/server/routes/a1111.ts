@@ -395,12 +395,13 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     };
   });
 
+  const stopTask = async (account: string, task: Task, which: "all" | "current") => {
+    const jobs = task.jobs.filter((j) => !j.done);
+    const targets = which === "all" ? jobs : jobs.slice(0, 1);
+    await Promise.all(targets.map((j) => service.cancel(account, j.id).catch(() => undefined)));
+  };
   const stop = async (account: string, which: "all" | "current") => {
-    for (const task of tasks.get(account) ?? []) {
-      const jobs = task.jobs.filter((j) => !j.done);
-      const targets = which === "all" ? jobs : jobs.slice(0, 1);
-      await Promise.all(targets.map((j) => service.cancel(account, j.id).catch(() => undefined)));
-    }
+    for (const task of tasks.get(account) ?? []) await stopTask(account, task, which);
     return {};
   };
   app.post("/interrupt", async (req) => stop(req.account, "all"));
@@ -492,8 +493,9 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     const mine = tasks.get(req.account) ?? new Set<Task>();
     tasks.set(req.account, mine);
     mine.add(task);
+    // Nobody will read the result once the client hangs up: stop this call's work (not the account's other calls).
     const onClose = () => {
-      if (!reply.raw.writableFinished) void stop(req.account, "all");
+      if (!reply.raw.writableFinished) void stopTask(req.account, task, "all");
     };
     reply.raw.on("close", onClose);
     let finished: (PredictionRecord | undefined)[];
