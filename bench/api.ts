@@ -1,16 +1,18 @@
 /**
  * bench/api: what the HTTP layer costs. autocannon drives, in one run:
+ * - bare: a Fastify route that answers {"ok":true}, on the same machine, for scale;
+ * - get: GET /v1/predictions/{id} of one finished prediction on a real sdserve (the read path:
+ *   auth, the store, serialisation), and its ratio to bare;
  * - create+get: POST /v1/predictions then GET /v1/predictions/{id} on a real sdserve (Fastify,
  *   auth, validation, SQLite store, queue, worker), whose model adapter completes at once
  *   (allowed in this bench only: the engine is not what is measured here);
- * - bare: a Fastify route that answers {"ok":true}, on the same machine, for scale;
  * - while generating: GET /v1/predictions/{id} and GET /health-check on a real sdserve running
  *   tiny-random, first idle, then while it makes a 640×640 image (the engine runs in its own
  *   process, so these should barely move).
- * Each server runs in its own child process, autocannon in this one. Prints requests per second
- * and latency p50/p99 (ms) for each.
+ * Each server runs in its own child process, autocannon in this one. Prints requests per second,
+ * latency p50/p99 (ms) and the server's CPU per request for each.
  *
- *   npx tsx bench/api.ts [--duration 10] [--connections 10] [--only create_get,bare,generating] [--json]
+ *   npx tsx bench/api.ts [--duration 10] [--connections 50] [--only bare,get,create_get,generating] [--json]
  *
  * See bench/README.md.
  */
@@ -27,7 +29,11 @@ import { loadConfig } from "../src/config.js";
 import { createLogger } from "../src/server/log.js";
 import { type InvalidField, validate } from "../src/server/models/json-schema.js";
 import type { ModelAdapter, OutputFile } from "../src/server/models/model.js";
-import { STABLE_DIFFUSION_SCHEMAS, STABLE_DIFFUSION_VERSION } from "../src/server/models/stable-diffusion.js";
+import {
+  imageLimitsOf,
+  STABLE_DIFFUSION_SCHEMAS,
+  STABLE_DIFFUSION_VERSION,
+} from "../src/server/models/stable-diffusion.js";
 import { startServer } from "../src/server/server.js";
 import { intOption, printUsageAndExit } from "./lib/cli.js";
 import { machineInfo } from "./lib/machine.js";
@@ -48,6 +54,7 @@ class InstantAdapter implements ModelAdapter {
   };
   readonly version = { id: STABLE_DIFFUSION_VERSION, createdAt: "2022-11-22T22:25:35.000000Z", cogVersion: "0.8.6" };
   readonly schemas = STABLE_DIFFUSION_SCHEMAS;
+  readonly imageLimits = imageLimitsOf(STABLE_DIFFUSION_SCHEMAS);
   readonly state = "READY" as const;
   readonly setupError = undefined;
   private readonly png = encode({ width: 1, height: 1, data: new Uint8Array(3), channels: 3 });
@@ -67,6 +74,11 @@ class InstantAdapter implements ModelAdapter {
 
 /** Child mode: serve, print the URL, run until killed. */
 async function serve(kind: string): Promise<void> {
+  // The server's own CPU time so far, asked for around a measurement (robust where other processes share the CPUs).
+  process.on("SIGUSR2", () => {
+    const { user, system } = process.cpuUsage();
+    console.log(`cpu ${user + system}`);
+  });
   if (kind === "tiny") {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "sdserve-bench-api-"));
     process.on("exit", () => rmSync(dataDir, { recursive: true, force: true }));
@@ -79,6 +91,8 @@ async function serve(kind: string): Promise<void> {
     console.log(`listening on ${server.url}`);
     return;
   }
+  // A clean exit on a signal, so that node --cpu-prof writes its profile.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(0));
   if (kind === "bare") {
     const app = Fastify({ logger: false });
     app.get("/", async () => ({ ok: true }));
@@ -103,6 +117,22 @@ async function serve(kind: string): Promise<void> {
   console.log(`listening on ${server.url}`);
 }
 
+/** The child server's CPU time so far, in µs. */
+function cpuOf(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    let text = "";
+    const onData = (c: Buffer) => {
+      text += c.toString();
+      const m = /cpu (\d+)/.exec(text);
+      if (!m) return;
+      child.stdout?.off("data", onData);
+      resolve(Number(m[1]));
+    };
+    child.stdout?.on("data", onData);
+    child.kill("SIGUSR2");
+  });
+}
+
 function startChild(kind: string): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), "--serve", kind], {
     stdio: ["ignore", "pipe", "inherit"],
@@ -122,8 +152,8 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       duration: { type: "string", default: "10" },
-      connections: { type: "string", default: "10" },
-      only: { type: "string", default: "create_get,bare,generating" },
+      connections: { type: "string", default: "50" },
+      only: { type: "string", default: "bare,get,create_get,generating" },
       json: { type: "boolean", default: false },
       serve: { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -145,12 +175,32 @@ async function main(): Promise<void> {
     input: { prompt: "a lighthouse at dusk", width: 512, height: 512, num_inference_steps: 25, seed: 1 },
   });
   const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
-  const runs: { name: string; label: string; kind: string; opts: (url: string) => autocannon.Options }[] = [
+  const runs: {
+    name: string;
+    label: string;
+    kind: string;
+    opts: (url: string) => autocannon.Options | Promise<autocannon.Options>;
+  }[] = [
     {
       name: "bare",
       label: "bare Fastify route (GET /)",
       kind: "bare",
       opts: (url) => ({ url, connections, duration }),
+    },
+    {
+      name: "get",
+      label: "get (GET /v1/predictions/{id})",
+      kind: "sdserve",
+      opts: async (url) => {
+        // One finished prediction, read over and over.
+        const res = await fetch(`${url}/v1/predictions`, {
+          method: "POST",
+          headers: { ...headers, prefer: "wait" },
+          body,
+        });
+        const { id } = (await res.json()) as { id: string };
+        return { url: `${url}/v1/predictions/${id}`, headers, connections, duration };
+      },
     },
     {
       name: "create_get",
@@ -183,12 +233,19 @@ async function main(): Promise<void> {
       }),
     },
   ];
+  const perSecond: Record<string, number> = {};
+  const serverCpu: Record<string, number> = {};
   const only = new Set(values.only.split(","));
   for (const run of runs.filter((r) => only.has(r.name))) {
     const { child, url } = await startChild(run.kind);
     try {
-      const result = await autocannon(run.opts(url));
+      const options = await run.opts(url);
+      const cpuBefore = await cpuOf(child);
+      const result = await autocannon(options);
+      const cpuPerRequest = (await cpuOf(child)) - cpuBefore;
       const errors = result.errors + result.timeouts + result.non2xx;
+      perSecond[run.name] = result.requests.average;
+      serverCpu[run.name] = cpuPerRequest / Math.max(1, result.requests.total);
       report.emit(
         {
           figure: run.name,
@@ -196,13 +253,27 @@ async function main(): Promise<void> {
           latency_p50_ms: result.latency.p50,
           latency_p99_ms: result.latency.p99,
           requests: result.requests.total,
+          server_cpu_us_per_request: round(serverCpu[run.name] ?? 0),
           errors,
         },
-        `${pad(run.label, LABEL + 4)}${round(result.requests.average, 5)} req/s, latency p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms (${result.requests.total} requests${errors ? `, ${errors} errors or non-2xx` : ""})`,
+        `${pad(run.label, LABEL + 4)}${round(result.requests.average, 5)} req/s, latency p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, server CPU ${(serverCpu[run.name] ?? 0).toFixed(0)} µs/request (${result.requests.total} requests${errors ? `, ${errors} errors or non-2xx` : ""})`,
       );
     } finally {
       child.kill("SIGTERM");
     }
+  }
+  const bare = perSecond["bare"];
+  const get = perSecond["get"];
+  const bareCpu = serverCpu["bare"];
+  const getCpu = serverCpu["get"];
+  if (bare && get && bareCpu && getCpu) {
+    const ratio = get / bare;
+    const cpuRatio = bareCpu / getCpu;
+    report.emit(
+      { figure: "get_vs_bare", ratio: round(ratio, 3), cpu_ratio: round(cpuRatio, 3) },
+      `${pad("get / bare", LABEL + 4)}${(ratio * 100).toFixed(1)} % of the bare route's requests per second; ` +
+        `${(cpuRatio * 100).toFixed(1)} % by server CPU per request`,
+    );
   }
   if (only.has("generating")) await whileGenerating(report, duration, connections);
 }

@@ -5,11 +5,10 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { TokenAuth } from "./auth.js";
 import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from "./http/json-depth.js";
-import { badJson, HttpProblem, notFound, throttled, unauthenticated } from "./http/problem.js";
+import { badJson, HttpProblem, notFound, problemOf, throttled, unauthenticated } from "./http/problem.js";
 import { RateLimiter } from "./http/rate-limit.js";
 import { fastifyLogging, type Logger, loggableUrl, silentLogger } from "./log.js";
 import type { Metrics } from "./metrics.js";
-import { serverOpenApi } from "./models/openapi.js";
 import type { PredictionService } from "./predictions/service.js";
 import { a1111Routes } from "./routes/a1111.js";
 import { fileRoutes } from "./routes/files.js";
@@ -21,6 +20,8 @@ import { predictionRoutes } from "./routes/predictions.js";
 import { OpenStreams, streamRoutes } from "./routes/streams.js";
 import { webRoutes } from "./routes/web.js";
 import { webhookRoutes } from "./routes/webhooks.js";
+import { BEARER_AUTH, collectRoutes, openApiDocument, type RouteSchema } from "./schemas/openapi.js";
+import { validatorCompiler } from "./schemas/validation.js";
 import type { WebhookDispatcher } from "./webhooks/dispatcher.js";
 
 declare module "fastify" {
@@ -78,10 +79,16 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     trustProxy: opts.trustProxy?.length ? [...opts.trustProxy] : false,
   }) as unknown as FastifyInstance;
   app.decorateRequest("account", "");
-  app.addHook("onResponse", async (req, reply) => {
+  // Every route's schema is checked by one validator, in Replicate's words (schemas/validation.ts).
+  app.setValidatorCompiler(validatorCompiler);
+  const routes = collectRoutes(app);
+  // A callback hook that asks the level first: it runs on every request (the read path's profile),
+  // and req.routeOptions builds a new object on each read.
+  app.addHook("onResponse", (req, reply, done) => {
+    if (!logger.isLevelEnabled("debug") && !logger.isLevelEnabled("info")) return done();
     const route = req.routeOptions.url;
     const level = route && QUIET_ROUTES.has(route) ? "debug" : "info";
-    if (!logger.isLevelEnabled(level)) return;
+    if (!logger.isLevelEnabled(level)) return done();
     req.log[level](
       {
         method: req.method,
@@ -92,6 +99,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       },
       "request",
     );
+    done();
   });
 
   // Bodies are JSON whatever the Content-Type says (curl -d sends form encoding), and an
@@ -117,9 +125,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     );
   });
 
-  app.setErrorHandler((err: FastifyError | HttpProblem, req, reply) => {
-    if (err instanceof HttpProblem) return sendProblem(reply, err);
-    const status = typeof err.statusCode === "number" && err.statusCode >= 400 ? err.statusCode : 500;
+  // Domain errors of the service become problem+json here, and nowhere else.
+  app.setErrorHandler((err: FastifyError | Error, req, reply) => {
+    const problem = problemOf(err);
+    if (problem) return sendProblem(reply, problem);
+    const code = (err as FastifyError).statusCode;
+    const status = typeof code === "number" && code >= 400 ? code : 500;
     if (status === 413) {
       return sendProblem(
         reply,
@@ -160,22 +171,38 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   }
 
   const limiter = opts.rateLimit ? new RateLimiter(opts.rateLimit.max, opts.rateLimit.windowMs) : undefined;
-  const authenticateBy = (check: (header: string | undefined) => string | undefined) => async (req: FastifyRequest) => {
-    const account = check(req.headers.authorization);
-    if (!account) throw unauthenticated();
-    req.account = account;
-    const wait = limiter?.hit(account);
-    if (wait !== undefined) {
-      const s = Math.max(1, Math.ceil(wait));
-      throw throttled(s, `Request was throttled. Your rate limit resets in ~${s}s.`);
-    }
+  // A callback hook, not an async one: it runs on every API request, and a promise per request shows in the read path's profile.
+  const authenticateBy =
+    (check: (header: string | undefined) => string | undefined) =>
+    (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
+      const account = check(req.headers.authorization);
+      if (!account) return done(unauthenticated());
+      req.account = account;
+      const wait = limiter?.hit(account);
+      if (wait !== undefined) {
+        const s = Math.max(1, Math.ceil(wait));
+        return done(throttled(s, `Request was throttled. Your rate limit resets in ~${s}s.`));
+      }
+      done();
+    };
+
+  const requireTokenInDocument = (route: { schema?: RouteSchema }) => {
+    route.schema = { ...route.schema, security: BEARER_AUTH };
   };
   const authenticate = authenticateBy((h) => opts.auth.authenticate(h));
 
   app.register(healthRoutes, { models: opts.service.models, runElsewhere: opts.modelsRunElsewhere ?? false });
   if (opts.metrics) app.register(metricsRoutes, { metrics: opts.metrics });
-  const openapi = serverOpenApi(opts.service.models, opts.version);
-  app.get("/openapi.json", async () => openapi);
+  let openapi: Record<string, unknown> | undefined;
+  const openapiSchema: RouteSchema = {
+    summary: "This document: every route and every served model's input and output",
+    response: { 200: { type: "object", additionalProperties: true } },
+  };
+  // Made on first use, when every route has been registered.
+  app.get("/openapi.json", { schema: openapiSchema }, async () => {
+    openapi ??= openApiDocument(routes, opts.service.models, opts.version);
+    return openapi;
+  });
   app.register(fileRoutes, { service: opts.service });
   // AUTOMATIC1111's API: HTTP Basic (--api-auth, or a token as the password) besides Bearer tokens.
   app.register(a1111Routes, {
@@ -193,6 +220,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       async (api) => {
         // onRequest: a request without a valid token is refused before its body is read.
         api.addHook("onRequest", authenticate);
+        api.addHook("onRoute", requireTokenInDocument);
         await api.register(webhookRoutes, { service: opts.service, webhooks: opts.webhooks });
         await api.register(modelRoutes, {
           apiPrefix: prefix,
@@ -216,6 +244,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         service: opts.service,
         publicBaseUrl: opts.publicBaseUrl,
         authenticate,
+        requireTokenInDocument,
       });
     }
     // The stream is a capability URL: outside the authenticated scope.

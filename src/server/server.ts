@@ -19,6 +19,8 @@ import { Metrics } from "./metrics.js";
 import type { ModelAdapter } from "./models/model.js";
 import { StableDiffusionAdapter } from "./models/stable-diffusion.js";
 import { PredictionLog } from "./prediction-log.js";
+import { PredictionLifecycle } from "./predictions/lifecycle.js";
+import { OutputFiles } from "./predictions/output-files.js";
 import { PredictionService } from "./predictions/service.js";
 import { RETRY_DELAYS_MS, WebhookDispatcher } from "./webhooks/dispatcher.js";
 import { BullMqCompletedDeliveries } from "./webhooks/jobs.js";
@@ -91,7 +93,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     logger: out,
   });
 
-  const recovered = await service.recover();
+  const recovered = await service.lifecycle.recover();
   if (recovered.requeued + recovered.failed > 0) {
     out.info(
       recovered,
@@ -103,7 +105,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
 
-  service.startBackground();
+  service.lifecycle.startBackground();
   webhooks.resume().then(
     (n) => n > 0 && out.info({ webhooks: n }, `Resumed ${n} undelivered completed webhook(s).`),
     (err: unknown) => out.error({ err }, "Resuming webhooks failed"),
@@ -113,7 +115,8 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     setupModels(models, out);
     // The in-process worker runs one prediction at a time; on a shared queue, as many as configured.
     worker = new Worker(
-      service,
+      service.lifecycle,
+      models,
       queue,
       lineLogger(out.child({ component: "worker" }), "error"),
       queue.shared ? config.workerConcurrency : 1,
@@ -129,7 +132,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     app,
     close: () => {
       closing ??= (async () => {
-        service.shutdown();
+        service.lifecycle.shutdown();
         await worker?.stop();
         await closeWebhooks();
         await app.close();
@@ -164,20 +167,27 @@ export function newService(
   models: readonly ModelAdapter[],
   out: ServerOutput,
 ): PredictionService {
+  const { store, queue, files, events } = backends;
+  const lifecycle = new PredictionLifecycle(
+    store,
+    queue,
+    files,
+    events,
+    config.outputRetentionMs,
+    lineLogger(out.child({ component: "predictions" }), "error"),
+  );
   return new PredictionService(
-    backends.store,
-    backends.queue,
-    backends.files,
-    backends.events,
+    store,
+    lifecycle,
+    new OutputFiles(store, files, config.outputRetentionMs),
+    events,
     models,
     {
       queueMax: config.queueMax,
       queueMaxPerToken: config.queueMaxPerToken,
-      outputRetentionMs: config.outputRetentionMs,
       maxRunTimeMs: config.maxRunTimeMs,
       webhookAllowPrivate: config.webhookAllowPrivate,
     },
-    lineLogger(out.child({ component: "predictions" }), "error"),
   );
 }
 

@@ -44,7 +44,8 @@ export async function startWorkerProcess(config: Config, out: ServerOutput): Pro
 
   setupModels(models, out);
   const worker = new Worker(
-    service,
+    service.lifecycle,
+    models,
     backends.queue,
     lineLogger(out.child({ component: "worker" }), "error"),
     config.workerConcurrency,
@@ -62,7 +63,7 @@ export async function startWorkerProcess(config: Config, out: ServerOutput): Pro
     app,
     close: () => {
       closing ??= (async () => {
-        service.shutdown();
+        service.lifecycle.shutdown();
         await worker.stop();
         await webhooks.close();
         await app.close();

@@ -1,12 +1,12 @@
 /**
  * The worker: takes prediction ids from the queue and runs them through their model adapter,
- * `concurrency` at a time. It records nothing itself; the predictions service does, in order,
+ * `concurrency` at a time. It records nothing itself; the prediction lifecycle does, in order,
  * fenced by the attempt that begin() handed out (so a run that lost its job to a rerun on
  * another worker writes nothing).
  */
 import type { ModelAdapter } from "./models/model.js";
 import { isVersionOf, PredictionError } from "./models/model.js";
-import type { PredictionService } from "./predictions/service.js";
+import type { PredictionLifecycle } from "./predictions/lifecycle.js";
 import { publicErrorMessage } from "./public-error.js";
 import type { JobConsumer, JobOutcome, JobQueue } from "./queue/queue.js";
 
@@ -14,7 +14,8 @@ export class Worker {
   private consumer: JobConsumer | undefined;
 
   constructor(
-    private readonly service: PredictionService,
+    private readonly lifecycle: PredictionLifecycle,
+    private readonly models: readonly ModelAdapter[],
     private readonly queue: JobQueue,
     private readonly log: (line: string) => void = () => {},
     private readonly concurrency = 1,
@@ -32,27 +33,27 @@ export class Worker {
     } catch (err) {
       // A fault of the server (the store, the disk), not of the prediction: say so and go on.
       const message = publicErrorMessage(err, "running the prediction", (line) => this.log(`worker: ${id}: ${line}`));
-      await this.service.fail(id, message).catch(() => undefined);
+      await this.lifecycle.fail(id, message).catch(() => undefined);
       return "done";
     }
   }
 
   private async runOne(id: string): Promise<JobOutcome> {
-    const job = await this.service.begin(id);
+    const job = await this.lifecycle.begin(id);
     if (!job) return "done";
     const { attempt, signal } = job;
     const adapter = this.adapterFor(job.prediction.version);
     if (!adapter) {
-      await this.service.fail(id, `No model serves version ${job.prediction.version} on this server.`, attempt);
+      await this.lifecycle.fail(id, `No model serves version ${job.prediction.version} on this server.`, attempt);
       return "done";
     }
     // Log lines are written in order, and all of them before the prediction completes.
     let logs: Promise<void> = Promise.resolve();
     const appendLog = (line: string) => {
-      logs = logs.then(() => this.service.appendLog(id, line)).catch(() => undefined);
+      logs = logs.then(() => this.lifecycle.appendLog(id, line)).catch(() => undefined);
     };
     const interrupted = async (): Promise<JobOutcome> => {
-      await this.service.interrupted(id, signal.reason, attempt);
+      await this.lifecycle.interrupted(id, signal.reason, attempt);
       return signal.reason === "shutdown" ? "requeue" : "done";
     };
     try {
@@ -63,31 +64,31 @@ export class Worker {
       });
       const outputs = await adapter.predict(job.prediction.input, {
         log: appendLog,
-        preview: (preview) => this.service.preview(id, preview),
+        preview: (preview) => this.lifecycle.preview(id, preview),
         stepTime: this.onStepTime,
         signal,
       });
       await logs;
       if (signal.aborted) return await interrupted();
-      await this.service.succeed(id, outputs, attempt);
+      await this.lifecycle.succeed(id, outputs, attempt);
     } catch (err) {
       await logs;
       if (signal.aborted) return await interrupted();
       if (err instanceof PredictionError) {
-        await this.service.fail(id, err.message, attempt);
+        await this.lifecycle.fail(id, err.message, attempt);
       } else {
         const message = publicErrorMessage(err, "running the prediction", (line) => this.log(`worker: ${id}: ${line}`));
-        await this.service.fail(id, message, attempt);
+        await this.lifecycle.fail(id, message, attempt);
       }
     }
     return "done";
   }
 
   private adapterFor(version: string): ModelAdapter | undefined {
-    return this.service.models.find((m) => isVersionOf(m, version));
+    return this.models.find((m) => isVersionOf(m, version));
   }
 
-  /** Stops taking jobs; the running ones are interrupted by the service's shutdown and handed back. */
+  /** Stops taking jobs; the running ones are interrupted by the lifecycle's shutdown and handed back. */
   async stop(): Promise<void> {
     await this.consumer?.stop();
   }

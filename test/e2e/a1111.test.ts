@@ -360,3 +360,17 @@ test("a client that hangs up mid-txt2img: that call's predictions are canceled",
     ["abandoned", "abandoned"],
   );
 });
+
+test("/openapi.json describes the A1111 routes from their schemas, behind Basic or a token", async () => {
+  const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as {
+    paths: Record<string, Record<string, { security?: unknown; requestBody?: unknown }>>;
+    components: { securitySchemes: Record<string, unknown> };
+  };
+  const txt2img = doc.paths["/sdapi/v1/txt2img"]?.["post"];
+  assert.ok(txt2img?.requestBody, "txt2img's body");
+  assert.deepEqual(txt2img?.security, [{ basicAuth: [] }, { bearerAuth: [] }]);
+  for (const path of ["/sdapi/v1/options", "/sdapi/v1/sd-models", "/sdapi/v1/progress"]) {
+    assert.ok(doc.paths[path]?.["get"], path);
+  }
+  assert.deepEqual(doc.components.securitySchemes["basicAuth"], { type: "http", scheme: "basic" });
+});

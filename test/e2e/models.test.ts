@@ -125,11 +125,8 @@ test("GET /openapi.json describes the server, with the model's Input schema for 
   assert.equal(res.status, 200);
   const doc = (await res.json()) as {
     openapi: string;
-    paths: Record<
-      string,
-      Record<string, { requestBody?: { content: Record<string, { schema: { properties: Record<string, unknown> } }> } }>
-    >;
-    components: { schemas: Record<string, unknown> };
+    paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: { $ref: string } }> } }>>;
+    components: { schemas: Record<string, Record<string, unknown>> };
   };
   assert.match(doc.openapi, /^3\.1/);
   for (const path of [
@@ -141,10 +138,21 @@ test("GET /openapi.json describes the server, with the model's Input schema for 
   ]) {
     assert.ok(doc.paths[path], path);
   }
-  const body = doc.paths["/v1/predictions"]?.["post"]?.requestBody?.content["application/json"]?.schema;
-  assert.deepEqual(body?.properties["input"], { $ref: "#/components/schemas/Input" });
+  const ref = doc.paths["/v1/predictions"]?.["post"]?.requestBody?.content["application/json"]?.schema.$ref ?? "";
+  const body = doc.components.schemas[ref.replace("#/components/schemas/", "")] as {
+    properties: Record<string, { anyOf?: unknown[] }>;
+  };
+  // The served model's components are named after it, and its own $refs point at its own enums.
+  const prefix = "stability-ai.stable-diffusion.";
+  assert.deepEqual(body.properties["input"]?.anyOf, [{ $ref: `#/components/schemas/${prefix}Input` }]);
   const model = await replicate.models.get("stability-ai", "stable-diffusion");
   const published = schemasOf(model.latest_version);
-  assert.deepEqual(doc.components.schemas["Input"], published["Input"]);
-  assert.deepEqual(doc.components.schemas["width"], published["width"]);
+  assert.deepEqual(
+    doc.components.schemas[`${prefix}Input`],
+    JSON.parse(
+      JSON.stringify(published["Input"]).replaceAll("#/components/schemas/", `#/components/schemas/${prefix}`),
+    ),
+  );
+  assert.deepEqual(doc.components.schemas[`${prefix}width`], published["width"]);
+  assert.ok(doc.components.schemas[`${prefix}Output`]);
 });

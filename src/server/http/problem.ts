@@ -4,6 +4,14 @@
  */
 import type { InvalidField } from "../models/json-schema.js";
 import { describeInvalidFields } from "../models/json-schema.js";
+import {
+  GoneError,
+  InvalidInputError,
+  NotFoundError,
+  QueueFullError,
+  TokenQueueFullError,
+  UnknownVersionError,
+} from "../predictions/errors.js";
 
 export class HttpProblem extends Error {
   constructor(
@@ -42,4 +50,25 @@ export function validationFailed(fields: readonly InvalidField[]): HttpProblem {
 export function throttled(retryAfterSeconds: number, detail: string): HttpProblem {
   const s = Math.max(1, Math.ceil(retryAfterSeconds));
   return new HttpProblem(429, "Too Many Requests", detail, { retry_after: s }, { "Retry-After": String(s) });
+}
+
+export const gone = (detail: string) => new HttpProblem(410, "Gone", detail);
+
+/** Seconds a client is asked to wait when the queue is full. */
+const QUEUE_FULL_RETRY_S = 10;
+
+/**
+ * The one place where the service's domain errors become HTTP problems; undefined for anything
+ * else (a fault of the server, or an error Fastify raised itself).
+ */
+export function problemOf(err: unknown): HttpProblem | undefined {
+  if (err instanceof HttpProblem) return err;
+  if (err instanceof InvalidInputError) return validationFailed(err.fields);
+  if (err instanceof NotFoundError) return notFound();
+  if (err instanceof UnknownVersionError) return invalidVersion();
+  if (err instanceof QueueFullError || err instanceof TokenQueueFullError) {
+    return throttled(QUEUE_FULL_RETRY_S, err.message);
+  }
+  if (err instanceof GoneError) return gone(err.message);
+  return undefined;
 }

@@ -77,11 +77,25 @@ export interface SetupProgress {
   };
 }
 
+/** What an image request may ask of the model: APIs with their own parameters (OpenAI's n and size) check against these. */
+export interface ImageLimits {
+  /** Images per prediction, at most. */
+  maxOutputs: number;
+  widths: readonly number[];
+  heights: readonly number[];
+  /** width × height, at most. */
+  maxPixels: number;
+  /** The size made when none is asked for. */
+  defaultWidth: number;
+  defaultHeight: number;
+}
+
 export interface ModelAdapter {
   readonly model: ModelDescription;
   readonly version: ModelVersion;
   /** `components.schemas` of the version's OpenAPI document: Input, Output and the enums they reference. */
   readonly schemas: Record<string, JsonSchema>;
+  readonly imageLimits: ImageLimits;
   /** Checks an `input` object against the Input schema; [] when valid. Fields are named "input.<name>". */
   validateInput(input: unknown): InvalidField[];
   /** Loads the weights; predictions wait for it. */

@@ -24,6 +24,7 @@ import { DownloadTracker } from "./download-tracker.js";
 import { EngineHost, EngineStoppedError, type StepReport } from "./engine-host.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
 import {
+  type ImageLimits,
   type ModelAdapter,
   type ModelDescription,
   type ModelState,
@@ -210,11 +211,26 @@ function setupFailure(err: unknown, spec: ModelSpec, log?: (line: string) => voi
   return `${message}. Point ${where} at a diffusers-format folder or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
 }
 
+/** The limits of the Input schema (sizes, outputs) and of memory (pixels), for APIs with parameters of their own. */
+export function imageLimitsOf(schemas: Record<string, JsonSchema>): ImageLimits {
+  const props = schemas["Input"]?.properties ?? {};
+  const numbers = (name: string) => ((schemas[name]?.enum ?? []) as number[]).filter((v) => typeof v === "number");
+  return {
+    maxOutputs: props["num_outputs"]?.maximum ?? 1,
+    widths: numbers("width"),
+    heights: numbers("height"),
+    maxPixels: MAX_PIXELS,
+    defaultWidth: props["width"]?.["default"] as number,
+    defaultHeight: props["height"]?.["default"] as number,
+  };
+}
+
 export class StableDiffusionAdapter implements ModelAdapter {
   readonly model: ModelDescription;
   readonly version: ModelVersion;
   readonly schemas: Record<string, JsonSchema>;
   readonly spec: ModelSpec;
+  readonly imageLimits: ImageLimits;
   state: ModelState = "STARTING";
   setupError: string | undefined;
   /** The engine process running the model (engine-host.ts); replaced when it dies. */
@@ -260,6 +276,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
       aliases: this.spec.versionAliases,
     };
     this.schemas = stableDiffusionSchemas(this.spec.defaults);
+    this.imageLimits = imageLimitsOf(this.schemas);
   }
 
   get setupProgress(): SetupProgress | undefined {

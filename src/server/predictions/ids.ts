@@ -64,7 +64,10 @@ export function secondsBetween(from: string, to: string): number {
 }
 
 export function parseMicros(ts: string): number {
-  const m = /\.(\d{1,6})Z$/.exec(ts);
-  const base = Date.parse(ts.replace(/\.\d+Z$/, "Z"));
-  return base * 1000 + (m ? Number((m[1] as string).padEnd(6, "0")) : 0);
+  // Stored form: 2025-03-02T10:15:30.123456Z (fraction optional, up to 6 digits). Read on every response.
+  const dot = ts.indexOf(".", 19);
+  if (dot < 0 || !ts.endsWith("Z")) return Date.parse(ts) * 1000;
+  const fraction = ts.slice(dot + 1, -1);
+  const base = Date.parse(`${ts.slice(0, dot)}Z`);
+  return base * 1000 + (/^\d{1,6}$/.test(fraction) ? Number(fraction.padEnd(6, "0")) : 0);
 }

@@ -1,7 +1,8 @@
 /** A prediction as the server keeps it (the API's JSON is made from it by serialize.ts). */
 
 /** Replicate's five states, exactly; nothing else is ever stored or sent (spec §2.3, §10.3). */
-export type PredictionStatus = "starting" | "processing" | "succeeded" | "failed" | "canceled";
+export const PREDICTION_STATUSES = ["starting", "processing", "succeeded", "failed", "canceled"] as const;
+export type PredictionStatus = (typeof PREDICTION_STATUSES)[number];
 
 export const TERMINAL_STATUSES: readonly PredictionStatus[] = ["succeeded", "failed", "canceled"];
 export const UNFINISHED_STATUSES: readonly PredictionStatus[] = ["starting", "processing"];
@@ -10,8 +11,9 @@ export function isTerminal(status: PredictionStatus): boolean {
   return TERMINAL_STATUSES.includes(status);
 }
 
-export type WebhookEvent = "start" | "output" | "logs" | "completed";
-export const WEBHOOK_EVENTS: readonly WebhookEvent[] = ["start", "output", "logs", "completed"];
+/** The events a webhook may ask for (webhook_events_filter), in the order they happen. */
+export const WEBHOOK_EVENTS = ["start", "output", "logs", "completed"] as const;
+export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 
 export interface PredictionRecord {
   id: string;

@@ -66,6 +66,7 @@ export function toApiPrediction(
   opts: { asStarting?: boolean } = {},
 ): ApiPrediction {
   const starting = opts.asStarting && p.status !== "starting";
+  // Built in the order Replicate's objects have (optional fields, then metrics and urls last).
   const out: ApiPrediction = {
     id: p.id,
     model: p.model,
@@ -80,19 +81,17 @@ export function toApiPrediction(
     created_at: p.createdAt,
     started_at: p.startedAt,
     completed_at: starting ? null : p.completedAt,
-    metrics: starting ? {} : metrics(p),
-    urls: {
-      get: `${base.api}/predictions/${p.id}`,
-      cancel: `${base.api}/predictions/${p.id}/cancel`,
-      stream: streamUrl(base, p),
-      // The page is a capability URL, like the stream: it opens in a browser without a token.
-      web: `${base.origin}/p/${p.streamKey}`,
-    },
-  };
+  } as ApiPrediction;
   if (p.webhook) out.webhook = p.webhook;
   if (p.webhookEventsFilter) out.webhook_events_filter = p.webhookEventsFilter;
   if (p.deadline) out.deadline = p.deadline;
-  // Put urls last, after the optional fields, as Replicate's objects have it.
-  const { metrics: m, urls, ...rest } = out;
-  return { ...rest, metrics: m, urls };
+  out.metrics = starting ? {} : metrics(p);
+  out.urls = {
+    get: `${base.api}/predictions/${p.id}`,
+    cancel: `${base.api}/predictions/${p.id}/cancel`,
+    stream: streamUrl(base, p),
+    // The page is a capability URL, like the stream: it opens in a browser without a token.
+    web: `${base.origin}/p/${p.streamKey}`,
+  };
+  return out;
 }

@@ -12,17 +12,18 @@
 import { randomInt } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { urlBaseOf } from "../http/headers.js";
-import { HttpProblem } from "../http/problem.js";
+import { problemOf } from "../http/problem.js";
 import type { JsonSchema } from "../models/json-schema.js";
 import type { ModelAdapter } from "../models/model.js";
 import type { PredictionRecord } from "../predictions/prediction.js";
 import type { PredictionService } from "../predictions/service.js";
+import type { RouteSchema } from "../schemas/openapi.js";
 
 export interface A1111Options {
   service: PredictionService;
   publicBaseUrl: string | undefined;
   /** Accepts Basic (--api-auth) and Bearer; sets req.account. */
-  authenticate: (req: FastifyRequest) => Promise<void>;
+  authenticate: (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
   /** The server's version, reported as A1111 reports its own. */
   version: string;
 }
@@ -47,6 +48,51 @@ function invalid(field: string | (string | number)[], msg: string, type = "value
 /** A1111's HTTPException, as its exception middleware writes it. */
 function httpException(status: number, detail: string): A1111Error {
   return new A1111Error(status, { error: "HTTPException", detail, body: "", errors: "" });
+}
+
+/** Any error at this edge, in A1111's shapes (FastAPI's for validation, its middleware's otherwise). */
+function toA1111Error(err: unknown, logFault: (err: unknown) => void): A1111Error {
+  if (err instanceof A1111Error) return err;
+  const problem = problemOf(err);
+  if (problem?.status === 401) {
+    return new A1111Error(401, { detail: "Incorrect username or password" }, { "WWW-Authenticate": "Basic" });
+  }
+  if (problem?.status === 400) {
+    // A body that is not JSON (or not an object): FastAPI answers 422 with the decoding error.
+    return new A1111Error(422, { detail: [{ loc: ["body"], msg: problem.detail, type: "value_error.jsondecode" }] });
+  }
+  if (problem?.status === 422) {
+    const fields = (problem.extra["invalid_fields"] ?? []) as { field: string; description: string; type: string }[];
+    return new A1111Error(422, {
+      detail: fields.map((f) => ({
+        loc: [
+          "body",
+          ...f.field
+            .replace(/^input\./, "")
+            .split(".")
+            .filter(Boolean),
+        ],
+        msg: f.description,
+        type: `value_error.${f.type}`,
+      })),
+    });
+  }
+  if (problem) {
+    return new A1111Error(
+      problem.status,
+      { error: "HTTPException", detail: problem.detail, body: "", errors: "" },
+      problem.headers,
+    );
+  }
+  const status = (err as { statusCode?: number }).statusCode;
+  if (status && status >= 400 && status < 500) return httpException(status, (err as Error).message);
+  logFault(err);
+  return new A1111Error(500, {
+    error: "RuntimeError",
+    detail: "",
+    body: "",
+    errors: "The server failed to handle this request.",
+  });
 }
 
 /**
@@ -132,6 +178,96 @@ const MAX_IMAGES = 16;
 /** A1111 draws seeds below 2³² − 1 (random.randrange(4294967294)). */
 const SEED_LIMIT = 4294967294;
 
+const integer = (minimum: number, maximum: number): JsonSchema => ({ type: "integer", minimum, maximum });
+
+/**
+ * txt2img's request as far as it is read here (StableDiffusionTxt2ImgProcessingAPI's fields; A1111
+ * takes null for its optional fields, and so does this route; unknown keys are ignored). The
+ * model's own limits (sizes, prompt length) are checked against the model chosen.
+ */
+const TXT2IMG_BODY: JsonSchema = {
+  type: "object",
+  properties: {
+    prompt: { type: "string" },
+    negative_prompt: { type: "string" },
+    seed: { ...integer(-1, SEED_LIMIT - 1), description: "-1: a random seed" },
+    subseed: { type: "integer", description: "Accepted; variation seeds are not made here" },
+    subseed_strength: { type: "number" },
+    sampler_name: { type: "string", description: "An A1111 sampler name, such as Euler a or DPM++ 2M" },
+    sampler_index: { type: "string", description: "The older name of sampler_name" },
+    scheduler: { type: "string", description: "Schedule type: Automatic" },
+    batch_size: integer(1, MAX_IMAGES),
+    n_iter: integer(1, MAX_IMAGES),
+    steps: integer(1, 500),
+    cfg_scale: { type: "number", minimum: 0, maximum: 100 },
+    width: integer(8, 16384),
+    height: integer(8, 16384),
+    denoising_strength: { type: "number", minimum: 0, maximum: 1 },
+    clip_skip: integer(1, 12),
+    send_images: { type: "boolean" },
+    save_images: { type: "boolean" },
+    override_settings: {
+      type: "object",
+      properties: {
+        sd_model_checkpoint: { type: "string" },
+        CLIP_stop_at_last_layers: integer(1, 12),
+        sd_vae: { type: "string" },
+      },
+    },
+    override_settings_restore_afterwards: { type: "boolean" },
+  },
+};
+
+const TXT2IMG_RESPONSE: JsonSchema = {
+  type: "object",
+  required: ["images", "parameters", "info"],
+  properties: {
+    images: { type: "array", items: { type: "string", description: "A PNG, base64" } },
+    parameters: { type: "object", additionalProperties: true },
+    info: { type: "string", description: "JSON: seed, all_seeds, infotexts, …" },
+  },
+};
+const ANY_OBJECT: JsonSchema = { type: "object", additionalProperties: true };
+const list = (items: JsonSchema): JsonSchema => ({ type: "array", items });
+const CHECKPOINT: JsonSchema = {
+  type: "object",
+  required: ["title", "model_name", "hash", "sha256", "filename", "config"],
+  properties: {
+    title: { type: "string" },
+    model_name: { type: "string" },
+    hash: { type: "string" },
+    sha256: { type: "string" },
+    filename: { type: "string" },
+    config: { type: "null" },
+  },
+};
+/** A1111's routes in /openapi.json: HTTP Basic (--api-auth) or a token. */
+const doc = (summary: string, response: JsonSchema): RouteSchema => ({
+  summary,
+  security: [{ basicAuth: [] }, { bearerAuth: [] }],
+  response: { 200: response },
+});
+
+interface Txt2ImgBody {
+  prompt?: string;
+  negative_prompt?: string;
+  seed?: number;
+  sampler_name?: string;
+  sampler_index?: string;
+  scheduler?: string;
+  batch_size?: number;
+  n_iter?: number;
+  steps?: number;
+  cfg_scale?: number;
+  width?: number;
+  height?: number;
+  denoising_strength?: number;
+  clip_skip?: number;
+  send_images?: boolean;
+  override_settings?: { sd_model_checkpoint?: string; CLIP_stop_at_last_layers?: number; sd_vae?: string };
+  override_settings_restore_afterwards?: boolean;
+}
+
 /** 10 hex characters, as A1111's short checkpoint hash; ours is the version id's start. */
 function shortHash(m: ModelAdapter): string {
   return m.version.id.slice(0, 10);
@@ -173,27 +309,6 @@ interface Task {
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
-
-function int(body: Record<string, unknown>, key: string, def: number, min: number, max: number): number {
-  const v = body[key] ?? def;
-  if (typeof v !== "number" || !Number.isInteger(v))
-    throw invalid(key, "value is not a valid integer", "type_error.integer");
-  if (v < min || v > max) throw invalid(key, `ensure this value is between ${min} and ${max}`, "value_error.number");
-  return v;
-}
-
-function num(body: Record<string, unknown>, key: string, def: number): number {
-  const v = body[key] ?? def;
-  if (typeof v !== "number" || !Number.isFinite(v))
-    throw invalid(key, "value is not a valid float", "type_error.float");
-  return v;
-}
-
-function str(body: Record<string, unknown>, key: string, def: string | null): string | null {
-  const v = body[key] ?? def;
-  if (v !== null && typeof v !== "string") throw invalid(key, "str type expected", "type_error.str");
-  return v;
-}
 
 /** The sampler and schedule of a request, as A1111 resolves them ("DPM++ 2M Karras" is sampler + schedule). */
 function resolveSampler(samplerName: string | null, scheduler: string | null): { sampler: string; schedule: string } {
@@ -255,55 +370,24 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
   const current = (account: string) => checkpoints.get(account) ?? service.models[0];
 
   app.setErrorHandler((err, req, reply) => {
-    let e: A1111Error;
-    if (err instanceof A1111Error) e = err;
-    else if (err instanceof HttpProblem) {
-      if (err.status === 401) {
-        e = new A1111Error(401, { detail: "Incorrect username or password" }, { "WWW-Authenticate": "Basic" });
-      } else if (err.status === 400) {
-        // A body that is not JSON: FastAPI answers 422 with the decoding error.
-        e = new A1111Error(422, { detail: [{ loc: ["body"], msg: err.detail, type: "value_error.jsondecode" }] });
-      } else if (err.status === 422) {
-        const fields = (err.extra["invalid_fields"] ?? []) as { field: string; description: string; type: string }[];
-        e = new A1111Error(422, {
-          detail: fields.map((f) => ({
-            loc: ["body", ...f.field.replace(/^input\./, "").split(".")],
-            msg: f.description,
-            type: `value_error.${f.type}`,
-          })),
-        });
-      } else {
-        e = new A1111Error(
-          err.status,
-          { error: "HTTPException", detail: err.detail, body: "", errors: "" },
-          err.headers,
-        );
-      }
-    } else {
-      const status = (err as { statusCode?: number }).statusCode;
-      if (status && status >= 400 && status < 500) e = httpException(status, (err as Error).message);
-      else {
-        req.log.error({ err }, "A1111 request failed");
-        e = new A1111Error(500, {
-          error: "RuntimeError",
-          detail: "",
-          body: "",
-          errors: "The server failed to handle this request.",
-        });
-      }
-    }
+    const e = toA1111Error(err, (error) => req.log.error({ err: error }, "A1111 request failed"));
     for (const [k, v] of Object.entries(e.headers)) reply.header(k, v);
     return reply.code(e.status).send(e.body);
   });
   app.addHook("onRequest", opts.authenticate);
 
-  const objectBody = (req: FastifyRequest): Record<string, unknown> => {
-    const body = req.body ?? {};
-    if (!isRecord(body)) throw invalid([], "value is not a valid dict", "type_error.dict");
-    return body;
-  };
+  // A1111's optional fields take null as "not given": so do these routes, before their schemas are checked.
+  app.addHook("preValidation", (req, _reply, done) => {
+    const strip = (o: unknown) => {
+      if (!isRecord(o)) return;
+      for (const [key, value] of Object.entries(o)) if (value === null) delete o[key];
+    };
+    strip(req.body);
+    if (isRecord(req.body)) strip(req.body["override_settings"]);
+    done();
+  });
 
-  app.get("/sd-models", async () =>
+  app.get("/sd-models", { schema: doc("The served models as A1111 checkpoints", list(CHECKPOINT)) }, async () =>
     service.models.map((m) => ({
       title: modelTitle(m),
       model_name: modelName(m),
@@ -325,12 +409,16 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       sd_checkpoints_limit: service.models.length,
     };
   };
-  app.get("/options", async (req) => optionsOf(req.account));
-  app.post("/options", async (req) => {
-    const body = objectBody(req);
-    const wanted = body["sd_model_checkpoint"];
-    if (wanted !== undefined && wanted !== null) {
-      if (typeof wanted !== "string") throw invalid("sd_model_checkpoint", "str type expected", "type_error.str");
+  app.get("/options", { schema: doc("The account's options: sd_model_checkpoint", ANY_OBJECT) }, async (req) =>
+    optionsOf(req.account),
+  );
+  const optionsPost = {
+    ...doc("Switches the account's checkpoint; the other options sent are accepted and not kept", { type: "null" }),
+    body: { type: "object", properties: { sd_model_checkpoint: { type: "string" } } },
+  };
+  app.post("/options", { schema: optionsPost }, async (req) => {
+    const wanted = (req.body as { sd_model_checkpoint?: string } | undefined)?.sd_model_checkpoint;
+    if (wanted !== undefined) {
       const m = findCheckpoint(service.models, wanted);
       if (!m) throw httpException(404, `model ${JSON.stringify(wanted)} not found`);
       checkpoints.set(req.account, m);
@@ -339,18 +427,28 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     return null;
   });
 
-  app.get("/samplers", async () => Object.keys(SAMPLERS).map((name) => ({ name, aliases: [], options: {} })));
-  app.get("/schedulers", async () => [
+  app.get("/samplers", { schema: doc("The samplers served", list(ANY_OBJECT)) }, async () =>
+    Object.keys(SAMPLERS).map((name) => ({ name, aliases: [], options: {} })),
+  );
+  app.get("/schedulers", { schema: doc("The schedule types served", list(ANY_OBJECT)) }, async () => [
     { name: "automatic", label: "Automatic", aliases: null, default_rho: -1, need_inner_model: false },
   ]);
-  app.get("/upscalers", async () => [{ name: "None", model_name: null, model_path: null, model_url: null, scale: 4 }]);
-  app.get("/latent-upscale-modes", async () => []);
-  app.get("/sd-vae", async () => []);
-  app.get("/loras", async () => []);
-  app.get("/embeddings", async () => ({ loaded: {}, skipped: {} }));
-  app.get("/cmd-flags", async () => ({ api: true, api_auth: null }));
+  app.get("/upscalers", { schema: doc("Upscalers: None (hires fix is not made here)", list(ANY_OBJECT)) }, async () => [
+    { name: "None", model_name: null, model_path: null, model_url: null, scale: 4 },
+  ]);
+  app.get("/latent-upscale-modes", { schema: doc("Latent upscale modes: none", list(ANY_OBJECT)) }, async () => []);
+  app.get("/sd-vae", { schema: doc("VAEs to swap in: none", list(ANY_OBJECT)) }, async () => []);
+  app.get("/loras", { schema: doc("LoRAs: none listed", list(ANY_OBJECT)) }, async () => []);
+  app.get("/embeddings", { schema: doc("Textual-inversion embeddings: none listed", ANY_OBJECT) }, async () => ({
+    loaded: {},
+    skipped: {},
+  }));
+  app.get("/cmd-flags", { schema: doc("The flags A1111 clients look for", ANY_OBJECT) }, async () => ({
+    api: true,
+    api_auth: null,
+  }));
 
-  app.get("/progress", async (req) => {
+  app.get("/progress", { schema: doc("The account's txt2img calls in flight", ANY_OBJECT) }, async (req) => {
     const mine = [...(tasks.get(req.account) ?? [])];
     const idle = {
       progress: 0,
@@ -404,48 +502,52 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     for (const task of tasks.get(account) ?? []) await stopTask(account, task, which);
     return {};
   };
-  app.post("/interrupt", async (req) => stop(req.account, "all"));
-  app.post("/skip", async (req) => stop(req.account, "current"));
+  app.post("/interrupt", { schema: doc("Stops the account's txt2img calls", ANY_OBJECT) }, async (req) =>
+    stop(req.account, "all"),
+  );
+  app.post("/skip", { schema: doc("Stops the image being made now; the call goes on", ANY_OBJECT) }, async (req) =>
+    stop(req.account, "current"),
+  );
 
-  app.post("/txt2img", async (req: FastifyRequest, reply: FastifyReply) => {
-    const body = objectBody(req);
-    const prompt = str(body, "prompt", "") as string;
-    const negative = str(body, "negative_prompt", "") as string;
-    const steps = int(body, "steps", TXT2IMG_DEFAULTS.steps, 1, 500);
-    const cfg = num(body, "cfg_scale", TXT2IMG_DEFAULTS.cfg_scale);
-    const width = int(body, "width", TXT2IMG_DEFAULTS.width, 1, 16384);
-    const height = int(body, "height", TXT2IMG_DEFAULTS.height, 1, 16384);
-    const batchSize = int(body, "batch_size", 1, 1, MAX_IMAGES);
-    const nIter = int(body, "n_iter", 1, 1, MAX_IMAGES);
+  const txt2imgSchema = {
+    ...doc("Makes images from a prompt: one prediction per image, seed + i", TXT2IMG_RESPONSE),
+    body: TXT2IMG_BODY,
+  };
+  app.post("/txt2img", { schema: txt2imgSchema }, async (req: FastifyRequest, reply: FastifyReply) => {
+    // The schema (TXT2IMG_BODY) has checked every type and range; A1111's defaults fill the rest.
+    const body = (req.body ?? {}) as Txt2ImgBody;
+    const prompt = body.prompt ?? "";
+    const negative = body.negative_prompt ?? "";
+    const steps = body.steps ?? TXT2IMG_DEFAULTS.steps;
+    const cfg = body.cfg_scale ?? TXT2IMG_DEFAULTS.cfg_scale;
+    const width = body.width ?? TXT2IMG_DEFAULTS.width;
+    const height = body.height ?? TXT2IMG_DEFAULTS.height;
+    const batchSize = body.batch_size ?? 1;
+    const nIter = body.n_iter ?? 1;
     if (batchSize * nIter > MAX_IMAGES) {
       throw invalid("batch_size", `batch_size × n_iter is at most ${MAX_IMAGES} here`);
     }
-    const seedIn = int(body, "seed", -1, -1, SEED_LIMIT - 1);
-    const sendImages = body["send_images"] ?? true;
-    if (typeof sendImages !== "boolean")
-      throw invalid("send_images", "value could not be parsed to a boolean", "type_error.bool");
-    const samplerName = str(body, "sampler_name", null) ?? str(body, "sampler_index", null);
-    const { sampler, schedule } = resolveSampler(samplerName, str(body, "scheduler", null));
+    const seedIn = body.seed ?? -1;
+    const sendImages = body.send_images ?? true;
+    const { sampler, schedule } = resolveSampler(
+      body.sampler_name ?? body.sampler_index ?? null,
+      body.scheduler ?? null,
+    );
 
-    const overrides = body["override_settings"] ?? {};
-    if (!isRecord(overrides)) throw invalid("override_settings", "value is not a valid dict", "type_error.dict");
+    const overrides = body.override_settings ?? {};
     let model = current(req.account);
-    const ckpt = overrides["sd_model_checkpoint"];
-    if (ckpt !== undefined && ckpt !== null) {
-      if (typeof ckpt !== "string") throw invalid(["override_settings", "sd_model_checkpoint"], "str type expected");
+    const ckpt = overrides.sd_model_checkpoint;
+    if (ckpt !== undefined) {
       model = findCheckpoint(service.models, ckpt);
       if (!model) throw httpException(404, `model ${JSON.stringify(ckpt)} not found`);
-      if (body["override_settings_restore_afterwards"] === false) checkpoints.set(req.account, model);
+      if (body.override_settings_restore_afterwards === false) checkpoints.set(req.account, model);
     }
     if (!model) throw httpException(503, "No model is served.");
-    const vae = overrides["sd_vae"];
-    if (vae !== undefined && vae !== null && !["Automatic", "None", ""].includes(String(vae))) {
+    const vae = overrides.sd_vae;
+    if (vae !== undefined && !["Automatic", "None", ""].includes(vae)) {
       throw httpException(404, `VAE ${JSON.stringify(vae)} not found`);
     }
-    const clipSkip = overrides["CLIP_stop_at_last_layers"] ?? body["clip_skip"] ?? 1;
-    if (typeof clipSkip !== "number" || !Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > 12) {
-      throw invalid(["override_settings", "CLIP_stop_at_last_layers"], "ensure this value is an integer from 1 to 12");
-    }
+    const clipSkip = overrides.CLIP_stop_at_last_layers ?? body.clip_skip ?? 1;
     const sizes = sizesOf(model);
     for (const [key, v] of [
       ["width", width],
@@ -544,7 +646,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       madeSeeds.push(seeds[i] as number);
       if (!sendImages) continue;
       const name = p.output?.[0];
-      const file = name ? await service.outputFile(p, name) : undefined;
+      const file = name ? await service.outputs.ofPrediction(p, name) : undefined;
       if (!file)
         throw new A1111Error(500, {
           error: "RuntimeError",
@@ -593,7 +695,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       sd_vae_hash: null,
       seed_resize_from_w: -1,
       seed_resize_from_h: -1,
-      denoising_strength: body["denoising_strength"] ?? null,
+      denoising_strength: body.denoising_strength ?? null,
       extra_generation_params: {},
       index_of_first_image: 0,
       infotexts: infoSeeds.map(text),
@@ -606,7 +708,9 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     const parameters = Object.fromEntries(
       Object.keys(TXT2IMG_DEFAULTS).map((k) => [
         k,
-        Object.hasOwn(body, k) ? body[k] : (TXT2IMG_DEFAULTS as Record<string, unknown>)[k],
+        Object.hasOwn(body, k)
+          ? (body as Record<string, unknown>)[k]
+          : (TXT2IMG_DEFAULTS as Record<string, unknown>)[k],
       ]),
     );
     return { images, parameters, info: JSON.stringify(info) };

@@ -4,20 +4,35 @@
  * With S3 storage and SDSERVE_OUTPUT_URLS=presigned, the answer is a redirect to a presigned URL.
  */
 import type { FastifyInstance } from "fastify";
-import { HttpProblem, notFound } from "../http/problem.js";
+import { NotFoundError } from "../predictions/errors.js";
 import type { PredictionService } from "../predictions/service.js";
+import { PROBLEM } from "../schemas/definitions.js";
+import type { RouteSchema } from "../schemas/openapi.js";
+
+const FILE_SCHEMA: RouteSchema = {
+  summary: "An output file (a capability URL: no token needed)",
+  params: {
+    type: "object",
+    required: ["files_key", "name"],
+    properties: { files_key: { type: "string" }, name: { type: "string", description: "out-0.png, …" } },
+  },
+  response: {
+    200: { content: { "image/png": { schema: { type: "string", contentMediaType: "image/png" } } } },
+    302: { type: "null" },
+    404: PROBLEM,
+    410: PROBLEM,
+  },
+};
 
 export async function fileRoutes(app: FastifyInstance, opts: { service: PredictionService }): Promise<void> {
-  app.route<{ Params: { key: string; name: string } }>({
+  app.route<{ Params: { files_key: string; name: string } }>({
     method: ["GET", "HEAD"],
-    url: "/files/:key/:name",
+    url: "/files/:files_key/:name",
     exposeHeadRoute: false,
+    schema: FILE_SCHEMA,
     handler: async (req, reply) => {
-      const file = await opts.service.file(req.params.key, req.params.name);
-      if (file === "gone") {
-        throw new HttpProblem(410, "Gone", "This output was removed when its retention period ended.");
-      }
-      if (!file) throw notFound();
+      const file = await opts.service.outputs.byKey(req.params.files_key, req.params.name);
+      if (!file) throw new NotFoundError("No such file");
       if ("redirect" in file)
         return reply.code(302).header("Location", file.redirect).header("Cache-Control", "no-store").send();
       reply

@@ -5,6 +5,25 @@
  */
 import type { FastifyInstance } from "fastify";
 import type { ModelAdapter } from "../models/model.js";
+import type { RouteSchema } from "../schemas/openapi.js";
+
+const HEALTH_SCHEMA: RouteSchema = {
+  summary: "Liveness and the models' setup (no token needed)",
+  response: {
+    200: {
+      type: "object",
+      required: ["status", "setup"],
+      properties: {
+        status: { type: "string", enum: ["STARTING", "READY", "SETUP_FAILED"] },
+        setup: {
+          type: "object",
+          additionalProperties: true,
+          description: "Per model (owner/name): its status, the download or load under way, or why setup failed",
+        },
+      },
+    },
+  },
+};
 
 function setupOf(m: ModelAdapter): Record<string, unknown> {
   const progress = m.state === "STARTING" ? m.setupProgress : undefined;
@@ -33,7 +52,7 @@ export async function healthRoutes(
   app: FastifyInstance,
   opts: { models: readonly ModelAdapter[]; runElsewhere?: boolean },
 ): Promise<void> {
-  app.get("/health-check", async () => {
+  app.get("/health-check", { schema: HEALTH_SCHEMA }, async () => {
     if (opts.runElsewhere) {
       return {
         status: "READY",

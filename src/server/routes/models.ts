@@ -5,10 +5,14 @@
  */
 import type { FastifyInstance } from "fastify";
 import { urlBaseOf } from "../http/headers.js";
-import { notFound } from "../http/problem.js";
+import { cogOpenApi } from "../models/cog-openapi.js";
+import type { JsonSchema } from "../models/json-schema.js";
 import { isVersionOf, type ModelAdapter } from "../models/model.js";
-import { cogOpenApi } from "../models/openapi.js";
+import { NotFoundError } from "../predictions/errors.js";
 import type { PredictionService } from "../predictions/service.js";
+import { component } from "../schemas/components.js";
+import { MODEL_PARAMS, PROBLEM } from "../schemas/definitions.js";
+import type { RouteSchema } from "../schemas/openapi.js";
 
 export interface ModelRoutesOptions {
   apiPrefix: string;
@@ -16,6 +20,116 @@ export interface ModelRoutesOptions {
   publicBaseUrl: string | undefined;
   provider: "cpu" | "cuda";
 }
+
+const NULLABLE_STRING = { type: ["string", "null"] } as unknown as JsonSchema;
+
+const VERSION = component("ModelVersion", {
+  type: "object",
+  required: ["id", "created_at", "cog_version", "openapi_schema"],
+  properties: {
+    id: { type: "string" },
+    created_at: { type: "string", format: "date-time" },
+    cog_version: { type: "string" },
+    openapi_schema: {
+      type: "object",
+      additionalProperties: true,
+      description: "As Cog publishes it: components.schemas holds the model's Input and Output",
+    },
+  },
+});
+
+const MODEL = component("Model", {
+  type: "object",
+  properties: {
+    url: { type: "string", format: "uri" },
+    owner: { type: "string" },
+    name: { type: "string" },
+    description: { type: "string" },
+    visibility: { type: "string", enum: ["public"] },
+    is_official: { type: "boolean" },
+    github_url: NULLABLE_STRING,
+    paper_url: NULLABLE_STRING,
+    license_url: NULLABLE_STRING,
+    run_count: { type: "integer" },
+    cover_image_url: NULLABLE_STRING,
+    default_example: { type: "null" },
+    latest_version: VERSION,
+  },
+});
+
+const page = (items: JsonSchema): JsonSchema => ({
+  type: "object",
+  required: ["next", "previous", "results"],
+  properties: { next: { type: "null" }, previous: { type: "null" }, results: { type: "array", items } },
+});
+
+/** OpenAI's model object, for OpenAI clients' models.list on the same path. */
+const OPENAI_MODEL: JsonSchema = {
+  type: "object",
+  required: ["id", "object", "created", "owned_by"],
+  properties: {
+    id: { type: "string", description: "owner/name, as `model` on /v1/images/generations takes it" },
+    object: { type: "string", enum: ["model"] },
+    created: { type: "integer" },
+    owned_by: { type: "string" },
+  },
+};
+const MODEL_LIST: RouteSchema = {
+  summary: "The served models: Replicate's page and OpenAI's list in one body",
+  response: {
+    200: {
+      ...page(MODEL),
+      required: ["next", "previous", "results", "object", "data"],
+      properties: {
+        ...page(MODEL).properties,
+        object: { type: "string", enum: ["list"] },
+        data: { type: "array", items: OPENAI_MODEL },
+      },
+    },
+  },
+};
+const MODEL_GET: RouteSchema = {
+  summary: "A model, with its latest version",
+  params: MODEL_PARAMS,
+  response: { 200: MODEL, 404: PROBLEM },
+};
+const VERSION_LIST: RouteSchema = {
+  summary: "A model's versions, newest first",
+  params: MODEL_PARAMS,
+  response: { 200: page(VERSION), 404: PROBLEM },
+};
+const VERSION_GET: RouteSchema = {
+  summary: "A version, with its openapi_schema",
+  params: {
+    type: "object",
+    required: ["model_owner", "model_name", "version_id"],
+    properties: { ...MODEL_PARAMS.properties, version_id: { type: "string" } },
+  },
+  response: { 200: VERSION, 404: PROBLEM },
+};
+const ACCOUNT_GET: RouteSchema = {
+  summary: "The token's account",
+  response: {
+    200: {
+      type: "object",
+      required: ["type", "username", "name"],
+      properties: { type: { type: "string" }, username: { type: "string" }, name: { type: "string" } },
+    },
+  },
+};
+const HARDWARE_LIST: RouteSchema = {
+  summary: "What this server runs on",
+  response: {
+    200: {
+      type: "array",
+      items: {
+        type: "object",
+        required: ["name", "sku"],
+        properties: { name: { type: "string" }, sku: { type: "string" } },
+      },
+    },
+  },
+};
 
 function versionJson(m: ModelAdapter) {
   return {
@@ -45,13 +159,13 @@ export async function modelRoutes(app: FastifyInstance, opts: ModelRoutesOptions
   });
   const find = (owner: string, name: string) => {
     const m = service.findModel(owner, name);
-    if (!m) throw notFound();
+    if (!m) throw new NotFoundError("No such model");
     return m;
   };
 
   // One path, two clients: Replicate's models.list reads {next, previous, results}, OpenAI's
   // models.list reads {object: "list", data}. Each ignores the other's keys.
-  app.get("/models", async (req) => {
+  app.get("/models", { schema: MODEL_LIST }, async (req) => {
     const { origin } = urlBaseOf(req, opts.apiPrefix, opts.publicBaseUrl);
     return {
       next: null,
@@ -67,25 +181,38 @@ export async function modelRoutes(app: FastifyInstance, opts: ModelRoutesOptions
     };
   });
 
-  app.get<{ Params: { owner: string; name: string } }>("/models/:owner/:name", async (req) => {
+  type ModelParams = { model_owner: string; model_name: string };
+  app.get<{ Params: ModelParams }>("/models/:model_owner/:model_name", { schema: MODEL_GET }, async (req) => {
     const { origin } = urlBaseOf(req, opts.apiPrefix, opts.publicBaseUrl);
-    return modelJson(find(req.params.owner, req.params.name), origin);
+    return modelJson(find(req.params.model_owner, req.params.model_name), origin);
   });
 
-  app.get<{ Params: { owner: string; name: string } }>("/models/:owner/:name/versions", async (req) => {
-    const m = find(req.params.owner, req.params.name);
-    return { next: null, previous: null, results: [versionJson(m)] };
-  });
+  app.get<{ Params: ModelParams }>(
+    "/models/:model_owner/:model_name/versions",
+    { schema: VERSION_LIST },
+    async (req) => {
+      const m = find(req.params.model_owner, req.params.model_name);
+      return { next: null, previous: null, results: [versionJson(m)] };
+    },
+  );
 
-  app.get<{ Params: { owner: string; name: string; id: string } }>("/models/:owner/:name/versions/:id", async (req) => {
-    const m = find(req.params.owner, req.params.name);
-    if (!isVersionOf(m, req.params.id)) throw notFound();
-    return versionJson(m);
-  });
+  app.get<{ Params: ModelParams & { version_id: string } }>(
+    "/models/:model_owner/:model_name/versions/:version_id",
+    { schema: VERSION_GET },
+    async (req) => {
+      const m = find(req.params.model_owner, req.params.model_name);
+      if (!isVersionOf(m, req.params.version_id)) throw new NotFoundError("No such version");
+      return versionJson(m);
+    },
+  );
 
-  app.get("/account", async () => ({ type: "user", username: "local", name: "sdserve local account" }));
+  app.get("/account", { schema: ACCOUNT_GET }, async () => ({
+    type: "user",
+    username: "local",
+    name: "sdserve local account",
+  }));
 
-  app.get("/hardware", async () =>
+  app.get("/hardware", { schema: HARDWARE_LIST }, async () =>
     opts.provider === "cuda"
       ? [
           { name: "Nvidia GPU (CUDA)", sku: "gpu" },

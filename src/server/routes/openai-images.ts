@@ -8,17 +8,20 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { urlBaseOf } from "../http/headers.js";
-import { HttpProblem } from "../http/problem.js";
+import { type HttpProblem, problemOf } from "../http/problem.js";
 import type { JsonSchema } from "../models/json-schema.js";
-import type { ModelAdapter } from "../models/model.js";
+import type { ImageLimits } from "../models/model.js";
 import { fileUrl } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
-import { chooseModel, encodeOutput, OpenAiError, readOutputChoice } from "./openai-options.js";
+import type { RouteSchema } from "../schemas/openapi.js";
+import { chooseModel, encodeOutput, OPENAI_FIELDS, OpenAiError, readOutputChoice } from "./openai-options.js";
 
 export interface OpenAiImagesOptions {
   service: PredictionService;
   publicBaseUrl: string | undefined;
-  authenticate: (req: FastifyRequest) => Promise<void>;
+  authenticate: (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
+  /** Marks the routes as needing a token in /openapi.json. */
+  requireTokenInDocument: (route: { schema?: RouteSchema }) => void;
 }
 
 /** The model's input names that an OpenAI request may also carry. */
@@ -28,29 +31,8 @@ const OPENAI_PARAM: Record<string, string> = { width: "size", height: "size", nu
 
 function toOpenAiError(err: unknown): OpenAiError {
   if (err instanceof OpenAiError) return err;
-  if (err instanceof HttpProblem) {
-    if (err.status === 401)
-      return new OpenAiError(401, "Incorrect API key provided.", "invalid_request_error", null, "invalid_api_key");
-    if (err.status === 429) return new OpenAiError(429, err.detail, "rate_limit_exceeded", null, null, err.headers);
-    if (err.status === 413 || err.status === 400)
-      return new OpenAiError(err.status, err.detail, "invalid_request_error");
-    const fields = (err.extra["invalid_fields"] ?? []) as { field: string; description: string }[];
-    const first = fields[0];
-    if (first) {
-      const name = first.field.replace(/^input\./, "");
-      return new OpenAiError(
-        400,
-        first.description,
-        "invalid_request_error",
-        Object.hasOwn(OPENAI_PARAM, name) ? OPENAI_PARAM[name] : name,
-      );
-    }
-    return new OpenAiError(
-      err.status >= 500 ? 500 : 400,
-      err.detail,
-      err.status >= 500 ? "server_error" : "invalid_request_error",
-    );
-  }
+  const problem = problemOf(err);
+  if (problem) return fromProblem(problem);
   const status = (err as { statusCode?: number }).statusCode;
   if (status && status >= 400 && status < 500) {
     return new OpenAiError(status, (err as Error).message, "invalid_request_error");
@@ -58,17 +40,58 @@ function toOpenAiError(err: unknown): OpenAiError {
   return new OpenAiError(500, "The server failed to handle this request.", "server_error");
 }
 
-/** The model's own default size, as OpenAI's size "auto" or none asks for. */
-function defaultSize(model: ModelAdapter): string {
-  const props = (model.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
-  return `${props["width"]?.["default"]}x${props["height"]?.["default"]}`;
+function fromProblem(err: HttpProblem): OpenAiError {
+  if (err.status === 401)
+    return new OpenAiError(401, "Incorrect API key provided.", "invalid_request_error", null, "invalid_api_key");
+  if (err.status === 429) return new OpenAiError(429, err.detail, "rate_limit_exceeded", null, null, err.headers);
+  if (err.status === 413 || err.status === 400) return new OpenAiError(err.status, err.detail, "invalid_request_error");
+  const fields = (err.extra["invalid_fields"] ?? []) as { type: string; field: string; description: string }[];
+  const first = fields[0];
+  if (first) {
+    // "prompt is required" is reported on the body (field ""): the parameter is the description's first word.
+    const name =
+      first.type === "required" && first.field === ""
+        ? first.description.split(" ")[0]
+        : first.field.replace(/^input\./, "");
+    const param = name !== undefined && Object.hasOwn(OPENAI_PARAM, name) ? OPENAI_PARAM[name] : name;
+    return new OpenAiError(400, first.description, "invalid_request_error", param ?? null);
+  }
+  return new OpenAiError(
+    err.status >= 500 ? 500 : 400,
+    err.detail,
+    err.status >= 500 ? "server_error" : "invalid_request_error",
+  );
 }
 
-function sizesOf(model: ModelAdapter): { widths: number[]; heights: number[] } {
-  const root = model.schemas;
-  const enumOf = (name: string) => ((root[name] as JsonSchema | undefined)?.enum ?? []) as number[];
-  return { widths: enumOf("width"), heights: enumOf("height") };
+/** OpenAI's request, bounded by what the served model can make. */
+function requestSchema(limits: ImageLimits): JsonSchema {
+  return {
+    type: "object",
+    required: ["prompt"],
+    properties: {
+      prompt: { type: "string", minLength: 1 },
+      n: { type: "integer", minimum: 1, maximum: limits.maxOutputs, default: 1 },
+      size: {
+        type: "string",
+        description: `WIDTHxHEIGHT, each side one of the model's sizes (${limits.widths.join(", ")}), at most ${limits.maxPixels} pixels`,
+        default: `${limits.defaultWidth}x${limits.defaultHeight}`,
+      },
+      ...OPENAI_FIELDS,
+    },
+  };
 }
+
+const RESPONSE: JsonSchema = {
+  type: "object",
+  required: ["created", "data"],
+  properties: {
+    created: { type: "integer" },
+    data: {
+      type: "array",
+      items: { type: "object", properties: { url: { type: "string", format: "uri" }, b64_json: { type: "string" } } },
+    },
+  },
+};
 
 export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImagesOptions): Promise<void> {
   const { service } = opts;
@@ -78,40 +101,48 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
     return reply.code(e.status).send({ error: { message: e.message, type: e.type, param: e.param, code: e.code } });
   });
   app.addHook("onRequest", opts.authenticate);
-
-  app.post("/images/generations", async (req: FastifyRequest, reply: FastifyReply) => {
+  app.addHook("onRoute", opts.requireTokenInDocument);
+  // OpenAI's API takes a null as "not given" (n: null is one image): so does this route, before its schema is checked.
+  app.addHook("preValidation", (req, _reply, done) => {
     const body = req.body;
-    if (typeof body !== "object" || body === null || Array.isArray(body)) {
-      throw new OpenAiError(400, "The request body must be a JSON object.", "invalid_request_error");
+    if (typeof body === "object" && body !== null && !Array.isArray(body)) {
+      for (const [key, value] of Object.entries(body)) {
+        if (value === null) delete (body as Record<string, unknown>)[key];
+      }
     }
-    const b = body as Record<string, unknown>;
+    done();
+  });
+
+  const model = service.models[0];
+  const limits = model?.imageLimits;
+  const schema: RouteSchema = {
+    summary: "OpenAI's images API: make images from a prompt (the model named, or the server's first)",
+    ...(limits ? { body: requestSchema(limits) } : {}),
+    response: { 200: RESPONSE },
+  };
+  app.post("/images/generations", { schema }, async (req: FastifyRequest, reply: FastifyReply) => {
+    const b = req.body as Record<string, unknown>;
     const choice = chooseModel(service.models, b["model"]);
     const { model } = choice;
+    const limits = model.imageLimits;
     const output = readOutputChoice(b, choice);
-    if (typeof b["prompt"] !== "string" || b["prompt"] === "") {
-      throw new OpenAiError(400, "prompt is required and must be a string.", "invalid_request_error", "prompt");
-    }
-    const n = b["n"] ?? 1;
-    if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 4) {
-      throw new OpenAiError(400, "n must be an integer from 1 to 4.", "invalid_request_error", "n");
-    }
+    const n = (b["n"] as number | undefined) ?? 1;
     const format = output.responseFormat;
-    const { widths, heights } = sizesOf(model);
-    const size = b["size"] === undefined || b["size"] === "auto" ? `${defaultSize(model)}` : b["size"];
+    const size =
+      b["size"] === undefined || b["size"] === "auto" ? `${limits.defaultWidth}x${limits.defaultHeight}` : b["size"];
     const m = typeof size === "string" ? /^(\d+)x(\d+)$/.exec(size) : null;
     const width = Number(m?.[1]);
     const height = Number(m?.[2]);
-    if (!m || !widths.includes(width) || !heights.includes(height) || width * height > 786_432) {
+    if (!m || !limits.widths.includes(width) || !limits.heights.includes(height) || width * height > limits.maxPixels) {
       throw new OpenAiError(
         400,
-        `size must be WIDTHxHEIGHT with each side one of ${widths.join(", ")} and at most 786432 pixels (such as 256x256, 512x512, 768x768).`,
+        `size must be WIDTHxHEIGHT with each side one of ${limits.widths.join(", ")} and at most ${limits.maxPixels} pixels (such as 256x256, 512x512).`,
         "invalid_request_error",
         "size",
       );
     }
     const input: Record<string, unknown> = { prompt: b["prompt"], width, height, num_outputs: n };
     for (const key of PASSED_THROUGH) if (b[key] !== undefined) input[key] = b[key];
-
     const base = urlBaseOf(req, "/v1", opts.publicBaseUrl);
     const created = await service.create(req.account, { body: { input }, model }, base);
     // Nobody will read the result once the client hangs up: stop the work too.
@@ -132,7 +163,7 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
       if (format === "url") {
         data.push({ url: fileUrl(base, done, name) });
       } else {
-        const file = await service.outputFile(done, name);
+        const file = await service.outputs.ofPrediction(done, name);
         if (!file) throw new OpenAiError(500, "An output file is missing.", "server_error");
         data.push({ b64_json: (await encodeOutput(await file.read(), output)).toString("base64") });
       }

@@ -8,6 +8,7 @@
  * cannot make and which is refused rather than answered with an opaque picture).
  */
 import sharp from "sharp";
+import type { JsonSchema } from "../models/json-schema.js";
 import type { ModelAdapter } from "../models/model.js";
 
 /** An OpenAI-shaped error: {"error": {message, type, param, code}}. */
@@ -64,6 +65,27 @@ export interface OutputChoice {
 const QUALITIES = ["auto", "low", "medium", "high", "standard", "hd"];
 const STYLES = ["vivid", "natural"];
 const BACKGROUNDS = ["auto", "opaque", "transparent"];
+const FORMATS = ["png", "jpeg", "webp"];
+
+/** These fields in the route's request schema (and so in /openapi.json). */
+export const OPENAI_FIELDS: Record<string, JsonSchema> = {
+  model: {
+    type: "string",
+    description: `A served model's owner/name; ${OPENAI_MODELS.join(", ")} (and gpt-image-*) mean the first served model`,
+  },
+  response_format: {
+    type: "string",
+    enum: ["url", "b64_json"],
+    default: "url",
+    description: "gpt-image models always answer b64_json",
+  },
+  output_format: { type: "string", enum: FORMATS, default: "png", description: "jpeg and webp need b64_json" },
+  output_compression: { type: "integer", minimum: 0, maximum: 100, description: "jpeg and webp quality" },
+  quality: { type: "string", enum: QUALITIES, description: "Accepted; does not change the image" },
+  style: { type: "string", enum: STYLES, description: "Accepted; does not change the image" },
+  user: { type: "string", description: "Accepted; not stored" },
+  background: { type: "string", enum: BACKGROUNDS, description: "transparent is refused: the images are opaque" },
+};
 
 function oneOf(b: Record<string, unknown>, key: string, values: readonly string[]): string | undefined {
   const v = b[key];
@@ -91,7 +113,7 @@ export function readOutputChoice(b: Record<string, unknown>, choice: OpenAiModel
       "background",
     );
   }
-  const format = (oneOf(b, "output_format", ["png", "jpeg", "webp"]) ?? "png") as OutputFormat;
+  const format = (oneOf(b, "output_format", FORMATS) ?? "png") as OutputFormat;
   if (format !== "png" && responseFormat === "url") {
     throw new OpenAiError(
       400,

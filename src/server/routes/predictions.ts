@@ -1,6 +1,7 @@
 /**
  * Replicate's predictions API: create (also through /models/{owner}/{name}/predictions), get,
  * list and cancel. Registered under /v1 and /replicate/v1; the token's account is on the request.
+ * Each route's schema is declared here, from schemas/definitions.ts.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
@@ -10,13 +11,25 @@ import {
   parsePreferWait,
   urlBaseOf,
 } from "../http/headers.js";
-import { badJson, HttpProblem, notFound, validationFailed } from "../http/problem.js";
-import type { InvalidField } from "../models/json-schema.js";
+import { HttpProblem } from "../http/problem.js";
 import type { ModelAdapter } from "../models/model.js";
+import { InvalidInputError, NotFoundError } from "../predictions/errors.js";
 import { normalizeTimestamp } from "../predictions/ids.js";
 import { isTerminal, type PredictionStatus } from "../predictions/prediction.js";
 import { toApiPrediction, type UrlBase } from "../predictions/serialize.js";
-import type { ListInput, PredictionService } from "../predictions/service.js";
+import type { PredictionService } from "../predictions/service.js";
+import {
+  AUTH_ERRORS,
+  CREATE_HEADERS,
+  createBodiesFor,
+  MODEL_PARAMS,
+  PREDICTION,
+  PREDICTION_ID_PARAMS,
+  PREDICTION_PAGE,
+  PROBLEM,
+  STATUS,
+} from "../schemas/definitions.js";
+import type { RouteSchema } from "../schemas/openapi.js";
 
 export interface PredictionRoutesOptions {
   /** /v1 or /replicate/v1: the URLs in responses keep the prefix of the request. */
@@ -26,18 +39,46 @@ export interface PredictionRoutesOptions {
   maxWaitSeconds: number;
 }
 
-const STATUSES: readonly PredictionStatus[] = ["starting", "processing", "succeeded", "failed", "canceled"];
 const PAGE_SIZE = 100;
+
+const LIST_QUERY = {
+  type: "object",
+  properties: {
+    cursor: { type: "string", description: "From a page's next or previous URL" },
+    page_size: { type: "integer", minimum: 1, maximum: PAGE_SIZE, default: PAGE_SIZE },
+    status: STATUS,
+    model: { type: "string", description: "owner/name" },
+    version: { type: "string" },
+    created_after: { type: "string", format: "date-time" },
+    created_before: { type: "string", format: "date-time" },
+  },
+} as const;
+
+/** The list's filters, carried into its next and previous URLs. */
+const LIST_FILTERS = ["status", "model", "version", "created_after", "created_before", "page_size"] as const;
+
+interface ListQuery {
+  cursor?: string;
+  page_size?: number;
+  status?: PredictionStatus;
+  model?: string;
+  version?: string;
+  created_after?: string;
+  created_before?: string;
+}
 
 export async function predictionRoutes(app: FastifyInstance, opts: PredictionRoutesOptions): Promise<void> {
   const { service } = opts;
   const base = (req: FastifyRequest): UrlBase => urlBaseOf(req, opts.apiPrefix, opts.publicBaseUrl);
+  const bodies = createBodiesFor(service.models);
+  const createResponses = { 201: PREDICTION, ...AUTH_ERRORS, 400: PROBLEM, 413: PROBLEM, 422: PROBLEM };
 
   async function create(req: FastifyRequest, reply: FastifyReply, model: ModelAdapter | undefined) {
     // Python times out at N + 0.5 s: count the wait from the request's arrival, not from the insert.
     const arrived = Date.now();
-    const body = req.body ?? {};
-    if (typeof body !== "object" || body === null || Array.isArray(body)) throw badJson();
+    // The body schema's violations are reported with the input's (attachValidation), all at once.
+    const invalid = req.validationError;
+    if (invalid && !(invalid instanceof InvalidInputError)) throw invalid;
     const cancelAfter = parseCancelAfter(req.headers["cancel-after"]);
     if (Number.isNaN(cancelAfter)) {
       throw new HttpProblem(
@@ -59,7 +100,8 @@ export async function predictionRoutes(app: FastifyInstance, opts: PredictionRou
     let prediction = await service.create(
       req.account,
       {
-        body: body as Record<string, unknown>,
+        body: (req.body ?? {}) as Record<string, unknown>,
+        invalid: invalid?.fields,
         model,
         cancelAfterMs: cancelAfter,
         idempotencyKey: typeof idempotencyKey === "string" && idempotencyKey ? idempotencyKey : undefined,
@@ -76,80 +118,78 @@ export async function predictionRoutes(app: FastifyInstance, opts: PredictionRou
     return reply.code(201).header("Location", json.urls.get).send(json);
   }
 
-  app.post("/predictions", (req, reply) => create(req, reply, undefined));
+  const createSchema: RouteSchema = {
+    summary: "Create a prediction",
+    headers: CREATE_HEADERS,
+    body: bodies.version,
+    response: createResponses,
+  };
+  app.post("/predictions", { schema: createSchema, attachValidation: true }, (req, reply) =>
+    create(req, reply, undefined),
+  );
 
-  app.post<{ Params: { owner: string; name: string } }>("/models/:owner/:name/predictions", (req, reply) => {
-    const model = service.findModel(req.params.owner, req.params.name);
-    if (!model) throw notFound();
-    return create(req, reply, model);
-  });
+  const modelCreateSchema: RouteSchema = {
+    summary: "Create a prediction with a model's latest version",
+    params: MODEL_PARAMS,
+    headers: CREATE_HEADERS,
+    body: bodies.model,
+    response: { ...createResponses, 404: PROBLEM },
+  };
+  app.post<{ Params: { model_owner: string; model_name: string } }>(
+    "/models/:model_owner/:model_name/predictions",
+    { schema: modelCreateSchema, attachValidation: true },
+    (req, reply) => {
+      const model = service.findModel(req.params.model_owner, req.params.model_name);
+      if (!model) throw new NotFoundError("No such model");
+      return create(req, reply, model);
+    },
+  );
 
-  app.get<{ Params: { id: string } }>("/predictions/:id", async (req) => {
-    return toApiPrediction(await service.get(req.account, req.params.id), base(req));
-  });
+  const getSchema: RouteSchema = {
+    summary: "Get a prediction",
+    params: PREDICTION_ID_PARAMS,
+    response: { 200: PREDICTION, ...AUTH_ERRORS, 404: PROBLEM },
+  };
+  app.get<{ Params: { prediction_id: string } }>("/predictions/:prediction_id", { schema: getSchema }, async (req) =>
+    toApiPrediction(await service.get(req.account, req.params.prediction_id), base(req)),
+  );
 
-  app.post<{ Params: { id: string } }>("/predictions/:id/cancel", async (req) => {
-    return toApiPrediction(await service.cancel(req.account, req.params.id), base(req));
-  });
+  const cancelSchema: RouteSchema = {
+    summary: "Cancel a prediction (a finished one comes back unchanged)",
+    params: PREDICTION_ID_PARAMS,
+    response: { 200: PREDICTION, ...AUTH_ERRORS, 404: PROBLEM },
+  };
+  app.post<{ Params: { prediction_id: string } }>(
+    "/predictions/:prediction_id/cancel",
+    { schema: cancelSchema },
+    async (req) => toApiPrediction(await service.cancel(req.account, req.params.prediction_id), base(req)),
+  );
 
-  app.get<{ Querystring: Record<string, string | string[] | undefined> }>("/predictions", async (req) => {
+  const listSchema: RouteSchema = {
+    summary: "List the token's predictions, newest first",
+    querystring: LIST_QUERY,
+    response: { 200: PREDICTION_PAGE, ...AUTH_ERRORS, 422: PROBLEM },
+  };
+  app.get<{ Querystring: ListQuery }>("/predictions", { schema: listSchema }, async (req) => {
     const q = req.query;
-    const one = (key: string): string | undefined => {
-      const v = q[key];
-      return Array.isArray(v) ? v[0] : v;
-    };
-    const errors: InvalidField[] = [];
-    const input: ListInput = { pageSize: PAGE_SIZE, cursor: one("cursor") };
-    const pageSize = one("page_size");
-    if (pageSize !== undefined) {
-      if (/^\d+$/.test(pageSize) && Number(pageSize) >= 1 && Number(pageSize) <= PAGE_SIZE) {
-        input.pageSize = Number(pageSize);
-      } else {
-        errors.push({
-          type: "number_lte",
-          field: "page_size",
-          description: `Must be an integer from 1 to ${PAGE_SIZE}`,
-        });
-      }
-    }
-    const status = one("status");
-    if (status !== undefined) {
-      if ((STATUSES as readonly string[]).includes(status)) input.status = status as PredictionStatus;
-      else
-        errors.push({
-          type: "enum",
-          field: "status",
-          description: `status must be one of the following: ${STATUSES.map((s) => `"${s}"`).join(", ")}`,
-        });
-    }
-    input.model = one("model");
-    input.version = one("version");
-    for (const [key, field] of [
-      ["created_after", "createdAfter"],
-      ["created_before", "createdBefore"],
-    ] as const) {
-      const v = one(key);
-      if (v === undefined) continue;
-      const ts = normalizeTimestamp(v);
-      if (ts) input[field] = ts;
-      else
-        errors.push({
-          type: "format",
-          field: key,
-          description: `${key} must be an RFC 3339 timestamp such as 2025-03-02T10:15:30Z`,
-        });
-    }
-    if (errors.length > 0) throw validationFailed(errors);
-
-    const page = await service.list(req.account, input);
+    const timestamp = (v: string | undefined) => (v === undefined ? undefined : normalizeTimestamp(v));
+    const page = await service.list(req.account, {
+      cursor: q.cursor,
+      pageSize: q.page_size ?? PAGE_SIZE,
+      status: q.status,
+      model: q.model,
+      version: q.version,
+      createdAfter: timestamp(q.created_after),
+      createdBefore: timestamp(q.created_before),
+    });
     const urls = base(req);
     // next/previous keep the route's prefix and every filter (spec §0.1, §2.5).
     const pageUrl = (cursor: string | null) => {
       if (!cursor) return null;
       const params = new URLSearchParams();
-      for (const key of ["status", "model", "version", "created_after", "created_before", "page_size"]) {
-        const v = one(key);
-        if (v !== undefined) params.set(key, v);
+      for (const key of LIST_FILTERS) {
+        const v = q[key];
+        if (v !== undefined) params.set(key, String(v));
       }
       params.set("cursor", cursor);
       return `${urls.api}/predictions?${params}`;

@@ -7,9 +7,12 @@
 import type { ServerResponse } from "node:http";
 import type { FastifyInstance } from "fastify";
 import { urlBaseOf } from "../http/headers.js";
-import { notFound, throttled } from "../http/problem.js";
+import { throttled } from "../http/problem.js";
+import { NotFoundError } from "../predictions/errors.js";
 import type { PredictionService } from "../predictions/service.js";
 import { formatPreviewEvent, formatStreamEvent, streamEvents } from "../predictions/stream-events.js";
+import { PROBLEM } from "../schemas/definitions.js";
+import type { RouteSchema } from "../schemas/openapi.js";
 
 /** Python's client reads with a 30 s timeout; a comment well inside that keeps it open. */
 const DEFAULT_KEEPALIVE_MS = 10_000;
@@ -80,11 +83,27 @@ export interface StreamRoutesOptions {
   streams: OpenStreams;
 }
 
+const STREAM_SCHEMA: RouteSchema = {
+  summary: "A prediction's events (urls.stream), as Server-Sent Events: a capability URL, no token needed",
+  description: "output, logs, error and done events (and preview with ?preview=1); resumes after Last-Event-ID.",
+  params: { type: "object", required: ["stream_key"], properties: { stream_key: { type: "string" } } },
+  querystring: {
+    type: "object",
+    properties: { preview: { type: "string", description: "1: add live preview events" } },
+  },
+  headers: { type: "object", properties: { "last-event-id": { type: "string" } } },
+  response: {
+    200: { content: { "text/event-stream": { schema: { type: "string" } } } },
+    404: PROBLEM,
+  },
+};
+
 export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptions): Promise<void> {
   const { service } = opts;
-  app.get<{ Params: { key: string }; Querystring: { preview?: string } }>("/streams/:key", async (req, reply) => {
-    const first = await service.findByStreamKey(req.params.key);
-    if (!first) throw notFound();
+  type Request = { Params: { stream_key: string }; Querystring: { preview?: string } };
+  app.get<Request>("/streams/:stream_key", { schema: STREAM_SCHEMA }, async (req, reply) => {
+    const first = await service.findByStreamKey(req.params.stream_key);
+    if (!first) throw new NotFoundError("No such stream");
     const base = urlBaseOf(req, opts.apiPrefix, opts.publicBaseUrl);
     const lastEventId = req.headers["last-event-id"];
     // An id we did not send (not a number) replays from the start.
@@ -158,7 +177,7 @@ export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptio
       flushing = flushing.then(async () => {
         flushQueued = false;
         if (ended) return;
-        const p = await service.findByStreamKey(req.params.key);
+        const p = await service.findByStreamKey(req.params.stream_key);
         if (!p) return end();
         for (const e of streamEvents(p, base)) {
           if (e.id <= sent) continue;

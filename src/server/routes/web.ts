@@ -10,10 +10,34 @@ import { predictionPage } from "../../web/prediction-page.js";
 import { predictionSection } from "../../web/prediction-view.js";
 import { inputFields } from "../../web/schema-form.js";
 import { urlBaseOf } from "../http/headers.js";
-import { notFound } from "../http/problem.js";
 import { isVersionOf } from "../models/model.js";
+import { NotFoundError } from "../predictions/errors.js";
 import { toApiPrediction } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
+import { PROBLEM } from "../schemas/definitions.js";
+import type { RouteSchema } from "../schemas/openapi.js";
+
+const HTML = { 200: { content: { "text/html": { schema: { type: "string" } } } }, 404: PROBLEM };
+
+const PLAYGROUND_SCHEMA: RouteSchema = {
+  summary: "The playground: a form made from a model's Input schema",
+  querystring: { type: "object", properties: { model: { type: "string", description: "owner/name" } } },
+  response: HTML,
+};
+const PAGE_SCHEMA: RouteSchema = {
+  summary: "A prediction's page (urls.web): a capability URL, no token needed",
+  params: { type: "object", required: ["key"], properties: { key: { type: "string" } } },
+  querystring: {
+    type: "object",
+    properties: { fragment: { type: "string", description: "page or embed: the prediction's section alone" } },
+  },
+  response: HTML,
+};
+const STATIC_SCHEMA: RouteSchema = {
+  summary: "The pages' scripts and styles",
+  params: { type: "object", required: ["name"], properties: { name: { type: "string" } } },
+  response: { 200: { content: { "*/*": { schema: { type: "string" } } } }, 304: { type: "null" }, 404: PROBLEM },
+};
 
 /** Scripts and styles only from /static; images from here (outputs) and data: URLs (previews). */
 const CSP = [
@@ -50,18 +74,19 @@ export async function webRoutes(
   const assets = loadStaticAssets();
 
   // The playground of the first model served, or of ?model=owner/name.
-  app.get<{ Querystring: { model?: string } }>("/", async (req, reply) => {
+  app.get<{ Querystring: { model?: string } }>("/", { schema: PLAYGROUND_SCHEMA }, async (req, reply) => {
     const wanted = req.query.model;
     const model = wanted
       ? service.models.find((m) => `${m.model.owner}/${m.model.name}` === wanted)
       : service.models[0];
-    if (!model) throw notFound();
+    if (!model) throw new NotFoundError("No such model");
     return sendHtml(reply, playgroundPage(model, urlBaseOf(req, "/v1", opts.publicBaseUrl).api, service.models));
   });
 
-  app.get<{ Params: { key: string }; Querystring: { fragment?: string } }>("/p/:key", async (req, reply) => {
+  type PageRequest = { Params: { key: string }; Querystring: { fragment?: string } };
+  app.get<PageRequest>("/p/:key", { schema: PAGE_SCHEMA }, async (req, reply) => {
     const p = await service.findByStreamKey(req.params.key);
-    if (!p) throw notFound();
+    if (!p) throw new NotFoundError("No such prediction");
     const api = toApiPrediction(p, urlBaseOf(req, "/v1", opts.publicBaseUrl));
     const model = service.models.find((m) => isVersionOf(m, p.version));
     const fields = model ? inputFields(model.schemas) : undefined;
@@ -73,9 +98,9 @@ export async function webRoutes(
     return sendHtml(reply, predictionPage(api, fields));
   });
 
-  app.get<{ Params: { name: string } }>("/static/:name", async (req, reply) => {
+  app.get<{ Params: { name: string } }>("/static/:name", { schema: STATIC_SCHEMA }, async (req, reply) => {
     const asset = assets.get(req.params.name);
-    if (!asset) throw notFound();
+    if (!asset) throw new NotFoundError("No such file");
     reply
       .header("Content-Type", asset.contentType)
       .header("ETag", asset.etag)

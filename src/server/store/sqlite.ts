@@ -67,6 +67,9 @@ const COLUMNS = patchColumns((v) => (v ? 1 : 0));
 export class SqlitePredictionStore implements PredictionStore {
   private readonly db: Database.Database;
 
+  /** Prepared statements by their SQL: preparing costs more than running a lookup by key. */
+  private readonly statements = new Map<string, Database.Statement>();
+
   constructor(file: string) {
     this.db = new Database(file);
     this.db.pragma("journal_mode = WAL");
@@ -79,18 +82,16 @@ export class SqlitePredictionStore implements PredictionStore {
   async insert(p: PredictionRecord, idempotencyKey?: string): Promise<PredictionRecord> {
     return this.db.transaction(() => {
       if (idempotencyKey !== undefined) {
-        const claimed = this.db
-          .prepare(
-            "INSERT OR IGNORE INTO idempotency_keys (account, key, prediction_id, created_at) VALUES (?, ?, ?, ?)",
-          )
-          .run(p.account, idempotencyKey, p.id, p.createdAt);
+        const claimed = this.prepare(
+          "INSERT OR IGNORE INTO idempotency_keys (account, key, prediction_id, created_at) VALUES (?, ?, ?, ?)",
+        ).run(p.account, idempotencyKey, p.id, p.createdAt);
         if (claimed.changes === 0) {
           const earlier = this.idempotent(p.account, idempotencyKey);
           if (earlier) return earlier;
           // The key outlived its prediction: it names this one now.
-          this.db
-            .prepare("UPDATE idempotency_keys SET prediction_id = ?, created_at = ? WHERE account = ? AND key = ?")
-            .run(p.id, p.createdAt, p.account, idempotencyKey);
+          this.prepare(
+            "UPDATE idempotency_keys SET prediction_id = ?, created_at = ? WHERE account = ? AND key = ?",
+          ).run(p.id, p.createdAt, p.account, idempotencyKey);
         }
       }
       this.insertRow(p);
@@ -99,11 +100,9 @@ export class SqlitePredictionStore implements PredictionStore {
   }
 
   private idempotent(account: string, key: string): PredictionRecord | undefined {
-    const row = this.db
-      .prepare(
-        "SELECT p.* FROM idempotency_keys k JOIN predictions p ON p.id = k.prediction_id WHERE k.account = ? AND k.key = ?",
-      )
-      .get(account, key) as Row | undefined;
+    const row = this.prepare(
+      "SELECT p.* FROM idempotency_keys k JOIN predictions p ON p.id = k.prediction_id WHERE k.account = ? AND k.key = ?",
+    ).get(account, key) as Row | undefined;
     return row ? fromRow(row) : undefined;
   }
 
@@ -112,46 +111,53 @@ export class SqlitePredictionStore implements PredictionStore {
   }
 
   async forgetIdempotencyKeys(before: string): Promise<void> {
-    this.db.prepare("DELETE FROM idempotency_keys WHERE created_at < ?").run(before);
+    this.prepare("DELETE FROM idempotency_keys WHERE created_at < ?").run(before);
   }
 
   private insertRow(p: PredictionRecord): void {
-    this.db
-      .prepare(
-        `INSERT INTO predictions (id, account, model, version, input, logs, output, error, status, data_removed,
+    this.prepare(
+      `INSERT INTO predictions (id, account, model, version, input, logs, output, error, status, data_removed,
            created_at, started_at, completed_at, webhook, webhook_events_filter, deadline, api_base, origin,
            files_key, stream_key, attempts)
          VALUES (@id, @account, @model, @version, @input, @logs, @output, @error, @status, @data_removed,
            @created_at, @started_at, @completed_at, @webhook, @webhook_events_filter, @deadline, @api_base, @origin,
            @files_key, @stream_key, @attempts)`,
-      )
-      .run({
-        id: p.id,
-        account: p.account,
-        model: p.model,
-        version: p.version,
-        input: JSON.stringify(p.input),
-        logs: p.logs,
-        output: p.output === null ? null : JSON.stringify(p.output),
-        error: p.error,
-        status: p.status,
-        data_removed: p.dataRemoved ? 1 : 0,
-        created_at: p.createdAt,
-        started_at: p.startedAt,
-        completed_at: p.completedAt,
-        webhook: p.webhook,
-        webhook_events_filter: p.webhookEventsFilter === null ? null : JSON.stringify(p.webhookEventsFilter),
-        deadline: p.deadline,
-        api_base: p.apiBase,
-        origin: p.origin,
-        files_key: p.filesKey,
-        stream_key: p.streamKey,
-        attempts: p.attempts,
-      });
+    ).run({
+      id: p.id,
+      account: p.account,
+      model: p.model,
+      version: p.version,
+      input: JSON.stringify(p.input),
+      logs: p.logs,
+      output: p.output === null ? null : JSON.stringify(p.output),
+      error: p.error,
+      status: p.status,
+      data_removed: p.dataRemoved ? 1 : 0,
+      created_at: p.createdAt,
+      started_at: p.startedAt,
+      completed_at: p.completedAt,
+      webhook: p.webhook,
+      webhook_events_filter: p.webhookEventsFilter === null ? null : JSON.stringify(p.webhookEventsFilter),
+      deadline: p.deadline,
+      api_base: p.apiBase,
+      origin: p.origin,
+      files_key: p.filesKey,
+      stream_key: p.streamKey,
+      attempts: p.attempts,
+    });
+  }
+
+  private prepare(sql: string): Database.Statement {
+    let statement = this.statements.get(sql);
+    if (!statement) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
   }
 
   private one(where: string, value: string): PredictionRecord | undefined {
-    const row = this.db.prepare(`SELECT * FROM predictions WHERE ${where} = ?`).get(value) as Row | undefined;
+    const row = this.prepare(`SELECT * FROM predictions WHERE ${where} = ?`).get(value) as Row | undefined;
     return row ? fromRow(row) : undefined;
   }
 
@@ -200,11 +206,9 @@ export class SqlitePredictionStore implements PredictionStore {
     }
     // The previous page is the rows just newer than the boundary: take them oldest first, then flip.
     const order = q.before && !q.after ? "ASC" : "DESC";
-    const rows = this.db
-      .prepare(
-        `SELECT * FROM predictions WHERE ${where.join(" AND ")} ORDER BY created_at ${order}, id ${order} LIMIT @limit`,
-      )
-      .all(params) as Row[];
+    const rows = this.prepare(
+      `SELECT * FROM predictions WHERE ${where.join(" AND ")} ORDER BY created_at ${order}, id ${order} LIMIT @limit`,
+    ).all(params) as Row[];
     if (order === "ASC") rows.reverse();
     return rows.map(fromRow);
   }
@@ -234,23 +238,24 @@ export class SqlitePredictionStore implements PredictionStore {
       condition += " AND attempts = @whenAttempts";
       params["whenAttempts"] = whenAttempts;
     }
-    const row = this.db
-      .prepare(`UPDATE predictions SET ${sets.join(", ")} WHERE id = @id${condition} RETURNING *`)
-      .get(params) as Row | undefined;
+    const row = this.prepare(`UPDATE predictions SET ${sets.join(", ")} WHERE id = @id${condition} RETURNING *`).get(
+      params,
+    ) as Row | undefined;
     return row ? fromRow(row) : undefined;
   }
 
   async appendLog(id: string, line: string): Promise<void> {
     // Logs end with the prediction: a line from a step still in flight at cancel is dropped.
-    this.db
-      .prepare("UPDATE predictions SET logs = logs || ? WHERE id = ? AND status IN ('starting', 'processing')")
-      .run(`${line}\n`, id);
+    this.prepare("UPDATE predictions SET logs = logs || ? WHERE id = ? AND status IN ('starting', 'processing')").run(
+      `${line}\n`,
+      id,
+    );
   }
 
   async unfinished(): Promise<PredictionRecord[]> {
-    const rows = this.db
-      .prepare("SELECT * FROM predictions WHERE status IN ('starting', 'processing') ORDER BY created_at ASC, id ASC")
-      .all() as Row[];
+    const rows = this.prepare(
+      "SELECT * FROM predictions WHERE status IN ('starting', 'processing') ORDER BY created_at ASC, id ASC",
+    ).all() as Row[];
     return rows.map(fromRow);
   }
 
@@ -258,47 +263,45 @@ export class SqlitePredictionStore implements PredictionStore {
     const unfinished = "SELECT count(*) AS n FROM predictions WHERE status IN ('starting', 'processing')";
     const row = (
       account === undefined
-        ? this.db.prepare(unfinished).get()
-        : this.db.prepare(`${unfinished} AND account = ?`).get(account)
+        ? this.prepare(unfinished).get()
+        : this.prepare(`${unfinished} AND account = ?`).get(account)
     ) as { n: number };
     return row.n;
   }
 
   async countByModel(model: string): Promise<number> {
-    const row = this.db.prepare("SELECT count(*) AS n FROM predictions WHERE model = ?").get(model) as { n: number };
+    const row = this.prepare("SELECT count(*) AS n FROM predictions WHERE model = ?").get(model) as { n: number };
     return row.n;
   }
 
   async completedBefore(completedBefore: string): Promise<string[]> {
-    const rows = this.db
-      .prepare("SELECT id FROM predictions WHERE data_removed = 0 AND completed_at IS NOT NULL AND completed_at < ?")
-      .all(completedBefore) as { id: string }[];
+    const rows = this.prepare(
+      "SELECT id FROM predictions WHERE data_removed = 0 AND completed_at IS NOT NULL AND completed_at < ?",
+    ).all(completedBefore) as { id: string }[];
     return rows.map((r) => r.id);
   }
 
   async recordWebhookDelivery(predictionId: string, d: WebhookDelivery): Promise<void> {
-    this.db
-      .prepare(
-        `INSERT INTO webhook_deliveries (prediction_id, webhook_id, event, attempt, at, status_code, error, delivered, final)
+    this.prepare(
+      `INSERT INTO webhook_deliveries (prediction_id, webhook_id, event, attempt, at, status_code, error, delivered, final)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        predictionId,
-        d.webhookId,
-        d.event,
-        d.attempt,
-        d.at,
-        d.statusCode,
-        d.error,
-        d.delivered ? 1 : 0,
-        d.final ? 1 : 0,
-      );
+    ).run(
+      predictionId,
+      d.webhookId,
+      d.event,
+      d.attempt,
+      d.at,
+      d.statusCode,
+      d.error,
+      d.delivered ? 1 : 0,
+      d.final ? 1 : 0,
+    );
   }
 
   async webhookDeliveries(predictionId: string): Promise<WebhookDelivery[]> {
-    const rows = this.db
-      .prepare("SELECT * FROM webhook_deliveries WHERE prediction_id = ? ORDER BY at, rowid")
-      .all(predictionId) as {
+    const rows = this.prepare("SELECT * FROM webhook_deliveries WHERE prediction_id = ? ORDER BY at, rowid").all(
+      predictionId,
+    ) as {
       webhook_id: string;
       event: string;
       attempt: number;
@@ -321,28 +324,26 @@ export class SqlitePredictionStore implements PredictionStore {
   }
 
   async finishedWithWebhookSince(since: string): Promise<PredictionRecord[]> {
-    const rows = this.db
-      .prepare(
-        `SELECT * FROM predictions WHERE webhook IS NOT NULL AND completed_at >= ?
+    const rows = this.prepare(
+      `SELECT * FROM predictions WHERE webhook IS NOT NULL AND completed_at >= ?
            AND status IN ('succeeded', 'failed', 'canceled') ORDER BY completed_at`,
-      )
-      .all(since) as Row[];
+    ).all(since) as Row[];
     return rows.map(fromRow);
   }
 
   async getSetting(key: string): Promise<string | undefined> {
-    const row = this.db.prepare("SELECT value FROM settings WHERE key = ?").get(key) as { value: string } | undefined;
+    const row = this.prepare("SELECT value FROM settings WHERE key = ?").get(key) as { value: string } | undefined;
     return row?.value;
   }
 
   async setSetting(key: string, value: string): Promise<void> {
-    this.db
-      .prepare("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-      .run(key, value);
+    this.prepare(
+      "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    ).run(key, value);
   }
 
   async setSettingIfAbsent(key: string, value: string): Promise<string> {
-    this.db.prepare("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING").run(key, value);
+    this.prepare("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING").run(key, value);
     return (await this.getSetting(key)) as string;
   }
 
