@@ -237,6 +237,12 @@ test("SillyTavern: ping, lists, get/set model with progress polling, generate, p
   assert.equal(state["sampling_steps"], 500);
   assert.ok((running["progress"] as number) > 0 && (running["progress"] as number) < 1);
   assert.equal(typeof running["eta_relative"], "number");
+  // The preview A1111 shows as current_image: a base64 PNG while previews exist.
+  const preview = await eventually(async () => {
+    const r = await api(server, "GET", "/sdapi/v1/progress", undefined, auth);
+    return typeof r.json["current_image"] === "string" ? (r.json["current_image"] as string) : undefined;
+  }, "a preview in /progress");
+  assert.ok(decode(new Uint8Array(Buffer.from(preview, "base64"))).width > 0);
   // Another account sees nothing of it, and cannot stop it.
   const stranger = await api(server, "GET", "/sdapi/v1/progress", undefined, USER);
   assert.equal((stranger.json["state"] as Record<string, unknown>)["job_count"], 0);

@@ -287,6 +287,12 @@ function findCheckpoint(models: readonly ModelAdapter[], name: string): ModelAda
   );
 }
 
+/** A model A1111 clients can use as a checkpoint for txt2img: one whose input takes no picture. */
+function makesFromText(m: ModelAdapter): boolean {
+  const props = (m.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
+  return !Object.hasOwn(props, "image");
+}
+
 /** Where the model's Input schema puts its limits (sizes are an enum there). */
 function sizesOf(m: ModelAdapter): number[] {
   return ((m.schemas["width"] as JsonSchema | undefined)?.enum ?? []) as number[];
@@ -367,7 +373,9 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
   const checkpoints = new Map<string, ModelAdapter>();
   /** Each account's txt2img calls in flight. */
   const tasks = new Map<string, Set<Task>>();
-  const current = (account: string) => checkpoints.get(account) ?? service.models[0];
+  // Models that take a picture (img2img, inpainting) are not checkpoints to A1111 clients.
+  const served = service.models.filter(makesFromText);
+  const current = (account: string) => checkpoints.get(account) ?? served[0];
 
   app.setErrorHandler((err, req, reply) => {
     const e = toA1111Error(err, (error) => req.log.error({ err: error }, "A1111 request failed"));
@@ -388,7 +396,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
   });
 
   app.get("/sd-models", { schema: doc("The served models as A1111 checkpoints", list(CHECKPOINT)) }, async () =>
-    service.models.map((m) => ({
+    served.map((m) => ({
       title: modelTitle(m),
       model_name: modelName(m),
       hash: shortHash(m),
@@ -406,7 +414,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       sd_vae: "Automatic",
       CLIP_stop_at_last_layers: 1,
       samples_format: "png",
-      sd_checkpoints_limit: service.models.length,
+      sd_checkpoints_limit: served.length,
     };
   };
   app.get("/options", { schema: doc("The account's options: sd_model_checkpoint", ANY_OBJECT) }, async (req) =>
@@ -419,7 +427,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
   app.post("/options", { schema: optionsPost }, async (req) => {
     const wanted = (req.body as { sd_model_checkpoint?: string } | undefined)?.sd_model_checkpoint;
     if (wanted !== undefined) {
-      const m = findCheckpoint(service.models, wanted);
+      const m = findCheckpoint(served, wanted);
       if (!m) throw httpException(404, `model ${JSON.stringify(wanted)} not found`);
       checkpoints.set(req.account, m);
     }
@@ -538,7 +546,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     let model = current(req.account);
     const ckpt = overrides.sd_model_checkpoint;
     if (ckpt !== undefined) {
-      model = findCheckpoint(service.models, ckpt);
+      model = findCheckpoint(served, ckpt);
       if (!model) throw httpException(404, `model ${JSON.stringify(ckpt)} not found`);
       if (body.override_settings_restore_afterwards === false) checkpoints.set(req.account, model);
     }
