@@ -171,7 +171,8 @@ test("SillyTavern: ping, lists, get/set model with progress polling, generate, p
     name: string;
   }[];
   assert.ok(samplers.map((x) => x.name).includes("Euler a"));
-  assert.ok(samplers.map((x) => x.name).includes("DPM++ 2M"));
+  // The samplers of the model's published input, no more.
+  assert.deepEqual(samplers.map((x) => x.name).sort(), ["DDIM", "DPM++ 2M", "Euler", "Euler a", "LMS", "PLMS"]);
   const schedulers = (await api(server, "GET", "/sdapi/v1/schedulers", undefined, auth)).json as unknown as {
     name: string;
     label: string;
@@ -318,8 +319,12 @@ test("bad input gets A1111's error shapes, never a 500", async () => {
     TOKEN_AS_PASSWORD,
   );
   assert.equal(setModel.status, 404);
-  // A schedule that would change the sigmas, types, ranges and sizes: FastAPI's 422.
-  validation(await post({ ...small, sampler_name: "DPM++ 2M Karras" }), "scheduler");
+  // Types, ranges and sizes: FastAPI's 422.
+  // Samplers this model's input does not list, and schedule types without a sampler here.
+  validation(await post({ ...small, sampler_name: "DPM++ 2M Karras" }), "sampler_name");
+  validation(await post({ ...small, sampler_name: "DPM++ 2M", scheduler: "Karras" }), "sampler_name");
+  validation(await post({ ...small, sampler_name: "Heun" }), "sampler_name");
+  validation(await post({ ...small, sampler_name: "Euler", scheduler: "Exponential" }), "scheduler");
   validation(await post({ ...small, steps: "twenty" }), "steps");
   validation(await post({ ...small, steps: 0 }), "steps");
   validation(await post({ ...small, width: 100 }), "width");

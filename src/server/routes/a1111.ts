@@ -96,23 +96,41 @@ function toA1111Error(err: unknown, logFault: (err: unknown) => void): A1111Erro
 }
 
 /**
- * A1111 sampler names served here, and the scheduler of the model's Replicate input each one is
- * (engine/schedulers/index.ts maps both names to the same diffusers class and config). Names
- * whose engine scheduler lies outside the published input (Karras sigmas, SDE) are not offered.
+ * A1111 samplers (with their schedule type) and the scheduler of a model's Replicate input each
+ * one is: engine/schedulers/index.ts builds the same diffusers class and config for both names.
+ * A pair is offered where a served model's input lists its scheduler (stability-ai/stable-diffusion
+ * lists six; models with more, such as KarrasDPM or LCM, offer more).
  */
-const SAMPLERS: Readonly<Record<string, string>> = {
-  Euler: "K_EULER",
-  "Euler a": "K_EULER_ANCESTRAL",
-  "DPM++ 2M": "DPMSolverMultistep",
-  LMS: "KLMS",
-  DDIM: "DDIM",
-  PLMS: "PNDM",
-};
+const SAMPLER_TABLE: readonly { sampler: string; schedule: "Automatic" | "Karras"; replicate: string }[] = [
+  { sampler: "Euler", schedule: "Automatic", replicate: "K_EULER" },
+  { sampler: "Euler a", schedule: "Automatic", replicate: "K_EULER_ANCESTRAL" },
+  { sampler: "DPM++ 2M", schedule: "Automatic", replicate: "DPMSolverMultistep" },
+  { sampler: "DPM++ 2M", schedule: "Karras", replicate: "KarrasDPM" },
+  { sampler: "LMS", schedule: "Automatic", replicate: "KLMS" },
+  { sampler: "Heun", schedule: "Automatic", replicate: "HeunDiscrete" },
+  { sampler: "DDIM", schedule: "Automatic", replicate: "DDIM" },
+  { sampler: "PLMS", schedule: "Automatic", replicate: "PNDM" },
+  { sampler: "UniPC", schedule: "Automatic", replicate: "UniPCMultistep" },
+  { sampler: "LCM", schedule: "Automatic", replicate: "LCM" },
+];
 /** A1111's default (sampler_index's default in models.py). */
 const DEFAULT_SAMPLER = "Euler";
-/** A1111's schedule types that would change the sampler's sigmas: not available here. */
-const KNOWN_SCHEDULES = new Set(["uniform", "karras", "exponential", "polyexponential", "sgm uniform", "kl optimal"]);
+/** A1111's schedule types; one it does not know means Automatic, as there. */
+const KNOWN_SCHEDULES = [
+  "Automatic",
+  "Uniform",
+  "Karras",
+  "Exponential",
+  "Polyexponential",
+  "SGM Uniform",
+  "KL Optimal",
+];
 const SCHEDULE_SUFFIXES = [" Karras", " Exponential"];
+
+/** The schedulers a model's input takes (its scheduler enum). */
+function schedulersOf(m: ModelAdapter): string[] {
+  return ((m.schemas["scheduler"] as JsonSchema | undefined)?.enum ?? []) as string[];
+}
 
 /** A1111's txt2img defaults (StableDiffusionProcessingTxt2Img and the API model). */
 const TXT2IMG_DEFAULTS = {
@@ -317,22 +335,27 @@ interface Task {
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
 /** The sampler and schedule of a request, as A1111 resolves them ("DPM++ 2M Karras" is sampler + schedule). */
-function resolveSampler(samplerName: string | null, scheduler: string | null): { sampler: string; schedule: string } {
-  let sampler = samplerName ?? DEFAULT_SAMPLER;
-  let schedule = scheduler ?? "Automatic";
+function resolveSampler(
+  samplerName: string | null,
+  scheduler: string | null,
+): { sampler: string; schedule: string; replicate: string } {
+  let sampler = (samplerName ?? DEFAULT_SAMPLER).trim();
+  let schedule = (scheduler ?? "Automatic").trim();
+  // "DPM++ 2M Karras": the sampler and schedule type in one name, as A1111 before 1.9 named them.
   for (const suffix of SCHEDULE_SUFFIXES) {
-    if (sampler.endsWith(suffix) && !Object.hasOwn(SAMPLERS, sampler)) {
+    if (sampler.toLowerCase().endsWith(suffix.toLowerCase())) {
       sampler = sampler.slice(0, -suffix.length);
       schedule = suffix.trim();
     }
   }
-  const canonical = Object.keys(SAMPLERS).find((s) => s.toLowerCase() === sampler.toLowerCase());
-  if (!canonical) throw httpException(404, "Sampler not found");
-  // A1111 falls back to Automatic for schedule names it does not know; the ones it knows change the sigmas.
-  if (KNOWN_SCHEDULES.has(schedule.toLowerCase())) {
-    throw invalid("scheduler", `schedule type ${schedule} is not available here; use Automatic`);
+  const rows = SAMPLER_TABLE.filter((r) => r.sampler.toLowerCase() === sampler.toLowerCase());
+  if (rows.length === 0) throw httpException(404, "Sampler not found");
+  const known = KNOWN_SCHEDULES.find((k) => k.toLowerCase() === schedule.toLowerCase()) ?? "Automatic";
+  const row = rows.find((r) => r.schedule === known);
+  if (!row) {
+    throw invalid("scheduler", `schedule type ${known} is not available for ${rows[0]?.sampler} here; use Automatic`);
   }
-  return { sampler: canonical, schedule: "Automatic" };
+  return { sampler: row.sampler, schedule: row.schedule, replicate: row.replicate };
 }
 
 function jobTimestamp(d: Date): string {
@@ -435,12 +458,20 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     return null;
   });
 
+  // What some served model can run: its input's schedulers, in A1111's names.
+  const offered = SAMPLER_TABLE.filter((r) => served.some((m) => schedulersOf(m).includes(r.replicate)));
   app.get("/samplers", { schema: doc("The samplers served", list(ANY_OBJECT)) }, async () =>
-    Object.keys(SAMPLERS).map((name) => ({ name, aliases: [], options: {} })),
+    [...new Set(offered.map((r) => r.sampler))].map((name) => ({ name, aliases: [], options: {} })),
   );
-  app.get("/schedulers", { schema: doc("The schedule types served", list(ANY_OBJECT)) }, async () => [
-    { name: "automatic", label: "Automatic", aliases: null, default_rho: -1, need_inner_model: false },
-  ]);
+  app.get("/schedulers", { schema: doc("The schedule types served", list(ANY_OBJECT)) }, async () =>
+    [...new Set(["Automatic", ...offered.map((r) => r.schedule)])].map((label) => ({
+      name: label.toLowerCase(),
+      label,
+      aliases: null,
+      default_rho: -1,
+      need_inner_model: false,
+    })),
+  );
   app.get("/upscalers", { schema: doc("Upscalers: None (hires fix is not made here)", list(ANY_OBJECT)) }, async () => [
     { name: "None", model_name: null, model_path: null, model_url: null, scale: 4 },
   ]);
@@ -537,7 +568,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     }
     const seedIn = body.seed ?? -1;
     const sendImages = body.send_images ?? true;
-    const { sampler, schedule } = resolveSampler(
+    const { sampler, schedule, replicate } = resolveSampler(
       body.sampler_name ?? body.sampler_index ?? null,
       body.scheduler ?? null,
     );
@@ -556,6 +587,15 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       throw httpException(404, `VAE ${JSON.stringify(vae)} not found`);
     }
     const clipSkip = overrides.CLIP_stop_at_last_layers ?? body.clip_skip ?? 1;
+    if (!schedulersOf(model).includes(replicate)) {
+      const names = SAMPLER_TABLE.filter((r) => schedulersOf(model as ModelAdapter).includes(r.replicate)).map((r) =>
+        r.schedule === "Automatic" ? r.sampler : `${r.sampler} (${r.schedule})`,
+      );
+      throw invalid(
+        "sampler_name",
+        `${sampler} with schedule type ${schedule} is not available for ${modelName(model)}; available: ${names.join(", ")}`,
+      );
+    }
     const sizes = sizesOf(model);
     for (const [key, v] of [
       ["width", width],
@@ -576,7 +616,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       num_outputs: 1,
       num_inference_steps: steps,
       guidance_scale: cfg,
-      scheduler: SAMPLERS[sampler],
+      scheduler: replicate,
       seed: s,
       // A model that takes A1111's clip skip gets it; the published SD input has no such field.
       ...(Object.hasOwn(inputProps, "clip_skip") ? { clip_skip: clipSkip } : {}),
