@@ -333,6 +333,26 @@ test("bad input gets A1111's error shapes, never a 500", async () => {
   validation(await post({ ...small, cfg_scale: 1e9 }), "cfg_scale");
   validation(await post({ ...small, prompt: "p".repeat(20_000) }), "prompt");
   validation(await post({ ...small, prompt: ["not", "a", "string"] }), "prompt");
+  validation(await post({ ...small, seed: 1e20 }), "seed");
+  validation(await post({ ...small, batch_size: 1.5 }), "batch_size");
+  validation(await post({ ...small, send_images: "yes" }), "send_images");
+  validation(await post({ ...small, override_settings: ["sd_model_checkpoint"] }), "override_settings");
+  const nested = await post({ ...small, override_settings: { CLIP_stop_at_last_layers: 99 } });
+  assert.equal(nested.status, 422);
+  assert.deepEqual((nested.json["detail"] as { loc: unknown[] }[])[0]?.loc, [
+    "body",
+    "override_settings",
+    "CLIP_stop_at_last_layers",
+  ]);
+  // A1111's optional fields take null as "not given".
+  const nulls = await post({
+    ...small,
+    prompt: "nulls",
+    seed: null,
+    sampler_name: null,
+    override_settings: { sd_vae: null },
+  });
+  assert.equal(nulls.status, 200, JSON.stringify(nulls.json));
   // Not JSON, and not an object.
   const notJson = await post("{not json");
   assert.equal(notJson.status, 422);
