@@ -405,3 +405,27 @@ test("/openapi.json describes the A1111 routes from their schemas, behind Basic 
   }
   assert.deepEqual(doc.components.securitySchemes["basicAuth"], { type: "http", scheme: "basic" });
 });
+
+test("a batch refused part-way (the token's cap): 429 in A1111's shape, and what it made is canceled", async () => {
+  const capped = await startSdserve({ env: { SDSERVE_QUEUE_MAX_PER_TOKEN: "2" } });
+  try {
+    const res = await api(
+      capped,
+      "POST",
+      "/sdapi/v1/txt2img",
+      { prompt: "too many", width: 512, height: 512, steps: 500, batch_size: 3 },
+      TOKEN_AS_PASSWORD,
+    );
+    assert.equal(res.status, 429, JSON.stringify(res.json));
+    assert.equal(res.json["error"], "HTTPException");
+    assert.equal(typeof res.json["detail"], "string");
+    const made = await eventually(async () => {
+      const r = await api(capped, "GET", "/v1/predictions", undefined, authHeaders());
+      const results = r.json["results"] as Record<string, unknown>[];
+      return results.length === 2 && results.every((p) => p["status"] === "canceled") ? results : undefined;
+    }, "the two made canceled");
+    assert.equal(made.length, 2);
+  } finally {
+    await capped.stop();
+  }
+});

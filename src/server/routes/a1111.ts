@@ -651,7 +651,13 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     let finished: (PredictionRecord | undefined)[];
     try {
       for (const s of seeds) {
-        const created = await service.create(req.account, { body: { input: inputOf(s) }, model }, base);
+        // A refusal part-way (the queue or the token's cap is full) takes back what this call made.
+        const created = await service
+          .create(req.account, { body: { input: inputOf(s) }, model }, base)
+          .catch(async (err: unknown) => {
+            await stopTask(req.account, task, "all");
+            throw err;
+          });
         const job: Job = { id: created.id, step: 0, steps, done: false, preview: undefined };
         task.jobs.push(job);
         task.unsubscribe.push(
