@@ -278,6 +278,15 @@ test("a script: txt2img, read info.seed, again with that seed: the same image; b
   const none = await api(server, "POST", "/sdapi/v1/txt2img", { ...req, seed, send_images: false }, TOKEN_AS_PASSWORD);
   assert.deepEqual(none.json["images"], []);
   assert.equal(JSON.parse(none.json["info"] as string)["seed"], seed);
+  // A clip skip the model's input cannot take: info says what was used.
+  const skip = await api(
+    server,
+    "POST",
+    "/sdapi/v1/txt2img",
+    { ...req, seed, send_images: false, override_settings: { CLIP_stop_at_last_layers: 2 } },
+    TOKEN_AS_PASSWORD,
+  );
+  assert.equal(JSON.parse(skip.json["info"] as string)["clip_skip"], 1);
 });
 
 test("bad input gets A1111's error shapes, never a 500", async () => {

@@ -755,7 +755,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       infotexts: infoSeeds.map(text),
       styles: [],
       job_timestamp: task.timestamp,
-      clip_skip: clipSkip,
+      // What was used: a model whose input has no clip_skip reads CLIP's last layer.
+      clip_skip: Object.hasOwn(inputProps, "clip_skip") ? clipSkip : 1,
       is_using_inpainting_conditioning: false,
       version: `sdserve ${opts.version}`,
     };
