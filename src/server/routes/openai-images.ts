@@ -16,6 +16,9 @@ import type { PredictionService } from "../predictions/service.js";
 import type { RouteSchema } from "../schemas/openapi.js";
 import { chooseModel, encodeOutput, OPENAI_FIELDS, OpenAiError, readOutputChoice } from "./openai-options.js";
 
+// Other OpenAI routes (edits) throw the same error.
+export { OpenAiError } from "./openai-options.js";
+
 export interface OpenAiImagesOptions {
   service: PredictionService;
   publicBaseUrl: string | undefined;
