@@ -362,6 +362,10 @@ test("bad input gets A1111's error shapes, never a 500", async () => {
     override_settings: { sd_vae: null },
   });
   assert.equal(nulls.status, 200, JSON.stringify(nulls.json));
+  // A path not served here: FastAPI's 404.
+  const missing = await api(server, "POST", "/sdapi/v1/extra-single-image", {}, TOKEN_AS_PASSWORD);
+  assert.equal(missing.status, 404);
+  assert.deepEqual(missing.json, { detail: "Not Found" });
   // Not JSON, and not an object.
   const notJson = await post("{not json");
   assert.equal(notJson.status, 422);

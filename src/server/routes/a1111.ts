@@ -406,6 +406,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     return reply.code(e.status).send(e.body);
   });
   app.addHook("onRequest", opts.authenticate);
+  // What is not served here (img2img, extras, …) answers as FastAPI does for a path it does not know.
+  app.setNotFoundHandler((_req, reply) => reply.code(404).send({ detail: "Not Found" }));
 
   // A1111's optional fields take null as "not given": so do these routes, before their schemas are checked.
   app.addHook("preValidation", (req, _reply, done) => {
