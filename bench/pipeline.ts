@@ -7,7 +7,7 @@
  * one VAE encode (inpainting: two, the picture and the masked picture). Models: the tiny-random model, and the full-size presets (SD 1.5,
  * SD 2.1, …) with random weights built from presets/ (compute does not depend on the values).
  *
- *   npx tsx bench/pipeline.ts [--model tiny|sd-1.5|sd-2.1|sd-2.1-base|sd-turbo|lcm-dreamshaper-v7|all]
+ *   npx tsx bench/pipeline.ts [--model tiny|sd-1.5|sd-2.1|sd-2.1-base|sd-turbo|lcm-dreamshaper-v7|sdxl|sdxl-turbo|all]
  *     [--runs 3] [--warmup 1] [--steps 20] [--size N|WxH] [--scheduler DPMSolverMultistep]
  *     [--guidance 7.5] [--vae taesd|DIR] [--preview taesd|DIR] [--preview-size N] [--fast turbo|lcm] [--seed 42]
  *     [--threads N] [--provider cpu|cuda|cpu,cuda] [--json] [--cache DIR] [--matmul-runs 5]
@@ -55,7 +55,16 @@ import { median, summarize, type Timing, time, timeRuns } from "./lib/timing.js"
 
 const BENCH = "pipeline";
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const MODELS = ["tiny", "sd-1.5", "sd-2.1", "sd-2.1-base", "sd-turbo", "lcm-dreamshaper-v7"] as const;
+const MODELS = [
+  "tiny",
+  "sd-1.5",
+  "sd-2.1",
+  "sd-2.1-base",
+  "sd-turbo",
+  "lcm-dreamshaper-v7",
+  "sdxl",
+  "sdxl-turbo",
+] as const;
 /** The ready-made few-step runs of issue 17 (see the usage above). */
 const FAST = {
   turbo: { model: "sd-turbo", steps: 1, guidance: 0, scheduler: "K_EULER", size: 512, vae: "taesd" },
@@ -254,7 +263,11 @@ function imageFlops(
   const h = opts.height / pipeline.info.vaeScaleFactor;
   const w = opts.width / pipeline.info.vaeScaleFactor;
   const { folder } = pipeline;
-  const text = textEncoderFlops(folder.textEncoder.config, { batch: guided ? 2 : 1, sequence: TOKENS });
+  // SDXL runs both encoders (the bench always gives a negative prompt, so both halves are encoded).
+  const text = [folder.textEncoder, folder.textEncoder2].reduce(
+    (a, c) => a + (c ? textEncoderFlops(c.config, { batch: guided ? 2 : 1, sequence: TOKENS }) : 0),
+    0,
+  );
   const step = unetFlops(folder.unet.config, { batch: guided ? 2 : 1, height: h, width: w, sequence: TOKENS });
   const size = { batch: 1, height: h, width: w };
   const decode = (config: Record<string, unknown>) =>
@@ -357,7 +370,9 @@ async function benchOne(
   const pipe = pipeline as Pipeline;
   const rssAfterLoad = process.memoryUsage().rss;
 
-  const components = [pipe.folder.textEncoder, pipe.folder.unet, pipe.folder.vae];
+  const components = [pipe.folder.textEncoder, pipe.folder.textEncoder2, pipe.folder.unet, pipe.folder.vae].filter(
+    (c) => c !== undefined,
+  );
   let parameters = 0;
   let weightBytes = 0;
   for (const c of components) {

@@ -4,23 +4,26 @@
  * MatMul rate. Compute does not depend on the weights' values, so these are the figures a
  * real checkpoint gives.
  *
- *   npx tsx bench/unet-step.ts [--model sd-1.5|sd-2.1|sd-2.1-base|sd-turbo|all] [--runs 3]
+ *   npx tsx bench/unet-step.ts [--model sd-1.5|sd-2.1|sd-2.1-base|sd-turbo|sdxl|sdxl-refiner|sdxl-turbo|all] [--runs 3]
  *     [--warmup 1] [--threads N] [--json] [--cache DIR] [--seed 0] [--parts text,unet,vae]
  *     [--matmul-runs 5] [--optimized-cache on|off|DIR] [--provider cpu|cuda]
  *
  * With `--model all` (the default: SD 1.5 at 512² and SD 2.1 at 768²) each model runs in its
- * own process, so its peak RSS is its own. See bench/README.md for what is printed.
+ * own process, so its peak RSS is its own. SDXL presets time each of their text encoders and
+ * feed the UNet its added conditions (text_embeds, time_ids). See bench/README.md for what is
+ * printed.
  */
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { type TensorF32, TextEncoder, UNet, VaeDecoder } from "../src/engine/networks.js";
+import { type AddedConditions, type TensorF32, TextEncoder, UNet, VaeDecoder } from "../src/engine/networks.js";
 import type { ExecutionProvider } from "../src/engine/runtime.js";
 import type { ComponentName } from "../src/engine/weights/model-folder.js";
 import { type RandomComponent, writeRandomComponent } from "../src/engine/weights/random-weights.js";
 import { intOption as int, optimizedCacheOption, printUsageAndExit, runChildren } from "./lib/cli.js";
 import { textEncoderFlops, unetFlops, vaeDecodeFlops } from "./lib/flops.js";
-import { noise, readPresetConfig } from "./lib/inputs.js";
+import { noise, PRESETS, readPresetConfig } from "./lib/inputs.js";
 import { gpuInfo, type MatmulPeak, machineInfo, measureMatmulPeak } from "./lib/machine.js";
 import {
   gib,
@@ -39,7 +42,7 @@ import { time, timeRuns } from "./lib/timing.js";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const ALL_MODELS = ["sd-1.5", "sd-2.1"];
-const KNOWN_MODELS = ["sd-1.5", "sd-2.1", "sd-2.1-base", "sd-turbo"];
+const KNOWN_MODELS = ["sd-1.5", "sd-2.1", "sd-2.1-base", "sd-turbo", "sdxl", "sdxl-refiner", "sdxl-turbo"];
 const PARTS = ["text", "unet", "vae"] as const;
 type Part = (typeof PARTS)[number];
 /** Classifier-free guidance runs the UNet on the unconditional and conditional halves together. */
@@ -109,16 +112,21 @@ function parseOptions(): Options {
 // ---------------------------------------------------------------- one model
 
 async function benchModel(model: string, opts: Options, report: Report): Promise<void> {
-  const configs: Record<ComponentName, Record<string, unknown>> = {
-    text_encoder: readPresetConfig(model, "text_encoder"),
+  // SDXL has a second text encoder; its refiner only that one.
+  const encoders = (["text_encoder", "text_encoder_2"] as const).filter((c) =>
+    existsSync(path.join(PRESETS, model, c, "config.json")),
+  );
+  const configs: Partial<Record<ComponentName, Record<string, unknown>>> = {
     unet: readPresetConfig(model, "unet"),
     vae: readPresetConfig(model, "vae"),
   };
-  const latent = configs.unet["sample_size"] as number;
-  const vaeBlocks = (configs.vae["block_out_channels"] as number[]).length;
+  for (const c of encoders) configs[c] = readPresetConfig(model, c);
+  const unetConfig = configs.unet as Record<string, unknown>;
+  const vaeConfig = configs.vae as Record<string, unknown>;
+  const latent = unetConfig["sample_size"] as number;
+  const vaeBlocks = (vaeConfig["block_out_channels"] as number[]).length;
   const pixels = latent * 2 ** (vaeBlocks - 1);
-  const crossDim = configs.text_encoder["hidden_size"] as number;
-  const vocab = configs.text_encoder["vocab_size"] as number;
+  const crossDim = encoders.reduce((a, c) => a + ((configs[c] as Record<string, unknown>)["hidden_size"] as number), 0);
   const sessionLog: string[] = [];
   const runtime = {
     threads: opts.threads,
@@ -128,7 +136,7 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
   };
   const want = (p: Part) => opts.parts.includes(p);
   const needed: ComponentName[] = [];
-  if (want("text")) needed.push("text_encoder");
+  if (want("text")) needed.push(...encoders);
   if (want("unet")) needed.push("unet");
   if (want("vae")) needed.push("vae");
 
@@ -143,7 +151,9 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
     const dir = path.join(opts.cache, model, component);
     let result: RandomComponent | undefined;
     const seconds = await time(async () => {
-      result = await writeRandomComponent(dir, component, configs[component], { seed: opts.seed });
+      result = await writeRandomComponent(dir, component, configs[component] as Record<string, unknown>, {
+        seed: opts.seed,
+      });
     });
     const w = result as RandomComponent;
     written.set(component, w);
@@ -190,19 +200,23 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
     return value as T;
   };
   const files = (c: ComponentName) => (written.get(c) as RandomComponent).files;
-  const text = want("text")
-    ? await load("text_encoder", () => TextEncoder.load(files("text_encoder"), runtime))
-    : undefined;
+  const texts: { component: ComponentName; encoder: TextEncoder }[] = [];
+  if (want("text")) {
+    for (const c of encoders)
+      texts.push({ component: c, encoder: await load(c, () => TextEncoder.load(files(c), runtime)) });
+  }
   const unet = want("unet") ? await load("unet", () => UNet.load(files("unet"), runtime)) : undefined;
   const vae = want("vae") ? await load("vae", () => VaeDecoder.load(files("vae"), runtime)) : undefined;
   const runs = { warmup: opts.warmup, runs: opts.runs };
 
-  if (text) {
+  for (const { component, encoder: text } of texts) {
+    const config = configs[component] as Record<string, unknown>;
+    const vocab = config["vocab_size"] as number;
     const ids = [0, 1].map((b) => Array.from({ length: TOKENS }, (_, i) => (i * 7919 + b * 104729 + 1) % vocab));
     const t = await timeRuns(() => text.encode(ids), runs);
-    const flops = textEncoderFlops(configs.text_encoder, { batch: 2, sequence: TOKENS });
+    const flops = textEncoderFlops(config, { batch: 2, sequence: TOKENS });
     report.emit(
-      ...timedFigure("text_encoder", `text encoder (batch 2, ${TOKENS} tokens)`, t, {
+      ...timedFigure(component, `${component.replace(/_/g, " ")} (batch 2, ${TOKENS} tokens)`, t, {
         flops,
         peak,
         fields: {
@@ -226,8 +240,19 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
       data: noise(UNET_BATCH * TOKENS * crossDim, 2),
       shape: [UNET_BATCH, TOKENS, crossDim],
     };
-    const t = await timeRuns(() => unet.run(sample, 500, context), runs);
-    const flops = unetFlops(configs.unet, { batch: UNET_BATCH, height: latent, width: latent, sequence: TOKENS });
+    // SDXL's added conditions: the pooled embedding and the time ids, sized from the config.
+    const textTime = unet.config?.textTime ?? null;
+    let added: AddedConditions | undefined;
+    if (textTime) {
+      const pooled = (configs.text_encoder_2?.["projection_dim"] as number | undefined) ?? 1280;
+      const ids = (textTime.inputDim - pooled) / textTime.timeIdDim;
+      added = {
+        textEmbeds: { data: noise(UNET_BATCH * pooled, 4), shape: [UNET_BATCH, pooled] },
+        timeIds: { data: new Float32Array(UNET_BATCH * ids).fill(pixels), shape: [UNET_BATCH, ids] },
+      };
+    }
+    const t = await timeRuns(() => unet.run(sample, 500, context, undefined, {}, added), runs);
+    const flops = unetFlops(unetConfig, { batch: UNET_BATCH, height: latent, width: latent, sequence: TOKENS });
     report.emit(
       ...timedFigure("unet_call", `UNet call (${pixels}², batch ${UNET_BATCH})`, t, {
         flops,
@@ -251,7 +276,7 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
       shape,
     };
     const t = await timeRuns(() => vae.decode(latents), runs);
-    const flops = vaeDecodeFlops(configs.vae, { batch: 1, height: latent, width: latent });
+    const flops = vaeDecodeFlops(vaeConfig, { batch: 1, height: latent, width: latent });
     report.emit(
       ...timedFigure("vae_decode", `VAE decode (${pixels}², 1 image)`, t, {
         flops,
@@ -265,7 +290,11 @@ async function benchModel(model: string, opts: Options, report: Report): Promise
     );
   }
 
-  await Promise.all([text?.session.release(), unet?.session.release(), vae?.session.release()]);
+  await Promise.all([
+    ...texts.map((t) => t.encoder.session.release()),
+    unet?.session.release(),
+    vae?.session.release(),
+  ]);
   report.emit(...peakRssFigure(weightBytes));
 }
 

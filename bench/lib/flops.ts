@@ -37,6 +37,8 @@ export function unetFlops(
   let total = 0;
 
   total += linear(1, base, temb) + linear(1, temb, temb);
+  // SDXL's add_embedding MLP, once per sample.
+  if (c.textTime) total += linear(B, c.textTime.inputDim, temb) + linear(B, temb, temb);
 
   const resnet = (cin: number, cout: number, h: number, w: number) => {
     total += conv(B, cin, cout, 3, h, w) + conv(B, cout, cout, 3, h, w) + linear(1, temb, cout);
@@ -187,7 +189,9 @@ export function textEncoderFlops(config: Record<string, unknown>, opts: { batch:
     attention(opts.batch, opts.sequence, opts.sequence, H) +
     linear(rows, H, c.intermediateSize) +
     linear(rows, c.intermediateSize, H);
-  return c.layers * perLayer;
+  // CLIPTextModelWithProjection's text_projection of the pooled token.
+  const projection = c.projectionDim === null ? 0 : linear(opts.batch, H, c.projectionDim);
+  return c.layers * perLayer + projection;
 }
 
 /** AutoencoderTiny (TAESD) decoder from latents h×w: 3×3 convolutions only. */

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-const PRESETS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "presets");
+export const PRESETS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "presets");
 
 /** presets/<model>/<component>/config.json. */
 export function readPresetConfig(model: string, component: string): Record<string, unknown> {

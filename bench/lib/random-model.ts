@@ -1,7 +1,8 @@
 /**
  * A complete diffusers-format model folder with random weights, built from a preset's
  * published configs (presets/<model>/), so a bench can load it with loadPipeline() like a
- * downloaded checkpoint: model_index.json, scheduler/, tokenizer/, text_encoder/, unet/, vae/.
+ * downloaded checkpoint: model_index.json, scheduler/, tokenizer/, text_encoder/, unet/, vae/
+ * (and SDXL's tokenizer_2/ and text_encoder_2/ where the preset has them).
  *
  * Presets carry no vocabulary, so tokenizer/ gets CLIP's byte-level alphabet without merges
  * (one token per character, as the tiny-random model has), padded with unreachable
@@ -9,12 +10,15 @@
  * CLIP gives them (49406, 49407 for SD 1.5), and the embedding table keeps its real size, so
  * memory and compute are those of the real model.
  */
+import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { ComponentName } from "../../src/engine/weights/model-folder.js";
 import { type RandomComponent, writeRandomComponent } from "../../src/engine/weights/random-weights.js";
 
-const COMPONENTS: readonly ComponentName[] = ["text_encoder", "unet", "vae"];
+const COMPONENTS: readonly ComponentName[] = ["text_encoder", "text_encoder_2", "unet", "vae"];
+/** Each text encoder's tokenizer folder. */
+const TOKENIZERS: Partial<Record<ComponentName, string>> = { text_encoder: "tokenizer", text_encoder_2: "tokenizer_2" };
 const BOS = "<|startoftext|>";
 const EOS = "<|endoftext|>";
 
@@ -81,7 +85,8 @@ export async function ensureRandomModelFolder(
 ): Promise<RandomModelFolder> {
   const json = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
   const components = new Map<ComponentName, RandomComponent>();
-  for (const component of COMPONENTS) {
+  const present = COMPONENTS.filter((c) => existsSync(path.join(presetDir, c, "config.json")));
+  for (const component of present) {
     const config = await readJson(path.join(presetDir, component, "config.json"));
     components.set(component, await writeRandomComponent(path.join(dir, component), component, config, { seed }));
   }
@@ -89,22 +94,28 @@ export async function ensureRandomModelFolder(
   const schedulerConfig = await readJson(path.join(presetDir, "scheduler", "scheduler_config.json"));
   await writeIfChanged(path.join(dir, "scheduler", "scheduler_config.json"), json(schedulerConfig));
 
-  const vocabSize = (components.get("text_encoder") as RandomComponent).files.config["vocab_size"];
-  if (typeof vocabSize !== "number") throw new Error(`${presetDir}/text_encoder/config.json has no vocab_size`);
-  const tokenizerDir = path.join(dir, "tokenizer");
-  for (const name of ["tokenizer_config.json", "special_tokens_map.json"]) {
-    await writeIfChanged(
-      path.join(tokenizerDir, name),
-      await readFile(path.join(presetDir, "tokenizer", name), "utf8"),
-    );
+  const tokenizers: string[] = [];
+  for (const encoder of present.filter((c) => TOKENIZERS[c])) {
+    const tokenizer = TOKENIZERS[encoder] as string;
+    tokenizers.push(tokenizer);
+    const vocabSize = (components.get(encoder) as RandomComponent).files.config["vocab_size"];
+    if (typeof vocabSize !== "number") throw new Error(`${presetDir}/${encoder}/config.json has no vocab_size`);
+    const tokenizerDir = path.join(dir, tokenizer);
+    for (const name of ["tokenizer_config.json", "special_tokens_map.json"]) {
+      await writeIfChanged(
+        path.join(tokenizerDir, name),
+        await readFile(path.join(presetDir, tokenizer, name), "utf8"),
+      );
+    }
+    await writeIfChanged(path.join(tokenizerDir, "vocab.json"), JSON.stringify(byteLevelVocab(vocabSize)));
+    await writeIfChanged(path.join(tokenizerDir, "merges.txt"), "#version: 0.2\n");
   }
-  await writeIfChanged(path.join(tokenizerDir, "vocab.json"), JSON.stringify(byteLevelVocab(vocabSize)));
-  await writeIfChanged(path.join(tokenizerDir, "merges.txt"), "#version: 0.2\n");
 
   // Only the components written here: no safety checker or feature extractor.
   const index = await readJson(path.join(presetDir, "model_index.json"));
   const kept = Object.fromEntries(
-    Object.entries(index).filter(([k]) => k.startsWith("_") || ["scheduler", "tokenizer", ...COMPONENTS].includes(k)),
+    // Settings (`_class_name`, force_zeros_for_empty_prompt, …) stay; components only if written.
+    Object.entries(index).filter(([k, v]) => !Array.isArray(v) || ["scheduler", ...tokenizers, ...present].includes(k)),
   );
   // model_index.json last: its presence marks a complete folder.
   await writeIfChanged(path.join(dir, "model_index.json"), json(kept));

@@ -15,7 +15,8 @@ import { StepProgress } from "./progress.js";
 export const GENERATE_HELP = `Usage: sdserve generate "prompt" --model <folder|file|owner/name|tiny-random> [options]
 
 Options:
-  --model <source>          a diffusers-format Stable Diffusion folder; a single-file checkpoint
+  --model <source>          a diffusers-format Stable Diffusion folder (SD 1.x / 2.x, or SDXL, told
+                            from model_index.json); a single-file checkpoint
                             (model.safetensors in the original SD 1.x / 2.x layout); a Hugging Face
                             model id (owner/name[@revision], downloaded into the Hugging Face cache
                             on first use, see sdserve models --help); or tiny-random (a small
@@ -28,7 +29,7 @@ Options:
                             used by writing an embedding's file name in a prompt; repeatable
   --lora <file[:scale]>     a LoRA (.safetensors, kohya/A1111 or diffusers/PEFT layout) at a scale
                             (default 1); repeat for several
-  --negative-prompt <text>  what the image should not show
+  --negative-prompt <text>  what the image should not show (SDXL: left out, the negative is zeros)
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size,
                             or with --image the picture's own size rounded down to that multiple)
   --height <px>             height, likewise

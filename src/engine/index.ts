@@ -28,6 +28,7 @@ export { canPreview, latentsToPreviewImages } from "./latent-preview.js";
 export type { TensorF32 } from "./networks.js";
 export {
   DEFAULT_SCHEDULER,
+  type DenoiseResult,
   type GenerateDefaults,
   type GenerateOptions,
   type GenerateRequest,
@@ -41,6 +42,7 @@ export {
 export { TorchCpuGenerator } from "./random/torch-cpu.js";
 export type { ExecutionProvider, RuntimeOptions } from "./runtime.js";
 export { SCHEDULER_NAMES } from "./schedulers/index.js";
+export type { MicroConditioning, SdxlSettings } from "./sdxl.js";
 export { type ModelSource, resolveModelSource } from "./sources.js";
 export { TinyAutoencoderPreview } from "./taesd-preview.js";
 export { ensureTinyRandomModel, TINY_RANDOM } from "./tiny-random.js";

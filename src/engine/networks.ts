@@ -57,6 +57,8 @@ export class TextEncoder {
   private constructor(
     readonly session: NetworkSession,
     readonly hiddenSize: number,
+    /** CLIPTextModelWithProjection's text_embeds width (SDXL's pooled embedding), else null. */
+    readonly projectionDim: number | null,
     /** Layers whose LoRA factors are inputs; empty unless loaded with LoRA support. */
     readonly lowRankTargets: ReadonlyMap<string, LowRankTarget> = new Map(),
     /** Token ids from here on pick rows of the `extra_token_rows` input (textual inversion). */
@@ -75,14 +77,14 @@ export class TextEncoder {
     const cfg = readClipTextConfig(new ConfigReader(files.configPath, files.config));
     const lowRank = adapters.lowRank && { filter: adapters.lowRank, targets: new Map<string, LowRankTarget>() };
     const session = await openSession(
-      "text_encoder",
+      files.name,
       files,
       buildClipTextGraph,
       opts,
       lowRank,
       adapters.embeddings === true,
     );
-    return new TextEncoder(session, cfg.hiddenSize, lowRank?.targets, cfg.vocabSize);
+    return new TextEncoder(session, cfg.hiddenSize, cfg.projectionDim, lowRank?.targets, cfg.vocabSize);
   }
 
   /**
@@ -90,6 +92,15 @@ export class TextEncoder {
    * prompt embeddings). No attention mask is passed, as diffusers does.
    */
   async encode(ids: readonly (readonly number[])[], adapters: Feeds = {}): Promise<TensorF32> {
+    return (await this.outputs(ids, ["last_hidden_state"], adapters))["last_hidden_state"] as TensorF32;
+  }
+
+  /** The named graph outputs (see graph/clip.ts: penultimate_hidden_state, text_embeds, …). */
+  async outputs(
+    ids: readonly (readonly number[])[],
+    names: readonly string[],
+    adapters: Feeds = {},
+  ): Promise<Record<string, TensorF32>> {
     const batch = ids.length;
     const len = ids[0]?.length ?? 0;
     const meta = this.session.inputNames[0] ?? "input_ids";
@@ -103,9 +114,17 @@ export class TextEncoder {
           BigInt64Array.from(flat, (v) => BigInt(v)),
           [batch, len],
         );
-    const out = await this.session.run({ [meta]: tensor, ...adapters }, ["last_hidden_state"]);
-    return toF32(out["last_hidden_state"] as ort.Tensor);
+    const out = await this.session.run({ [meta]: tensor, ...adapters }, [...names]);
+    return Object.fromEntries(names.map((n) => [n, toF32(out[n] as ort.Tensor)]));
   }
+}
+
+/** SDXL's added conditions (diffusers' `added_cond_kwargs`), one row per UNet batch item. */
+export interface AddedConditions {
+  /** The pooled text embedding [B, projection_dim]. */
+  textEmbeds: TensorF32;
+  /** Micro-conditioning [B, n]: original size, crop top-left, then target size or aesthetic score. */
+  timeIds: TensorF32;
 }
 
 export class UNet {
@@ -128,8 +147,10 @@ export class UNet {
 
   /**
    * One forward pass: the model's prediction (noise, v or sample, per the scheduler config).
-   * `timestepCond` [B, time_cond_proj_dim] is required by, and only by, UNets with time_cond_proj_dim.
-   * `adapters`: the LoRA factor feeds (lora.ts) when loaded with LoRA support.
+   * `timestepCond` [B, time_cond_proj_dim] is required by, and only by, UNets with time_cond_proj_dim;
+   * `adapters`: the LoRA factor feeds (lora.ts) when loaded with LoRA support; `added` (SDXL's
+   * pooled text embedding and time ids) is required by, and only by, UNets with
+   * addition_embed_type "text_time".
    */
   async run(
     sample: TensorF32,
@@ -137,6 +158,7 @@ export class UNet {
     context: TensorF32,
     timestepCond?: TensorF32,
     adapters: Feeds = {},
+    added?: AddedConditions,
   ): Promise<TensorF32> {
     const tType = this.session.inputType("timestep");
     const t =
@@ -156,6 +178,16 @@ export class UNet {
       );
     }
     if (timestepCond) feeds["timestep_cond"] = new ort.Tensor("float32", timestepCond.data, timestepCond.shape);
+    const wantsAdded = this.session.inputNames.includes("time_ids");
+    if (wantsAdded !== (added !== undefined)) {
+      throw new Error(
+        wantsAdded ? "this UNet needs text_embeds and time_ids (SDXL)" : "this UNet takes no text_embeds or time_ids",
+      );
+    }
+    if (added) {
+      feeds["text_embeds"] = new ort.Tensor("float32", added.textEmbeds.data, added.textEmbeds.shape);
+      feeds["time_ids"] = new ort.Tensor("float32", added.timeIds.data, added.timeIds.shape);
+    }
     const out = await this.session.run(feeds);
     return toF32(out[this.session.outputNames[0] as string] as ort.Tensor);
   }

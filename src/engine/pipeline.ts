@@ -8,6 +8,10 @@
  * (StableDiffusionInpaintPipeline: `image` + `mask`, with a 9-channel inpainting UNet or an
  * ordinary 4-channel one). They differ only in where the denoising starts and in what the UNet
  * sees; see `prepareStart`.
+ *
+ * SDXL folders (StableDiffusionXLPipeline and its Img2Img / Inpaint forms, the refiner) run the
+ * same loop; what differs is the conditioning (sdxl.ts: two text encoders, pooled text_embeds and
+ * time_ids for the UNet), the defaults, and the expert ensemble's denoisingEnd / denoisingStart.
  */
 import { randomInt } from "node:crypto";
 import { stat } from "node:fs/promises";
@@ -36,6 +40,7 @@ import {
   touchesConvolutions,
 } from "./lora.js";
 import {
+  type AddedConditions,
   type LatentDecoder,
   type TensorF32,
   TextEncoder,
@@ -47,6 +52,13 @@ import {
 import { TorchCpuGenerator } from "./random/torch-cpu.js";
 import type { Feeds, RuntimeOptions } from "./runtime.js";
 import { createScheduler, type Scheduler } from "./schedulers/index.js";
+import {
+  denoisingEndIndex,
+  denoisingStartIndex,
+  isSdxlFolder,
+  type MicroConditioning,
+  SdxlConditioner,
+} from "./sdxl.js";
 import { TinyAutoencoderPreview } from "./taesd-preview.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import { type ModelFolder, openComponentFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
@@ -121,11 +133,16 @@ export interface PipelineInfo {
   /** "AutoencoderKL" or "AutoencoderTiny". */
   decoderClass: string;
   defaults: GenerateDefaults;
+  /** "sd" (one text encoder) or "sdxl" (SDXL's conditioning; see sdxl.ts). */
+  family: "sd" | "sdxl";
 }
 
-export interface GenerateRequest {
+export interface GenerateRequest extends MicroConditioning {
   prompt: string;
-  /** Empty or absent: the unconditional batch uses "" as diffusers does. */
+  /**
+   * Empty or absent: the unconditional batch uses "" as diffusers does. SDXL: absent is all
+   * zeros where the model says force_zeros_for_empty_prompt; "" is encoded as text.
+   */
   negativePrompt?: string;
   /** Pixels; multiples of the VAE scale factor. Default: the model's native size. */
   width?: number;
@@ -141,7 +158,11 @@ export interface GenerateRequest {
   seed?: number | bigint;
   /** Images per prompt, generated as one batch. */
   numOutputs?: number;
-  /** Starting latents [numOutputs, C, h, w] instead of drawing them (they are still scaled by the scheduler's init sigma). Text-to-image only. */
+  /**
+   * Starting latents [numOutputs, C, h, w] instead of drawing them (they are still scaled by the
+   * scheduler's init sigma, except with denoisingStart: a hand-over's latents are used as they
+   * are). Text-to-image only.
+   */
   latents?: TensorF32;
   /** LoRAs for this request, on top of the pipeline's own; needs a pipeline loaded with loraSupport. */
   loras?: readonly LoraSpec[];
@@ -158,9 +179,20 @@ export interface GenerateRequest {
   /**
    * How much of the schedule runs, in (0, 1]: the run starts at step
    * numInferenceSteps − floor(numInferenceSteps × strength). Default 0.8 for img2img, 1 for
-   * inpainting (diffusers' defaults).
+   * inpainting (diffusers' defaults; SDXL's pipelines: 0.3 and 0.9999).
    */
   strength?: number;
+  /**
+   * The expert ensemble's first half (diffusers' denoising_end, in (0, 1)): stop before the
+   * timesteps below round(T·(1 − denoisingEnd)); hand the latents (`denoise`) to a pipeline
+   * with denoisingStart.
+   */
+  denoisingEnd?: number;
+  /**
+   * The second half (diffusers' denoising_start): `latents` (required) are taken as they are,
+   * already noised, and only the timesteps below round(T·(1 − denoisingStart)) run.
+   */
+  denoisingStart?: number;
 }
 
 export interface StepEvent {
@@ -190,6 +222,16 @@ export interface GenerateResult {
   parameters: GenerationParameters;
   /** encodeSeconds: the prompt and, with image inputs, the VAE encoding of the picture(s). */
   timings: { encodeSeconds: number; denoiseSeconds: number; decodeSeconds: number };
+}
+
+/** `denoise`'s result: the latents, not yet decoded. */
+export interface DenoiseResult {
+  seed: bigint;
+  /** [B, C, h, w] */
+  latents: TensorF32;
+  parameters: GenerationParameters;
+  /** encodeSeconds: the prompt and, with image inputs, the VAE encoding of the picture(s). */
+  timings: { encodeSeconds: number; denoiseSeconds: number };
 }
 
 /** What the denoising loop starts from, as each of diffusers' three pipelines prepares it. */
@@ -234,6 +276,8 @@ export class Pipeline {
     readonly vae: LatentDecoder,
     /** Draws step previews when the pipeline was loaded with `previewVae`. */
     readonly previewer: TinyAutoencoderPreview | undefined,
+    /** SDXL's text side (both encoders, time ids); undefined for SD 1.x / 2.x. */
+    readonly sdxl: SdxlConditioner | undefined,
     private readonly runtimeOptions: RuntimeOptions,
   ) {}
 
@@ -275,6 +319,16 @@ export class Pipeline {
       embeddings: (opts.embeddings?.length ?? 0) > 0,
     });
     const unet = await UNet.load(folder.unet, opts, lowRank ? (p) => isLoraTarget("unet", p, convs) : undefined);
+    const sdxl = isSdxlFolder(folder)
+      ? await SdxlConditioner.load(folder, { tokenizer, encoder: textEncoder }, opts)
+      : undefined;
+    if (sdxl && (lowRank || (opts.embeddings?.length ?? 0) > 0)) {
+      // lora.ts and embeddings.ts know SD's one text encoder and its key names, not SDXL's two.
+      await Promise.all([textEncoder.session.release(), sdxl.release()]);
+      throw new ModelError("LoRAs and textual-inversion embeddings are not supported on SDXL yet", {
+        file: `${folder.dir}/model_index.json`,
+      });
+    }
     const vae = await loadDecoder(folder, opts);
     if (unet.config && vae.config.latentChannels !== unet.config.outChannels) {
       throw new ModelError(
@@ -285,12 +339,16 @@ export class Pipeline {
     const previewer = opts.previewVae
       ? await TinyAutoencoderPreview.load(opts.previewVae, { ...opts, maxSize: opts.previewMaxSize })
       : undefined;
-    if (textEncoder.hiddenSize && unet.config && unet.config.crossDim[0] !== textEncoder.hiddenSize) {
+    const contextDim = sdxl ? sdxl.contextDim : textEncoder.hiddenSize;
+    if (contextDim && unet.config && unet.config.crossDim[0] !== contextDim) {
       throw new ModelError(
-        `is ${unet.config.crossDim[0]}, but the text encoder's hidden_size is ${textEncoder.hiddenSize}`,
+        sdxl
+          ? `is ${unet.config.crossDim[0]}, but the text encoders' hidden sizes add up to ${contextDim}`
+          : `is ${unet.config.crossDim[0]}, but the text encoder's hidden_size is ${textEncoder.hiddenSize}`,
         { file: folder.unet.configPath, field: "cross_attention_dim" },
       );
     }
+    checkAddedConditions(folder, unet, sdxl);
     const predictionType =
       typeof folder.schedulerConfig["prediction_type"] === "string"
         ? (folder.schedulerConfig["prediction_type"] as string)
@@ -316,9 +374,10 @@ export class Pipeline {
       variant: folder.variant,
       decoder: opts.vae ?? "vae",
       decoderClass: vae instanceof TinyVaeDecoder ? "AutoencoderTiny" : "AutoencoderKL",
-      defaults: nativeDefaults(folder, unet),
+      defaults: nativeDefaults(folder, unet, sdxl !== undefined),
+      family: sdxl ? "sdxl" : "sd",
     };
-    const pipeline = new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer, opts);
+    const pipeline = new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer, sdxl, opts);
     if (opts.embeddings && opts.embeddings.length > 0) {
       try {
         const embeddings = await loadEmbeddings(opts.embeddings, textEncoder.hiddenSize);
@@ -409,8 +468,12 @@ export class Pipeline {
     return (state.last as NonNullable<LoraState["last"]>).feeds;
   }
 
-  /** Prompt → text embeddings [n, 77, hidden], padded and truncated as the tokenizer says. */
+  /**
+   * Prompt → text embeddings [n, 77, hidden], padded and truncated as the tokenizer says. SDXL:
+   * both encoders' penultimate states concatenated (the pooled embedding: `sdxl.encode`).
+   */
   async encodePrompts(prompts: readonly string[], loras?: readonly LoraSpec[]): Promise<TensorF32> {
+    if (this.sdxl) return (await this.sdxl.encode(prompts)).promptEmbeds;
     const { ids, feeds } = this.tokenizePrompts(prompts);
     return this.textEncoder.encode(ids, { ...feeds, ...(await this.adapterFeeds(loras)).text });
   }
@@ -422,11 +485,12 @@ export class Pipeline {
   }
 
   /**
-   * Text to image, img2img or inpainting, as diffusers' pipelines do them: encode [negative,
-   * prompt], prepare the starting latents (`prepareStart`), denoise with the scheduler (one
-   * batched UNet call per step with guidance), decode latents / scaling_factor.
+   * The denoising of text to image, img2img or inpainting, as diffusers' pipelines do it: encode
+   * [negative, prompt], prepare the starting latents (`prepareStart`), denoise with the scheduler
+   * (one batched UNet call per step with guidance). The latents are not decoded: `generate` does
+   * that; alone, this is the base's half of SDXL's expert ensemble (output_type="latent").
    */
-  async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
+  async denoise(req: GenerateRequest, opts: GenerateOptions = {}): Promise<DenoiseResult> {
     const r = await this.validate(req);
     const { signal } = opts;
     signal?.throwIfAborted();
@@ -447,12 +511,8 @@ export class Pipeline {
       for (let b = 0; b < batch; b++) data.set(w, b * condDim);
       timestepCond = { data, shape: [batch, condDim] };
     }
-    const prompts = guided
-      ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
-      : new Array<string>(batch).fill(r.prompt);
     const adapters = await this.adapterFeeds(req.loras);
-    const tokens = this.tokenizePrompts(prompts);
-    const context = await this.textEncoder.encode(tokens.ids, { ...tokens.feeds, ...adapters.text });
+    const { context, added } = await this.conditioning(req, r, guided, adapters.text);
 
     const scheduler = r.scheduler;
     const generator = new TorchCpuGenerator(r.seed);
@@ -477,8 +537,9 @@ export class Pipeline {
       shape[3] as number,
     ];
     const timesteps = scheduler.timesteps;
-    const total = timesteps.length - start.begin;
-    for (let i = start.begin; i < timesteps.length; i++) {
+    const end = r.end;
+    const total = end - start.begin;
+    for (let i = start.begin; i < end; i++) {
       signal?.throwIfAborted();
       const t = timesteps[i] as number;
       const scaled = scheduler.scaleModelInput(latents, i);
@@ -490,7 +551,14 @@ export class Pipeline {
       }
       // Inpainting UNet: cat([scaled latents, mask, masked-image latents], dim=1), per batch item.
       if (extra) input = concatChannels(input, extra.data, unetBatch);
-      const out = await this.unet.run({ data: input, shape: inputShape }, t, context, timestepCond, adapters.unet);
+      const out = await this.unet.run(
+        { data: input, shape: inputShape },
+        t,
+        context,
+        timestepCond,
+        adapters.unet,
+        added,
+      );
       let noisePred = out.data;
       if (guided) {
         // uncond + scale · (cond − uncond), elementwise in float32
@@ -505,9 +573,9 @@ export class Pipeline {
       latents = scheduler.step(noisePred, i, latents, ctx, shape);
       if (start.blend) {
         // 4-channel inpainting: the known region put back, noised with the same noise to the next
-        // step's level (after the last step: as it is): (1 − m)·known + m·latents.
+        // step's level (after the last step run: as it is): (1 − m)·known + m·latents.
         const { mask, imageLatents, noise } = start.blend;
-        const known = i + 1 < timesteps.length ? scheduler.addNoise(imageLatents, noise, i + 1) : imageLatents;
+        const known = i + 1 < end ? scheduler.addNoise(imageLatents, noise, i + 1) : imageLatents;
         const plane = mask.length / batch;
         for (let j = 0; j < n; j++) {
           const m = mask[Math.floor(j / (n / batch)) * plane + (j % plane)] as number;
@@ -527,18 +595,9 @@ export class Pipeline {
     }
     signal?.throwIfAborted();
     const t2 = performance.now();
-
-    const scaledLatents = new Float32Array(n);
-    // diffusers divides by the scaling factor; x / s in float32.
-    const s = Math.fround(this.info.vaeScalingFactor);
-    for (let j = 0; j < n; j++) scaledLatents[j] = Math.fround((latents[j] as number) / s);
-    const decoded = await this.vae.decode({ data: scaledLatents, shape });
-    const t3 = performance.now();
     return {
-      images: decodedToImages(decoded),
       seed: generator.seed,
       latents: { data: latents, shape },
-      decoded,
       parameters: {
         prompt: r.prompt,
         negativePrompt: r.negativePrompt || undefined,
@@ -551,8 +610,52 @@ export class Pipeline {
         model: this.info.source,
         ...(r.image ? { strength: r.strength } : {}),
       },
-      timings: { encodeSeconds: (t1 - t0) / 1000, denoiseSeconds: (t2 - t1) / 1000, decodeSeconds: (t3 - t2) / 1000 },
+      timings: { encodeSeconds: (t1 - t0) / 1000, denoiseSeconds: (t2 - t1) / 1000 },
     };
+  }
+
+  /** Text to image, img2img or inpainting: `denoise`, then decode latents / scaling_factor. */
+  async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
+    const d = await this.denoise(req, opts);
+    const t2 = performance.now();
+    const { data: latents, shape } = d.latents;
+    const scaledLatents = new Float32Array(latents.length);
+    // diffusers divides by the scaling factor; x / s in float32.
+    const s = Math.fround(this.info.vaeScalingFactor);
+    for (let j = 0; j < latents.length; j++) scaledLatents[j] = Math.fround((latents[j] as number) / s);
+    const decoded = await this.vae.decode({ data: scaledLatents, shape });
+    const t3 = performance.now();
+    return {
+      images: decodedToImages(decoded),
+      seed: d.seed,
+      latents: d.latents,
+      decoded,
+      parameters: d.parameters,
+      timings: { ...d.timings, decodeSeconds: (t3 - t2) / 1000 },
+    };
+  }
+
+  /**
+   * What the UNet is conditioned on, for `numOutputs` images, [negative…, prompt…] under
+   * guidance: SD's text embeddings, or SDXL's with its added conditions.
+   */
+  private async conditioning(
+    req: GenerateRequest,
+    r: Validated,
+    guided: boolean,
+    textFeeds: Feeds,
+  ): Promise<{ context: TensorF32; added?: AddedConditions }> {
+    const batch = r.numOutputs;
+    if (this.sdxl) {
+      const { prompt, width, height } = r;
+      const texts = { ...req, prompt, width, height, negativePrompt: req.negativePrompt };
+      return this.sdxl.conditioning(texts, batch, guided, r.image !== undefined);
+    }
+    const prompts = guided
+      ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
+      : new Array<string>(batch).fill(r.prompt);
+    const tokens = this.tokenizePrompts(prompts);
+    return { context: await this.textEncoder.encode(tokens.ids, { ...tokens.feeds, ...textFeeds }) };
   }
 
   /**
@@ -584,6 +687,11 @@ export class Pipeline {
         latents = Float32Array.from(given.data);
       } else {
         latents = generator.randn(shape);
+      }
+      if (r.begin > 0) {
+        // The expert ensemble's hand-over: the latents are already at this step's noise level.
+        scheduler.startAt(r.begin);
+        return { latents, begin: r.begin };
       }
       scaleInPlace(latents, scheduler.initNoiseSigma);
       return { latents, begin: 0 };
@@ -669,6 +777,15 @@ export class Pipeline {
     const size = this.info.defaultSize;
     const f = this.info.vaeScaleFactor;
     const inputs = checkImageInputs(req, this.info);
+    for (const key of ["denoisingEnd", "denoisingStart"] as const) {
+      const v = req[key];
+      if (v !== undefined && !(typeof v === "number" && v > 0 && v < 1)) {
+        throw new RequestError(`${key} must be a number between 0 and 1 (exclusive), got ${v}`, key);
+      }
+    }
+    if (req.denoisingStart !== undefined && !req.latents) {
+      throw new RequestError("denoisingStart continues a hand-over: it needs the latents to start from", "latents");
+    }
     // With a picture, its own size (rounded down to the VAE's multiple) unless width/height say
     // otherwise. diffusers' img2img does the same; its inpainting pipeline instead defaults to the
     // UNet's native size. One rule for both here: a picture is not stretched unless asked.
@@ -721,21 +838,36 @@ export class Pipeline {
         "latents",
       );
     }
-    // get_timesteps: init_timestep = min(int(steps · strength), steps), t_start = steps − init_timestep.
+    // get_timesteps: init_timestep = min(int(steps · strength), steps), t_start = steps − init_timestep;
+    // with denoising_start (a hand-over), the last steps below its cutoff instead.
     const steps = r.numInferenceSteps;
     const strength = inputs.strength;
     const initTimestep = Math.min(Math.floor(steps * strength), steps);
-    const begin = (steps - initTimestep) * scheduler.order;
+    const trainSteps = trainTimesteps(this.info.schedulerConfig);
+    const begin =
+      req.denoisingStart === undefined
+        ? (steps - initTimestep) * scheduler.order
+        : denoisingStartIndex(scheduler.timesteps, req.denoisingStart, trainSteps, scheduler.order);
+    const end =
+      req.denoisingEnd === undefined
+        ? scheduler.timesteps.length
+        : denoisingEndIndex(scheduler.timesteps, req.denoisingEnd, trainSteps);
     if (inputs.image && initTimestep < 1) {
       throw new RequestError(
         `strength ${strength} with ${steps} steps runs no step (steps × strength must be at least 1)`,
         "strength",
       );
     }
+    if (begin >= end) {
+      throw new RequestError(
+        `denoising from ${req.denoisingStart ?? 0} to ${req.denoisingEnd ?? 1} of ${steps} steps runs no step`,
+        req.denoisingStart === undefined ? "denoisingEnd" : "denoisingStart",
+      );
+    }
     // Pictures and masks at the generation size (the picture first, the mask to the picture).
     const image = inputs.image ? await resizePixels(inputs.image, r.width, r.height) : undefined;
     const mask = inputs.mask ? await resizePixels(inputs.mask, r.width, r.height) : undefined;
-    return { ...r, scheduler, strength, begin, image, mask };
+    return { ...r, scheduler, strength, begin, end, image, mask };
   }
 
   /**
@@ -751,6 +883,7 @@ export class Pipeline {
     const encoder = await this.encoder?.catch(() => undefined);
     await Promise.all([
       this.textEncoder.session.release(),
+      this.sdxl?.release(),
       this.unet.session.release(),
       this.vae.session.release(),
       encoder?.session.release(),
@@ -775,6 +908,8 @@ interface Validated {
   strength: number;
   /** The first step's index in scheduler.timesteps (0 for text-to-image). */
   begin: number;
+  /** One past the last step's index (before denoisingEnd's cutoff; else every timestep). */
+  end: number;
   /** At the generation size. */
   image?: RgbImage;
   mask?: GrayImage;
@@ -797,7 +932,13 @@ function checkImageInputs(
   if (req.strength !== undefined && image === undefined) {
     throw new RequestError("strength applies to image inputs only", "strength");
   }
-  const strength = req.strength ?? (image === undefined ? 1 : mask === undefined ? 0.8 : 1);
+  if (req.denoisingStart !== undefined && image !== undefined) {
+    throw new RequestError("denoisingStart continues from latents, not from an image", "denoisingStart");
+  }
+  // diffusers' defaults: SD img2img 0.8, inpainting 1; SDXL's Img2Img 0.3, Inpaint 0.9999.
+  const sdxl = info.family === "sdxl";
+  const strength =
+    req.strength ?? (image === undefined ? 1 : mask === undefined ? (sdxl ? 0.3 : 0.8) : sdxl ? 0.9999 : 1);
   if (typeof strength !== "number" || !(strength > 0 && strength <= 1)) {
     throw new RequestError(`strength must be a number in (0, 1], got ${strength}`, "strength");
   }
@@ -844,23 +985,61 @@ function concatChannels(a: Float32Array, b: Float32Array, n: number): Float32Arr
   return out;
 }
 
-/** Only the SD 1.x / 2.x family is built here; say so for anything else. */
+/** The SD 1.x / 2.x and SDXL families are built here; say so for anything else. */
 function checkPipelineKind(folder: ModelFolder): void {
   const file = `${folder.dir}/model_index.json`;
   const cls = folder.modelIndex["_class_name"];
   if (
     cls !== undefined &&
     (typeof cls !== "string" ||
-      !/^((Onnx)?StableDiffusion(Img2Img|Inpaint)?Pipeline|LatentConsistencyModel(Img2Img)?Pipeline)$/.test(cls))
+      !/^((Onnx)?StableDiffusion(XL)?(Img2Img|Inpaint)?Pipeline|LatentConsistencyModel(Img2Img)?Pipeline)$/.test(cls))
   ) {
     throw new ModelError(
-      `${JSON.stringify(cls)} is not supported: sdserve runs Stable Diffusion 1.x / 2.x pipelines (StableDiffusionPipeline)`,
+      `${JSON.stringify(cls)} is not supported: sdserve runs Stable Diffusion 1.x / 2.x and SDXL pipelines ` +
+        "(StableDiffusionPipeline, StableDiffusionXLPipeline)",
       { file, field: "_class_name" },
     );
   }
-  if (folder.modelIndex["text_encoder_2"] !== undefined) {
-    throw new ModelError("a second text encoder (SDXL) is not supported", { file, field: "text_encoder_2" });
+}
+
+/** A UNet with SDXL's added conditions needs SDXL's text side, and the other way round. */
+function checkAddedConditions(folder: ModelFolder, unet: UNet, sdxl: SdxlConditioner | undefined): void {
+  const textTime = unet.config?.textTime ?? null;
+  if (!unet.config) {
+    if (sdxl) throw new ModelError("SDXL is run from safetensors weights, not ONNX exports", { file: folder.unet.dir });
+    return;
   }
+  if (sdxl && textTime === null) {
+    throw new ModelError('an SDXL pipeline needs a UNet with addition_embed_type "text_time"', {
+      file: folder.unet.configPath,
+      field: "addition_embed_type",
+    });
+  }
+  if (!sdxl && textTime !== null) {
+    throw new ModelError('a UNet with addition_embed_type "text_time" (SDXL) needs SDXL\'s text encoders', {
+      file: folder.unet.configPath,
+      field: "addition_embed_type",
+    });
+  }
+  if (sdxl && textTime) {
+    const ids = (textTime.inputDim - sdxl.pooledDim) / textTime.timeIdDim;
+    // diffusers checks this at every call.
+    const made = sdxl.timeIdsCount;
+    if (ids !== made) {
+      throw new ModelError(
+        `is ${textTime.inputDim}: the pooled text embedding (${sdxl.pooledDim}) and ${made} time ids of ` +
+          `${textTime.timeIdDim} make ${sdxl.pooledDim + made * textTime.timeIdDim} ` +
+          `(model_index.json's requires_aesthetics_score is ${sdxl.settings.requiresAestheticsScore})`,
+        { file: folder.unet.configPath, field: "projection_class_embeddings_input_dim" },
+      );
+    }
+  }
+}
+
+/** The scheduler config's num_train_timesteps (diffusers' default 1000). */
+function trainTimesteps(config: Readonly<Record<string, unknown>>): number {
+  const t = config["num_train_timesteps"];
+  return typeof t === "number" && Number.isInteger(t) && t > 0 ? t : 1000;
 }
 
 /** The model's VAE decoder, or the standalone autoencoder named by `opts.vae`. */
@@ -885,7 +1064,8 @@ async function loadDecoder(folder: ModelFolder, opts: LoadPipelineOptions): Prom
  * 4 LCM steps without classifier-free guidance, as LCM-LoRA's model card runs it (guidance 1).
  * Everything else as StableDiffusionPipeline (50 steps, 7.5) with Replicate's default scheduler.
  */
-function nativeDefaults(folder: ModelFolder, unet: UNet): GenerateDefaults {
+function nativeDefaults(folder: ModelFolder, unet: UNet, sdxl: boolean): GenerateDefaults {
+  if (sdxl) return sdxlDefaults(folder);
   if ((unet.config?.timeCondProjDim ?? null) !== null) {
     return { numInferenceSteps: 4, guidanceScale: 8.5, scheduler: "LCMScheduler" };
   }
@@ -901,4 +1081,19 @@ function nativeDefaults(folder: ModelFolder, unet: UNet): GenerateDefaults {
  */
 export function loadPipeline(source: string, opts: LoadPipelineOptions = {}): Promise<Pipeline> {
   return Pipeline.load(source, opts);
+}
+
+/**
+ * SDXL as diffusers' StableDiffusionXLPipeline runs it: 50 steps at guidance 5 with the folder's
+ * own scheduler (SDXL base: Euler, also Replicate's K_EULER). A few-step distillation with
+ * trailing timesteps (SDXL-Turbo: Euler ancestral) defaults as its model card runs it: one step
+ * without guidance.
+ */
+function sdxlDefaults(folder: ModelFolder): GenerateDefaults {
+  const own = folder.schedulerConfig["_class_name"];
+  const scheduler = typeof own === "string" ? own : "EulerDiscreteScheduler";
+  if (folder.schedulerConfig["timestep_spacing"] === "trailing") {
+    return { numInferenceSteps: 1, guidanceScale: 0, scheduler };
+  }
+  return { numInferenceSteps: 50, guidanceScale: 5, scheduler };
 }

@@ -191,3 +191,23 @@ for (const [what, args, message] of [
     });
   });
 }
+
+test("generate runs an SDXL folder (detected from model_index.json) with its own defaults", async () => {
+  const model = path.join(SHARED, "fixtures/golden-family/sdxl/tiny-sdxl");
+  const file = path.join(tmp, "sdxl.png");
+  const { stdout } = await sdserve(
+    ..."generate a lion at night --steps 2 --width 96 --height 64 --seed 7 --threads 1".split(" "),
+    "--model",
+    model,
+    "--out",
+    file,
+  );
+  assert.deepEqual(stdout.trim().split("\n"), ["seed: 7", file]);
+  const png = decode(readFileSync(file));
+  assert.equal(png.width, 96);
+  assert.equal(png.height, 64);
+  assert.match(
+    String(png.text["parameters"]),
+    /Steps: 2, Sampler: EulerDiscreteScheduler, CFG scale: 5, Seed: 7, Size: 96x64/,
+  );
+});

@@ -74,14 +74,14 @@ test("requests and the prediction lifecycle are JSON records with their fields; 
     assert.equal(typeof r.level, "number");
     assert.ok(!Number.isNaN(Date.parse(r.time)), `an ISO time: ${r.time}`);
   }
-  const get = log.find((r) => r.msg === "request" && r["route"] === "/v1/predictions/:id" && r["method"] === "GET");
-  assert.ok(get, "a request record for GET /v1/predictions/:id");
+  const get = log.find((r) => r.msg === "request" && r["route"] === "/v1/predictions/:prediction_id" && r["method"] === "GET");
+  assert.ok(get, "a request record for GET /v1/predictions/:prediction_id");
   assert.match(String(get["reqId"]), /\S/);
   assert.equal(get["status"], 200);
   assert.equal(typeof get["ms"], "number");
   assert.equal(get["url"], `/v1/predictions/${id}`);
   assert.ok(log.some((r) => r.msg === "request" && r["status"] === 401));
-  const fileRequest = log.find((r) => r.msg === "request" && String(r["route"]).endsWith("/files/:key/:name"));
+  const fileRequest = log.find((r) => r.msg === "request" && String(r["route"]).endsWith("/files/:files_key/:name"));
   assert.ok(fileRequest, "a request record for the output file");
   assert.match(String(fileRequest["url"]), /\/files\/…\/out-0\.png$/);
 

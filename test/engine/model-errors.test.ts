@@ -111,13 +111,22 @@ describe("bad models", () => {
     await expectModelError(() => loadPipeline(c.dir), "unet");
   });
 
-  test("a pipeline that is not SD 1.x / 2.x is refused by model_index.json", async () => {
+  test("a pipeline that is not SD 1.x / 2.x / SDXL is refused by model_index.json", async () => {
+    const c = copy("tiny-sd1");
+    const { writeFileSync, readFileSync } = await import("node:fs");
+    const file = path.join(c.dir, "model_index.json");
+    const index = JSON.parse(readFileSync(file, "utf8"));
+    writeFileSync(file, JSON.stringify({ ...index, _class_name: "StableDiffusion3Pipeline" }));
+    await expectModelError(() => loadPipeline(c.dir), "model_index.json", "_class_name", "StableDiffusion3Pipeline");
+  });
+
+  test("an SD folder that calls itself SDXL is refused by what its text encoder lacks", async () => {
     const c = copy("tiny-sd1");
     const { writeFileSync, readFileSync } = await import("node:fs");
     const file = path.join(c.dir, "model_index.json");
     const index = JSON.parse(readFileSync(file, "utf8"));
     writeFileSync(file, JSON.stringify({ ...index, _class_name: "StableDiffusionXLPipeline" }));
-    await expectModelError(() => loadPipeline(c.dir), "model_index.json", "_class_name", "StableDiffusionXLPipeline");
+    await expectModelError(() => loadPipeline(c.dir), "text_encoder/config.json", "architectures", "WithProjection");
   });
 
   test("a CUDA request where CUDA is missing fails with a clear message", async () => {

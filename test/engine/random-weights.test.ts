@@ -18,6 +18,7 @@ import { FIXTURE_MODELS, modelDir, readJson } from "../helpers/fixtures.js";
 const COMPONENTS: readonly ComponentName[] = ["text_encoder", "unet", "vae"];
 const FIXTURE_FILE: Record<ComponentName, string> = {
   text_encoder: "model.safetensors",
+  text_encoder_2: "model.safetensors",
   unet: "diffusion_pytorch_model.safetensors",
   vae: "diffusion_pytorch_model.safetensors",
 };

@@ -1,10 +1,11 @@
 /**
- * transformers' CLIPTextModel (the text encoder of SD 1.x, and of SD 2.x in its
- * OpenCLIP ViT-H conversion) as an ONNX graph.
+ * transformers' CLIPTextModel (the text encoder of SD 1.x, of SD 2.x in its OpenCLIP ViT-H
+ * conversion, and SDXL's first) and CLIPTextModelWithProjection (SDXL's second) as an ONNX graph.
  *
- * input_ids [B, L] int64 → last_hidden_state [B, L, hidden] (after final_layer_norm) and
+ * input_ids [B, L] int64 → last_hidden_state [B, L, hidden] (after final_layer_norm),
  * penultimate_hidden_state [B, L, hidden] (the second-to-last layer's output, before the
- * final norm, for "clip skip").
+ * final norm: "clip skip", and what SDXL conditions on) and, with the projection,
+ * text_embeds [B, projection_dim] (SDXL's pooled prompt embedding).
  */
 import type { ConfigReader } from "./config.js";
 import { Layers } from "./layers.js";
@@ -20,6 +21,10 @@ export interface ClipTextConfig {
   vocabSize: number;
   act: string;
   layerNormEps: number;
+  /** CLIPTextModelWithProjection's text_projection width, or null for a plain CLIPTextModel. */
+  projectionDim: number | null;
+  /** The pooled token: the first `eos_token_id`, or with the legacy id 2 the largest id. */
+  eosTokenId: number;
 }
 
 export function readClipTextConfig(cfg: ConfigReader): ClipTextConfig {
@@ -36,6 +41,11 @@ export function readClipTextConfig(cfg: ConfigReader): ClipTextConfig {
     vocabSize: cfg.int("vocab_size"),
     act: cfg.str("hidden_act", "quick_gelu"),
     layerNormEps: cfg.num("layer_norm_eps", 1e-5),
+    projectionDim:
+      Array.isArray(arch) && arch.includes("CLIPTextModelWithProjection")
+        ? cfg.int("projection_dim", cfg.int("hidden_size"))
+        : null,
+    eosTokenId: cfg.int("eos_token_id", 2),
   };
   if (c.hiddenSize % c.heads !== 0) cfg.fail("num_attention_heads", `does not divide hidden_size ${c.hiddenSize}`);
   if (!["quick_gelu", "gelu"].includes(c.act)) cfg.fail("hidden_act", `"${c.act}" is not supported (quick_gelu, gelu)`);
@@ -103,5 +113,18 @@ export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): Gr
   const last = nn.layerNorm(x, "text_model.final_layer_norm", H, c.layerNormEps);
   g.output(last, "last_hidden_state", "float32", ["batch", "sequence", H]);
   g.output(penultimate, "penultimate_hidden_state", "float32", ["batch", "sequence", H]);
+  if (c.projectionDim !== null) {
+    // transformers' pooled output: the final-norm state at the end-of-text token. Configs with
+    // the legacy eos_token_id 2 take the position of the largest id (EOS is the top id of CLIP's
+    // vocabulary); others the first position holding eos_token_id. ArgMax picks the first maximum.
+    const key = g.op("Cast", [c.eosTokenId === 2 ? ids : g.op("Equal", [ids, g.ints([c.eosTokenId])])], {
+      to: 6, // int32, as transformers casts
+    });
+    const at = g.op("ArgMax", [key], { axis: 1, keepdims: 1 });
+    const index = g.op("Expand", [g.op("Unsqueeze", [at, g.ints([2])]), g.ints([1, 1, H])]);
+    const pooled = g.op("Squeeze", [g.op("GatherElements", [last, index], { axis: 1 }), g.ints([1])]);
+    const embeds = nn.linear(pooled, "text_projection", H, c.projectionDim, false);
+    g.output(embeds, "text_embeds", "float32", ["batch", c.projectionDim]);
+  }
   return g;
 }

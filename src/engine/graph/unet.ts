@@ -1,9 +1,11 @@
 /**
- * diffusers' UNet2DConditionModel, the SD 1.x / 2.x family, as an ONNX graph.
+ * diffusers' UNet2DConditionModel, the SD 1.x / 2.x / SDXL family, as an ONNX graph.
  *
  * sample [B, C, h, w], timestep [1 | B] float32, encoder_hidden_states [B, L, cross_dim]
- * (and timestep_cond [B, time_cond_proj_dim] for LCM UNets) → out_sample [B, C_out, h, w]. Every size and block comes from config.json; options
- * outside SD 1.x/2.x (class embeddings, added conditions, …) are refused by name.
+ * (and timestep_cond [B, time_cond_proj_dim] for LCM UNets; text_embeds [B, P] and time_ids
+ * [B, n] for SDXL's addition_embed_type "text_time") → out_sample [B, C_out, h, w]. Every size
+ * and block comes from config.json; options outside these (class embeddings, other added
+ * conditions, …) are refused by name.
  */
 import type { ConfigReader } from "./config.js";
 import { Layers } from "./layers.js";
@@ -40,6 +42,12 @@ export interface UNetConfig {
    * embedding), or null: with it the graph takes a `timestep_cond` [B, dim] input.
    */
   timeCondProjDim: number | null;
+  /**
+   * SDXL's "text_time" added embedding: each time id is embedded sinusoidally at
+   * `timeIdDim` channels, concatenated after the pooled text embedding (`inputDim` in all), and
+   * add_embedding's MLP of that is added to the timestep embedding. Null for other UNets.
+   */
+  textTime: { timeIdDim: number; inputDim: number } | null;
   /** The VAE-latent scale: 2^(number of downsamplers) must divide h and w. */
   downsamples: number;
 }
@@ -53,7 +61,7 @@ export function readUNetConfig(cfg: ConfigReader): UNetConfig {
   cfg.expectDefault("center_input_sample", false);
   cfg.expectDefault("class_embed_type", null);
   cfg.expectDefault("num_class_embeds", null);
-  cfg.expectDefault("addition_embed_type", null);
+  cfg.expectDefault("addition_embed_type", null, "text_time");
   cfg.expectDefault("encoder_hid_dim", null);
   cfg.expectDefault("encoder_hid_dim_type", null);
   cfg.expectDefault("time_embedding_type", "positional");
@@ -122,8 +130,17 @@ export function readUNetConfig(cfg: ConfigReader): UNetConfig {
     downsamplePadding: cfg.int("downsample_padding", 1),
     timeEmbedDim: cfg.has("time_embedding_dim") ? cfg.int("time_embedding_dim") : (blockOut[0] as number) * 4,
     timeCondProjDim: cfg.has("time_cond_proj_dim") ? cfg.int("time_cond_proj_dim") : null,
+    textTime:
+      cfg.raw["addition_embed_type"] === "text_time"
+        ? {
+            timeIdDim: cfg.int("addition_time_embed_dim"),
+            inputDim: cfg.int("projection_class_embeddings_input_dim"),
+          }
+        : null,
     downsamples: n - 1,
   };
+  // get_timestep_embedding zero-pads an odd width; no published UNet has one, so none is built.
+  if (c.textTime && c.textTime.timeIdDim % 2 !== 0) cfg.fail("addition_time_embed_dim", "must be even");
   for (const [i, ch] of blockOut.entries()) {
     if (ch % c.groups !== 0)
       cfg.fail(`block_out_channels[${i}]`, `${ch} is not divisible by norm_num_groups ${c.groups}`);
@@ -193,6 +210,23 @@ export function buildUNetGraph(cfg: ConfigReader, weights: WeightBinder): GraphB
   }
   emb = nn.linear(emb, "time_embedding.linear_1", base, temb);
   emb = nn.linear(nn.silu(emb), "time_embedding.linear_2", temb, temb);
+  if (c.textTime !== null) {
+    // SDXL: emb += add_embedding(cat([text_embeds, flatten(time_proj(time_ids))])), time_proj
+    // being the same sinusoidal embedding as the timestep's, at addition_time_embed_dim.
+    const { timeIdDim, inputDim } = c.textTime;
+    const textEmbeds = g.input("text_embeds", "float32", ["batch", "text_embeds_dim"]);
+    const timeIds = g.input("time_ids", "float32", ["batch", "time_ids_count"]);
+    const idFreqs = g.const("float32", timestepFrequencies(timeIdDim, c.freqShift), [1, 1, Math.floor(timeIdDim / 2)]);
+    const idAngles = g.op("Mul", [g.op("Unsqueeze", [timeIds, g.ints([2])]), idFreqs]);
+    const idSin = g.op("Sin", [idAngles]);
+    const idCos = g.op("Cos", [idAngles]);
+    const idEmb = g.op("Concat", c.flipSinToCos ? [idCos, idSin] : [idSin, idCos], { axis: 2 });
+    const flat = g.op("Reshape", [idEmb, g.ints([0, -1])]);
+    let added = g.op("Concat", [textEmbeds, flat], { axis: 1 });
+    added = nn.linear(added, "add_embedding.linear_1", inputDim, temb);
+    added = nn.linear(nn.silu(added), "add_embedding.linear_2", temb, temb);
+    emb = g.op("Add", [emb, added]);
+  }
   // Every ResNet applies its own projection to act(emb); compute act(emb) once.
   const embAct = nn.silu(emb);
 

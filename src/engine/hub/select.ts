@@ -3,8 +3,10 @@
  * listing with the same rules the model-folder opener applies on disk (so a snapshot holding
  * only these files opens exactly as the whole repository would):
  *
- * - model_index.json, scheduler/scheduler_config.json, and the CLIP tokenizer's four files;
- * - for text_encoder, unet and vae: config.json and one set of weights — the asked variant's
+ * - model_index.json, scheduler/scheduler_config.json, and the CLIP tokenizer's four files
+ *   (and tokenizer_2's, for SDXL);
+ * - for text_encoder, unet and vae (and SDXL's text_encoder_2; its refiner has only that
+ *   encoder): config.json and one set of weights — the asked variant's
  *   sharded index (whose shards are added once it is read) or single safetensors file, else
  *   the other variant's, else a ready ONNX export (model.onnx and its external data).
  *
@@ -45,11 +47,18 @@ export function planPipelineFiles(paths: Iterable<string>, variant: WeightsVaria
   };
   need("model_index.json", "every diffusers pipeline has one");
   need("scheduler/scheduler_config.json", "the scheduler's settings");
-  need("tokenizer/vocab.json", "the CLIP tokenizer");
-  need("tokenizer/merges.txt", "the CLIP tokenizer");
-  for (const name of TOKENIZER_FILES.slice(2)) if (all.has(`tokenizer/${name}`)) files.push(`tokenizer/${name}`);
+  const holds = (dir: string) => [...all].some((p) => p.startsWith(`${dir}/`));
+  const second = holds("text_encoder_2");
+  const first = !second || holds("text_encoder");
+  const tokenizers = [...(first ? ["tokenizer"] : []), ...(second ? ["tokenizer_2"] : [])];
+  for (const dir of tokenizers) {
+    need(`${dir}/vocab.json`, "the CLIP tokenizer");
+    need(`${dir}/merges.txt`, "the CLIP tokenizer");
+    for (const name of TOKENIZER_FILES.slice(2)) if (all.has(`${dir}/${name}`)) files.push(`${dir}/${name}`);
+  }
 
   for (const layout of COMPONENT_LAYOUTS) {
+    if ((layout.name === "text_encoder" && !first) || (layout.name === "text_encoder_2" && !second)) continue;
     let chosen: string[] | undefined;
     for (const dir of layout.dirs) {
       chosen = componentFiles(all, dir, layout.weightsBase, variant, indexes);

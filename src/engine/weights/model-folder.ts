@@ -15,7 +15,7 @@ import { ModelError } from "../errors.js";
 import { parseJsonObject } from "../json.js";
 import { readSafetensors, type TensorInfo } from "./safetensors.js";
 
-export type ComponentName = "text_encoder" | "unet" | "vae";
+export type ComponentName = "text_encoder" | "text_encoder_2" | "unet" | "vae";
 export type WeightsVariant = "fp32" | "fp16";
 
 export interface ComponentFiles {
@@ -39,10 +39,19 @@ export interface ComponentFiles {
 export interface ModelFolder {
   dir: string;
   modelIndex: Record<string, unknown>;
+  /**
+   * The pipeline's first text encoder: `text_encoder/`, or, in a pipeline whose only encoder is
+   * `text_encoder_2/` (SDXL's refiner), that one (diffusers' list of encoders, in order).
+   */
   textEncoder: ComponentFiles;
+  /** SDXL's second text encoder (CLIPTextModelWithProjection) when there are two. */
+  textEncoder2?: ComponentFiles;
   unet: ComponentFiles;
   vae: ComponentFiles;
+  /** The tokenizer of `textEncoder`. */
   tokenizerDir: string;
+  /** The tokenizer of `textEncoder2` (`tokenizer_2/`). */
+  tokenizer2Dir?: string;
   /** Where vocab.json and merges.txt are, when not in `tokenizerDir` (a single-file checkpoint on a preset). */
   tokenizerVocabDir?: string;
   schedulerConfig: Record<string, unknown>;
@@ -74,6 +83,7 @@ export const COMPONENT_LAYOUTS: readonly ComponentLayout[] = [
   { name: "text_encoder", dirs: ["text_encoder"], weightsBase: "model" },
   { name: "unet", dirs: ["unet"], weightsBase: "diffusion_pytorch_model" },
   { name: "vae", dirs: ["vae", "vae_decoder"], weightsBase: "diffusion_pytorch_model" },
+  { name: "text_encoder_2", dirs: ["text_encoder_2"], weightsBase: "model" },
 ];
 
 /** Extensions of PyTorch pickle checkpoints, which can run code when loaded. */
@@ -94,31 +104,54 @@ export async function openModelFolder(dir: string, opts: OpenModelFolderOptions 
   );
 
   const want = opts.variant ?? "fp32";
+  // SDXL names a second encoder; its refiner names only that one ("text_encoder": [null, null]).
+  const second = names(modelIndex, "text_encoder_2");
+  const first = !second || names(modelIndex, "text_encoder");
+  const encoders = [
+    ...(first ? [{ layout: COMPONENT_LAYOUTS[0]!, tokenizer: "tokenizer" }] : []),
+    ...(second ? [{ layout: COMPONENT_LAYOUTS[3]!, tokenizer: "tokenizer_2" }] : []),
+  ];
   // One after another, so that of several problems the same one is always reported.
-  const textEncoder = await openComponent(dir, COMPONENT_LAYOUTS[0]!, want);
+  const textEncoders: ComponentFiles[] = [];
+  for (const e of encoders) textEncoders.push(await openComponent(dir, e.layout, want));
   const unet = await openComponent(dir, COMPONENT_LAYOUTS[1]!, want);
   const vae = await openComponent(dir, COMPONENT_LAYOUTS[2]!, want);
 
-  const tokenizerDir = path.join(dir, "tokenizer");
-  for (const name of ["vocab.json", "merges.txt"]) {
-    await requireFile(path.join(tokenizerDir, name), "the CLIP tokenizer needs tokenizer/vocab.json and merges.txt");
+  const tokenizerDirs = encoders.map((e) => path.join(dir, e.tokenizer));
+  for (const [i, e] of encoders.entries()) {
+    for (const name of ["vocab.json", "merges.txt"]) {
+      await requireFile(
+        path.join(tokenizerDirs[i]!, name),
+        `the CLIP tokenizer needs ${e.tokenizer}/vocab.json and merges.txt`,
+      );
+    }
   }
+  const [textEncoder, textEncoder2] = textEncoders as [ComponentFiles, ComponentFiles | undefined];
+  const [tokenizerDir, tokenizer2Dir] = tokenizerDirs as [string, string | undefined];
 
   const schedulerConfigPath = path.join(dir, "scheduler", "scheduler_config.json");
   const schedulerConfig = await readJsonObject(schedulerConfigPath);
 
-  const variant = [textEncoder, unet, vae].some((c) => c.variant === "fp16") ? "fp16" : "fp32";
+  const variant = [...textEncoders, unet, vae].some((c) => c.variant === "fp16") ? "fp16" : "fp32";
   return {
     dir,
     modelIndex,
     textEncoder,
+    ...(textEncoder2 ? { textEncoder2 } : {}),
     unet,
     vae,
     tokenizerDir,
+    ...(tokenizer2Dir ? { tokenizer2Dir } : {}),
     schedulerConfig,
     schedulerConfigPath,
     variant,
   };
+}
+
+/** model_index.json names a component as [library, class]; [null, null] or absence: none. */
+function names(modelIndex: Record<string, unknown>, component: string): boolean {
+  const entry = modelIndex[component];
+  return Array.isArray(entry) && entry.some((v) => v !== null);
 }
 
 async function openComponent(root: string, layout: ComponentLayout, want: WeightsVariant): Promise<ComponentFiles> {

@@ -44,6 +44,7 @@ export interface RandomComponent {
 
 const BUILDERS: Record<ComponentName, (cfg: ConfigReader, weights: WeightBinder) => GraphBuilder> = {
   text_encoder: buildClipTextGraph,
+  text_encoder_2: buildClipTextGraph,
   unet: buildUNetGraph,
   // The VAE file holds both halves, as a diffusers AutoencoderKL does (the encoder for image inputs).
   vae: (cfg, weights) => {
@@ -54,7 +55,7 @@ const BUILDERS: Record<ComponentName, (cfg: ConfigReader, weights: WeightBinder)
 
 /** transformers names the file model.safetensors; diffusers diffusion_pytorch_model.safetensors. */
 export function weightsFileName(component: ComponentName): string {
-  return component === "text_encoder" ? "model.safetensors" : "diffusion_pytorch_model.safetensors";
+  return component.startsWith("text_encoder") ? "model.safetensors" : "diffusion_pytorch_model.safetensors";
 }
 
 /** Every tensor (name → shape) the engine's graph for this component and config binds. */

@@ -88,7 +88,7 @@ function hasPrefix(tensors: ReadonlyMap<string, TensorInfo>, prefix: string): bo
 export function detectFamily(file: string, tensors: ReadonlyMap<string, TensorInfo>): CheckpointFamily {
   if (hasPrefix(tensors, "conditioner.embedders.")) {
     throw new ModelError(
-      "is an SDXL checkpoint (conditioner.embedders.* keys); sdserve's engine runs SD 1.x and 2.x only so far",
+      "is an SDXL checkpoint (conditioner.embedders.* keys); single files are read for SD 1.x and 2.x only so far (SDXL runs from a diffusers folder)",
       { file },
     );
   }
