@@ -14,7 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_HUB_ENDPOINT, type HubSettings } from "./engine/hub/settings.js";
-import { CatalogError, DEFAULT_WEIGHTS, type ModelSpec, modelCatalog } from "./model-catalog.js";
+import { CatalogError, DEFAULT_WEIGHTS, type ModelSpec, modelCatalog, withImageInputModels } from "./model-catalog.js";
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -99,6 +99,10 @@ export interface Config {
   streamsPerClient: number;
   /** Deliver webhooks to loopback/private/link-local addresses too (a receiver on the same machine or network). */
   webhookAllowPrivate: boolean;
+  /** How long Files API uploads are kept, in ms. */
+  fileRetentionMs: number;
+  /** Fetch URL file inputs from loopback/private/link-local addresses too (SDSERVE_ALLOW_PRIVATE_URLS). */
+  allowPrivateUrls: boolean;
   /** Origins allowed by CORS; empty: no CORS headers (as Replicate). ["*"] allows any. */
   corsOrigins: string[];
   /** Per-token request limit: at most `max` requests per `windowMs`; null: off. */
@@ -604,6 +608,22 @@ export const SETTINGS = {
     parse: boolean,
     help: "true: allow webhooks to loopback and private addresses",
   }),
+  fileRetentionMs: setting({
+    env: ["SDSERVE_FILE_RETENTION"],
+    commands: SERVICE,
+    section: "environment",
+    default: "24h",
+    parse: duration({ min: 1000, examples: "1h, 24h, 7d" }),
+    help: "how long a file uploaded through the Files API (POST /v1/files) is kept",
+  }),
+  allowPrivateUrls: setting({
+    env: ["SDSERVE_ALLOW_PRIVATE_URLS"],
+    commands: [...SERVICE, "generate"],
+    section: "environment",
+    default: "false",
+    parse: boolean,
+    help: "true: fetch file inputs (image URLs) from loopback and private addresses, and send webhooks there",
+  }),
   corsOrigins: setting({
     env: ["SDSERVE_CORS_ORIGINS"],
     commands: SERVE,
@@ -992,7 +1012,7 @@ export function engineSettings(values: SettingValues): EngineSettings {
 
 function catalog(model: string | undefined, modelsFile: string | undefined, variant: "fp32" | "fp16"): ModelSpec[] {
   try {
-    return modelCatalog({ model, modelsFile, variant });
+    return withImageInputModels(modelCatalog({ model, modelsFile, variant }));
   } catch (err) {
     if (err instanceof CatalogError) throw new ConfigError(err.message);
     throw err;
@@ -1066,7 +1086,10 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     streamKeepaliveMs: v.streamKeepaliveMs,
     streamsPerPrediction: v.streamsPerPrediction,
     streamsPerClient: v.streamsPerClient,
-    webhookAllowPrivate: v.webhookAllowPrivate,
+    // One setting opens both kinds of request this server makes on a caller's behalf.
+    webhookAllowPrivate: v.webhookAllowPrivate || v.allowPrivateUrls,
+    allowPrivateUrls: v.allowPrivateUrls,
+    fileRetentionMs: v.fileRetentionMs,
     corsOrigins: v.corsOrigins,
     rateLimit: v.rateLimit,
     databaseUrl: v.databaseUrl,

@@ -74,6 +74,23 @@ const KNOWN_WEIGHTS: Record<string, ModelDefaults> = {
 
 const GENERIC_DEFAULTS: ModelDefaults = { ...REPLICATE_DEFAULTS, width: 512, height: 512 };
 
+/**
+ * The Replicate input schema a model serves: stability-ai/stable-diffusion's (text only),
+ * stability-ai/stable-diffusion-img2img's (`image`, `prompt_strength`) or
+ * stability-ai/stable-diffusion-inpainting's (`image`, `mask`).
+ */
+export const INPUT_SCHEMAS = ["text-to-image", "img2img", "inpainting"] as const;
+export type InputSchema = (typeof INPUT_SCHEMAS)[number];
+
+/** What stability-ai/stable-diffusion-inpainting runs beside the default weights: an inpainting checkpoint (9-channel UNet). */
+export const DEFAULT_INPAINTING_WEIGHTS = "stabilityai/stable-diffusion-2-inpainting";
+
+/** The models served beside stability-ai/stable-diffusion on its weights, and their schemas. */
+export const IMAGE_INPUT_MODELS: readonly { name: string; schema: InputSchema }[] = [
+  { name: "stability-ai/stable-diffusion-img2img", schema: "img2img" },
+  { name: "stability-ai/stable-diffusion-inpainting", schema: "inpainting" },
+];
+
 export interface ModelSpec {
   /** owner/name, as clients name it. */
   name: string;
@@ -86,6 +103,12 @@ export interface ModelSpec {
   version: string;
   /** Other version ids that also mean this model (Replicate's, for stability-ai/stable-diffusion). */
   versionAliases: string[];
+  /** The input schema served; absent: text-to-image. */
+  schema?: InputSchema;
+  /** The model (owner/name) whose loaded networks this one runs on, instead of loading its own. */
+  sharesWeightsOf?: string;
+  /** Set up when first asked for rather than at start (weights fetched only if someone uses it). */
+  setupOnDemand?: boolean;
 }
 
 const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
@@ -95,7 +118,7 @@ const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
  * its revision, or the folder's absolute path), the variant and the input defaults. The
  * default definition of stability-ai/stable-diffusion keeps Replicate's id.
  */
-export function versionId(spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults">): string {
+export function versionId(spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults" | "schema">): string {
   const hub = parseHubId(spec.weights);
   const weights = hub ? `${hub.repo}@${hub.revision}` : spec.weights;
   const defaults = Object.fromEntries(
@@ -103,9 +126,12 @@ export function versionId(spec: Pick<ModelSpec, "name" | "weights" | "variant" |
       .filter(([, v]) => v !== undefined)
       .sort(([a], [b]) => a.localeCompare(b)),
   );
-  const canonical = { defaults, name: spec.name, variant: spec.variant, weights };
+  // The schema joins only when not text-to-image, so that existing versions keep their ids.
+  const schema = spec.schema && spec.schema !== "text-to-image" ? { schema: spec.schema } : {};
+  const canonical = { defaults, name: spec.name, variant: spec.variant, weights, ...schema };
   if (
     spec.name === DEFAULT_MODEL_NAME &&
+    !("schema" in schema) &&
     weights === `${DEFAULT_WEIGHTS}@main` &&
     spec.variant === "fp32" &&
     JSON.stringify(defaults) === JSON.stringify(sortKeys(REPLICATE_DEFAULTS))
@@ -189,15 +215,26 @@ function checkDefaults(where: string, raw: unknown, base: ModelDefaults): ModelD
 export function modelSpec(
   name: string,
   weights: string,
-  opts: { variant?: "fp32" | "fp16"; defaults?: unknown; description?: string; where?: string } = {},
+  opts: {
+    variant?: "fp32" | "fp16";
+    defaults?: unknown;
+    description?: string;
+    where?: string;
+    schema?: InputSchema;
+    sharesWeightsOf?: string;
+    setupOnDemand?: boolean;
+  } = {},
 ): ModelSpec {
   const where = opts.where ?? name;
   if (!MODEL_NAME.test(name))
     throw new CatalogError(`${where}: a model name is owner/name, got ${JSON.stringify(name)}`);
   const variant = opts.variant ?? "fp32";
   const defaults = checkDefaults(`${where}.defaults`, opts.defaults, baseDefaults(name, weights));
-  const version = versionId({ name, weights, variant, defaults });
+  const version = versionId({ name, weights, variant, defaults, schema: opts.schema });
   return {
+    ...(opts.schema && opts.schema !== "text-to-image" ? { schema: opts.schema } : {}),
+    ...(opts.sharesWeightsOf ? { sharesWeightsOf: opts.sharesWeightsOf } : {}),
+    ...(opts.setupOnDemand ? { setupOnDemand: true } : {}),
     name,
     weights,
     variant,
@@ -234,8 +271,8 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
       throw new CatalogError(`${where}: must be an object`);
     const entry = raw as Record<string, unknown>;
     for (const key of Object.keys(entry)) {
-      if (!["weights", "variant", "defaults", "description"].includes(key)) {
-        throw new CatalogError(`${where}.${key}: unknown setting (weights, variant, defaults, description)`);
+      if (!["weights", "variant", "defaults", "description", "schema"].includes(key)) {
+        throw new CatalogError(`${where}.${key}: unknown setting (weights, variant, defaults, description, schema)`);
       }
     }
     if (typeof entry["weights"] !== "string" || entry["weights"].trim() === "") {
@@ -246,9 +283,14 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
     if (entry["description"] !== undefined && typeof entry["description"] !== "string") {
       throw new CatalogError(`${where}.description: must be a string`);
     }
+    const schema = entry["schema"] ?? IMAGE_INPUT_MODELS.find((m) => m.name === name)?.schema;
+    if (schema !== undefined && !INPUT_SCHEMAS.includes(schema as InputSchema)) {
+      throw new CatalogError(`${where}.schema: must be one of ${INPUT_SCHEMAS.join(", ")}`);
+    }
     specs.push(
       modelSpec(name, normalizeWeights(entry["weights"], baseDir), {
         variant,
+        schema: schema as InputSchema | undefined,
         defaults: entry["defaults"],
         description: entry["description"] as string | undefined,
         where,
@@ -276,4 +318,26 @@ export function modelCatalog(opts: { modelsFile?: string; model?: string; varian
     description: inFile?.description,
   });
   return [main, ...fromFile.filter((s) => s.name !== DEFAULT_MODEL_NAME)];
+}
+
+/**
+ * The catalog with stability-ai/stable-diffusion-img2img and -inpainting added on the weights of
+ * stability-ai/stable-diffusion (sharing its loaded networks), unless the models file names them
+ * itself or serves no stability-ai/stable-diffusion. On the default weights, inpainting runs
+ * Replicate's own checkpoint instead, set up when first asked for.
+ */
+export function withImageInputModels(specs: ModelSpec[]): ModelSpec[] {
+  const main = specs.find((s) => s.name === DEFAULT_MODEL_NAME);
+  if (!main) return specs;
+  const added = IMAGE_INPUT_MODELS.filter((m) => !specs.some((s) => s.name === m.name)).map((m) =>
+    m.schema === "inpainting" && main.weights === DEFAULT_WEIGHTS
+      ? modelSpec(m.name, DEFAULT_INPAINTING_WEIGHTS, { variant: main.variant, schema: m.schema, setupOnDemand: true })
+      : modelSpec(m.name, main.weights, {
+          variant: main.variant,
+          defaults: main.defaults,
+          schema: m.schema,
+          sharesWeightsOf: main.name,
+        }),
+  );
+  return [...specs, ...added];
 }

@@ -52,13 +52,35 @@ test("models: stability-ai/stable-diffusion on SD 2.1 by default; --model and th
   assert.equal(c.model, undefined);
   assert.deepEqual(
     c.models.map((m) => [m.name, m.weights, m.variant]),
-    [["stability-ai/stable-diffusion", "stabilityai/stable-diffusion-2-1", "fp32"]],
+    [
+      ["stability-ai/stable-diffusion", "stabilityai/stable-diffusion-2-1", "fp32"],
+      // img2img and inpainting on the same weights (sharing one loaded copy).
+      ["stability-ai/stable-diffusion-img2img", "stabilityai/stable-diffusion-2-1", "fp32"],
+      // On the default weights, inpainting runs Replicate's inpainting checkpoint, loaded when first asked for.
+      ["stability-ai/stable-diffusion-inpainting", "stabilityai/stable-diffusion-2-inpainting", "fp32"],
+    ],
+  );
+  assert.deepEqual(
+    c.models.map((m) => [m.schema, m.sharesWeightsOf, m.setupOnDemand]),
+    [
+      [undefined, undefined, undefined],
+      ["img2img", "stability-ai/stable-diffusion", undefined],
+      ["inpainting", undefined, true],
+    ],
   );
   assert.deepEqual(c.hub, { endpoint: "https://mirror.example", cacheDir: "/cache/hf", token: "hf_x", offline: false });
   const d = loadConfig(["--model", "stabilityai/sd-turbo", "--variant", "fp16"], { HF_HUB_OFFLINE: "1" });
   assert.deepEqual(
     d.models.map((m) => [m.name, m.weights, m.variant]),
-    [["stability-ai/stable-diffusion", "stabilityai/sd-turbo", "fp16"]],
+    [
+      ["stability-ai/stable-diffusion", "stabilityai/sd-turbo", "fp16"],
+      ["stability-ai/stable-diffusion-img2img", "stabilityai/sd-turbo", "fp16"],
+      ["stability-ai/stable-diffusion-inpainting", "stabilityai/sd-turbo", "fp16"],
+    ],
+  );
+  assert.deepEqual(
+    d.models.map((m) => m.sharesWeightsOf),
+    [undefined, "stability-ai/stable-diffusion", "stability-ai/stable-diffusion"],
   );
   assert.equal(d.hub.offline, true);
 });

@@ -9,6 +9,7 @@ import { parseLoraArg } from "../engine/lora.js";
 import { loadPipeline } from "../engine/pipeline.js";
 import { resolveModelSource } from "../engine/sources.js";
 import { PREDICTION_TYPES, type PredictionType } from "../engine/weights/single-file.js";
+import { FileInputError, resolveFileInput } from "../server/files/file-inputs.js";
 import { DownloadProgress } from "./download-progress.js";
 import { StepProgress } from "./progress.js";
 
@@ -33,9 +34,9 @@ Options:
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size,
                             or with --image the picture's own size rounded down to that multiple)
   --height <px>             height, likewise
-  --image <file>            img2img: start from this picture (PNG, JPEG or WebP; resized to
-                            --width/--height when they are given)
-  --mask <file>             inpainting: white repaints, black keeps (resized to the picture)
+  --image <file|url>        img2img: start from this picture (PNG, JPEG or WebP; a file, an
+                            http(s) URL or a data: URI; resized to --width/--height when given)
+  --mask <file|url>         inpainting: white repaints, black keeps (resized to the picture)
   --strength <0-1>          with --image: how much of the schedule runs, i.e. how far the picture
                             may change (default 0.8 for img2img, 1 for inpainting)
   --steps <n>               denoising steps (default 50; 4 for LCM models)
@@ -121,8 +122,9 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (values.image === undefined && (values.mask !== undefined || strength !== undefined))
     throw new UsageError(`--${values.mask !== undefined ? "mask" : "strength"} needs --image`);
   // Read and decoded before the model loads, so a bad file fails at once.
-  const image = values.image === undefined ? undefined : await readPicture(values.image, "image");
-  const mask = values.mask === undefined ? undefined : await readPicture(values.mask, "mask");
+  const allowPrivate = settings.allowPrivateUrls;
+  const image = values.image === undefined ? undefined : await readPicture(values.image, "image", allowPrivate);
+  const mask = values.mask === undefined ? undefined : await readPicture(values.mask, "mask", allowPrivate);
 
   const predictionType = values["prediction-type"];
   if (predictionType !== undefined && !(PREDICTION_TYPES as readonly string[]).includes(predictionType)) {
@@ -207,9 +209,14 @@ function outputPaths(out: string | undefined, count: number, seed: bigint): stri
 /** Largest picture file read; the decoder then checks the pixel count from the header. */
 const MAX_PICTURE_BYTES = 64 * 1024 * 1024;
 
-async function readPicture(file: string, what: "image" | "mask") {
-  let bytes: Buffer;
+async function readPicture(file: string, what: "image" | "mask", allowPrivate: boolean) {
+  let bytes: Uint8Array;
   try {
+    if (/^(https?:|data:)/i.test(file)) {
+      // A URL is fetched as the server fetches file inputs: the same SSRF rules and limits.
+      bytes = await resolveFileInput(file, what, "cli", { allowPrivate, maxBytes: MAX_PICTURE_BYTES });
+      return await decodeImage(bytes, { field: what });
+    }
     const handle = await open(file, "r");
     try {
       const { size } = await handle.stat();
@@ -220,6 +227,7 @@ async function readPicture(file: string, what: "image" | "mask") {
     }
     return await decodeImage(bytes, { field: what });
   } catch (err) {
+    if (err instanceof FileInputError) throw new UsageError(`--${what}: ${err.message}`);
     const e = err as NodeJS.ErrnoException;
     const why = e.code === "ENOENT" ? "no such file" : e.code === "EISDIR" ? "is a folder" : e.message;
     throw new UsageError(`--${what} ${file}: ${why}`);

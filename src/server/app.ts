@@ -4,6 +4,7 @@
  */
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { TokenAuth } from "./auth.js";
+import type { Uploads } from "./files/uploads.js";
 import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from "./http/json-depth.js";
 import { badJson, HttpProblem, notFound, problemOf, throttled, unauthenticated } from "./http/problem.js";
 import { RateLimiter } from "./http/rate-limit.js";
@@ -18,6 +19,7 @@ import { modelRoutes } from "./routes/models.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
 import { predictionRoutes } from "./routes/predictions.js";
 import { OpenStreams, streamRoutes } from "./routes/streams.js";
+import { uploadRoutes } from "./routes/uploads.js";
 import { webRoutes } from "./routes/web.js";
 import { webhookRoutes } from "./routes/webhooks.js";
 import { BEARER_AUTH, collectRoutes, openApiDocument, type RouteSchema } from "./schemas/openapi.js";
@@ -32,6 +34,8 @@ declare module "fastify" {
 }
 
 export interface AppOptions {
+  /** The Files API (POST /v1/files …); absent: not served. */
+  uploads?: Uploads;
   service: PredictionService;
   webhooks: WebhookDispatcher;
   auth: TokenAuth;
@@ -222,6 +226,13 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         api.addHook("onRequest", authenticate);
         api.addHook("onRoute", requireTokenInDocument);
         await api.register(webhookRoutes, { service: opts.service, webhooks: opts.webhooks });
+        if (opts.uploads) {
+          await api.register(uploadRoutes, {
+            apiPrefix: prefix,
+            uploads: opts.uploads,
+            publicBaseUrl: opts.publicBaseUrl,
+          });
+        }
         await api.register(modelRoutes, {
           apiPrefix: prefix,
           service: opts.service,
@@ -242,6 +253,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       app.register(openAiImageRoutes, {
         prefix,
         service: opts.service,
+        uploads: opts.uploads,
         publicBaseUrl: opts.publicBaseUrl,
         authenticate,
         requireTokenInDocument,

@@ -14,6 +14,8 @@ import { SDSERVE_VERSION } from "../engine/version.js";
 import { buildApp } from "./app.js";
 import { resolveApiTokens, TokenAuth } from "./auth.js";
 import { type Backends, openBackends } from "./backends.js";
+import type { FileInputOptions } from "./files/file-inputs.js";
+import { Uploads } from "./files/uploads.js";
 import { type Logger, lineLogger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import type { ModelAdapter } from "./models/model.js";
@@ -73,8 +75,10 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     out.info({ file: tokens.file }, "API token: the one saved in the file named");
   }
 
+  const uploads = uploadsOf(config, backends);
   const app = buildApp({
     service,
+    uploads,
     webhooks,
     auth: new TokenAuth(tokens.tokens, config.apiAuth),
     bodyLimit: config.bodyLimit,
@@ -106,6 +110,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
   const url = `http://${host}:${address.port}`;
 
   service.lifecycle.startBackground();
+  uploads.start((err) => out.error({ err }, "Removing expired uploads failed"));
   webhooks.resume().then(
     (n) => n > 0 && out.info({ webhooks: n }, `Resumed ${n} undelivered completed webhook(s).`),
     (err: unknown) => out.error({ err }, "Resuming webhooks failed"),
@@ -121,6 +126,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
       lineLogger(out.child({ component: "worker" }), "error"),
       queue.shared ? config.workerConcurrency : 1,
       (s) => metrics.step(s),
+      fileInputOptions(config, backends),
     );
     worker.start();
   }
@@ -133,6 +139,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     close: () => {
       closing ??= (async () => {
         service.lifecycle.shutdown();
+        uploads.stop();
         await worker?.stop();
         await closeWebhooks();
         await app.close();
@@ -147,18 +154,21 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
 }
 
 export function modelAdapters(config: Config, out: ServerOutput): ModelAdapter[] {
-  return config.models.map(
-    (spec) =>
-      new StableDiffusionAdapter({
-        spec,
-        hub: config.hub,
-        cacheDir: config.cacheDir,
-        optimizedCache: config.optimizedCache,
-        threads: config.threads,
-        provider: config.provider,
-        log: lineLogger(out.child({ component: "setup", model: spec.name }), "info"),
-      }),
-  );
+  const byName = new Map<string, StableDiffusionAdapter>();
+  return config.models.map((spec) => {
+    const adapter = new StableDiffusionAdapter({
+      spec,
+      shareEngineWith: spec.sharesWeightsOf ? byName.get(spec.sharesWeightsOf) : undefined,
+      hub: config.hub,
+      cacheDir: config.cacheDir,
+      optimizedCache: config.optimizedCache,
+      threads: config.threads,
+      provider: config.provider,
+      log: lineLogger(out.child({ component: "setup", model: spec.name }), "info"),
+    });
+    byName.set(spec.name, adapter);
+    return adapter;
+  });
 }
 
 export function newService(
@@ -191,32 +201,44 @@ export function newService(
   );
 }
 
+/** How the worker fetches file inputs: the SSRF rules, and this server's uploads read inside. */
+export function fileInputOptions(config: Config, backends: Backends): FileInputOptions {
+  return { allowPrivate: config.allowPrivateUrls, ownFile: uploadsOf(config, backends).reader };
+}
+
+/** The Files API's uploads, on the store and file store of these backends. */
+export function uploadsOf(config: Config, backends: Backends): Uploads {
+  return new Uploads(backends.store, backends.files, config.fileRetentionMs);
+}
+
 /**
  * Loads the models one at a time: downloads do not compete for bandwidth, nor loads for memory.
  * A prediction for a model still waiting starts that model's setup at once.
  */
 export function setupModels(models: readonly ModelAdapter[], out: ServerOutput): void {
   const loadStart = performance.now();
-  void models.reduce<Promise<unknown>>(
-    (previous, m) =>
-      previous.then(() =>
-        m.setup().then(
-          () => {
-            const seconds = Math.round(performance.now() - loadStart) / 1000;
-            out.info(
-              { component: "setup", model: `${m.model.owner}/${m.model.name}`, setup_time_s: seconds },
-              `Model ready: ${m.model.owner}/${m.model.name} in ${seconds.toFixed(1)}s`,
-            );
-          },
-          (err: unknown) =>
-            out.error(
-              { component: "setup", model: `${m.model.owner}/${m.model.name}` },
-              `${m.model.owner}/${m.model.name} could not be loaded: ${err instanceof Error ? err.message : String(err)}`,
-            ),
+  void models
+    .filter((m) => !m.setupOnDemand)
+    .reduce<Promise<unknown>>(
+      (previous, m) =>
+        previous.then(() =>
+          m.setup().then(
+            () => {
+              const seconds = Math.round(performance.now() - loadStart) / 1000;
+              out.info(
+                { component: "setup", model: `${m.model.owner}/${m.model.name}`, setup_time_s: seconds },
+                `Model ready: ${m.model.owner}/${m.model.name} in ${seconds.toFixed(1)}s`,
+              );
+            },
+            (err: unknown) =>
+              out.error(
+                { component: "setup", model: `${m.model.owner}/${m.model.name}` },
+                `${m.model.owner}/${m.model.name} could not be loaded: ${err instanceof Error ? err.message : String(err)}`,
+              ),
+          ),
         ),
-      ),
-    Promise.resolve(),
-  );
+      Promise.resolve(),
+    );
 }
 
 /** The webhook dispatcher of this process; with a shared queue, `completed` tries are durable jobs that it also runs. */

@@ -15,6 +15,7 @@ import { PredictionLog } from "./prediction-log.js";
 import { healthRoutes } from "./routes/health.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import {
+  fileInputOptions,
   modelAdapters,
   newService,
   type RunningServer,
@@ -50,6 +51,7 @@ export async function startWorkerProcess(config: Config, out: ServerOutput): Pro
     lineLogger(out.child({ component: "worker" }), "error"),
     config.workerConcurrency,
     (s) => metrics.step(s),
+    fileInputOptions(config, backends),
   );
   worker.start();
   out.info(

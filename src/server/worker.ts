@@ -4,6 +4,8 @@
  * fenced by the attempt that begin() handed out (so a run that lost its job to a rerun on
  * another worker writes nothing).
  */
+import { type FileInputOptions, resolveFileInput } from "./files/file-inputs.js";
+import type { JsonSchema } from "./models/json-schema.js";
 import type { ModelAdapter } from "./models/model.js";
 import { isVersionOf, PredictionError } from "./models/model.js";
 import type { PredictionLifecycle } from "./predictions/lifecycle.js";
@@ -21,6 +23,8 @@ export class Worker {
     private readonly concurrency = 1,
     /** Told the time of each denoising step (for /metrics). */
     private readonly onStepTime?: (seconds: number) => void,
+    /** How file inputs (URLs, data: URIs, uploaded files) are fetched. */
+    private readonly fileInputs: FileInputOptions = { allowPrivate: false },
   ) {}
 
   start(): void {
@@ -62,7 +66,9 @@ export class Worker {
           `The model could not be loaded: ${publicErrorMessage(err, "loading the model", this.log)}`,
         );
       });
+      const files = await this.resolveFiles(adapter, job.prediction.input, job.prediction.account, signal);
       const outputs = await adapter.predict(job.prediction.input, {
+        files,
         log: appendLog,
         preview: (preview) => this.lifecycle.preview(id, preview),
         stepTime: this.onStepTime,
@@ -82,6 +88,31 @@ export class Worker {
       }
     }
     return "done";
+  }
+
+  /** The file inputs' bytes, fetched once here, before the model runs: a bad one fails the prediction naming it. */
+  private async resolveFiles(
+    adapter: ModelAdapter,
+    input: Record<string, unknown>,
+    account: string,
+    signal: AbortSignal,
+  ): Promise<Record<string, Uint8Array>> {
+    const props = ((adapter.schemas["Input"] as JsonSchema | undefined)?.properties ?? {}) as Record<
+      string,
+      JsonSchema
+    >;
+    const files: Record<string, Uint8Array> = {};
+    for (const [name, schema] of Object.entries(props)) {
+      const value = input[name];
+      if (schema["format"] !== "uri" || value === undefined || value === null) continue;
+      try {
+        files[name] = await resolveFileInput(String(value), name, account, this.fileInputs, signal);
+      } catch (err) {
+        if (signal.aborted) throw err;
+        throw new PredictionError(err instanceof Error ? err.message : String(err));
+      }
+    }
+    return files;
   }
 
   private adapterFor(version: string): ModelAdapter | undefined {

@@ -2,6 +2,8 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
@@ -14,9 +16,13 @@ const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-cli-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 function sdserve(...args: string[]) {
+  return sdserveWith({}, ...args);
+}
+
+function sdserveWith(env: Record<string, string>, ...args: string[]) {
   return run(process.execPath, ["--import", "tsx", path.join(REPO_ROOT, "src/cli/main.ts"), ...args], {
     cwd: REPO_ROOT,
-    env: { ...process.env, SDSERVE_CACHE: path.join(tmp, "cache") },
+    env: { ...process.env, SDSERVE_CACHE: path.join(tmp, "cache"), ...env },
   });
 }
 
@@ -169,6 +175,27 @@ test("--image and --mask: img2img and inpainting write PNGs at the picture's siz
   const out2 = decode(readFileSync(inpaint));
   assert.deepEqual([out2.width, out2.height], [48, 32]);
   assert.match(out2.text["parameters"] as string, /Denoising strength: 1$/);
+});
+
+test("--image URL: fetched under the server's rules (a local server needs SDSERVE_ALLOW_PRIVATE_URLS=true)", async () => {
+  const picture = encode({ width: 64, height: 48, data: new Uint8Array(64 * 48 * 3).fill(99), channels: 3 });
+  const site = http.createServer((_req, res) => res.writeHead(200, { "Content-Type": "image/png" }).end(picture));
+  await new Promise<void>((resolve) => site.listen(0, "127.0.0.1", resolve));
+  const url = `http://127.0.0.1:${(site.address() as AddressInfo).port}/p.png`;
+  try {
+    const common = ["generate", "a boat", "--model", "tiny-random", "--steps", "2", "--threads", "1", "--image", url];
+    const file = path.join(tmp, "from-url.png");
+    await sdserveWith({ SDSERVE_ALLOW_PRIVATE_URLS: "true" }, ...common, "--out", file);
+    const out = decode(readFileSync(file));
+    assert.deepEqual([out.width, out.height], [64, 48]);
+    await assert.rejects(sdserve(...common, "--out", file), (err: { code: number; stderr: string }) => {
+      assert.equal(err.code, 2);
+      assert.match(err.stderr, /--image: image: 127\.0\.0\.1 is a loopback, private .*SDSERVE_ALLOW_PRIVATE_URLS=true/);
+      return true;
+    });
+  } finally {
+    site.close();
+  }
 });
 
 for (const [what, args, message] of [

@@ -74,7 +74,9 @@ test("requests and the prediction lifecycle are JSON records with their fields; 
     assert.equal(typeof r.level, "number");
     assert.ok(!Number.isNaN(Date.parse(r.time)), `an ISO time: ${r.time}`);
   }
-  const get = log.find((r) => r.msg === "request" && r["route"] === "/v1/predictions/:prediction_id" && r["method"] === "GET");
+  const get = log.find(
+    (r) => r.msg === "request" && r["route"] === "/v1/predictions/:prediction_id" && r["method"] === "GET",
+  );
   assert.ok(get, "a request record for GET /v1/predictions/:prediction_id");
   assert.match(String(get["reqId"]), /\S/);
   assert.equal(get["status"], 200);

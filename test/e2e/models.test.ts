@@ -110,7 +110,7 @@ test("models.list, accounts.current and hardware.list", async () => {
   const models = await replicate.models.list();
   assert.deepEqual(
     models.results.map((m) => `${m.owner}/${m.name}`),
-    [MODEL],
+    [MODEL, `${MODEL}-img2img`, `${MODEL}-inpainting`],
   );
   const account = await replicate.accounts.current();
   assert.equal(account.type, "user");
@@ -144,7 +144,12 @@ test("GET /openapi.json describes the server, with the model's Input schema for 
   };
   // The served model's components are named after it, and its own $refs point at its own enums.
   const prefix = "stability-ai.stable-diffusion.";
-  assert.deepEqual(body.properties["input"]?.anyOf, [{ $ref: `#/components/schemas/${prefix}Input` }]);
+  // img2img and inpainting are served beside it, each with its own Input.
+  assert.deepEqual(body.properties["input"]?.anyOf, [
+    { $ref: `#/components/schemas/${prefix}Input` },
+    { $ref: "#/components/schemas/stability-ai.stable-diffusion-img2img.Input" },
+    { $ref: "#/components/schemas/stability-ai.stable-diffusion-inpainting.Input" },
+  ]);
   const model = await replicate.models.get("stability-ai", "stable-diffusion");
   const published = schemasOf(model.latest_version);
   assert.deepEqual(

@@ -278,6 +278,48 @@ export function storeContract(label: string, open: () => Promise<OpenedStore>, s
       assert.equal(await store.getSetting(key), "two");
     });
 
+    test("uploads: kept per account, newest first with a cursor, deleted once, expired by time", async () => {
+      const account = `acct-${newPredictionId()}`;
+      const made = [];
+      for (const i of [0, 1, 2]) {
+        const u = {
+          id: newPredictionId(),
+          account,
+          name: `pic-${i}.png`,
+          contentType: "image/png",
+          size: 1000 + i,
+          sha256: "ab".repeat(32),
+          metadata: i === 0 ? { nested: { z: 1, a: [1, 2] } } : null,
+          createdAt: ts(),
+          expiresAt: ts(0),
+        };
+        await store.insertUpload(u);
+        made.push(u);
+      }
+      await store.insertUpload({
+        ...(made[0] as (typeof made)[0]),
+        id: newPredictionId(),
+        account: `${account}-other`,
+      });
+      assert.deepEqual(await store.getUpload(made[0]?.id as string), made[0]);
+      assert.equal(await store.getUpload("nope"), undefined);
+      const newest = await store.listUploads(account, 2);
+      assert.deepEqual(
+        newest.map((u) => u.id),
+        [made[2]?.id, made[1]?.id],
+      );
+      const last = newest[1] as (typeof made)[0];
+      assert.deepEqual(
+        (await store.listUploads(account, 2, { createdAt: last.createdAt, id: last.id })).map((u) => u.id),
+        [made[0]?.id],
+      );
+      assert.equal(await store.deleteUpload(made[1]?.id as string), true);
+      assert.equal(await store.deleteUpload(made[1]?.id as string), false);
+      const expired = await store.expiredUploads(made[0]?.expiresAt as string);
+      assert.ok(expired.includes(made[0]?.id as string));
+      assert.ok(!expired.includes(made[2]?.id as string));
+    });
+
     test("insert-if-absent: of concurrent writers of one key, all get the first value stored", async () => {
       const key = `k-${newPredictionId()}`;
       const kept = await Promise.all([1, 2, 3, 4, 5, 6, 7, 8].map((i) => store.setSettingIfAbsent(key, `v${i}`)));

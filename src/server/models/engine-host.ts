@@ -22,12 +22,13 @@ import { type GenerateRequest, HubError, ModelError, type PullEvent, RequestErro
 import {
   ENGINE_PROCESS_FLAG,
   type FromEngine,
+  type PictureInputs,
   type SetupParams,
   type ToEngine,
   type WireError,
 } from "./engine-process.js";
 
-export type { SetupParams } from "./engine-process.js";
+export type { PictureInputs, SetupParams } from "./engine-process.js";
 
 /** The engine process ended while it was needed (a crash, or it was killed). */
 export class EngineStoppedError extends Error {
@@ -148,7 +149,15 @@ export class EngineHost {
    */
   generate(
     request: GenerateRequest,
-    opts: { signal: AbortSignal; previewIntervalMs?: number; onStep?: (report: StepReport) => void },
+    opts: {
+      signal: AbortSignal;
+      previewIntervalMs?: number;
+      onStep?: (report: StepReport) => void;
+      /** img2img / inpainting pictures, as bytes: decoded in the engine process. */
+      pictures?: PictureInputs;
+      /** A picture generated at its own size is scaled down to at most this many pixels. */
+      maxPixels?: number;
+    },
   ): Promise<Uint8Array[]> {
     if (this.stoppedWhy) return Promise.reject(new EngineStoppedError(this.stoppedWhy));
     const { signal } = opts;
@@ -160,7 +169,14 @@ export class EngineHost {
       this.pending.set(id, { resolve, reject, onStep: opts.onStep });
     });
     this.updateRef();
-    this.send({ type: "generate", id, request, previewIntervalMs: opts.previewIntervalMs });
+    this.send({
+      type: "generate",
+      id,
+      request,
+      previewIntervalMs: opts.previewIntervalMs,
+      pictures: opts.pictures,
+      maxPixels: opts.maxPixels,
+    });
     return result
       .catch((err: unknown) => {
         // Stopped between steps because it was asked to: the caller's reason, as in-process.

@@ -10,6 +10,8 @@
  * signals sent to the whole process group (Ctrl-C) are left to the parent, which cancels what
  * runs and then closes this process; when the parent is gone, this process ends.
  */
+
+import { decodeImage } from "../../engine/image-input.js";
 import {
   a1111Parameters,
   canPreview,
@@ -46,12 +48,47 @@ export type ToEngine =
       type: "generate";
       id: number;
       request: GenerateRequest;
+      /** Encoded pictures, decoded here (off the server's thread): they become request.image / request.mask. */
+      pictures?: PictureInputs;
+      /** Without width/height, a picture over this many pixels is generated scaled down to fit. */
+      maxPixels?: number;
       /** Send a preview at most this often; absent: no previews. */
       previewIntervalMs?: number;
     }
   /** Stops the generation before its next step. */
   | { type: "cancel"; id: number }
   | { type: "close" };
+
+/** img2img and inpainting inputs as the bytes clients sent (PNG, JPEG or WebP). */
+export interface PictureInputs {
+  image: Uint8Array;
+  /** White repaints, black keeps (OpenAI's transparency masks are turned into this at its route). */
+  mask?: Uint8Array;
+}
+
+/**
+ * Decodes the pictures into what the pipeline takes; bad bytes are RequestErrors naming the
+ * input. A picture larger than `maxPixels`, with no size asked for, is generated at the largest
+ * size of its shape that fits (multiples of 8), as memory allows no more.
+ */
+async function decodePictures(
+  p: PictureInputs,
+  request: GenerateRequest,
+  maxPixels: number | undefined,
+): Promise<Partial<GenerateRequest>> {
+  const image = await decodeImage(p.image, { field: "image" });
+  const out: Partial<GenerateRequest> = { image };
+  if (maxPixels && request.width === undefined && request.height === undefined) {
+    const scale = Math.sqrt(maxPixels / (image.width * image.height));
+    if (scale < 1) {
+      out.width = Math.max(8, Math.floor((image.width * scale) / 8) * 8);
+      out.height = Math.max(8, Math.floor((image.height * scale) / 8) * 8);
+    }
+  }
+  if (!p.mask) return out;
+  out.mask = await decodeImage(p.mask, { field: "mask" });
+  return out;
+}
 
 /** An error as it crosses the process boundary: its class by name, and what the classes carry. */
 export interface WireError {
@@ -186,7 +223,10 @@ function runProcess(send: (message: FromEngine) => void): void {
         // read now, so the generation stops before its next step, as it would in-process.
         await new Promise((resolve) => setImmediate(resolve));
       };
-      const result = await pipeline.generate(message.request, { signal: controller.signal, onStep });
+      const request = message.pictures
+        ? { ...message.request, ...(await decodePictures(message.pictures, message.request, message.maxPixels)) }
+        : message.request;
+      const result = await pipeline.generate(request, { signal: controller.signal, onStep });
       const parameters = a1111Parameters({ ...result.parameters, model: label });
       const images = result.images.map((image) => encodePng(image, { parameters }));
       post({ type: "done", id, images });

@@ -54,6 +54,8 @@ export interface PredictContext {
   stepTime?(seconds: number): void;
   /** Aborted on cancel, deadline or shutdown; the adapter stops at the next safe point. */
   signal: AbortSignal;
+  /** The file inputs (format "uri") as bytes, by input name: fetched by the worker before predict. */
+  files?: Readonly<Record<string, Uint8Array>>;
 }
 
 /** A prediction that failed for a reason the user should read, shown as the prediction's `error`. */
@@ -103,6 +105,9 @@ export interface ModelAdapter {
   readonly state: ModelState;
   /** Why setup failed, when it did. */
   readonly setupError: string | undefined;
+  /** Set up when first asked for, not at start; until then `setupStarted` is false. */
+  readonly setupOnDemand?: boolean;
+  readonly setupStarted?: boolean;
   /** While STARTING, what setup is doing (absent where the adapter cannot tell). */
   readonly setupProgress?: SetupProgress;
   /** Runs one prediction; the input has passed validateInput. Rejects with PredictionError for user-facing failures. */

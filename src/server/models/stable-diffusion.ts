@@ -11,6 +11,7 @@ import { formatHubRef, HubError, type HubSettings, ModelError, parseHubId, Reque
 import {
   DEFAULT_MODEL_NAME,
   DEFAULT_WEIGHTS,
+  type InputSchema,
   type ModelDefaults,
   type ModelSpec,
   modelSpec,
@@ -19,9 +20,10 @@ import {
   SIZES,
   STABLE_DIFFUSION_VERSION,
 } from "../../model-catalog.js";
+import { fileInputProblem } from "../files/file-inputs.js";
 import { publicErrorMessage } from "../public-error.js";
 import { DownloadTracker } from "./download-tracker.js";
-import { EngineHost, EngineStoppedError, type StepReport } from "./engine-host.js";
+import { EngineHost, EngineStoppedError, type PictureInputs, type StepReport } from "./engine-host.js";
 import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
 import {
   type ImageLimits,
@@ -135,6 +137,96 @@ export function stableDiffusionSchemas(defaults: ModelDefaults): Record<string, 
   };
 }
 
+/** The Replicate input schemas this adapter can serve: text only, img2img, inpainting. */
+export type InputSchemaKind = InputSchema;
+
+function fileInput(title: string, description: string, order: number): JsonSchema {
+  return { type: "string", title, format: "uri", description, "x-order": order };
+}
+
+/**
+ * stability-ai/stable-diffusion-img2img and -inpainting as Replicate publishes them (see
+ * shared/spec/replicate-sd-family.md): img2img takes `image` and `prompt_strength` and makes
+ * pictures of the image's own size (no width/height); inpainting takes `image` and `mask`
+ * (white repaints) and resizes them to width × height.
+ */
+export function imageInputSchemas(kind: InputSchemaKind, defaults: ModelDefaults): Record<string, JsonSchema> {
+  const base = stableDiffusionSchemas(defaults);
+  if (kind === "text-to-image") return base;
+  const props = (base["Input"] as JsonSchema).properties as Record<string, JsonSchema>;
+  const order = (p: JsonSchema, n: number): JsonSchema => ({ ...p, "x-order": n });
+  const common = {
+    negative_prompt: props["negative_prompt"] as JsonSchema,
+    num_inference_steps: props["num_inference_steps"] as JsonSchema,
+    guidance_scale: props["guidance_scale"] as JsonSchema,
+    scheduler: { ...(props["scheduler"] as JsonSchema), default: "DPMSolverMultistep" },
+    seed: props["seed"] as JsonSchema,
+  };
+  const properties: Record<string, JsonSchema> =
+    kind === "img2img"
+      ? {
+          prompt: order(
+            { ...(props["prompt"] as JsonSchema), default: "A fantasy landscape, trending on artstation" },
+            0,
+          ),
+          negative_prompt: order(common.negative_prompt, 1),
+          image: fileInput("Image", "Inital image to generate variations of.", 2),
+          prompt_strength: {
+            type: "number",
+            title: "Prompt Strength",
+            description:
+              "Prompt strength when providing the image. 1.0 corresponds to full destruction of information in init image",
+            default: 0.8,
+            minimum: 0,
+            maximum: 1,
+            "x-order": 3,
+          },
+          num_outputs: { ...(props["num_outputs"] as JsonSchema), maximum: 8, "x-order": 4 },
+          num_inference_steps: order({ ...common.num_inference_steps, default: 25 }, 5),
+          guidance_scale: order(common.guidance_scale, 6),
+          scheduler: order(common.scheduler, 7),
+          seed: order(common.seed, 8),
+        }
+      : {
+          prompt: order(props["prompt"] as JsonSchema, 0),
+          negative_prompt: order(common.negative_prompt, 1),
+          image: fileInput(
+            "Image",
+            "Initial image to generate variations of. Will be resized to the specified width and height",
+            2,
+          ),
+          mask: fileInput(
+            "Mask",
+            "Black and white image to use as mask for inpainting over the image provided. White pixels are inpainted and black pixels are preserved",
+            3,
+          ),
+          width: order({ ...(props["width"] as JsonSchema), default: 512 }, 4),
+          height: order({ ...(props["height"] as JsonSchema), default: 512 }, 5),
+          num_outputs: order(props["num_outputs"] as JsonSchema, 6),
+          num_inference_steps: order({ ...common.num_inference_steps, default: 50 }, 7),
+          guidance_scale: order(common.guidance_scale, 8),
+          scheduler: order(common.scheduler, 9),
+          seed: order(common.seed, 10),
+        };
+  return {
+    ...base,
+    Input: {
+      type: "object",
+      title: "Input",
+      required: kind === "img2img" ? ["image"] : ["image", "mask"],
+      properties,
+    },
+  };
+}
+
+/** The names of an Input schema's file inputs (`format: "uri"`), in order. */
+export function fileInputNames(schemas: Record<string, JsonSchema>): string[] {
+  const props = ((schemas["Input"] as JsonSchema | undefined)?.properties ?? {}) as Record<string, JsonSchema>;
+  return Object.entries(props)
+    .filter(([, p]) => p["format"] === "uri")
+    .map(([name]) => name);
+}
+
 /** stability-ai/stable-diffusion's schemas, with Replicate's defaults. */
 export const STABLE_DIFFUSION_SCHEMAS: Record<string, JsonSchema> = stableDiffusionSchemas(REPLICATE_DEFAULTS);
 
@@ -148,6 +240,7 @@ interface SdInput {
   guidance_scale: number;
   scheduler: string;
   seed: number | undefined;
+  prompt_strength: number | undefined;
 }
 
 /** A null optional input means "not given", as it does in much client code (spec §3.1). */
@@ -169,6 +262,7 @@ function withDefaults(schemas: Record<string, JsonSchema>, input: Record<string,
     guidance_scale: value("guidance_scale"),
     scheduler: value("scheduler"),
     seed: value("seed"),
+    prompt_strength: value("prompt_strength"),
   };
 }
 
@@ -189,6 +283,11 @@ export interface StableDiffusionOptions {
   log?: (line: string) => void;
   /** After a setup failed because the hub was unreachable or the engine died, how long until a prediction tries again. */
   retryUnreachableMs?: number;
+  /**
+   * Another model on the same weights: this one runs on its engine (one loaded copy of the
+   * networks serves stability-ai/stable-diffusion, -img2img and -inpainting).
+   */
+  shareEngineWith?: StableDiffusionAdapter;
 }
 
 /** Versions made from a models file have no publication date: they exist since the server started. */
@@ -230,9 +329,11 @@ export class StableDiffusionAdapter implements ModelAdapter {
   readonly version: ModelVersion;
   readonly schemas: Record<string, JsonSchema>;
   readonly spec: ModelSpec;
+  readonly inputSchema: InputSchemaKind;
   readonly imageLimits: ImageLimits;
-  state: ModelState = "STARTING";
-  setupError: string | undefined;
+  private ownState: ModelState = "STARTING";
+  private ownSetupError: string | undefined;
+  private readonly shared: StableDiffusionAdapter | undefined;
   /** The engine process running the model (engine-host.ts); replaced when it dies. */
   private engine: EngineHost | undefined;
   private closed = false;
@@ -244,6 +345,8 @@ export class StableDiffusionAdapter implements ModelAdapter {
 
   constructor(private readonly options: StableDiffusionOptions) {
     this.spec = options.spec ?? modelSpec(DEFAULT_MODEL_NAME, options.source ?? DEFAULT_WEIGHTS);
+    this.inputSchema = this.spec.schema ?? "text-to-image";
+    this.shared = options.shareEngineWith?.shared ?? options.shareEngineWith;
     const [owner, name] = this.spec.name.split("/") as [string, string];
     const hub = parseHubId(this.spec.weights);
     this.model =
@@ -263,7 +366,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
             name,
             description:
               this.spec.description ??
-              `Stable Diffusion text-to-image on ${hub ? formatHubRef(hub) : this.spec.weights}, served by sdserve`,
+              `Stable Diffusion ${this.inputSchema} on ${hub ? formatHubRef(hub) : this.spec.weights}, served by sdserve`,
             githubUrl: null,
             paperUrl: "https://arxiv.org/abs/2112.10752",
             licenseUrl: hub ? `https://huggingface.co/${hub.repo}` : null,
@@ -275,11 +378,33 @@ export class StableDiffusionAdapter implements ModelAdapter {
       cogVersion: "0.8.6",
       aliases: this.spec.versionAliases,
     };
-    this.schemas = stableDiffusionSchemas(this.spec.defaults);
+    this.schemas = imageInputSchemas(this.inputSchema, this.spec.defaults);
     this.imageLimits = imageLimitsOf(this.schemas);
   }
 
+  get setupOnDemand(): boolean {
+    return this.spec.setupOnDemand === true;
+  }
+
+  get setupStarted(): boolean {
+    return this.shared ? this.shared.setupStarted : this.loading !== undefined;
+  }
+
+  get state(): ModelState {
+    return this.shared ? this.shared.state : this.ownState;
+  }
+
+  get setupError(): string | undefined {
+    return this.shared ? this.shared.setupError : this.ownSetupError;
+  }
+
+  /** The engine process this model runs on (the shared one's, when it shares). */
+  private get engineHost(): EngineHost | undefined {
+    return this.shared ? this.shared.engine : this.engine;
+  }
+
   get setupProgress(): SetupProgress | undefined {
+    if (this.shared) return this.shared.setupProgress;
     if (this.state !== "STARTING") return undefined;
     const download = this.download?.progress;
     return download && this.phase === "downloading" ? { phase: "downloading", download } : { phase: this.phase };
@@ -290,21 +415,31 @@ export class StableDiffusionAdapter implements ModelAdapter {
       input !== null && typeof input === "object" && !Array.isArray(input)
         ? withoutNulls(input as Record<string, unknown>)
         : input;
-    return validate(this.schemas["Input"] as JsonSchema, cleaned, {
+    const errors = validate(this.schemas["Input"] as JsonSchema, cleaned, {
       root: { components: { schemas: this.schemas } },
       path: "input",
       name: "input",
     });
+    if (errors.length > 0 || cleaned === null || typeof cleaned !== "object") return errors;
+    // A file input that can never be fetched (a bad scheme, a malformed data: URI) is known now.
+    for (const name of fileInputNames(this.schemas)) {
+      const value = (cleaned as Record<string, unknown>)[name];
+      if (value === undefined) continue;
+      const problem = fileInputProblem(value);
+      if (problem) errors.push({ type: "format", field: `input.${name}`, description: `${name} ${problem}` });
+    }
+    return errors;
   }
 
   setup(): Promise<void> {
+    if (this.shared) return this.shared.setup();
     // The hub was unreachable: the network may be back by now.
     const retryAfter = this.options.retryUnreachableMs ?? RETRY_UNREACHABLE_MS;
     if (this.failedTransiently && performance.now() - this.failedAt >= retryAfter) {
       this.loading = undefined;
       this.failedTransiently = false;
-      this.state = "STARTING";
-      this.setupError = undefined;
+      this.ownState = "STARTING";
+      this.ownSetupError = undefined;
     }
     this.loading ??= (async () => {
       const log = this.options.log ?? (() => {});
@@ -333,16 +468,16 @@ export class StableDiffusionAdapter implements ModelAdapter {
           threads: this.options.threads,
           provider: this.options.provider,
         });
-        this.state = "READY";
+        this.ownState = "READY";
       } catch (err) {
         this.engine = undefined;
         await engine.close();
-        this.state = "SETUP_FAILED";
-        this.setupError = setupFailure(err, this.spec, this.options.log);
+        this.ownState = "SETUP_FAILED";
+        this.ownSetupError = setupFailure(err, this.spec, this.options.log);
         this.failedAt = performance.now();
         this.failedTransiently =
           (err instanceof HubError && err.kind === "unreachable") || err instanceof EngineStoppedError;
-        throw new PredictionError(this.setupError);
+        throw new PredictionError(this.ownSetupError);
       }
     })();
     return this.loading;
@@ -358,20 +493,21 @@ export class StableDiffusionAdapter implements ModelAdapter {
     this.engine = undefined;
     this.options.log?.(`${this.spec.name}: ${why}; loading the model again`);
     this.loading = undefined;
-    this.state = "STARTING";
-    this.setupError = undefined;
+    this.ownState = "STARTING";
+    this.ownSetupError = undefined;
     this.setup().catch(() => undefined);
   }
 
   async predict(raw: Record<string, unknown>, ctx: PredictContext): Promise<OutputFile[]> {
     await this.setup();
-    const engine = this.engine;
+    const engine = this.engineHost;
     if (!engine) throw new PredictionError(`The model ${this.spec.name} is being loaded again; please retry.`);
     const input = withDefaults(this.schemas, raw);
+    const pictures = this.pictures(ctx);
     // predict.py: two random bytes when no seed is given, and the seed is always the first log line.
     const seed = input.seed ?? randomInt(0, 65536);
     ctx.log(`Using seed: ${seed}`);
-    if (input.width * input.height > MAX_PIXELS) {
+    if (input.width !== undefined && input.height !== undefined && input.width * input.height > MAX_PIXELS) {
       throw new PredictionError(
         "Maximum size is 1024x768 or 768x1024 pixels, because of memory limits. Please select a lower width or height.",
       );
@@ -396,8 +532,15 @@ export class StableDiffusionAdapter implements ModelAdapter {
           scheduler: input.scheduler,
           seed,
           numOutputs: input.num_outputs,
+          ...(pictures && this.inputSchema === "img2img" ? { strength: input.prompt_strength } : {}),
         },
-        { signal: ctx.signal, onStep, previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined },
+        {
+          signal: ctx.signal,
+          onStep,
+          previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined,
+          pictures,
+          maxPixels: MAX_PIXELS,
+        },
       );
     } catch (err) {
       if (err instanceof RequestError || err instanceof ModelError) throw new PredictionError(err.message);
@@ -412,8 +555,20 @@ export class StableDiffusionAdapter implements ModelAdapter {
     return images.map((data, i) => ({ name: `out-${i}.png`, contentType: "image/png", data }));
   }
 
+  /** The picture inputs, fetched by the worker before predict (ctx.files). */
+  private pictures(ctx: PredictContext): PictureInputs | undefined {
+    if (this.inputSchema === "text-to-image") return undefined;
+    const image = ctx.files?.["image"];
+    if (!image) throw new PredictionError("image is required");
+    if (this.inputSchema === "img2img") return { image };
+    const mask = ctx.files?.["mask"];
+    if (!mask) throw new PredictionError("mask is required");
+    return { image, mask };
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    if (this.shared) return;
     await this.loading?.catch(() => undefined);
     await this.engine?.close();
     this.engine = undefined;

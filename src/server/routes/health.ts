@@ -1,7 +1,8 @@
 /**
  * GET /health-check: 200 once the server listens; the body says whether the models are ready
  * (status as Cog's: STARTING, READY, SETUP_FAILED) and, per model, what setup is doing — the
- * weight download with bytes, rate and ETA, or the load — or why it failed and what to do.
+ * weight download with bytes, rate and ETA, or the load — or why it failed and what to do. A
+ * model set up on demand (the default inpainting weights) is ON_DEMAND until first asked for.
  */
 import type { FastifyInstance } from "fastify";
 import type { ModelAdapter } from "../models/model.js";
@@ -25,7 +26,11 @@ const HEALTH_SCHEMA: RouteSchema = {
   },
 };
 
+/** A model set up on demand that nobody asked for yet: not loading, and not holding the server's status back. */
+const idle = (m: ModelAdapter) => m.setupOnDemand === true && m.setupStarted === false;
+
 function setupOf(m: ModelAdapter): Record<string, unknown> {
+  if (idle(m)) return { status: "ON_DEMAND" };
   const progress = m.state === "STARTING" ? m.setupProgress : undefined;
   const d = progress?.download;
   return {
@@ -59,7 +64,7 @@ export async function healthRoutes(
         setup: Object.fromEntries(opts.models.map((m) => [`${m.model.owner}/${m.model.name}`, { status: "WORKERS" }])),
       };
     }
-    const states = opts.models.map((m) => m.state);
+    const states = opts.models.filter((m) => !idle(m)).map((m) => m.state);
     const status = states.includes("SETUP_FAILED")
       ? "SETUP_FAILED"
       : states.includes("STARTING")

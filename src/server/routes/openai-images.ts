@@ -7,14 +7,23 @@
  * scheduler) may be added to the body; OpenAI's other fields are read in openai-options.ts.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Uploads } from "../files/uploads.js";
 import { urlBaseOf } from "../http/headers.js";
 import { type HttpProblem, problemOf } from "../http/problem.js";
 import type { JsonSchema } from "../models/json-schema.js";
-import type { ImageLimits } from "../models/model.js";
+import type { ImageLimits, ModelAdapter } from "../models/model.js";
 import { fileUrl } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
 import type { RouteSchema } from "../schemas/openapi.js";
-import { chooseModel, encodeOutput, OPENAI_FIELDS, OpenAiError, readOutputChoice } from "./openai-options.js";
+import { imageEditsRoute } from "./openai-edits.js";
+import {
+  chooseModel,
+  encodeOutput,
+  OPENAI_FIELDS,
+  OpenAiError,
+  type OutputChoice,
+  readOutputChoice,
+} from "./openai-options.js";
 
 // Other OpenAI routes (edits) throw the same error.
 export { OpenAiError } from "./openai-options.js";
@@ -25,6 +34,8 @@ export interface OpenAiImagesOptions {
   authenticate: (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
   /** Marks the routes as needing a token in /openapi.json. */
   requireTokenInDocument: (route: { schema?: RouteSchema }) => void;
+  /** Where /images/edits keeps the pictures it is sent (as Files API uploads); absent: no edits route. */
+  uploads?: Uploads;
 }
 
 /** The model's input names that an OpenAI request may also carry. */
@@ -84,7 +95,7 @@ function requestSchema(limits: ImageLimits): JsonSchema {
   };
 }
 
-const RESPONSE: JsonSchema = {
+export const RESPONSE: JsonSchema = {
   type: "object",
   required: ["created", "data"],
   properties: {
@@ -146,6 +157,21 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
     }
     const input: Record<string, unknown> = { prompt: b["prompt"], width, height, num_outputs: n };
     for (const key of PASSED_THROUGH) if (b[key] !== undefined) input[key] = b[key];
+    return answer(req, reply, model, input, format, output);
+  });
+
+  if (opts.uploads) await imageEditsRoute(app, opts, opts.uploads, answer);
+
+  /** Runs the prediction and answers OpenAI's way when it is done. */
+  async function answer(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    model: ModelAdapter,
+    input: Record<string, unknown>,
+    format: "url" | "b64_json",
+    /** output_format and output_compression; absent: the stored PNG. */
+    encoding?: OutputChoice,
+  ) {
     const base = urlBaseOf(req, "/v1", opts.publicBaseUrl);
     const created = await service.create(req.account, { body: { input }, model }, base);
     // Nobody will read the result once the client hangs up: stop the work too.
@@ -168,9 +194,11 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
       } else {
         const file = await service.outputs.ofPrediction(done, name);
         if (!file) throw new OpenAiError(500, "An output file is missing.", "server_error");
-        data.push({ b64_json: (await encodeOutput(await file.read(), output)).toString("base64") });
+        const bytes = await file.read();
+        const encoded = encoding ? await encodeOutput(bytes, encoding) : Buffer.from(bytes);
+        data.push({ b64_json: encoded.toString("base64") });
       }
     }
     return { created: Math.floor(Date.parse(done.createdAt) / 1000), data };
-  });
+  }
 }

@@ -66,4 +66,23 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_prediction ON webhook_deliveries (prediction_id, at);
 `,
   },
+  {
+    version: 2,
+    name: "uploads (the Files API)",
+    sql: `
+CREATE TABLE uploads (
+  id text COLLATE "C" PRIMARY KEY,
+  account text NOT NULL,
+  name text NOT NULL,
+  content_type text NOT NULL,
+  size bigint NOT NULL,
+  sha256 text NOT NULL,
+  metadata text NOT NULL,
+  created_at text COLLATE "C" NOT NULL,
+  expires_at text COLLATE "C" NOT NULL
+);
+CREATE INDEX uploads_account_order ON uploads (account, created_at DESC, id DESC);
+CREATE INDEX uploads_expiry ON uploads (expires_at);
+`,
+  },
 ];

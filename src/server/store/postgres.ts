@@ -8,8 +8,15 @@
 import pg from "pg";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 import { MIGRATIONS } from "./postgres-migrations.js";
-import { type PredictionRow, patchColumns, predictionFromRow } from "./rows.js";
-import type { ListQuery, PredictionPatch, PredictionStore, WebhookDelivery } from "./store.js";
+import { type PredictionRow, patchColumns, predictionFromRow, type UploadRow, uploadFromRow } from "./rows.js";
+import type {
+  ListPosition,
+  ListQuery,
+  PredictionPatch,
+  PredictionStore,
+  UploadRecord,
+  WebhookDelivery,
+} from "./store.js";
 
 /** Any fixed number: the key of the advisory lock held while migrating. */
 const MIGRATION_LOCK = 7_361_104_529;
@@ -294,6 +301,56 @@ export class PostgresPredictionStore implements PredictionStore {
       [since],
     );
     return rows.map(fromRow);
+  }
+
+  async insertUpload(u: UploadRecord): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO uploads (id, account, name, content_type, size, sha256, metadata, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      [
+        u.id,
+        u.account,
+        u.name,
+        u.contentType,
+        u.size,
+        u.sha256,
+        JSON.stringify(u.metadata ?? null),
+        u.createdAt,
+        u.expiresAt,
+      ],
+    );
+  }
+
+  async getUpload(id: string): Promise<UploadRecord | undefined> {
+    const { rows } = await this.pool.query<UploadRow>("SELECT * FROM uploads WHERE id = $1", [id]);
+    return rows[0] ? uploadFromRow(rows[0]) : undefined;
+  }
+
+  async listUploads(account: string, limit: number, after?: ListPosition): Promise<UploadRecord[]> {
+    const { rows } = after
+      ? await this.pool.query<UploadRow>(
+          `SELECT * FROM uploads WHERE account = $1 AND (created_at, id) < ($2, $3)
+             ORDER BY created_at DESC, id DESC LIMIT $4`,
+          [account, after.createdAt, after.id, limit],
+        )
+      : await this.pool.query<UploadRow>(
+          "SELECT * FROM uploads WHERE account = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+          [account, limit],
+        );
+    return rows.map(uploadFromRow);
+  }
+
+  async deleteUpload(id: string): Promise<boolean> {
+    const r = await this.pool.query("DELETE FROM uploads WHERE id = $1", [id]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async expiredUploads(now: string): Promise<string[]> {
+    const { rows } = await this.pool.query<{ id: string }>(
+      "SELECT id FROM uploads WHERE expires_at <= $1 ORDER BY expires_at",
+      [now],
+    );
+    return rows.map((r) => r.id);
   }
 
   async getSetting(key: string): Promise<string | undefined> {

@@ -3,7 +3,7 @@
  * columns; only how a boolean is stored differs (SQLite 0/1, PostgreSQL boolean).
  */
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
-import type { PredictionPatch } from "./store.js";
+import type { PredictionPatch, UploadRecord } from "./store.js";
 
 export interface PredictionRow<Bool> {
   id: string;
@@ -71,5 +71,32 @@ export function patchColumns(
     input: ["input", (v: Record<string, unknown>) => JSON.stringify(v)],
     dataRemoved: ["data_removed", (v: boolean) => fromBool(v)],
     deadline: ["deadline", (v: string | null) => v],
+  };
+}
+
+/** An uploads row, as both stores return it. */
+export interface UploadRow {
+  id: string;
+  account: string;
+  name: string;
+  content_type: string;
+  size: number | string;
+  sha256: string;
+  metadata: string;
+  created_at: string;
+  expires_at: string;
+}
+
+export function uploadFromRow(r: UploadRow): UploadRecord {
+  return {
+    id: r.id,
+    account: r.account,
+    name: r.name,
+    contentType: r.content_type,
+    size: Number(r.size),
+    sha256: r.sha256,
+    metadata: JSON.parse(r.metadata),
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
   };
 }

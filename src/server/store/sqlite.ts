@@ -5,8 +5,15 @@
  */
 import Database from "better-sqlite3";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
-import { type PredictionRow, patchColumns, predictionFromRow } from "./rows.js";
-import type { ListQuery, PredictionPatch, PredictionStore, WebhookDelivery } from "./store.js";
+import { type PredictionRow, patchColumns, predictionFromRow, type UploadRow, uploadFromRow } from "./rows.js";
+import type {
+  ListPosition,
+  ListQuery,
+  PredictionPatch,
+  PredictionStore,
+  UploadRecord,
+  WebhookDelivery,
+} from "./store.js";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS predictions (
@@ -55,6 +62,19 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
   final INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhook_deliveries_prediction ON webhook_deliveries (prediction_id, at);
+CREATE TABLE IF NOT EXISTS uploads (
+  id TEXT PRIMARY KEY,
+  account TEXT NOT NULL,
+  name TEXT NOT NULL,
+  content_type TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  metadata TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  expires_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS uploads_account_order ON uploads (account, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS uploads_expiry ON uploads (expires_at);
 `;
 
 type Row = PredictionRow<number>;
@@ -329,6 +349,53 @@ export class SqlitePredictionStore implements PredictionStore {
            AND status IN ('succeeded', 'failed', 'canceled') ORDER BY completed_at`,
     ).all(since) as Row[];
     return rows.map(fromRow);
+  }
+
+  async insertUpload(u: UploadRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO uploads (id, account, name, content_type, size, sha256, metadata, created_at, expires_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        u.id,
+        u.account,
+        u.name,
+        u.contentType,
+        u.size,
+        u.sha256,
+        JSON.stringify(u.metadata ?? null),
+        u.createdAt,
+        u.expiresAt,
+      );
+  }
+
+  async getUpload(id: string): Promise<UploadRecord | undefined> {
+    const row = this.db.prepare("SELECT * FROM uploads WHERE id = ?").get(id) as UploadRow | undefined;
+    return row ? uploadFromRow(row) : undefined;
+  }
+
+  async listUploads(account: string, limit: number, after?: ListPosition): Promise<UploadRecord[]> {
+    const rows = after
+      ? this.db
+          .prepare(
+            `SELECT * FROM uploads WHERE account = ? AND (created_at < ? OR (created_at = ? AND id < ?))
+               ORDER BY created_at DESC, id DESC LIMIT ?`,
+          )
+          .all(account, after.createdAt, after.createdAt, after.id, limit)
+      : this.db
+          .prepare("SELECT * FROM uploads WHERE account = ? ORDER BY created_at DESC, id DESC LIMIT ?")
+          .all(account, limit);
+    return (rows as UploadRow[]).map(uploadFromRow);
+  }
+
+  async deleteUpload(id: string): Promise<boolean> {
+    return this.db.prepare("DELETE FROM uploads WHERE id = ?").run(id).changes > 0;
+  }
+
+  async expiredUploads(now: string): Promise<string[]> {
+    const rows = this.db.prepare("SELECT id FROM uploads WHERE expires_at <= ? ORDER BY expires_at").all(now);
+    return (rows as { id: string }[]).map((r) => r.id);
   }
 
   async getSetting(key: string): Promise<string | undefined> {

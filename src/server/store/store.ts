@@ -59,6 +59,22 @@ export type PredictionPatch = Partial<
   >
 >;
 
+/** A file uploaded through the Files API (POST /v1/files); its bytes are in the FileStore. */
+export interface UploadRecord {
+  id: string;
+  /** The token that uploaded it; no other sees it. */
+  account: string;
+  name: string;
+  contentType: string;
+  size: number;
+  /** Hex. */
+  sha256: string;
+  /** The client's metadata, any JSON value (stored as given). */
+  metadata: unknown;
+  createdAt: string;
+  expiresAt: string;
+}
+
 export interface PredictionStore {
   /**
    * Stores a new prediction. With an idempotency key, atomically: if the account already used
@@ -99,6 +115,14 @@ export interface PredictionStore {
   finishedWithWebhookSince(since: string): Promise<PredictionRecord[]>;
   /** The prediction's webhook attempts, oldest first. */
   webhookDeliveries(predictionId: string): Promise<WebhookDelivery[]>;
+  insertUpload(u: UploadRecord): Promise<void>;
+  getUpload(id: string): Promise<UploadRecord | undefined>;
+  /** The account's uploads newest first, strictly older than `after` when given. */
+  listUploads(account: string, limit: number, after?: ListPosition): Promise<UploadRecord[]>;
+  /** Whether it was there. */
+  deleteUpload(id: string): Promise<boolean>;
+  /** Ids of uploads whose expiry is at or before `now`. */
+  expiredUploads(now: string): Promise<string[]>;
   /** A small key–value table for server state (webhook secrets, …). */
   getSetting(key: string): Promise<string | undefined>;
   setSetting(key: string, value: string): Promise<void>;

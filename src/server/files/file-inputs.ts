@@ -1,0 +1,238 @@
+/**
+ * File inputs (an input whose schema says `format: "uri"`, such as img2img's `image`): a
+ * `data:` URI, an http(s) URL, or the URL of a file uploaded to this server's Files API. They
+ * are turned into bytes once, by the worker before the model runs, so that a slow URL never
+ * holds a create request and the engine only ever sees bytes.
+ *
+ * Fetching a URL is a request this server makes on a caller's behalf, so it follows the webhook
+ * rules (webhooks/targets.ts): no loopback, private or link-local targets, checked on every
+ * redirect and on the address actually connected to, unless SDSERVE_ALLOW_PRIVATE_URLS=true.
+ * Size and time are bounded; what the bytes are (PNG, JPEG, WebP, within the pixel limit) is
+ * the engine's decoder's to say.
+ */
+import http from "node:http";
+import https from "node:https";
+import { checkWebhookUrl, guardedLookup } from "../webhooks/targets.js";
+
+/** A file input that cannot be had: the message names the input and says why. */
+export class FileInputError extends Error {
+  override readonly name = "FileInputError";
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${field}: ${message}`);
+  }
+}
+
+/** 32 MiB: a 4096² PNG of photographic content is well under it. */
+export const MAX_FILE_INPUT_BYTES = 32 * 1024 * 1024;
+const FETCH_TIMEOUT_MS = 30_000;
+const MAX_REDIRECTS = 5;
+
+/** The path of a Files API download URL (ours), under /v1 or /replicate/v1. */
+const OWN_FILE_PATH = /^(?:\/replicate)?\/v1\/files\/([a-z0-9]{1,64})(?:\/download)?$/;
+
+/** The file id in a URL of the Files API's shape, if it is one. */
+export function ownFileId(url: URL): string | undefined {
+  return OWN_FILE_PATH.exec(url.pathname)?.[1];
+}
+
+interface DataUri {
+  mediaType: string;
+  base64: boolean;
+  payload: string;
+}
+
+function parseDataUri(value: string): DataUri | undefined {
+  const comma = value.indexOf(",");
+  if (comma < 0) return undefined;
+  const head = value.slice(5, comma);
+  const m = /^([a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+)?((?:;[a-z0-9_.-]+=[^;,]*)*)(;base64)?$/i.exec(head);
+  if (!m) return undefined;
+  return {
+    mediaType: (m[1] ?? "text/plain").toLowerCase(),
+    base64: m[3] !== undefined,
+    payload: value.slice(comma + 1),
+  };
+}
+
+/**
+ * What can be said of a file input when the prediction is created, before anything is fetched:
+ * undefined when it may be fine, else why it cannot be (a 422 then).
+ */
+export function fileInputProblem(value: unknown): string | undefined {
+  if (typeof value !== "string") return "must be a URL (http, https or data:) of a PNG, JPEG or WebP image";
+  if (value.length < 5) return "must be an http(s) URL or a data: URI";
+  const scheme = value.slice(0, 5).toLowerCase();
+  if (scheme === "data:") {
+    const d = parseDataUri(value);
+    if (!d) return "is not a well-formed data: URI (data:image/png;base64,…)";
+    if (d.base64 && !/^[A-Za-z0-9+/\s]*={0,2}\s*$/.test(d.payload)) return "has invalid base64 in its data: URI";
+    if (d.payload.trim() === "") return "is an empty data: URI";
+    return undefined;
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return "is not a valid URL";
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    return `has the scheme ${url.protocol.replace(/:$/, "")}; http, https or data: expected`;
+  }
+  if (url.username || url.password) return "must not carry a user name or password";
+  return undefined;
+}
+
+/** Reads this server's own uploaded file for `account`; "missing" when there is none of that id, "foreign" when it is another token's. */
+export type OwnFileReader = (id: string, account: string) => Promise<Uint8Array | "missing" | "foreign">;
+
+export interface FileInputOptions {
+  allowPrivate: boolean;
+  maxBytes?: number;
+  timeoutMs?: number;
+  /** The Files API's files, resolved inside rather than over HTTP. */
+  ownFile?: OwnFileReader;
+}
+
+/** The bytes of one file input (validated at create by fileInputProblem). */
+export async function resolveFileInput(
+  value: string,
+  field: string,
+  account: string,
+  opts: FileInputOptions,
+  signal?: AbortSignal,
+): Promise<Uint8Array> {
+  const maxBytes = opts.maxBytes ?? MAX_FILE_INPUT_BYTES;
+  const problem = fileInputProblem(value);
+  if (problem) throw new FileInputError(field, problem);
+  if (value.slice(0, 5).toLowerCase() === "data:") {
+    const d = parseDataUri(value) as DataUri;
+    const bytes = d.base64 ? Buffer.from(d.payload, "base64") : Buffer.from(decodeURIComponent(d.payload), "latin1");
+    if (bytes.length > maxBytes) throw new FileInputError(field, `is over ${maxBytes} bytes`);
+    return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  const url = new URL(value);
+  const id = ownFileId(url);
+  if (id !== undefined && opts.ownFile) {
+    const own = await opts.ownFile(id, account);
+    if (own === "foreign") {
+      throw new FileInputError(field, `file ${id} belongs to another API token; upload it with your own token`);
+    }
+    if (own !== "missing") return own;
+  }
+  return fetchUrl(url, field, maxBytes, opts, signal);
+}
+
+async function fetchUrl(
+  first: URL,
+  field: string,
+  maxBytes: number,
+  opts: FileInputOptions,
+  signal?: AbortSignal,
+): Promise<Uint8Array> {
+  const deadline = AbortSignal.timeout(opts.timeoutMs ?? FETCH_TIMEOUT_MS);
+  const abort = signal ? AbortSignal.any([signal, deadline]) : deadline;
+  let url = first;
+  checkTarget(url, field, opts.allowPrivate);
+  for (let hop = 0; ; hop++) {
+    const res = await get(url, field, maxBytes, opts.allowPrivate, abort);
+    if (!("location" in res)) return res.body;
+    if (hop >= MAX_REDIRECTS) throw new FileInputError(field, `the URL redirected more than ${MAX_REDIRECTS} times`);
+    url = redirectTarget(url, res.location, field, opts.allowPrivate);
+  }
+}
+
+/** Where a redirect leads, checked as the first URL was (scheme, internal addresses); throws FileInputError. */
+export function redirectTarget(from: URL, location: string, field: string, allowPrivate: boolean): URL {
+  let url: URL;
+  try {
+    url = new URL(location, from);
+  } catch {
+    throw new FileInputError(field, "the URL redirected to an invalid location");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new FileInputError(field, `the URL redirected to a ${url.protocol} URL; only http and https are followed`);
+  }
+  checkTarget(url, field, allowPrivate);
+  return url;
+}
+
+function checkTarget(url: URL, field: string, allowPrivate: boolean): void {
+  try {
+    checkWebhookUrl(url, allowPrivate);
+  } catch {
+    throw refused(field, url.hostname);
+  }
+}
+
+function refused(field: string, host: string): FileInputError {
+  return new FileInputError(
+    field,
+    `${host} is a loopback, private or otherwise internal address; URLs there are not fetched unless SDSERVE_ALLOW_PRIVATE_URLS=true`,
+  );
+}
+
+function get(
+  url: URL,
+  field: string,
+  maxBytes: number,
+  allowPrivate: boolean,
+  signal: AbortSignal,
+): Promise<{ body: Uint8Array } | { location: string }> {
+  const client = url.protocol === "https:" ? https : http;
+  return new Promise((resolve, reject) => {
+    const fail = (message: string) => reject(new FileInputError(field, message));
+    const req = client.request(
+      url,
+      {
+        method: "GET",
+        headers: { Accept: "image/png, image/jpeg, image/webp, */*;q=0.1", "User-Agent": "sdserve" },
+        lookup: guardedLookup(allowPrivate),
+        signal,
+      },
+      (res) => {
+        const code = res.statusCode ?? 0;
+        if (code >= 300 && code < 400 && res.headers.location) {
+          res.resume();
+          resolve({ location: res.headers.location });
+          return;
+        }
+        if (code !== 200) {
+          res.resume();
+          fail(`fetching the URL answered HTTP ${code}`);
+          return;
+        }
+        const declared = Number(res.headers["content-length"]);
+        if (Number.isFinite(declared) && declared > maxBytes) {
+          req.destroy();
+          fail(`the file at the URL is ${declared} bytes, over the limit of ${maxBytes}`);
+          return;
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > maxBytes) {
+            req.destroy();
+            fail(`the file at the URL is over the limit of ${maxBytes} bytes`);
+            return;
+          }
+          chunks.push(chunk);
+        });
+        res.on("end", () => {
+          const body = Buffer.concat(chunks);
+          resolve({ body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength) });
+        });
+        res.on("error", (err) => fail(`reading the URL failed: ${err.message}`));
+      },
+    );
+    req.on("error", (err) => {
+      if (err.name === "WebhookTargetError") reject(refused(field, url.hostname));
+      else if (signal.aborted) fail("fetching the URL took too long (or the prediction was canceled)");
+      else fail(`the URL could not be fetched: ${err.message}`);
+    });
+    req.end();
+  });
+}

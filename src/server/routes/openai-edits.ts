@@ -1,0 +1,183 @@
+/**
+ * OpenAI's POST /v1/images/edits (multipart: `image` or `image[]`, optional `mask`, `prompt`, `n`,
+ * `size`, `response_format`, `model`), as the `openai` client's images.edit sends it, run as a
+ * prediction of the served inpainting model (stability-ai/stable-diffusion-inpainting's schema).
+ *
+ * OpenAI's mask convention is not Replicate's: its fully transparent pixels mark the area to
+ * edit, and without a mask the image's own transparency is the mask. The mask is turned into
+ * Replicate's (white = repaint) here, and both pictures are kept as the token's Files API uploads,
+ * so the prediction is an ordinary inpainting prediction whose input names them by URL.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import sharp, { type Metadata } from "sharp";
+import { DEFAULT_MAX_INPUT_PIXELS } from "../../engine/image-input.js";
+import { MAX_FILE_INPUT_BYTES } from "../files/file-inputs.js";
+import { sniffContentType, type Uploads } from "../files/uploads.js";
+import { urlBaseOf } from "../http/headers.js";
+import { type FilePart, readMultipart, registerMultipart } from "../http/multipart.js";
+import type { JsonSchema } from "../models/json-schema.js";
+import type { ModelAdapter } from "../models/model.js";
+import { fileInputNames } from "../models/stable-diffusion.js";
+import type { RouteSchema } from "../schemas/openapi.js";
+import { OpenAiError, type OpenAiImagesOptions, RESPONSE } from "./openai-images.js";
+
+/** The model's inputs an edit request may also carry, as multipart text fields. */
+const PASSED_THROUGH: Record<string, "string" | "number"> = {
+  negative_prompt: "string",
+  num_inference_steps: "number",
+  guidance_scale: "number",
+  scheduler: "string",
+  seed: "number",
+};
+
+const invalid = (message: string, param: string | null = null) =>
+  new OpenAiError(400, message, "invalid_request_error", param);
+
+/** Replicate's mask (white repaints, black keeps) from the fully transparent pixels of a PNG or WebP. */
+async function maskFromAlpha(bytes: Uint8Array, param: string): Promise<Buffer> {
+  const options = { limitInputPixels: DEFAULT_MAX_INPUT_PIXELS, failOn: "truncated" as const };
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, options).metadata();
+  } catch {
+    throw invalid(`${param} is not a PNG, JPEG or WebP image.`, param);
+  }
+  if (meta.format !== "png" && meta.format !== "webp" && meta.format !== "jpeg") {
+    throw invalid(`${param} is a ${meta.format ?? "unknown"} file; PNG, JPEG or WebP expected.`, param);
+  }
+  if (!meta.hasAlpha) {
+    throw invalid(
+      param === "mask"
+        ? "mask must have transparency (an alpha channel): its fully transparent pixels mark the area to edit."
+        : "Without a mask, image must have transparency: its fully transparent pixels mark the area to edit.",
+      param,
+    );
+  }
+  try {
+    const { data, info } = await sharp(bytes, options).extractChannel(3).raw().toBuffer({ resolveWithObject: true });
+    for (let i = 0; i < data.length; i++) data[i] = data[i] === 0 ? 255 : 0;
+    return await sharp(data, { raw: { width: info.width, height: info.height, channels: 1 } })
+      .png()
+      .toBuffer();
+  } catch (err) {
+    if ((err as Error).message?.includes("pixel limit")) {
+      throw invalid(`${param} has more than ${DEFAULT_MAX_INPUT_PIXELS} pixels.`, param);
+    }
+    throw invalid(`${param} could not be decoded (truncated or corrupt).`, param);
+  }
+}
+
+/** The size asked for, else the picture's own when the model can make it, else 512x512. */
+async function outputSize(
+  model: ModelAdapter,
+  size: string | undefined,
+  image: Uint8Array,
+): Promise<{ width: number; height: number }> {
+  const { widths, heights, maxPixels } = model.imageLimits;
+  const fits = (w: number, h: number) => widths.includes(w) && heights.includes(h) && w * h <= maxPixels;
+  if (size !== undefined && size !== "auto") {
+    const m = /^(\d+)x(\d+)$/.exec(size);
+    const width = Number(m?.[1]);
+    const height = Number(m?.[2]);
+    if (!m || !fits(width, height)) {
+      throw invalid(
+        `size must be WIDTHxHEIGHT with each side one of ${widths.join(", ")} and at most ${maxPixels} pixels (such as 256x256, 512x512).`,
+        "size",
+      );
+    }
+    return { width, height };
+  }
+  const meta = await sharp(image, { limitInputPixels: false })
+    .metadata()
+    .catch(() => undefined);
+  if (meta?.width && meta.height && fits(meta.width, meta.height)) return { width: meta.width, height: meta.height };
+  return { width: 512, height: 512 };
+}
+
+/** A function, not a constant: openai-images.ts imports this module before its RESPONSE exists. */
+const editsSchema = (): RouteSchema => ({
+  summary:
+    "OpenAI's image edits (multipart: image or image[], mask whose fully transparent pixels are edited, prompt, n, size, response_format): the served inpainting model",
+  response: { 200: RESPONSE },
+});
+
+function inpaintingModel(models: readonly ModelAdapter[], wanted: string | undefined): ModelAdapter | undefined {
+  const inpainting = models.filter((m) => fileInputNames(m.schemas).includes("mask"));
+  return inpainting.find((m) => `${m.model.owner}/${m.model.name}` === wanted) ?? inpainting[0];
+}
+
+export async function imageEditsRoute(
+  app: FastifyInstance,
+  opts: OpenAiImagesOptions,
+  uploads: Uploads,
+  answer: (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    model: ModelAdapter,
+    input: Record<string, unknown>,
+    format: "url" | "b64_json",
+  ) => Promise<unknown>,
+): Promise<void> {
+  // image (or up to a few image[]) and mask.
+  const limits = { fileBytes: MAX_FILE_INPUT_BYTES, files: 5 };
+  await registerMultipart(app, limits);
+
+  app.post("/images/edits", { schema: editsSchema() }, async (req, reply) => {
+    let body: Awaited<ReturnType<typeof readMultipart>>;
+    try {
+      body = await readMultipart(req, limits);
+    } catch (err) {
+      const e = err as { status?: number; detail?: string };
+      throw new OpenAiError(
+        e.status ?? 400,
+        e.detail ?? "The multipart body could not be read.",
+        "invalid_request_error",
+      );
+    }
+    const f = body.fields;
+    // `model` picks a served inpainting model by owner/name; OpenAI's own names (dall-e-2, …) get the first.
+    const model = inpaintingModel(opts.service.models, f["model"]);
+    if (!model) throw new OpenAiError(404, "No inpainting model is served.", "invalid_request_error", "model");
+    const image: FilePart | undefined = body.files.find((p) => p.field === "image" || p.field === "image[]");
+    if (!image) throw invalid("image is required (a PNG, JPEG or WebP file part named image).", "image");
+    const maskPart = body.files.find((p) => p.field === "mask");
+    const prompt = f["prompt"];
+    if (!prompt) throw invalid("prompt is required.", "prompt");
+    const n = f["n"] === undefined ? 1 : Number(f["n"]);
+    if (!Number.isInteger(n) || n < 1 || n > 4) throw invalid("n must be an integer from 1 to 4.", "n");
+    const format = f["response_format"] ?? "url";
+    if (format !== "url" && format !== "b64_json") {
+      throw invalid("response_format must be url or b64_json.", "response_format");
+    }
+    const { width, height } = await outputSize(model, f["size"], image.data);
+    const mask = await maskFromAlpha(maskPart?.data ?? image.data, maskPart ? "mask" : "image");
+
+    const input: Record<string, unknown> = { prompt, width, height, num_outputs: n };
+    const props = (model.schemas["Input"] as JsonSchema).properties ?? {};
+    for (const [key, type] of Object.entries(PASSED_THROUGH)) {
+      const value = f[key];
+      if (value === undefined || !(key in props)) continue;
+      input[key] = type === "number" && value.trim() !== "" && Number.isFinite(Number(value)) ? Number(value) : value;
+    }
+    // Checked before anything is stored: a bad field is a 400 without leaving files behind.
+    const fields = model.validateInput({ ...input, image: "data:,x", mask: "data:,x" });
+    if (fields[0]) throw invalid(fields[0].description, fields[0].field.replace(/^input\./, ""));
+
+    const api = urlBaseOf(req, "/v1", opts.publicBaseUrl).api;
+    const kept = await uploads.create(req.account, {
+      name: image.filename ?? "image",
+      contentType: sniffContentType(image.data) ?? "application/octet-stream",
+      data: image.data,
+      metadata: { purpose: "images.edits" },
+    });
+    const keptMask = await uploads.create(req.account, {
+      name: "mask.png",
+      contentType: "image/png",
+      data: mask,
+      metadata: { purpose: "images.edits" },
+    });
+    input["image"] = `${api}/files/${kept.id}/download`;
+    input["mask"] = `${api}/files/${keptMask.id}/download`;
+    return answer(req, reply, model, input, format);
+  });
+}
