@@ -442,3 +442,76 @@ test("a batch refused part-way (the token's cap): 429 in A1111's shape, and what
     await capped.stop();
   }
 });
+
+test("img2img: init_images (raw base64 or data: URI) on the checkpoint's img2img model; a mask inpaints", async () => {
+  const made = await api(
+    server,
+    "POST",
+    "/sdapi/v1/txt2img",
+    { prompt: "a source picture", width: 128, height: 128, steps: 2, seed: 3 },
+    TOKEN_AS_PASSWORD,
+  );
+  const source = (made.json["images"] as string[])[0] as string;
+  for (const init of [source, `data:image/png;base64,${source}`]) {
+    const res = await api(
+      server,
+      "POST",
+      "/sdapi/v1/img2img",
+      { prompt: "the same, at dusk", init_images: [init], denoising_strength: 0.5, steps: 4, seed: 9 },
+      TOKEN_AS_PASSWORD,
+    );
+    assert.equal(res.status, 200, JSON.stringify(res.json));
+    const { pngs, info } = readTxt2img(res.json);
+    assert.deepEqual([decode(pngs[0] as Uint8Array).width, decode(pngs[0] as Uint8Array).height], [128, 128]);
+    assert.equal(info["denoising_strength"], 0.5);
+  }
+  const list = await api(server, "GET", "/v1/predictions?page_size=1", undefined, authHeaders());
+  const p = (list.json["results"] as Record<string, unknown>[])[0] as Record<string, unknown>;
+  assert.equal(p["model"], "stability-ai/stable-diffusion-img2img");
+  assert.equal((p["input"] as Record<string, unknown>)["prompt_strength"], 0.5);
+
+  // A white square to repaint, inverted and blurred as A1111 reads mask options.
+  const mask = source; // any picture decodes; its greys become the mask
+  const inpaint = await api(
+    server,
+    "POST",
+    "/sdapi/v1/img2img",
+    {
+      prompt: "a door",
+      init_images: [source],
+      mask,
+      inpainting_mask_invert: 1,
+      mask_blur: 2,
+      width: 128,
+      height: 128,
+      steps: 2,
+      seed: 1,
+    },
+    TOKEN_AS_PASSWORD,
+  );
+  assert.equal(inpaint.status, 200, JSON.stringify(inpaint.json));
+  const after = await api(server, "GET", "/v1/predictions?page_size=1", undefined, authHeaders());
+  const q = (after.json["results"] as Record<string, unknown>[])[0] as Record<string, unknown>;
+  assert.equal(q["model"], "stability-ai/stable-diffusion-inpainting");
+  assert.equal(q["status"], "succeeded");
+
+  // Malformed base64, a picture that is not one, no picture, and no img2img for the other checkpoint.
+  const bad = (body: Record<string, unknown>) =>
+    api(server, "POST", "/sdapi/v1/img2img", { prompt: "x", steps: 2, ...body }, TOKEN_AS_PASSWORD);
+  const malformed = await bad({ init_images: ["!!!not base64!!!"] });
+  assert.equal(malformed.status, 422, JSON.stringify(malformed.json));
+  assert.deepEqual((malformed.json["detail"] as { loc: unknown[] }[])[0]?.loc, ["body", "init_images"]);
+  const badMask = await bad({ init_images: [source], mask: "%%%", mask_blur: 4 });
+  assert.equal(badMask.status, 422);
+  assert.deepEqual((badMask.json["detail"] as { loc: unknown[] }[])[0]?.loc, ["body", "mask"]);
+  const notPicture = await bad({ init_images: [source], mask: Buffer.from("plain text").toString("base64") });
+  assert.equal(notPicture.status, 422);
+  assert.equal((await bad({ init_images: [] })).status, 422);
+  assert.equal((await bad({})).status, 422);
+  const other = await bad({
+    init_images: [source],
+    override_settings: { sd_model_checkpoint: OTHER_MODEL },
+  });
+  assert.equal(other.status, 404);
+  assert.match(other.json["detail"] as string, /img2img is not served/);
+});

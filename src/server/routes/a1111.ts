@@ -11,6 +11,7 @@
  */
 import { randomInt } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import sharp from "sharp";
 import { urlBaseOf } from "../http/headers.js";
 import { problemOf } from "../http/problem.js";
 import type { JsonSchema } from "../models/json-schema.js";
@@ -266,6 +267,32 @@ const doc = (summary: string, response: JsonSchema): RouteSchema => ({
   response: { 200: response },
 });
 
+/** img2img's request: txt2img's, the pictures, and how the mask is read. */
+const IMG2IMG_BODY: JsonSchema = {
+  ...TXT2IMG_BODY,
+  required: ["init_images"],
+  properties: {
+    ...TXT2IMG_BODY.properties,
+    init_images: {
+      type: "array",
+      items: { type: "string", description: "A picture: base64 or a data: URI (the first is used)" },
+    },
+    mask: { type: "string", description: "White = repaint; base64 or a data: URI" },
+    inpainting_mask_invert: integer(0, 1),
+    mask_blur: integer(0, 64),
+    resize_mode: integer(0, 3),
+    inpainting_fill: integer(0, 3),
+    inpaint_full_res: { type: "boolean" },
+  },
+};
+
+interface Img2ImgBody extends Txt2ImgBody {
+  init_images?: string[];
+  mask?: string;
+  inpainting_mask_invert?: number;
+  mask_blur?: number;
+}
+
 interface Txt2ImgBody {
   prompt?: string;
   negative_prompt?: string;
@@ -309,6 +336,46 @@ function findCheckpoint(models: readonly ModelAdapter[], name: string): ModelAda
 function makesFromText(m: ModelAdapter): boolean {
   const props = (m.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
   return !Object.hasOwn(props, "image");
+}
+
+function inputPropsOf(m: ModelAdapter): Record<string, JsonSchema> {
+  return ((m.schemas["Input"] as JsonSchema | undefined)?.properties ?? {}) as Record<string, JsonSchema>;
+}
+
+/** The model whose loaded networks `m` runs on (img2img and inpainting beside a checkpoint). */
+function sharesWeightsOf(m: ModelAdapter): string | undefined {
+  return (m as { spec?: { sharesWeightsOf?: string } }).spec?.sharesWeightsOf;
+}
+
+/** A1111 sends pictures as raw base64 or as data: URIs; the model's file inputs take data: URIs. */
+function dataUri(picture: string): string {
+  return /^data:/i.test(picture) ? picture : `data:image/png;base64,${picture}`;
+}
+
+/**
+ * img2img's picture inputs: the first init image, and the mask with A1111's inpainting_mask_invert
+ * and mask_blur applied (white = repaint, as both A1111 and the inpainting model read it).
+ */
+async function pictureInputs(body: Img2ImgBody): Promise<{ image: string; mask: string | undefined }> {
+  const first = body.init_images?.[0];
+  if (typeof first !== "string")
+    throw invalid("init_images", "ensure this value has at least 1 items", "value_error.list.min_items");
+  const image = dataUri(first);
+  if (body.mask === undefined) return { image, mask: undefined };
+  const invert = body.inpainting_mask_invert === 1;
+  const blur = body.mask_blur ?? 4;
+  if (!invert && blur === 0) return { image, mask: dataUri(body.mask) };
+  const raw = body.mask.replace(/^data:[^,]*,/i, "");
+  if (!/^[A-Za-z0-9+/\s]*={0,2}\s*$/.test(raw)) throw invalid("mask", "has invalid base64");
+  try {
+    let mask = sharp(Buffer.from(raw, "base64")).removeAlpha().greyscale();
+    if (invert) mask = mask.negate();
+    // PIL's GaussianBlur(radius) is a Gaussian of that standard deviation; sharp takes sigma ≥ 0.3.
+    if (blur > 0) mask = mask.blur(Math.max(0.3, blur));
+    return { image, mask: `data:image/png;base64,${(await mask.png().toBuffer()).toString("base64")}` };
+  } catch {
+    throw invalid("mask", "is not a PNG, JPEG or WebP image");
+  }
 }
 
 /** Where the model's Input schema puts its limits (sizes are an enum there). */
@@ -554,9 +621,16 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     ...doc("Makes images from a prompt: one prediction per image, seed + i", TXT2IMG_RESPONSE),
     body: TXT2IMG_BODY,
   };
-  app.post("/txt2img", { schema: txt2imgSchema }, async (req: FastifyRequest, reply: FastifyReply) => {
-    // The schema (TXT2IMG_BODY) has checked every type and range; A1111's defaults fill the rest.
-    const body = (req.body ?? {}) as Txt2ImgBody;
+  app.post("/txt2img", { schema: txt2imgSchema }, (req, reply) => generate(req, reply, "txt2img"));
+  const img2imgSchema = {
+    ...doc("Makes images from a picture (and a mask: inpainting): one prediction per image", TXT2IMG_RESPONSE),
+    body: IMG2IMG_BODY,
+  };
+  app.post("/img2img", { schema: img2imgSchema }, (req, reply) => generate(req, reply, "img2img"));
+
+  async function generate(req: FastifyRequest, reply: FastifyReply, mode: "txt2img" | "img2img") {
+    // The schema (TXT2IMG_BODY, IMG2IMG_BODY) has checked every type and range; A1111's defaults fill the rest.
+    const body = (req.body ?? {}) as Img2ImgBody;
     const prompt = body.prompt ?? "";
     const negative = body.negative_prompt ?? "";
     const steps = body.steps ?? TXT2IMG_DEFAULTS.steps;
@@ -598,23 +672,43 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         `${sampler} with schedule type ${schedule} is not available for ${modelName(model)}; available: ${names.join(", ")}`,
       );
     }
+    const checkpoint = model;
+    const picture = mode === "img2img" ? await pictureInputs(body) : undefined;
+    if (picture) {
+      // The checkpoint's img2img or inpainting model: on its weights, with the picture inputs.
+      const kind = picture.mask ? "inpainting" : "img2img";
+      const needs = picture.mask ? "mask" : "prompt_strength";
+      const target = service.models.find(
+        (m) =>
+          (modelName(m) === `${modelName(checkpoint)}-${kind}` || sharesWeightsOf(m) === modelName(checkpoint)) &&
+          Object.hasOwn(inputPropsOf(m), needs),
+      );
+      if (!target) throw httpException(404, `${kind} is not served for ${modelName(checkpoint)}`);
+      model = target;
+    }
     const sizes = sizesOf(model);
+    const sized = Object.hasOwn(inputPropsOf(model), "width");
     for (const [key, v] of [
       ["width", width],
       ["height", height],
     ] as const) {
-      if (!sizes.includes(v)) throw invalid(key, `${key} must be one of ${sizes.join(", ")}`, "value_error.const");
+      if (sized && !sizes.includes(v)) {
+        throw invalid(key, `${key} must be one of ${sizes.join(", ")}`, "value_error.const");
+      }
     }
 
     const seed = seedIn === -1 ? randomInt(0, SEED_LIMIT) : seedIn;
     const count = batchSize * nIter;
     const seeds = Array.from({ length: count }, (_, i) => (seed + i) % SEED_LIMIT);
     const inputProps = (model.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
+    const denoising = body.denoising_strength ?? 0.75;
     const inputOf = (s: number): Record<string, unknown> => ({
       prompt,
       ...(negative ? { negative_prompt: negative } : {}),
-      width,
-      height,
+      ...(sized ? { width, height } : {}),
+      ...(picture ? { image: picture.image } : {}),
+      ...(picture?.mask ? { mask: picture.mask } : {}),
+      ...(picture && Object.hasOwn(inputProps, "prompt_strength") ? { prompt_strength: denoising } : {}),
       num_outputs: 1,
       num_inference_steps: steps,
       guidance_scale: cfg,
@@ -630,6 +724,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         num_inference_steps: "steps",
         guidance_scale: "cfg_scale",
         scheduler: "sampler_name",
+        image: "init_images",
+        prompt_strength: "denoising_strength",
       };
       throw new A1111Error(422, {
         detail: fields.map((f) => {
@@ -751,7 +847,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       sd_vae_hash: null,
       seed_resize_from_w: -1,
       seed_resize_from_h: -1,
-      denoising_strength: body.denoising_strength ?? null,
+      denoising_strength: picture ? denoising : (body.denoising_strength ?? null),
       extra_generation_params: {},
       index_of_first_image: 0,
       infotexts: infoSeeds.map(text),
@@ -771,5 +867,5 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       ]),
     );
     return { images, parameters, info: JSON.stringify(info) };
-  });
+  }
 }
