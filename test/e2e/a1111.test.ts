@@ -420,8 +420,18 @@ test("/openapi.json describes the A1111 routes from their schemas, behind Basic 
 });
 
 test("a batch refused part-way (the token's cap): 429 in A1111's shape, and what it made is canceled", async () => {
-  const capped = await startSdserve({ env: { SDSERVE_QUEUE_MAX_PER_TOKEN: "2" } });
+  const capped = await startSdserve({ env: { SDSERVE_QUEUE_MAX_PER_TOKEN: "2", SDSERVE_BODY_LIMIT: "64kb" } });
   try {
+    // A picture larger than the body limit: 413 in A1111's shape, nothing made.
+    const huge = await api(
+      capped,
+      "POST",
+      "/sdapi/v1/img2img",
+      { prompt: "huge", init_images: ["A".repeat(200_000)] },
+      TOKEN_AS_PASSWORD,
+    );
+    assert.equal(huge.status, 413);
+    assert.equal(huge.json["error"], "HTTPException");
     const res = await api(
       capped,
       "POST",
