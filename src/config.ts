@@ -56,6 +56,8 @@ export interface Config {
   models: ModelSpec[];
   /** Which weights to use where a model has both fp32 and fp16 files (a models file may say otherwise per model). */
   variant: "fp32" | "fp16";
+  /** Longest side of a TAESD step preview, in pixels (models with a preview_vae). */
+  previewSize: number;
   /** The Hugging Face Hub, its cache and token (HF_* variables). */
   hub: HubSettings;
   /** sdserve's own cache (tiny-random is built there). */
@@ -390,6 +392,26 @@ export const SETTINGS = {
     section: "options",
     parse: text,
     help: "a JSON models file mapping owner/name to weights and input defaults",
+  }),
+  previewVae: setting({
+    flag: "preview-vae",
+    arg: "<folder>",
+    env: ["SDSERVE_PREVIEW_VAE"],
+    commands: SERVICE,
+    section: "options",
+    shownDefault: "the linear latent map",
+    parse: folder,
+    help: "an AutoencoderTiny (TAESD) folder, e.g. madebyollin/taesd, that draws the live previews (stream ?preview=1, the web page) of models whose models-file entry names no preview_vae",
+  }),
+  previewSize: setting({
+    flag: "preview-size",
+    arg: "<px>",
+    env: ["SDSERVE_PREVIEW_SIZE"],
+    commands: SERVICE,
+    section: "options",
+    default: "256",
+    parse: integer(8, 1024),
+    help: "longest side of a TAESD preview; larger images are previewed from averaged latents, at a quarter of the cost per halving",
   }),
   variant: setting({
     flag: "variant",
@@ -1010,9 +1032,14 @@ export function engineSettings(values: SettingValues): EngineSettings {
   };
 }
 
-function catalog(model: string | undefined, modelsFile: string | undefined, variant: "fp32" | "fp16"): ModelSpec[] {
+function catalog(
+  model: string | undefined,
+  modelsFile: string | undefined,
+  variant: "fp32" | "fp16",
+  previewVae: string | undefined,
+): ModelSpec[] {
   try {
-    return withImageInputModels(modelCatalog({ model, modelsFile, variant }));
+    return withImageInputModels(modelCatalog({ model, modelsFile, variant, previewVae }));
   } catch (err) {
     if (err instanceof CatalogError) throw new ConfigError(err.message);
     throw err;
@@ -1066,8 +1093,9 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     dataDir: v.dataDir,
     model: v.model,
     modelsFile: v.modelsFile,
-    models: catalog(v.model, v.modelsFile, v.variant),
+    models: catalog(v.model, v.modelsFile, v.variant, v.previewVae),
     variant: v.variant,
+    previewSize: v.previewSize,
     ...engineSettings(v),
     threads: v.threads,
     provider: v.provider,

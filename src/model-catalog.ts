@@ -14,16 +14,27 @@
  *         "weights": "./models/my-sd15",
  *         "description": "SD 1.5, fine-tuned on our product photos",
  *         "defaults": { "width": 512, "height": 512, "num_inference_steps": 30, "scheduler": "K_EULER_ANCESTRAL" }
+ *       },
+ *       "me/dreamy": {
+ *         "weights": "./checkpoints/dreamy.safetensors",
+ *         "config": "./configs/sd15",
+ *         "vae": "./vae/sd-vae-ft-mse",
+ *         "loras": [{ "path": "./loras/film-grain.safetensors", "scale": 0.6 }],
+ *         "embeddings_dir": "./embeddings",
+ *         "prompt_syntax": "a1111",
+ *         "clip_skip": 2,
+ *         "lora_dir": "./loras"
  *       }
  *     }
  *   }
  *
  * Defaults not given come from the weights when they are a known checkpoint (SD 1.5, SD 2.1,
- * SD 2.1-base, SD-Turbo: their native size, steps and guidance), else Replicate's for
- * stability-ai/stable-diffusion, else 512 px and 50 steps.
+ * SD 2.1-base, SD-Turbo, LCM Dreamshaper v7: their native size, steps and guidance) or a local
+ * folder whose configs make it a few-step model (an LCM UNet or scheduler, or Turbo's trailing
+ * Euler), else Replicate's for stability-ai/stable-diffusion, else 512 px and 50 steps.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parseHubId } from "./engine/hub/repo-id.js";
 import { TINY_RANDOM } from "./engine/tiny-random.js";
@@ -41,6 +52,15 @@ export const DEFAULT_WEIGHTS = "stabilityai/stable-diffusion-2-1";
 
 export const SIZES = [128, 256, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024] as const;
 export const SCHEDULERS = ["DDIM", "K_EULER", "DPMSolverMultistep", "K_EULER_ANCESTRAL", "PNDM", "KLMS"] as const;
+/** The latent consistency models' scheduler, offered beside Replicate's by the models that use it. */
+export const LCM_SCHEDULER = "LCM";
+
+/**
+ * A model made for a few steps: "lcm" (a latent consistency UNet or scheduler: LCMScheduler,
+ * 4 steps) or "turbo" (adversarially distilled, SD-Turbo: 1–4 trailing Euler steps without
+ * guidance). Their guidance scale may go down to 0, as diffusers' examples give it.
+ */
+export type FewStepKind = "lcm" | "turbo";
 
 export interface ModelDefaults {
   width: number;
@@ -70,6 +90,28 @@ const KNOWN_WEIGHTS: Record<string, ModelDefaults> = {
   "stable-diffusion-v1-5/stable-diffusion-v1-5": { ...REPLICATE_DEFAULTS, width: 512, height: 512 },
   "runwayml/stable-diffusion-v1-5": { ...REPLICATE_DEFAULTS, width: 512, height: 512 },
   "stabilityai/sd-turbo": { width: 512, height: 512, num_inference_steps: 1, guidance_scale: 1, scheduler: "K_EULER" },
+  // Its scheduler config is Euler ancestral on trailing timesteps; 512 px as its model card.
+  "stabilityai/sdxl-turbo": {
+    width: 512,
+    height: 512,
+    num_inference_steps: 1,
+    guidance_scale: 1,
+    scheduler: "K_EULER_ANCESTRAL",
+  },
+  // diffusers' LatentConsistencyModelPipeline: 4 steps, guidance 8.5 (fed to the UNet as its w-embedding).
+  "SimianLuo/LCM_Dreamshaper_v7": {
+    width: 512,
+    height: 512,
+    num_inference_steps: 4,
+    guidance_scale: 8.5,
+    scheduler: LCM_SCHEDULER,
+  },
+};
+
+const KNOWN_FEW_STEP: Record<string, FewStepKind> = {
+  "stabilityai/sd-turbo": "turbo",
+  "stabilityai/sdxl-turbo": "turbo",
+  "SimianLuo/LCM_Dreamshaper_v7": "lcm",
 };
 
 const GENERIC_DEFAULTS: ModelDefaults = { ...REPLICATE_DEFAULTS, width: 512, height: 512 };
@@ -103,13 +145,52 @@ export interface ModelSpec {
   version: string;
   /** Other version ids that also mean this model (Replicate's, for stability-ai/stable-diffusion). */
   versionAliases: string[];
+  /** How the engine loads it beyond the weights (models-file fields); empty: as the weights are. */
+  engine: ModelEngineOptions;
   /** The input schema served; absent: text-to-image. */
   schema?: InputSchema;
   /** The model (owner/name) whose loaded networks this one runs on, instead of loading its own. */
   sharesWeightsOf?: string;
   /** Set up when first asked for rather than at start (weights fetched only if someone uses it). */
   setupOnDemand?: boolean;
+  /** A few-step model (its defaults are its native ones); absent: an ordinary one. */
+  fewStep?: FewStepKind;
+  /** The scheduler names its input accepts: Replicate's, and LCM for the models that use it. */
+  schedulers: readonly string[];
+  /** Lowest guidance scale its input accepts: Replicate's 1, or 0 for a few-step model. */
+  guidanceMinimum: number;
+  /**
+   * An AutoencoderTiny (TAESD) folder that draws this model's step previews (absolute); absent:
+   * the linear latent → RGB map. Not part of the version: it changes no output.
+   */
+  previewVae?: string;
 }
+
+/**
+ * The models file's engine fields, paths resolved against the file's folder. Plain data: it
+ * travels to the engine process as it is (SetupParams).
+ */
+export interface ModelEngineOptions {
+  /** "config": a diffusers folder describing a single-file checkpoint. */
+  config?: string;
+  /** "vae": another autoencoder (folder or .safetensors file). */
+  vae?: string;
+  /** "loras": applied to every prediction of this model. */
+  loras?: { path: string; scale: number }[];
+  /** "embeddings_dir": textual-inversion embeddings called by name in prompts. */
+  embeddingsDir?: string;
+  /** "prompt_syntax": "diffusers" (default) or "a1111". */
+  promptSyntax?: "diffusers" | "a1111";
+  /** "clip_skip": 1 (default) to 12. */
+  clipSkip?: number;
+  /**
+   * "lora_dir": where `<lora:NAME:SCALE>` tags of a1111 prompts find their files; also for a
+   * model whose own syntax stays diffusers', for requests that ask for a1111 (the /sdapi routes).
+   */
+  loraDir?: string;
+}
+
+const ENGINE_FIELDS = ["config", "vae", "loras", "embeddings_dir", "prompt_syntax", "clip_skip", "lora_dir"];
 
 const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
 
@@ -118,7 +199,9 @@ const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
  * its revision, or the folder's absolute path), the variant and the input defaults. The
  * default definition of stability-ai/stable-diffusion keeps Replicate's id.
  */
-export function versionId(spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults" | "schema">): string {
+export function versionId(
+  spec: Pick<ModelSpec, "name" | "weights" | "variant" | "defaults" | "schema"> & { engine?: ModelEngineOptions },
+): string {
   const hub = parseHubId(spec.weights);
   const weights = hub ? `${hub.repo}@${hub.revision}` : spec.weights;
   const defaults = Object.fromEntries(
@@ -126,10 +209,20 @@ export function versionId(spec: Pick<ModelSpec, "name" | "weights" | "variant" |
       .filter(([, v]) => v !== undefined)
       .sort(([a], [b]) => a.localeCompare(b)),
   );
-  // The schema joins only when not text-to-image, so that existing versions keep their ids.
+  // Engine fields and a schema other than text-to-image join the definition only when set, so
+  // that existing versions keep their ids.
+  const engine = spec.engine && Object.keys(spec.engine).length > 0 ? sortKeys(spec.engine) : undefined;
   const schema = spec.schema && spec.schema !== "text-to-image" ? { schema: spec.schema } : {};
-  const canonical = { defaults, name: spec.name, variant: spec.variant, weights, ...schema };
+  const canonical = {
+    defaults,
+    ...(engine ? { engine } : {}),
+    name: spec.name,
+    variant: spec.variant,
+    weights,
+    ...schema,
+  };
   if (
+    engine === undefined &&
     spec.name === DEFAULT_MODEL_NAME &&
     !("schema" in schema) &&
     weights === `${DEFAULT_WEIGHTS}@main` &&
@@ -147,11 +240,68 @@ function sortKeys(o: object): Record<string, unknown> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
 }
 
-function baseDefaults(name: string, weights: string): ModelDefaults {
+function baseDefaults(name: string, weights: string, fewStep: FewStepKind | undefined): ModelDefaults {
   const hub = parseHubId(weights);
-  const known = hub ? KNOWN_WEIGHTS[hub.repo] : undefined;
+  const known = hub && !isLocal(weights) ? KNOWN_WEIGHTS[hub.repo] : undefined;
   if (known) return known;
+  if (fewStep === "turbo") {
+    const ancestral = readConfig(weights, "scheduler/scheduler_config.json")?.["_class_name"];
+    return ancestral === "EulerAncestralDiscreteScheduler"
+      ? { ...FEW_STEP_DEFAULTS.turbo, scheduler: "K_EULER_ANCESTRAL" }
+      : FEW_STEP_DEFAULTS.turbo;
+  }
+  if (fewStep === "lcm") {
+    // An LCM UNet takes guidance as its input (8.5 as in diffusers' pipeline); weights with an
+    // LCM-LoRA fused in run without guidance. As the engine's nativeDefaults (pipeline.ts).
+    return readConfig(weights, "unet/config.json")?.["time_cond_proj_dim"] != null
+      ? FEW_STEP_DEFAULTS.lcm
+      : { ...FEW_STEP_DEFAULTS.lcm, guidance_scale: 1 };
+  }
   return name === DEFAULT_MODEL_NAME ? REPLICATE_DEFAULTS : GENERIC_DEFAULTS;
+}
+
+const FEW_STEP_DEFAULTS: Record<FewStepKind, ModelDefaults> = {
+  turbo: KNOWN_WEIGHTS["stabilityai/sd-turbo"] as ModelDefaults,
+  lcm: KNOWN_WEIGHTS["SimianLuo/LCM_Dreamshaper_v7"] as ModelDefaults,
+};
+
+function isLocal(weights: string): boolean {
+  return weights !== TINY_RANDOM && path.isAbsolute(weights);
+}
+
+/** A config file of a local diffusers folder, or undefined where there is none to read. */
+function readConfig(weights: string, file: string): Record<string, unknown> | undefined {
+  if (!isLocal(weights)) return undefined;
+  const at = path.join(weights, file);
+  if (!existsSync(at)) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(at, "utf8"));
+    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)
+      ? (parsed as Record<string, unknown>)
+      : undefined;
+  } catch {
+    // A broken config is the engine's to report, with the file and field, when it loads the model.
+    return undefined;
+  }
+}
+
+/**
+ * Whether the weights are a few-step model: a known checkpoint by its hub id, or a local folder
+ * by its configs (an LCM UNet's time_cond_proj_dim, an LCMScheduler, or the trailing Euler
+ * (or Euler ancestral) schedule SD-Turbo and SDXL-Turbo ship, which no ordinary Stable Diffusion
+ * checkpoint does).
+ */
+export function fewStepKind(weights: string): FewStepKind | undefined {
+  const hub = parseHubId(weights);
+  if (hub && !isLocal(weights)) return KNOWN_FEW_STEP[hub.repo];
+  const unet = readConfig(weights, "unet/config.json");
+  const scheduler = readConfig(weights, "scheduler/scheduler_config.json");
+  if (unet?.["time_cond_proj_dim"] != null || scheduler?.["_class_name"] === "LCMScheduler") return "lcm";
+  const euler = ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"].includes(
+    scheduler?.["_class_name"] as string,
+  );
+  if (euler && scheduler?.["timestep_spacing"] === "trailing") return "turbo";
+  return undefined;
 }
 
 /** Resolves a folder against the models file's folder; keeps hub ids and tiny-random as they are. */
@@ -161,7 +311,12 @@ function normalizeWeights(weights: string, baseDir: string): string {
   return local ? path.resolve(baseDir, weights) : weights;
 }
 
-function checkDefaults(where: string, raw: unknown, base: ModelDefaults): ModelDefaults {
+function checkDefaults(
+  where: string,
+  raw: unknown,
+  base: ModelDefaults,
+  choices: { schedulers: readonly string[]; guidanceMinimum: number },
+): ModelDefaults {
   if (raw === undefined) return { ...base };
   if (typeof raw !== "object" || raw === null || Array.isArray(raw))
     throw new CatalogError(`${where}: must be an object`);
@@ -183,16 +338,18 @@ function checkDefaults(where: string, raw: unknown, base: ModelDefaults): ModelD
         out[key] = value as number;
         break;
       case "guidance_scale":
-        if (typeof value !== "number" || value < 1 || value > 20) {
+        if (typeof value !== "number" || value < choices.guidanceMinimum || value > 20) {
           throw new CatalogError(
-            `${at}: must be a number from 1 to 20 (1 turns guidance off), got ${JSON.stringify(value)}`,
+            `${at}: must be a number from ${choices.guidanceMinimum} to 20 (1 turns guidance off), got ${JSON.stringify(value)}`,
           );
         }
         out[key] = value;
         break;
       case "scheduler":
-        if (!SCHEDULERS.includes(value as (typeof SCHEDULERS)[number])) {
-          throw new CatalogError(`${at}: must be one of ${SCHEDULERS.join(", ")}, got ${JSON.stringify(value)}`);
+        if (!choices.schedulers.includes(value as string)) {
+          throw new CatalogError(
+            `${at}: must be one of ${choices.schedulers.join(", ")}, got ${JSON.stringify(value)}`,
+          );
         }
         out[key] = value as string;
         break;
@@ -220,6 +377,7 @@ export function modelSpec(
     defaults?: unknown;
     description?: string;
     where?: string;
+    engine?: ModelEngineOptions;
     schema?: InputSchema;
     sharesWeightsOf?: string;
     setupOnDemand?: boolean;
@@ -229,9 +387,19 @@ export function modelSpec(
   if (!MODEL_NAME.test(name))
     throw new CatalogError(`${where}: a model name is owner/name, got ${JSON.stringify(name)}`);
   const variant = opts.variant ?? "fp32";
-  const defaults = checkDefaults(`${where}.defaults`, opts.defaults, baseDefaults(name, weights));
-  const version = versionId({ name, weights, variant, defaults, schema: opts.schema });
+  const fewStep = fewStepKind(weights);
+  // A models file may choose LCM for other weights too (an LCM-LoRA fused in): then it is offered.
+  const asked = (opts.defaults as { scheduler?: unknown } | undefined)?.scheduler;
+  const lcm = fewStep === "lcm" || asked === LCM_SCHEDULER;
+  const choices = {
+    schedulers: lcm ? [...SCHEDULERS, LCM_SCHEDULER] : [...SCHEDULERS],
+    guidanceMinimum: fewStep ? 0 : 1,
+  };
+  const defaults = checkDefaults(`${where}.defaults`, opts.defaults, baseDefaults(name, weights, fewStep), choices);
+  const engine = opts.engine ?? {};
+  const version = versionId({ name, weights, variant, defaults, engine, schema: opts.schema });
   return {
+    engine,
     ...(opts.schema && opts.schema !== "text-to-image" ? { schema: opts.schema } : {}),
     ...(opts.sharesWeightsOf ? { sharesWeightsOf: opts.sharesWeightsOf } : {}),
     ...(opts.setupOnDemand ? { setupOnDemand: true } : {}),
@@ -243,6 +411,8 @@ export function modelSpec(
     version,
     versionAliases:
       name === DEFAULT_MODEL_NAME && version !== STABLE_DIFFUSION_VERSION ? [STABLE_DIFFUSION_VERSION] : [],
+    ...(fewStep ? { fewStep } : {}),
+    ...choices,
   };
 }
 
@@ -271,8 +441,10 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
       throw new CatalogError(`${where}: must be an object`);
     const entry = raw as Record<string, unknown>;
     for (const key of Object.keys(entry)) {
-      if (!["weights", "variant", "defaults", "description", "schema"].includes(key)) {
-        throw new CatalogError(`${where}.${key}: unknown setting (weights, variant, defaults, description, schema)`);
+      if (!["weights", "variant", "defaults", "description", "schema", "preview_vae", ...ENGINE_FIELDS].includes(key)) {
+        throw new CatalogError(
+          `${where}.${key}: unknown setting (weights, variant, defaults, description, schema, preview_vae, ${ENGINE_FIELDS.join(", ")})`,
+        );
       }
     }
     if (typeof entry["weights"] !== "string" || entry["weights"].trim() === "") {
@@ -287,25 +459,115 @@ export function readModelsFile(file: string, defaultVariant: "fp32" | "fp16" = "
     if (schema !== undefined && !INPUT_SCHEMAS.includes(schema as InputSchema)) {
       throw new CatalogError(`${where}.schema: must be one of ${INPUT_SCHEMAS.join(", ")}`);
     }
+    const previewVae = entry["preview_vae"];
+    if (previewVae !== undefined && (typeof previewVae !== "string" || previewVae.trim() === "")) {
+      throw new CatalogError(`${where}.preview_vae: must be the path of an AutoencoderTiny (TAESD) folder`);
+    }
+    const spec = modelSpec(name, normalizeWeights(entry["weights"], baseDir), {
+      variant,
+      schema: schema as InputSchema | undefined,
+      defaults: entry["defaults"],
+      description: entry["description"] as string | undefined,
+      where,
+      engine: engineOptions(where, entry, baseDir),
+    });
     specs.push(
-      modelSpec(name, normalizeWeights(entry["weights"], baseDir), {
-        variant,
-        schema: schema as InputSchema | undefined,
-        defaults: entry["defaults"],
-        description: entry["description"] as string | undefined,
-        where,
-      }),
+      previewVae === undefined
+        ? spec
+        : { ...spec, previewVae: previewFolder(`${where}.preview_vae`, path.resolve(baseDir, previewVae)) },
     );
   }
   if (specs.length === 0) throw new CatalogError(`models file ${file}: lists no models`);
   return specs;
 }
 
+/** The engine fields of a models-file entry, checked, with paths resolved against the file's folder. */
+function engineOptions(where: string, entry: Record<string, unknown>, baseDir: string): ModelEngineOptions {
+  const out: ModelEngineOptions = {};
+  const pathField = (key: string): string | undefined => {
+    const v = entry[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== "string" || v.trim() === "" || v.includes("\0")) {
+      throw new CatalogError(`${where}.${key}: must be a path (relative to the models file's folder)`);
+    }
+    return path.resolve(baseDir, v);
+  };
+  const config = pathField("config");
+  if (config !== undefined) out.config = config;
+  const vae = pathField("vae");
+  if (vae !== undefined) out.vae = vae;
+  const embeddingsDir = pathField("embeddings_dir");
+  if (embeddingsDir !== undefined) out.embeddingsDir = embeddingsDir;
+  const loraDir = pathField("lora_dir");
+  if (loraDir !== undefined) out.loraDir = loraDir;
+  const loras = entry["loras"];
+  if (loras !== undefined) {
+    if (!Array.isArray(loras) || loras.length > 16) {
+      throw new CatalogError(`${where}.loras: must be a list of at most 16 {"path": …, "scale": …}`);
+    }
+    out.loras = loras.map((l, i) => {
+      const at = `${where}.loras[${i}]`;
+      if (typeof l !== "object" || l === null || Array.isArray(l)) throw new CatalogError(`${at}: must be an object`);
+      const { path: p, scale = 1, ...rest } = l as Record<string, unknown>;
+      const extra = Object.keys(rest)[0];
+      if (extra !== undefined) throw new CatalogError(`${at}.${extra}: unknown setting (path, scale)`);
+      if (typeof p !== "string" || p.trim() === "" || p.includes("\0")) {
+        throw new CatalogError(`${at}.path: must be the path of a .safetensors LoRA`);
+      }
+      if (typeof scale !== "number" || !Number.isFinite(scale) || Math.abs(scale) > 100) {
+        throw new CatalogError(`${at}.scale: must be a number from -100 to 100`);
+      }
+      return { path: path.resolve(baseDir, p), scale };
+    });
+  }
+  const syntax = entry["prompt_syntax"];
+  if (syntax !== undefined) {
+    if (syntax !== "diffusers" && syntax !== "a1111") {
+      throw new CatalogError(`${where}.prompt_syntax: must be "diffusers" or "a1111"`);
+    }
+    out.promptSyntax = syntax;
+  }
+  const clipSkip = entry["clip_skip"];
+  if (clipSkip !== undefined) {
+    if (!Number.isInteger(clipSkip) || (clipSkip as number) < 1 || (clipSkip as number) > 12) {
+      throw new CatalogError(`${where}.clip_skip: must be an integer from 1 to 12`);
+    }
+    out.clipSkip = clipSkip as number;
+  }
+  return out;
+}
+
 /**
  * The models to serve: those of the models file, with --model (when given) as the weights of
  * stability-ai/stable-diffusion; with neither, stability-ai/stable-diffusion on SD 2.1.
+ * `previewVae` (--preview-vae) draws the previews of every model whose entry names none.
  */
-export function modelCatalog(opts: { modelsFile?: string; model?: string; variant?: "fp32" | "fp16" }): ModelSpec[] {
+export function modelCatalog(opts: {
+  modelsFile?: string;
+  model?: string;
+  variant?: "fp32" | "fp16";
+  previewVae?: string;
+}): ModelSpec[] {
+  const specs = servedModels(opts);
+  const previewVae =
+    opts.previewVae === undefined ? undefined : previewFolder("--preview-vae / SDSERVE_PREVIEW_VAE", opts.previewVae);
+  return previewVae === undefined ? specs : specs.map((s) => ({ ...s, previewVae: s.previewVae ?? previewVae }));
+}
+
+/**
+ * A preview decoder that is not there fails the start, not every prediction of its model (the
+ * engine loads it with the model, and would fail the model's setup).
+ */
+function previewFolder(where: string, dir: string): string {
+  if (!existsSync(path.join(dir, "config.json"))) {
+    throw new CatalogError(
+      `${where}: ${dir} has no config.json; give an AutoencoderTiny (TAESD) folder, e.g. a download of madebyollin/taesd`,
+    );
+  }
+  return dir;
+}
+
+function servedModels(opts: { modelsFile?: string; model?: string; variant?: "fp32" | "fp16" }): ModelSpec[] {
   const variant = opts.variant ?? "fp32";
   const fromFile = opts.modelsFile ? readModelsFile(opts.modelsFile, variant) : [];
   if (opts.model === undefined) {
@@ -317,6 +579,7 @@ export function modelCatalog(opts: { modelsFile?: string; model?: string; varian
     variant: inFile?.variant ?? variant,
     description: inFile?.description,
   });
+  if (inFile?.previewVae !== undefined) main.previewVae = inFile.previewVae;
   return [main, ...fromFile.filter((s) => s.name !== DEFAULT_MODEL_NAME)];
 }
 
@@ -339,5 +602,7 @@ export function withImageInputModels(specs: ModelSpec[]): ModelSpec[] {
           sharesWeightsOf: main.name,
         }),
   );
+  // Models on the same networks draw their previews the same way.
+  for (const spec of added) if (spec.sharesWeightsOf && main.previewVae) spec.previewVae = main.previewVae;
   return [...specs, ...added];
 }

@@ -1,7 +1,9 @@
 /** config.ts: flags and environment read and validated in one place. */
 import assert from "node:assert/strict";
+import path from "node:path";
 import { test } from "node:test";
 import { ConfigError, loadConfig, parseDuration, SERVE_HELP, SETTINGS, WORKER_HELP } from "../src/config.js";
+import { GOLDEN_FAMILY } from "./helpers/fixtures.js";
 
 test("durations: units combine, a bare number is seconds, anything else is rejected", () => {
   assert.equal(parseDuration("90s"), 90_000);
@@ -218,4 +220,21 @@ test("--help is the table: every setting of the command once, with its default, 
   assert.match(WORKER_HELP, /\(default 9090\)/);
   assert.match(SERVE_HELP, /SDSERVE_OUTPUT_RETENTION +.*\(default\s+1h\)/);
   assert.doesNotMatch(WORKER_HELP, /SDSERVE_OUTPUT_RETENTION/);
+});
+
+test("--preview-vae gives every model a TAESD preview decoder; --preview-size is bounded", () => {
+  const taesd = path.join(GOLDEN_FAMILY, "taesd/tiny-taesd");
+  const c = loadConfig(["--model", "tiny-random", "--preview-vae", taesd], {});
+  assert.equal(c.models[0]?.previewVae, taesd);
+  assert.throws(
+    () => loadConfig(["--model", "tiny-random"], { SDSERVE_PREVIEW_VAE: path.join(taesd, "absent") }),
+    (err: unknown) =>
+      err instanceof ConfigError && /--preview-vae \/ SDSERVE_PREVIEW_VAE: .* has no config\.json/.test(err.message),
+  );
+  assert.equal(c.previewSize, 256);
+  assert.equal(loadConfig(["--model", "m"], { SDSERVE_PREVIEW_SIZE: "512" }).previewSize, 512);
+  assert.equal(loadConfig(["--model", "m"], {}).models[0]?.previewVae, undefined);
+  for (const bad of ["0", "7", "1025", "-8", "256px", "1e3", "9".repeat(400)]) {
+    assert.throws(() => loadConfig(["--model", "m", "--preview-size", bad], {}), /--preview-size/);
+  }
 });

@@ -1,16 +1,20 @@
 /** model-catalog.ts: the models file, per-model defaults, and version ids derived from definitions. */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
 import {
   CatalogError,
+  fewStepKind,
+  type ModelSpec,
   modelCatalog,
   modelSpec,
   REPLICATE_DEFAULTS,
   readModelsFile,
+  SCHEDULERS,
   STABLE_DIFFUSION_VERSION,
+  versionId,
 } from "../src/model-catalog.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-catalog-"));
@@ -116,6 +120,9 @@ test("a bad models file is refused with the file and the field", () => {
     [{ models: { "a/b": {} } }, /models\["a\/b"\]\.weights: required/],
     [{ models: { "a/b": { weights: "tiny-random", variant: "int8" } } }, /\.variant: must be fp32 or fp16/],
     [{ models: { "a/b": { weights: "tiny-random", steps: 4 } } }, /\.steps: unknown setting/],
+    [{ models: { "a/b": { weights: "tiny-random", preview_vae: 1 } } }, /\.preview_vae: must be the path/],
+    [{ models: { "a/b": { weights: "tiny-random", preview_vae: " " } } }, /\.preview_vae: must be the path/],
+    [{ models: { "a/b": { weights: "tiny-random", preview_vae: ["taesd"] } } }, /\.preview_vae: must be the path/],
     [
       { models: { "a/b": { weights: "tiny-random", defaults: { width: 500 } } } },
       /defaults\.width: must be one of 128/,
@@ -140,4 +147,186 @@ test("a bad models file is refused with the file and the field", () => {
     );
   }
   assert.throws(() => readModelsFile(path.join(tmp, "absent.json")), /cannot be read \(ENOENT\)/);
+});
+
+test("engine fields: paths resolved against the file's folder, and each one makes a new version", () => {
+  const entry = {
+    weights: "./ckpt/dreamy.safetensors",
+    config: "./configs/sd15",
+    vae: "vae.safetensors",
+    loras: [{ path: "./loras/grain.safetensors", scale: 0.6 }, { path: "/abs/style.safetensors" }],
+    embeddings_dir: "./emb",
+    prompt_syntax: "a1111",
+    clip_skip: 2,
+    lora_dir: "./loras",
+  };
+  const file = modelsFile({ models: { "me/dreamy": entry, "me/plain": { weights: "./ckpt/dreamy.safetensors" } } });
+  const dir = path.dirname(file);
+  const [dreamy, plain] = readModelsFile(file) as [ModelSpec, ModelSpec];
+  assert.equal(dreamy.weights, path.join(dir, "ckpt/dreamy.safetensors"));
+  assert.deepEqual(dreamy.engine, {
+    config: path.join(dir, "configs/sd15"),
+    vae: path.join(dir, "vae.safetensors"),
+    embeddingsDir: path.join(dir, "emb"),
+    loraDir: path.join(dir, "loras"),
+    loras: [
+      { path: path.join(dir, "loras/grain.safetensors"), scale: 0.6 },
+      { path: "/abs/style.safetensors", scale: 1 },
+    ],
+    promptSyntax: "a1111",
+    clipSkip: 2,
+  });
+  assert.deepEqual(plain.engine, {});
+  // Without engine fields the id is what it was before they existed.
+  assert.equal(
+    plain.version,
+    versionId({ name: "me/plain", weights: plain.weights, variant: "fp32", defaults: plain.defaults }),
+  );
+  const versions = new Set([plain.version, dreamy.version]);
+  for (const changed of [
+    { ...entry, config: "./other" },
+    { ...entry, vae: "other.safetensors" },
+    { ...entry, loras: [{ path: "./loras/grain.safetensors", scale: 0.7 }] },
+    { ...entry, embeddings_dir: "./emb2" },
+    { ...entry, prompt_syntax: "diffusers" },
+    { ...entry, clip_skip: 1 },
+  ]) {
+    const [spec] = readModelsFile(modelsFile({ models: { "me/dreamy": changed } })) as [ModelSpec];
+    versions.add(spec.version);
+  }
+  assert.equal(versions.size, 8);
+});
+
+test("bad engine fields are refused with the file and the field", () => {
+  for (const [entry, message] of [
+    [{ prompt_syntax: "comfy" }, /prompt_syntax: must be "diffusers" or "a1111"/],
+    [{ clip_skip: 13 }, /clip_skip: must be an integer from 1 to 12/],
+    [{ clip_skip: 1.5 }, /clip_skip: must be an integer from 1 to 12/],
+    [{ loras: "x.safetensors" }, /loras: must be a list/],
+    [{ loras: [{ path: "" }] }, /loras\[0\]\.path: must be/],
+    [{ loras: [{ path: "a", scale: "1" }] }, /loras\[0\]\.scale: must be a number/],
+    [{ loras: [{ path: "a", weight: 1 }] }, /loras\[0\]\.weight: unknown setting/],
+    [{ loras: Array.from({ length: 17 }, () => ({ path: "a" })) }, /at most 16/],
+    [{ vae: 7 }, /vae: must be a path/],
+    [{ config: "" }, /config: must be a path/],
+    [{ lora_dir: 5 }, /lora_dir: must be a path/],
+  ] as const) {
+    const file = modelsFile({ models: { "me/x": { weights: "tiny-random", ...entry } } });
+    assert.throws(
+      () => readModelsFile(file),
+      (err: Error) => {
+        assert.ok(err instanceof CatalogError);
+        assert.ok(err.message.startsWith(file), err.message);
+        assert.match(err.message, message);
+        return true;
+      },
+    );
+  }
+});
+
+test("preview_vae: per model (relative to the models file), else --preview-vae; never part of the version", () => {
+  for (const dir of ["taesd-own", "taesd-main", "taesd-shared"]) {
+    mkdirSync(path.join(tmp, dir), { recursive: true });
+    writeFileSync(path.join(tmp, dir, "config.json"), "{}");
+  }
+  const shared = path.join(tmp, "taesd-shared");
+  const file = modelsFile({
+    models: {
+      "me/own": { weights: "tiny-random", preview_vae: "./taesd-own" },
+      "me/shared": { weights: "tiny-random" },
+      "stability-ai/stable-diffusion": { weights: "tiny-random", preview_vae: "taesd-main" },
+    },
+  });
+  const specs = modelCatalog({ modelsFile: file, previewVae: shared });
+  const byName = Object.fromEntries(specs.map((s) => [s.name, s]));
+  assert.equal(byName["me/own"]?.previewVae, path.join(tmp, "taesd-own"));
+  assert.equal(byName["me/shared"]?.previewVae, shared);
+  assert.equal(byName["me/own"]?.version, modelSpec("me/own", "tiny-random").version);
+  // --model keeps the entry's preview decoder for stability-ai/stable-diffusion.
+  const withModel = modelCatalog({ modelsFile: file, model: "tiny-random" });
+  assert.equal(
+    withModel.find((s) => s.name === "stability-ai/stable-diffusion")?.previewVae,
+    path.join(tmp, "taesd-main"),
+  );
+  assert.equal(withModel.find((s) => s.name === "me/shared")?.previewVae, undefined);
+  // A folder without an autoencoder's config.json is refused at start, naming where it was given.
+  assert.throws(
+    () => modelCatalog({ model: "tiny-random", previewVae: path.join(tmp, "absent") }),
+    /--preview-vae \/ SDSERVE_PREVIEW_VAE: .* has no config\.json/,
+  );
+  const bad = modelsFile({ models: { "me/x": { weights: "tiny-random", preview_vae: "nowhere" } } });
+  assert.throws(
+    () => readModelsFile(bad),
+    (err: unknown) => {
+      assert.ok(err instanceof CatalogError);
+      assert.match(err.message, /models\["me\/x"\]\.preview_vae: .* has no config\.json/);
+      return true;
+    },
+  );
+});
+
+test("few-step models: LCM and Turbo get their native defaults, LCM is offered where it fits", () => {
+  const lcm = modelSpec("me/lcm", "SimianLuo/LCM_Dreamshaper_v7");
+  assert.equal(lcm.fewStep, "lcm");
+  assert.deepEqual(lcm.defaults, {
+    width: 512,
+    height: 512,
+    num_inference_steps: 4,
+    guidance_scale: 8.5,
+    scheduler: "LCM",
+  });
+  assert.deepEqual(lcm.schedulers, [...SCHEDULERS, "LCM"]);
+  assert.equal(lcm.guidanceMinimum, 0);
+  const turbo = modelSpec("stability-ai/sd-turbo", "stabilityai/sd-turbo");
+  assert.equal(turbo.fewStep, "turbo");
+  assert.equal(turbo.defaults.num_inference_steps, 1);
+  assert.deepEqual(turbo.schedulers, [...SCHEDULERS]);
+  assert.equal(
+    modelSpec("a/b", "stabilityai/sd-turbo", { defaults: { guidance_scale: 0 } }).defaults.guidance_scale,
+    0,
+  );
+  // Replicate's model keeps Replicate's choices.
+  const sd = modelSpec("stability-ai/stable-diffusion", "stabilityai/stable-diffusion-2-1");
+  assert.equal(sd.version, STABLE_DIFFUSION_VERSION);
+  assert.deepEqual([sd.schedulers, sd.guidanceMinimum, sd.fewStep], [[...SCHEDULERS], 1, undefined]);
+  // Other weights may choose LCM (an LCM-LoRA fused in), and then it is offered.
+  const fused = modelSpec("me/fused", "tiny-random", { defaults: { scheduler: "LCM", guidance_scale: 1 } });
+  assert.deepEqual(fused.schedulers, [...SCHEDULERS, "LCM"]);
+  assert.equal(fused.guidanceMinimum, 1);
+  assert.throws(() => modelSpec("me/x", "tiny-random", { defaults: { scheduler: "Euler a" } }), /must be one of DDIM/);
+});
+
+test("a local folder is a few-step model by its configs; broken or hostile configs make an ordinary one", () => {
+  const folder = (files: Record<string, string>) => {
+    const dir = mkdtempSync(path.join(tmp, "weights-"));
+    for (const [name, text] of Object.entries(files)) {
+      mkdirSync(path.join(dir, path.dirname(name)), { recursive: true });
+      writeFileSync(path.join(dir, name), text);
+    }
+    return dir;
+  };
+  const lcmUnet = folder({ "unet/config.json": JSON.stringify({ time_cond_proj_dim: 256 }) });
+  assert.equal(fewStepKind(lcmUnet), "lcm");
+  assert.equal(modelSpec("me/a", lcmUnet).defaults.guidance_scale, 8.5);
+  const lcmScheduler = folder({ "scheduler/scheduler_config.json": JSON.stringify({ _class_name: "LCMScheduler" }) });
+  assert.equal(fewStepKind(lcmScheduler), "lcm");
+  // No w-embedding input: LCM-LoRA-fused weights run without guidance.
+  assert.equal(modelSpec("me/b", lcmScheduler).defaults.guidance_scale, 1);
+  const trailing = { _class_name: "EulerDiscreteScheduler", timestep_spacing: "trailing" };
+  assert.equal(fewStepKind(folder({ "scheduler/scheduler_config.json": JSON.stringify(trailing) })), "turbo");
+  const ancestral = folder({
+    "scheduler/scheduler_config.json": JSON.stringify({ ...trailing, _class_name: "EulerAncestralDiscreteScheduler" }),
+  });
+  assert.equal(fewStepKind(ancestral), "turbo");
+  assert.equal(modelSpec("me/xl", ancestral).defaults.scheduler, "K_EULER_ANCESTRAL");
+  assert.equal(modelSpec("me/xl", "stabilityai/sdxl-turbo").defaults.num_inference_steps, 1);
+  const leading = { ...trailing, timestep_spacing: "leading" };
+  assert.equal(fewStepKind(folder({ "scheduler/scheduler_config.json": JSON.stringify(leading) })), undefined);
+  for (const text of ["{", "null", "[1]", '"x"', JSON.stringify({ time_cond_proj_dim: null }), "\u0000".repeat(64)]) {
+    const dir = folder({ "unet/config.json": text, "scheduler/scheduler_config.json": text });
+    assert.equal(fewStepKind(dir), undefined, text);
+    assert.deepEqual(modelSpec("me/c", dir).defaults, { ...REPLICATE_DEFAULTS, width: 512, height: 512 });
+  }
+  assert.equal(fewStepKind(path.join(tmp, "absent")), undefined);
+  assert.equal(fewStepKind("tiny-random"), undefined);
 });

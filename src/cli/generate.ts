@@ -6,7 +6,7 @@ import { engineSettings, readSettings, settingFlags, settingsHelp } from "../con
 import { a1111Parameters, encodePng } from "../engine/image.js";
 import { decodeImage } from "../engine/image-input.js";
 import { parseLoraArg } from "../engine/lora.js";
-import { loadPipeline } from "../engine/pipeline.js";
+import { loadPipeline, PROMPT_SYNTAXES, type PromptSyntax } from "../engine/pipeline.js";
 import { resolveModelSource } from "../engine/sources.js";
 import { PREDICTION_TYPES, type PredictionType } from "../engine/weights/single-file.js";
 import { FileInputError, resolveFileInput } from "../server/files/file-inputs.js";
@@ -30,6 +30,14 @@ Options:
                             used by writing an embedding's file name in a prompt; repeatable
   --lora <file[:scale]>     a LoRA (.safetensors, kohya/A1111 or diffusers/PEFT layout) at a scale
                             (default 1); repeat for several
+  --lora-dir <folder>       where <lora:NAME:SCALE> prompt tags find NAME.safetensors (subfolders
+                            too); needs --prompt-syntax a1111
+  --prompt-syntax <syntax>  diffusers (default: the prompt as it is, cut at 77 tokens) or a1111
+                            (AUTOMATIC1111's (emphasis:1.2), [less], BREAK, prompts of any length
+                            in 75-token chunks, <lora:…> tags)
+  --clip-skip <n>           1 (default) to 12: the text encoder's hidden state n layers from the
+                            end, as AUTOMATIC1111's "Clip skip" (2 = diffusers' clip_skip=1);
+                            SD 1.x/2.x only, as is a1111 syntax
   --negative-prompt <text>  what the image should not show (SDXL: left out, the negative is zeros)
   --width <px>              width, a multiple of the model's VAE scale factor (default: the model's size,
                             or with --image the picture's own size rounded down to that multiple)
@@ -88,6 +96,9 @@ export async function generateCommand(argv: string[]): Promise<number> {
       lora: { type: "string", multiple: true },
       "embeddings-dir": { type: "string", multiple: true },
       vae: { type: "string" },
+      "lora-dir": { type: "string" },
+      "prompt-syntax": { type: "string" },
+      "clip-skip": { type: "string" },
       ...settingFlags("generate"),
       help: { type: "boolean", short: "h" },
     },
@@ -130,6 +141,15 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (predictionType !== undefined && !(PREDICTION_TYPES as readonly string[]).includes(predictionType)) {
     throw new UsageError(`--prediction-type must be one of ${PREDICTION_TYPES.join(", ")}, got "${predictionType}"`);
   }
+  const promptSyntax = values["prompt-syntax"];
+  if (promptSyntax !== undefined && !(PROMPT_SYNTAXES as readonly string[]).includes(promptSyntax)) {
+    throw new UsageError(`--prompt-syntax must be one of ${PROMPT_SYNTAXES.join(", ")}, got "${promptSyntax}"`);
+  }
+  const clipSkip = intOption(values, "clip-skip");
+  if (clipSkip !== undefined && (clipSkip < 1 || clipSkip > 12))
+    throw new UsageError(`--clip-skip must be from 1 to 12, got "${values["clip-skip"]}"`);
+  if (values["lora-dir"] !== undefined && promptSyntax !== "a1111")
+    throw new UsageError("--lora-dir serves <lora:…> prompt tags: it needs --prompt-syntax a1111");
   const source = await resolveModelSource(values.model, {
     cacheDir: engine.cacheDir,
     hub: engine.hub,
@@ -147,6 +167,9 @@ export async function generateCommand(argv: string[]): Promise<number> {
     optimizedCache: engine.optimizedCache,
     vae: values.vae,
     embeddings: embeddingsDirs,
+    loraDir: values["lora-dir"],
+    promptSyntax: promptSyntax as PromptSyntax | undefined,
+    clipSkip,
     log: (line) => process.stderr.write(`${line}\n`),
   });
   process.stderr.write(`loaded ${source.label} in ${((performance.now() - loadStart) / 1000).toFixed(1)}s\n`);

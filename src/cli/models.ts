@@ -13,8 +13,11 @@ import {
   pullModel,
   verifyCachedModel,
 } from "../engine/index.js";
+import { listLoraFiles } from "../engine/lora-dir.js";
 import { TINY_RANDOM } from "../engine/tiny-random.js";
 import type { WeightsVariant } from "../engine/weights/model-folder.js";
+import { readSafetensors } from "../engine/weights/safetensors.js";
+import { detectFamily, isCheckpointFile } from "../engine/weights/single-file.js";
 import { CatalogError, type ModelSpec, modelCatalog } from "../model-catalog.js";
 import { DownloadProgress } from "./download-progress.js";
 import { UsageError } from "./generate.js";
@@ -23,13 +26,20 @@ export const MODELS_HELP = `Usage: sdserve models <command> [options]
 
 Commands:
   list                      the models sdserve serve would serve, and whether their weights are
-                            here; then the Stable Diffusion pipelines in the Hugging Face cache
+                            here (diffusers folders, single-file checkpoints and their family,
+                            each model's config, VAE, LoRAs, embeddings and prompt syntax); then
+                            the Stable Diffusion pipelines in the Hugging Face cache; with
+                            --lora-dir / --embeddings-dir, the LoRAs and embeddings found there
   pull [<id>]               download a model's pipeline files into the Hugging Face cache (only what
                             sdserve reads; resumes an interrupted download; prints the folder). <id>
                             is a served model's name (owner/name, its weights) or a Hugging Face
                             model id (owner/name[@revision]); without it, every served model's weights
   verify <id>               re-hash the cached files; a corrupted one is removed, so that
                             the next pull downloads it again
+
+Options of list:
+  --lora-dir <folder>       list the LoRAs that <lora:NAME:SCALE> prompt tags can call there
+  --embeddings-dir <folder> list the textual-inversion embeddings there (names, vectors, width)
 
 A served model uses its own variant unless --variant / SDSERVE_VARIANT is given.
 
@@ -46,7 +56,12 @@ export async function modelsCommand(argv: string[], env: NodeJS.ProcessEnv = pro
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { ...settingFlags("models"), help: { type: "boolean", short: "h" } },
+    options: {
+      ...settingFlags("models"),
+      "lora-dir": { type: "string" },
+      "embeddings-dir": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
   });
   const [command, id, ...extra] = positionals;
   if (values.help || command === undefined || command === "help") {
@@ -54,7 +69,11 @@ export async function modelsCommand(argv: string[], env: NodeJS.ProcessEnv = pro
     return 0;
   }
   if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}" (see sdserve models --help)`);
-  const v = readSettings("models", values, env);
+  const { "lora-dir": loraDir, "embeddings-dir": embeddingsDir, ...settingValues } = values;
+  if ((loraDir !== undefined || embeddingsDir !== undefined) && command !== "list") {
+    throw new UsageError(`--${loraDir !== undefined ? "lora-dir" : "embeddings-dir"} belongs to sdserve models list`);
+  }
+  const v = readSettings("models", settingValues, env);
   const settings = hubSettings(v);
   // Only a variant asked for overrides a served model's own.
   const variant = settingSource("models", "variant", values, env) ? v.variant : undefined;
@@ -64,7 +83,7 @@ export async function modelsCommand(argv: string[], env: NodeJS.ProcessEnv = pro
   } catch (err) {
     throw err instanceof CatalogError ? new ConfigError(err.message) : err;
   }
-  if (command === "list") return listCommand(settings, served);
+  if (command === "list") return listCommand(settings, served, { loraDir, embeddingsDir });
   if (command === "pull" && id === undefined) {
     const hubModels = served.filter((m) => parseHubId(m.weights));
     if (hubModels.length === 0) throw new UsageError("no served model has its weights on the Hugging Face Hub");
@@ -182,6 +201,7 @@ export async function cachedPipelines(settings: HubSettings): Promise<CachedPipe
 
 async function weightsState(m: ModelSpec, settings: HubSettings): Promise<string> {
   if (m.weights === TINY_RANDOM) return "made on the spot";
+  if (isCheckpointFile(m.weights)) return singleFileState(m.weights);
   const ref = parseHubId(m.weights);
   if (ref && !(await stat(m.weights).catch(() => undefined))?.isDirectory()) {
     const cached = await cachedModel(ref, { settings, variant: m.variant }).catch(() => undefined);
@@ -192,13 +212,99 @@ async function weightsState(m: ModelSpec, settings: HubSettings): Promise<string
     : "missing: no diffusers folder there";
 }
 
-async function listCommand(settings: HubSettings, served: ModelSpec[]): Promise<number> {
+/** A single-file checkpoint: its family from its keys (the header only is read), or why it cannot be used. */
+async function singleFileState(file: string): Promise<string> {
+  try {
+    const st = await readSafetensors(file);
+    const family = detectFamily(file, st.tensors) === "sd1" ? "SD 1.x" : "SD 2.x";
+    return `single-file checkpoint, ${family}, ${formatBytes((await stat(file)).size)}`;
+  } catch (err) {
+    return `unusable: ${(err as Error).message}`;
+  }
+}
+
+/** The models file's engine fields of a served model, one line each. */
+async function engineLines(m: ModelSpec): Promise<string[]> {
+  const e = m.engine;
+  const lines: string[] = [];
+  if (e.config) lines.push(`config: ${e.config}`);
+  if (e.vae) lines.push(`vae: ${e.vae}`);
+  for (const l of e.loras ?? []) lines.push(`LoRA: ${l.path} at ${l.scale}`);
+  if (e.embeddingsDir) lines.push(`embeddings: ${await embeddingsSummary(e.embeddingsDir)}`);
+  if (e.promptSyntax || e.clipSkip) {
+    lines.push(`prompt syntax: ${e.promptSyntax ?? "diffusers"}${e.clipSkip ? `, clip skip ${e.clipSkip}` : ""}`);
+  }
+  if (e.loraDir) lines.push(`LoRA folder: ${e.loraDir} (${await loraSummary(e.loraDir)})`);
+  return lines;
+}
+
+async function loraSummary(dir: string): Promise<string> {
+  const found = await listLoraFiles(dir).catch((err: Error) => err);
+  if (found instanceof Error) return found.message;
+  return found.length === 0 ? "no .safetensors files" : found.map((f) => f.name).join(", ");
+}
+
+async function embeddingsSummary(dir: string): Promise<string> {
+  const found = await embeddingFiles(dir);
+  if (typeof found === "string") return found;
+  const usable = found.filter((f) => / vector\(s\) of width /.test(f)).map((f) => f.split("  ")[0]);
+  const bad = found.length - usable.length;
+  return `${dir}: ${usable.length === 0 ? "none" : usable.join(", ")}${bad > 0 ? ` (${bad} unusable file(s))` : ""}`;
+}
+
+/** Each `.safetensors` file of an embeddings folder: its names, vectors and width, read from the header. */
+async function embeddingFiles(dir: string): Promise<string[] | string> {
+  const names = await readdir(dir).catch((err: NodeJS.ErrnoException) => err);
+  if (names instanceof Error) return `${dir}: ${names.code === "ENOENT" ? "no such folder" : names.message}`;
+  const out: string[] = [];
+  for (const name of names.filter((n) => n.toLowerCase().endsWith(".safetensors")).sort()) {
+    const stem = name.slice(0, -".safetensors".length);
+    try {
+      const st = await readSafetensors(path.join(dir, name));
+      const keys = [...st.tensors.keys()];
+      const key = keys.includes("emb_params") ? "emb_params" : keys.length === 1 ? (keys[0] as string) : undefined;
+      const t = key === undefined ? undefined : st.tensors.get(key);
+      if (!t) {
+        out.push(`${stem}  not an embedding (${keys.length} tensors)`);
+        continue;
+      }
+      const [count, width] = t.shape.length === 1 ? [1, t.shape[0]] : t.shape;
+      const called = key === "emb_params" || key === stem ? stem : `${stem} / ${key}`;
+      out.push(`${called}  ${count} vector(s) of width ${width}`);
+    } catch (err) {
+      out.push(`${stem}  unusable: ${(err as Error).message}`);
+    }
+  }
+  return out;
+}
+
+async function listCommand(
+  settings: HubSettings,
+  served: ModelSpec[],
+  folders: { loraDir?: string; embeddingsDir?: string },
+): Promise<number> {
   process.stdout.write("Served models (sdserve serve with the same --models / --model):\n");
   for (const m of served) {
     const weights = m.variant === "fp16" ? `${m.weights} (fp16)` : m.weights;
     process.stdout.write(
       `  ${m.name.padEnd(36)} ${m.version.slice(0, 12)}  ${weights}  ${await weightsState(m, settings)}\n`,
     );
+    for (const line of await engineLines(m)) process.stdout.write(`      ${line}\n`);
+  }
+  if (folders.loraDir !== undefined) {
+    process.stdout.write(`LoRAs in ${folders.loraDir} (<lora:NAME:SCALE>):\n`);
+    const found = await listLoraFiles(folders.loraDir).catch((err: Error) => err);
+    if (found instanceof Error) process.stdout.write(`  ${found.message}\n`);
+    else if (found.length === 0) process.stdout.write("  none\n");
+    else
+      for (const f of found) process.stdout.write(`  ${f.name.padEnd(36)} ${path.relative(folders.loraDir, f.path)}\n`);
+  }
+  if (folders.embeddingsDir !== undefined) {
+    process.stdout.write(`Embeddings in ${folders.embeddingsDir} (called by name in prompts):\n`);
+    const found = await embeddingFiles(folders.embeddingsDir);
+    if (typeof found === "string") process.stdout.write(`  ${found}\n`);
+    else if (found.length === 0) process.stdout.write("  none\n");
+    else for (const line of found) process.stdout.write(`  ${line}\n`);
   }
   const pipelines = await cachedPipelines(settings);
   process.stdout.write(`Stable Diffusion pipelines in the Hugging Face cache (${settings.cacheDir}):\n`);

@@ -166,6 +166,24 @@ export class EmbeddingPlacer {
     };
   }
 
+  /** The embedding whose name's tokens start at `position` of `content` (longest name first). */
+  at(content: readonly number[], position: number): { length: number; embedding: Embedding } | undefined {
+    const hit = this.patterns.find((p) => p.ids.every((id, k) => content[position + k] === id));
+    return hit && { length: hit.ids.length, embedding: hit.embedding };
+  }
+
+  /**
+   * The `extra_token_rows` feed for vectors gathered elsewhere (AUTOMATIC1111 prompts): rows
+   * numbered from 0, called by ids vocabSize + row.
+   */
+  rowsFeed(rows: readonly Float32Array[]): Feeds {
+    const table = new Float32Array(Math.max(1, rows.length) * this.width);
+    rows.forEach((r, i) => {
+      table.set(r, i * this.width);
+    });
+    return { extra_token_rows: new ort.Tensor("float32", table, [Math.max(1, rows.length), this.width]) };
+  }
+
   /** The embeddings' names, for listing. */
   get names(): string[] {
     return this.embeddings.flatMap((e) => e.names);

@@ -72,6 +72,8 @@ export interface GenerationParameters {
   model?: string;
   /** img2img / inpainting strength (A1111's "Denoising strength"). */
   strength?: number;
+  /** A1111's "Clip skip", written when it is not 1. */
+  clipSkip?: number;
 }
 
 /** AUTOMATIC1111's "parameters" text: prompt, "Negative prompt: …", then "Key: value, …". */
@@ -87,6 +89,7 @@ export function a1111Parameters(p: GenerationParameters): string {
   ];
   if (p.model) fields.push(`Model: ${p.model}`);
   if (p.strength !== undefined) fields.push(`Denoising strength: ${p.strength}`);
+  if (p.clipSkip !== undefined && p.clipSkip !== 1) fields.push(`Clip skip: ${p.clipSkip}`);
   lines.push(fields.join(", "));
   return lines.join("\n");
 }

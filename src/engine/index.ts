@@ -25,6 +25,7 @@ export {
   maskFromTransparency,
 } from "./image-input.js";
 export { canPreview, latentsToPreviewImages } from "./latent-preview.js";
+export { findLora, type LoraFile, listLoraFiles } from "./lora-dir.js";
 export type { TensorF32 } from "./networks.js";
 export {
   DEFAULT_SCHEDULER,
@@ -37,8 +38,17 @@ export {
   loadPipeline,
   Pipeline,
   type PipelineInfo,
+  PROMPT_SYNTAXES,
+  type PromptSyntax,
   type StepEvent,
 } from "./pipeline.js";
+export {
+  type LoraTag,
+  type ParsedA1111Prompt,
+  type PromptPiece,
+  parseA1111Prompt,
+  parsePromptAttention,
+} from "./prompt-a1111.js";
 export { TorchCpuGenerator } from "./random/torch-cpu.js";
 export type { ExecutionProvider, RuntimeOptions } from "./runtime.js";
 export { SCHEDULER_NAMES } from "./schedulers/index.js";

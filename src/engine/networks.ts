@@ -5,8 +5,8 @@
  * from a ready ONNX export (Optimum's layout), whose input names and dtypes we follow.
  */
 
-import { ModelError } from "./errors.js";
-import { buildClipTextGraph, readClipTextConfig } from "./graph/clip.js";
+import { ModelError, RequestError } from "./errors.js";
+import { buildClipTextGraph, MAX_CLIP_SKIP, readClipTextConfig } from "./graph/clip.js";
 import { ConfigReader } from "./graph/config.js";
 import type { GraphBuilder } from "./graph/onnx.js";
 import { buildTinyDecoderGraph, buildTinyEncoderGraph, readTinyAutoencoderConfig } from "./graph/taesd.js";
@@ -15,6 +15,7 @@ import { buildVaeDecoderGraph, buildVaeEncoderGraph, readVaeConfig } from "./gra
 import { type LowRankTarget, WeightBinder } from "./graph/weights.js";
 import { type Feeds, NetworkSession, ort, type RuntimeOptions } from "./runtime.js";
 import type { ComponentFiles } from "./weights/model-folder.js";
+import { readTensor, type TensorInfo } from "./weights/safetensors.js";
 
 export interface TensorF32 {
   data: Float32Array;
@@ -63,7 +64,11 @@ export class TextEncoder {
     readonly lowRankTargets: ReadonlyMap<string, LowRankTarget> = new Map(),
     /** Token ids from here on pick rows of the `extra_token_rows` input (textual inversion). */
     readonly vocabSize = 0,
+    /** final_layer_norm's weights and epsilon, for clip skip (absent for an ONNX export). */
+    private readonly finalNorm?: { weight: TensorInfo; bias: TensorInfo; eps: number },
   ) {}
+
+  private finalNormValues?: Promise<{ weight: Float32Array; bias: Float32Array; eps: number }>;
 
   /**
    * `adapters.lowRank`: the layers that take LoRA factors as inputs; `adapters.embeddings`:
@@ -84,15 +89,42 @@ export class TextEncoder {
       lowRank,
       adapters.embeddings === true,
     );
-    return new TextEncoder(session, cfg.hiddenSize, cfg.projectionDim, lowRank?.targets, cfg.vocabSize);
+    const weight = files.tensors.get("text_model.final_layer_norm.weight");
+    const bias = files.tensors.get("text_model.final_layer_norm.bias");
+    const finalNorm = weight && bias ? { weight, bias, eps: cfg.layerNormEps } : undefined;
+    return new TextEncoder(session, cfg.hiddenSize, cfg.projectionDim, lowRank?.targets, cfg.vocabSize, finalNorm);
   }
 
   /**
    * Token ids [B][L] → last_hidden_state [B, L, hidden] (what the SD pipeline uses as
    * prompt embeddings). No attention mask is passed, as diffusers does.
    */
-  async encode(ids: readonly (readonly number[])[], adapters: Feeds = {}): Promise<TensorF32> {
-    return (await this.outputs(ids, ["last_hidden_state"], adapters))["last_hidden_state"] as TensorF32;
+  async encode(ids: readonly (readonly number[])[], adapters: Feeds = {}, clipSkip = 1): Promise<TensorF32> {
+    if (clipSkip === 1) {
+      return (await this.outputs(ids, ["last_hidden_state"], adapters))["last_hidden_state"] as TensorF32;
+    }
+    // AUTOMATIC1111's CLIP_stop_at_last_layers = N (diffusers' clip_skip = N − 1): transformers'
+    // hidden_states[-N], through the final layer norm.
+    const output = clipSkip === 2 ? "penultimate_hidden_state" : `hidden_state_minus_${clipSkip}`;
+    if (!this.session.outputNames.includes(output) || !this.finalNorm) {
+      const available = this.session.outputNames.filter((n) => n.startsWith("hidden_state_minus_")).length + 2;
+      throw new RequestError(
+        this.finalNorm
+          ? `clip skip must be an integer from 1 to ${Math.min(available, MAX_CLIP_SKIP)} for this model, got ${clipSkip}`
+          : "clip skip needs the text encoder built from safetensors weights (not an ONNX export)",
+        "clipSkip",
+      );
+    }
+    const z = (await this.outputs(ids, [output], adapters))[output] as TensorF32;
+    const norm = this.finalNorm;
+    this.finalNormValues ??= Promise.all([readTensor(norm.weight), readTensor(norm.bias)]).then(([weight, bias]) => ({
+      weight,
+      bias,
+      eps: norm.eps,
+    }));
+    const { weight, bias, eps } = await this.finalNormValues;
+    layerNormRows(z.data, weight, bias, eps);
+    return z;
   }
 
   /** The named graph outputs (see graph/clip.ts: penultimate_hidden_state, text_embeds, …). */
@@ -281,5 +313,21 @@ export class TinyVaeEncoder {
   async encode(sample: TensorF32): Promise<TensorF32> {
     const out = await this.session.run({ sample: new ort.Tensor("float32", sample.data, sample.shape) });
     return toF32(out["latents"] as ort.Tensor);
+  }
+}
+
+/** torch.nn.LayerNorm over the last axis of [rows, width], in place: statistics in float64, results in float32. */
+export function layerNormRows(x: Float32Array, weight: Float32Array, bias: Float32Array, eps: number): void {
+  const width = weight.length;
+  for (let r = 0; r < x.length; r += width) {
+    let mean = 0;
+    for (let j = 0; j < width; j++) mean += x[r + j] as number;
+    mean /= width;
+    let variance = 0;
+    for (let j = 0; j < width; j++) variance += ((x[r + j] as number) - mean) ** 2;
+    variance /= width;
+    const inv = 1 / Math.sqrt(variance + eps);
+    for (let j = 0; j < width; j++)
+      x[r + j] = Math.fround(((x[r + j] as number) - mean) * inv * (weight[j] as number) + (bias[j] as number));
   }
 }

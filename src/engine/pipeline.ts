@@ -17,6 +17,7 @@ import { randomInt } from "node:crypto";
 import { stat } from "node:fs/promises";
 import { EmbeddingPlacer, loadEmbeddings } from "./embeddings.js";
 import { ModelError, RequestError } from "./errors.js";
+import { MAX_CLIP_SKIP } from "./graph/clip.js";
 import { guidanceScaleEmbedding } from "./graph/unet.js";
 import { decodedToImages, type GenerationParameters, type RgbImage } from "./image.js";
 import {
@@ -39,6 +40,7 @@ import {
   moduleShapes,
   touchesConvolutions,
 } from "./lora.js";
+import { findLora } from "./lora-dir.js";
 import {
   type AddedConditions,
   type LatentDecoder,
@@ -49,6 +51,14 @@ import {
   VaeDecoder,
   VaeEncoder,
 } from "./networks.js";
+import {
+  applyEmphasis,
+  type ChunkTokenizer,
+  emptyChunk,
+  type PromptChunk,
+  parseA1111Prompt,
+  promptChunks,
+} from "./prompt-a1111.js";
 import { TorchCpuGenerator } from "./random/torch-cpu.js";
 import type { Feeds, RuntimeOptions } from "./runtime.js";
 import { createScheduler, type Scheduler } from "./schedulers/index.js";
@@ -99,7 +109,23 @@ export interface LoadPipelineOptions extends RuntimeOptions {
    * when a LoRA in `loras` needs it.
    */
   loraSupport?: boolean | "all";
+  /** How prompts are read unless a request says otherwise (default "diffusers"); see prompt-a1111.ts. */
+  promptSyntax?: PromptSyntax;
+  /** AUTOMATIC1111's clip skip unless a request says otherwise: 1 (default, the last layer) to 12. */
+  clipSkip?: number;
+  /**
+   * Where `<lora:NAME:SCALE>` tags of AUTOMATIC1111 prompts find their files (NAME.safetensors,
+   * subfolders included); implies loraSupport.
+   */
+  loraDir?: string;
 }
+
+/**
+ * "diffusers": the prompt as it is, cut at 77 tokens (diffusers' pipelines). "a1111":
+ * AUTOMATIC1111's emphasis, BREAK, 75-token chunks and `<lora:…>` tags (prompt-a1111.ts).
+ */
+export type PromptSyntax = "diffusers" | "a1111";
+export const PROMPT_SYNTAXES: readonly PromptSyntax[] = ["diffusers", "a1111"];
 
 /** What a request leaves out, as the model's own pipeline would fill it in. */
 export interface GenerateDefaults {
@@ -166,6 +192,10 @@ export interface GenerateRequest extends MicroConditioning {
   latents?: TensorF32;
   /** LoRAs for this request, on top of the pipeline's own; needs a pipeline loaded with loraSupport. */
   loras?: readonly LoraSpec[];
+  /** Default: the pipeline's. With "a1111", `<lora:…>` tags in either prompt are found in the pipeline's loraDir. */
+  promptSyntax?: PromptSyntax;
+  /** AUTOMATIC1111's CLIP_stop_at_last_layers: 1 (the last layer) to 12; default the pipeline's. */
+  clipSkip?: number;
   /**
    * img2img / inpainting: the starting picture, 8-bit RGB. Resized (Lanczos) to width × height
    * when they are given; otherwise its own size rounded down to the VAE scale factor is used.
@@ -305,7 +335,11 @@ export class Pipeline {
     checkPipelineKind(folder);
     const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizerDir, folder.tokenizerVocabDir);
     // Sessions are created one after another: each uses every core while optimising.
-    const lowRank = opts.loraSupport === true || opts.loraSupport === "all" || (opts.loras?.length ?? 0) > 0;
+    const lowRank =
+      opts.loraSupport === true ||
+      opts.loraSupport === "all" ||
+      (opts.loras?.length ?? 0) > 0 ||
+      opts.loraDir !== undefined;
     const modules = { unet: moduleShapes(folder.unet.tensors), text_encoder: moduleShapes(folder.textEncoder.tensors) };
     const convs =
       opts.loraSupport === "all" ||
@@ -326,6 +360,13 @@ export class Pipeline {
       // lora.ts and embeddings.ts know SD's one text encoder and its key names, not SDXL's two.
       await Promise.all([textEncoder.session.release(), sdxl.release()]);
       throw new ModelError("LoRAs and textual-inversion embeddings are not supported on SDXL yet", {
+        file: `${folder.dir}/model_index.json`,
+      });
+    }
+    if (sdxl && ((opts.promptSyntax ?? "diffusers") !== "diffusers" || (opts.clipSkip ?? 1) !== 1)) {
+      // As promptOptions refuses per request: sdxl.ts knows diffusers' prompt rules only.
+      await Promise.all([textEncoder.session.release(), sdxl.release()]);
+      throw new ModelError("AUTOMATIC1111 prompt syntax and clip skip are not supported on SDXL yet", {
         file: `${folder.dir}/model_index.json`,
       });
     }
@@ -469,13 +510,134 @@ export class Pipeline {
   }
 
   /**
-   * Prompt → text embeddings [n, 77, hidden], padded and truncated as the tokenizer says. SDXL:
-   * both encoders' penultimate states concatenated (the pooled embedding: `sdxl.encode`).
+   * Prompt → text embeddings: [n, 77, hidden], padded and truncated as the tokenizer says; with
+   * the "a1111" syntax [n, 77 × chunks, hidden]. LoRA tags are not looked at here. SDXL: both
+   * encoders' penultimate states concatenated (the pooled embedding: `sdxl.encode`).
    */
-  async encodePrompts(prompts: readonly string[], loras?: readonly LoraSpec[]): Promise<TensorF32> {
+  async encodePrompts(
+    prompts: readonly string[],
+    loras?: readonly LoraSpec[],
+    opts: { promptSyntax?: PromptSyntax; clipSkip?: number } = {},
+  ): Promise<TensorF32> {
+    const { syntax, clipSkip } = this.promptOptions(opts);
     if (this.sdxl) return (await this.sdxl.encode(prompts)).promptEmbeds;
+    return this.encodeText(prompts, syntax, clipSkip, (await this.adapterFeeds(loras)).text);
+  }
+
+  private promptOptions(req: { promptSyntax?: PromptSyntax; clipSkip?: number }): {
+    syntax: PromptSyntax;
+    clipSkip: number;
+  } {
+    const opts = this.runtimeOptions as LoadPipelineOptions;
+    const syntax = req.promptSyntax ?? opts.promptSyntax ?? "diffusers";
+    const clipSkip = req.clipSkip ?? opts.clipSkip ?? 1;
+    if (!PROMPT_SYNTAXES.includes(syntax)) {
+      throw new RequestError(
+        `prompt syntax must be one of ${PROMPT_SYNTAXES.join(", ")}, got ${String(syntax)}`,
+        "promptSyntax",
+      );
+    }
+    if (!Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > MAX_CLIP_SKIP) {
+      throw new RequestError(`clip skip must be an integer from 1 to ${MAX_CLIP_SKIP}, got ${clipSkip}`, "clipSkip");
+    }
+    if (this.sdxl && (syntax !== "diffusers" || clipSkip !== 1)) {
+      // sdxl.ts encodes with diffusers' rules only: A1111's chunks, emphasis and clip skip across
+      // SDXL's two encoders (and its pooled embedding) are not built.
+      throw new RequestError(
+        syntax !== "diffusers"
+          ? `prompt syntax "${syntax}" is not supported on SDXL yet (only "diffusers")`
+          : `clip skip is not supported on SDXL yet (it conditions on the penultimate layer already), got ${clipSkip}`,
+        syntax !== "diffusers" ? "promptSyntax" : "clipSkip",
+      );
+    }
+    return { syntax, clipSkip };
+  }
+
+  private async encodeText(
+    prompts: readonly string[],
+    syntax: PromptSyntax,
+    clipSkip: number,
+    loraFeeds: Feeds,
+  ): Promise<TensorF32> {
+    if (syntax === "a1111") return this.encodeA1111(prompts, clipSkip, loraFeeds);
     const { ids, feeds } = this.tokenizePrompts(prompts);
-    return this.textEncoder.encode(ids, { ...feeds, ...(await this.adapterFeeds(loras)).text });
+    return this.textEncoder.encode(ids, { ...feeds, ...loraFeeds }, clipSkip);
+  }
+
+  /**
+   * AUTOMATIC1111's encoding: each distinct prompt parsed and cut into 77-token chunks, every
+   * prompt padded with empty chunks to the longest's count (the negative prompt too), each chunk
+   * encoded and its emphasis applied, the chunks joined along the sequence.
+   */
+  private async encodeA1111(prompts: readonly string[], clipSkip: number, loraFeeds: Feeds): Promise<TensorF32> {
+    const tok = this.tokenizer;
+    const placer = this.embeddingPlacer;
+    const vocab = this.textEncoder.vocabSize;
+    const rows: Float32Array[] = [];
+    const width = this.textEncoder.hiddenSize;
+    const chunker: ChunkTokenizer = {
+      bos: tok.bosTokenId,
+      eos: tok.eosTokenId,
+      pad: tok.padTokenId,
+      comma: tok.encode(",", { padding: false }).inputIds[1],
+      ids: (text, limit) => tok.encode(text, { padding: false, maxLength: limit + 2 }).inputIds.slice(1, -1),
+      embeddingAt: placer
+        ? (tokens, position) => {
+            const hit = placer.at(tokens, position);
+            if (!hit) return undefined;
+            const e = hit.embedding;
+            return {
+              length: hit.length,
+              vectors: () =>
+                Array.from({ length: e.count }, (_, v) => {
+                  rows.push(e.vectors.subarray(v * width, (v + 1) * width));
+                  return vocab + rows.length - 1;
+                }),
+            };
+          }
+        : undefined,
+    };
+    const byPrompt = new Map<string, PromptChunk[]>();
+    for (const p of prompts) {
+      if (!byPrompt.has(p)) byPrompt.set(p, promptChunks(parseA1111Prompt(p).pieces, chunker));
+    }
+    const chunkCount = Math.max(...[...byPrompt.values()].map((c) => c.length));
+    const empty = emptyChunk(chunker);
+    const feeds = placer ? { ...placer.rowsFeed(rows), ...loraFeeds } : loraFeeds;
+    const batch = prompts.length;
+    const len = empty.ids.length;
+    const out = new Float32Array(batch * chunkCount * len * width);
+    for (let c = 0; c < chunkCount; c++) {
+      const chunks = prompts.map((p) => (byPrompt.get(p) as PromptChunk[])[c] ?? empty);
+      const z = await this.textEncoder.encode(
+        chunks.map((k) => k.ids),
+        feeds,
+        clipSkip,
+      );
+      const item = len * width;
+      for (let b = 0; b < batch; b++) {
+        const zb = z.data.subarray(b * item, (b + 1) * item);
+        applyEmphasis(zb, (chunks[b] as PromptChunk).weights, width);
+        out.set(zb, (b * chunkCount + c) * item);
+      }
+    }
+    return { data: out, shape: [batch, chunkCount * len, width] };
+  }
+
+  /** The LoRAs that `<lora:NAME:SCALE>` tags in AUTOMATIC1111 prompts ask for, found in loraDir. */
+  private async taggedLoras(prompts: readonly string[]): Promise<LoraSpec[]> {
+    const tags = prompts.flatMap((p) => parseA1111Prompt(p).loras);
+    if (tags.length === 0) return [];
+    const dir = (this.runtimeOptions as LoadPipelineOptions).loraDir;
+    if (dir === undefined) {
+      throw new RequestError(
+        `the prompt asks for LoRA "${tags[0]?.name}", but this model has no LoRA folder (--lora-dir)`,
+        "prompt",
+      );
+    }
+    const out: LoraSpec[] = [];
+    for (const tag of tags) out.push({ path: await findLora(dir, tag.name), scale: tag.scale });
+    return out;
   }
 
   /** Token ids of each prompt, with the text encoder's embedding feeds when the pipeline has embeddings. */
@@ -511,7 +673,8 @@ export class Pipeline {
       for (let b = 0; b < batch; b++) data.set(w, b * condDim);
       timestepCond = { data, shape: [batch, condDim] };
     }
-    const adapters = await this.adapterFeeds(req.loras);
+    const tagged = r.syntax === "a1111" ? await this.taggedLoras([r.prompt, r.negativePrompt]) : [];
+    const adapters = await this.adapterFeeds([...(req.loras ?? []), ...tagged]);
     const { context, added } = await this.conditioning(req, r, guided, adapters.text);
 
     const scheduler = r.scheduler;
@@ -609,6 +772,7 @@ export class Pipeline {
         height: r.height,
         model: this.info.source,
         ...(r.image ? { strength: r.strength } : {}),
+        ...(r.clipSkip !== 1 ? { clipSkip: r.clipSkip } : {}),
       },
       timings: { encodeSeconds: (t1 - t0) / 1000, denoiseSeconds: (t2 - t1) / 1000 },
     };
@@ -654,8 +818,7 @@ export class Pipeline {
     const prompts = guided
       ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
       : new Array<string>(batch).fill(r.prompt);
-    const tokens = this.tokenizePrompts(prompts);
-    return { context: await this.textEncoder.encode(tokens.ids, { ...tokens.feeds, ...textFeeds }) };
+    return { context: await this.encodeText(prompts, r.syntax, r.clipSkip, textFeeds) };
   }
 
   /**
@@ -867,7 +1030,8 @@ export class Pipeline {
     // Pictures and masks at the generation size (the picture first, the mask to the picture).
     const image = inputs.image ? await resizePixels(inputs.image, r.width, r.height) : undefined;
     const mask = inputs.mask ? await resizePixels(inputs.mask, r.width, r.height) : undefined;
-    return { ...r, scheduler, strength, begin, end, image, mask };
+    const { syntax, clipSkip } = this.promptOptions(req);
+    return { ...r, scheduler, strength, begin, end, image, mask, syntax, clipSkip };
   }
 
   /**
@@ -913,6 +1077,8 @@ interface Validated {
   /** At the generation size. */
   image?: RgbImage;
   mask?: GrayImage;
+  syntax: PromptSyntax;
+  clipSkip: number;
 }
 
 /** The image inputs checked (types, sizes, strength range) and the mask made grey. */

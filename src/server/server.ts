@@ -164,6 +164,7 @@ export function modelAdapters(config: Config, out: ServerOutput): ModelAdapter[]
       optimizedCache: config.optimizedCache,
       threads: config.threads,
       provider: config.provider,
+      previewSize: config.previewSize,
       log: lineLogger(out.child({ component: "setup", model: spec.name }), "info"),
     });
     byName.set(spec.name, adapter);

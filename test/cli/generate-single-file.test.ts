@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
@@ -91,5 +91,71 @@ for (const [what, args, message] of [
       assert.match(last, message);
       return true;
     });
+  });
+}
+
+test("--prompt-syntax a1111 --lora-dir: a <lora:NAME:SCALE> tag equals --lora FILE:SCALE; --clip-skip 2 is recorded", async () => {
+  const loraDir = path.join(tmp, "loras");
+  mkdirSync(loraDir, { recursive: true });
+  copyFileSync(
+    path.join(SHARED, "fixtures/golden-family/lora/tiny-sd1_lora_kohya.safetensors"),
+    path.join(loraDir, "kohya.safetensors"),
+  );
+  const base = ["--model", modelDir("tiny-sd1"), "--steps", "2", "--seed", "7", "--threads", "1"];
+  const out = (name: string) => path.join(tmp, name);
+  await sdserve(
+    "generate",
+    "a red cube ",
+    ...base,
+    "--out",
+    out("by-file.png"),
+    "--lora",
+    `${path.join(loraDir, "kohya.safetensors")}:0.5`,
+  );
+  await sdserve(
+    "generate",
+    "a red cube <lora:kohya:0.5>",
+    ...base,
+    "--prompt-syntax",
+    "a1111",
+    "--lora-dir",
+    loraDir,
+    "--out",
+    out("by-tag.png"),
+  );
+  await sdserve(
+    "generate",
+    "a (red:1.4) cube",
+    ...base,
+    "--prompt-syntax",
+    "a1111",
+    "--clip-skip",
+    "2",
+    "--out",
+    out("skip.png"),
+  );
+  await sdserve("generate", "a red cube", ...base, "--out", out("plain.png"));
+  const png = (f: string) => decode(readFileSync(out(f)));
+  const pixels = (f: string) => Buffer.from(png(f).data as Uint8Array);
+  assert.ok(pixels("by-tag.png").equals(pixels("by-file.png")));
+  assert.ok(!pixels("by-tag.png").equals(pixels("plain.png")));
+  assert.ok(!pixels("skip.png").equals(pixels("plain.png")));
+  assert.match(String(png("skip.png").text["parameters"]), /^a \(red:1\.4\) cube\n.*Clip skip: 2/);
+});
+
+for (const [what, args, message] of [
+  ["a bad --prompt-syntax", ["--prompt-syntax", "comfy"], /--prompt-syntax must be one of diffusers, a1111/],
+  ["a bad --clip-skip", ["--clip-skip", "13"], /--clip-skip must be from 1 to 12/],
+  ["--lora-dir without a1111", ["--lora-dir", "."], /needs --prompt-syntax a1111/],
+] as const) {
+  test(`${what} is a usage error`, async () => {
+    await assert.rejects(
+      sdserve("generate", "x", "--model", modelDir("tiny-sd1"), ...args),
+      (err: { code: number; stderr: string }) => {
+        assert.equal(err.code, 2);
+        assert.match(err.stderr, message);
+        return true;
+      },
+    );
   });
 }

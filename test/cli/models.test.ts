@@ -4,14 +4,15 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { decode } from "fast-png";
+import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { modelCatalog } from "../../src/model-catalog.js";
-import { modelDir, REPO_ROOT } from "../helpers/fixtures.js";
+import { modelDir, REPO_ROOT, SHARED } from "../helpers/fixtures.js";
 import { filesOfFolder, LocalHub } from "../helpers/hub-server.js";
 
 const run = promisify(execFile);
@@ -150,4 +151,53 @@ test("served models: list shows them with their versions and weights; pull takes
   assert.match(all.stderr, /acme\/tiny: sdserve-test\/tiny-sd1\n.*nothing to download/s);
   const local = await fails(["models", "pull", "stability-ai/stable-diffusion"], env);
   assert.match(local.stderr, /is served from tiny-random, not from the Hugging Face Hub/);
+});
+
+test("models list: single-file checkpoints with their family, each model's engine fields, LoRAs and embeddings found", async () => {
+  const dir = path.join(tmp, "byom");
+  mkdirSync(path.join(dir, "loras", "styles"), { recursive: true });
+  mkdirSync(path.join(dir, "emb"));
+  const fixtures = path.join(SHARED, "fixtures/golden-family");
+  copyFileSync(
+    path.join(fixtures, "lora/tiny-sd1_lora_kohya.safetensors"),
+    path.join(dir, "loras/styles/grain.safetensors"),
+  );
+  await writeSafetensors(path.join(dir, "emb", "bad-hands.safetensors"), [
+    { name: "emb_params", dtype: "F32", shape: [2, 32], data: new Float32Array(64) },
+  ]);
+  writeFileSync(path.join(dir, "emb", "broken.safetensors"), "not safetensors");
+  const models = path.join(dir, "models.json");
+  writeFileSync(
+    models,
+    JSON.stringify({
+      models: {
+        "me/single": {
+          weights: path.join(fixtures, "single_file/tiny-sd2v.safetensors"),
+          prompt_syntax: "a1111",
+          clip_skip: 2,
+          lora_dir: "./loras",
+          embeddings_dir: "./emb",
+          loras: [{ path: "./loras/styles/grain.safetensors", scale: 0.5 }],
+        },
+      },
+    }),
+  );
+  const { stdout } = await sdserve([
+    "models",
+    "list",
+    "--models",
+    models,
+    "--lora-dir",
+    path.join(dir, "loras"),
+    "--embeddings-dir",
+    path.join(dir, "emb"),
+  ]);
+  assert.match(stdout, /me\/single .*tiny-sd2v\.safetensors {2}single-file checkpoint, SD 2\.x/);
+  assert.match(stdout, /LoRA: .*grain\.safetensors at 0\.5/);
+  assert.match(stdout, /embeddings: .*emb: bad-hands \(1 unusable file\(s\)\)/);
+  assert.match(stdout, /prompt syntax: a1111, clip skip 2/);
+  assert.match(stdout, /LoRA folder: .*loras \(grain\)/);
+  assert.match(stdout, /LoRAs in .*\n {2}grain +styles\/grain\.safetensors\n/);
+  assert.match(stdout, /bad-hands {2}2 vector\(s\) of width 32/);
+  assert.match(stdout, /broken {2}unusable: /);
 });

@@ -48,7 +48,14 @@ export function newDataDir(): string {
 }
 
 export async function startSdserve(
-  opts: { dataDir?: string; env?: Record<string, string>; args?: string[]; command?: "serve" | "worker" } = {},
+  opts: {
+    dataDir?: string;
+    env?: Record<string, string>;
+    args?: string[];
+    command?: "serve" | "worker";
+    /** --model's weights (default tiny-random); null: no --model, the models file alone. */
+    model?: string | null;
+  } = {},
 ): Promise<Sdserve> {
   const command = opts.command ?? "serve";
   const dataDir = opts.dataDir ?? newDataDir();
@@ -66,8 +73,7 @@ export async function startSdserve(
       "tsx",
       path.join(REPO_ROOT, "src/cli/main.ts"),
       command,
-      "--model",
-      "tiny-random",
+      ...(opts.model === null ? [] : ["--model", opts.model ?? "tiny-random"]),
       "--port",
       "0",
       "--host",

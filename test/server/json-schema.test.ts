@@ -1,9 +1,14 @@
 /** The schema check behind 422s, on stability-ai/stable-diffusion's Input schema. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { modelSpec, SCHEDULERS } from "../../src/model-catalog.js";
 import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from "../../src/server/http/json-depth.js";
 import { type JsonSchema, validate } from "../../src/server/models/json-schema.js";
-import { MAX_PROMPT_LENGTH, StableDiffusionAdapter } from "../../src/server/models/stable-diffusion.js";
+import {
+  MAX_PROMPT_LENGTH,
+  STABLE_DIFFUSION_SCHEMAS,
+  StableDiffusionAdapter,
+} from "../../src/server/models/stable-diffusion.js";
 
 const adapter = new StableDiffusionAdapter({ source: "tiny-random" });
 
@@ -86,4 +91,15 @@ test("JSON nesting depth: found in one pass, strings and escapes skipped", () =>
   assert.equal(jsonNestsDeeperThan(`{"a":"\\\\",${"[".repeat(3)}`, 3), true);
   assert.equal(jsonNestsDeeperThan(`${"[".repeat(400_000)}${"]".repeat(400_000)}`, MAX_JSON_DEPTH), true);
   assert.equal(jsonNestsDeeperThan(`[${"[],".repeat(400_000)}[]]`, MAX_JSON_DEPTH), false);
+});
+
+test("stability-ai/stable-diffusion on Replicate's weights publishes exactly Replicate's schemas; few-step models widen theirs", () => {
+  const replicate = new StableDiffusionAdapter({});
+  assert.deepEqual(replicate.schemas, STABLE_DIFFUSION_SCHEMAS);
+  assert.deepEqual((replicate.schemas["scheduler"] as JsonSchema)["enum"], [...SCHEDULERS]);
+  const lcm = new StableDiffusionAdapter({ spec: modelSpec("me/lcm", "SimianLuo/LCM_Dreamshaper_v7") });
+  assert.deepEqual(lcm.validateInput({ scheduler: "LCM", guidance_scale: 0 }), []);
+  assert.equal(replicate.validateInput({ scheduler: "LCM" })[0]?.type, "enum");
+  assert.equal(replicate.validateInput({ guidance_scale: 0 })[0]?.type, "number_gte");
+  assert.equal(lcm.validateInput({ guidance_scale: -0.5 })[0]?.type, "number_gte");
 });

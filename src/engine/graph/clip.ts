@@ -4,13 +4,18 @@
  *
  * input_ids [B, L] int64 → last_hidden_state [B, L, hidden] (after final_layer_norm),
  * penultimate_hidden_state [B, L, hidden] (the second-to-last layer's output, before the
- * final norm: "clip skip", and what SDXL conditions on) and, with the projection,
- * text_embeds [B, projection_dim] (SDXL's pooled prompt embedding).
+ * final norm: "clip skip", and what SDXL conditions on); for deeper clip skip,
+ * hidden_state_minus_<k> [B, L, hidden] for k = 3 … min(MAX_CLIP_SKIP, layers + 1):
+ * transformers' hidden_states[-k], the input of layer (layers + 1 − k); and, with the
+ * projection, text_embeds [B, projection_dim] (SDXL's pooled prompt embedding).
  */
 import type { ConfigReader } from "./config.js";
 import { Layers } from "./layers.js";
 import { GraphBuilder } from "./onnx.js";
 import type { WeightBinder } from "./weights.js";
+
+/** The deepest clip skip offered (AUTOMATIC1111's setting goes to 12). */
+export const MAX_CLIP_SKIP = 12;
 
 export interface ClipTextConfig {
   hiddenSize: number;
@@ -94,8 +99,11 @@ export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): Gr
   const mask = g.op("Slice", [fullMask, g.ints([0, 0]), g.op("Concat", [seqLen, seqLen], { axis: 0 }), g.ints([0, 1])]);
 
   let penultimate = x;
+  const deeper: string[] = [];
   for (let i = 0; i < c.layers; i++) {
     if (i === c.layers - 1) penultimate = x;
+    const k = c.layers + 1 - i;
+    if (k >= 3 && k <= MAX_CLIP_SKIP) deeper[k] = x;
     const p = `text_model.encoder.layers.${i}`;
     x = g.scope(p, () => {
       let h = nn.layerNorm(x, `${p}.layer_norm1`, H, c.layerNormEps);
@@ -113,6 +121,10 @@ export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): Gr
   const last = nn.layerNorm(x, "text_model.final_layer_norm", H, c.layerNormEps);
   g.output(last, "last_hidden_state", "float32", ["batch", "sequence", H]);
   g.output(penultimate, "penultimate_hidden_state", "float32", ["batch", "sequence", H]);
+  deeper.forEach((value, k) => {
+    if (value !== undefined)
+      g.output(g.op("Identity", [value]), `hidden_state_minus_${k}`, "float32", ["batch", "sequence", H]);
+  });
   if (c.projectionDim !== null) {
     // transformers' pooled output: the final-norm state at the end-of-text token. Configs with
     // the legacy eos_token_id 2 take the position of the largest id (EOS is the top id of CLIP's

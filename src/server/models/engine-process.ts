@@ -26,10 +26,12 @@ import {
   type Pipeline,
   type PullEvent,
   RequestError,
+  type RgbImage,
   resolveModelSource,
   type StepEvent,
 } from "../../engine/index.js";
 import type { WeightsVariant } from "../../engine/weights/model-folder.js";
+import type { ModelEngineOptions } from "../../model-catalog.js";
 
 export interface SetupParams {
   weights: string;
@@ -40,6 +42,10 @@ export interface SetupParams {
   optimizedCache: string | false | undefined;
   threads: number | undefined;
   provider: ExecutionProvider | undefined;
+  /** The models file's engine fields (config, vae, loras, embeddings, prompt syntax, …). */
+  engine?: ModelEngineOptions;
+  /** Step previews drawn by an AutoencoderTiny (TAESD) folder, at most maxSize pixels a side; absent: the linear latent map. */
+  preview?: { vae: string; maxSize: number };
 }
 
 export type ToEngine =
@@ -124,6 +130,18 @@ export const ENGINE_PROCESS_FLAG = "--sdserve-engine";
 /** Progress events of a download come per chunk; the host needs a few a second at most. */
 const DOWNLOAD_PROGRESS_MS = 100;
 
+/** The share of the engine's time that previews may take (issue 17: a TAESD preview < 5 % of a step). */
+const PREVIEW_SHARE = 0.05;
+
+/**
+ * How long after a preview began the next may be made: the client's interval, or longer when
+ * previews are dear next to the steps (TAESD on a small or fast model), so that previews never
+ * take more than PREVIEW_SHARE of the time, whatever the model and the machine.
+ */
+export function previewGapMs(intervalMs: number, previewMs: number): number {
+  return Math.max(intervalMs, previewMs / PREVIEW_SHARE);
+}
+
 export function toWire(err: unknown): WireError {
   if (!(err instanceof Error)) return { name: "Error", message: String(err) };
   return {
@@ -183,6 +201,15 @@ function runProcess(send: (message: FromEngine) => void): void {
         threads: params.threads,
         provider: params.provider,
         optimizedCache: params.optimizedCache,
+        config: params.engine?.config,
+        vae: params.engine?.vae,
+        loras: params.engine?.loras,
+        embeddings: params.engine?.embeddingsDir === undefined ? undefined : [params.engine.embeddingsDir],
+        promptSyntax: params.engine?.promptSyntax,
+        clipSkip: params.engine?.clipSkip,
+        loraDir: params.engine?.loraDir,
+        previewVae: params.preview?.vae,
+        previewMaxSize: params.preview?.maxSize,
         log: (line) => post({ type: "log", line }),
       });
       post({ type: "ready", label });
@@ -200,14 +227,24 @@ function runProcess(send: (message: FromEngine) => void): void {
       if (!pipeline) throw new Error("the engine process has no model loaded");
       const start = performance.now();
       let lastStep = start;
-      let lastPreview = Number.NEGATIVE_INFINITY;
+      let nextPreview = Number.NEGATIVE_INFINITY;
       const interval = message.previewIntervalMs;
-      const onStep = async ({ step, total, latents }: StepEvent) => {
+      const onStep = async (event: StepEvent) => {
+        const { step, total } = event;
         const now = performance.now();
         let previews: Uint8Array[] | undefined;
-        if (interval !== undefined && now - lastPreview >= interval && canPreview(latents)) {
-          lastPreview = now;
-          previews = latentsToPreviewImages(latents).map((image) => encodePng(image));
+        // The last step's picture is the output itself, decoded next: a preview of it is wasted
+        // work (with Turbo's single step, the only preview there would be).
+        if (interval !== undefined && step < total && now >= nextPreview) {
+          // A preview that fails costs the preview, not the prediction.
+          const images = await previewImages(event).catch((err: unknown) => {
+            post({ type: "log", line: `preview failed: ${err instanceof Error ? err.message : String(err)}` });
+            return undefined;
+          });
+          if (images) {
+            previews = images.map((image) => encodePng(image));
+          }
+          nextPreview = now + previewGapMs(interval, performance.now() - now);
         }
         post({
           type: "step",
@@ -218,7 +255,8 @@ function runProcess(send: (message: FromEngine) => void): void {
           elapsedSeconds: (now - start) / 1000,
           previews,
         });
-        lastStep = now;
+        // A preview's own time is not the next step's (the step times feed /metrics).
+        lastStep = performance.now();
         // onnxruntime holds this thread for a whole step: let a cancel that came meanwhile be
         // read now, so the generation stops before its next step, as it would in-process.
         await new Promise((resolve) => setImmediate(resolve));
@@ -235,6 +273,12 @@ function runProcess(send: (message: FromEngine) => void): void {
     } finally {
       controllers.delete(id);
     }
+  }
+
+  /** The tiny autoencoder's picture when the model has one, else the linear map of the latents. */
+  async function previewImages(event: StepEvent): Promise<RgbImage[] | undefined> {
+    if (pipeline?.previewer) return pipeline.preview(event);
+    return canPreview(event.latents) ? latentsToPreviewImages(event.latents) : undefined;
   }
 
   async function close(): Promise<void> {

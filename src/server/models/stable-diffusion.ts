@@ -50,12 +50,26 @@ const SIZE_DESCRIPTION = "Maximum size is 1024x768 or 768x1024 because of memory
 export const MAX_PROMPT_LENGTH = 10_000;
 /** At most two previews a second: enough to watch, little to send (each is a few kB per image). */
 const PREVIEW_INTERVAL_MS = 500;
+/** A 256² TAESD preview costs about 4 % of an SD 1.5 step at batch 1 (a 512² one, about a sixth). */
+const DEFAULT_PREVIEW_SIZE = 256;
+
+/** What a model's input accepts beyond Replicate's (model-catalog.ts: few-step models). */
+export interface InputChoices {
+  schedulers: readonly string[];
+  guidanceMinimum: number;
+}
+
+const REPLICATE_CHOICES: InputChoices = { schedulers: SCHEDULERS, guidanceMinimum: 1 };
 
 /**
  * `components.schemas` as Cog (pydantic v1) renders predict.py's signature: enums are referenced
- * through allOf. The defaults are the model's (Replicate's for stability-ai/stable-diffusion).
+ * through allOf. The defaults are the model's (Replicate's for stability-ai/stable-diffusion), and
+ * so are the choices (a few-step model also takes LCM, or a guidance scale from 0).
  */
-export function stableDiffusionSchemas(defaults: ModelDefaults): Record<string, JsonSchema> {
+export function stableDiffusionSchemas(
+  defaults: ModelDefaults,
+  choices: InputChoices = REPLICATE_CHOICES,
+): Record<string, JsonSchema> {
   return {
     Input: {
       type: "object",
@@ -112,7 +126,7 @@ export function stableDiffusionSchemas(defaults: ModelDefaults): Record<string, 
           title: "Guidance Scale",
           description: "Scale for classifier-free guidance",
           default: defaults.guidance_scale,
-          minimum: 1,
+          minimum: choices.guidanceMinimum,
           maximum: 20,
           "x-order": 6,
         },
@@ -132,7 +146,7 @@ export function stableDiffusionSchemas(defaults: ModelDefaults): Record<string, 
     },
     width: { title: "width", description: "An enumeration.", type: "integer", enum: [...SIZES] },
     height: { title: "height", description: "An enumeration.", type: "integer", enum: [...SIZES] },
-    scheduler: { title: "scheduler", description: "An enumeration.", type: "string", enum: [...SCHEDULERS] },
+    scheduler: { title: "scheduler", description: "An enumeration.", type: "string", enum: [...choices.schedulers] },
     Output: { type: "array", title: "Output", items: { type: "string", format: "uri" } },
   };
 }
@@ -150,8 +164,12 @@ function fileInput(title: string, description: string, order: number): JsonSchem
  * pictures of the image's own size (no width/height); inpainting takes `image` and `mask`
  * (white repaints) and resizes them to width × height.
  */
-export function imageInputSchemas(kind: InputSchemaKind, defaults: ModelDefaults): Record<string, JsonSchema> {
-  const base = stableDiffusionSchemas(defaults);
+export function imageInputSchemas(
+  kind: InputSchemaKind,
+  defaults: ModelDefaults,
+  choices: InputChoices = REPLICATE_CHOICES,
+): Record<string, JsonSchema> {
+  const base = stableDiffusionSchemas(defaults, choices);
   if (kind === "text-to-image") return base;
   const props = (base["Input"] as JsonSchema).properties as Record<string, JsonSchema>;
   const order = (p: JsonSchema, n: number): JsonSchema => ({ ...p, "x-order": n });
@@ -279,6 +297,8 @@ export interface StableDiffusionOptions {
   optimizedCache?: string | false;
   threads?: number;
   provider?: "cpu" | "cuda";
+  /** Longest side of a TAESD step preview (the spec's previewVae), in pixels; default 256. */
+  previewSize?: number;
   /** Where the engine's own messages go (which execution provider runs each network). */
   log?: (line: string) => void;
   /** After a setup failed because the hub was unreachable or the engine died, how long until a prediction tries again. */
@@ -306,8 +326,15 @@ function setupFailure(err: unknown, spec: ModelSpec, log?: (line: string) => voi
     // Most often the memory ran out while the weights were loaded; the server's log has the rest.
     return `${message} while loading the model (out of memory?); a later prediction tries again`;
   }
+  // A file the models file's entry names beside the weights (a LoRA, an embedding, the VAE, …):
+  // the message names it; the fix is in that entry, not in the weights.
+  const e = spec.engine;
+  const named = [e.config, e.vae, e.embeddingsDir, e.loraDir, ...(e.loras ?? []).map((l) => l.path)];
+  if (named.some((f) => f !== undefined && message.includes(f))) {
+    return `${message}. Fix or remove it in the entry of ${spec.name} in the models file`;
+  }
   const where = spec.name === DEFAULT_MODEL_NAME ? "--model" : `the weights of ${spec.name} in the models file`;
-  return `${message}. Point ${where} at a diffusers-format folder or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
+  return `${message}. Point ${where} at a diffusers-format folder, a single-file .safetensors checkpoint or a Hugging Face model id (owner/name); ${OFFLINE_HINT}`;
 }
 
 /** The limits of the Input schema (sizes, outputs) and of memory (pixels), for APIs with parameters of their own. */
@@ -378,7 +405,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
       cogVersion: "0.8.6",
       aliases: this.spec.versionAliases,
     };
-    this.schemas = imageInputSchemas(this.inputSchema, this.spec.defaults);
+    this.schemas = imageInputSchemas(this.inputSchema, this.spec.defaults, this.spec);
     this.imageLimits = imageLimitsOf(this.schemas);
   }
 
@@ -467,6 +494,10 @@ export class StableDiffusionAdapter implements ModelAdapter {
           optimizedCache: this.options.optimizedCache,
           threads: this.options.threads,
           provider: this.options.provider,
+          engine: this.spec.engine,
+          preview: this.spec.previewVae
+            ? { vae: this.spec.previewVae, maxSize: this.options.previewSize ?? DEFAULT_PREVIEW_SIZE }
+            : undefined,
         });
         this.ownState = "READY";
       } catch (err) {

@@ -1,0 +1,135 @@
+/**
+ * Few-step models from a models file, through every API with their native defaults: a tiny
+ * LCM-style model (time_cond_proj_dim, LCMScheduler) and a tiny Turbo-style one (trailing Euler)
+ * get them in their input schema (the version's openapi_schema, /openapi.json, the playground
+ * form), so a bare prompt through the real replicate and openai clients runs LCM's 4 steps at
+ * guidance 8.5 and Turbo's single step without guidance; the PNG's parameters say what ran.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import OpenAI from "openai";
+import Replicate from "replicate";
+import { decodeImage } from "../../src/engine/index.js";
+import { SCHEDULERS } from "../../src/model-catalog.js";
+import { writeTinyFewStepModel } from "../helpers/tiny-few-step.js";
+import { api, type Sdserve, startSdserve, TOKEN } from "./server.js";
+
+type Schema = Record<string, unknown> & { properties?: Record<string, Record<string, unknown>>; enum?: unknown[] };
+type Schemas = Record<string, Schema>;
+
+const scratch = mkdtempSync(path.join(os.tmpdir(), "sdserve-fast-models-"));
+let server: Sdserve;
+let replicate: Replicate;
+let openai: OpenAI;
+
+before(async () => {
+  const models = {
+    models: {
+      "me/tiny-lcm": { weights: await writeTinyFewStepModel(path.join(scratch, "lcm"), "lcm", scratch) },
+      "me/tiny-turbo": { weights: await writeTinyFewStepModel(path.join(scratch, "turbo"), "turbo", scratch) },
+    },
+  };
+  const file = path.join(scratch, "models.json");
+  writeFileSync(file, JSON.stringify(models));
+  server = await startSdserve({ model: null, args: ["--models", file] });
+  replicate = new Replicate({ auth: TOKEN, baseUrl: `${server.url}/v1` });
+  openai = new OpenAI({ apiKey: TOKEN, baseURL: `${server.url}/v1`, maxRetries: 0 });
+});
+after(async () => {
+  await server?.stop();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+async function schemasOf(model: string): Promise<Schemas> {
+  const res = await api(server, "GET", `/v1/models/${model}`);
+  assert.equal(res.status, 200);
+  const latest = res.json["latest_version"] as { openapi_schema: { components: { schemas: Schemas } } };
+  return latest.openapi_schema.components.schemas;
+}
+
+/** The AUTOMATIC1111 "parameters" text chunk of a PNG. */
+function parametersOf(png: Buffer): string {
+  const at = png.indexOf("tEXtparameters\0");
+  assert.ok(at > 0, "the PNG has a parameters chunk");
+  const length = png.readUInt32BE(at - 4);
+  return png.subarray(at + 15, at + 4 + length).toString("latin1");
+}
+
+async function download(url: string): Promise<Buffer> {
+  const res = await fetch(url, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  assert.equal(res.status, 200);
+  return Buffer.from(await res.arrayBuffer());
+}
+
+test("the LCM model's schema has its native defaults and offers LCM; the Turbo model's, one step without guidance", async () => {
+  const lcm = await schemasOf("me/tiny-lcm");
+  const lcmInput = lcm["Input"]?.properties ?? {};
+  assert.equal(lcmInput["num_inference_steps"]?.["default"], 4);
+  assert.equal(lcmInput["guidance_scale"]?.["default"], 8.5);
+  assert.equal(lcmInput["guidance_scale"]?.["minimum"], 0);
+  assert.equal(lcmInput["scheduler"]?.["default"], "LCM");
+  assert.deepEqual(lcm["scheduler"]?.enum, [...SCHEDULERS, "LCM"]);
+
+  const turbo = await schemasOf("me/tiny-turbo");
+  const turboInput = turbo["Input"]?.properties ?? {};
+  assert.equal(turboInput["num_inference_steps"]?.["default"], 1);
+  assert.equal(turboInput["guidance_scale"]?.["default"], 1);
+  assert.equal(turboInput["guidance_scale"]?.["minimum"], 0);
+  assert.equal(turboInput["scheduler"]?.["default"], "K_EULER");
+  assert.deepEqual(turbo["scheduler"]?.enum, [...SCHEDULERS]);
+
+  // /openapi.json holds each model's schemas as <owner>.<name>.<Schema>.
+  const doc = await api(server, "GET", "/openapi.json");
+  const docSchemas = (doc.json["components"] as { schemas: Schemas }).schemas;
+  assert.equal(docSchemas["me.tiny-lcm.Input"]?.properties?.["scheduler"]?.["default"], "LCM");
+  assert.deepEqual(docSchemas["me.tiny-lcm.scheduler"]?.enum, [...SCHEDULERS, "LCM"]);
+  assert.equal(docSchemas["me.tiny-turbo.Input"]?.properties?.["num_inference_steps"]?.["default"], 1);
+  assert.deepEqual(docSchemas["me.tiny-turbo.scheduler"]?.enum, [...SCHEDULERS]);
+
+  // The playground's form starts from the same defaults.
+  const page = await (await fetch(`${server.url}/?model=me/tiny-lcm`)).text();
+  assert.match(page, /name="num_inference_steps"[^>]*value="4"/);
+  assert.match(page, /<option value="LCM" selected>/);
+});
+
+test("replicate.run with a bare prompt: LCM runs 4 LCM steps at guidance 8.5", { timeout: 120_000 }, async () => {
+  const output = (await replicate.run("me/tiny-lcm", {
+    input: { prompt: "a red bicycle", width: 128, height: 128, seed: 3 },
+  })) as unknown[];
+  assert.equal(output.length, 1);
+  const text = parametersOf(await download(String(output[0])));
+  assert.match(text, /Steps: 4, Sampler: LCM, CFG scale: 8.5, Seed: 3, Size: 128x128/);
+});
+
+test("replicate.run on the Turbo model: one step; guidance 0 and 1 both skip the unconditional batch", {
+  timeout: 120_000,
+}, async () => {
+  const run = async (extra: Record<string, unknown>) => {
+    const output = (await replicate.run("me/tiny-turbo", {
+      input: { prompt: "a red bicycle", width: 128, height: 128, seed: 9, ...extra },
+    })) as unknown[];
+    return download(String(output[0]));
+  };
+  const plain = await run({});
+  assert.match(parametersOf(plain), /Steps: 1, Sampler: K_EULER, CFG scale: 1, Seed: 9/);
+  const zero = await run({ guidance_scale: 0 });
+  assert.match(parametersOf(zero), /CFG scale: 0,/);
+  // Without guidance the prompt alone is denoised, so 0 and 1 make the same picture; 3 does not.
+  const guided = await run({ guidance_scale: 3 });
+  const [a, b, c] = await Promise.all([plain, zero, guided].map((png) => decodeImage(png)));
+  assert.deepEqual(a?.data, b?.data);
+  assert.notDeepEqual(a?.data, c?.data);
+  // Below the minimum is still refused.
+  await assert.rejects(run({ guidance_scale: -1 }), /guidance_scale/);
+});
+
+test("OpenAI's images.generate on the LCM model uses its native steps, scheduler and guidance", {
+  timeout: 120_000,
+}, async () => {
+  const res = await openai.images.generate({ prompt: "a red bicycle", size: "128x128", response_format: "b64_json" });
+  const png = Buffer.from(res.data?.[0]?.b64_json ?? "", "base64");
+  assert.match(parametersOf(png), /Steps: 4, Sampler: LCM, CFG scale: 8.5,/);
+});
