@@ -73,6 +73,8 @@ export interface Config {
   logFormat: "auto" | "json" | "pretty";
   /** Accepted API tokens; empty: one is generated on first start and kept in the data directory. */
   apiTokens: string[];
+  /** AUTOMATIC1111's --api-auth: HTTP Basic users of the /sdapi/v1 routes. */
+  apiAuth: { user: string; password: string }[];
   /** How long outputs are kept after a prediction completes, in ms; null keeps them forever. */
   outputRetentionMs: number | null;
   /** Most predictions waiting or running at once; beyond it create answers 429. */
@@ -305,6 +307,16 @@ const apiTokens: Parse<string[]> = (t, name) => {
   return tokens;
 };
 
+/** AUTOMATIC1111's --api-auth: user:pass[,user2:pass2]; the password may hold colons, the user may not. */
+const apiAuth: Parse<{ user: string; password: string }[]> = (t, name) =>
+  commaList()(t, name, name).map((pair) => {
+    const colon = pair.indexOf(":");
+    if (colon <= 0 || colon === pair.length - 1 || !/^[\x21-\x7e]+$/.test(pair)) {
+      throw new ConfigError(`${name}: each entry must be user:password, printable ASCII without spaces`);
+    }
+    return { user: pair.slice(0, colon), password: pair.slice(colon + 1) };
+  });
+
 /** huggingface_hub's reading of HF_HUB_OFFLINE: these words are true, anything else false. */
 const hubFlag: Parse<boolean> = (t) => ["1", "true", "yes", "on"].includes(t.trim().toLowerCase());
 
@@ -526,6 +538,17 @@ export const SETTINGS = {
     shownDefault: "one generated and printed on first start",
     parse: apiTokens,
     help: "comma-separated bearer tokens",
+  }),
+  apiAuth: setting({
+    flag: "api-auth",
+    arg: "<user:pass,...>",
+    env: ["SDSERVE_API_AUTH"],
+    commands: SERVE,
+    section: "options",
+    default: "",
+    shownDefault: "none; Basic auth takes an API token as the password",
+    parse: apiAuth,
+    help: "AUTOMATIC1111's --api-auth: HTTP Basic users of /sdapi/v1, each with its own predictions",
   }),
   outputRetentionMs: setting({
     env: ["SDSERVE_OUTPUT_RETENTION"],
@@ -1079,6 +1102,7 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     logLevel: v.logLevel,
     logFormat: v.logFormat,
     apiTokens: v.apiTokens,
+    apiAuth: v.apiAuth,
     outputRetentionMs: v.outputRetentionMs,
     queueMax: v.queueMax,
     queueMaxPerToken: v.queueMaxPerToken ?? Math.ceil(v.queueMax / 2),

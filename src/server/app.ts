@@ -11,6 +11,7 @@ import { RateLimiter } from "./http/rate-limit.js";
 import { fastifyLogging, type Logger, loggableUrl, silentLogger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import type { PredictionService } from "./predictions/service.js";
+import { a1111Routes } from "./routes/a1111.js";
 import { fileRoutes } from "./routes/files.js";
 import { healthRoutes } from "./routes/health.js";
 import { metricsRoutes } from "./routes/metrics.js";
@@ -175,21 +176,24 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
   const limiter = opts.rateLimit ? new RateLimiter(opts.rateLimit.max, opts.rateLimit.windowMs) : undefined;
   // A callback hook, not an async one: it runs on every API request, and a promise per request shows in the read path's profile.
-  const authenticate = (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
-    const account = opts.auth.authenticate(req.headers.authorization);
-    if (!account) return done(unauthenticated());
-    req.account = account;
-    const wait = limiter?.hit(account);
-    if (wait !== undefined) {
-      const s = Math.max(1, Math.ceil(wait));
-      return done(throttled(s, `Request was throttled. Your rate limit resets in ~${s}s.`));
-    }
-    done();
-  };
+  const authenticateBy =
+    (check: (header: string | undefined) => string | undefined) =>
+    (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
+      const account = check(req.headers.authorization);
+      if (!account) return done(unauthenticated());
+      req.account = account;
+      const wait = limiter?.hit(account);
+      if (wait !== undefined) {
+        const s = Math.max(1, Math.ceil(wait));
+        return done(throttled(s, `Request was throttled. Your rate limit resets in ~${s}s.`));
+      }
+      done();
+    };
 
   const requireTokenInDocument = (route: { schema?: RouteSchema }) => {
     route.schema = { ...route.schema, security: BEARER_AUTH };
   };
+  const authenticate = authenticateBy((h) => opts.auth.authenticate(h));
 
   app.register(healthRoutes, { models: opts.service.models, runElsewhere: opts.modelsRunElsewhere ?? false });
   if (opts.metrics) app.register(metricsRoutes, { metrics: opts.metrics });
@@ -204,6 +208,14 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     return openapi;
   });
   app.register(fileRoutes, { service: opts.service });
+  // AUTOMATIC1111's API: HTTP Basic (--api-auth, or a token as the password) besides Bearer tokens.
+  app.register(a1111Routes, {
+    prefix: "/sdapi/v1",
+    service: opts.service,
+    publicBaseUrl: opts.publicBaseUrl,
+    authenticate: authenticateBy((h) => opts.auth.authenticateWithBasic(h)),
+    version: opts.version,
+  });
   app.register(webRoutes, { service: opts.service, publicBaseUrl: opts.publicBaseUrl });
   const streams = new OpenStreams(opts.streamsPerPrediction, opts.streamsPerClient);
   opts.metrics?.observeStreams(streams);

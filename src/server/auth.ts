@@ -2,7 +2,7 @@
  * API tokens. `Authorization: Bearer <token>` (both official clients) or the older
  * `Token <token>`. Each token is its own account: it sees and cancels only its own predictions.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { privateDir, tightenIfPresent } from "./private-files.js";
@@ -13,12 +13,45 @@ function accountOf(token: string): string {
   return createHash("sha256").update(token).digest("hex");
 }
 
+/** An --api-auth user (AUTOMATIC1111's HTTP Basic users). */
+export interface BasicUser {
+  user: string;
+  password: string;
+}
+
+/** Compares digests, so neither the length nor the first differing byte shows in the timing. */
+function sameSecret(a: string, b: string): boolean {
+  return timingSafeEqual(createHash("sha256").update(a).digest(), createHash("sha256").update(b).digest());
+}
+
 export class TokenAuth {
   private readonly accounts: Set<string>;
 
-  constructor(tokens: readonly string[]) {
+  constructor(
+    tokens: readonly string[],
+    private readonly basicUsers: readonly BasicUser[] = [],
+  ) {
     // Only digests are kept in memory and in the store: a database copy reveals no token.
     this.accounts = new Set(tokens.map(accountOf));
+  }
+
+  /**
+   * As authenticate, and also HTTP Basic as AUTOMATIC1111's --api-auth has it: an --api-auth
+   * user (its own account), or any user name with an API token as the password (that token's
+   * account, so front-ends that only know Basic auth share the token's predictions).
+   */
+  authenticateWithBasic(header: string | undefined): string | undefined {
+    const m = /^\s*Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? "");
+    if (!m) return this.authenticate(header);
+    const decoded = Buffer.from(m[1] as string, "base64").toString("utf8");
+    const colon = decoded.indexOf(":");
+    if (colon < 0) return undefined;
+    const user = decoded.slice(0, colon);
+    const password = decoded.slice(colon + 1);
+    const known = this.basicUsers.find((u) => sameSecret(u.user, user) && sameSecret(u.password, password));
+    if (known) return createHash("sha256").update(`sdserve-basic-user\n${known.user}`).digest("hex");
+    const account = accountOf(password);
+    return this.accounts.has(account) ? account : undefined;
   }
 
   /** The account of an Authorization header value, or undefined when it carries no valid token. */

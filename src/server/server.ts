@@ -80,7 +80,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     service,
     uploads,
     webhooks,
-    auth: new TokenAuth(tokens.tokens),
+    auth: new TokenAuth(tokens.tokens, config.apiAuth),
     bodyLimit: config.bodyLimit,
     publicBaseUrl: config.publicBaseUrl,
     trustProxy: config.trustProxy,

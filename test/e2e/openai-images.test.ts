@@ -89,3 +89,110 @@ test("bad parameters and a bad key are errors in OpenAI's envelope", async () =>
     },
   );
 });
+
+test("models.list: one body for both clients, OpenAI's {object, data} beside Replicate's results", async () => {
+  const ids: string[] = [];
+  for await (const m of openai.models.list()) {
+    assert.equal(m.object, "model");
+    assert.equal(typeof m.created, "number");
+    assert.ok(m.created > 1_600_000_000);
+    assert.equal(m.owned_by, "stability-ai");
+    ids.push(m.id);
+  }
+  assert.equal(ids[0], "stability-ai/stable-diffusion");
+  // The same models, in the same order, as Replicate's clients see them.
+  const raw = await api(server, "GET", "/v1/models");
+  assert.deepEqual(
+    (raw.json["results"] as Record<string, unknown>[]).map((m) => `${m["owner"]}/${m["name"]}`),
+    ids,
+  );
+});
+
+test("model: a served model's name, or OpenAI's names meaning the first; gpt-image models answer base64", async () => {
+  for (const model of ["stability-ai/stable-diffusion", "dall-e-3"]) {
+    const res = await openai.images.generate(params({ model, size: "128x128" }));
+    assert.ok(res.data?.[0]?.url, model);
+  }
+  const gpt = await openai.images.generate(
+    params({ model: "gpt-image-1", size: "128x128", quality: "low", background: "opaque", user: "u", style: "vivid" }),
+  );
+  assert.equal(gpt.data?.[0]?.url, undefined);
+  const png = decode(new Uint8Array(Buffer.from(gpt.data?.[0]?.b64_json as string, "base64")));
+  assert.deepEqual([png.width, png.height], [128, 128]);
+});
+
+test("output_format jpeg and webp with output_compression: re-encoded, smaller at lower settings", async () => {
+  const sized: Record<string, number> = {};
+  for (const [format, compression, magic] of [
+    ["jpeg", 95, "ffd8ff"],
+    ["jpeg", 10, "ffd8ff"],
+    ["webp", 50, "52494646"],
+  ] as const) {
+    const res = await openai.images.generate(
+      params({
+        model: "gpt-image-1",
+        size: "256x256",
+        seed: 5,
+        output_format: format,
+        output_compression: compression,
+      }),
+    );
+    const bytes = Buffer.from(res.data?.[0]?.b64_json as string, "base64");
+    assert.equal(bytes.subarray(0, magic.length / 2).toString("hex"), magic, format);
+    sized[`${format}${compression}`] = bytes.length;
+  }
+  assert.ok((sized["jpeg10"] as number) < (sized["jpeg95"] as number), JSON.stringify(sized));
+});
+
+test("OpenAI's other fields: bad values and what cannot be honoured are 400s naming the parameter", async () => {
+  const cases: [Record<string, unknown>, string, number, string | null][] = [
+    [{ model: "no/such-model" }, "model", 404, "model_not_found"],
+    [{ model: 7 }, "model", 400, null],
+    [{ quality: "ultra" }, "quality", 400, null],
+    [{ style: "moody" }, "style", 400, null],
+    [{ background: "transparent", response_format: "b64_json" }, "background", 400, null],
+    [{ output_format: "gif", response_format: "b64_json" }, "output_format", 400, null],
+    [{ output_format: "jpeg" }, "output_format", 400, null],
+    [{ output_format: "jpeg", response_format: "b64_json", output_compression: 101 }, "output_compression", 400, null],
+    [{ user: 12 }, "user", 400, null],
+  ];
+  for (const [extra, param, status, code] of cases) {
+    await assert.rejects(
+      openai.images.generate(params({ size: "128x128", ...extra })),
+      (err: InstanceType<typeof OpenAI.APIError>) => {
+        assert.equal(err.status, status, JSON.stringify(extra));
+        const e = err.error as { param?: string; type?: string; code?: string | null; message?: string };
+        assert.equal(e.param, param);
+        assert.equal(e.type, "invalid_request_error");
+        assert.equal(e.code, code);
+        assert.equal(typeof e.message, "string");
+        return true;
+      },
+    );
+  }
+});
+
+test("Open WebUI's OpenAI engine: its request body as sent, each data item read as url or b64_json", async () => {
+  // routers/images.py: model (dall-e-2 when unset), prompt, n, size, and response_format b64_json
+  // except for gpt-image-1; an error is read from error.message.
+  for (const model of ["dall-e-2", "gpt-image-1", "stability-ai/stable-diffusion"]) {
+    const body = {
+      model,
+      prompt: "a lighthouse at dusk",
+      n: 1,
+      size: "128x128",
+      ...(model.includes("gpt-image-1") ? {} : { response_format: "b64_json" }),
+    };
+    const res = await api(server, "POST", "/v1/images/generations", body);
+    assert.equal(res.status, 200, JSON.stringify(res.json));
+    for (const image of res.json["data"] as Record<string, string>[]) {
+      const bytes = image["url"]
+        ? new Uint8Array(await (await fetch(image["url"])).arrayBuffer())
+        : new Uint8Array(Buffer.from(image["b64_json"] as string, "base64"));
+      assert.deepEqual([decode(bytes).width, decode(bytes).height], [128, 128]);
+    }
+  }
+  const bad = await api(server, "POST", "/v1/images/generations", { model: "dall-e-2", prompt: "x", size: "9x9" });
+  assert.equal(bad.status, 400);
+  assert.equal(typeof (bad.json["error"] as Record<string, unknown>)["message"], "string");
+});

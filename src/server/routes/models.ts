@@ -63,7 +63,31 @@ const page = (items: JsonSchema): JsonSchema => ({
   properties: { next: { type: "null" }, previous: { type: "null" }, results: { type: "array", items } },
 });
 
-const MODEL_LIST: RouteSchema = { summary: "The served models", response: { 200: page(MODEL) } };
+/** OpenAI's model object, for OpenAI clients' models.list on the same path. */
+const OPENAI_MODEL: JsonSchema = {
+  type: "object",
+  required: ["id", "object", "created", "owned_by"],
+  properties: {
+    id: { type: "string", description: "owner/name, as `model` on /v1/images/generations takes it" },
+    object: { type: "string", enum: ["model"] },
+    created: { type: "integer" },
+    owned_by: { type: "string" },
+  },
+};
+const MODEL_LIST: RouteSchema = {
+  summary: "The served models: Replicate's page and OpenAI's list in one body",
+  response: {
+    200: {
+      ...page(MODEL),
+      required: ["next", "previous", "results", "object", "data"],
+      properties: {
+        ...page(MODEL).properties,
+        object: { type: "string", enum: ["list"] },
+        data: { type: "array", items: OPENAI_MODEL },
+      },
+    },
+  },
+};
 const MODEL_GET: RouteSchema = {
   summary: "A model, with its latest version",
   params: MODEL_PARAMS,
@@ -139,9 +163,22 @@ export async function modelRoutes(app: FastifyInstance, opts: ModelRoutesOptions
     return m;
   };
 
+  // One path, two clients: Replicate's models.list reads {next, previous, results}, OpenAI's
+  // models.list reads {object: "list", data}. Each ignores the other's keys.
   app.get("/models", { schema: MODEL_LIST }, async (req) => {
     const { origin } = urlBaseOf(req, opts.apiPrefix, opts.publicBaseUrl);
-    return { next: null, previous: null, results: await Promise.all(service.models.map((m) => modelJson(m, origin))) };
+    return {
+      next: null,
+      previous: null,
+      results: await Promise.all(service.models.map((m) => modelJson(m, origin))),
+      object: "list",
+      data: service.models.map((m) => ({
+        id: `${m.model.owner}/${m.model.name}`,
+        object: "model",
+        created: Math.floor(Date.parse(m.version.createdAt) / 1000),
+        owned_by: m.model.owner,
+      })),
+    };
   });
 
   type ModelParams = { model_owner: string; model_name: string };

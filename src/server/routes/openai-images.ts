@@ -1,10 +1,10 @@
 /**
  * OpenAI's Images API, POST /v1/images/generations (spec §9), for clients built on the openai
- * package: {prompt, n, size, response_format, model} becomes a prediction of the served model
+ * package: {prompt, n, size, response_format, model} becomes a prediction of the model named
  * (queued, stored and listed like any other), answered when it finishes as
  * {created, data: [{url} | {b64_json}]}. Errors use OpenAI's envelope, not problem+json.
  * Fields of the model's own input (num_inference_steps, seed, negative_prompt, guidance_scale,
- * scheduler) may be added to the body; OpenAI's other fields (quality, style, user, …) are ignored.
+ * scheduler) may be added to the body; OpenAI's other fields are read in openai-options.ts.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Uploads } from "../files/uploads.js";
@@ -16,6 +16,17 @@ import { fileUrl } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
 import type { RouteSchema } from "../schemas/openapi.js";
 import { imageEditsRoute } from "./openai-edits.js";
+import {
+  chooseModel,
+  encodeOutput,
+  OPENAI_FIELDS,
+  OpenAiError,
+  type OutputChoice,
+  readOutputChoice,
+} from "./openai-options.js";
+
+// Other OpenAI routes (edits) throw the same error.
+export { OpenAiError } from "./openai-options.js";
 
 export interface OpenAiImagesOptions {
   service: PredictionService;
@@ -25,20 +36,6 @@ export interface OpenAiImagesOptions {
   requireTokenInDocument: (route: { schema?: RouteSchema }) => void;
   /** Where /images/edits keeps the pictures it is sent (as Files API uploads); absent: no edits route. */
   uploads?: Uploads;
-}
-
-/** An OpenAI-shaped error: {"error": {message, type, param, code}}. */
-export class OpenAiError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly type: string,
-    readonly param: string | null = null,
-    readonly code: string | null = null,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
 }
 
 /** The model's input names that an OpenAI request may also carry. */
@@ -93,8 +90,7 @@ function requestSchema(limits: ImageLimits): JsonSchema {
         description: `WIDTHxHEIGHT, each side one of the model's sizes (${limits.widths.join(", ")}), at most ${limits.maxPixels} pixels`,
         default: `${limits.defaultWidth}x${limits.defaultHeight}`,
       },
-      response_format: { type: "string", enum: ["url", "b64_json"], default: "url" },
-      model: { type: "string", description: "Ignored: the server's first model answers" },
+      ...OPENAI_FIELDS,
     },
   };
 }
@@ -134,16 +130,20 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
   const model = service.models[0];
   const limits = model?.imageLimits;
   const schema: RouteSchema = {
-    summary: "OpenAI's images API: make images from a prompt (the server's first model)",
+    summary: "OpenAI's images API: make images from a prompt (the model named, or the server's first)",
     ...(limits ? { body: requestSchema(limits) } : {}),
     response: { 200: RESPONSE },
   };
   app.post("/images/generations", { schema }, async (req: FastifyRequest, reply: FastifyReply) => {
-    if (!model || !limits) throw new OpenAiError(503, "No model is served.", "server_error");
     const b = req.body as Record<string, unknown>;
+    const choice = chooseModel(service.models, b["model"]);
+    const { model } = choice;
+    const limits = model.imageLimits;
+    const output = readOutputChoice(b, choice);
     const n = (b["n"] as number | undefined) ?? 1;
-    const format = b["response_format"] ?? "url";
-    const size = b["size"] ?? `${limits.defaultWidth}x${limits.defaultHeight}`;
+    const format = output.responseFormat;
+    const size =
+      b["size"] === undefined || b["size"] === "auto" ? `${limits.defaultWidth}x${limits.defaultHeight}` : b["size"];
     const m = typeof size === "string" ? /^(\d+)x(\d+)$/.exec(size) : null;
     const width = Number(m?.[1]);
     const height = Number(m?.[2]);
@@ -157,7 +157,7 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
     }
     const input: Record<string, unknown> = { prompt: b["prompt"], width, height, num_outputs: n };
     for (const key of PASSED_THROUGH) if (b[key] !== undefined) input[key] = b[key];
-    return answer(req, reply, model, input, format as "url" | "b64_json");
+    return answer(req, reply, model, input, format, output);
   });
 
   if (opts.uploads) await imageEditsRoute(app, opts, opts.uploads, answer);
@@ -169,6 +169,8 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
     model: ModelAdapter,
     input: Record<string, unknown>,
     format: "url" | "b64_json",
+    /** output_format and output_compression; absent: the stored PNG. */
+    encoding?: OutputChoice,
   ) {
     const base = urlBaseOf(req, "/v1", opts.publicBaseUrl);
     const created = await service.create(req.account, { body: { input }, model }, base);
@@ -192,7 +194,9 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
       } else {
         const file = await service.outputs.ofPrediction(done, name);
         if (!file) throw new OpenAiError(500, "An output file is missing.", "server_error");
-        data.push({ b64_json: Buffer.from(await file.read()).toString("base64") });
+        const bytes = await file.read();
+        const encoded = encoding ? await encodeOutput(bytes, encoding) : Buffer.from(bytes);
+        data.push({ b64_json: encoded.toString("base64") });
       }
     }
     return { created: Math.floor(Date.parse(done.createdAt) / 1000), data };

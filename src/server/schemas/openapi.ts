@@ -148,7 +148,14 @@ export function openApiDocument(
         "Replicate-compatible Stable Diffusion predictions; OpenAI's images API. Every /v1 route is also served under /replicate/v1.",
     },
     paths,
-    components: { securitySchemes: { bearerAuth: { type: "http", scheme: "bearer" } }, schemas },
+    components: {
+      securitySchemes: {
+        bearerAuth: { type: "http", scheme: "bearer" },
+        // AUTOMATIC1111's routes (/sdapi/v1): --api-auth users, or a token as the password.
+        basicAuth: { type: "http", scheme: "basic" },
+      },
+      schemas,
+    },
   };
 }
 
