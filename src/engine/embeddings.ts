@@ -19,7 +19,7 @@ import { ModelError } from "./errors.js";
 import type { Feeds } from "./runtime.js";
 import type { ClipTokenizer } from "./tokenizer/clip.js";
 import { PICKLE_EXTENSIONS } from "./weights/model-folder.js";
-import { readSafetensors, readTensor } from "./weights/safetensors.js";
+import { readSafetensors, readTensor, type TensorInfo } from "./weights/safetensors.js";
 
 export interface Embedding {
   /** The names a prompt may call it by. */
@@ -41,6 +41,24 @@ export async function loadEmbedding(file: string, width: number): Promise<Embedd
       { file },
     );
   }
+  const { key, tensor: t, count, width: wide } = await embeddingTensor(file);
+  if (wide !== width) {
+    throw new ModelError(
+      `holds vectors ${wide} wide, but this model's text encoder takes ${width} (an embedding for another model family)`,
+      { file },
+    );
+  }
+  const vectors = await readTensor(t);
+  if (!vectors.every(Number.isFinite)) throw new ModelError("holds NaN or infinite values", { file });
+  const stem = path.basename(file).replace(/\.safetensors$/i, "");
+  const names = key === "emb_params" || key === stem ? [stem] : [stem, key];
+  return { names, file, vectors, count };
+}
+
+/** The tensor of an embedding file, from its header alone (nothing else is read). */
+async function embeddingTensor(
+  file: string,
+): Promise<{ key: string; tensor: TensorInfo; count: number; width: number }> {
   const st = await readSafetensors(file);
   const keys = [...st.tensors.keys()];
   if (keys.includes("clip_l") || keys.includes("clip_g")) {
@@ -61,17 +79,32 @@ export async function loadEmbedding(file: string, width: number): Promise<Embedd
       file,
     });
   }
-  if (shape[1] !== width) {
-    throw new ModelError(
-      `holds vectors ${shape[1]} wide, but this model's text encoder takes ${width} (an embedding for another model family)`,
-      { file },
-    );
+  return { key, tensor: t, count: shape[0] as number, width: shape[1] as number };
+}
+
+export interface EmbeddingFile {
+  /** What a prompt calls it by (the file's name without `.safetensors`). */
+  name: string;
+  file: string;
+  vectors: number;
+  width: number;
+}
+
+/**
+ * The embedding files of a folder, from their headers (for listings): those that are not
+ * embeddings, or cannot be read, are left out; a missing folder lists none.
+ */
+export async function listEmbeddingFiles(dir: string): Promise<EmbeddingFile[]> {
+  const names = (await readdir(dir).catch(() => [] as string[]))
+    .filter((n) => n.toLowerCase().endsWith(".safetensors"))
+    .sort();
+  const out: EmbeddingFile[] = [];
+  for (const n of names) {
+    const file = path.join(dir, n);
+    const e = await embeddingTensor(file).catch(() => undefined);
+    if (e) out.push({ name: n.slice(0, -".safetensors".length), file, vectors: e.count, width: e.width });
   }
-  const vectors = await readTensor(t);
-  if (!vectors.every(Number.isFinite)) throw new ModelError("holds NaN or infinite values", { file });
-  const stem = path.basename(file).replace(/\.safetensors$/i, "");
-  const names = key === "emb_params" || key === stem ? [stem] : [stem, key];
-  return { names, file, vectors, count: shape[0] as number };
+  return out;
 }
 
 /**

@@ -2,6 +2,8 @@
  * sdserve's Stable Diffusion engine: diffusers-format weights run on ONNX Runtime.
  * This module knows nothing of HTTP, queues or storage.
  */
+
+export { type EmbeddingFile, listEmbeddingFiles } from "./embeddings.js";
 export { HubError, type HubErrorKind, ModelError, RequestError } from "./errors.js";
 export {
   cachedModel,

@@ -73,6 +73,7 @@ export class Worker {
         preview: (preview) => this.lifecycle.preview(id, preview),
         stepTime: this.onStepTime,
         signal,
+        ...(job.prediction.promptSyntax ? { promptSyntax: job.prediction.promptSyntax } : {}),
       });
       await logs;
       if (signal.aborted) return await interrupted();

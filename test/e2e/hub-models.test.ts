@@ -114,7 +114,13 @@ test("a models file: several models with their own defaults and stable versions,
     const results = list.json["results"] as Record<string, unknown>[];
     assert.deepEqual(
       results.map((m) => `${m["owner"]}/${m["name"]}`),
-      ["stability-ai/stable-diffusion", "sdserve-test/tiny"],
+      [
+        "stability-ai/stable-diffusion",
+        "sdserve-test/tiny",
+        // Added beside stability-ai/stable-diffusion, on its weights (see "Image inputs").
+        "stability-ai/stable-diffusion-img2img",
+        "stability-ai/stable-diffusion-inpainting",
+      ],
     );
     versions = results.map((m) => (m["latest_version"] as { id: string }).id);
     assert.equal(versions[0], SERVED_VERSION);

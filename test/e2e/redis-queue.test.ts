@@ -84,7 +84,11 @@ async function status(node: Sdserve, id: string): Promise<Record<string, unknown
 test("API-only nodes say their models run on the workers", { skip }, async () => {
   const health = (await api(nodeA, "GET", "/health-check", undefined, {})).json;
   assert.equal(health["status"], "READY");
-  assert.deepEqual(health["setup"], { "stability-ai/stable-diffusion": { status: "WORKERS" } });
+  assert.deepEqual(health["setup"], {
+    "stability-ai/stable-diffusion": { status: "WORKERS" },
+    "stability-ai/stable-diffusion-img2img": { status: "WORKERS" },
+    "stability-ai/stable-diffusion-inpainting": { status: "WORKERS" },
+  });
   assert.match(
     (await api(worker as Sdserve, "GET", "/health-check", undefined, {})).json["status"] as string,
     /READY|STARTING/,

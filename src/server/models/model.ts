@@ -56,6 +56,8 @@ export interface PredictContext {
   signal: AbortSignal;
   /** The file inputs (format "uri") as bytes, by input name: fetched by the worker before predict. */
   files?: Readonly<Record<string, Uint8Array>>;
+  /** How the prompts are read, where the API that made the prediction says (absent: the model's setting). */
+  promptSyntax?: "a1111";
 }
 
 /** A prediction that failed for a reason the user should read, shown as the prediction's `error`. */
@@ -112,5 +114,7 @@ export interface ModelAdapter {
   readonly setupProgress?: SetupProgress;
   /** Runs one prediction; the input has passed validateInput. Rejects with PredictionError for user-facing failures. */
   predict(input: Record<string, unknown>, ctx: PredictContext): Promise<OutputFile[]>;
+  /** The folders A1111 prompts call LoRAs and embeddings from (the models file's lora_dir, embeddings_dir). */
+  readonly promptFolders?: { loraDir?: string; embeddingsDir?: string };
   close(): Promise<void>;
 }

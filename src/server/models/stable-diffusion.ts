@@ -372,6 +372,14 @@ export class StableDiffusionAdapter implements ModelAdapter {
   private failedAt = 0;
   private failedTransiently = false;
 
+  get promptFolders(): { loraDir?: string; embeddingsDir?: string } {
+    const e = this.spec.engine;
+    return {
+      ...(e?.loraDir !== undefined ? { loraDir: e.loraDir } : {}),
+      ...(e?.embeddingsDir !== undefined ? { embeddingsDir: e.embeddingsDir } : {}),
+    };
+  }
+
   constructor(private readonly options: StableDiffusionOptions) {
     this.spec = options.spec ?? modelSpec(DEFAULT_MODEL_NAME, options.source ?? DEFAULT_WEIGHTS);
     this.inputSchema = this.spec.schema ?? "text-to-image";
@@ -579,6 +587,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
           scheduler: input.scheduler,
           seed,
           numOutputs: input.num_outputs,
+          ...(ctx.promptSyntax ? { promptSyntax: ctx.promptSyntax } : {}),
           ...(pictures && this.inputSchema === "img2img" ? { strength: input.prompt_strength } : {}),
         },
         {

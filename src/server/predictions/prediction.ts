@@ -46,4 +46,9 @@ export interface PredictionRecord {
   streamKey: string;
   /** How many times a worker has started it (a restart while it ran makes 2). */
   attempts: number;
+  /**
+   * How its prompts are read, chosen by the API it came through (/sdapi/v1 reads A1111's
+   * syntax); absent: the model's own setting. Never an input key, so Replicate's schema stays as is.
+   */
+  promptSyntax?: "a1111";
 }

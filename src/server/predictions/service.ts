@@ -48,6 +48,8 @@ export interface CreateInput {
   /** Cancel-After, in ms. */
   cancelAfterMs?: number;
   idempotencyKey?: string;
+  /** The prompt syntax the API calls for (A1111's on /sdapi/v1); kept with the prediction. */
+  promptSyntax?: "a1111";
 }
 
 export interface ListInput {
@@ -173,6 +175,7 @@ export class PredictionService {
       filesKey: newCapabilityKey(),
       streamKey: newCapabilityKey(),
       attempts: 0,
+      ...(req.promptSyntax ? { promptSyntax: req.promptSyntax } : {}),
     };
     const inserted = await this.store.insert(prediction, req.idempotencyKey);
     // The same key won by a concurrent create: that prediction is the answer, this one never existed.

@@ -12,6 +12,14 @@
 import { randomInt } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import sharp from "sharp";
+import {
+  findLora,
+  listEmbeddingFiles,
+  listLoraFiles,
+  ModelError,
+  parseA1111Prompt,
+  RequestError,
+} from "../../engine/index.js";
 import { urlBaseOf } from "../http/headers.js";
 import { problemOf } from "../http/problem.js";
 import type { JsonSchema } from "../models/json-schema.js";
@@ -44,6 +52,35 @@ export class A1111Error extends Error {
 function invalid(field: string | (string | number)[], msg: string, type = "value_error"): A1111Error {
   const loc = ["body", ...(Array.isArray(field) ? field : [field])];
   return new A1111Error(422, { detail: [{ loc, msg, type }] });
+}
+
+/**
+ * The prompts' `<lora:…>` tags, checked before any prediction is made: a malformed tag or a LoRA
+ * the model's lora_dir does not hold is a 422 on its field, not a failed generation.
+ */
+async function checkPromptTags(
+  model: ModelAdapter,
+  checkpoint: ModelAdapter,
+  prompts: Record<"prompt" | "negative_prompt", string | undefined>,
+): Promise<void> {
+  const dir = model.promptFolders?.loraDir ?? checkpoint.promptFolders?.loraDir;
+  for (const [field, text] of Object.entries(prompts)) {
+    if (!text) continue;
+    try {
+      const { loras } = parseA1111Prompt(text);
+      for (const tag of loras) {
+        if (dir === undefined) {
+          throw new RequestError(`LoRA "${tag.name}" was asked for, but ${modelName(model)} has no lora_dir`, field);
+        }
+        await findLora(dir, tag.name);
+      }
+    } catch (err) {
+      if (err instanceof RequestError) throw invalid(field, err.message);
+      // The operator's folder is gone: its path is not the caller's business.
+      if (err instanceof ModelError) throw httpException(503, `the LoRA folder of ${modelName(model)} cannot be read`);
+      throw err;
+    }
+  }
 }
 
 /** A1111's HTTPException, as its exception middleware writes it. */
@@ -546,11 +583,36 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
   ]);
   app.get("/latent-upscale-modes", { schema: doc("Latent upscale modes: none", list(ANY_OBJECT)) }, async () => []);
   app.get("/sd-vae", { schema: doc("VAEs to swap in: none", list(ANY_OBJECT)) }, async () => []);
-  app.get("/loras", { schema: doc("LoRAs: none listed", list(ANY_OBJECT)) }, async () => []);
-  app.get("/embeddings", { schema: doc("Textual-inversion embeddings: none listed", ANY_OBJECT) }, async () => ({
-    loaded: {},
-    skipped: {},
-  }));
+  app.get(
+    "/loras",
+    { schema: doc("The LoRA files the account's checkpoint can call (its lora_dir)", list(ANY_OBJECT)) },
+    async (req) => {
+      const dir = current(req.account)?.promptFolders?.loraDir;
+      if (dir === undefined) return [];
+      // A folder gone since start lists nothing here; a prompt naming one of its LoRAs says why.
+      const files = await listLoraFiles(dir).catch(() => []);
+      return files.map((f) => ({ name: f.name, alias: f.name, path: f.path, metadata: {} }));
+    },
+  );
+  app.get(
+    "/embeddings",
+    { schema: doc("The textual-inversion embeddings of the account's checkpoint (its embeddings_dir)", ANY_OBJECT) },
+    async (req) => {
+      const m = current(req.account);
+      const dir = m?.promptFolders?.embeddingsDir;
+      const loaded: Record<string, unknown> = {};
+      for (const e of dir === undefined ? [] : await listEmbeddingFiles(dir)) {
+        loaded[e.name] = {
+          step: null,
+          sd_checkpoint: null,
+          sd_checkpoint_name: null,
+          shape: e.width,
+          vectors: e.vectors,
+        };
+      }
+      return { loaded, skipped: {} };
+    },
+  );
   app.get("/cmd-flags", { schema: doc("The flags A1111 clients look for", ANY_OBJECT) }, async () => ({
     api: true,
     api_auth: null,
@@ -697,6 +759,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       }
     }
 
+    await checkPromptTags(model, checkpoint, { prompt, negative_prompt: negative });
+
     const seed = seedIn === -1 ? randomInt(0, SEED_LIMIT) : seedIn;
     const count = batchSize * nIter;
     const seeds = Array.from({ length: count }, (_, i) => (seed + i) % SEED_LIMIT);
@@ -751,7 +815,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       for (const s of seeds) {
         // A refusal part-way (the queue or the token's cap is full) takes back what this call made.
         const created = await service
-          .create(req.account, { body: { input: inputOf(s) }, model }, base)
+          .create(req.account, { body: { input: inputOf(s) }, model, promptSyntax: "a1111" }, base)
           .catch(async (err: unknown) => {
             await stopTask(req.account, task, "all");
             throw err;

@@ -85,4 +85,9 @@ CREATE INDEX uploads_account_order ON uploads (account, created_at DESC, id DESC
 CREATE INDEX uploads_expiry ON uploads (expires_at);
 `,
   },
+  {
+    version: 3,
+    name: "predictions.prompt_syntax (the API's prompt syntax, A1111's for /sdapi)",
+    sql: "ALTER TABLE predictions ADD COLUMN prompt_syntax text;",
+  },
 ];

@@ -27,6 +27,7 @@ export interface PredictionRow<Bool> {
   files_key: string;
   stream_key: string;
   attempts: number;
+  prompt_syntax: string | null;
 }
 
 export function predictionFromRow<Bool>(r: PredictionRow<Bool>, toBool: (v: Bool) => boolean): PredictionRecord {
@@ -53,6 +54,7 @@ export function predictionFromRow<Bool>(r: PredictionRow<Bool>, toBool: (v: Bool
     filesKey: r.files_key,
     streamKey: r.stream_key,
     attempts: r.attempts,
+    ...(r.prompt_syntax === "a1111" ? { promptSyntax: "a1111" as const } : {}),
   };
 }
 

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS predictions (
   origin TEXT NOT NULL,
   files_key TEXT NOT NULL UNIQUE,
   stream_key TEXT NOT NULL UNIQUE,
-  attempts INTEGER NOT NULL DEFAULT 0
+  attempts INTEGER NOT NULL DEFAULT 0,
+  prompt_syntax TEXT
 );
 CREATE INDEX IF NOT EXISTS predictions_account_order ON predictions (account, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS predictions_unfinished ON predictions (status, created_at) WHERE status IN ('starting', 'processing');
@@ -97,6 +98,11 @@ export class SqlitePredictionStore implements PredictionStore {
     this.db.pragma("synchronous = FULL");
     this.db.pragma("busy_timeout = 5000");
     this.db.exec(SCHEMA);
+    // A data directory made before the column existed gets it (CREATE TABLE IF NOT EXISTS left its table as it was).
+    const columns = this.db.pragma("table_info(predictions)") as { name: string }[];
+    if (!columns.some((c) => c.name === "prompt_syntax")) {
+      this.db.exec("ALTER TABLE predictions ADD COLUMN prompt_syntax TEXT");
+    }
   }
 
   async insert(p: PredictionRecord, idempotencyKey?: string): Promise<PredictionRecord> {
@@ -138,10 +144,10 @@ export class SqlitePredictionStore implements PredictionStore {
     this.prepare(
       `INSERT INTO predictions (id, account, model, version, input, logs, output, error, status, data_removed,
            created_at, started_at, completed_at, webhook, webhook_events_filter, deadline, api_base, origin,
-           files_key, stream_key, attempts)
+           files_key, stream_key, attempts, prompt_syntax)
          VALUES (@id, @account, @model, @version, @input, @logs, @output, @error, @status, @data_removed,
            @created_at, @started_at, @completed_at, @webhook, @webhook_events_filter, @deadline, @api_base, @origin,
-           @files_key, @stream_key, @attempts)`,
+           @files_key, @stream_key, @attempts, @prompt_syntax)`,
     ).run({
       id: p.id,
       account: p.account,
@@ -164,6 +170,7 @@ export class SqlitePredictionStore implements PredictionStore {
       files_key: p.filesKey,
       stream_key: p.streamKey,
       attempts: p.attempts,
+      prompt_syntax: p.promptSyntax ?? null,
     });
   }
 
