@@ -8,7 +8,15 @@
 import pg from "pg";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 import { MIGRATIONS } from "./postgres-migrations.js";
-import { type PredictionRow, patchColumns, predictionFromRow, type UploadRow, uploadFromRow } from "./rows.js";
+import {
+  type PredictionRow,
+  patchColumns,
+  predictionFromRow,
+  UPLOAD_COLUMNS,
+  type UploadRow,
+  uploadFromRow,
+  uploadValues,
+} from "./rows.js";
 import type {
   ListPosition,
   ListQuery,
@@ -306,19 +314,8 @@ export class PostgresPredictionStore implements PredictionStore {
 
   async insertUpload(u: UploadRecord): Promise<void> {
     await this.pool.query(
-      `INSERT INTO uploads (id, account, name, content_type, size, sha256, metadata, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-      [
-        u.id,
-        u.account,
-        u.name,
-        u.contentType,
-        u.size,
-        u.sha256,
-        JSON.stringify(u.metadata ?? null),
-        u.createdAt,
-        u.expiresAt,
-      ],
+      `INSERT INTO uploads (${UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      uploadValues(u),
     );
   }
 

@@ -102,3 +102,20 @@ export function uploadFromRow(r: UploadRow): UploadRecord {
     expiresAt: r.expires_at,
   };
 }
+
+/** The uploads table's columns, in the order of `uploadValues`: one list for both stores' inserts. */
+export const UPLOAD_COLUMNS = "id, account, name, content_type, size, sha256, metadata, created_at, expires_at";
+
+export function uploadValues(u: UploadRecord): (string | number)[] {
+  return [
+    u.id,
+    u.account,
+    u.name,
+    u.contentType,
+    u.size,
+    u.sha256,
+    JSON.stringify(u.metadata ?? null),
+    u.createdAt,
+    u.expiresAt,
+  ];
+}

@@ -5,7 +5,15 @@
  */
 import Database from "better-sqlite3";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
-import { type PredictionRow, patchColumns, predictionFromRow, type UploadRow, uploadFromRow } from "./rows.js";
+import {
+  type PredictionRow,
+  patchColumns,
+  predictionFromRow,
+  UPLOAD_COLUMNS,
+  type UploadRow,
+  uploadFromRow,
+  uploadValues,
+} from "./rows.js";
 import type {
   ListPosition,
   ListQuery,
@@ -359,22 +367,7 @@ export class SqlitePredictionStore implements PredictionStore {
   }
 
   async insertUpload(u: UploadRecord): Promise<void> {
-    this.db
-      .prepare(
-        `INSERT INTO uploads (id, account, name, content_type, size, sha256, metadata, created_at, expires_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        u.id,
-        u.account,
-        u.name,
-        u.contentType,
-        u.size,
-        u.sha256,
-        JSON.stringify(u.metadata ?? null),
-        u.createdAt,
-        u.expiresAt,
-      );
+    this.db.prepare(`INSERT INTO uploads (${UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(uploadValues(u));
   }
 
   async getUpload(id: string): Promise<UploadRecord | undefined> {
