@@ -21,6 +21,7 @@ import { TorchCpuGenerator } from "../../src/engine/random/torch-cpu.js";
 import { createScheduler } from "../../src/engine/schedulers/index.js";
 import { openModelFolder } from "../../src/engine/weights/model-folder.js";
 import {
+  assertRunMatches,
   FIXTURE_MODELS,
   familyManifest,
   familyTensor,
@@ -158,25 +159,17 @@ for (const model of FIXTURE_MODELS) {
         );
         assert.equal(result.parameters.width, run.width);
         assert.equal(result.parameters.height, run.height);
-        const stepRef = tensor(`${run.id}_step_latents`);
-        assert.equal(stepRef.shape[0], steps.length);
-        const per = stepRef.data.length / steps.length;
-        let worst = 0;
-        steps.forEach((s, i) => {
-          const err = relErr(s, stepRef.data.subarray(i * per, (i + 1) * per));
-          worst = Math.max(worst, err);
-          assert.ok(err <= LATENT_REL_TOL, `step ${i + 1}: relative error ${err}`);
-        });
-        const imageRef = tensor(`${run.id}_image`);
-        const imageErr = maxAbsDiff(decodedToFloatImages(result.decoded), imageRef.data);
-        t.diagnostic(`latents ${worst.toExponential(1)} relative, image ${imageErr.toExponential(1)} abs`);
-        assert.ok(imageErr <= IMAGE_TOL, `image: max abs error ${imageErr}`);
-        const ours = result.images[0]?.data as Uint8Array;
-        let levels = 0;
-        for (let i = 0; i < ours.length; i++) {
-          levels = Math.max(levels, Math.abs((ours[i] as number) - Math.round((imageRef.data[i] as number) * 255)));
-        }
-        assert.ok(levels <= 1, `8-bit image differs by ${levels} levels`);
+        assertRunMatches(
+          t,
+          {
+            steps,
+            stepRef: tensor(`${run.id}_step_latents`),
+            floatImage: decodedToFloatImages(result.decoded),
+            image8: result.images[0]?.data as Uint8Array,
+            imageRef: tensor(`${run.id}_image`),
+          },
+          { latentRelTol: LATENT_REL_TOL, imageTol: IMAGE_TOL },
+        );
       });
     }
   });

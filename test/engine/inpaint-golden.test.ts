@@ -17,7 +17,14 @@ import { after, before, describe, test } from "node:test";
 import { decodedToFloatImages } from "../../src/engine/image.js";
 import { binariseMask, decodeImage, pixelsToTensor, resizeNearest, toGray } from "../../src/engine/image-input.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
-import { familyManifest, familyTensor, GOLDEN_FAMILY, maxAbs, maxAbsDiff, modelDir } from "../helpers/fixtures.js";
+import {
+  assertRunMatches,
+  familyManifest,
+  familyTensor,
+  GOLDEN_FAMILY,
+  maxAbsDiff,
+  modelDir,
+} from "../helpers/fixtures.js";
 
 const LATENT_REL_TOL = 1e-4;
 const IMAGE_TOL = 1e-4;
@@ -42,7 +49,6 @@ const SECTION = "inpaint";
 const m = familyManifest(SECTION);
 const runs = m.runs as InpaintRun[];
 const tensor = (key: string) => familyTensor(SECTION, key);
-const relErr = (a: Float32Array, e: Float32Array) => maxAbsDiff(a, e) / maxAbs(e);
 const file = (rel: string) => readFileSync(path.join(GOLDEN_FAMILY, SECTION, rel));
 
 async function inputs(name: string) {
@@ -114,25 +120,17 @@ for (const kind of ["inpaint9", "legacy4"] as const) {
           timesteps,
           run.timesteps_used.map((v) => Math.fround(v)),
         );
-        const stepRef = tensor(`${run.id}_step_latents`);
-        assert.equal(stepRef.shape[0], steps.length);
-        const per = stepRef.data.length / steps.length;
-        let worst = 0;
-        steps.forEach((s, i) => {
-          const err = relErr(s, stepRef.data.subarray(i * per, (i + 1) * per));
-          worst = Math.max(worst, err);
-          assert.ok(err <= LATENT_REL_TOL, `step ${i + 1}: relative error ${err}`);
-        });
-        const imageRef = tensor(`${run.id}_image`);
-        const imageErr = maxAbsDiff(decodedToFloatImages(result.decoded), imageRef.data);
-        t.diagnostic(`latents ${worst.toExponential(1)} relative, image ${imageErr.toExponential(1)} abs`);
-        assert.ok(imageErr <= IMAGE_TOL, `image: max abs error ${imageErr}`);
-        const ours = result.images[0]?.data as Uint8Array;
-        let levels = 0;
-        for (let i = 0; i < ours.length; i++) {
-          levels = Math.max(levels, Math.abs((ours[i] as number) - Math.round((imageRef.data[i] as number) * 255)));
-        }
-        assert.ok(levels <= 1, `8-bit image differs by ${levels} levels`);
+        assertRunMatches(
+          t,
+          {
+            steps,
+            stepRef: tensor(`${run.id}_step_latents`),
+            floatImage: decodedToFloatImages(result.decoded),
+            image8: result.images[0]?.data as Uint8Array,
+            imageRef: tensor(`${run.id}_image`),
+          },
+          { latentRelTol: LATENT_REL_TOL, imageTol: IMAGE_TOL },
+        );
       });
     }
   });

@@ -1,4 +1,5 @@
 /** Locations of the golden fixtures shared by the project's steering (read-only). */
+import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -90,4 +91,40 @@ export function familyTensor(section: string, key: string): { data: Float32Array
   const buf = readFileSync(path.join(GOLDEN_FAMILY, section, entry.file));
   const data = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
   return { data, shape: entry.shape };
+}
+
+/**
+ * Compares a full run with diffusers' references: every step's latents within `latentRelTol` of
+ * the reference's largest value, the float image within `imageTol`, and the 8-bit image within one
+ * level. Reports the worst errors as a diagnostic.
+ */
+export function assertRunMatches(
+  t: { diagnostic(message: string): void },
+  run: {
+    steps: readonly Float32Array[];
+    stepRef: { data: Float32Array; shape: number[] };
+    floatImage: ArrayLike<number>;
+    image8: Uint8Array;
+    imageRef: { data: Float32Array };
+  },
+  tol: { latentRelTol: number; imageTol: number },
+): void {
+  const { steps, stepRef, imageRef } = run;
+  assert.equal(stepRef.shape[0], steps.length);
+  const per = stepRef.data.length / steps.length;
+  let worst = 0;
+  steps.forEach((s, i) => {
+    const expected = stepRef.data.subarray(i * per, (i + 1) * per);
+    const err = maxAbsDiff(s, expected) / maxAbs(expected);
+    worst = Math.max(worst, err);
+    assert.ok(err <= tol.latentRelTol, `step ${i + 1}: relative error ${err}`);
+  });
+  const imageErr = maxAbsDiff(run.floatImage, imageRef.data);
+  t.diagnostic(`latents ${worst.toExponential(1)} relative, image ${imageErr.toExponential(1)} abs`);
+  assert.ok(imageErr <= tol.imageTol, `image: max abs error ${imageErr}`);
+  let levels = 0;
+  for (let i = 0; i < run.image8.length; i++) {
+    levels = Math.max(levels, Math.abs((run.image8[i] as number) - Math.round((imageRef.data[i] as number) * 255)));
+  }
+  assert.ok(levels <= 1, `8-bit image differs by ${levels} levels`);
 }
