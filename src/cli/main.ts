@@ -14,17 +14,19 @@ const HELP = `sdserve ${VERSION} — self-hosted Stable Diffusion on ONNX Runtim
 
 Usage:
   sdserve serve [--model <folder|owner/name|tiny-random>] [--models <file>] [options]
-                              serve Replicate's predictions API (and OpenAI's images API)
+                              serve Replicate's predictions API, OpenAI's images API and
+                              AUTOMATIC1111's /sdapi/v1
   sdserve worker [--model …] [--models <file>] [--concurrency <n>]
                               run predictions from the shared queue (REDIS_URL) for API nodes
   sdserve generate "prompt" --model <folder|owner/name|tiny-random> [options]
-                              make images from text and write PNG files
+                              make images from text (or a picture: --image, --mask) and write PNG files
   sdserve models list | pull [<id>] | verify <id>
                               the served models, and their weights in the Hugging Face cache
   sdserve --help | --version
 
-A model is a diffusers-format folder, a Hugging Face model id (owner/name[@revision],
-downloaded into the Hugging Face cache on first use), or tiny-random (made on the spot).
+A model is a diffusers-format folder (SD 1.x, 2.x or SDXL), a single-file .safetensors checkpoint
+(SD 1.x / 2.x), a Hugging Face model id (owner/name[@revision], downloaded into the Hugging Face
+cache on first use), or tiny-random (made on the spot).
 Run "sdserve serve --help", "sdserve worker --help", "sdserve generate --help" or
 "sdserve models --help" for options.
 `;
