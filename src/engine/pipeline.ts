@@ -190,6 +190,13 @@ export interface GenerateRequest extends MicroConditioning {
    * are). Text-to-image only.
    */
   latents?: TensorF32;
+  /**
+   * Clean latents to denoise from at `strength`, as img2img starts from its picture's (already
+   * × scaling factor; [numOutputs or 1, C, h, w]): the first draw of the seed's generator is the
+   * noise, latents = add_noise(initLatents, noise, first timestep). AUTOMATIC1111's hires fix
+   * starts its second pass so (hires.ts). Not with `image` or `latents`.
+   */
+  initLatents?: TensorF32;
   /** LoRAs for this request, on top of the pipeline's own; needs a pipeline loaded with loraSupport. */
   loras?: readonly LoraSpec[];
   /** Default: the pipeline's. With "a1111", `<lora:…>` tags in either prompt are found in the pipeline's loraDir. */
@@ -685,7 +692,9 @@ export class Pipeline {
       r.height / this.info.vaeScaleFactor,
       r.width / this.info.vaeScaleFactor,
     ];
-    const start = await this.prepareStart(r, req.latents, shape, generator, guided);
+    const start = req.initLatents
+      ? this.startFromLatents(r, req.initLatents, shape, generator)
+      : await this.prepareStart(r, req.latents, shape, generator, guided);
     let latents = start.latents;
     const t1 = performance.now();
 
@@ -771,7 +780,7 @@ export class Pipeline {
         width: r.width,
         height: r.height,
         model: this.info.source,
-        ...(r.image ? { strength: r.strength } : {}),
+        ...(r.image || req.initLatents ? { strength: r.strength } : {}),
         ...(r.clipSkip !== 1 ? { clipSkip: r.clipSkip } : {}),
       },
       timings: { encodeSeconds: (t1 - t0) / 1000, denoiseSeconds: (t2 - t1) / 1000 },
@@ -782,12 +791,7 @@ export class Pipeline {
   async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
     const d = await this.denoise(req, opts);
     const t2 = performance.now();
-    const { data: latents, shape } = d.latents;
-    const scaledLatents = new Float32Array(latents.length);
-    // diffusers divides by the scaling factor; x / s in float32.
-    const s = Math.fround(this.info.vaeScalingFactor);
-    for (let j = 0; j < latents.length; j++) scaledLatents[j] = Math.fround((latents[j] as number) / s);
-    const decoded = await this.vae.decode({ data: scaledLatents, shape });
+    const decoded = await this.decodeLatents(d.latents);
     const t3 = performance.now();
     return {
       images: decodedToImages(decoded),
@@ -797,6 +801,65 @@ export class Pipeline {
       parameters: d.parameters,
       timings: { ...d.timings, decodeSeconds: (t3 - t2) / 1000 },
     };
+  }
+
+  /** Latents → the decoder's raw output [B, 3, H, W] (about [-1, 1]): latents / scaling_factor, decoded. */
+  async decodeLatents(latents: TensorF32): Promise<TensorF32> {
+    const { data, shape } = latents;
+    const scaled = new Float32Array(data.length);
+    // diffusers divides by the scaling factor; x / s in float32.
+    const s = Math.fround(this.info.vaeScalingFactor);
+    for (let j = 0; j < data.length; j++) scaled[j] = Math.fround((data[j] as number) / s);
+    return this.vae.decode({ data: scaled, shape });
+  }
+
+  /**
+   * A picture → its latents × scaling_factor [1, C, H/f, W/f], sampled from the encoder's
+   * distribution with ε drawn from `generator` (as img2img's start draws it). The size must be a
+   * multiple of the VAE scale factor.
+   */
+  async encodePicture(image: RgbImage, generator: TorchCpuGenerator): Promise<TensorF32> {
+    const f = this.info.vaeScaleFactor;
+    if (image.width % f !== 0 || image.height % f !== 0) {
+      throw new RequestError(`a picture to encode must be a multiple of ${f} pixels on each side`, "image");
+    }
+    const encoder = await this.vaeEncoder();
+    const x = pixelsToTensor(image);
+    return {
+      data: await this.sampleEncoding(encoder, x, generator),
+      shape: [1, this.info.latentChannels, image.height / f, image.width / f],
+    };
+  }
+
+  /** latent_dist.sample() × scaling_factor of one picture tensor, ε from the generator. */
+  private async sampleEncoding(encoder: VaeEncoder, x: TensorF32, generator: TorchCpuGenerator): Promise<Float32Array> {
+    const { mean, std } = await encoder.encode(x);
+    const eps = generator.randn(mean.shape);
+    // The model's own VAE's scaling factor, also when another decoder (the tiny autoencoder,
+    // which takes these latents as they are) decodes.
+    const s = Math.fround(encoder.config.scalingFactor);
+    const one = new Float32Array(mean.data.length);
+    // latent_dist.sample() = mean + std · ε, then × scaling_factor, each in float32.
+    for (let j = 0; j < one.length; j++) {
+      const sample = Math.fround((mean.data[j] as number) + Math.fround((std.data[j] as number) * (eps[j] as number)));
+      one[j] = Math.fround(s * sample);
+    }
+    return one;
+  }
+
+  /** initLatents (hires fix's second pass): noised to the first step's level with the generator's first draw. */
+  private startFromLatents(r: Validated, init: TensorF32, shape: number[], generator: TorchCpuGenerator): Start {
+    const [b, ...rest] = init.shape;
+    if (init.shape.length !== 4 || rest.join() !== shape.slice(1).join() || (b !== 1 && b !== shape[0])) {
+      throw new RequestError(
+        `initLatents must have shape [${shape.join(", ")}] (or a batch of 1), got [${init.shape.join(", ")}]`,
+        "initLatents",
+      );
+    }
+    const clean = b === shape[0] ? init.data : repeatBatch(init.data, shape[0] as number);
+    r.scheduler.startAt(r.begin);
+    const noise = generator.randn(shape);
+    return { latents: r.scheduler.addNoise(clean, noise, r.begin), begin: r.begin };
   }
 
   /**
@@ -872,22 +935,8 @@ export class Pipeline {
     const batch = shape[0] as number;
     const pixels = pixelsToTensor(r.image);
     // One encoding of the picture, its sample repeated over the batch (diffusers' prepare_latents).
-    const encodeSample = async (x: TensorF32): Promise<Float32Array> => {
-      const { mean, std } = await encoder.encode(x);
-      const eps = generator.randn(mean.shape);
-      // The model's own VAE's scaling factor, also when another decoder (the tiny autoencoder,
-      // which takes these latents as they are) decodes.
-      const s = Math.fround(encoder.config.scalingFactor);
-      const one = new Float32Array(mean.data.length);
-      // latent_dist.sample() = mean + std · ε, then × scaling_factor, each in float32.
-      for (let j = 0; j < one.length; j++) {
-        const sample = Math.fround(
-          (mean.data[j] as number) + Math.fround((std.data[j] as number) * (eps[j] as number)),
-        );
-        one[j] = Math.fround(s * sample);
-      }
-      return repeatBatch(one, batch);
-    };
+    const encodeSample = async (x: TensorF32): Promise<Float32Array> =>
+      repeatBatch(await this.sampleEncoding(encoder, x, generator), batch);
 
     if (!r.mask) {
       const imageLatents = await encodeSample(pixels);
@@ -953,11 +1002,15 @@ export class Pipeline {
     // otherwise. diffusers' img2img does the same; its inpainting pipeline instead defaults to the
     // UNet's native size. One rule for both here: a picture is not stretched unless asked.
     const own = inputs.image ? targetSize(inputs.image, f, req.width, req.height) : undefined;
+    // initLatents: their own size.
+    const init = req.initLatents?.shape;
+    const fromInit =
+      init && init.length === 4 ? { width: (init[3] as number) * f, height: (init[2] as number) * f } : undefined;
     const r = {
       prompt: req.prompt,
       negativePrompt: req.negativePrompt ?? "",
-      width: own?.width ?? req.width ?? size,
-      height: own?.height ?? req.height ?? size,
+      width: own?.width ?? req.width ?? fromInit?.width ?? size,
+      height: own?.height ?? req.height ?? fromInit?.height ?? size,
       numInferenceSteps: req.numInferenceSteps ?? this.info.defaults.numInferenceSteps,
       guidanceScale: req.guidanceScale ?? this.info.defaults.guidanceScale,
       schedulerName: req.scheduler ?? this.info.defaults.scheduler,
@@ -1015,7 +1068,7 @@ export class Pipeline {
       req.denoisingEnd === undefined
         ? scheduler.timesteps.length
         : denoisingEndIndex(scheduler.timesteps, req.denoisingEnd, trainSteps);
-    if (inputs.image && initTimestep < 1) {
+    if ((inputs.image || req.initLatents) && initTimestep < 1) {
       throw new RequestError(
         `strength ${strength} with ${steps} steps runs no step (steps × strength must be at least 1)`,
         "strength",
@@ -1095,8 +1148,15 @@ function checkImageInputs(
   if (info.inpaintingUNet && (image === undefined || mask === undefined)) {
     throw new RequestError("this is an inpainting model: it needs an image and a mask", image ? "mask" : "image");
   }
-  if (req.strength !== undefined && image === undefined) {
+  if (req.initLatents !== undefined && (image !== undefined || req.latents !== undefined)) {
+    throw new RequestError("initLatents cannot be given with an image or latents", "initLatents");
+  }
+  const fromLatents = req.initLatents !== undefined;
+  if (req.strength !== undefined && image === undefined && !fromLatents) {
     throw new RequestError("strength applies to image inputs only", "strength");
+  }
+  if (fromLatents && req.denoisingStart !== undefined) {
+    throw new RequestError("denoisingStart continues from latents, not from initLatents", "denoisingStart");
   }
   if (req.denoisingStart !== undefined && image !== undefined) {
     throw new RequestError("denoisingStart continues from latents, not from an image", "denoisingStart");
@@ -1104,7 +1164,8 @@ function checkImageInputs(
   // diffusers' defaults: SD img2img 0.8, inpainting 1; SDXL's Img2Img 0.3, Inpaint 0.9999.
   const sdxl = info.family === "sdxl";
   const strength =
-    req.strength ?? (image === undefined ? 1 : mask === undefined ? (sdxl ? 0.3 : 0.8) : sdxl ? 0.9999 : 1);
+    req.strength ??
+    (image === undefined && !fromLatents ? 1 : mask === undefined ? (sdxl ? 0.3 : 0.8) : sdxl ? 0.9999 : 1);
   if (typeof strength !== "number" || !(strength > 0 && strength <= 1)) {
     throw new RequestError(`strength must be a number in (0, 1], got ${strength}`, "strength");
   }

@@ -96,6 +96,9 @@ describe("interpolate (torch semantics, align_corners=False)", () => {
     assert.throws(() => interpolate(row([1]), 0, 2, { mode: "bilinear" }), RequestError);
     assert.throws(() => interpolate(row([1]), 1, 2.5, { mode: "bilinear" }), RequestError);
     assert.throws(() => interpolate(row([1]), 1, 2, { mode: "nearest", antialias: true }), RequestError);
-    assert.throws(() => interpolate({ data: new Float32Array(2), shape: [2] }, 1, 2, { mode: "nearest" }), RequestError);
+    assert.throws(
+      () => interpolate({ data: new Float32Array(2), shape: [2] }, 1, 2, { mode: "nearest" }),
+      RequestError,
+    );
   });
 });
