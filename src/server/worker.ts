@@ -74,6 +74,7 @@ export class Worker {
         stepTime: this.onStepTime,
         signal,
         ...(job.prediction.promptSyntax ? { promptSyntax: job.prediction.promptSyntax } : {}),
+        ...(job.prediction.a1111 ? { a1111: job.prediction.a1111 } : {}),
       });
       await logs;
       if (signal.aborted) return await interrupted();

@@ -3,7 +3,20 @@
  * output schemas (as Cog publishes them) — and the one call that runs it. The server reaches
  * the engine only through an adapter; routes never reach either.
  */
+import type { HiresFix } from "../../engine/index.js";
 import type { InvalidField, JsonSchema } from "./json-schema.js";
+
+/**
+ * What an AUTOMATIC1111 call (/sdapi/v1) asks beyond the model's Replicate input: A1111's own
+ * settings, carried with the prediction to the engine. Never input keys, so the published input
+ * schemas stay as they are.
+ */
+export interface A1111Settings {
+  /** CLIP_stop_at_last_layers (1 = the last layer). */
+  clipSkip?: number;
+  /** txt2img's hires fix (engine/hires.ts). */
+  hires?: HiresFix;
+}
 
 export interface ModelVersion {
   /** 64 hex characters, as Replicate's version ids. */
@@ -58,6 +71,8 @@ export interface PredictContext {
   files?: Readonly<Record<string, Uint8Array>>;
   /** How the prompts are read, where the API that made the prediction says (absent: the model's setting). */
   promptSyntax?: "a1111";
+  /** A1111's settings of an /sdapi/v1 call. */
+  a1111?: A1111Settings;
 }
 
 /** A prediction that failed for a reason the user should read, shown as the prediction's `error`. */

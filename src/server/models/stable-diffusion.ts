@@ -568,7 +568,9 @@ export class StableDiffusionAdapter implements ModelAdapter {
         "Maximum size is 1024x768 or 768x1024 pixels, because of memory limits. Please select a lower width or height.",
       );
     }
-    const total = input.num_inference_steps;
+    const hires = ctx.a1111?.hires;
+    // The hires fix's two passes are counted as one run.
+    const total = input.num_inference_steps + (hires?.steps ?? 0);
     ctx.log(progressLine(0, total, 0));
     const onStep = ({ step, seconds, elapsedSeconds, previews }: StepReport) => {
       ctx.stepTime?.(seconds);
@@ -588,6 +590,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
           seed,
           numOutputs: input.num_outputs,
           ...(ctx.promptSyntax ? { promptSyntax: ctx.promptSyntax } : {}),
+          ...(ctx.a1111?.clipSkip === undefined ? {} : { clipSkip: ctx.a1111.clipSkip }),
           ...(pictures && this.inputSchema === "img2img" ? { strength: input.prompt_strength } : {}),
         },
         {
@@ -596,6 +599,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
           previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined,
           pictures,
           maxPixels: MAX_PIXELS,
+          ...(hires ? { hires } : {}),
         },
       ),
     );

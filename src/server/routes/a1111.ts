@@ -20,13 +20,26 @@ import {
   parseA1111Prompt,
   RequestError,
 } from "../../engine/index.js";
+import { A1111Error, httpException, invalid, toA1111Error } from "../a1111/errors.js";
+import { latentUpscaleModeList, resolveHires, upscalerList } from "../a1111/hires.js";
+import {
+  ANY_OBJECT,
+  CHECKPOINT,
+  doc,
+  IMG2IMG_BODY,
+  type Img2ImgBody,
+  list,
+  MAX_IMAGES,
+  SEED_LIMIT,
+  TXT2IMG_BODY,
+  TXT2IMG_DEFAULTS,
+  TXT2IMG_RESPONSE,
+} from "../a1111/schemas.js";
 import { urlBaseOf } from "../http/headers.js";
-import { problemOf } from "../http/problem.js";
 import type { JsonSchema } from "../models/json-schema.js";
-import type { ModelAdapter } from "../models/model.js";
+import type { A1111Settings, ModelAdapter } from "../models/model.js";
 import type { PredictionRecord } from "../predictions/prediction.js";
 import type { PredictionService } from "../predictions/service.js";
-import type { RouteSchema } from "../schemas/openapi.js";
 
 export interface A1111Options {
   service: PredictionService;
@@ -35,23 +48,6 @@ export interface A1111Options {
   authenticate: (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
   /** The server's version, reported as A1111 reports its own. */
   version: string;
-}
-
-/** A1111's error envelopes: FastAPI's validation list, or its middleware's {error, detail, body, errors}. */
-export class A1111Error extends Error {
-  constructor(
-    readonly status: number,
-    readonly body: Record<string, unknown>,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(typeof body["detail"] === "string" ? body["detail"] : "A1111 API error");
-  }
-}
-
-/** FastAPI's 422: one entry per field at fault, `loc` from the body down. */
-function invalid(field: string | (string | number)[], msg: string, type = "value_error"): A1111Error {
-  const loc = ["body", ...(Array.isArray(field) ? field : [field])];
-  return new A1111Error(422, { detail: [{ loc, msg, type }] });
 }
 
 /**
@@ -81,56 +77,6 @@ async function checkPromptTags(
       throw err;
     }
   }
-}
-
-/** A1111's HTTPException, as its exception middleware writes it. */
-function httpException(status: number, detail: string): A1111Error {
-  return new A1111Error(status, { error: "HTTPException", detail, body: "", errors: "" });
-}
-
-/** Any error at this edge, in A1111's shapes (FastAPI's for validation, its middleware's otherwise). */
-function toA1111Error(err: unknown, logFault: (err: unknown) => void): A1111Error {
-  if (err instanceof A1111Error) return err;
-  const problem = problemOf(err);
-  if (problem?.status === 401) {
-    return new A1111Error(401, { detail: "Incorrect username or password" }, { "WWW-Authenticate": "Basic" });
-  }
-  if (problem?.status === 400) {
-    // A body that is not JSON (or not an object): FastAPI answers 422 with the decoding error.
-    return new A1111Error(422, { detail: [{ loc: ["body"], msg: problem.detail, type: "value_error.jsondecode" }] });
-  }
-  if (problem?.status === 422) {
-    const fields = (problem.extra["invalid_fields"] ?? []) as { field: string; description: string; type: string }[];
-    return new A1111Error(422, {
-      detail: fields.map((f) => ({
-        loc: [
-          "body",
-          ...f.field
-            .replace(/^input\./, "")
-            .split(".")
-            .filter(Boolean),
-        ],
-        msg: f.description,
-        type: `value_error.${f.type}`,
-      })),
-    });
-  }
-  if (problem) {
-    return new A1111Error(
-      problem.status,
-      { error: "HTTPException", detail: problem.detail, body: "", errors: "" },
-      problem.headers,
-    );
-  }
-  const status = (err as { statusCode?: number }).statusCode;
-  if (status && status >= 400 && status < 500) return httpException(status, (err as Error).message);
-  logFault(err);
-  return new A1111Error(500, {
-    error: "RuntimeError",
-    detail: "",
-    body: "",
-    errors: "The server failed to handle this request.",
-  });
 }
 
 /**
@@ -170,186 +116,6 @@ function schedulersOf(m: ModelAdapter): string[] {
   return ((m.schemas["scheduler"] as JsonSchema | undefined)?.enum ?? []) as string[];
 }
 
-/** A1111's txt2img defaults (StableDiffusionProcessingTxt2Img and the API model). */
-const TXT2IMG_DEFAULTS = {
-  prompt: "",
-  negative_prompt: "",
-  styles: [],
-  seed: -1,
-  subseed: -1,
-  subseed_strength: 0,
-  seed_resize_from_h: -1,
-  seed_resize_from_w: -1,
-  sampler_name: null,
-  scheduler: null,
-  batch_size: 1,
-  n_iter: 1,
-  steps: 50,
-  cfg_scale: 7.0,
-  width: 512,
-  height: 512,
-  restore_faces: null,
-  tiling: null,
-  do_not_save_samples: false,
-  do_not_save_grid: false,
-  eta: null,
-  denoising_strength: null,
-  s_min_uncond: null,
-  s_churn: null,
-  s_tmax: null,
-  s_tmin: null,
-  s_noise: null,
-  override_settings: null,
-  override_settings_restore_afterwards: true,
-  refiner_checkpoint: null,
-  refiner_switch_at: null,
-  disable_extra_networks: false,
-  firstpass_image: null,
-  comments: null,
-  enable_hr: false,
-  firstphase_width: 0,
-  firstphase_height: 0,
-  hr_scale: 2.0,
-  hr_upscaler: null,
-  hr_second_pass_steps: 0,
-  hr_resize_x: 0,
-  hr_resize_y: 0,
-  hr_checkpoint_name: null,
-  hr_sampler_name: null,
-  hr_scheduler: null,
-  hr_prompt: "",
-  hr_negative_prompt: "",
-  force_task_id: null,
-  sampler_index: "Euler",
-  script_name: null,
-  script_args: [],
-  send_images: true,
-  save_images: false,
-  alwayson_scripts: {},
-  infotext: null,
-} as const;
-
-/** More images than this in one call (batch_size × n_iter) is refused: each is a prediction. */
-const MAX_IMAGES = 16;
-/** A1111 draws seeds below 2³² − 1 (random.randrange(4294967294)). */
-const SEED_LIMIT = 4294967294;
-
-const integer = (minimum: number, maximum: number): JsonSchema => ({ type: "integer", minimum, maximum });
-
-/**
- * txt2img's request as far as it is read here (StableDiffusionTxt2ImgProcessingAPI's fields; A1111
- * takes null for its optional fields, and so does this route; unknown keys are ignored). The
- * model's own limits (sizes, prompt length) are checked against the model chosen.
- */
-const TXT2IMG_BODY: JsonSchema = {
-  type: "object",
-  properties: {
-    prompt: { type: "string" },
-    negative_prompt: { type: "string" },
-    seed: { ...integer(-1, SEED_LIMIT - 1), description: "-1: a random seed" },
-    subseed: { type: "integer", description: "Accepted; variation seeds are not made here" },
-    subseed_strength: { type: "number" },
-    sampler_name: { type: "string", description: "An A1111 sampler name, such as Euler a or DPM++ 2M" },
-    sampler_index: { type: "string", description: "The older name of sampler_name" },
-    scheduler: { type: "string", description: "Schedule type: Automatic" },
-    batch_size: integer(1, MAX_IMAGES),
-    n_iter: integer(1, MAX_IMAGES),
-    steps: integer(1, 500),
-    cfg_scale: { type: "number", minimum: 0, maximum: 100 },
-    width: integer(8, 16384),
-    height: integer(8, 16384),
-    denoising_strength: { type: "number", minimum: 0, maximum: 1 },
-    clip_skip: integer(1, 12),
-    send_images: { type: "boolean" },
-    save_images: { type: "boolean" },
-    override_settings: {
-      type: "object",
-      properties: {
-        sd_model_checkpoint: { type: "string" },
-        CLIP_stop_at_last_layers: integer(1, 12),
-        sd_vae: { type: "string" },
-      },
-    },
-    override_settings_restore_afterwards: { type: "boolean" },
-  },
-};
-
-const TXT2IMG_RESPONSE: JsonSchema = {
-  type: "object",
-  required: ["images", "parameters", "info"],
-  properties: {
-    images: { type: "array", items: { type: "string", description: "A PNG, base64" } },
-    parameters: { type: "object", additionalProperties: true },
-    info: { type: "string", description: "JSON: seed, all_seeds, infotexts, …" },
-  },
-};
-const ANY_OBJECT: JsonSchema = { type: "object", additionalProperties: true };
-const list = (items: JsonSchema): JsonSchema => ({ type: "array", items });
-const CHECKPOINT: JsonSchema = {
-  type: "object",
-  required: ["title", "model_name", "hash", "sha256", "filename", "config"],
-  properties: {
-    title: { type: "string" },
-    model_name: { type: "string" },
-    hash: { type: "string" },
-    sha256: { type: "string" },
-    filename: { type: "string" },
-    config: { type: "null" },
-  },
-};
-/** A1111's routes in /openapi.json: HTTP Basic (--api-auth) or a token. */
-const doc = (summary: string, response: JsonSchema): RouteSchema => ({
-  summary,
-  security: [{ basicAuth: [] }, { bearerAuth: [] }],
-  response: { 200: response },
-});
-
-/** img2img's request: txt2img's, the pictures, and how the mask is read. */
-const IMG2IMG_BODY: JsonSchema = {
-  ...TXT2IMG_BODY,
-  required: ["init_images"],
-  properties: {
-    ...TXT2IMG_BODY.properties,
-    init_images: {
-      type: "array",
-      items: { type: "string", description: "A picture: base64 or a data: URI (the first is used)" },
-    },
-    mask: { type: "string", description: "White = repaint; base64 or a data: URI" },
-    inpainting_mask_invert: integer(0, 1),
-    mask_blur: integer(0, 64),
-    resize_mode: integer(0, 3),
-    inpainting_fill: integer(0, 3),
-    inpaint_full_res: { type: "boolean" },
-  },
-};
-
-interface Img2ImgBody extends Txt2ImgBody {
-  init_images?: string[];
-  mask?: string;
-  inpainting_mask_invert?: number;
-  mask_blur?: number;
-}
-
-interface Txt2ImgBody {
-  prompt?: string;
-  negative_prompt?: string;
-  seed?: number;
-  sampler_name?: string;
-  sampler_index?: string;
-  scheduler?: string;
-  batch_size?: number;
-  n_iter?: number;
-  steps?: number;
-  cfg_scale?: number;
-  width?: number;
-  height?: number;
-  denoising_strength?: number;
-  clip_skip?: number;
-  send_images?: boolean;
-  override_settings?: { sd_model_checkpoint?: string; CLIP_stop_at_last_layers?: number; sd_vae?: string };
-  override_settings_restore_afterwards?: boolean;
-}
-
 /** 10 hex characters, as A1111's short checkpoint hash; ours is the version id's start. */
 function shortHash(m: ModelAdapter): string {
   return m.version.id.slice(0, 10);
@@ -367,6 +133,28 @@ function findCheckpoint(models: readonly ModelAdapter[], name: string): ModelAda
   return models.find(
     (m) => modelTitle(m) === wanted || modelName(m) === wanted || shortHash(m) === wanted || m.version.id === wanted,
   );
+}
+
+/** An SDXL model (stability-ai/sdxl's input, the SDXL engine). */
+function isSdxl(m: ModelAdapter): boolean {
+  return (m as { spec?: { family?: string } }).spec?.family === "sdxl";
+}
+
+/**
+ * SDXL reads prompts as diffusers does: A1111's emphasis, BREAK, `[…]` and `<lora:…>` would be
+ * read as plain words there, so a prompt using them is refused on its field instead.
+ */
+function checkPlainPrompts(prompts: Record<"prompt" | "negative_prompt", string>): void {
+  for (const [field, text] of Object.entries(prompts)) {
+    const parsed = parseA1111Prompt(text);
+    const plain = parsed.loras.length === 0 && parsed.pieces.every((p) => "text" in p && p.weight === 1);
+    if (!plain) {
+      throw invalid(
+        field,
+        "AUTOMATIC1111's prompt syntax (emphasis, BREAK, <lora:…>) is not supported on SDXL models here; send plain text",
+      );
+    }
+  }
 }
 
 /** A model A1111 clients can use as a checkpoint for txt2img: one whose input takes no picture. */
@@ -442,6 +230,7 @@ const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "obj
 function resolveSampler(
   samplerName: string | null,
   scheduler: string | null,
+  field?: string,
 ): { sampler: string; schedule: string; replicate: string } {
   let sampler = (samplerName ?? DEFAULT_SAMPLER).trim();
   let schedule = (scheduler ?? "Automatic").trim();
@@ -453,7 +242,11 @@ function resolveSampler(
     }
   }
   const rows = SAMPLER_TABLE.filter((r) => r.sampler.toLowerCase() === sampler.toLowerCase());
-  if (rows.length === 0) throw httpException(404, "Sampler not found");
+  // A1111 answers an unknown sampler_name with 404; an unknown hr_sampler_name is a field at fault.
+  if (rows.length === 0) {
+    if (field) throw invalid(field, `sampler ${JSON.stringify(sampler)} not found`);
+    throw httpException(404, "Sampler not found");
+  }
   const known = KNOWN_SCHEDULES.find((k) => k.toLowerCase() === schedule.toLowerCase()) ?? "Automatic";
   const row = rows.find((r) => r.schedule === known);
   if (!row) {
@@ -479,6 +272,9 @@ function infotext(p: {
   height: number;
   model: ModelAdapter;
   version: string;
+  denoising?: number | null;
+  clipSkip: number;
+  extra: readonly (readonly [string, string | number])[];
 }): string {
   const pairs = [
     `Steps: ${p.steps}`,
@@ -489,6 +285,9 @@ function infotext(p: {
     `Size: ${p.width}x${p.height}`,
     `Model hash: ${shortHash(p.model)}`,
     `Model: ${modelName(p.model)}`,
+    ...(p.denoising === undefined || p.denoising === null ? [] : [`Denoising strength: ${p.denoising}`]),
+    ...(p.clipSkip !== 1 ? [`Clip skip: ${p.clipSkip}`] : []),
+    ...p.extra.map(([k, v]) => `${k}: ${typeof v === "string" && /[,:\n"]/.test(v) ? JSON.stringify(v) : v}`),
     `Version: sdserve ${p.version}`,
   ];
   return `${p.prompt}${p.negative ? `\nNegative prompt: ${p.negative}` : ""}\n${pairs.join(", ")}`;
@@ -500,8 +299,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
   const checkpoints = new Map<string, ModelAdapter>();
   /** Each account's txt2img calls in flight. */
   const tasks = new Map<string, Set<Task>>();
-  // Models that take a picture (img2img, inpainting) are not checkpoints to A1111 clients.
-  const served = service.models.filter(makesFromText);
+  // Models that take a picture (img2img, inpainting) are not checkpoints to A1111 clients; SDXL (which takes one too) is.
+  const served = service.models.filter((m) => makesFromText(m) || isSdxl(m));
   const current = (account: string) => checkpoints.get(account) ?? served[0];
 
   app.setErrorHandler((err, req, reply) => {
@@ -578,10 +377,16 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       need_inner_model: false,
     })),
   );
-  app.get("/upscalers", { schema: doc("Upscalers: None (hires fix is not made here)", list(ANY_OBJECT)) }, async () => [
-    { name: "None", model_name: null, model_path: null, model_url: null, scale: 4 },
-  ]);
-  app.get("/latent-upscale-modes", { schema: doc("Latent upscale modes: none", list(ANY_OBJECT)) }, async () => []);
+  app.get(
+    "/upscalers",
+    { schema: doc("The pixel upscalers of the hires fix (Lanczos resizing; no upscaler models)", list(ANY_OBJECT)) },
+    async () => upscalerList(),
+  );
+  app.get(
+    "/latent-upscale-modes",
+    { schema: doc("The latent upscale modes of the hires fix (all six of A1111's)", list(ANY_OBJECT)) },
+    async () => latentUpscaleModeList(),
+  );
   app.get("/sd-vae", { schema: doc("VAEs to swap in: none", list(ANY_OBJECT)) }, async () => []);
   app.get(
     "/loras",
@@ -697,8 +502,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     const negative = body.negative_prompt ?? "";
     const steps = body.steps ?? TXT2IMG_DEFAULTS.steps;
     const cfg = body.cfg_scale ?? TXT2IMG_DEFAULTS.cfg_scale;
-    const width = body.width ?? TXT2IMG_DEFAULTS.width;
-    const height = body.height ?? TXT2IMG_DEFAULTS.height;
+    let width = body.width ?? TXT2IMG_DEFAULTS.width;
+    let height = body.height ?? TXT2IMG_DEFAULTS.height;
     const batchSize = body.batch_size ?? 1;
     const nIter = body.n_iter ?? 1;
     if (batchSize * nIter > MAX_IMAGES) {
@@ -735,16 +540,53 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       );
     }
     const checkpoint = model;
+    const sdxl = isSdxl(model);
+    // The hires fix: its first pass at width × height (or firstphase_*), its second as A1111 runs it.
+    const hires =
+      mode === "txt2img"
+        ? resolveHires(body, { width, height, steps, prompt, negative, sampler }, model.imageLimits.maxPixels)
+        : undefined;
+    let hrScheduler: string | undefined;
+    if (hires) {
+      if (sdxl) throw invalid("enable_hr", `the hires fix is not served for SDXL models here (${modelName(model)})`);
+      width = hires.width;
+      height = hires.height;
+      const same = (v: string | undefined, word: string) => (v === undefined || v === `Use same ${word}` ? null : v);
+      const hr = resolveSampler(
+        same(body.hr_sampler_name, "sampler") ?? sampler,
+        same(body.hr_scheduler, "scheduler") ?? schedule,
+        "hr_sampler_name",
+      );
+      if (!schedulersOf(model).includes(hr.replicate)) {
+        throw invalid(
+          "hr_sampler_name",
+          `${hr.sampler} with schedule type ${hr.schedule} is not available for ${modelName(model)}`,
+        );
+      }
+      hrScheduler = hr.replicate;
+    }
+    // SDXL's text side reads prompts as diffusers does (no A1111 syntax) and has no clip skip (A1111 ignores it there too).
+    if (sdxl) checkPlainPrompts({ prompt, negative_prompt: negative });
+    const clipApplied = sdxl ? 1 : clipSkip;
+    const settings: A1111Settings = {
+      ...(clipApplied !== 1 ? { clipSkip: clipApplied } : {}),
+      ...(hires ? { hires: { ...hires.fix, scheduler: hrScheduler } } : {}),
+    };
     const picture = mode === "img2img" ? await pictureInputs(body) : undefined;
     if (picture) {
       // The checkpoint's img2img or inpainting model: on its weights, with the picture inputs.
       const kind = picture.mask ? "inpainting" : "img2img";
       const needs = picture.mask ? "mask" : "prompt_strength";
-      const target = service.models.find(
-        (m) =>
-          (modelName(m) === `${modelName(checkpoint)}-${kind}` || sharesWeightsOf(m) === modelName(checkpoint)) &&
-          Object.hasOwn(inputPropsOf(m), needs),
-      );
+      // SDXL's own input takes the picture (and mask); SD's come as -img2img / -inpainting models.
+      const props = inputPropsOf(checkpoint);
+      const own = Object.hasOwn(props, "image") && Object.hasOwn(props, needs) ? checkpoint : undefined;
+      const target =
+        own ??
+        service.models.find(
+          (m) =>
+            (modelName(m) === `${modelName(checkpoint)}-${kind}` || sharesWeightsOf(m) === modelName(checkpoint)) &&
+            Object.hasOwn(inputPropsOf(m), needs),
+        );
       if (!target) throw httpException(404, `${kind} is not served for ${modelName(checkpoint)}`);
       model = target;
     }
@@ -778,8 +620,6 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       guidance_scale: cfg,
       scheduler: replicate,
       seed: s,
-      // A model that takes A1111's clip skip gets it; the published SD input has no such field.
-      ...(Object.hasOwn(inputProps, "clip_skip") ? { clip_skip: clipSkip } : {}),
     });
     // Every input is checked before any prediction is made: a bad one makes none.
     const fields = model.validateInput(inputOf(seeds[0] as number));
@@ -815,12 +655,27 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       for (const s of seeds) {
         // A refusal part-way (the queue or the token's cap is full) takes back what this call made.
         const created = await service
-          .create(req.account, { body: { input: inputOf(s) }, model, promptSyntax: "a1111" }, base)
+          .create(
+            req.account,
+            {
+              body: { input: inputOf(s) },
+              model,
+              ...(sdxl ? {} : { promptSyntax: "a1111" as const }),
+              ...(Object.keys(settings).length > 0 ? { a1111: settings } : {}),
+            },
+            base,
+          )
           .catch(async (err: unknown) => {
             await stopTask(req.account, task, "all");
             throw err;
           });
-        const job: Job = { id: created.id, step: 0, steps, done: false, preview: undefined };
+        const job: Job = {
+          id: created.id,
+          step: 0,
+          steps: steps + (hires?.fix.steps ?? 0),
+          done: false,
+          preview: undefined,
+        };
         task.jobs.push(job);
         task.unsubscribe.push(
           service.events.subscribe(created.id, (change) => {
@@ -886,6 +741,9 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         height,
         model,
         version: opts.version,
+        denoising: picture ? denoising : hires?.fix.denoisingStrength,
+        clipSkip: clipApplied,
+        extra: hires?.extra ?? [],
       });
     const info = {
       prompt,
@@ -911,14 +769,14 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       sd_vae_hash: null,
       seed_resize_from_w: -1,
       seed_resize_from_h: -1,
-      denoising_strength: picture ? denoising : (body.denoising_strength ?? null),
-      extra_generation_params: {},
+      denoising_strength: picture ? denoising : hires ? hires.fix.denoisingStrength : (body.denoising_strength ?? null),
+      extra_generation_params: Object.fromEntries(hires?.extra ?? []),
       index_of_first_image: 0,
       infotexts: infoSeeds.map(text),
       styles: [],
       job_timestamp: task.timestamp,
-      // What was used: a model whose input has no clip_skip reads CLIP's last layer.
-      clip_skip: Object.hasOwn(inputProps, "clip_skip") ? clipSkip : 1,
+      // What was used: SDXL's encoders have no clip skip here (as in A1111, where it is ignored for SDXL).
+      clip_skip: clipApplied,
       is_using_inpainting_conditioning: false,
       version: `sdserve ${opts.version}`,
     };
