@@ -11,7 +11,6 @@
  */
 import { randomInt } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import sharp from "sharp";
 import {
   findLora,
   listEmbeddingFiles,
@@ -22,6 +21,7 @@ import {
 } from "../../engine/index.js";
 import { A1111Error, httpException, invalid, toA1111Error } from "../a1111/errors.js";
 import { latentUpscaleModeList, resolveHires, upscalerList } from "../a1111/hires.js";
+import { prepareImg2img } from "../a1111/img2img.js";
 import {
   ANY_OBJECT,
   CHECKPOINT,
@@ -170,37 +170,6 @@ function inputPropsOf(m: ModelAdapter): Record<string, JsonSchema> {
 /** The model whose loaded networks `m` runs on (img2img and inpainting beside a checkpoint). */
 function sharesWeightsOf(m: ModelAdapter): string | undefined {
   return (m as { spec?: { sharesWeightsOf?: string } }).spec?.sharesWeightsOf;
-}
-
-/** A1111 sends pictures as raw base64 or as data: URIs; the model's file inputs take data: URIs. */
-function dataUri(picture: string): string {
-  return /^data:/i.test(picture) ? picture : `data:image/png;base64,${picture}`;
-}
-
-/**
- * img2img's picture inputs: the first init image, and the mask with A1111's inpainting_mask_invert
- * and mask_blur applied (white = repaint, as both A1111 and the inpainting model read it).
- */
-async function pictureInputs(body: Img2ImgBody): Promise<{ image: string; mask: string | undefined }> {
-  const first = body.init_images?.[0];
-  if (typeof first !== "string")
-    throw invalid("init_images", "ensure this value has at least 1 items", "value_error.list.min_items");
-  const image = dataUri(first);
-  if (body.mask === undefined) return { image, mask: undefined };
-  const invert = body.inpainting_mask_invert === 1;
-  const blur = body.mask_blur ?? 4;
-  if (!invert && blur === 0) return { image, mask: dataUri(body.mask) };
-  const raw = body.mask.replace(/^data:[^,]*,/i, "");
-  if (!/^[A-Za-z0-9+/\s]*={0,2}\s*$/.test(raw)) throw invalid("mask", "has invalid base64");
-  try {
-    let mask = sharp(Buffer.from(raw, "base64")).removeAlpha().greyscale();
-    if (invert) mask = mask.negate();
-    // PIL's GaussianBlur(radius) is a Gaussian of that standard deviation; sharp takes sigma ≥ 0.3.
-    if (blur > 0) mask = mask.blur(Math.max(0.3, blur));
-    return { image, mask: `data:image/png;base64,${(await mask.png().toBuffer()).toString("base64")}` };
-  } catch {
-    throw invalid("mask", "is not a PNG, JPEG or WebP image");
-  }
 }
 
 /** Where the model's Input schema puts its limits (sizes are an enum there). */
@@ -572,11 +541,13 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       ...(clipApplied !== 1 ? { clipSkip: clipApplied } : {}),
       ...(hires ? { hires: { ...hires.fix, scheduler: hrScheduler } } : {}),
     };
-    const picture = mode === "img2img" ? await pictureInputs(body) : undefined;
-    if (picture) {
+    if (mode === "img2img") {
+      if (!Array.isArray(body.init_images) || body.init_images.length === 0) {
+        throw invalid("init_images", "ensure this value has at least 1 items", "value_error.list.min_items");
+      }
       // The checkpoint's img2img or inpainting model: on its weights, with the picture inputs.
-      const kind = picture.mask ? "inpainting" : "img2img";
-      const needs = picture.mask ? "mask" : "prompt_strength";
+      const kind = body.mask !== undefined ? "inpainting" : "img2img";
+      const needs = body.mask !== undefined ? "mask" : "prompt_strength";
       // SDXL's own input takes the picture (and mask); SD's come as -img2img / -inpainting models.
       const props = inputPropsOf(checkpoint);
       const own = Object.hasOwn(props, "image") && Object.hasOwn(props, needs) ? checkpoint : undefined;
@@ -600,6 +571,13 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         throw invalid(key, `${key} must be one of ${sizes.join(", ")}`, "value_error.const");
       }
     }
+    // A model sized by its picture (img2img) is bounded by the checkpoint's pixel limit instead.
+    const maxPixels = checkpoint.imageLimits.maxPixels;
+    if (!sized && width * height > maxPixels) {
+      throw invalid("width", `width × height is at most ${maxPixels} pixels here, got ${width}x${height}`);
+    }
+    // The pictures, prepared as A1111 prepares them (resize_mode, mask blur, inpaint_full_res, fill).
+    const picture = mode === "img2img" ? await prepareImg2img(body, width, height) : undefined;
 
     await checkPromptTags(model, checkpoint, { prompt, negative_prompt: negative });
 
@@ -709,25 +687,6 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         errors: failed.error ?? "generation failed",
       });
     }
-    // Interrupted or skipped images are left out, as A1111 returns what was made.
-    const images: string[] = [];
-    const madeSeeds: number[] = [];
-    for (const [i, p] of finished.entries()) {
-      if (p?.status !== "succeeded") continue;
-      madeSeeds.push(seeds[i] as number);
-      if (!sendImages) continue;
-      const name = p.output?.[0];
-      const file = name ? await service.outputs.ofPrediction(p, name) : undefined;
-      if (!file)
-        throw new A1111Error(500, {
-          error: "RuntimeError",
-          detail: "",
-          body: "",
-          errors: "An output file is missing.",
-        });
-      images.push(Buffer.from(await file.read()).toString("base64"));
-    }
-    const infoSeeds = madeSeeds.length > 0 ? madeSeeds : seeds;
     const text = (s: number) =>
       infotext({
         prompt,
@@ -745,6 +704,28 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         clipSkip: clipApplied,
         extra: hires?.extra ?? [],
       });
+    // Interrupted or skipped images are left out, as A1111 returns what was made.
+    const images: string[] = [];
+    const madeSeeds: number[] = [];
+    for (const [i, p] of finished.entries()) {
+      if (p?.status !== "succeeded") continue;
+      madeSeeds.push(seeds[i] as number);
+      if (!sendImages) continue;
+      const name = p.output?.[0];
+      const file = name ? await service.outputs.ofPrediction(p, name) : undefined;
+      if (!file)
+        throw new A1111Error(500, {
+          error: "RuntimeError",
+          detail: "",
+          body: "",
+          errors: "An output file is missing.",
+        });
+      const made = await file.read();
+      // img2img: the original laid back over what the mask keeps (and a crop pasted back), as A1111 answers.
+      const png = picture?.finish ? await picture.finish(made, text(seeds[i] as number)) : made;
+      images.push(Buffer.from(png).toString("base64"));
+    }
+    const infoSeeds = madeSeeds.length > 0 ? madeSeeds : seeds;
     const info = {
       prompt,
       all_prompts: infoSeeds.map(() => prompt),
