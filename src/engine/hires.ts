@@ -28,7 +28,10 @@ export interface HiresFix {
   /** The size upscaled to (A1111's hr_upscale_to_x / _y), in pixels; latents are (h/f, w/f), rounded down. */
   width: number;
   height: number;
-  /** Latent rows / columns cut after upscaling (A1111's truncate_y / truncate_x): half before, the rest after. */
+  /**
+   * Pixels cut after upscaling (A1111's truncate_y / truncate_x × 8), in latent rows / columns
+   * (pixels / the VAE factor): half before, the rest after.
+   */
   cropY?: number;
   cropX?: number;
   /** A key of LATENT_UPSCALE_MODES, or one of IMAGE_UPSCALERS. */
@@ -150,7 +153,7 @@ export async function generateHires(
     }
     upscaled = { data, shape: [pictures.length, pipeline.info.latentChannels, th, tw] };
   }
-  const initLatents = cropLatents(upscaled, hires.cropY ?? 0, hires.cropX ?? 0);
+  const initLatents = cropLatents(upscaled, Math.floor((hires.cropY ?? 0) / f), Math.floor((hires.cropX ?? 0) / f));
   const [, , ih, iw] = initLatents.shape as [number, number, number, number];
   const { total, strength } = hiresSchedule(hires.steps, hires.denoisingStrength);
   const second = await pipeline.generate(

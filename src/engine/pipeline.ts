@@ -214,6 +214,13 @@ export interface GenerateRequest extends MicroConditioning {
    */
   mask?: GrayImage | RgbImage;
   /**
+   * Inpainting: what the area to repaint starts from before the noise is added (AUTOMATIC1111's
+   * inpainting_fill 2 and 3): "noise" replaces its latents with a fresh draw of the seed's
+   * generator, "zeros" with zeros. Absent: the picture's latents (diffusers; A1111's "original").
+   * Only matters with strength < 1.
+   */
+  maskedContent?: "noise" | "zeros";
+  /**
    * How much of the schedule runs, in (0, 1]: the run starts at step
    * numInferenceSteps − floor(numInferenceSteps × strength). Default 0.8 for img2img, 1 for
    * inpainting (diffusers' defaults; SDXL's pipelines: 0.3 and 0.9999).
@@ -953,6 +960,22 @@ export class Pipeline {
     const ninth = this.info.inpaintingUNet;
     const fullStrength = r.strength === 1;
     const imageLatents = !ninth || !fullStrength ? await encodeSample(pixels) : undefined;
+    const h = shape[2] as number;
+    const w = shape[3] as number;
+    const small = resizeNearest(mask, h, w).data;
+    if (imageLatents && r.maskedContent) {
+      // A1111: init_latent · (1 − m) + randn(seed) · m, or init_latent · (1 − m); its own generator.
+      const fresh = r.maskedContent === "noise" ? new TorchCpuGenerator(r.seed).randn(shape) : undefined;
+      const plane = h * w;
+      const perItem = imageLatents.length / batch;
+      for (let j = 0; j < imageLatents.length; j++) {
+        const m = small[(j % perItem) % plane] as number;
+        if (m === 0) continue;
+        imageLatents[j] = Math.fround(
+          Math.fround((1 - m) * (imageLatents[j] as number)) + m * (fresh ? (fresh[j] as number) : 0),
+        );
+      }
+    }
     const noise = generator.randn(shape);
     let latents: Float32Array;
     if (fullStrength) {
@@ -962,9 +985,6 @@ export class Pipeline {
       latents = scheduler.addNoise(imageLatents as Float32Array, noise, begin);
     }
     const maskedLatents = await encodeSample({ data: masked, shape: pixels.shape });
-    const h = shape[2] as number;
-    const w = shape[3] as number;
-    const small = resizeNearest(mask, h, w).data;
     const maskLatents = repeatBatch(small, batch);
     if (!ninth) {
       return { latents, begin, blend: { mask: maskLatents, imageLatents: imageLatents as Float32Array, noise } };
@@ -1084,7 +1104,11 @@ export class Pipeline {
     const image = inputs.image ? await resizePixels(inputs.image, r.width, r.height) : undefined;
     const mask = inputs.mask ? await resizePixels(inputs.mask, r.width, r.height) : undefined;
     const { syntax, clipSkip } = this.promptOptions(req);
-    return { ...r, scheduler, strength, begin, end, image, mask, syntax, clipSkip };
+    const maskedContent = req.maskedContent;
+    if (maskedContent !== undefined && ((maskedContent !== "noise" && maskedContent !== "zeros") || !mask)) {
+      throw new RequestError('maskedContent is "noise" or "zeros", for inpainting only', "maskedContent");
+    }
+    return { ...r, scheduler, strength, begin, end, image, mask, syntax, clipSkip, maskedContent };
   }
 
   /**
@@ -1132,6 +1156,7 @@ interface Validated {
   mask?: GrayImage;
   syntax: PromptSyntax;
   clipSkip: number;
+  maskedContent?: "noise" | "zeros";
 }
 
 /** The image inputs checked (types, sizes, strength range) and the mask made grey. */

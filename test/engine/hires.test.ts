@@ -76,7 +76,7 @@ describe("generateHires (tiny-sd2v, VAE factor 8)", () => {
   });
 
   test("a crop (hr_resize_x and _y both given) cuts the latents", async () => {
-    const hires = { width: 64, height: 64, cropX: 2, cropY: 0, upscaler: "Latent", steps: 1, denoisingStrength: 0.5 };
+    const hires = { width: 64, height: 64, cropX: 16, cropY: 0, upscaler: "Latent", steps: 1, denoisingStrength: 0.5 };
     const r = await generateHires(pipe, req, hires);
     assert.deepEqual([r.images[0]?.width, r.images[0]?.height], [48, 64]);
   });

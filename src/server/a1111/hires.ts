@@ -142,8 +142,8 @@ export function resolveHires(
     fix: {
       width: toX,
       height: toY,
-      cropX,
-      cropY,
+      cropX: cropX * OPT_F,
+      cropY: cropY * OPT_F,
       upscaler,
       steps,
       denoisingStrength: denoising,

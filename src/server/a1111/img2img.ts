@@ -17,6 +17,17 @@ import { invalid } from "./errors.js";
 import { blurMask, crop, cropRegion, expandCropRegion, fillMasked, overlayOriginal, resizeImage } from "./images.js";
 import type { Img2ImgBody } from "./schemas.js";
 
+/**
+ * The engine's strength for A1111's img2img step count: its sampler schedules `steps` and runs
+ * the last int(min(d, 0.999) · steps) + 1 of them (setup_img2img_steps without
+ * img2img_fix_steps; k-diffusion's sigma_sched = sigmas[steps − t_enc − 1:]). The engine runs
+ * floor(steps · strength): (runs + 0.5) / steps gives exactly `runs`.
+ */
+export function img2imgStrength(steps: number, denoising: number): number {
+  const runs = Math.trunc(Math.min(denoising, 0.999) * steps) + 1;
+  return Math.min(1, (runs + 0.5) / steps);
+}
+
 /** A1111's defaults for the img2img fields (StableDiffusionProcessingImg2Img). */
 export const IMG2IMG_DEFAULTS = {
   resize_mode: 0,

@@ -16,6 +16,13 @@ export interface A1111Settings {
   clipSkip?: number;
   /** txt2img's hires fix (engine/hires.ts). */
   hires?: HiresFix;
+  /**
+   * img2img and inpainting: the engine's strength that runs A1111's step count for its
+   * denoising_strength (over the input's prompt_strength; inpainting inputs have none).
+   */
+  strength?: number;
+  /** Inpainting: A1111's inpainting_fill 2 ("noise") or 3 ("zeros"). */
+  maskedContent?: "noise" | "zeros";
 }
 
 export interface ModelVersion {

@@ -591,7 +591,13 @@ export class StableDiffusionAdapter implements ModelAdapter {
           numOutputs: input.num_outputs,
           ...(ctx.promptSyntax ? { promptSyntax: ctx.promptSyntax } : {}),
           ...(ctx.a1111?.clipSkip === undefined ? {} : { clipSkip: ctx.a1111.clipSkip }),
-          ...(pictures && this.inputSchema === "img2img" ? { strength: input.prompt_strength } : {}),
+          // A1111's step count for its denoising strength, where an /sdapi call says; else the input's.
+          ...(pictures && ctx.a1111?.strength !== undefined
+            ? { strength: ctx.a1111.strength }
+            : pictures && this.inputSchema === "img2img"
+              ? { strength: input.prompt_strength }
+              : {}),
+          ...(pictures?.mask && ctx.a1111?.maskedContent ? { maskedContent: ctx.a1111.maskedContent } : {}),
         },
         {
           signal: ctx.signal,

@@ -21,7 +21,7 @@ import {
 } from "../../engine/index.js";
 import { A1111Error, httpException, invalid, toA1111Error } from "../a1111/errors.js";
 import { latentUpscaleModeList, resolveHires, upscalerList } from "../a1111/hires.js";
-import { prepareImg2img } from "../a1111/img2img.js";
+import { img2imgStrength, prepareImg2img } from "../a1111/img2img.js";
 import {
   ANY_OBJECT,
   CHECKPOINT,
@@ -586,6 +586,11 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     const seeds = Array.from({ length: count }, (_, i) => (seed + i) % SEED_LIMIT);
     const inputProps = (model.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
     const denoising = body.denoising_strength ?? 0.75;
+    if (picture) {
+      settings.strength = img2imgStrength(steps, denoising);
+      const fill = body.inpainting_fill;
+      if (picture.mask && (fill === 2 || fill === 3)) settings.maskedContent = fill === 2 ? "noise" : "zeros";
+    }
     const inputOf = (s: number): Record<string, unknown> => ({
       prompt,
       ...(negative ? { negative_prompt: negative } : {}),
