@@ -567,7 +567,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       ["width", width],
       ["height", height],
     ] as const) {
-      if (sized && !sizes.includes(v)) {
+      if (sized && sizes.length > 0 && !sizes.includes(v)) {
         throw invalid(key, `${key} must be one of ${sizes.join(", ")}`, "value_error.const");
       }
     }
