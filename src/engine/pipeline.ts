@@ -29,6 +29,7 @@ import {
   targetSize,
   toGray,
 } from "./image-input.js";
+import { interpolate } from "./latent-resize.js";
 import {
   fileIdentity,
   isLoraTarget,
@@ -220,6 +221,12 @@ export interface GenerateRequest extends MicroConditioning {
    * Only matters with strength < 1.
    */
   maskedContent?: "noise" | "zeros";
+  /**
+   * img2img (no mask): encode the picture at its own size (rounded down to the VAE factor) and
+   * resize its latents to width × height as F.interpolate(mode="bilinear") does, instead of
+   * resizing the picture (AUTOMATIC1111's resize_mode 3, "Just resize (latent upscale)").
+   */
+  latentResize?: boolean;
   /**
    * How much of the schedule runs, in (0, 1]: the run starts at step
    * numInferenceSteps − floor(numInferenceSteps × strength). Default 0.8 for img2img, 1 for
@@ -946,7 +953,13 @@ export class Pipeline {
       repeatBatch(await this.sampleEncoding(encoder, x, generator), batch);
 
     if (!r.mask) {
-      const imageLatents = await encodeSample(pixels);
+      let imageLatents = await encodeSample(pixels);
+      const [, , eh, ew] = pixels.shape.map((v) => v / this.info.vaeScaleFactor) as number[];
+      if (eh !== shape[2] || ew !== shape[3]) {
+        // latentResize: the picture's latents to the generation size.
+        const own = { data: imageLatents, shape: [batch, shape[1] as number, eh as number, ew as number] };
+        imageLatents = interpolate(own, shape[2] as number, shape[3] as number, { mode: "bilinear" }).data;
+      }
       const noise = generator.randn(shape);
       return { latents: scheduler.addNoise(imageLatents, noise, begin), begin };
     }
@@ -1101,7 +1114,12 @@ export class Pipeline {
       );
     }
     // Pictures and masks at the generation size (the picture first, the mask to the picture).
-    const image = inputs.image ? await resizePixels(inputs.image, r.width, r.height) : undefined;
+    if (req.latentResize && (!inputs.image || inputs.mask)) {
+      throw new RequestError("latentResize is for img2img without a mask", "latentResize");
+    }
+    const encodeSize =
+      req.latentResize && inputs.image ? targetSize(inputs.image, f) : { width: r.width, height: r.height };
+    const image = inputs.image ? await resizePixels(inputs.image, encodeSize.width, encodeSize.height) : undefined;
     const mask = inputs.mask ? await resizePixels(inputs.mask, r.width, r.height) : undefined;
     const { syntax, clipSkip } = this.promptOptions(req);
     const maskedContent = req.maskedContent;

@@ -119,7 +119,8 @@ describe("img2img picture options", () => {
     initRgb = rgbOf(decode(new Uint8Array(Buffer.from(init, "base64"))));
   });
 
-  test("each resize_mode makes width × height", async () => {
+  test("each resize_mode makes width × height, each its own way", async () => {
+    const made: Uint8Array[] = [];
     for (const resize_mode of [0, 1, 2, 3]) {
       const res = await sdapi("img2img", {
         ...base,
@@ -132,7 +133,11 @@ describe("img2img picture options", () => {
       assert.equal(res.status, 200, JSON.stringify(res.json));
       const { pngs } = answer(res.json);
       assert.deepEqual([pngs[0]?.width, pngs[0]?.height], [192, 128], `resize_mode ${resize_mode}`);
+      made.push(rgbOf(pngs[0] as ReturnType<typeof decode>));
     }
+    // Stretched, cropped, filled, and the latents stretched (3) are four different starts.
+    for (let a = 0; a < 4; a++)
+      for (let b = a + 1; b < 4; b++) assert.notDeepEqual(made[a], made[b], `modes ${a} and ${b}`);
   });
 
   test("inpaint_full_res: every pixel outside the padded box is the original's", async () => {

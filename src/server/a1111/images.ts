@@ -109,7 +109,8 @@ function edgeBand<T extends Pixels>(im: T, edge: "top" | "bottom" | "left" | "ri
  * A1111's images.resize_image(mode, im, width, height) for modes 0–2 (Lanczos):
  * 0 just resize; 1 crop and resize (scale to cover, centre crop); 2 resize and fill (scale to
  * fit, centre, the empty bands filled by stretching the picture's edge lines). Mode 3 (latent
- * upscale) resizes the latents, not the picture: here it is mode 0's picture.
+ * upscale) resizes the latents, not the picture (the engine's latentResize); where a picture must
+ * be resized anyway (an inpainting mask and its picture), it is mode 0 here.
  */
 export async function resizeImage<T extends Pixels>(mode: number, im: T, width: number, height: number): Promise<T> {
   if (mode !== 1 && mode !== 2) return resizePixels(im, width, height);

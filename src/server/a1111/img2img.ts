@@ -44,6 +44,8 @@ export interface Img2ImgPlan {
   image: string;
   /** White = repaint, at width × height, as a PNG data: URI. */
   mask?: string;
+  /** resize_mode 3 without a mask: `image` is at its own size; its latents are resized to width × height. */
+  latentResize?: boolean;
   /** The answer's picture from the model's (PNG bytes): the original laid back over what is kept. */
   finish?: (png: Uint8Array, parameters: string) => Promise<Uint8Array>;
 }
@@ -105,14 +107,29 @@ function maskOf(image: RgbImage & { alpha?: Uint8Array }): GrayImage {
 }
 
 /** The pictures of an img2img call at width × height, and how its answer is finished. */
-export async function prepareImg2img(body: Img2ImgBody, width: number, height: number): Promise<Img2ImgPlan> {
+export async function prepareImg2img(
+  body: Img2ImgBody,
+  width: number,
+  height: number,
+  maxPixels: number,
+): Promise<Img2ImgPlan> {
   const first = body.init_images?.[0];
   if (typeof first !== "string") {
     throw invalid("init_images", "ensure this value has at least 1 items", "value_error.list.min_items");
   }
   const init = flatten(await decode(first, "init_images"));
   const resizeMode = body.resize_mode ?? IMG2IMG_DEFAULTS.resize_mode;
-  if (body.mask === undefined) return { image: dataUri(await resizeImage(resizeMode, init, width, height)) };
+  if (body.mask === undefined) {
+    if (resizeMode !== 3) return { image: dataUri(await resizeImage(resizeMode, init, width, height)) };
+    // Encoded at its own size: bounded as a generation is.
+    if (init.width * init.height > maxPixels) {
+      throw invalid(
+        "resize_mode",
+        `resize_mode 3 encodes the picture at its own size: at most ${maxPixels} pixels here`,
+      );
+    }
+    return { image: dataUri(init), latentResize: true };
+  }
 
   const decodedMask = await decode(body.mask, "mask");
   let mask = maskOf(decodedMask);

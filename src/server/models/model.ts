@@ -21,6 +21,8 @@ export interface A1111Settings {
    * denoising_strength (over the input's prompt_strength; inpainting inputs have none).
    */
   strength?: number;
+  /** img2img's resize_mode 3: the picture's latents (at its own size) resized to this size. */
+  latentResize?: { width: number; height: number };
   /** Inpainting: A1111's inpainting_fill 2 ("noise") or 3 ("zeros"). */
   maskedContent?: "noise" | "zeros";
 }

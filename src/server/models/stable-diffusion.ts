@@ -598,6 +598,9 @@ export class StableDiffusionAdapter implements ModelAdapter {
               ? { strength: input.prompt_strength }
               : {}),
           ...(pictures?.mask && ctx.a1111?.maskedContent ? { maskedContent: ctx.a1111.maskedContent } : {}),
+          ...(pictures && !pictures.mask && ctx.a1111?.latentResize
+            ? { ...ctx.a1111.latentResize, latentResize: true }
+            : {}),
         },
         {
           signal: ctx.signal,

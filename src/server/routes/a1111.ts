@@ -577,7 +577,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       throw invalid("width", `width × height is at most ${maxPixels} pixels here, got ${width}x${height}`);
     }
     // The pictures, prepared as A1111 prepares them (resize_mode, mask blur, inpaint_full_res, fill).
-    const picture = mode === "img2img" ? await prepareImg2img(body, width, height) : undefined;
+    const picture = mode === "img2img" ? await prepareImg2img(body, width, height, maxPixels) : undefined;
 
     await checkPromptTags(model, checkpoint, { prompt, negative_prompt: negative });
 
@@ -588,6 +588,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     const denoising = body.denoising_strength ?? 0.75;
     if (picture) {
       settings.strength = img2imgStrength(steps, denoising);
+      if (picture.latentResize) settings.latentResize = { width, height };
       const fill = body.inpainting_fill;
       if (picture.mask && (fill === 2 || fill === 3)) settings.maskedContent = fill === 2 ? "noise" : "zeros";
     }

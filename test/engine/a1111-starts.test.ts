@@ -1,5 +1,6 @@
 /**
- * Inpainting's maskedContent (A1111's inpainting_fill 2 "latent noise" and 3 "latent nothing"):
+ * The img2img starts AUTOMATIC1111 has beside diffusers': latentResize (resize_mode 3: the
+ * picture's latents resized, not the picture) and inpainting's maskedContent (A1111's inpainting_fill 2 "latent noise" and 3 "latent nothing"):
  * the area to repaint starts from a fresh draw of the seed or from zeros instead of the picture's
  * latents. Checked on tiny-sd2v (4-channel, so inpainting blends): with strength < 1 each choice
  * starts elsewhere, the same request gives the same picture, and it is refused without a mask.
@@ -10,7 +11,7 @@ import { RequestError } from "../../src/engine/errors.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import { modelDir } from "../helpers/fixtures.js";
 
-describe("maskedContent (tiny-sd2v)", () => {
+describe("latentResize and maskedContent (tiny-sd2v)", () => {
   let pipe: Pipeline;
   before(async () => {
     pipe = await loadPipeline(modelDir("tiny-sd2v"), { threads: 1 });
@@ -43,6 +44,17 @@ describe("maskedContent (tiny-sd2v)", () => {
         assert.equal(zeros.latents.data[i], original.latents.data[i]);
       }
     }
+  });
+
+  test("latentResize: the picture encoded at its own size, its latents resized to width × height", async () => {
+    const { mask: _, ...img2img } = req;
+    const a = await pipe.generate({ ...img2img, width: 48, height: 64, latentResize: true });
+    assert.deepEqual([a.images[0]?.width, a.images[0]?.height, a.latents.shape[2], a.latents.shape[3]], [48, 64, 8, 6]);
+    const again = await pipe.generate({ ...img2img, width: 48, height: 64, latentResize: true });
+    assert.deepEqual(again.latents.data, a.latents.data);
+    const resized = await pipe.generate({ ...img2img, width: 48, height: 64 });
+    assert.notDeepEqual(resized.latents.data, a.latents.data);
+    await assert.rejects(pipe.generate({ ...req, latentResize: true }), RequestError);
   });
 
   test("without a mask, or an unknown value: a RequestError", async () => {
