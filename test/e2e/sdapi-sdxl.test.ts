@@ -52,6 +52,11 @@ test("SDXL is a checkpoint: txt2img twice with one seed, one picture; clip skip 
   assert.equal(i2i.status, 200, JSON.stringify(i2i.json));
   const out = decode(Buffer.from((i2i.json["images"] as string[])[0] as string, "base64"));
   assert.deepEqual([out.width, out.height], [256, 192]);
+  // resize_mode 3 (latent upscale) is a picture resize on SDXL: still width × height.
+  const latent = await sdapi("img2img", { ...req, init_images: [source], resize_mode: 3, width: 192, height: 256 });
+  assert.equal(latent.status, 200, JSON.stringify(latent.json));
+  const l = decode(Buffer.from((latent.json["images"] as string[])[0] as string, "base64"));
+  assert.deepEqual([l.width, l.height], [192, 256]);
 });
 
 test("what SDXL is not served with here: A1111's 422 on the field", async () => {

@@ -577,7 +577,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       throw invalid("width", `width × height is at most ${maxPixels} pixels here, got ${width}x${height}`);
     }
     // The pictures, prepared as A1111 prepares them (resize_mode, mask blur, inpaint_full_res, fill).
-    const picture = mode === "img2img" ? await prepareImg2img(body, width, height, maxPixels) : undefined;
+    const picture = mode === "img2img" ? await prepareImg2img(body, width, height, maxPixels, !sdxl) : undefined;
 
     await checkPromptTags(model, checkpoint, { prompt, negative_prompt: negative });
 
