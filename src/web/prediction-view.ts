@@ -98,7 +98,7 @@ function formatFileValue(v: unknown): string {
 }
 
 /** The names of the file inputs (format "uri"); without the model's fields, image and mask. */
-function fileInputNames(p: ApiPrediction, fields: readonly FormField[] | undefined): string[] {
+function fileInputsGiven(p: ApiPrediction, fields: readonly FormField[] | undefined): string[] {
   const names = fields ? fields.filter((f) => f.type === "file").map((f) => f.name) : ["image", "mask"];
   return names.filter((n) => typeof p.input[n] === "string");
 }
@@ -115,7 +115,7 @@ export function inputImageUrl(web: string, name: string): string {
  * link (the page loads nothing from elsewhere).
  */
 function inputImages(p: ApiPrediction, fields: readonly FormField[] | undefined): Html | string {
-  const names = fileInputNames(p, fields);
+  const names = fileInputsGiven(p, fields);
   if (names.length === 0) return "";
   const labelOf = (n: string) => fields?.find((f) => f.name === n)?.label ?? n;
   return html`<div class="input-images" data-role="input-images">${names.map((name) => {
@@ -134,7 +134,13 @@ function inputImages(p: ApiPrediction, fields: readonly FormField[] | undefined)
     if (url && ownFileId(url) !== undefined) {
       return html`<figure class="input-image" data-input-image="${name}" data-file="${value}"><span class="muted" data-role="file-note">An uploaded file: shown to the API token that uploaded it.</span><figcaption>${label}</figcaption></figure>`;
     }
-    return html`<figure class="input-image" data-input-image="${name}"><a href="${value}" rel="noreferrer noopener">${shorten(value, ALT_PROMPT_LENGTH)}</a><figcaption>${label} (not loaded here)</figcaption></figure>`;
+    const text = shorten(value, ALT_PROMPT_LENGTH);
+    // Only http(s) is ever a link (the API refuses other schemes, but the page does not rely on it).
+    const shown =
+      url && (url.protocol === "http:" || url.protocol === "https:")
+        ? html`<a href="${value}" rel="noreferrer noopener">${text}</a>`
+        : html`<span>${text}</span>`;
+    return html`<figure class="input-image" data-input-image="${name}">${shown}<figcaption>${label} (not loaded here)</figcaption></figure>`;
   })}</div>`;
 }
 
@@ -183,7 +189,7 @@ export function predictionSection(p: ApiPrediction, opts: PredictionViewOptions)
   ];
 
   const given = new Set(Object.keys(p.input).filter((k) => p.input[k] !== null));
-  const fileNames = new Set(fileInputNames(p, opts.fields));
+  const fileNames = new Set(fileInputsGiven(p, opts.fields));
   const inputRows = [
     ...(opts.fields ?? []).map((f) => ({
       label: f.label,

@@ -241,6 +241,27 @@ test("a data: URI input is shown from the page's own URL; other URLs are only li
   assert.equal((await fetch(`${web}/inputs/prompt`)).status, 404);
   assert.equal((await fetch(`${web}/inputs/mask`)).status, 404);
   assert.equal((await fetch(`${server.url}/p/nosuchkey/inputs/image`)).status, 404);
+  for (const name of ["__proto__", "constructor", "toString", "%2e%2e", "image%00", "x".repeat(5000)]) {
+    const res = await fetch(`${web}/inputs/${name}`);
+    // Past the router's longest path parameter: 414.
+    if (name.length > 100) {
+      assert.equal(res.status, 414);
+      continue;
+    }
+    assert.equal(res.status, 404, name);
+    assert.match(res.headers.get("content-type") ?? "", /application\/problem\+json/, name);
+  }
+  // A data: URI that is not a picture is never served (as HTML or anything else).
+  const html = await api(
+    server,
+    "POST",
+    `/v1/models/${IMG2IMG}/predictions`,
+    { input: { prompt: "x", image: "data:text/html,<script>alert(1)</script>", num_inference_steps: 2 } },
+    { ...authHeaders(), Prefer: "wait" },
+  );
+  assert.equal(html.json["status"], "failed");
+  const htmlWeb = (html.json["urls"] as Record<string, string>)["web"] as string;
+  assert.equal((await fetch(`${htmlWeb}/inputs/image`)).status, 404);
 
   // A URL input is a link: the page loads nothing from elsewhere.
   const remote = await api(
@@ -257,6 +278,7 @@ test("a data: URI input is shown from the page's own URL; other URLs are only li
 });
 
 test("bad files are refused in the form; a mask file, a pasted URL and img2img work too", { skip }, async () => {
+  await setToken(TOKEN);
   await page.goto(`${server.url}/?model=${encodeURIComponent(INPAINT)}`);
   const picker = page.getByLabel("Image *", { exact: true });
   const error = page.locator("#field-image-error");
