@@ -100,7 +100,7 @@ function flatten(image: RgbImage & { alpha?: Uint8Array }): RgbImage {
  */
 function maskOf(image: RgbImage & { alpha?: Uint8Array }): GrayImage {
   const { alpha } = image;
-  if (alpha && alpha.some((a) => a !== 255)) {
+  if (alpha?.some((a) => a !== 255)) {
     return { width: image.width, height: image.height, data: alpha.map((a) => (a > 128 ? 255 : 0)) };
   }
   return toGray(image);
