@@ -8,6 +8,10 @@
  *
  * What A1111 keeps globally (the checkpoint in /options, /progress, /interrupt) is kept per
  * account here: one account neither switches another's model nor sees or stops its work.
+ *
+ * The pieces live in server/a1111/: the request and response schemas (schemas.ts), error shapes
+ * (errors.ts), checkpoints and samplers, the hires fix's fields (hires.ts), img2img's picture
+ * preparation (img2img.ts, on the picture operations of images.ts) and the infotext.
  */
 import { randomInt } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -19,9 +23,22 @@ import {
   parseA1111Prompt,
   RequestError,
 } from "../../engine/index.js";
+import {
+  findCheckpoint,
+  inputPropsOf,
+  isSdxl,
+  makesFromText,
+  modelName,
+  modelTitle,
+  sharesWeightsOf,
+  shortHash,
+  sizesOf,
+} from "../a1111/checkpoints.js";
 import { A1111Error, httpException, invalid, toA1111Error } from "../a1111/errors.js";
 import { latentUpscaleModeList, resolveHires, upscalerList } from "../a1111/hires.js";
 import { img2imgStrength, prepareImg2img } from "../a1111/img2img.js";
+import { infotext } from "../a1111/infotext.js";
+import { resolveSampler, SAMPLER_TABLE, schedulersOf } from "../a1111/samplers.js";
 import {
   ANY_OBJECT,
   CHECKPOINT,
@@ -80,67 +97,6 @@ async function checkPromptTags(
 }
 
 /**
- * A1111 samplers (with their schedule type) and the scheduler of a model's Replicate input each
- * one is: engine/schedulers/index.ts builds the same diffusers class and config for both names.
- * A pair is offered where a served model's input lists its scheduler (stability-ai/stable-diffusion
- * lists six; models with more, such as KarrasDPM or LCM, offer more).
- */
-const SAMPLER_TABLE: readonly { sampler: string; schedule: "Automatic" | "Karras"; replicate: string }[] = [
-  { sampler: "Euler", schedule: "Automatic", replicate: "K_EULER" },
-  { sampler: "Euler a", schedule: "Automatic", replicate: "K_EULER_ANCESTRAL" },
-  { sampler: "DPM++ 2M", schedule: "Automatic", replicate: "DPMSolverMultistep" },
-  { sampler: "DPM++ 2M", schedule: "Karras", replicate: "KarrasDPM" },
-  { sampler: "LMS", schedule: "Automatic", replicate: "KLMS" },
-  { sampler: "Heun", schedule: "Automatic", replicate: "HeunDiscrete" },
-  { sampler: "DDIM", schedule: "Automatic", replicate: "DDIM" },
-  { sampler: "PLMS", schedule: "Automatic", replicate: "PNDM" },
-  { sampler: "UniPC", schedule: "Automatic", replicate: "UniPCMultistep" },
-  { sampler: "LCM", schedule: "Automatic", replicate: "LCM" },
-];
-/** A1111's default (sampler_index's default in models.py). */
-const DEFAULT_SAMPLER = "Euler";
-/** A1111's schedule types; one it does not know means Automatic, as there. */
-const KNOWN_SCHEDULES = [
-  "Automatic",
-  "Uniform",
-  "Karras",
-  "Exponential",
-  "Polyexponential",
-  "SGM Uniform",
-  "KL Optimal",
-];
-const SCHEDULE_SUFFIXES = [" Karras", " Exponential"];
-
-/** The schedulers a model's input takes (its scheduler enum). */
-function schedulersOf(m: ModelAdapter): string[] {
-  return ((m.schemas["scheduler"] as JsonSchema | undefined)?.enum ?? []) as string[];
-}
-
-/** 10 hex characters, as A1111's short checkpoint hash; ours is the version id's start. */
-function shortHash(m: ModelAdapter): string {
-  return m.version.id.slice(0, 10);
-}
-function modelName(m: ModelAdapter): string {
-  return `${m.model.owner}/${m.model.name}`;
-}
-function modelTitle(m: ModelAdapter): string {
-  return `${modelName(m)} [${shortHash(m)}]`;
-}
-
-/** A checkpoint as A1111 accepts one: its title, name, short hash or full hash. */
-function findCheckpoint(models: readonly ModelAdapter[], name: string): ModelAdapter | undefined {
-  const wanted = name.trim();
-  return models.find(
-    (m) => modelTitle(m) === wanted || modelName(m) === wanted || shortHash(m) === wanted || m.version.id === wanted,
-  );
-}
-
-/** An SDXL model (stability-ai/sdxl's input, the SDXL engine). */
-function isSdxl(m: ModelAdapter): boolean {
-  return (m as { spec?: { family?: string } }).spec?.family === "sdxl";
-}
-
-/**
  * SDXL reads prompts as diffusers does: A1111's emphasis, BREAK, `[…]` and `<lora:…>` would be
  * read as plain words there, so a prompt using them is refused on its field instead.
  */
@@ -155,26 +111,6 @@ function checkPlainPrompts(prompts: Record<"prompt" | "negative_prompt", string>
       );
     }
   }
-}
-
-/** A model A1111 clients can use as a checkpoint for txt2img: one whose input takes no picture. */
-function makesFromText(m: ModelAdapter): boolean {
-  const props = (m.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
-  return !Object.hasOwn(props, "image");
-}
-
-function inputPropsOf(m: ModelAdapter): Record<string, JsonSchema> {
-  return ((m.schemas["Input"] as JsonSchema | undefined)?.properties ?? {}) as Record<string, JsonSchema>;
-}
-
-/** The model whose loaded networks `m` runs on (img2img and inpainting beside a checkpoint). */
-function sharesWeightsOf(m: ModelAdapter): string | undefined {
-  return (m as { spec?: { sharesWeightsOf?: string } }).spec?.sharesWeightsOf;
-}
-
-/** Where the model's Input schema puts its limits (sizes are an enum there). */
-function sizesOf(m: ModelAdapter): number[] {
-  return ((m.schemas["width"] as JsonSchema | undefined)?.enum ?? []) as number[];
 }
 
 interface Job {
@@ -195,71 +131,8 @@ interface Task {
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
-/** The sampler and schedule of a request, as A1111 resolves them ("DPM++ 2M Karras" is sampler + schedule). */
-function resolveSampler(
-  samplerName: string | null,
-  scheduler: string | null,
-  field?: string,
-): { sampler: string; schedule: string; replicate: string } {
-  let sampler = (samplerName ?? DEFAULT_SAMPLER).trim();
-  let schedule = (scheduler ?? "Automatic").trim();
-  // "DPM++ 2M Karras": the sampler and schedule type in one name, as A1111 before 1.9 named them.
-  for (const suffix of SCHEDULE_SUFFIXES) {
-    if (sampler.toLowerCase().endsWith(suffix.toLowerCase())) {
-      sampler = sampler.slice(0, -suffix.length);
-      schedule = suffix.trim();
-    }
-  }
-  const rows = SAMPLER_TABLE.filter((r) => r.sampler.toLowerCase() === sampler.toLowerCase());
-  // A1111 answers an unknown sampler_name with 404; an unknown hr_sampler_name is a field at fault.
-  if (rows.length === 0) {
-    if (field) throw invalid(field, `sampler ${JSON.stringify(sampler)} not found`);
-    throw httpException(404, "Sampler not found");
-  }
-  const known = KNOWN_SCHEDULES.find((k) => k.toLowerCase() === schedule.toLowerCase()) ?? "Automatic";
-  const row = rows.find((r) => r.schedule === known);
-  if (!row) {
-    throw invalid("scheduler", `schedule type ${known} is not available for ${rows[0]?.sampler} here; use Automatic`);
-  }
-  return { sampler: row.sampler, schedule: row.schedule, replicate: row.replicate };
-}
-
 function jobTimestamp(d: Date): string {
   return d.toISOString().replace(/[-:T]/g, "").slice(0, 14);
-}
-
-/** A1111's infotext: the prompt, the negative prompt, then "Key: value" pairs. */
-function infotext(p: {
-  prompt: string;
-  negative: string;
-  steps: number;
-  sampler: string;
-  schedule: string;
-  cfg: number;
-  seed: number;
-  width: number;
-  height: number;
-  model: ModelAdapter;
-  version: string;
-  denoising?: number | null;
-  clipSkip: number;
-  extra: readonly (readonly [string, string | number])[];
-}): string {
-  const pairs = [
-    `Steps: ${p.steps}`,
-    `Sampler: ${p.sampler}`,
-    `Schedule type: ${p.schedule}`,
-    `CFG scale: ${p.cfg}`,
-    `Seed: ${p.seed}`,
-    `Size: ${p.width}x${p.height}`,
-    `Model hash: ${shortHash(p.model)}`,
-    `Model: ${modelName(p.model)}`,
-    ...(p.denoising === undefined || p.denoising === null ? [] : [`Denoising strength: ${p.denoising}`]),
-    ...(p.clipSkip !== 1 ? [`Clip skip: ${p.clipSkip}`] : []),
-    ...p.extra.map(([k, v]) => `${k}: ${typeof v === "string" && /[,:\n"]/.test(v) ? JSON.stringify(v) : v}`),
-    `Version: sdserve ${p.version}`,
-  ];
-  return `${p.prompt}${p.negative ? `\nNegative prompt: ${p.negative}` : ""}\n${pairs.join(", ")}`;
 }
 
 export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Promise<void> {
