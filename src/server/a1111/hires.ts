@@ -19,6 +19,7 @@ export interface HiresBody {
   hr_scheduler?: string;
   hr_prompt?: string;
   hr_negative_prompt?: string;
+  hr_checkpoint_name?: string;
   firstphase_width?: number;
   firstphase_height?: number;
   denoising_strength?: number;

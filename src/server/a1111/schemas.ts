@@ -4,6 +4,7 @@
  * the processing classes it builds them from.
  */
 import type { JsonSchema } from "../models/json-schema.js";
+import { MAX_PROMPT_LENGTH } from "../models/stable-diffusion.js";
 import type { RouteSchema } from "../schemas/openapi.js";
 import type { HiresBody } from "./hires.js";
 
@@ -116,8 +117,9 @@ export const TXT2IMG_BODY: JsonSchema = {
     hr_resize_y: { ...integer(0, 16384), description: "Hires fix: the height to make instead of hr_scale" },
     hr_sampler_name: { type: "string", description: "Hires fix: the second pass's sampler; default sampler_name" },
     hr_scheduler: { type: "string", description: "Hires fix: the second pass's schedule type" },
-    hr_prompt: { type: "string" },
-    hr_negative_prompt: { type: "string" },
+    hr_prompt: { type: "string", maxLength: MAX_PROMPT_LENGTH },
+    hr_negative_prompt: { type: "string", maxLength: MAX_PROMPT_LENGTH },
+    hr_checkpoint_name: { type: "string", description: "Hires fix: only the checkpoint of the first pass is served" },
     firstphase_width: integer(0, 16384),
     firstphase_height: integer(0, 16384),
   },

@@ -74,7 +74,7 @@ export interface A1111Options {
 async function checkPromptTags(
   model: ModelAdapter,
   checkpoint: ModelAdapter,
-  prompts: Record<"prompt" | "negative_prompt", string | undefined>,
+  prompts: Record<string, string | undefined>,
 ): Promise<void> {
   const dir = model.promptFolders?.loraDir ?? checkpoint.promptFolders?.loraDir;
   for (const [field, text] of Object.entries(prompts)) {
@@ -391,6 +391,11 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     let hrScheduler: string | undefined;
     if (hires) {
       if (sdxl) throw invalid("enable_hr", `the hires fix is not served for SDXL models here (${modelName(model)})`);
+      // A1111 can switch checkpoints for the second pass; here it runs on the first pass's.
+      const hrCheckpoint = body.hr_checkpoint_name;
+      if (hrCheckpoint && hrCheckpoint !== "Use same checkpoint" && findCheckpoint(served, hrCheckpoint) !== model) {
+        throw invalid("hr_checkpoint_name", "the hires fix's second pass runs on the first pass's checkpoint here");
+      }
       width = hires.width;
       height = hires.height;
       const same = (v: string | undefined, word: string) => (v === undefined || v === `Use same ${word}` ? null : v);
@@ -453,6 +458,12 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     const picture = mode === "img2img" ? await prepareImg2img(body, width, height, maxPixels, !sdxl) : undefined;
 
     await checkPromptTags(model, checkpoint, { prompt, negative_prompt: negative });
+    if (hires) {
+      await checkPromptTags(model, checkpoint, {
+        hr_prompt: hires.fix.prompt ?? prompt,
+        hr_negative_prompt: hires.fix.negativePrompt ?? negative,
+      });
+    }
 
     const seed = seedIn === -1 ? randomInt(0, SEED_LIMIT) : seedIn;
     const count = batchSize * nIter;
