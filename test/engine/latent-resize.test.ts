@@ -46,6 +46,18 @@ describe("interpolate (torch semantics, align_corners=False)", () => {
     assert.deepEqual([...out.data], [0, 1, 3, 4, 2, 3, 5, 6, 6, 7, 9, 10, 8, 9, 11, 12]);
   });
 
+  test("torch's own example (nn.Upsample's documentation): [[1, 2], [3, 4]] × 2, bilinear and nearest", () => {
+    const x = { data: Float32Array.from([1, 2, 3, 4]), shape: [1, 1, 2, 2] };
+    assert.deepEqual(
+      [...interpolate(x, 4, 4, { mode: "bilinear" }).data],
+      [1, 1.25, 1.75, 2, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3, 3.25, 3.75, 4],
+    );
+    assert.deepEqual(
+      [...interpolate(x, 4, 4, { mode: "nearest" }).data],
+      [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4],
+    );
+  });
+
   test("bilinear antialiased: the triangle widened by the scale when shrinking", () => {
     // 4 → 2, scale 2, support 2: output 0 (centre 1) takes inputs 0, 1, 2 with weights
     // tri(−0.25), tri(0.25), tri(0.75) = 0.75, 0.75, 0.25 (sum 1.75) → 1.25 / 1.75;

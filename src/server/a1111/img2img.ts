@@ -24,8 +24,12 @@ import type { Img2ImgBody } from "./schemas.js";
  * floor(steps · strength): (runs + 0.5) / steps gives exactly `runs`.
  */
 export function img2imgStrength(steps: number, denoising: number): number {
-  const runs = Math.trunc(Math.min(denoising, 0.999) * steps) + 1;
-  return Math.min(1, (runs + 0.5) / steps);
+  return Math.min(1, (img2imgRuns(steps, denoising) + 0.5) / steps);
+}
+
+/** The steps A1111's img2img runs of `steps` at a denoising strength. */
+export function img2imgRuns(steps: number, denoising: number): number {
+  return Math.min(steps, Math.trunc(Math.min(denoising, 0.999) * steps) + 1);
 }
 
 /** A1111's defaults for the img2img fields (StableDiffusionProcessingImg2Img). */

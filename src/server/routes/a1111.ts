@@ -36,7 +36,7 @@ import {
 } from "../a1111/checkpoints.js";
 import { A1111Error, httpException, invalid, toA1111Error } from "../a1111/errors.js";
 import { latentUpscaleModeList, resolveHires, upscalerList } from "../a1111/hires.js";
-import { img2imgStrength, prepareImg2img } from "../a1111/img2img.js";
+import { img2imgRuns, img2imgStrength, prepareImg2img } from "../a1111/img2img.js";
 import { infotext } from "../a1111/infotext.js";
 import { resolveSampler, SAMPLER_TABLE, schedulersOf } from "../a1111/samplers.js";
 import {
@@ -540,7 +540,12 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         const job: Job = {
           id: created.id,
           step: 0,
-          steps: steps + (hires?.fix.steps ?? 0),
+          // What runs: both hires passes; img2img's share of the schedule (SDXL: diffusers' share).
+          steps: picture
+            ? sdxl
+              ? Math.max(1, Math.floor(steps * denoising))
+              : img2imgRuns(steps, denoising)
+            : steps + (hires?.fix.steps ?? 0),
           done: false,
           preview: undefined,
         };
