@@ -31,6 +31,7 @@ import {
 } from "./image-input.js";
 import {
   fileIdentity,
+  folderTouchesConvolutions,
   isLoraTarget,
   type LoadedLora,
   type LoraModel,
@@ -344,10 +345,11 @@ export class Pipeline {
     const convs =
       opts.loraSupport === "all" ||
       (lowRank &&
-        (await touchesConvolutions(
+        ((await touchesConvolutions(
           (opts.loras ?? []).map((l) => l.path),
           modules,
-        )));
+        )) ||
+          (opts.loraDir !== undefined && (await folderTouchesConvolutions(opts.loraDir, modules)))));
     const textEncoder = await TextEncoder.load(folder.textEncoder, opts, {
       lowRank: lowRank ? (p) => isLoraTarget("text_encoder", p) : undefined,
       embeddings: (opts.embeddings?.length ?? 0) > 0,
