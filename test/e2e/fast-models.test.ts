@@ -12,6 +12,7 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { encode } from "fast-png";
 import OpenAI from "openai";
 import Replicate from "replicate";
 import { decodeImage } from "../../src/engine/index.js";
@@ -42,6 +43,8 @@ before(async () => {
   const models = {
     models: {
       "me/tiny-lcm": { weights: await writeTinyFewStepModel(path.join(scratch, "lcm"), "lcm", scratch) },
+      "me/tiny-lcm-img2img": { weights: path.join(scratch, "lcm"), schema: "img2img" },
+      "me/tiny-turbo-img2img": { weights: path.join(scratch, "turbo"), schema: "img2img" },
       "me/tiny-turbo": { weights: await writeTinyFewStepModel(path.join(scratch, "turbo"), "turbo", scratch) },
       "me/tiny-lcm-lora": { weights: tiny, loras: [{ path: lora, scale: 1 }], defaults: lcmDefaults },
       "me/tiny-lcm-fused": { weights: fused, defaults: lcmDefaults },
@@ -204,4 +207,36 @@ test("an LCM-LoRA models-file entry: LCM's defaults in its schema and form, and 
     worst = Math.max(worst, Math.abs((a?.data[i] as number) - (b?.data[i] as number)));
   // Images equal to 1e-4 before 8-bit rounding (test/engine/lora.test.ts) may differ by one level.
   assert.ok(worst <= 1, `PNG values differ by up to ${worst}`);
+});
+
+test("img2img through replicate: LCM's 4 steps at the model's guidance, Turbo's 2 at strength 0.5; too low a strength fails clearly", {
+  timeout: 120_000,
+}, async () => {
+  const data = Uint8Array.from({ length: 64 * 64 * 3 }, (_, i) => (i * 37) % 256);
+  const image = `data:image/png;base64,${Buffer.from(encode({ width: 64, height: 64, data, channels: 3 })).toString("base64")}`;
+  const input = (await schemasOf("me/tiny-lcm-img2img"))["Input"]?.properties ?? {};
+  assert.equal(input["num_inference_steps"]?.["default"], 4);
+  assert.equal(input["scheduler"]?.["default"], "LCM");
+  const output = (await replicate.run("me/tiny-lcm-img2img", {
+    input: { prompt: "a red bicycle", image, prompt_strength: 0.5, seed: 5 },
+  })) as unknown[];
+  const text = parametersOf(await download(String(output[0])));
+  assert.match(text, /Steps: 4, Sampler: LCM, CFG scale: 8.5, Seed: 5, Size: 64x64/);
+  assert.match(text, /Denoising strength: 0.5/);
+  // Turbo's img2img: its model card's 2 steps at strength 0.5, without guidance.
+  const turbo = (await schemasOf("me/tiny-turbo-img2img"))["Input"]?.properties ?? {};
+  assert.equal(turbo["num_inference_steps"]?.["default"], 2);
+  assert.equal(turbo["prompt_strength"]?.["default"], 0.5);
+  assert.equal(turbo["scheduler"]?.["default"], "K_EULER");
+  const fast = (await replicate.run("me/tiny-turbo-img2img", {
+    input: { prompt: "a red bicycle", image, seed: 5 },
+  })) as unknown[];
+  const fastText = parametersOf(await download(String(fast[0])));
+  assert.match(fastText, /Steps: 2, Sampler: K_EULER, CFG scale: 1, Seed: 5, Size: 64x64/);
+  assert.match(fastText, /Denoising strength: 0.5/);
+  // 50 distillation timesteps × 0.06 keeps 3: not enough for 4 steps.
+  await assert.rejects(
+    replicate.run("me/tiny-lcm-img2img", { input: { prompt: "a red bicycle", image, prompt_strength: 0.06 } }),
+    /strength 0.06 keeps 3 of the model's 50 distillation timesteps/,
+  );
 });
