@@ -15,8 +15,9 @@
  *     [--strength 0.75]
  *
  * --fast turbo: SD-Turbo, 512², 1 step of Euler (trailing), guidance 0, TAESD decode;
- * --fast lcm: SD 1.5, 512², 4 LCM steps, guidance 1, the full VAE, with TAESD previews (whose
- * cost per step is the TAESD decode of a 512² image). Options given explicitly win.
+ * --fast lcm: SD 1.5, 512², 4 LCM steps, guidance 1, the full VAE, with TAESD previews at most
+ * 256 px wide (`sdserve serve`'s default --preview-size: a TAESD decode of 2×2-averaged latents;
+ * --preview-size 512 for full-size ones). Options given explicitly win.
  *
  * Each (model, provider, mode) runs in its own process when there are several, so its peak
  * RSS is its own. See bench/README.md for what is printed.
@@ -68,7 +69,7 @@ const MODELS = [
 /** The ready-made few-step runs of issue 17 (see the usage above). */
 const FAST = {
   turbo: { model: "sd-turbo", steps: 1, guidance: 0, scheduler: "K_EULER", size: 512, vae: "taesd" },
-  lcm: { model: "sd-1.5", steps: 4, guidance: 1, scheduler: "LCM", size: 512, preview: "taesd" },
+  lcm: { model: "sd-1.5", steps: 4, guidance: 1, scheduler: "LCM", size: 512, preview: "taesd", previewSize: 256 },
 } as const;
 /** `--vae taesd` / `--preview taesd`: TAESD (presets/taesd) with random weights. */
 const TAESD = "taesd";
@@ -146,7 +147,7 @@ function parseOptions(): Options {
   if (values.fast !== undefined && !(values.fast in FAST)) {
     throw new Error(`--fast must be one of ${Object.keys(FAST).join(", ")}, got ${values.fast}`);
   }
-  const fast: Partial<(typeof FAST)[keyof typeof FAST]> & { vae?: string; preview?: string } =
+  const fast: Partial<(typeof FAST)[keyof typeof FAST]> & { vae?: string; preview?: string; previewSize?: number } =
     values.fast === undefined ? {} : FAST[values.fast as keyof typeof FAST];
   values.model ??= fast.model ?? "all";
   values.steps ??= String(fast.steps ?? 20);
@@ -155,6 +156,7 @@ function parseOptions(): Options {
   values.size ??= fast.size === undefined ? undefined : String(fast.size);
   values.vae ??= fast.vae;
   values.preview ??= fast.preview;
+  values["preview-size"] ??= fast.previewSize === undefined ? undefined : String(fast.previewSize);
   const model = values.model === "tiny-random" ? "tiny" : values.model;
   if (model !== "all" && !(MODELS as readonly string[]).includes(model)) {
     throw new Error(`--model must be one of ${[...MODELS, "all"].join(", ")}, got ${values.model}`);
