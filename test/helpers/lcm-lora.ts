@@ -44,6 +44,11 @@ export interface LoraRecipe {
   scale: number;
   /** Varies the factors between files. */
   seed?: number;
+  /**
+   * "kohya" (default): as above. "peft": diffusers' own saved layout, `unet.<path>.lora_A.weight`
+   * and `.lora_B.weight` with alpha / rank folded into lora_B and no alpha.
+   */
+  layout?: "kohya" | "peft";
 }
 
 export interface WrittenLora {
@@ -83,21 +88,19 @@ export async function writeUnetLora(modelDir: string, file: string, recipe: Lora
     const cols = inF * kh * kw;
     const down = Float32Array.from({ length: rank * cols }, (_, i) => value(i, seed + n));
     const up = Float32Array.from({ length: out * rank }, (_, i) => value(i, seed + n + 0.5));
-    const base = `lora_unet_${layer.replace(/\./g, "_")}`;
     const conv = shape.length === 4;
-    tensors.push({
-      name: `${base}.lora_down.weight`,
-      dtype: "F32",
-      shape: conv ? [rank, inF, kh, kw] : [rank, inF],
-      data: down,
-    });
-    tensors.push({
-      name: `${base}.lora_up.weight`,
-      dtype: "F32",
-      shape: conv ? [out, rank, 1, 1] : [out, rank],
-      data: up,
-    });
-    tensors.push({ name: `${base}.alpha`, dtype: "F32", shape: [], data: Float32Array.of(alpha) });
+    const downShape = conv ? [rank, inF, kh, kw] : [rank, inF];
+    const upShape = conv ? [out, rank, 1, 1] : [out, rank];
+    if (recipe.layout === "peft") {
+      const folded = up.map((v) => (v * alpha) / rank);
+      tensors.push({ name: `unet.${layer}.lora_A.weight`, dtype: "F32", shape: downShape, data: down });
+      tensors.push({ name: `unet.${layer}.lora_B.weight`, dtype: "F32", shape: upShape, data: folded });
+    } else {
+      const base = `lora_unet_${layer.replace(/\./g, "_")}`;
+      tensors.push({ name: `${base}.lora_down.weight`, dtype: "F32", shape: downShape, data: down });
+      tensors.push({ name: `${base}.lora_up.weight`, dtype: "F32", shape: upShape, data: up });
+      tensors.push({ name: `${base}.alpha`, dtype: "F32", shape: [], data: Float32Array.of(alpha) });
+    }
     // A k×k conv to r channels then a 1×1 conv back is one k×k conv with weight up · down
     // (the down factor's columns are its in × k × k taps).
     const delta = new Float32Array(out * cols);
