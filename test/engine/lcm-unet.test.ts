@@ -283,6 +283,18 @@ describe("UNet with time_cond_proj_dim", () => {
       assert.ok(err <= 1e-6, `final latents: relative error ${err}`);
       // The plain UNet's own 4 steps at strength 0.5: the last two of 999 759 499 259.
       assert.deepEqual((await timesteps(plain, { ...base, strength: 0.5, numInferenceSteps: 4 })).seen, [499, 259]);
+      // Inpainting (no diffusers LCM pipeline for it): strength 1 runs LCM's whole schedule, below
+      // 1 cuts it as StableDiffusionInpaintPipeline does.
+      const mask = {
+        width: 32,
+        height: 32,
+        data: Uint8Array.from({ length: 32 * 32 }, (_, i) => (i % 32 < 16 ? 255 : 0)),
+      };
+      assert.deepEqual((await timesteps(pipe, { ...base, mask, numInferenceSteps: 4 })).seen, [999, 759, 499, 259]);
+      assert.deepEqual(
+        (await timesteps(pipe, { ...base, mask, strength: 0.5, numInferenceSteps: 4 })).seen,
+        [499, 259],
+      );
       // Strength 0.8 (the default), and too low a strength for the steps.
       assert.deepEqual((await timesteps(pipe, { ...base, numInferenceSteps: 4 })).seen, [799, 599, 399, 199]);
       await assert.rejects(pipe.generate({ ...base, strength: 0.06, numInferenceSteps: 4 }), (e: unknown) => {
