@@ -31,6 +31,7 @@ import type { RgbImage } from "../src/engine/image.js";
 import type { GrayImage } from "../src/engine/image-input.js";
 import { DEFAULT_SCHEDULER, type GenerateResult, loadPipeline, type Pipeline } from "../src/engine/pipeline.js";
 import type { ExecutionProvider } from "../src/engine/runtime.js";
+import { resolveSchedulerName } from "../src/engine/schedulers/index.js";
 import { ensureTinyRandomModel } from "../src/engine/tiny-random.js";
 import { writeRandomComponent } from "../src/engine/weights/random-weights.js";
 import { intOption, optimizedCacheOption, printUsageAndExit, runChildren } from "./lib/cli.js";
@@ -328,9 +329,11 @@ async function benchOne(
   const previewNote = opts.preview
     ? `, ${opts.preview} previews${opts.previewSize ? ` (at most ${opts.previewSize} px)` : ""}`
     : "";
-  // img2img and inpainting run floor(steps × strength) of the schedule's steps (diffusers' get_timesteps).
+  // img2img and inpainting run floor(steps × strength) of the schedule's steps (diffusers' get_timesteps);
+  // LCM img2img on an LCM UNet runs them all, on lower timesteps (LatentConsistencyModelImg2ImgPipeline).
   const imageMode = mode !== "txt2img";
-  const stepsRun = imageMode ? Math.min(Math.floor(opts.steps * opts.strength), opts.steps) : opts.steps;
+  const lcmImg2img = lcmUNet && mode === "img2img" && resolveSchedulerName(opts.scheduler).className === "LCMScheduler";
+  const stepsRun = imageMode && !lcmImg2img ? Math.min(Math.floor(opts.steps * opts.strength), opts.steps) : opts.steps;
   report.heading(
     `${model === "tiny" ? "tiny-random" : `${model} (random weights, seed ${WEIGHTS_SEED}, fp32)`}: ` +
       `${mode}${imageMode ? ` (strength ${opts.strength}: ${stepsRun} of ${opts.steps} steps)` : ""}, ` +
