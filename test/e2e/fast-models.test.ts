@@ -5,15 +5,18 @@
  * form), so a bare prompt through the real replicate and openai clients runs LCM's 4 steps at
  * guidance 8.5 and Turbo's single step without guidance; the PNG's parameters say what ran. An
  * SD model with an LCM-LoRA (a models-file entry with "loras" and LCM's defaults) makes the
- * picture of the same LoRA fused into the weights by hand.
+ * picture of the same LoRA fused into the weights by hand. Their img2img models keep their own
+ * steps (LCM img2img runs all 4; Turbo's 2 at strength 0.5), and the playground, in chromium,
+ * runs each with the form as it starts.
  */
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { encode } from "fast-png";
 import OpenAI from "openai";
+import { chromium } from "playwright-core";
 import Replicate from "replicate";
 import { decodeImage } from "../../src/engine/index.js";
 import { ensureTinyRandomModel } from "../../src/engine/tiny-random.js";
@@ -239,4 +242,59 @@ test("img2img through replicate: LCM's 4 steps at the model's guidance, Turbo's 
     replicate.run("me/tiny-lcm-img2img", { input: { prompt: "a red bicycle", image, prompt_strength: 0.06 } }),
     /strength 0.06 keeps 3 of the model's 50 distillation timesteps/,
   );
+});
+
+const CHROMIUM = process.env["SDSERVE_TEST_CHROMIUM"] ?? "/usr/bin/chromium";
+const noChromium = existsSync(CHROMIUM) ? false : `no chromium at ${CHROMIUM} (apt-get install chromium)`;
+
+test("the playground in chromium: Run on the Turbo, LCM and LCM-LoRA models with the form as it starts", {
+  skip: noChromium,
+  timeout: 240_000,
+}, async () => {
+  const profile = mkdtempSync(path.join(os.tmpdir(), "sdserve-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+  });
+  const errors: string[] = [];
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    page.on("pageerror", (err) => errors.push(err.message));
+    page.setDefaultTimeout(60_000);
+    await page.goto(`${server.url}/?model=me/tiny-turbo`);
+    await page.getByRole("button", { name: "Set API token" }).first().click();
+    await page.getByRole("textbox", { name: "Token" }).fill(TOKEN);
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.getByRole("dialog").waitFor({ state: "hidden" });
+    const expected: Record<string, { steps: number; guidance: number; scheduler: string }> = {
+      "me/tiny-turbo": { steps: 1, guidance: 1, scheduler: "K_EULER" },
+      "me/tiny-lcm": { steps: 4, guidance: 8.5, scheduler: "LCM" },
+      "me/tiny-lcm-lora": { steps: 4, guidance: 1, scheduler: "LCM" },
+    };
+    for (const [model, want] of Object.entries(expected)) {
+      await page.goto(`${server.url}/?model=${model}`);
+      await page.getByLabel("Prompt", { exact: true }).fill("a red bicycle");
+      await page.getByLabel("Width").selectOption("128");
+      await page.getByLabel("Height").selectOption("128");
+      await page.getByRole("button", { name: "Run", exact: true }).click();
+      const result = page.locator('[data-role="result"] [data-prediction]');
+      await result.and(page.locator('[data-status="succeeded"]')).waitFor();
+      const id = ((await result.getAttribute("id")) ?? "").replace(/^prediction-/, "");
+      const res = await api(server, "GET", `/v1/predictions/${id}`);
+      const input = res.json["input"] as Record<string, unknown>;
+      assert.equal(input["num_inference_steps"], want.steps, model);
+      assert.equal(input["guidance_scale"], want.guidance, model);
+      assert.equal(input["scheduler"], want.scheduler, model);
+      const [url] = res.json["output"] as string[];
+      assert.match(
+        parametersOf(await download(url as string)),
+        new RegExp(`Steps: ${want.steps}, Sampler: ${want.scheduler}, CFG scale: ${want.guidance},`),
+      );
+    }
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+  assert.deepEqual(errors, []);
 });
