@@ -10,19 +10,19 @@
  * runs each with the form as it starts.
  */
 import assert from "node:assert/strict";
-import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { encode } from "fast-png";
 import OpenAI from "openai";
-import { chromium } from "playwright-core";
 import Replicate from "replicate";
 import { decodeImage } from "../../src/engine/index.js";
 import { ensureTinyRandomModel } from "../../src/engine/tiny-random.js";
 import { SCHEDULERS } from "../../src/model-catalog.js";
 import { fuseIntoUnet, lcmLoraLayers, writeUnetLora } from "../helpers/lcm-lora.js";
 import { writeTinyFewStepModel } from "../helpers/tiny-few-step.js";
+import { launchChromium, noChromium } from "./browser.js";
 import { api, type Sdserve, startSdserve, TOKEN } from "./server.js";
 
 type Schema = Record<string, unknown> & { properties?: Record<string, Record<string, unknown>>; enum?: unknown[] };
@@ -244,22 +244,14 @@ test("img2img through replicate: LCM's 4 steps at the model's guidance, Turbo's 
   );
 });
 
-const CHROMIUM = process.env["SDSERVE_TEST_CHROMIUM"] ?? "/usr/bin/chromium";
-const noChromium = existsSync(CHROMIUM) ? false : `no chromium at ${CHROMIUM} (apt-get install chromium)`;
-
 test("the playground in chromium: Run on the Turbo, LCM and LCM-LoRA models with the form as it starts", {
   skip: noChromium,
   timeout: 240_000,
 }, async () => {
-  const profile = mkdtempSync(path.join(os.tmpdir(), "sdserve-chromium-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
+  const browser = await launchChromium();
   const errors: string[] = [];
   try {
-    const page = context.pages()[0] ?? (await context.newPage());
+    const page = browser.context.pages()[0] ?? (await browser.context.newPage());
     page.on("pageerror", (err) => errors.push(err.message));
     page.setDefaultTimeout(60_000);
     await page.goto(`${server.url}/?model=me/tiny-turbo`);
@@ -293,8 +285,7 @@ test("the playground in chromium: Run on the Turbo, LCM and LCM-LoRA models with
       );
     }
   } finally {
-    await context.close();
-    rmSync(profile, { recursive: true, force: true });
+    await browser.close();
   }
   assert.deepEqual(errors, []);
 });
