@@ -12,7 +12,7 @@
  * 4 steps, guidance 1: UNet 4.8e-6 abs, final latents 1.3e-6 relative, image 8.3e-7 abs.
  */
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -374,6 +374,11 @@ describe("an LCM-LoRA: every layer the published ones train, in their key names"
   test("called by a <lora:…> tag from the model's lora_dir (found there at load)", async () => {
     const dir = mkdtempSync(path.join(tmp, "loras-"));
     cpSync(file, path.join(dir, "lcm-lora-sdv1-5.safetensors"));
+    // A broken file beside it does not stop the model loading; calling it is its own error.
+    writeFileSync(
+      path.join(dir, "broken.safetensors"),
+      Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1]),
+    );
     const tagged = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraDir: dir, promptSyntax: "a1111" });
     const plainFused = await loadPipeline(fused.dir, { threads: 1 });
     try {
@@ -382,6 +387,10 @@ describe("an LCM-LoRA: every layer the published ones train, in their key names"
       const ref2 = await plainFused.generate({ ...request, prompt: "a lighthouse at dusk" });
       const latentErr = rel(ours.latents.data, ref2.latents.data);
       assert.ok(latentErr <= LATENT_REL_TOL, `final latents: relative error ${latentErr}`);
+      await assert.rejects(
+        tagged.generate({ ...request, prompt: "a lighthouse <lora:broken:1>" }),
+        (err: Error) => err instanceof ModelError && err.message.includes("broken.safetensors"),
+      );
     } finally {
       await tagged.release();
       await plainFused.release();
