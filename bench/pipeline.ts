@@ -27,7 +27,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { isTinyAutoencoderConfig } from "../src/engine/graph/taesd.js";
-import type { RgbImage } from "../src/engine/image.js";
+import { a1111Parameters, encodePng, type RgbImage } from "../src/engine/image.js";
 import type { GrayImage } from "../src/engine/image-input.js";
 import { DEFAULT_SCHEDULER, type GenerateResult, loadPipeline, type Pipeline } from "../src/engine/pipeline.js";
 import type { ExecutionProvider } from "../src/engine/runtime.js";
@@ -211,6 +211,8 @@ function parseOptions(): Options {
 /** What one generate() call took, in seconds. */
 interface RunTimes {
   image: number;
+  /** Encoding the images as PNG with their parameters, as `sdserve generate` and the server do. */
+  png: number;
   encode: number;
   denoise: number;
   decode: number;
@@ -442,6 +444,9 @@ async function benchOne(
         },
       });
       const end = performance.now();
+      const parameters = a1111Parameters(result.parameters);
+      for (const picture of result.images) encodePng(picture, { parameters });
+      const pngEnd = performance.now();
       const { encodeSeconds, decodeSeconds } = result.timings;
       const previews = previewEnds.map((t, i) => (t - (stamps[i] as number)) / 1000);
       const previewTotal = previews.reduce((a, b) => a + b, 0);
@@ -462,6 +467,7 @@ async function benchOne(
         steps,
         previews,
         image: (end - start) / 1000 - previewTotal,
+        png: (pngEnd - end) / 1000,
         untilFirstStep: ((stamps[0] ?? end) - start) / 1000,
         untilFirstPreview: previewEnds[0] === undefined ? undefined : (previewEnds[0] - start) / 1000,
       });
@@ -513,6 +519,19 @@ async function benchOne(
       part((r) => r.image),
       {
         fields: { ...shape, guidance: opts.guidance },
+        ...withPeak(flops?.image),
+        firstLabel,
+      },
+    ),
+  );
+  // Prompt to PNG with the model loaded: generate() and the PNG encoding (with A1111's parameters).
+  report.emit(
+    ...timedFigure(
+      "prompt_to_png",
+      "prompt to PNG (model loaded)",
+      part((r) => r.image + r.png),
+      {
+        fields: { ...shape, guidance: opts.guidance, png_seconds: round(median(measured.map((r) => r.png))) },
         ...withPeak(flops?.image),
         firstLabel,
       },
