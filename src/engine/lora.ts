@@ -13,7 +13,9 @@
  * - diffusers / PEFT: `unet.<module path>.lora_A.weight` [rank, in] and `.lora_B.weight`
  *   [out, rank], `text_encoder.…` (`text_encoder_2.…` on SDXL); the alpha/rank factor is
  *   already in lora_B (factor 1), as diffusers loads them. Older diffusers names
- *   (`…processor.to_q_lora.down.weight`, `…lora_linear_layer.up.weight`) are read too.
+ *   (`…processor.to_q_lora.down.weight`, `…lora_linear_layer.up.weight`) are read too, also
+ *   without the `unet.` prefix (UNet attention processors as save_attn_procs writes them, and
+ *   as Replicate's SDXL trainer ships them in its `lora.safetensors`).
  *
  * How they are applied (the design): the weights are never changed. A pipeline loaded with
  * LoRA support builds its text encoder and UNet graphs with every LoRA-able layer computing
@@ -99,6 +101,9 @@ function layerResolver(names: LoraNames): (base: string) => { component: LoraCom
     if (m && modules[m[1] as LoraComponent]?.has(m[2] as string)) {
       return { component: m[1] as LoraComponent, prefix: m[2] as string };
     }
+    // UNet attention processors saved without a prefix (diffusers' save_attn_procs; the
+    // lora.safetensors of Replicate's SDXL trainer), which diffusers loads into the UNet.
+    if (modules.unet.has(base)) return { component: "unet", prefix: base };
     return undefined;
   };
 }

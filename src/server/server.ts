@@ -7,7 +7,9 @@
  * running prediction back in the queue's state (it runs again on the next start, or on another
  * worker), answers open waits, and closes the store last.
  */
+
 import type { AddressInfo } from "node:net";
+import path from "node:path";
 import type { FastifyInstance } from "fastify";
 import type { Config } from "../config.js";
 import { SDSERVE_VERSION } from "../engine/version.js";
@@ -204,7 +206,11 @@ export function newService(
 
 /** How the worker fetches file inputs: the SSRF rules, and this server's uploads read inside. */
 export function fileInputOptions(config: Config, backends: Backends): FileInputOptions {
-  return { allowPrivate: config.allowPrivateUrls, ownFile: uploadsOf(config, backends).reader };
+  return {
+    allowPrivate: config.allowPrivateUrls,
+    ownFile: uploadsOf(config, backends).reader,
+    weightsCacheDir: path.join(config.cacheDir, "lora-weights"),
+  };
 }
 
 /** The Files API's uploads, on the store and file store of these backends. */

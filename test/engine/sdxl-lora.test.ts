@@ -184,6 +184,58 @@ describe("LoRA on SDXL against the LoRA fused into the weights", () => {
   });
 });
 
+test("Replicate's trained lora.safetensors (UNet attention processors, no prefix) equals its fused model", async () => {
+  const attention = (await randomSdxlLora(4, ["unet"], RANK)).filter((l) =>
+    /\.attn[12]\.to_(q|k|v|out\.0)$/.test(l.module),
+  );
+  const file = await writeLora(path.join(tmp, "replicate-lora.safetensors"), attention, "attn-procs");
+  const fused = await fusedSdxlCopy([{ layers: attention, s: 0.6 }]);
+  const pipe = await loadPipeline(TINY_SDXL, { threads: 2, loraSupport: true });
+  const reference = await loadPipeline(fused.dir, { threads: 2 });
+  try {
+    const a = await pipe.generate({ ...REQUEST, loras: [{ path: file, scale: 0.6 }] });
+    const b = await reference.generate(REQUEST);
+    const err = rel(a.latents.data, b.latents.data);
+    assert.ok(err <= LATENT_REL_TOL, `final latents: relative error ${err}`);
+    const plain = await pipe.generate(REQUEST);
+    assert.ok(rel(plain.latents.data, b.latents.data) > 100 * Math.max(err, 1e-7), "the LoRA changes the run");
+  } finally {
+    await Promise.all([pipe.release(), reference.release()]);
+    fused.remove();
+  }
+});
+
+test("kohya's SGM names of SDXL's ResNets and samplers (LoCon) map through the block layout", async () => {
+  const { readUNetConfig } = await import("../../src/engine/graph/unet.js");
+  const { ConfigReader } = await import("../../src/engine/graph/config.js");
+  const { ldmUNetModules, UNET_RESNET } = await import("../../src/engine/weights/single-file.js");
+  const { ldmUNetNames } = await import("../../src/engine/lora.js");
+  const { readSafetensors } = await import("../../src/engine/weights/safetensors.js");
+  const configPath = path.join(TINY_SDXL, "unet/config.json");
+  const config = JSON.parse(await import("node:fs").then((fs) => fs.readFileSync(configPath, "utf8")));
+  const st = await readSafetensors(path.join(TINY_SDXL, "unet/diffusion_pytorch_model.safetensors"));
+  const modules = [...st.tensors.keys()].filter((k) => k.endsWith(".weight")).map((k) => k.slice(0, -7));
+  const names = ldmUNetNames(
+    ldmUNetModules(readUNetConfig(new ConfigReader(configPath, config))),
+    UNET_RESNET,
+    modules,
+  );
+  const expected: Record<string, string> = {
+    input_blocks_1_0_in_layers_2: "down_blocks.0.resnets.0.conv1",
+    input_blocks_2_0_emb_layers_1: "down_blocks.0.resnets.1.time_emb_proj",
+    input_blocks_3_0_op: "down_blocks.0.downsamplers.0.conv",
+    input_blocks_4_0_skip_connection: "down_blocks.1.resnets.0.conv_shortcut",
+    input_blocks_5_1_transformer_blocks_1_attn2_to_k: "down_blocks.1.attentions.1.transformer_blocks.1.attn2.to_k",
+    middle_block_1_proj_out: "mid_block.attentions.0.proj_out",
+    middle_block_2_out_layers_3: "mid_block.resnets.1.conv2",
+    output_blocks_2_1_transformer_blocks_0_ff_net_0_proj: "up_blocks.0.attentions.2.transformer_blocks.0.ff.net.0.proj",
+    output_blocks_2_2_conv: "up_blocks.0.upsamplers.0.conv",
+    output_blocks_5_0_skip_connection: "up_blocks.1.resnets.2.conv_shortcut",
+    time_embed_0: "time_embedding.linear_1",
+  };
+  for (const [sgm, diffusers] of Object.entries(expected)) assert.equal(names.get(sgm), diffusers, sgm);
+});
+
 describe("bad SDXL LoRA files", () => {
   let pipe: Pipeline;
   let layers: RandomLayer[];

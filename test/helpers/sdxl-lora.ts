@@ -95,18 +95,27 @@ export function sgmName(module: string): string {
     .replace(/^up_blocks\.(\d+)\.attentions\.(\d+)\./, (_, i, j) => `output_blocks.${3 * Number(i) + Number(j)}.1.`);
 }
 
-export type Layout = "kohya-sgm" | "kohya-diffusers" | "peft";
+export type Layout = "kohya-sgm" | "kohya-diffusers" | "peft" | "attn-procs";
 
 /**
  * The LoRA's tensors in a layout: kohya with SGM UNet names (`lora_unet_input_blocks_4_1_…`,
  * `lora_te1_`, `lora_te2_`) or with diffusers UNet names, `.alpha` when given; diffusers/PEFT
- * (`unet.…lora_A.weight`, `text_encoder.…`, `text_encoder_2.…`).
+ * (`unet.…lora_A.weight`, `text_encoder.…`, `text_encoder_2.…`); diffusers' older UNet
+ * attention processors without a prefix (`…attn1.processor.to_q_lora.down.weight`), as the
+ * `lora.safetensors` of Replicate's SDXL trainer holds them (UNet attention layers only).
  */
 export function loraTensors(layers: readonly RandomLayer[], layout: Layout, alpha?: number): TensorToWrite[] {
   const out: TensorToWrite[] = [];
   for (const l of layers) {
     const down = { dtype: "F32" as const, shape: [l.rank, l.inF], data: l.down };
     const up = { dtype: "F32" as const, shape: [l.outF, l.rank], data: l.up };
+    if (layout === "attn-procs") {
+      const m = /^(.+)\.(to_q|to_k|to_v|to_out)(\.0)?$/.exec(l.module);
+      if (l.network !== "unet" || !m) throw new Error(`${l.module}: no attention processor name`);
+      out.push({ name: `${m[1]}.processor.${m[2]}_lora.down.weight`, ...down });
+      out.push({ name: `${m[1]}.processor.${m[2]}_lora.up.weight`, ...up });
+      continue;
+    }
     if (layout === "peft") {
       out.push({ name: `${l.network}.${l.module}.lora_A.weight`, ...down });
       out.push({ name: `${l.network}.${l.module}.lora_B.weight`, ...up });

@@ -94,6 +94,8 @@ export interface FileInputOptions {
   timeoutMs?: number;
   /** The Files API's files, resolved inside rather than over HTTP. */
   ownFile?: OwnFileReader;
+  /** Where weights inputs (weights-inputs.ts: LoRAs by URL) are kept once fetched and unpacked. */
+  weightsCacheDir?: string;
 }
 
 /** The bytes of one file input (validated at create by fileInputProblem). */

@@ -3,6 +3,7 @@
  * output schemas (as Cog publishes them) — and the one call that runs it. The server reaches
  * the engine only through an adapter; routes never reach either.
  */
+import type { WeightsFile } from "../files/weights-inputs.js";
 import type { InvalidField, JsonSchema } from "./json-schema.js";
 
 export interface ModelVersion {
@@ -58,6 +59,8 @@ export interface PredictContext {
   files?: Readonly<Record<string, Uint8Array>>;
   /** How the prompts are read, where the API that made the prediction says (absent: the model's setting). */
   promptSyntax?: "a1111";
+  /** The weights inputs (`weightsInputs`), fetched, unpacked and on disk: fetched by the worker before predict. */
+  weights?: Readonly<Record<string, WeightsFile>>;
 }
 
 /** A prediction that failed for a reason the user should read, shown as the prediction's `error`. */
@@ -114,6 +117,12 @@ export interface ModelAdapter {
   readonly setupProgress?: SetupProgress;
   /** Runs one prediction; the input has passed validateInput. Rejects with PredictionError for user-facing failures. */
   predict(input: Record<string, unknown>, ctx: PredictContext): Promise<OutputFile[]>;
+  /**
+   * Inputs that name LoRA weights by URL (stability-ai/sdxl's replicate_weights): the worker
+   * fetches and unpacks them into its weights cache (files/weights-inputs.ts) and passes their
+   * paths as ctx.weights.
+   */
+  readonly weightsInputs?: readonly string[];
   /** The folders A1111 prompts call LoRAs and embeddings from (the models file's lora_dir, embeddings_dir). */
   readonly promptFolders?: { loraDir?: string; embeddingsDir?: string };
   close(): Promise<void>;
