@@ -5,8 +5,7 @@
  * a crash; the on-disk cache by content hash, remembered URLs, and its bound.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
@@ -16,6 +15,7 @@ import { encodeSafetensors } from "../../src/engine/weights/safetensors-writer.j
 import { FileInputError } from "../../src/server/files/file-inputs.js";
 import { isUnsafeName, readTar } from "../../src/server/files/tar.js";
 import { looksLikeSafetensors, unpackWeights, WeightsCache } from "../../src/server/files/weights-inputs.js";
+import { gnuTar as makeTar } from "../helpers/tar.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-weights-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -29,17 +29,8 @@ const LORA = encodeSafetensors([
   },
 ]);
 
-/** A folder made into a tar by GNU tar, in its own format or pax (as Python's tarfile writes). */
-function gnuTar(files: Record<string, Uint8Array | string>, format: "gnu" | "pax" = "gnu"): Uint8Array {
-  const dir = mkdtempSync(path.join(tmp, "src-"));
-  for (const [name, data] of Object.entries(files)) {
-    mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
-    writeFileSync(path.join(dir, name), data);
-  }
-  const out = path.join(tmp, `${path.basename(dir)}.tar`);
-  execFileSync("tar", [`--format=${format}`, "-cf", out, "-C", dir, ...Object.keys(files)]);
-  return new Uint8Array(readFileSync(out));
-}
+const gnuTar = (files: Record<string, Uint8Array | string>, format: "gnu" | "pax" = "gnu") =>
+  makeTar(tmp, files, format);
 
 /** One hand-made ustar header (for what no tar tool writes): the checksum right unless told otherwise. */
 function header(name: string, size: number | Uint8Array, type = "0", badChecksum = false): Uint8Array {
