@@ -374,7 +374,12 @@ export class StableDiffusionAdapter implements ModelAdapter {
 
   /** stability-ai/sdxl's replicate_weights: a LoRA by URL, fetched by the worker (files/weights-inputs.ts). */
   get weightsInputs(): readonly string[] {
-    return this.spec.family === "sdxl" ? ["replicate_weights"] : [];
+    return this.takesReplicateWeights ? ["replicate_weights"] : [];
+  }
+
+  /** SDXL models take LoRAs per request unless the models file says `"replicate_weights": false`. */
+  private get takesReplicateWeights(): boolean {
+    return this.spec.family === "sdxl" && this.spec.engine?.replicateWeights !== false;
   }
 
   get promptFolders(): { loraDir?: string; embeddingsDir?: string } {
@@ -482,7 +487,19 @@ export class StableDiffusionAdapter implements ModelAdapter {
       const problem = fileInputProblem(value);
       if (problem) errors.push({ type: "format", field: `input.${name}`, description: `${name} ${problem}` });
     }
-    if (this.spec.family === "sdxl") errors.push(...sdxlInvalidFields(cleaned as Record<string, unknown>));
+    if (this.spec.family === "sdxl") {
+      errors.push(...sdxlInvalidFields(cleaned as Record<string, unknown>));
+      if (
+        !this.takesReplicateWeights &&
+        typeof (cleaned as Record<string, unknown>)["replicate_weights"] === "string"
+      ) {
+        errors.push({
+          type: "not_supported",
+          field: "input.replicate_weights",
+          description: `replicate_weights is turned off for ${this.spec.name} on this server ("replicate_weights": false in its models-file entry)`,
+        });
+      }
+    }
     return errors;
   }
 
@@ -528,7 +545,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
             : undefined,
           ...(this.spec.refiner === undefined ? {} : { refiner: this.spec.refiner }),
           // SDXL's schema takes replicate_weights: LoRAs per request, switched without a new session.
-          ...(this.spec.family === "sdxl" ? { loraSupport: true } : {}),
+          ...(this.takesReplicateWeights ? { loraSupport: true } : {}),
         });
         this.ownState = "READY";
       } catch (err) {
