@@ -13,7 +13,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { encodeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { FileInputError } from "../../src/server/files/file-inputs.js";
-import { isUnsafeName, readTar } from "../../src/server/files/tar.js";
+import { isUnsafeName, MAX_TAR_HEADERS, readTar } from "../../src/server/files/tar.js";
 import { looksLikeSafetensors, unpackWeights, WeightsCache } from "../../src/server/files/weights-inputs.js";
 import { gnuTar as makeTar } from "../helpers/tar.js";
 
@@ -123,6 +123,13 @@ describe("unpacking replicate_weights", () => {
       concat(header("PaxHeaders/x", paxBytes.length, "x"), padded(paxBytes), header("lora.safetensors", 0)),
       /pax header|size|truncated/,
     );
+  });
+
+  test("an archive of endless empty members stops at the header limit", () => {
+    const one = header("x", 0);
+    const many = new Uint8Array(512 * (MAX_TAR_HEADERS + 5));
+    for (let i = 0; i < MAX_TAR_HEADERS + 5; i++) many.set(one, 512 * i);
+    fails(many, /more than 10000 headers/);
   });
 
   test("path traversal and absolute member names are refused, never used as paths", () => {

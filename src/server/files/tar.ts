@@ -22,6 +22,8 @@ export interface TarMember {
 const BLOCK = 512;
 /** Extended headers (pax records, GNU long names) larger than this are refused. */
 const MAX_EXTENDED_HEADER = 1024 * 1024;
+/** Headers read at most: a LoRA tarball has a handful; a huge archive of empty members is refused early. */
+export const MAX_TAR_HEADERS = 10_000;
 
 const ascii = (bytes: Uint8Array) => {
   const end = bytes.indexOf(0);
@@ -89,7 +91,8 @@ export function readTar(bytes: Uint8Array): TarMember[] {
   let offset = 0;
   let longName: string | undefined;
   let pax: Map<string, string> | undefined;
-  for (;;) {
+  for (let headers = 0; ; headers++) {
+    if (headers >= MAX_TAR_HEADERS) throw new TarError(`more than ${MAX_TAR_HEADERS} headers: not a LoRA archive`);
     if (offset + BLOCK > bytes.length) {
       // Archives end with two zero blocks; some writers stop after the last member's data.
       if (offset === bytes.length && longName === undefined && pax === undefined) return members;

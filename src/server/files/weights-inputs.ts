@@ -120,7 +120,7 @@ export class WeightsCache {
       if (await exists(file)) return this.used({ path: file, ...remembered });
     }
     const bytes = await resolveFileInput(value, field, account, { ...opts, maxBytes: this.maxFetchBytes }, signal);
-    const sha256 = createHash("sha256").update(bytes).digest("hex");
+    const sha256 = await hashOf(bytes);
     const { lora, notes } = unpackWeights(bytes, field);
     const file = this.fileOf(sha256);
     if (!(await exists(file))) {
@@ -186,6 +186,17 @@ export class WeightsCache {
       total -= e.size;
     }
   }
+}
+
+/** SHA-256 in slices, yielding between them: a file of a gigabyte would hold the event loop for a second. */
+async function hashOf(bytes: Uint8Array): Promise<string> {
+  const hash = createHash("sha256");
+  const slice = 16 * 1024 * 1024;
+  for (let i = 0; i < bytes.length; i += slice) {
+    hash.update(bytes.subarray(i, i + slice));
+    if (i + slice < bytes.length) await new Promise((resolve) => setImmediate(resolve));
+  }
+  return hash.digest("hex");
 }
 
 async function exists(file: string): Promise<boolean> {
