@@ -3,7 +3,7 @@
  * random LoRA for tiny-sdxl served by a local HTTP server as Replicate's trainers publish it (a
  * .tar with lora.safetensors, embeddings.pti and special_params.json) and as a bare
  * .safetensors, as a data: URI and as a Files API upload; fetched once; lora_scale 0 is the base
- * model; URLs that are not LoRAs, broken tars and LoRAs of another model fail the prediction
+ * model; the same LoRA in a models-file entry's `loras` gives the same picture; URLs that are not LoRAs, broken tars and LoRAs of another model fail the prediction
  * with an error naming replicate_weights.
  */
 import assert from "node:assert/strict";
@@ -38,9 +38,9 @@ const input = (extra: Record<string, unknown> = {}) => ({
   ...extra,
 });
 
-async function run(extra: Record<string, unknown>): Promise<Prediction> {
+async function run(extra: Record<string, unknown>, model = "stability-ai/sdxl"): Promise<Prediction> {
   const prediction = await replicate.predictions.create({
-    model: "stability-ai/sdxl",
+    model,
     input: input(extra),
   } as Parameters<typeof replicate.predictions.create>[0]);
   return replicate.wait(prediction, { interval: 100 });
@@ -91,7 +91,16 @@ before(async () => {
   filesUrl = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
 
   const models = path.join(tmp, "models.json");
-  writeFileSync(models, JSON.stringify({ models: { "stability-ai/sdxl": { weights: TINY_SDXL } } }));
+  writeFileSync(
+    models,
+    JSON.stringify({
+      models: {
+        "stability-ai/sdxl": { weights: TINY_SDXL },
+        // The same LoRA fixed in a models-file entry of an SDXL model.
+        "me/sdxl-styled": { weights: TINY_SDXL, loras: [{ path: loraFile, scale: 0.6 }] },
+      },
+    }),
+  );
   server = await startSdserve({
     args: ["--models", models],
     model: null,
@@ -134,6 +143,10 @@ describe("replicate_weights on stability-ai/sdxl", () => {
     const uploaded = await run({ replicate_weights: Buffer.from(loraBytes) });
     assert.deepEqual(await image(uploaded), withLora);
     assert.match(String((uploaded.input as Record<string, unknown>)["replicate_weights"]), /\/v1\/files\//);
+  });
+
+  test("a models-file entry's loras on an SDXL model give the picture replicate_weights gives", async () => {
+    assert.deepEqual(await image(await run({}, "me/sdxl-styled")), withLora);
   });
 
   test("lora_scale 0 is the base model; another scale is another picture", async () => {
