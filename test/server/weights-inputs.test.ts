@@ -184,6 +184,12 @@ describe("the weights cache", () => {
   before(async () => {
     server = http.createServer((req, res) => {
       requests++;
+      if (req.url === "/stall") {
+        // Headers, then a trickle that never ends: the fetch's time limit ends it.
+        res.writeHead(200, { "content-length": 1_000_000 });
+        res.write("x");
+        return;
+      }
       const body = served.get(req.url ?? "");
       if (!body) {
         res.writeHead(404).end("no");
@@ -194,7 +200,10 @@ describe("the weights cache", () => {
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
-  after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  after(() => {
+    server.closeAllConnections();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
   const opts = { allowPrivate: true };
 
   test("fetched once, kept by the SHA-256 of what was fetched; the same LoRA by another URL is the same file", async () => {
@@ -235,6 +244,11 @@ describe("the weights cache", () => {
     await assert.rejects(
       cache.resolve(`${base}/a.tar`, "replicate_weights", "acct", { allowPrivate: false }),
       /replicate_weights: 127\.0\.0\.1 is a loopback, private/,
+    );
+    const slow = new WeightsCache(path.join(tmp, "cache-slow"), 1e9, 1e9, 300);
+    await assert.rejects(
+      slow.resolve(`${base}/stall`, "replicate_weights", "acct", opts),
+      /replicate_weights: fetching the URL took too long/,
     );
     const small = new WeightsCache(path.join(tmp, "cache-c"), 1e9, 100);
     await assert.rejects(

@@ -17,6 +17,8 @@ import { isUnsafeName, looksLikeTar, readTar, TarError } from "./tar.js";
 
 /** 1 GiB: an SDXL LoRA of rank 128 is about 900 MB in float16 (most are 20–400 MB). */
 export const MAX_WEIGHTS_BYTES = 1024 * 1024 * 1024;
+/** A LoRA may take a while to come (an image input gets 30 s); the prediction's own deadline still applies. */
+export const WEIGHTS_FETCH_TIMEOUT_MS = 5 * 60_000;
 /** What the cache keeps on disk before it evicts. */
 export const WEIGHTS_CACHE_BYTES = 8 * 1024 * 1024 * 1024;
 /** URLs remembered with the hash of what they gave (Replicate's weights URLs do not change). */
@@ -104,6 +106,7 @@ export class WeightsCache {
     readonly dir: string,
     private readonly maxBytes = WEIGHTS_CACHE_BYTES,
     private readonly maxFetchBytes = MAX_WEIGHTS_BYTES,
+    private readonly fetchTimeoutMs = WEIGHTS_FETCH_TIMEOUT_MS,
   ) {}
 
   /** The weights input's LoRA on disk: fetched, unpacked and written when not already there. */
@@ -119,7 +122,13 @@ export class WeightsCache {
       const file = this.fileOf(remembered.sha256);
       if (await exists(file)) return this.used({ path: file, ...remembered });
     }
-    const bytes = await resolveFileInput(value, field, account, { ...opts, maxBytes: this.maxFetchBytes }, signal);
+    const bytes = await resolveFileInput(
+      value,
+      field,
+      account,
+      { ...opts, maxBytes: this.maxFetchBytes, timeoutMs: this.fetchTimeoutMs },
+      signal,
+    );
     const sha256 = await hashOf(bytes);
     const { lora, notes } = unpackWeights(bytes, field);
     const file = this.fileOf(sha256);
