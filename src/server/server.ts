@@ -208,6 +208,7 @@ export function newService(
 export function fileInputOptions(config: Config, backends: Backends): FileInputOptions {
   return {
     allowPrivate: config.allowPrivateUrls,
+    allowHosts: config.allowedUrlHosts,
     ownFile: uploadsOf(config, backends).reader,
     weightsCacheDir: path.join(config.cacheDir, "lora-weights"),
   };
