@@ -357,6 +357,12 @@ export class Pipeline {
       opts.loraSupport === "all" ||
       (opts.loras?.length ?? 0) > 0 ||
       opts.loraDir !== undefined;
+    if (lowRank && isSdxlFolder(folder) && !folder.textEncoder2) {
+      // The refiner's one encoder is SDXL's second: LoRAs trained on the base do not fit it.
+      throw new ModelError("LoRAs apply to SDXL base models, not to the refiner (one text encoder, text_encoder_2)", {
+        file: `${folder.dir}/model_index.json`,
+      });
+    }
     const loraNames = lowRank ? loraModelNames(folder) : undefined;
     const convs =
       opts.loraSupport === "all" ||
@@ -375,13 +381,6 @@ export class Pipeline {
           lowRank: lowRank ? (p) => isLoraTarget("text_encoder_2", p) : undefined,
         })
       : undefined;
-    if (sdxl && lowRank && !folder.textEncoder2) {
-      // The refiner's one encoder is SDXL's second: LoRAs trained on the base do not fit it.
-      await Promise.all([textEncoder.session.release(), sdxl.release()]);
-      throw new ModelError("LoRAs apply to SDXL base models, not to the refiner (one text encoder, text_encoder_2)", {
-        file: `${folder.dir}/model_index.json`,
-      });
-    }
     if (sdxl && (opts.embeddings?.length ?? 0) > 0) {
       // embeddings.ts knows SD's one text encoder, not SDXL's two.
       await Promise.all([textEncoder.session.release(), sdxl.release()]);
