@@ -127,7 +127,8 @@ export class Worker {
     account: string,
     signal: AbortSignal,
   ): Promise<Record<string, WeightsFile> | undefined> {
-    const names = (adapter.weightsInputs ?? []).filter((name) => input[name] !== undefined && input[name] !== null);
+    // An empty string names no weights (cog-sdxl's `if replicate_weights:`).
+    const names = (adapter.weightsInputs ?? []).filter((name) => typeof input[name] === "string" && input[name] !== "");
     if (names.length === 0) return undefined;
     const dir = this.fileInputs.weightsCacheDir;
     if (!dir) throw new PredictionError(`${names[0]}: this server keeps no cache for LoRA weights`);

@@ -151,6 +151,8 @@ describe("replicate_weights on stability-ai/sdxl", () => {
 
   test("lora_scale 0 is the base model; another scale is another picture", async () => {
     assert.deepEqual(await image(await run({ replicate_weights: `${filesUrl}/trained.tar`, lora_scale: 0 })), base);
+    // An empty string is no weights, as cog-sdxl reads it.
+    assert.deepEqual(await image(await run({ replicate_weights: "" })), base);
     const stronger = await image(await run({ replicate_weights: `${filesUrl}/trained.tar`, lora_scale: 1 }));
     assert.notDeepEqual(stronger, withLora);
     assert.notDeepEqual(stronger, base);

@@ -14,6 +14,7 @@ test("422s the schema cannot express: replicate_weights, mask without image, siz
   const fields = (input: Record<string, unknown>) => sdxlInvalidFields({ ...defaults, ...input }).map((f) => f.field);
   assert.deepEqual(fields({}), []);
   assert.deepEqual(fields({ replicate_weights: "https://x/y.tar" }), []);
+  assert.deepEqual(fields({ replicate_weights: "" }), [], "an empty string is no weights, as in cog-sdxl");
   assert.deepEqual(fields({ replicate_weights: "ftp://x/y.tar" }), ["input.replicate_weights"]);
   assert.deepEqual(fields({ replicate_weights: "data:application/x-tar;base64,@@" }), ["input.replicate_weights"]);
   assert.deepEqual(fields({ replicate_weights: "not a url" }), ["input.replicate_weights"]);

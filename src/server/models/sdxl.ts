@@ -200,7 +200,8 @@ export function sdxlInvalidFields(input: Record<string, unknown>): InvalidField[
     out.push({ type: "required", field: "input.image", description: "image is required when mask is given" });
   }
   const weights = input["replicate_weights"];
-  if (typeof weights === "string") {
+  // "" is no weights, as cog-sdxl's `if replicate_weights:` reads it.
+  if (typeof weights === "string" && weights !== "") {
     // Fetched by the worker as file inputs are (weights-inputs.ts): what can never be fetched is known now.
     const problem = fileInputProblem(weights);
     if (problem)

@@ -634,8 +634,8 @@ export class StableDiffusionAdapter implements ModelAdapter {
     const seed = (input["seed"] as number | undefined) ?? randomInt(0, 65536);
     ctx.log(`Using seed: ${seed}`);
     const weights = ctx.weights?.["replicate_weights"];
-    if (input["replicate_weights"] !== undefined && !weights)
-      throw new PredictionError("replicate_weights could not be read");
+    const asked = typeof input["replicate_weights"] === "string" && input["replicate_weights"] !== "";
+    if (asked && !weights) throw new PredictionError("replicate_weights could not be read");
     const job = sdxlJob(input, seed, ctx.files, weights?.path);
     if (input["image"] !== undefined && !job.pictures) throw new PredictionError("image could not be read");
     if (weights) {
