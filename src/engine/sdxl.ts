@@ -99,7 +99,7 @@ export class SdxlConditioner {
   ): Promise<SdxlConditioner> {
     const encoders = [first];
     if (folder.textEncoder2) {
-      const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizer2Dir as string);
+      const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizer2Dir as string, folder.tokenizerVocabDir);
       encoders.push({ tokenizer, encoder: await TextEncoder.load(folder.textEncoder2, opts) });
     }
     const last = encoders[encoders.length - 1] as { encoder: TextEncoder };
