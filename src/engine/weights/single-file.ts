@@ -12,6 +12,7 @@
  * tokenizer) or else from the published configs in `presets/`, with the sizes the file itself
  * shows (text layers, input channels) taken from its tensors' shapes.
  */
+import { closeSync, openSync, readSync } from "node:fs";
 import { open, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -62,6 +63,31 @@ const REFINER_OPEN_CLIP = "conditioner.embedders.0.model.";
 export function isCheckpointFile(p: string): boolean {
   const lower = p.toLowerCase();
   return lower.endsWith(".safetensors") || [".ckpt", ".pt", ".pth"].some((e) => lower.endsWith(e));
+}
+
+/**
+ * Whether a `.safetensors` file is an SDXL checkpoint (base or refiner), from its header's key
+ * names, read synchronously (for the model catalog, which decides a model's API schema before
+ * anything loads). A file that cannot be read or parsed is not: loading it reports why.
+ */
+export function isSdxlCheckpointFile(file: string): boolean {
+  if (!file.toLowerCase().endsWith(".safetensors")) return false;
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, "r");
+    const len = Buffer.alloc(8);
+    if (readSync(fd, len, 0, 8, 0) !== 8) return false;
+    const size = len.readBigUInt64LE(0);
+    if (size > 100_000_000n) return false;
+    const header = Buffer.alloc(Number(size));
+    if (readSync(fd, header, 0, header.length, 8) !== header.length) return false;
+    const keys = Object.keys(JSON.parse(header.toString("utf8")) as object);
+    return keys.some((k) => k.startsWith(UNET)) && keys.some((k) => k.startsWith("conditioner.embedders."));
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 const PICKLE_HINT =
