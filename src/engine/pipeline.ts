@@ -354,12 +354,14 @@ export class Pipeline {
     });
     const unet = await UNet.load(folder.unet, opts, lowRank ? (p) => isLoraTarget("unet", p, convs) : undefined);
     const sdxl = isSdxlFolder(folder)
-      ? await SdxlConditioner.load(folder, { tokenizer, encoder: textEncoder }, opts)
+      ? await SdxlConditioner.load(folder, { tokenizer, encoder: textEncoder }, opts, {
+          embeddings: (opts.embeddings?.length ?? 0) > 0,
+        })
       : undefined;
-    if (sdxl && (lowRank || (opts.embeddings?.length ?? 0) > 0)) {
-      // lora.ts and embeddings.ts know SD's one text encoder and its key names, not SDXL's two.
+    if (sdxl && lowRank) {
+      // lora.ts knows SD's one text encoder and its key names, not SDXL's two.
       await Promise.all([textEncoder.session.release(), sdxl.release()]);
-      throw new ModelError("LoRAs and textual-inversion embeddings are not supported on SDXL yet", {
+      throw new ModelError("LoRAs are not supported on SDXL yet", {
         file: `${folder.dir}/model_index.json`,
       });
     }
@@ -421,13 +423,25 @@ export class Pipeline {
     const pipeline = new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer, sdxl, opts);
     if (opts.embeddings && opts.embeddings.length > 0) {
       try {
-        const embeddings = await loadEmbeddings(opts.embeddings, textEncoder.hiddenSize);
-        pipeline.embeddingPlacer = new EmbeddingPlacer(
-          tokenizer,
-          embeddings,
-          textEncoder.vocabSize,
-          textEncoder.hiddenSize,
-        );
+        if (sdxl) {
+          // SDXL's two-encoder form: CLIP ViT-L takes each file's clip_l vectors, OpenCLIP its
+          // clip_g (the refiner has only the latter).
+          const placers: EmbeddingPlacer[] = [];
+          for (const { tokenizer: tok, encoder } of sdxl.encoders) {
+            const part = encoder.projectionDim === null ? "clip_l" : "clip_g";
+            const embeddings = await loadEmbeddings(opts.embeddings, encoder.hiddenSize, part);
+            placers.push(new EmbeddingPlacer(tok, embeddings, encoder.vocabSize, encoder.hiddenSize));
+          }
+          sdxl.placers = placers;
+        } else {
+          const embeddings = await loadEmbeddings(opts.embeddings, textEncoder.hiddenSize);
+          pipeline.embeddingPlacer = new EmbeddingPlacer(
+            tokenizer,
+            embeddings,
+            textEncoder.vocabSize,
+            textEncoder.hiddenSize,
+          );
+        }
       } catch (err) {
         await pipeline.release();
         throw err;
