@@ -269,6 +269,14 @@ async function embeddingFiles(dir: string): Promise<string[] | string> {
     try {
       const st = await readSafetensors(path.join(dir, name));
       const keys = [...st.tensors.keys()];
+      const [l, g] = [st.tensors.get("clip_l"), st.tensors.get("clip_g")];
+      if (l && g) {
+        // SDXL's two-encoder form.
+        out.push(
+          `${stem}  ${g.shape[0]} vector(s) of width ${l.shape.at(-1)} (clip_l) + ${g.shape.at(-1)} (clip_g), SDXL`,
+        );
+        continue;
+      }
       const key = keys.includes("emb_params") ? "emb_params" : keys.length === 1 ? (keys[0] as string) : undefined;
       const t = key === undefined ? undefined : st.tensors.get(key);
       if (!t) {
