@@ -18,6 +18,7 @@ import { ClipTokenizer } from "../../src/engine/tokenizer/clip.js";
 import { readSafetensors, readTensor } from "../../src/engine/weights/safetensors.js";
 import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { GOLDEN_FAMILY, maxAbsDiff } from "../helpers/fixtures.js";
+import { writeTinyRefiner } from "../helpers/tiny-refiner.js";
 
 const MODEL = path.join(GOLDEN_FAMILY, "sdxl", "tiny-sdxl");
 const WIDTH_L = 16; // tiny-sdxl's text_encoder (CLIP ViT-L's place)
@@ -118,6 +119,22 @@ describe("SDXL textual inversion on tiny-sdxl", () => {
     const a = await withEmb.generate({ ...req, prompt: "a castle, xlstyle", negativePrompt: "xlstyle, blurry" });
     const b = await byHand.generate({ ...req, prompt: "a castle, zebra kite", negativePrompt: "zebra kite, blurry" });
     assert.equal(maxAbsDiff(a.latents.data, b.latents.data), 0);
+  });
+
+  test("the refiner (OpenCLIP only) takes the clip_g vectors at the same places", async () => {
+    const refiner = await loadPipeline(await writeTinyRefiner(path.join(tmp, "refiner")), {
+      threads: 1,
+      embeddings: [embDir],
+    });
+    opened.push(refiner);
+    assert.equal(refiner.sdxl?.placers?.length, 1);
+    const prompts = ["a photo of xlstyle, at night", "xlstyle"];
+    const r = await refiner.sdxl!.encode(prompts);
+    const base = await withEmb.sdxl!.encode(prompts);
+    // The base's embeddings are [CLIP ViT-L 16 | OpenCLIP 32] per token; the refiner's the OpenCLIP part.
+    const openClipPart = base.promptEmbeds.data.filter((_, i) => i % (WIDTH_L + WIDTH_G) >= WIDTH_L);
+    assert.equal(maxAbsDiff(r.promptEmbeds.data, openClipPart), 0);
+    assert.equal(maxAbsDiff(r.pooled.data, base.pooled.data), 0);
   });
 
   test("embeddings folders list SDXL files with both widths", async () => {

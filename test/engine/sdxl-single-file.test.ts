@@ -13,16 +13,7 @@
  *   errors naming the file.
  */
 import assert from "node:assert/strict";
-import {
-  copyFileSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  truncateSync,
-  writeFileSync,
-} from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, truncateSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -30,12 +21,12 @@ import { ModelError } from "../../src/engine/errors.js";
 import { decodedToFloatImages } from "../../src/engine/image.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import { type ModelFolder, openModelFolder } from "../../src/engine/weights/model-folder.js";
-import { writeRandomComponent } from "../../src/engine/weights/random-weights.js";
 import { readSafetensors, readTensor, type TensorInfo } from "../../src/engine/weights/safetensors.js";
 import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { detectFamily, openSingleFile } from "../../src/engine/weights/single-file.js";
-import { familyManifest, familyTensor, GOLDEN_FAMILY, maxAbs, maxAbsDiff, REPO_ROOT } from "../helpers/fixtures.js";
+import { familyManifest, familyTensor, GOLDEN_FAMILY, maxAbs, maxAbsDiff } from "../helpers/fixtures.js";
 import { writeSdxlCheckpoint } from "../helpers/ldm-layout.js";
+import { writeTinyRefiner } from "../helpers/tiny-refiner.js";
 
 const SECTION = "sdxl";
 const MODEL = path.join(GOLDEN_FAMILY, SECTION, "tiny-sdxl");
@@ -44,7 +35,7 @@ const IMAGE_TOL = 1e-4;
 
 const ref = (file: string) => familyTensor(SECTION, file.replace(/^ref\/|\.bin$/g, ""));
 const relErr = (a: Float32Array, e: Float32Array) => maxAbsDiff(a, e) / maxAbs(e);
-const readJsonFile = (file: string) => JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+const _readJsonFile = (file: string) => JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-sdxl-single-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -165,33 +156,8 @@ describe("SDXL base single file (tiny-sdxl in the original layout)", () => {
 });
 
 describe("SDXL refiner single file", () => {
-  /** A tiny refiner folder on tiny-sdxl's second encoder (as sdxl-refiner.test.ts makes it). */
-  async function tinyRefiner(): Promise<string> {
-    const dir = path.join(tmp, "refiner");
-    mkdirSync(dir, { recursive: true });
-    for (const entry of ["scheduler", "text_encoder_2", "tokenizer_2", "vae"]) {
-      symlinkSync(path.join(MODEL, entry), path.join(dir, entry));
-    }
-    const index = readJsonFile(path.join(REPO_ROOT, "presets/sdxl-refiner/model_index.json"));
-    writeFileSync(path.join(dir, "model_index.json"), JSON.stringify(index));
-    const unet = readJsonFile(path.join(MODEL, "unet/config.json"));
-    const te2 = readJsonFile(path.join(MODEL, "text_encoder_2/config.json"));
-    const timeIdDim = unet["addition_time_embed_dim"] as number;
-    await writeRandomComponent(
-      path.join(dir, "unet"),
-      "unet",
-      {
-        ...unet,
-        cross_attention_dim: te2["hidden_size"],
-        projection_class_embeddings_input_dim: (te2["projection_dim"] as number) + 5 * timeIdDim,
-      },
-      { seed: 7, dtype: "F16" },
-    );
-    return dir;
-  }
-
   test("conditioner.embedders.0.model.* alone is the refiner: one encoder, aesthetic score, the folder's tensors and outputs", async () => {
-    const dir = await tinyRefiner();
+    const dir = await writeTinyRefiner(path.join(tmp, "refiner"));
     const file = path.join(tmp, "tiny-refiner.safetensors");
     await writeSdxlCheckpoint(dir, file);
     const st = await readSafetensors(file);
