@@ -241,21 +241,35 @@ describe("bad SDXL checkpoint files", () => {
     await rejectsNaming(file, /no model\.diffusion_model\.\* keys/);
   });
 
-  test("UNet keys the config does not place", async () => {
+  /** The checkpoint's keys (zero-filled) without `drop`, plus `add`. */
+  const variant = async (name: string, drop: string | undefined, add: ReturnType<typeof f32>[] = []) => {
     const src = await readSafetensors(CHECKPOINT);
-    const file = path.join(tmp, "extra-unet.safetensors");
+    const file = path.join(tmp, name);
     const tensors = [];
-    for (const [name, t] of src.tensors) {
-      if (!name.startsWith("model.diffusion_model.")) continue;
-      tensors.push({ name, dtype: t.dtype, shape: t.shape, data: new Uint8Array(t.byteLength) });
+    for (const [key, t] of src.tensors) {
+      if (key !== drop) tensors.push({ name: key, dtype: t.dtype, shape: t.shape, data: new Uint8Array(t.byteLength) });
     }
-    for (const [name, t] of src.tensors) {
-      if (name.startsWith("conditioner.") || name.startsWith("first_stage_model.")) {
-        tensors.push({ name, dtype: t.dtype, shape: t.shape, data: new Uint8Array(t.byteLength) });
-      }
-    }
-    tensors.push({ ...f32("model.diffusion_model.input_blocks.40.1.proj_in.weight") });
-    await writeSafetensors(file, tensors);
+    await writeSafetensors(file, [...tensors, ...add]);
+    return file;
+  };
+
+  test("UNet keys the config does not place", async () => {
+    const file = await variant("extra-unet.safetensors", undefined, [
+      f32("model.diffusion_model.input_blocks.40.1.proj_in.weight"),
+    ]);
     await rejectsNaming(file, /UNet tensors the given config does not place.*input_blocks\.40/);
+  });
+
+  test("OpenCLIP without its text_projection (no pooled embedding)", async () => {
+    const file = await variant("no-projection.safetensors", "conditioner.embedders.1.model.text_projection");
+    await rejectsNaming(file, /text_projection/);
+  });
+
+  test("OpenCLIP's in_proj that is not three stacked projections", async () => {
+    const key = "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_bias";
+    const file = await variant("bad-in-proj.safetensors", key, [
+      { name: key, dtype: "F32", shape: [95], data: new Float32Array(95) },
+    ]);
+    await rejectsNaming(file, /not three stacked projections/);
   });
 });
