@@ -10,6 +10,7 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } fr
 import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
+import { ClipTokenizer } from "../../src/engine/tokenizer/clip.js";
 import { impliedTensorShapes } from "../../src/engine/weights/random-weights.js";
 import { openSingleFile, PRESETS_DIR } from "../../src/engine/weights/single-file.js";
 import { readJson } from "../helpers/fixtures.js";
@@ -182,5 +183,10 @@ for (const presetName of ["sdxl", "sdxl-refiner"] as const) {
     const proj = second?.tensors.get("text_projection.weight");
     assert.equal(proj?.transposed, true);
     assert.equal(folder.tokenizer2Dir === undefined, presetName === "sdxl-refiner");
+    // The tokenizers are the presets' (OpenAI's BPE): OpenCLIP's pads with "!" (id 0), CLIP ViT-L's with end-of-text.
+    const tokenizers = [folder.tokenizerDir, folder.tokenizer2Dir].filter((d) => d !== undefined);
+    const pads = [];
+    for (const dir of tokenizers) pads.push((await ClipTokenizer.fromFolder(dir, folder.tokenizerVocabDir)).padTokenId);
+    assert.deepEqual(pads, presetName === "sdxl" ? [49407, 0] : [0]);
   });
 }
