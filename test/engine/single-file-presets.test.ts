@@ -188,5 +188,21 @@ for (const presetName of ["sdxl", "sdxl-refiner"] as const) {
     const pads = [];
     for (const dir of tokenizers) pads.push((await ClipTokenizer.fromFolder(dir, folder.tokenizerVocabDir)).padTokenId);
     assert.deepEqual(pads, presetName === "sdxl" ? [49407, 0] : [0]);
+
+    if (presetName === "sdxl") {
+      // A distilled SDXL (fewer transformer blocks, as SSD-1B) has other sizes: --config, saying why.
+      for (const k of [...ldm.keys()]) if (k.includes("middle_block.1.transformer_blocks.9.")) ldm.delete(k);
+      const distilled = path.join(tmp, "distilled-sdxl.safetensors");
+      writeSparseCheckpoint(distilled, ldm);
+      await assert.rejects(openSingleFile(distilled), (err: Error) => {
+        assert.match(err.message, /distilled-sdxl\.safetensors/);
+        assert.match(
+          err.message,
+          /published SDXL base 1\.0 sizes: unet mid_block\.attentions\.0\.transformer_blocks\.9\..* is missing/,
+        );
+        assert.match(err.message, /--config/);
+        return true;
+      });
+    }
   });
 }

@@ -23,6 +23,7 @@ import { readUNetConfig } from "../graph/unet.js";
 import { readVaeConfig } from "../graph/vae.js";
 import type { ComponentFiles, ComponentName, ModelFolder } from "./model-folder.js";
 import { openComponentFolder, PICKLE_EXTENSIONS } from "./model-folder.js";
+import { impliedTensorShapes } from "./random-weights.js";
 import { readSafetensors, type TensorInfo } from "./safetensors.js";
 
 /** SD 1.x, SD 2.x, SDXL base (CLIP ViT-L + OpenCLIP ViT-bigG) and the SDXL refiner (OpenCLIP only). */
@@ -311,14 +312,17 @@ export async function openSingleFile(file: string, opts: OpenSingleFileOptions =
     const tensors = e.openClip ? mapOpenClip(file, st.tensors, reader, e.prefix) : mapClip(st.tensors, e.prefix);
     return component(e.component, config, tensors);
   });
+  const unet = component("unet", unetConfig, unetTensors);
+  const vae = component("vae", vaeConfig, vaeTensors);
+  if (source.fromPreset) for (const c of [unet, vae, ...textEncoders]) checkPresetSizes(file, family, c);
   const tokenizerDirs = encoders.map((e) => path.join(source.dir, e.tokenizer));
   return {
     dir: source.dir,
     modelIndex,
     textEncoder: textEncoders[0] as ComponentFiles,
     textEncoder2: textEncoders[1],
-    unet: component("unet", unetConfig, unetTensors),
-    vae: component("vae", vaeConfig, vaeTensors),
+    unet,
+    vae,
     tokenizerDir: tokenizerDirs[0] as string,
     tokenizer2Dir: tokenizerDirs[1],
     tokenizerVocabDir: source.tokenizerVocabDir,
@@ -327,6 +331,39 @@ export async function openSingleFile(file: string, opts: OpenSingleFileOptions =
     variant,
     checkpoint: { file, family },
   };
+}
+
+/** The published model whose preset a family's file is read with. */
+const PUBLISHED: Record<CheckpointFamily, string> = {
+  sd1: "SD 1.5",
+  sd2: "SD 2.1",
+  sdxl: "SDXL base 1.0",
+  "sdxl-refiner": "SDXL refiner 1.0",
+};
+
+/**
+ * On a preset, every tensor the component's graph binds must be in the file with the shape the
+ * published config implies (a checkpoint of other sizes, such as a distilled SDXL, is told to
+ * bring --config here rather than failing in a graph). The VAE's encoder is left to the first
+ * image input that needs it, as for a folder.
+ */
+function checkPresetSizes(file: string, family: CheckpointFamily, c: ComponentFiles): void {
+  const wrong: string[] = [];
+  for (const [name, shape] of impliedTensorShapes(c.name, c.config, c.configPath)) {
+    if (c.name === "vae" && (name.startsWith("encoder.") || name.startsWith("quant_conv."))) continue;
+    const got = c.tensors.get(name);
+    if (!got) wrong.push(`${name} is missing`);
+    else if (got.shape.join(",") !== shape.join(",")) {
+      wrong.push(`${name} has shape [${got.shape.join(", ")}], the config implies [${shape.join(", ")}]`);
+    }
+  }
+  if (wrong.length > 0) {
+    throw new ModelError(
+      `does not have the published ${PUBLISHED[family]} sizes: ${c.name} ${wrong.slice(0, 2).join("; ")}` +
+        `${wrong.length > 2 ? ` (and ${wrong.length - 2} more)` : ""}${CONFIG_HINT}`,
+      { file },
+    );
+  }
 }
 
 const CONFIG_HINT =
@@ -347,7 +384,7 @@ function fitPresetToFile(
   encoders: readonly TextEncoderSource[],
   texts: readonly Record<string, unknown>[],
 ): void {
-  const published = { sd1: "SD 1.5", sd2: "SD 2.1", sdxl: "SDXL base 1.0", "sdxl-refiner": "SDXL refiner 1.0" }[family];
+  const published = PUBLISHED[family];
   const shape = (k: string) => tensors.get(k)?.shape;
   const convIn = shape(`${UNET}input_blocks.0.0.weight`);
   const blockOut = unet["block_out_channels"] as number[];
