@@ -96,23 +96,6 @@ async function checkPromptTags(
   }
 }
 
-/**
- * SDXL reads prompts as diffusers does: A1111's emphasis, BREAK, `[…]` and `<lora:…>` would be
- * read as plain words there, so a prompt using them is refused on its field instead.
- */
-function checkPlainPrompts(prompts: Record<"prompt" | "negative_prompt", string>): void {
-  for (const [field, text] of Object.entries(prompts)) {
-    const parsed = parseA1111Prompt(text);
-    const plain = parsed.loras.length === 0 && parsed.pieces.every((p) => "text" in p && p.weight === 1);
-    if (!plain) {
-      throw invalid(
-        field,
-        "AUTOMATIC1111's prompt syntax (emphasis, BREAK, <lora:…>) is not supported on SDXL models here; send plain text",
-      );
-    }
-  }
-}
-
 interface Job {
   id: string;
   step: number;
@@ -412,8 +395,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       }
       hrScheduler = hr.replicate;
     }
-    // SDXL's text side reads prompts as diffusers does (no A1111 syntax) and has no clip skip (A1111 ignores it there too).
-    if (sdxl) checkPlainPrompts({ prompt, negative_prompt: negative });
+    // A1111 ignores clip skip for SDXL (its encoders are read at the penultimate layer already).
     const clipApplied = sdxl ? 1 : clipSkip;
     const settings: A1111Settings = {
       ...(clipApplied !== 1 ? { clipSkip: clipApplied } : {}),
@@ -528,7 +510,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
             {
               body: { input: inputOf(s) },
               model,
-              ...(sdxl ? {} : { promptSyntax: "a1111" as const }),
+              promptSyntax: "a1111" as const,
               ...(Object.keys(settings).length > 0 ? { a1111: settings } : {}),
             },
             base,
