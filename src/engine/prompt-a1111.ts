@@ -148,6 +148,18 @@ export function parseA1111Prompt(text: string): ParsedA1111Prompt {
   return { pieces: parsePromptAttention(stripped), loras };
 }
 
+/**
+ * Refuses emphasis beyond ±MAX_WEIGHT (the scaled hidden states would leave float32's range), so
+ * callers can check a prompt before any encoding (the /sdapi routes: a 422, not a failed run).
+ */
+export function checkEmphasis(pieces: readonly PromptPiece[], field = "prompt"): void {
+  for (const piece of pieces) {
+    if (!("break" in piece) && !(Math.abs(piece.weight) <= MAX_WEIGHT)) {
+      throw new RequestError(`emphasis ${piece.weight} is out of range (at most ${MAX_WEIGHT} either way)`, field);
+    }
+  }
+}
+
 /** 77 token ids (or embedding rows) with their emphasis weights. */
 export interface PromptChunk {
   ids: number[];
@@ -175,6 +187,7 @@ export interface ChunkTokenizer {
  * up to 75 content tokens, EOS, then padding (weight 1 for BOS, EOS and padding).
  */
 export function promptChunks(pieces: readonly PromptPiece[], tok: ChunkTokenizer): PromptChunk[] {
+  checkEmphasis(pieces);
   const chunks: PromptChunk[] = [];
   let ids: number[] = [];
   let weights: number[] = [];
@@ -205,9 +218,6 @@ export function promptChunks(pieces: readonly PromptPiece[], tok: ChunkTokenizer
     if ("break" in piece) {
       nextChunk();
       continue;
-    }
-    if (!(Math.abs(piece.weight) <= MAX_WEIGHT)) {
-      throw new RequestError(`emphasis ${piece.weight} is out of range (at most ${MAX_WEIGHT} either way)`, "prompt");
     }
     const tokens = tok.ids(piece.text, budget - seen + 1);
     seen += tokens.length;

@@ -89,3 +89,20 @@ test("what SDXL is not served with here: A1111's 422 on the field", async () => 
     assert.deepEqual(detail[0]?.loc, ["body", field]);
   }
 });
+
+test("hostile A1111 prompts on SDXL: 422 on the field where the text alone tells, else a clear error", async () => {
+  for (const [body, field, msg] of [
+    [{ prompt: `${"(".repeat(1001)}x` }, "prompt", /more than 1000 opening brackets/],
+    [{ negative_prompt: "a (cube:99999)" }, "negative_prompt", /emphasis 99999 is out of range/],
+    [{ prompt: "x".repeat(20_001) }, "prompt", /longer than 20000 characters/],
+  ] as const) {
+    const res = await sdapi("txt2img", { ...req, ...body });
+    assert.equal(res.status, 422, JSON.stringify(res.json).slice(0, 300));
+    const detail = res.json["detail"] as { loc: string[]; msg: string }[];
+    assert.deepEqual(detail[0]?.loc, ["body", field]);
+    assert.match(detail[0]?.msg ?? "", msg);
+  }
+  // The token count needs the model's tokenizer: past 20 chunks the generation fails, saying why.
+  const long = await sdapi("txt2img", { ...req, prompt: Array.from({ length: 1600 }, () => "cube").join(" ") });
+  assert.match(String(long.json["errors"]), /prompt is longer than 1500 tokens \(20 chunks of 75\)/);
+});

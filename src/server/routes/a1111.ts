@@ -16,6 +16,7 @@
 import { randomInt } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
+  checkEmphasis,
   findLora,
   listEmbeddingFiles,
   listLoraFiles,
@@ -80,7 +81,8 @@ async function checkPromptTags(
   for (const [field, text] of Object.entries(prompts)) {
     if (!text) continue;
     try {
-      const { loras } = parseA1111Prompt(text);
+      const { loras, pieces } = parseA1111Prompt(text);
+      checkEmphasis(pieces, field);
       for (const tag of loras) {
         if (dir === undefined) {
           throw new RequestError(`LoRA "${tag.name}" was asked for, but ${modelName(model)} has no lora_dir`, field);
