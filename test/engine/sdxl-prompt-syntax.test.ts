@@ -104,7 +104,8 @@ describe("A1111 prompt syntax on SDXL", () => {
     assert.ok(tok);
     return tok;
   };
-  const content = (e: number, text: string) => tokenizer(e).encode(text, { padding: false, truncation: false }).inputIds.slice(1, -1);
+  const content = (e: number, text: string) =>
+    tokenizer(e).encode(text, { padding: false, truncation: false }).inputIds.slice(1, -1);
   /** BOS + content + EOS, padded to 77 with the tokenizer's pad id. */
   const chunkIds = (e: number, ids: number[]) => {
     const tok = tokenizer(e);
@@ -145,7 +146,7 @@ describe("A1111 prompt syntax on SDXL", () => {
     assert.ok(maxAbsDiff(added.textEmbeds.data.subarray(p), ref(e.pooled_prompt_embeds).data) <= NET_TOL);
   });
 
-  test("(red:1.5) scales red's states in each encoder and restores that encoder's mean; pooled untouched", async () => {
+  test("(red:1.5) scales red's states in each encoder and restores that encoder's mean; pooled untouched", async (t) => {
     const a = await sdxl.encode(["a (red:1.5) cube, [shiny]"], [], "a1111");
     assert.deepEqual(a.promptEmbeds.shape, [1, LEN, DIM]);
     for (const e of [0, 1]) {
@@ -168,6 +169,7 @@ describe("A1111 prompt syntax on SDXL", () => {
       const ours = part(a.promptEmbeds, e);
       const err = maxAbsDiff(ours, Float32Array.from(expected));
       assert.ok(err <= EMPHASIS_TOL, `encoder ${e + 1}: max abs error ${err}`);
+      t.diagnostic(`encoder ${e + 1}: emphasis max abs error ${err}`);
       assert.ok(maxAbsDiff(ours, z) > 1e-3, "the emphasis changes the states");
       if (e === 1) assert.equal(maxAbsDiff(a.pooled.data, pooled as Float32Array), 0, "pooled as the plain prompt's");
     }
