@@ -83,6 +83,8 @@ export interface Config {
   queueMaxPerToken: number;
   /** Largest request body accepted, in bytes (413 beyond). */
   bodyLimit: number;
+  /** Memory for the served JSON of finished predictions (the read path's cache), in bytes; 0: none. */
+  readCacheBytes: number;
   /** External origin (scheme://host[:port][/path]) for the URLs in responses; absent: taken from each request. */
   publicBaseUrl: string | undefined;
   /**
@@ -581,6 +583,14 @@ export const SETTINGS = {
     default: "1mb",
     parse: bytes(1024),
     help: "largest request body: 1048576, 512kb, 2mb; beyond: 413",
+  }),
+  readCacheBytes: setting({
+    env: ["SDSERVE_READ_CACHE"],
+    commands: SERVE,
+    section: "environment",
+    default: "32mb",
+    parse: bytes(0),
+    help: "memory for finished predictions' JSON, served again without a store read: 32mb, 0 (none)",
   }),
   maxWaitSeconds: setting({
     env: ["SDSERVE_MAX_WAIT"],
@@ -1107,6 +1117,7 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     queueMax: v.queueMax,
     queueMaxPerToken: v.queueMaxPerToken ?? Math.ceil(v.queueMax / 2),
     bodyLimit: v.bodyLimit,
+    readCacheBytes: v.readCacheBytes,
     publicBaseUrl: v.publicBaseUrl,
     trustProxy: v.trustProxy ?? [],
     maxWaitSeconds: v.maxWaitSeconds,

@@ -27,6 +27,7 @@ import {
   type WebhookEvent,
 } from "./prediction.js";
 import type { UrlBase } from "./serialize.js";
+import type { SettledPredictionCache } from "./settled-cache.js";
 
 export interface ServiceLimits {
   queueMax: number;
@@ -79,6 +80,8 @@ export class PredictionService {
     readonly events: PredictionEvents,
     readonly models: readonly ModelAdapter[],
     private readonly limits: ServiceLimits,
+    /** The served JSON of finished predictions, for the read path; absent: every read goes to the store. */
+    readonly settled?: SettledPredictionCache,
   ) {}
 
   findModel(owner: string, name: string): ModelAdapter | undefined {
