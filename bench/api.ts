@@ -31,13 +31,13 @@ import { encode } from "fast-png";
 import Fastify from "fastify";
 import { LOG_LEVELS, type LogLevel, loadConfig } from "../src/config.js";
 import { createLogger } from "../src/server/log.js";
-import { type InvalidField, validate } from "../src/server/models/json-schema.js";
 import type { ModelAdapter, OutputFile } from "../src/server/models/model.js";
 import {
   imageLimitsOf,
   STABLE_DIFFUSION_SCHEMAS,
   STABLE_DIFFUSION_VERSION,
 } from "../src/server/models/stable-diffusion.js";
+import { type InvalidField, validate } from "../src/server/schemas/json-schema.js";
 import { startServer } from "../src/server/server.js";
 import { intOption, printUsageAndExit } from "./lib/cli.js";
 import { machineInfo } from "./lib/machine.js";

@@ -4,7 +4,7 @@
  * one labelled control, in x-order: enums a select, strings a text area, integers and numbers a
  * number field with the schema's bounds, booleans a checkbox; defaults are the initial values.
  */
-import { flatten, type JsonSchema } from "../server/models/json-schema.js";
+import { flatten, type JsonSchema } from "../server/schemas/json-schema.js";
 import { type Html, html } from "./html.js";
 
 export type FieldType = "string" | "integer" | "number" | "boolean";

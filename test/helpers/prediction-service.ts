@@ -7,7 +7,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { DiskFileStore } from "../../src/server/files/disk.js";
-import { type InvalidField, validate } from "../../src/server/models/json-schema.js";
 import type { ModelAdapter, OutputFile, PredictContext } from "../../src/server/models/model.js";
 import {
   imageLimitsOf,
@@ -21,6 +20,7 @@ import type { UrlBase } from "../../src/server/predictions/serialize.js";
 import { PredictionService, type ServiceLimits } from "../../src/server/predictions/service.js";
 import type { SettledPredictionCache } from "../../src/server/predictions/settled-cache.js";
 import { LocalJobQueue } from "../../src/server/queue/local.js";
+import { type InvalidField, validate } from "../../src/server/schemas/json-schema.js";
 import { SqlitePredictionStore } from "../../src/server/store/sqlite.js";
 
 export const BASE: UrlBase = { api: "http://127.0.0.1:1/v1", origin: "http://127.0.0.1:1" };

@@ -1,8 +1,8 @@
 /** The playground's form is made from the model's own Input schema, and its HTML is escaped. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { JsonSchema } from "../../src/server/models/json-schema.js";
 import { STABLE_DIFFUSION_SCHEMAS } from "../../src/server/models/stable-diffusion.js";
+import type { JsonSchema } from "../../src/server/schemas/json-schema.js";
 import { html, raw } from "../../src/web/html.js";
 import { inputFields, schemaFormFields } from "../../src/web/schema-form.js";
 

@@ -10,7 +10,7 @@
  * tokenizer) or else from the published configs in `presets/`, with the sizes the file itself
  * shows (text layers, input channels) taken from its tensors' shapes.
  */
-import { open, readFile, stat } from "node:fs/promises";
+import { open, stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ModelError } from "../errors.js";
@@ -18,6 +18,7 @@ import { readClipTextConfig } from "../graph/clip.js";
 import { ConfigReader } from "../graph/config.js";
 import { readUNetConfig } from "../graph/unet.js";
 import { readVaeConfig } from "../graph/vae.js";
+import { readJsonObject } from "../json.js";
 import type { ComponentFiles, ComponentName, ModelFolder } from "./model-folder.js";
 import { openComponentFolder, PICKLE_EXTENSIONS } from "./model-folder.js";
 import { readSafetensors, type TensorInfo } from "./safetensors.js";
@@ -139,24 +140,6 @@ interface ConfigSource {
   tokenizerVocabDir?: string;
 }
 
-async function readJson(file: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (err) {
-    throw new ModelError(`cannot be read: ${(err as Error).message}`, { file });
-  }
-  let v: unknown;
-  try {
-    v = JSON.parse(text.replace(/^\uFEFF/, ""));
-  } catch (err) {
-    throw new ModelError(`is not valid JSON (${(err as Error).message})`, { file });
-  }
-  if (typeof v !== "object" || v === null || Array.isArray(v))
-    throw new ModelError("must hold a JSON object", { file });
-  return v as Record<string, unknown>;
-}
-
 export async function openSingleFile(file: string, opts: OpenSingleFileOptions = {}): Promise<ModelFolder> {
   await refusePickle(file);
   const st = await readSafetensors(file);
@@ -179,21 +162,21 @@ export async function openSingleFile(file: string, opts: OpenSingleFileOptions =
   }
 
   const configPath = (sub: string) => path.join(source.dir, sub, "config.json");
-  const modelIndex = await readJson(path.join(source.dir, "model_index.json")).catch((err) => {
+  const modelIndex = await readJsonObject(path.join(source.dir, "model_index.json")).catch((err) => {
     if (source.fromPreset) throw err;
     return {} as Record<string, unknown>;
   });
   const schedulerConfigPath = path.join(source.dir, "scheduler", "scheduler_config.json");
-  const schedulerConfig = await readJson(schedulerConfigPath);
+  const schedulerConfig = await readJsonObject(schedulerConfigPath);
   if (source.fromPreset) {
     schedulerConfig["prediction_type"] = opts.predictionType ?? decidePredictionType(family, st.tensors, st.metadata);
   } else if (opts.predictionType) {
     schedulerConfig["prediction_type"] = opts.predictionType;
   }
 
-  const unetConfig = await readJson(configPath("unet"));
-  const vaeConfig = await readJson(configPath("vae"));
-  const textConfig = await readJson(configPath("text_encoder"));
+  const unetConfig = await readJsonObject(configPath("unet"));
+  const vaeConfig = await readJsonObject(configPath("vae"));
+  const textConfig = await readJsonObject(configPath("text_encoder"));
   if (source.fromPreset) fitPresetToFile(file, family, st.tensors, unetConfig, textConfig);
 
   const unetTensors = mapUNet(file, st.tensors, new ConfigReader(configPath("unet"), unetConfig), source);

@@ -3,7 +3,7 @@
  * output schemas (as Cog publishes them) — and the one call that runs it. The server reaches
  * the engine only through an adapter; routes never reach either.
  */
-import type { InvalidField, JsonSchema } from "./json-schema.js";
+import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
 
 export interface ModelVersion {
   /** 64 hex characters, as Replicate's version ids. */

@@ -3,10 +3,11 @@
  * version references a create may name. Running predictions is lifecycle.ts's; output files are
  * output-files.ts's. Refusals are domain errors (errors.ts), made into HTTP problems at the edge.
  */
-import type { InvalidField, JsonSchema } from "../models/json-schema.js";
+
 import { isVersionOf, type ModelAdapter } from "../models/model.js";
+import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
 import type { ListPosition, PredictionStore, WebhookDelivery } from "../store/store.js";
-import { checkWebhookUrl } from "../webhooks/targets.js";
+import { checkWebhookUrl, isWebhookUrl } from "../webhooks/targets.js";
 import { decodeCursor, encodeCursor } from "./cursors.js";
 import {
   InvalidInputError,
@@ -121,7 +122,7 @@ export class PredictionService {
       filter ??= ["completed"];
     }
     const webhookField = body["webhook"] === undefined ? "webhook_completed" : "webhook";
-    if (webhook !== null && !isHttpUrl(webhook)) {
+    if (webhook !== null && !isWebhookUrl(webhook)) {
       errors.push({
         type: "format",
         field: webhookField,
@@ -287,20 +288,5 @@ export class PredictionService {
   /** Aborted when the server shuts down. */
   get closingSignal(): AbortSignal {
     return this.lifecycle.closingSignal;
-  }
-}
-
-function isHttpUrl(text: string): boolean {
-  // The URL parser quietly percent-encodes control characters and spaces; the webhook is kept
-  // and echoed as sent, so such a string is refused rather than stored (PostgreSQL rejects a NUL).
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c <= 0x20 || c === 0x7f) return false;
-  }
-  try {
-    const u = new URL(text);
-    return u.protocol === "http:" || u.protocol === "https:";
-  } catch {
-    return false;
   }
 }

@@ -22,10 +22,10 @@ import {
 } from "../../engine/index.js";
 import { urlBaseOf } from "../http/headers.js";
 import { problemOf } from "../http/problem.js";
-import type { JsonSchema } from "../models/json-schema.js";
 import type { ModelAdapter } from "../models/model.js";
 import type { PredictionRecord } from "../predictions/prediction.js";
 import type { PredictionService } from "../predictions/service.js";
+import type { JsonSchema } from "../schemas/json-schema.js";
 import type { RouteSchema } from "../schemas/openapi.js";
 
 export interface A1111Options {
