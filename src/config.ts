@@ -218,7 +218,7 @@ function bytes(min: number): Parse<number> {
     const b = parseBytes(t);
     if (b === undefined || b < min) {
       throw new ConfigError(
-        `${name} must be a size of at least ${min / 1024}kb (such as 1048576, 512kb, 2mb), got "${t}"`,
+        `${name} must be a size${min > 0 ? ` of at least ${min / 1024}kb` : ""} (such as 1048576, 512kb, 2mb), got "${t}"`,
       );
     }
     return b;
@@ -590,7 +590,7 @@ export const SETTINGS = {
     section: "environment",
     default: "32mb",
     parse: bytes(0),
-    help: "memory for finished predictions' JSON, served again without a store read: 32mb, 0 (none)",
+    help: "memory for finished predictions' JSON, served again without a store read; 0: none",
   }),
   maxWaitSeconds: setting({
     env: ["SDSERVE_MAX_WAIT"],
