@@ -15,8 +15,9 @@
  *     [--strength 0.75]
  *
  * --fast turbo: SD-Turbo, 512², 1 step of Euler (trailing), guidance 0, TAESD decode;
- * --fast lcm: SD 1.5, 512², 4 LCM steps, guidance 1, the full VAE, with TAESD previews (whose
- * cost per step is the TAESD decode of a 512² image). Options given explicitly win.
+ * --fast lcm: SD 1.5, 512², 4 LCM steps, guidance 1, the full VAE, with TAESD previews at most
+ * 256 px wide (`sdserve serve`'s default --preview-size: a TAESD decode of 2×2-averaged latents;
+ * --preview-size 512 for full-size ones). Options given explicitly win.
  *
  * Each (model, provider, mode) runs in its own process when there are several, so its peak
  * RSS is its own. See bench/README.md for what is printed.
@@ -26,10 +27,11 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { isTinyAutoencoderConfig } from "../src/engine/graph/taesd.js";
-import type { RgbImage } from "../src/engine/image.js";
+import { a1111Parameters, encodePng, type RgbImage } from "../src/engine/image.js";
 import type { GrayImage } from "../src/engine/image-input.js";
 import { DEFAULT_SCHEDULER, type GenerateResult, loadPipeline, type Pipeline } from "../src/engine/pipeline.js";
 import type { ExecutionProvider } from "../src/engine/runtime.js";
+import { resolveSchedulerName } from "../src/engine/schedulers/index.js";
 import { ensureTinyRandomModel } from "../src/engine/tiny-random.js";
 import { writeRandomComponent } from "../src/engine/weights/random-weights.js";
 import { intOption, optimizedCacheOption, printUsageAndExit, runChildren } from "./lib/cli.js";
@@ -68,7 +70,7 @@ const MODELS = [
 /** The ready-made few-step runs of issue 17 (see the usage above). */
 const FAST = {
   turbo: { model: "sd-turbo", steps: 1, guidance: 0, scheduler: "K_EULER", size: 512, vae: "taesd" },
-  lcm: { model: "sd-1.5", steps: 4, guidance: 1, scheduler: "LCM", size: 512, preview: "taesd" },
+  lcm: { model: "sd-1.5", steps: 4, guidance: 1, scheduler: "LCM", size: 512, preview: "taesd", previewSize: 256 },
 } as const;
 /** `--vae taesd` / `--preview taesd`: TAESD (presets/taesd) with random weights. */
 const TAESD = "taesd";
@@ -146,7 +148,7 @@ function parseOptions(): Options {
   if (values.fast !== undefined && !(values.fast in FAST)) {
     throw new Error(`--fast must be one of ${Object.keys(FAST).join(", ")}, got ${values.fast}`);
   }
-  const fast: Partial<(typeof FAST)[keyof typeof FAST]> & { vae?: string; preview?: string } =
+  const fast: Partial<(typeof FAST)[keyof typeof FAST]> & { vae?: string; preview?: string; previewSize?: number } =
     values.fast === undefined ? {} : FAST[values.fast as keyof typeof FAST];
   values.model ??= fast.model ?? "all";
   values.steps ??= String(fast.steps ?? 20);
@@ -155,6 +157,7 @@ function parseOptions(): Options {
   values.size ??= fast.size === undefined ? undefined : String(fast.size);
   values.vae ??= fast.vae;
   values.preview ??= fast.preview;
+  values["preview-size"] ??= fast.previewSize === undefined ? undefined : String(fast.previewSize);
   const model = values.model === "tiny-random" ? "tiny" : values.model;
   if (model !== "all" && !(MODELS as readonly string[]).includes(model)) {
     throw new Error(`--model must be one of ${[...MODELS, "all"].join(", ")}, got ${values.model}`);
@@ -208,6 +211,8 @@ function parseOptions(): Options {
 /** What one generate() call took, in seconds. */
 interface RunTimes {
   image: number;
+  /** Encoding the images as PNG with their parameters, as `sdserve generate` and the server do. */
+  png: number;
   encode: number;
   denoise: number;
   decode: number;
@@ -326,9 +331,11 @@ async function benchOne(
   const previewNote = opts.preview
     ? `, ${opts.preview} previews${opts.previewSize ? ` (at most ${opts.previewSize} px)` : ""}`
     : "";
-  // img2img and inpainting run floor(steps × strength) of the schedule's steps (diffusers' get_timesteps).
+  // img2img and inpainting run floor(steps × strength) of the schedule's steps (diffusers' get_timesteps);
+  // LCM img2img on an LCM UNet runs them all, on lower timesteps (LatentConsistencyModelImg2ImgPipeline).
   const imageMode = mode !== "txt2img";
-  const stepsRun = imageMode ? Math.min(Math.floor(opts.steps * opts.strength), opts.steps) : opts.steps;
+  const lcmImg2img = lcmUNet && mode === "img2img" && resolveSchedulerName(opts.scheduler).className === "LCMScheduler";
+  const stepsRun = imageMode && !lcmImg2img ? Math.min(Math.floor(opts.steps * opts.strength), opts.steps) : opts.steps;
   report.heading(
     `${model === "tiny" ? "tiny-random" : `${model} (random weights, seed ${WEIGHTS_SEED}, fp32)`}: ` +
       `${mode}${imageMode ? ` (strength ${opts.strength}: ${stepsRun} of ${opts.steps} steps)` : ""}, ` +
@@ -437,6 +444,9 @@ async function benchOne(
         },
       });
       const end = performance.now();
+      const parameters = a1111Parameters(result.parameters);
+      for (const picture of result.images) encodePng(picture, { parameters });
+      const pngEnd = performance.now();
       const { encodeSeconds, decodeSeconds } = result.timings;
       const previews = previewEnds.map((t, i) => (t - (stamps[i] as number)) / 1000);
       const previewTotal = previews.reduce((a, b) => a + b, 0);
@@ -457,6 +467,7 @@ async function benchOne(
         steps,
         previews,
         image: (end - start) / 1000 - previewTotal,
+        png: (pngEnd - end) / 1000,
         untilFirstStep: ((stamps[0] ?? end) - start) / 1000,
         untilFirstPreview: previewEnds[0] === undefined ? undefined : (previewEnds[0] - start) / 1000,
       });
@@ -508,6 +519,19 @@ async function benchOne(
       part((r) => r.image),
       {
         fields: { ...shape, guidance: opts.guidance },
+        ...withPeak(flops?.image),
+        firstLabel,
+      },
+    ),
+  );
+  // Prompt to PNG with the model loaded: generate() and the PNG encoding (with A1111's parameters).
+  report.emit(
+    ...timedFigure(
+      "prompt_to_png",
+      "prompt to PNG (model loaded)",
+      part((r) => r.image + r.png),
+      {
+        fields: { ...shape, guidance: opts.guidance, png_seconds: round(median(measured.map((r) => r.png))) },
         ...withPeak(flops?.image),
         firstLabel,
       },

@@ -15,6 +15,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_HUB_ENDPOINT, type HubSettings } from "./engine/hub/settings.js";
 import { CatalogError, DEFAULT_WEIGHTS, type ModelSpec, modelCatalog, withImageInputModels } from "./model-catalog.js";
+import { allowedHostEntry } from "./server/files/file-inputs.js";
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -107,6 +108,8 @@ export interface Config {
   fileRetentionMs: number;
   /** Fetch URL file inputs from loopback/private/link-local addresses too (SDSERVE_ALLOW_PRIVATE_URLS). */
   allowPrivateUrls: boolean;
+  /** Hosts (host or host:port) whose URL file inputs may be internal; their redirects are still checked (SDSERVE_ALLOWED_URL_HOSTS). */
+  allowedUrlHosts: string[];
   /** Origins allowed by CORS; empty: no CORS headers (as Replicate). ["*"] allows any. */
   corsOrigins: string[];
   /** Per-token request limit: at most `max` requests per `windowMs`; null: off. */
@@ -308,6 +311,15 @@ const apiTokens: Parse<string[]> = (t, name) => {
     throw new ConfigError(`${name}: tokens must be printable ASCII without spaces`);
   return tokens;
 };
+
+/** SDSERVE_ALLOWED_URL_HOSTS: hosts, normalised as file-inputs.ts matches them. */
+const allowedHosts: Parse<string[]> = (t, name) =>
+  commaList()(t, name, name).map((entry) => {
+    const host = allowedHostEntry(entry);
+    if (!host)
+      throw new ConfigError(`${name}: each entry must be a host or host:port (IPv6 in brackets), got "${entry}"`);
+    return host;
+  });
 
 /** AUTOMATIC1111's --api-auth: user:pass[,user2:pass2]; the password may hold colons, the user may not. */
 const apiAuth: Parse<{ user: string; password: string }[]> = (t, name) =>
@@ -655,6 +667,15 @@ export const SETTINGS = {
     default: "false",
     parse: boolean,
     help: "true: fetch file inputs (image URLs) from loopback and private addresses, and send webhooks there",
+  }),
+  allowedUrlHosts: setting({
+    env: ["SDSERVE_ALLOWED_URL_HOSTS"],
+    commands: SERVICE,
+    section: "environment",
+    default: "",
+    shownDefault: "none",
+    parse: allowedHosts,
+    help: "comma-separated hosts (host or host:port) whose file input URLs may be on private addresses, such as an internal image store; where they redirect is checked as any URL",
   }),
   corsOrigins: setting({
     env: ["SDSERVE_CORS_ORIGINS"],
@@ -1128,6 +1149,7 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     // One setting opens both kinds of request this server makes on a caller's behalf.
     webhookAllowPrivate: v.webhookAllowPrivate || v.allowPrivateUrls,
     allowPrivateUrls: v.allowPrivateUrls,
+    allowedUrlHosts: v.allowedUrlHosts,
     fileRetentionMs: v.fileRetentionMs,
     corsOrigins: v.corsOrigins,
     rateLimit: v.rateLimit,

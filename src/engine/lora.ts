@@ -24,10 +24,12 @@
  * Layers that take LoRAs: the UNet's attention projections (to_q, to_k, to_v, to_out.0), its
  * feed-forward (ff.net.0.proj, ff.net.2) and proj_in / proj_out; the text encoder's q/k/v/out
  * projections and MLP (fc1, fc2) — what kohya's trainer targets by default. With `convs` (a
- * pipeline loaded with loraSupport "all", or with a fixed LoRA that needs it) also the UNet's
- * ResNet convolutions and time projections and its down/upsamplers, as LoCon and LCM-LoRA
- * change them: a k×k conv to r channels then a 1×1 conv back, at r ≥ 1 even when unused, so
- * those pipelines pay more per step. The LyCORIS variants (LoHa, LoKr, …) are refused by name,
+ * pipeline loaded with loraSupport "all", or with a fixed LoRA that needs it, or one in its
+ * `<lora:…>` folder at load) also the UNet's ResNet convolutions and time projections, its
+ * down/upsamplers (what LCM-LoRA trains besides attention), its time embedding and conv_in /
+ * conv_out (full-network LoCon): a k×k conv to r channels then a 1×1 conv back, at r ≥ 1 even
+ * when unused, so those pipelines pay more per step. A file is applied whole or refused: a key
+ * on a layer the pipeline cannot change is an error, never skipped. The LyCORIS variants (LoHa, LoKr, …) are refused by name,
  * as are keys that fit no LoRA-able layer of the model and factors whose shapes do not fit.
  */
 import { stat } from "node:fs/promises";
@@ -35,6 +37,7 @@ import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { ModelError } from "./errors.js";
 import type { LowRankTarget } from "./graph/weights.js";
+import { listLoraFiles } from "./lora-dir.js";
 import type { Feeds } from "./runtime.js";
 import { readSafetensors, readTensor, type TensorInfo } from "./weights/safetensors.js";
 
@@ -54,8 +57,10 @@ export function isLoraTarget(component: LoraComponent, prefix: string, convs = f
   }
   const attention =
     /\.attentions\.\d+\.(transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))|proj_in|proj_out)$/;
-  // LoCon and LCM-LoRA also change the ResNets (convolutions, time projection) and the samplers.
-  const resnets = /(\.resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|\.(down|up)samplers\.0\.conv)$/;
+  // LoCon and LCM-LoRA also change the ResNets (convolutions, time projection) and the samplers;
+  // full-network LoRAs (LoCon extractions) the time embedding and the first and last convolutions.
+  const resnets =
+    /(\.resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|\.(down|up)samplers\.0\.conv|^time_embedding\.linear_[12]|^conv_in|^conv_out)$/;
   return attention.test(prefix) || (convs && resnets.test(prefix));
 }
 
@@ -111,6 +116,19 @@ export async function touchesConvolutions(files: readonly string[], modules: Lor
         return true;
       }
     }
+  }
+  return false;
+}
+
+/**
+ * Whether any LoRA of a `<lora:…>` folder changes a convolution or time projection (so that an
+ * LCM-LoRA or LoCon dropped there can be called by a prompt tag). A file that cannot be read is
+ * skipped here: a prompt that calls it gets the file's own error.
+ */
+export async function folderTouchesConvolutions(dir: string, modules: LoraModel["modules"]): Promise<boolean> {
+  const files = await listLoraFiles(dir).catch(() => []);
+  for (const f of files) {
+    if (await touchesConvolutions([f.path], modules).catch(() => false)) return true;
   }
   return false;
 }
@@ -225,7 +243,7 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
   const resolve = layerResolver(model.modules);
 
   const unplaced: string[] = [];
-  const unsupported: string[] = [];
+  const unsupported: { base: string; component: LoraComponent; prefix: string }[] = [];
   const layers: LoraLayer[] = [];
   for (const [base, g] of groups) {
     if (base.startsWith("lora_te2_")) {
@@ -238,7 +256,7 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
     }
     const target = model.targets[where.component].get(where.prefix);
     if (!target) {
-      unsupported.push(`${base} (${where.component} ${where.prefix})`);
+      unsupported.push({ base, ...where });
       continue;
     }
     if (!g.down || !g.up) {
@@ -253,9 +271,18 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
     );
   }
   if (unsupported.length > 0) {
+    // A convolution LoRA (LoCon, LCM-LoRA) on a pipeline built for attention layers only: the
+    // graph has no inputs for it, and dropping those layers would silently change the LoRA.
+    const convs = unsupported.every((u) => u.component === "unet" && isLoraTarget("unet", u.prefix, true));
+    const names = list(unsupported.map((u) => `${u.base} (${u.component} ${u.prefix})`));
     throw new ModelError(
-      `changes layers sdserve does not apply LoRAs to: ${list(unsupported)}; LoRAs apply to the UNet's attention, ` +
-        "feed-forward and proj_in/proj_out layers and the text encoder's attention and MLP",
+      convs
+        ? `changes layers sdserve does not apply LoRAs to on this model as loaded: ${names}; LoRAs on ` +
+            "the UNet's convolutions and time projections (LoCon, LCM-LoRA) apply when the model is loaded with " +
+            'them (--lora, a models-file "loras" entry, or in its lora_dir at startup) or with loraSupport "all"'
+        : `changes layers sdserve does not apply LoRAs to: ${names}; LoRAs apply to the UNet's attention, ` +
+            "feed-forward, proj_in/proj_out, convolution, time-embedding and time-projection layers and the text " +
+            "encoder's attention and MLP",
       { file },
     );
   }

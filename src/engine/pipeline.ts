@@ -31,6 +31,7 @@ import {
 } from "./image-input.js";
 import {
   fileIdentity,
+  folderTouchesConvolutions,
   isLoraTarget,
   type LoadedLora,
   type LoraModel,
@@ -61,7 +62,7 @@ import {
 } from "./prompt-a1111.js";
 import { TorchCpuGenerator } from "./random/torch-cpu.js";
 import type { Feeds, RuntimeOptions } from "./runtime.js";
-import { createScheduler, type Scheduler } from "./schedulers/index.js";
+import { createScheduler, resolveSchedulerName, type Scheduler } from "./schedulers/index.js";
 import {
   denoisingEndIndex,
   denoisingStartIndex,
@@ -344,10 +345,11 @@ export class Pipeline {
     const convs =
       opts.loraSupport === "all" ||
       (lowRank &&
-        (await touchesConvolutions(
+        ((await touchesConvolutions(
           (opts.loras ?? []).map((l) => l.path),
           modules,
-        )));
+        )) ||
+          (opts.loraDir !== undefined && (await folderTouchesConvolutions(opts.loraDir, modules)))));
     const textEncoder = await TextEncoder.load(folder.textEncoder, opts, {
       lowRank: lowRank ? (p) => isLoraTarget("text_encoder", p) : undefined,
       embeddings: (opts.embeddings?.length ?? 0) > 0,
@@ -991,9 +993,19 @@ export class Pipeline {
     if (typeof r.seed === "number" && !Number.isSafeInteger(r.seed)) {
       throw new RequestError(`seed must be an integer, got ${r.seed}`, "seed");
     }
+    // LCM img2img on a latent consistency UNet is diffusers' LatentConsistencyModelImg2ImgPipeline:
+    // strength picks the schedule's lower timesteps and every step runs. (An LCM-LoRA on a plain
+    // UNet is StableDiffusionImg2ImgPipeline with an LCMScheduler: the steps are cut as below.)
+    const lcmImg2img =
+      inputs.image !== undefined &&
+      inputs.mask === undefined &&
+      req.denoisingStart === undefined &&
+      (this.unet.config?.timeCondProjDim ?? null) !== null &&
+      resolveSchedulerName(r.schedulerName).className === "LCMScheduler";
     // The scheduler throws RequestError for what the request asks, ModelError for its config file.
     const scheduler = createScheduler(r.schedulerName, this.info.schedulerConfig, r.numInferenceSteps, {
       karras: req.useKarrasSigmas,
+      ...(lcmImg2img ? { lcmStrength: inputs.strength } : {}),
     });
     if (req.latents && inputs.image) {
       throw new RequestError(
@@ -1005,7 +1017,7 @@ export class Pipeline {
     // with denoising_start (a hand-over), the last steps below its cutoff instead.
     const steps = r.numInferenceSteps;
     const strength = inputs.strength;
-    const initTimestep = Math.min(Math.floor(steps * strength), steps);
+    const initTimestep = lcmImg2img ? steps : Math.min(Math.floor(steps * strength), steps);
     const trainSteps = trainTimesteps(this.info.schedulerConfig);
     const begin =
       req.denoisingStart === undefined

@@ -211,7 +211,11 @@ export function newService(
 
 /** How the worker fetches file inputs: the SSRF rules, and this server's uploads read inside. */
 export function fileInputOptions(config: Config, backends: Backends): FileInputOptions {
-  return { allowPrivate: config.allowPrivateUrls, ownFile: uploadsOf(config, backends).reader };
+  return {
+    allowPrivate: config.allowPrivateUrls,
+    allowHosts: config.allowedUrlHosts,
+    ownFile: uploadsOf(config, backends).reader,
+  };
 }
 
 /** The Files API's uploads, on the store and file store of these backends. */

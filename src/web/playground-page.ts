@@ -4,6 +4,7 @@
  * recent predictions. Everything that needs the API runs in the browser with the token it keeps
  * (static/playground.js); the page itself holds nothing private.
  */
+import { MAX_FILE_INPUT_BYTES } from "../server/files/file-inputs.js";
 import type { ModelAdapter } from "../server/models/model.js";
 import { html } from "./html.js";
 import { page } from "./layout.js";
@@ -31,7 +32,7 @@ export function playgroundPage(model: ModelAdapter, apiBase: string, models: rea
 <p>Paste one of this server's API tokens to run predictions and see your recent ones.</p>
 <button type="button" class="primary" data-action="open-token">Set API token</button>
 </div>
-<div class="playground" data-playground data-model="${name}" data-version="${model.version.id}" data-api="${apiBase}">
+<div class="playground" data-playground data-model="${name}" data-version="${model.version.id}" data-api="${apiBase}" data-max-file-bytes="${MAX_FILE_INPUT_BYTES}">
 <section class="panel" aria-labelledby="input-title">
 <h2 id="input-title">Input</h2>
 <form id="playground-form" novalidate>

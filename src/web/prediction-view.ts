@@ -4,6 +4,7 @@
  * JavaScript; static/prediction.js then follows a running one through its event stream and,
  * when it ends, swaps in this same section fetched afresh (?fragment=…), so there is one renderer.
  */
+import { ownFileId } from "../server/files/file-inputs.js";
 import type { ApiPrediction } from "../server/predictions/serialize.js";
 import { type Html, html, raw } from "./html.js";
 import type { FormField } from "./schema-form.js";
@@ -86,6 +87,63 @@ function formatValue(v: unknown): string {
   return shorten(typeof v === "string" ? v : JSON.stringify(v));
 }
 
+/** A data: URI's head and size instead of its base64 (the picture itself is shown above). */
+function formatFileValue(v: unknown): string {
+  if (typeof v === "string" && v.slice(0, 5).toLowerCase() === "data:") {
+    const comma = v.indexOf(",");
+    const head = v.slice(0, comma < 0 ? Math.min(v.length, 64) : Math.min(comma, 64));
+    return `${head},… (${Math.round(((v.length - comma - 1) * 3) / 4 / 1024)} kB)`;
+  }
+  return formatValue(v);
+}
+
+/** The names of the file inputs (format "uri"); without the model's fields, image and mask. */
+function fileInputsGiven(p: ApiPrediction, fields: readonly FormField[] | undefined): string[] {
+  const names = fields ? fields.filter((f) => f.type === "file").map((f) => f.name) : ["image", "mask"];
+  return names.filter((n) => typeof p.input[n] === "string");
+}
+
+/** The URL an input's data: URI picture is served at, under the page's own capability URL. */
+export function inputImageUrl(web: string, name: string): string {
+  return `${web}/inputs/${encodeURIComponent(name)}`;
+}
+
+/**
+ * The input pictures: a data: URI is served under the page's URL (it is part of the input the
+ * page shows anyway); a file uploaded through the Files API stays its token's, so the script
+ * fetches it with the token kept in the browser, if that is the uploader's; any other URL is a
+ * link (the page loads nothing from elsewhere).
+ */
+function inputImages(p: ApiPrediction, fields: readonly FormField[] | undefined): Html | string {
+  const names = fileInputsGiven(p, fields);
+  if (names.length === 0) return "";
+  const labelOf = (n: string) => fields?.find((f) => f.name === n)?.label ?? n;
+  return html`<div class="input-images" data-role="input-images">${names.map((name) => {
+    const value = String(p.input[name]);
+    const label = labelOf(name);
+    if (value.slice(0, 5).toLowerCase() === "data:") {
+      const src = inputImageUrl(p.urls.web, name);
+      return html`<figure class="input-image" data-input-image="${name}"><a href="${src}"><img src="${src}" alt="Input ${label.toLowerCase()}"></a><figcaption>${label}</figcaption></figure>`;
+    }
+    let url: URL | undefined;
+    try {
+      url = new URL(value);
+    } catch {
+      url = undefined;
+    }
+    if (url && ownFileId(url) !== undefined) {
+      return html`<figure class="input-image" data-input-image="${name}" data-file="${value}"><span class="muted" data-role="file-note">An uploaded file: shown to the API token that uploaded it.</span><figcaption>${label}</figcaption></figure>`;
+    }
+    const text = shorten(value, ALT_PROMPT_LENGTH);
+    // Only http(s) is ever a link (the API refuses other schemes, but the page does not rely on it).
+    const shown =
+      url && (url.protocol === "http:" || url.protocol === "https:")
+        ? html`<a href="${value}" rel="noreferrer noopener">${text}</a>`
+        : html`<span>${text}</span>`;
+    return html`<figure class="input-image" data-input-image="${name}">${shown}<figcaption>${label} (not loaded here)</figcaption></figure>`;
+  })}</div>`;
+}
+
 const LIVE = ["starting", "processing"];
 
 export function predictionSection(p: ApiPrediction, opts: PredictionViewOptions): Html {
@@ -131,15 +189,17 @@ export function predictionSection(p: ApiPrediction, opts: PredictionViewOptions)
   ];
 
   const given = new Set(Object.keys(p.input).filter((k) => p.input[k] !== null));
+  const fileNames = new Set(fileInputsGiven(p, opts.fields));
   const inputRows = [
     ...(opts.fields ?? []).map((f) => ({
       label: f.label,
       value: input[f.name],
       given: given.has(f.name),
+      file: fileNames.has(f.name),
     })),
     ...Object.keys(p.input)
       .filter((k) => !opts.fields?.some((f) => f.name === k))
-      .map((k) => ({ label: k, value: p.input[k], given: true })),
+      .map((k) => ({ label: k, value: p.input[k], given: true, file: fileNames.has(k) })),
   ];
 
   return html`<section class="prediction${opts.embed ? " embed" : ""}" id="prediction-${p.id}" data-prediction
@@ -183,12 +243,17 @@ ${
   opts.embed || p.data_removed
     ? ""
     : html`<h2>Input</h2>
+${inputImages(p, opts.fields)}
 <dl class="inputs">
 ${inputRows.map(
   (r) =>
-    html`<div><dt>${r.label}</dt><dd>${r.value === undefined ? html`<span class="muted">not set</span>` : formatValue(r.value)}${
-      r.given || r.value === undefined ? "" : html` <span class="muted">(default)</span>`
-    }</dd></div>\n`,
+    html`<div><dt>${r.label}</dt><dd>${
+      r.value === undefined
+        ? html`<span class="muted">not set</span>`
+        : r.file
+          ? formatFileValue(r.value)
+          : formatValue(r.value)
+    }${r.given || r.value === undefined ? "" : html` <span class="muted">(default)</span>`}</dd></div>\n`,
 )}
 </dl>`
 }

@@ -9,7 +9,9 @@ import path from "node:path";
 import { after, test } from "node:test";
 import { promisify } from "node:util";
 import { decode, encode } from "fast-png";
-import { REPO_ROOT, SHARED } from "../helpers/fixtures.js";
+import { modelDir, REPO_ROOT, SHARED } from "../helpers/fixtures.js";
+import { fuseIntoUnet, lcmLoraLayers, writeUnetLora } from "../helpers/lcm-lora.js";
+import { copyModel } from "../helpers/model-copy.js";
 
 const run = promisify(execFile);
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-cli-"));
@@ -237,4 +239,26 @@ test("generate runs an SDXL folder (detected from model_index.json) with its own
     String(png.text["parameters"]),
     /Steps: 2, Sampler: EulerDiscreteScheduler, CFG scale: 5, Seed: 7, Size: 96x64/,
   );
+});
+
+test("--lora with an LCM-LoRA, --scheduler LCM --steps 4 --guidance 1: the image of the LoRA fused by hand", async () => {
+  const model = modelDir("tiny-sd1");
+  const lora = path.join(tmp, "lcm-lora-sdv1-5.safetensors");
+  const written = await writeUnetLora(model, lora, { layers: await lcmLoraLayers(model), rank: 4, alpha: 8, scale: 1 });
+  const fused = copyModel("tiny-sd1");
+  after(() => fused.remove());
+  await fuseIntoUnet(fused.dir, written.deltas);
+  const args = ["--scheduler", "LCM", "--steps", "4", "--guidance", "1", "--seed", "7", "--threads", "1"];
+  const withLora = path.join(tmp, "lcm-lora-out");
+  const byHand = path.join(tmp, "lcm-fused-out");
+  const a = await sdserve("generate", "a lighthouse", "--model", model, "--lora", lora, ...args, "--out", withLora);
+  const b = await sdserve("generate", "a lighthouse", "--model", fused.dir, ...args, "--out", byHand);
+  assert.match(a.stderr, /step 4\/4/);
+  const png = (stdout: string) => decode(readFileSync(stdout.trim().split("\n")[1] as string)).data;
+  const [x, y] = [png(a.stdout), png(b.stdout)];
+  assert.equal(x.length, y.length);
+  let worst = 0;
+  for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs((x[i] as number) - (y[i] as number)));
+  // 8-bit rounding of images equal to 1e-4 (test/engine/lora.test.ts) may differ by one level.
+  assert.ok(worst <= 1, `PNG values differ by up to ${worst}`);
 });

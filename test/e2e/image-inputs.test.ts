@@ -57,12 +57,45 @@ function crc32(buf: Buffer): number {
 
 let server: Sdserve;
 let strict: Sdserve;
+/** Without SDSERVE_ALLOW_PRIVATE_URLS, with the picture site (and only it) in SDSERVE_ALLOWED_URL_HOSTS. */
+let guarded: Sdserve;
 let site: http.Server;
 let siteUrl: string;
+/** What the picture site was asked for, in order. */
+const siteRequests: string[] = [];
+/** An internal service on another loopback port that no file input may reach. */
+let secret: http.Server;
+let secretPort: number;
+const secretRequests: string[] = [];
 
 before(async () => {
+  secret = http.createServer((req, res) => {
+    secretRequests.push(req.url ?? "");
+    res.writeHead(200, { "Content-Type": "image/png" }).end(png(32, 32, 3, 1));
+  });
+  await new Promise<void>((resolve) => secret.listen(0, "127.0.0.1", resolve));
+  secretPort = (secret.address() as AddressInfo).port;
   site = http.createServer((req, res) => {
-    if (req.url === "/cat.png") {
+    siteRequests.push(req.url ?? "");
+    // Redirects to the internal service, in the spellings an attacker would try.
+    const internal: Record<string, string> = {
+      "/to-secret": `http://127.0.0.1:${secretPort}/secret.png`,
+      "/to-secret-localhost": `http://localhost:${secretPort}/secret.png`,
+      "/to-secret-short": `http://127.1:${secretPort}/secret.png`,
+      "/to-secret-mapped": `http://[::ffff:127.0.0.1]:${secretPort}/secret.png`,
+      "/to-metadata": "http://169.254.169.254/latest/meta-data/",
+      "/to-lan": "http://10.0.0.1/router.png",
+    };
+    const to = internal[req.url ?? ""];
+    if (to) {
+      res.writeHead(302, { Location: to }).end();
+    } else if (req.url === "/hop1") {
+      res.writeHead(301, { Location: "/hop2" }).end();
+    } else if (req.url === "/hop2") {
+      res.writeHead(307, { Location: "/to-secret" }).end();
+    } else if (req.url === "/to-cat") {
+      res.writeHead(302, { Location: "/cat.png" }).end();
+    } else if (req.url === "/cat.png") {
       res.writeHead(200, { "Content-Type": "image/png" }).end(png(96, 64));
     } else if (req.url === "/mask.png") {
       res.writeHead(200, { "Content-Type": "image/png" }).end(png(96, 64, 3, 255));
@@ -81,11 +114,17 @@ before(async () => {
   });
   await new Promise<void>((resolve) => site.listen(0, "127.0.0.1", resolve));
   siteUrl = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
-  [server, strict] = await Promise.all([startSdserve({ env: { SDSERVE_ALLOW_PRIVATE_URLS: "true" } }), startSdserve()]);
+  const sitePort = (site.address() as AddressInfo).port;
+  [server, strict, guarded] = await Promise.all([
+    startSdserve({ env: { SDSERVE_ALLOW_PRIVATE_URLS: "true" } }),
+    startSdserve(),
+    startSdserve({ env: { SDSERVE_ALLOWED_URL_HOSTS: `127.0.0.1:${sitePort}` } }),
+  ]);
 });
 after(async () => {
-  await Promise.all([server?.stop(), strict?.stop()]);
+  await Promise.all([server?.stop(), strict?.stop(), guarded?.stop()]);
   site?.close();
+  secret?.close();
 });
 
 async function run(on: Sdserve, model: string, input: Record<string, unknown>) {
@@ -186,6 +225,56 @@ test("without the setting, a URL on a private address or redirecting to one is r
       /image: 127\.0\.0\.1 is a loopback, private .*SDSERVE_ALLOW_PRIVATE_URLS=true/,
     );
   }
+});
+
+test("an allowed host's URL is fetched, but every redirect of it to an internal address is refused", async () => {
+  // The allowed host itself, directly and through its own redirect: fetched.
+  for (const path of ["/cat.png", "/to-cat"]) {
+    const ok = await run(guarded, IMG2IMG, { prompt: "x", image: `${siteUrl}${path}`, num_inference_steps: 2 });
+    assert.equal(ok.json["status"], "succeeded", `${path}: ${ok.json["error"]}`);
+  }
+  // The internal service directly (loopback, another port): refused before connecting.
+  const direct = await run(guarded, IMG2IMG, {
+    prompt: "x",
+    image: `http://127.0.0.1:${secretPort}/secret.png`,
+    num_inference_steps: 2,
+  });
+  assert.equal(direct.json["status"], "failed");
+  assert.match(
+    String(direct.json["error"]),
+    /^image: 127\.0\.0\.1 is a loopback, private or otherwise internal address/,
+  );
+
+  const cases: [string, RegExp][] = [
+    ["/to-secret", /^image: 127\.0\.0\.1 is a loopback, private/],
+    ["/to-secret-localhost", /^image: localhost is a loopback, private/],
+    ["/to-secret-short", /^image: 127\.0\.0\.1 is a loopback, private/],
+    ["/to-secret-mapped", /^image: \[::ffff:7f00:1\] is a loopback, private/],
+    ["/to-metadata", /^image: 169\.254\.169\.254 is a loopback, private/],
+    ["/to-lan", /^mask: 10\.0\.0\.1 is a loopback, private/],
+    // Three hops: two on the allowed host, each checked, then the internal one refused.
+    ["/hop1", /^image: 127\.0\.0\.1 is a loopback, private/],
+  ];
+  for (const [path, error] of cases) {
+    siteRequests.length = 0;
+    const field = path === "/to-lan" ? "mask" : "image";
+    const input: Record<string, unknown> = {
+      prompt: "x",
+      image: dataUri(png(64, 64)),
+      mask: dataUri(png(64, 64, 3, 255)),
+      num_inference_steps: 2,
+      [field]: `${siteUrl}${path}`,
+    };
+    const r = await run(guarded, INPAINT, input);
+    assert.equal(r.status, 201, `${path}: ${JSON.stringify(r.json)}`);
+    assert.equal(r.json["status"], "failed", path);
+    assert.match(String(r.json["error"]), error, path);
+    assert.match(String(r.json["error"]), /SDSERVE_ALLOW_PRIVATE_URLS=true/, path);
+    assert.equal(r.json["output"], null, path);
+    assert.deepEqual(siteRequests, path === "/hop1" ? ["/hop1", "/hop2", "/to-secret"] : [path]);
+  }
+  // The internal service never saw a request.
+  assert.deepEqual(secretRequests, []);
 });
 
 test("stability-ai/stable-diffusion keeps its text-only schema", async () => {

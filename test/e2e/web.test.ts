@@ -5,56 +5,34 @@
  * API-made prediction's urls.web opens without a token. Screenshots go to test-artifacts/web/.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
+import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { type BrowserContext, chromium, type Page } from "playwright-core";
+import type { Page } from "playwright-core";
 import { REPO_ROOT } from "../helpers/fixtures.js";
+import { type Browser, launchChromium, noChromium } from "./browser.js";
 import { api, authHeaders, type Sdserve, slowInput, smallInput, startSdserve, TOKEN, VERSION } from "./server.js";
 
-const CHROMIUM = process.env["SDSERVE_TEST_CHROMIUM"] ?? "/usr/bin/chromium";
 const ARTIFACTS = path.join(REPO_ROOT, "test-artifacts", "web");
-const skip = existsSync(CHROMIUM) ? false : `no chromium at ${CHROMIUM} (apt-get install chromium)`;
+const skip = noChromium;
 
 let server: Sdserve;
-let context: BrowserContext;
+let browser: Browser;
 let page: Page;
-let profile: string;
 const pageErrors: string[] = [];
 
 before(async () => {
   if (skip) return;
   mkdirSync(ARTIFACTS, { recursive: true });
-  profile = mkdtempSync(path.join(os.tmpdir(), "sdserve-chromium-"));
-  [server, context] = await Promise.all([
-    startSdserve(),
-    chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1280, height: 900 },
-      // Without the background-networking flags chromium keeps calling out to a closed network.
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    }),
-  ]);
-  page = context.pages()[0] ?? (await context.newPage());
+  [server, browser] = await Promise.all([startSdserve(), launchChromium()]);
+  page = browser.context.pages()[0] ?? (await browser.context.newPage());
   page.on("pageerror", (err) => pageErrors.push(err.message));
   page.setDefaultTimeout(60_000);
 });
 
 after(async () => {
-  await context?.close();
+  await browser?.close();
   await server?.stop();
-  if (profile) rmSync(profile, { recursive: true, force: true });
   assert.deepEqual(pageErrors, []);
 });
 

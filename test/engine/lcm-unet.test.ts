@@ -12,7 +12,9 @@
  *   float64): this pins the wiring (before linear_1, no bias, W's orientation);
  * - the embedding's values against hand-computed sines and cosines;
  * - end to end: an LCM UNet with zero cond_proj at its default guidance 8.5 takes one UNet pass
- *   per step (no unconditional batch) and reproduces diffusers' 4-step LCM run of tiny-sd1.
+ *   per step (no unconditional batch) and reproduces diffusers' 4-step LCM run of tiny-sd1;
+ * - img2img: LCM img2img's timesteps (strength applied to LCM's schedule) and, on the same
+ *   zero-cond_proj UNet, the picture the plain UNet makes on the same timesteps.
  */
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -247,6 +249,63 @@ describe("UNet with time_cond_proj_dim", () => {
       await assert.rejects(pipe.generate({ prompt: "x", guidanceScale: 1e38, numInferenceSteps: 1 }), RequestError);
     } finally {
       await pipe.release();
+    }
+  });
+
+  test("img2img on an LCM UNet: strength picks LCM's lower timesteps and every step runs (LatentConsistencyModelImg2ImgPipeline)", async () => {
+    const dir = await variantModel(
+      "img2img",
+      { time_cond_proj_dim: COND_DIM },
+      { "time_embedding.cond_proj.weight": { shape: [BASE, COND_DIM], data: new Float32Array(BASE * COND_DIM) } },
+    );
+    const pipe = await loadPipeline(dir, { threads: 2 });
+    // The same UNet without the condition (cond_proj is zero), as SD with an LCM-LoRA fused in:
+    // diffusers' StableDiffusionImg2ImgPipeline, which cuts LCM's own schedule instead.
+    const plain = await loadPipeline(modelDir("tiny-sd1"), { threads: 2 });
+    try {
+      const image = { width: 32, height: 32, data: Uint8Array.from({ length: 32 * 32 * 3 }, (_, i) => (i * 37) % 256) };
+      const base = { prompt: "a red bicycle", image, scheduler: "LCM", seed: 21n };
+      const timesteps = async (p: typeof pipe, req: Parameters<typeof pipe.generate>[0]) => {
+        const seen: number[] = [];
+        const r = await p.generate(req, { onStep: ({ timestep }) => void seen.push(timestep) });
+        return { seen, r };
+      };
+      // original_inference_steps 50 (k = 20) × strength 0.5 keeps 25 timesteps, 499 … 19; 4 steps at
+      // floor(0, 6.25, 12.5, 18.75) of them from the top.
+      const lcm = await timesteps(pipe, { ...base, strength: 0.5, numInferenceSteps: 4 });
+      assert.deepEqual(lcm.seen, [499, 379, 259, 139]);
+      assert.equal(lcm.r.parameters.strength, 0.5);
+      // Cutting 8 LCM steps (999 879 759 639 | 499 379 259 139) at strength 0.5 gives the same four
+      // timesteps on the plain UNet: the same draws from the generator, the same picture.
+      const cut = await timesteps(plain, { ...base, strength: 0.5, numInferenceSteps: 8, guidanceScale: 1 });
+      assert.deepEqual(cut.seen, [499, 379, 259, 139]);
+      const err = maxAbsDiff(lcm.r.latents.data, cut.r.latents.data) / maxAbs(cut.r.latents.data);
+      assert.ok(err <= 1e-6, `final latents: relative error ${err}`);
+      // The plain UNet's own 4 steps at strength 0.5: the last two of 999 759 499 259.
+      assert.deepEqual((await timesteps(plain, { ...base, strength: 0.5, numInferenceSteps: 4 })).seen, [499, 259]);
+      // Inpainting (no diffusers LCM pipeline for it): strength 1 runs LCM's whole schedule, below
+      // 1 cuts it as StableDiffusionInpaintPipeline does.
+      const mask = {
+        width: 32,
+        height: 32,
+        data: Uint8Array.from({ length: 32 * 32 }, (_, i) => (i % 32 < 16 ? 255 : 0)),
+      };
+      assert.deepEqual((await timesteps(pipe, { ...base, mask, numInferenceSteps: 4 })).seen, [999, 759, 499, 259]);
+      assert.deepEqual(
+        (await timesteps(pipe, { ...base, mask, strength: 0.5, numInferenceSteps: 4 })).seen,
+        [499, 259],
+      );
+      // Strength 0.8 (the default), and too low a strength for the steps.
+      assert.deepEqual((await timesteps(pipe, { ...base, numInferenceSteps: 4 })).seen, [799, 599, 399, 199]);
+      await assert.rejects(pipe.generate({ ...base, strength: 0.06, numInferenceSteps: 4 }), (e: unknown) => {
+        assert.ok(e instanceof RequestError);
+        assert.equal(e.field, "strength");
+        assert.match(e.message, /keeps 3 of the model's 50 distillation timesteps.*fewer than the 4 steps/);
+        return true;
+      });
+    } finally {
+      await pipe.release();
+      await plain.release();
     }
   });
 });

@@ -92,6 +92,30 @@ describe("LCMScheduler timesteps", () => {
     assert.throws(() => createScheduler("LCM", { prediction_type: "flow" }, 4), /prediction_type/);
   });
 
+  test("img2img strength (LatentConsistencyModelImg2ImgPipeline): the lowest int(50 · strength) timesteps, n steps over them", () => {
+    // k = 20; strength 0.5 keeps 25 timesteps (499 … 19): positions floor(i · 25/4) = 0, 6, 12, 18.
+    assert.deepEqual(lcmTimesteps(4, 50, 1000, 0.5), [499, 379, 259, 139]);
+    // 0.8 keeps 40 (799 … 19): positions 0, 10, 20, 30.
+    assert.deepEqual(lcmTimesteps(4, 50, 1000, 0.8), [799, 599, 399, 199]);
+    // 0.3 keeps 15 (299 … 19): positions floor(i · 3.75) = 0, 3, 7, 11.
+    assert.deepEqual(lcmTimesteps(4, 50, 1000, 0.3), [299, 239, 159, 79]);
+    // 0.29 · 50 = 14.499999999999998 in float64: 14 kept (279 … 19), positions 0, 3, 7, 10.
+    assert.deepEqual(lcmTimesteps(4, 50, 1000, 0.29), [279, 219, 139, 79]);
+    assert.deepEqual(lcmTimesteps(1, 50, 1000, 0.5), [499]);
+    assert.deepEqual(lcmTimesteps(4, 50, 1000, 1), lcmTimesteps(4, 50, 1000));
+    const s = new LCMScheduler({}, 4, {}, { strength: 0.08 });
+    assert.deepEqual(s.timesteps, [79, 59, 39, 19]);
+    // 0.07 · 50 = 3.5000000000000004: 3 timesteps cannot hold 4 steps.
+    assert.throws(
+      () => createScheduler("LCM", {}, 4, { lcmStrength: 0.07 }),
+      (e: unknown) =>
+        e instanceof RequestError && e.field === "strength" && /keeps 3 .* fewer than the 4 steps/.test(e.message),
+    );
+    for (const bad of [0, -0.5, 1.5, Number.NaN]) {
+      assert.throws(() => createScheduler("LCM", {}, 4, { lcmStrength: bad }), /strength must be in/);
+    }
+  });
+
   test("boundary condition: c_skip → 1 and c_out → 0 at t = 0; the formula elsewhere", () => {
     const s = createScheduler("LCM", {}, 4) as LCMScheduler;
     assert.deepEqual(s.boundaryScalings(0), { cSkip: 1, cOut: 0 });

@@ -5,9 +5,14 @@
  *
  * Tolerances reached: text encoder and UNet outputs 1e-4 abs (README: 1e-4); step / final
  * latents 1e-4 relative to the tensor's max |value|; images 1e-4 abs.
+ *
+ * LoRAs on convolutions (LoCon) and an LCM-LoRA-shaped file (every layer the published
+ * LCM-LoRAs train, kohya and PEFT layouts; test/helpers/lcm-lora.ts) against the same deltas
+ * fused into the weights by hand, at the same tolerances; measured for the LCM-LoRA with LCM,
+ * 4 steps, guidance 1: UNet 4.8e-6 abs, final latents 1.3e-6 relative, image 8.3e-7 abs.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -17,6 +22,7 @@ import { parseLoraArg } from "../../src/engine/lora.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { maxAbs, maxAbsDiff, modelDir, readJson, SHARED } from "../helpers/fixtures.js";
+import { fuseIntoUnet, isLcmLoraLayer, lcmLoraLayers, writeUnetLora } from "../helpers/lcm-lora.js";
 import { copyModel } from "../helpers/model-copy.js";
 
 const DIR = path.join(SHARED, "fixtures/golden-family/lora");
@@ -38,7 +44,6 @@ function ref(key: string): { data: Float32Array; shape: number[] } {
     shape: entry.shape,
   };
 }
-const f32 = (name: string, shape: number[], data: Float32Array) => ({ name, dtype: "F32" as const, shape, data });
 const rel = (a: Float32Array, b: Float32Array) => maxAbsDiff(a, b) / maxAbs(b);
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-lora-"));
@@ -168,58 +173,36 @@ test("older diffusers names (attention processors, lora_linear_layer) load as th
 });
 
 describe("LoRAs on convolutions and time projections (LoCon, LCM-LoRA)", () => {
-  // Layers of tiny-sd1 with their weight shapes: 3×3 conv, strided 3×3 conv, 1×1 shortcut, linear.
-  const LAYERS: [string, number[]][] = [
-    ["down_blocks.0.resnets.0.conv1", [32, 32, 3, 3]],
-    ["down_blocks.0.downsamplers.0.conv", [32, 32, 3, 3]],
-    ["down_blocks.1.resnets.0.conv_shortcut", [64, 32, 1, 1]],
-    ["up_blocks.0.resnets.0.time_emb_proj", [64, 128]],
-    ["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q", [64, 64]],
+  // Layers of tiny-sd1: 3×3 conv, strided 3×3 conv, 1×1 shortcut, linear time projection,
+  // attention, the time embedding's linears and the first and last convolutions.
+  const LAYERS = [
+    "down_blocks.0.resnets.0.conv1",
+    "down_blocks.0.downsamplers.0.conv",
+    "down_blocks.1.resnets.0.conv_shortcut",
+    "up_blocks.0.resnets.0.time_emb_proj",
+    "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
+    "time_embedding.linear_1",
+    "time_embedding.linear_2",
+    "conv_in",
+    "conv_out",
   ];
-  const RANK = 2;
-  const ALPHA = 1;
   const SCALE = 0.7;
-  const value = (i: number, seed: number) => Math.sin(i * 0.731 + seed) * 0.2;
   let file: string;
   let fused: ReturnType<typeof copyModel>;
   before(async () => {
-    const { readSafetensors, readTensor } = await import("../../src/engine/weights/safetensors.js");
-    const tensors: ReturnType<typeof f32>[] = [];
-    const deltas = new Map<string, Float32Array>();
-    LAYERS.forEach(([layer, shape], n) => {
-      const [out, inF, kh = 1, kw = 1] = shape as [number, number, number?, number?];
-      const cols = inF * kh * kw;
-      const down = Float32Array.from({ length: RANK * cols }, (_, i) => value(i, n));
-      const up = Float32Array.from({ length: out * RANK }, (_, i) => value(i, n + 10));
-      const base = `lora_unet_${layer.replace(/\./g, "_")}`;
-      const conv = shape.length === 4;
-      tensors.push(f32(`${base}.lora_down.weight`, conv ? [RANK, inF, kh, kw] : [RANK, inF], down));
-      tensors.push(f32(`${base}.lora_up.weight`, conv ? [out, RANK, 1, 1] : [out, RANK], up));
-      tensors.push(f32(`${base}.alpha`, [], Float32Array.of(ALPHA)));
-      // W' = W + scale · alpha/rank · up @ down, in float64 then rounded once.
-      const delta = new Float32Array(out * cols);
-      for (let o = 0; o < out; o++)
-        for (let c = 0; c < cols; c++) {
-          let acc = 0;
-          for (let r = 0; r < RANK; r++) acc += (up[o * RANK + r] as number) * (down[r * cols + c] as number);
-          delta[o * cols + c] = ((SCALE * ALPHA) / RANK) * acc;
-        }
-      deltas.set(`${layer}.weight`, delta);
-    });
     file = path.join(tmp, "locon.safetensors");
-    await writeSafetensors(file, tensors);
-
+    const written = await writeUnetLora(modelDir("tiny-sd1"), file, {
+      layers: LAYERS,
+      rank: 2,
+      alpha: 1,
+      scale: SCALE,
+    });
+    assert.deepEqual(
+      written.layers.map(([, shape]) => shape.length),
+      [4, 4, 4, 2, 2, 2, 2, 4, 4],
+    );
     fused = copyModel("tiny-sd1");
-    const weights = path.join(fused.dir, "unet", "diffusion_pytorch_model.safetensors");
-    const st = await readSafetensors(weights);
-    const out = [];
-    for (const t of st.tensors.values()) {
-      const data = Float32Array.from(await readTensor(t));
-      const delta = deltas.get(t.name);
-      if (delta) for (let i = 0; i < data.length; i++) data[i] = (data[i] as number) + (delta[i] as number);
-      out.push(f32(t.name, t.shape, data));
-    }
-    await writeSafetensors(weights, out);
+    await fuseIntoUnet(fused.dir, written.deltas);
   });
   after(() => fused?.remove());
 
@@ -257,12 +240,160 @@ describe("LoRAs on convolutions and time projections (LoCon, LCM-LoRA)", () => {
       assert.ok(err <= 1e-5, `UNet: max abs error ${err}`);
       await assert.rejects(
         attentionOnly.adapterFeeds([{ path: file }]),
-        /does not apply LoRAs to: lora_unet_down_blocks_0_resnets_0_conv1/,
+        /does not apply LoRAs to on this model as loaded: lora_unet_down_blocks_0_resnets_0_conv1 .*loaded with them/,
       );
     } finally {
       await all.release();
       await plainFused.release();
       await attentionOnly.release();
+    }
+  });
+});
+
+describe("an LCM-LoRA: every layer the published ones train, in their key names", () => {
+  // LCM-LoRA's usage: the LoRA at scale 1 with the LCM scheduler, 4 steps, no guidance.
+  const SCALE = 1;
+  let file: string;
+  let layers: string[];
+  let fused: ReturnType<typeof copyModel>;
+  before(async () => {
+    layers = await lcmLoraLayers(modelDir("tiny-sd1"));
+    file = path.join(tmp, "lcm-lora-sdv1-5.safetensors");
+    const written = await writeUnetLora(modelDir("tiny-sd1"), file, {
+      layers,
+      rank: 4,
+      alpha: 8,
+      scale: SCALE,
+      seed: 3,
+    });
+    fused = copyModel("tiny-sd1");
+    await fuseIntoUnet(fused.dir, written.deltas);
+  });
+  after(() => fused?.remove());
+
+  test("the file changes attention, feed-forward, proj_in/out, every ResNet conv and time projection and the samplers", () => {
+    for (const kind of [
+      /attn1\.to_q$/,
+      /attn2\.to_k$/,
+      /to_out\.0$/,
+      /ff\.net\.0\.proj$/,
+      /ff\.net\.2$/,
+      /proj_in$/,
+      /proj_out$/,
+      /resnets\.\d+\.conv1$/,
+      /resnets\.\d+\.conv2$/,
+      /conv_shortcut$/,
+      /time_emb_proj$/,
+      /downsamplers\.0\.conv$/,
+      /upsamplers\.0\.conv$/,
+      /^mid_block\.resnets\.0\.conv1$/,
+    ]) {
+      assert.ok(
+        layers.some((l) => kind.test(l)),
+        `no layer ${kind}`,
+      );
+    }
+    assert.ok(!layers.some((l) => l.startsWith("time_embedding.") || l === "conv_in" || l === "conv_out"));
+    assert.ok(layers.every(isLcmLoraLayer));
+  });
+
+  test("applied from --lora, it equals the deltas fused into the weights (one UNet call and a 4-step LCM run)", async (t) => {
+    const withLora = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loras: [{ path: file, scale: SCALE }] });
+    const plainFused = await loadPipeline(fused.dir, { threads: 1 });
+    try {
+      // Every layer of the file gets its factors (a layer without them is fed zeros).
+      const feeds = (await withLora.adapterFeeds([])).unet;
+      for (const layer of layers) {
+        const target = withLora.unet.lowRankTargets.get(layer);
+        assert.ok(target, `${layer} takes no LoRA`);
+        assert.ok(
+          (feeds[target.upInput]?.data as Float32Array | undefined)?.some((v) => v !== 0) === true,
+          `${layer} has no factors`,
+        );
+      }
+      const context = ref("te_scale1_last_hidden_state");
+      const sample = ref("unet_in_sample");
+      const a = await withLora.unet.run(sample, 500, context, undefined, feeds);
+      const b = await plainFused.unet.run(sample, 500, context);
+      const unetErr = maxAbsDiff(a.data, b.data);
+      assert.ok(unetErr <= NET_TOL, `UNet: max abs error ${unetErr}`);
+
+      const request = {
+        prompt: "a lighthouse at dusk",
+        scheduler: "LCM",
+        numInferenceSteps: 4,
+        guidanceScale: 1,
+        seed: 7n,
+      };
+      const steps: number[] = [];
+      const ours = await withLora.generate(request, { onStep: ({ timestep }) => void steps.push(timestep) });
+      const ref2 = await plainFused.generate(request);
+      assert.deepEqual(steps, [999, 759, 499, 259]);
+      const latentErr = rel(ours.latents.data, ref2.latents.data);
+      assert.ok(latentErr <= LATENT_REL_TOL, `final latents: relative error ${latentErr}`);
+      const imageErr = maxAbsDiff(decodedToFloatImages(ours.decoded), decodedToFloatImages(ref2.decoded));
+      t.diagnostic(
+        `UNet ${unetErr.toExponential(2)} abs, latents ${latentErr.toExponential(2)} rel, image ${imageErr.toExponential(2)} abs`,
+      );
+      assert.ok(imageErr <= IMAGE_TOL, `image: max abs error ${imageErr}`);
+      const plain = await loadPipeline(modelDir("tiny-sd1"), { threads: 1 });
+      const base = await plain.generate(request);
+      await plain.release();
+      assert.ok(rel(base.latents.data, ref2.latents.data) > 100 * latentErr, "the LoRA changes the image");
+    } finally {
+      await withLora.release();
+      await plainFused.release();
+    }
+  });
+
+  test("the same LCM-LoRA in diffusers' PEFT layout (lora_A / lora_B, alpha folded in) per request", async () => {
+    const peft = path.join(tmp, "lcm-lora-peft.safetensors");
+    await writeUnetLora(modelDir("tiny-sd1"), peft, {
+      layers,
+      rank: 4,
+      alpha: 8,
+      scale: SCALE,
+      seed: 3,
+      layout: "peft",
+    });
+    const all = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraSupport: "all" });
+    const plainFused = await loadPipeline(fused.dir, { threads: 1 });
+    try {
+      const context = ref("te_scale1_last_hidden_state");
+      const sample = ref("unet_in_sample");
+      const a = await all.unet.run(sample, 500, context, undefined, (await all.adapterFeeds([{ path: peft }])).unet);
+      const b = await plainFused.unet.run(sample, 500, context);
+      const err = maxAbsDiff(a.data, b.data);
+      assert.ok(err <= NET_TOL, `UNet: max abs error ${err}`);
+    } finally {
+      await all.release();
+      await plainFused.release();
+    }
+  });
+
+  test("called by a <lora:…> tag from the model's lora_dir (found there at load)", async () => {
+    const dir = mkdtempSync(path.join(tmp, "loras-"));
+    cpSync(file, path.join(dir, "lcm-lora-sdv1-5.safetensors"));
+    // A broken file beside it does not stop the model loading; calling it is its own error.
+    writeFileSync(
+      path.join(dir, "broken.safetensors"),
+      Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1]),
+    );
+    const tagged = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraDir: dir, promptSyntax: "a1111" });
+    const plainFused = await loadPipeline(fused.dir, { threads: 1 });
+    try {
+      const request = { scheduler: "LCM", numInferenceSteps: 4, guidanceScale: 1, seed: 7n };
+      const ours = await tagged.generate({ ...request, prompt: "a lighthouse at dusk <lora:lcm-lora-sdv1-5:1>" });
+      const ref2 = await plainFused.generate({ ...request, prompt: "a lighthouse at dusk" });
+      const latentErr = rel(ours.latents.data, ref2.latents.data);
+      assert.ok(latentErr <= LATENT_REL_TOL, `final latents: relative error ${latentErr}`);
+      await assert.rejects(
+        tagged.generate({ ...request, prompt: "a lighthouse <lora:broken:1>" }),
+        (err: Error) => err instanceof ModelError && err.message.includes("broken.safetensors"),
+      );
+    } finally {
+      await tagged.release();
+      await plainFused.release();
     }
   });
 });
@@ -359,7 +490,20 @@ describe("bad LoRA files", () => {
       "lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight": [4, 32, 3, 3],
       "lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight": [32, 4, 1, 1],
     });
-    await rejects(file, /does not apply LoRAs to: lora_unet_down_blocks_0_resnets_0_conv1/);
+    await rejects(file, /does not apply LoRAs to on this model as loaded: lora_unet_down_blocks_0_resnets_0_conv1 /);
+  });
+
+  test("a LoRA on a layer no LoRA applies to (a norm) is refused, never skipped", async () => {
+    const file = await write("norm.safetensors", {
+      [`${Q}.lora_down.weight`]: [4, 64],
+      [`${Q}.lora_up.weight`]: [64, 4],
+      "lora_unet_down_blocks_0_resnets_0_norm1.lora_down.weight": [4, 32],
+      "lora_unet_down_blocks_0_resnets_0_norm1.lora_up.weight": [32, 4],
+    });
+    await rejects(
+      file,
+      /does not apply LoRAs to: lora_unet_down_blocks_0_resnets_0_norm1 \(unet down_blocks\.0\.resnets\.0\.norm1\)/,
+    );
   });
 
   test("a half LoRA, rank 0, a bad alpha and non-finite factors", async () => {

@@ -12,8 +12,10 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 import { DiskFileStore } from "../../src/server/files/disk.js";
 import {
+  allowedHostEntry,
   FileInputError,
   fileInputProblem,
+  mayBeInternal,
   redirectTarget,
   resolveFileInput,
 } from "../../src/server/files/file-inputs.js";
@@ -105,6 +107,44 @@ test("every redirect is checked as the first URL was", () => {
   }
   assert.throws(() => redirectTarget(from, "file:///etc/passwd", "image", true), /only http and https are followed/);
   assert.equal(redirectTarget(from, "/dog.png", "image", false).href, "https://pictures.example.com/dog.png");
+});
+
+test("SDSERVE_ALLOWED_URL_HOSTS entries: a host or host:port, normalised as URLs are", () => {
+  for (const [entry, want] of [
+    ["images.internal", "images.internal"],
+    ["Images.Internal.:8080", "images.internal:8080"],
+    ["127.1:9000", "127.0.0.1:9000"],
+    ["0x7f000001", "127.0.0.1"],
+    ["[::1]:80", "[::1]:80"],
+    ["[::1]", "[::1]"],
+    ["10.0.0.5:443", "10.0.0.5:443"],
+  ] as const) {
+    assert.equal(allowedHostEntry(entry), want, entry);
+  }
+  for (const bad of ["", "::1", "http://x", "x/y", "user@x", "x:0", "x:65536", "x:", "x?y", "a b"]) {
+    assert.equal(allowedHostEntry(bad), undefined, bad);
+  }
+  const opts = { allowPrivate: false, allowHosts: ["127.0.0.1:9000", "images.internal"] };
+  assert.equal(mayBeInternal(new URL("http://127.0.0.1:9000/a.png"), opts), true);
+  assert.equal(mayBeInternal(new URL("http://127.1:9000/a.png"), opts), true);
+  assert.equal(mayBeInternal(new URL("http://127.0.0.1:9001/a.png"), opts), false);
+  assert.equal(mayBeInternal(new URL("http://127.0.0.1/a.png"), opts), false);
+  assert.equal(mayBeInternal(new URL("https://IMAGES.internal:8443/a.png"), opts), true);
+  assert.equal(mayBeInternal(new URL("http://images.internal.evil.example/a.png"), opts), false);
+  assert.equal(mayBeInternal(new URL("http://a.images.internal/a.png"), opts), false);
+  assert.equal(mayBeInternal(new URL("http://[::1]:9000/a.png"), opts), false);
+  // A port-less entry is any port; the default port counts as given.
+  assert.equal(
+    mayBeInternal(new URL("http://x.internal/a"), { allowPrivate: false, allowHosts: ["x.internal:80"] }),
+    true,
+  );
+  // A redirect from an allowed host is checked on its own target.
+  assert.throws(
+    () => redirectTarget(new URL("http://127.0.0.1:9000/a"), "http://127.0.0.1:9001/secret", "image", opts),
+    /image: 127\.0\.0\.1 is a loopback, private/,
+  );
+  assert.throws(() => redirectTarget(new URL("http://127.0.0.1:9000/a"), "http://169.254.169.254/", "image", opts));
+  assert.equal(redirectTarget(new URL("http://127.0.0.1:9000/a"), "/b", "image", opts).href, "http://127.0.0.1:9000/b");
 });
 
 test("fetches are bounded: redirects, size, time", async () => {

@@ -1,7 +1,8 @@
 /** The playground's form is made from the model's own Input schema, and its HTML is escaped. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { STABLE_DIFFUSION_SCHEMAS } from "../../src/server/models/stable-diffusion.js";
+import { REPLICATE_DEFAULTS } from "../../src/model-catalog.js";
+import { imageInputSchemas, STABLE_DIFFUSION_SCHEMAS } from "../../src/server/models/stable-diffusion.js";
 import type { JsonSchema } from "../../src/server/schemas/json-schema.js";
 import { html, raw } from "../../src/web/html.js";
 import { inputFields, schemaFormFields } from "../../src/web/schema-form.js";
@@ -62,4 +63,43 @@ test("html escapes what it interpolates, except Html", () => {
     html`<p title="${`"x"`}">${"<i>"}${raw("<b>ok</b>")}${[1, html`<br>`]}${null}${false}</p>`.text,
     '<p title="&#34;x&#34;">&#60;i&#62;<b>ok</b>1<br></p>',
   );
+});
+
+test("file inputs (format uri) are a picker with a drop zone, a URL field and, for a mask beside an image, the brush", () => {
+  const inpaint = inputFields(imageInputSchemas("inpainting", REPLICATE_DEFAULTS));
+  const image = inpaint.find((f) => f.name === "image");
+  const mask = inpaint.find((f) => f.name === "mask");
+  assert.deepEqual([image?.type, image?.required, image?.paintsOver], ["file", true, undefined]);
+  assert.deepEqual([mask?.type, mask?.required, mask?.paintsOver], ["file", true, "image"]);
+  const form = schemaFormFields(inpaint).text;
+  assert.match(
+    form,
+    /<label for="field-image">Image <span aria-hidden="true">\*<\/span><\/label>\n<div class="file-input" data-file-input="image"/,
+  );
+  assert.match(
+    form,
+    /<input type="file" id="field-image" name="image" data-type="file" accept="image\/png,image\/jpeg,image\/webp" aria-describedby="field-image-hint field-image-error" required>/,
+  );
+  assert.match(
+    form,
+    /<label class="inline" for="field-image-url">Image URL<\/label>\n<input type="url" id="field-image-url"/,
+  );
+  // One brush, on the mask, over the image; its controls labelled.
+  assert.equal(form.match(/data-role="mask-painter"/g)?.length, 1);
+  assert.match(form, /<div class="mask-painter" data-role="mask-painter" data-over="image" hidden>/);
+  assert.match(form, /<label class="inline" for="field-mask-brush">Brush size<\/label>/);
+  for (const b of ["Erase", "Clear mask", "Invert mask"])
+    assert.match(form, new RegExp(`<button type="button"[^>]*>${b}</button>`));
+  assert.match(form, /<canvas data-role="mask-canvas" role="img" aria-label="Mask painted over the image"/);
+
+  // img2img: an image, no brush; text-to-image: no file input at all.
+  const img2img = schemaFormFields(inputFields(imageInputSchemas("img2img", REPLICATE_DEFAULTS))).text;
+  assert.match(img2img, /data-file-input="image"/);
+  assert.doesNotMatch(img2img, /mask-painter/);
+  assert.doesNotMatch(schemaFormFields(inputFields(STABLE_DIFFUSION_SCHEMAS)).text, /type="file"/);
+  // A mask without an image to paint over is a plain file input.
+  const maskOnly = inputFields({
+    Input: { type: "object", properties: { mask: { type: "string", format: "uri", title: "Mask" } } },
+  });
+  assert.deepEqual([maskOnly[0]?.type, maskOnly[0]?.paintsOver], ["file", undefined]);
 });

@@ -138,14 +138,16 @@ export function resolveSchedulerName(name: string): SchedulerChoice {
 /**
  * Builds the scheduler `name` stands for from the model's `scheduler/scheduler_config.json`
  * (parsed), set up for `numInferenceSteps`. `opts.karras` asks for Karras sigmas
- * (`use_karras_sigmas=True`). Unsupported config values raise a ModelError naming the field;
+ * (`use_karras_sigmas=True`); `opts.lcmStrength` sets up LCMScheduler for LCM img2img (its
+ * strength applied to the schedule, as LatentConsistencyModelImg2ImgPipeline does). Unsupported
+ * config values raise a ModelError naming the field;
  * what the request asks (the name, Karras sigmas, the number of steps) a RequestError.
  */
 export function createScheduler(
   name: string,
   modelSchedulerConfig: Record<string, unknown>,
   numInferenceSteps: number,
-  opts: { karras?: boolean } = {},
+  opts: { karras?: boolean; lcmStrength?: number } = {},
 ): Scheduler {
   const { className, overrides } = resolveSchedulerName(name);
   const all = { ...overrides };
@@ -154,6 +156,10 @@ export function createScheduler(
       throw new RequestError(`Karras sigmas are not available for ${className}`, "scheduler");
     }
     all.use_karras_sigmas = true;
+  }
+  if (opts.lcmStrength !== undefined) {
+    if (className !== "LCMScheduler") throw new Error(`lcmStrength is for LCMScheduler, not ${className}`);
+    return new LCMScheduler(modelSchedulerConfig, numInferenceSteps, all, { strength: opts.lcmStrength });
   }
   const Class: SchedulerClass = CLASSES[className];
   return new Class(modelSchedulerConfig, numInferenceSteps, all);

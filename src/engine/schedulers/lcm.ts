@@ -52,14 +52,20 @@ const SIGMA_DATA = 0.5;
  * LCM's timesteps: the distillation schedule of `original` steps, t_k = (k + 1)·(T / original) − 1
  * (k = 0 … original − 1, the "leading" spacing the model was distilled on), taken from the top at
  * `n` evenly spaced positions floor(i · original / n).
+ *
+ * With `strength` < 1 (diffusers' LatentConsistencyModelImg2ImgPipeline passes it to
+ * set_timesteps), only the lowest int(original · strength) distillation timesteps are kept and the
+ * `n` steps are spread over them the same way: img2img starts lower and still runs `n` steps.
  */
-export function lcmTimesteps(n: number, original: number, numTrain: number): number[] {
+export function lcmTimesteps(n: number, original: number, numTrain: number, strength = 1): number[] {
   const ratio = Math.floor(numTrain / original);
+  // int(original_steps * strength): a float64 product, truncated.
+  const kept = Math.floor(original * strength);
   const origin: number[] = [];
-  for (let k = original; k >= 1; k--) origin.push(k * ratio - 1);
+  for (let k = kept; k >= 1; k--) origin.push(k * ratio - 1);
   const out: number[] = [];
-  // np.floor(np.linspace(0, original, n, endpoint=False)): float64 i·(original/n), floored.
-  const step = original / n;
+  // np.floor(np.linspace(0, kept, n, endpoint=False)): float64 i·(kept/n), floored.
+  const step = kept / n;
   for (let i = 0; i < n; i++) out.push(origin[Math.floor(i * step)] as number);
   return out;
 }
@@ -78,6 +84,8 @@ export class LCMScheduler implements Scheduler {
     modelConfig: Record<string, unknown>,
     numInferenceSteps: number,
     overrides: Record<string, unknown> = {},
+    /** LCM img2img's strength, applied to the schedule itself (see lcmTimesteps); default 1. */
+    schedule: { strength?: number } = {},
   ) {
     const cfg = resolveConfig(LCM_DEFAULTS, modelConfig, overrides);
     this.config = cfg;
@@ -107,7 +115,20 @@ export class LCMScheduler implements Scheduler {
         "num_inference_steps",
       );
     }
-    this.timesteps = lcmTimesteps(numInferenceSteps, original, total);
+    const strength = schedule.strength ?? 1;
+    if (!(strength > 0 && strength <= 1))
+      throw new RequestError(`strength must be in (0, 1], got ${strength}`, "strength");
+    const kept = Math.floor(original * strength);
+    if (kept < numInferenceSteps) {
+      // diffusers: "The combination of `original_steps x strength` ... is smaller than `num_inference_steps`".
+      throw new RequestError(
+        `LCM img2img at strength ${strength} keeps ${kept} of the model's ${original} distillation timesteps ` +
+          `(original_inference_steps × strength), fewer than the ${numInferenceSteps} steps asked: lower the steps ` +
+          `to at most ${kept} or raise the strength to at least ${numInferenceSteps / original}`,
+        "strength",
+      );
+    }
+    this.timesteps = lcmTimesteps(numInferenceSteps, original, total, strength);
   }
 
   /** diffusers' LCMScheduler.add_noise: the DDPM form √ᾱ_t x₀ + √(1 − ᾱ_t) ε. */

@@ -7,6 +7,8 @@
  * Fetching a URL is a request this server makes on a caller's behalf, so it follows the webhook
  * rules (webhooks/targets.ts): no loopback, private or link-local targets, checked on every
  * redirect and on the address actually connected to, unless SDSERVE_ALLOW_PRIVATE_URLS=true.
+ * SDSERVE_ALLOWED_URL_HOSTS names hosts (or host:port) that may be internal (an image store on
+ * the private network): a URL there is fetched, but where it redirects is checked as any URL.
  * Size and time are bounded; what the bytes are (PNG, JPEG, WebP, within the pixel limit) is
  * the engine's decoder's to say.
  */
@@ -90,10 +92,44 @@ export type OwnFileReader = (id: string, account: string) => Promise<Uint8Array 
 
 export interface FileInputOptions {
   allowPrivate: boolean;
+  /** Hosts whose URLs may be on internal addresses (entries made by allowedHostEntry). */
+  allowHosts?: readonly string[];
   maxBytes?: number;
   timeoutMs?: number;
   /** The Files API's files, resolved inside rather than over HTTP. */
   ownFile?: OwnFileReader;
+}
+
+/**
+ * An SDSERVE_ALLOWED_URL_HOSTS entry as it is matched: the host as the URL parser writes it
+ * (127.1 is 127.0.0.1, names lower case, IPv6 in brackets), with `:port` when one was given.
+ * Undefined when it is not a host or host:port.
+ */
+export function allowedHostEntry(text: string): string | undefined {
+  const t = text.trim();
+  let u: URL;
+  try {
+    u = new URL(`http://${t}/`);
+  } catch {
+    return undefined;
+  }
+  if (t === "" || u.username || u.password || u.pathname !== "/" || u.search || u.hash || t.includes("/")) {
+    return undefined;
+  }
+  const host = u.hostname.toLowerCase().replace(/\.$/, "");
+  const port = /(?:^|[^:]):(\d{1,5})$/.exec(t)?.[1];
+  if (port === undefined) return t.endsWith(":") ? undefined : host;
+  const n = Number(port);
+  return n >= 1 && n <= 65535 ? `${host}:${n}` : undefined;
+}
+
+/** Whether `url` may be on an internal address: with SDSERVE_ALLOW_PRIVATE_URLS any may, else those of the allowed hosts. */
+export function mayBeInternal(url: URL, opts: Pick<FileInputOptions, "allowPrivate" | "allowHosts">): boolean {
+  if (opts.allowPrivate) return true;
+  if (!opts.allowHosts || opts.allowHosts.length === 0) return false;
+  const host = url.hostname.toLowerCase().replace(/\.$/, "");
+  const port = url.port || (url.protocol === "https:" ? "443" : "80");
+  return opts.allowHosts.includes(host) || opts.allowHosts.includes(`${host}:${port}`);
 }
 
 /** The bytes of one file input (validated at create by fileInputProblem). */
@@ -135,17 +171,26 @@ async function fetchUrl(
   const deadline = AbortSignal.timeout(opts.timeoutMs ?? FETCH_TIMEOUT_MS);
   const abort = signal ? AbortSignal.any([signal, deadline]) : deadline;
   let url = first;
-  checkTarget(url, field, opts.allowPrivate);
+  checkTarget(url, field, mayBeInternal(url, opts));
   for (let hop = 0; ; hop++) {
-    const res = await get(url, field, maxBytes, opts.allowPrivate, abort);
+    // Every hop on its own: an allowed host's redirect elsewhere is checked as any URL.
+    const res = await get(url, field, maxBytes, mayBeInternal(url, opts), abort);
     if (!("location" in res)) return res.body;
     if (hop >= MAX_REDIRECTS) throw new FileInputError(field, `the URL redirected more than ${MAX_REDIRECTS} times`);
-    url = redirectTarget(url, res.location, field, opts.allowPrivate);
+    url = redirectTarget(url, res.location, field, opts);
   }
 }
 
-/** Where a redirect leads, checked as the first URL was (scheme, internal addresses); throws FileInputError. */
-export function redirectTarget(from: URL, location: string, field: string, allowPrivate: boolean): URL {
+/**
+ * Where a redirect leads, checked as the first URL was (scheme, internal addresses); throws
+ * FileInputError. `allow`: SDSERVE_ALLOW_PRIVATE_URLS, or the options with the allowed hosts.
+ */
+export function redirectTarget(
+  from: URL,
+  location: string,
+  field: string,
+  allow: boolean | Pick<FileInputOptions, "allowPrivate" | "allowHosts">,
+): URL {
   let url: URL;
   try {
     url = new URL(location, from);
@@ -155,7 +200,7 @@ export function redirectTarget(from: URL, location: string, field: string, allow
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new FileInputError(field, `the URL redirected to a ${url.protocol} URL; only http and https are followed`);
   }
-  checkTarget(url, field, allowPrivate);
+  checkTarget(url, field, typeof allow === "boolean" ? allow : mayBeInternal(url, allow));
   return url;
 }
 
@@ -178,6 +223,7 @@ function get(
   url: URL,
   field: string,
   maxBytes: number,
+  /** This URL may be on an internal address (checked on the address connected to). */
   allowPrivate: boolean,
   signal: AbortSignal,
 ): Promise<{ body: Uint8Array } | { location: string }> {

@@ -11,7 +11,9 @@ import { formatHubRef, HubError, type HubSettings, ModelError, parseHubId, Reque
 import {
   DEFAULT_MODEL_NAME,
   DEFAULT_WEIGHTS,
+  type FewStepKind,
   type InputSchema,
+  LCM_SCHEDULER,
   type ModelDefaults,
   type ModelSpec,
   modelSpec,
@@ -59,6 +61,8 @@ const DEFAULT_PREVIEW_SIZE = 256;
 export interface InputChoices {
   schedulers: readonly string[];
   guidanceMinimum: number;
+  /** A few-step model (LCM, Turbo): its img2img and inpainting schemas keep its own steps and scheduler. */
+  fewStep?: FewStepKind;
 }
 
 const REPLICATE_CHOICES: InputChoices = { schedulers: SCHEDULERS, guidanceMinimum: 1 };
@@ -175,11 +179,18 @@ export function imageInputSchemas(
   if (kind === "text-to-image") return base;
   const props = (base["Input"] as JsonSchema).properties as Record<string, JsonSchema>;
   const order = (p: JsonSchema, n: number): JsonSchema => ({ ...p, "x-order": n });
+  // Replicate's published steps and scheduler for its img2img and inpainting models; a few-step
+  // model (or one whose defaults choose LCM, as an LCM-LoRA's) keeps its own: 4 LCM steps, 1 Turbo step.
+  // Turbo's img2img is its model card's: 2 steps at strength 0.5 (steps × strength must reach 1).
+  const native = choices.fewStep !== undefined || defaults.scheduler === LCM_SCHEDULER;
+  const turboImg2img = kind === "img2img" && choices.fewStep === "turbo";
+  const steps = (replicate: number) =>
+    turboImg2img ? Math.max(2, defaults.num_inference_steps) : native ? defaults.num_inference_steps : replicate;
   const common = {
     negative_prompt: props["negative_prompt"] as JsonSchema,
     num_inference_steps: props["num_inference_steps"] as JsonSchema,
     guidance_scale: props["guidance_scale"] as JsonSchema,
-    scheduler: { ...(props["scheduler"] as JsonSchema), default: "DPMSolverMultistep" },
+    scheduler: { ...(props["scheduler"] as JsonSchema), default: native ? defaults.scheduler : "DPMSolverMultistep" },
     seed: props["seed"] as JsonSchema,
   };
   const properties: Record<string, JsonSchema> =
@@ -196,13 +207,13 @@ export function imageInputSchemas(
             title: "Prompt Strength",
             description:
               "Prompt strength when providing the image. 1.0 corresponds to full destruction of information in init image",
-            default: 0.8,
+            default: turboImg2img ? 0.5 : 0.8,
             minimum: 0,
             maximum: 1,
             "x-order": 3,
           },
           num_outputs: { ...(props["num_outputs"] as JsonSchema), maximum: 8, "x-order": 4 },
-          num_inference_steps: order({ ...common.num_inference_steps, default: 25 }, 5),
+          num_inference_steps: order({ ...common.num_inference_steps, default: steps(25) }, 5),
           guidance_scale: order(common.guidance_scale, 6),
           scheduler: order(common.scheduler, 7),
           seed: order(common.seed, 8),
@@ -223,7 +234,7 @@ export function imageInputSchemas(
           width: order({ ...(props["width"] as JsonSchema), default: 512 }, 4),
           height: order({ ...(props["height"] as JsonSchema), default: 512 }, 5),
           num_outputs: order(props["num_outputs"] as JsonSchema, 6),
-          num_inference_steps: order({ ...common.num_inference_steps, default: 50 }, 7),
+          num_inference_steps: order({ ...common.num_inference_steps, default: steps(50) }, 7),
           guidance_scale: order(common.guidance_scale, 8),
           scheduler: order(common.scheduler, 9),
           seed: order(common.seed, 10),

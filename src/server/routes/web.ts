@@ -9,6 +9,8 @@ import { playgroundPage } from "../../web/playground-page.js";
 import { predictionPage } from "../../web/prediction-page.js";
 import { predictionSection } from "../../web/prediction-view.js";
 import { inputFields } from "../../web/schema-form.js";
+import { resolveFileInput } from "../files/file-inputs.js";
+import { sniffContentType } from "../files/uploads.js";
 import { urlBaseOf } from "../http/headers.js";
 import { isVersionOf } from "../models/model.js";
 import { NotFoundError } from "../predictions/errors.js";
@@ -33,18 +35,30 @@ const PAGE_SCHEMA: RouteSchema = {
   },
   response: HTML,
 };
+const INPUT_SCHEMA: RouteSchema = {
+  summary: "A prediction's input picture given as a data: URI (under its page's capability URL)",
+  params: {
+    type: "object",
+    required: ["key", "name"],
+    properties: { key: { type: "string" }, name: { type: "string" } },
+  },
+  response: { 200: { content: { "image/*": { schema: { type: "string", format: "binary" } } } }, 404: PROBLEM },
+};
 const STATIC_SCHEMA: RouteSchema = {
   summary: "The pages' scripts and styles",
   params: { type: "object", required: ["name"], properties: { name: { type: "string" } } },
   response: { 200: { content: { "*/*": { schema: { type: "string" } } } }, 304: { type: "null" }, 404: PROBLEM },
 };
 
-/** Scripts and styles only from /static; images from here (outputs) and data: URLs (previews). */
+/**
+ * Scripts and styles only from /static; images from here (outputs), data: URLs (previews) and
+ * blob: URLs (a picture chosen in the playground, an input file read with the token).
+ */
 const CSP = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self'",
-  "img-src 'self' data:",
+  "img-src 'self' data: blob:",
   "connect-src 'self'",
   "base-uri 'none'",
   "form-action 'self'",
@@ -96,6 +110,30 @@ export async function webRoutes(
       return sendHtml(reply, predictionSection(api, { embed: fragment === "embed", fields }).text);
     }
     return sendHtml(reply, predictionPage(api, fields));
+  });
+
+  // An input picture sent as a data: URI, for the page's thumbnail. Only data: URIs: they are
+  // part of the input the page shows anyway. An uploaded file stays its token's (the page's
+  // script fetches it with the token), and other URLs are never fetched for the page.
+  type InputRequest = { Params: { key: string; name: string } };
+  app.get<InputRequest>("/p/:key/inputs/:name", { schema: INPUT_SCHEMA }, async (req, reply) => {
+    const p = await service.findByStreamKey(req.params.key);
+    const value = p && !p.dataRemoved ? p.input[req.params.name] : undefined;
+    if (typeof value !== "string" || value.slice(0, 5).toLowerCase() !== "data:") {
+      throw new NotFoundError("No such input picture");
+    }
+    const data = await resolveFileInput(value, req.params.name, p?.account ?? "", { allowPrivate: false }).catch(
+      () => undefined,
+    );
+    const type = data ? sniffContentType(data) : undefined;
+    if (!data || !type) throw new NotFoundError("No such input picture");
+    return reply
+      .header("Content-Type", type)
+      .header("X-Content-Type-Options", "nosniff")
+      .header("Cache-Control", "private, no-store")
+      .header("Referrer-Policy", "no-referrer")
+      .header("X-Robots-Tag", "noindex")
+      .send(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
   });
 
   app.get<{ Params: { name: string } }>("/static/:name", { schema: STATIC_SCHEMA }, async (req, reply) => {

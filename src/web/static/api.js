@@ -35,12 +35,15 @@ export class ApiError extends Error {
     super(message);
     this.status = status;
     this.body = body;
+    /** Already shown where it belongs (by a form field). */
+    this.shown = false;
   }
 }
 
 /**
  * Calls the API with the kept token (or `opts.token`); resolves with the JSON body, rejects with
- * an ApiError carrying the problem's detail.
+ * an ApiError carrying the problem's detail. A FormData body goes as multipart (the Files API),
+ * anything else as JSON.
  * @param {string} url
  * @param {{ method?: string, body?: unknown, token?: string | null }} [opts]
  * @returns {Promise<any>}
@@ -50,11 +53,12 @@ export async function api(url, opts = {}) {
   if (!token) throw new ApiError(401, "Set an API token first.", null);
   /** @type {Record<string, string>} */
   const headers = { Authorization: `Bearer ${token}` };
-  if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+  const multipart = opts.body instanceof FormData;
+  if (opts.body !== undefined && !multipart) headers["Content-Type"] = "application/json";
   const res = await fetch(url, {
     method: opts.method ?? "GET",
     headers,
-    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+    body: opts.body === undefined ? undefined : opts.body instanceof FormData ? opts.body : JSON.stringify(opts.body),
   });
   const text = await res.text();
   /** @type {any} */
@@ -69,6 +73,27 @@ export async function api(url, opts = {}) {
     throw new ApiError(res.status, String(message).trim(), body);
   }
   return body;
+}
+
+/**
+ * A file of this server's that only its token may read (a Files API upload), as a blob: URL for
+ * an <img>; undefined without a token or when the token may not read it. The token is sent only
+ * to this page's own origin.
+ * @param {string} url
+ * @returns {Promise<string | undefined>}
+ */
+export async function privateFileUrl(url) {
+  const token = getToken();
+  let target;
+  try {
+    target = new URL(url, location.href);
+  } catch {
+    return undefined;
+  }
+  if (!token || target.origin !== location.origin) return undefined;
+  const res = await fetch(target, { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+  if (!res.ok) return undefined;
+  return URL.createObjectURL(await res.blob());
 }
 
 /** @type {Set<() => void>} */

@@ -5,6 +5,7 @@
  * token's recent predictions.
  */
 import { ApiError, api, getToken, initTokenControls, onTokenChange, openTokenDialog } from "./api.js";
+import { initFileInputs } from "./file-input.js";
 import { followPrediction } from "./prediction.js";
 
 const GALLERY_PAGE = 24;
@@ -41,14 +42,22 @@ const apiBase = root.dataset.api ?? "/v1";
 const model = root.dataset.model ?? "";
 const version = root.dataset.version ?? "";
 
-/** @returns {(HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement)[]} */
+/** The controls of the fields that are not file inputs (file-input.js has those). @returns {(HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement)[]} */
 function controls() {
-  return [...form.querySelectorAll("[data-type]")].map(
+  return [...form.querySelectorAll('[data-type]:not([data-type="file"])')].map(
     (el) => /** @type {HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement} */ (el),
   );
 }
 
-/** The input the form describes: each filled field as its schema type; blank fields are left out. */
+const files = initFileInputs(form, {
+  maxBytes: Number(root.dataset.maxFileBytes ?? Number.POSITIVE_INFINITY),
+  setError: (name, text) => {
+    fieldError(name, text);
+  },
+  onChange: () => updateSnippets(),
+});
+
+/** The input the form describes: each filled field as its schema type; blank fields are left out. File inputs are not in it. */
 function formInput() {
   /** @type {Record<string, unknown>} */
   const input = {};
@@ -77,17 +86,19 @@ function fieldError(name, text) {
 }
 
 function clearErrors() {
-  for (const el of controls()) fieldError(el.name, "");
+  for (const el of form.querySelectorAll("[data-type]")) fieldError(el.getAttribute("name") ?? "", "");
   formMessage.textContent = "";
 }
 
-/** The browser's own checks (the schema's bounds and enums are on the controls), shown by each field. */
+/** The browser's own checks (the schema's bounds and enums are on the controls), shown by each field; then the file inputs'. */
 function validate() {
   clearErrors();
   const invalid = controls().filter((el) => !el.checkValidity());
   for (const el of invalid) fieldError(el.name, el.validationMessage);
+  const filesOk = files.validate();
+  // The first invalid field in the form's order has the focus.
   invalid[0]?.focus();
-  return invalid.length === 0;
+  return invalid.length === 0 && filesOk;
 }
 
 /** @param {string} text */
@@ -96,7 +107,7 @@ function shellQuote(text) {
 }
 
 function updateSnippets() {
-  const input = formInput();
+  const input = { ...formInput(), ...files.snippetValues() };
   const body = JSON.stringify({ version, input }, null, 2);
   $("#snippet-curl").textContent = [
     `curl -s -X POST ${apiBase}/predictions \\`,
@@ -172,7 +183,12 @@ form.addEventListener("submit", async (event) => {
   submit.disabled = true;
   formMessage.textContent = "Starting…";
   try {
-    const p = await api(`${apiBase}/predictions`, { method: "POST", body: { version, input: formInput() } });
+    const fileValues = await files.values(apiBase);
+    updateSnippets();
+    const p = await api(`${apiBase}/predictions`, {
+      method: "POST",
+      body: { version, input: { ...formInput(), ...fileValues } },
+    });
     formMessage.textContent = "";
     await showPrediction(p);
     // On one column the output is below the form: bring it into view.
@@ -190,6 +206,8 @@ form.addEventListener("submit", async (event) => {
       formMessage.textContent = rest.join(" ") || "Some inputs are not valid.";
     } else if (err instanceof ApiError && err.status === 401) {
       openTokenDialog("This server does not accept the kept API token.");
+    } else if (err instanceof ApiError && err.shown) {
+      formMessage.textContent = "A file could not be uploaded: see its field.";
     } else {
       formMessage.textContent = err instanceof Error ? err.message : String(err);
     }
@@ -206,6 +224,7 @@ form.addEventListener("change", updateSnippets);
 // "reset" fires before the fields get their defaults back.
 form.addEventListener("reset", () => {
   clearErrors();
+  files.reset();
   setTimeout(updateSnippets);
 });
 for (const b of document.querySelectorAll('[data-action="copy"]')) {

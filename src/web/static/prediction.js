@@ -5,7 +5,7 @@
  * preview images; when the stream says done, the section is fetched again from the server and
  * swapped in. Also the section's buttons: cancel, and run again with the same or a new seed.
  */
-import { ApiError, api, getToken, openTokenDialog } from "./api.js";
+import { ApiError, api, getToken, openTokenDialog, privateFileUrl } from "./api.js";
 
 /** The clients' progress regex, as in src/server/models/progress-bar.ts. */
 const PROGRESS = /^\s*(\d+)%\s*\|.+?\|\s*(\d+)\/(\d+)/;
@@ -123,6 +123,7 @@ function previewPainter() {
  */
 export function followPrediction(section, options = {}) {
   localizeTimes(section);
+  showUploadedInputs(section);
   bindActions(section, options);
   const status = section.dataset.status;
   if (status !== "starting" && status !== "processing") return () => {};
@@ -193,6 +194,33 @@ export function followPrediction(section, options = {}) {
     }
   });
   return stop;
+}
+
+/**
+ * The input pictures uploaded through the Files API: only their token may read them, so they are
+ * fetched with the token kept here; with another token (or none) the note says why none shows.
+ * @param {HTMLElement} section
+ */
+function showUploadedInputs(section) {
+  for (const el of section.querySelectorAll("[data-input-image][data-file]")) {
+    const figure = /** @type {HTMLElement} */ (el);
+    const note = part(figure, "file-note");
+    privateFileUrl(figure.dataset.file ?? "")
+      .then((src) => {
+        if (!src) {
+          if (note && getToken())
+            note.textContent = "An uploaded file: the API token kept in this browser did not upload it.";
+          return;
+        }
+        const img = document.createElement("img");
+        img.src = src;
+        img.alt = `Input ${figure.querySelector("figcaption")?.textContent?.toLowerCase() ?? "picture"}`;
+        note?.replaceWith(img);
+      })
+      .catch(() => {
+        if (note) note.textContent = "An uploaded file: it could not be loaded.";
+      });
+  }
 }
 
 /**
