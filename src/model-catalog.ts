@@ -230,9 +230,23 @@ export interface ModelEngineOptions {
    * model whose own syntax stays diffusers', for requests that ask for a1111 (the /sdapi routes).
    */
   loraDir?: string;
+  /**
+   * "replicate_weights": false turns off SDXL's per-request LoRAs (the input then is a 422) and
+   * the LoRA inputs of the base's graphs with it, which every step pays for (default true).
+   */
+  replicateWeights?: boolean;
 }
 
-const ENGINE_FIELDS = ["config", "vae", "loras", "embeddings_dir", "prompt_syntax", "clip_skip", "lora_dir"];
+const ENGINE_FIELDS = [
+  "config",
+  "vae",
+  "loras",
+  "embeddings_dir",
+  "prompt_syntax",
+  "clip_skip",
+  "lora_dir",
+  "replicate_weights",
+];
 
 const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
 
@@ -645,6 +659,12 @@ function engineOptions(where: string, entry: Record<string, unknown>, baseDir: s
       throw new CatalogError(`${where}.prompt_syntax: must be "diffusers" or "a1111"`);
     }
     out.promptSyntax = syntax;
+  }
+  const replicateWeights = entry["replicate_weights"];
+  if (replicateWeights !== undefined) {
+    if (typeof replicateWeights !== "boolean")
+      throw new CatalogError(`${where}.replicate_weights: must be true or false`);
+    out.replicateWeights = replicateWeights;
   }
   const clipSkip = entry["clip_skip"];
   if (clipSkip !== undefined) {

@@ -387,6 +387,32 @@ describe("SDXL models", () => {
     assert.throws(() => modelSpec("stability-ai/sdxl", modelDir("tiny-sd1"), { refiner: "/r" }), /is not SDXL/);
   });
 
+  test('"replicate_weights": false turns off per-request LoRAs: a 422 naming the setting, a version of its own', async () => {
+    const { StableDiffusionAdapter } = await import("../src/server/models/stable-diffusion.js");
+    const file = modelsFile({
+      models: {
+        "stability-ai/sdxl": { weights: sdxlFolder, replicate_weights: false },
+        "me/xl": { weights: sdxlFolder },
+      },
+    });
+    const [off, on] = readModelsFile(file) as [ModelSpec, ModelSpec];
+    assert.equal(off.engine.replicateWeights, false);
+    assert.notEqual(off.version, modelSpec("stability-ai/sdxl", sdxlFolder).version);
+    const input = { prompt: "x", replicate_weights: "https://example.com/lora.tar" };
+    const offAdapter = new StableDiffusionAdapter({ spec: off });
+    assert.deepEqual(offAdapter.weightsInputs, []);
+    assert.deepEqual(
+      offAdapter.validateInput(input).map((f) => f.field),
+      ["input.replicate_weights"],
+    );
+    assert.match(offAdapter.validateInput(input)[0]?.description ?? "", /"replicate_weights": false/);
+    const onAdapter = new StableDiffusionAdapter({ spec: on });
+    assert.deepEqual(onAdapter.weightsInputs, ["replicate_weights"]);
+    assert.deepEqual(onAdapter.validateInput(input), []);
+    const bad = modelsFile({ models: { "stability-ai/sdxl": { weights: sdxlFolder, replicate_weights: "no" } } });
+    assert.throws(() => readModelsFile(bad), /replicate_weights: must be true or false/);
+  });
+
   test("a refiner that is not a non-empty string is refused, naming the field", () => {
     for (const refiner of ["", 3, null, ["a"]]) {
       const file = modelsFile({ models: { "stability-ai/sdxl": { weights: sdxlFolder, refiner } } });

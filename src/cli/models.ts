@@ -242,6 +242,7 @@ async function engineLines(m: ModelSpec): Promise<string[]> {
     lines.push(`prompt syntax: ${e.promptSyntax ?? "diffusers"}${e.clipSkip ? `, clip skip ${e.clipSkip}` : ""}`);
   }
   if (e.loraDir) lines.push(`LoRA folder: ${e.loraDir} (${await loraSummary(e.loraDir)})`);
+  if (e.replicateWeights === false) lines.push("replicate_weights: off (no LoRAs per request)");
   return lines;
 }
 

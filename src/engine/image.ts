@@ -23,9 +23,11 @@ function roundHalfEven(x: number): number {
 /**
  * Splits a decoded batch [B, 3, H, W] into images: (x / 2 + 0.5) clamped to [0, 1], then
  * ×255 and rounded (diffusers' VaeImageProcessor.postprocess + numpy_to_pil). The float
- * arithmetic is done in float32 like torch.
+ * arithmetic is done in float32 like torch. `truncate`: ×255 cut to an integer instead, as
+ * AUTOMATIC1111's astype(np.uint8) does (its hires fix's pictures).
  */
-export function decodedToImages(decoded: TensorF32): RgbImage[] {
+export function decodedToImages(decoded: TensorF32, opts: { truncate?: boolean } = {}): RgbImage[] {
+  const toByte = opts.truncate ? Math.trunc : roundHalfEven;
   const [batch, channels, height, width] = decoded.shape as [number, number, number, number];
   if (channels !== 3) throw new Error(`expected 3 channels from the VAE, got ${channels}`);
   const plane = height * width;
@@ -36,7 +38,7 @@ export function decodedToImages(decoded: TensorF32): RgbImage[] {
       const src = decoded.data.subarray((b * 3 + c) * plane, (b * 3 + c + 1) * plane);
       for (let i = 0; i < plane; i++) {
         const v = Math.min(1, Math.max(0, Math.fround(Math.fround((src[i] as number) / 2) + 0.5)));
-        data[i * 3 + c] = roundHalfEven(Math.fround(v * 255));
+        data[i * 3 + c] = toByte(Math.fround(v * 255));
       }
     }
     images.push({ width, height, data });
@@ -74,6 +76,8 @@ export interface GenerationParameters {
   strength?: number;
   /** A1111's "Clip skip", written when it is not 1. */
   clipSkip?: number;
+  /** More "Key: value" pairs, written last in this order (the hires fix's). */
+  extra?: readonly (readonly [string, string | number])[];
 }
 
 /** AUTOMATIC1111's "parameters" text: prompt, "Negative prompt: …", then "Key: value, …". */
@@ -90,6 +94,7 @@ export function a1111Parameters(p: GenerationParameters): string {
   if (p.model) fields.push(`Model: ${p.model}`);
   if (p.strength !== undefined) fields.push(`Denoising strength: ${p.strength}`);
   if (p.clipSkip !== undefined && p.clipSkip !== 1) fields.push(`Clip skip: ${p.clipSkip}`);
+  for (const [key, value] of p.extra ?? []) fields.push(`${key}: ${value}`);
   lines.push(fields.join(", "));
   return lines.join("\n");
 }

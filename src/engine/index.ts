@@ -5,6 +5,7 @@
 
 export { type EmbeddingFile, listEmbeddingFiles } from "./embeddings.js";
 export { HubError, type HubErrorKind, ModelError, RequestError } from "./errors.js";
+export { generateHires, HIRES_UPSCALERS, type HiresFix, IMAGE_UPSCALERS } from "./hires.js";
 export {
   cachedModel,
   formatBytes,
@@ -27,6 +28,7 @@ export {
   maskFromTransparency,
 } from "./image-input.js";
 export { canPreview, latentsToPreviewImages } from "./latent-preview.js";
+export { INTERPOLATION_MODES, type InterpolationMode, interpolate, LATENT_UPSCALE_MODES } from "./latent-resize.js";
 export { findLora, type LoraFile, listLoraFiles } from "./lora-dir.js";
 export type { TensorF32 } from "./networks.js";
 export {

@@ -18,7 +18,8 @@ import { stat } from "node:fs/promises";
 import { EmbeddingPlacer, loadEmbeddings } from "./embeddings.js";
 import { ModelError, RequestError } from "./errors.js";
 import { MAX_CLIP_SKIP } from "./graph/clip.js";
-import { guidanceScaleEmbedding } from "./graph/unet.js";
+import { ConfigReader } from "./graph/config.js";
+import { guidanceScaleEmbedding, readUNetConfig } from "./graph/unet.js";
 import { decodedToImages, type GenerationParameters, type RgbImage } from "./image.js";
 import {
   binariseMask,
@@ -29,13 +30,16 @@ import {
   targetSize,
   toGray,
 } from "./image-input.js";
+import { interpolate } from "./latent-resize.js";
 import {
   fileIdentity,
   folderTouchesConvolutions,
   isLoraTarget,
   type LoadedLora,
   type LoraModel,
+  type LoraNames,
   type LoraSpec,
+  ldmUNetNames,
   loadLora,
   loraFeeds,
   moduleShapes,
@@ -73,7 +77,14 @@ import {
 import { TinyAutoencoderPreview } from "./taesd-preview.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import { type ModelFolder, openComponentFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
-import { isCheckpointFile, openSingleFile, openVae, type PredictionType } from "./weights/single-file.js";
+import {
+  isCheckpointFile,
+  ldmUNetModules,
+  openSingleFile,
+  openVae,
+  type PredictionType,
+  UNET_RESNET,
+} from "./weights/single-file.js";
 
 export interface LoadPipelineOptions extends RuntimeOptions {
   /** Use `*.fp16.safetensors` weights where present (computation stays float32 on CPU). */
@@ -191,6 +202,13 @@ export interface GenerateRequest extends MicroConditioning {
    * are). Text-to-image only.
    */
   latents?: TensorF32;
+  /**
+   * Clean latents to denoise from at `strength`, as img2img starts from its picture's (already
+   * × scaling factor; [numOutputs or 1, C, h, w]): the first draw of the seed's generator is the
+   * noise, latents = add_noise(initLatents, noise, first timestep). AUTOMATIC1111's hires fix
+   * starts its second pass so (hires.ts). Not with `image` or `latents`.
+   */
+  initLatents?: TensorF32;
   /** LoRAs for this request, on top of the pipeline's own; needs a pipeline loaded with loraSupport. */
   loras?: readonly LoraSpec[];
   /** Default: the pipeline's. With "a1111", `<lora:…>` tags in either prompt are found in the pipeline's loraDir. */
@@ -207,6 +225,19 @@ export interface GenerateRequest extends MicroConditioning {
    * made grey as PIL's convert("L"); a mask of another size is resized to the picture's.
    */
   mask?: GrayImage | RgbImage;
+  /**
+   * Inpainting: what the area to repaint starts from before the noise is added (AUTOMATIC1111's
+   * inpainting_fill 2 and 3): "noise" replaces its latents with a fresh draw of the seed's
+   * generator, "zeros" with zeros. Absent: the picture's latents (diffusers; A1111's "original").
+   * Only matters with strength < 1.
+   */
+  maskedContent?: "noise" | "zeros";
+  /**
+   * img2img (no mask): encode the picture at its own size (rounded down to the VAE factor) and
+   * resize its latents to width × height as F.interpolate(mode="bilinear") does, instead of
+   * resizing the picture (AUTOMATIC1111's resize_mode 3, "Just resize (latent upscale)").
+   */
+  latentResize?: boolean;
   /**
    * How much of the schedule runs, in (0, 1]: the run starts at step
    * numInferenceSteps − floor(numInferenceSteps × strength). Default 0.8 for img2img, 1 for
@@ -278,13 +309,20 @@ interface Start {
 
 export const DEFAULT_SCHEDULER = "DPMSolverMultistep";
 
+/** A request's LoRA factor feeds per network: the text encoder, SDXL's second one, the UNet. */
+export interface AdapterFeeds {
+  text: Feeds;
+  text2: Feeds;
+  unet: Feeds;
+}
+
 interface LoraState {
   model: LoraModel;
   /** Loaded LoRA files by identity (path, size, mtime), most recently used last. */
   cache: Map<string, { pending: Promise<LoadedLora>; bytes: number }>;
   fixed: { lora: LoadedLora; scale: number }[];
   /** The feeds of the last set of LoRAs asked for: a request repeating it reuses them. */
-  last?: { active: { lora: LoadedLora; scale: number }[]; feeds: { text: Feeds; unet: Feeds } };
+  last?: { active: { lora: LoadedLora; scale: number }[]; feeds: AdapterFeeds };
 }
 
 /**
@@ -341,27 +379,35 @@ export class Pipeline {
       opts.loraSupport === "all" ||
       (opts.loras?.length ?? 0) > 0 ||
       opts.loraDir !== undefined;
-    const modules = { unet: moduleShapes(folder.unet.tensors), text_encoder: moduleShapes(folder.textEncoder.tensors) };
+    if (lowRank && isSdxlFolder(folder) && !folder.textEncoder2) {
+      // The refiner's one encoder is SDXL's second: LoRAs trained on the base do not fit it.
+      throw new ModelError("LoRAs apply to SDXL base models, not to the refiner (one text encoder, text_encoder_2)", {
+        file: `${folder.dir}/model_index.json`,
+      });
+    }
+    const loraNames = lowRank ? loraModelNames(folder) : undefined;
     const convs =
       opts.loraSupport === "all" ||
-      (lowRank &&
+      (loraNames !== undefined &&
         ((await touchesConvolutions(
           (opts.loras ?? []).map((l) => l.path),
-          modules,
+          loraNames,
         )) ||
-          (opts.loraDir !== undefined && (await folderTouchesConvolutions(opts.loraDir, modules)))));
+          (opts.loraDir !== undefined && (await folderTouchesConvolutions(opts.loraDir, loraNames)))));
     const textEncoder = await TextEncoder.load(folder.textEncoder, opts, {
       lowRank: lowRank ? (p) => isLoraTarget("text_encoder", p) : undefined,
       embeddings: (opts.embeddings?.length ?? 0) > 0,
     });
     const unet = await UNet.load(folder.unet, opts, lowRank ? (p) => isLoraTarget("unet", p, convs) : undefined);
     const sdxl = isSdxlFolder(folder)
-      ? await SdxlConditioner.load(folder, { tokenizer, encoder: textEncoder }, opts)
+      ? await SdxlConditioner.load(folder, { tokenizer, encoder: textEncoder }, opts, {
+          lowRank: lowRank ? (p) => isLoraTarget("text_encoder_2", p) : undefined,
+        })
       : undefined;
-    if (sdxl && (lowRank || (opts.embeddings?.length ?? 0) > 0)) {
-      // lora.ts and embeddings.ts know SD's one text encoder and its key names, not SDXL's two.
+    if (sdxl && (opts.embeddings?.length ?? 0) > 0) {
+      // embeddings.ts knows SD's one text encoder, not SDXL's two.
       await Promise.all([textEncoder.session.release(), sdxl.release()]);
-      throw new ModelError("LoRAs and textual-inversion embeddings are not supported on SDXL yet", {
+      throw new ModelError("textual-inversion embeddings are not supported on SDXL yet", {
         file: `${folder.dir}/model_index.json`,
       });
     }
@@ -435,11 +481,16 @@ export class Pipeline {
         throw err;
       }
     }
-    if (lowRank) {
+    if (loraNames) {
+      const encoder2 = sdxl?.encoders[1]?.encoder;
       pipeline.lora = {
         model: {
-          modules,
-          targets: { unet: unet.lowRankTargets, text_encoder: textEncoder.lowRankTargets },
+          ...loraNames,
+          targets: {
+            unet: unet.lowRankTargets,
+            text_encoder: textEncoder.lowRankTargets,
+            ...(encoder2 ? { text_encoder_2: encoder2.lowRankTargets } : {}),
+          },
         },
         cache: new Map(),
         fixed: [],
@@ -486,13 +537,13 @@ export class Pipeline {
   }
 
   /** The LoRA factor feeds of the text encoder and UNet for a request's LoRAs on top of the pipeline's (empty without LoRA support). */
-  async adapterFeeds(requested: readonly LoraSpec[] | undefined): Promise<{ text: Feeds; unet: Feeds }> {
+  async adapterFeeds(requested: readonly LoraSpec[] | undefined): Promise<AdapterFeeds> {
     const state = this.lora;
     if (!state) {
       if (requested && requested.length > 0) {
         throw new RequestError("this model was loaded without LoRA support (loadPipeline option loraSupport)", "loras");
       }
-      return { text: {}, unet: {} };
+      return { text: {}, text2: {}, unet: {} };
     }
     const active = [...state.fixed, ...(await this.loadLoras(requested ?? []))];
     const same =
@@ -504,6 +555,7 @@ export class Pipeline {
         active,
         feeds: {
           text: loraFeeds(state.model.targets.text_encoder, "text_encoder", active),
+          text2: loraFeeds(state.model.targets.text_encoder_2 ?? new Map(), "text_encoder_2", active),
           unet: loraFeeds(state.model.targets.unet, "unet", active),
         },
       };
@@ -522,8 +574,9 @@ export class Pipeline {
     opts: { promptSyntax?: PromptSyntax; clipSkip?: number } = {},
   ): Promise<TensorF32> {
     const { syntax, clipSkip } = this.promptOptions(opts);
-    if (this.sdxl) return (await this.sdxl.encode(prompts)).promptEmbeds;
-    return this.encodeText(prompts, syntax, clipSkip, (await this.adapterFeeds(loras)).text);
+    const adapters = await this.adapterFeeds(loras);
+    if (this.sdxl) return (await this.sdxl.encode(prompts, [adapters.text, adapters.text2])).promptEmbeds;
+    return this.encodeText(prompts, syntax, clipSkip, adapters.text);
   }
 
   private promptOptions(req: { promptSyntax?: PromptSyntax; clipSkip?: number }): {
@@ -677,7 +730,7 @@ export class Pipeline {
     }
     const tagged = r.syntax === "a1111" ? await this.taggedLoras([r.prompt, r.negativePrompt]) : [];
     const adapters = await this.adapterFeeds([...(req.loras ?? []), ...tagged]);
-    const { context, added } = await this.conditioning(req, r, guided, adapters.text);
+    const { context, added } = await this.conditioning(req, r, guided, adapters);
 
     const scheduler = r.scheduler;
     const generator = new TorchCpuGenerator(r.seed);
@@ -687,7 +740,9 @@ export class Pipeline {
       r.height / this.info.vaeScaleFactor,
       r.width / this.info.vaeScaleFactor,
     ];
-    const start = await this.prepareStart(r, req.latents, shape, generator, guided);
+    const start = req.initLatents
+      ? this.startFromLatents(r, req.initLatents, shape, generator)
+      : await this.prepareStart(r, req.latents, shape, generator, guided);
     let latents = start.latents;
     const t1 = performance.now();
 
@@ -773,7 +828,7 @@ export class Pipeline {
         width: r.width,
         height: r.height,
         model: this.info.source,
-        ...(r.image ? { strength: r.strength } : {}),
+        ...(r.image || req.initLatents ? { strength: r.strength } : {}),
         ...(r.clipSkip !== 1 ? { clipSkip: r.clipSkip } : {}),
       },
       timings: { encodeSeconds: (t1 - t0) / 1000, denoiseSeconds: (t2 - t1) / 1000 },
@@ -784,12 +839,7 @@ export class Pipeline {
   async generate(req: GenerateRequest, opts: GenerateOptions = {}): Promise<GenerateResult> {
     const d = await this.denoise(req, opts);
     const t2 = performance.now();
-    const { data: latents, shape } = d.latents;
-    const scaledLatents = new Float32Array(latents.length);
-    // diffusers divides by the scaling factor; x / s in float32.
-    const s = Math.fround(this.info.vaeScalingFactor);
-    for (let j = 0; j < latents.length; j++) scaledLatents[j] = Math.fround((latents[j] as number) / s);
-    const decoded = await this.vae.decode({ data: scaledLatents, shape });
+    const decoded = await this.decodeLatents(d.latents);
     const t3 = performance.now();
     return {
       images: decodedToImages(decoded),
@@ -801,6 +851,65 @@ export class Pipeline {
     };
   }
 
+  /** Latents → the decoder's raw output [B, 3, H, W] (about [-1, 1]): latents / scaling_factor, decoded. */
+  async decodeLatents(latents: TensorF32): Promise<TensorF32> {
+    const { data, shape } = latents;
+    const scaled = new Float32Array(data.length);
+    // diffusers divides by the scaling factor; x / s in float32.
+    const s = Math.fround(this.info.vaeScalingFactor);
+    for (let j = 0; j < data.length; j++) scaled[j] = Math.fround((data[j] as number) / s);
+    return this.vae.decode({ data: scaled, shape });
+  }
+
+  /**
+   * A picture → its latents × scaling_factor [1, C, H/f, W/f], sampled from the encoder's
+   * distribution with ε drawn from `generator` (as img2img's start draws it). The size must be a
+   * multiple of the VAE scale factor.
+   */
+  async encodePicture(image: RgbImage, generator: TorchCpuGenerator): Promise<TensorF32> {
+    const f = this.info.vaeScaleFactor;
+    if (image.width % f !== 0 || image.height % f !== 0) {
+      throw new RequestError(`a picture to encode must be a multiple of ${f} pixels on each side`, "image");
+    }
+    const encoder = await this.vaeEncoder();
+    const x = pixelsToTensor(image);
+    return {
+      data: await this.sampleEncoding(encoder, x, generator),
+      shape: [1, this.info.latentChannels, image.height / f, image.width / f],
+    };
+  }
+
+  /** latent_dist.sample() × scaling_factor of one picture tensor, ε from the generator. */
+  private async sampleEncoding(encoder: VaeEncoder, x: TensorF32, generator: TorchCpuGenerator): Promise<Float32Array> {
+    const { mean, std } = await encoder.encode(x);
+    const eps = generator.randn(mean.shape);
+    // The model's own VAE's scaling factor, also when another decoder (the tiny autoencoder,
+    // which takes these latents as they are) decodes.
+    const s = Math.fround(encoder.config.scalingFactor);
+    const one = new Float32Array(mean.data.length);
+    // latent_dist.sample() = mean + std · ε, then × scaling_factor, each in float32.
+    for (let j = 0; j < one.length; j++) {
+      const sample = Math.fround((mean.data[j] as number) + Math.fround((std.data[j] as number) * (eps[j] as number)));
+      one[j] = Math.fround(s * sample);
+    }
+    return one;
+  }
+
+  /** initLatents (hires fix's second pass): noised to the first step's level with the generator's first draw. */
+  private startFromLatents(r: Validated, init: TensorF32, shape: number[], generator: TorchCpuGenerator): Start {
+    const [b, ...rest] = init.shape;
+    if (init.shape.length !== 4 || rest.join() !== shape.slice(1).join() || (b !== 1 && b !== shape[0])) {
+      throw new RequestError(
+        `initLatents must have shape [${shape.join(", ")}] (or a batch of 1), got [${init.shape.join(", ")}]`,
+        "initLatents",
+      );
+    }
+    const clean = b === shape[0] ? init.data : repeatBatch(init.data, shape[0] as number);
+    r.scheduler.startAt(r.begin);
+    const noise = generator.randn(shape);
+    return { latents: r.scheduler.addNoise(clean, noise, r.begin), begin: r.begin };
+  }
+
   /**
    * What the UNet is conditioned on, for `numOutputs` images, [negative…, prompt…] under
    * guidance: SD's text embeddings, or SDXL's with its added conditions.
@@ -809,18 +918,18 @@ export class Pipeline {
     req: GenerateRequest,
     r: Validated,
     guided: boolean,
-    textFeeds: Feeds,
+    adapters: AdapterFeeds,
   ): Promise<{ context: TensorF32; added?: AddedConditions }> {
     const batch = r.numOutputs;
     if (this.sdxl) {
       const { prompt, width, height } = r;
       const texts = { ...req, prompt, width, height, negativePrompt: req.negativePrompt };
-      return this.sdxl.conditioning(texts, batch, guided, r.image !== undefined);
+      return this.sdxl.conditioning(texts, batch, guided, r.image !== undefined, [adapters.text, adapters.text2]);
     }
     const prompts = guided
       ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
       : new Array<string>(batch).fill(r.prompt);
-    return { context: await this.encodeText(prompts, r.syntax, r.clipSkip, textFeeds) };
+    return { context: await this.encodeText(prompts, r.syntax, r.clipSkip, adapters.text) };
   }
 
   /**
@@ -874,25 +983,17 @@ export class Pipeline {
     const batch = shape[0] as number;
     const pixels = pixelsToTensor(r.image);
     // One encoding of the picture, its sample repeated over the batch (diffusers' prepare_latents).
-    const encodeSample = async (x: TensorF32): Promise<Float32Array> => {
-      const { mean, std } = await encoder.encode(x);
-      const eps = generator.randn(mean.shape);
-      // The model's own VAE's scaling factor, also when another decoder (the tiny autoencoder,
-      // which takes these latents as they are) decodes.
-      const s = Math.fround(encoder.config.scalingFactor);
-      const one = new Float32Array(mean.data.length);
-      // latent_dist.sample() = mean + std · ε, then × scaling_factor, each in float32.
-      for (let j = 0; j < one.length; j++) {
-        const sample = Math.fround(
-          (mean.data[j] as number) + Math.fround((std.data[j] as number) * (eps[j] as number)),
-        );
-        one[j] = Math.fround(s * sample);
-      }
-      return repeatBatch(one, batch);
-    };
+    const encodeSample = async (x: TensorF32): Promise<Float32Array> =>
+      repeatBatch(await this.sampleEncoding(encoder, x, generator), batch);
 
     if (!r.mask) {
-      const imageLatents = await encodeSample(pixels);
+      let imageLatents = await encodeSample(pixels);
+      const [, , eh, ew] = pixels.shape.map((v) => v / this.info.vaeScaleFactor) as number[];
+      if (eh !== shape[2] || ew !== shape[3]) {
+        // latentResize: the picture's latents to the generation size.
+        const own = { data: imageLatents, shape: [batch, shape[1] as number, eh as number, ew as number] };
+        imageLatents = interpolate(own, shape[2] as number, shape[3] as number, { mode: "bilinear" }).data;
+      }
       const noise = generator.randn(shape);
       return { latents: scheduler.addNoise(imageLatents, noise, begin), begin };
     }
@@ -906,6 +1007,22 @@ export class Pipeline {
     const ninth = this.info.inpaintingUNet;
     const fullStrength = r.strength === 1;
     const imageLatents = !ninth || !fullStrength ? await encodeSample(pixels) : undefined;
+    const h = shape[2] as number;
+    const w = shape[3] as number;
+    const small = resizeNearest(mask, h, w).data;
+    if (imageLatents && r.maskedContent) {
+      // A1111: init_latent · (1 − m) + randn(seed) · m, or init_latent · (1 − m); its own generator.
+      const fresh = r.maskedContent === "noise" ? new TorchCpuGenerator(r.seed).randn(shape) : undefined;
+      const plane = h * w;
+      const perItem = imageLatents.length / batch;
+      for (let j = 0; j < imageLatents.length; j++) {
+        const m = small[(j % perItem) % plane] as number;
+        if (m === 0) continue;
+        imageLatents[j] = Math.fround(
+          Math.fround((1 - m) * (imageLatents[j] as number)) + m * (fresh ? (fresh[j] as number) : 0),
+        );
+      }
+    }
     const noise = generator.randn(shape);
     let latents: Float32Array;
     if (fullStrength) {
@@ -915,9 +1032,6 @@ export class Pipeline {
       latents = scheduler.addNoise(imageLatents as Float32Array, noise, begin);
     }
     const maskedLatents = await encodeSample({ data: masked, shape: pixels.shape });
-    const h = shape[2] as number;
-    const w = shape[3] as number;
-    const small = resizeNearest(mask, h, w).data;
     const maskLatents = repeatBatch(small, batch);
     if (!ninth) {
       return { latents, begin, blend: { mask: maskLatents, imageLatents: imageLatents as Float32Array, noise } };
@@ -955,11 +1069,15 @@ export class Pipeline {
     // otherwise. diffusers' img2img does the same; its inpainting pipeline instead defaults to the
     // UNet's native size. One rule for both here: a picture is not stretched unless asked.
     const own = inputs.image ? targetSize(inputs.image, f, req.width, req.height) : undefined;
+    // initLatents: their own size.
+    const init = req.initLatents?.shape;
+    const fromInit =
+      init && init.length === 4 ? { width: (init[3] as number) * f, height: (init[2] as number) * f } : undefined;
     const r = {
       prompt: req.prompt,
       negativePrompt: req.negativePrompt ?? "",
-      width: own?.width ?? req.width ?? size,
-      height: own?.height ?? req.height ?? size,
+      width: own?.width ?? req.width ?? fromInit?.width ?? size,
+      height: own?.height ?? req.height ?? fromInit?.height ?? size,
       numInferenceSteps: req.numInferenceSteps ?? this.info.defaults.numInferenceSteps,
       guidanceScale: req.guidanceScale ?? this.info.defaults.guidanceScale,
       schedulerName: req.scheduler ?? this.info.defaults.scheduler,
@@ -1027,7 +1145,7 @@ export class Pipeline {
       req.denoisingEnd === undefined
         ? scheduler.timesteps.length
         : denoisingEndIndex(scheduler.timesteps, req.denoisingEnd, trainSteps);
-    if (inputs.image && initTimestep < 1) {
+    if ((inputs.image || req.initLatents) && initTimestep < 1) {
       throw new RequestError(
         `strength ${strength} with ${steps} steps runs no step (steps × strength must be at least 1)`,
         "strength",
@@ -1040,10 +1158,19 @@ export class Pipeline {
       );
     }
     // Pictures and masks at the generation size (the picture first, the mask to the picture).
-    const image = inputs.image ? await resizePixels(inputs.image, r.width, r.height) : undefined;
+    if (req.latentResize && (!inputs.image || inputs.mask)) {
+      throw new RequestError("latentResize is for img2img without a mask", "latentResize");
+    }
+    const encodeSize =
+      req.latentResize && inputs.image ? targetSize(inputs.image, f) : { width: r.width, height: r.height };
+    const image = inputs.image ? await resizePixels(inputs.image, encodeSize.width, encodeSize.height) : undefined;
     const mask = inputs.mask ? await resizePixels(inputs.mask, r.width, r.height) : undefined;
     const { syntax, clipSkip } = this.promptOptions(req);
-    return { ...r, scheduler, strength, begin, end, image, mask, syntax, clipSkip };
+    const maskedContent = req.maskedContent;
+    if (maskedContent !== undefined && ((maskedContent !== "noise" && maskedContent !== "zeros") || !mask)) {
+      throw new RequestError('maskedContent is "noise" or "zeros", for inpainting only', "maskedContent");
+    }
+    return { ...r, scheduler, strength, begin, end, image, mask, syntax, clipSkip, maskedContent };
   }
 
   /**
@@ -1091,6 +1218,7 @@ interface Validated {
   mask?: GrayImage;
   syntax: PromptSyntax;
   clipSkip: number;
+  maskedContent?: "noise" | "zeros";
 }
 
 /** The image inputs checked (types, sizes, strength range) and the mask made grey. */
@@ -1107,8 +1235,15 @@ function checkImageInputs(
   if (info.inpaintingUNet && (image === undefined || mask === undefined)) {
     throw new RequestError("this is an inpainting model: it needs an image and a mask", image ? "mask" : "image");
   }
-  if (req.strength !== undefined && image === undefined) {
+  if (req.initLatents !== undefined && (image !== undefined || req.latents !== undefined)) {
+    throw new RequestError("initLatents cannot be given with an image or latents", "initLatents");
+  }
+  const fromLatents = req.initLatents !== undefined;
+  if (req.strength !== undefined && image === undefined && !fromLatents) {
     throw new RequestError("strength applies to image inputs only", "strength");
+  }
+  if (fromLatents && req.denoisingStart !== undefined) {
+    throw new RequestError("denoisingStart continues from latents, not from initLatents", "denoisingStart");
   }
   if (req.denoisingStart !== undefined && image !== undefined) {
     throw new RequestError("denoisingStart continues from latents, not from an image", "denoisingStart");
@@ -1116,7 +1251,8 @@ function checkImageInputs(
   // diffusers' defaults: SD img2img 0.8, inpainting 1; SDXL's Img2Img 0.3, Inpaint 0.9999.
   const sdxl = info.family === "sdxl";
   const strength =
-    req.strength ?? (image === undefined ? 1 : mask === undefined ? (sdxl ? 0.3 : 0.8) : sdxl ? 0.9999 : 1);
+    req.strength ??
+    (image === undefined && !fromLatents ? 1 : mask === undefined ? (sdxl ? 0.3 : 0.8) : sdxl ? 0.9999 : 1);
   if (typeof strength !== "number" || !(strength > 0 && strength <= 1)) {
     throw new RequestError(`strength must be a number in (0, 1], got ${strength}`, "strength");
   }
@@ -1274,4 +1410,23 @@ function sdxlDefaults(folder: ModelFolder): GenerateDefaults {
     return { numInferenceSteps: 1, guidanceScale: 0, scheduler };
   }
   return { numInferenceSteps: 50, guidanceScale: 5, scheduler };
+}
+
+/**
+ * The names a LoRA's keys are matched against: each network's modules with their weight shapes
+ * (SDXL's second text encoder too), and the UNet's original LDM/SGM names, which kohya's SDXL
+ * LoRAs use.
+ */
+function loraModelNames(folder: ModelFolder): LoraNames {
+  const unetModules = moduleShapes(folder.unet.tensors);
+  const names: LoraNames = {
+    modules: {
+      unet: unetModules,
+      text_encoder: moduleShapes(folder.textEncoder.tensors),
+      ...(folder.textEncoder2 ? { text_encoder_2: moduleShapes(folder.textEncoder2.tensors) } : {}),
+    },
+  };
+  if (folder.unet.onnxPath) return names;
+  const config = readUNetConfig(new ConfigReader(folder.unet.configPath, folder.unet.config));
+  return { ...names, ldmUNet: ldmUNetNames(ldmUNetModules(config), UNET_RESNET, unetModules.keys()) };
 }

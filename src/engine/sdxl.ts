@@ -18,7 +18,7 @@
 import { ModelError, RequestError } from "./errors.js";
 import type { AddedConditions, TensorF32 } from "./networks.js";
 import { TextEncoder } from "./networks.js";
-import type { RuntimeOptions } from "./runtime.js";
+import type { Feeds, RuntimeOptions } from "./runtime.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import type { ModelFolder } from "./weights/model-folder.js";
 
@@ -90,17 +90,19 @@ export class SdxlConditioner {
 
   /**
    * The pipeline's text encoders and tokenizers in diffusers' order. `first` is the pipeline's
-   * already-loaded first encoder (folder.textEncoder), so it is not loaded twice.
+   * already-loaded first encoder (folder.textEncoder), so it is not loaded twice. `adapters.lowRank`:
+   * the second encoder's layers that take LoRA factors as inputs (TextEncoder.load).
    */
   static async load(
     folder: ModelFolder,
     first: { tokenizer: ClipTokenizer; encoder: TextEncoder },
     opts: RuntimeOptions,
+    adapters: { lowRank?: (prefix: string) => boolean } = {},
   ): Promise<SdxlConditioner> {
     const encoders = [first];
     if (folder.textEncoder2) {
       const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizer2Dir as string);
-      encoders.push({ tokenizer, encoder: await TextEncoder.load(folder.textEncoder2, opts) });
+      encoders.push({ tokenizer, encoder: await TextEncoder.load(folder.textEncoder2, opts, adapters) });
     }
     const last = encoders[encoders.length - 1] as { encoder: TextEncoder };
     if (last.encoder.projectionDim === null) {
@@ -126,8 +128,11 @@ export class SdxlConditioner {
     return (this.encoders[this.encoders.length - 1] as { encoder: TextEncoder }).encoder.projectionDim as number;
   }
 
-  /** Encodes texts (one batch per encoder): diffusers' encode_prompt for each, without guidance logic. */
-  async encode(texts: readonly string[]): Promise<SdxlEmbeddings> {
+  /**
+   * Encodes texts (one batch per encoder): diffusers' encode_prompt for each, without guidance
+   * logic. `adapters`: each encoder's LoRA factor feeds, in order.
+   */
+  async encode(texts: readonly string[], adapters: readonly Feeds[] = []): Promise<SdxlEmbeddings> {
     const parts: TensorF32[] = [];
     let pooled: TensorF32 | undefined;
     for (const [i, { tokenizer, encoder }] of this.encoders.entries()) {
@@ -136,6 +141,7 @@ export class SdxlConditioner {
       const out = await encoder.outputs(
         ids,
         last ? ["penultimate_hidden_state", "text_embeds"] : ["penultimate_hidden_state"],
+        adapters[i],
       );
       parts.push(out["penultimate_hidden_state"] as TensorF32);
       if (last) pooled = out["text_embeds"];
@@ -152,11 +158,12 @@ export class SdxlConditioner {
     batch: number,
     guided: boolean,
     fromImage = false,
+    adapters: readonly Feeds[] = [],
   ): Promise<{ context: TensorF32; added: AddedConditions }> {
     const timeIdsCount = this.timeIdsCount;
     const zeroNegative = guided && req.negativePrompt === undefined && this.settings.forceZerosForEmptyPrompt;
     const texts = guided && !zeroNegative ? [req.negativePrompt ?? "", req.prompt] : [req.prompt];
-    const enc = await this.encode(texts);
+    const enc = await this.encode(texts, adapters);
     const { positive, negative } = this.timeIds(req, fromImage);
 
     const rows = guided ? 2 * batch : batch;

@@ -213,3 +213,23 @@ test("models list: single-file checkpoints with their family, each model's engin
   assert.match(stdout, /bad-hands {2}2 vector\(s\) of width 32/);
   assert.match(stdout, /broken {2}unusable: /);
 });
+
+test("models list shows an SDXL model's fixed LoRAs and replicate_weights turned off", async () => {
+  const dir = mkdtempSync(path.join(tmp, "xl-"));
+  const models = path.join(dir, "models.json");
+  writeFileSync(
+    models,
+    JSON.stringify({
+      models: {
+        "stability-ai/sdxl": {
+          weights: path.join(GOLDEN_FAMILY, "sdxl/tiny-sdxl"),
+          loras: [{ path: "./style.safetensors", scale: 0.7 }],
+          replicate_weights: false,
+        },
+      },
+    }),
+  );
+  const { stdout } = await sdserve(["models", "list", "--models", models]);
+  assert.match(stdout, /LoRA: .*style\.safetensors at 0\.7/);
+  assert.match(stdout, /replicate_weights: off \(no LoRAs per request\)/);
+});

@@ -278,15 +278,18 @@ test("a script: txt2img, read info.seed, again with that seed: the same image; b
   const none = await api(server, "POST", "/sdapi/v1/txt2img", { ...req, seed, send_images: false }, TOKEN_AS_PASSWORD);
   assert.deepEqual(none.json["images"], []);
   assert.equal(JSON.parse(none.json["info"] as string)["seed"], seed);
-  // A clip skip the model's input cannot take: info says what was used.
+  // CLIP_stop_at_last_layers is applied (SD's text encoder): another picture, and info and the infotext say so.
   const skip = await api(
     server,
     "POST",
     "/sdapi/v1/txt2img",
-    { ...req, seed, send_images: false, override_settings: { CLIP_stop_at_last_layers: 2 } },
+    { ...req, seed, override_settings: { CLIP_stop_at_last_layers: 2 } },
     TOKEN_AS_PASSWORD,
   );
-  assert.equal(JSON.parse(skip.json["info"] as string)["clip_skip"], 1);
+  const skipped = readTxt2img(skip.json);
+  assert.equal(skipped.info["clip_skip"], 2);
+  assert.match((skipped.info["infotexts"] as string[])[0] as string, /, Clip skip: 2, /);
+  assert.notDeepEqual(Buffer.from(skipped.pngs[0] as Uint8Array), Buffer.from(again.pngs[0] as Uint8Array));
 });
 
 test("bad input gets A1111's error shapes, never a 500", async () => {
@@ -467,7 +470,15 @@ test("img2img: init_images (raw base64 or data: URI) on the checkpoint's img2img
       server,
       "POST",
       "/sdapi/v1/img2img",
-      { prompt: "the same, at dusk", init_images: [init], denoising_strength: 0.5, steps: 4, seed: 9 },
+      {
+        prompt: "the same, at dusk",
+        init_images: [init],
+        denoising_strength: 0.5,
+        steps: 4,
+        seed: 9,
+        width: 128,
+        height: 128,
+      },
       TOKEN_AS_PASSWORD,
     );
     assert.equal(res.status, 200, JSON.stringify(res.json));

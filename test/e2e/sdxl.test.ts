@@ -215,7 +215,9 @@ describe("stability-ai/sdxl through the replicate client", () => {
 
   test("invalid inputs are Replicate's 422", async () => {
     const bad: Record<string, unknown>[] = [
-      { replicate_weights: "https://example.com/lora.tar" },
+      { replicate_weights: "ftp://example.com/lora.tar" },
+      { replicate_weights: "data:application/x-tar;base64,@@@" },
+      { lora_scale: 1.5 },
       { scheduler: "KLMS" },
       { width: 1001 },
       { width: 2048, height: 2048 },

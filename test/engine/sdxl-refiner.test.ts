@@ -36,6 +36,7 @@ before(() => {
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 /** A tiny refiner on tiny-sdxl's second encoder, as stabilityai's refiner folder is laid out. */
+let refinerDir: string | undefined;
 async function tinyRefiner(): Promise<string> {
   const dir = path.join(tmp, "refiner");
   mkdirSync(dir, { recursive: true });
@@ -55,6 +56,7 @@ async function tinyRefiner(): Promise<string> {
     { ...unet, cross_attention_dim: hidden, projection_class_embeddings_input_dim: pooled + 5 * timeIdDim },
     { seed: 7 },
   );
+  refinerDir = dir;
   return dir;
 }
 
@@ -302,10 +304,11 @@ describe("malformed SDXL folders are ModelErrors naming the file and key", () =>
       },
     );
 
-  test("LoRA support is refused on SDXL, saying so", () =>
+  test("LoRAs are refused on the refiner (its one encoder is SDXL's second), saying so", async () =>
     assert.rejects(
-      () => loadPipeline(BASE, { threads: 1, loraSupport: true }),
-      (err: unknown) => err instanceof ModelError && /not supported on SDXL/.test(err.message),
+      async () => loadPipeline(refinerDir ?? (await tinyRefiner()), { threads: 1, loraSupport: true }),
+      (err: unknown) =>
+        err instanceof ModelError && /LoRAs apply to SDXL base models, not to the refiner/.test(err.message),
     ));
   test("a flag that is not a boolean", () =>
     refused(variant("bad-flag", { force_zeros_for_empty_prompt: "yes" }), "model_index.json", "force_zeros"));

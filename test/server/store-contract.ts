@@ -79,6 +79,17 @@ export function storeContract(label: string, open: () => Promise<OpenedStore>, s
       assert.deepEqual(await store.findByStreamKey(p.streamKey), p);
       assert.equal(await store.get("nosuchid"), undefined);
       assert.equal(await store.findByFilesKey("nosuchkey"), undefined);
+      // An /sdapi call's prompt syntax and A1111 settings (hires fix, clip skip) are kept with it.
+      const sdapi = record({
+        promptSyntax: "a1111",
+        a1111: {
+          clipSkip: 2,
+          strength: 0.5625,
+          hires: { width: 1024, height: 768, upscaler: "Latent (bicubic)", steps: 10, denoisingStrength: 0.5 },
+        },
+      });
+      await store.insert(sdapi);
+      assert.deepEqual(await store.get(sdapi.id), sdapi);
     });
 
     test("update applies a patch only from the allowed statuses; exactly one of two racing transitions wins", async () => {

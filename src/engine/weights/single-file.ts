@@ -269,7 +269,7 @@ function fitPresetToFile(
   text["num_hidden_layers"] = layers;
 }
 
-const UNET_RESNET: Record<string, string> = {
+export const UNET_RESNET: Record<string, string> = {
   "in_layers.0": "norm1",
   "in_layers.2": "conv1",
   "emb_layers.1": "time_emb_proj",
@@ -296,13 +296,7 @@ function alias(t: TensorInfo, name: string, shape = t.shape): TensorInfo {
  * count each up block's resnets, the upsampler sitting after the last one (`.2` behind an
  * attention, else `.1`).
  */
-function mapUNet(
-  file: string,
-  tensors: ReadonlyMap<string, TensorInfo>,
-  cfg: ConfigReader,
-  source: ConfigSource,
-): Map<string, TensorInfo> {
-  const c = readUNetConfig(cfg);
+export function ldmUNetModules(c: ReturnType<typeof readUNetConfig>): Map<string, { to: string; resnet: boolean }> {
   const modules = new Map<string, { to: string; resnet: boolean }>([
     ["time_embed.0", { to: "time_embedding.linear_1", resnet: false }],
     ["time_embed.2", { to: "time_embedding.linear_2", resnet: false }],
@@ -341,7 +335,17 @@ function mapUNet(
       }
     }
   });
+  return modules;
+}
 
+function mapUNet(
+  file: string,
+  tensors: ReadonlyMap<string, TensorInfo>,
+  cfg: ConfigReader,
+  source: ConfigSource,
+): Map<string, TensorInfo> {
+  const c = readUNetConfig(cfg);
+  const modules = ldmUNetModules(c);
   const out = new Map<string, TensorInfo>();
   const unexpected: string[] = [];
   for (const [key, t] of tensors) {

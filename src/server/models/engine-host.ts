@@ -18,7 +18,14 @@
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { type GenerateRequest, HubError, ModelError, type PullEvent, RequestError } from "../../engine/index.js";
+import {
+  type GenerateRequest,
+  type HiresFix,
+  HubError,
+  ModelError,
+  type PullEvent,
+  RequestError,
+} from "../../engine/index.js";
 import {
   ENGINE_PROCESS_FLAG,
   type FromEngine,
@@ -161,6 +168,8 @@ export class EngineHost {
       /** SDXL: Replicate's refine modes and the watermark (engine-process.ts). */
       refine?: RefineParams;
       watermark?: boolean;
+      /** AUTOMATIC1111's hires fix. */
+      hires?: HiresFix;
     },
   ): Promise<Uint8Array[]> {
     if (this.stoppedWhy) return Promise.reject(new EngineStoppedError(this.stoppedWhy));
@@ -182,6 +191,7 @@ export class EngineHost {
       maxPixels: opts.maxPixels,
       refine: opts.refine,
       watermark: opts.watermark,
+      hires: opts.hires,
     });
     return result
       .catch((err: unknown) => {

@@ -19,6 +19,8 @@ import {
   encodePng,
   type GenerateRequest,
   type GenerationParameters,
+  generateHires,
+  type HiresFix,
   HubError,
   type HubSettings,
   latentsToPreviewImages,
@@ -50,6 +52,8 @@ export interface SetupParams {
   preview?: { vae: string; maxSize: number };
   /** SDXL: the refiner's weights, loaded in this process on the first request that refines. */
   refiner?: string;
+  /** Build the base so that requests can bring LoRAs (replicate_weights); see the engine's loraSupport. */
+  loraSupport?: boolean;
 }
 
 export type ToEngine =
@@ -68,6 +72,8 @@ export type ToEngine =
       refine?: RefineParams;
       /** diffusers' SDXL invisible watermark on the outputs (watermark.ts). */
       watermark?: boolean;
+      /** AUTOMATIC1111's hires fix (engine/hires.ts): text to image, then upscaled and run again. */
+      hires?: HiresFix;
     }
   /** Stops the generation before its next step. */
   | { type: "cancel"; id: number }
@@ -224,6 +230,7 @@ function runProcess(send: (message: FromEngine) => void): void {
         config: params.engine?.config,
         vae: params.engine?.vae,
         loras: params.engine?.loras,
+        loraSupport: params.loraSupport,
         embeddings: params.engine?.embeddingsDir === undefined ? undefined : [params.engine.embeddingsDir],
         promptSyntax: params.engine?.promptSyntax,
         clipSkip: params.engine?.clipSkip,
@@ -285,9 +292,13 @@ function runProcess(send: (message: FromEngine) => void): void {
         ? { ...message.request, ...(await decodePictures(message.pictures, message.request, message.maxPixels)) }
         : message.request;
       const opts = { signal: controller.signal, onStep };
-      const result = message.refine
-        ? await refined(pipeline, request, message.refine, opts)
-        : await pipeline.generate(request, opts);
+      if (message.hires && message.refine)
+        throw new RequestError("the hires fix and a refiner do not go together", "hires");
+      const result = message.hires
+        ? await generateHires(pipeline, request, message.hires, opts)
+        : message.refine
+          ? await refined(pipeline, request, message.refine, opts)
+          : await pipeline.generate(request, opts);
       const parameters = a1111Parameters({ ...result.parameters, model: label });
       const pictures = message.watermark ? result.images.map((image) => watermarked(image)) : result.images;
       const images = pictures.map((image) => encodePng(image, { parameters }));

@@ -3,7 +3,30 @@
  * output schemas (as Cog publishes them) — and the one call that runs it. The server reaches
  * the engine only through an adapter; routes never reach either.
  */
+import type { HiresFix } from "../../engine/index.js";
+import type { WeightsFile } from "../files/weights-inputs.js";
 import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
+
+/**
+ * What an AUTOMATIC1111 call (/sdapi/v1) asks beyond the model's Replicate input: A1111's own
+ * settings, carried with the prediction to the engine. Never input keys, so the published input
+ * schemas stay as they are.
+ */
+export interface A1111Settings {
+  /** CLIP_stop_at_last_layers (1 = the last layer). */
+  clipSkip?: number;
+  /** txt2img's hires fix (engine/hires.ts). */
+  hires?: HiresFix;
+  /**
+   * img2img and inpainting: the engine's strength that runs A1111's step count for its
+   * denoising_strength (over the input's prompt_strength; inpainting inputs have none).
+   */
+  strength?: number;
+  /** img2img's resize_mode 3: the picture's latents (at its own size) resized to this size. */
+  latentResize?: { width: number; height: number };
+  /** Inpainting: A1111's inpainting_fill 2 ("noise") or 3 ("zeros"). */
+  maskedContent?: "noise" | "zeros";
+}
 
 export interface ModelVersion {
   /** 64 hex characters, as Replicate's version ids. */
@@ -58,6 +81,10 @@ export interface PredictContext {
   files?: Readonly<Record<string, Uint8Array>>;
   /** How the prompts are read, where the API that made the prediction says (absent: the model's setting). */
   promptSyntax?: "a1111";
+  /** A1111's settings of an /sdapi/v1 call. */
+  a1111?: A1111Settings;
+  /** The weights inputs (`weightsInputs`), fetched, unpacked and on disk: fetched by the worker before predict. */
+  weights?: Readonly<Record<string, WeightsFile>>;
 }
 
 /** A prediction that failed for a reason the user should read, shown as the prediction's `error`. */
@@ -114,6 +141,12 @@ export interface ModelAdapter {
   readonly setupProgress?: SetupProgress;
   /** Runs one prediction; the input has passed validateInput. Rejects with PredictionError for user-facing failures. */
   predict(input: Record<string, unknown>, ctx: PredictContext): Promise<OutputFile[]>;
+  /**
+   * Inputs that name LoRA weights by URL (stability-ai/sdxl's replicate_weights): the worker
+   * fetches and unpacks them into its weights cache (files/weights-inputs.ts) and passes their
+   * paths as ctx.weights.
+   */
+  readonly weightsInputs?: readonly string[];
   /** The folders A1111 prompts call LoRAs and embeddings from (the models file's lora_dir, embeddings_dir). */
   readonly promptFolders?: { loraDir?: string; embeddingsDir?: string };
   close(): Promise<void>;

@@ -1,3 +1,5 @@
+import type { A1111Settings } from "../models/model.js";
+
 /** A prediction as the server keeps it (the API's JSON is made from it by serialize.ts). */
 
 /** Replicate's five states, exactly; nothing else is ever stored or sent (spec §2.3, §10.3). */
@@ -51,4 +53,6 @@ export interface PredictionRecord {
    * syntax); absent: the model's own setting. Never an input key, so Replicate's schema stays as is.
    */
   promptSyntax?: "a1111";
+  /** The settings of an /sdapi/v1 call that are not inputs (hires fix, clip skip); kept with the prediction. */
+  a1111?: A1111Settings;
 }

@@ -3,7 +3,7 @@
  * version references a create may name. Running predictions is lifecycle.ts's; output files are
  * output-files.ts's. Refusals are domain errors (errors.ts), made into HTTP problems at the edge.
  */
-
+import type { A1111Settings } from "../models/model.js";
 import { isVersionOf, type ModelAdapter } from "../models/model.js";
 import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
 import type { ListPosition, PredictionStore, WebhookDelivery } from "../store/store.js";
@@ -52,6 +52,8 @@ export interface CreateInput {
   idempotencyKey?: string;
   /** The prompt syntax the API calls for (A1111's on /sdapi/v1); kept with the prediction. */
   promptSyntax?: "a1111";
+  /** A1111's settings of an /sdapi/v1 call (hires fix, clip skip); kept with the prediction. */
+  a1111?: A1111Settings;
 }
 
 export interface ListInput {
@@ -180,6 +182,7 @@ export class PredictionService {
       streamKey: newCapabilityKey(),
       attempts: 0,
       ...(req.promptSyntax ? { promptSyntax: req.promptSyntax } : {}),
+      ...(req.a1111 ? { a1111: req.a1111 } : {}),
     };
     const inserted = await this.store.insert(prediction, req.idempotencyKey);
     // The same key won by a concurrent create: that prediction is the answer, this one never existed.

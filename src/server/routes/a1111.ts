@@ -8,10 +8,13 @@
  *
  * What A1111 keeps globally (the checkpoint in /options, /progress, /interrupt) is kept per
  * account here: one account neither switches another's model nor sees or stops its work.
+ *
+ * The pieces live in server/a1111/: the request and response schemas (schemas.ts), error shapes
+ * (errors.ts), checkpoints and samplers, the hires fix's fields (hires.ts), img2img's picture
+ * preparation (img2img.ts, on the picture operations of images.ts) and the infotext.
  */
 import { randomInt } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import sharp from "sharp";
 import {
   findLora,
   listEmbeddingFiles,
@@ -20,13 +23,40 @@ import {
   parseA1111Prompt,
   RequestError,
 } from "../../engine/index.js";
+import {
+  findCheckpoint,
+  inputPropsOf,
+  isSdxl,
+  makesFromText,
+  modelName,
+  modelTitle,
+  sharesWeightsOf,
+  shortHash,
+  sizesOf,
+} from "../a1111/checkpoints.js";
+import { A1111Error, httpException, invalid, toA1111Error } from "../a1111/errors.js";
+import { latentUpscaleModeList, resolveHires, upscalerList } from "../a1111/hires.js";
+import { img2imgRuns, img2imgStrength, prepareImg2img } from "../a1111/img2img.js";
+import { infotext } from "../a1111/infotext.js";
+import { resolveSampler, SAMPLER_TABLE, schedulersOf } from "../a1111/samplers.js";
+import {
+  ANY_OBJECT,
+  CHECKPOINT,
+  doc,
+  IMG2IMG_BODY,
+  type Img2ImgBody,
+  list,
+  MAX_IMAGES,
+  SEED_LIMIT,
+  TXT2IMG_BODY,
+  TXT2IMG_DEFAULTS,
+  TXT2IMG_RESPONSE,
+} from "../a1111/schemas.js";
 import { urlBaseOf } from "../http/headers.js";
-import { problemOf } from "../http/problem.js";
-import type { ModelAdapter } from "../models/model.js";
+import type { A1111Settings, ModelAdapter } from "../models/model.js";
 import type { PredictionRecord } from "../predictions/prediction.js";
 import type { PredictionService } from "../predictions/service.js";
 import type { JsonSchema } from "../schemas/json-schema.js";
-import type { RouteSchema } from "../schemas/openapi.js";
 
 export interface A1111Options {
   service: PredictionService;
@@ -37,23 +67,6 @@ export interface A1111Options {
   version: string;
 }
 
-/** A1111's error envelopes: FastAPI's validation list, or its middleware's {error, detail, body, errors}. */
-export class A1111Error extends Error {
-  constructor(
-    readonly status: number,
-    readonly body: Record<string, unknown>,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(typeof body["detail"] === "string" ? body["detail"] : "A1111 API error");
-  }
-}
-
-/** FastAPI's 422: one entry per field at fault, `loc` from the body down. */
-function invalid(field: string | (string | number)[], msg: string, type = "value_error"): A1111Error {
-  const loc = ["body", ...(Array.isArray(field) ? field : [field])];
-  return new A1111Error(422, { detail: [{ loc, msg, type }] });
-}
-
 /**
  * The prompts' `<lora:…>` tags, checked before any prediction is made: a malformed tag or a LoRA
  * the model's lora_dir does not hold is a 422 on its field, not a failed generation.
@@ -61,7 +74,7 @@ function invalid(field: string | (string | number)[], msg: string, type = "value
 async function checkPromptTags(
   model: ModelAdapter,
   checkpoint: ModelAdapter,
-  prompts: Record<"prompt" | "negative_prompt", string | undefined>,
+  prompts: Record<string, string | undefined>,
 ): Promise<void> {
   const dir = model.promptFolders?.loraDir ?? checkpoint.promptFolders?.loraDir;
   for (const [field, text] of Object.entries(prompts)) {
@@ -83,341 +96,21 @@ async function checkPromptTags(
   }
 }
 
-/** A1111's HTTPException, as its exception middleware writes it. */
-function httpException(status: number, detail: string): A1111Error {
-  return new A1111Error(status, { error: "HTTPException", detail, body: "", errors: "" });
-}
-
-/** Any error at this edge, in A1111's shapes (FastAPI's for validation, its middleware's otherwise). */
-function toA1111Error(err: unknown, logFault: (err: unknown) => void): A1111Error {
-  if (err instanceof A1111Error) return err;
-  const problem = problemOf(err);
-  if (problem?.status === 401) {
-    return new A1111Error(401, { detail: "Incorrect username or password" }, { "WWW-Authenticate": "Basic" });
-  }
-  if (problem?.status === 400) {
-    // A body that is not JSON (or not an object): FastAPI answers 422 with the decoding error.
-    return new A1111Error(422, { detail: [{ loc: ["body"], msg: problem.detail, type: "value_error.jsondecode" }] });
-  }
-  if (problem?.status === 422) {
-    const fields = (problem.extra["invalid_fields"] ?? []) as { field: string; description: string; type: string }[];
-    return new A1111Error(422, {
-      detail: fields.map((f) => ({
-        loc: [
-          "body",
-          ...f.field
-            .replace(/^input\./, "")
-            .split(".")
-            .filter(Boolean),
-        ],
-        msg: f.description,
-        type: `value_error.${f.type}`,
-      })),
-    });
-  }
-  if (problem) {
-    return new A1111Error(
-      problem.status,
-      { error: "HTTPException", detail: problem.detail, body: "", errors: "" },
-      problem.headers,
-    );
-  }
-  const status = (err as { statusCode?: number }).statusCode;
-  if (status && status >= 400 && status < 500) return httpException(status, (err as Error).message);
-  logFault(err);
-  return new A1111Error(500, {
-    error: "RuntimeError",
-    detail: "",
-    body: "",
-    errors: "The server failed to handle this request.",
-  });
-}
-
 /**
- * A1111 samplers (with their schedule type) and the scheduler of a model's Replicate input each
- * one is: engine/schedulers/index.ts builds the same diffusers class and config for both names.
- * A pair is offered where a served model's input lists its scheduler (stability-ai/stable-diffusion
- * lists six; models with more, such as KarrasDPM or LCM, offer more).
+ * SDXL reads prompts as diffusers does: A1111's emphasis, BREAK, `[…]` and `<lora:…>` would be
+ * read as plain words there, so a prompt using them is refused on its field instead.
  */
-const SAMPLER_TABLE: readonly { sampler: string; schedule: "Automatic" | "Karras"; replicate: string }[] = [
-  { sampler: "Euler", schedule: "Automatic", replicate: "K_EULER" },
-  { sampler: "Euler a", schedule: "Automatic", replicate: "K_EULER_ANCESTRAL" },
-  { sampler: "DPM++ 2M", schedule: "Automatic", replicate: "DPMSolverMultistep" },
-  { sampler: "DPM++ 2M", schedule: "Karras", replicate: "KarrasDPM" },
-  { sampler: "LMS", schedule: "Automatic", replicate: "KLMS" },
-  { sampler: "Heun", schedule: "Automatic", replicate: "HeunDiscrete" },
-  { sampler: "DDIM", schedule: "Automatic", replicate: "DDIM" },
-  { sampler: "PLMS", schedule: "Automatic", replicate: "PNDM" },
-  { sampler: "UniPC", schedule: "Automatic", replicate: "UniPCMultistep" },
-  { sampler: "LCM", schedule: "Automatic", replicate: "LCM" },
-];
-/** A1111's default (sampler_index's default in models.py). */
-const DEFAULT_SAMPLER = "Euler";
-/** A1111's schedule types; one it does not know means Automatic, as there. */
-const KNOWN_SCHEDULES = [
-  "Automatic",
-  "Uniform",
-  "Karras",
-  "Exponential",
-  "Polyexponential",
-  "SGM Uniform",
-  "KL Optimal",
-];
-const SCHEDULE_SUFFIXES = [" Karras", " Exponential"];
-
-/** The schedulers a model's input takes (its scheduler enum). */
-function schedulersOf(m: ModelAdapter): string[] {
-  return ((m.schemas["scheduler"] as JsonSchema | undefined)?.enum ?? []) as string[];
-}
-
-/** A1111's txt2img defaults (StableDiffusionProcessingTxt2Img and the API model). */
-const TXT2IMG_DEFAULTS = {
-  prompt: "",
-  negative_prompt: "",
-  styles: [],
-  seed: -1,
-  subseed: -1,
-  subseed_strength: 0,
-  seed_resize_from_h: -1,
-  seed_resize_from_w: -1,
-  sampler_name: null,
-  scheduler: null,
-  batch_size: 1,
-  n_iter: 1,
-  steps: 50,
-  cfg_scale: 7.0,
-  width: 512,
-  height: 512,
-  restore_faces: null,
-  tiling: null,
-  do_not_save_samples: false,
-  do_not_save_grid: false,
-  eta: null,
-  denoising_strength: null,
-  s_min_uncond: null,
-  s_churn: null,
-  s_tmax: null,
-  s_tmin: null,
-  s_noise: null,
-  override_settings: null,
-  override_settings_restore_afterwards: true,
-  refiner_checkpoint: null,
-  refiner_switch_at: null,
-  disable_extra_networks: false,
-  firstpass_image: null,
-  comments: null,
-  enable_hr: false,
-  firstphase_width: 0,
-  firstphase_height: 0,
-  hr_scale: 2.0,
-  hr_upscaler: null,
-  hr_second_pass_steps: 0,
-  hr_resize_x: 0,
-  hr_resize_y: 0,
-  hr_checkpoint_name: null,
-  hr_sampler_name: null,
-  hr_scheduler: null,
-  hr_prompt: "",
-  hr_negative_prompt: "",
-  force_task_id: null,
-  sampler_index: "Euler",
-  script_name: null,
-  script_args: [],
-  send_images: true,
-  save_images: false,
-  alwayson_scripts: {},
-  infotext: null,
-} as const;
-
-/** More images than this in one call (batch_size × n_iter) is refused: each is a prediction. */
-const MAX_IMAGES = 16;
-/** A1111 draws seeds below 2³² − 1 (random.randrange(4294967294)). */
-const SEED_LIMIT = 4294967294;
-
-const integer = (minimum: number, maximum: number): JsonSchema => ({ type: "integer", minimum, maximum });
-
-/**
- * txt2img's request as far as it is read here (StableDiffusionTxt2ImgProcessingAPI's fields; A1111
- * takes null for its optional fields, and so does this route; unknown keys are ignored). The
- * model's own limits (sizes, prompt length) are checked against the model chosen.
- */
-const TXT2IMG_BODY: JsonSchema = {
-  type: "object",
-  properties: {
-    prompt: { type: "string" },
-    negative_prompt: { type: "string" },
-    seed: { ...integer(-1, SEED_LIMIT - 1), description: "-1: a random seed" },
-    subseed: { type: "integer", description: "Accepted; variation seeds are not made here" },
-    subseed_strength: { type: "number" },
-    sampler_name: { type: "string", description: "An A1111 sampler name, such as Euler a or DPM++ 2M" },
-    sampler_index: { type: "string", description: "The older name of sampler_name" },
-    scheduler: { type: "string", description: "Schedule type: Automatic" },
-    batch_size: integer(1, MAX_IMAGES),
-    n_iter: integer(1, MAX_IMAGES),
-    steps: integer(1, 500),
-    cfg_scale: { type: "number", minimum: 0, maximum: 100 },
-    width: integer(8, 16384),
-    height: integer(8, 16384),
-    denoising_strength: { type: "number", minimum: 0, maximum: 1 },
-    clip_skip: integer(1, 12),
-    send_images: { type: "boolean" },
-    save_images: { type: "boolean" },
-    override_settings: {
-      type: "object",
-      properties: {
-        sd_model_checkpoint: { type: "string" },
-        CLIP_stop_at_last_layers: integer(1, 12),
-        sd_vae: { type: "string" },
-      },
-    },
-    override_settings_restore_afterwards: { type: "boolean" },
-  },
-};
-
-const TXT2IMG_RESPONSE: JsonSchema = {
-  type: "object",
-  required: ["images", "parameters", "info"],
-  properties: {
-    images: { type: "array", items: { type: "string", description: "A PNG, base64" } },
-    parameters: { type: "object", additionalProperties: true },
-    info: { type: "string", description: "JSON: seed, all_seeds, infotexts, …" },
-  },
-};
-const ANY_OBJECT: JsonSchema = { type: "object", additionalProperties: true };
-const list = (items: JsonSchema): JsonSchema => ({ type: "array", items });
-const CHECKPOINT: JsonSchema = {
-  type: "object",
-  required: ["title", "model_name", "hash", "sha256", "filename", "config"],
-  properties: {
-    title: { type: "string" },
-    model_name: { type: "string" },
-    hash: { type: "string" },
-    sha256: { type: "string" },
-    filename: { type: "string" },
-    config: { type: "null" },
-  },
-};
-/** A1111's routes in /openapi.json: HTTP Basic (--api-auth) or a token. */
-const doc = (summary: string, response: JsonSchema): RouteSchema => ({
-  summary,
-  security: [{ basicAuth: [] }, { bearerAuth: [] }],
-  response: { 200: response },
-});
-
-/** img2img's request: txt2img's, the pictures, and how the mask is read. */
-const IMG2IMG_BODY: JsonSchema = {
-  ...TXT2IMG_BODY,
-  required: ["init_images"],
-  properties: {
-    ...TXT2IMG_BODY.properties,
-    init_images: {
-      type: "array",
-      items: { type: "string", description: "A picture: base64 or a data: URI (the first is used)" },
-    },
-    mask: { type: "string", description: "White = repaint; base64 or a data: URI" },
-    inpainting_mask_invert: integer(0, 1),
-    mask_blur: integer(0, 64),
-    resize_mode: integer(0, 3),
-    inpainting_fill: integer(0, 3),
-    inpaint_full_res: { type: "boolean" },
-  },
-};
-
-interface Img2ImgBody extends Txt2ImgBody {
-  init_images?: string[];
-  mask?: string;
-  inpainting_mask_invert?: number;
-  mask_blur?: number;
-}
-
-interface Txt2ImgBody {
-  prompt?: string;
-  negative_prompt?: string;
-  seed?: number;
-  sampler_name?: string;
-  sampler_index?: string;
-  scheduler?: string;
-  batch_size?: number;
-  n_iter?: number;
-  steps?: number;
-  cfg_scale?: number;
-  width?: number;
-  height?: number;
-  denoising_strength?: number;
-  clip_skip?: number;
-  send_images?: boolean;
-  override_settings?: { sd_model_checkpoint?: string; CLIP_stop_at_last_layers?: number; sd_vae?: string };
-  override_settings_restore_afterwards?: boolean;
-}
-
-/** 10 hex characters, as A1111's short checkpoint hash; ours is the version id's start. */
-function shortHash(m: ModelAdapter): string {
-  return m.version.id.slice(0, 10);
-}
-function modelName(m: ModelAdapter): string {
-  return `${m.model.owner}/${m.model.name}`;
-}
-function modelTitle(m: ModelAdapter): string {
-  return `${modelName(m)} [${shortHash(m)}]`;
-}
-
-/** A checkpoint as A1111 accepts one: its title, name, short hash or full hash. */
-function findCheckpoint(models: readonly ModelAdapter[], name: string): ModelAdapter | undefined {
-  const wanted = name.trim();
-  return models.find(
-    (m) => modelTitle(m) === wanted || modelName(m) === wanted || shortHash(m) === wanted || m.version.id === wanted,
-  );
-}
-
-/** A model A1111 clients can use as a checkpoint for txt2img: one whose input takes no picture. */
-function makesFromText(m: ModelAdapter): boolean {
-  const props = (m.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
-  return !Object.hasOwn(props, "image");
-}
-
-function inputPropsOf(m: ModelAdapter): Record<string, JsonSchema> {
-  return ((m.schemas["Input"] as JsonSchema | undefined)?.properties ?? {}) as Record<string, JsonSchema>;
-}
-
-/** The model whose loaded networks `m` runs on (img2img and inpainting beside a checkpoint). */
-function sharesWeightsOf(m: ModelAdapter): string | undefined {
-  return (m as { spec?: { sharesWeightsOf?: string } }).spec?.sharesWeightsOf;
-}
-
-/** A1111 sends pictures as raw base64 or as data: URIs; the model's file inputs take data: URIs. */
-function dataUri(picture: string): string {
-  return /^data:/i.test(picture) ? picture : `data:image/png;base64,${picture}`;
-}
-
-/**
- * img2img's picture inputs: the first init image, and the mask with A1111's inpainting_mask_invert
- * and mask_blur applied (white = repaint, as both A1111 and the inpainting model read it).
- */
-async function pictureInputs(body: Img2ImgBody): Promise<{ image: string; mask: string | undefined }> {
-  const first = body.init_images?.[0];
-  if (typeof first !== "string")
-    throw invalid("init_images", "ensure this value has at least 1 items", "value_error.list.min_items");
-  const image = dataUri(first);
-  if (body.mask === undefined) return { image, mask: undefined };
-  const invert = body.inpainting_mask_invert === 1;
-  const blur = body.mask_blur ?? 4;
-  if (!invert && blur === 0) return { image, mask: dataUri(body.mask) };
-  const raw = body.mask.replace(/^data:[^,]*,/i, "");
-  if (!/^[A-Za-z0-9+/\s]*={0,2}\s*$/.test(raw)) throw invalid("mask", "has invalid base64");
-  try {
-    let mask = sharp(Buffer.from(raw, "base64")).removeAlpha().greyscale();
-    if (invert) mask = mask.negate();
-    // PIL's GaussianBlur(radius) is a Gaussian of that standard deviation; sharp takes sigma ≥ 0.3.
-    if (blur > 0) mask = mask.blur(Math.max(0.3, blur));
-    return { image, mask: `data:image/png;base64,${(await mask.png().toBuffer()).toString("base64")}` };
-  } catch {
-    throw invalid("mask", "is not a PNG, JPEG or WebP image");
+function checkPlainPrompts(prompts: Record<"prompt" | "negative_prompt", string>): void {
+  for (const [field, text] of Object.entries(prompts)) {
+    const parsed = parseA1111Prompt(text);
+    const plain = parsed.loras.length === 0 && parsed.pieces.every((p) => "text" in p && p.weight === 1);
+    if (!plain) {
+      throw invalid(
+        field,
+        "AUTOMATIC1111's prompt syntax (emphasis, BREAK, <lora:…>) is not supported on SDXL models here; send plain text",
+      );
+    }
   }
-}
-
-/** Where the model's Input schema puts its limits (sizes are an enum there). */
-function sizesOf(m: ModelAdapter): number[] {
-  return ((m.schemas["width"] as JsonSchema | undefined)?.enum ?? []) as number[];
 }
 
 interface Job {
@@ -438,60 +131,8 @@ interface Task {
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
-/** The sampler and schedule of a request, as A1111 resolves them ("DPM++ 2M Karras" is sampler + schedule). */
-function resolveSampler(
-  samplerName: string | null,
-  scheduler: string | null,
-): { sampler: string; schedule: string; replicate: string } {
-  let sampler = (samplerName ?? DEFAULT_SAMPLER).trim();
-  let schedule = (scheduler ?? "Automatic").trim();
-  // "DPM++ 2M Karras": the sampler and schedule type in one name, as A1111 before 1.9 named them.
-  for (const suffix of SCHEDULE_SUFFIXES) {
-    if (sampler.toLowerCase().endsWith(suffix.toLowerCase())) {
-      sampler = sampler.slice(0, -suffix.length);
-      schedule = suffix.trim();
-    }
-  }
-  const rows = SAMPLER_TABLE.filter((r) => r.sampler.toLowerCase() === sampler.toLowerCase());
-  if (rows.length === 0) throw httpException(404, "Sampler not found");
-  const known = KNOWN_SCHEDULES.find((k) => k.toLowerCase() === schedule.toLowerCase()) ?? "Automatic";
-  const row = rows.find((r) => r.schedule === known);
-  if (!row) {
-    throw invalid("scheduler", `schedule type ${known} is not available for ${rows[0]?.sampler} here; use Automatic`);
-  }
-  return { sampler: row.sampler, schedule: row.schedule, replicate: row.replicate };
-}
-
 function jobTimestamp(d: Date): string {
   return d.toISOString().replace(/[-:T]/g, "").slice(0, 14);
-}
-
-/** A1111's infotext: the prompt, the negative prompt, then "Key: value" pairs. */
-function infotext(p: {
-  prompt: string;
-  negative: string;
-  steps: number;
-  sampler: string;
-  schedule: string;
-  cfg: number;
-  seed: number;
-  width: number;
-  height: number;
-  model: ModelAdapter;
-  version: string;
-}): string {
-  const pairs = [
-    `Steps: ${p.steps}`,
-    `Sampler: ${p.sampler}`,
-    `Schedule type: ${p.schedule}`,
-    `CFG scale: ${p.cfg}`,
-    `Seed: ${p.seed}`,
-    `Size: ${p.width}x${p.height}`,
-    `Model hash: ${shortHash(p.model)}`,
-    `Model: ${modelName(p.model)}`,
-    `Version: sdserve ${p.version}`,
-  ];
-  return `${p.prompt}${p.negative ? `\nNegative prompt: ${p.negative}` : ""}\n${pairs.join(", ")}`;
 }
 
 export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Promise<void> {
@@ -500,8 +141,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
   const checkpoints = new Map<string, ModelAdapter>();
   /** Each account's txt2img calls in flight. */
   const tasks = new Map<string, Set<Task>>();
-  // Models that take a picture (img2img, inpainting) are not checkpoints to A1111 clients.
-  const served = service.models.filter(makesFromText);
+  // Models that take a picture (img2img, inpainting) are not checkpoints to A1111 clients; SDXL (which takes one too) is.
+  const served = service.models.filter((m) => makesFromText(m) || isSdxl(m));
   const current = (account: string) => checkpoints.get(account) ?? served[0];
 
   app.setErrorHandler((err, req, reply) => {
@@ -578,10 +219,16 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       need_inner_model: false,
     })),
   );
-  app.get("/upscalers", { schema: doc("Upscalers: None (hires fix is not made here)", list(ANY_OBJECT)) }, async () => [
-    { name: "None", model_name: null, model_path: null, model_url: null, scale: 4 },
-  ]);
-  app.get("/latent-upscale-modes", { schema: doc("Latent upscale modes: none", list(ANY_OBJECT)) }, async () => []);
+  app.get(
+    "/upscalers",
+    { schema: doc("The pixel upscalers of the hires fix (Lanczos resizing; no upscaler models)", list(ANY_OBJECT)) },
+    async () => upscalerList(),
+  );
+  app.get(
+    "/latent-upscale-modes",
+    { schema: doc("The latent upscale modes of the hires fix (all six of A1111's)", list(ANY_OBJECT)) },
+    async () => latentUpscaleModeList(),
+  );
   app.get("/sd-vae", { schema: doc("VAEs to swap in: none", list(ANY_OBJECT)) }, async () => []);
   app.get(
     "/loras",
@@ -697,8 +344,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     const negative = body.negative_prompt ?? "";
     const steps = body.steps ?? TXT2IMG_DEFAULTS.steps;
     const cfg = body.cfg_scale ?? TXT2IMG_DEFAULTS.cfg_scale;
-    const width = body.width ?? TXT2IMG_DEFAULTS.width;
-    const height = body.height ?? TXT2IMG_DEFAULTS.height;
+    let width = body.width ?? TXT2IMG_DEFAULTS.width;
+    let height = body.height ?? TXT2IMG_DEFAULTS.height;
     const batchSize = body.batch_size ?? 1;
     const nIter = body.n_iter ?? 1;
     if (batchSize * nIter > MAX_IMAGES) {
@@ -735,16 +382,60 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       );
     }
     const checkpoint = model;
-    const picture = mode === "img2img" ? await pictureInputs(body) : undefined;
-    if (picture) {
-      // The checkpoint's img2img or inpainting model: on its weights, with the picture inputs.
-      const kind = picture.mask ? "inpainting" : "img2img";
-      const needs = picture.mask ? "mask" : "prompt_strength";
-      const target = service.models.find(
-        (m) =>
-          (modelName(m) === `${modelName(checkpoint)}-${kind}` || sharesWeightsOf(m) === modelName(checkpoint)) &&
-          Object.hasOwn(inputPropsOf(m), needs),
+    const sdxl = isSdxl(model);
+    // The hires fix: its first pass at width × height (or firstphase_*), its second as A1111 runs it.
+    const hires =
+      mode === "txt2img"
+        ? resolveHires(body, { width, height, steps, prompt, negative, sampler }, model.imageLimits.maxPixels)
+        : undefined;
+    let hrScheduler: string | undefined;
+    if (hires) {
+      if (sdxl) throw invalid("enable_hr", `the hires fix is not served for SDXL models here (${modelName(model)})`);
+      // A1111 can switch checkpoints for the second pass; here it runs on the first pass's.
+      const hrCheckpoint = body.hr_checkpoint_name;
+      if (hrCheckpoint && hrCheckpoint !== "Use same checkpoint" && findCheckpoint(served, hrCheckpoint) !== model) {
+        throw invalid("hr_checkpoint_name", "the hires fix's second pass runs on the first pass's checkpoint here");
+      }
+      width = hires.width;
+      height = hires.height;
+      const same = (v: string | undefined, word: string) => (v === undefined || v === `Use same ${word}` ? null : v);
+      const hr = resolveSampler(
+        same(body.hr_sampler_name, "sampler") ?? sampler,
+        same(body.hr_scheduler, "scheduler") ?? schedule,
+        "hr_sampler_name",
       );
+      if (!schedulersOf(model).includes(hr.replicate)) {
+        throw invalid(
+          "hr_sampler_name",
+          `${hr.sampler} with schedule type ${hr.schedule} is not available for ${modelName(model)}`,
+        );
+      }
+      hrScheduler = hr.replicate;
+    }
+    // SDXL's text side reads prompts as diffusers does (no A1111 syntax) and has no clip skip (A1111 ignores it there too).
+    if (sdxl) checkPlainPrompts({ prompt, negative_prompt: negative });
+    const clipApplied = sdxl ? 1 : clipSkip;
+    const settings: A1111Settings = {
+      ...(clipApplied !== 1 ? { clipSkip: clipApplied } : {}),
+      ...(hires ? { hires: { ...hires.fix, scheduler: hrScheduler } } : {}),
+    };
+    if (mode === "img2img") {
+      if (!Array.isArray(body.init_images) || body.init_images.length === 0) {
+        throw invalid("init_images", "ensure this value has at least 1 items", "value_error.list.min_items");
+      }
+      // The checkpoint's img2img or inpainting model: on its weights, with the picture inputs.
+      const kind = body.mask !== undefined ? "inpainting" : "img2img";
+      const needs = body.mask !== undefined ? "mask" : "prompt_strength";
+      // SDXL's own input takes the picture (and mask); SD's come as -img2img / -inpainting models.
+      const props = inputPropsOf(checkpoint);
+      const own = Object.hasOwn(props, "image") && Object.hasOwn(props, needs) ? checkpoint : undefined;
+      const target =
+        own ??
+        service.models.find(
+          (m) =>
+            (modelName(m) === `${modelName(checkpoint)}-${kind}` || sharesWeightsOf(m) === modelName(checkpoint)) &&
+            Object.hasOwn(inputPropsOf(m), needs),
+        );
       if (!target) throw httpException(404, `${kind} is not served for ${modelName(checkpoint)}`);
       model = target;
     }
@@ -754,18 +445,37 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       ["width", width],
       ["height", height],
     ] as const) {
-      if (sized && !sizes.includes(v)) {
+      if (sized && sizes.length > 0 && !sizes.includes(v)) {
         throw invalid(key, `${key} must be one of ${sizes.join(", ")}`, "value_error.const");
       }
     }
+    // A model sized by its picture (img2img) is bounded by the checkpoint's pixel limit instead.
+    const maxPixels = checkpoint.imageLimits.maxPixels;
+    if (!sized && width * height > maxPixels) {
+      throw invalid("width", `width × height is at most ${maxPixels} pixels here, got ${width}x${height}`);
+    }
+    // The pictures, prepared as A1111 prepares them (resize_mode, mask blur, inpaint_full_res, fill).
+    const picture = mode === "img2img" ? await prepareImg2img(body, width, height, maxPixels, !sdxl) : undefined;
 
     await checkPromptTags(model, checkpoint, { prompt, negative_prompt: negative });
+    if (hires) {
+      await checkPromptTags(model, checkpoint, {
+        hr_prompt: hires.fix.prompt ?? prompt,
+        hr_negative_prompt: hires.fix.negativePrompt ?? negative,
+      });
+    }
 
     const seed = seedIn === -1 ? randomInt(0, SEED_LIMIT) : seedIn;
     const count = batchSize * nIter;
     const seeds = Array.from({ length: count }, (_, i) => (seed + i) % SEED_LIMIT);
     const inputProps = (model.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
     const denoising = body.denoising_strength ?? 0.75;
+    if (picture) {
+      settings.strength = img2imgStrength(steps, denoising);
+      if (picture.latentResize) settings.latentResize = { width, height };
+      const fill = body.inpainting_fill;
+      if (picture.mask && (fill === 2 || fill === 3)) settings.maskedContent = fill === 2 ? "noise" : "zeros";
+    }
     const inputOf = (s: number): Record<string, unknown> => ({
       prompt,
       ...(negative ? { negative_prompt: negative } : {}),
@@ -778,8 +488,6 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       guidance_scale: cfg,
       scheduler: replicate,
       seed: s,
-      // A model that takes A1111's clip skip gets it; the published SD input has no such field.
-      ...(Object.hasOwn(inputProps, "clip_skip") ? { clip_skip: clipSkip } : {}),
     });
     // Every input is checked before any prediction is made: a bad one makes none.
     const fields = model.validateInput(inputOf(seeds[0] as number));
@@ -815,12 +523,32 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       for (const s of seeds) {
         // A refusal part-way (the queue or the token's cap is full) takes back what this call made.
         const created = await service
-          .create(req.account, { body: { input: inputOf(s) }, model, promptSyntax: "a1111" }, base)
+          .create(
+            req.account,
+            {
+              body: { input: inputOf(s) },
+              model,
+              ...(sdxl ? {} : { promptSyntax: "a1111" as const }),
+              ...(Object.keys(settings).length > 0 ? { a1111: settings } : {}),
+            },
+            base,
+          )
           .catch(async (err: unknown) => {
             await stopTask(req.account, task, "all");
             throw err;
           });
-        const job: Job = { id: created.id, step: 0, steps, done: false, preview: undefined };
+        const job: Job = {
+          id: created.id,
+          step: 0,
+          // What runs: both hires passes; img2img's share of the schedule (SDXL: diffusers' share).
+          steps: picture
+            ? sdxl
+              ? Math.max(1, Math.floor(steps * denoising))
+              : img2imgRuns(steps, denoising)
+            : steps + (hires?.fix.steps ?? 0),
+          done: false,
+          preview: undefined,
+        };
         task.jobs.push(job);
         task.unsubscribe.push(
           service.events.subscribe(created.id, (change) => {
@@ -854,6 +582,23 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         errors: failed.error ?? "generation failed",
       });
     }
+    const text = (s: number) =>
+      infotext({
+        prompt,
+        negative,
+        steps,
+        sampler,
+        schedule,
+        cfg,
+        seed: s,
+        width,
+        height,
+        model,
+        version: opts.version,
+        denoising: picture ? denoising : hires?.fix.denoisingStrength,
+        clipSkip: clipApplied,
+        extra: hires?.extra ?? [],
+      });
     // Interrupted or skipped images are left out, as A1111 returns what was made.
     const images: string[] = [];
     const madeSeeds: number[] = [];
@@ -870,23 +615,12 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
           body: "",
           errors: "An output file is missing.",
         });
-      images.push(Buffer.from(await file.read()).toString("base64"));
+      const made = await file.read();
+      // img2img: the original laid back over what the mask keeps (and a crop pasted back), as A1111 answers.
+      const png = picture?.finish ? await picture.finish(made, text(seeds[i] as number)) : made;
+      images.push(Buffer.from(png).toString("base64"));
     }
     const infoSeeds = madeSeeds.length > 0 ? madeSeeds : seeds;
-    const text = (s: number) =>
-      infotext({
-        prompt,
-        negative,
-        steps,
-        sampler,
-        schedule,
-        cfg,
-        seed: s,
-        width,
-        height,
-        model,
-        version: opts.version,
-      });
     const info = {
       prompt,
       all_prompts: infoSeeds.map(() => prompt),
@@ -911,14 +645,14 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       sd_vae_hash: null,
       seed_resize_from_w: -1,
       seed_resize_from_h: -1,
-      denoising_strength: picture ? denoising : (body.denoising_strength ?? null),
-      extra_generation_params: {},
+      denoising_strength: picture ? denoising : hires ? hires.fix.denoisingStrength : (body.denoising_strength ?? null),
+      extra_generation_params: Object.fromEntries(hires?.extra ?? []),
       index_of_first_image: 0,
       infotexts: infoSeeds.map(text),
       styles: [],
       job_timestamp: task.timestamp,
-      // What was used: a model whose input has no clip_skip reads CLIP's last layer.
-      clip_skip: Object.hasOwn(inputProps, "clip_skip") ? clipSkip : 1,
+      // What was used: SDXL's encoders have no clip skip here (as in A1111, where it is ignored for SDXL).
+      clip_skip: clipApplied,
       is_using_inpainting_conditioning: false,
       version: `sdserve ${opts.version}`,
     };

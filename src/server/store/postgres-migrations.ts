@@ -90,4 +90,9 @@ CREATE INDEX uploads_expiry ON uploads (expires_at);
     name: "predictions.prompt_syntax (the API's prompt syntax, A1111's for /sdapi)",
     sql: "ALTER TABLE predictions ADD COLUMN prompt_syntax text;",
   },
+  {
+    version: 4,
+    name: "predictions.a1111_settings (an /sdapi call's hires fix and clip skip, JSON)",
+    sql: "ALTER TABLE predictions ADD COLUMN a1111_settings text;",
+  },
 ];

@@ -103,8 +103,8 @@ export class PostgresPredictionStore implements PredictionStore {
       await client.query(
         `INSERT INTO predictions (id, account, model, version, input, logs, output, error, status, data_removed,
            created_at, started_at, completed_at, webhook, webhook_events_filter, deadline, api_base, origin,
-           files_key, stream_key, attempts, prompt_syntax)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
+           files_key, stream_key, attempts, prompt_syntax, a1111_settings)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)`,
         [
           p.id,
           p.account,
@@ -128,6 +128,7 @@ export class PostgresPredictionStore implements PredictionStore {
           p.streamKey,
           p.attempts,
           p.promptSyntax ?? null,
+          p.a1111 ? JSON.stringify(p.a1111) : null,
         ],
       );
       await client.query("COMMIT");

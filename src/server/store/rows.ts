@@ -2,6 +2,7 @@
  * The predictions table as both SQL stores keep it: the same columns, with JSON in text
  * columns; only how a boolean is stored differs (SQLite 0/1, PostgreSQL boolean).
  */
+import type { A1111Settings } from "../models/model.js";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 import type { PredictionPatch, UploadRecord } from "./store.js";
 
@@ -28,6 +29,8 @@ export interface PredictionRow<Bool> {
   stream_key: string;
   attempts: number;
   prompt_syntax: string | null;
+  /** JSON of A1111Settings, or null. */
+  a1111_settings: string | null;
 }
 
 export function predictionFromRow<Bool>(r: PredictionRow<Bool>, toBool: (v: Bool) => boolean): PredictionRecord {
@@ -55,6 +58,7 @@ export function predictionFromRow<Bool>(r: PredictionRow<Bool>, toBool: (v: Bool
     streamKey: r.stream_key,
     attempts: r.attempts,
     ...(r.prompt_syntax === "a1111" ? { promptSyntax: "a1111" as const } : {}),
+    ...(r.a1111_settings ? { a1111: JSON.parse(r.a1111_settings) as A1111Settings } : {}),
   };
 }
 

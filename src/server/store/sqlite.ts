@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS predictions (
   files_key TEXT NOT NULL UNIQUE,
   stream_key TEXT NOT NULL UNIQUE,
   attempts INTEGER NOT NULL DEFAULT 0,
-  prompt_syntax TEXT
+  prompt_syntax TEXT,
+  a1111_settings TEXT
 );
 CREATE INDEX IF NOT EXISTS predictions_account_order ON predictions (account, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS predictions_unfinished ON predictions (status, created_at) WHERE status IN ('starting', 'processing');
@@ -111,6 +112,9 @@ export class SqlitePredictionStore implements PredictionStore {
     if (!columns.some((c) => c.name === "prompt_syntax")) {
       this.db.exec("ALTER TABLE predictions ADD COLUMN prompt_syntax TEXT");
     }
+    if (!columns.some((c) => c.name === "a1111_settings")) {
+      this.db.exec("ALTER TABLE predictions ADD COLUMN a1111_settings TEXT");
+    }
   }
 
   async insert(p: PredictionRecord, idempotencyKey?: string): Promise<PredictionRecord> {
@@ -152,10 +156,10 @@ export class SqlitePredictionStore implements PredictionStore {
     this.prepare(
       `INSERT INTO predictions (id, account, model, version, input, logs, output, error, status, data_removed,
            created_at, started_at, completed_at, webhook, webhook_events_filter, deadline, api_base, origin,
-           files_key, stream_key, attempts, prompt_syntax)
+           files_key, stream_key, attempts, prompt_syntax, a1111_settings)
          VALUES (@id, @account, @model, @version, @input, @logs, @output, @error, @status, @data_removed,
            @created_at, @started_at, @completed_at, @webhook, @webhook_events_filter, @deadline, @api_base, @origin,
-           @files_key, @stream_key, @attempts, @prompt_syntax)`,
+           @files_key, @stream_key, @attempts, @prompt_syntax, @a1111_settings)`,
     ).run({
       id: p.id,
       account: p.account,
@@ -179,6 +183,7 @@ export class SqlitePredictionStore implements PredictionStore {
       stream_key: p.streamKey,
       attempts: p.attempts,
       prompt_syntax: p.promptSyntax ?? null,
+      a1111_settings: p.a1111 ? JSON.stringify(p.a1111) : null,
     });
   }
 

@@ -1,0 +1,215 @@
+/**
+ * The /sdapi/v1 request and response schemas, written once: they drive validation (Fastify) and
+ * /openapi.json. Field names, types and defaults follow AUTOMATIC1111's modules/api/models.py and
+ * the processing classes it builds them from.
+ */
+
+import { MAX_PROMPT_LENGTH } from "../models/stable-diffusion.js";
+import type { JsonSchema } from "../schemas/json-schema.js";
+import type { RouteSchema } from "../schemas/openapi.js";
+import type { HiresBody } from "./hires.js";
+
+/** A1111's txt2img defaults (StableDiffusionProcessingTxt2Img and the API model). */
+export const TXT2IMG_DEFAULTS = {
+  prompt: "",
+  negative_prompt: "",
+  styles: [],
+  seed: -1,
+  subseed: -1,
+  subseed_strength: 0,
+  seed_resize_from_h: -1,
+  seed_resize_from_w: -1,
+  sampler_name: null,
+  scheduler: null,
+  batch_size: 1,
+  n_iter: 1,
+  steps: 50,
+  cfg_scale: 7.0,
+  width: 512,
+  height: 512,
+  restore_faces: null,
+  tiling: null,
+  do_not_save_samples: false,
+  do_not_save_grid: false,
+  eta: null,
+  denoising_strength: null,
+  s_min_uncond: null,
+  s_churn: null,
+  s_tmax: null,
+  s_tmin: null,
+  s_noise: null,
+  override_settings: null,
+  override_settings_restore_afterwards: true,
+  refiner_checkpoint: null,
+  refiner_switch_at: null,
+  disable_extra_networks: false,
+  firstpass_image: null,
+  comments: null,
+  enable_hr: false,
+  firstphase_width: 0,
+  firstphase_height: 0,
+  hr_scale: 2.0,
+  hr_upscaler: null,
+  hr_second_pass_steps: 0,
+  hr_resize_x: 0,
+  hr_resize_y: 0,
+  hr_checkpoint_name: null,
+  hr_sampler_name: null,
+  hr_scheduler: null,
+  hr_prompt: "",
+  hr_negative_prompt: "",
+  force_task_id: null,
+  sampler_index: "Euler",
+  script_name: null,
+  script_args: [],
+  send_images: true,
+  save_images: false,
+  alwayson_scripts: {},
+  infotext: null,
+} as const;
+
+/** More images than this in one call (batch_size × n_iter) is refused: each is a prediction. */
+export const MAX_IMAGES = 16;
+/** A1111 draws seeds below 2³² − 1 (random.randrange(4294967294)). */
+export const SEED_LIMIT = 4294967294;
+
+export const integer = (minimum: number, maximum: number): JsonSchema => ({ type: "integer", minimum, maximum });
+
+/**
+ * txt2img's request as far as it is read here (StableDiffusionTxt2ImgProcessingAPI's fields; A1111
+ * takes null for its optional fields, and so does this route; unknown keys are ignored). The
+ * model's own limits (sizes, prompt length) are checked against the model chosen.
+ */
+export const TXT2IMG_BODY: JsonSchema = {
+  type: "object",
+  properties: {
+    prompt: { type: "string" },
+    negative_prompt: { type: "string" },
+    seed: { ...integer(-1, SEED_LIMIT - 1), description: "-1: a random seed" },
+    subseed: { type: "integer", description: "Accepted; variation seeds are not made here" },
+    subseed_strength: { type: "number" },
+    sampler_name: { type: "string", description: "An A1111 sampler name, such as Euler a or DPM++ 2M" },
+    sampler_index: { type: "string", description: "The older name of sampler_name" },
+    scheduler: { type: "string", description: "Schedule type: Automatic" },
+    batch_size: integer(1, MAX_IMAGES),
+    n_iter: integer(1, MAX_IMAGES),
+    steps: integer(1, 500),
+    cfg_scale: { type: "number", minimum: 0, maximum: 100 },
+    width: integer(8, 16384),
+    height: integer(8, 16384),
+    denoising_strength: { type: "number", minimum: 0, maximum: 1 },
+    clip_skip: integer(1, 12),
+    send_images: { type: "boolean" },
+    save_images: { type: "boolean" },
+    override_settings: {
+      type: "object",
+      properties: {
+        sd_model_checkpoint: { type: "string" },
+        CLIP_stop_at_last_layers: integer(1, 12),
+        sd_vae: { type: "string" },
+      },
+    },
+    override_settings_restore_afterwards: { type: "boolean" },
+    enable_hr: { type: "boolean", description: "Hires fix: upscale the first pass, then an img2img pass" },
+    hr_scale: { type: "number", minimum: 1, maximum: 8, description: "Hires fix: the upscale factor" },
+    hr_upscaler: { type: "string", description: "Hires fix: a latent mode or a pixel upscaler (/upscalers)" },
+    hr_second_pass_steps: { ...integer(0, 500), description: "Hires fix: the second pass's steps; 0: steps" },
+    hr_resize_x: { ...integer(0, 16384), description: "Hires fix: the width to make instead of hr_scale" },
+    hr_resize_y: { ...integer(0, 16384), description: "Hires fix: the height to make instead of hr_scale" },
+    hr_sampler_name: { type: "string", description: "Hires fix: the second pass's sampler; default sampler_name" },
+    hr_scheduler: { type: "string", description: "Hires fix: the second pass's schedule type" },
+    hr_prompt: { type: "string", maxLength: MAX_PROMPT_LENGTH },
+    hr_negative_prompt: { type: "string", maxLength: MAX_PROMPT_LENGTH },
+    hr_checkpoint_name: { type: "string", description: "Hires fix: only the checkpoint of the first pass is served" },
+    firstphase_width: integer(0, 16384),
+    firstphase_height: integer(0, 16384),
+  },
+};
+
+export const TXT2IMG_RESPONSE: JsonSchema = {
+  type: "object",
+  required: ["images", "parameters", "info"],
+  properties: {
+    images: { type: "array", items: { type: "string", description: "A PNG, base64" } },
+    parameters: { type: "object", additionalProperties: true },
+    info: { type: "string", description: "JSON: seed, all_seeds, infotexts, …" },
+  },
+};
+export const ANY_OBJECT: JsonSchema = { type: "object", additionalProperties: true };
+export const list = (items: JsonSchema): JsonSchema => ({ type: "array", items });
+export const CHECKPOINT: JsonSchema = {
+  type: "object",
+  required: ["title", "model_name", "hash", "sha256", "filename", "config"],
+  properties: {
+    title: { type: "string" },
+    model_name: { type: "string" },
+    hash: { type: "string" },
+    sha256: { type: "string" },
+    filename: { type: "string" },
+    config: { type: "null" },
+  },
+};
+/** A1111's routes in /openapi.json: HTTP Basic (--api-auth) or a token. */
+export const doc = (summary: string, response: JsonSchema): RouteSchema => ({
+  summary,
+  security: [{ basicAuth: [] }, { bearerAuth: [] }],
+  response: { 200: response },
+});
+
+/** img2img's request: txt2img's, the pictures, and how the mask is read. */
+export const IMG2IMG_BODY: JsonSchema = {
+  ...TXT2IMG_BODY,
+  required: ["init_images"],
+  properties: {
+    ...TXT2IMG_BODY.properties,
+    init_images: {
+      type: "array",
+      items: { type: "string", description: "A picture: base64 or a data: URI (the first is used)" },
+    },
+    mask: { type: "string", description: "White = repaint; base64 or a data: URI" },
+    inpainting_mask_invert: { ...integer(0, 1), description: "1: black repaints" },
+    mask_blur: { ...integer(0, 64), description: "Gaussian blur of the mask (sigma, pixels): sets mask_blur_x and _y" },
+    mask_blur_x: integer(0, 64),
+    mask_blur_y: integer(0, 64),
+    resize_mode: {
+      ...integer(0, 3),
+      description: "0 just resize, 1 crop and resize, 2 resize and fill, 3 just resize (latent upscale)",
+    },
+    inpainting_fill: { ...integer(0, 3), description: "0 fill, 1 original, 2 latent noise, 3 latent nothing" },
+    inpaint_full_res: { type: "boolean", description: "Inpaint at width × height around the mask only" },
+    inpaint_full_res_padding: { ...integer(0, 256), description: "Pixels around the mask's box (inpaint_full_res)" },
+  },
+};
+
+export interface Img2ImgBody extends Txt2ImgBody {
+  init_images?: string[];
+  mask?: string;
+  inpainting_mask_invert?: number;
+  mask_blur?: number;
+  mask_blur_x?: number;
+  mask_blur_y?: number;
+  resize_mode?: number;
+  inpainting_fill?: number;
+  inpaint_full_res?: boolean;
+  inpaint_full_res_padding?: number;
+}
+
+export interface Txt2ImgBody extends HiresBody {
+  prompt?: string;
+  negative_prompt?: string;
+  seed?: number;
+  sampler_name?: string;
+  sampler_index?: string;
+  scheduler?: string;
+  batch_size?: number;
+  n_iter?: number;
+  steps?: number;
+  cfg_scale?: number;
+  width?: number;
+  height?: number;
+  denoising_strength?: number;
+  clip_skip?: number;
+  send_images?: boolean;
+  override_settings?: { sd_model_checkpoint?: string; CLIP_stop_at_last_layers?: number; sd_vae?: string };
+  override_settings_restore_afterwards?: boolean;
+}

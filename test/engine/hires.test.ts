@@ -1,0 +1,103 @@
+/**
+ * The hires fix (engine/hires.ts): A1111's second-pass schedule, then whole runs on a tiny model:
+ * the output size, the steps reported, the same seed giving the same picture, and the second
+ * pass being exactly "denoise from the upscaled latents" (checked against the pieces run by hand).
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { RequestError } from "../../src/engine/errors.js";
+import { generateHires, HIRES_UPSCALERS, hiresSchedule } from "../../src/engine/hires.js";
+import { interpolate } from "../../src/engine/latent-resize.js";
+import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
+import { modelDir } from "../helpers/fixtures.js";
+
+describe("hiresSchedule (A1111's setup_img2img_steps with steps given)", () => {
+  test("schedules int(steps / min(d, 0.999)) and runs exactly `steps`", () => {
+    assert.deepEqual(hiresSchedule(10, 0.5).total, 20);
+    assert.deepEqual(hiresSchedule(4, 0.7).total, 5); // int(5.71…)
+    assert.deepEqual(hiresSchedule(1, 1).total, 1); // int(1 / 0.999)
+    assert.deepEqual(hiresSchedule(20, 1).total, 20); // int(20.02…)
+    for (let steps = 1; steps <= 60; steps++) {
+      for (const d of [0.01, 0.1, 0.3, 0.33, 0.5, 0.7, 0.75, 0.9, 0.999, 1]) {
+        const { total, strength } = hiresSchedule(steps, d);
+        assert.ok(strength > 0 && strength <= 1);
+        assert.equal(Math.min(Math.floor(total * strength), total), steps, `steps ${steps}, d ${d}`);
+      }
+    }
+  });
+});
+
+describe("generateHires (tiny-sd2v, VAE factor 8)", () => {
+  let pipe: Pipeline;
+  before(async () => {
+    pipe = await loadPipeline(modelDir("tiny-sd2v"), { threads: 1 });
+  });
+  after(() => pipe.release());
+  const req = { prompt: "a cat", width: 32, height: 32, numInferenceSteps: 3, seed: 7, scheduler: "K_EULER" };
+
+  for (const upscaler of ["Latent", "Latent (bicubic antialiased)", "None"]) {
+    test(`${upscaler}: twice the size, both passes' steps reported, the same seed the same picture`, async () => {
+      const steps: [number, number][] = [];
+      const hires = { width: 64, height: 64, upscaler, steps: 2, denoisingStrength: 0.5 };
+      const a = await generateHires(pipe, req, hires, { onStep: (e) => void steps.push([e.step, e.total]) });
+      assert.deepEqual([a.images[0]?.width, a.images[0]?.height], [64, 64]);
+      assert.deepEqual(steps, [
+        [1, 5],
+        [2, 5],
+        [3, 5],
+        [4, 5],
+        [5, 5],
+      ]);
+      assert.deepEqual(a.parameters.extra, [
+        ["Denoising strength", 0.5],
+        ["Hires steps", 2],
+        ["Hires upscaler", upscaler],
+      ]);
+      const b = await generateHires(pipe, req, hires);
+      assert.deepEqual(b.images[0]?.data, a.images[0]?.data);
+    });
+  }
+
+  test("the second pass is a denoise from the interpolated latents with the seed's first draw", async () => {
+    const hires = { width: 48, height: 64, upscaler: "Latent (nearest)", steps: 2, denoisingStrength: 0.6 };
+    const got = await generateHires(pipe, req, hires);
+    const first = await pipe.denoise(req);
+    const { total, strength } = hiresSchedule(2, 0.6);
+    const want = await pipe.generate({
+      ...req,
+      width: 48,
+      height: 64,
+      numInferenceSteps: total,
+      strength,
+      initLatents: interpolate(first.latents, 8, 6, { mode: "nearest" }),
+    });
+    assert.deepEqual([got.images[0]?.width, got.images[0]?.height], [48, 64]);
+    assert.deepEqual(got.latents.data, want.latents.data);
+  });
+
+  test("a crop (hr_resize_x and _y both given) cuts the latents", async () => {
+    const hires = { width: 64, height: 64, cropX: 16, cropY: 0, upscaler: "Latent", steps: 1, denoisingStrength: 0.5 };
+    const r = await generateHires(pipe, req, hires);
+    assert.deepEqual([r.images[0]?.width, r.images[0]?.height], [48, 64]);
+  });
+
+  test("bad settings are RequestErrors before any step", async () => {
+    const good = { width: 64, height: 64, upscaler: "Latent", steps: 1, denoisingStrength: 0.5 };
+    let stepped = false;
+    const onStep = () => {
+      stepped = true;
+    };
+    for (const bad of [
+      { upscaler: "ESRGAN_4x" },
+      { width: 4 },
+      { steps: 0 },
+      { denoisingStrength: 0 },
+      { denoisingStrength: 1.5 },
+      { cropX: -1 },
+    ]) {
+      await assert.rejects(generateHires(pipe, req, { ...good, ...bad }, { onStep }), RequestError);
+    }
+    assert.equal(stepped, false);
+    assert.ok(HIRES_UPSCALERS.includes("None") && HIRES_UPSCALERS.includes("Latent (nearest-exact)"));
+  });
+});
