@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
+import { writeSafetensors } from "../src/engine/weights/safetensors-writer.js";
 import {
   CatalogError,
   fewStepKind,
@@ -362,6 +363,26 @@ describe("SDXL models", () => {
       modelSpec("stability-ai/stable-diffusion", "stabilityai/stable-diffusion-2-1").version,
       STABLE_DIFFUSION_VERSION,
     );
+  });
+
+  test("an SDXL single-file checkpoint is SDXL (told from its keys); an SD 1.x one and an unreadable file are not", async () => {
+    const bias = (name: string) => ({ name, dtype: "F32" as const, shape: [2], data: new Float32Array(2) });
+    const xlFile = path.join(tmp, "xl.safetensors");
+    await writeSafetensors(xlFile, [
+      bias("model.diffusion_model.out.2.bias"),
+      bias("conditioner.embedders.1.model.ln_final.bias"),
+    ]);
+    const sdFile = path.join(tmp, "sd.safetensors");
+    await writeSafetensors(sdFile, [
+      bias("model.diffusion_model.out.2.bias"),
+      bias("cond_stage_model.transformer.text_model.final_layer_norm.bias"),
+    ]);
+    const broken = path.join(tmp, "broken.safetensors");
+    writeFileSync(broken, Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]));
+    assert.equal(modelSpec("me/xl", xlFile).family, "sdxl");
+    assert.equal(modelCatalog({ model: xlFile })[0]?.name, "stability-ai/sdxl");
+    assert.equal(modelSpec("me/sd", sdFile).family, undefined);
+    assert.equal(modelSpec("me/broken", broken).family, undefined);
   });
 
   test("SDXL defaults take SDXL's sizes, schedulers and guidance; SD's stay as they were", () => {

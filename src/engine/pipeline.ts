@@ -402,15 +402,9 @@ export class Pipeline {
     const sdxl = isSdxlFolder(folder)
       ? await SdxlConditioner.load(folder, { tokenizer, encoder: textEncoder }, opts, {
           lowRank: lowRank ? (p) => isLoraTarget("text_encoder_2", p) : undefined,
+          embeddings: (opts.embeddings?.length ?? 0) > 0,
         })
       : undefined;
-    if (sdxl && (opts.embeddings?.length ?? 0) > 0) {
-      // embeddings.ts knows SD's one text encoder, not SDXL's two.
-      await Promise.all([textEncoder.session.release(), sdxl.release()]);
-      throw new ModelError("textual-inversion embeddings are not supported on SDXL yet", {
-        file: `${folder.dir}/model_index.json`,
-      });
-    }
     if (sdxl && ((opts.promptSyntax ?? "diffusers") !== "diffusers" || (opts.clipSkip ?? 1) !== 1)) {
       // As promptOptions refuses per request: sdxl.ts knows diffusers' prompt rules only.
       await Promise.all([textEncoder.session.release(), sdxl.release()]);
@@ -469,13 +463,25 @@ export class Pipeline {
     const pipeline = new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer, sdxl, opts);
     if (opts.embeddings && opts.embeddings.length > 0) {
       try {
-        const embeddings = await loadEmbeddings(opts.embeddings, textEncoder.hiddenSize);
-        pipeline.embeddingPlacer = new EmbeddingPlacer(
-          tokenizer,
-          embeddings,
-          textEncoder.vocabSize,
-          textEncoder.hiddenSize,
-        );
+        if (sdxl) {
+          // SDXL's two-encoder form: CLIP ViT-L takes each file's clip_l vectors, OpenCLIP its
+          // clip_g (the refiner has only the latter).
+          const placers: EmbeddingPlacer[] = [];
+          for (const { tokenizer: tok, encoder } of sdxl.encoders) {
+            const part = encoder.projectionDim === null ? "clip_l" : "clip_g";
+            const embeddings = await loadEmbeddings(opts.embeddings, encoder.hiddenSize, part);
+            placers.push(new EmbeddingPlacer(tok, embeddings, encoder.vocabSize, encoder.hiddenSize));
+          }
+          sdxl.placers = placers;
+        } else {
+          const embeddings = await loadEmbeddings(opts.embeddings, textEncoder.hiddenSize);
+          pipeline.embeddingPlacer = new EmbeddingPlacer(
+            tokenizer,
+            embeddings,
+            textEncoder.vocabSize,
+            textEncoder.hiddenSize,
+          );
+        }
       } catch (err) {
         await pipeline.release();
         throw err;

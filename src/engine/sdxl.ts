@@ -15,6 +15,7 @@
  * - the expert ensemble (diffusers' `denoising_end` / `denoising_start`): the base stops at a
  *   fraction of the schedule, the refiner takes its latents and runs the rest.
  */
+import type { EmbeddingPlacer } from "./embeddings.js";
 import { ModelError, RequestError } from "./errors.js";
 import type { AddedConditions, TensorF32 } from "./networks.js";
 import { TextEncoder } from "./networks.js";
@@ -89,6 +90,12 @@ export class SdxlConditioner {
   ) {}
 
   /**
+   * Textual-inversion embeddings, one placer per encoder (in `encoders`' order): each places its
+   * encoder's vectors (clip_l, clip_g) where a prompt names the embedding.
+   */
+  placers?: readonly EmbeddingPlacer[];
+
+  /**
    * The pipeline's text encoders and tokenizers in diffusers' order. `first` is the pipeline's
    * already-loaded first encoder (folder.textEncoder), so it is not loaded twice. `adapters.lowRank`:
    * the second encoder's layers that take LoRA factors as inputs (TextEncoder.load).
@@ -97,11 +104,11 @@ export class SdxlConditioner {
     folder: ModelFolder,
     first: { tokenizer: ClipTokenizer; encoder: TextEncoder },
     opts: RuntimeOptions,
-    adapters: { lowRank?: (prefix: string) => boolean } = {},
+    adapters: { lowRank?: (prefix: string) => boolean; embeddings?: boolean } = {},
   ): Promise<SdxlConditioner> {
     const encoders = [first];
     if (folder.textEncoder2) {
-      const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizer2Dir as string);
+      const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizer2Dir as string, folder.tokenizerVocabDir);
       encoders.push({ tokenizer, encoder: await TextEncoder.load(folder.textEncoder2, opts, adapters) });
     }
     const last = encoders[encoders.length - 1] as { encoder: TextEncoder };
@@ -136,12 +143,15 @@ export class SdxlConditioner {
     const parts: TensorF32[] = [];
     let pooled: TensorF32 | undefined;
     for (const [i, { tokenizer, encoder }] of this.encoders.entries()) {
-      const ids = texts.map((t) => tokenizer.encode(t).inputIds);
+      const placer = this.placers?.[i];
+      const { ids, feeds } = placer
+        ? placer.encode(texts)
+        : { ids: texts.map((t) => tokenizer.encode(t).inputIds), feeds: {} };
       const last = i === this.encoders.length - 1;
       const out = await encoder.outputs(
         ids,
         last ? ["penultimate_hidden_state", "text_embeds"] : ["penultimate_hidden_state"],
-        adapters[i],
+        { ...feeds, ...adapters[i] },
       );
       parts.push(out["penultimate_hidden_state"] as TensorF32);
       if (last) pooled = out["text_embeds"];
