@@ -144,7 +144,7 @@ interface Call {
 /** The account setting that holds its checkpoint (the served model's owner/name). */
 const CHECKPOINT_SETTING = "a1111.sd_model_checkpoint";
 /** How many of the account's newest predictions are searched for its calls in flight. */
-const CALL_SEARCH = 4 * MAX_IMAGES;
+const CALL_SEARCH = 2 * MAX_IMAGES;
 /** The last step line of a prediction's logs (the progress bar: "| 3/20 ["). */
 const STEP_LINE = /\|\s*(\d+)\/(\d+)\s*\[/g;
 
