@@ -5,12 +5,13 @@
  * per-step price of LoRA support (the same UNet built with LoRA factors as inputs, at rank 0
  * and with a LoRA applied) against the plain UNet; and peak RSS with several LoRAs in rotation.
  *
- *   npx tsx bench/lora-switch.ts [--model sd-1.5] [--rank 32] [--loras 3] [--runs 3] [--warmup 1]
+ *   npx tsx bench/lora-switch.ts [--model sd-1.5|sdxl] [--rank 32] [--loras 3] [--runs 3] [--warmup 1]
  *     [--targets attention|all] [--threads N] [--json] [--cache DIR] [--optimized-cache on|off|DIR]
  *
  * Targets: UNet attention q/k/v/out, feed-forward and proj_in/proj_out (lora.ts); with
  * `--targets all` also the ResNet convolutions, time projections and samplers (LoCon,
- * LCM-LoRA). Random rank-r kohya LoRAs written once into the cache. Batch 2 (classifier-free guidance), 77 tokens.
+ * LCM-LoRA). Random rank-r kohya LoRAs written once into the cache. Batch 2 (classifier-free guidance), 77 tokens;
+ * an SDXL UNet (addition_embed_type "text_time") also gets its pooled text embedding and time ids.
  */
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
@@ -118,7 +119,22 @@ for (let n = 0; n < loraCount; n++) {
 const sample = noiseTensor([2, 4, latent, latent], 1);
 const context = noiseTensor([2, 77, crossDim], 2);
 const zero = loraFeeds(unet.lowRankTargets, "unet", []);
-const step = (u: UNet, feeds: Feeds) => () => u.run(sample, 500, context, undefined, feeds);
+// SDXL's added conditions: the pooled text embedding and six time ids per batch item.
+const timeIdDim = unetConfig["addition_time_embed_dim"] as number | undefined;
+const added =
+  unetConfig["addition_embed_type"] === "text_time" && timeIdDim !== undefined
+    ? {
+        textEmbeds: noiseTensor(
+          [2, (unetConfig["projection_class_embeddings_input_dim"] as number) - 6 * timeIdDim],
+          3,
+        ),
+        timeIds: {
+          data: Float32Array.from({ length: 12 }, (_, i) => [1024, 1024, 0, 0, 1024, 1024][i % 6] as number),
+          shape: [2, 6],
+        },
+      }
+    : undefined;
+const step = (u: UNet, feeds: Feeds) => () => u.run(sample, 500, context, undefined, feeds, added);
 
 // Switching: a file's first use reads and checks it; later uses find it loaded.
 const loaded: LoadedLora[] = [];
@@ -156,7 +172,14 @@ report.emit(
 let turn = 0;
 const rotation = await timeRuns(async () => {
   const lora = loaded[turn++ % loaded.length] as LoadedLora;
-  await unet.run(sample, 500, context, undefined, loraFeeds(unet.lowRankTargets, "unet", [{ lora, scale: 0.8 }]));
+  await unet.run(
+    sample,
+    500,
+    context,
+    undefined,
+    loraFeeds(unet.lowRankTargets, "unet", [{ lora, scale: 0.8 }]),
+    added,
+  );
 }, runs);
 report.emit(...timedFigure("unet_step_rotation", `step + switch, ${loraCount} LoRAs in turn`, rotation));
 const rssLora = peakRssBytes();

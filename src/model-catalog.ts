@@ -34,9 +34,9 @@
  * Euler), else Replicate's for stability-ai/stable-diffusion, else 512 px and 50 steps.
  *
  * SDXL: a model is SDXL when it is named stability-ai/sdxl, has a "refiner", or its weights are
- * an SDXL folder (model_index.json) or a known SDXL hub id; it is served with Replicate's
- * stability-ai/sdxl schema and defaults (1024², 50 steps, guidance 7.5, K_EULER; SDXL-Turbo's
- * few-step ones for it). `--model` with SDXL weights serves them as stability-ai/sdxl. "refiner"
+ * an SDXL folder (model_index.json), an SDXL single-file checkpoint (its keys) or a known SDXL
+ * hub id; it is served with Replicate's stability-ai/sdxl schema and defaults (1024², 50 steps,
+ * guidance 7.5, K_EULER; SDXL-Turbo's few-step ones for it). `--model` with SDXL weights serves them as stability-ai/sdxl. "refiner"
  * names the weights of Replicate's `refine` modes (loaded on the first prediction that refines).
  */
 import { createHash } from "node:crypto";
@@ -44,6 +44,7 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parseHubId } from "./engine/hub/repo-id.js";
 import { TINY_RANDOM } from "./engine/tiny-random.js";
+import { isCheckpointFile, isSdxlCheckpointFile } from "./engine/weights/single-file.js";
 
 export class CatalogError extends Error {
   override readonly name = "CatalogError";
@@ -230,9 +231,23 @@ export interface ModelEngineOptions {
    * model whose own syntax stays diffusers', for requests that ask for a1111 (the /sdapi routes).
    */
   loraDir?: string;
+  /**
+   * "replicate_weights": false turns off SDXL's per-request LoRAs (the input then is a 422) and
+   * the LoRA inputs of the base's graphs with it, which every step pays for (default true).
+   */
+  replicateWeights?: boolean;
 }
 
-const ENGINE_FIELDS = ["config", "vae", "loras", "embeddings_dir", "prompt_syntax", "clip_skip", "lora_dir"];
+const ENGINE_FIELDS = [
+  "config",
+  "vae",
+  "loras",
+  "embeddings_dir",
+  "prompt_syntax",
+  "clip_skip",
+  "lora_dir",
+  "replicate_weights",
+];
 
 const MODEL_NAME = /^[a-z0-9][a-z0-9_.-]*\/[a-z0-9][a-z0-9_.-]*$/i;
 
@@ -362,11 +377,15 @@ function normalizeWeights(weights: string, baseDir: string): string {
   return local ? path.resolve(baseDir, weights) : weights;
 }
 
-/** Whether weights are SDXL: a known hub id, or a folder whose model_index.json names an SDXL pipeline. */
+/**
+ * Whether weights are SDXL: a known hub id, a folder whose model_index.json names an SDXL
+ * pipeline, or a single-file checkpoint with SDXL's keys.
+ */
 export function isSdxlWeights(weights: string): boolean {
   const hub = parseHubId(weights);
   if (hub && !isLocal(weights) && SDXL_HUB_IDS.has(hub.repo)) return true;
   if (!path.isAbsolute(weights)) return false;
+  if (isCheckpointFile(weights)) return isSdxlCheckpointFile(weights);
   try {
     const index = JSON.parse(readFileSync(path.join(weights, "model_index.json"), "utf8")) as { _class_name?: unknown };
     return typeof index._class_name === "string" && index._class_name.startsWith("StableDiffusionXL");
@@ -645,6 +664,12 @@ function engineOptions(where: string, entry: Record<string, unknown>, baseDir: s
       throw new CatalogError(`${where}.prompt_syntax: must be "diffusers" or "a1111"`);
     }
     out.promptSyntax = syntax;
+  }
+  const replicateWeights = entry["replicate_weights"];
+  if (replicateWeights !== undefined) {
+    if (typeof replicateWeights !== "boolean")
+      throw new CatalogError(`${where}.replicate_weights: must be true or false`);
+    out.replicateWeights = replicateWeights;
   }
   const clipSkip = entry["clip_skip"];
   if (clipSkip !== undefined) {

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
+import { writeSafetensors } from "../src/engine/weights/safetensors-writer.js";
 import {
   CatalogError,
   fewStepKind,
@@ -364,6 +365,26 @@ describe("SDXL models", () => {
     );
   });
 
+  test("an SDXL single-file checkpoint is SDXL (told from its keys); an SD 1.x one and an unreadable file are not", async () => {
+    const bias = (name: string) => ({ name, dtype: "F32" as const, shape: [2], data: new Float32Array(2) });
+    const xlFile = path.join(tmp, "xl.safetensors");
+    await writeSafetensors(xlFile, [
+      bias("model.diffusion_model.out.2.bias"),
+      bias("conditioner.embedders.1.model.ln_final.bias"),
+    ]);
+    const sdFile = path.join(tmp, "sd.safetensors");
+    await writeSafetensors(sdFile, [
+      bias("model.diffusion_model.out.2.bias"),
+      bias("cond_stage_model.transformer.text_model.final_layer_norm.bias"),
+    ]);
+    const broken = path.join(tmp, "broken.safetensors");
+    writeFileSync(broken, Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]));
+    assert.equal(modelSpec("me/xl", xlFile).family, "sdxl");
+    assert.equal(modelCatalog({ model: xlFile })[0]?.name, "stability-ai/sdxl");
+    assert.equal(modelSpec("me/sd", sdFile).family, undefined);
+    assert.equal(modelSpec("me/broken", broken).family, undefined);
+  });
+
   test("SDXL defaults take SDXL's sizes, schedulers and guidance; SD's stay as they were", () => {
     const xl = (defaults: unknown) => modelSpec("stability-ai/sdxl", sdxlFolder, { defaults });
     assert.equal(xl({ width: 1152, height: 896, scheduler: "HeunDiscrete", guidance_scale: 30 }).defaults.width, 1152);
@@ -385,6 +406,32 @@ describe("SDXL models", () => {
       /refiner: a refiner goes with SDXL weights/,
     );
     assert.throws(() => modelSpec("stability-ai/sdxl", modelDir("tiny-sd1"), { refiner: "/r" }), /is not SDXL/);
+  });
+
+  test('"replicate_weights": false turns off per-request LoRAs: a 422 naming the setting, a version of its own', async () => {
+    const { StableDiffusionAdapter } = await import("../src/server/models/stable-diffusion.js");
+    const file = modelsFile({
+      models: {
+        "stability-ai/sdxl": { weights: sdxlFolder, replicate_weights: false },
+        "me/xl": { weights: sdxlFolder },
+      },
+    });
+    const [off, on] = readModelsFile(file) as [ModelSpec, ModelSpec];
+    assert.equal(off.engine.replicateWeights, false);
+    assert.notEqual(off.version, modelSpec("stability-ai/sdxl", sdxlFolder).version);
+    const input = { prompt: "x", replicate_weights: "https://example.com/lora.tar" };
+    const offAdapter = new StableDiffusionAdapter({ spec: off });
+    assert.deepEqual(offAdapter.weightsInputs, []);
+    assert.deepEqual(
+      offAdapter.validateInput(input).map((f) => f.field),
+      ["input.replicate_weights"],
+    );
+    assert.match(offAdapter.validateInput(input)[0]?.description ?? "", /"replicate_weights": false/);
+    const onAdapter = new StableDiffusionAdapter({ spec: on });
+    assert.deepEqual(onAdapter.weightsInputs, ["replicate_weights"]);
+    assert.deepEqual(onAdapter.validateInput(input), []);
+    const bad = modelsFile({ models: { "stability-ai/sdxl": { weights: sdxlFolder, replicate_weights: "no" } } });
+    assert.throws(() => readModelsFile(bad), /replicate_weights: must be true or false/);
   });
 
   test("a refiner that is not a non-empty string is refused, naming the field", () => {

@@ -17,17 +17,19 @@ export const GENERATE_HELP = `Usage: sdserve generate "prompt" --model <folder|f
 
 Options:
   --model <source>          a diffusers-format Stable Diffusion folder (SD 1.x / 2.x, or SDXL, told
-                            from model_index.json); a single-file checkpoint
-                            (model.safetensors in the original SD 1.x / 2.x layout); a Hugging Face
+                            from model_index.json); a single-file checkpoint (model.safetensors
+                            in the original SD 1.x / 2.x or SDXL layout); a Hugging Face
                             model id (owner/name[@revision], downloaded into the Hugging Face cache
                             on first use, see sdserve models --help); or tiny-random (a small
                             random-weight model built on the spot, to try things offline)
   --config <folder>         for a single-file checkpoint: a diffusers folder whose configs, scheduler
-                            and tokenizer describe it (default: the published SD 1.5 / 2.1 configs)
+                            and tokenizer describe it (default: the published SD 1.5 / 2.1 /
+                            SDXL base or refiner configs)
   --prediction-type <type>  epsilon, v_prediction or sample, overriding the model's (an SD 2.x
                             single file is taken as v-prediction, as diffusers does)
-  --embeddings-dir <path>   a folder of textual-inversion embeddings (.safetensors; or one file),
-                            used by writing an embedding's file name in a prompt; repeatable
+  --embeddings-dir <path>   a folder of textual-inversion embeddings (.safetensors; or one file;
+                            SDXL: the clip_l / clip_g form), used by writing an embedding's file
+                            name in a prompt; repeatable
   --lora <file[:scale]>     a LoRA (.safetensors, kohya/A1111 or diffusers/PEFT layout) at a scale
                             (default 1); repeat for several
   --lora-dir <folder>       where <lora:NAME:SCALE> prompt tags find NAME.safetensors (subfolders

@@ -25,7 +25,7 @@ Usage:
   sdserve --help | --version
 
 A model is a diffusers-format folder (SD 1.x, 2.x or SDXL), a single-file .safetensors checkpoint
-(SD 1.x / 2.x), a Hugging Face model id (owner/name[@revision], downloaded into the Hugging Face
+(SD 1.x, 2.x or SDXL), a Hugging Face model id (owner/name[@revision], downloaded into the Hugging Face
 cache on first use), or tiny-random (made on the spot).
 Run "sdserve serve --help", "sdserve worker --help", "sdserve generate --help" or
 "sdserve models --help" for options.

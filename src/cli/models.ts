@@ -17,7 +17,7 @@ import { listLoraFiles } from "../engine/lora-dir.js";
 import { TINY_RANDOM } from "../engine/tiny-random.js";
 import type { WeightsVariant } from "../engine/weights/model-folder.js";
 import { readSafetensors } from "../engine/weights/safetensors.js";
-import { detectFamily, isCheckpointFile } from "../engine/weights/single-file.js";
+import { detectFamily, FAMILY_NAMES, isCheckpointFile } from "../engine/weights/single-file.js";
 import { CatalogError, type ModelSpec, modelCatalog } from "../model-catalog.js";
 import { DownloadProgress } from "./download-progress.js";
 import { UsageError } from "./generate.js";
@@ -223,7 +223,7 @@ async function weightsState(m: ModelSpec, settings: HubSettings): Promise<string
 async function singleFileState(file: string): Promise<string> {
   try {
     const st = await readSafetensors(file);
-    const family = detectFamily(file, st.tensors) === "sd1" ? "SD 1.x" : "SD 2.x";
+    const family = FAMILY_NAMES[detectFamily(file, st.tensors)];
     return `single-file checkpoint, ${family}, ${formatBytes((await stat(file)).size)}`;
   } catch (err) {
     return `unusable: ${(err as Error).message}`;
@@ -242,6 +242,7 @@ async function engineLines(m: ModelSpec): Promise<string[]> {
     lines.push(`prompt syntax: ${e.promptSyntax ?? "diffusers"}${e.clipSkip ? `, clip skip ${e.clipSkip}` : ""}`);
   }
   if (e.loraDir) lines.push(`LoRA folder: ${e.loraDir} (${await loraSummary(e.loraDir)})`);
+  if (e.replicateWeights === false) lines.push("replicate_weights: off (no LoRAs per request)");
   return lines;
 }
 
@@ -269,6 +270,14 @@ async function embeddingFiles(dir: string): Promise<string[] | string> {
     try {
       const st = await readSafetensors(path.join(dir, name));
       const keys = [...st.tensors.keys()];
+      const [l, g] = [st.tensors.get("clip_l"), st.tensors.get("clip_g")];
+      if (l && g) {
+        // SDXL's two-encoder form.
+        out.push(
+          `${stem}  ${g.shape[0]} vector(s) of width ${l.shape.at(-1)} (clip_l) + ${g.shape.at(-1)} (clip_g), SDXL`,
+        );
+        continue;
+      }
       const key = keys.includes("emb_params") ? "emb_params" : keys.length === 1 ? (keys[0] as string) : undefined;
       const t = key === undefined ? undefined : st.tensors.get(key);
       if (!t) {
@@ -296,7 +305,11 @@ async function listCommand(
     process.stdout.write(
       `  ${m.name.padEnd(36)} ${m.version.slice(0, 12)}  ${weights}  ${await weightsState(m, settings)}\n`,
     );
-    for (const line of await engineLines(m)) process.stdout.write(`      ${line}\n`);
+    const lines = await engineLines(m);
+    if (m.refiner !== undefined) {
+      lines.unshift(`refiner: ${m.refiner}  ${await weightsState({ ...m, weights: m.refiner }, settings)}`);
+    }
+    for (const line of lines) process.stdout.write(`      ${line}\n`);
   }
   if (folders.loraDir !== undefined) {
     process.stdout.write(`LoRAs in ${folders.loraDir} (<lora:NAME:SCALE>):\n`);

@@ -10,7 +10,10 @@
  * Files (`.safetensors` only): AUTOMATIC1111's layout (`emb_params` [n, width]) or diffusers'
  * (one tensor named after its token, [width] or [n, width]). The name is the file's name without
  * `.safetensors` (A1111), and also the diffusers token when that differs. SDXL's two-encoder form
- * (`clip_l` / `clip_g`) and vectors of another width are refused by name.
+ * (`clip_l` [n, 768] for CLIP ViT-L and `clip_g` [n, 1280] for OpenCLIP bigG, as A1111 and
+ * diffusers' SDXL textual inversion write them) is loaded once per encoder (`part`): each encoder
+ * gets its own vectors at the same places. A file of the other form, or vectors of another width,
+ * is an error naming the file.
  */
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
@@ -33,7 +36,12 @@ export interface Embedding {
 /** At most this many vectors per embedding (A1111 trains 1–75; more could not fit a prompt). */
 const MAX_VECTORS = 75;
 
-export async function loadEmbedding(file: string, width: number): Promise<Embedding> {
+/** SDXL's two-encoder embeddings: the tensor for each text encoder, in the pipeline's order. */
+export const SDXL_EMBEDDING_PARTS = ["clip_l", "clip_g"] as const;
+export type EmbeddingPart = (typeof SDXL_EMBEDDING_PARTS)[number];
+
+/** Loads one embedding for a text encoder `width` wide; `part`: the SDXL tensor for that encoder. */
+export async function loadEmbedding(file: string, width: number, part?: EmbeddingPart): Promise<Embedding> {
   if (PICKLE_EXTENSIONS.some((e) => file.toLowerCase().endsWith(e))) {
     throw new ModelError(
       "is a PyTorch pickle embedding, which sdserve does not read (loading a pickle can run arbitrary code); " +
@@ -41,27 +49,63 @@ export async function loadEmbedding(file: string, width: number): Promise<Embedd
       { file },
     );
   }
-  const { key, tensor: t, count, width: wide } = await embeddingTensor(file);
+  const { key, tensor: t, count, width: wide } = await embeddingTensor(file, part);
   if (wide !== width) {
     throw new ModelError(
-      `holds vectors ${wide} wide, but this model's text encoder takes ${width} (an embedding for another model family)`,
+      part
+        ? `holds ${part} vectors ${wide} wide, but this model's ${part === "clip_l" ? "CLIP ViT-L" : "OpenCLIP"} text encoder takes ${width} (an embedding for another model family)`
+        : `holds vectors ${wide} wide, but this model's text encoder takes ${width} (an embedding for another model family)`,
       { file },
     );
   }
   const vectors = await readTensor(t);
   if (!vectors.every(Number.isFinite)) throw new ModelError("holds NaN or infinite values", { file });
   const stem = path.basename(file).replace(/\.safetensors$/i, "");
-  const names = key === "emb_params" || key === stem ? [stem] : [stem, key];
+  const names = part || key === "emb_params" || key === stem ? [stem] : [stem, key];
   return { names, file, vectors, count };
 }
 
-/** The tensor of an embedding file, from its header alone (nothing else is read). */
+/** An embedding tensor's vector count and width, or an error naming the file. */
+function vectorShape(file: string, key: string, t: TensorInfo): { count: number; width: number } {
+  const shape = t.shape.length === 1 ? [1, t.shape[0] as number] : t.shape;
+  if (shape.length !== 2 || (shape[0] as number) < 1 || (shape[0] as number) > MAX_VECTORS) {
+    throw new ModelError(`${key} has shape [${t.shape.join(", ")}]; expected [vectors (1–${MAX_VECTORS}), width]`, {
+      file,
+    });
+  }
+  return { count: shape[0] as number, width: shape[1] as number };
+}
+
+/**
+ * The tensor of an embedding file, from its header alone (nothing else is read): SD 1.x / 2.x's
+ * one tensor, or with `part` that tensor of SDXL's pair (whose vector counts must agree).
+ */
 async function embeddingTensor(
   file: string,
+  part?: EmbeddingPart,
 ): Promise<{ key: string; tensor: TensorInfo; count: number; width: number }> {
   const st = await readSafetensors(file);
   const keys = [...st.tensors.keys()];
-  if (keys.includes("clip_l") || keys.includes("clip_g")) {
+  const sdxl = SDXL_EMBEDDING_PARTS.some((p) => keys.includes(p));
+  if (part !== undefined) {
+    const [l, g] = SDXL_EMBEDDING_PARTS.map((p) => st.tensors.get(p));
+    if (!l || !g) {
+      throw new ModelError(
+        sdxl
+          ? `is an SDXL embedding with only ${l ? "clip_l" : "clip_g"}: SDXL takes vectors for both text encoders (clip_l and clip_g)`
+          : "is a one-encoder (SD 1.x / 2.x) embedding; an SDXL model needs SDXL's two-encoder form (clip_l and clip_g vectors)",
+        { file },
+      );
+    }
+    const [cl, cg] = [vectorShape(file, "clip_l", l), vectorShape(file, "clip_g", g)];
+    if (cl.count !== cg.count) {
+      throw new ModelError(`has ${cl.count} clip_l vectors but ${cg.count} clip_g vectors; they must be pairs`, {
+        file,
+      });
+    }
+    return part === "clip_l" ? { key: part, tensor: l, ...cl } : { key: part, tensor: g, ...cg };
+  }
+  if (sdxl) {
     throw new ModelError("is an SDXL embedding (clip_l / clip_g vectors); this model has one text encoder", { file });
   }
   const key = keys.includes("emb_params") ? "emb_params" : keys.length === 1 ? (keys[0] as string) : undefined;
@@ -73,13 +117,7 @@ async function embeddingTensor(
     );
   }
   const t = st.tensors.get(key)!;
-  const shape = t.shape.length === 1 ? [1, t.shape[0] as number] : t.shape;
-  if (shape.length !== 2 || (shape[0] as number) < 1 || (shape[0] as number) > MAX_VECTORS) {
-    throw new ModelError(`${key} has shape [${t.shape.join(", ")}]; expected [vectors (1–${MAX_VECTORS}), width]`, {
-      file,
-    });
-  }
-  return { key, tensor: t, count: shape[0] as number, width: shape[1] as number };
+  return { key, tensor: t, ...vectorShape(file, key, t) };
 }
 
 export interface EmbeddingFile {
@@ -87,7 +125,10 @@ export interface EmbeddingFile {
   name: string;
   file: string;
   vectors: number;
+  /** The vectors' width (SDXL's two-encoder form: clip_g's, the last encoder's). */
   width: number;
+  /** SDXL's two-encoder form: clip_l's width. */
+  clipLWidth?: number;
 }
 
 /**
@@ -101,8 +142,14 @@ export async function listEmbeddingFiles(dir: string): Promise<EmbeddingFile[]> 
   const out: EmbeddingFile[] = [];
   for (const n of names) {
     const file = path.join(dir, n);
+    const name = n.slice(0, -".safetensors".length);
     const e = await embeddingTensor(file).catch(() => undefined);
-    if (e) out.push({ name: n.slice(0, -".safetensors".length), file, vectors: e.count, width: e.width });
+    if (e) {
+      out.push({ name, file, vectors: e.count, width: e.width });
+      continue;
+    }
+    const [l, g] = await Promise.all(SDXL_EMBEDDING_PARTS.map((p) => embeddingTensor(file, p).catch(() => undefined)));
+    if (l && g) out.push({ name, file, vectors: g.count, width: g.width, clipLWidth: l.width });
   }
   return out;
 }
@@ -111,7 +158,11 @@ export async function listEmbeddingFiles(dir: string): Promise<EmbeddingFile[]> 
  * Loads embedding files, and every `.safetensors` file in the folders given. A file that cannot
  * be used is an error naming it; two embeddings under one name are too.
  */
-export async function loadEmbeddings(sources: readonly string[], width: number): Promise<Embedding[]> {
+export async function loadEmbeddings(
+  sources: readonly string[],
+  width: number,
+  part?: EmbeddingPart,
+): Promise<Embedding[]> {
   const files: string[] = [];
   for (const source of sources) {
     const st = await stat(source).catch(() => undefined);
@@ -124,7 +175,7 @@ export async function loadEmbeddings(sources: readonly string[], width: number):
   const out: Embedding[] = [];
   const seen = new Map<string, string>();
   for (const file of files) {
-    const e = await loadEmbedding(file, width);
+    const e = await loadEmbedding(file, width, part);
     for (const name of e.names) {
       const other = seen.get(name);
       if (other) throw new ModelError(`embedding name "${name}" is also the name of ${other}`, { file });

@@ -4,11 +4,18 @@
  *
  * - kohya-ss / AUTOMATIC1111: `lora_unet_<module path, dots as underscores>.lora_down.weight`
  *   [rank, in], `.lora_up.weight` [out, rank], `.alpha` (absent: alpha = rank); `lora_te_…`
- *   for the text encoder. 1×1 convs (SD 1.x proj_in/proj_out) store [rank, in, 1, 1].
+ *   for the text encoder, `lora_te1_…` / `lora_te2_…` for SDXL's two. 1×1 convs (SD 1.x
+ *   proj_in/proj_out) store [rank, in, 1, 1]. The UNet's module path is diffusers' (SD 1.x/2.x
+ *   trainers) or the original LDM/SGM one (kohya's SDXL trainer: `input_blocks_4_1_…`,
+ *   `middle_block_1_…`, `output_blocks_2_2_conv`), mapped through the config's block layout as
+ *   single-file checkpoints are (weights/single-file.ts; diffusers'
+ *   _maybe_map_sgm_blocks_to_diffusers does the same for LoRAs).
  * - diffusers / PEFT: `unet.<module path>.lora_A.weight` [rank, in] and `.lora_B.weight`
- *   [out, rank], `text_encoder.…`; the alpha/rank factor is already in lora_B (factor 1), as
- *   diffusers loads them. Older diffusers names (`…processor.to_q_lora.down.weight`,
- *   `…lora_linear_layer.up.weight`) are read too.
+ *   [out, rank], `text_encoder.…` (`text_encoder_2.…` on SDXL); the alpha/rank factor is
+ *   already in lora_B (factor 1), as diffusers loads them. Older diffusers names
+ *   (`…processor.to_q_lora.down.weight`, `…lora_linear_layer.up.weight`) are read too, also
+ *   without the `unet.` prefix (UNet attention processors as save_attn_procs writes them, and
+ *   as Replicate's SDXL trainer ships them in its `lora.safetensors`).
  *
  * How they are applied (the design): the weights are never changed. A pipeline loaded with
  * LoRA support builds its text encoder and UNet graphs with every LoRA-able layer computing
@@ -48,11 +55,13 @@ export interface LoraSpec {
   scale?: number;
 }
 
-export type LoraComponent = "unet" | "text_encoder";
+/** The networks a LoRA changes: the UNet and the text encoder(s) (SDXL's second is text_encoder_2). */
+export type LoraComponent = "unet" | "text_encoder" | "text_encoder_2";
+const COMPONENTS: readonly LoraComponent[] = ["unet", "text_encoder", "text_encoder_2"];
 
 /** The layers LoRAs are applied to (module paths in diffusers / transformers names). */
 export function isLoraTarget(component: LoraComponent, prefix: string, convs = false): boolean {
-  if (component === "text_encoder") {
+  if (component !== "unet") {
     return /\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$/.test(prefix);
   }
   const attention =
@@ -64,31 +73,76 @@ export function isLoraTarget(component: LoraComponent, prefix: string, convs = f
   return attention.test(prefix) || (convs && resnets.test(prefix));
 }
 
+/** What a LoRA's keys are matched against: the model's module names (LoraModel's). */
+export type LoraNames = Pick<LoraModel, "modules" | "ldmUNet">;
+
+const kohyaName = (modulePath: string) => modulePath.replace(/\./g, "_");
+
 /** Where a LoRA key's layer is in the model (kohya names have underscores for dots), if anywhere. */
-function layerResolver(
-  modules: LoraModel["modules"],
-): (base: string) => { component: LoraComponent; prefix: string } | undefined {
-  const kohyaIndex: Record<LoraComponent, Map<string, string>> = { unet: new Map(), text_encoder: new Map() };
-  for (const component of ["unet", "text_encoder"] as const) {
-    for (const prefix of modules[component].keys()) kohyaIndex[component].set(prefix.replace(/\./g, "_"), prefix);
+function layerResolver(names: LoraNames): (base: string) => { component: LoraComponent; prefix: string } | undefined {
+  const { modules } = names;
+  const kohyaIndex = new Map<LoraComponent, Map<string, string>>();
+  for (const component of COMPONENTS) {
+    const index = new Map<string, string>();
+    for (const prefix of modules[component]?.keys() ?? []) index.set(kohyaName(prefix), prefix);
+    kohyaIndex.set(component, index);
   }
+  // The UNet's modules under their original (LDM/SGM) names as well.
+  const unetIndex = kohyaIndex.get("unet") as Map<string, string>;
+  for (const [ldm, prefix] of names.ldmUNet ?? []) if (!unetIndex.has(ldm)) unetIndex.set(ldm, prefix);
+  const kohya: readonly [RegExp, LoraComponent][] = [
+    [/^lora_unet_(.+)$/, "unet"],
+    [/^lora_te1?_(.+)$/, "text_encoder"],
+    [/^lora_te2_(.+)$/, "text_encoder_2"],
+  ];
   return (base) => {
-    let m = /^lora_unet_(.+)$/.exec(base);
-    if (m) {
-      const prefix = kohyaIndex.unet.get(m[1] as string);
-      return prefix === undefined ? undefined : { component: "unet", prefix };
+    for (const [re, component] of kohya) {
+      const m = re.exec(base);
+      if (!m) continue;
+      const prefix = kohyaIndex.get(component)?.get(m[1] as string);
+      return prefix === undefined ? undefined : { component, prefix };
     }
-    m = /^lora_te1?_(.+)$/.exec(base);
-    if (m) {
-      const prefix = kohyaIndex.text_encoder.get(m[1] as string);
-      return prefix === undefined ? undefined : { component: "text_encoder", prefix };
-    }
-    m = /^(unet|text_encoder)\.(.+)$/.exec(base);
-    if (m && modules[m[1] as LoraComponent].has(m[2] as string)) {
+    const m = /^(unet|text_encoder_2|text_encoder)\.(.+)$/.exec(base);
+    if (m && modules[m[1] as LoraComponent]?.has(m[2] as string)) {
       return { component: m[1] as LoraComponent, prefix: m[2] as string };
     }
+    // UNet attention processors saved without a prefix (diffusers' save_attn_procs; the
+    // lora.safetensors of Replicate's SDXL trainer), which diffusers loads into the UNet.
+    if (modules.unet.has(base)) return { component: "unet", prefix: base };
     return undefined;
   };
+}
+
+/**
+ * The UNet's modules under kohya's flattening of their original (LDM/SGM) names, from the
+ * module map of single-file checkpoints: `input_blocks_4_1_transformer_blocks_0_attn1_to_q` →
+ * `down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q`, `input_blocks_1_0_in_layers_2`
+ * → `down_blocks.0.resnets.0.conv1`. Inside an attention block the names are the same in both.
+ */
+export function ldmUNetNames(
+  ldmModules: ReadonlyMap<string, { to: string; resnet: boolean }>,
+  resnetNames: Readonly<Record<string, string>>,
+  unetModules: Iterable<string>,
+): Map<string, string> {
+  const byDiffusers = new Map<string, { ldm: string; resnet: boolean }>();
+  for (const [ldm, m] of ldmModules) byDiffusers.set(m.to, { ldm, resnet: m.resnet });
+  const out = new Map<string, string>();
+  for (const prefix of unetModules) {
+    const parts = prefix.split(".");
+    for (let len = parts.length; len >= 1; len--) {
+      const hit = byDiffusers.get(parts.slice(0, len).join("."));
+      if (!hit) continue;
+      let rest = parts.slice(len).join(".");
+      if (hit.resnet) {
+        const from = Object.entries(resnetNames).find(([, to]) => rest === to || rest.startsWith(`${to}.`));
+        if (!from) break;
+        rest = from[0] + rest.slice(from[1].length);
+      }
+      out.set(kohyaName(rest ? `${hit.ldm}.${rest}` : hit.ldm), prefix);
+      break;
+    }
+  }
+  return out;
 }
 
 /** The layer a key belongs to, without its factor suffix (undefined: not a LoRA factor). */
@@ -102,8 +156,8 @@ function keyBase(stored: string): { base: string; part: Part; format: "kohya" | 
  * Whether any of these LoRA files changes a convolution or time projection of the UNet (which
  * a pipeline then builds LoRA inputs for); reads only the files' headers.
  */
-export async function touchesConvolutions(files: readonly string[], modules: LoraModel["modules"]): Promise<boolean> {
-  const resolve = layerResolver(modules);
+export async function touchesConvolutions(files: readonly string[], names: LoraNames): Promise<boolean> {
+  const resolve = layerResolver(names);
   for (const file of files) {
     const st = await readSafetensors(file);
     for (const key of st.tensors.keys()) {
@@ -125,10 +179,10 @@ export async function touchesConvolutions(files: readonly string[], modules: Lor
  * LCM-LoRA or LoCon dropped there can be called by a prompt tag). A file that cannot be read is
  * skipped here: a prompt that calls it gets the file's own error.
  */
-export async function folderTouchesConvolutions(dir: string, modules: LoraModel["modules"]): Promise<boolean> {
+export async function folderTouchesConvolutions(dir: string, names: LoraNames): Promise<boolean> {
   const files = await listLoraFiles(dir).catch(() => []);
   for (const f of files) {
-    if (await touchesConvolutions([f.path], modules).catch(() => false)) return true;
+    if (await touchesConvolutions([f.path], names).catch(() => false)) return true;
   }
   return false;
 }
@@ -153,8 +207,15 @@ export interface LoadedLora {
 
 /** What the model offers: every layer's weight shape, and the layers whose LoRA factors are graph inputs. */
 export interface LoraModel {
-  modules: Record<LoraComponent, ReadonlyMap<string, readonly number[]>>;
-  targets: Record<LoraComponent, ReadonlyMap<string, LowRankTarget>>;
+  /** text_encoder_2: SDXL's second text encoder. */
+  modules: Record<"unet" | "text_encoder", ReadonlyMap<string, readonly number[]>> & {
+    text_encoder_2?: ReadonlyMap<string, readonly number[]>;
+  };
+  targets: Record<"unet" | "text_encoder", ReadonlyMap<string, LowRankTarget>> & {
+    text_encoder_2?: ReadonlyMap<string, LowRankTarget>;
+  };
+  /** The UNet's modules by kohya's flattening of their LDM/SGM names (ldmUNetNames), where known. */
+  ldmUNet?: ReadonlyMap<string, string>;
 }
 
 /** The model's modules (tensor names ending in `.weight`, without it) with their weight shapes. */
@@ -240,13 +301,13 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
     throw new ModelError(`has keys that are not LoRA factors: ${list(unknown)}`, { file });
   }
 
-  const resolve = layerResolver(model.modules);
+  const resolve = layerResolver(model);
 
   const unplaced: string[] = [];
   const unsupported: { base: string; component: LoraComponent; prefix: string }[] = [];
   const layers: LoraLayer[] = [];
   for (const [base, g] of groups) {
-    if (base.startsWith("lora_te2_")) {
+    if ((base.startsWith("lora_te2_") || base.startsWith("text_encoder_2.")) && !model.modules.text_encoder_2) {
       throw new ModelError(`is an SDXL LoRA (${base}: a second text encoder); this model has one`, { file });
     }
     const where = resolve(base);
@@ -254,7 +315,7 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
       unplaced.push(base);
       continue;
     }
-    const target = model.targets[where.component].get(where.prefix);
+    const target = model.targets[where.component]?.get(where.prefix);
     if (!target) {
       unsupported.push({ base, ...where });
       continue;

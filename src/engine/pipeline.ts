@@ -18,7 +18,8 @@ import { stat } from "node:fs/promises";
 import { EmbeddingPlacer, loadEmbeddings } from "./embeddings.js";
 import { ModelError, RequestError } from "./errors.js";
 import { MAX_CLIP_SKIP } from "./graph/clip.js";
-import { guidanceScaleEmbedding } from "./graph/unet.js";
+import { ConfigReader } from "./graph/config.js";
+import { guidanceScaleEmbedding, readUNetConfig } from "./graph/unet.js";
 import { decodedToImages, type GenerationParameters, type RgbImage } from "./image.js";
 import {
   binariseMask,
@@ -36,7 +37,9 @@ import {
   isLoraTarget,
   type LoadedLora,
   type LoraModel,
+  type LoraNames,
   type LoraSpec,
+  ldmUNetNames,
   loadLora,
   loraFeeds,
   moduleShapes,
@@ -74,7 +77,14 @@ import {
 import { TinyAutoencoderPreview } from "./taesd-preview.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import { type ModelFolder, openComponentFolder, openModelFolder, type WeightsVariant } from "./weights/model-folder.js";
-import { isCheckpointFile, openSingleFile, openVae, type PredictionType } from "./weights/single-file.js";
+import {
+  isCheckpointFile,
+  ldmUNetModules,
+  openSingleFile,
+  openVae,
+  type PredictionType,
+  UNET_RESNET,
+} from "./weights/single-file.js";
 
 export interface LoadPipelineOptions extends RuntimeOptions {
   /** Use `*.fp16.safetensors` weights where present (computation stays float32 on CPU). */
@@ -299,13 +309,20 @@ interface Start {
 
 export const DEFAULT_SCHEDULER = "DPMSolverMultistep";
 
+/** A request's LoRA factor feeds per network: the text encoder, SDXL's second one, the UNet. */
+export interface AdapterFeeds {
+  text: Feeds;
+  text2: Feeds;
+  unet: Feeds;
+}
+
 interface LoraState {
   model: LoraModel;
   /** Loaded LoRA files by identity (path, size, mtime), most recently used last. */
   cache: Map<string, { pending: Promise<LoadedLora>; bytes: number }>;
   fixed: { lora: LoadedLora; scale: number }[];
   /** The feeds of the last set of LoRAs asked for: a request repeating it reuses them. */
-  last?: { active: { lora: LoadedLora; scale: number }[]; feeds: { text: Feeds; unet: Feeds } };
+  last?: { active: { lora: LoadedLora; scale: number }[]; feeds: AdapterFeeds };
 }
 
 /**
@@ -362,30 +379,32 @@ export class Pipeline {
       opts.loraSupport === "all" ||
       (opts.loras?.length ?? 0) > 0 ||
       opts.loraDir !== undefined;
-    const modules = { unet: moduleShapes(folder.unet.tensors), text_encoder: moduleShapes(folder.textEncoder.tensors) };
+    if (lowRank && isSdxlFolder(folder) && !folder.textEncoder2) {
+      // The refiner's one encoder is SDXL's second: LoRAs trained on the base do not fit it.
+      throw new ModelError("LoRAs apply to SDXL base models, not to the refiner (one text encoder, text_encoder_2)", {
+        file: `${folder.dir}/model_index.json`,
+      });
+    }
+    const loraNames = lowRank ? loraModelNames(folder) : undefined;
     const convs =
       opts.loraSupport === "all" ||
-      (lowRank &&
+      (loraNames !== undefined &&
         ((await touchesConvolutions(
           (opts.loras ?? []).map((l) => l.path),
-          modules,
+          loraNames,
         )) ||
-          (opts.loraDir !== undefined && (await folderTouchesConvolutions(opts.loraDir, modules)))));
+          (opts.loraDir !== undefined && (await folderTouchesConvolutions(opts.loraDir, loraNames)))));
     const textEncoder = await TextEncoder.load(folder.textEncoder, opts, {
       lowRank: lowRank ? (p) => isLoraTarget("text_encoder", p) : undefined,
       embeddings: (opts.embeddings?.length ?? 0) > 0,
     });
     const unet = await UNet.load(folder.unet, opts, lowRank ? (p) => isLoraTarget("unet", p, convs) : undefined);
     const sdxl = isSdxlFolder(folder)
-      ? await SdxlConditioner.load(folder, { tokenizer, encoder: textEncoder }, opts)
+      ? await SdxlConditioner.load(folder, { tokenizer, encoder: textEncoder }, opts, {
+          lowRank: lowRank ? (p) => isLoraTarget("text_encoder_2", p) : undefined,
+          embeddings: (opts.embeddings?.length ?? 0) > 0,
+        })
       : undefined;
-    if (sdxl && (lowRank || (opts.embeddings?.length ?? 0) > 0)) {
-      // lora.ts and embeddings.ts know SD's one text encoder and its key names, not SDXL's two.
-      await Promise.all([textEncoder.session.release(), sdxl.release()]);
-      throw new ModelError("LoRAs and textual-inversion embeddings are not supported on SDXL yet", {
-        file: `${folder.dir}/model_index.json`,
-      });
-    }
     if (sdxl && ((opts.promptSyntax ?? "diffusers") !== "diffusers" || (opts.clipSkip ?? 1) !== 1)) {
       // As promptOptions refuses per request: sdxl.ts knows diffusers' prompt rules only.
       await Promise.all([textEncoder.session.release(), sdxl.release()]);
@@ -444,23 +463,40 @@ export class Pipeline {
     const pipeline = new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer, sdxl, opts);
     if (opts.embeddings && opts.embeddings.length > 0) {
       try {
-        const embeddings = await loadEmbeddings(opts.embeddings, textEncoder.hiddenSize);
-        pipeline.embeddingPlacer = new EmbeddingPlacer(
-          tokenizer,
-          embeddings,
-          textEncoder.vocabSize,
-          textEncoder.hiddenSize,
-        );
+        if (sdxl) {
+          // SDXL's two-encoder form: CLIP ViT-L takes each file's clip_l vectors, OpenCLIP its
+          // clip_g (the refiner has only the latter).
+          const placers: EmbeddingPlacer[] = [];
+          for (const { tokenizer: tok, encoder } of sdxl.encoders) {
+            const part = encoder.projectionDim === null ? "clip_l" : "clip_g";
+            const embeddings = await loadEmbeddings(opts.embeddings, encoder.hiddenSize, part);
+            placers.push(new EmbeddingPlacer(tok, embeddings, encoder.vocabSize, encoder.hiddenSize));
+          }
+          sdxl.placers = placers;
+        } else {
+          const embeddings = await loadEmbeddings(opts.embeddings, textEncoder.hiddenSize);
+          pipeline.embeddingPlacer = new EmbeddingPlacer(
+            tokenizer,
+            embeddings,
+            textEncoder.vocabSize,
+            textEncoder.hiddenSize,
+          );
+        }
       } catch (err) {
         await pipeline.release();
         throw err;
       }
     }
-    if (lowRank) {
+    if (loraNames) {
+      const encoder2 = sdxl?.encoders[1]?.encoder;
       pipeline.lora = {
         model: {
-          modules,
-          targets: { unet: unet.lowRankTargets, text_encoder: textEncoder.lowRankTargets },
+          ...loraNames,
+          targets: {
+            unet: unet.lowRankTargets,
+            text_encoder: textEncoder.lowRankTargets,
+            ...(encoder2 ? { text_encoder_2: encoder2.lowRankTargets } : {}),
+          },
         },
         cache: new Map(),
         fixed: [],
@@ -507,13 +543,13 @@ export class Pipeline {
   }
 
   /** The LoRA factor feeds of the text encoder and UNet for a request's LoRAs on top of the pipeline's (empty without LoRA support). */
-  async adapterFeeds(requested: readonly LoraSpec[] | undefined): Promise<{ text: Feeds; unet: Feeds }> {
+  async adapterFeeds(requested: readonly LoraSpec[] | undefined): Promise<AdapterFeeds> {
     const state = this.lora;
     if (!state) {
       if (requested && requested.length > 0) {
         throw new RequestError("this model was loaded without LoRA support (loadPipeline option loraSupport)", "loras");
       }
-      return { text: {}, unet: {} };
+      return { text: {}, text2: {}, unet: {} };
     }
     const active = [...state.fixed, ...(await this.loadLoras(requested ?? []))];
     const same =
@@ -525,6 +561,7 @@ export class Pipeline {
         active,
         feeds: {
           text: loraFeeds(state.model.targets.text_encoder, "text_encoder", active),
+          text2: loraFeeds(state.model.targets.text_encoder_2 ?? new Map(), "text_encoder_2", active),
           unet: loraFeeds(state.model.targets.unet, "unet", active),
         },
       };
@@ -543,8 +580,9 @@ export class Pipeline {
     opts: { promptSyntax?: PromptSyntax; clipSkip?: number } = {},
   ): Promise<TensorF32> {
     const { syntax, clipSkip } = this.promptOptions(opts);
-    if (this.sdxl) return (await this.sdxl.encode(prompts)).promptEmbeds;
-    return this.encodeText(prompts, syntax, clipSkip, (await this.adapterFeeds(loras)).text);
+    const adapters = await this.adapterFeeds(loras);
+    if (this.sdxl) return (await this.sdxl.encode(prompts, [adapters.text, adapters.text2])).promptEmbeds;
+    return this.encodeText(prompts, syntax, clipSkip, adapters.text);
   }
 
   private promptOptions(req: { promptSyntax?: PromptSyntax; clipSkip?: number }): {
@@ -698,7 +736,7 @@ export class Pipeline {
     }
     const tagged = r.syntax === "a1111" ? await this.taggedLoras([r.prompt, r.negativePrompt]) : [];
     const adapters = await this.adapterFeeds([...(req.loras ?? []), ...tagged]);
-    const { context, added } = await this.conditioning(req, r, guided, adapters.text);
+    const { context, added } = await this.conditioning(req, r, guided, adapters);
 
     const scheduler = r.scheduler;
     const generator = new TorchCpuGenerator(r.seed);
@@ -886,18 +924,18 @@ export class Pipeline {
     req: GenerateRequest,
     r: Validated,
     guided: boolean,
-    textFeeds: Feeds,
+    adapters: AdapterFeeds,
   ): Promise<{ context: TensorF32; added?: AddedConditions }> {
     const batch = r.numOutputs;
     if (this.sdxl) {
       const { prompt, width, height } = r;
       const texts = { ...req, prompt, width, height, negativePrompt: req.negativePrompt };
-      return this.sdxl.conditioning(texts, batch, guided, r.image !== undefined);
+      return this.sdxl.conditioning(texts, batch, guided, r.image !== undefined, [adapters.text, adapters.text2]);
     }
     const prompts = guided
       ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]
       : new Array<string>(batch).fill(r.prompt);
-    return { context: await this.encodeText(prompts, r.syntax, r.clipSkip, textFeeds) };
+    return { context: await this.encodeText(prompts, r.syntax, r.clipSkip, adapters.text) };
   }
 
   /**
@@ -1378,4 +1416,23 @@ function sdxlDefaults(folder: ModelFolder): GenerateDefaults {
     return { numInferenceSteps: 1, guidanceScale: 0, scheduler };
   }
   return { numInferenceSteps: 50, guidanceScale: 5, scheduler };
+}
+
+/**
+ * The names a LoRA's keys are matched against: each network's modules with their weight shapes
+ * (SDXL's second text encoder too), and the UNet's original LDM/SGM names, which kohya's SDXL
+ * LoRAs use.
+ */
+function loraModelNames(folder: ModelFolder): LoraNames {
+  const unetModules = moduleShapes(folder.unet.tensors);
+  const names: LoraNames = {
+    modules: {
+      unet: unetModules,
+      text_encoder: moduleShapes(folder.textEncoder.tensors),
+      ...(folder.textEncoder2 ? { text_encoder_2: moduleShapes(folder.textEncoder2.tensors) } : {}),
+    },
+  };
+  if (folder.unet.onnxPath) return names;
+  const config = readUNetConfig(new ConfigReader(folder.unet.configPath, folder.unet.config));
+  return { ...names, ldmUNet: ldmUNetNames(ldmUNetModules(config), UNET_RESNET, unetModules.keys()) };
 }

@@ -15,10 +15,11 @@
  * - the expert ensemble (diffusers' `denoising_end` / `denoising_start`): the base stops at a
  *   fraction of the schedule, the refiner takes its latents and runs the rest.
  */
+import type { EmbeddingPlacer } from "./embeddings.js";
 import { ModelError, RequestError } from "./errors.js";
 import type { AddedConditions, TensorF32 } from "./networks.js";
 import { TextEncoder } from "./networks.js";
-import type { RuntimeOptions } from "./runtime.js";
+import type { Feeds, RuntimeOptions } from "./runtime.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import type { ModelFolder } from "./weights/model-folder.js";
 
@@ -89,18 +90,26 @@ export class SdxlConditioner {
   ) {}
 
   /**
+   * Textual-inversion embeddings, one placer per encoder (in `encoders`' order): each places its
+   * encoder's vectors (clip_l, clip_g) where a prompt names the embedding.
+   */
+  placers?: readonly EmbeddingPlacer[];
+
+  /**
    * The pipeline's text encoders and tokenizers in diffusers' order. `first` is the pipeline's
-   * already-loaded first encoder (folder.textEncoder), so it is not loaded twice.
+   * already-loaded first encoder (folder.textEncoder), so it is not loaded twice. `adapters.lowRank`:
+   * the second encoder's layers that take LoRA factors as inputs (TextEncoder.load).
    */
   static async load(
     folder: ModelFolder,
     first: { tokenizer: ClipTokenizer; encoder: TextEncoder },
     opts: RuntimeOptions,
+    adapters: { lowRank?: (prefix: string) => boolean; embeddings?: boolean } = {},
   ): Promise<SdxlConditioner> {
     const encoders = [first];
     if (folder.textEncoder2) {
-      const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizer2Dir as string);
-      encoders.push({ tokenizer, encoder: await TextEncoder.load(folder.textEncoder2, opts) });
+      const tokenizer = await ClipTokenizer.fromFolder(folder.tokenizer2Dir as string, folder.tokenizerVocabDir);
+      encoders.push({ tokenizer, encoder: await TextEncoder.load(folder.textEncoder2, opts, adapters) });
     }
     const last = encoders[encoders.length - 1] as { encoder: TextEncoder };
     if (last.encoder.projectionDim === null) {
@@ -126,16 +135,23 @@ export class SdxlConditioner {
     return (this.encoders[this.encoders.length - 1] as { encoder: TextEncoder }).encoder.projectionDim as number;
   }
 
-  /** Encodes texts (one batch per encoder): diffusers' encode_prompt for each, without guidance logic. */
-  async encode(texts: readonly string[]): Promise<SdxlEmbeddings> {
+  /**
+   * Encodes texts (one batch per encoder): diffusers' encode_prompt for each, without guidance
+   * logic. `adapters`: each encoder's LoRA factor feeds, in order.
+   */
+  async encode(texts: readonly string[], adapters: readonly Feeds[] = []): Promise<SdxlEmbeddings> {
     const parts: TensorF32[] = [];
     let pooled: TensorF32 | undefined;
     for (const [i, { tokenizer, encoder }] of this.encoders.entries()) {
-      const ids = texts.map((t) => tokenizer.encode(t).inputIds);
+      const placer = this.placers?.[i];
+      const { ids, feeds } = placer
+        ? placer.encode(texts)
+        : { ids: texts.map((t) => tokenizer.encode(t).inputIds), feeds: {} };
       const last = i === this.encoders.length - 1;
       const out = await encoder.outputs(
         ids,
         last ? ["penultimate_hidden_state", "text_embeds"] : ["penultimate_hidden_state"],
+        { ...feeds, ...adapters[i] },
       );
       parts.push(out["penultimate_hidden_state"] as TensorF32);
       if (last) pooled = out["text_embeds"];
@@ -152,11 +168,12 @@ export class SdxlConditioner {
     batch: number,
     guided: boolean,
     fromImage = false,
+    adapters: readonly Feeds[] = [],
   ): Promise<{ context: TensorF32; added: AddedConditions }> {
     const timeIdsCount = this.timeIdsCount;
     const zeroNegative = guided && req.negativePrompt === undefined && this.settings.forceZerosForEmptyPrompt;
     const texts = guided && !zeroNegative ? [req.negativePrompt ?? "", req.prompt] : [req.prompt];
-    const enc = await this.encode(texts);
+    const enc = await this.encode(texts, adapters);
     const { positive, negative } = this.timeIds(req, fromImage);
 
     const rows = guided ? 2 * batch : batch;

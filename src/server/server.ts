@@ -7,7 +7,9 @@
  * running prediction back in the queue's state (it runs again on the next start, or on another
  * worker), answers open waits, and closes the store last.
  */
+
 import type { AddressInfo } from "node:net";
+import path from "node:path";
 import type { FastifyInstance } from "fastify";
 import type { Config } from "../config.js";
 import { SDSERVE_VERSION } from "../engine/version.js";
@@ -208,6 +210,7 @@ export function fileInputOptions(config: Config, backends: Backends): FileInputO
     allowPrivate: config.allowPrivateUrls,
     allowHosts: config.allowedUrlHosts,
     ownFile: uploadsOf(config, backends).reader,
+    weightsCacheDir: path.join(config.cacheDir, "lora-weights"),
   };
 }
 

@@ -4,7 +4,8 @@
  * fenced by the attempt that begin() handed out (so a run that lost its job to a rerun on
  * another worker writes nothing).
  */
-import { type FileInputOptions, resolveFileInput } from "./files/file-inputs.js";
+import { FileInputError, type FileInputOptions, resolveFileInput } from "./files/file-inputs.js";
+import { WeightsCache, type WeightsFile } from "./files/weights-inputs.js";
 import type { JsonSchema } from "./models/json-schema.js";
 import type { ModelAdapter } from "./models/model.js";
 import { isVersionOf, PredictionError } from "./models/model.js";
@@ -14,6 +15,7 @@ import type { JobConsumer, JobOutcome, JobQueue } from "./queue/queue.js";
 
 export class Worker {
   private consumer: JobConsumer | undefined;
+  private weightsCache: WeightsCache | undefined;
 
   constructor(
     private readonly lifecycle: PredictionLifecycle,
@@ -67,8 +69,10 @@ export class Worker {
         );
       });
       const files = await this.resolveFiles(adapter, job.prediction.input, job.prediction.account, signal);
+      const weights = await this.resolveWeights(adapter, job.prediction.input, job.prediction.account, signal);
       const outputs = await adapter.predict(job.prediction.input, {
         files,
+        ...(weights ? { weights } : {}),
         log: appendLog,
         preview: (preview) => this.lifecycle.preview(id, preview),
         stepTime: this.onStepTime,
@@ -115,6 +119,32 @@ export class Worker {
       }
     }
     return files;
+  }
+
+  /** The weights inputs (LoRAs by URL), fetched and unpacked into the weights cache before the model runs. */
+  private async resolveWeights(
+    adapter: ModelAdapter,
+    input: Record<string, unknown>,
+    account: string,
+    signal: AbortSignal,
+  ): Promise<Record<string, WeightsFile> | undefined> {
+    // An empty string names no weights (cog-sdxl's `if replicate_weights:`).
+    const names = (adapter.weightsInputs ?? []).filter((name) => typeof input[name] === "string" && input[name] !== "");
+    if (names.length === 0) return undefined;
+    const dir = this.fileInputs.weightsCacheDir;
+    if (!dir) throw new PredictionError(`${names[0]}: this server keeps no cache for LoRA weights`);
+    this.weightsCache ??= new WeightsCache(dir);
+    const out: Record<string, WeightsFile> = {};
+    for (const name of names) {
+      try {
+        out[name] = await this.weightsCache.resolve(String(input[name]), name, account, this.fileInputs, signal);
+      } catch (err) {
+        if (signal.aborted) throw err;
+        if (err instanceof FileInputError) throw new PredictionError(err.message);
+        throw err;
+      }
+    }
+    return out;
   }
 
   private adapterFor(version: string): ModelAdapter | undefined {

@@ -10,7 +10,9 @@ import path from "node:path";
 import { after, test } from "node:test";
 import { promisify } from "node:util";
 import { decode } from "fast-png";
-import { modelDir, REPO_ROOT, SHARED } from "../helpers/fixtures.js";
+import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
+import { GOLDEN_FAMILY, modelDir, REPO_ROOT, SHARED } from "../helpers/fixtures.js";
+import { writeSdxlCheckpoint } from "../helpers/ldm-layout.js";
 
 const run = promisify(execFile);
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-cli-single-"));
@@ -46,6 +48,42 @@ test("generate runs a single-file checkpoint with --config", async () => {
   const png = decode(readFileSync(out));
   assert.equal(png.width, 64);
   assert.match(String(png.text["parameters"]), /Model: tiny-sd1\.safetensors/);
+});
+
+test("generate runs an SDXL single-file checkpoint with --config and an SDXL embedding from --embeddings-dir", async () => {
+  const folder = path.join(GOLDEN_FAMILY, "sdxl", "tiny-sdxl");
+  const file = path.join(tmp, "tiny-sdxl.safetensors");
+  await writeSdxlCheckpoint(folder, file);
+  const emb = path.join(tmp, "xl-emb");
+  mkdirSync(emb);
+  const vectors = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.cos(i) * 0.05);
+  await writeSafetensors(path.join(emb, "xlstyle.safetensors"), [
+    { name: "clip_l", dtype: "F32", shape: [1, 16], data: vectors(16) },
+    { name: "clip_g", dtype: "F32", shape: [1, 32], data: vectors(32) },
+  ]);
+  const base = ["--steps", "2", "--seed", "7", "--width", "64", "--height", "64", "--threads", "1"];
+  const out = (name: string) => path.join(tmp, name);
+  const { stdout } = await sdserve(
+    "generate",
+    "a lion",
+    "--model",
+    file,
+    "--config",
+    folder,
+    ...base,
+    "--out",
+    out("xl-file.png"),
+  );
+  assert.match(stdout, /seed: 7/);
+  await sdserve("generate", "a lion", "--model", folder, ...base, "--out", out("xl-folder.png"));
+  const args = ["--model", file, "--config", folder, "--embeddings-dir", emb, ...base];
+  await sdserve("generate", "a lion, xlstyle", ...args, "--out", out("xl-emb.png"));
+  const png = (f: string) => decode(readFileSync(out(f)));
+  const pixels = (f: string) => Buffer.from(png(f).data as Uint8Array);
+  assert.equal(png("xl-file.png").width, 64);
+  assert.match(String(png("xl-file.png").text["parameters"]), /Model: tiny-sdxl\.safetensors/);
+  assert.ok(pixels("xl-file.png").equals(pixels("xl-folder.png")), "the single file's image is the folder's");
+  assert.ok(!pixels("xl-emb.png").equals(pixels("xl-file.png")), "the embedding changes the image");
 });
 
 test("--lora applies LoRAs (repeatable, with scales) and a scale of 0 changes nothing", async () => {

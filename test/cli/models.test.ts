@@ -178,6 +178,21 @@ test("models list: single-file checkpoints with their family, each model's engin
     { name: "emb_params", dtype: "F32", shape: [2, 32], data: new Float32Array(64) },
   ]);
   writeFileSync(path.join(dir, "emb", "broken.safetensors"), "not safetensors");
+  await writeSafetensors(path.join(dir, "emb", "xl-style.safetensors"), [
+    { name: "clip_g", dtype: "F32", shape: [3, 1280], data: new Float32Array(3 * 1280) },
+    { name: "clip_l", dtype: "F32", shape: [3, 768], data: new Float32Array(3 * 768) },
+  ]);
+  // An SDXL checkpoint's header (models list reads nothing else).
+  const bias = (name: string) => ({ name, dtype: "F16" as const, shape: [4], data: new Uint16Array(4) });
+  await writeSafetensors(path.join(dir, "xl.safetensors"), [
+    bias("model.diffusion_model.out.2.bias"),
+    bias("conditioner.embedders.0.transformer.text_model.final_layer_norm.bias"),
+    bias("conditioner.embedders.1.model.ln_final.bias"),
+  ]);
+  await writeSafetensors(path.join(dir, "xl-refiner.safetensors"), [
+    bias("model.diffusion_model.out.2.bias"),
+    bias("conditioner.embedders.0.model.ln_final.bias"),
+  ]);
   const models = path.join(dir, "models.json");
   writeFileSync(
     models,
@@ -191,6 +206,7 @@ test("models list: single-file checkpoints with their family, each model's engin
           embeddings_dir: "./emb",
           loras: [{ path: "./loras/styles/grain.safetensors", scale: 0.5 }],
         },
+        "me/xl": { weights: "./xl.safetensors", refiner: "./xl-refiner.safetensors" },
       },
     }),
   );
@@ -205,11 +221,34 @@ test("models list: single-file checkpoints with their family, each model's engin
     path.join(dir, "emb"),
   ]);
   assert.match(stdout, /me\/single .*tiny-sd2v\.safetensors {2}single-file checkpoint, SD 2\.x/);
+  assert.match(stdout, /me\/xl .*xl\.safetensors {2}single-file checkpoint, SDXL, /);
+  assert.match(stdout, /refiner: .*xl-refiner\.safetensors {2}single-file checkpoint, SDXL refiner, /);
   assert.match(stdout, /LoRA: .*grain\.safetensors at 0\.5/);
-  assert.match(stdout, /embeddings: .*emb: bad-hands \(1 unusable file\(s\)\)/);
+  assert.match(stdout, /embeddings: .*emb: bad-hands, xl-style \(1 unusable file\(s\)\)/);
+  assert.match(stdout, /xl-style {2}3 vector\(s\) of width 768 \(clip_l\) \+ 1280 \(clip_g\), SDXL/);
   assert.match(stdout, /prompt syntax: a1111, clip skip 2/);
   assert.match(stdout, /LoRA folder: .*loras \(grain\)/);
   assert.match(stdout, /LoRAs in .*\n {2}grain +styles\/grain\.safetensors\n/);
   assert.match(stdout, /bad-hands {2}2 vector\(s\) of width 32/);
   assert.match(stdout, /broken {2}unusable: /);
+});
+
+test("models list shows an SDXL model's fixed LoRAs and replicate_weights turned off", async () => {
+  const dir = mkdtempSync(path.join(tmp, "xl-"));
+  const models = path.join(dir, "models.json");
+  writeFileSync(
+    models,
+    JSON.stringify({
+      models: {
+        "stability-ai/sdxl": {
+          weights: path.join(GOLDEN_FAMILY, "sdxl/tiny-sdxl"),
+          loras: [{ path: "./style.safetensors", scale: 0.7 }],
+          replicate_weights: false,
+        },
+      },
+    }),
+  );
+  const { stdout } = await sdserve(["models", "list", "--models", models]);
+  assert.match(stdout, /LoRA: .*style\.safetensors at 0\.7/);
+  assert.match(stdout, /replicate_weights: off \(no LoRAs per request\)/);
 });

@@ -3,8 +3,9 @@
  * no known model family, a LoRA whose shapes do not fit the model, a LoRA with keys the model
  * does not have and an embedding of the wrong width each fail that model's
  * setup with the file named, in /health-check and in its predictions' error, while the server
- * and its other models go on; a model with "prompt_syntax": "a1111" and a "lora_dir" takes
- * `<lora:NAME:SCALE>` tags.
+ * and its other models go on (SDXL's too: a truncated SDXL checkpoint, an SDXL embedding of the
+ * wrong width); a model with "prompt_syntax": "a1111" and a "lora_dir" takes `<lora:NAME:SCALE>`
+ * tags; an SDXL single-file checkpoint with an SDXL embedding is served as SDXL.
  */
 import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -14,6 +15,7 @@ import { after, before, describe, test } from "node:test";
 import { readSafetensors, readTensor } from "../../src/engine/weights/safetensors.js";
 import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { GOLDEN_FAMILY, modelDir } from "../helpers/fixtures.js";
+import { writeSdxlCheckpoint } from "../helpers/ldm-layout.js";
 import { api, authHeaders, eventually, type Sdserve, startSdserve } from "./server.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-byom-"));
@@ -25,7 +27,12 @@ const files = {
   unknownKeys: path.join(tmp, "unknown-keys-lora.safetensors"),
   embeddings: path.join(tmp, "embeddings"),
   loraDir: path.join(tmp, "loras"),
+  xlFile: path.join(tmp, "tiny-sdxl.safetensors"),
+  xlTruncated: path.join(tmp, "truncated-sdxl.safetensors"),
+  xlEmbeddings: path.join(tmp, "xl-embeddings"),
+  xlWideEmbeddings: path.join(tmp, "xl-wide-embeddings"),
 };
+const XL_FOLDER = path.join(GOLDEN_FAMILY, "sdxl", "tiny-sdxl");
 
 let server: Sdserve;
 before(async () => {
@@ -67,6 +74,17 @@ before(async () => {
   ]);
   mkdirSync(files.loraDir);
   copyFileSync(KOHYA, path.join(files.loraDir, "kohya.safetensors"));
+  await writeSdxlCheckpoint(XL_FOLDER, files.xlFile);
+  const xlBytes = readFileSync(files.xlFile);
+  writeFileSync(files.xlTruncated, xlBytes.subarray(0, Math.floor(xlBytes.length / 2)));
+  const pair = (l: number, g: number) => [
+    { name: "clip_l", dtype: "F32" as const, shape: [1, l], data: new Float32Array(l).fill(0.01) },
+    { name: "clip_g", dtype: "F32" as const, shape: [1, g], data: new Float32Array(g).fill(0.01) },
+  ];
+  mkdirSync(files.xlEmbeddings);
+  await writeSafetensors(path.join(files.xlEmbeddings, "xlstyle.safetensors"), pair(16, 32));
+  mkdirSync(files.xlWideEmbeddings);
+  await writeSafetensors(path.join(files.xlWideEmbeddings, "wide.safetensors"), pair(16, 1280));
   const models = path.join(tmp, "models.json");
   writeFileSync(
     models,
@@ -78,6 +96,9 @@ before(async () => {
         "me/misfit-lora": { weights: modelDir("tiny-sd1"), loras: [{ path: files.badLora, scale: 1 }] },
         "me/narrow-embedding": { weights: modelDir("tiny-sd1"), embeddings_dir: files.embeddings },
         "me/a1111": { weights: modelDir("tiny-sd1"), prompt_syntax: "a1111", lora_dir: "./loras", clip_skip: 2 },
+        "me/xl-file": { weights: files.xlFile, config: XL_FOLDER, embeddings_dir: files.xlEmbeddings },
+        "me/xl-truncated": { weights: files.xlTruncated, config: XL_FOLDER },
+        "me/xl-wide-embedding": { weights: XL_FOLDER, embeddings_dir: files.xlWideEmbeddings },
       },
     }),
   );
@@ -98,6 +119,12 @@ describe("bad files in a models file", () => {
     ["me/unknown-family", () => KOHYA, /is a LoRA, not a model checkpoint/],
     ["me/unknown-keys-lora", () => files.unknownKeys, /no_such_block/],
     ["me/narrow-embedding", () => path.join(files.embeddings, "narrow.safetensors"), /16 wide.*takes 32/],
+    ["me/xl-truncated", () => files.xlTruncated, /truncat|shorter|bytes|end of the file/i],
+    [
+      "me/xl-wide-embedding",
+      () => path.join(files.xlWideEmbeddings, "wide.safetensors"),
+      /clip_g vectors 1280 wide.*takes 32/,
+    ],
   ] as const) {
     test(`${model}: SETUP_FAILED naming the file, and its predictions fail saying so`, async () => {
       const setup = await eventually(async () => {
@@ -132,5 +159,19 @@ describe("bad files in a models file", () => {
       num_inference_steps: 1,
     });
     assert.equal(plain.json["status"], "succeeded");
+  });
+
+  test("an SDXL single-file checkpoint is served with stability-ai/sdxl's schema, its embedding called by name", async () => {
+    const model = await api(server, "GET", "/v1/models/me/xl-file", undefined, authHeaders());
+    const props = (model.json["latest_version"] as { openapi_schema: Record<string, unknown> }).openapi_schema;
+    assert.match(JSON.stringify(props), /expert_ensemble_refiner/);
+    const r = await predict("me/xl-file", {
+      prompt: "a lion, xlstyle",
+      width: 64,
+      height: 64,
+      num_inference_steps: 2,
+      seed: 3,
+    });
+    assert.equal(r.json["status"], "succeeded", JSON.stringify(r.json["error"]));
   });
 });

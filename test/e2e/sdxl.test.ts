@@ -4,50 +4,22 @@
  * only, img2img and inpainting from data URIs, both refine modes, the watermark, Replicate's 422s.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { decode, encode } from "fast-png";
 import Replicate from "replicate";
 import { watermarked } from "../../src/engine/watermark.js";
-import { writeRandomComponent } from "../../src/engine/weights/random-weights.js";
-import { GOLDEN_FAMILY, REPO_ROOT } from "../helpers/fixtures.js";
+import { GOLDEN_FAMILY } from "../helpers/fixtures.js";
+import { writeTinyRefiner } from "../helpers/tiny-refiner.js";
 import { type Sdserve, startSdserve, TOKEN } from "./server.js";
 
 const BASE = path.join(GOLDEN_FAMILY, "sdxl", "tiny-sdxl");
-const readJsonFile = (file: string) => JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
 
 let tmp: string;
 let server: Sdserve;
 let replicate: Replicate;
-
-/** A tiny refiner on tiny-sdxl's second encoder, laid out as stabilityai's refiner folder (as in sdxl-refiner.test.ts). */
-async function tinyRefiner(): Promise<string> {
-  const dir = path.join(tmp, "refiner");
-  mkdirSync(dir, { recursive: true });
-  for (const entry of ["scheduler", "text_encoder_2", "tokenizer_2", "vae"]) {
-    symlinkSync(path.join(BASE, entry), path.join(dir, entry));
-  }
-  writeFileSync(
-    path.join(dir, "model_index.json"),
-    JSON.stringify(readJsonFile(path.join(REPO_ROOT, "presets/sdxl-refiner/model_index.json"))),
-  );
-  const unet = readJsonFile(path.join(BASE, "unet/config.json"));
-  const te2 = readJsonFile(path.join(BASE, "text_encoder_2/config.json"));
-  await writeRandomComponent(
-    path.join(dir, "unet"),
-    "unet",
-    {
-      ...unet,
-      cross_attention_dim: te2["hidden_size"],
-      projection_class_embeddings_input_dim:
-        (te2["projection_dim"] as number) + 5 * (unet["addition_time_embed_dim"] as number),
-    },
-    { seed: 7 },
-  );
-  return dir;
-}
 
 /** A smooth 256² picture (a photo-like input for img2img and for the watermark). */
 function picture(width = 256, height = 256): string {
@@ -93,7 +65,7 @@ const small = (extra: Record<string, unknown> = {}) => ({
 
 before(async () => {
   tmp = mkdtempSync(path.join(tmpdir(), "sdserve-e2e-sdxl-"));
-  const refiner = await tinyRefiner();
+  const refiner = await writeTinyRefiner(path.join(tmp, "refiner"));
   const models = path.join(tmp, "models.json");
   writeFileSync(models, JSON.stringify({ models: { "stability-ai/sdxl": { weights: BASE, refiner } } }));
   server = await startSdserve({ args: ["--models", models] });
@@ -215,7 +187,9 @@ describe("stability-ai/sdxl through the replicate client", () => {
 
   test("invalid inputs are Replicate's 422", async () => {
     const bad: Record<string, unknown>[] = [
-      { replicate_weights: "https://example.com/lora.tar" },
+      { replicate_weights: "ftp://example.com/lora.tar" },
+      { replicate_weights: "data:application/x-tar;base64,@@@" },
+      { lora_scale: 1.5 },
       { scheduler: "KLMS" },
       { width: 1001 },
       { width: 2048, height: 2048 },

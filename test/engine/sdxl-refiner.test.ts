@@ -22,8 +22,8 @@ import { ModelError, RequestError } from "../../src/engine/errors.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import { createScheduler } from "../../src/engine/schedulers/index.js";
 import { denoisingEndIndex, denoisingStartIndex, roundHalfEven } from "../../src/engine/sdxl.js";
-import { writeRandomComponent } from "../../src/engine/weights/random-weights.js";
 import { familyManifest, familyTensor, GOLDEN_FAMILY, maxAbs, maxAbsDiff, REPO_ROOT } from "../helpers/fixtures.js";
+import { writeTinyRefiner } from "../helpers/tiny-refiner.js";
 
 const BASE = path.join(GOLDEN_FAMILY, "sdxl", "tiny-sdxl");
 const readJsonFile = (file: string) => JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
@@ -34,29 +34,6 @@ before(() => {
   tmp = mkdtempSync(path.join(tmpdir(), "sdserve-sdxl-refiner-"));
 });
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-/** A tiny refiner on tiny-sdxl's second encoder, as stabilityai's refiner folder is laid out. */
-async function tinyRefiner(): Promise<string> {
-  const dir = path.join(tmp, "refiner");
-  mkdirSync(dir, { recursive: true });
-  for (const entry of ["scheduler", "text_encoder_2", "tokenizer_2", "vae"]) {
-    symlinkSync(path.join(BASE, entry), path.join(dir, entry));
-  }
-  const index = readJsonFile(path.join(REPO_ROOT, "presets/sdxl-refiner/model_index.json"));
-  writeFileSync(path.join(dir, "model_index.json"), JSON.stringify(index));
-  const unet = readJsonFile(path.join(BASE, "unet/config.json"));
-  const te2 = readJsonFile(path.join(BASE, "text_encoder_2/config.json"));
-  const hidden = te2["hidden_size"] as number;
-  const pooled = te2["projection_dim"] as number;
-  const timeIdDim = unet["addition_time_embed_dim"] as number;
-  await writeRandomComponent(
-    path.join(dir, "unet"),
-    "unet",
-    { ...unet, cross_attention_dim: hidden, projection_class_embeddings_input_dim: pooled + 5 * timeIdDim },
-    { seed: 7 },
-  );
-  return dir;
-}
 
 describe("the expert ensemble's split of the schedule (diffusers' formula)", () => {
   const sdxlScheduler = readJsonFile(path.join(REPO_ROOT, "presets/sdxl/scheduler/scheduler_config.json"));
@@ -176,7 +153,7 @@ describe("hand-over on the tiny SDXL", () => {
   });
 
   test("the refiner: text_encoder_2 only, aesthetic-score time ids, the base's latents finished", async () => {
-    const refiner = await loadPipeline(await tinyRefiner(), { threads: 2 });
+    const refiner = await loadPipeline(await writeTinyRefiner(path.join(tmp, "refiner")), { threads: 2 });
     try {
       assert.equal(refiner.info.family, "sdxl");
       const sdxl = refiner.sdxl;
@@ -302,10 +279,12 @@ describe("malformed SDXL folders are ModelErrors naming the file and key", () =>
       },
     );
 
-  test("LoRA support is refused on SDXL, saying so", () =>
+  test("LoRAs are refused on the refiner (its one encoder is SDXL's second), saying so", async () =>
     assert.rejects(
-      () => loadPipeline(BASE, { threads: 1, loraSupport: true }),
-      (err: unknown) => err instanceof ModelError && /not supported on SDXL/.test(err.message),
+      async () =>
+        loadPipeline(await writeTinyRefiner(path.join(tmp, "refiner-lora")), { threads: 1, loraSupport: true }),
+      (err: unknown) =>
+        err instanceof ModelError && /LoRAs apply to SDXL base models, not to the refiner/.test(err.message),
     ));
   test("a flag that is not a boolean", () =>
     refused(variant("bad-flag", { force_zeros_for_empty_prompt: "yes" }), "model_index.json", "force_zeros"));

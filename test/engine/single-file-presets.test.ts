@@ -10,83 +10,14 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } fr
 import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
+import { ClipTokenizer } from "../../src/engine/tokenizer/clip.js";
 import { impliedTensorShapes } from "../../src/engine/weights/random-weights.js";
 import { openSingleFile, PRESETS_DIR } from "../../src/engine/weights/single-file.js";
 import { readJson } from "../helpers/fixtures.js";
+import { OPEN_CLIP_PARTS, unetToLdm, vaeToLdm } from "../helpers/ldm-layout.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-presets-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const RESNET: [string, string][] = [
-  ["norm1", "in_layers.0"],
-  ["conv1", "in_layers.2"],
-  ["time_emb_proj", "emb_layers.1"],
-  ["norm2", "out_layers.0"],
-  ["conv2", "out_layers.3"],
-  ["conv_shortcut", "skip_connection"],
-];
-
-/** diffusers UNet name → LDM name (README "UNet mapping"), for a config with L layers per block. */
-function unetToLdm(name: string, L: number, upHasAttention: boolean[]): string {
-  const resnet = (rest: string) => {
-    for (const [from, to] of RESNET) if (rest.startsWith(`${from}.`)) return `${to}${rest.slice(from.length)}`;
-    throw new Error(`resnet part ${rest}`);
-  };
-  const fixed: Record<string, string> = {
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    conv_in: "input_blocks.0.0",
-    conv_norm_out: "out.0",
-    conv_out: "out.2",
-  };
-  for (const [from, to] of Object.entries(fixed)) if (name.startsWith(`${from}.`)) return to + name.slice(from.length);
-  const input = (i: string | undefined, j: string | undefined) => 1 + Number(i) * (L + 1) + Number(j);
-  const output = (i: string | undefined, j: string | undefined) => Number(i) * (L + 1) + Number(j);
-  const rules: [RegExp, (m: RegExpExecArray) => string][] = [
-    [
-      /^down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)$/,
-      (m) => `input_blocks.${input(m[1], m[2])}.0.${resnet(m[3] as string)}`,
-    ],
-    [/^down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$/, (m) => `input_blocks.${input(m[1], m[2])}.1.${m[3]}`],
-    [
-      /^down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)$/,
-      (m) => `input_blocks.${(Number(m[1]) + 1) * (L + 1)}.0.op.${m[2]}`,
-    ],
-    [/^mid_block\.resnets\.([01])\.(.+)$/, (m) => `middle_block.${m[1] === "0" ? 0 : 2}.${resnet(m[2] as string)}`],
-    [/^mid_block\.attentions\.0\.(.+)$/, (m) => `middle_block.1.${m[1]}`],
-    [
-      /^up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)$/,
-      (m) => `output_blocks.${output(m[1], m[2])}.0.${resnet(m[3] as string)}`,
-    ],
-    [/^up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$/, (m) => `output_blocks.${output(m[1], m[2])}.1.${m[3]}`],
-    [
-      /^up_blocks\.(\d+)\.upsamplers\.0\.(.+)$/,
-      (m) => `output_blocks.${output(m[1], String(L))}.${upHasAttention[Number(m[1])] ? 2 : 1}.${m[2]}`,
-    ],
-  ];
-  for (const [re, to] of rules) {
-    const m = re.exec(name);
-    if (m) return to(m);
-  }
-  throw new Error(`unet name ${name}`);
-}
-
-/** diffusers VAE name → LDM name (README "VAE mapping"). */
-function vaeToLdm(name: string, n: number): string {
-  return name
-    .replace(/^decoder\.up_blocks\.(\d+)\./, (_, i) => `decoder.up.${n - 1 - Number(i)}.`)
-    .replace(/^encoder\.down_blocks\.(\d+)\./, "encoder.down.$1.")
-    .replace(/\.downsamplers\.0\./, ".downsample.")
-    .replace(/\.resnets\.(\d+)\./, ".block.$1.")
-    .replace(/\.upsamplers\.0\./, ".upsample.")
-    .replace(/mid_block\.block\.0\./, "mid.block_1.")
-    .replace(/mid_block\.block\.1\./, "mid.block_2.")
-    .replace(/mid_block\.attentions\.0\.group_norm/, "mid.attn_1.norm")
-    .replace(/mid_block\.attentions\.0\.to_(q|k|v)\./, "mid.attn_1.$1.")
-    .replace(/mid_block\.attentions\.0\.to_out\.0\./, "mid.attn_1.proj_out.")
-    .replace(/conv_shortcut/, "nin_shortcut")
-    .replace(/conv_norm_out/, "norm_out");
-}
 
 /** Writes a header naming the tensors and leaves the data as a hole (a sparse file). */
 function writeSparseCheckpoint(file: string, tensors: Map<string, number[]>, metadata: Record<string, string> = {}) {
@@ -111,63 +42,76 @@ function preset(name: string, component: string): Record<string, unknown> {
   return readJson(path.join(PRESETS_DIR, name, component, "config.json"));
 }
 
+/** OpenCLIP's text tower under `oc` for a CLIPTextModel(WithProjection) config: `layers` resblocks. */
+function openClipLdm(
+  ldm: Map<string, number[]>,
+  oc: string,
+  text: Map<string, number[]>,
+  h: number,
+  layers: number,
+  projection: number,
+): void {
+  for (let i = 0; i < layers; i++) {
+    const p = `${oc}transformer.resblocks.${i}.`;
+    ldm.set(`${p}attn.in_proj_weight`, [3 * h, h]);
+    ldm.set(`${p}attn.in_proj_bias`, [3 * h]);
+    for (const [ours, theirs] of OPEN_CLIP_PARTS) {
+      for (const kind of ["weight", "bias"]) {
+        const shape = text.get(`text_model.encoder.layers.0.${ours}.${kind}`) as number[];
+        ldm.set(`${p}${theirs}.${kind}`, shape);
+      }
+    }
+  }
+  ldm.set(`${oc}token_embedding.weight`, text.get("text_model.embeddings.token_embedding.weight") as number[]);
+  ldm.set(`${oc}positional_embedding`, [77, h]);
+  ldm.set(`${oc}ln_final.weight`, [h]);
+  ldm.set(`${oc}ln_final.bias`, [h]);
+  ldm.set(`${oc}text_projection`, [h, projection]);
+  ldm.set(`${oc}logit_scale`, []);
+}
+
+function unetAndVaeLdm(presetName: string): {
+  ldm: Map<string, number[]>;
+  unet: Map<string, number[]>;
+  vae: Map<string, number[]>;
+} {
+  const unetCfg = preset(presetName, "unet");
+  const vaeCfg = preset(presetName, "vae");
+  const unet = impliedTensorShapes("unet", unetCfg);
+  const vae = impliedTensorShapes("vae", vaeCfg);
+  const L = unetCfg["layers_per_block"] as number;
+  const upAttn = (unetCfg["up_block_types"] as string[]).map((t) => t.startsWith("CrossAttn"));
+  const n = (vaeCfg["block_out_channels"] as number[]).length;
+  const ldm = new Map<string, number[]>();
+  for (const [name, shape] of unet) {
+    // SD 1.x stores proj_in/proj_out as 1×1 convs, as the graph binds them; SD 2.x and SDXL as linears.
+    ldm.set(`model.diffusion_model.${unetToLdm(name, L, upAttn)}`, shape);
+  }
+  for (const [name, shape] of vae) {
+    const attn = /attentions\.0\.(to_|proj)/.test(name) && shape.length === 2;
+    ldm.set(`first_stage_model.${vaeToLdm(name, n)}`, attn ? [...shape, 1, 1] : shape);
+  }
+  for (const extra of ["betas", "alphas_cumprod", "model_ema.decay"]) ldm.set(extra, [1000]);
+  return { ldm, unet, vae };
+}
+
 for (const [presetName, family] of [
   ["sd-1.5", "sd1"],
   ["sd-2.1", "sd2"],
 ] as const) {
   test(`an ${presetName}-sized checkpoint maps onto exactly what the graphs bind`, async () => {
-    const unetCfg = preset(presetName, "unet");
-    const vaeCfg = preset(presetName, "vae");
+    const { ldm, unet, vae } = unetAndVaeLdm(presetName);
     const textCfg = preset(presetName, "text_encoder");
-    const unet = impliedTensorShapes("unet", unetCfg);
-    const vae = impliedTensorShapes("vae", vaeCfg);
     const text = impliedTensorShapes("text_encoder", textCfg);
-    const L = unetCfg["layers_per_block"] as number;
-    const upAttn = (unetCfg["up_block_types"] as string[]).map((t) => t.startsWith("CrossAttn"));
-    const n = (vaeCfg["block_out_channels"] as number[]).length;
-
-    const ldm = new Map<string, number[]>();
-    for (const [name, shape] of unet) {
-      // SD 1.x stores proj_in/proj_out as 1×1 convs, as the graph binds them; SD 2.x as linears.
-      ldm.set(`model.diffusion_model.${unetToLdm(name, L, upAttn)}`, shape);
-    }
-    for (const [name, shape] of vae) {
-      const attn = /attentions\.0\.(to_|proj)/.test(name) && shape.length === 2;
-      ldm.set(`first_stage_model.${vaeToLdm(name, n)}`, attn ? [...shape, 1, 1] : shape);
-    }
     const layers = textCfg["num_hidden_layers"] as number;
     const h = textCfg["hidden_size"] as number;
     if (family === "sd1") {
       for (const [name, shape] of text) ldm.set(`cond_stage_model.transformer.${name}`, shape);
       ldm.set("cond_stage_model.transformer.text_model.embeddings.position_ids", [1, 77]);
     } else {
-      const oc = "cond_stage_model.model.";
       // OpenCLIP holds one layer more than SD 2 uses, and its projection and logit scale.
-      for (let i = 0; i <= layers; i++) {
-        const p = `${oc}transformer.resblocks.${i}.`;
-        ldm.set(`${p}attn.in_proj_weight`, [3 * h, h]);
-        ldm.set(`${p}attn.in_proj_bias`, [3 * h]);
-        for (const [ours, theirs] of [
-          ["self_attn.out_proj", "attn.out_proj"],
-          ["layer_norm1", "ln_1"],
-          ["layer_norm2", "ln_2"],
-          ["mlp.fc1", "mlp.c_fc"],
-          ["mlp.fc2", "mlp.c_proj"],
-        ]) {
-          for (const kind of ["weight", "bias"]) {
-            const shape = text.get(`text_model.encoder.layers.0.${ours}.${kind}`) as number[];
-            ldm.set(`${p}${theirs}.${kind}`, shape);
-          }
-        }
-      }
-      ldm.set(`${oc}token_embedding.weight`, text.get("text_model.embeddings.token_embedding.weight") as number[]);
-      ldm.set(`${oc}positional_embedding`, [77, h]);
-      ldm.set(`${oc}ln_final.weight`, [h]);
-      ldm.set(`${oc}ln_final.bias`, [h]);
-      ldm.set(`${oc}text_projection`, [h, h]);
-      ldm.set(`${oc}logit_scale`, []);
+      openClipLdm(ldm, "cond_stage_model.model.", text, h, layers + 1, h);
     }
-    for (const extra of ["betas", "alphas_cumprod", "model_ema.decay"]) ldm.set(extra, [1000]);
 
     const file = path.join(tmp, `${presetName}.safetensors`);
     writeSparseCheckpoint(file, ldm);
@@ -195,6 +139,70 @@ for (const [presetName, family] of [
       const base = await openSingleFile(eps);
       assert.equal(path.basename(base.dir), "sd-2.1-base");
       assert.equal(base.schedulerConfig["prediction_type"], "epsilon");
+    }
+  });
+}
+
+for (const presetName of ["sdxl", "sdxl-refiner"] as const) {
+  test(`an ${presetName === "sdxl" ? "SDXL base 1.0" : "SDXL refiner 1.0"}-sized checkpoint maps onto exactly what the graphs bind`, async () => {
+    const { ldm, unet, vae } = unetAndVaeLdm(presetName);
+    const te2Cfg = preset(presetName, "text_encoder_2");
+    const te2 = impliedTensorShapes("text_encoder", te2Cfg);
+    const h = te2Cfg["hidden_size"] as number;
+    const layers = te2Cfg["num_hidden_layers"] as number;
+    let te1: Map<string, number[]> | undefined;
+    if (presetName === "sdxl") {
+      te1 = impliedTensorShapes("text_encoder", preset(presetName, "text_encoder"));
+      for (const [name, shape] of te1) ldm.set(`conditioner.embedders.0.transformer.${name}`, shape);
+      ldm.set("conditioner.embedders.0.transformer.text_model.embeddings.position_ids", [1, 77]);
+    }
+    // SDXL takes OpenCLIP's penultimate state from a graph of all its layers.
+    const oc = presetName === "sdxl" ? "conditioner.embedders.1.model." : "conditioner.embedders.0.model.";
+    openClipLdm(ldm, oc, te2, h, layers, te2Cfg["projection_dim"] as number);
+
+    const file = path.join(tmp, `${presetName}.safetensors`);
+    writeSparseCheckpoint(file, ldm);
+    const folder = await openSingleFile(file);
+    assert.equal(path.basename(folder.dir), presetName);
+    assert.equal(folder.checkpoint?.family, presetName);
+    assert.equal(folder.schedulerConfig["prediction_type"], "epsilon");
+    const second = presetName === "sdxl" ? folder.textEncoder2 : folder.textEncoder;
+    assert.equal(second?.name, "text_encoder_2");
+    assert.equal(second?.config["num_hidden_layers"], layers);
+    const checks: [string, Map<string, { shape: number[] }> | undefined, Map<string, number[]>][] = [
+      ["unet", folder.unet.tensors, unet],
+      ["vae", folder.vae.tensors, vae],
+      ["text_encoder_2", second?.tensors, te2],
+    ];
+    if (te1) checks.push(["text_encoder", folder.textEncoder.tensors, te1]);
+    for (const [component, got, want] of checks) {
+      assert.ok(got, component);
+      for (const [name, shape] of want) assert.deepEqual(got.get(name)?.shape, shape, `${component} ${name}`);
+    }
+    // text_projection is read transposed: [projection, hidden] as the Linear weight the graph binds.
+    const proj = second?.tensors.get("text_projection.weight");
+    assert.equal(proj?.transposed, true);
+    assert.equal(folder.tokenizer2Dir === undefined, presetName === "sdxl-refiner");
+    // The tokenizers are the presets' (OpenAI's BPE): OpenCLIP's pads with "!" (id 0), CLIP ViT-L's with end-of-text.
+    const tokenizers = [folder.tokenizerDir, folder.tokenizer2Dir].filter((d) => d !== undefined);
+    const pads = [];
+    for (const dir of tokenizers) pads.push((await ClipTokenizer.fromFolder(dir, folder.tokenizerVocabDir)).padTokenId);
+    assert.deepEqual(pads, presetName === "sdxl" ? [49407, 0] : [0]);
+
+    if (presetName === "sdxl") {
+      // A distilled SDXL (fewer transformer blocks, as SSD-1B) has other sizes: --config, saying why.
+      for (const k of [...ldm.keys()]) if (k.includes("middle_block.1.transformer_blocks.9.")) ldm.delete(k);
+      const distilled = path.join(tmp, "distilled-sdxl.safetensors");
+      writeSparseCheckpoint(distilled, ldm);
+      await assert.rejects(openSingleFile(distilled), (err: Error) => {
+        assert.match(err.message, /distilled-sdxl\.safetensors/);
+        assert.match(
+          err.message,
+          /published SDXL base 1\.0 sizes: unet mid_block\.attentions\.0\.transformer_blocks\.9\..* is missing/,
+        );
+        assert.match(err.message, /--config/);
+        return true;
+      });
     }
   });
 }

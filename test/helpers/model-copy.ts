@@ -11,9 +11,11 @@ export interface ModelCopy {
   remove(): void;
 }
 
-export function copyModel(model: FixtureModel): ModelCopy {
-  const dir = mkdtempSync(path.join(os.tmpdir(), `sdserve-${model}-`));
-  cpSync(modelDir(model), dir, { recursive: true });
+/** `model`: a fixture model's name, or the absolute path of another model folder. */
+export function copyModel(model: FixtureModel | string): ModelCopy {
+  const from = path.isAbsolute(model) ? model : modelDir(model as FixtureModel);
+  const dir = mkdtempSync(path.join(os.tmpdir(), `sdserve-${path.basename(from)}-`));
+  cpSync(from, dir, { recursive: true });
   makeWritable(dir);
   return {
     dir,

@@ -1,4 +1,4 @@
-/** sdxl.ts: stability-ai/sdxl's inputs beyond its schema (replicate_weights, mask without image, sizes) and the engine job made from them. */
+/** sdxl.ts: stability-ai/sdxl's inputs beyond its schema (replicate_weights URLs, mask without image, sizes) and the engine job made from them. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { SDXL_DEFAULTS } from "../../src/model-catalog.js";
@@ -13,7 +13,11 @@ const defaults = Object.fromEntries(
 test("422s the schema cannot express: replicate_weights, mask without image, sizes", () => {
   const fields = (input: Record<string, unknown>) => sdxlInvalidFields({ ...defaults, ...input }).map((f) => f.field);
   assert.deepEqual(fields({}), []);
-  assert.deepEqual(fields({ replicate_weights: "https://x/y.tar" }), ["input.replicate_weights"]);
+  assert.deepEqual(fields({ replicate_weights: "https://x/y.tar" }), []);
+  assert.deepEqual(fields({ replicate_weights: "" }), [], "an empty string is no weights, as in cog-sdxl");
+  assert.deepEqual(fields({ replicate_weights: "ftp://x/y.tar" }), ["input.replicate_weights"]);
+  assert.deepEqual(fields({ replicate_weights: "data:application/x-tar;base64,@@" }), ["input.replicate_weights"]);
+  assert.deepEqual(fields({ replicate_weights: "not a url" }), ["input.replicate_weights"]);
   assert.deepEqual(fields({ mask: "data:,x" }), ["input.image"]);
   assert.deepEqual(fields({ width: 1004 }), ["input.width"]);
   assert.deepEqual(fields({ width: 2048, height: 1032 }), ["input.width"]);
@@ -29,6 +33,14 @@ test("the schema itself: Replicate's bounds and enums", () => {
   assert.deepEqual(check({ num_inference_steps: 501 }), ["input.num_inference_steps"]);
   assert.deepEqual(check({ apply_watermark: "yes" }), ["input.apply_watermark"]);
   assert.deepEqual(check({ prompt: "x".repeat(10_001) }), ["input.prompt"]);
+});
+
+test("the job: replicate_weights' LoRA at lora_scale (default 0.6), none without it", () => {
+  assert.equal(sdxlJob({ ...defaults, prompt: "p" }, 3, undefined).request.loras, undefined);
+  const job = sdxlJob({ ...defaults, prompt: "p" }, 3, undefined, "/cache/abc.safetensors");
+  assert.deepEqual(job.request.loras, [{ path: "/cache/abc.safetensors", scale: 0.6 }]);
+  const scaled = sdxlJob({ ...defaults, prompt: "p", lora_scale: 0.25 }, 3, undefined, "/cache/abc.safetensors");
+  assert.deepEqual(scaled.request.loras, [{ path: "/cache/abc.safetensors", scale: 0.25 }]);
 });
 
 test("the job: cog-sdxl's negative prompt \"\" passed as text, the image's size with an image, refine modes", () => {

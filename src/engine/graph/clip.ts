@@ -72,6 +72,8 @@ export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): Gr
   const posEmb = nn.param("text_model.embeddings.position_embedding.weight", [c.maxPositions, H]);
   const positions = g.op("Slice", [posEmb, g.ints([0]), seqLen, g.ints([0])]);
   let tokens: string;
+  // The ids the pooled output looks for the end-of-text token in (below).
+  let poolIds = ids;
   if (!weights.extraTokenRows) {
     tokens = g.op("Gather", [tokenEmb, ids], { axis: 0 });
   } else {
@@ -82,6 +84,7 @@ export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): Gr
     const isExtra = g.op("GreaterOrEqual", [ids, vocab]);
     const baseIds = g.op("Where", [isExtra, zero, ids]);
     const extraIds = g.op("Where", [isExtra, g.op("Sub", [ids, vocab]), zero]);
+    poolIds = baseIds;
     tokens = g.op("Where", [
       g.op("Unsqueeze", [isExtra, g.ints([-1])]),
       g.op("Gather", [extra, extraIds], { axis: 0 }),
@@ -129,7 +132,10 @@ export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): Gr
     // transformers' pooled output: the final-norm state at the end-of-text token. Configs with
     // the legacy eos_token_id 2 take the position of the largest id (EOS is the top id of CLIP's
     // vocabulary); others the first position holding eos_token_id. ArgMax picks the first maximum.
-    const key = g.op("Cast", [c.eosTokenId === 2 ? ids : g.op("Equal", [ids, g.ints([c.eosTokenId])])], {
+    // Textual-inversion ids (≥ vocab_size) count as 0 there, so the pooled state stays at the
+    // end-of-text token, as AUTOMATIC1111 pools (diffusers' added tokens have ids above EOS, and
+    // transformers' legacy argmax would pool at the embedding instead).
+    const key = g.op("Cast", [c.eosTokenId === 2 ? poolIds : g.op("Equal", [ids, g.ints([c.eosTokenId])])], {
       to: 6, // int32, as transformers casts
     });
     const at = g.op("ArgMax", [key], { axis: 1, keepdims: 1 });

@@ -17,6 +17,8 @@ export interface WeightTensor {
   file: string;
   byteOffset: number;
   byteLength: number;
+  /** The bytes hold the 2-D transpose of `shape` (safetensors.ts TensorInfo). */
+  transposed?: boolean;
 }
 
 const SAFETENSORS_TO_ONNX: Record<string, DType> = {
@@ -131,12 +133,14 @@ export class WeightBinder {
     let value = g.initializer(`${this.component}.${name}`, {
       kind: "external",
       dtype,
-      dims: t.shape,
+      dims: t.transposed ? [...t.shape].reverse() : t.shape,
       location: path.relative(this.baseDir, real),
       offset: t.byteOffset,
       length: t.byteLength,
     });
     if (dtype !== "float32") value = g.op("Cast", [value], { to: 1 });
+    // Folded once by onnxruntime at session creation, like the Cast.
+    if (t.transposed) value = g.op("Transpose", [value], { perm: [1, 0] });
     this.used.add(name);
     this.bound.set(name, value);
     return value;

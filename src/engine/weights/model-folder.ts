@@ -63,7 +63,7 @@ export interface ModelFolder {
    */
   variant: WeightsVariant;
   /** Set when the weights are one original-layout checkpoint file (single-file.ts) rather than a folder. */
-  checkpoint?: { file: string; family: "sd1" | "sd2" };
+  checkpoint?: { file: string; family: "sd1" | "sd2" | "sdxl" | "sdxl-refiner" };
 }
 
 export interface OpenModelFolderOptions {

@@ -64,6 +64,11 @@ export interface TensorInfo {
   /** Absolute offset from the start of the file (header included). */
   byteOffset: number;
   byteLength: number;
+  /**
+   * The bytes hold the 2-D transpose of `shape` (a checkpoint that stores a Linear weight as
+   * the matrix it multiplies by, as OpenCLIP's text_projection); readers and graphs flip it.
+   */
+  transposed?: boolean;
 }
 
 export interface SafetensorsFile {
@@ -172,7 +177,13 @@ export async function readTensor(info: TensorInfo): Promise<Float32Array> {
   } finally {
     await fh.close();
   }
-  return convert(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), count);
+  const values = convert(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), count);
+  if (!info.transposed) return values;
+  const [rows, cols] = info.shape as [number, number];
+  const out = new Float32Array(count);
+  // Stored [cols, rows]: element (r, c) of the tensor is stored at (c, r).
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[r * cols + c] = values[c * rows + r] as number;
+  return out;
 }
 
 async function regularFileSize(path: string): Promise<number> {

@@ -1,15 +1,18 @@
 /**
  * Opens a single-file checkpoint in the original LDM / CompVis layout (what Stability AI and
  * AUTOMATIC1111 publish, `model.safetensors` with `model.diffusion_model.*`,
- * `first_stage_model.*`, `cond_stage_model.*` keys) as if it were a diffusers folder: each
- * network gets a map from the diffusers tensor names its graph asks for to byte ranges inside
- * the one file. Nothing is converted or copied; a fused OpenCLIP `in_proj` tensor becomes
- * three byte ranges (q, k, v are consecutive rows).
+ * `first_stage_model.*`, `cond_stage_model.*` keys; SDXL's `conditioner.embedders.N.*` text
+ * encoders) as if it were a diffusers folder: each network gets a map from the diffusers tensor
+ * names its graph asks for to byte ranges inside the one file. Nothing is converted or copied; a
+ * fused OpenCLIP `in_proj` tensor becomes three byte ranges (q, k, v are consecutive rows), and
+ * OpenCLIP's `text_projection` (stored as the matrix the pooled state multiplies, the transpose
+ * of a Linear weight) is bound transposed.
  *
  * Configs come from `--config` (a diffusers folder: its config.json files, scheduler and
  * tokenizer) or else from the published configs in `presets/`, with the sizes the file itself
  * shows (text layers, input channels) taken from its tensors' shapes.
  */
+import { closeSync, openSync, readSync } from "node:fs";
 import { open, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,9 +23,19 @@ import { readUNetConfig } from "../graph/unet.js";
 import { readVaeConfig } from "../graph/vae.js";
 import type { ComponentFiles, ComponentName, ModelFolder } from "./model-folder.js";
 import { openComponentFolder, PICKLE_EXTENSIONS } from "./model-folder.js";
+import { impliedTensorShapes } from "./random-weights.js";
 import { readSafetensors, type TensorInfo } from "./safetensors.js";
 
-export type CheckpointFamily = "sd1" | "sd2";
+/** SD 1.x, SD 2.x, SDXL base (CLIP ViT-L + OpenCLIP ViT-bigG) and the SDXL refiner (OpenCLIP only). */
+export type CheckpointFamily = "sd1" | "sd2" | "sdxl" | "sdxl-refiner";
+
+/** How `sdserve models list` and errors name a family. */
+export const FAMILY_NAMES: Record<CheckpointFamily, string> = {
+  sd1: "SD 1.x",
+  sd2: "SD 2.x",
+  sdxl: "SDXL",
+  "sdxl-refiner": "SDXL refiner",
+};
 export const PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"] as const;
 export type PredictionType = (typeof PREDICTION_TYPES)[number];
 
@@ -42,11 +55,40 @@ const UNET = "model.diffusion_model.";
 const VAE = "first_stage_model.";
 const CLIP = "cond_stage_model.transformer.";
 const OPEN_CLIP = "cond_stage_model.model.";
+/** SDXL base: CLIP ViT-L (transformers' layout) and OpenCLIP ViT-bigG; the refiner has only the latter, first. */
+const XL_CLIP = "conditioner.embedders.0.transformer.";
+const XL_OPEN_CLIP = "conditioner.embedders.1.model.";
+const REFINER_OPEN_CLIP = "conditioner.embedders.0.model.";
 
 /** True when a path names a single-file checkpoint (or a pickle, which is then refused by name). */
 export function isCheckpointFile(p: string): boolean {
   const lower = p.toLowerCase();
   return lower.endsWith(".safetensors") || [".ckpt", ".pt", ".pth"].some((e) => lower.endsWith(e));
+}
+
+/**
+ * Whether a `.safetensors` file is an SDXL checkpoint (base or refiner), from its header's key
+ * names, read synchronously (for the model catalog, which decides a model's API schema before
+ * anything loads). A file that cannot be read or parsed is not: loading it reports why.
+ */
+export function isSdxlCheckpointFile(file: string): boolean {
+  if (!file.toLowerCase().endsWith(".safetensors")) return false;
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, "r");
+    const len = Buffer.alloc(8);
+    if (readSync(fd, len, 0, 8, 0) !== 8) return false;
+    const size = len.readBigUInt64LE(0);
+    if (size > 100_000_000n) return false;
+    const header = Buffer.alloc(Number(size));
+    if (readSync(fd, header, 0, header.length, 8) !== header.length) return false;
+    const keys = Object.keys(JSON.parse(header.toString("utf8")) as object);
+    return keys.some((k) => k.startsWith(UNET)) && keys.some((k) => k.startsWith("conditioner.embedders."));
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 const PICKLE_HINT =
@@ -86,12 +128,6 @@ function hasPrefix(tensors: ReadonlyMap<string, TensorInfo>, prefix: string): bo
 
 /** The family, told from the keys; anything else is refused with what the keys look like. */
 export function detectFamily(file: string, tensors: ReadonlyMap<string, TensorInfo>): CheckpointFamily {
-  if (hasPrefix(tensors, "conditioner.embedders.")) {
-    throw new ModelError(
-      "is an SDXL checkpoint (conditioner.embedders.* keys); single files are read for SD 1.x and 2.x only so far (SDXL runs from a diffusers folder)",
-      { file },
-    );
-  }
   const keys = [...tensors.keys()];
   if (!hasPrefix(tensors, UNET)) {
     const lora = keys.some((k) => k.startsWith("lora_") || k.includes(".lora_A.") || k.includes(".lora_down."));
@@ -103,11 +139,31 @@ export function detectFamily(file: string, tensors: ReadonlyMap<string, TensorIn
       { file },
     );
   }
+  const sd = hasPrefix(tensors, "cond_stage_model.");
+  if (hasPrefix(tensors, "conditioner.embedders.")) {
+    if (sd) {
+      throw new ModelError(
+        "mixes the text encoders of two families (SD 1.x / 2.x cond_stage_model.* and SDXL conditioner.embedders.* keys): " +
+          "not a checkpoint of one known family",
+        { file },
+      );
+    }
+    const base = hasPrefix(tensors, XL_OPEN_CLIP);
+    const clipL = hasPrefix(tensors, XL_CLIP);
+    if (base && clipL) return "sdxl";
+    if (!base && !clipL && hasPrefix(tensors, REFINER_OPEN_CLIP)) return "sdxl-refiner";
+    throw new ModelError(
+      `is not an SDXL checkpoint of a known layout: SDXL base has ${XL_CLIP}* and ${XL_OPEN_CLIP}* keys, ` +
+        `the refiner ${REFINER_OPEN_CLIP}* only (this file: ${base ? "" : "no "}${XL_OPEN_CLIP}*, ` +
+        `${clipL ? "" : "no "}${XL_CLIP}*)`,
+      { file },
+    );
+  }
   if (hasPrefix(tensors, CLIP)) return "sd1";
   if (hasPrefix(tensors, OPEN_CLIP)) return "sd2";
   throw new ModelError(
     `is not a Stable Diffusion checkpoint of a known family: it has UNet keys but no text encoder ` +
-      `(${CLIP}* for SD 1.x or ${OPEN_CLIP}* for SD 2.x)`,
+      `(${CLIP}* for SD 1.x, ${OPEN_CLIP}* for SD 2.x or conditioner.embedders.* for SDXL)`,
     { file },
   );
 }
@@ -129,13 +185,48 @@ export function decidePredictionType(
   if (spec === "v" || spec === "v_prediction") return "v_prediction";
   if (spec === "epsilon" || spec === "eps") return "epsilon";
   if (tensors.has("v_pred")) return "v_prediction";
+  // SDXL base and refiner are epsilon models (v-prediction fine-tunes say so with the marks above).
   return family === "sd2" ? "v_prediction" : "epsilon";
+}
+
+/** The published configs a family's file is read with (SD 2.x: by its prediction type). */
+function presetFor(family: CheckpointFamily, prediction: PredictionType): string {
+  if (family === "sd1") return "sd-1.5";
+  if (family === "sdxl") return "sdxl";
+  if (family === "sdxl-refiner") return "sdxl-refiner";
+  return prediction === "v_prediction" ? "sd-2.1" : "sd-2.1-base";
+}
+
+/** Where each text encoder's tensors are in the file, and how they are laid out. */
+interface TextEncoderSource {
+  component: "text_encoder" | "text_encoder_2";
+  tokenizer: "tokenizer" | "tokenizer_2";
+  prefix: string;
+  openClip: boolean;
+}
+
+function textEncoderSources(family: CheckpointFamily): TextEncoderSource[] {
+  const te = (component: TextEncoderSource["component"], prefix: string, openClip: boolean): TextEncoderSource => ({
+    component,
+    tokenizer: component === "text_encoder" ? "tokenizer" : "tokenizer_2",
+    prefix,
+    openClip,
+  });
+  switch (family) {
+    case "sd1":
+      return [te("text_encoder", CLIP, false)];
+    case "sd2":
+      return [te("text_encoder", OPEN_CLIP, true)];
+    case "sdxl":
+      return [te("text_encoder", XL_CLIP, false), te("text_encoder_2", XL_OPEN_CLIP, true)];
+    case "sdxl-refiner":
+      return [te("text_encoder_2", REFINER_OPEN_CLIP, true)];
+  }
 }
 
 interface ConfigSource {
   dir: string;
   fromPreset: boolean;
-  tokenizerDir: string;
   tokenizerVocabDir?: string;
 }
 
@@ -161,6 +252,7 @@ export async function openSingleFile(file: string, opts: OpenSingleFileOptions =
   await refusePickle(file);
   const st = await readSafetensors(file);
   const family = detectFamily(file, st.tensors);
+  const encoders = textEncoderSources(family);
 
   let source: ConfigSource;
   if (opts.config) {
@@ -170,12 +262,11 @@ export async function openSingleFile(file: string, opts: OpenSingleFileOptions =
         file: dir,
       });
     }
-    source = { dir, fromPreset: false, tokenizerDir: path.join(dir, "tokenizer") };
+    source = { dir, fromPreset: false };
   } else {
     const prediction = opts.predictionType ?? decidePredictionType(family, st.tensors, st.metadata);
-    const preset = family === "sd1" ? "sd-1.5" : prediction === "v_prediction" ? "sd-2.1" : "sd-2.1-base";
-    const dir = path.join(PRESETS_DIR, preset);
-    source = { dir, fromPreset: true, tokenizerDir: path.join(dir, "tokenizer"), tokenizerVocabDir: CLIP_BPE_DIR };
+    const dir = path.join(PRESETS_DIR, presetFor(family, prediction));
+    source = { dir, fromPreset: true, tokenizerVocabDir: CLIP_BPE_DIR };
   }
 
   const configPath = (sub: string) => path.join(source.dir, sub, "config.json");
@@ -193,13 +284,12 @@ export async function openSingleFile(file: string, opts: OpenSingleFileOptions =
 
   const unetConfig = await readJson(configPath("unet"));
   const vaeConfig = await readJson(configPath("vae"));
-  const textConfig = await readJson(configPath("text_encoder"));
-  if (source.fromPreset) fitPresetToFile(file, family, st.tensors, unetConfig, textConfig);
+  const textConfigs: Record<string, unknown>[] = [];
+  for (const e of encoders) textConfigs.push(await readJson(configPath(e.component)));
+  if (source.fromPreset) fitPresetToFile(file, family, st.tensors, unetConfig, encoders, textConfigs);
 
   const unetTensors = mapUNet(file, st.tensors, new ConfigReader(configPath("unet"), unetConfig), source);
   const vaeTensors = mapVae(st.tensors, new ConfigReader(configPath("vae"), vaeConfig));
-  const textReader = new ConfigReader(configPath("text_encoder"), textConfig);
-  const textTensors = family === "sd1" ? mapClip(st.tensors) : mapOpenClip(file, st.tensors, textReader);
 
   const dtypes = new Set([...st.tensors.values()].map((t) => t.dtype));
   const variant = dtypes.has("F16") || dtypes.has("BF16") ? "fp16" : "fp32";
@@ -216,13 +306,25 @@ export async function openSingleFile(file: string, opts: OpenSingleFileOptions =
     tensors,
     variant,
   });
+  const textEncoders = encoders.map((e, i) => {
+    const config = textConfigs[i] as Record<string, unknown>;
+    const reader = new ConfigReader(configPath(e.component), config);
+    const tensors = e.openClip ? mapOpenClip(file, st.tensors, reader, e.prefix) : mapClip(st.tensors, e.prefix);
+    return component(e.component, config, tensors);
+  });
+  const unet = component("unet", unetConfig, unetTensors);
+  const vae = component("vae", vaeConfig, vaeTensors);
+  if (source.fromPreset) for (const c of [unet, vae, ...textEncoders]) checkPresetSizes(file, family, c);
+  const tokenizerDirs = encoders.map((e) => path.join(source.dir, e.tokenizer));
   return {
     dir: source.dir,
     modelIndex,
-    textEncoder: component("text_encoder", textConfig, textTensors),
-    unet: component("unet", unetConfig, unetTensors),
-    vae: component("vae", vaeConfig, vaeTensors),
-    tokenizerDir: source.tokenizerDir,
+    textEncoder: textEncoders[0] as ComponentFiles,
+    textEncoder2: textEncoders[1],
+    unet,
+    vae,
+    tokenizerDir: tokenizerDirs[0] as string,
+    tokenizer2Dir: tokenizerDirs[1],
     tokenizerVocabDir: source.tokenizerVocabDir,
     schedulerConfig,
     schedulerConfigPath,
@@ -231,33 +333,78 @@ export async function openSingleFile(file: string, opts: OpenSingleFileOptions =
   };
 }
 
+/** The published model whose preset a family's file is read with. */
+const PUBLISHED: Record<CheckpointFamily, string> = {
+  sd1: "SD 1.5",
+  sd2: "SD 2.1",
+  sdxl: "SDXL base 1.0",
+  "sdxl-refiner": "SDXL refiner 1.0",
+};
+
+/**
+ * On a preset, every tensor the component's graph binds must be in the file with the shape the
+ * published config implies (a checkpoint of other sizes, such as a distilled SDXL, is told to
+ * bring --config here rather than failing in a graph). The VAE's encoder is left to the first
+ * image input that needs it, as for a folder.
+ */
+function checkPresetSizes(file: string, family: CheckpointFamily, c: ComponentFiles): void {
+  const wrong: string[] = [];
+  for (const [name, shape] of impliedTensorShapes(c.name, c.config, c.configPath)) {
+    if (c.name === "vae" && (name.startsWith("encoder.") || name.startsWith("quant_conv."))) continue;
+    const got = c.tensors.get(name);
+    if (!got) wrong.push(`${name} is missing`);
+    else if (got.shape.join(",") !== shape.join(",")) {
+      wrong.push(`${name} has shape [${got.shape.join(", ")}], the config implies [${shape.join(", ")}]`);
+    }
+  }
+  if (wrong.length > 0) {
+    throw new ModelError(
+      `does not have the published ${PUBLISHED[family]} sizes: ${c.name} ${wrong.slice(0, 2).join("; ")}` +
+        `${wrong.length > 2 ? ` (and ${wrong.length - 2} more)` : ""}${CONFIG_HINT}`,
+      { file },
+    );
+  }
+}
+
 const CONFIG_HINT =
   "; for a checkpoint of non-standard sizes pass --config <a diffusers folder of the same architecture>";
 
 /**
  * The presets describe the published models; a fine-tune keeps their sizes, but a few are
- * read from the file: the text encoder's depth (SD 2.x uses the penultimate of OpenCLIP's
- * layers, so one fewer than the file holds) and the UNet's input channels (inpainting
- * checkpoints have 9). Sizes that differ beyond these are an error that asks for --config.
+ * read from the file: the text encoders' depths (SD 2.x uses the penultimate of OpenCLIP's
+ * layers, so one fewer than the file holds; SDXL takes the penultimate state from a graph of
+ * every layer) and the UNet's input channels (inpainting checkpoints have 9). Sizes that differ
+ * beyond these are an error that asks for --config.
  */
 function fitPresetToFile(
   file: string,
   family: CheckpointFamily,
   tensors: ReadonlyMap<string, TensorInfo>,
   unet: Record<string, unknown>,
-  text: Record<string, unknown>,
+  encoders: readonly TextEncoderSource[],
+  texts: readonly Record<string, unknown>[],
 ): void {
+  const published = PUBLISHED[family];
   const shape = (k: string) => tensors.get(k)?.shape;
   const convIn = shape(`${UNET}input_blocks.0.0.weight`);
   const blockOut = unet["block_out_channels"] as number[];
   if (convIn?.length !== 4 || convIn[0] !== blockOut[0]) {
     throw new ModelError(
       `UNet input_blocks.0.0.weight has shape [${convIn?.join(", ") ?? "missing"}], but the published ` +
-        `${family === "sd1" ? "SD 1.5" : "SD 2.1"} config has ${blockOut[0]} channels${CONFIG_HINT}`,
+        `${published} config has ${blockOut[0]} channels${CONFIG_HINT}`,
       { file },
     );
   }
   unet["in_channels"] = convIn[1];
+  const label = shape(`${UNET}label_emb.0.0.weight`);
+  const addedIn = unet["projection_class_embeddings_input_dim"];
+  if (typeof addedIn === "number" && (label?.length !== 2 || label[1] !== addedIn)) {
+    throw new ModelError(
+      `UNet label_emb.0.0.weight (the added conditions) has shape [${label?.join(", ") ?? "missing"}], but the ` +
+        `published ${published} config takes ${addedIn} inputs${CONFIG_HINT}`,
+      { file },
+    );
+  }
   const countLayers = (re: RegExp) => {
     let n = 0;
     for (const k of tensors.keys()) {
@@ -266,27 +413,29 @@ function fitPresetToFile(
     }
     return n;
   };
-  const tokenEmb =
-    family === "sd1"
-      ? (shape(`${CLIP}text_model.embeddings.token_embedding.weight`) ??
-        shape(`${CLIP}embeddings.token_embedding.weight`))
-      : shape(`${OPEN_CLIP}token_embedding.weight`);
-  if (!tokenEmb || tokenEmb[1] !== text["hidden_size"]) {
-    throw new ModelError(
-      `the text encoder's token embedding has shape [${tokenEmb?.join(", ") ?? "missing"}], but the published ` +
-        `config has hidden_size ${text["hidden_size"]}${CONFIG_HINT}`,
-      { file },
-    );
-  }
-  const layers =
-    family === "sd1"
-      ? countLayers(/^cond_stage_model\.transformer\.(?:text_model\.)?encoder\.layers\.(\d+)\./)
-      : countLayers(/^cond_stage_model\.model\.transformer\.resblocks\.(\d+)\./) - 1;
-  if (layers < 1) throw new ModelError("the text encoder has no layers", { file });
-  text["num_hidden_layers"] = layers;
+  encoders.forEach((e, i) => {
+    const text = texts[i] as Record<string, unknown>;
+    const tokenEmb = e.openClip
+      ? shape(`${e.prefix}token_embedding.weight`)
+      : (shape(`${e.prefix}text_model.embeddings.token_embedding.weight`) ??
+        shape(`${e.prefix}embeddings.token_embedding.weight`));
+    if (!tokenEmb || tokenEmb[1] !== text["hidden_size"]) {
+      throw new ModelError(
+        `the text encoder's token embedding (${e.prefix}*) has shape [${tokenEmb?.join(", ") ?? "missing"}], but ` +
+          `the published ${published} config has hidden_size ${text["hidden_size"]}${CONFIG_HINT}`,
+        { file },
+      );
+    }
+    const escaped = e.prefix.replace(/\./g, "\\.");
+    const layers = e.openClip
+      ? countLayers(new RegExp(`^${escaped}transformer\\.resblocks\\.(\\d+)\\.`)) - (family === "sd2" ? 1 : 0)
+      : countLayers(new RegExp(`^${escaped}(?:text_model\\.)?encoder\\.layers\\.(\\d+)\\.`));
+    if (layers < 1) throw new ModelError(`the text encoder (${e.prefix}*) has no layers`, { file });
+    text["num_hidden_layers"] = layers;
+  });
 }
 
-const UNET_RESNET: Record<string, string> = {
+export const UNET_RESNET: Record<string, string> = {
   "in_layers.0": "norm1",
   "in_layers.2": "conv1",
   "emb_layers.1": "time_emb_proj",
@@ -313,16 +462,13 @@ function alias(t: TensorInfo, name: string, shape = t.shape): TensorInfo {
  * count each up block's resnets, the upsampler sitting after the last one (`.2` behind an
  * attention, else `.1`).
  */
-function mapUNet(
-  file: string,
-  tensors: ReadonlyMap<string, TensorInfo>,
-  cfg: ConfigReader,
-  source: ConfigSource,
-): Map<string, TensorInfo> {
-  const c = readUNetConfig(cfg);
+export function ldmUNetModules(c: ReturnType<typeof readUNetConfig>): Map<string, { to: string; resnet: boolean }> {
   const modules = new Map<string, { to: string; resnet: boolean }>([
     ["time_embed.0", { to: "time_embedding.linear_1", resnet: false }],
     ["time_embed.2", { to: "time_embedding.linear_2", resnet: false }],
+    // SDXL's added conditions (pooled text embedding and time ids): ADM's label_emb.
+    ["label_emb.0.0", { to: "add_embedding.linear_1", resnet: false }],
+    ["label_emb.0.2", { to: "add_embedding.linear_2", resnet: false }],
     ["input_blocks.0.0", { to: "conv_in", resnet: false }],
     ["out.0", { to: "conv_norm_out", resnet: false }],
     ["out.2", { to: "conv_out", resnet: false }],
@@ -358,7 +504,17 @@ function mapUNet(
       }
     }
   });
+  return modules;
+}
 
+function mapUNet(
+  file: string,
+  tensors: ReadonlyMap<string, TensorInfo>,
+  cfg: ConfigReader,
+  source: ConfigSource,
+): Map<string, TensorInfo> {
+  const c = readUNetConfig(cfg);
+  const modules = ldmUNetModules(c);
   const out = new Map<string, TensorInfo>();
   const unexpected: string[] = [];
   for (const [key, t] of tensors) {
@@ -473,12 +629,12 @@ function mapVae(
   return out;
 }
 
-/** SD 1.x carries transformers' CLIPTextModel as is (older files without the `text_model.` level). */
-function mapClip(tensors: ReadonlyMap<string, TensorInfo>): Map<string, TensorInfo> {
+/** SD 1.x and SDXL carry transformers' CLIPTextModel as is (older files without the `text_model.` level). */
+function mapClip(tensors: ReadonlyMap<string, TensorInfo>, prefix: string): Map<string, TensorInfo> {
   const out = new Map<string, TensorInfo>();
   for (const [key, t] of tensors) {
-    if (!key.startsWith(CLIP) || key.endsWith("position_ids")) continue;
-    let name = key.slice(CLIP.length);
+    if (!key.startsWith(prefix) || key.endsWith("position_ids")) continue;
+    let name = key.slice(prefix.length);
     if (!name.startsWith("text_model.")) name = `text_model.${name}`;
     out.set(name, alias(t, name));
   }
@@ -496,16 +652,29 @@ const OPEN_CLIP_BLOCK: Record<string, string> = {
 /**
  * OpenCLIP's text transformer under CLIPTextModel's names. `in_proj_weight` [3h, h] is
  * cat(q, k, v) along rows, so each projection is a contiguous third of its bytes. Layers past
- * the config's depth (SD 2.x skips OpenCLIP's last), `text_projection` and `logit_scale` are
- * not used by Stable Diffusion.
+ * the config's depth (SD 2.x skips OpenCLIP's last) and `logit_scale` are not used;
+ * `text_projection` [h, p] (pooled · P) is CLIPTextModelWithProjection's Linear weight [p, h]
+ * transposed, used when the config has a projection (SDXL's pooled text_embeds).
  */
 function mapOpenClip(
   file: string,
   tensors: ReadonlyMap<string, TensorInfo>,
   cfg: ConfigReader,
+  prefix: string,
 ): Map<string, TensorInfo> {
-  const layers = readClipTextConfig(cfg).layers;
+  const { layers, projectionDim } = readClipTextConfig(cfg);
   const out = new Map<string, TensorInfo>();
+  const projection = tensors.get(`${prefix}text_projection`);
+  if (projectionDim !== null && projection) {
+    if (projection.shape.length !== 2) {
+      throw new ModelError(`has shape [${projection.shape.join(", ")}]: not a [width, projection] matrix`, {
+        file,
+        field: projection.name,
+      });
+    }
+    const name = "text_projection.weight";
+    out.set(name, { ...alias(projection, name, [...projection.shape].reverse()), transposed: true });
+  }
   const rules: Rule[] = [
     [/^token_embedding\.weight$/, () => "text_model.embeddings.token_embedding.weight"],
     [/^positional_embedding$/, () => "text_model.embeddings.position_embedding.weight"],
@@ -520,8 +689,8 @@ function mapOpenClip(
   ];
   const inProj = /^transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)$/;
   for (const [key, t] of tensors) {
-    if (!key.startsWith(OPEN_CLIP)) continue;
-    const rel = key.slice(OPEN_CLIP.length);
+    if (!key.startsWith(prefix)) continue;
+    const rel = key.slice(prefix.length);
     const m = inProj.exec(rel);
     if (!m) {
       const name = applyRules(rel, rules);

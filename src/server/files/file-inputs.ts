@@ -98,6 +98,8 @@ export interface FileInputOptions {
   timeoutMs?: number;
   /** The Files API's files, resolved inside rather than over HTTP. */
   ownFile?: OwnFileReader;
+  /** Where weights inputs (weights-inputs.ts: LoRAs by URL) are kept once fetched and unpacked. */
+  weightsCacheDir?: string;
 }
 
 /**

@@ -52,6 +52,8 @@ export interface SetupParams {
   preview?: { vae: string; maxSize: number };
   /** SDXL: the refiner's weights, loaded in this process on the first request that refines. */
   refiner?: string;
+  /** Build the base so that requests can bring LoRAs (replicate_weights); see the engine's loraSupport. */
+  loraSupport?: boolean;
 }
 
 export type ToEngine =
@@ -228,6 +230,7 @@ function runProcess(send: (message: FromEngine) => void): void {
         config: params.engine?.config,
         vae: params.engine?.vae,
         loras: params.engine?.loras,
+        loraSupport: params.loraSupport,
         embeddings: params.engine?.embeddingsDir === undefined ? undefined : [params.engine.embeddingsDir],
         promptSyntax: params.engine?.promptSyntax,
         clipSkip: params.engine?.clipSkip,

@@ -4,6 +4,7 @@
  * the engine only through an adapter; routes never reach either.
  */
 import type { HiresFix } from "../../engine/index.js";
+import type { WeightsFile } from "../files/weights-inputs.js";
 import type { InvalidField, JsonSchema } from "./json-schema.js";
 
 /**
@@ -88,6 +89,8 @@ export interface PredictContext {
   promptSyntax?: "a1111";
   /** A1111's settings of an /sdapi/v1 call. */
   a1111?: A1111Settings;
+  /** The weights inputs (`weightsInputs`), fetched, unpacked and on disk: fetched by the worker before predict. */
+  weights?: Readonly<Record<string, WeightsFile>>;
 }
 
 /** A prediction that failed for a reason the user should read, shown as the prediction's `error`. */
@@ -144,6 +147,12 @@ export interface ModelAdapter {
   readonly setupProgress?: SetupProgress;
   /** Runs one prediction; the input has passed validateInput. Rejects with PredictionError for user-facing failures. */
   predict(input: Record<string, unknown>, ctx: PredictContext): Promise<OutputFile[]>;
+  /**
+   * Inputs that name LoRA weights by URL (stability-ai/sdxl's replicate_weights): the worker
+   * fetches and unpacks them into its weights cache (files/weights-inputs.ts) and passes their
+   * paths as ctx.weights.
+   */
+  readonly weightsInputs?: readonly string[];
   /** The folders A1111 prompts call LoRAs and embeddings from (the models file's lora_dir, embeddings_dir). */
   readonly promptFolders?: { loraDir?: string; embeddingsDir?: string };
   close(): Promise<void>;

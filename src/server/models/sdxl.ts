@@ -12,6 +12,7 @@ import {
   SDXL_MIN_SIDE,
   SDXL_SCHEDULERS,
 } from "../../model-catalog.js";
+import { fileInputProblem } from "../files/file-inputs.js";
 import type { PictureInputs, RefineParams } from "./engine-process.js";
 import type { InvalidField, JsonSchema } from "./json-schema.js";
 import type { ImageLimits } from "./model.js";
@@ -198,12 +199,13 @@ export function sdxlInvalidFields(input: Record<string, unknown>): InvalidField[
   if (typeof input["mask"] === "string" && typeof input["image"] !== "string") {
     out.push({ type: "required", field: "input.image", description: "image is required when mask is given" });
   }
-  if (typeof input["replicate_weights"] === "string") {
-    out.push({
-      type: "not_supported",
-      field: "input.replicate_weights",
-      description: "replicate_weights (LoRA weights by URL) is not supported by this server yet",
-    });
+  const weights = input["replicate_weights"];
+  // "" is no weights, as cog-sdxl's `if replicate_weights:` reads it.
+  if (typeof weights === "string" && weights !== "") {
+    // Fetched by the worker as file inputs are (weights-inputs.ts): what can never be fetched is known now.
+    const problem = fileInputProblem(weights);
+    if (problem)
+      out.push({ type: "format", field: "input.replicate_weights", description: `replicate_weights ${problem}` });
   }
   for (const key of ["width", "height"]) {
     const v = input[key];
@@ -234,12 +236,16 @@ export interface SdxlJob {
 
 /**
  * A validated input (defaults filled in) as an engine job, as cog-sdxl's predict() sets up
- * diffusers; `files` holds the fetched `image` / `mask` (the worker fetches file inputs).
+ * diffusers; `files` holds the fetched `image` / `mask` (the worker fetches file inputs), `lora`
+ * the LoRA of `replicate_weights` on disk, applied at `lora_scale` (cog-sdxl's
+ * cross_attention_kwargs scale; its trained LoRAs change only the UNet, another LoRA's text
+ * encoder layers take the same scale, as diffusers' encode_prompt gives them).
  */
 export function sdxlJob(
   input: Record<string, unknown>,
   seed: number,
   files: Readonly<Record<string, Uint8Array>> | undefined,
+  lora?: string,
 ): SdxlJob {
   const image = input["image"] === undefined ? undefined : files?.["image"];
   const mask = image && input["mask"] !== undefined ? files?.["mask"] : undefined;
@@ -256,6 +262,7 @@ export function sdxlJob(
     // cog-sdxl sizes text-to-image only; with an image, the image's size rules.
     ...(image ? { strength: input["prompt_strength"] as number } : {}),
     ...(image ? {} : { width: input["width"] as number, height: input["height"] as number }),
+    ...(lora ? { loras: [{ path: lora, scale: input["lora_scale"] as number }] } : {}),
   };
   const mode = input["refine"] as (typeof REFINE_MODES)[number];
   const refineSteps = input["refine_steps"] as number | undefined;

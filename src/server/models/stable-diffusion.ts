@@ -383,6 +383,16 @@ export class StableDiffusionAdapter implements ModelAdapter {
   private failedAt = 0;
   private failedTransiently = false;
 
+  /** stability-ai/sdxl's replicate_weights: a LoRA by URL, fetched by the worker (files/weights-inputs.ts). */
+  get weightsInputs(): readonly string[] {
+    return this.takesReplicateWeights ? ["replicate_weights"] : [];
+  }
+
+  /** SDXL models take LoRAs per request unless the models file says `"replicate_weights": false`. */
+  private get takesReplicateWeights(): boolean {
+    return this.spec.family === "sdxl" && this.spec.engine?.replicateWeights !== false;
+  }
+
   get promptFolders(): { loraDir?: string; embeddingsDir?: string } {
     const e = this.spec.engine;
     return {
@@ -488,7 +498,19 @@ export class StableDiffusionAdapter implements ModelAdapter {
       const problem = fileInputProblem(value);
       if (problem) errors.push({ type: "format", field: `input.${name}`, description: `${name} ${problem}` });
     }
-    if (this.spec.family === "sdxl") errors.push(...sdxlInvalidFields(cleaned as Record<string, unknown>));
+    if (this.spec.family === "sdxl") {
+      errors.push(...sdxlInvalidFields(cleaned as Record<string, unknown>));
+      if (
+        !this.takesReplicateWeights &&
+        typeof (cleaned as Record<string, unknown>)["replicate_weights"] === "string"
+      ) {
+        errors.push({
+          type: "not_supported",
+          field: "input.replicate_weights",
+          description: `replicate_weights is turned off for ${this.spec.name} on this server ("replicate_weights": false in its models-file entry)`,
+        });
+      }
+    }
     return errors;
   }
 
@@ -533,6 +555,8 @@ export class StableDiffusionAdapter implements ModelAdapter {
             ? { vae: this.spec.previewVae, maxSize: this.options.previewSize ?? DEFAULT_PREVIEW_SIZE }
             : undefined,
           ...(this.spec.refiner === undefined ? {} : { refiner: this.spec.refiner }),
+          // SDXL's schema takes replicate_weights: LoRAs per request, switched without a new session.
+          ...(this.takesReplicateWeights ? { loraSupport: true } : {}),
         });
         this.ownState = "READY";
       } catch (err) {
@@ -633,8 +657,17 @@ export class StableDiffusionAdapter implements ModelAdapter {
     // cog-sdxl: a random seed from two bytes when none is given, logged first.
     const seed = (input["seed"] as number | undefined) ?? randomInt(0, 65536);
     ctx.log(`Using seed: ${seed}`);
-    const job = sdxlJob(input, seed, ctx.files);
+    const weights = ctx.weights?.["replicate_weights"];
+    const asked = typeof input["replicate_weights"] === "string" && input["replicate_weights"] !== "";
+    if (asked && !weights) throw new PredictionError("replicate_weights could not be read");
+    const job = sdxlJob(input, seed, ctx.files, weights?.path);
     if (input["image"] !== undefined && !job.pictures) throw new PredictionError("image could not be read");
+    if (weights) {
+      ctx.log(
+        `Loading LoRA weights (replicate_weights, sha256 ${weights.sha256.slice(0, 12)}) at lora_scale ${input["lora_scale"]}`,
+      );
+      for (const note of weights.notes) ctx.log(note);
+    }
     const total = job.steps;
     let done = 0;
     ctx.log(progressLine(0, total, 0));
@@ -645,7 +678,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
       ctx.log(progressLine(done, total, elapsedSeconds));
       if (previews && ctx.preview) ctx.preview({ step: done, total, images: previews });
     };
-    return this.run(() =>
+    const run = this.run(() =>
       engine.generate(job.request, {
         signal: ctx.signal,
         onStep,
@@ -655,6 +688,14 @@ export class StableDiffusionAdapter implements ModelAdapter {
         watermark: job.watermark,
       }),
     );
+    if (!weights) return run;
+    // The engine names the cached file; the user knows it as replicate_weights.
+    return run.catch((err: unknown) => {
+      if (err instanceof PredictionError && err.message.includes(weights.path)) {
+        throw new PredictionError(err.message.split(weights.path).join("replicate_weights (lora.safetensors)"));
+      }
+      throw err;
+    });
   }
 
   /** A generation's PNGs as output files; engine errors as the user should see them. */
