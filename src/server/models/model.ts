@@ -26,6 +26,12 @@ export interface A1111Settings {
   latentResize?: { width: number; height: number };
   /** Inpainting: A1111's inpainting_fill 2 ("noise") or 3 ("zeros"). */
   maskedContent?: "noise" | "zeros";
+  /**
+   * The /sdapi call this prediction is one image of, so that /progress, /interrupt and /skip
+   * find the call in the store from any node: the call's id and job_timestamp, how many images
+   * it makes, and the steps each runs. Not read by the engine.
+   */
+  call?: { id: string; timestamp: string; images: number; steps: number };
 }
 
 export interface ModelVersion {

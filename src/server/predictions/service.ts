@@ -274,6 +274,18 @@ export class PredictionService {
     });
   }
 
+  /**
+   * One of the account's own settings (A1111's sd_model_checkpoint), kept in the store's settings
+   * table: every node sharing the store sees it, and a restart keeps it.
+   */
+  accountSetting(account: string, name: string): Promise<string | undefined> {
+    return this.store.getSetting(accountSettingKey(account, name));
+  }
+
+  setAccountSetting(account: string, name: string, value: string): Promise<void> {
+    return this.store.setSetting(accountSettingKey(account, name), value);
+  }
+
   /** How many predictions this model has had (the model object's run_count). */
   runCount(model: ModelAdapter): Promise<number> {
     return this.store.countByModel(`${model.model.owner}/${model.model.name}`);
@@ -292,4 +304,9 @@ export class PredictionService {
   get closingSignal(): AbortSignal {
     return this.lifecycle.closingSignal;
   }
+}
+
+/** The setting's name first: it holds no ":", so no account string makes another's key. */
+function accountSettingKey(account: string, name: string): string {
+  return `account-setting:${name}:${account}`;
 }
