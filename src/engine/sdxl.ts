@@ -15,7 +15,7 @@
  * - the expert ensemble (diffusers' `denoising_end` / `denoising_start`): the base stops at a
  *   fraction of the schedule, the refiner takes its latents and runs the rest.
  */
-import type { EmbeddingPlacer } from "./embeddings.js";
+import { type EmbeddingPlacer, loadTrainedTokens, type TrainedTokens } from "./embeddings.js";
 import { ModelError, RequestError } from "./errors.js";
 import type { AddedConditions, TensorF32 } from "./networks.js";
 import { TextEncoder } from "./networks.js";
@@ -139,13 +139,18 @@ export class SdxlConditioner {
    * Encodes texts (one batch per encoder): diffusers' encode_prompt for each, without guidance
    * logic. `adapters`: each encoder's LoRA factor feeds, in order.
    */
-  async encode(texts: readonly string[], adapters: readonly Feeds[] = []): Promise<SdxlEmbeddings> {
+  async encode(
+    texts: readonly string[],
+    adapters: readonly Feeds[] = [],
+    trained?: readonly TrainedTokens[],
+  ): Promise<SdxlEmbeddings> {
     const parts: TensorF32[] = [];
     let pooled: TensorF32 | undefined;
     for (const [i, { tokenizer, encoder }] of this.encoders.entries()) {
+      const added = trained?.[i];
       const placer = this.placers?.[i];
       const { ids, feeds } = placer
-        ? placer.encode(texts)
+        ? placer.encode(texts, added)
         : { ids: texts.map((t) => tokenizer.encode(t).inputIds), feeds: {} };
       const last = i === this.encoders.length - 1;
       const out = await encoder.outputs(
@@ -164,7 +169,13 @@ export class SdxlConditioner {
    * under guidance, else [prompt × batch], as encoder_hidden_states, text_embeds and time_ids.
    */
   async conditioning(
-    req: { prompt: string; negativePrompt: string | undefined; width: number; height: number } & MicroConditioning,
+    req: {
+      prompt: string;
+      negativePrompt: string | undefined;
+      width: number;
+      height: number;
+      trainedTokens?: string;
+    } & MicroConditioning,
     batch: number,
     guided: boolean,
     fromImage = false,
@@ -173,7 +184,8 @@ export class SdxlConditioner {
     const timeIdsCount = this.timeIdsCount;
     const zeroNegative = guided && req.negativePrompt === undefined && this.settings.forceZerosForEmptyPrompt;
     const texts = guided && !zeroNegative ? [req.negativePrompt ?? "", req.prompt] : [req.prompt];
-    const enc = await this.encode(texts, adapters);
+    const trained = req.trainedTokens === undefined ? undefined : await this.trainedTokens(req.trainedTokens);
+    const enc = await this.encode(texts, adapters, trained);
     const { positive, negative } = this.timeIds(req, fromImage);
 
     const rows = guided ? 2 * batch : batch;
@@ -202,6 +214,26 @@ export class SdxlConditioner {
         timeIds: { data: timeIds, shape: [rows, timeIdsCount] },
       },
     };
+  }
+
+  /**
+   * A cog-sdxl `embeddings.pti`'s vectors for each encoder (CLIP ViT-L: text_encoders_0, OpenCLIP:
+   * text_encoders_1; the refiner has only the latter). The encoders must have been built to take
+   * them (loadPipeline's requestEmbeddings).
+   */
+  async trainedTokens(file: string): Promise<TrainedTokens[]> {
+    if (!this.encoders.every((e) => e.encoder.takesExtraTokens)) {
+      throw new RequestError(
+        "this model was loaded without support for a request's own token embeddings (loadPipeline option requestEmbeddings)",
+        "trainedTokens",
+      );
+    }
+    const out: TrainedTokens[] = [];
+    for (const { encoder } of this.encoders) {
+      const part = encoder.projectionDim === null ? "clip_l" : "clip_g";
+      out.push(await loadTrainedTokens(file, part, encoder.hiddenSize));
+    }
+    return out;
   }
 
   /**
