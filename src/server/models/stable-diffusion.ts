@@ -40,7 +40,7 @@ import {
   type SetupProgress,
 } from "./model.js";
 import { progressLine } from "./progress-bar.js";
-import { sdxlImageLimits, sdxlInvalidFields, sdxlJob, sdxlSchemas } from "./sdxl.js";
+import { ReplacedPromptTooLong, sdxlImageLimits, sdxlInvalidFields, sdxlJob, sdxlSchemas } from "./sdxl.js";
 
 export { STABLE_DIFFUSION_VERSION };
 
@@ -660,13 +660,24 @@ export class StableDiffusionAdapter implements ModelAdapter {
     const weights = ctx.weights?.["replicate_weights"];
     const asked = typeof input["replicate_weights"] === "string" && input["replicate_weights"] !== "";
     if (asked && !weights) throw new PredictionError("replicate_weights could not be read");
-    const job = sdxlJob(input, seed, ctx.files, weights?.path);
+    let job: ReturnType<typeof sdxlJob>;
+    try {
+      job = sdxlJob(input, seed, ctx.files, weights?.path, weights?.trainedTokens);
+    } catch (err) {
+      if (err instanceof ReplacedPromptTooLong) throw new PredictionError(err.message);
+      throw err;
+    }
     if (input["image"] !== undefined && !job.pictures) throw new PredictionError("image could not be read");
     if (weights) {
       ctx.log(
         `Loading LoRA weights (replicate_weights, sha256 ${weights.sha256.slice(0, 12)}) at lora_scale ${input["lora_scale"]}`,
       );
       for (const note of weights.notes) ctx.log(note);
+      if (weights.trainedTokens) {
+        // cog-sdxl prints the prompt after its replacements.
+        ctx.log("Loading trained token embeddings (replicate_weights, embeddings.pti)");
+        ctx.log(`Prompt: ${job.request.prompt}`);
+      }
     }
     const total = job.steps;
     let done = 0;
@@ -690,9 +701,13 @@ export class StableDiffusionAdapter implements ModelAdapter {
     );
     if (!weights) return run;
     // The engine names the cached file; the user knows it as replicate_weights.
+    const pti = weights.trainedTokens?.path;
     return run.catch((err: unknown) => {
       if (err instanceof PredictionError && err.message.includes(weights.path)) {
         throw new PredictionError(err.message.split(weights.path).join("replicate_weights (lora.safetensors)"));
+      }
+      if (err instanceof PredictionError && pti && err.message.includes(pti)) {
+        throw new PredictionError(err.message.split(pti).join("replicate_weights (embeddings.pti)"));
       }
       throw err;
     });
