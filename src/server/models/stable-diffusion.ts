@@ -7,7 +7,15 @@
  * and input defaults (see model-catalog.ts).
  */
 import { randomInt } from "node:crypto";
-import { formatHubRef, HubError, type HubSettings, ModelError, parseHubId, RequestError } from "../../engine/index.js";
+import {
+  formatHubRef,
+  HubError,
+  type HubSettings,
+  ModelError,
+  parseHubFileId,
+  parseHubId,
+  RequestError,
+} from "../../engine/index.js";
 import {
   DEFAULT_MODEL_NAME,
   DEFAULT_WEIGHTS,
@@ -526,7 +534,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
     }
     this.loading ??= (async () => {
       const log = this.options.log ?? (() => {});
-      const hub = parseHubId(this.spec.weights) !== undefined;
+      const hub = parseHubId(this.spec.weights) !== undefined || parseHubFileId(this.spec.weights) !== undefined;
       this.phase = hub ? "downloading" : "loading";
       const download = hub ? new DownloadTracker(this.spec.weights, log) : undefined;
       this.download = download;
