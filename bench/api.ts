@@ -12,7 +12,11 @@
  * Each server runs in its own child process, autocannon in this one. Prints requests per second,
  * latency p50/p99 (ms) and the server's CPU per request for each.
  *
- *   npx tsx bench/api.ts [--duration 10] [--connections 50] [--only bare,get,create_get,generating] [--json]
+ *   npx tsx bench/api.ts [--duration 10] [--connections 50] [--only bare,get,create_get,generating]
+ *     [--log-level warn] [--json]
+ *
+ * --log-level: the sdserve servers' LOG_LEVEL (default warn: no record per request; at info
+ * each request writes its record, to /dev/null, which is what a deployment's default pays).
  *
  * See bench/README.md.
  */
@@ -25,15 +29,15 @@ import { parseArgs } from "node:util";
 import autocannon from "autocannon";
 import { encode } from "fast-png";
 import Fastify from "fastify";
-import { loadConfig } from "../src/config.js";
+import { LOG_LEVELS, type LogLevel, loadConfig } from "../src/config.js";
 import { createLogger } from "../src/server/log.js";
-import { type InvalidField, validate } from "../src/server/models/json-schema.js";
 import type { ModelAdapter, OutputFile } from "../src/server/models/model.js";
 import {
   imageLimitsOf,
   STABLE_DIFFUSION_SCHEMAS,
   STABLE_DIFFUSION_VERSION,
 } from "../src/server/models/stable-diffusion.js";
+import { type InvalidField, validate } from "../src/server/schemas/json-schema.js";
 import { startServer } from "../src/server/server.js";
 import { intOption, printUsageAndExit } from "./lib/cli.js";
 import { machineInfo } from "./lib/machine.js";
@@ -73,7 +77,7 @@ class InstantAdapter implements ModelAdapter {
 }
 
 /** Child mode: serve, print the URL, run until killed. */
-async function serve(kind: string): Promise<void> {
+async function serve(kind: string, logLevel: LogLevel): Promise<void> {
   // The server's own CPU time so far, asked for around a measurement (robust where other processes share the CPUs).
   process.on("SIGUSR2", () => {
     const { user, system } = process.cpuUsage();
@@ -86,7 +90,7 @@ async function serve(kind: string): Promise<void> {
       ...process.env,
       SDSERVE_API_TOKENS: TOKEN,
     });
-    const server = await startServer(config, createLogger({ logLevel: "warn", logFormat: "json" }, process.stderr));
+    const server = await startServer(config, createLogger({ logLevel, logFormat: "json" }, process.stderr));
     process.once("SIGTERM", () => void server.close().then(() => process.exit(0)));
     console.log(`listening on ${server.url}`);
     return;
@@ -111,7 +115,7 @@ async function serve(kind: string): Promise<void> {
   const server = await startServer(
     config,
     // Warnings only: the request records are what a deployment pays for at LOG_LEVEL=info.
-    createLogger({ logLevel: "warn", logFormat: "json" }, process.stderr),
+    createLogger({ logLevel, logFormat: "json" }, process.stderr),
     { models: [new InstantAdapter()] },
   );
   console.log(`listening on ${server.url}`);
@@ -133,10 +137,11 @@ function cpuOf(child: ChildProcess): Promise<number> {
   });
 }
 
-function startChild(kind: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), "--serve", kind], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+function startChild(kind: string, logLevel: LogLevel): Promise<{ child: ChildProcess; url: string }> {
+  const args = [...process.execArgv, fileURLToPath(import.meta.url), "--serve", kind, "--log-level", logLevel];
+  // Below warn the records go to /dev/null: written, as a deployment writes them, but not shown.
+  const stderr = ["info", "debug", "trace"].includes(logLevel) ? "ignore" : "inherit";
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", stderr] });
   return new Promise((resolve, reject) => {
     let text = "";
     child.stdout?.on("data", (c: Buffer) => {
@@ -154,20 +159,31 @@ async function main(): Promise<void> {
       duration: { type: "string", default: "10" },
       connections: { type: "string", default: "50" },
       only: { type: "string", default: "bare,get,create_get,generating" },
+      "log-level": { type: "string", default: "warn" },
       json: { type: "boolean", default: false },
       serve: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
   if (values.help) printUsageAndExit(import.meta.url);
-  if (values.serve) return serve(values.serve);
+  const logLevel = values["log-level"] as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) throw new Error(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
+  if (values.serve) return serve(values.serve, logLevel);
   const duration = intOption("duration", values.duration, 1);
   const connections = intOption("connections", values.connections, 1);
   const report = new Report(BENCH, values.json);
   const m = machineInfo();
   report.emit(
-    { figure: "machine", cpu: m.cpu, cores: m.cores, node: process.version, duration_s: duration, connections },
-    `${pad("machine", LABEL)}${m.cpu}, ${m.cores} cores, node ${process.version}; ${connections} connections, ${duration} s each`,
+    {
+      figure: "machine",
+      cpu: m.cpu,
+      cores: m.cores,
+      node: process.version,
+      duration_s: duration,
+      connections,
+      log_level: logLevel,
+    },
+    `${pad("machine", LABEL)}${m.cpu}, ${m.cores} cores, node ${process.version}; ${connections} connections, ${duration} s each; LOG_LEVEL ${logLevel}`,
   );
 
   const body = JSON.stringify({
@@ -237,7 +253,7 @@ async function main(): Promise<void> {
   const serverCpu: Record<string, number> = {};
   const only = new Set(values.only.split(","));
   for (const run of runs.filter((r) => only.has(r.name))) {
-    const { child, url } = await startChild(run.kind);
+    const { child, url } = await startChild(run.kind, logLevel);
     try {
       const options = await run.opts(url);
       const cpuBefore = await cpuOf(child);
@@ -275,12 +291,17 @@ async function main(): Promise<void> {
         `${(cpuRatio * 100).toFixed(1)} % by server CPU per request`,
     );
   }
-  if (only.has("generating")) await whileGenerating(report, duration, connections);
+  if (only.has("generating")) await whileGenerating(report, duration, connections, logLevel);
 }
 
 /** GET of one prediction and /health-check, idle and then while the engine makes a 640×640 image. */
-async function whileGenerating(report: Report, duration: number, connections: number): Promise<void> {
-  const { child, url } = await startChild("tiny");
+async function whileGenerating(
+  report: Report,
+  duration: number,
+  connections: number,
+  logLevel: LogLevel,
+): Promise<void> {
+  const { child, url } = await startChild("tiny", logLevel);
   const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
   const create = async (input: Record<string, unknown>, wait: boolean) => {
     const res = await fetch(`${url}/v1/predictions`, {

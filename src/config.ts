@@ -84,6 +84,8 @@ export interface Config {
   queueMaxPerToken: number;
   /** Largest request body accepted, in bytes (413 beyond). */
   bodyLimit: number;
+  /** Memory for the served JSON of finished predictions (the read path's cache), in bytes; 0: none. */
+  readCacheBytes: number;
   /** External origin (scheme://host[:port][/path]) for the URLs in responses; absent: taken from each request. */
   publicBaseUrl: string | undefined;
   /**
@@ -219,7 +221,7 @@ function bytes(min: number): Parse<number> {
     const b = parseBytes(t);
     if (b === undefined || b < min) {
       throw new ConfigError(
-        `${name} must be a size of at least ${min / 1024}kb (such as 1048576, 512kb, 2mb), got "${t}"`,
+        `${name} must be a size${min > 0 ? ` of at least ${min / 1024}kb` : ""} (such as 1048576, 512kb, 2mb), got "${t}"`,
       );
     }
     return b;
@@ -593,6 +595,14 @@ export const SETTINGS = {
     default: "1mb",
     parse: bytes(1024),
     help: "largest request body: 1048576, 512kb, 2mb; beyond: 413",
+  }),
+  readCacheBytes: setting({
+    env: ["SDSERVE_READ_CACHE"],
+    commands: SERVE,
+    section: "environment",
+    default: "32mb",
+    parse: bytes(0),
+    help: "memory for finished predictions' JSON, served again without a store read; 0: none",
   }),
   maxWaitSeconds: setting({
     env: ["SDSERVE_MAX_WAIT"],
@@ -1128,6 +1138,7 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     queueMax: v.queueMax,
     queueMaxPerToken: v.queueMaxPerToken ?? Math.ceil(v.queueMax / 2),
     bodyLimit: v.bodyLimit,
+    readCacheBytes: v.readCacheBytes,
     publicBaseUrl: v.publicBaseUrl,
     trustProxy: v.trustProxy ?? [],
     maxWaitSeconds: v.maxWaitSeconds,

@@ -27,6 +27,9 @@ test("defaults, and a flag wins over its environment variable", () => {
   assert.equal(c.webhookAllowPrivate, false);
   assert.deepEqual(c.apiTokens, []);
   assert.equal(c.rateLimit, null);
+  assert.equal(c.readCacheBytes, 32 * 1024 * 1024);
+  assert.equal(loadConfig(["--model", "m"], { SDSERVE_READ_CACHE: "0" }).readCacheBytes, 0);
+  assert.equal(loadConfig(["--model", "m"], { SDSERVE_READ_CACHE: "512kb" }).readCacheBytes, 512 * 1024);
   const d = loadConfig(["--port", "9000"], {
     SDSERVE_MODEL: "./sd",
     SDSERVE_PORT: "1234",
@@ -96,6 +99,8 @@ test("bad values fail at start, naming the setting", () => {
     [["--model", "m"], { SDSERVE_OUTPUT_RETENTION: "soon" }, /SDSERVE_OUTPUT_RETENTION must be a duration/],
     [["--model", "m"], { SDSERVE_QUEUE_MAX: "0" }, /SDSERVE_QUEUE_MAX/],
     [["--model", "m"], { SDSERVE_BODY_LIMIT: "lots" }, /SDSERVE_BODY_LIMIT/],
+    [["--model", "m"], { SDSERVE_READ_CACHE: "-1" }, /SDSERVE_READ_CACHE must be a size/],
+    [["--model", "m"], { SDSERVE_READ_CACHE: "1e9" }, /SDSERVE_READ_CACHE must be a size/],
     [
       ["--model", "m"],
       { SDSERVE_WEBHOOK_ALLOW_PRIVATE: "maybe" },

@@ -1,5 +1,17 @@
 /** The engine's one reader of JSON files (configs, tokenizer files): an object, or a ModelError naming the file. */
+import { readFile } from "node:fs/promises";
 import { ModelError } from "./errors.js";
+
+/** The JSON object in `file`; a ModelError naming the file when it cannot be read or holds no object. */
+export async function readJsonObject(file: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new ModelError(`cannot be read: ${(err as Error).message}`, { file });
+  }
+  return parseJsonObject(text, file);
+}
 
 export function parseJsonObject(text: string, file: string): Record<string, unknown> {
   let value: unknown;

@@ -93,8 +93,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     const route = req.routeOptions.url;
     const level = route && QUIET_ROUTES.has(route) ? "debug" : "info";
     if (!logger.isLevelEnabled(level)) return done();
-    req.log[level](
+    // Through the app's logger, with the id request.log would add: request.log is made on first use (log.ts).
+    logger[level](
       {
+        reqId: req.id,
         method: req.method,
         route: route ?? null,
         url: loggableUrl(req.url),

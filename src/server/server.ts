@@ -26,6 +26,7 @@ import { PredictionLog } from "./prediction-log.js";
 import { PredictionLifecycle } from "./predictions/lifecycle.js";
 import { OutputFiles } from "./predictions/output-files.js";
 import { PredictionService } from "./predictions/service.js";
+import { SettledPredictionCache } from "./predictions/settled-cache.js";
 import { RETRY_DELAYS_MS, WebhookDispatcher } from "./webhooks/dispatcher.js";
 import { BullMqCompletedDeliveries } from "./webhooks/jobs.js";
 import { Worker } from "./worker.js";
@@ -181,6 +182,10 @@ export function newService(
   out: ServerOutput,
 ): PredictionService {
   const { store, queue, files, events } = backends;
+  const settled =
+    config.readCacheBytes > 0
+      ? new SettledPredictionCache({ maxBytes: config.readCacheBytes, retentionMs: config.outputRetentionMs })
+      : undefined;
   const lifecycle = new PredictionLifecycle(
     store,
     queue,
@@ -188,6 +193,7 @@ export function newService(
     events,
     config.outputRetentionMs,
     lineLogger(out.child({ component: "predictions" }), "error"),
+    settled,
   );
   return new PredictionService(
     store,
@@ -201,6 +207,7 @@ export function newService(
       maxRunTimeMs: config.maxRunTimeMs,
       webhookAllowPrivate: config.webhookAllowPrivate,
     },
+    settled,
   );
 }
 

@@ -6,12 +6,12 @@
  */
 import { FileInputError, type FileInputOptions, resolveFileInput } from "./files/file-inputs.js";
 import { WeightsCache, type WeightsFile } from "./files/weights-inputs.js";
-import type { JsonSchema } from "./models/json-schema.js";
 import type { ModelAdapter } from "./models/model.js";
 import { isVersionOf, PredictionError } from "./models/model.js";
 import type { PredictionLifecycle } from "./predictions/lifecycle.js";
 import { publicErrorMessage } from "./public-error.js";
 import type { JobConsumer, JobOutcome, JobQueue } from "./queue/queue.js";
+import type { JsonSchema } from "./schemas/json-schema.js";
 
 export class Worker {
   private consumer: JobConsumer | undefined;

@@ -7,7 +7,7 @@
  * a preview and a field for a pasted URL; static/file-input.js uploads the chosen file through
  * the Files API and sends its URL. A `mask` beside an `image` can also be painted over the image.
  */
-import { flatten, type JsonSchema } from "../server/models/json-schema.js";
+import { flatten, type JsonSchema } from "../server/schemas/json-schema.js";
 import { type Html, html } from "./html.js";
 
 export type FieldType = "string" | "integer" | "number" | "boolean" | "file";

@@ -114,13 +114,19 @@ test("Open WebUI: verify, list models, switch model (the whole options object ba
     assert.deepEqual([img.width, img.height], [128, 128]);
   }
   assert.equal(info["sd_model_name"], OTHER_MODEL);
+  // parameters: txt2img's model, as sent with A1111's defaults; no img2img fields.
+  const parameters = res.json["parameters"] as Record<string, unknown>;
+  assert.equal(parameters["batch_size"], 2);
+  assert.equal(parameters["enable_hr"], false);
+  assert.equal(parameters["hr_scale"], 2);
+  assert.equal(parameters["sampler_index"], "Euler");
+  assert.equal("init_images" in parameters, false);
   assert.equal(info["sampler_name"], "Euler a");
   assert.equal(info["prompt"], "a lighthouse at dusk");
   assert.equal(info["negative_prompt"], "fog");
   assert.deepEqual(info["all_seeds"], [info["seed"], (info["seed"] as number) + 1]);
   assert.equal((info["infotexts"] as string[]).length, 2);
   assert.match((info["infotexts"] as string[])[0] as string, /Steps: 2, Sampler: Euler a, .*Seed: \d+, Size: 128x128/);
-  assert.equal((res.json["parameters"] as Record<string, unknown>)["batch_size"], 2);
 });
 
 test("A Basic password that is an API token: the txt2img images are that token's predictions", async () => {
@@ -485,6 +491,61 @@ test("img2img: init_images (raw base64 or data: URI) on the checkpoint's img2img
     const { pngs, info } = readTxt2img(res.json);
     assert.deepEqual([decode(pngs[0] as Uint8Array).width, decode(pngs[0] as Uint8Array).height], [128, 128]);
     assert.equal(info["denoising_strength"], 0.5);
+    // parameters: the request as A1111's img2img model holds it, its defaults filled in, the pictures not sent back.
+    const parameters = res.json["parameters"] as Record<string, unknown>;
+    assert.deepEqual(
+      {
+        init_images: parameters["init_images"],
+        mask: parameters["mask"],
+        include_init_images: parameters["include_init_images"],
+        denoising_strength: parameters["denoising_strength"],
+        resize_mode: parameters["resize_mode"],
+        mask_blur: parameters["mask_blur"],
+        mask_blur_x: parameters["mask_blur_x"],
+        mask_blur_y: parameters["mask_blur_y"],
+        mask_round: parameters["mask_round"],
+        inpainting_fill: parameters["inpainting_fill"],
+        inpaint_full_res: parameters["inpaint_full_res"],
+        inpaint_full_res_padding: parameters["inpaint_full_res_padding"],
+        inpainting_mask_invert: parameters["inpainting_mask_invert"],
+        image_cfg_scale: parameters["image_cfg_scale"],
+        initial_noise_multiplier: parameters["initial_noise_multiplier"],
+        latent_mask: parameters["latent_mask"],
+        steps: parameters["steps"],
+        seed: parameters["seed"],
+        cfg_scale: parameters["cfg_scale"],
+        sampler_index: parameters["sampler_index"],
+        send_images: parameters["send_images"],
+      },
+      {
+        init_images: null,
+        mask: null,
+        include_init_images: false,
+        denoising_strength: 0.5,
+        resize_mode: 0,
+        mask_blur: null,
+        mask_blur_x: 4,
+        mask_blur_y: 4,
+        mask_round: true,
+        inpainting_fill: 0,
+        inpaint_full_res: true,
+        inpaint_full_res_padding: 0,
+        inpainting_mask_invert: 0,
+        image_cfg_scale: null,
+        initial_noise_multiplier: null,
+        latent_mask: null,
+        steps: 4,
+        seed: 9,
+        cfg_scale: 7,
+        sampler_index: "Euler",
+        send_images: true,
+      },
+    );
+    // img2img has no hires fix: none of txt2img's own fields.
+    for (const key of ["enable_hr", "hr_scale", "firstphase_width", "hr_prompt"])
+      assert.equal(key in parameters, false);
+    // The picture sent is not echoed: the answer carries the made image once, and no more.
+    assert.ok(!JSON.stringify(parameters).includes(source.slice(40, 140)));
   }
   const list = await api(server, "GET", "/v1/predictions?page_size=1", undefined, authHeaders());
   const p = (list.json["results"] as Record<string, unknown>[])[0] as Record<string, unknown>;
@@ -511,6 +572,24 @@ test("img2img: init_images (raw base64 or data: URI) on the checkpoint's img2img
     TOKEN_AS_PASSWORD,
   );
   assert.equal(inpaint.status, 200, JSON.stringify(inpaint.json));
+  const echoed = inpaint.json["parameters"] as Record<string, unknown>;
+  assert.equal(echoed["mask"], null);
+  assert.equal(echoed["mask_blur"], 2);
+  assert.equal(echoed["inpainting_mask_invert"], 1);
+  assert.equal(echoed["denoising_strength"], 0.75);
+  // include_init_images: the pictures come back as sent, as A1111 does then.
+  const included = await api(
+    server,
+    "POST",
+    "/sdapi/v1/img2img",
+    { prompt: "a door", init_images: [source], mask, include_init_images: true, width: 128, height: 128, steps: 2 },
+    TOKEN_AS_PASSWORD,
+  );
+  assert.equal(included.status, 200, JSON.stringify(included.json));
+  const back = included.json["parameters"] as Record<string, unknown>;
+  assert.deepEqual(back["init_images"], [source]);
+  assert.equal(back["mask"], mask);
+  assert.equal(back["include_init_images"], true);
   const after = await api(server, "GET", "/v1/predictions?page_size=1", undefined, authHeaders());
   const q = (after.json["results"] as Record<string, unknown>[])[0] as Record<string, unknown>;
   assert.equal(q["model"], "stability-ai/stable-diffusion-inpainting");

@@ -7,7 +7,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { DiskFileStore } from "../../src/server/files/disk.js";
-import { type InvalidField, validate } from "../../src/server/models/json-schema.js";
 import type { ModelAdapter, OutputFile, PredictContext } from "../../src/server/models/model.js";
 import {
   imageLimitsOf,
@@ -19,7 +18,9 @@ import { PredictionLifecycle } from "../../src/server/predictions/lifecycle.js";
 import { OutputFiles } from "../../src/server/predictions/output-files.js";
 import type { UrlBase } from "../../src/server/predictions/serialize.js";
 import { PredictionService, type ServiceLimits } from "../../src/server/predictions/service.js";
+import type { SettledPredictionCache } from "../../src/server/predictions/settled-cache.js";
 import { LocalJobQueue } from "../../src/server/queue/local.js";
+import { type InvalidField, validate } from "../../src/server/schemas/json-schema.js";
 import { SqlitePredictionStore } from "../../src/server/store/sqlite.js";
 
 export const BASE: UrlBase = { api: "http://127.0.0.1:1/v1", origin: "http://127.0.0.1:1" };
@@ -67,18 +68,30 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export function newHarness(limits: Partial<ServiceLimits> = {}, extraModels: TestAdapter[] = []): Harness {
+export interface HarnessOptions {
+  /** The lifecycle's and the output files' retention (ms after completion); default null: kept forever. */
+  outputRetentionMs?: number | null;
+  /** The read path's cache, given to the lifecycle and the service. */
+  settled?: SettledPredictionCache;
+}
+
+export function newHarness(
+  limits: Partial<ServiceLimits> = {},
+  extraModels: TestAdapter[] = [],
+  options: HarnessOptions = {},
+): Harness {
+  const retention = options.outputRetentionMs ?? null;
   const dir = mkdtempSync(path.join(os.tmpdir(), "sdserve-service-test-"));
   const store = new SqlitePredictionStore(":memory:");
   const files = new DiskFileStore(path.join(dir, "files"));
   const model = new TestAdapter();
   const open = (queue: LocalJobQueue): Harness => {
     const events = new LocalPredictionEvents();
-    const lifecycle = new PredictionLifecycle(store, queue, files, events, null);
+    const lifecycle = new PredictionLifecycle(store, queue, files, events, retention, undefined, options.settled);
     const service = new PredictionService(
       store,
       lifecycle,
-      new OutputFiles(store, files, null),
+      new OutputFiles(store, files, retention),
       events,
       [model, ...extraModels],
       {
@@ -88,6 +101,7 @@ export function newHarness(limits: Partial<ServiceLimits> = {}, extraModels: Tes
         webhookAllowPrivate: false,
         ...limits,
       },
+      options.settled,
     );
     return {
       store,

@@ -3,12 +3,12 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { modelSpec, SCHEDULERS } from "../../src/model-catalog.js";
 import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from "../../src/server/http/json-depth.js";
-import { type JsonSchema, validate } from "../../src/server/models/json-schema.js";
 import {
   MAX_PROMPT_LENGTH,
   STABLE_DIFFUSION_SCHEMAS,
   StableDiffusionAdapter,
 } from "../../src/server/models/stable-diffusion.js";
+import { type JsonSchema, validate } from "../../src/server/schemas/json-schema.js";
 
 const adapter = new StableDiffusionAdapter({ source: "tiny-random" });
 

@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import { test } from "node:test";
-import { createLogger, loggableUrl, prettyLine } from "../../src/server/log.js";
+import Fastify from "fastify";
+import { createLogger, fastifyLogging, loggableUrl, prettyLine } from "../../src/server/log.js";
 import { progressLine } from "../../src/server/models/progress-bar.js";
 import { PROGRESS_EVERY_MS, PredictionLog } from "../../src/server/prediction-log.js";
 import { LocalPredictionEvents } from "../../src/server/predictions/events.js";
@@ -78,4 +79,34 @@ test("progress: the first step, then at most every few seconds, and the last; ev
   events.publish({ type: "log", id: "p1", line: "Using seed: 42" });
   assert.equal(lines.length, records.length);
   plog.close();
+});
+
+test("request.log is made when first written: bound to the request id, levels and redaction kept", async () => {
+  const { log, lines } = capture("json", "info");
+  const app = Fastify(fastifyLogging(log));
+  app.get("/quiet", async (req) => {
+    req.log.debug("not written at info");
+    return { ok: req.log.isLevelEnabled("info") && !req.log.isLevelEnabled("debug") };
+  });
+  app.get("/loud", async (req) => {
+    req.log.info({ token: "tok-secret", n: 1 }, "hello");
+    req.log.child({ part: "inner" }).warn("from a child");
+    return { level: req.log.level };
+  });
+  try {
+    assert.deepEqual((await app.inject({ url: "/quiet" })).json(), { ok: true });
+    assert.equal(lines.length, 0);
+    assert.deepEqual((await app.inject({ url: "/loud" })).json(), { level: "info" });
+    const records = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(records.length, 2);
+    const [hello, inner] = records;
+    assert.equal(hello?.["msg"], "hello");
+    assert.match(String(hello?.["reqId"]), /\S/);
+    assert.equal(hello?.["token"], "[redacted]");
+    assert.equal(hello?.["n"], 1);
+    assert.equal(inner?.["reqId"], hello?.["reqId"]);
+    assert.equal(inner?.["part"], "inner");
+  } finally {
+    await app.close();
+  }
 });

@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { SDXL_DEFAULTS } from "../../src/model-catalog.js";
-import { validate } from "../../src/server/models/json-schema.js";
 import { sdxlInvalidFields, sdxlJob, sdxlSchemas } from "../../src/server/models/sdxl.js";
+import { validate } from "../../src/server/schemas/json-schema.js";
 
 const schemas = sdxlSchemas(SDXL_DEFAULTS);
 const defaults = Object.fromEntries(

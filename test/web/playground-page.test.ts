@@ -1,9 +1,9 @@
 /** The playground page: one per served model, each with the form of its own schema. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { JsonSchema } from "../../src/server/models/json-schema.js";
 import type { ModelAdapter } from "../../src/server/models/model.js";
 import { STABLE_DIFFUSION_SCHEMAS } from "../../src/server/models/stable-diffusion.js";
+import type { JsonSchema } from "../../src/server/schemas/json-schema.js";
 import { playgroundPage } from "../../src/web/playground-page.js";
 
 test("with several models, the playground links to each and builds the form of the chosen one", () => {

@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { REPLICATE_DEFAULTS } from "../../src/model-catalog.js";
-import type { JsonSchema } from "../../src/server/models/json-schema.js";
 import { imageInputSchemas, STABLE_DIFFUSION_SCHEMAS } from "../../src/server/models/stable-diffusion.js";
+import type { JsonSchema } from "../../src/server/schemas/json-schema.js";
 import { html, raw } from "../../src/web/html.js";
 import { inputFields, schemaFormFields } from "../../src/web/schema-form.js";
 

@@ -9,10 +9,10 @@
  * Paths are used as given, never resolved through links, so Hugging Face cache snapshots
  * (files that are symlinks into `../../blobs/`) work as they are.
  */
-import { lstat, readdir, readFile, stat } from "node:fs/promises";
+import { lstat, readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { ModelError } from "../errors.js";
-import { parseJsonObject } from "../json.js";
+import { readJsonObject } from "../json.js";
 import { readSafetensors, type TensorInfo } from "./safetensors.js";
 
 export type ComponentName = "text_encoder" | "text_encoder_2" | "unet" | "vae";
@@ -98,7 +98,7 @@ export async function openModelFolder(dir: string, opts: OpenModelFolderOptions 
     );
   }
   const modelIndexPath = path.join(dir, "model_index.json");
-  const modelIndex = await readJsonObject(
+  const modelIndex = await readFolderJson(
     modelIndexPath,
     "every diffusers model folder has one; is this the folder that holds unet/, vae/ and text_encoder/?",
   );
@@ -130,7 +130,7 @@ export async function openModelFolder(dir: string, opts: OpenModelFolderOptions 
   const [tokenizerDir, tokenizer2Dir] = tokenizerDirs as [string, string | undefined];
 
   const schedulerConfigPath = path.join(dir, "scheduler", "scheduler_config.json");
-  const schedulerConfig = await readJsonObject(schedulerConfigPath);
+  const schedulerConfig = await readFolderJson(schedulerConfigPath);
 
   const variant = [...textEncoders, unet, vae].some((c) => c.variant === "fp16") ? "fp16" : "fp32";
   return {
@@ -224,7 +224,7 @@ async function openComponentDir(
     ] as const) {
       const file = path.join(dir, name);
       if (!(await isUsableFile(file))) continue;
-      const config = await readJsonObject(configPath);
+      const config = await readFolderJson(configPath);
       const { weightFiles, tensors } = sharded ? await readShardedSet(file) : await readSingle(file);
       return { name: layout.name, dir, configPath, config, weightFiles, tensors, variant };
     }
@@ -232,7 +232,7 @@ async function openComponentDir(
 
   const onnxPath = path.join(dir, "model.onnx");
   if (await isUsableFile(onnxPath)) {
-    const config = (await pathState(configPath)) === "missing" ? {} : await readJsonObject(configPath);
+    const config = (await pathState(configPath)) === "missing" ? {} : await readFolderJson(configPath);
     return { name: layout.name, dir, configPath, config, weightFiles: [], tensors: new Map(), onnxPath };
   }
   return undefined;
@@ -245,7 +245,7 @@ async function readSingle(file: string): Promise<{ weightFiles: string[]; tensor
 
 /** A `*.safetensors.index.json` maps every tensor to the shard file holding it. */
 async function readShardedSet(indexPath: string): Promise<{ weightFiles: string[]; tensors: Map<string, TensorInfo> }> {
-  const index = await readJsonObject(indexPath);
+  const index = await readFolderJson(indexPath);
   const weightMap = index["weight_map"];
   if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
     throw new ModelError("must be an object mapping tensor names to shard files", {
@@ -366,13 +366,7 @@ async function requireFile(p: string, hint: string): Promise<void> {
   throw new ModelError(`${what}; ${hint}`, { file: p });
 }
 
-async function readJsonObject(p: string, hint?: string): Promise<Record<string, unknown>> {
+async function readFolderJson(p: string, hint?: string): Promise<Record<string, unknown>> {
   await requireFile(p, hint ?? "a diffusers model folder has one here");
-  let text: string;
-  try {
-    text = await readFile(p, "utf8");
-  } catch (err) {
-    throw new ModelError(`cannot be read: ${(err as Error).message}`, { file: p });
-  }
-  return parseJsonObject(text, p);
+  return readJsonObject(p);
 }

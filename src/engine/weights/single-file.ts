@@ -13,7 +13,7 @@
  * shows (text layers, input channels) taken from its tensors' shapes.
  */
 import { closeSync, openSync, readSync } from "node:fs";
-import { open, readFile, stat } from "node:fs/promises";
+import { open, stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ModelError } from "../errors.js";
@@ -21,6 +21,7 @@ import { readClipTextConfig } from "../graph/clip.js";
 import { ConfigReader } from "../graph/config.js";
 import { readUNetConfig } from "../graph/unet.js";
 import { readVaeConfig } from "../graph/vae.js";
+import { readJsonObject } from "../json.js";
 import type { ComponentFiles, ComponentName, ModelFolder } from "./model-folder.js";
 import { openComponentFolder, PICKLE_EXTENSIONS } from "./model-folder.js";
 import { impliedTensorShapes } from "./random-weights.js";
@@ -235,24 +236,6 @@ interface ConfigSource {
   tokenizerVocabDir?: string;
 }
 
-async function readJson(file: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (err) {
-    throw new ModelError(`cannot be read: ${(err as Error).message}`, { file });
-  }
-  let v: unknown;
-  try {
-    v = JSON.parse(text.replace(/^\uFEFF/, ""));
-  } catch (err) {
-    throw new ModelError(`is not valid JSON (${(err as Error).message})`, { file });
-  }
-  if (typeof v !== "object" || v === null || Array.isArray(v))
-    throw new ModelError("must hold a JSON object", { file });
-  return v as Record<string, unknown>;
-}
-
 export async function openSingleFile(file: string, opts: OpenSingleFileOptions = {}): Promise<ModelFolder> {
   await refusePickle(file);
   const st = await readSafetensors(file);
@@ -275,22 +258,22 @@ export async function openSingleFile(file: string, opts: OpenSingleFileOptions =
   }
 
   const configPath = (sub: string) => path.join(source.dir, sub, "config.json");
-  const modelIndex = await readJson(path.join(source.dir, "model_index.json")).catch((err) => {
+  const modelIndex = await readJsonObject(path.join(source.dir, "model_index.json")).catch((err) => {
     if (source.fromPreset) throw err;
     return {} as Record<string, unknown>;
   });
   const schedulerConfigPath = path.join(source.dir, "scheduler", "scheduler_config.json");
-  const schedulerConfig = await readJson(schedulerConfigPath);
+  const schedulerConfig = await readJsonObject(schedulerConfigPath);
   if (source.fromPreset) {
     schedulerConfig["prediction_type"] = opts.predictionType ?? decidePredictionType(family, st.tensors, st.metadata);
   } else if (opts.predictionType) {
     schedulerConfig["prediction_type"] = opts.predictionType;
   }
 
-  const unetConfig = await readJson(configPath("unet"));
-  const vaeConfig = await readJson(configPath("vae"));
+  const unetConfig = await readJsonObject(configPath("unet"));
+  const vaeConfig = await readJsonObject(configPath("vae"));
   const textConfigs: Record<string, unknown>[] = [];
-  for (const e of encoders) textConfigs.push(await readJson(configPath(e.component)));
+  for (const e of encoders) textConfigs.push(await readJsonObject(configPath(e.component)));
   if (source.fromPreset) fitPresetToFile(file, family, st.tensors, unetConfig, encoders, textConfigs);
 
   const unetTensors = mapUNet(file, st.tensors, new ConfigReader(configPath("unet"), unetConfig), source);

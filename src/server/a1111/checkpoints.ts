@@ -2,8 +2,9 @@
  * The served models as A1111 checkpoints: their titles, names and short hashes, how a name finds
  * one, and what their input schemas say they take (pictures, sizes, SDXL's family).
  */
-import type { JsonSchema } from "../models/json-schema.js";
+
 import type { ModelAdapter } from "../models/model.js";
+import type { JsonSchema } from "../schemas/json-schema.js";
 
 /** 10 hex characters, as A1111's short checkpoint hash; ours is the version id's start. */
 export function shortHash(m: ModelAdapter): string {

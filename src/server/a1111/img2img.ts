@@ -15,7 +15,7 @@ import { toGray } from "../../engine/image-input.js";
 import { decodeImage, encodePng, type GrayImage, RequestError, type RgbImage } from "../../engine/index.js";
 import { invalid } from "./errors.js";
 import { blurMask, crop, cropRegion, expandCropRegion, fillMasked, overlayOriginal, resizeImage } from "./images.js";
-import type { Img2ImgBody } from "./schemas.js";
+import { IMG2IMG_DEFAULTS, type Img2ImgBody } from "./schemas.js";
 
 /**
  * The engine's strength for A1111's img2img step count: its sampler schedules `steps` and runs
@@ -31,17 +31,6 @@ export function img2imgStrength(steps: number, denoising: number): number {
 export function img2imgRuns(steps: number, denoising: number): number {
   return Math.min(steps, Math.trunc(Math.min(denoising, 0.999) * steps) + 1);
 }
-
-/** A1111's defaults for the img2img fields (StableDiffusionProcessingImg2Img). */
-export const IMG2IMG_DEFAULTS = {
-  resize_mode: 0,
-  mask_blur_x: 4,
-  mask_blur_y: 4,
-  inpainting_fill: 0,
-  inpaint_full_res: true,
-  inpaint_full_res_padding: 0,
-  inpainting_mask_invert: 0,
-} as const;
 
 export interface Img2ImgPlan {
   /** The picture to start from, at width × height, as a PNG data: URI. */

@@ -2,8 +2,9 @@
  * A1111's sampler and schedule type names, and which Replicate scheduler of a model's input each
  * pair is: how a txt2img call's sampler_name / scheduler (and hr_sampler_name) are resolved.
  */
-import type { JsonSchema } from "../models/json-schema.js";
+
 import type { ModelAdapter } from "../models/model.js";
+import type { JsonSchema } from "../schemas/json-schema.js";
 import { httpException, invalid } from "./errors.js";
 
 /**

@@ -2,8 +2,7 @@
  * Errors at the HTTP edge, sent as RFC 7807 problem documents (application/problem+json) with
  * Replicate's titles and wording where known (spec §3).
  */
-import type { InvalidField } from "../models/json-schema.js";
-import { describeInvalidFields } from "../models/json-schema.js";
+
 import {
   GoneError,
   InvalidInputError,
@@ -12,6 +11,8 @@ import {
   TokenQueueFullError,
   UnknownVersionError,
 } from "../predictions/errors.js";
+import type { InvalidField } from "../schemas/json-schema.js";
+import { describeInvalidFields } from "../schemas/json-schema.js";
 
 export class HttpProblem extends Error {
   constructor(

@@ -4,7 +4,7 @@
  * components.schemas.Input and .Output from it. The server's own document is schemas/openapi.ts.
  */
 import { PREDICTION_STATUSES, WEBHOOK_EVENTS } from "../predictions/prediction.js";
-import type { JsonSchema } from "./json-schema.js";
+import type { JsonSchema } from "../schemas/json-schema.js";
 import type { ModelAdapter } from "./model.js";
 
 const STATUS: JsonSchema = {

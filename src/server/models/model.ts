@@ -5,7 +5,7 @@
  */
 import type { HiresFix } from "../../engine/index.js";
 import type { WeightsFile } from "../files/weights-inputs.js";
-import type { InvalidField, JsonSchema } from "./json-schema.js";
+import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
 
 /**
  * What an AUTOMATIC1111 call (/sdapi/v1) asks beyond the model's Replicate input: A1111's own
@@ -26,6 +26,12 @@ export interface A1111Settings {
   latentResize?: { width: number; height: number };
   /** Inpainting: A1111's inpainting_fill 2 ("noise") or 3 ("zeros"). */
   maskedContent?: "noise" | "zeros";
+  /**
+   * The /sdapi call this prediction is one image of, so that /progress, /interrupt and /skip
+   * find the call in the store from any node: the call's id and job_timestamp, how many images
+   * it makes, and the steps each runs. Not read by the engine.
+   */
+  call?: { id: string; timestamp: string; images: number; steps: number };
 }
 
 export interface ModelVersion {

@@ -14,8 +14,8 @@ import {
 } from "../../model-catalog.js";
 import { fileInputProblem } from "../files/file-inputs.js";
 import type { TrainedTokensFile } from "../files/weights-inputs.js";
+import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
 import type { PictureInputs, RefineParams } from "./engine-process.js";
-import type { InvalidField, JsonSchema } from "./json-schema.js";
 import type { ImageLimits } from "./model.js";
 
 /** Same bound as stability-ai/stable-diffusion's prompts (see MAX_PROMPT_LENGTH there). */

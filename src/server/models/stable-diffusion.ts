@@ -33,9 +33,9 @@ import {
 } from "../../model-catalog.js";
 import { fileInputProblem } from "../files/file-inputs.js";
 import { publicErrorMessage } from "../public-error.js";
+import { type InvalidField, type JsonSchema, validate } from "../schemas/json-schema.js";
 import { DownloadTracker } from "./download-tracker.js";
 import { EngineHost, EngineStoppedError, type PictureInputs, type StepReport } from "./engine-host.js";
-import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
 import {
   type ImageLimits,
   type ModelAdapter,

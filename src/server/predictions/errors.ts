@@ -2,7 +2,7 @@
  * What the predictions service refuses, in its own terms. The HTTP edge (http/problem.ts,
  * problemOf) turns each into a problem+json response; nothing in here knows about status codes.
  */
-import type { InvalidField } from "../models/json-schema.js";
+import type { InvalidField } from "../schemas/json-schema.js";
 
 export class PredictionDomainError extends Error {}
 

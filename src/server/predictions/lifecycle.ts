@@ -12,6 +12,7 @@ import type { PredictionStore } from "../store/store.js";
 import type { PredictionEvents } from "./events.js";
 import { formatMicros, parseMicros, timestamp } from "./ids.js";
 import { isTerminal, type PredictionRecord, UNFINISHED_STATUSES } from "./prediction.js";
+import type { SettledPredictionCache } from "./settled-cache.js";
 
 /** How often a worker on a shared queue checks that the prediction it runs is still its own to run. */
 const WATCH_MS = 2000;
@@ -62,6 +63,8 @@ export class PredictionLifecycle {
     /** ms after completion; null keeps outputs forever. */
     private readonly outputRetentionMs: number | null,
     private readonly log: (line: string) => void = () => {},
+    /** The served JSON of finished predictions: what retention rewrites is dropped from it. */
+    private readonly settled?: SettledPredictionCache,
   ) {
     // A cancel made on another node reaches the run here through the events.
     this.stopFollowing = this.events.subscribeAll((change) => {
@@ -268,6 +271,7 @@ export class PredictionLifecycle {
       await this.files.removeAll(id);
       // Not announced: nothing follows a finished prediction (its webhook sent `completed` already).
       await this.store.update(id, { dataRemoved: true, input: {}, output: null, logs: "" });
+      this.settled?.forget(id);
     }
     return ids.length;
   }

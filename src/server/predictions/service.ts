@@ -3,11 +3,11 @@
  * version references a create may name. Running predictions is lifecycle.ts's; output files are
  * output-files.ts's. Refusals are domain errors (errors.ts), made into HTTP problems at the edge.
  */
-import type { InvalidField, JsonSchema } from "../models/json-schema.js";
 import type { A1111Settings } from "../models/model.js";
 import { isVersionOf, type ModelAdapter } from "../models/model.js";
+import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
 import type { ListPosition, PredictionStore, WebhookDelivery } from "../store/store.js";
-import { checkWebhookUrl } from "../webhooks/targets.js";
+import { checkWebhookUrl, isWebhookUrl } from "../webhooks/targets.js";
 import { decodeCursor, encodeCursor } from "./cursors.js";
 import {
   InvalidInputError,
@@ -28,6 +28,7 @@ import {
   type WebhookEvent,
 } from "./prediction.js";
 import type { UrlBase } from "./serialize.js";
+import type { SettledPredictionCache } from "./settled-cache.js";
 
 export interface ServiceLimits {
   queueMax: number;
@@ -82,6 +83,8 @@ export class PredictionService {
     readonly events: PredictionEvents,
     readonly models: readonly ModelAdapter[],
     private readonly limits: ServiceLimits,
+    /** The served JSON of finished predictions, for the read path; absent: every read goes to the store. */
+    readonly settled?: SettledPredictionCache,
   ) {}
 
   findModel(owner: string, name: string): ModelAdapter | undefined {
@@ -121,7 +124,7 @@ export class PredictionService {
       filter ??= ["completed"];
     }
     const webhookField = body["webhook"] === undefined ? "webhook_completed" : "webhook";
-    if (webhook !== null && !isHttpUrl(webhook)) {
+    if (webhook !== null && !isWebhookUrl(webhook)) {
       errors.push({
         type: "format",
         field: webhookField,
@@ -271,6 +274,18 @@ export class PredictionService {
     });
   }
 
+  /**
+   * One of the account's own settings (A1111's sd_model_checkpoint), kept in the store's settings
+   * table: every node sharing the store sees it, and a restart keeps it.
+   */
+  accountSetting(account: string, name: string): Promise<string | undefined> {
+    return this.store.getSetting(accountSettingKey(account, name));
+  }
+
+  setAccountSetting(account: string, name: string, value: string): Promise<void> {
+    return this.store.setSetting(accountSettingKey(account, name), value);
+  }
+
   /** How many predictions this model has had (the model object's run_count). */
   runCount(model: ModelAdapter): Promise<number> {
     return this.store.countByModel(`${model.model.owner}/${model.model.name}`);
@@ -291,17 +306,7 @@ export class PredictionService {
   }
 }
 
-function isHttpUrl(text: string): boolean {
-  // The URL parser quietly percent-encodes control characters and spaces; the webhook is kept
-  // and echoed as sent, so such a string is refused rather than stored (PostgreSQL rejects a NUL).
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c <= 0x20 || c === 0x7f) return false;
-  }
-  try {
-    const u = new URL(text);
-    return u.protocol === "http:" || u.protocol === "https:";
-  } catch {
-    return false;
-  }
+/** The setting's name first: it holds no ":", so no account string makes another's key. */
+function accountSettingKey(account: string, name: string): string {
+  return `account-setting:${name}:${account}`;
 }

@@ -7,13 +7,17 @@
  * modules/api/models.py, modules/api/api.py and modules/processing.py.
  *
  * What A1111 keeps globally (the checkpoint in /options, /progress, /interrupt) is kept per
- * account here: one account neither switches another's model nor sees or stops its work.
+ * account here: one account neither switches another's model nor sees or stops its work. Both
+ * live in the store, not in this process: the checkpoint as an account setting, the calls in
+ * flight as their predictions (each marked with its call), so that behind a load balancer any
+ * node answers /options, /progress and /interrupt for a call another node is running, and a
+ * restart keeps the checkpoint.
  *
  * The pieces live in server/a1111/: the request and response schemas (schemas.ts), error shapes
  * (errors.ts), checkpoints and samplers, the hires fix's fields (hires.ts), img2img's picture
  * preparation (img2img.ts, on the picture operations of images.ts) and the infotext.
  */
-import { randomInt } from "node:crypto";
+import { randomInt, randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
   findLora,
@@ -43,7 +47,9 @@ import {
   ANY_OBJECT,
   CHECKPOINT,
   doc,
+  echoParameters,
   IMG2IMG_BODY,
+  IMG2IMG_DEFAULTS,
   type Img2ImgBody,
   list,
   MAX_IMAGES,
@@ -53,10 +59,11 @@ import {
   TXT2IMG_RESPONSE,
 } from "../a1111/schemas.js";
 import { urlBaseOf } from "../http/headers.js";
-import type { JsonSchema } from "../models/json-schema.js";
 import type { A1111Settings, ModelAdapter } from "../models/model.js";
-import type { PredictionRecord } from "../predictions/prediction.js";
+import { parseMicros } from "../predictions/ids.js";
+import { isTerminal, type PredictionRecord } from "../predictions/prediction.js";
 import type { PredictionService } from "../predictions/service.js";
+import type { JsonSchema } from "../schemas/json-schema.js";
 
 export interface A1111Options {
   service: PredictionService;
@@ -113,20 +120,38 @@ function checkPlainPrompts(prompts: Record<"prompt" | "negative_prompt", string>
   }
 }
 
+/** One image of a call in flight, as the store has it. */
 interface Job {
   id: string;
+  status: PredictionRecord["status"];
   step: number;
   steps: number;
-  done: boolean;
-  preview: Uint8Array | undefined;
 }
 
-/** One txt2img call of an account: its predictions, for /progress, /interrupt and /skip. */
-interface Task {
-  jobs: Job[];
-  startedAt: number;
+/** One txt2img or img2img call of an account, found in the store by its predictions' call mark. */
+interface Call {
+  id: string;
   timestamp: string;
-  unsubscribe: (() => void)[];
+  /** Epoch ms of its first prediction. */
+  createdAt: number;
+  /** Its images found, in order. */
+  jobs: Job[];
+  /** Its images not found: made long before (past the page searched, so done) or not made yet. */
+  missing: number;
+  missingDone: boolean;
+}
+
+/** The account setting that holds its checkpoint (the served model's owner/name). */
+const CHECKPOINT_SETTING = "a1111.sd_model_checkpoint";
+/** How many of the account's newest predictions are searched for its calls in flight. */
+const CALL_SEARCH = 2 * MAX_IMAGES;
+/** The last step line of a prediction's logs (the progress bar: "| 3/20 ["). */
+const STEP_LINE = /\|\s*(\d+)\/(\d+)\s*\[/g;
+
+function lastStep(logs: string): number {
+  let step = 0;
+  for (const m of logs.matchAll(STEP_LINE)) step = Number(m[1]);
+  return step;
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -137,13 +162,49 @@ function jobTimestamp(d: Date): string {
 
 export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Promise<void> {
   const { service } = opts;
-  /** Each account's checkpoint (A1111's sd_model_checkpoint option). */
-  const checkpoints = new Map<string, ModelAdapter>();
-  /** Each account's txt2img calls in flight. */
-  const tasks = new Map<string, Set<Task>>();
   // Models that take a picture (img2img, inpainting) are not checkpoints to A1111 clients; SDXL (which takes one too) is.
   const served = service.models.filter((m) => makesFromText(m) || isSdxl(m));
-  const current = (account: string) => checkpoints.get(account) ?? served[0];
+  /** The latest preview of each prediction this node's calls are waiting on (previews are not stored). */
+  const previews = new Map<string, { step: number; image: Uint8Array | undefined }>();
+
+  /**
+   * The account's checkpoint, read from the store on each request (one key lookup): the model it
+   * chose while that model is served; otherwise the default (the first served), with the name
+   * remembered, so that the choice comes back if the model does (GET /options says so meanwhile).
+   */
+  const checkpointOf = async (account: string): Promise<{ model: ModelAdapter | undefined; unserved?: string }> => {
+    const chosen = await service.accountSetting(account, CHECKPOINT_SETTING);
+    const model = chosen === undefined ? undefined : findCheckpoint(served, chosen);
+    if (model) return { model };
+    return { model: served[0], ...(chosen !== undefined ? { unserved: chosen } : {}) };
+  };
+  const current = async (account: string) => (await checkpointOf(account)).model;
+  const remember = (account: string, m: ModelAdapter) =>
+    service.setAccountSetting(account, CHECKPOINT_SETTING, modelName(m));
+
+  /** The account's calls with an image still waiting or running, oldest first, from the store. */
+  const callsInFlight = async (account: string): Promise<Call[]> => {
+    const { results } = await service.list(account, { pageSize: CALL_SEARCH });
+    // A full page may have left a call's first images out; a page that is not full has them all.
+    const missingDone = results.length >= CALL_SEARCH;
+    const calls = new Map<string, Call>();
+    // Newest first: walk back so that each call's images come in the order they were made.
+    for (const p of [...results].reverse()) {
+      const mark = p.a1111?.call;
+      if (!mark) continue;
+      let call = calls.get(mark.id);
+      if (!call) {
+        const createdAt = parseMicros(p.createdAt) / 1000;
+        call = { id: mark.id, timestamp: mark.timestamp, createdAt, jobs: [], missing: mark.images, missingDone };
+        calls.set(mark.id, call);
+      }
+      call.missing--;
+      call.jobs.push({ id: p.id, status: p.status, step: lastStep(p.logs), steps: mark.steps });
+    }
+    return [...calls.values()]
+      .filter((c) => c.jobs.some((j) => !isTerminal(j.status)))
+      .map((c) => ({ ...c, missing: Math.max(0, c.missing) }));
+  };
 
   app.setErrorHandler((err, req, reply) => {
     const e = toA1111Error(err, (error) => req.log.error({ err: error }, "A1111 request failed"));
@@ -176,8 +237,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     })),
   );
 
-  const optionsOf = (account: string) => {
-    const m = current(account);
+  const optionsOf = async (account: string) => {
+    const { model: m, unserved } = await checkpointOf(account);
     return {
       sd_model_checkpoint: m ? modelTitle(m) : null,
       sd_checkpoint_hash: m?.version.id ?? null,
@@ -185,6 +246,12 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       CLIP_stop_at_last_layers: 1,
       samples_format: "png",
       sd_checkpoints_limit: served.length,
+      // Not one of A1111's options: why sd_model_checkpoint is not the model the account chose.
+      ...(unserved !== undefined && m
+        ? {
+            sdserve_checkpoint_notice: `The checkpoint chosen, ${unserved}, is not served now; ${modelName(m)} (the default) is used until it is served again or another is chosen.`,
+          }
+        : {}),
     };
   };
   app.get("/options", { schema: doc("The account's options: sd_model_checkpoint", ANY_OBJECT) }, async (req) =>
@@ -199,7 +266,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     if (wanted !== undefined) {
       const m = findCheckpoint(served, wanted);
       if (!m) throw httpException(404, `model ${JSON.stringify(wanted)} not found`);
-      checkpoints.set(req.account, m);
+      await remember(req.account, m);
     }
     // Every other option sent back (the whole object from GET, as Open WebUI does) is accepted and kept by nobody.
     return null;
@@ -234,7 +301,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     "/loras",
     { schema: doc("The LoRA files the account's checkpoint can call (its lora_dir)", list(ANY_OBJECT)) },
     async (req) => {
-      const dir = current(req.account)?.promptFolders?.loraDir;
+      const dir = (await current(req.account))?.promptFolders?.loraDir;
       if (dir === undefined) return [];
       // A folder gone since start lists nothing here; a prompt naming one of its LoRAs says why.
       const files = await listLoraFiles(dir).catch(() => []);
@@ -245,7 +312,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     "/embeddings",
     { schema: doc("The textual-inversion embeddings of the account's checkpoint (its embeddings_dir)", ANY_OBJECT) },
     async (req) => {
-      const m = current(req.account);
+      const m = await current(req.account);
       const dir = m?.promptFolders?.embeddingsDir;
       const loaded: Record<string, unknown> = {};
       for (const e of dir === undefined ? [] : await listEmbeddingFiles(dir)) {
@@ -265,61 +332,78 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     api_auth: null,
   }));
 
-  app.get("/progress", { schema: doc("The account's txt2img calls in flight", ANY_OBJECT) }, async (req) => {
-    const mine = [...(tasks.get(req.account) ?? [])];
-    const idle = {
-      progress: 0,
-      eta_relative: 0,
-      state: {
-        skipped: false,
-        interrupted: false,
-        stopping_generation: false,
-        job: "",
-        job_count: 0,
-        job_timestamp: "0",
-        job_no: 0,
-        sampling_step: 0,
-        sampling_steps: 0,
-      },
-      current_image: null,
-      textinfo: null,
-    };
-    const task = mine[0];
-    if (!task) return idle;
-    const jobs = mine.flatMap((t) => t.jobs);
-    const doneCount = jobs.filter((j) => j.done).length;
-    const running = jobs.find((j) => !j.done && j.step > 0) ?? jobs.find((j) => !j.done);
-    const fraction = running && running.steps > 0 ? running.step / running.steps : 0;
-    const progress = Math.min(1, (doneCount + fraction) / jobs.length);
-    const elapsed = (performance.now() - task.startedAt) / 1000;
-    const preview = [...jobs].reverse().find((j) => j.preview)?.preview;
-    return {
-      progress,
-      eta_relative: progress > 0 ? Math.max(0, elapsed / progress - elapsed) : 0,
-      state: {
-        ...idle.state,
-        job: running ? `prediction ${running.id}` : "",
-        job_count: jobs.length,
-        job_timestamp: task.timestamp,
-        job_no: doneCount,
-        sampling_step: running?.step ?? 0,
-        sampling_steps: running?.steps ?? 0,
-      },
-      current_image: preview ? Buffer.from(preview).toString("base64") : null,
-      textinfo: running ? `Sampling step ${running.step}/${running.steps}` : null,
-    };
-  });
+  app.get(
+    "/progress",
+    { schema: doc("The account's txt2img and img2img calls in flight", ANY_OBJECT) },
+    async (req) => {
+      const idle = {
+        progress: 0,
+        eta_relative: 0,
+        state: {
+          skipped: false,
+          interrupted: false,
+          stopping_generation: false,
+          job: "",
+          job_count: 0,
+          job_timestamp: "0",
+          job_no: 0,
+          sampling_step: 0,
+          sampling_steps: 0,
+        },
+        current_image: null,
+        textinfo: null,
+      };
+      const mine = await callsInFlight(req.account);
+      const call = mine[0];
+      if (!call) return idle;
+      // Steps as the store's logs have them, or further where this node holds a later preview.
+      const jobs = mine.flatMap((c) =>
+        c.jobs.map((j) => ({ ...j, step: Math.max(j.step, previews.get(j.id)?.step ?? 0) })),
+      );
+      const missing = mine.reduce((n, c) => n + c.missing, 0);
+      const missingDone = mine.reduce((n, c) => n + (c.missingDone ? c.missing : 0), 0);
+      const doneCount = missingDone + jobs.filter((j) => isTerminal(j.status)).length;
+      const running =
+        jobs.find((j) => j.status === "processing") ?? jobs.find((j) => !isTerminal(j.status) && j.step > 0);
+      const waiting = running ?? jobs.find((j) => !isTerminal(j.status));
+      const fraction = running && running.steps > 0 ? Math.min(1, running.step / running.steps) : 0;
+      const progress = Math.min(1, (doneCount + fraction) / (jobs.length + missing));
+      const elapsed = Math.max(0, (Date.now() - call.createdAt) / 1000);
+      // The picture of the image being made, where this node is the one waiting on it.
+      const preview = [...jobs].reverse().find((j) => previews.get(j.id)?.image)?.id;
+      const image = preview === undefined ? undefined : previews.get(preview)?.image;
+      return {
+        progress,
+        eta_relative: progress > 0 ? Math.max(0, elapsed / progress - elapsed) : 0,
+        state: {
+          ...idle.state,
+          job: waiting ? `prediction ${waiting.id}` : "",
+          job_count: jobs.length + missing,
+          job_timestamp: call.timestamp,
+          job_no: doneCount,
+          sampling_step: running?.step ?? 0,
+          sampling_steps: waiting?.steps ?? 0,
+        },
+        current_image: image ? Buffer.from(image).toString("base64") : null,
+        textinfo: running ? `Sampling step ${running.step}/${running.steps}` : null,
+      };
+    },
+  );
 
-  const stopTask = async (account: string, task: Task, which: "all" | "current") => {
-    const jobs = task.jobs.filter((j) => !j.done);
-    const targets = which === "all" ? jobs : jobs.slice(0, 1);
-    await Promise.all(targets.map((j) => service.cancel(account, j.id).catch(() => undefined)));
-  };
+  /** Cancels predictions (those finished already are left as they are). */
+  const cancelAll = (account: string, ids: readonly string[]) =>
+    Promise.all(ids.map((id) => service.cancel(account, id).catch(() => undefined)));
+  // Whichever node runs the call: the cancel is stored, and reaches the worker running it through the events.
   const stop = async (account: string, which: "all" | "current") => {
-    for (const task of tasks.get(account) ?? []) await stopTask(account, task, which);
+    for (const call of await callsInFlight(account)) {
+      const open = call.jobs.filter((j) => !isTerminal(j.status));
+      // The image being made: the one processing, else the next to run.
+      const current = open.find((j) => j.status === "processing") ?? open[0];
+      await cancelAll(account, which === "all" ? open.map((j) => j.id) : current ? [current.id] : []);
+    }
     return {};
   };
-  app.post("/interrupt", { schema: doc("Stops the account's txt2img calls", ANY_OBJECT) }, async (req) =>
+  app.post("/interrupt", { schema: doc("Stops the account's txt2img and img2img calls", ANY_OBJECT) }, async (req) =>
     stop(req.account, "all"),
   );
   app.post("/skip", { schema: doc("Stops the image being made now; the call goes on", ANY_OBJECT) }, async (req) =>
@@ -359,12 +443,14 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     );
 
     const overrides = body.override_settings ?? {};
-    let model = current(req.account);
+    let model: ModelAdapter | undefined;
     const ckpt = overrides.sd_model_checkpoint;
     if (ckpt !== undefined) {
       model = findCheckpoint(served, ckpt);
       if (!model) throw httpException(404, `model ${JSON.stringify(ckpt)} not found`);
-      if (body.override_settings_restore_afterwards === false) checkpoints.set(req.account, model);
+      if (body.override_settings_restore_afterwards === false) await remember(req.account, model);
+    } else {
+      model = await current(req.account);
     }
     if (!model) throw httpException(503, "No model is served.");
     const vae = overrides.sd_vae;
@@ -469,7 +555,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     const count = batchSize * nIter;
     const seeds = Array.from({ length: count }, (_, i) => (seed + i) % SEED_LIMIT);
     const inputProps = (model.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
-    const denoising = body.denoising_strength ?? 0.75;
+    const denoising = body.denoising_strength ?? IMG2IMG_DEFAULTS.denoising_strength;
     if (picture) {
       settings.strength = img2imgStrength(steps, denoising);
       if (picture.latentResize) settings.latentResize = { width, height };
@@ -509,13 +595,19 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
 
     const base = urlBaseOf(req, "/v1", opts.publicBaseUrl);
     const started = new Date();
-    const task: Task = { jobs: [], startedAt: performance.now(), timestamp: jobTimestamp(started), unsubscribe: [] };
-    const mine = tasks.get(req.account) ?? new Set<Task>();
-    tasks.set(req.account, mine);
-    mine.add(task);
+    // What runs per image: both hires passes; img2img's share of the schedule (SDXL: diffusers' share).
+    const runSteps = picture
+      ? sdxl
+        ? Math.max(1, Math.floor(steps * denoising))
+        : img2imgRuns(steps, denoising)
+      : steps + (hires?.fix.steps ?? 0);
+    // Each prediction carries its call, so that any node finds the call in the store (/progress, /interrupt).
+    const call = { id: randomUUID(), timestamp: jobTimestamp(started), images: seeds.length, steps: runSteps };
+    const made: string[] = [];
+    const unsubscribe: (() => void)[] = [];
     // Nobody will read the result once the client hangs up: stop this call's work (not the account's other calls).
     const onClose = () => {
-      if (!reply.raw.writableFinished) void stopTask(req.account, task, "all");
+      if (!reply.raw.writableFinished) void cancelAll(req.account, made);
     };
     reply.raw.on("close", onClose);
     let finished: (PredictionRecord | undefined)[];
@@ -529,49 +621,27 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
               body: { input: inputOf(s) },
               model,
               ...(sdxl ? {} : { promptSyntax: "a1111" as const }),
-              ...(Object.keys(settings).length > 0 ? { a1111: settings } : {}),
+              a1111: { ...settings, call },
             },
             base,
           )
           .catch(async (err: unknown) => {
-            await stopTask(req.account, task, "all");
+            await cancelAll(req.account, made);
             throw err;
           });
-        const job: Job = {
-          id: created.id,
-          step: 0,
-          // What runs: both hires passes; img2img's share of the schedule (SDXL: diffusers' share).
-          steps: picture
-            ? sdxl
-              ? Math.max(1, Math.floor(steps * denoising))
-              : img2imgRuns(steps, denoising)
-            : steps + (hires?.fix.steps ?? 0),
-          done: false,
-          preview: undefined,
-        };
-        task.jobs.push(job);
-        task.unsubscribe.push(
-          service.events.subscribe(created.id, (change) => {
-            if (change.type !== "log") return;
-            const m = /\|\s*(\d+)\/(\d+)\s*\[/.exec(change.line);
-            if (m) job.step = Number(m[1]);
-          }),
+        made.push(created.id);
+        unsubscribe.push(
           service.events.subscribePreviews(created.id, (p) => {
-            job.step = p.step;
-            job.preview = p.images[0];
+            previews.set(created.id, { step: p.step, image: p.images[0] });
           }),
         );
       }
       finished = [];
-      for (const job of task.jobs) {
-        finished.push(await service.waitForCompletion(job.id, Number.POSITIVE_INFINITY));
-        job.done = true;
-      }
+      for (const id of made) finished.push(await service.waitForCompletion(id, Number.POSITIVE_INFINITY));
     } finally {
       reply.raw.off("close", onClose);
-      for (const u of task.unsubscribe) u();
-      mine.delete(task);
-      if (mine.size === 0) tasks.delete(req.account);
+      for (const u of unsubscribe) u();
+      for (const id of made) previews.delete(id);
     }
     const failed = finished.find((p) => p?.status === "failed");
     if (failed) {
@@ -650,19 +720,15 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       index_of_first_image: 0,
       infotexts: infoSeeds.map(text),
       styles: [],
-      job_timestamp: task.timestamp,
+      job_timestamp: call.timestamp,
       // What was used: SDXL's encoders have no clip skip here (as in A1111, where it is ignored for SDXL).
       clip_skip: clipApplied,
       is_using_inpainting_conditioning: false,
       version: `sdserve ${opts.version}`,
     };
-    const parameters = Object.fromEntries(
-      Object.keys(TXT2IMG_DEFAULTS).map((k) => [
-        k,
-        Object.hasOwn(body, k)
-          ? (body as Record<string, unknown>)[k]
-          : (TXT2IMG_DEFAULTS as Record<string, unknown>)[k],
-      ]),
+    const parameters = echoParameters(
+      mode === "img2img" ? IMG2IMG_BODY : TXT2IMG_BODY,
+      body as Record<string, unknown>,
     );
     return { images, parameters, info: JSON.stringify(info) };
   }

@@ -6,12 +6,12 @@
 import type { FastifyInstance } from "fastify";
 import { urlBaseOf } from "../http/headers.js";
 import { cogOpenApi } from "../models/cog-openapi.js";
-import type { JsonSchema } from "../models/json-schema.js";
 import { isVersionOf, type ModelAdapter } from "../models/model.js";
 import { NotFoundError } from "../predictions/errors.js";
 import type { PredictionService } from "../predictions/service.js";
 import { component } from "../schemas/components.js";
 import { MODEL_PARAMS, PROBLEM } from "../schemas/definitions.js";
+import type { JsonSchema } from "../schemas/json-schema.js";
 import type { RouteSchema } from "../schemas/openapi.js";
 
 export interface ModelRoutesOptions {

@@ -15,9 +15,9 @@ import { MAX_FILE_INPUT_BYTES } from "../files/file-inputs.js";
 import { sniffContentType, type Uploads } from "../files/uploads.js";
 import { urlBaseOf } from "../http/headers.js";
 import { type FilePart, readMultipart, registerMultipart } from "../http/multipart.js";
-import type { JsonSchema } from "../models/json-schema.js";
 import type { ModelAdapter } from "../models/model.js";
 import { fileInputNames } from "../models/stable-diffusion.js";
+import type { JsonSchema } from "../schemas/json-schema.js";
 import type { RouteSchema } from "../schemas/openapi.js";
 import { OpenAiError, type OpenAiImagesOptions, RESPONSE } from "./openai-images.js";
 
@@ -144,7 +144,8 @@ export async function imageEditsRoute(
     const prompt = f["prompt"];
     if (!prompt) throw invalid("prompt is required.", "prompt");
     const n = f["n"] === undefined ? 1 : Number(f["n"]);
-    if (!Number.isInteger(n) || n < 1 || n > 4) throw invalid("n must be an integer from 1 to 4.", "n");
+    const most = model.imageLimits.maxOutputs;
+    if (!Number.isInteger(n) || n < 1 || n > most) throw invalid(`n must be an integer from 1 to ${most}.`, "n");
     const format = f["response_format"] ?? "url";
     if (format !== "url" && format !== "b64_json") {
       throw invalid("response_format must be url or b64_json.", "response_format");

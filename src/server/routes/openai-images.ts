@@ -10,10 +10,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Uploads } from "../files/uploads.js";
 import { urlBaseOf } from "../http/headers.js";
 import { type HttpProblem, problemOf } from "../http/problem.js";
-import type { JsonSchema } from "../models/json-schema.js";
 import type { ImageLimits, ModelAdapter } from "../models/model.js";
 import { fileUrl } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
+import type { JsonSchema } from "../schemas/json-schema.js";
 import type { RouteSchema } from "../schemas/openapi.js";
 import { imageEditsRoute } from "./openai-edits.js";
 import {

@@ -8,8 +8,8 @@
  * cannot make and which is refused rather than answered with an opaque picture).
  */
 import sharp from "sharp";
-import type { JsonSchema } from "../models/json-schema.js";
 import type { ModelAdapter } from "../models/model.js";
+import type { JsonSchema } from "../schemas/json-schema.js";
 
 /** An OpenAI-shaped error: {"error": {message, type, param, code}}. */
 export class OpenAiError extends Error {

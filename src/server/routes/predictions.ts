@@ -16,7 +16,7 @@ import type { ModelAdapter } from "../models/model.js";
 import { InvalidInputError, NotFoundError } from "../predictions/errors.js";
 import { normalizeTimestamp } from "../predictions/ids.js";
 import { isTerminal, type PredictionStatus } from "../predictions/prediction.js";
-import { toApiPrediction, type UrlBase } from "../predictions/serialize.js";
+import { type ApiPrediction, toApiPrediction, type UrlBase } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
 import {
   AUTH_ERRORS,
@@ -40,6 +40,9 @@ export interface PredictionRoutesOptions {
 }
 
 const PAGE_SIZE = 100;
+
+/** The Content-Type Fastify gives a JSON reply, set by hand where the JSON is sent as text. */
+const JSON_TYPE = "application/json; charset=utf-8";
 
 const LIST_QUERY = {
   type: "object",
@@ -150,8 +153,30 @@ export async function predictionRoutes(app: FastifyInstance, opts: PredictionRou
     params: PREDICTION_ID_PARAMS,
     response: { 200: PREDICTION, ...AUTH_ERRORS, 404: PROBLEM },
   };
-  app.get<{ Params: { prediction_id: string } }>("/predictions/:prediction_id", { schema: getSchema }, async (req) =>
-    toApiPrediction(await service.get(req.account, req.params.prediction_id), base(req)),
+  // The read path: a finished prediction is served again as the JSON sent last time (settled-cache.ts),
+  // with no store read and no serialisation; not an async handler, so a hit makes no promise.
+  const settled = service.settled;
+  app.get<{ Params: { prediction_id: string } }>(
+    "/predictions/:prediction_id",
+    { schema: getSchema },
+    (req, reply): Promise<ApiPrediction | FastifyReply> | undefined => {
+      const urls = base(req);
+      const id = req.params.prediction_id;
+      const kept = settled?.get(id, req.account, urls);
+      if (kept !== undefined) {
+        reply.type(JSON_TYPE).send(kept);
+        return undefined;
+      }
+      return service.get(req.account, id).then((p) => {
+        const json = toApiPrediction(p, urls);
+        if (!settled || !isTerminal(p.status)) return json;
+        // The route's own serialiser (its response schema), as Fastify would have used.
+        const text = reply.serialize(json);
+        if (typeof text !== "string") return json;
+        settled.keep(p, urls, text);
+        return reply.type(JSON_TYPE).send(text);
+      });
+    },
   );
 
   const cancelSchema: RouteSchema = {

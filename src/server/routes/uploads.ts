@@ -11,8 +11,8 @@ import { sniffContentType, type Uploads } from "../files/uploads.js";
 import { urlBaseOf } from "../http/headers.js";
 import { readMultipart, registerMultipart } from "../http/multipart.js";
 import { HttpProblem, notFound } from "../http/problem.js";
-import type { JsonSchema } from "../models/json-schema.js";
 import { PROBLEM } from "../schemas/definitions.js";
+import type { JsonSchema } from "../schemas/json-schema.js";
 import type { RouteSchema } from "../schemas/openapi.js";
 import type { UploadRecord } from "../store/store.js";
 

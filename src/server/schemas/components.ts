@@ -3,7 +3,7 @@
  * and serialises with it) and turned into a `$ref` to `components.schemas.<name>` when the
  * OpenAPI document is made. Identity is the key: the same object is the same component.
  */
-import type { JsonSchema } from "../models/json-schema.js";
+import type { JsonSchema } from "./json-schema.js";
 
 const names = new Map<object, string>();
 

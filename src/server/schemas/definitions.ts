@@ -3,10 +3,11 @@
  * a page of predictions, the problem document, the create-prediction body. Routes build their
  * `schema` from these; validation, fast serialisation and /openapi.json all read the same objects.
  */
-import type { JsonSchema } from "../models/json-schema.js";
+
 import type { ModelAdapter } from "../models/model.js";
 import { PREDICTION_STATUSES, WEBHOOK_EVENTS } from "../predictions/prediction.js";
 import { component } from "./components.js";
+import type { JsonSchema } from "./json-schema.js";
 
 export const STATUS = component("Status", {
   type: "string",

@@ -6,9 +6,9 @@
  * appears with no second edit.
  */
 import type { FastifyInstance, FastifySchema, RouteOptions } from "fastify";
-import type { JsonSchema } from "../models/json-schema.js";
 import type { ModelAdapter } from "../models/model.js";
 import { componentName } from "./components.js";
+import type { JsonSchema } from "./json-schema.js";
 
 /** A route's schema, with what OpenAPI adds to an operation. */
 export interface RouteSchema extends FastifySchema {

@@ -5,9 +5,9 @@
  */
 import type { FastifySchema, FastifySchemaCompiler } from "fastify";
 import { badJson } from "../http/problem.js";
-import { type InvalidField, type JsonSchema, validate } from "../models/json-schema.js";
 import { InvalidInputError } from "../predictions/errors.js";
 import { normalizeTimestamp } from "../predictions/ids.js";
+import { type InvalidField, type JsonSchema, validate } from "./json-schema.js";
 
 type Part = "body" | "querystring" | "params" | "headers" | string;
 

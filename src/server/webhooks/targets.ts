@@ -116,6 +116,24 @@ function literalAddress(url: URL): string | undefined {
   return isIP(host) ? host : undefined;
 }
 
+/**
+ * A webhook as a create may give it: an absolute http or https URL with no control characters
+ * or spaces. The URL parser quietly percent-encodes those; the webhook is kept and echoed as
+ * sent, so such a string is refused rather than stored (PostgreSQL rejects a NUL).
+ */
+export function isWebhookUrl(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c <= 0x20 || c === 0x7f) return false;
+  }
+  try {
+    const u = new URL(text);
+    return u.protocol === "http:" || u.protocol === "https:";
+  } catch {
+    return false;
+  }
+}
+
 /** Refuses a URL whose host is an internal IP literal or a name for this machine. Names are checked at connect time. */
 export function checkWebhookUrl(url: URL, allowPrivate: boolean): void {
   if (allowPrivate) return;
