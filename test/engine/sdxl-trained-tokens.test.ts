@@ -15,6 +15,7 @@ import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { GOLDEN_FAMILY, maxAbsDiff } from "../helpers/fixtures.js";
 import { handPlacedSdxl } from "../helpers/sdxl-hand-placed.js";
+import { writeTinyRefiner } from "../helpers/tiny-refiner.js";
 
 const MODEL = path.join(GOLDEN_FAMILY, "sdxl", "tiny-sdxl");
 const WIDTH_L = 16;
@@ -78,6 +79,21 @@ describe("trained tokens per request on tiny-sdxl", () => {
     const a = await pipe.generate({ ...req, prompt: "a castle, <s0><s1>", trainedTokens: pti });
     const b = await byHand.generate({ ...req, prompt: "a castle, zebra kite" });
     assert.equal(maxAbsDiff(a.latents.data, b.latents.data), 0);
+  });
+
+  test("the refiner (OpenCLIP only) takes text_encoders_1 at the same places, as cog-sdxl's shared encoder does", async () => {
+    const refiner = await loadPipeline(await writeTinyRefiner(path.join(tmp, "refiner")), {
+      threads: 1,
+      requestEmbeddings: true,
+    });
+    opened.push(refiner);
+    const prompts = ["a photo of <s0><s1>, at night", "<s1>"];
+    const trained = await pipe.sdxl!.trainedTokens(pti);
+    const r = await refiner.sdxl!.encode(prompts, [], await refiner.sdxl!.trainedTokens(pti));
+    const base = await pipe.sdxl!.encode(prompts, [], trained);
+    const openClipPart = base.promptEmbeds.data.filter((_, i) => i % (WIDTH_L + WIDTH_G) >= WIDTH_L);
+    assert.equal(maxAbsDiff(r.promptEmbeds.data, openClipPart), 0);
+    assert.equal(maxAbsDiff(r.pooled.data, base.pooled.data), 0);
   });
 
   const rejects = async (name: string, tensors: { name: string; shape: number[] }[] | string, pattern: RegExp) => {
