@@ -42,7 +42,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { parseHubId } from "./engine/hub/repo-id.js";
+import { parseHubFileId, parseHubId } from "./engine/hub/repo-id.js";
 import { TINY_RANDOM } from "./engine/tiny-random.js";
 import { isCheckpointFile, isSdxlCheckpointFile } from "./engine/weights/single-file.js";
 
@@ -373,6 +373,8 @@ export function fewStepKind(weights: string): FewStepKind | undefined {
 /** Resolves a folder against the models file's folder; keeps hub ids and tiny-random as they are. */
 function normalizeWeights(weights: string, baseDir: string): string {
   if (weights === TINY_RANDOM) return weights;
+  // One file of a hub repository (owner/name/file.safetensors), unless a local file has that path.
+  if (parseHubFileId(weights) && !existsSync(path.resolve(baseDir, weights))) return weights;
   const local = weights.startsWith(".") || weights.startsWith("/") || weights.startsWith("~") || !parseHubId(weights);
   return local ? path.resolve(baseDir, weights) : weights;
 }
@@ -382,7 +384,8 @@ function normalizeWeights(weights: string, baseDir: string): string {
  * pipeline, or a single-file checkpoint with SDXL's keys.
  */
 export function isSdxlWeights(weights: string): boolean {
-  const hub = parseHubId(weights);
+  const hub = parseHubId(weights) ?? parseHubFileId(weights);
+  // A hub file's family is known before its download only for SDXL's own repositories.
   if (hub && !isLocal(weights) && SDXL_HUB_IDS.has(hub.repo)) return true;
   if (!path.isAbsolute(weights)) return false;
   if (isCheckpointFile(weights)) return isSdxlCheckpointFile(weights);

@@ -441,3 +441,30 @@ describe("SDXL models", () => {
     }
   });
 });
+
+test("a models file names one checkpoint of a hub repository as owner/name/file.safetensors", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "sdserve-catalog-hubfile-"));
+  try {
+    const file = path.join(dir, "models.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        models: {
+          "me/hub-file": { weights: "someone/checkpoints/v1/model.safetensors@v2" },
+          "me/xl-file": { weights: "stabilityai/stable-diffusion-xl-base-1.0/sd_xl_base_1.0.safetensors" },
+          "me/local-file": { weights: "local/dir/model.safetensors" },
+        },
+      }),
+    );
+    // A local file of that path wins, as a folder wins over a hub id.
+    mkdirSync(path.join(dir, "local", "dir"), { recursive: true });
+    writeFileSync(path.join(dir, "local", "dir", "model.safetensors"), "");
+    const [hubFile, xl, local] = readModelsFile(file) as [ModelSpec, ModelSpec, ModelSpec];
+    assert.equal(hubFile.weights, "someone/checkpoints/v1/model.safetensors@v2");
+    assert.equal(hubFile.family, undefined);
+    assert.equal(xl.family, "sdxl", "a file of SDXL's own repository is SDXL before its download");
+    assert.equal(local.weights, path.join(dir, "local", "dir", "model.safetensors"));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -213,26 +213,23 @@ export class EmbeddingPlacer {
     return this.tokenizer.encode(text, { padding: false, truncation: false }).inputIds.slice(1, -1);
   }
 
-  encode(prompts: readonly string[]): { ids: number[][]; feeds: Feeds; rows: number } {
+  /**
+   * `trained`: tokens added for this request (Replicate's trained tokens, `trainedTokenNames`):
+   * found in the text before it is tokenized, as transformers finds added special tokens, so
+   * "<s0><s1>" is two tokens whatever stands around them; the text between is tokenized as usual.
+   */
+  encode(prompts: readonly string[], trained?: TrainedTokens): { ids: number[][]; feeds: Feeds; rows: number } {
     const rows: Float32Array[] = [];
+    const max = this.tokenizer.modelMaxLength;
     const ids = prompts.map((prompt) => {
-      const content = this.content(prompt);
       const placed: number[] = [];
-      const max = this.tokenizer.modelMaxLength;
-      // Past the cut nothing is placed, so a prompt naming an embedding again and again cannot grow the rows.
-      for (let i = 0; i < content.length && placed.length < max - 2; ) {
-        const hit = this.patterns.find((p) => p.ids.every((id, k) => content[i + k] === id));
-        if (!hit) {
-          placed.push(content[i] as number);
-          i++;
-          continue;
-        }
-        const e = hit.embedding;
-        for (let v = 0; v < e.count; v++) {
+      for (const piece of splitOnTokens(prompt, trained?.names ?? [])) {
+        if (placed.length >= max - 2) break;
+        if (typeof piece === "number") {
+          const t = trained as TrainedTokens;
           placed.push(this.vocabSize + rows.length);
-          rows.push(e.vectors.subarray(v * this.width, (v + 1) * this.width));
-        }
-        i += hit.ids.length;
+          rows.push(t.vectors.subarray(piece * this.width, (piece + 1) * this.width));
+        } else this.place(this.content(piece), placed, rows);
       }
       const out = [this.tokenizer.bosTokenId, ...placed.slice(0, max - 2), this.tokenizer.eosTokenId];
       while (out.length < max) out.push(this.tokenizer.padTokenId);
@@ -248,6 +245,26 @@ export class EmbeddingPlacer {
       rows: rows.length,
       feeds: { extra_token_rows: new ort.Tensor("float32", table, [Math.max(1, rows.length), this.width]) },
     };
+  }
+
+  /** Appends `content`'s ids to `placed`, with the embeddings it names as rows. */
+  private place(content: readonly number[], placed: number[], rows: Float32Array[]): void {
+    const max = this.tokenizer.modelMaxLength;
+    // Past the cut nothing is placed, so a prompt naming an embedding again and again cannot grow the rows.
+    for (let i = 0; i < content.length && placed.length < max - 2; ) {
+      const hit = this.patterns.find((p) => p.ids.every((id, k) => content[i + k] === id));
+      if (!hit) {
+        placed.push(content[i] as number);
+        i++;
+        continue;
+      }
+      const e = hit.embedding;
+      for (let v = 0; v < e.count; v++) {
+        placed.push(this.vocabSize + rows.length);
+        rows.push(e.vectors.subarray(v * this.width, (v + 1) * this.width));
+      }
+      i += hit.ids.length;
+    }
   }
 
   /** The embedding whose name's tokens start at `position` of `content` (longest name first). */
@@ -272,4 +289,93 @@ export class EmbeddingPlacer {
   get names(): string[] {
     return this.embeddings.flatMap((e) => e.names);
   }
+}
+
+/**
+ * Tokens one request adds to a text encoder's tokenizer, with their vectors: Replicate's trained
+ * tokens (cog-sdxl's `embeddings.pti`: `<s0>`, `<s1>`…).
+ */
+export interface TrainedTokens {
+  names: readonly string[];
+  /** names.length × width vectors, row-major. */
+  vectors: Float32Array;
+}
+
+/** The tokens cog-sdxl's TokenEmbeddingsHandler adds for n trained vectors. */
+export function trainedTokenNames(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `<s${i}>`);
+}
+
+/** At most this many trained tokens (cog-sdxl trains 2; more could not fit a prompt). */
+const MAX_TRAINED_TOKENS = 75;
+
+/**
+ * The vectors of a cog-sdxl `embeddings.pti` for one text encoder: `text_encoders_0` for CLIP
+ * ViT-L, `text_encoders_1` for OpenCLIP bigG, each [n, width], the rows of `<s0>`…`<s(n-1)>`.
+ * A file that does not fit is an error naming it (the caller says what it is to the user).
+ */
+export async function loadTrainedTokens(file: string, part: EmbeddingPart, width: number): Promise<TrainedTokens> {
+  let st: Awaited<ReturnType<typeof readSafetensors>>;
+  try {
+    st = await readSafetensors(file);
+  } catch (err) {
+    throw new ModelError(`is not a readable safetensors file (${err instanceof Error ? err.message : String(err)})`, {
+      file,
+    });
+  }
+  const keys = ["text_encoders_0", "text_encoders_1"] as const;
+  const shapes = keys.map((k) => {
+    const t = st.tensors.get(k);
+    if (!t) throw new ModelError(`has no ${k} tensor (the trained tokens' vectors for each text encoder)`, { file });
+    if (t.shape.length !== 2 || (t.shape[0] as number) < 1 || (t.shape[0] as number) > MAX_TRAINED_TOKENS) {
+      throw new ModelError(
+        `${k} has shape [${t.shape.join(", ")}]; expected [tokens (1–${MAX_TRAINED_TOKENS}), width]`,
+        {
+          file,
+        },
+      );
+    }
+    return t;
+  });
+  const [t0, t1] = shapes as [TensorInfo, TensorInfo];
+  if (t0.shape[0] !== t1.shape[0]) {
+    throw new ModelError(`has ${t0.shape[0]} text_encoders_0 vectors but ${t1.shape[0]} text_encoders_1 vectors`, {
+      file,
+    });
+  }
+  const key = part === "clip_l" ? "text_encoders_0" : "text_encoders_1";
+  const t = part === "clip_l" ? t0 : t1;
+  if (t.shape[1] !== width) {
+    throw new ModelError(
+      `${key} holds vectors ${t.shape[1]} wide, but this model's ${part === "clip_l" ? "CLIP ViT-L" : "OpenCLIP"} text encoder takes ${width} (trained for another model)`,
+      { file },
+    );
+  }
+  const vectors = await readTensor(t);
+  if (!vectors.every(Number.isFinite)) throw new ModelError(`${key} holds NaN or infinite values`, { file });
+  return { names: trainedTokenNames(t.shape[0] as number), vectors };
+}
+
+/**
+ * The text cut at each occurrence of a token (leftmost first, the longest at a place, as
+ * transformers' added-tokens trie splits it): text pieces and token indices, in order.
+ */
+export function splitOnTokens(text: string, tokens: readonly string[]): (string | number)[] {
+  if (tokens.length === 0) return [text];
+  const order = tokens.map((t, i) => ({ t, i })).sort((a, b) => b.t.length - a.t.length);
+  const out: (string | number)[] = [];
+  let from = 0;
+  for (let at = text.indexOf("<", from); at !== -1 && tokens.length > 0; ) {
+    const hit = order.find(({ t }) => t !== "" && text.startsWith(t, at));
+    if (!hit) {
+      at = text.indexOf("<", at + 1);
+      continue;
+    }
+    if (at > from) out.push(text.slice(from, at));
+    out.push(hit.i);
+    from = at + hit.t.length;
+    at = text.indexOf("<", from);
+  }
+  if (from < text.length) out.push(text.slice(from));
+  return out;
 }

@@ -15,7 +15,14 @@ export {
   type PullOptions,
   pullModel,
 } from "./hub/pull.js";
-export { formatHubRef, type HubRef, parseHubId } from "./hub/repo-id.js";
+export {
+  formatHubFileRef,
+  formatHubRef,
+  type HubFileRef,
+  type HubRef,
+  parseHubFileId,
+  parseHubId,
+} from "./hub/repo-id.js";
 export { DEFAULT_HUB_ENDPOINT, type HubSettings } from "./hub/settings.js";
 export { type VerifiedFile, type VerifyResult, verifyCachedModel } from "./hub/verify.js";
 export { a1111Parameters, decodedToImages, encodePng, type GenerationParameters, type RgbImage } from "./image.js";

@@ -70,6 +70,11 @@ export class TextEncoder {
 
   private finalNormValues?: Promise<{ weight: Float32Array; bias: Float32Array; eps: number }>;
 
+  /** Whether the encoder takes textual-inversion vectors (the `extra_token_rows` input). */
+  get takesExtraTokens(): boolean {
+    return this.session.inputNames.includes("extra_token_rows");
+  }
+
   /**
    * `adapters.lowRank`: the layers that take LoRA factors as inputs; `adapters.embeddings`:
    * take textual-inversion vectors as the input `extra_token_rows` (clip.ts).

@@ -105,6 +105,11 @@ export interface LoadPipelineOptions extends RuntimeOptions {
    * name (embeddings.ts).
    */
   embeddings?: readonly string[];
+  /**
+   * Build the text encoders so that requests can bring their own token vectors
+   * (GenerateRequest.trainedTokens); implied by `embeddings`.
+   */
+  requestEmbeddings?: boolean;
   /** LoRAs applied to every request (part of the model, like a models-file entry's); implies loraSupport. */
   loras?: readonly LoraSpec[];
   /**
@@ -204,6 +209,13 @@ export interface GenerateRequest extends MicroConditioning {
   initLatents?: TensorF32;
   /** LoRAs for this request, on top of the pipeline's own; needs a pipeline loaded with loraSupport. */
   loras?: readonly LoraSpec[];
+  /**
+   * SDXL: a cog-sdxl `embeddings.pti` (Replicate's trained LoRAs): its vectors become the tokens
+   * `<s0>`, `<s1>`… of both tokenizers for this request (text_encoders_0 for CLIP ViT-L,
+   * text_encoders_1 for OpenCLIP), wherever either prompt writes them. Needs a pipeline loaded
+   * with requestEmbeddings (or embeddings).
+   */
+  trainedTokens?: string;
   /** Default: the pipeline's. With "a1111", `<lora:…>` tags in either prompt are found in the pipeline's loraDir. */
   promptSyntax?: PromptSyntax;
   /** AUTOMATIC1111's CLIP_stop_at_last_layers: 1 (the last layer) to 12; default the pipeline's. */
@@ -389,13 +401,13 @@ export class Pipeline {
           (opts.loraDir !== undefined && (await folderTouchesConvolutions(opts.loraDir, loraNames)))));
     const textEncoder = await TextEncoder.load(folder.textEncoder, opts, {
       lowRank: lowRank ? (p) => isLoraTarget("text_encoder", p) : undefined,
-      embeddings: (opts.embeddings?.length ?? 0) > 0,
+      embeddings: (opts.embeddings?.length ?? 0) > 0 || opts.requestEmbeddings === true,
     });
     const unet = await UNet.load(folder.unet, opts, lowRank ? (p) => isLoraTarget("unet", p, convs) : undefined);
     const sdxl = isSdxlFolder(folder)
       ? await SdxlConditioner.load(folder, { tokenizer, encoder: textEncoder }, opts, {
           lowRank: lowRank ? (p) => isLoraTarget("text_encoder_2", p) : undefined,
-          embeddings: (opts.embeddings?.length ?? 0) > 0,
+          embeddings: (opts.embeddings?.length ?? 0) > 0 || opts.requestEmbeddings === true,
         })
       : undefined;
     if (sdxl && (opts.promptSyntax ?? "diffusers") === "diffusers" && (opts.clipSkip ?? 1) !== 1) {
@@ -455,7 +467,9 @@ export class Pipeline {
       family: sdxl ? "sdxl" : "sd",
     };
     const pipeline = new Pipeline(info, folder, tokenizer, textEncoder, unet, vae, previewer, sdxl, opts);
-    if (opts.embeddings && opts.embeddings.length > 0) {
+    // requestEmbeddings alone: placers without embeddings of their own, for the rows requests bring.
+    if ((opts.embeddings && opts.embeddings.length > 0) || opts.requestEmbeddings === true) {
+      const sources = opts.embeddings ?? [];
       try {
         if (sdxl) {
           // SDXL's two-encoder form: CLIP ViT-L takes each file's clip_l vectors, OpenCLIP its
@@ -463,12 +477,12 @@ export class Pipeline {
           const placers: EmbeddingPlacer[] = [];
           for (const { tokenizer: tok, encoder } of sdxl.encoders) {
             const part = encoder.projectionDim === null ? "clip_l" : "clip_g";
-            const embeddings = await loadEmbeddings(opts.embeddings, encoder.hiddenSize, part);
+            const embeddings = await loadEmbeddings(sources, encoder.hiddenSize, part);
             placers.push(new EmbeddingPlacer(tok, embeddings, encoder.vocabSize, encoder.hiddenSize));
           }
           sdxl.placers = placers;
         } else {
-          const embeddings = await loadEmbeddings(opts.embeddings, textEncoder.hiddenSize);
+          const embeddings = await loadEmbeddings(sources, textEncoder.hiddenSize);
           pipeline.embeddingPlacer = new EmbeddingPlacer(
             tokenizer,
             embeddings,
@@ -628,7 +642,7 @@ export class Pipeline {
     const { chunks, feeds } = a1111Chunks(prompts, this.tokenizer, this.embeddingPlacer, this.textEncoder);
     const width = this.textEncoder.hiddenSize;
     const batch = prompts.length;
-    const len = (chunks[0]?.[0] as PromptChunk).ids.length;
+    const len = ((chunks[0] as PromptChunk[])[0] as PromptChunk).ids.length;
     const out = new Float32Array(batch * chunks.length * len * width);
     for (const [c, chunk] of chunks.entries()) {
       const z = await this.textEncoder.encode(
@@ -1035,6 +1049,9 @@ export class Pipeline {
       if (v !== undefined && !(typeof v === "number" && v > 0 && v < 1)) {
         throw new RequestError(`${key} must be a number between 0 and 1 (exclusive), got ${v}`, key);
       }
+    }
+    if (req.trainedTokens !== undefined && (typeof req.trainedTokens !== "string" || !this.sdxl)) {
+      throw new RequestError("trainedTokens (a cog-sdxl embeddings.pti) applies to SDXL models only", "trainedTokens");
     }
     if (req.denoisingStart !== undefined && !req.latents) {
       throw new RequestError("denoisingStart continues a hand-over: it needs the latents to start from", "latents");

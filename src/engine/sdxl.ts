@@ -19,7 +19,7 @@
  *   prompt as zeros. Clip skip is not used there (A1111 ignores it for SDXL, whose encoders are
  *   read at the penultimate layer already).
  */
-import type { EmbeddingPlacer } from "./embeddings.js";
+import { type EmbeddingPlacer, loadTrainedTokens, type TrainedTokens } from "./embeddings.js";
 import { ModelError, RequestError } from "./errors.js";
 import type { AddedConditions, TensorF32 } from "./networks.js";
 import { TextEncoder } from "./networks.js";
@@ -150,14 +150,20 @@ export class SdxlConditioner {
     texts: readonly string[],
     adapters: readonly Feeds[] = [],
     syntax: PromptSyntax = "diffusers",
+    trained?: readonly TrainedTokens[],
   ): Promise<SdxlEmbeddings> {
-    if (syntax === "a1111") return this.encodeA1111(texts, adapters);
+    if (syntax === "a1111") {
+      // Replicate's trained tokens come with Replicate's API, whose prompts read as diffusers'.
+      if (trained) throw new RequestError("trained tokens (replicate_weights) take diffusers' prompt syntax", "prompt");
+      return this.encodeA1111(texts, adapters);
+    }
     const parts: TensorF32[] = [];
     let pooled: TensorF32 | undefined;
     for (const [i, { tokenizer, encoder }] of this.encoders.entries()) {
+      const added = trained?.[i];
       const placer = this.placers?.[i];
       const { ids, feeds } = placer
-        ? placer.encode(texts)
+        ? placer.encode(texts, added)
         : { ids: texts.map((t) => tokenizer.encode(t).inputIds), feeds: {} };
       const last = i === this.encoders.length - 1;
       const out = await encoder.outputs(
@@ -198,7 +204,7 @@ export class SdxlConditioner {
       const last = i === this.encoders.length - 1;
       const width = encoder.hiddenSize;
       const batch = texts.length;
-      const item = (chunks[0]?.[0] as PromptChunk).ids.length * width;
+      const item = ((chunks[0] as PromptChunk[])[0] as PromptChunk).ids.length * width;
       const out = new Float32Array(batch * chunks.length * item);
       for (const [c, chunk] of chunks.entries()) {
         const withPooled = last && c === 0;
@@ -229,7 +235,13 @@ export class SdxlConditioner {
    * prompt/negative prompt" pads its negative.
    */
   async conditioning(
-    req: { prompt: string; negativePrompt: string | undefined; width: number; height: number } & MicroConditioning,
+    req: {
+      prompt: string;
+      negativePrompt: string | undefined;
+      width: number;
+      height: number;
+      trainedTokens?: string;
+    } & MicroConditioning,
     batch: number,
     guided: boolean,
     fromImage = false,
@@ -244,7 +256,8 @@ export class SdxlConditioner {
         ? (req.negativePrompt ?? "") === ""
         : req.negativePrompt === undefined && this.settings.forceZerosForEmptyPrompt);
     const texts = guided && (a1111 || !zeroNegative) ? [req.negativePrompt ?? "", req.prompt] : [req.prompt];
-    const enc = await this.encode(texts, adapters, syntax);
+    const trained = req.trainedTokens === undefined ? undefined : await this.trainedTokens(req.trainedTokens);
+    const enc = await this.encode(texts, adapters, syntax, trained);
     const { positive, negative } = this.timeIds(req, fromImage);
 
     const rows = guided ? 2 * batch : batch;
@@ -277,6 +290,26 @@ export class SdxlConditioner {
         timeIds: { data: timeIds, shape: [rows, timeIdsCount] },
       },
     };
+  }
+
+  /**
+   * A cog-sdxl `embeddings.pti`'s vectors for each encoder (CLIP ViT-L: text_encoders_0, OpenCLIP:
+   * text_encoders_1; the refiner has only the latter). The encoders must have been built to take
+   * them (loadPipeline's requestEmbeddings).
+   */
+  async trainedTokens(file: string): Promise<TrainedTokens[]> {
+    if (!this.encoders.every((e) => e.encoder.takesExtraTokens)) {
+      throw new RequestError(
+        "this model was loaded without support for a request's own token embeddings (loadPipeline option requestEmbeddings)",
+        "trainedTokens",
+      );
+    }
+    const out: TrainedTokens[] = [];
+    for (const { encoder } of this.encoders) {
+      const part = encoder.projectionDim === null ? "clip_l" : "clip_g";
+      out.push(await loadTrainedTokens(file, part, encoder.hiddenSize));
+    }
+    return out;
   }
 
   /**

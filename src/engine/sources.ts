@@ -2,17 +2,18 @@
  * Turns what a user names as a model into a folder or file to load: tiny-random (built on the
  * spot), a local diffusers folder, a single-file checkpoint (`.safetensors` in the original
  * layout; a pickle, refused when loaded), or a Hugging Face model id (owner/name[@revision]), pulled into the
- * Hugging Face cache or found there. A folder of that name wins over a hub id, as in diffusers.
+ * Hugging Face cache or found there, or one checkpoint file of a hub repository
+ * (owner/name/file.safetensors[@revision]), downloaded alone into that cache. A folder of that name wins over a hub id, as in diffusers.
  */
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { HubError, ModelError } from "./errors.js";
-import { type PullEvent, type PulledModel, pullModel } from "./hub/pull.js";
-import { formatHubRef, parseHubId } from "./hub/repo-id.js";
+import { type PullEvent, type PulledModel, pullFile, pullModel } from "./hub/pull.js";
+import { formatHubFileRef, formatHubRef, parseHubFileId, parseHubId } from "./hub/repo-id.js";
 import type { HubSettings } from "./hub/settings.js";
 import { ensureTinyRandomModel, TINY_RANDOM } from "./tiny-random.js";
 import type { WeightsVariant } from "./weights/model-folder.js";
-import { isCheckpointFile } from "./weights/single-file.js";
+import { isCheckpointFile, refusePickleName } from "./weights/single-file.js";
 
 export interface ModelSource {
   /** The folder (or single checkpoint file) to load. */
@@ -42,7 +43,7 @@ export async function sourceKind(spec: string): Promise<SourceKind | undefined> 
   const st = await stat(path.resolve(spec)).catch(() => undefined);
   if (st?.isDirectory()) return "folder";
   if (st && isCheckpointFile(spec)) return "file";
-  return parseHubId(spec) ? "hub" : undefined;
+  return parseHubId(spec) || parseHubFileId(spec) ? "hub" : undefined;
 }
 
 export async function resolveModelSource(spec: string, opts: ResolveSourceOptions): Promise<ModelSource> {
@@ -51,6 +52,24 @@ export async function resolveModelSource(spec: string, opts: ResolveSourceOption
   if (kind === "folder" || kind === "file") {
     const resolved = path.resolve(spec);
     return { path: resolved, label: path.basename(resolved) };
+  }
+  const fileRef = parseHubFileId(spec);
+  if (fileRef) {
+    // A pickle is refused before a byte of it is downloaded.
+    refusePickleName(spec);
+    try {
+      const pulled = await pullFile(fileRef, {
+        settings: opts.hub,
+        onProgress: opts.onProgress,
+        signal: opts.signal,
+      });
+      return { path: path.join(pulled.dir, ...fileRef.file.split("/")), label: formatHubFileRef(fileRef), hub: pulled };
+    } catch (err) {
+      if (err instanceof HubError && err.kind === "not-found" && !spec.includes("@")) {
+        throw new HubError(err.kind, `${err.message} (and there is no local file ${spec})`);
+      }
+      throw err;
+    }
   }
   const ref = parseHubId(spec);
   if (!ref) {

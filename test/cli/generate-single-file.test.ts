@@ -12,6 +12,7 @@ import { promisify } from "node:util";
 import { decode } from "fast-png";
 import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { GOLDEN_FAMILY, modelDir, REPO_ROOT, SHARED } from "../helpers/fixtures.js";
+import { LocalHub } from "../helpers/hub-server.js";
 import { writeSdxlCheckpoint } from "../helpers/ldm-layout.js";
 
 const run = promisify(execFile);
@@ -20,9 +21,13 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 const CHECKPOINT = path.join(SHARED, "fixtures/golden-family/single_file/tiny-sd1.safetensors");
 
 function sdserve(...args: string[]) {
+  return sdserveWith({}, ...args);
+}
+
+function sdserveWith(env: Record<string, string>, ...args: string[]) {
   return run(process.execPath, ["--import", "tsx", path.join(REPO_ROOT, "src/cli/main.ts"), ...args], {
     cwd: REPO_ROOT,
-    env: { ...process.env, SDSERVE_CACHE: path.join(tmp, "cache"), SDSERVE_OPTIMIZED_CACHE: "off" },
+    env: { ...process.env, SDSERVE_CACHE: path.join(tmp, "cache"), SDSERVE_OPTIMIZED_CACHE: "off", ...env },
   });
 }
 
@@ -48,6 +53,43 @@ test("generate runs a single-file checkpoint with --config", async () => {
   const png = decode(readFileSync(out));
   assert.equal(png.width, 64);
   assert.match(String(png.text["parameters"]), /Model: tiny-sd1\.safetensors/);
+});
+
+test("generate --model owner/name/file.safetensors downloads that one file from the hub and runs it", async () => {
+  const hub = await LocalHub.start();
+  try {
+    hub.addRepo("someone/tiny-checkpoints", new Map([["v1/tiny-sd1.safetensors", readFileSync(CHECKPOINT)]]));
+    const env = { HF_ENDPOINT: hub.url, HF_HUB_CACHE: path.join(tmp, "hf"), HF_HOME: path.join(tmp, "hf-home") };
+    const common = ["--config", modelDir("tiny-sd1"), "--steps", "2", "--seed", "7", "--threads", "1"];
+    const fromHub = path.join(tmp, "hub.png");
+    const local = path.join(tmp, "local.png");
+    await sdserveWith(
+      env,
+      "generate",
+      "a red cube",
+      "--model",
+      "someone/tiny-checkpoints/v1/tiny-sd1.safetensors",
+      ...common,
+      "--out",
+      fromHub,
+    );
+    await sdserve("generate", "a red cube", "--model", CHECKPOINT, ...common, "--out", local);
+    assert.deepEqual(hub.downloads(), ["v1/tiny-sd1.safetensors"]);
+    assert.deepEqual(Buffer.from(decode(readFileSync(fromHub)).data), Buffer.from(decode(readFileSync(local)).data));
+    const pickle = await sdserveWith(
+      env,
+      "generate",
+      "x",
+      "--model",
+      "someone/tiny-checkpoints/v1/model.ckpt",
+      ...common,
+    ).catch((err: { stderr: string; code: number }) => err);
+    assert.ok("code" in pickle && pickle.code !== 0);
+    assert.match(String((pickle as { stderr: string }).stderr), /model\.ckpt: is a PyTorch pickle checkpoint/);
+    assert.deepEqual(hub.downloads(), ["v1/tiny-sd1.safetensors"], "nothing more was downloaded");
+  } finally {
+    await hub.close();
+  }
 });
 
 test("generate runs an SDXL single-file checkpoint with --config and an SDXL embedding from --embeddings-dir", async () => {

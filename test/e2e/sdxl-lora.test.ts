@@ -2,7 +2,8 @@
  * stability-ai/sdxl's `replicate_weights` + `lora_scale` through the real `replicate` client: a
  * random LoRA for tiny-sdxl served by a local HTTP server as Replicate's trainers publish it (a
  * .tar with lora.safetensors, embeddings.pti and special_params.json) and as a bare
- * .safetensors, as a data: URI and as a Files API upload; fetched once; lora_scale 0 is the base
+ * .safetensors, as a data: URI and as a Files API upload; fetched once; the tar's trained tokens
+ * (TOK → <s0><s1>) give the picture of the same vectors placed by hand in the token tables; lora_scale 0 is the base
  * model; the same LoRA in a models-file entry's `loras` gives the same picture; URLs that are not LoRAs, broken tars and LoRAs of another model fail the prediction
  * with an error naming replicate_weights.
  */
@@ -13,8 +14,11 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { decode } from "fast-png";
 import Replicate, { type Prediction } from "replicate";
+import { encodeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { GOLDEN_FAMILY } from "../helpers/fixtures.js";
+import { handPlacedSdxl } from "../helpers/sdxl-hand-placed.js";
 import { randomSdxlLora, TINY_SDXL, writeLora } from "../helpers/sdxl-lora.js";
 import { gnuTar } from "../helpers/tar.js";
 import { type Sdserve, startSdserve, TOKEN } from "./server.js";
@@ -62,15 +66,30 @@ before(async () => {
   const loraFile = await writeLora(path.join(tmp, "lora.safetensors"), attention, "attn-procs");
   loraBytes = new Uint8Array(readFileSync(loraFile));
   const sd1Lora = readFileSync(path.join(GOLDEN_FAMILY, "lora", "tiny-sd1_lora_kohya.safetensors"));
-  const trained = gnuTar(
-    tmp,
-    {
-      "lora.safetensors": loraBytes,
-      "embeddings.pti": loraBytes,
+  // Two trained tokens for tiny-sdxl's encoders (16 and 32 wide), as cog-sdxl's trainer writes them.
+  const clipL = Float32Array.from({ length: 2 * 16 }, (_, i) => Math.sin(i * 0.9 + 2) * 0.05);
+  const clipG = Float32Array.from({ length: 2 * 32 }, (_, i) => Math.cos(i * 0.4) * 0.05);
+  const pti = (l: number, g: number, dl = clipL, dg = clipG) =>
+    encodeSafetensors([
+      { name: "text_encoders_0", dtype: "F32", shape: [2, l], data: dl },
+      { name: "text_encoders_1", dtype: "F32", shape: [2, g], data: dg },
+    ]);
+  const trainedTar = (members: Record<string, Uint8Array | string>) =>
+    gnuTar(tmp, { "lora.safetensors": loraBytes, ...members }, "pax");
+  const trained = trainedTar({
+    "embeddings.pti": pti(16, 32),
+    "special_params.json": JSON.stringify({ TOK: "<s0><s1>" }),
+  });
+  served.set(
+    "/wide.tar",
+    trainedTar({
+      "embeddings.pti": pti(768, 1280, new Float32Array(2 * 768), new Float32Array(2 * 1280)),
       "special_params.json": JSON.stringify({ TOK: "<s0><s1>" }),
-    },
-    "pax",
+    }),
   );
+  served.set("/no-params.tar", trainedTar({ "embeddings.pti": pti(16, 32) }));
+  served.set("/bad-params.tar", trainedTar({ "embeddings.pti": pti(16, 32), "special_params.json": "TOK: <s0><s1>" }));
+  const handPlaced = await handPlacedSdxl(TINY_SDXL, path.join(tmp, "hand-placed"), clipL, clipG, { l: 16, g: 32 });
   served.set("/trained.tar", trained);
   served.set("/lora.safetensors", loraBytes);
   served.set("/page.html", new Uint8Array(Buffer.from("<!doctype html><title>a model page</title>")));
@@ -98,6 +117,8 @@ before(async () => {
         "stability-ai/sdxl": { weights: TINY_SDXL },
         // The same LoRA fixed in a models-file entry of an SDXL model.
         "me/sdxl-styled": { weights: TINY_SDXL, loras: [{ path: loraFile, scale: 0.6 }] },
+        // The trained tokens' vectors in the token tables' rows of "zebra" and "kite".
+        "me/sdxl-hand-placed": { weights: handPlaced, loras: [{ path: loraFile, scale: 0.6 }] },
       },
     }),
   );
@@ -118,7 +139,7 @@ describe("replicate_weights on stability-ai/sdxl", () => {
   let base: Buffer;
   let withLora: Buffer;
 
-  test("a trained-LoRA .tar by URL at lora_scale 0.6 changes the image, fetched once, and says what it leaves out", async () => {
+  test("a trained-LoRA .tar by URL at lora_scale 0.6 changes the image, fetched once", async () => {
     base = await image(await run({}));
     const first = await run({ replicate_weights: `${filesUrl}/trained.tar` });
     withLora = await image(first);
@@ -127,7 +148,7 @@ describe("replicate_weights on stability-ai/sdxl", () => {
       String(first.logs),
       /Loading LoRA weights \(replicate_weights, sha256 [0-9a-f]{12}\) at lora_scale 0\.6/,
     );
-    assert.match(String(first.logs), /embeddings\.pti .* not applied/);
+    assert.doesNotMatch(String(first.logs), /not applied/);
     const again = await image(await run({ replicate_weights: `${filesUrl}/trained.tar` }));
     assert.deepEqual(again, withLora, "the same LoRA gives the same picture");
     assert.equal(hits.get("/trained.tar"), 1, "the tar is fetched once");
@@ -143,6 +164,30 @@ describe("replicate_weights on stability-ai/sdxl", () => {
     const uploaded = await run({ replicate_weights: Buffer.from(loraBytes) });
     assert.deepEqual(await image(uploaded), withLora);
     assert.match(String((uploaded.input as Record<string, unknown>)["replicate_weights"]), /\/v1\/files\//);
+  });
+
+  test("TOK in the prompt and <s1> in the negative prompt: the tar's trained tokens, as placed by hand", async () => {
+    const tuned = await run({
+      replicate_weights: `${filesUrl}/trained.tar`,
+      prompt: "a lighthouse at dusk, TOK",
+      negative_prompt: "blurry <s1>",
+    });
+    assert.match(String(tuned.logs), /Prompt: a lighthouse at dusk, <s0><s1>/);
+    const byHand = await run(
+      { prompt: "a lighthouse at dusk, zebra kite", negative_prompt: "blurry kite" },
+      "me/sdxl-hand-placed",
+    );
+    const picture = await image(tuned);
+    // The pixels: the PNGs' parameters text holds each its own prompt.
+    const pixels = (png: Buffer) => Buffer.from(decode(new Uint8Array(png)).data as Uint8Array);
+    assert.deepEqual(pixels(picture), pixels(await image(byHand)));
+    // Without the tokens (a bare LoRA) TOK is just text: another picture.
+    const bare = await run({
+      replicate_weights: `${filesUrl}/lora.safetensors`,
+      prompt: "a lighthouse at dusk, TOK",
+      negative_prompt: "blurry <s1>",
+    });
+    assert.notDeepEqual(pixels(await image(bare)), pixels(picture));
   });
 
   test("a models-file entry's loras on an SDXL model give the picture replicate_weights gives", async () => {
@@ -168,6 +213,12 @@ describe("replicate_weights on stability-ai/sdxl", () => {
       ["/no-lora.tar", /replicate_weights: the tar archive holds no lora\.safetensors \(it has readme\.md\)/],
       ["/missing.tar", /replicate_weights: fetching the URL answered HTTP 404/],
       ["/sd1.safetensors", /replicate_weights \(lora\.safetensors\): .*(do not fit|does not have)/],
+      [
+        "/wide.tar",
+        /replicate_weights \(embeddings\.pti\): text_encoders_0 holds vectors 768 wide, but this model's CLIP ViT-L text encoder takes 16/,
+      ],
+      ["/no-params.tar", /replicate_weights: the tar archive holds embeddings\.pti but no special_params\.json/],
+      ["/bad-params.tar", /replicate_weights: special_params\.json in the tar archive is not JSON/],
     ];
     for (const [url, pattern] of cases) {
       // The client's wait() throws on a failed prediction; the prediction itself says why.

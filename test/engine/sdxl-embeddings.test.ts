@@ -7,17 +7,16 @@
  * (taken at the end-of-text token either way) and the same images.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { listEmbeddingFiles } from "../../src/engine/embeddings.js";
 import { ModelError } from "../../src/engine/errors.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
-import { ClipTokenizer } from "../../src/engine/tokenizer/clip.js";
-import { readSafetensors, readTensor } from "../../src/engine/weights/safetensors.js";
 import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { GOLDEN_FAMILY, maxAbsDiff } from "../helpers/fixtures.js";
+import { handPlacedSdxl } from "../helpers/sdxl-hand-placed.js";
 import { writeTinyRefiner } from "../helpers/tiny-refiner.js";
 
 const MODEL = path.join(GOLDEN_FAMILY, "sdxl", "tiny-sdxl");
@@ -36,35 +35,7 @@ const f32 = (name: string, shape: number[], data: Float32Array) => ({ name, dtyp
 const clipL = Float32Array.from({ length: 2 * WIDTH_L }, (_, i) => Math.cos(i * 1.3) * 0.05);
 const clipG = Float32Array.from({ length: 2 * WIDTH_G }, (_, i) => Math.sin(i * 0.7 + 1) * 0.05);
 
-/** A copy of tiny-sdxl whose token tables hold the vectors in the rows of "zebra" and "kite". */
-async function handPlacedCopy(): Promise<string> {
-  const dir = path.join(tmp, "by-hand");
-  mkdirSync(dir);
-  for (const entry of ["model_index.json", "scheduler", "tokenizer", "tokenizer_2", "unet", "vae"]) {
-    symlinkSync(path.join(MODEL, entry), path.join(dir, entry));
-  }
-  const tokenizer = await ClipTokenizer.fromFolder(path.join(MODEL, "tokenizer"));
-  const [zebra, kite] = tokenizer.encode("zebra kite", { padding: false }).inputIds.slice(1, -1) as [number, number];
-  for (const [component, vectors, width] of [
-    ["text_encoder", clipL, WIDTH_L],
-    ["text_encoder_2", clipG, WIDTH_G],
-  ] as const) {
-    mkdirSync(path.join(dir, component));
-    copyFileSync(path.join(MODEL, component, "config.json"), path.join(dir, component, "config.json"));
-    const st = await readSafetensors(path.join(MODEL, component, "model.safetensors"));
-    const tensors = [];
-    for (const t of st.tensors.values()) {
-      const data = await readTensor(t);
-      if (t.name === "text_model.embeddings.token_embedding.weight") {
-        data.set(vectors.subarray(0, width), zebra * width);
-        data.set(vectors.subarray(width), kite * width);
-      }
-      tensors.push(f32(t.name, t.shape, data));
-    }
-    await writeSafetensors(path.join(dir, component, "model.safetensors"), tensors);
-  }
-  return dir;
-}
+const handPlacedCopy = () => handPlacedSdxl(MODEL, path.join(tmp, "by-hand"), clipL, clipG, { l: WIDTH_L, g: WIDTH_G });
 
 describe("SDXL textual inversion on tiny-sdxl", () => {
   let withEmb: Pipeline;

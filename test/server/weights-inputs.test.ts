@@ -15,6 +15,7 @@ import { encodeSafetensors } from "../../src/engine/weights/safetensors-writer.j
 import { FileInputError } from "../../src/server/files/file-inputs.js";
 import { isUnsafeName, MAX_TAR_HEADERS, readTar } from "../../src/server/files/tar.js";
 import { looksLikeSafetensors, unpackWeights, WeightsCache } from "../../src/server/files/weights-inputs.js";
+import { ReplacedPromptTooLong, replaceSpecialParams } from "../../src/server/models/sdxl.js";
 import { gnuTar as makeTar } from "../helpers/tar.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-weights-"));
@@ -46,6 +47,11 @@ function header(name: string, size: number | Uint8Array, type = "0", badChecksum
   h.set(Buffer.from(`${sum.toString(8).padStart(6, "0")}\0 `), 148);
   return h;
 }
+/** cog-sdxl's embeddings.pti: two tokens' vectors for each text encoder. */
+const PTI = encodeSafetensors([
+  { name: "text_encoders_0", dtype: "F32", shape: [2, 4], data: new Float32Array(8).fill(0.5) },
+  { name: "text_encoders_1", dtype: "F32", shape: [2, 6], data: new Float32Array(12).fill(-0.5) },
+]);
 const concat = (...parts: Uint8Array[]) => new Uint8Array(Buffer.concat(parts));
 const padded = (data: Uint8Array) => concat(data, new Uint8Array((512 - (data.length % 512)) % 512));
 
@@ -64,21 +70,68 @@ describe("unpacking replicate_weights", () => {
     assert.deepEqual(notes, []);
   });
 
-  test("Replicate's trained-LoRA tar (GNU and pax formats): lora.safetensors; embeddings.pti said to be unused", () => {
+  test("Replicate's trained-LoRA tar (GNU and pax formats): lora.safetensors, embeddings.pti, special_params.json", () => {
     for (const format of ["gnu", "pax"] as const) {
       const tar = gnuTar(
         {
           "lora.safetensors": LORA,
-          "embeddings.pti": LORA,
-          "special_params.json": JSON.stringify({ TOK: "<s0><s1>" }),
+          "embeddings.pti": PTI,
+          "special_params.json": JSON.stringify({ TOK: "<s0><s1>", "[style]": "<s1>" }),
         },
         format,
       );
-      const { lora, notes } = unpackWeights(tar, "replicate_weights");
+      const { lora, notes, trainedTokens } = unpackWeights(tar, "replicate_weights");
       assert.deepEqual(Buffer.from(lora), Buffer.from(LORA), format);
-      assert.equal(notes.length, 1);
-      assert.match(notes[0] as string, /embeddings\.pti .* not applied/);
+      assert.deepEqual(notes, []);
+      assert.deepEqual(Buffer.from(trainedTokens?.embeddings ?? []), Buffer.from(PTI));
+      assert.deepEqual(trainedTokens?.tokenMap, [
+        ["TOK", "<s0><s1>"],
+        ["[style]", "<s1>"],
+      ]);
     }
+  });
+
+  test("trained tokens that cannot be used: a clear error naming replicate_weights", () => {
+    const tar = (params: string | undefined, pti: Uint8Array | null = PTI) =>
+      gnuTar({
+        "lora.safetensors": LORA,
+        ...(pti ? { "embeddings.pti": pti } : {}),
+        ...(params === undefined ? {} : { "special_params.json": params }),
+      });
+    fails(tar(undefined), /holds embeddings\.pti but no special_params\.json/);
+    fails(tar('{"TOK": "<s0>"}', null), /holds special_params\.json but no embeddings\.pti/);
+    fails(tar("TOK = <s0><s1>"), /special_params\.json in the tar archive is not JSON/);
+    fails(tar("\xff\xfe{}"), /special_params\.json in the tar archive is not JSON/);
+    fails(tar('["TOK", "<s0>"]'), /is not a JSON object/);
+    fails(tar('{"TOK": 3}'), /maps "TOK" to a number, not a string/);
+    fails(tar('{"": "<s0>"}'), /has an empty key/);
+    fails(tar(JSON.stringify({ TOK: "<s0>".repeat(1000) })), /longer than 1000 characters/);
+    const many = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`T${i}`, "<s0>"]));
+    fails(tar(JSON.stringify(many)), /has 300 entries; at most 64/);
+    fails(tar(JSON.stringify({ TOK: "x".repeat(900) }).repeat(200)), /is too large/);
+    fails(
+      tar('{"TOK": "<s0>"}', new Uint8Array(Buffer.from("not safetensors"))),
+      /embeddings\.pti .* not a safetensors/,
+    );
+  });
+
+  test("prompts take special_params' replacements in order, bounded in length", () => {
+    assert.equal(replaceSpecialParams("a photo of TOK, TOK", [["TOK", "<s0><s1>"]]), "a photo of <s0><s1>, <s0><s1>");
+    assert.equal(
+      replaceSpecialParams("A B", [
+        ["A", "B"],
+        ["B", "<s0>"],
+      ]),
+      "<s0> <s0>",
+      "each replacement sees the ones before, as str.replace in a loop",
+    );
+    // Doubling 64 times would be 2^64 characters: refused before the string is built.
+    const doubling = Array.from({ length: 64 }, (_, i) => [i % 2 ? "b" : "a", i % 2 ? "aa" : "bb"] as [string, string]);
+    assert.throws(() => replaceSpecialParams("a", doubling), ReplacedPromptTooLong);
+    assert.throws(
+      () => replaceSpecialParams("x".repeat(10_000), [["x", "y".repeat(1000)]]),
+      /prompt grows past 100000 characters/,
+    );
   });
 
   test("long member names (GNU ././@LongLink, pax path) and ./ prefixes", () => {
@@ -228,6 +281,28 @@ describe("the weights cache", () => {
       [`${a.sha256}.safetensors`, `${b.sha256}.safetensors`].sort(),
       "no partial files left",
     );
+  });
+
+  test("a trained-LoRA tar's embeddings.pti is kept beside its LoRA, with its token map remembered", async () => {
+    const dir = path.join(tmp, "cache-pti");
+    const cache = new WeightsCache(dir);
+    served.set(
+      "/trained.tar",
+      gnuTar({ "lora.safetensors": LORA, "embeddings.pti": PTI, "special_params.json": '{"TOK": "<s0><s1>"}' }),
+    );
+    const before = requests;
+    const a = await cache.resolve(`${base}/trained.tar`, "replicate_weights", "acct", opts);
+    assert.equal(path.basename(a.trainedTokens?.path ?? ""), `${a.sha256}.pti`);
+    assert.deepEqual(readFileSync(a.trainedTokens?.path ?? ""), Buffer.from(PTI));
+    assert.deepEqual(a.trainedTokens?.tokenMap, [["TOK", "<s0><s1>"]]);
+    const again = await cache.resolve(`${base}/trained.tar`, "replicate_weights", "acct", opts);
+    assert.equal(requests - before, 1);
+    assert.deepEqual(again.trainedTokens, a.trainedTokens);
+    // The .pti gone (evicted): fetched again rather than used without its tokens.
+    rmSync(a.trainedTokens?.path ?? "");
+    const third = await cache.resolve(`${base}/trained.tar`, "replicate_weights", "acct", opts);
+    assert.equal(requests - before, 2);
+    assert.deepEqual(readFileSync(third.trainedTokens?.path ?? ""), Buffer.from(PTI));
   });
 
   test("URL failures and a URL that is not a LoRA are FileInputErrors naming the input", async () => {

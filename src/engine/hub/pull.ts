@@ -21,7 +21,7 @@ import { COMMIT_HASH, checkRepoPath, RepoCache } from "./cache.js";
 import { type BlobSpec, DEFAULT_RETRY, downloadBlob, hashKindOf, type RetryPolicy } from "./download.js";
 import { hubFetch, TransientHubError } from "./http.js";
 import { withLock } from "./lock.js";
-import type { HubRef } from "./repo-id.js";
+import { formatHubFileRef, type HubFileRef, type HubRef } from "./repo-id.js";
 import { planPipelineFiles, shardsOfIndex } from "./select.js";
 import type { HubSettings } from "./settings.js";
 
@@ -103,15 +103,10 @@ export async function pullModel(ref: HubRef, opts: PullOptions): Promise<PulledM
   }
 }
 
-async function pullFromHub(ref: HubRef, opts: PullOptions): Promise<PulledModel> {
-  const { settings, signal } = opts;
+/** The revision's commit, asked of the hub; a gated repository needs a token. */
+async function hubCommit(ref: HubRef, settings: HubSettings, fetch: typeof globalThis.fetch): Promise<string> {
   const { repo, revision } = ref;
-  const variant = opts.variant ?? "fp32";
-  const cache = new RepoCache(settings.cacheDir, repo);
-  const fetch = hubFetch({ settings, repo, revision, signal });
-  const hubUrl = settings.endpoint;
-
-  const info = await modelInfo({ name: repo, revision, hubUrl, fetch, additionalFields: ["sha"] });
+  const info = await modelInfo({ name: repo, revision, hubUrl: settings.endpoint, fetch, additionalFields: ["sha"] });
   const commit = info.sha;
   if (typeof commit !== "string" || !COMMIT_HASH.test(commit)) {
     throw new HubError("protocol", `${settings.endpoint} gave no commit for ${repo}@${revision}`);
@@ -122,10 +117,31 @@ async function pullFromHub(ref: HubRef, opts: PullOptions): Promise<PulledModel>
       `${repo} is gated: accept its conditions at ${settings.endpoint}/${repo}, then set HF_TOKEN to a read token of that account (https://huggingface.co/settings/tokens)`,
     );
   }
+  return commit;
+}
+
+/** The commit's files with their sizes and hashes. */
+async function hubListing(
+  repo: string,
+  commit: string,
+  settings: HubSettings,
+  fetch: typeof globalThis.fetch,
+): Promise<Map<string, RemoteFile>> {
   const listing = new Map<string, RemoteFile>();
-  for await (const entry of listFiles({ repo, revision: commit, recursive: true, hubUrl, fetch })) {
+  for await (const entry of listFiles({ repo, revision: commit, recursive: true, hubUrl: settings.endpoint, fetch })) {
     if (entry.type === "file") listing.set(entry.path, remoteFile(entry));
   }
+  return listing;
+}
+
+async function pullFromHub(ref: HubRef, opts: PullOptions): Promise<PulledModel> {
+  const { settings, signal } = opts;
+  const { repo, revision } = ref;
+  const variant = opts.variant ?? "fp32";
+  const cache = new RepoCache(settings.cacheDir, repo);
+  const fetch = hubFetch({ settings, repo, revision, signal });
+  const commit = await hubCommit(ref, settings, fetch);
+  const listing = await hubListing(repo, commit, settings, fetch);
 
   const plan = planPipelineFiles(listing.keys(), variant, repo);
   const downloaded: string[] = [];
@@ -290,6 +306,104 @@ export async function cachedModel(
     commit,
     dir: cache.snapshotDir(commit),
     files,
+    downloaded: [],
+    downloadedBytes: 0,
+    source: "cache",
+  };
+}
+
+/**
+ * One file of a repository (a single-file checkpoint) into the cache, as pullModel does for a
+ * pipeline's files: the revision's commit, the file's size and hash from the listing, a
+ * resumable download checked against the hash, then snapshots/<commit>/<file> and
+ * refs/<revision>. Offline or with the hub unreachable, the cached copy serves.
+ */
+export async function pullFile(ref: HubFileRef, opts: PullOptions): Promise<PulledModel> {
+  if (opts.settings.offline) return cachedFile(ref, { ...opts, why: "offline" });
+  if (COMMIT_HASH.test(ref.revision)) {
+    const cached = await cachedFile(ref, opts).catch(() => undefined);
+    if (cached) return cached;
+  }
+  try {
+    return await pullFileFromHub(ref, opts);
+  } catch (err) {
+    if (!(err instanceof TransientHubError) || opts.signal?.aborted) throw err;
+    const cached = await cachedFile(ref, { ...opts, why: "unreachable" }).catch(() => undefined);
+    if (!cached) throw err;
+    opts.onProgress?.({ type: "offline-fallback", reason: err.message });
+    return cached;
+  }
+}
+
+async function pullFileFromHub(ref: HubFileRef, opts: PullOptions): Promise<PulledModel> {
+  const { settings, signal } = opts;
+  const { repo, revision } = ref;
+  const cache = new RepoCache(settings.cacheDir, repo);
+  const fetch = hubFetch({ settings, repo, revision, signal });
+  const commit = await hubCommit(ref, settings, fetch);
+  const listing = await hubListing(repo, commit, settings, fetch);
+  const file = listing.get(ref.file);
+  if (!file) {
+    const checkpoints = [...listing.keys()].filter((p) => /\.safetensors$/i.test(p) && !p.includes("/"));
+    throw new HubError(
+      "not-found",
+      `${repo}@${revision} has no file ${ref.file}` +
+        (checkpoints.length > 0
+          ? ` (its top-level .safetensors files: ${checkpoints.slice(0, 8).join(", ")}${checkpoints.length > 8 ? ", …" : ""})`
+          : ""),
+    );
+  }
+  const cached = (await cache.blobSize(file.etag)) === file.size;
+  const downloadBytes = cached ? 0 : file.size;
+  await checkFreeSpace(settings.cacheDir, downloadBytes, repo);
+  opts.onProgress?.({
+    type: "plan",
+    repo,
+    revision,
+    commit,
+    files: [{ path: file.path, size: file.size, cached }],
+    downloadBytes,
+  });
+  const done = await ensureBlob(cache, file, { ...opts, fetch, commit });
+  await cache.link(commit, file.path, file.etag);
+  await cache.writeRef(revision, commit);
+  return {
+    repo,
+    revision,
+    commit,
+    dir: cache.snapshotDir(commit),
+    files: [file.path],
+    downloaded: done ? [file.path] : [],
+    downloadedBytes: done ? file.size : 0,
+    source: "hub",
+  };
+}
+
+/** The file as the cache holds it for the revision, without the network. */
+export async function cachedFile(
+  ref: HubFileRef,
+  opts: { settings: HubSettings; why?: "offline" | "unreachable" },
+): Promise<PulledModel> {
+  const { settings } = opts;
+  const { repo, revision } = ref;
+  const cache = new RepoCache(settings.cacheDir, repo);
+  const commit = await cache.commitOf(revision);
+  if (!commit || !(await cache.snapshotFiles(commit).catch(() => [] as string[])).includes(ref.file)) {
+    const hint =
+      opts.why === "offline"
+        ? "HF_HUB_OFFLINE=1 is set, so nothing is downloaded: fetch it where the hub can be reached, or use a local file"
+        : "fetch it where the hub can be reached, or use a local file";
+    throw new HubError(
+      "offline",
+      `${formatHubFileRef(ref)} is not in the Hugging Face cache at ${settings.cacheDir}: ${hint}`,
+    );
+  }
+  return {
+    repo,
+    revision,
+    commit,
+    dir: cache.snapshotDir(commit),
+    files: [ref.file],
     downloaded: [],
     downloadedBytes: 0,
     source: "cache",

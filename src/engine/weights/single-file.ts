@@ -98,11 +98,16 @@ const PICKLE_HINT =
   "on a machine where you trust the file, with Python: safetensors.torch.save_file(torch.load(path)" +
   '["state_dict"], "model.safetensors")';
 
-async function refusePickle(file: string): Promise<void> {
+/** Refuses a checkpoint named as a pickle (.ckpt, .pt, .pth, .bin), before anything is read or downloaded. */
+export function refusePickleName(file: string): void {
   const lower = file.toLowerCase();
   if (PICKLE_EXTENSIONS.some((e) => lower.endsWith(e))) {
     throw new ModelError(`is a PyTorch pickle checkpoint, ${PICKLE_HINT}`, { file });
   }
+}
+
+async function refusePickle(file: string): Promise<void> {
+  refusePickleName(file);
   // A pickle renamed to .safetensors: torch.save writes a zip (PK\3\4) or a raw pickle (0x80 protocol byte).
   let head: Buffer;
   try {

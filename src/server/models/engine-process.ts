@@ -52,7 +52,10 @@ export interface SetupParams {
   preview?: { vae: string; maxSize: number };
   /** SDXL: the refiner's weights, loaded in this process on the first request that refines. */
   refiner?: string;
-  /** Build the base so that requests can bring LoRAs (replicate_weights); see the engine's loraSupport. */
+  /**
+   * Build the base so that requests can bring LoRAs and trained tokens (replicate_weights); see
+   * the engine's loraSupport and requestEmbeddings.
+   */
   loraSupport?: boolean;
 }
 
@@ -231,6 +234,8 @@ function runProcess(send: (message: FromEngine) => void): void {
         vae: params.engine?.vae,
         loras: params.engine?.loras,
         loraSupport: params.loraSupport,
+        // replicate_weights' trained tokens (embeddings.pti) come with the LoRA.
+        requestEmbeddings: params.loraSupport,
         embeddings: params.engine?.embeddingsDir === undefined ? undefined : [params.engine.embeddingsDir],
         promptSyntax: params.engine?.promptSyntax,
         clipSkip: params.engine?.clipSkip,
@@ -336,6 +341,8 @@ function runProcess(send: (message: FromEngine) => void): void {
           threads: params.threads,
           provider: params.provider,
           optimizedCache: params.optimizedCache,
+          // cog-sdxl's refiner shares the base's OpenCLIP encoder, trained tokens included.
+          requestEmbeddings: params.loraSupport,
           log: (line) => post({ type: "log", line }),
         });
       })();
@@ -362,6 +369,7 @@ function runProcess(send: (message: FromEngine) => void): void {
       guidanceScale: request.guidanceScale,
       scheduler: request.scheduler,
       seed: request.seed,
+      ...(request.trainedTokens === undefined ? {} : { trainedTokens: request.trainedTokens }),
     };
     if (refine.mode === "expert_ensemble_refiner") {
       const high = await base.denoise({ ...request, denoisingEnd: refine.highNoiseFrac }, opts);

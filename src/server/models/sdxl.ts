@@ -13,12 +13,15 @@ import {
   SDXL_SCHEDULERS,
 } from "../../model-catalog.js";
 import { fileInputProblem } from "../files/file-inputs.js";
+import type { TrainedTokensFile } from "../files/weights-inputs.js";
 import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
 import type { PictureInputs, RefineParams } from "./engine-process.js";
 import type { ImageLimits } from "./model.js";
 
 /** Same bound as stability-ai/stable-diffusion's prompts (see MAX_PROMPT_LENGTH there). */
 const MAX_PROMPT_LENGTH = 10_000;
+/** A prompt after special_params' replacements (each can lengthen it) may grow to this at most. */
+export const MAX_REPLACED_PROMPT_LENGTH = 100_000;
 export const REFINE_MODES = ["no_refiner", "expert_ensemble_refiner", "base_image_refiner"] as const;
 
 /** `components.schemas` as Cog renders cog-sdxl's predict.py; the defaults are the model's. */
@@ -246,14 +249,19 @@ export function sdxlJob(
   seed: number,
   files: Readonly<Record<string, Uint8Array>> | undefined,
   lora?: string,
+  trained?: TrainedTokensFile,
 ): SdxlJob {
   const image = input["image"] === undefined ? undefined : files?.["image"];
   const mask = image && input["mask"] !== undefined ? files?.["mask"] : undefined;
   const steps = input["num_inference_steps"] as number;
+  const prompt = input["prompt"] as string;
   const request: GenerateRequest = {
-    prompt: input["prompt"] as string,
-    // cog-sdxl always passes its negative prompt, "" by default: encoded as text, not zeroed.
+    prompt: trained ? replaceSpecialParams(prompt, trained.tokenMap) : prompt,
+    // cog-sdxl always passes its negative prompt, "" by default: encoded as text, not zeroed. It
+    // replaces special_params' keys in the prompt only; the negative prompt can still write the
+    // tokens themselves (<s0>…), which its tokenizers know from then on.
     negativePrompt: input["negative_prompt"] as string,
+    ...(trained ? { trainedTokens: trained.path } : {}),
     numInferenceSteps: steps,
     guidanceScale: input["guidance_scale"] as number,
     scheduler: input["scheduler"] as string,
@@ -277,4 +285,27 @@ export function sdxlJob(
     watermark: input["apply_watermark"] === true,
     steps: steps + (refine?.mode === "base_image_refiner" ? (refineSteps ?? steps) : 0),
   };
+}
+
+/** A prompt that special_params' replacements grow past MAX_REPLACED_PROMPT_LENGTH. */
+export class ReplacedPromptTooLong extends Error {}
+
+/**
+ * cog-sdxl's prompt.replace(key, value) for each entry of special_params.json in its order (each
+ * replacement sees the ones before), e.g. "a photo of TOK" → "a photo of <s0><s1>".
+ */
+export function replaceSpecialParams(prompt: string, tokenMap: readonly (readonly [string, string])[]): string {
+  let out = prompt;
+  for (const [key, value] of tokenMap) {
+    if (key === "" || !out.includes(key)) continue;
+    // The length it would have, known before it is built: a hostile map cannot make a huge string.
+    const count = out.split(key).length - 1;
+    if (out.length + count * (value.length - key.length) > MAX_REPLACED_PROMPT_LENGTH) {
+      throw new ReplacedPromptTooLong(
+        `replicate_weights: the prompt grows past ${MAX_REPLACED_PROMPT_LENGTH} characters with special_params.json's replacements`,
+      );
+    }
+    out = out.split(key).join(value);
+  }
+  return out;
 }

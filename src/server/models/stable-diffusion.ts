@@ -7,7 +7,15 @@
  * and input defaults (see model-catalog.ts).
  */
 import { randomInt } from "node:crypto";
-import { formatHubRef, HubError, type HubSettings, ModelError, parseHubId, RequestError } from "../../engine/index.js";
+import {
+  formatHubRef,
+  HubError,
+  type HubSettings,
+  ModelError,
+  parseHubFileId,
+  parseHubId,
+  RequestError,
+} from "../../engine/index.js";
 import {
   DEFAULT_MODEL_NAME,
   DEFAULT_WEIGHTS,
@@ -40,7 +48,7 @@ import {
   type SetupProgress,
 } from "./model.js";
 import { progressLine } from "./progress-bar.js";
-import { sdxlImageLimits, sdxlInvalidFields, sdxlJob, sdxlSchemas } from "./sdxl.js";
+import { ReplacedPromptTooLong, sdxlImageLimits, sdxlInvalidFields, sdxlJob, sdxlSchemas } from "./sdxl.js";
 
 export { STABLE_DIFFUSION_VERSION };
 
@@ -526,7 +534,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
     }
     this.loading ??= (async () => {
       const log = this.options.log ?? (() => {});
-      const hub = parseHubId(this.spec.weights) !== undefined;
+      const hub = parseHubId(this.spec.weights) !== undefined || parseHubFileId(this.spec.weights) !== undefined;
       this.phase = hub ? "downloading" : "loading";
       const download = hub ? new DownloadTracker(this.spec.weights, log) : undefined;
       this.download = download;
@@ -660,7 +668,13 @@ export class StableDiffusionAdapter implements ModelAdapter {
     const weights = ctx.weights?.["replicate_weights"];
     const asked = typeof input["replicate_weights"] === "string" && input["replicate_weights"] !== "";
     if (asked && !weights) throw new PredictionError("replicate_weights could not be read");
-    const job = sdxlJob(input, seed, ctx.files, weights?.path);
+    let job: ReturnType<typeof sdxlJob>;
+    try {
+      job = sdxlJob(input, seed, ctx.files, weights?.path, weights?.trainedTokens);
+    } catch (err) {
+      if (err instanceof ReplacedPromptTooLong) throw new PredictionError(err.message);
+      throw err;
+    }
     // /sdapi calls read prompts in A1111's syntax (emphasis, BREAK, chunks, <lora:…> from lora_dir).
     if (ctx.promptSyntax) job.request.promptSyntax = ctx.promptSyntax;
     if (input["image"] !== undefined && !job.pictures) throw new PredictionError("image could not be read");
@@ -669,6 +683,11 @@ export class StableDiffusionAdapter implements ModelAdapter {
         `Loading LoRA weights (replicate_weights, sha256 ${weights.sha256.slice(0, 12)}) at lora_scale ${input["lora_scale"]}`,
       );
       for (const note of weights.notes) ctx.log(note);
+      if (weights.trainedTokens) {
+        // cog-sdxl prints the prompt after its replacements.
+        ctx.log("Loading trained token embeddings (replicate_weights, embeddings.pti)");
+        ctx.log(`Prompt: ${job.request.prompt}`);
+      }
     }
     const total = job.steps;
     let done = 0;
@@ -692,9 +711,13 @@ export class StableDiffusionAdapter implements ModelAdapter {
     );
     if (!weights) return run;
     // The engine names the cached file; the user knows it as replicate_weights.
+    const pti = weights.trainedTokens?.path;
     return run.catch((err: unknown) => {
       if (err instanceof PredictionError && err.message.includes(weights.path)) {
         throw new PredictionError(err.message.split(weights.path).join("replicate_weights (lora.safetensors)"));
+      }
+      if (err instanceof PredictionError && pti && err.message.includes(pti)) {
+        throw new PredictionError(err.message.split(pti).join("replicate_weights (embeddings.pti)"));
       }
       throw err;
     });

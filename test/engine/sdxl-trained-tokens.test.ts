@@ -1,0 +1,143 @@
+/**
+ * Replicate's trained tokens on SDXL (cog-sdxl's `embeddings.pti`: text_encoders_0 and
+ * text_encoders_1, the vectors of `<s0>`, `<s1>`… for each encoder), given per request: the
+ * conditioning must equal the encoders run on the same vectors placed by hand (exact), on a
+ * pipeline loaded once, with no new session between requests with and without them.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { splitOnTokens } from "../../src/engine/embeddings.js";
+import { RequestError } from "../../src/engine/errors.js";
+import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
+import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
+import { GOLDEN_FAMILY, maxAbsDiff } from "../helpers/fixtures.js";
+import { handPlacedSdxl } from "../helpers/sdxl-hand-placed.js";
+import { writeTinyRefiner } from "../helpers/tiny-refiner.js";
+
+const MODEL = path.join(GOLDEN_FAMILY, "sdxl", "tiny-sdxl");
+const WIDTH_L = 16;
+const WIDTH_G = 32;
+const tmp = mkdtempSync(path.join(os.tmpdir(), "sdserve-sdxl-pti-"));
+const opened: Pipeline[] = [];
+after(async () => {
+  for (const p of opened) await p.release();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const f32 = (name: string, shape: number[], data: Float32Array) => ({ name, dtype: "F32" as const, shape, data });
+const clipL = Float32Array.from({ length: 2 * WIDTH_L }, (_, i) => Math.sin(i * 0.9 + 2) * 0.05);
+const clipG = Float32Array.from({ length: 2 * WIDTH_G }, (_, i) => Math.cos(i * 0.4) * 0.05);
+
+describe("trained tokens per request on tiny-sdxl", () => {
+  let pipe: Pipeline;
+  let byHand: Pipeline;
+  const pti = path.join(tmp, "embeddings.pti");
+  before(async () => {
+    await writeSafetensors(pti, [
+      f32("text_encoders_0", [2, WIDTH_L], clipL),
+      f32("text_encoders_1", [2, WIDTH_G], clipG),
+    ]);
+    pipe = await loadPipeline(MODEL, { threads: 1, requestEmbeddings: true });
+    byHand = await loadPipeline(
+      await handPlacedSdxl(MODEL, path.join(tmp, "by-hand"), clipL, clipG, { l: WIDTH_L, g: WIDTH_G }),
+      { threads: 1 },
+    );
+    opened.push(pipe, byHand);
+  });
+
+  const conditioning = (p: Pipeline, prompt: string, negativePrompt: string, trainedTokens?: string) =>
+    p.sdxl!.conditioning({ prompt, negativePrompt, width: 64, height: 64, trainedTokens }, 1, true);
+
+  test("<s0><s1> in the prompt and the negative prompt = the vectors placed by hand", async () => {
+    const a = await conditioning(pipe, "a photo of <s0><s1>, at night", "blurry <s1>", pti);
+    const b = await conditioning(byHand, "a photo of zebra kite, at night", "blurry kite");
+    assert.equal(maxAbsDiff(a.context.data, b.context.data), 0, "prompt embeddings (both encoders)");
+    assert.equal(maxAbsDiff(a.added.textEmbeds.data, b.added.textEmbeds.data), 0, "pooled text_embeds");
+  });
+
+  test("found as added tokens are, whatever stands around them", async () => {
+    const a = await conditioning(pipe, "of<s0>x<s1>", "", pti);
+    const b = await conditioning(byHand, "of zebra x kite", "");
+    assert.equal(maxAbsDiff(a.context.data, b.context.data), 0);
+    assert.deepEqual(splitOnTokens("a<s1><s0>b<s10", ["<s0>", "<s1>"]), ["a", 1, 0, "b<s10"]);
+    assert.deepEqual(splitOnTokens("<s10>", ["<s1>", "<s10>"]), [1]);
+  });
+
+  test("the same pipeline without them: the plain prompt, unchanged (no new session)", async () => {
+    const plain = await loadPipeline(MODEL, { threads: 1 });
+    opened.push(plain);
+    const a = await conditioning(pipe, "a photo of <s0>", "");
+    const b = await conditioning(plain, "a photo of <s0>", "");
+    assert.equal(maxAbsDiff(a.context.data, b.context.data), 0);
+  });
+
+  test("a generation with them equals the one placed by hand", async () => {
+    const req = { numInferenceSteps: 2, seed: 3, width: 64, height: 64, guidanceScale: 5 };
+    const a = await pipe.generate({ ...req, prompt: "a castle, <s0><s1>", trainedTokens: pti });
+    const b = await byHand.generate({ ...req, prompt: "a castle, zebra kite" });
+    assert.equal(maxAbsDiff(a.latents.data, b.latents.data), 0);
+  });
+
+  test("the refiner (OpenCLIP only) takes text_encoders_1 at the same places, as cog-sdxl's shared encoder does", async () => {
+    const refiner = await loadPipeline(await writeTinyRefiner(path.join(tmp, "refiner")), {
+      threads: 1,
+      requestEmbeddings: true,
+    });
+    opened.push(refiner);
+    const prompts = ["a photo of <s0><s1>, at night", "<s1>"];
+    const trained = await pipe.sdxl!.trainedTokens(pti);
+    const r = await refiner.sdxl!.encode(prompts, [], "diffusers", await refiner.sdxl!.trainedTokens(pti));
+    const base = await pipe.sdxl!.encode(prompts, [], "diffusers", trained);
+    const openClipPart = base.promptEmbeds.data.filter((_, i) => i % (WIDTH_L + WIDTH_G) >= WIDTH_L);
+    assert.equal(maxAbsDiff(r.promptEmbeds.data, openClipPart), 0);
+    assert.equal(maxAbsDiff(r.pooled.data, base.pooled.data), 0);
+  });
+
+  const rejects = async (name: string, tensors: { name: string; shape: number[] }[] | string, pattern: RegExp) => {
+    const file = path.join(tmp, name);
+    if (typeof tensors === "string") writeFileSync(file, tensors);
+    else
+      await writeSafetensors(
+        file,
+        tensors.map((t) => f32(t.name, t.shape, new Float32Array(t.shape.reduce((a, d) => a * d, 1)))),
+      );
+    await assert.rejects(conditioning(pipe, "<s0>", "", file), (err: Error) => {
+      assert.ok(err.message.includes(name), err.message);
+      assert.match(err.message, pattern);
+      return true;
+    });
+  };
+
+  test("vectors of the wrong width (SDXL base's on the tiny model)", async () => {
+    await rejects(
+      "wide.pti",
+      [
+        { name: "text_encoders_0", shape: [2, 768] },
+        { name: "text_encoders_1", shape: [2, 1280] },
+      ],
+      /text_encoders_0 holds vectors 768 wide.*CLIP ViT-L text encoder takes 16/,
+    );
+  });
+  test("one encoder's vectors only", async () => {
+    await rejects("half.pti", [{ name: "text_encoders_0", shape: [2, WIDTH_L] }], /no text_encoders_1/);
+  });
+  test("counts that do not pair up", async () => {
+    await rejects(
+      "unpaired.pti",
+      [
+        { name: "text_encoders_0", shape: [2, WIDTH_L] },
+        { name: "text_encoders_1", shape: [3, WIDTH_G] },
+      ],
+      /2 text_encoders_0 vectors but 3/,
+    );
+  });
+  test("not a safetensors file", async () => {
+    await rejects("junk.pti", "not a safetensors file at all", /not a readable safetensors file/);
+  });
+  test("a pipeline loaded without requestEmbeddings refuses them", async () => {
+    await assert.rejects(conditioning(byHand, "<s0>", "", pti), RequestError);
+  });
+});
