@@ -136,14 +136,14 @@ interface Call {
   createdAt: number;
   /** Its images found, in order. */
   jobs: Job[];
-  /** Its images not found: made long before (past the page searched, so done) or not made yet. */
+  /** Its images not found: made after the page searched (so done) or not made yet. */
   missing: number;
   missingDone: boolean;
 }
 
 /** The account setting that holds its checkpoint (the served model's owner/name). */
 const CHECKPOINT_SETTING = "a1111.sd_model_checkpoint";
-/** How many of the account's newest predictions are searched for its calls in flight. */
+/** How many of the account's open predictions, and of those made since its oldest open call began, a poll reads. */
 const CALL_SEARCH = 2 * MAX_IMAGES;
 /** The last step line of a prediction's logs (the progress bar: "| 3/20 ["). */
 const STEP_LINE = /\|\s*(\d+)\/(\d+)\s*\[/g;
@@ -152,6 +152,12 @@ function lastStep(logs: string): number {
   let step = 0;
   for (const m of logs.matchAll(STEP_LINE)) step = Number(m[1]);
   return step;
+}
+
+/** The stored form of a call's job timestamp (whole seconds, UTC): no image of the call is older. */
+function callStart(timestamp: string): string | undefined {
+  const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})$/.exec(timestamp);
+  return m ? `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.000000Z` : undefined;
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -173,37 +179,45 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
    * remembered, so that the choice comes back if the model does (GET /options says so meanwhile).
    */
   const checkpointOf = async (account: string): Promise<{ model: ModelAdapter | undefined; unserved?: string }> => {
-    const chosen = await service.accountSetting(account, CHECKPOINT_SETTING);
+    const chosen = await service.accounts.setting(account, CHECKPOINT_SETTING);
     const model = chosen === undefined ? undefined : findCheckpoint(served, chosen);
     if (model) return { model };
     return { model: served[0], ...(chosen !== undefined ? { unserved: chosen } : {}) };
   };
   const current = async (account: string) => (await checkpointOf(account)).model;
   const remember = (account: string, m: ModelAdapter) =>
-    service.setAccountSetting(account, CHECKPOINT_SETTING, modelName(m));
+    service.accounts.setSetting(account, CHECKPOINT_SETTING, modelName(m));
 
-  /** The account's calls with an image still waiting or running, oldest first, from the store. */
+  /**
+   * The account's calls with an image still waiting or running, oldest first, from the store: a
+   * glance (never the inputs, which carry an img2img call's pictures) at its open predictions,
+   * then at what it made since the oldest of their calls began, to count their finished images.
+   */
   const callsInFlight = async (account: string): Promise<Call[]> => {
-    const { results } = await service.list(account, { pageSize: CALL_SEARCH });
-    // A full page may have left a call's first images out; a page that is not full has them all.
-    const missingDone = results.length >= CALL_SEARCH;
+    const open = await service.accounts.a1111Glances(account, { unfinished: true, limit: CALL_SEARCH });
+    const starts = open.flatMap((g) => (g.a1111.call ? [callStart(g.a1111.call.timestamp) ?? g.createdAt] : []));
+    // Stored timestamps sort as text: the first is the oldest.
+    const [from] = starts.sort();
+    if (from === undefined) return [];
+    const since = await service.accounts.a1111Glances(account, { createdFrom: from, limit: CALL_SEARCH });
+    // A full page may have left a call's last images out (finished: the open ones are all known); one not full has them all.
+    const missingDone = since.length >= CALL_SEARCH;
+    const found = new Map([...since, ...open].map((g) => [g.id, g]));
+    const openCalls = new Set(open.map((g) => g.a1111.call?.id));
     const calls = new Map<string, Call>();
-    // Newest first: walk back so that each call's images come in the order they were made.
-    for (const p of [...results].reverse()) {
-      const mark = p.a1111?.call;
-      if (!mark) continue;
+    for (const g of [...found.values()].sort((a, b) => (a.createdAt < b.createdAt ? -1 : 1))) {
+      const mark = g.a1111.call;
+      if (!mark || !openCalls.has(mark.id)) continue;
       let call = calls.get(mark.id);
       if (!call) {
-        const createdAt = parseMicros(p.createdAt) / 1000;
+        const createdAt = parseMicros(g.createdAt) / 1000;
         call = { id: mark.id, timestamp: mark.timestamp, createdAt, jobs: [], missing: mark.images, missingDone };
         calls.set(mark.id, call);
       }
       call.missing--;
-      call.jobs.push({ id: p.id, status: p.status, step: lastStep(p.logs), steps: mark.steps });
+      call.jobs.push({ id: g.id, status: g.status, step: lastStep(g.logTail), steps: mark.steps });
     }
-    return [...calls.values()]
-      .filter((c) => c.jobs.some((j) => !isTerminal(j.status)))
-      .map((c) => ({ ...c, missing: Math.max(0, c.missing) }));
+    return [...calls.values()].map((c) => ({ ...c, missing: Math.max(0, c.missing) }));
   };
 
   app.setErrorHandler((err, req, reply) => {

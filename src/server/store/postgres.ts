@@ -9,6 +9,10 @@ import pg from "pg";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 import { MIGRATIONS } from "./postgres-migrations.js";
 import {
+  type GlanceRow,
+  glanceColumns,
+  glanceFromRow,
+  POSTGRES_LOG_TAIL,
   type PredictionRow,
   patchColumns,
   predictionFromRow,
@@ -18,6 +22,8 @@ import {
   uploadValues,
 } from "./rows.js";
 import type {
+  A1111Glance,
+  A1111GlanceQuery,
   ListPosition,
   ListQuery,
   PredictionPatch,
@@ -239,6 +245,25 @@ export class PostgresPredictionStore implements PredictionStore {
       "UPDATE predictions SET logs = logs || $1 WHERE id = $2 AND status IN ('starting', 'processing')",
       [`${line}\n`, id],
     );
+  }
+
+  async a1111Glances(q: A1111GlanceQuery): Promise<A1111Glance[]> {
+    if (hasNul(q.account, q.createdFrom, q.createdTo)) return [];
+    const params: unknown[] = [q.account];
+    const where = ["account = $1", "a1111_settings IS NOT NULL"];
+    const param = (v: unknown) => {
+      params.push(v);
+      return `$${params.length}`;
+    };
+    if (q.unfinished) where.push("status IN ('starting', 'processing')");
+    if (q.createdFrom !== undefined) where.push(`created_at >= ${param(q.createdFrom)}`);
+    if (q.createdTo !== undefined) where.push(`created_at <= ${param(q.createdTo)}`);
+    const { rows } = await this.pool.query<GlanceRow>(
+      `SELECT ${glanceColumns(POSTGRES_LOG_TAIL)} FROM predictions
+         WHERE ${where.join(" AND ")} ORDER BY created_at ASC, id ASC LIMIT ${param(q.limit)}`,
+      params,
+    );
+    return rows.map(glanceFromRow);
   }
 
   async unfinished(): Promise<PredictionRecord[]> {

@@ -6,15 +6,21 @@
 import Database from "better-sqlite3";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 import {
+  type GlanceRow,
+  glanceColumns,
+  glanceFromRow,
   type PredictionRow,
   patchColumns,
   predictionFromRow,
+  SQLITE_LOG_TAIL,
   UPLOAD_COLUMNS,
   type UploadRow,
   uploadFromRow,
   uploadValues,
 } from "./rows.js";
 import type {
+  A1111Glance,
+  A1111GlanceQuery,
   ListPosition,
   ListQuery,
   PredictionPatch,
@@ -290,6 +296,27 @@ export class SqlitePredictionStore implements PredictionStore {
       `${line}\n`,
       id,
     );
+  }
+
+  async a1111Glances(q: A1111GlanceQuery): Promise<A1111Glance[]> {
+    const where = ["account = @account", "a1111_settings IS NOT NULL"];
+    const params: Record<string, unknown> = { account: q.account, limit: q.limit };
+    if (q.unfinished) where.push("status IN ('starting', 'processing')");
+    if (q.createdFrom !== undefined) {
+      where.push("created_at >= @createdFrom");
+      params["createdFrom"] = q.createdFrom;
+    }
+    if (q.createdTo !== undefined) {
+      where.push("created_at <= @createdTo");
+      params["createdTo"] = q.createdTo;
+    }
+    // The index is named: without statistics the planner could walk the account's whole history instead.
+    const index = q.unfinished ? "predictions_unfinished" : "predictions_account_order";
+    const rows = this.prepare(
+      `SELECT ${glanceColumns(SQLITE_LOG_TAIL)} FROM predictions INDEXED BY ${index}
+         WHERE ${where.join(" AND ")} ORDER BY created_at ASC, id ASC LIMIT @limit`,
+    ).all(params) as GlanceRow[];
+    return rows.map(glanceFromRow);
   }
 
   async unfinished(): Promise<PredictionRecord[]> {

@@ -2,6 +2,7 @@
  * PredictionStore: where predictions live. SQLite (sqlite.ts) is the default; a scale-out
  * store implements the same interface. Every method is async so that a networked store fits.
  */
+import type { A1111Settings } from "../models/model.js";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 
 /** A position in the newest-first order: (created_at, id) of a boundary row. */
@@ -25,6 +26,34 @@ export interface ListQuery {
   /** Exclusive. */
   createdBefore?: string;
 }
+
+/**
+ * What a progress poll reads of a prediction made by an A1111 call: never its input (an img2img
+ * call's pictures), output or whole logs.
+ */
+export interface A1111Glance {
+  id: string;
+  status: PredictionStatus;
+  createdAt: string;
+  startedAt: string | null;
+  /** The end of its logs (the last LOG_TAIL characters: where its latest step line is). */
+  logTail: string;
+  a1111: A1111Settings;
+}
+
+/** Which of an account's A1111 predictions (those kept with A1111 settings) to glance at. */
+export interface A1111GlanceQuery {
+  account: string;
+  /** Only those still starting or processing. */
+  unfinished?: boolean;
+  /** Inclusive bounds on created_at. */
+  createdFrom?: string;
+  createdTo?: string;
+  limit: number;
+}
+
+/** How much of the end of a prediction's logs a glance carries. */
+export const LOG_TAIL = 2000;
 
 /** One attempt to deliver a webhook. */
 export interface WebhookDelivery {
@@ -102,6 +131,11 @@ export interface PredictionStore {
   ): Promise<PredictionRecord | undefined>;
   /** Appends one line (a newline is added) to the logs of an unfinished prediction; logs of a finished one never change. */
   appendLog(id: string, line: string): Promise<void>;
+  /**
+   * The account's predictions kept with A1111 settings, oldest first, narrowed as asked: only
+   * the few columns a progress poll needs (never the input), bounded by `limit`.
+   */
+  a1111Glances(q: A1111GlanceQuery): Promise<A1111Glance[]>;
   /** Predictions still starting or processing, oldest first. */
   unfinished(): Promise<PredictionRecord[]>;
   /** Predictions waiting or running: all of them, or one account's. */
