@@ -255,7 +255,7 @@ export function storeContract(label: string, open: () => Promise<OpenedStore>, s
       assert.ok(!expired.includes(q.id));
     });
 
-    test("A1111 glances: only the account's /sdapi predictions, oldest first, narrowed, without their input", async () => {
+    test("A1111 glances and marks: only the account's /sdapi predictions, oldest first, narrowed, without their input", async () => {
       const account = `glance-${newPredictionId()}`;
       const call = { id: newPredictionId(), timestamp: "20250302100000", images: 3, steps: 20 };
       const big = `data:image/png;base64,${"A".repeat(200_000)}`;
@@ -268,7 +268,7 @@ export function storeContract(label: string, open: () => Promise<OpenedStore>, s
       const otherAccount = record({ account: `${account}-other`, a1111: { call } });
       for (const p of [done, running, waiting, replicate, otherAccount]) await store.insert(p);
 
-      const open = await store.a1111Glances({ account, unfinished: true, limit: 10 });
+      const open = await store.openA1111Glances(account, 10);
       assert.deepEqual(
         open.map((g) => g.id),
         [running.id, waiting.id],
@@ -289,38 +289,42 @@ export function storeContract(label: string, open: () => Promise<OpenedStore>, s
       // The end of the logs only: their last LOG_TAIL characters, the latest step line among them.
       assert.equal(glance?.logTail, running.logs.slice(-LOG_TAIL));
       assert.ok(glance?.logTail.endsWith("|   7/20 [00:01]\n"));
-
-      // Every status, bounded by created_at (inclusive both ends) and by the limit.
-      const all = await store.a1111Glances({ account, limit: 10 });
+      // A step logged since is in the next glance; a prediction that finishes leaves the open ones.
+      await store.appendLog(running.id, "|   8/20 [00:01]");
+      assert.ok((await store.openA1111Glances(account, 10))[0]?.logTail.endsWith("|   8/20 [00:01]\n"));
+      await store.update(waiting.id, { status: "canceled", completedAt: ts() });
       assert.deepEqual(
-        all.map((g) => [g.id, g.status, g.logTail]),
+        (await store.openA1111Glances(account, 1)).map((g) => g.id),
+        [running.id],
+      );
+      assert.deepEqual(
+        (await store.openA1111Glances(account, 10)).map((g) => g.id),
+        [running.id],
+      );
+
+      // Marks of every status since a time (inclusive), bounded by the limit; no logs, no input.
+      const all = await store.a1111MarksSince(account, done.createdAt, 10);
+      assert.deepEqual(
+        all.map((g) => [g.id, g.status]),
         [
-          [done.id, "succeeded", done.logs],
-          [running.id, "processing", running.logs.slice(-LOG_TAIL)],
-          [waiting.id, "starting", ""],
+          [done.id, "succeeded"],
+          [running.id, "processing"],
+          [waiting.id, "canceled"],
         ],
       );
-      const from = await store.a1111Glances({ account, createdFrom: running.createdAt, limit: 10 });
+      assert.deepEqual(Object.keys(all[0] ?? {}).sort(), ["a1111", "createdAt", "id", "startedAt", "status"]);
+      assert.deepEqual(all[0]?.a1111, { strength: 0.5, call });
       assert.deepEqual(
-        from.map((g) => g.id),
+        (await store.a1111MarksSince(account, running.createdAt, 10)).map((g) => g.id),
         [running.id, waiting.id],
       );
-      const between = await store.a1111Glances({
-        account,
-        createdFrom: done.createdAt,
-        createdTo: running.createdAt,
-        limit: 10,
-      });
       assert.deepEqual(
-        between.map((g) => g.id),
-        [done.id, running.id],
-      );
-      assert.deepEqual(
-        (await store.a1111Glances({ account, limit: 1 })).map((g) => g.id),
+        (await store.a1111MarksSince(account, done.createdAt, 1)).map((g) => g.id),
         [done.id],
       );
-      assert.deepEqual(await store.a1111Glances({ account: `${account}-nobody`, limit: 10 }), []);
-      assert.deepEqual(await store.a1111Glances({ account: "a\u0000b", limit: 10 }), []);
+      assert.deepEqual(await store.a1111MarksSince(`${account}-nobody`, done.createdAt, 10), []);
+      assert.deepEqual(await store.openA1111Glances("a\u0000b", 10), []);
+      assert.deepEqual(await store.a1111MarksSince("a\u0000b", done.createdAt, 10), []);
     });
 
     test("webhook deliveries in order; finished predictions with a webhook since a time", async () => {

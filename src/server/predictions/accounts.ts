@@ -3,7 +3,7 @@
  * settings (A1111's sd_model_checkpoint) and a narrow glance at the predictions of its A1111
  * calls (what /sdapi/v1/progress and /interrupt read: never their inputs).
  */
-import type { A1111Glance, A1111GlanceQuery, PredictionStore } from "../store/store.js";
+import type { A1111Glance, A1111Mark, PredictionStore } from "../store/store.js";
 
 export class AccountState {
   constructor(private readonly store: PredictionStore) {}
@@ -20,9 +20,14 @@ export class AccountState {
     return this.store.setSetting(settingKey(account, name), value);
   }
 
-  /** The account's predictions made by A1111 calls, oldest first, as the query narrows them. */
-  a1111Glances(account: string, q: Omit<A1111GlanceQuery, "account">): Promise<A1111Glance[]> {
-    return this.store.a1111Glances({ ...q, account });
+  /** The account's unfinished predictions made by A1111 calls, oldest first, with the ends of their logs. */
+  openA1111Glances(account: string, limit: number): Promise<A1111Glance[]> {
+    return this.store.openA1111Glances(account, limit);
+  }
+
+  /** The marks of the account's predictions made by A1111 calls since `createdFrom`, oldest first. */
+  a1111MarksSince(account: string, createdFrom: string, limit: number): Promise<A1111Mark[]> {
+    return this.store.a1111MarksSince(account, createdFrom, limit);
   }
 }
 

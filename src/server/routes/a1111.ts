@@ -14,7 +14,7 @@
  * restart keeps the checkpoint.
  *
  * The pieces live in server/a1111/: the request and response schemas (schemas.ts), error shapes
- * (errors.ts), checkpoints and samplers, the hires fix's fields (hires.ts), img2img's picture
+ * (errors.ts), the calls in flight as the store has them (calls.ts), checkpoints and samplers, the hires fix's fields (hires.ts), img2img's picture
  * preparation (img2img.ts, on the picture operations of images.ts) and the infotext.
  */
 import { randomInt, randomUUID } from "node:crypto";
@@ -27,6 +27,7 @@ import {
   parseA1111Prompt,
   RequestError,
 } from "../../engine/index.js";
+import { callsInFlight } from "../a1111/calls.js";
 import {
   findCheckpoint,
   inputPropsOf,
@@ -60,7 +61,6 @@ import {
 } from "../a1111/schemas.js";
 import { urlBaseOf } from "../http/headers.js";
 import type { A1111Settings, ModelAdapter } from "../models/model.js";
-import { parseMicros } from "../predictions/ids.js";
 import { isTerminal, type PredictionRecord } from "../predictions/prediction.js";
 import type { PredictionService } from "../predictions/service.js";
 import type { JsonSchema } from "../schemas/json-schema.js";
@@ -120,46 +120,8 @@ function checkPlainPrompts(prompts: Record<"prompt" | "negative_prompt", string>
   }
 }
 
-/** One image of a call in flight, as the store has it. */
-interface Job {
-  id: string;
-  status: PredictionRecord["status"];
-  step: number;
-  steps: number;
-}
-
-/** One txt2img or img2img call of an account, found in the store by its predictions' call mark. */
-interface Call {
-  id: string;
-  timestamp: string;
-  /** Epoch ms of its first prediction. */
-  createdAt: number;
-  /** Its images found, in order. */
-  jobs: Job[];
-  /** Its images not found: made after the page searched (so done) or not made yet. */
-  missing: number;
-  missingDone: boolean;
-}
-
 /** The account setting that holds its checkpoint (the served model's owner/name). */
 const CHECKPOINT_SETTING = "a1111.sd_model_checkpoint";
-/** How many of the account's open predictions, and of those made since its oldest open call began, a poll reads. */
-const CALL_SEARCH = 2 * MAX_IMAGES;
-/** The last step line of a prediction's logs (the progress bar: "| 3/20 ["). */
-const STEP_LINE = /\|\s*(\d+)\/(\d+)\s*\[/g;
-
-function lastStep(logs: string): number {
-  let step = 0;
-  for (const m of logs.matchAll(STEP_LINE)) step = Number(m[1]);
-  return step;
-}
-
-/** The stored form of a call's job timestamp (whole seconds, UTC): no image of the call is older. */
-function callStart(timestamp: string): string | undefined {
-  const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})$/.exec(timestamp);
-  return m ? `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.000000Z` : undefined;
-}
-
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
 function jobTimestamp(d: Date): string {
@@ -187,38 +149,6 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
   const current = async (account: string) => (await checkpointOf(account)).model;
   const remember = (account: string, m: ModelAdapter) =>
     service.accounts.setSetting(account, CHECKPOINT_SETTING, modelName(m));
-
-  /**
-   * The account's calls with an image still waiting or running, oldest first, from the store: a
-   * glance (never the inputs, which carry an img2img call's pictures) at its open predictions,
-   * then at what it made since the oldest of their calls began, to count their finished images.
-   */
-  const callsInFlight = async (account: string): Promise<Call[]> => {
-    const open = await service.accounts.a1111Glances(account, { unfinished: true, limit: CALL_SEARCH });
-    const starts = open.flatMap((g) => (g.a1111.call ? [callStart(g.a1111.call.timestamp) ?? g.createdAt] : []));
-    // Stored timestamps sort as text: the first is the oldest.
-    const [from] = starts.sort();
-    if (from === undefined) return [];
-    const since = await service.accounts.a1111Glances(account, { createdFrom: from, limit: CALL_SEARCH });
-    // A full page may have left a call's last images out (finished: the open ones are all known); one not full has them all.
-    const missingDone = since.length >= CALL_SEARCH;
-    const found = new Map([...since, ...open].map((g) => [g.id, g]));
-    const openCalls = new Set(open.map((g) => g.a1111.call?.id));
-    const calls = new Map<string, Call>();
-    for (const g of [...found.values()].sort((a, b) => (a.createdAt < b.createdAt ? -1 : 1))) {
-      const mark = g.a1111.call;
-      if (!mark || !openCalls.has(mark.id)) continue;
-      let call = calls.get(mark.id);
-      if (!call) {
-        const createdAt = parseMicros(g.createdAt) / 1000;
-        call = { id: mark.id, timestamp: mark.timestamp, createdAt, jobs: [], missing: mark.images, missingDone };
-        calls.set(mark.id, call);
-      }
-      call.missing--;
-      call.jobs.push({ id: g.id, status: g.status, step: lastStep(g.logTail), steps: mark.steps });
-    }
-    return [...calls.values()].map((c) => ({ ...c, missing: Math.max(0, c.missing) }));
-  };
 
   app.setErrorHandler((err, req, reply) => {
     const e = toA1111Error(err, (error) => req.log.error({ err: error }, "A1111 request failed"));
@@ -367,7 +297,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         current_image: null,
         textinfo: null,
       };
-      const mine = await callsInFlight(req.account);
+      const mine = await callsInFlight(service.accounts, req.account);
       const call = mine[0];
       if (!call) return idle;
       // Steps as the store's logs have them, or further where this node holds a later preview.
@@ -409,7 +339,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     Promise.all(ids.map((id) => service.cancel(account, id).catch(() => undefined)));
   // Whichever node runs the call: the cancel is stored, and reaches the worker running it through the events.
   const stop = async (account: string, which: "all" | "current") => {
-    for (const call of await callsInFlight(account)) {
+    for (const call of await callsInFlight(service.accounts, account)) {
       const open = call.jobs.filter((j) => !isTerminal(j.status));
       // The image being made: the one processing, else the next to run.
       const current = open.find((j) => j.status === "processing") ?? open[0];

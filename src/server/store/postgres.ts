@@ -9,9 +9,10 @@ import pg from "pg";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 import { MIGRATIONS } from "./postgres-migrations.js";
 import {
-  type GlanceRow,
-  glanceColumns,
   glanceFromRow,
+  MARK_COLUMNS,
+  type MarkRow,
+  markFromRow,
   POSTGRES_LOG_TAIL,
   type PredictionRow,
   patchColumns,
@@ -23,7 +24,7 @@ import {
 } from "./rows.js";
 import type {
   A1111Glance,
-  A1111GlanceQuery,
+  A1111Mark,
   ListPosition,
   ListQuery,
   PredictionPatch,
@@ -247,23 +248,27 @@ export class PostgresPredictionStore implements PredictionStore {
     );
   }
 
-  async a1111Glances(q: A1111GlanceQuery): Promise<A1111Glance[]> {
-    if (hasNul(q.account, q.createdFrom, q.createdTo)) return [];
-    const params: unknown[] = [q.account];
-    const where = ["account = $1", "a1111_settings IS NOT NULL"];
-    const param = (v: unknown) => {
-      params.push(v);
-      return `$${params.length}`;
-    };
-    if (q.unfinished) where.push("status IN ('starting', 'processing')");
-    if (q.createdFrom !== undefined) where.push(`created_at >= ${param(q.createdFrom)}`);
-    if (q.createdTo !== undefined) where.push(`created_at <= ${param(q.createdTo)}`);
-    const { rows } = await this.pool.query<GlanceRow>(
-      `SELECT ${glanceColumns(POSTGRES_LOG_TAIL)} FROM predictions
-         WHERE ${where.join(" AND ")} ORDER BY created_at ASC, id ASC LIMIT ${param(q.limit)}`,
-      params,
+  // The input (an img2img call's pictures) is kept out of line (TOAST): these never read it.
+  async openA1111Glances(account: string, limit: number): Promise<A1111Glance[]> {
+    if (hasNul(account)) return [];
+    const { rows } = await this.pool.query<MarkRow>(
+      `SELECT ${MARK_COLUMNS}, ${POSTGRES_LOG_TAIL} AS log_tail FROM predictions
+         WHERE account = $1 AND a1111_settings IS NOT NULL AND status IN ('starting', 'processing')
+         ORDER BY created_at ASC, id ASC LIMIT $2`,
+      [account, limit],
     );
     return rows.map(glanceFromRow);
+  }
+
+  async a1111MarksSince(account: string, createdFrom: string, limit: number): Promise<A1111Mark[]> {
+    if (hasNul(account, createdFrom)) return [];
+    const { rows } = await this.pool.query<MarkRow>(
+      `SELECT ${MARK_COLUMNS} FROM predictions
+         WHERE account = $1 AND a1111_settings IS NOT NULL AND created_at >= $2
+         ORDER BY created_at ASC, id ASC LIMIT $3`,
+      [account, createdFrom, limit],
+    );
+    return rows.map(markFromRow);
   }
 
   async unfinished(): Promise<PredictionRecord[]> {

@@ -28,28 +28,20 @@ export interface ListQuery {
 }
 
 /**
- * What a progress poll reads of a prediction made by an A1111 call: never its input (an img2img
- * call's pictures), output or whole logs.
+ * What a progress poll reads of a prediction made by an A1111 call (kept with A1111 settings):
+ * never its input (an img2img call's pictures), output or logs.
  */
-export interface A1111Glance {
+export interface A1111Mark {
   id: string;
   status: PredictionStatus;
   createdAt: string;
   startedAt: string | null;
-  /** The end of its logs (the last LOG_TAIL characters: where its latest step line is). */
-  logTail: string;
   a1111: A1111Settings;
 }
 
-/** Which of an account's A1111 predictions (those kept with A1111 settings) to glance at. */
-export interface A1111GlanceQuery {
-  account: string;
-  /** Only those still starting or processing. */
-  unfinished?: boolean;
-  /** Inclusive bounds on created_at. */
-  createdFrom?: string;
-  createdTo?: string;
-  limit: number;
+/** An unfinished one's mark and the end of its logs (the last LOG_TAIL characters: its latest step line). */
+export interface A1111Glance extends A1111Mark {
+  logTail: string;
 }
 
 /** How much of the end of a prediction's logs a glance carries. */
@@ -131,11 +123,10 @@ export interface PredictionStore {
   ): Promise<PredictionRecord | undefined>;
   /** Appends one line (a newline is added) to the logs of an unfinished prediction; logs of a finished one never change. */
   appendLog(id: string, line: string): Promise<void>;
-  /**
-   * The account's predictions kept with A1111 settings, oldest first, narrowed as asked: only
-   * the few columns a progress poll needs (never the input), bounded by `limit`.
-   */
-  a1111Glances(q: A1111GlanceQuery): Promise<A1111Glance[]>;
+  /** The account's unfinished predictions kept with A1111 settings, oldest first, at most `limit`. */
+  openA1111Glances(account: string, limit: number): Promise<A1111Glance[]>;
+  /** The marks of the account's predictions kept with A1111 settings created at or after `createdFrom`, oldest first, at most `limit`. */
+  a1111MarksSince(account: string, createdFrom: string, limit: number): Promise<A1111Mark[]>;
   /** Predictions still starting or processing, oldest first. */
   unfinished(): Promise<PredictionRecord[]>;
   /** Predictions waiting or running: all of them, or one account's. */
