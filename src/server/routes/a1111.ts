@@ -14,8 +14,9 @@
  * restart keeps the checkpoint.
  *
  * The pieces live in server/a1111/: the request and response schemas (schemas.ts), error shapes
- * (errors.ts), the calls in flight as the store has them (calls.ts), checkpoints and samplers, the hires fix's fields (hires.ts), img2img's picture
- * preparation (img2img.ts, on the picture operations of images.ts) and the infotext.
+ * (errors.ts), the calls in flight as the store has them (calls.ts), checkpoints and samplers,
+ * the hires fix's fields (hires.ts), img2img's picture preparation (img2img.ts, on the picture
+ * operations of images.ts) and the infotext.
  */
 import { randomInt, randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
