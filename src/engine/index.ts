@@ -47,6 +47,7 @@ export {
   type StepEvent,
 } from "./pipeline.js";
 export {
+  checkEmphasis,
   type LoraTag,
   type ParsedA1111Prompt,
   type PromptPiece,

@@ -56,14 +56,7 @@ import {
   VaeDecoder,
   VaeEncoder,
 } from "./networks.js";
-import {
-  applyEmphasis,
-  type ChunkTokenizer,
-  emptyChunk,
-  type PromptChunk,
-  parseA1111Prompt,
-  promptChunks,
-} from "./prompt-a1111.js";
+import { a1111Chunks, applyEmphasis, type PromptChunk, parseA1111Prompt } from "./prompt-a1111.js";
 import { TorchCpuGenerator } from "./random/torch-cpu.js";
 import type { Feeds, RuntimeOptions } from "./runtime.js";
 import { createScheduler, resolveSchedulerName, type Scheduler } from "./schedulers/index.js";
@@ -405,12 +398,13 @@ export class Pipeline {
           embeddings: (opts.embeddings?.length ?? 0) > 0,
         })
       : undefined;
-    if (sdxl && ((opts.promptSyntax ?? "diffusers") !== "diffusers" || (opts.clipSkip ?? 1) !== 1)) {
-      // As promptOptions refuses per request: sdxl.ts knows diffusers' prompt rules only.
+    if (sdxl && (opts.promptSyntax ?? "diffusers") === "diffusers" && (opts.clipSkip ?? 1) !== 1) {
+      // As promptOptions refuses per request: diffusers' SDXL clip skip is not built here.
       await Promise.all([textEncoder.session.release(), sdxl.release()]);
-      throw new ModelError("AUTOMATIC1111 prompt syntax and clip skip are not supported on SDXL yet", {
-        file: `${folder.dir}/model_index.json`,
-      });
+      throw new ModelError(
+        'clip skip is not supported on SDXL with the diffusers prompt syntax (with "a1111" it is ignored, as AUTOMATIC1111 ignores it for SDXL)',
+        { file: `${folder.dir}/model_index.json` },
+      );
     }
     const vae = await loadDecoder(folder, opts);
     if (unet.config && vae.config.latentChannels !== unet.config.outChannels) {
@@ -581,7 +575,7 @@ export class Pipeline {
   ): Promise<TensorF32> {
     const { syntax, clipSkip } = this.promptOptions(opts);
     const adapters = await this.adapterFeeds(loras);
-    if (this.sdxl) return (await this.sdxl.encode(prompts, [adapters.text, adapters.text2])).promptEmbeds;
+    if (this.sdxl) return (await this.sdxl.encode(prompts, [adapters.text, adapters.text2], syntax)).promptEmbeds;
     return this.encodeText(prompts, syntax, clipSkip, adapters.text);
   }
 
@@ -601,14 +595,14 @@ export class Pipeline {
     if (!Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > MAX_CLIP_SKIP) {
       throw new RequestError(`clip skip must be an integer from 1 to ${MAX_CLIP_SKIP}, got ${clipSkip}`, "clipSkip");
     }
-    if (this.sdxl && (syntax !== "diffusers" || clipSkip !== 1)) {
-      // sdxl.ts encodes with diffusers' rules only: A1111's chunks, emphasis and clip skip across
-      // SDXL's two encoders (and its pooled embedding) are not built.
+    if (this.sdxl && clipSkip !== 1) {
+      // A1111 reads SDXL's encoders at the penultimate layer whatever its clip skip says (unless
+      // its "Clip skip for SDXL" option, off by default, is set): ignored with its syntax.
+      // diffusers' SDXL clip_skip (deeper layers of both encoders) is not built.
+      if (syntax === "a1111") return { syntax, clipSkip: 1 };
       throw new RequestError(
-        syntax !== "diffusers"
-          ? `prompt syntax "${syntax}" is not supported on SDXL yet (only "diffusers")`
-          : `clip skip is not supported on SDXL yet (it conditions on the penultimate layer already), got ${clipSkip}`,
-        syntax !== "diffusers" ? "promptSyntax" : "clipSkip",
+        `clip skip is not supported on SDXL with the diffusers prompt syntax (it conditions on the penultimate layer already), got ${clipSkip}`,
+        "clipSkip",
       );
     }
     return { syntax, clipSkip };
@@ -631,58 +625,25 @@ export class Pipeline {
    * encoded and its emphasis applied, the chunks joined along the sequence.
    */
   private async encodeA1111(prompts: readonly string[], clipSkip: number, loraFeeds: Feeds): Promise<TensorF32> {
-    const tok = this.tokenizer;
-    const placer = this.embeddingPlacer;
-    const vocab = this.textEncoder.vocabSize;
-    const rows: Float32Array[] = [];
+    const { chunks, feeds } = a1111Chunks(prompts, this.tokenizer, this.embeddingPlacer, this.textEncoder);
     const width = this.textEncoder.hiddenSize;
-    const chunker: ChunkTokenizer = {
-      bos: tok.bosTokenId,
-      eos: tok.eosTokenId,
-      pad: tok.padTokenId,
-      comma: tok.encode(",", { padding: false }).inputIds[1],
-      ids: (text, limit) => tok.encode(text, { padding: false, maxLength: limit + 2 }).inputIds.slice(1, -1),
-      embeddingAt: placer
-        ? (tokens, position) => {
-            const hit = placer.at(tokens, position);
-            if (!hit) return undefined;
-            const e = hit.embedding;
-            return {
-              length: hit.length,
-              vectors: () =>
-                Array.from({ length: e.count }, (_, v) => {
-                  rows.push(e.vectors.subarray(v * width, (v + 1) * width));
-                  return vocab + rows.length - 1;
-                }),
-            };
-          }
-        : undefined,
-    };
-    const byPrompt = new Map<string, PromptChunk[]>();
-    for (const p of prompts) {
-      if (!byPrompt.has(p)) byPrompt.set(p, promptChunks(parseA1111Prompt(p).pieces, chunker));
-    }
-    const chunkCount = Math.max(...[...byPrompt.values()].map((c) => c.length));
-    const empty = emptyChunk(chunker);
-    const feeds = placer ? { ...placer.rowsFeed(rows), ...loraFeeds } : loraFeeds;
     const batch = prompts.length;
-    const len = empty.ids.length;
-    const out = new Float32Array(batch * chunkCount * len * width);
-    for (let c = 0; c < chunkCount; c++) {
-      const chunks = prompts.map((p) => (byPrompt.get(p) as PromptChunk[])[c] ?? empty);
+    const len = (chunks[0]?.[0] as PromptChunk).ids.length;
+    const out = new Float32Array(batch * chunks.length * len * width);
+    for (const [c, chunk] of chunks.entries()) {
       const z = await this.textEncoder.encode(
-        chunks.map((k) => k.ids),
-        feeds,
+        chunk.map((k) => k.ids),
+        { ...feeds, ...loraFeeds },
         clipSkip,
       );
       const item = len * width;
       for (let b = 0; b < batch; b++) {
         const zb = z.data.subarray(b * item, (b + 1) * item);
-        applyEmphasis(zb, (chunks[b] as PromptChunk).weights, width);
-        out.set(zb, (b * chunkCount + c) * item);
+        applyEmphasis(zb, (chunk[b] as PromptChunk).weights, width);
+        out.set(zb, (b * chunks.length + c) * item);
       }
     }
-    return { data: out, shape: [batch, chunkCount * len, width] };
+    return { data: out, shape: [batch, chunks.length * len, width] };
   }
 
   /** The LoRAs that `<lora:NAME:SCALE>` tags in AUTOMATIC1111 prompts ask for, found in loraDir. */
@@ -930,7 +891,14 @@ export class Pipeline {
     if (this.sdxl) {
       const { prompt, width, height } = r;
       const texts = { ...req, prompt, width, height, negativePrompt: req.negativePrompt };
-      return this.sdxl.conditioning(texts, batch, guided, r.image !== undefined, [adapters.text, adapters.text2]);
+      return this.sdxl.conditioning(
+        texts,
+        batch,
+        guided,
+        r.image !== undefined,
+        [adapters.text, adapters.text2],
+        r.syntax,
+      );
     }
     const prompts = guided
       ? [...new Array<string>(batch).fill(r.negativePrompt), ...new Array<string>(batch).fill(r.prompt)]

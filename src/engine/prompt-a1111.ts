@@ -14,7 +14,10 @@
  * chunk (A1111's comma_padding_backtrack, default 20). Embeddings called by name are never split
  * across two chunks.
  */
+import type { EmbeddingPlacer } from "./embeddings.js";
 import { RequestError } from "./errors.js";
+import type { Feeds } from "./runtime.js";
+import type { ClipTokenizer } from "./tokenizer/clip.js";
 
 /** A piece of prompt text and its emphasis, or a BREAK. */
 export type PromptPiece = { text: string; weight: number } | { break: true };
@@ -145,6 +148,18 @@ export function parseA1111Prompt(text: string): ParsedA1111Prompt {
   return { pieces: parsePromptAttention(stripped), loras };
 }
 
+/**
+ * Refuses emphasis beyond ±MAX_WEIGHT (the scaled hidden states would leave float32's range), so
+ * callers can check a prompt before any encoding (the /sdapi routes: a 422, not a failed run).
+ */
+export function checkEmphasis(pieces: readonly PromptPiece[], field = "prompt"): void {
+  for (const piece of pieces) {
+    if (!("break" in piece) && !(Math.abs(piece.weight) <= MAX_WEIGHT)) {
+      throw new RequestError(`emphasis ${piece.weight} is out of range (at most ${MAX_WEIGHT} either way)`, field);
+    }
+  }
+}
+
 /** 77 token ids (or embedding rows) with their emphasis weights. */
 export interface PromptChunk {
   ids: number[];
@@ -172,6 +187,7 @@ export interface ChunkTokenizer {
  * up to 75 content tokens, EOS, then padding (weight 1 for BOS, EOS and padding).
  */
 export function promptChunks(pieces: readonly PromptPiece[], tok: ChunkTokenizer): PromptChunk[] {
+  checkEmphasis(pieces);
   const chunks: PromptChunk[] = [];
   let ids: number[] = [];
   let weights: number[] = [];
@@ -202,9 +218,6 @@ export function promptChunks(pieces: readonly PromptPiece[], tok: ChunkTokenizer
     if ("break" in piece) {
       nextChunk();
       continue;
-    }
-    if (!(Math.abs(piece.weight) <= MAX_WEIGHT)) {
-      throw new RequestError(`emphasis ${piece.weight} is out of range (at most ${MAX_WEIGHT} either way)`, "prompt");
     }
     const tokens = tok.ids(piece.text, budget - seen + 1);
     seen += tokens.length;
@@ -247,6 +260,55 @@ export function promptChunks(pieces: readonly PromptPiece[], tok: ChunkTokenizer
   }
   if (ids.length > 0 || chunks.length === 0) nextChunk();
   return chunks;
+}
+
+/**
+ * A batch of prompts in A1111's chunks for one text encoder: `chunks[c][b]` is prompt b's chunk c,
+ * every prompt padded with empty chunks to the longest's count (A1111 pads a batch so; the
+ * negative prompt is padded the same way, as A1111's "pad prompt/negative prompt" option does).
+ * Each distinct prompt is parsed once. `feeds`: the placed embeddings' vectors
+ * (`extra_token_rows`, called by ids vocabSize + row) when the encoder has a placer.
+ */
+export function a1111Chunks(
+  prompts: readonly string[],
+  tok: ClipTokenizer,
+  placer: EmbeddingPlacer | undefined,
+  encoder: { vocabSize: number; hiddenSize: number },
+): { chunks: PromptChunk[][]; feeds: Feeds } {
+  const rows: Float32Array[] = [];
+  const width = encoder.hiddenSize;
+  const chunker: ChunkTokenizer = {
+    bos: tok.bosTokenId,
+    eos: tok.eosTokenId,
+    pad: tok.padTokenId,
+    comma: tok.encode(",", { padding: false }).inputIds[1],
+    ids: (text, limit) => tok.encode(text, { padding: false, maxLength: limit + 2 }).inputIds.slice(1, -1),
+    embeddingAt: placer
+      ? (tokens, position) => {
+          const hit = placer.at(tokens, position);
+          if (!hit) return undefined;
+          const e = hit.embedding;
+          return {
+            length: hit.length,
+            vectors: () =>
+              Array.from({ length: e.count }, (_, v) => {
+                rows.push(e.vectors.subarray(v * width, (v + 1) * width));
+                return encoder.vocabSize + rows.length - 1;
+              }),
+          };
+        }
+      : undefined,
+  };
+  const byPrompt = new Map<string, PromptChunk[]>();
+  for (const p of prompts) {
+    if (!byPrompt.has(p)) byPrompt.set(p, promptChunks(parseA1111Prompt(p).pieces, chunker));
+  }
+  const count = Math.max(...[...byPrompt.values()].map((c) => c.length));
+  const empty = emptyChunk(chunker);
+  const chunks = Array.from({ length: count }, (_, c) =>
+    prompts.map((p) => (byPrompt.get(p) as PromptChunk[])[c] ?? empty),
+  );
+  return { chunks, feeds: placer ? placer.rowsFeed(rows) : {} };
 }
 
 /** BOS, EOS, then padding: what A1111 pads a shorter prompt's missing chunks with. */

@@ -13,12 +13,18 @@
  * - the micro-conditioning `time_ids`: original size, crop top-left, then the target size (base)
  *   or an aesthetic score (refiner: `requires_aesthetics_score`), each (height, width);
  * - the expert ensemble (diffusers' `denoising_end` / `denoising_start`): the base stops at a
- *   fraction of the schedule, the refiner takes its latents and runs the rest.
+ *   fraction of the schedule, the refiner takes its latents and runs the rest;
+ * - AUTOMATIC1111's prompt syntax (`encodeA1111`), as A1111 runs SDXL: the same chunks and
+ *   emphasis through each encoder, the pooled embedding from the first chunk, an empty negative
+ *   prompt as zeros. Clip skip is not used there (A1111 ignores it for SDXL, whose encoders are
+ *   read at the penultimate layer already).
  */
 import type { EmbeddingPlacer } from "./embeddings.js";
 import { ModelError, RequestError } from "./errors.js";
 import type { AddedConditions, TensorF32 } from "./networks.js";
 import { TextEncoder } from "./networks.js";
+import type { PromptSyntax } from "./pipeline.js";
+import { a1111Chunks, applyEmphasis, CHUNK_TOKENS, type PromptChunk } from "./prompt-a1111.js";
 import type { Feeds, RuntimeOptions } from "./runtime.js";
 import { ClipTokenizer } from "./tokenizer/clip.js";
 import type { ModelFolder } from "./weights/model-folder.js";
@@ -137,9 +143,15 @@ export class SdxlConditioner {
 
   /**
    * Encodes texts (one batch per encoder): diffusers' encode_prompt for each, without guidance
-   * logic. `adapters`: each encoder's LoRA factor feeds, in order.
+   * logic; with the "a1111" syntax, `encodeA1111`. `adapters`: each encoder's LoRA factor feeds,
+   * in order.
    */
-  async encode(texts: readonly string[], adapters: readonly Feeds[] = []): Promise<SdxlEmbeddings> {
+  async encode(
+    texts: readonly string[],
+    adapters: readonly Feeds[] = [],
+    syntax: PromptSyntax = "diffusers",
+  ): Promise<SdxlEmbeddings> {
+    if (syntax === "a1111") return this.encodeA1111(texts, adapters);
     const parts: TensorF32[] = [];
     let pooled: TensorF32 | undefined;
     for (const [i, { tokenizer, encoder }] of this.encoders.entries()) {
@@ -160,8 +172,61 @@ export class SdxlConditioner {
   }
 
   /**
+   * AUTOMATIC1111's SDXL encoding (its custom-words wrapper around each of the SGM conditioner's
+   * text embedders): each encoder cuts the texts into 75-token chunks with its own tokenizer
+   * (the same BPE, so the same chunks and weights; CLIP ViT-L pads with its end-of-text token,
+   * OpenCLIP with "!", id 0, after the first end-of-text, as diffusers' two tokenizers do),
+   * encodes every chunk to its penultimate hidden states and applies the emphasis to them, each
+   * encoder's mean restored on its own states. The chunks are joined along the sequence, the
+   * encoders along the channels. The pooled embedding is the first chunk's (A1111's
+   * `zs[0].pooled`), taken before emphasis, which never touches it.
+   */
+  private async encodeA1111(texts: readonly string[], adapters: readonly Feeds[]): Promise<SdxlEmbeddings> {
+    const parts: TensorF32[] = [];
+    let pooled: TensorF32 | undefined;
+    let count: number | undefined;
+    for (const [i, { tokenizer, encoder }] of this.encoders.entries()) {
+      const { chunks, feeds } = a1111Chunks(texts, tokenizer, this.placers?.[i], encoder);
+      if (count !== undefined && chunks.length !== count) {
+        // Only tokenizers with different vocabularies can do this; the contexts could not be joined.
+        throw new RequestError(
+          `the prompt makes ${count} chunks for the first text encoder but ${chunks.length} for the second (their tokenizers differ)`,
+          "prompt",
+        );
+      }
+      count = chunks.length;
+      const last = i === this.encoders.length - 1;
+      const width = encoder.hiddenSize;
+      const batch = texts.length;
+      const item = (chunks[0]?.[0] as PromptChunk).ids.length * width;
+      const out = new Float32Array(batch * chunks.length * item);
+      for (const [c, chunk] of chunks.entries()) {
+        const withPooled = last && c === 0;
+        const z = await encoder.outputs(
+          chunk.map((k) => k.ids),
+          withPooled ? ["penultimate_hidden_state", "text_embeds"] : ["penultimate_hidden_state"],
+          { ...feeds, ...adapters[i] },
+        );
+        if (withPooled) pooled = z["text_embeds"];
+        const data = (z["penultimate_hidden_state"] as TensorF32).data;
+        for (let b = 0; b < batch; b++) {
+          const zb = data.subarray(b * item, (b + 1) * item);
+          applyEmphasis(zb, (chunk[b] as PromptChunk).weights, width);
+          out.set(zb, (b * chunks.length + c) * item);
+        }
+      }
+      parts.push({ data: out, shape: [batch, chunks.length * (item / width), width] });
+    }
+    return { promptEmbeds: concatLastAxis(parts), pooled: pooled as TensorF32 };
+  }
+
+  /**
    * The UNet's conditioning for `batch` images of one prompt: [negative × batch, prompt × batch]
    * under guidance, else [prompt × batch], as encoder_hidden_states, text_embeds and time_ids.
+   * With the "a1111" syntax an empty (or absent) negative prompt is zeros whatever
+   * model_index.json says, as A1111's SDXL conditioning zeroes it; when the prompt has more chunks,
+   * the zeros are followed by the empty prompt's encoding for the rest, as A1111's "pad
+   * prompt/negative prompt" pads its negative.
    */
   async conditioning(
     req: { prompt: string; negativePrompt: string | undefined; width: number; height: number } & MicroConditioning,
@@ -169,11 +234,17 @@ export class SdxlConditioner {
     guided: boolean,
     fromImage = false,
     adapters: readonly Feeds[] = [],
+    syntax: PromptSyntax = "diffusers",
   ): Promise<{ context: TensorF32; added: AddedConditions }> {
     const timeIdsCount = this.timeIdsCount;
-    const zeroNegative = guided && req.negativePrompt === undefined && this.settings.forceZerosForEmptyPrompt;
-    const texts = guided && !zeroNegative ? [req.negativePrompt ?? "", req.prompt] : [req.prompt];
-    const enc = await this.encode(texts, adapters);
+    const a1111 = syntax === "a1111";
+    const zeroNegative =
+      guided &&
+      (a1111
+        ? (req.negativePrompt ?? "") === ""
+        : req.negativePrompt === undefined && this.settings.forceZerosForEmptyPrompt);
+    const texts = guided && (a1111 || !zeroNegative) ? [req.negativePrompt ?? "", req.prompt] : [req.prompt];
+    const enc = await this.encode(texts, adapters, syntax);
     const { positive, negative } = this.timeIds(req, fromImage);
 
     const rows = guided ? 2 * batch : batch;
@@ -187,7 +258,11 @@ export class SdxlConditioner {
     for (let k = 0; k < rows; k++) {
       const isNegative = guided && k < batch;
       if (isNegative && zeroNegative) {
-        // zeros_like: the arrays start zeroed.
+        // zeros_like: the arrays start zeroed. A1111: zeros for the first chunk, then the empty
+        // prompt's chunks (row 0 encodes "" padded to the prompt's chunk count).
+        const zeros = (CHUNK_TOKENS + 2) * dim;
+        if (a1111 && seq * dim > zeros)
+          context.set(enc.promptEmbeds.data.subarray(zeros, seq * dim), k * seq * dim + zeros);
       } else {
         const src = isNegative ? 0 : promptRow;
         context.set(enc.promptEmbeds.data.subarray(src * seq * dim, (src + 1) * seq * dim), k * seq * dim);

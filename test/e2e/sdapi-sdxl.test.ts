@@ -1,9 +1,9 @@
 /**
  * An SDXL model through /sdapi/v1 (tiny-sdxl, real HTTP): listed as a checkpoint, txt2img and
- * img2img work with plain prompts, the same seed gives the same picture, and what SDXL cannot do
- * here is A1111's 422 on the field at fault (A1111's prompt syntax, the hires fix), never a
- * failed prediction answered as a 500. CLIP_stop_at_last_layers is ignored for SDXL, as A1111
- * ignores it there, and info says 1.
+ * img2img work, prompts are read in A1111's syntax (emphasis and BREAK change the picture), the
+ * same seed gives the same picture, and what SDXL cannot do here is A1111's 422 on the field at
+ * fault (the hires fix; a <lora:…> tag without a lora_dir), never a failed prediction answered as
+ * a 500. CLIP_stop_at_last_layers is ignored for SDXL, as A1111 ignores it there, and info says 1.
  */
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -59,11 +59,28 @@ test("SDXL is a checkpoint: txt2img twice with one seed, one picture; clip skip 
   assert.deepEqual([l.width, l.height], [192, 256]);
 });
 
+test("A1111's syntax on SDXL: emphasis, BREAK and a negative prompt change the picture", async () => {
+  const pixels = async (body: Record<string, unknown>) => {
+    const r = await sdapi("txt2img", { ...req, ...body });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    return decode(Buffer.from((r.json["images"] as string[])[0] as string, "base64")).data;
+  };
+  const plain = await pixels({});
+  // An empty negative prompt is zeros, as A1111's SDXL conditioning makes it: as good as none.
+  assert.deepEqual(await pixels({ negative_prompt: "" }), plain);
+  for (const body of [
+    { prompt: "a (lighthouse:1.5) at dusk" },
+    { prompt: "a lighthouse BREAK at dusk" },
+    { negative_prompt: "(blurry:1.3), dark" },
+  ]) {
+    assert.notDeepEqual(await pixels(body), plain, JSON.stringify(body));
+  }
+});
+
 test("what SDXL is not served with here: A1111's 422 on the field", async () => {
   for (const [body, field] of [
-    [{ prompt: "a (lighthouse:1.3) at dusk" }, "prompt"],
-    [{ negative_prompt: "blurry BREAK dark" }, "negative_prompt"],
     [{ prompt: "a lighthouse <lora:x:1>" }, "prompt"],
+    [{ negative_prompt: "blurry <hypernet:x:1>" }, "negative_prompt"],
     [{ enable_hr: true }, "enable_hr"],
   ] as const) {
     const res = await sdapi("txt2img", { ...req, ...body });
@@ -71,4 +88,21 @@ test("what SDXL is not served with here: A1111's 422 on the field", async () => 
     const detail = res.json["detail"] as { loc: string[]; msg: string }[];
     assert.deepEqual(detail[0]?.loc, ["body", field]);
   }
+});
+
+test("hostile A1111 prompts on SDXL: 422 on the field where the text alone tells, else a clear error", async () => {
+  for (const [body, field, msg] of [
+    [{ prompt: `${"(".repeat(1001)}x` }, "prompt", /more than 1000 opening brackets/],
+    [{ negative_prompt: "a (cube:99999)" }, "negative_prompt", /emphasis 99999 is out of range/],
+    [{ prompt: "x".repeat(20_001) }, "prompt", /longer than 20000 characters/],
+  ] as const) {
+    const res = await sdapi("txt2img", { ...req, ...body });
+    assert.equal(res.status, 422, JSON.stringify(res.json).slice(0, 300));
+    const detail = res.json["detail"] as { loc: string[]; msg: string }[];
+    assert.deepEqual(detail[0]?.loc, ["body", field]);
+    assert.match(detail[0]?.msg ?? "", msg);
+  }
+  // The token count needs the model's tokenizer: past 20 chunks the generation fails, saying why.
+  const long = await sdapi("txt2img", { ...req, prompt: Array.from({ length: 1600 }, () => "cube").join(" ") });
+  assert.match(String(long.json["errors"]), /prompt is longer than 1500 tokens \(20 chunks of 75\)/);
 });

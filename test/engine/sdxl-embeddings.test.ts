@@ -121,6 +121,23 @@ describe("SDXL textual inversion on tiny-sdxl", () => {
     assert.equal(maxAbsDiff(a.latents.data, b.latents.data), 0);
   });
 
+  test("inside A1111 emphasis and chunks: as the vectors placed by hand, weighted like any token", async () => {
+    const a1111 = async (pipe: Pipeline, prompts: string[]) => pipe.sdxl!.encode(prompts, [], "a1111");
+    const filler = Array.from({ length: 74 }, () => "red").join(" ");
+    // The second prompt's embedding would straddle the 75-token boundary: it moves to chunk 2 whole
+    // (A1111 never splits an embedding), where the hand-placed tokens need a BREAK to follow.
+    const prompts = ["a (photo of xlstyle:1.4), [at night]", `${filler} xlstyle BREAK a cube`];
+    const hand = ["a (photo of zebra kite:1.4), [at night]", `${filler} BREAK zebra kite BREAK a cube`];
+    const a = await a1111(withEmb, prompts);
+    const b = await a1111(byHand, hand);
+    assert.deepEqual(a.promptEmbeds.shape, [2, 3 * 77, WIDTH_L + WIDTH_G]);
+    assert.equal(maxAbsDiff(a.promptEmbeds.data, b.promptEmbeds.data), 0, "prompt embeddings (both encoders)");
+    assert.equal(maxAbsDiff(a.pooled.data, b.pooled.data), 0, "pooled text_embeds");
+    const unweighted = await a1111(withEmb, ["a photo of xlstyle, at night"]);
+    const first = a.promptEmbeds.data.subarray(0, 77 * (WIDTH_L + WIDTH_G));
+    assert.ok(maxAbsDiff(first, unweighted.promptEmbeds.data.subarray(0, first.length)) > 1e-3, "emphasis applied");
+  });
+
   test("the refiner (OpenCLIP only) takes the clip_g vectors at the same places", async () => {
     const refiner = await loadPipeline(await writeTinyRefiner(path.join(tmp, "refiner")), {
       threads: 1,

@@ -661,6 +661,8 @@ export class StableDiffusionAdapter implements ModelAdapter {
     const asked = typeof input["replicate_weights"] === "string" && input["replicate_weights"] !== "";
     if (asked && !weights) throw new PredictionError("replicate_weights could not be read");
     const job = sdxlJob(input, seed, ctx.files, weights?.path);
+    // /sdapi calls read prompts in A1111's syntax (emphasis, BREAK, chunks, <lora:…> from lora_dir).
+    if (ctx.promptSyntax) job.request.promptSyntax = ctx.promptSyntax;
     if (input["image"] !== undefined && !job.pictures) throw new PredictionError("image could not be read");
     if (weights) {
       ctx.log(

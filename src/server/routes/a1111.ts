@@ -21,6 +21,7 @@
 import { randomInt, randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
+  checkEmphasis,
   findLora,
   listEmbeddingFiles,
   listLoraFiles,
@@ -88,7 +89,8 @@ async function checkPromptTags(
   for (const [field, text] of Object.entries(prompts)) {
     if (!text) continue;
     try {
-      const { loras } = parseA1111Prompt(text);
+      const { loras, pieces } = parseA1111Prompt(text);
+      checkEmphasis(pieces, field);
       for (const tag of loras) {
         if (dir === undefined) {
           throw new RequestError(`LoRA "${tag.name}" was asked for, but ${modelName(model)} has no lora_dir`, field);
@@ -100,23 +102,6 @@ async function checkPromptTags(
       // The operator's folder is gone: its path is not the caller's business.
       if (err instanceof ModelError) throw httpException(503, `the LoRA folder of ${modelName(model)} cannot be read`);
       throw err;
-    }
-  }
-}
-
-/**
- * SDXL reads prompts as diffusers does: A1111's emphasis, BREAK, `[…]` and `<lora:…>` would be
- * read as plain words there, so a prompt using them is refused on its field instead.
- */
-function checkPlainPrompts(prompts: Record<"prompt" | "negative_prompt", string>): void {
-  for (const [field, text] of Object.entries(prompts)) {
-    const parsed = parseA1111Prompt(text);
-    const plain = parsed.loras.length === 0 && parsed.pieces.every((p) => "text" in p && p.weight === 1);
-    if (!plain) {
-      throw invalid(
-        field,
-        "AUTOMATIC1111's prompt syntax (emphasis, BREAK, <lora:…>) is not supported on SDXL models here; send plain text",
-      );
     }
   }
 }
@@ -443,8 +428,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       }
       hrScheduler = hr.replicate;
     }
-    // SDXL's text side reads prompts as diffusers does (no A1111 syntax) and has no clip skip (A1111 ignores it there too).
-    if (sdxl) checkPlainPrompts({ prompt, negative_prompt: negative });
+    // A1111 ignores clip skip for SDXL (its encoders are read at the penultimate layer already).
     const clipApplied = sdxl ? 1 : clipSkip;
     const settings: A1111Settings = {
       ...(clipApplied !== 1 ? { clipSkip: clipApplied } : {}),
@@ -565,7 +549,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
             {
               body: { input: inputOf(s) },
               model,
-              ...(sdxl ? {} : { promptSyntax: "a1111" as const }),
+              promptSyntax: "a1111" as const,
               a1111: { ...settings, call },
             },
             base,
