@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { LocalPredictionEvents } from "../../src/server/predictions/events.js";
 import { newCapabilityKey, newPredictionId } from "../../src/server/predictions/ids.js";
 import type { PredictionRecord } from "../../src/server/predictions/prediction.js";
-import type { PredictionStore } from "../../src/server/store/store.js";
+import { LOG_TAIL, type PredictionStore } from "../../src/server/store/store.js";
 import { WebhookDispatcher } from "../../src/server/webhooks/dispatcher.js";
 
 export interface OpenedStore {
@@ -253,6 +253,78 @@ export function storeContract(label: string, open: () => Promise<OpenedStore>, s
       assert.ok(!expired.includes(removed.id));
       assert.ok(!expired.includes(later.id));
       assert.ok(!expired.includes(q.id));
+    });
+
+    test("A1111 glances and marks: only the account's /sdapi predictions, oldest first, narrowed, without their input", async () => {
+      const account = `glance-${newPredictionId()}`;
+      const call = { id: newPredictionId(), timestamp: "20250302100000", images: 3, steps: 20 };
+      const big = `data:image/png;base64,${"A".repeat(200_000)}`;
+      const sdapi = (extra: Partial<PredictionRecord>) =>
+        record({ account, input: { image: big }, promptSyntax: "a1111", a1111: { strength: 0.5, call }, ...extra });
+      const done = sdapi({ status: "succeeded", completedAt: ts(), logs: "|  20/20 [00:01]\n" });
+      const running = sdapi({ status: "processing", startedAt: ts(), logs: `${"x".repeat(5000)}\n|   7/20 [00:01]\n` });
+      const waiting = sdapi({});
+      const replicate = record({ account });
+      const otherAccount = record({ account: `${account}-other`, a1111: { call } });
+      for (const p of [done, running, waiting, replicate, otherAccount]) await store.insert(p);
+
+      const open = await store.openA1111Glances(account, 10);
+      assert.deepEqual(
+        open.map((g) => g.id),
+        [running.id, waiting.id],
+      );
+      const [glance] = open;
+      assert.deepEqual(Object.keys(glance ?? {}).sort(), [
+        "a1111",
+        "createdAt",
+        "id",
+        "logTail",
+        "startedAt",
+        "status",
+      ]);
+      assert.equal(glance?.status, "processing");
+      assert.equal(glance?.createdAt, running.createdAt);
+      assert.equal(glance?.startedAt, running.startedAt);
+      assert.deepEqual(glance?.a1111, { strength: 0.5, call });
+      // The end of the logs only: their last LOG_TAIL characters, the latest step line among them.
+      assert.equal(glance?.logTail, running.logs.slice(-LOG_TAIL));
+      assert.ok(glance?.logTail.endsWith("|   7/20 [00:01]\n"));
+      // A step logged since is in the next glance; a prediction that finishes leaves the open ones.
+      await store.appendLog(running.id, "|   8/20 [00:01]");
+      assert.ok((await store.openA1111Glances(account, 10))[0]?.logTail.endsWith("|   8/20 [00:01]\n"));
+      await store.update(waiting.id, { status: "canceled", completedAt: ts() });
+      assert.deepEqual(
+        (await store.openA1111Glances(account, 1)).map((g) => g.id),
+        [running.id],
+      );
+      assert.deepEqual(
+        (await store.openA1111Glances(account, 10)).map((g) => g.id),
+        [running.id],
+      );
+
+      // Marks of every status since a time (inclusive), bounded by the limit; no logs, no input.
+      const all = await store.a1111MarksSince(account, done.createdAt, 10);
+      assert.deepEqual(
+        all.map((g) => [g.id, g.status]),
+        [
+          [done.id, "succeeded"],
+          [running.id, "processing"],
+          [waiting.id, "canceled"],
+        ],
+      );
+      assert.deepEqual(Object.keys(all[0] ?? {}).sort(), ["a1111", "createdAt", "id", "startedAt", "status"]);
+      assert.deepEqual(all[0]?.a1111, { strength: 0.5, call });
+      assert.deepEqual(
+        (await store.a1111MarksSince(account, running.createdAt, 10)).map((g) => g.id),
+        [running.id, waiting.id],
+      );
+      assert.deepEqual(
+        (await store.a1111MarksSince(account, done.createdAt, 1)).map((g) => g.id),
+        [done.id],
+      );
+      assert.deepEqual(await store.a1111MarksSince(`${account}-nobody`, done.createdAt, 10), []);
+      assert.deepEqual(await store.openA1111Glances("a\u0000b", 10), []);
+      assert.deepEqual(await store.a1111MarksSince("a\u0000b", done.createdAt, 10), []);
     });
 
     test("webhook deliveries in order; finished predictions with a webhook since a time", async () => {

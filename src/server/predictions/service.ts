@@ -1,13 +1,14 @@
 /**
- * The predictions service, as the API sees it: create, get, list, cancel and wait, and the
- * version references a create may name. Running predictions is lifecycle.ts's; output files are
- * output-files.ts's. Refusals are domain errors (errors.ts), made into HTTP problems at the edge.
+ * The predictions service, as the API sees it: create, get, list, cancel and wait. Version
+ * references are resolved in versions.ts; running predictions is lifecycle.ts's; output files are
+ * output-files.ts's; an account's settings are accounts.ts's. Refusals are domain errors
+ * (errors.ts), made into HTTP problems at the edge.
  */
-import type { A1111Settings } from "../models/model.js";
-import { isVersionOf, type ModelAdapter } from "../models/model.js";
+import type { A1111Settings, ModelAdapter } from "../models/model.js";
 import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
 import type { ListPosition, PredictionStore, WebhookDelivery } from "../store/store.js";
 import { checkWebhookUrl, isWebhookUrl } from "../webhooks/targets.js";
+import { AccountState } from "./accounts.js";
 import { decodeCursor, encodeCursor } from "./cursors.js";
 import {
   InvalidInputError,
@@ -29,6 +30,7 @@ import {
 } from "./prediction.js";
 import type { UrlBase } from "./serialize.js";
 import type { SettledPredictionCache } from "./settled-cache.js";
+import { findModel, resolveVersion } from "./versions.js";
 
 export interface ServiceLimits {
   queueMax: number;
@@ -73,9 +75,10 @@ export interface ListPage {
   previous: string | null;
 }
 
-const HEX64 = /^[0-9a-f]{64}$/;
-
 export class PredictionService {
+  /** The account's settings and its A1111 calls' predictions at a glance. */
+  readonly accounts: AccountState;
+
   constructor(
     private readonly store: PredictionStore,
     readonly lifecycle: PredictionLifecycle,
@@ -85,24 +88,12 @@ export class PredictionService {
     private readonly limits: ServiceLimits,
     /** The served JSON of finished predictions, for the read path; absent: every read goes to the store. */
     readonly settled?: SettledPredictionCache,
-  ) {}
-
-  findModel(owner: string, name: string): ModelAdapter | undefined {
-    return this.models.find((m) => m.model.owner === owner && m.model.name === name);
+  ) {
+    this.accounts = new AccountState(store);
   }
 
-  /** A version reference: a 64-hex id, owner/name:<id>, or owner/name (the model's latest version). */
-  resolveVersion(ref: string): ModelAdapter | undefined {
-    const colon = ref.lastIndexOf(":");
-    if (colon >= 0) {
-      const name = ref.slice(0, colon);
-      const id = ref.slice(colon + 1);
-      const m = HEX64.test(id) ? this.models.find((a) => isVersionOf(a, id)) : undefined;
-      return m && name === `${m.model.owner}/${m.model.name}` ? m : undefined;
-    }
-    if (HEX64.test(ref)) return this.models.find((a) => isVersionOf(a, ref));
-    const [owner, name, extra] = ref.split("/");
-    return owner && name && extra === undefined ? this.findModel(owner, name) : undefined;
+  findModel(owner: string, name: string): ModelAdapter | undefined {
+    return findModel(this.models, owner, name);
   }
 
   async create(account: string, req: CreateInput, base: UrlBase): Promise<PredictionRecord> {
@@ -110,7 +101,7 @@ export class PredictionService {
     // Every violation is reported at once, the body's and the input's, as Replicate's validator does.
     const errors: InvalidField[] = [...(req.invalid ?? [])];
     const version = body["version"];
-    const adapter = req.model ?? (typeof version === "string" ? this.resolveVersion(version) : undefined);
+    const adapter = req.model ?? (typeof version === "string" ? resolveVersion(this.models, version) : undefined);
     const input = body["input"] as Record<string, unknown>;
     const inputIsObject = typeof input === "object" && input !== null && !Array.isArray(input);
     if (adapter && inputIsObject) errors.push(...adapter.validateInput(input));
@@ -274,18 +265,6 @@ export class PredictionService {
     });
   }
 
-  /**
-   * One of the account's own settings (A1111's sd_model_checkpoint), kept in the store's settings
-   * table: every node sharing the store sees it, and a restart keeps it.
-   */
-  accountSetting(account: string, name: string): Promise<string | undefined> {
-    return this.store.getSetting(accountSettingKey(account, name));
-  }
-
-  setAccountSetting(account: string, name: string, value: string): Promise<void> {
-    return this.store.setSetting(accountSettingKey(account, name), value);
-  }
-
   /** How many predictions this model has had (the model object's run_count). */
   runCount(model: ModelAdapter): Promise<number> {
     return this.store.countByModel(`${model.model.owner}/${model.model.name}`);
@@ -304,9 +283,4 @@ export class PredictionService {
   get closingSignal(): AbortSignal {
     return this.lifecycle.closingSignal;
   }
-}
-
-/** The setting's name first: it holds no ":", so no account string makes another's key. */
-function accountSettingKey(account: string, name: string): string {
-  return `account-setting:${name}:${account}`;
 }

@@ -14,8 +14,9 @@
  * restart keeps the checkpoint.
  *
  * The pieces live in server/a1111/: the request and response schemas (schemas.ts), error shapes
- * (errors.ts), checkpoints and samplers, the hires fix's fields (hires.ts), img2img's picture
- * preparation (img2img.ts, on the picture operations of images.ts) and the infotext.
+ * (errors.ts), the calls in flight as the store has them (calls.ts), checkpoints and samplers,
+ * the hires fix's fields (hires.ts), img2img's picture preparation (img2img.ts, on the picture
+ * operations of images.ts) and the infotext.
  */
 import { randomInt, randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -28,6 +29,7 @@ import {
   parseA1111Prompt,
   RequestError,
 } from "../../engine/index.js";
+import { callsInFlight } from "../a1111/calls.js";
 import {
   findCheckpoint,
   inputPropsOf,
@@ -61,7 +63,6 @@ import {
 } from "../a1111/schemas.js";
 import { urlBaseOf } from "../http/headers.js";
 import type { A1111Settings, ModelAdapter } from "../models/model.js";
-import { parseMicros } from "../predictions/ids.js";
 import { isTerminal, type PredictionRecord } from "../predictions/prediction.js";
 import type { PredictionService } from "../predictions/service.js";
 import type { JsonSchema } from "../schemas/json-schema.js";
@@ -105,40 +106,8 @@ async function checkPromptTags(
   }
 }
 
-/** One image of a call in flight, as the store has it. */
-interface Job {
-  id: string;
-  status: PredictionRecord["status"];
-  step: number;
-  steps: number;
-}
-
-/** One txt2img or img2img call of an account, found in the store by its predictions' call mark. */
-interface Call {
-  id: string;
-  timestamp: string;
-  /** Epoch ms of its first prediction. */
-  createdAt: number;
-  /** Its images found, in order. */
-  jobs: Job[];
-  /** Its images not found: made long before (past the page searched, so done) or not made yet. */
-  missing: number;
-  missingDone: boolean;
-}
-
 /** The account setting that holds its checkpoint (the served model's owner/name). */
 const CHECKPOINT_SETTING = "a1111.sd_model_checkpoint";
-/** How many of the account's newest predictions are searched for its calls in flight. */
-const CALL_SEARCH = 2 * MAX_IMAGES;
-/** The last step line of a prediction's logs (the progress bar: "| 3/20 ["). */
-const STEP_LINE = /\|\s*(\d+)\/(\d+)\s*\[/g;
-
-function lastStep(logs: string): number {
-  let step = 0;
-  for (const m of logs.matchAll(STEP_LINE)) step = Number(m[1]);
-  return step;
-}
-
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
 function jobTimestamp(d: Date): string {
@@ -158,38 +127,14 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
    * remembered, so that the choice comes back if the model does (GET /options says so meanwhile).
    */
   const checkpointOf = async (account: string): Promise<{ model: ModelAdapter | undefined; unserved?: string }> => {
-    const chosen = await service.accountSetting(account, CHECKPOINT_SETTING);
+    const chosen = await service.accounts.setting(account, CHECKPOINT_SETTING);
     const model = chosen === undefined ? undefined : findCheckpoint(served, chosen);
     if (model) return { model };
     return { model: served[0], ...(chosen !== undefined ? { unserved: chosen } : {}) };
   };
   const current = async (account: string) => (await checkpointOf(account)).model;
   const remember = (account: string, m: ModelAdapter) =>
-    service.setAccountSetting(account, CHECKPOINT_SETTING, modelName(m));
-
-  /** The account's calls with an image still waiting or running, oldest first, from the store. */
-  const callsInFlight = async (account: string): Promise<Call[]> => {
-    const { results } = await service.list(account, { pageSize: CALL_SEARCH });
-    // A full page may have left a call's first images out; a page that is not full has them all.
-    const missingDone = results.length >= CALL_SEARCH;
-    const calls = new Map<string, Call>();
-    // Newest first: walk back so that each call's images come in the order they were made.
-    for (const p of [...results].reverse()) {
-      const mark = p.a1111?.call;
-      if (!mark) continue;
-      let call = calls.get(mark.id);
-      if (!call) {
-        const createdAt = parseMicros(p.createdAt) / 1000;
-        call = { id: mark.id, timestamp: mark.timestamp, createdAt, jobs: [], missing: mark.images, missingDone };
-        calls.set(mark.id, call);
-      }
-      call.missing--;
-      call.jobs.push({ id: p.id, status: p.status, step: lastStep(p.logs), steps: mark.steps });
-    }
-    return [...calls.values()]
-      .filter((c) => c.jobs.some((j) => !isTerminal(j.status)))
-      .map((c) => ({ ...c, missing: Math.max(0, c.missing) }));
-  };
+    service.accounts.setSetting(account, CHECKPOINT_SETTING, modelName(m));
 
   app.setErrorHandler((err, req, reply) => {
     const e = toA1111Error(err, (error) => req.log.error({ err: error }, "A1111 request failed"));
@@ -338,7 +283,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         current_image: null,
         textinfo: null,
       };
-      const mine = await callsInFlight(req.account);
+      const mine = await callsInFlight(service.accounts, req.account);
       const call = mine[0];
       if (!call) return idle;
       // Steps as the store's logs have them, or further where this node holds a later preview.
@@ -380,7 +325,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     Promise.all(ids.map((id) => service.cancel(account, id).catch(() => undefined)));
   // Whichever node runs the call: the cancel is stored, and reaches the worker running it through the events.
   const stop = async (account: string, which: "all" | "current") => {
-    for (const call of await callsInFlight(account)) {
+    for (const call of await callsInFlight(service.accounts, account)) {
       const open = call.jobs.filter((j) => !isTerminal(j.status));
       // The image being made: the one processing, else the next to run.
       const current = open.find((j) => j.status === "processing") ?? open[0];

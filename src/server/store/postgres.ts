@@ -9,6 +9,11 @@ import pg from "pg";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 import { MIGRATIONS } from "./postgres-migrations.js";
 import {
+  glanceFromRow,
+  MARK_COLUMNS,
+  type MarkRow,
+  markFromRow,
+  POSTGRES_LOG_TAIL,
   type PredictionRow,
   patchColumns,
   predictionFromRow,
@@ -18,6 +23,8 @@ import {
   uploadValues,
 } from "./rows.js";
 import type {
+  A1111Glance,
+  A1111Mark,
   ListPosition,
   ListQuery,
   PredictionPatch,
@@ -239,6 +246,29 @@ export class PostgresPredictionStore implements PredictionStore {
       "UPDATE predictions SET logs = logs || $1 WHERE id = $2 AND status IN ('starting', 'processing')",
       [`${line}\n`, id],
     );
+  }
+
+  // The input (an img2img call's pictures) is kept out of line (TOAST): these never read it.
+  async openA1111Glances(account: string, limit: number): Promise<A1111Glance[]> {
+    if (hasNul(account)) return [];
+    const { rows } = await this.pool.query<MarkRow>(
+      `SELECT ${MARK_COLUMNS}, ${POSTGRES_LOG_TAIL} AS log_tail FROM predictions
+         WHERE account = $1 AND a1111_settings IS NOT NULL AND status IN ('starting', 'processing')
+         ORDER BY created_at ASC, id ASC LIMIT $2`,
+      [account, limit],
+    );
+    return rows.map(glanceFromRow);
+  }
+
+  async a1111MarksSince(account: string, createdFrom: string, limit: number): Promise<A1111Mark[]> {
+    if (hasNul(account, createdFrom)) return [];
+    const { rows } = await this.pool.query<MarkRow>(
+      `SELECT ${MARK_COLUMNS} FROM predictions
+         WHERE account = $1 AND a1111_settings IS NOT NULL AND created_at >= $2
+         ORDER BY created_at ASC, id ASC LIMIT $3`,
+      [account, createdFrom, limit],
+    );
+    return rows.map(markFromRow);
   }
 
   async unfinished(): Promise<PredictionRecord[]> {

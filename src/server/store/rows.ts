@@ -4,7 +4,7 @@
  */
 import type { A1111Settings } from "../models/model.js";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
-import type { PredictionPatch, UploadRecord } from "./store.js";
+import { type A1111Glance, type A1111Mark, LOG_TAIL, type PredictionPatch, type UploadRecord } from "./store.js";
 
 export interface PredictionRow<Bool> {
   id: string;
@@ -60,6 +60,36 @@ export function predictionFromRow<Bool>(r: PredictionRow<Bool>, toBool: (v: Bool
     ...(r.prompt_syntax === "a1111" ? { promptSyntax: "a1111" as const } : {}),
     ...(r.a1111_settings ? { a1111: JSON.parse(r.a1111_settings) as A1111Settings } : {}),
   };
+}
+
+/** A mark's columns, as both stores select them. */
+export const MARK_COLUMNS = "id, status, created_at, started_at, a1111_settings";
+
+/** The end of the logs, as each store's SQL takes it: SQLite's substr, PostgreSQL's right. */
+export const SQLITE_LOG_TAIL = `substr(logs, -${LOG_TAIL})`;
+export const POSTGRES_LOG_TAIL = `right(logs, ${LOG_TAIL})`;
+
+export interface MarkRow {
+  id: string;
+  status: string;
+  created_at: string;
+  started_at: string | null;
+  a1111_settings: string;
+  log_tail?: string;
+}
+
+export function markFromRow(r: MarkRow): A1111Mark {
+  return {
+    id: r.id,
+    status: r.status as PredictionStatus,
+    createdAt: r.created_at,
+    startedAt: r.started_at,
+    a1111: JSON.parse(r.a1111_settings) as A1111Settings,
+  };
+}
+
+export function glanceFromRow(r: MarkRow): A1111Glance {
+  return { ...markFromRow(r), logTail: r.log_tail ?? "" };
 }
 
 /** Patch field → column, and how its value is stored. */

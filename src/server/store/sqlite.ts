@@ -6,15 +6,22 @@
 import Database from "better-sqlite3";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 import {
+  glanceFromRow,
+  MARK_COLUMNS,
+  type MarkRow,
+  markFromRow,
   type PredictionRow,
   patchColumns,
   predictionFromRow,
+  SQLITE_LOG_TAIL,
   UPLOAD_COLUMNS,
   type UploadRow,
   uploadFromRow,
   uploadValues,
 } from "./rows.js";
 import type {
+  A1111Glance,
+  A1111Mark,
   ListPosition,
   ListQuery,
   PredictionPatch,
@@ -87,6 +94,19 @@ CREATE INDEX IF NOT EXISTS uploads_account_order ON uploads (account, created_at
 CREATE INDEX IF NOT EXISTS uploads_expiry ON uploads (expires_at);
 `;
 
+/**
+ * What a progress poll reads of an /sdapi call's predictions, covered by indexes (made once the
+ * a1111_settings column exists): the row itself lies past its input, megabytes of an img2img
+ * call's pictures that SQLite would walk through page by page.
+ */
+const A1111_INDEXES = `
+CREATE INDEX IF NOT EXISTS predictions_a1111_open ON predictions
+  (account, created_at, id, status, started_at, a1111_settings, logs)
+  WHERE a1111_settings IS NOT NULL AND status IN ('starting', 'processing');
+CREATE INDEX IF NOT EXISTS predictions_a1111_calls ON predictions
+  (account, created_at, id, status, started_at, a1111_settings) WHERE a1111_settings IS NOT NULL;
+`;
+
 type Row = PredictionRow<number>;
 
 const fromRow = (r: Row): PredictionRecord => predictionFromRow(r, (v) => v !== 0);
@@ -115,6 +135,7 @@ export class SqlitePredictionStore implements PredictionStore {
     if (!columns.some((c) => c.name === "a1111_settings")) {
       this.db.exec("ALTER TABLE predictions ADD COLUMN a1111_settings TEXT");
     }
+    this.db.exec(A1111_INDEXES);
   }
 
   async insert(p: PredictionRecord, idempotencyKey?: string): Promise<PredictionRecord> {
@@ -290,6 +311,25 @@ export class SqlitePredictionStore implements PredictionStore {
       `${line}\n`,
       id,
     );
+  }
+
+  // Both read one of A1111_INDEXES alone: they cover the columns read.
+  async openA1111Glances(account: string, limit: number): Promise<A1111Glance[]> {
+    const rows = this.prepare(
+      `SELECT ${MARK_COLUMNS}, ${SQLITE_LOG_TAIL} AS log_tail FROM predictions INDEXED BY predictions_a1111_open
+         WHERE account = ? AND a1111_settings IS NOT NULL AND status IN ('starting', 'processing')
+         ORDER BY created_at ASC, id ASC LIMIT ?`,
+    ).all(account, limit) as MarkRow[];
+    return rows.map(glanceFromRow);
+  }
+
+  async a1111MarksSince(account: string, createdFrom: string, limit: number): Promise<A1111Mark[]> {
+    const rows = this.prepare(
+      `SELECT ${MARK_COLUMNS} FROM predictions INDEXED BY predictions_a1111_calls
+         WHERE account = ? AND a1111_settings IS NOT NULL AND created_at >= ?
+         ORDER BY created_at ASC, id ASC LIMIT ?`,
+    ).all(account, createdFrom, limit) as MarkRow[];
+    return rows.map(markFromRow);
   }
 
   async unfinished(): Promise<PredictionRecord[]> {

@@ -2,6 +2,7 @@
  * PredictionStore: where predictions live. SQLite (sqlite.ts) is the default; a scale-out
  * store implements the same interface. Every method is async so that a networked store fits.
  */
+import type { A1111Settings } from "../models/model.js";
 import type { PredictionRecord, PredictionStatus, WebhookEvent } from "../predictions/prediction.js";
 
 /** A position in the newest-first order: (created_at, id) of a boundary row. */
@@ -25,6 +26,26 @@ export interface ListQuery {
   /** Exclusive. */
   createdBefore?: string;
 }
+
+/**
+ * What a progress poll reads of a prediction made by an A1111 call (kept with A1111 settings):
+ * never its input (an img2img call's pictures), output or logs.
+ */
+export interface A1111Mark {
+  id: string;
+  status: PredictionStatus;
+  createdAt: string;
+  startedAt: string | null;
+  a1111: A1111Settings;
+}
+
+/** An unfinished one's mark and the end of its logs (the last LOG_TAIL characters: its latest step line). */
+export interface A1111Glance extends A1111Mark {
+  logTail: string;
+}
+
+/** How much of the end of a prediction's logs a glance carries. */
+export const LOG_TAIL = 2000;
 
 /** One attempt to deliver a webhook. */
 export interface WebhookDelivery {
@@ -102,6 +123,10 @@ export interface PredictionStore {
   ): Promise<PredictionRecord | undefined>;
   /** Appends one line (a newline is added) to the logs of an unfinished prediction; logs of a finished one never change. */
   appendLog(id: string, line: string): Promise<void>;
+  /** The account's unfinished predictions kept with A1111 settings, oldest first, at most `limit`. */
+  openA1111Glances(account: string, limit: number): Promise<A1111Glance[]>;
+  /** The marks of the account's predictions kept with A1111 settings created at or after `createdFrom`, oldest first, at most `limit`. */
+  a1111MarksSince(account: string, createdFrom: string, limit: number): Promise<A1111Mark[]>;
   /** Predictions still starting or processing, oldest first. */
   unfinished(): Promise<PredictionRecord[]>;
   /** Predictions waiting or running: all of them, or one account's. */
