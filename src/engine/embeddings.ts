@@ -188,7 +188,8 @@ export async function loadEmbeddings(
 
 /**
  * Places the embeddings a batch of prompts names: token ids (ids ≥ vocabSize point at rows of
- * the returned `extra_token_rows`, one row per vector used) and the feed for that input.
+ * the returned `extra_token_rows`: a request's trained tokens first, one row each, then one row
+ * per embedding vector used) and the feeds for that input and `added_token_rows`.
  */
 export class EmbeddingPlacer {
   private readonly patterns: { ids: number[]; embedding: Embedding }[];
@@ -217,34 +218,28 @@ export class EmbeddingPlacer {
    * `trained`: tokens added for this request (Replicate's trained tokens, `trainedTokenNames`):
    * found in the text before it is tokenized, as transformers finds added special tokens, so
    * "<s0><s1>" is two tokens whatever stands around them; the text between is tokenized as usual.
+   * They take the first rows, one each, so token k has the id transformers gives the k-th added
+   * token (vocabSize + k), and the encoder pools as transformers does with them (clip.ts).
    */
   encode(prompts: readonly string[], trained?: TrainedTokens): { ids: number[][]; feeds: Feeds; rows: number } {
+    const added = trained?.names.length ?? 0;
     const rows: Float32Array[] = [];
+    for (let k = 0; k < added; k++) {
+      rows.push((trained as TrainedTokens).vectors.subarray(k * this.width, (k + 1) * this.width));
+    }
     const max = this.tokenizer.modelMaxLength;
     const ids = prompts.map((prompt) => {
       const placed: number[] = [];
       for (const piece of splitOnTokens(prompt, trained?.names ?? [])) {
         if (placed.length >= max - 2) break;
-        if (typeof piece === "number") {
-          const t = trained as TrainedTokens;
-          placed.push(this.vocabSize + rows.length);
-          rows.push(t.vectors.subarray(piece * this.width, (piece + 1) * this.width));
-        } else this.place(this.content(piece), placed, rows);
+        if (typeof piece === "number") placed.push(this.vocabSize + piece);
+        else this.place(this.content(piece), placed, rows);
       }
       const out = [this.tokenizer.bosTokenId, ...placed.slice(0, max - 2), this.tokenizer.eosTokenId];
       while (out.length < max) out.push(this.tokenizer.padTokenId);
       return out;
     });
-    // The input needs at least one row even when no prompt names an embedding.
-    const table = new Float32Array(Math.max(1, rows.length) * this.width);
-    rows.forEach((r, i) => {
-      table.set(r, i * this.width);
-    });
-    return {
-      ids,
-      rows: rows.length,
-      feeds: { extra_token_rows: new ort.Tensor("float32", table, [Math.max(1, rows.length), this.width]) },
-    };
+    return { ids, rows: rows.length, feeds: this.rowsFeed(rows, added) };
   }
 
   /** Appends `content`'s ids to `placed`, with the embeddings it names as rows. */
@@ -275,14 +270,19 @@ export class EmbeddingPlacer {
 
   /**
    * The `extra_token_rows` feed for vectors gathered elsewhere (AUTOMATIC1111 prompts): rows
-   * numbered from 0, called by ids vocabSize + row.
+   * numbered from 0, called by ids vocabSize + row; the first `added` of them are added tokens
+   * (`added_token_rows`: they pool as transformers pools added tokens), the rest embeddings.
    */
-  rowsFeed(rows: readonly Float32Array[]): Feeds {
+  rowsFeed(rows: readonly Float32Array[], added = 0): Feeds {
+    // The input needs at least one row even when no prompt names an embedding.
     const table = new Float32Array(Math.max(1, rows.length) * this.width);
     rows.forEach((r, i) => {
       table.set(r, i * this.width);
     });
-    return { extra_token_rows: new ort.Tensor("float32", table, [Math.max(1, rows.length), this.width]) };
+    return {
+      extra_token_rows: new ort.Tensor("float32", table, [Math.max(1, rows.length), this.width]),
+      added_token_rows: new ort.Tensor("int64", BigInt64Array.of(BigInt(added)), []),
+    };
   }
 
   /** The embeddings' names, for listing. */

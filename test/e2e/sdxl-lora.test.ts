@@ -3,9 +3,11 @@
  * random LoRA for tiny-sdxl served by a local HTTP server as Replicate's trainers publish it (a
  * .tar with lora.safetensors, embeddings.pti and special_params.json) and as a bare
  * .safetensors, as a data: URI and as a Files API upload; fetched once; the tar's trained tokens
- * (TOK → <s0><s1>) give the picture of the same vectors placed by hand in the token tables; lora_scale 0 is the base
- * model; the same LoRA in a models-file entry's `loras` gives the same picture; URLs that are not LoRAs, broken tars and LoRAs of another model fail the prediction
- * with an error naming replicate_weights.
+ * (TOK → <s0><s1>) give the picture of a copy of the model with those tokens added to its tokenizers
+ * and token tables as cog-sdxl adds them (pooled embedding included); lora_scale 0 is the base
+ * model; the same LoRA in a models-file entry's `loras` gives the same picture; URLs that are not
+ * LoRAs, broken tars and LoRAs of another model fail the prediction with an error naming
+ * replicate_weights.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -18,7 +20,7 @@ import { decode } from "fast-png";
 import Replicate, { type Prediction } from "replicate";
 import { encodeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { GOLDEN_FAMILY } from "../helpers/fixtures.js";
-import { handPlacedSdxl } from "../helpers/sdxl-hand-placed.js";
+import { addedTokensSdxl } from "../helpers/sdxl-hand-placed.js";
 import { randomSdxlLora, TINY_SDXL, writeLora } from "../helpers/sdxl-lora.js";
 import { gnuTar } from "../helpers/tar.js";
 import { type Sdserve, startSdserve, TOKEN } from "./server.js";
@@ -89,7 +91,10 @@ before(async () => {
   );
   served.set("/no-params.tar", trainedTar({ "embeddings.pti": pti(16, 32) }));
   served.set("/bad-params.tar", trainedTar({ "embeddings.pti": pti(16, 32), "special_params.json": "TOK: <s0><s1>" }));
-  const handPlaced = await handPlacedSdxl(TINY_SDXL, path.join(tmp, "hand-placed"), clipL, clipG, { l: 16, g: 32 });
+  const { dir: handPlaced } = await addedTokensSdxl(TINY_SDXL, path.join(tmp, "hand-placed"), clipL, clipG, {
+    l: 16,
+    g: 32,
+  });
   served.set("/trained.tar", trained);
   served.set("/lora.safetensors", loraBytes);
   served.set("/page.html", new Uint8Array(Buffer.from("<!doctype html><title>a model page</title>")));
@@ -117,7 +122,7 @@ before(async () => {
         "stability-ai/sdxl": { weights: TINY_SDXL },
         // The same LoRA fixed in a models-file entry of an SDXL model.
         "me/sdxl-styled": { weights: TINY_SDXL, loras: [{ path: loraFile, scale: 0.6 }] },
-        // The trained tokens' vectors in the token tables' rows of "zebra" and "kite".
+        // The trained tokens added to the tokenizers and token tables, as cog-sdxl adds them.
         "me/sdxl-hand-placed": { weights: handPlaced, loras: [{ path: loraFile, scale: 0.6 }] },
       },
     }),
@@ -166,7 +171,7 @@ describe("replicate_weights on stability-ai/sdxl", () => {
     assert.match(String((uploaded.input as Record<string, unknown>)["replicate_weights"]), /\/v1\/files\//);
   });
 
-  test("TOK in the prompt and <s1> in the negative prompt: the tar's trained tokens, as placed by hand", async () => {
+  test("TOK in the prompt and <s1> in the negative prompt: the tar's trained tokens, as if added to the model", async () => {
     const tuned = await run({
       replicate_weights: `${filesUrl}/trained.tar`,
       prompt: "a lighthouse at dusk, TOK",
@@ -174,7 +179,7 @@ describe("replicate_weights on stability-ai/sdxl", () => {
     });
     assert.match(String(tuned.logs), /Prompt: a lighthouse at dusk, <s0><s1>/);
     const byHand = await run(
-      { prompt: "a lighthouse at dusk, zebra kite", negative_prompt: "blurry kite" },
+      { prompt: "a lighthouse at dusk, <s0><s1>", negative_prompt: "blurry <s1>" },
       "me/sdxl-hand-placed",
     );
     const picture = await image(tuned);

@@ -7,7 +7,9 @@
  * final norm: "clip skip", and what SDXL conditions on); for deeper clip skip,
  * hidden_state_minus_<k> [B, L, hidden] for k = 3 … min(MAX_CLIP_SKIP, layers + 1):
  * transformers' hidden_states[-k], the input of layer (layers + 1 − k); and, with the
- * projection, text_embeds [B, projection_dim] (SDXL's pooled prompt embedding).
+ * projection, text_embeds [B, projection_dim] (SDXL's pooled prompt embedding). Built to take
+ * vectors per request (WeightBinder.extraTokenRows), it also takes extra_token_rows [E, hidden]
+ * and added_token_rows (an int64 scalar): see below.
  */
 import type { ConfigReader } from "./config.js";
 import { Layers } from "./layers.js";
@@ -72,19 +74,24 @@ export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): Gr
   const posEmb = nn.param("text_model.embeddings.position_embedding.weight", [c.maxPositions, H]);
   const positions = g.op("Slice", [posEmb, g.ints([0]), seqLen, g.ints([0])]);
   let tokens: string;
-  // The ids the pooled output looks for the end-of-text token in (below).
-  let poolIds = ids;
+  // The ids the legacy pooled output takes the largest of (below).
+  let poolIds = (): string => ids;
   if (!weights.extraTokenRows) {
     tokens = g.op("Gather", [tokenEmb, ids], { axis: 0 });
   } else {
-    // Textual inversion: ids ≥ vocab_size pick rows of extra_token_rows [E, H] (at least one row).
+    // Vectors given per request: ids ≥ vocab_size pick rows of extra_token_rows [E, H] (at least
+    // one row). The first added_token_rows of them (a scalar) are tokens added to the tokenizer,
+    // as cog-sdxl adds Replicate's trained tokens: id vocab_size + k is the k-th added token, the
+    // id transformers gives it. The rows after are textual-inversion vectors (A1111's embeddings).
     const extra = g.input("extra_token_rows", "float32", ["extra_rows", H]);
+    const added = g.input("added_token_rows", "int64", []);
     const vocab = g.const("int64", [c.vocabSize], []);
     const zero = g.const("int64", [0], []);
     const isExtra = g.op("GreaterOrEqual", [ids, vocab]);
     const baseIds = g.op("Where", [isExtra, zero, ids]);
     const extraIds = g.op("Where", [isExtra, g.op("Sub", [ids, vocab]), zero]);
-    poolIds = baseIds;
+    // Added tokens keep their ids for pooling; textual-inversion ids count as 0 there.
+    poolIds = () => g.op("Where", [g.op("Less", [ids, g.op("Add", [vocab, added])]), ids, zero]);
     tokens = g.op("Where", [
       g.op("Unsqueeze", [isExtra, g.ints([-1])]),
       g.op("Gather", [extra, extraIds], { axis: 0 }),
@@ -130,12 +137,12 @@ export function buildClipTextGraph(cfg: ConfigReader, weights: WeightBinder): Gr
   });
   if (c.projectionDim !== null) {
     // transformers' pooled output: the final-norm state at the end-of-text token. Configs with
-    // the legacy eos_token_id 2 take the position of the largest id (EOS is the top id of CLIP's
-    // vocabulary); others the first position holding eos_token_id. ArgMax picks the first maximum.
-    // Textual-inversion ids (≥ vocab_size) count as 0 there, so the pooled state stays at the
-    // end-of-text token, as AUTOMATIC1111 pools (diffusers' added tokens have ids above EOS, and
-    // transformers' legacy argmax would pool at the embedding instead).
-    const key = g.op("Cast", [c.eosTokenId === 2 ? poolIds : g.op("Equal", [ids, g.ints([c.eosTokenId])])], {
+    // the legacy eos_token_id 2 (SDXL's) take the position of the largest id (EOS is the top id
+    // of CLIP's vocabulary); others the first position holding eos_token_id. ArgMax picks the
+    // first maximum. So with the legacy id an added token (ids above EOS) takes the pooled state,
+    // the last-numbered one present at its first place, as in cog-sdxl; textual-inversion ids
+    // count as 0, so the pooled state stays at the end-of-text token, as AUTOMATIC1111 pools.
+    const key = g.op("Cast", [c.eosTokenId === 2 ? poolIds() : g.op("Equal", [ids, g.ints([c.eosTokenId])])], {
       to: 6, // int32, as transformers casts
     });
     const at = g.op("ArgMax", [key], { axis: 1, keepdims: 1 });
