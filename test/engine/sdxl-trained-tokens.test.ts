@@ -70,7 +70,7 @@ describe("trained tokens per request on tiny-sdxl", () => {
 
   /**
    * Where each text's pooled embedding was taken: the positions whose final-norm state, projected
-   * here by hand, gives text_embeds (to `tolerance`), with the ids fed.
+   * here by hand, gives text_embeds (to POOLED_TOLERANCE), with the ids fed.
    */
   const pooledPlaces = async (p: Pipeline, texts: string[], trained?: TrainedTokens) => {
     const sdxl = p.sdxl!;
@@ -156,9 +156,10 @@ describe("trained tokens per request on tiny-sdxl", () => {
     const a = await conditioning(pipe, "a photo of <s0>", "");
     const b = await conditioning(plain, "a photo of <s0>", "");
     assert.equal(maxAbsDiff(a.context.data, b.context.data), 0);
+    assert.equal(maxAbsDiff(a.added.textEmbeds.data, b.added.textEmbeds.data), 0);
   });
 
-  test("a generation with them equals the one placed by hand", async () => {
+  test("a generation with them equals the model with the tokens added", async () => {
     const req = { numInferenceSteps: 2, seed: 3, width: 64, height: 64, guidanceScale: 5 };
     const a = await pipe.generate({ ...req, prompt: "a castle, <s0><s1>", trainedTokens: pti });
     const b = await byHand.generate({ ...req, prompt: "a castle, <s0><s1>" });
