@@ -85,18 +85,28 @@ function resolveUrl(settings: HubSettings, repo: string, commit: string, repoPat
 }
 
 export async function pullModel(ref: HubRef, opts: PullOptions): Promise<PulledModel> {
-  if (opts.settings.offline) return cachedModel(ref, { ...opts, why: "offline" });
+  return hubOrCache(ref, opts, pullFromHub, cachedModel);
+}
+
+/** Where a pull is answered from: the hub, or the cache where the hub is not to be asked or cannot be. */
+async function hubOrCache<R extends { revision: string }>(
+  ref: R,
+  opts: PullOptions,
+  fromHub: (ref: R, opts: PullOptions) => Promise<PulledModel>,
+  fromCache: (ref: R, opts: PullOptions & { why?: "offline" | "unreachable" }) => Promise<PulledModel>,
+): Promise<PulledModel> {
+  if (opts.settings.offline) return fromCache(ref, { ...opts, why: "offline" });
   // A commit never changes: when its snapshot is complete there is nothing to ask the hub.
   if (COMMIT_HASH.test(ref.revision)) {
-    const cached = await cachedModel(ref, opts).catch(() => undefined);
+    const cached = await fromCache(ref, opts).catch(() => undefined);
     if (cached) return cached;
   }
   try {
-    return await pullFromHub(ref, opts);
+    return await fromHub(ref, opts);
   } catch (err) {
     if (!(err instanceof TransientHubError) || opts.signal?.aborted) throw err;
     // No hub: a complete cached copy of the revision still serves, as in huggingface_hub.
-    const cached = await cachedModel(ref, { ...opts, why: "unreachable" }).catch(() => undefined);
+    const cached = await fromCache(ref, { ...opts, why: "unreachable" }).catch(() => undefined);
     if (!cached) throw err;
     opts.onProgress?.({ type: "offline-fallback", reason: err.message });
     return cached;
@@ -319,20 +329,7 @@ export async function cachedModel(
  * refs/<revision>. Offline or with the hub unreachable, the cached copy serves.
  */
 export async function pullFile(ref: HubFileRef, opts: PullOptions): Promise<PulledModel> {
-  if (opts.settings.offline) return cachedFile(ref, { ...opts, why: "offline" });
-  if (COMMIT_HASH.test(ref.revision)) {
-    const cached = await cachedFile(ref, opts).catch(() => undefined);
-    if (cached) return cached;
-  }
-  try {
-    return await pullFileFromHub(ref, opts);
-  } catch (err) {
-    if (!(err instanceof TransientHubError) || opts.signal?.aborted) throw err;
-    const cached = await cachedFile(ref, { ...opts, why: "unreachable" }).catch(() => undefined);
-    if (!cached) throw err;
-    opts.onProgress?.({ type: "offline-fallback", reason: err.message });
-    return cached;
-  }
+  return hubOrCache(ref, opts, pullFileFromHub, cachedFile);
 }
 
 async function pullFileFromHub(ref: HubFileRef, opts: PullOptions): Promise<PulledModel> {
