@@ -8,18 +8,7 @@ import { test } from "node:test";
 import { decode, encode } from "fast-png";
 import type { RgbImage } from "../../src/engine/image.js";
 import { canWatermark, readWatermark, WATERMARK_BITS, watermarked } from "../../src/engine/watermark.js";
-
-/** A small seeded generator (mulberry32), so the pictures are the same on every run. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "../helpers/seeded.js";
 
 function photoLike(width: number, height: number, seed = 1): RgbImage {
   const rand = mulberry32(seed);

@@ -8,10 +8,11 @@
 import path from "node:path";
 import { readSafetensors, readTensor } from "../../src/engine/weights/safetensors.js";
 import { type TensorToWrite, writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
-import { GOLDEN_FAMILY } from "./fixtures.js";
 import { copyModel, type ModelCopy } from "./model-copy.js";
+import { mulberry32 } from "./seeded.js";
+import { TINY_SDXL } from "./tiny-refiner.js";
 
-export const TINY_SDXL = path.join(GOLDEN_FAMILY, "sdxl", "tiny-sdxl");
+export { TINY_SDXL };
 
 export type Network = "unet" | "text_encoder" | "text_encoder_2";
 const WEIGHT_FILES: Record<Network, string> = {
@@ -39,18 +40,6 @@ export interface RandomLayer {
   up: Float32Array;
 }
 
-/** mulberry32: a small seeded generator, so the LoRA is the same on every run. */
-function generator(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** A rank-`rank` LoRA on every target layer of the given networks, factors uniform in ±amplitude. */
 export async function randomSdxlLora(
   seed: number,
@@ -58,7 +47,7 @@ export async function randomSdxlLora(
   rank = 4,
   amplitude = 0.1,
 ): Promise<RandomLayer[]> {
-  const next = generator(seed);
+  const next = mulberry32(seed);
   const rand = (n: number) => Float32Array.from({ length: n }, () => (next() * 2 - 1) * amplitude);
   const layers: RandomLayer[] = [];
   for (const network of networks) {
