@@ -194,9 +194,13 @@ export class WebhookDispatcher {
    * One try of a durable `completed` message (from its job): sends the prediction as stored now,
    * records the attempt, and says whether it was the last (delivered, refused, or out of tries).
    */
-  async tryCompleted(id: string, webhookId: string, attempt: number): Promise<boolean> {
+  async tryCompleted(id: string, webhookId: string, queueAttempt: number): Promise<boolean> {
     const p = await this.store.get(id);
     if (!p?.webhook) return true;
+    // The queue counts a try only once its job gives up on it: a process killed between recording
+    // a try and that leaves the count behind, and the job runs again. The log of tries is the truth.
+    const recorded = (await this.store.webhookDeliveries(id)).filter((d) => d.webhookId === webhookId).length;
+    const attempt = Math.max(queueAttempt, recorded + 1);
     const body = JSON.stringify(toApiPrediction(p, { api: p.apiBase, origin: p.origin }));
     const secret = await this.secretFor(p.account);
     const { refused, ...result } = await this.post(p.webhook, webhookId, body, secret);
