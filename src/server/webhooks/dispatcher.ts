@@ -18,7 +18,7 @@ import { formatMicros, timestamp } from "../predictions/ids.js";
 import { isTerminal, type PredictionRecord, type WebhookEvent } from "../predictions/prediction.js";
 import { toApiPrediction } from "../predictions/serialize.js";
 import type { PredictionStore, WebhookDelivery } from "../store/store.js";
-import { newWebhookId, newWebhookSecret, signWebhook } from "./signing.js";
+import { completedWebhookId, newWebhookId, newWebhookSecret, signWebhook } from "./signing.js";
 import { checkWebhookUrl, guardedLookup } from "./targets.js";
 
 /** Replicate's documented default: new outputs, and the end. */
@@ -101,11 +101,10 @@ export class WebhookDispatcher {
       };
       this.tracked.set(p.id, t);
       t.chain = t.chain.then(async () => {
-        await this.deliver(
-          p,
-          "completed",
-          last ? { webhookId: last.webhookId, attempt: last.attempt + 1 } : undefined,
-        ).catch((err: unknown) => this.opts.log?.(`webhook for ${p.id}: ${String(err)}`));
+        await this.deliver(p, "completed", {
+          webhookId: last?.webhookId ?? completedWebhookId(p.id),
+          attempt: (last?.attempt ?? 0) + 1,
+        }).catch((err: unknown) => this.opts.log?.(`webhook for ${p.id}: ${String(err)}`));
         this.tracked.delete(p.id);
       });
       resumed++;
@@ -223,12 +222,12 @@ export class WebhookDispatcher {
     from?: { webhookId: string; attempt: number },
   ): Promise<void> {
     if (event === "completed" && this.opts.durable && !from) {
-      await this.opts.durable.schedule(p.id, newWebhookId());
+      await this.opts.durable.schedule(p.id, completedWebhookId(p.id));
       return;
     }
     const body = JSON.stringify(toApiPrediction(p, { api: p.apiBase, origin: p.origin }));
     const secret = await this.secretFor(p.account);
-    const webhookId = from?.webhookId ?? newWebhookId();
+    const webhookId = from?.webhookId ?? (event === "completed" ? completedWebhookId(p.id) : newWebhookId());
     const delays = event === "completed" ? this.retryDelays : [];
     for (let attempt = from?.attempt ?? 1; attempt <= delays.length + 1; attempt++) {
       if (this.stopping.signal.aborted) return;
