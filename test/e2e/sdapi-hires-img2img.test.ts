@@ -69,6 +69,11 @@ describe("hires fix", () => {
       );
       const again = answer((await sdapi("txt2img", body)).json);
       assert.deepEqual(again.pngs[0]?.data, pngs[0]?.data);
+      // The call is a prediction: its progress counts the first pass's 2 steps and the second's 2, once each.
+      const listed = (await api(server, "GET", "/v1/predictions")).json["results"] as { id: string }[];
+      const logs = (await api(server, "GET", `/v1/predictions/${listed[0]?.id}`)).json["logs"] as string;
+      const counts = [...logs.matchAll(/\| (\d+)\/(\d+) \[/g)].map((m) => `${m[1]}/${m[2]}`);
+      assert.deepEqual(counts, ["0/4", "1/4", "2/4", "3/4", "4/4"], logs);
     });
   }
 

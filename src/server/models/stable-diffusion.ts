@@ -627,7 +627,8 @@ export class StableDiffusionAdapter implements ModelAdapter {
           negativePrompt: input.negative_prompt,
           width: input.width,
           height: input.height,
-          numInferenceSteps: total,
+          // The first pass's steps; the hires fix adds its own (engine/hires.ts).
+          numInferenceSteps: input.num_inference_steps,
           guidanceScale: input.guidance_scale,
           scheduler: input.scheduler,
           seed,
