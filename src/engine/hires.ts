@@ -11,6 +11,7 @@
  *   int(steps / min(denoising, 0.999)) steps and runs the last `steps` of them, from the
  *   upscaled latents noised with a fresh draw of the image's seed at the new size (ImageRNG).
  *   Here: initLatents at a strength that runs exactly those steps.
+ * - SDXL: the same, with the second pass's micro-conditioning at the size upscaled to.
  */
 import { RequestError } from "./errors.js";
 import { decodedToImages, type GenerationParameters, type RgbImage } from "./image.js";
@@ -156,9 +157,13 @@ export async function generateHires(
   const initLatents = cropLatents(upscaled, Math.floor((hires.cropY ?? 0) / f), Math.floor((hires.cropX ?? 0) / f));
   const [, , ih, iw] = initLatents.shape as [number, number, number, number];
   const { total, strength } = hiresSchedule(hires.steps, hires.denoisingStrength);
+  // SDXL: A1111 conditions the second pass on the size upscaled to (before any crop), as
+  // original and target size (calculate_hr_conds); the first pass on its own size.
+  const upscaledSize = [hires.height, hires.width] as const;
   const second = await pipeline.generate(
     {
       ...req,
+      ...(pipeline.info.family === "sdxl" ? { originalSize: upscaledSize, targetSize: upscaledSize } : {}),
       prompt: hires.prompt || req.prompt,
       negativePrompt: hires.negativePrompt || req.negativePrompt,
       width: iw * f,

@@ -1,9 +1,9 @@
 /**
  * An SDXL model through /sdapi/v1 (tiny-sdxl, real HTTP): listed as a checkpoint, txt2img and
- * img2img work, prompts are read in A1111's syntax (emphasis and BREAK change the picture), the
- * same seed gives the same picture, and what SDXL cannot do here is A1111's 422 on the field at
- * fault (the hires fix; a <lora:…> tag without a lora_dir), never a failed prediction answered as
- * a 500. CLIP_stop_at_last_layers is ignored for SDXL, as A1111 ignores it there, and info says 1.
+ * img2img and the hires fix work, prompts are read in A1111's syntax (emphasis and BREAK change
+ * the picture), the same seed gives the same picture, and what SDXL cannot do here is A1111's 422
+ * on the field at fault (a <lora:…> tag without a lora_dir), never a failed prediction answered
+ * as a 500. CLIP_stop_at_last_layers is ignored for SDXL, as A1111 ignores it there, and info says 1.
  */
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -59,6 +59,35 @@ test("SDXL is a checkpoint: txt2img twice with one seed, one picture; clip skip 
   assert.deepEqual([l.width, l.height], [192, 256]);
 });
 
+test("the hires fix on SDXL: hr_scale × the size, both passes' steps, the same seed the same picture", async () => {
+  for (const hr_upscaler of ["Latent", "None"]) {
+    const body = {
+      ...req,
+      width: 128,
+      height: 128,
+      enable_hr: true,
+      hr_scale: 1.5,
+      hr_upscaler,
+      hr_second_pass_steps: 1,
+    };
+    const a = await sdapi("txt2img", { ...body, denoising_strength: 0.5 });
+    assert.equal(a.status, 200, JSON.stringify(a.json));
+    const png = decode(Buffer.from((a.json["images"] as string[])[0] as string, "base64"));
+    assert.deepEqual([png.width, png.height], [192, 192]);
+    const info = JSON.parse(a.json["info"] as string) as Record<string, unknown>;
+    assert.deepEqual([info["width"], info["height"]], [128, 128]);
+    const listed = (await api(server, "GET", "/v1/predictions")).json["results"] as { id: string }[];
+    const logs = (await api(server, "GET", `/v1/predictions/${listed[0]?.id}`)).json["logs"] as string;
+    assert.match(logs, /\| 3\/3 \[/);
+    assert.doesNotMatch(logs, /\| 4\/3 \[/);
+    const again = await sdapi("txt2img", { ...body, denoising_strength: 0.5 });
+    assert.equal((again.json["images"] as string[])[0], (a.json["images"] as string[])[0]);
+    // The second pass is real: another denoising strength, another picture.
+    const other = await sdapi("txt2img", { ...body, denoising_strength: 0.9 });
+    assert.notEqual((other.json["images"] as string[])[0], (a.json["images"] as string[])[0]);
+  }
+});
+
 test("A1111's syntax on SDXL: emphasis, BREAK and a negative prompt change the picture", async () => {
   const pixels = async (body: Record<string, unknown>) => {
     const r = await sdapi("txt2img", { ...req, ...body });
@@ -81,7 +110,6 @@ test("what SDXL is not served with here: A1111's 422 on the field", async () => 
   for (const [body, field] of [
     [{ prompt: "a lighthouse <lora:x:1>" }, "prompt"],
     [{ negative_prompt: "blurry <hypernet:x:1>" }, "negative_prompt"],
-    [{ enable_hr: true }, "enable_hr"],
   ] as const) {
     const res = await sdapi("txt2img", { ...req, ...body });
     assert.equal(res.status, 422, JSON.stringify(res.json));

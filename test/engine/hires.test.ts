@@ -10,6 +10,7 @@ import { generateHires, HIRES_UPSCALERS, hiresSchedule } from "../../src/engine/
 import { interpolate } from "../../src/engine/latent-resize.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import { modelDir } from "../helpers/fixtures.js";
+import { TINY_SDXL } from "../helpers/tiny-refiner.js";
 
 describe("hiresSchedule (A1111's setup_img2img_steps with steps given)", () => {
   test("schedules int(steps / min(d, 0.999)) and runs exactly `steps`", () => {
@@ -99,5 +100,46 @@ describe("generateHires (tiny-sd2v, VAE factor 8)", () => {
     }
     assert.equal(stepped, false);
     assert.ok(HIRES_UPSCALERS.includes("None") && HIRES_UPSCALERS.includes("Latent (nearest-exact)"));
+  });
+});
+
+describe("generateHires (tiny SDXL)", () => {
+  let pipe: Pipeline;
+  before(async () => {
+    pipe = await loadPipeline(TINY_SDXL, { threads: 1 });
+  });
+  after(() => pipe.release());
+  const req = { prompt: "a cat", width: 64, height: 64, numInferenceSteps: 2, seed: 5, scheduler: "K_EULER" };
+
+  for (const upscaler of ["Latent", "None"]) {
+    test(`${upscaler}: the upscaled size, the same seed the same picture`, async () => {
+      const hires = { width: 96, height: 128, upscaler, steps: 2, denoisingStrength: 0.5 };
+      const a = await generateHires(pipe, req, hires);
+      assert.deepEqual([a.images[0]?.width, a.images[0]?.height], [96, 128]);
+      const b = await generateHires(pipe, req, hires);
+      assert.deepEqual(b.images[0]?.data, a.images[0]?.data);
+    });
+  }
+
+  test("the second pass is conditioned on the size upscaled to, before the crop (A1111's hr conds)", async () => {
+    const hires = { width: 128, height: 96, cropX: 32, upscaler: "Latent", steps: 2, denoisingStrength: 0.6 };
+    const got = await generateHires(pipe, req, hires);
+    const first = await pipe.denoise(req);
+    const { total, strength } = hiresSchedule(2, 0.6);
+    // Upscaled to (96/f, 128/f) latents, then 32 px cut from the columns: half on each side.
+    const f = pipe.info.vaeScaleFactor;
+    const [h, w, cut] = [96 / f, 128 / f, 32 / f];
+    const upscaled = interpolate(first.latents, h, w, { mode: "bilinear" });
+    const cropped = { data: new Float32Array(4 * h * (w - cut)), shape: [1, 4, h, w - cut] };
+    for (let p = 0; p < 4 * h; p++) {
+      cropped.data.set(upscaled.data.subarray(p * w + cut / 2, p * w + w - cut / 2), p * (w - cut));
+    }
+    const second = { ...req, width: 96, height: 96, numInferenceSteps: total, strength, initLatents: cropped };
+    const want = await pipe.generate({ ...second, originalSize: [96, 128], targetSize: [96, 128] });
+    assert.deepEqual([got.images[0]?.width, got.images[0]?.height], [96, 96]);
+    assert.deepEqual(got.latents.data, want.latents.data);
+    // The conditioning matters: at the cropped size the picture differs.
+    const plain = await pipe.generate(second);
+    assert.notDeepEqual(plain.latents.data, want.latents.data);
   });
 });

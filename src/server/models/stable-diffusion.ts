@@ -690,7 +690,9 @@ export class StableDiffusionAdapter implements ModelAdapter {
         ctx.log(`Prompt: ${job.request.prompt}`);
       }
     }
-    const total = job.steps;
+    // A1111's hires fix (an /sdapi txt2img call): its second pass counts in the same run.
+    const hires = ctx.a1111?.hires;
+    const total = job.steps + (hires?.steps ?? 0);
     let done = 0;
     ctx.log(progressLine(0, total, 0));
     // The base's and the refiner's steps are counted as one run.
@@ -708,6 +710,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
         pictures: job.pictures,
         refine: job.refine,
         watermark: job.watermark,
+        ...(hires ? { hires } : {}),
       }),
     );
     if (!weights) return run;

@@ -406,7 +406,6 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         : undefined;
     let hrScheduler: string | undefined;
     if (hires) {
-      if (sdxl) throw invalid("enable_hr", `the hires fix is not served for SDXL models here (${modelName(model)})`);
       // A1111 can switch checkpoints for the second pass; here it runs on the first pass's.
       const hrCheckpoint = body.hr_checkpoint_name;
       if (hrCheckpoint && hrCheckpoint !== "Use same checkpoint" && findCheckpoint(served, hrCheckpoint) !== model) {
