@@ -166,7 +166,7 @@ describe("trained tokens per request on tiny-sdxl", () => {
     assert.equal(maxAbsDiff(a.latents.data, b.latents.data), 0);
   });
 
-  test("the refiner (OpenCLIP only) takes text_encoders_1 at the same places, as cog-sdxl's shared encoder does", async () => {
+  test("an OpenCLIP-only model (the refiner's layout) takes text_encoders_1 at the same places", async () => {
     const refiner = await loadPipeline(await writeTinyRefiner(path.join(tmp, "refiner")), {
       threads: 1,
       requestEmbeddings: true,

@@ -369,7 +369,8 @@ function runProcess(send: (message: FromEngine) => void): void {
       guidanceScale: request.guidanceScale,
       scheduler: request.scheduler,
       seed: request.seed,
-      ...(request.trainedTokens === undefined ? {} : { trainedTokens: request.trainedTokens }),
+      // No trainedTokens: cog-sdxl's refiner shares the base's OpenCLIP encoder but keeps its own
+      // tokenizer, which never learns <s0>, <s1>…: it reads the replaced prompt as plain text.
     };
     if (refine.mode === "expert_ensemble_refiner") {
       const high = await base.denoise({ ...request, denoisingEnd: refine.highNoiseFrac }, opts);
