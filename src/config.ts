@@ -84,6 +84,8 @@ export interface Config {
   queueMaxPerToken: number;
   /** Largest request body accepted, in bytes (413 beyond). */
   bodyLimit: number;
+  /** Largest /sdapi/v1/img2img body (its pictures come as base64 in the JSON), in bytes (413 beyond). */
+  a1111BodyLimit: number;
   /** Memory for the served JSON of finished predictions (the read path's cache), in bytes; 0: none. */
   readCacheBytes: number;
   /** External origin (scheme://host[:port][/path]) for the URLs in responses; absent: taken from each request. */
@@ -595,6 +597,14 @@ export const SETTINGS = {
     default: "1mb",
     parse: bytes(1024),
     help: "largest request body: 1048576, 512kb, 2mb; beyond: 413",
+  }),
+  a1111BodyLimit: setting({
+    env: ["SDSERVE_A1111_BODY_LIMIT"],
+    commands: SERVE,
+    section: "environment",
+    default: "48mb",
+    parse: bytes(1024),
+    help: "largest /sdapi/v1/img2img body, whose pictures come as base64 in the JSON; beyond: 413",
   }),
   readCacheBytes: setting({
     env: ["SDSERVE_READ_CACHE"],
@@ -1138,6 +1148,7 @@ export function loadConfig(argv: string[], env: Env = process.env, command: "ser
     queueMax: v.queueMax,
     queueMaxPerToken: v.queueMaxPerToken ?? Math.ceil(v.queueMax / 2),
     bodyLimit: v.bodyLimit,
+    a1111BodyLimit: v.a1111BodyLimit,
     readCacheBytes: v.readCacheBytes,
     publicBaseUrl: v.publicBaseUrl,
     trustProxy: v.trustProxy ?? [],

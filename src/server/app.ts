@@ -40,6 +40,8 @@ export interface AppOptions {
   webhooks: WebhookDispatcher;
   auth: TokenAuth;
   bodyLimit: number;
+  /** /sdapi/v1/img2img's (its pictures come in the JSON); default bodyLimit. */
+  a1111BodyLimit?: number;
   publicBaseUrl: string | undefined;
   /** Proxies whose X-Forwarded-Host/-Proto are believed (Fastify's trustProxy); none: ignored. */
   trustProxy?: readonly string[];
@@ -217,6 +219,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     publicBaseUrl: opts.publicBaseUrl,
     authenticate: authenticateBy((h) => opts.auth.authenticateWithBasic(h)),
     version: opts.version,
+    img2imgBodyLimit: opts.a1111BodyLimit ?? opts.bodyLimit,
   });
   app.register(webRoutes, { service: opts.service, publicBaseUrl: opts.publicBaseUrl });
   const streams = new OpenStreams(opts.streamsPerPrediction, opts.streamsPerClient);

@@ -85,6 +85,7 @@ export async function startServer(config: Config, out: ServerOutput, parts: Serv
     webhooks,
     auth: new TokenAuth(tokens.tokens, config.apiAuth),
     bodyLimit: config.bodyLimit,
+    a1111BodyLimit: config.a1111BodyLimit,
     publicBaseUrl: config.publicBaseUrl,
     trustProxy: config.trustProxy,
     maxWaitSeconds: config.maxWaitSeconds,

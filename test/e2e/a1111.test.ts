@@ -429,9 +429,21 @@ test("/openapi.json describes the A1111 routes from their schemas, behind Basic 
 });
 
 test("a batch refused part-way (the token's cap): 429 in A1111's shape, and what it made is canceled", async () => {
-  const capped = await startSdserve({ env: { SDSERVE_QUEUE_MAX_PER_TOKEN: "2", SDSERVE_BODY_LIMIT: "64kb" } });
+  const capped = await startSdserve({
+    env: { SDSERVE_QUEUE_MAX_PER_TOKEN: "2", SDSERVE_BODY_LIMIT: "64kb", SDSERVE_A1111_BODY_LIMIT: "160kb" },
+  });
   try {
-    // A picture larger than the body limit: 413 in A1111's shape, nothing made.
+    // img2img's pictures come in its JSON: its own limit, past the general one (a 100 kB body
+    // gets as far as decoding the picture); a picture larger than that: 413 in A1111's shape.
+    const big = await api(
+      capped,
+      "POST",
+      "/sdapi/v1/img2img",
+      { prompt: "big", init_images: ["A".repeat(100_000)] },
+      TOKEN_AS_PASSWORD,
+    );
+    assert.equal(big.status, 422, JSON.stringify(big.json).slice(0, 300));
+    assert.deepEqual((big.json["detail"] as { loc: string[] }[])[0]?.loc, ["body", "init_images"]);
     const huge = await api(
       capped,
       "POST",
@@ -441,6 +453,9 @@ test("a batch refused part-way (the token's cap): 429 in A1111's shape, and what
     );
     assert.equal(huge.status, 413);
     assert.equal(huge.json["error"], "HTTPException");
+    // Other routes keep the general limit.
+    const long = await api(capped, "POST", "/sdapi/v1/txt2img", { prompt: "x".repeat(100_000) }, TOKEN_AS_PASSWORD);
+    assert.equal(long.status, 413);
     const res = await api(
       capped,
       "POST",

@@ -74,6 +74,8 @@ export interface A1111Options {
   authenticate: (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
   /** The server's version, reported as A1111 reports its own. */
   version: string;
+  /** img2img's body limit: its pictures come as base64 in the JSON, as A1111 takes them. */
+  img2imgBodyLimit: number;
 }
 
 /**
@@ -349,7 +351,9 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     ...doc("Makes images from a picture (and a mask: inpainting): one prediction per image", TXT2IMG_RESPONSE),
     body: IMG2IMG_BODY,
   };
-  app.post("/img2img", { schema: img2imgSchema }, (req, reply) => generate(req, reply, "img2img"));
+  app.post("/img2img", { schema: img2imgSchema, bodyLimit: opts.img2imgBodyLimit }, (req, reply) =>
+    generate(req, reply, "img2img"),
+  );
 
   async function generate(req: FastifyRequest, reply: FastifyReply, mode: "txt2img" | "img2img") {
     // The schema (TXT2IMG_BODY, IMG2IMG_BODY) has checked every type and range; A1111's defaults fill the rest.
