@@ -25,7 +25,8 @@ function ts(stepMicros = 1_000_000): string {
   return `${iso.slice(0, -1)}${String(clock % 1000).padStart(3, "0")}Z`;
 }
 
-function record(extra: Partial<PredictionRecord> = {}): PredictionRecord {
+/** A prediction to store, starting, with a small input; `extra` overrides. */
+export function record(extra: Partial<PredictionRecord> = {}): PredictionRecord {
   return {
     id: newPredictionId(),
     account: "alice",
@@ -133,16 +134,25 @@ export function storeContract(label: string, open: () => Promise<OpenedStore>, s
     });
 
     test("logs grow line by line while unfinished, and never after", async () => {
-      const p = record();
+      const p = record({ logs: "Using seed: 1\n" });
       await store.insert(p);
       await store.appendLog(p.id, "one");
       await store.appendLog(p.id, "two");
-      assert.equal((await store.get(p.id))?.logs, "one\ntwo\n");
-      await store.update(p.id, { status: "failed", error: "boom", completedAt: ts() });
+      const all = "Using seed: 1\none\ntwo\n";
+      assert.equal((await store.get(p.id))?.logs, all);
+      // Every read has every line: by key, in a list, among the unfinished, from an update.
+      assert.equal((await store.findByStreamKey(p.streamKey))?.logs, all);
+      assert.equal((await store.list({ account: p.account, limit: 100 })).find((r) => r.id === p.id)?.logs, all);
+      assert.equal((await store.unfinished()).find((r) => r.id === p.id)?.logs, all);
+      assert.equal((await store.update(p.id, { status: "processing" }))?.logs, all);
+      const failed = await store.update(p.id, { status: "failed", error: "boom", completedAt: ts() });
+      assert.equal(failed?.logs, all);
       await store.appendLog(p.id, "late");
-      const failed = await store.get(p.id);
-      assert.equal(failed?.logs, "one\ntwo\n");
-      assert.equal(failed?.error, "boom");
+      assert.equal((await store.get(p.id))?.logs, all);
+      assert.equal((await store.get(p.id))?.error, "boom");
+      // New logs replace them all (a data removal's "").
+      assert.equal((await store.update(p.id, { logs: "", input: {}, dataRemoved: true }))?.logs, "");
+      assert.equal((await store.get(p.id))?.logs, "");
     });
 
     test("list: newest first per account, both cursors, every filter", async () => {

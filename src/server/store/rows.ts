@@ -65,8 +65,7 @@ export function predictionFromRow<Bool>(r: PredictionRow<Bool>, toBool: (v: Bool
 /** A mark's columns, as both stores select them. */
 export const MARK_COLUMNS = "id, status, created_at, started_at, a1111_settings";
 
-/** The end of the logs, as each store's SQL takes it: SQLite's substr, PostgreSQL's right. */
-export const SQLITE_LOG_TAIL = `substr(logs, -${LOG_TAIL})`;
+/** The end of the logs, as PostgreSQL's SQL takes it (SQLite keeps its running logs apart: sqlite.ts). */
 export const POSTGRES_LOG_TAIL = `right(logs, ${LOG_TAIL})`;
 
 export interface MarkRow {

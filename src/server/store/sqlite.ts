@@ -13,21 +13,21 @@ import {
   type PredictionRow,
   patchColumns,
   predictionFromRow,
-  SQLITE_LOG_TAIL,
   UPLOAD_COLUMNS,
   type UploadRow,
   uploadFromRow,
   uploadValues,
 } from "./rows.js";
-import type {
-  A1111Glance,
-  A1111Mark,
-  ListPosition,
-  ListQuery,
-  PredictionPatch,
-  PredictionStore,
-  UploadRecord,
-  WebhookDelivery,
+import {
+  type A1111Glance,
+  type A1111Mark,
+  type ListPosition,
+  type ListQuery,
+  LOG_TAIL,
+  type PredictionPatch,
+  type PredictionStore,
+  type UploadRecord,
+  type WebhookDelivery,
 } from "./store.js";
 
 const SCHEMA = `
@@ -59,6 +59,15 @@ CREATE TABLE IF NOT EXISTS predictions (
 CREATE INDEX IF NOT EXISTS predictions_account_order ON predictions (account, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS predictions_unfinished ON predictions (status, created_at) WHERE status IN ('starting', 'processing');
 CREATE INDEX IF NOT EXISTS predictions_retention ON predictions (completed_at) WHERE data_removed = 0;
+-- appendLog reads a prediction's status from here, never from its row (which lies past its input).
+CREATE INDEX IF NOT EXISTS predictions_id_status ON predictions (id, status);
+-- Lines logged while a prediction runs, after predictions.logs. SQLite rewrites a whole row on
+-- UPDATE: appended to the prediction's own row, each line would rewrite its input (megabytes of an
+-- img2img call's pictures) once per step.
+CREATE TABLE IF NOT EXISTS prediction_logs (
+  prediction_id TEXT PRIMARY KEY,
+  text TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
   account TEXT NOT NULL,
@@ -107,9 +116,16 @@ CREATE INDEX IF NOT EXISTS predictions_a1111_calls ON predictions
   (account, created_at, id, status, started_at, a1111_settings) WHERE a1111_settings IS NOT NULL;
 `;
 
-type Row = PredictionRow<number>;
+/** A predictions row read with its logged lines (prediction_logs.text), as PREDICTIONS selects it. */
+type Row = PredictionRow<number> & { logged?: string | null };
 
-const fromRow = (r: Row): PredictionRecord => predictionFromRow(r, (v) => v !== 0);
+const fromRow = (r: Row): PredictionRecord =>
+  predictionFromRow(r.logged ? { ...r, logs: r.logs + r.logged } : r, (v) => v !== 0);
+
+/** The predictions table `p` with each one's logged lines, for `SELECT ${PREDICTIONS} WHERE …`. */
+const PREDICTIONS = "p.*, l.text AS logged FROM predictions p LEFT JOIN prediction_logs l ON l.prediction_id = p.id";
+/** The end of all of a prediction's logs (its latest step line), in a query over PREDICTIONS' join. */
+const LOG_TAIL_SQL = `substr(p.logs || coalesce(l.text, ''), -${LOG_TAIL})`;
 
 /** Patch field → column, and how its value is stored. */
 const COLUMNS = patchColumns((v) => (v ? 1 : 0));
@@ -160,7 +176,8 @@ export class SqlitePredictionStore implements PredictionStore {
 
   private idempotent(account: string, key: string): PredictionRecord | undefined {
     const row = this.prepare(
-      "SELECT p.* FROM idempotency_keys k JOIN predictions p ON p.id = k.prediction_id WHERE k.account = ? AND k.key = ?",
+      `SELECT p.*, l.text AS logged FROM idempotency_keys k JOIN predictions p ON p.id = k.prediction_id
+         LEFT JOIN prediction_logs l ON l.prediction_id = p.id WHERE k.account = ? AND k.key = ?`,
     ).get(account, key) as Row | undefined;
     return row ? fromRow(row) : undefined;
   }
@@ -218,7 +235,7 @@ export class SqlitePredictionStore implements PredictionStore {
   }
 
   private one(where: string, value: string): PredictionRecord | undefined {
-    const row = this.prepare(`SELECT * FROM predictions WHERE ${where} = ?`).get(value) as Row | undefined;
+    const row = this.prepare(`SELECT ${PREDICTIONS} WHERE p.${where} = ?`).get(value) as Row | undefined;
     return row ? fromRow(row) : undefined;
   }
 
@@ -268,7 +285,7 @@ export class SqlitePredictionStore implements PredictionStore {
     // The previous page is the rows just newer than the boundary: take them oldest first, then flip.
     const order = q.before && !q.after ? "ASC" : "DESC";
     const rows = this.prepare(
-      `SELECT * FROM predictions WHERE ${where.join(" AND ")} ORDER BY created_at ${order}, id ${order} LIMIT @limit`,
+      `SELECT ${PREDICTIONS} WHERE ${where.join(" AND ")} ORDER BY p.created_at ${order}, p.id ${order} LIMIT @limit`,
     ).all(params) as Row[];
     if (order === "ASC") rows.reverse();
     return rows.map(fromRow);
@@ -299,24 +316,40 @@ export class SqlitePredictionStore implements PredictionStore {
       condition += " AND attempts = @whenAttempts";
       params["whenAttempts"] = whenAttempts;
     }
-    const row = this.prepare(`UPDATE predictions SET ${sets.join(", ")} WHERE id = @id${condition} RETURNING *`).get(
-      params,
-    ) as Row | undefined;
-    return row ? fromRow(row) : undefined;
+    return this.db.transaction(() => {
+      const row = this.prepare(`UPDATE predictions SET ${sets.join(", ")} WHERE id = @id${condition} RETURNING *`).get(
+        params,
+      ) as Row | undefined;
+      if (!row) return undefined;
+      // New logs (data removal's "") replace the logged lines too.
+      if (patch.logs !== undefined) this.prepare("DELETE FROM prediction_logs WHERE prediction_id = ?").run(id);
+      else row.logged = this.logged(id);
+      return fromRow(row);
+    })();
+  }
+
+  private logged(id: string): string | undefined {
+    const r = this.prepare("SELECT text FROM prediction_logs WHERE prediction_id = ?").get(id) as
+      | { text: string }
+      | undefined;
+    return r?.text;
   }
 
   async appendLog(id: string, line: string): Promise<void> {
     // Logs end with the prediction: a line from a step still in flight at cancel is dropped.
-    this.prepare("UPDATE predictions SET logs = logs || ? WHERE id = ? AND status IN ('starting', 'processing')").run(
-      `${line}\n`,
-      id,
-    );
+    this.prepare(
+      `INSERT INTO prediction_logs (prediction_id, text)
+         SELECT id, @line FROM predictions INDEXED BY predictions_id_status
+           WHERE id = @id AND status IN ('starting', 'processing')
+         ON CONFLICT (prediction_id) DO UPDATE SET text = text || excluded.text`,
+    ).run({ id, line: `${line}\n` });
   }
 
   // Both read one of A1111_INDEXES alone: they cover the columns read.
   async openA1111Glances(account: string, limit: number): Promise<A1111Glance[]> {
     const rows = this.prepare(
-      `SELECT ${MARK_COLUMNS}, ${SQLITE_LOG_TAIL} AS log_tail FROM predictions INDEXED BY predictions_a1111_open
+      `SELECT ${MARK_COLUMNS}, ${LOG_TAIL_SQL} AS log_tail FROM predictions p INDEXED BY predictions_a1111_open
+         LEFT JOIN prediction_logs l ON l.prediction_id = p.id
          WHERE account = ? AND a1111_settings IS NOT NULL AND status IN ('starting', 'processing')
          ORDER BY created_at ASC, id ASC LIMIT ?`,
     ).all(account, limit) as MarkRow[];
@@ -334,7 +367,7 @@ export class SqlitePredictionStore implements PredictionStore {
 
   async unfinished(): Promise<PredictionRecord[]> {
     const rows = this.prepare(
-      "SELECT * FROM predictions WHERE status IN ('starting', 'processing') ORDER BY created_at ASC, id ASC",
+      `SELECT ${PREDICTIONS} WHERE p.status IN ('starting', 'processing') ORDER BY p.created_at ASC, p.id ASC`,
     ).all() as Row[];
     return rows.map(fromRow);
   }
@@ -405,8 +438,8 @@ export class SqlitePredictionStore implements PredictionStore {
 
   async finishedWithWebhookSince(since: string): Promise<PredictionRecord[]> {
     const rows = this.prepare(
-      `SELECT * FROM predictions WHERE webhook IS NOT NULL AND completed_at >= ?
-           AND status IN ('succeeded', 'failed', 'canceled') ORDER BY completed_at`,
+      `SELECT ${PREDICTIONS} WHERE p.webhook IS NOT NULL AND p.completed_at >= ?
+           AND p.status IN ('succeeded', 'failed', 'canceled') ORDER BY p.completed_at`,
     ).all(since) as Row[];
     return rows.map(fromRow);
   }
