@@ -6,51 +6,16 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { LocalPredictionEvents } from "../../src/server/predictions/events.js";
-import { newCapabilityKey, newPredictionId } from "../../src/server/predictions/ids.js";
+import { newPredictionId } from "../../src/server/predictions/ids.js";
 import type { PredictionRecord } from "../../src/server/predictions/prediction.js";
 import { LOG_TAIL, type PredictionStore } from "../../src/server/store/store.js";
 import { WebhookDispatcher } from "../../src/server/webhooks/dispatcher.js";
+import { record, ts } from "../helpers/prediction-record.js";
 
 export interface OpenedStore {
   store: PredictionStore;
   /** Closes the store and removes what the test made. */
   dispose(): Promise<void>;
-}
-
-let clock = Date.parse("2025-03-02T10:00:00Z") * 1000;
-/** Strictly increasing timestamps in the stored form, one second apart unless told. */
-function ts(stepMicros = 1_000_000): string {
-  clock += stepMicros;
-  const iso = new Date(Math.floor(clock / 1000)).toISOString();
-  return `${iso.slice(0, -1)}${String(clock % 1000).padStart(3, "0")}Z`;
-}
-
-/** A prediction to store, starting, with a small input; `extra` overrides. */
-export function record(extra: Partial<PredictionRecord> = {}): PredictionRecord {
-  return {
-    id: newPredictionId(),
-    account: "alice",
-    model: "stability-ai/stable-diffusion",
-    version: "v1",
-    input: { prompt: "a fox", width: 128, nested: { z: 1, a: [1, 2] } },
-    logs: "",
-    output: null,
-    error: null,
-    status: "starting",
-    dataRemoved: false,
-    createdAt: ts(),
-    startedAt: null,
-    completedAt: null,
-    webhook: null,
-    webhookEventsFilter: null,
-    deadline: null,
-    apiBase: "http://127.0.0.1:8080/v1",
-    origin: "http://127.0.0.1:8080",
-    filesKey: newCapabilityKey(),
-    streamKey: newCapabilityKey(),
-    attempts: 0,
-    ...extra,
-  };
 }
 
 export function storeContract(label: string, open: () => Promise<OpenedStore>, skip?: string): void {

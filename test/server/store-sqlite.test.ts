@@ -6,7 +6,8 @@ import path from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
 import { SqlitePredictionStore } from "../../src/server/store/sqlite.js";
-import { record, storeContract } from "./store-contract.js";
+import { record } from "../helpers/prediction-record.js";
+import { storeContract } from "./store-contract.js";
 
 storeContract("SQLite", async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "sdserve-store-"));

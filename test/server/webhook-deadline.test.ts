@@ -10,10 +10,11 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { LocalPredictionEvents } from "../../src/server/predictions/events.js";
-import { newCapabilityKey, newPredictionId, timestamp } from "../../src/server/predictions/ids.js";
+import { timestamp } from "../../src/server/predictions/ids.js";
 import type { PredictionRecord } from "../../src/server/predictions/prediction.js";
 import { SqlitePredictionStore } from "../../src/server/store/sqlite.js";
 import { WebhookDispatcher } from "../../src/server/webhooks/dispatcher.js";
+import { record } from "../helpers/prediction-record.js";
 
 const DEADLINE_MS = 1000;
 /** Far below the deadline: an idle timeout of DEADLINE_MS never fires on these receivers. */
@@ -75,31 +76,10 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function completedWith(webhook: string): Promise<PredictionRecord> {
+function completedWith(webhook: string): Promise<PredictionRecord> {
   const now = timestamp();
-  return store.insert({
-    id: newPredictionId(),
-    account: "alice",
-    model: "stability-ai/stable-diffusion",
-    version: "v1",
-    input: { prompt: "a fox" },
-    logs: "",
-    output: null,
-    error: null,
-    status: "succeeded",
-    dataRemoved: false,
-    createdAt: now,
-    startedAt: now,
-    completedAt: now,
-    webhook,
-    webhookEventsFilter: ["completed"],
-    deadline: null,
-    apiBase: "http://127.0.0.1/v1",
-    origin: "http://127.0.0.1",
-    filesKey: newCapabilityKey(),
-    streamKey: newCapabilityKey(),
-    attempts: 1,
-  });
+  const p = record({ status: "succeeded", createdAt: now, startedAt: now, completedAt: now, attempts: 1 });
+  return store.insert({ ...p, webhook, webhookEventsFilter: ["completed"], apiBase: "http://127.0.0.1/v1" });
 }
 
 /** One attempt, bounded here too so that a delivery that never ends fails the test instead of hanging it. */

@@ -11,12 +11,13 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { LocalPredictionEvents } from "../../src/server/predictions/events.js";
-import { newCapabilityKey, newPredictionId, timestamp } from "../../src/server/predictions/ids.js";
+import { timestamp } from "../../src/server/predictions/ids.js";
 import type { PredictionRecord } from "../../src/server/predictions/prediction.js";
 import { SqlitePredictionStore } from "../../src/server/store/sqlite.js";
 import type { PredictionStore } from "../../src/server/store/store.js";
 import { WebhookDispatcher } from "../../src/server/webhooks/dispatcher.js";
 import { completedWebhookId } from "../../src/server/webhooks/signing.js";
+import { record } from "../helpers/prediction-record.js";
 
 let dir: string;
 let store: SqlitePredictionStore;
@@ -45,29 +46,8 @@ after(async () => {
 
 function finished(webhook: string): Promise<PredictionRecord> {
   const now = timestamp();
-  return store.insert({
-    id: newPredictionId(),
-    account: "alice",
-    model: "stability-ai/stable-diffusion",
-    version: "v1",
-    input: { prompt: "a fox" },
-    logs: "",
-    output: null,
-    error: null,
-    status: "succeeded",
-    dataRemoved: false,
-    createdAt: now,
-    startedAt: now,
-    completedAt: now,
-    webhook,
-    webhookEventsFilter: ["completed"],
-    deadline: null,
-    apiBase: "http://127.0.0.1/v1",
-    origin: "http://127.0.0.1",
-    filesKey: newCapabilityKey(),
-    streamKey: newCapabilityKey(),
-    attempts: 1,
-  });
+  const p = record({ status: "succeeded", createdAt: now, startedAt: now, completedAt: now, attempts: 1 });
+  return store.insert({ ...p, webhook, webhookEventsFilter: ["completed"], apiBase: "http://127.0.0.1/v1" });
 }
 
 test("a try sent but never recorded (the process died): the next process sends the same webhook-id", async () => {
