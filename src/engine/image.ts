@@ -131,3 +131,37 @@ export function encodePng(image: RgbImage, text: Record<string, string> = {}): U
   const at = 8 + 25;
   return Buffer.concat([png.subarray(0, at), ...chunks, png.subarray(at)]);
 }
+
+/** A text chunk's keyword (tEXt, iTXt and zTXt all start with it, ended by a 0 byte). */
+function keywordOf(body: Uint8Array): string {
+  const end = body.indexOf(0);
+  return Buffer.from(body.subarray(0, end < 0 ? body.length : end)).toString("latin1");
+}
+
+/**
+ * The same PNG with its text under `key` replaced by `value` (any tEXt, iTXt or zTXt of that
+ * keyword dropped, the new one placed right after IHDR as encodePng places it); the pixels'
+ * chunks are copied as they are.
+ */
+export function withPngText(png: Uint8Array, key: string, value: string): Uint8Array {
+  const SIGNATURE = 8;
+  const kept: Uint8Array[] = [png.subarray(0, SIGNATURE)];
+  const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
+  let at = SIGNATURE;
+  let placed = false;
+  while (at + 12 <= png.length) {
+    const length = view.getUint32(at);
+    const end = at + 12 + length;
+    if (end > png.length) throw new Error("withPngText: a chunk runs past the end of the PNG");
+    const type = Buffer.from(png.subarray(at + 4, at + 8)).toString("latin1");
+    const isText = type === "tEXt" || type === "iTXt" || type === "zTXt";
+    if (!(isText && keywordOf(png.subarray(at + 8, at + 8 + length)) === key)) kept.push(png.subarray(at, end));
+    if (type === "IHDR") {
+      kept.push(textChunk(key, value));
+      placed = true;
+    }
+    at = end;
+  }
+  if (!placed) throw new Error("withPngText: no IHDR chunk");
+  return Buffer.concat(kept);
+}

@@ -25,7 +25,14 @@ export {
 } from "./hub/repo-id.js";
 export { DEFAULT_HUB_ENDPOINT, type HubSettings } from "./hub/settings.js";
 export { type VerifiedFile, type VerifyResult, verifyCachedModel } from "./hub/verify.js";
-export { a1111Parameters, decodedToImages, encodePng, type GenerationParameters, type RgbImage } from "./image.js";
+export {
+  a1111Parameters,
+  decodedToImages,
+  encodePng,
+  type GenerationParameters,
+  type RgbImage,
+  withPngText,
+} from "./image.js";
 export {
   DEFAULT_MAX_INPUT_PIXELS,
   type DecodedImage,

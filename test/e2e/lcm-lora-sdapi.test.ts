@@ -74,7 +74,7 @@ test("<lora:lcm-lora-sdv1-5:1> with sampler LCM, 4 steps, CFG 1 through /sdapi: 
   timeout: 180_000,
 }, async () => {
   const withLora = await sdapiPixels("red cube <lora:lcm-lora-sdv1-5:1>");
-  assert.match(withLora.info, /Steps: 4, Sampler: LCM, [^"]*CFG scale: 1,/);
+  assert.match(withLora.info, /Steps: 4, Sampler: LCM, [^"]*CFG scale: 1\.0,/);
   const without = await sdapiPixels("red cube");
   assert.notDeepEqual(withLora.pixels, without.pixels, "the LoRA changes the picture");
 

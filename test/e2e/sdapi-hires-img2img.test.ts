@@ -54,7 +54,9 @@ describe("hires fix", () => {
       assert.deepEqual([pngs[0]?.width, pngs[0]?.height], [256, 256]);
       // A1111 reports the first pass's size and the hires fields among the extra parameters.
       assert.deepEqual([info["width"], info["height"], info["denoising_strength"]], [128, 128, 0.5]);
+      // A1111 1.10's: its denoising strength first, then the hires fix's.
       assert.deepEqual(info["extra_generation_params"], {
+        "Denoising strength": 0.5,
         "Hires upscale": 2,
         "Hires steps": 2,
         "Hires upscaler": upscaler,
@@ -64,7 +66,7 @@ describe("hires fix", () => {
       assert.match(
         text,
         new RegExp(
-          `Denoising strength: 0.5, Hires upscale: 2, Hires steps: 2, Hires upscaler: ${upscaler.replace(/[()]/g, "\\$&")}, Version: `,
+          `Denoising strength: 0.5, Hires upscale: 2\\.0, Hires steps: 2, Hires upscaler: ${upscaler.replace(/[()]/g, "\\$&")}, Version: `,
         ),
       );
       const again = answer((await sdapi("txt2img", body)).json);
@@ -89,7 +91,7 @@ describe("hires fix", () => {
     const { pngs, info } = answer(res.json);
     assert.deepEqual([pngs[0]?.width, pngs[0]?.height], [256, 192]);
     // No hr_upscaler: A1111's default mode, not written; no hr_second_pass_steps: the first pass's count.
-    assert.deepEqual(info["extra_generation_params"], { "Hires resize": "256x192" });
+    assert.deepEqual(info["extra_generation_params"], { "Denoising strength": 0.6, "Hires resize": "256x192" });
   });
 
   test("the upscalers and latent modes listed are the ones served", async () => {

@@ -173,3 +173,14 @@ export function upscalerList(): Record<string, unknown>[] {
 export function latentUpscaleModeList(): { name: string }[] {
   return Object.keys(LATENT_UPSCALE_MODES).map((name) => ({ name }));
 }
+
+/**
+ * "Hires schedule type", where A1111 writes it: its sampler sets it when the second pass runs a
+ * schedule of its own (not Automatic) other than the first pass's, in the place init reserved
+ * for it (after the hires prompts, before "Hires upscale" / "Hires resize").
+ */
+export function addHiresSchedule(extra: [string, string | number][], first: string, second: string): void {
+  if (second === "Automatic" || second === first) return;
+  const at = extra.findIndex(([key]) => key === "Hires upscale" || key === "Hires resize");
+  extra.splice(at < 0 ? extra.length : at, 0, ["Hires schedule type", second]);
+}

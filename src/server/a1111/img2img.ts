@@ -41,6 +41,11 @@ export interface Img2ImgPlan {
   latentResize?: boolean;
   /** The answer's picture from the model's (PNG bytes): the original laid back over what is kept. */
   finish?: (png: Uint8Array, parameters: string) => Promise<Uint8Array>;
+  /**
+   * The inpainting's entries of A1111's extra_generation_params, in the order its init adds them
+   * (Mask mode, Mask blur, Inpaint area, Masked area padding, Masked content for a fill).
+   */
+  extra?: [string, string | number][];
 }
 
 const BASE64 = /^[A-Za-z0-9+/\s]*={0,2}\s*$/;
@@ -141,6 +146,12 @@ export async function prepareImg2img(
   const blurY = body.mask_blur ?? body.mask_blur_y ?? IMG2IMG_DEFAULTS.mask_blur_y;
   mask = await blurMask(mask, blurX, "x");
   mask = await blurMask(mask, blurY, "y");
+  const extra: [string, string | number][] = [];
+  if ((body.inpainting_mask_invert ?? IMG2IMG_DEFAULTS.inpainting_mask_invert) === 1) {
+    extra.push(["Mask mode", "Inpaint not masked"]);
+  }
+  // A1111's mask_blur property: the blur when x and y agree (else None, and no entry).
+  if ((blurX > 0 || blurY > 0) && blurX === blurY) extra.push(["Mask blur", blurX]);
 
   const fullRes = body.inpaint_full_res ?? IMG2IMG_DEFAULTS.inpaint_full_res;
   const padding = body.inpaint_full_res_padding ?? IMG2IMG_DEFAULTS.inpaint_full_res_padding;
@@ -154,6 +165,7 @@ export async function prepareImg2img(
     processMask = await resizeImage(2, crop(mask, at.x, at.y, at.width, at.height), width, height);
     image = await resizeImage(2, crop(init, at.x, at.y, at.width, at.height), width, height);
     const overlayMask = mask;
+    extra.push(["Inpaint area", "Only masked"], ["Masked area padding", padding]);
     finish = async (png, parameters) => {
       const made = await decodeImage(png, { field: "output" });
       return encodePng(await overlayOriginal(made, init, overlayMask, at), { parameters });
@@ -170,6 +182,9 @@ export async function prepareImg2img(
       return encodePng(await overlayOriginal(made, original, overlayMask), { parameters });
     };
   }
-  if ((body.inpainting_fill ?? IMG2IMG_DEFAULTS.inpainting_fill) === 0) image = await fillMasked(image, processMask);
-  return { image: dataUri(image), mask: dataUri(processMask), finish };
+  if ((body.inpainting_fill ?? IMG2IMG_DEFAULTS.inpainting_fill) === 0) {
+    image = await fillMasked(image, processMask);
+    extra.push(["Masked content", "fill"]);
+  }
+  return { image: dataUri(image), mask: dataUri(processMask), finish, extra };
 }

@@ -18,7 +18,7 @@ import type { HiresBody } from "./hires.js";
 const PROCESSING_DEFAULTS = {
   prompt: "",
   negative_prompt: "",
-  styles: [],
+  styles: null,
   seed: -1,
   subseed: -1,
   subseed_strength: 0,
@@ -107,6 +107,11 @@ export const IMG2IMG_DEFAULTS = {
 export const MAX_IMAGES = 16;
 /** A1111 draws seeds below 2³² − 1 (random.randrange(4294967294)). */
 export const SEED_LIMIT = 4294967294;
+/**
+ * The largest seed taken: A1111 takes any (torch seeds its generator with up to 64 bits), and image
+ * i of a call uses seed + i; here every seed of a call stays an exact JSON number (below 2⁵³).
+ */
+export const SEED_MAX = Number.MAX_SAFE_INTEGER - (MAX_IMAGES - 1);
 
 export const integer = (minimum: number, maximum: number): JsonSchema => ({ type: "integer", minimum, maximum });
 
@@ -118,8 +123,12 @@ export const integer = (minimum: number, maximum: number): JsonSchema => ({ type
 const TXT2IMG_READ: Record<string, JsonSchema> = {
   prompt: { type: "string" },
   negative_prompt: { type: "string" },
-  seed: { ...integer(-1, SEED_LIMIT - 1), description: "-1: a random seed" },
-  subseed: { type: "integer", description: "Accepted; variation seeds are not made here" },
+  styles: { type: "array", items: { type: "string" }, description: "Accepted and reported; no styles are served" },
+  seed: { ...integer(-1, SEED_MAX), description: "-1: a random seed; image i of the call uses seed + i" },
+  subseed: {
+    ...integer(-SEED_MAX, SEED_MAX),
+    description: "Reported (-1: a random one); variation seeds are not made here",
+  },
   subseed_strength: { type: "number" },
   sampler_name: { type: "string", description: "An A1111 sampler name, such as Euler a or DPM++ 2M" },
   sampler_index: { type: "string", description: "The older name of sampler_name" },
@@ -270,7 +279,9 @@ export interface Img2ImgBody extends Txt2ImgBody {
 export interface Txt2ImgBody extends HiresBody {
   prompt?: string;
   negative_prompt?: string;
+  styles?: string[];
   seed?: number;
+  subseed?: number;
   sampler_name?: string;
   sampler_index?: string;
   scheduler?: string;

@@ -28,6 +28,7 @@ import {
   ModelError,
   parseA1111Prompt,
   RequestError,
+  withPngText,
 } from "../../engine/index.js";
 import { callsInFlight } from "../a1111/calls.js";
 import {
@@ -42,7 +43,7 @@ import {
   sizesOf,
 } from "../a1111/checkpoints.js";
 import { A1111Error, httpException, invalid, toA1111Error } from "../a1111/errors.js";
-import { latentUpscaleModeList, resolveHires, upscalerList } from "../a1111/hires.js";
+import { addHiresSchedule, latentUpscaleModeList, resolveHires, upscalerList } from "../a1111/hires.js";
 import { img2imgRuns, img2imgStrength, prepareImg2img } from "../a1111/img2img.js";
 import { infotext } from "../a1111/infotext.js";
 import { resolveSampler, SAMPLER_TABLE, schedulersOf } from "../a1111/samplers.js";
@@ -302,7 +303,11 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       const progress = Math.min(1, (doneCount + fraction) / (jobs.length + missing));
       const elapsed = Math.max(0, (Date.now() - call.createdAt) / 1000);
       // The picture of the image being made, where this node is the one waiting on it.
-      const preview = [...jobs].reverse().find((j) => previews.get(j.id)?.image)?.id;
+      // ProgressRequest's skip_current_image: a poll that does not want the picture gets none.
+      const skip = /^(1|true|yes|on)$/i.test(
+        String((req.query as Record<string, unknown>)["skip_current_image"] ?? ""),
+      );
+      const preview = skip ? undefined : [...jobs].reverse().find((j) => previews.get(j.id)?.image)?.id;
       const image = preview === undefined ? undefined : previews.get(preview)?.image;
       return {
         progress,
@@ -430,6 +435,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         );
       }
       hrScheduler = hr.replicate;
+      addHiresSchedule(hires.extra, schedule, hr.schedule);
     }
     // A1111 ignores clip skip for SDXL (its encoders are read at the penultimate layer already).
     const clipApplied = sdxl ? 1 : clipSkip;
@@ -485,7 +491,11 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
 
     const seed = seedIn === -1 ? randomInt(0, SEED_LIMIT) : seedIn;
     const count = batchSize * nIter;
-    const seeds = Array.from({ length: count }, (_, i) => (seed + i) % SEED_LIMIT);
+    // A1111's all_seeds: seed + i, never wrapped (its seeds are not bounded by the random draw's range).
+    const seeds = Array.from({ length: count }, (_, i) => seed + i);
+    // Its subseeds likewise, from their own draw: reported only (subseed_strength 0 makes no variation).
+    const subseedIn = body.subseed ?? -1;
+    const subseed = subseedIn === -1 ? randomInt(0, SEED_LIMIT) : subseedIn;
     const inputProps = (model.schemas["Input"] as JsonSchema | undefined)?.properties ?? {};
     const denoising = body.denoising_strength ?? IMG2IMG_DEFAULTS.denoising_strength;
     if (picture) {
@@ -584,6 +594,24 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         errors: failed.error ?? "generation failed",
       });
     }
+    // What A1111 reports as the model: the checkpoint, where the img2img or inpainting model runs on its weights.
+    const reported = model !== checkpoint && sharesWeightsOf(model) === modelName(checkpoint) ? checkpoint : model;
+    // extra_generation_params as A1111 (1.10) fills them: its denoising strength first, then the
+    // hires fix's, or the inpainting's (processing.py, StableDiffusionProcessingImg2Img.init).
+    const extra: [string, string | number][] = [
+      ...(picture?.extra ?? []),
+      // inpainting_fill 2 and 3 start from other latents on SD models (SDXL's take them as 1: no entry).
+      ...(picture?.mask && !sdxl && settings.maskedContent
+        ? [
+            ["Masked content", settings.maskedContent === "noise" ? "latent noise" : "latent nothing"] as [
+              string,
+              string,
+            ],
+          ]
+        : []),
+      ...(hires?.extra ?? []),
+    ];
+    const infoDenoising = picture ? denoising : hires?.fix.denoisingStrength;
     const text = (s: number) =>
       infotext({
         prompt,
@@ -595,18 +623,18 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         seed: s,
         width,
         height,
-        model,
+        model: reported,
         version: opts.version,
-        denoising: picture ? denoising : hires?.fix.denoisingStrength,
+        denoising: infoDenoising,
         clipSkip: clipApplied,
-        extra: hires?.extra ?? [],
+        extra,
       });
     // Interrupted or skipped images are left out, as A1111 returns what was made.
     const images: string[] = [];
-    const madeSeeds: number[] = [];
+    const kept: number[] = [];
     for (const [i, p] of finished.entries()) {
       if (p?.status !== "succeeded") continue;
-      madeSeeds.push(seeds[i] as number);
+      kept.push(i);
       if (!sendImages) continue;
       const name = p.output?.[0];
       const file = name ? await service.outputs.ofPrediction(p, name) : undefined;
@@ -617,12 +645,17 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
           body: "",
           errors: "An output file is missing.",
         });
-      const made = await file.read();
-      // img2img: the original laid back over what the mask keeps (and a crop pasted back), as A1111 answers.
-      const png = picture?.finish ? await picture.finish(made, text(seeds[i] as number)) : made;
+      const bytes = await file.read();
+      // The PNG's "parameters" are the infotext, as A1111 writes each image's; img2img with a mask:
+      // the original laid back over what the mask keeps (and a crop pasted back), as A1111 answers.
+      const png = picture?.finish
+        ? await picture.finish(bytes, text(seeds[i] as number))
+        : withPngText(bytes, "parameters", text(seeds[i] as number));
       images.push(Buffer.from(png).toString("base64"));
     }
-    const infoSeeds = madeSeeds.length > 0 ? madeSeeds : seeds;
+    const shown = kept.length > 0 ? kept : seeds.map((_, i) => i);
+    const infoSeeds = shown.map((i) => seeds[i] as number);
+    const infoSubseeds = shown.map((i) => subseed + i);
     const info = {
       prompt,
       all_prompts: infoSeeds.map(() => prompt),
@@ -630,8 +663,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       all_negative_prompts: infoSeeds.map(() => negative),
       seed: infoSeeds[0],
       all_seeds: infoSeeds,
-      subseed: infoSeeds[0],
-      all_subseeds: infoSeeds,
+      subseed: infoSubseeds[0],
+      all_subseeds: infoSubseeds,
       subseed_strength: 0,
       width,
       height,
@@ -641,17 +674,20 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       batch_size: batchSize,
       restore_faces: false,
       face_restoration_model: null,
-      sd_model_name: modelName(model),
-      sd_model_hash: shortHash(model),
+      sd_model_name: modelName(reported),
+      sd_model_hash: shortHash(reported),
       sd_vae_name: null,
       sd_vae_hash: null,
       seed_resize_from_w: -1,
       seed_resize_from_h: -1,
       denoising_strength: picture ? denoising : hires ? hires.fix.denoisingStrength : (body.denoising_strength ?? null),
-      extra_generation_params: Object.fromEntries(hires?.extra ?? []),
+      extra_generation_params: Object.fromEntries([
+        ...(infoDenoising === undefined ? [] : [["Denoising strength", infoDenoising]]),
+        ...extra,
+      ]),
       index_of_first_image: 0,
       infotexts: infoSeeds.map(text),
-      styles: [],
+      styles: body.styles ?? [],
       job_timestamp: call.timestamp,
       // What was used: SDXL's encoders have no clip skip here (as in A1111, where it is ignored for SDXL).
       clip_skip: clipApplied,
