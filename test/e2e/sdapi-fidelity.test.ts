@@ -236,6 +236,39 @@ test("inpainting: Mask mode, Mask blur, Inpaint area, Masked area padding, Maske
   });
 });
 
+test("inpainting with a blank mask under inpaint_full_res: img2img, as A1111 switches to it", async () => {
+  const blank = picture(96, 64, () => [0, 0, 0]);
+  const a = await call("img2img", {
+    prompt: "a door",
+    init_images: [SOURCE],
+    mask: blank,
+    width: 128,
+    height: 128,
+    steps: 2,
+    seed: 1,
+  });
+  // img2img's answer: width × height, no mask entries; made by the checkpoint's img2img model.
+  assert.deepEqual(a.sizes, [[128, 128]]);
+  assert.deepEqual(a.info["extra_generation_params"], { "Denoising strength": 0.75 });
+  const list = await api(server, "GET", "/v1/predictions?page_size=1", undefined, {
+    Authorization: `Bearer ${TOKEN}`,
+  });
+  const p = (list.json["results"] as Record<string, unknown>[])[0] as Record<string, unknown>;
+  assert.equal(p["model"], `${CHECKPOINT}-img2img`);
+  // Without inpaint_full_res the blank mask stays: the picture comes back as it was laid over.
+  const kept = await call("img2img", {
+    prompt: "a door",
+    init_images: [SOURCE],
+    mask: blank,
+    inpaint_full_res: false,
+    width: 128,
+    height: 128,
+    steps: 2,
+    seed: 1,
+  });
+  assert.equal((kept.info["extra_generation_params"] as Record<string, unknown>)["Masked content"], "fill");
+});
+
 test("/progress: skip_current_image leaves the preview out; without it the preview comes", async () => {
   const slow = api(
     server,

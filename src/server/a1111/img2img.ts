@@ -119,7 +119,8 @@ export async function prepareImg2img(
   }
   const init = flatten(await decode(first, "init_images"));
   const resizeMode = body.resize_mode ?? IMG2IMG_DEFAULTS.resize_mode;
-  if (body.mask === undefined) {
+  // img2img without a mask: the picture by resize_mode.
+  const plain = async (): Promise<Img2ImgPlan> => {
     if (resizeMode !== 3 || !canResizeLatents)
       return { image: dataUri(await resizeImage(resizeMode, init, width, height)) };
     // Encoded at its own size: bounded as a generation is.
@@ -130,7 +131,8 @@ export async function prepareImg2img(
       );
     }
     return { image: dataUri(init), latentResize: true };
-  }
+  };
+  if (body.mask === undefined) return plain();
 
   const decodedMask = await decode(body.mask, "mask");
   let mask = maskOf(decodedMask);
@@ -156,6 +158,9 @@ export async function prepareImg2img(
   const fullRes = body.inpaint_full_res ?? IMG2IMG_DEFAULTS.inpaint_full_res;
   const padding = body.inpaint_full_res_padding ?? IMG2IMG_DEFAULTS.inpaint_full_res_padding;
   const box = fullRes ? cropRegion(mask, padding) : undefined;
+  // Nothing to repaint under inpaint_full_res: A1111 (1.10) drops the mask and runs img2img
+  // ("Unable to perform Inpaint Only mask because mask is blank, switch to img2img mode").
+  if (fullRes && !box) return plain();
   let image: RgbImage;
   let processMask: GrayImage;
   let finish: Img2ImgPlan["finish"];
@@ -171,7 +176,6 @@ export async function prepareImg2img(
       return encodePng(await overlayOriginal(made, init, overlayMask, at), { parameters });
     };
   } else {
-    // A mask with nothing white under inpaint_full_res: the whole picture, as without it.
     processMask = await resizeImage(resizeMode, mask, width, height);
     image = await resizeImage(resizeMode, init, width, height);
     const overlayMask = { ...processMask, data: processMask.data.map((v) => Math.min(255, v * 2)) };

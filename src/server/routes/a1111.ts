@@ -360,6 +360,23 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     generate(req, reply, "img2img"),
   );
 
+  /** The checkpoint's img2img or inpainting model: on its weights, with the picture inputs. */
+  function targetFor(checkpoint: ModelAdapter, kind: "img2img" | "inpainting"): ModelAdapter {
+    const needs = kind === "inpainting" ? "mask" : "prompt_strength";
+    // SDXL's own input takes the picture (and mask); SD's come as -img2img / -inpainting models.
+    const props = inputPropsOf(checkpoint);
+    const own = Object.hasOwn(props, "image") && Object.hasOwn(props, needs) ? checkpoint : undefined;
+    const target =
+      own ??
+      service.models.find(
+        (m) =>
+          (modelName(m) === `${modelName(checkpoint)}-${kind}` || sharesWeightsOf(m) === modelName(checkpoint)) &&
+          Object.hasOwn(inputPropsOf(m), needs),
+      );
+    if (!target) throw httpException(404, `${kind} is not served for ${modelName(checkpoint)}`);
+    return target;
+  }
+
   async function generate(req: FastifyRequest, reply: FastifyReply, mode: "txt2img" | "img2img") {
     // The schema (TXT2IMG_BODY, IMG2IMG_BODY) has checked every type and range; A1111's defaults fill the rest.
     const body = (req.body ?? {}) as Img2ImgBody;
@@ -447,21 +464,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       if (!Array.isArray(body.init_images) || body.init_images.length === 0) {
         throw invalid("init_images", "ensure this value has at least 1 items", "value_error.list.min_items");
       }
-      // The checkpoint's img2img or inpainting model: on its weights, with the picture inputs.
-      const kind = body.mask !== undefined ? "inpainting" : "img2img";
-      const needs = body.mask !== undefined ? "mask" : "prompt_strength";
-      // SDXL's own input takes the picture (and mask); SD's come as -img2img / -inpainting models.
-      const props = inputPropsOf(checkpoint);
-      const own = Object.hasOwn(props, "image") && Object.hasOwn(props, needs) ? checkpoint : undefined;
-      const target =
-        own ??
-        service.models.find(
-          (m) =>
-            (modelName(m) === `${modelName(checkpoint)}-${kind}` || sharesWeightsOf(m) === modelName(checkpoint)) &&
-            Object.hasOwn(inputPropsOf(m), needs),
-        );
-      if (!target) throw httpException(404, `${kind} is not served for ${modelName(checkpoint)}`);
-      model = target;
+      model = targetFor(checkpoint, body.mask !== undefined ? "inpainting" : "img2img");
     }
     const sizes = sizesOf(model);
     const sized = Object.hasOwn(inputPropsOf(model), "width");
@@ -480,6 +483,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     }
     // The pictures, prepared as A1111 prepares them (resize_mode, mask blur, inpaint_full_res, fill).
     const picture = mode === "img2img" ? await prepareImg2img(body, width, height, maxPixels, !sdxl) : undefined;
+    // A mask with nothing to repaint under inpaint_full_res: A1111 switches to img2img (no mask).
+    if (picture && body.mask !== undefined && !picture.mask) model = targetFor(checkpoint, "img2img");
 
     await checkPromptTags(model, checkpoint, { prompt, negative_prompt: negative });
     if (hires) {
