@@ -130,6 +130,25 @@ test("hires fix: the PNG's parameters are the infotext; quoting as A1111's quote
   ]);
 });
 
+test("an empty sampler_name or hr_sampler_name means the default, as A1111's `or` reads them", async () => {
+  const a = await call("txt2img", {
+    prompt: "a cat",
+    sampler_name: "",
+    sampler_index: "Euler a",
+    width: 128,
+    height: 128,
+    steps: 1,
+    seed: 1,
+    enable_hr: true,
+    hr_scale: 1.5,
+    hr_sampler_name: "",
+  });
+  assert.equal(a.info["sampler_name"], "Euler a");
+  assert.equal("Hires sampler" in (a.info["extra_generation_params"] as object), false);
+  const b = await call("txt2img", { prompt: "a cat", sampler_name: "", width: 128, height: 128, steps: 1 });
+  assert.equal(b.info["sampler_name"], "Euler");
+});
+
 /** An 8-bit RGB PNG, base64. */
 function picture(width: number, height: number, pixel: (x: number, y: number) => [number, number, number]): string {
   const raw = Buffer.alloc(height * (1 + width * 3));

@@ -35,6 +35,14 @@ describe("resolveHires", () => {
     assert.deepEqual(both?.extra, [["Hires resize", "1024x768"]]);
   });
 
+  test('hr_sampler_name "Use same sampler" or the first pass\'s: no Hires sampler entry', () => {
+    for (const name of ["Use same sampler", "Euler", ""]) {
+      const r = resolveHires({ enable_hr: true, hr_sampler_name: name }, first, LIMIT);
+      assert.deepEqual(r?.extra, [["Hires upscale", 2]]);
+      assert.equal(r?.sampler, undefined);
+    }
+  });
+
   test("the old firstphase fields: width/height are the final size", () => {
     const r = resolveHires({ enable_hr: true, firstphase_width: 256, firstphase_height: 256 }, first, LIMIT);
     assert.deepEqual([r?.width, r?.height, r?.fix.width, r?.fix.height], [256, 256, 512, 512]);

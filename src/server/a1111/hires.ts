@@ -77,7 +77,9 @@ export function resolveHires(
   const ry = body.hr_resize_y ?? 0;
   const scale = body.hr_scale ?? 2;
   // Hires sampler, prompt and negative prompt come first among the extra parameters.
-  const sampler = body.hr_sampler_name && body.hr_sampler_name !== first.sampler ? body.hr_sampler_name : undefined;
+  // "Use same sampler" (the web UI's choice, which its API does not translate) is the first pass's sampler.
+  const hrSampler = body.hr_sampler_name === "Use same sampler" ? undefined : body.hr_sampler_name;
+  const sampler = hrSampler && hrSampler !== first.sampler ? hrSampler : undefined;
   if (sampler) extra.push(["Hires sampler", sampler]);
   const hrPrompt = body.hr_prompt || first.prompt;
   const hrNegative = body.hr_negative_prompt || first.negative;

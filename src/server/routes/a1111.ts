@@ -394,7 +394,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     const seedIn = body.seed ?? -1;
     const sendImages = body.send_images ?? true;
     const { sampler, schedule, replicate } = resolveSampler(
-      body.sampler_name ?? body.sampler_index ?? null,
+      // Python's `or`, as A1111 reads them: an empty sampler_name falls back to sampler_index.
+      body.sampler_name || body.sampler_index || null,
       body.scheduler ?? null,
     );
 
@@ -439,7 +440,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       }
       width = hires.width;
       height = hires.height;
-      const same = (v: string | undefined, word: string) => (v === undefined || v === `Use same ${word}` ? null : v);
+      // Empty means the first pass's too (A1111: hr_sampler_name or sampler_name).
+      const same = (v: string | undefined, word: string) => (!v || v === `Use same ${word}` ? null : v);
       const hr = resolveSampler(
         same(body.hr_sampler_name, "sampler") ?? sampler,
         same(body.hr_scheduler, "scheduler") ?? schedule,
