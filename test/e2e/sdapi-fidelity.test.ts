@@ -309,8 +309,12 @@ test("/progress: skip_current_image leaves the preview out; without it the previ
     }
     const shown = await api(server, "GET", "/sdapi/v1/progress?skip_current_image=false", undefined, AUTH);
     assert.equal(typeof shown.json["current_image"], "string");
+    // ProgressResponse's current_task: the call running.
+    assert.match(shown.json["current_task"] as string, /^task\(.+\)$/);
   } finally {
     await api(server, "POST", "/sdapi/v1/interrupt", {}, AUTH);
     await slow;
   }
+  const idle = await api(server, "GET", "/sdapi/v1/progress", undefined, AUTH);
+  assert.deepEqual([idle.json["progress"], idle.json["current_image"], idle.json["current_task"]], [0, null, null]);
 });

@@ -285,6 +285,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         },
         current_image: null,
         textinfo: null,
+        // ProgressResponse's current_task: the task being run (none when idle).
+        current_task: null,
       };
       const mine = await callsInFlight(service.accounts, req.account);
       const call = mine[0];
@@ -323,6 +325,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
         },
         current_image: image ? Buffer.from(image).toString("base64") : null,
         textinfo: running ? `Sampling step ${running.step}/${running.steps}` : null,
+        current_task: `task(${call.id})`,
       };
     },
   );
