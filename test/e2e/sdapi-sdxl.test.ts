@@ -59,6 +59,23 @@ test("SDXL is a checkpoint: txt2img twice with one seed, one picture; clip skip 
   assert.deepEqual([l.width, l.height], [192, 256]);
 });
 
+test("img2img on SDXL runs A1111's step count: int(denoising × steps) + 1 of steps", async () => {
+  const made = await sdapi("txt2img", req);
+  const source = (made.json["images"] as string[])[0] as string;
+  for (const [d, runs] of [
+    [0.5, 6],
+    [0.75, 8],
+  ] as const) {
+    const res = await sdapi("img2img", { ...req, steps: 10, init_images: [source], denoising_strength: d });
+    assert.equal(res.status, 200, JSON.stringify(res.json));
+    const listed = (await api(server, "GET", "/v1/predictions")).json["results"] as { id: string }[];
+    const logs = (await api(server, "GET", `/v1/predictions/${listed[0]?.id}`)).json["logs"] as string;
+    // A1111: int(min(d, 0.999) × 10) + 1 steps (diffusers' count would be int(d × 10)).
+    assert.match(logs, new RegExp(`\\| ${runs}/10 \\[`));
+    assert.doesNotMatch(logs, new RegExp(`\\| ${runs + 1}/10 \\[`));
+  }
+});
+
 test("the hires fix on SDXL: hr_scale × the size, both passes' steps, the same seed the same picture", async () => {
   for (const hr_upscaler of ["Latent", "None"]) {
     const body = {

@@ -678,6 +678,9 @@ export class StableDiffusionAdapter implements ModelAdapter {
     }
     // /sdapi calls read prompts in A1111's syntax (emphasis, BREAK, chunks, <lora:…> from lora_dir).
     if (ctx.promptSyntax) job.request.promptSyntax = ctx.promptSyntax;
+    // An /sdapi img2img call runs A1111's step count (its strength), as on SD models.
+    if (ctx.a1111?.strength !== undefined && job.request.strength !== undefined)
+      job.request.strength = ctx.a1111.strength;
     if (input["image"] !== undefined && !job.pictures) throw new PredictionError("image could not be read");
     if (weights) {
       ctx.log(

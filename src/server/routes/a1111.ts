@@ -547,12 +547,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
 
     const base = urlBaseOf(req, "/v1", opts.publicBaseUrl);
     const started = new Date();
-    // What runs per image: both hires passes; img2img's share of the schedule (SDXL: diffusers' share).
-    const runSteps = picture
-      ? sdxl
-        ? Math.max(1, Math.floor(steps * denoising))
-        : img2imgRuns(steps, denoising)
-      : steps + (hires?.fix.steps ?? 0);
+    // What runs per image: both hires passes; img2img's share of the schedule (A1111's, SDXL too).
+    const runSteps = picture ? img2imgRuns(steps, denoising) : steps + (hires?.fix.steps ?? 0);
     // Each prediction carries its call, so that any node finds the call in the store (/progress, /interrupt).
     const call = { id: randomUUID(), timestamp: jobTimestamp(started), images: seeds.length, steps: runSteps };
     const made: string[] = [];
