@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { decode } from "fast-png";
+import { decode, encode } from "fast-png";
 import { GOLDEN_FAMILY } from "../helpers/fixtures.js";
 import { api, type Sdserve, startSdserve } from "./server.js";
 
@@ -74,6 +74,41 @@ test("img2img on SDXL runs A1111's step count: int(denoising × steps) + 1 of st
     assert.match(logs, new RegExp(`\\| ${runs}/10 \\[`));
     assert.doesNotMatch(logs, new RegExp(`\\| ${runs + 1}/10 \\[`));
   }
+});
+
+test("inpainting_fill 2 and 3 on SDXL: the area to repaint starts from a fresh draw or zeros, as on SD", async () => {
+  const made = await sdapi("txt2img", req);
+  const source = (made.json["images"] as string[])[0] as string;
+  // The right half repaints: a white-on-black mask of the picture's size.
+  const white = decode(Buffer.from(source, "base64"));
+  const mask = Buffer.from(
+    encode({
+      width: white.width,
+      height: white.height,
+      channels: 3,
+      data: Uint8Array.from({ length: white.width * white.height * 3 }, (_, i) =>
+        Math.floor(i / 3) % white.width >= white.width / 2 ? 255 : 0,
+      ),
+    }),
+  ).toString("base64");
+  const pictures: string[] = [];
+  for (const inpainting_fill of [1, 2, 3]) {
+    const res = await sdapi("img2img", {
+      ...req,
+      steps: 4,
+      init_images: [source],
+      mask,
+      inpainting_fill,
+      denoising_strength: 0.5,
+      inpaint_full_res: false,
+    });
+    assert.equal(res.status, 200, JSON.stringify(res.json));
+    const info = JSON.parse(res.json["info"] as string) as Record<string, Record<string, unknown>>;
+    const content = { 1: undefined, 2: "latent noise", 3: "latent nothing" }[inpainting_fill];
+    assert.equal(info["extra_generation_params"]?.["Masked content"], content);
+    pictures.push((res.json["images"] as string[])[0] as string);
+  }
+  assert.equal(new Set(pictures).size, 3, "each fill makes its own picture");
 });
 
 test("the hires fix on SDXL: hr_scale × the size, both passes' steps, the same seed the same picture", async () => {

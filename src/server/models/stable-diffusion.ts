@@ -681,6 +681,8 @@ export class StableDiffusionAdapter implements ModelAdapter {
     // An /sdapi img2img call runs A1111's step count (its strength), as on SD models.
     if (ctx.a1111?.strength !== undefined && job.request.strength !== undefined)
       job.request.strength = ctx.a1111.strength;
+    // Its inpainting_fill 2 and 3: the area to repaint starts from a fresh draw of the seed, or zeros.
+    if (ctx.a1111?.maskedContent && job.pictures?.mask) job.request.maskedContent = ctx.a1111.maskedContent;
     if (input["image"] !== undefined && !job.pictures) throw new PredictionError("image could not be read");
     if (weights) {
       ctx.log(

@@ -606,8 +606,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     // hires fix's, or the inpainting's (processing.py, StableDiffusionProcessingImg2Img.init).
     const extra: [string, string | number][] = [
       ...(picture?.extra ?? []),
-      // inpainting_fill 2 and 3 start from other latents on SD models (SDXL's take them as 1: no entry).
-      ...(picture?.mask && !sdxl && settings.maskedContent
+      // inpainting_fill 2 and 3: the area to repaint starts from other latents.
+      ...(picture?.mask && settings.maskedContent
         ? [
             ["Masked content", settings.maskedContent === "noise" ? "latent noise" : "latent nothing"] as [
               string,
