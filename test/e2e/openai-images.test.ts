@@ -144,6 +144,27 @@ test("output_format jpeg and webp with output_compression: re-encoded, smaller a
   assert.ok((sized["jpeg10"] as number) < (sized["jpeg95"] as number), JSON.stringify(sized));
 });
 
+test("without model, a GPT-image-only field makes it a GPT image request, answered in base64 as OpenAI's default", async () => {
+  // OpenAI: "Defaults to dall-e-2 unless a parameter specific to the GPT image models is used."
+  for (const [extra, magic] of [
+    [{ output_format: "jpeg" }, "ffd8ff"],
+    [{ output_compression: 80, output_format: "webp" }, "52494646"],
+    [{ quality: "low" }, "89504e47"],
+    [{ background: "opaque" }, "89504e47"],
+    [{ moderation: "low" }, "89504e47"],
+  ] as const) {
+    const res = await openai.images.generate(params({ size: "128x128", ...extra }));
+    assert.equal(res.data?.[0]?.url, undefined, JSON.stringify(extra));
+    const bytes = Buffer.from(res.data?.[0]?.b64_json as string, "base64");
+    assert.equal(bytes.subarray(0, magic.length / 2).toString("hex"), magic, JSON.stringify(extra));
+  }
+  // dall-e-2's fields and quality levels keep the dall-e-2 default, a URL.
+  for (const extra of [{ quality: "standard" }, { style: "vivid" }, {}]) {
+    const res = await openai.images.generate(params({ size: "128x128", ...extra }));
+    assert.ok(res.data?.[0]?.url, JSON.stringify(extra));
+  }
+});
+
 test("OpenAI's other fields: bad values and what cannot be honoured are 400s naming the parameter", async () => {
   const cases: [Record<string, unknown>, string, number, string | null][] = [
     [{ model: "no/such-model" }, "model", 404, "model_not_found"],
@@ -152,7 +173,9 @@ test("OpenAI's other fields: bad values and what cannot be honoured are 400s nam
     [{ style: "moody" }, "style", 400, null],
     [{ background: "transparent", response_format: "b64_json" }, "background", 400, null],
     [{ output_format: "gif", response_format: "b64_json" }, "output_format", 400, null],
-    [{ output_format: "jpeg" }, "output_format", 400, null],
+    [{ output_format: "jpeg", model: "dall-e-2" }, "output_format", 400, null],
+    [{ output_format: "jpeg", response_format: "url" }, "output_format", 400, null],
+    [{ moderation: "none" }, "moderation", 400, null],
     [{ output_format: "jpeg", response_format: "b64_json", output_compression: 101 }, "output_compression", 400, null],
     [{ user: 12 }, "user", 400, null],
   ];

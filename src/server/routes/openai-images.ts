@@ -23,6 +23,7 @@ import {
   OpenAiError,
   type OutputChoice,
   readOutputChoice,
+  usesGptImageField,
 } from "./openai-options.js";
 
 // Other OpenAI routes (edits) throw the same error.
@@ -136,7 +137,7 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
   };
   app.post("/images/generations", { schema }, async (req: FastifyRequest, reply: FastifyReply) => {
     const b = req.body as Record<string, unknown>;
-    const choice = chooseModel(service.models, b["model"]);
+    const choice = chooseModel(service.models, b["model"], usesGptImageField(b));
     const { model } = choice;
     const limits = model.imageLimits;
     const output = readOutputChoice(b, choice);
