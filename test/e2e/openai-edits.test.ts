@@ -210,3 +210,25 @@ test("edits refuse what the inpainting model would misread, before any predictio
   }
   assert.equal(await count(), before);
 });
+
+test("images.edit with stream: true: image_edit events, as the openai client reads them", async () => {
+  const stream = await openai.images.edit({
+    image: await toFile(Buffer.from(rgbaWithHole(128, 128)), "cut.png", { type: "image/png" }),
+    prompt: "fill the hole",
+    stream: true,
+    output_format: "webp",
+    num_inference_steps: 2,
+  } as OpenAI.Images.ImageEditParamsStreaming);
+  const events: OpenAI.Images.ImageEditStreamEvent[] = [];
+  for await (const event of stream) events.push(event);
+  assert.deepEqual(
+    events.map((e) => [e.type, e.size, e.output_format, e.background]),
+    [["image_edit.completed", "128x128", "webp", "opaque"]],
+  );
+  assert.equal(
+    Buffer.from(events[0]?.b64_json as string, "base64")
+      .subarray(0, 4)
+      .toString(),
+    "RIFF",
+  );
+});

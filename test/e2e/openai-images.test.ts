@@ -119,6 +119,10 @@ test("model: a served model's name, or OpenAI's names meaning the first; gpt-ima
   assert.equal(gpt.data?.[0]?.url, undefined);
   const png = decode(new Uint8Array(Buffer.from(gpt.data?.[0]?.b64_json as string, "base64")));
   assert.deepEqual([png.width, png.height], [128, 128]);
+  // What GPT image models' answers say beside the images (dall-e's answers do not).
+  assert.deepEqual([gpt.background, gpt.output_format, gpt.size], ["opaque", "png", "128x128"]);
+  const dalle = await openai.images.generate(params({ model: "dall-e-2", size: "128x128" }));
+  assert.deepEqual(Object.keys(dalle).sort(), ["created", "data"]);
 });
 
 test("output_format jpeg and webp with output_compression: re-encoded, smaller at lower settings", async () => {
@@ -218,4 +222,107 @@ test("Open WebUI's OpenAI engine: its request body as sent, each data item read 
   const bad = await api(server, "POST", "/v1/images/generations", { model: "dall-e-2", prompt: "x", size: "9x9" });
   assert.equal(bad.status, 400);
   assert.equal(typeof (bad.json["error"] as Record<string, unknown>)["message"], "string");
+});
+
+test("stream: true answers server-sent events as the openai client reads them: partial images, then each image", async () => {
+  // 200 steps at 256x128 run for a few seconds on the tiny model: step previews at two a second.
+  const stream = await openai.images.generate({
+    prompt: "a lighthouse at dusk",
+    size: "256x128",
+    n: 2,
+    stream: true,
+    partial_images: 2,
+    num_inference_steps: 200,
+    seed: 3,
+  } as OpenAI.Images.ImageGenerateParamsStreaming);
+  const events: OpenAI.Images.ImageGenStreamEvent[] = [];
+  for await (const event of stream) events.push(event);
+  const partial = events.filter((e) => e.type === "image_generation.partial_image");
+  const completed = events.filter((e) => e.type === "image_generation.completed");
+  assert.deepEqual(
+    partial.map((e) => e.partial_image_index),
+    [0, 1],
+  );
+  assert.equal(completed.length, 2);
+  assert.deepEqual(
+    events.map((e) => e.type),
+    [...partial.map((e) => e.type), ...completed.map((e) => e.type)],
+  );
+  for (const e of events) {
+    assert.equal(e.size, "256x128");
+    assert.equal(e.output_format, "png");
+    assert.equal(e.background, "opaque");
+    assert.equal(e.quality, "auto");
+    assert.ok(Math.abs(e.created_at - Date.now() / 1000) < 3600);
+    const png = decode(new Uint8Array(Buffer.from(e.b64_json, "base64")));
+    assert.ok(png.width > 0);
+    if (e.type === "image_generation.completed") assert.deepEqual([png.width, png.height], [256, 128]);
+  }
+  // partial_images 0 (OpenAI's default): the images alone, in the asked format.
+  const plain = await openai.images.generate({
+    prompt: "a lighthouse at dusk",
+    size: "128x128",
+    stream: true,
+    output_format: "jpeg",
+    quality: "low",
+    num_inference_steps: 2,
+  } as OpenAI.Images.ImageGenerateParamsStreaming);
+  const only: OpenAI.Images.ImageGenStreamEvent[] = [];
+  for await (const event of plain) only.push(event);
+  assert.deepEqual(
+    only.map((e) => [e.type, e.output_format, e.quality]),
+    [["image_generation.completed", "jpeg", "low"]],
+  );
+  assert.equal(
+    Buffer.from(only[0]?.b64_json as string, "base64")
+      .subarray(0, 3)
+      .toString("hex"),
+    "ffd8ff",
+  );
+});
+
+test("stream: a bad request is a plain 400; a prediction stopped mid-stream is an error event the client throws", async () => {
+  await assert.rejects(
+    openai.images.generate({
+      prompt: "x",
+      size: "100x100",
+      stream: true,
+    } as OpenAI.Images.ImageGenerateParamsStreaming),
+    (err: InstanceType<typeof OpenAI.APIError>) =>
+      err.status === 400 && (err.error as { param?: string }).param === "size",
+  );
+  for (const bad of [{ partial_images: 4 }, { stream: "yes" }]) {
+    const res = await api(server, "POST", "/v1/images/generations", { prompt: "x", size: "128x128", ...bad });
+    assert.equal(res.status, 400, JSON.stringify(bad));
+    assert.equal((res.json["error"] as Record<string, unknown>)["param"], Object.keys(bad)[0]);
+  }
+  const stream = await openai.images.generate({
+    prompt: "a slow one",
+    size: "512x512",
+    stream: true,
+    num_inference_steps: 500,
+  } as OpenAI.Images.ImageGenerateParamsStreaming);
+  // The error it ends with, caught from the start (it comes while the cancel is being answered).
+  const ended = (async () => {
+    for await (const _ of stream) {
+      // no event comes before the cancel
+    }
+  })().then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  const id = await (async () => {
+    for (;;) {
+      const list = await api(server, "GET", "/v1/predictions?page_size=1");
+      const p = (list.json["results"] as Record<string, unknown>[])[0];
+      if (p && p["status"] === "processing" && (p["input"] as Record<string, unknown>)["prompt"] === "a slow one") {
+        return p["id"] as string;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  await api(server, "POST", `/v1/predictions/${id}/cancel`);
+  const err = await ended;
+  assert.ok(err instanceof OpenAI.APIError, String(err));
+  assert.match(err.message, /interrupted/);
 });

@@ -135,8 +135,8 @@ export async function imageEditsRoute(
     reply: FastifyReply,
     model: ModelAdapter,
     input: Record<string, unknown>,
-    format: "url" | "b64_json",
-    encoding?: OutputChoice,
+    output: OutputChoice,
+    kind: "image_generation" | "image_edit",
   ) => Promise<unknown>,
 ): Promise<void> {
   // image (or up to a few image[]) and mask.
@@ -223,6 +223,6 @@ export async function imageEditsRoute(
     });
     input["image"] = `${api}/files/${kept.id}/download`;
     input["mask"] = `${api}/files/${keptMask.id}/download`;
-    return answer(req, reply, model, input, output.responseFormat, output);
+    return answer(req, reply, model, input, output, "image_edit");
   });
 }

@@ -99,6 +99,14 @@ export interface OutputChoice {
   format: OutputFormat;
   /** 0-100 (OpenAI's default 100), for jpeg and webp. */
   compression: number | undefined;
+  /** stream: true: the images come as server-sent events (base64), after up to `partialImages` previews. */
+  stream: boolean;
+  /** 0-3 partial images before each stream's final one (OpenAI's default 0). */
+  partialImages: number;
+  /** A GPT image model's request: its answer also says background, output_format and size, as theirs do. */
+  gptImage: boolean;
+  /** The quality asked, where it is one of OpenAI's GPT image levels (stream events repeat it; else "auto"). */
+  quality: "low" | "medium" | "high" | "auto";
 }
 
 const QUALITIES = ["auto", "low", "medium", "high", "standard", "hd"];
@@ -127,6 +135,13 @@ export const OPENAI_FIELDS: Record<string, JsonSchema> = {
   user: { type: "string", description: "Accepted; not stored" },
   background: { type: "string", enum: BACKGROUNDS, description: "transparent is refused: the images are opaque" },
   moderation: { type: "string", enum: MODERATIONS, description: "Accepted; does not change the image" },
+  stream: { type: "boolean", description: "Server-sent events: partial images (step previews), then each image" },
+  partial_images: {
+    type: "integer",
+    minimum: 0,
+    maximum: 3,
+    description: "Previews sent before each image when streaming",
+  },
 };
 
 function oneOf(b: Record<string, unknown>, key: string, values: readonly string[]): string | undefined {
@@ -142,7 +157,7 @@ function oneOf(b: Record<string, unknown>, key: string, values: readonly string[
 export function readOutputChoice(b: Record<string, unknown>, choice: OpenAiModelChoice): OutputChoice {
   const asked = oneOf(b, "response_format", ["url", "b64_json"]) as OutputChoice["responseFormat"] | undefined;
   const responseFormat = choice.base64Only ? "b64_json" : (asked ?? (choice.gptImage ? "b64_json" : "url"));
-  oneOf(b, "quality", QUALITIES);
+  const quality = oneOf(b, "quality", QUALITIES);
   oneOf(b, "style", STYLES);
   oneOf(b, "moderation", MODERATIONS);
   oneOf(b, "input_fidelity", FIDELITIES);
@@ -175,7 +190,31 @@ export function readOutputChoice(b: Record<string, unknown>, choice: OpenAiModel
       "output_compression",
     );
   }
-  return { responseFormat, format, compression: c as number | undefined };
+  const stream = b["stream"];
+  if (stream !== undefined && typeof stream !== "boolean") {
+    throw new OpenAiError(400, "stream must be a boolean.", "invalid_request_error", "stream");
+  }
+  const partial = b["partial_images"];
+  if (
+    partial !== undefined &&
+    (typeof partial !== "number" || !Number.isInteger(partial) || partial < 0 || partial > 3)
+  ) {
+    throw new OpenAiError(
+      400,
+      "partial_images must be an integer from 0 to 3.",
+      "invalid_request_error",
+      "partial_images",
+    );
+  }
+  return {
+    responseFormat,
+    format,
+    compression: c as number | undefined,
+    stream: stream === true,
+    partialImages: (partial as number | undefined) ?? 0,
+    gptImage: choice.gptImage,
+    quality: quality === "low" || quality === "medium" || quality === "high" ? quality : "auto",
+  };
 }
 
 /**
