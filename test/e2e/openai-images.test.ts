@@ -108,6 +108,26 @@ test("models.list: one body for both clients, OpenAI's {object, data} beside Rep
   );
 });
 
+test("models.retrieve: the openai package (slash encoded) and a client that sends the id as is get OpenAI's model", async () => {
+  const model = await openai.models.retrieve("stability-ai/stable-diffusion");
+  assert.equal(model.id, "stability-ai/stable-diffusion");
+  assert.equal(model.object, "model");
+  assert.equal(model.owned_by, "stability-ai");
+  assert.ok(model.created > 1_600_000_000);
+  // openai-python sends /models/stability-ai/stable-diffusion: Replicate's model, with OpenAI's fields too.
+  const raw = await api(server, "GET", "/v1/models/stability-ai/stable-diffusion");
+  assert.equal(raw.status, 200);
+  assert.deepEqual(
+    [raw.json["id"], raw.json["object"], raw.json["created"], raw.json["owned_by"], raw.json["name"]],
+    [model.id, "model", model.created, "stability-ai", "stable-diffusion"],
+  );
+  await assert.rejects(openai.models.retrieve("no/such-model"), (err: unknown) => {
+    assert.ok(err instanceof OpenAI.NotFoundError, String(err));
+    assert.equal((err.error as { code?: string }).code, "model_not_found");
+    return true;
+  });
+});
+
 test("model: a served model's name, or OpenAI's names meaning the first; gpt-image models answer base64", async () => {
   for (const model of ["stability-ai/stable-diffusion", "dall-e-3"]) {
     const res = await openai.images.generate(params({ model, size: "128x128" }));
