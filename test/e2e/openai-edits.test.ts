@@ -158,7 +158,7 @@ test("images.edit reads model and the output fields as OpenAI does: GPT image mo
   }
 });
 
-test("edits refuse what the inpainting model would misread, before any prediction: a mask of another size, several images, a non-image", async () => {
+test("edits refuse what the inpainting model would misread, before any prediction: a mask of another size, several images, a non-image, too many pixels", async () => {
   const count = async () => {
     const res = await fetch(`${server.url}/v1/predictions`, { headers: { Authorization: `Bearer ${TOKEN}` } });
     return ((await res.json()) as { results: unknown[] }).results.length;
@@ -193,6 +193,23 @@ test("edits refuse what the inpainting model would misread, before any predictio
       /image is a gif file/,
     ],
   ];
+  // Over the decoder's 4096x4096 pixels: said so, not "not a PNG".
+  const huge = (channels: 3 | 4) =>
+    sharp({ create: { width: 5000, height: 4000, channels, background: { r: 9, g: 9, b: 9, alpha: 0 } } })
+      .png()
+      .toBuffer();
+  cases.push(
+    [
+      { image: await toFile(await huge(4), "big.png") },
+      "image",
+      /image is 5000×4000 \(20\.0 megapixels\), over the limit/,
+    ],
+    [
+      { image: await toFile(await huge(3), "big.png"), mask: await toFile(await huge(4), "m.png") },
+      "image",
+      /image is 5000×4000 \(20\.0 megapixels\), over the limit/,
+    ],
+  );
   for (const [body, param, message] of cases) {
     await assert.rejects(
       openai.images.edit({

@@ -40,12 +40,21 @@ const DECODE = { limitInputPixels: DEFAULT_MAX_INPUT_PIXELS, failOn: "truncated"
 async function pictureOf(bytes: Uint8Array, param: string): Promise<Metadata> {
   let meta: Metadata;
   try {
-    meta = await sharp(bytes, DECODE).metadata();
+    // The header alone: a picture over the pixel limit is told apart from one that is not a picture.
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch {
     throw invalid(`${param} is not a PNG, JPEG or WebP image.`, param);
   }
   if (meta.format !== "png" && meta.format !== "webp" && meta.format !== "jpeg") {
     throw invalid(`${param} is a ${meta.format ?? "unknown"} file; PNG, JPEG or WebP expected.`, param);
+  }
+  const pixels = meta.width * meta.height;
+  if (pixels > DEFAULT_MAX_INPUT_PIXELS) {
+    const mp = (n: number) => `${(n / 1e6).toFixed(1)} megapixels`;
+    throw invalid(
+      `${param} is ${meta.width}×${meta.height} (${mp(pixels)}), over the limit of ${mp(DEFAULT_MAX_INPUT_PIXELS)}.`,
+      param,
+    );
   }
   return meta;
 }
