@@ -346,3 +346,20 @@ test("stream: a bad request is a plain 400; a prediction stopped mid-stream is a
   assert.ok(err instanceof OpenAI.APIError, String(err));
   assert.match(err.message, /interrupted/);
 });
+
+test("a throttled request is OpenAI's 429: code rate_limit_exceeded, with Retry-After", async () => {
+  const limited = await startSdserve({ env: { SDSERVE_RATE_LIMIT: "1/m" } });
+  try {
+    const client = new OpenAI({ apiKey: TOKEN, baseURL: `${limited.url}/v1`, maxRetries: 0 });
+    await client.images.generate(params({ size: "128x128" }));
+    await assert.rejects(client.images.generate(params({ size: "128x128" })), (err: unknown) => {
+      assert.ok(err instanceof OpenAI.RateLimitError, String(err));
+      const e = err.error as { type?: string; code?: string };
+      assert.deepEqual([e.type, e.code], ["requests", "rate_limit_exceeded"]);
+      assert.ok(Number(err.headers?.get("retry-after")) > 0);
+      return true;
+    });
+  } finally {
+    await limited.stop();
+  }
+});

@@ -63,7 +63,8 @@ function toOpenAiError(err: unknown): OpenAiError {
 function fromProblem(err: HttpProblem): OpenAiError {
   if (err.status === 401)
     return new OpenAiError(401, "Incorrect API key provided.", "invalid_request_error", null, "invalid_api_key");
-  if (err.status === 429) return new OpenAiError(429, err.detail, "rate_limit_exceeded", null, null, err.headers);
+  // OpenAI's own: type "requests" (a requests-per-minute limit), code "rate_limit_exceeded".
+  if (err.status === 429) return new OpenAiError(429, err.detail, "requests", null, "rate_limit_exceeded", err.headers);
   if (err.status === 413 || err.status === 400) return new OpenAiError(err.status, err.detail, "invalid_request_error");
   const fields = (err.extra["invalid_fields"] ?? []) as { type: string; field: string; description: string }[];
   const first = fields[0];
