@@ -1,7 +1,9 @@
 /**
  * OpenAI's POST /v1/images/edits (multipart: `image` or `image[]`, optional `mask`, `prompt`, `n`,
- * `size`, `response_format`, `model`), as the `openai` client's images.edit sends it, run as a
- * prediction of the served inpainting model (stability-ai/stable-diffusion-inpainting's schema).
+ * `size`, `model`, and the output fields generations read, in openai-options.ts), as the `openai`
+ * client's images.edit sends it, run as a prediction of the served inpainting model
+ * (stability-ai/stable-diffusion-inpainting's schema). Without `model` the request is read as
+ * OpenAI's default edits model's, a GPT image model: base64 unless a URL is asked for.
  *
  * OpenAI's mask convention is not Replicate's: its fully transparent pixels mark the area to
  * edit, and without a mask the image's own transparency is the mask. The mask is turned into
@@ -119,7 +121,7 @@ async function outputSize(
 /** A function, not a constant: openai-images.ts imports this module before its RESPONSE exists. */
 const editsSchema = (): RouteSchema => ({
   summary:
-    "OpenAI's image edits (multipart: image or image[], mask whose fully transparent pixels are edited, prompt, n, size, response_format): the served inpainting model",
+    "OpenAI's image edits (multipart: one image or image[], a mask of its size whose fully transparent pixels are edited, prompt, n, size, model, response_format, output_format, output_compression, stream, partial_images): the served inpainting model",
   response: { 200: RESPONSE },
 });
 
