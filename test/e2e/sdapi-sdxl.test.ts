@@ -52,11 +52,20 @@ test("SDXL is a checkpoint: txt2img twice with one seed, one picture; clip skip 
   assert.equal(i2i.status, 200, JSON.stringify(i2i.json));
   const out = decode(Buffer.from((i2i.json["images"] as string[])[0] as string, "base64"));
   assert.deepEqual([out.width, out.height], [256, 192]);
-  // resize_mode 3 (latent upscale) is a picture resize on SDXL: still width × height.
+  // resize_mode 3 (latent upscale): the picture encoded at its own size, its latents resized to
+  // width × height, as A1111 does on SDXL too; not the picture resize of resize_mode 0.
   const latent = await sdapi("img2img", { ...req, init_images: [source], resize_mode: 3, width: 192, height: 256 });
   assert.equal(latent.status, 200, JSON.stringify(latent.json));
   const l = decode(Buffer.from((latent.json["images"] as string[])[0] as string, "base64"));
   assert.deepEqual([l.width, l.height], [192, 256]);
+  const pixel = await sdapi("img2img", { ...req, init_images: [source], resize_mode: 0, width: 192, height: 256 });
+  assert.notEqual((latent.json["images"] as string[])[0], (pixel.json["images"] as string[])[0]);
+  const listed = (await api(server, "GET", "/v1/predictions?page_size=2")).json["results"] as {
+    input: Record<string, unknown>;
+  }[];
+  // The resize_mode 3 prediction got the picture at its own size (256×256), not resized to 192×256.
+  const sent = decode(Buffer.from(String(listed[1]?.input["image"]).replace(/^data:[^,]*,/, ""), "base64"));
+  assert.deepEqual([sent.width, sent.height], [256, 256]);
 });
 
 test("img2img on SDXL runs A1111's step count: int(denoising × steps) + 1 of steps", async () => {

@@ -110,8 +110,6 @@ export async function prepareImg2img(
   width: number,
   height: number,
   maxPixels: number,
-  /** Whether the model can resize latents (resize_mode 3); if not, 3 resizes the picture as 0 does. */
-  canResizeLatents = true,
 ): Promise<Img2ImgPlan> {
   const first = body.init_images?.[0];
   if (typeof first !== "string") {
@@ -121,8 +119,7 @@ export async function prepareImg2img(
   const resizeMode = body.resize_mode ?? IMG2IMG_DEFAULTS.resize_mode;
   // img2img without a mask: the picture by resize_mode.
   const plain = async (): Promise<Img2ImgPlan> => {
-    if (resizeMode !== 3 || !canResizeLatents)
-      return { image: dataUri(await resizeImage(resizeMode, init, width, height)) };
+    if (resizeMode !== 3) return { image: dataUri(await resizeImage(resizeMode, init, width, height)) };
     // Encoded at its own size: bounded as a generation is.
     if (init.width * init.height > maxPixels) {
       throw invalid(

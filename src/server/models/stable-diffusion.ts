@@ -683,6 +683,10 @@ export class StableDiffusionAdapter implements ModelAdapter {
       job.request.strength = ctx.a1111.strength;
     // Its inpainting_fill 2 and 3: the area to repaint starts from a fresh draw of the seed, or zeros.
     if (ctx.a1111?.maskedContent && job.pictures?.mask) job.request.maskedContent = ctx.a1111.maskedContent;
+    // Its resize_mode 3: the picture encoded at its own size, its latents resized to width × height.
+    if (ctx.a1111?.latentResize && job.pictures && !job.pictures.mask) {
+      Object.assign(job.request, { ...ctx.a1111.latentResize, latentResize: true });
+    }
     if (input["image"] !== undefined && !job.pictures) throw new PredictionError("image could not be read");
     if (weights) {
       ctx.log(

@@ -487,7 +487,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       throw invalid("width", `width × height is at most ${maxPixels} pixels here, got ${width}x${height}`);
     }
     // The pictures, prepared as A1111 prepares them (resize_mode, mask blur, inpaint_full_res, fill).
-    const picture = mode === "img2img" ? await prepareImg2img(body, width, height, maxPixels, !sdxl) : undefined;
+    const picture = mode === "img2img" ? await prepareImg2img(body, width, height, maxPixels) : undefined;
     // A mask with nothing to repaint under inpaint_full_res: A1111 switches to img2img (no mask).
     if (picture && body.mask !== undefined && !picture.mask) model = targetFor(checkpoint, "img2img");
 
