@@ -320,12 +320,24 @@ test("bad input gets A1111's error shapes, never a 500", async () => {
     const r = await api(server, "GET", "/sdapi/v1/options", undefined, headers);
     assert.equal(r.status, 401);
     assert.equal(r.headers.get("www-authenticate"), "Basic");
-    assert.equal(typeof r.json["detail"], "string");
+    // --api-auth's HTTPException goes through A1111's exception handler like any other.
+    assert.deepEqual(r.json, {
+      error: "HTTPException",
+      detail: "Incorrect username or password",
+      body: "",
+      errors: "401: Incorrect username or password",
+    });
   }
   // Unknown sampler and unknown model: A1111's HTTPException.
   const sampler = await post({ ...small, sampler_name: "Nope++ 9M" });
   assert.equal(sampler.status, 404);
-  assert.equal(sampler.json["detail"], "Sampler not found");
+  // A1111's handler: {error, detail, body, errors: str(e)}, Starlette's "status: detail".
+  assert.deepEqual(sampler.json, {
+    error: "HTTPException",
+    detail: "Sampler not found",
+    body: "",
+    errors: "404: Sampler not found",
+  });
   const model = await post({ ...small, override_settings: { sd_model_checkpoint: "missing.safetensors" } });
   assert.equal(model.status, 404);
   assert.match(model.json["detail"] as string, /not found/);

@@ -21,9 +21,12 @@ export function invalid(field: string | (string | number)[], msg: string, type =
   return new A1111Error(422, { detail: [{ loc, msg, type }] });
 }
 
-/** A1111's HTTPException, as its exception middleware writes it. */
-export function httpException(status: number, detail: string): A1111Error {
-  return new A1111Error(status, { error: "HTTPException", detail, body: "", errors: "" });
+/**
+ * A1111's HTTPException, as its exception handler writes it: `errors` is str(e), which for
+ * Starlette's HTTPException is "status: detail".
+ */
+export function httpException(status: number, detail: string, headers: Record<string, string> = {}): A1111Error {
+  return new A1111Error(status, { error: "HTTPException", detail, body: "", errors: `${status}: ${detail}` }, headers);
 }
 
 /** Any error at this edge, in A1111's shapes (FastAPI's for validation, its middleware's otherwise). */
@@ -31,7 +34,8 @@ export function toA1111Error(err: unknown, logFault: (err: unknown) => void): A1
   if (err instanceof A1111Error) return err;
   const problem = problemOf(err);
   if (problem?.status === 401) {
-    return new A1111Error(401, { detail: "Incorrect username or password" }, { "WWW-Authenticate": "Basic" });
+    // --api-auth's HTTPException, through the same handler; the challenge header is kept for browsers.
+    return httpException(401, "Incorrect username or password", { "WWW-Authenticate": "Basic" });
   }
   if (problem?.status === 400) {
     // A body that is not JSON (or not an object): FastAPI answers 422 with the decoding error.
@@ -53,13 +57,7 @@ export function toA1111Error(err: unknown, logFault: (err: unknown) => void): A1
       })),
     });
   }
-  if (problem) {
-    return new A1111Error(
-      problem.status,
-      { error: "HTTPException", detail: problem.detail, body: "", errors: "" },
-      problem.headers,
-    );
-  }
+  if (problem) return httpException(problem.status, problem.detail, problem.headers);
   const status = (err as { statusCode?: number }).statusCode;
   if (status && status >= 400 && status < 500) return httpException(status, (err as Error).message);
   logFault(err);
