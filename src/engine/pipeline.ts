@@ -277,6 +277,12 @@ export interface GenerateOptions {
   onStep?: (event: StepEvent) => void | Promise<void>;
   /** Aborting stops between steps and rejects with an AbortError. */
   signal?: AbortSignal;
+  /**
+   * Draw from this generator, continuing where it is, instead of a new one seeded with the
+   * request's seed: one torch generator handed from pipeline to pipeline, as cog-sdxl hands its
+   * generator from the SDXL base to the refiner. The seed reported is the generator's.
+   */
+  generator?: TorchCpuGenerator;
 }
 
 export interface GenerateResult {
@@ -714,7 +720,7 @@ export class Pipeline {
     const { context, added } = await this.conditioning(req, r, guided, adapters);
 
     const scheduler = r.scheduler;
-    const generator = new TorchCpuGenerator(r.seed);
+    const generator = opts.generator ?? new TorchCpuGenerator(r.seed);
     const shape = [
       batch,
       this.info.latentChannels,

@@ -201,7 +201,7 @@ describe("hand-over on the tiny SDXL", () => {
       assert.equal(result.images.length, 1);
       assert.ok(result.latents.data.every(Number.isFinite));
 
-      // Replicate's base_image_refiner: the refiner as img2img over the base's picture.
+      // The refiner as img2img over a picture (Replicate's base_image_refiner hands it latents: sdxl-refine-modes.test.ts).
       const polished: number[] = [];
       const refined = await refiner.generate(
         { ...request, image: result.images[0], strength: 0.3 },

@@ -57,6 +57,13 @@ test("the job: cog-sdxl's negative prompt \"\" passed as text, the image's size 
   assert.equal(img.request.width, undefined);
   assert.equal(img.request.strength, 0.5);
   assert.deepEqual([...(img.pictures?.image ?? [])], [97, 98, 99]);
+  // Inpainting: cog-sdxl passes width and height, and diffusers resizes the picture and mask to them.
+  const inpaint = sdxlJob({ ...defaults, image: "data:,abc", mask: "data:,m", width: 768, height: 512 }, 3, {
+    image: new Uint8Array([97, 98, 99]),
+    mask: new Uint8Array([109]),
+  });
+  assert.deepEqual([inpaint.request.width, inpaint.request.height, inpaint.request.strength], [768, 512, 0.8]);
+  assert.deepEqual([...(inpaint.pictures?.mask ?? [])], [109]);
   const ensemble = sdxlJob({ ...defaults, refine: "expert_ensemble_refiner", high_noise_frac: 0.7 }, 3, undefined);
   assert.deepEqual(ensemble.refine, { mode: "expert_ensemble_refiner", highNoiseFrac: 0.7 });
   const after = sdxlJob(
@@ -65,6 +72,9 @@ test("the job: cog-sdxl's negative prompt \"\" passed as text, the image's size 
     undefined,
   );
   assert.deepEqual(after.refine, { mode: "base_image_refiner", highNoiseFrac: 0.8, steps: 10 });
-  assert.equal(after.steps, 60);
+  // The refiner is diffusers' SDXL img2img at strength 0.3: ⌊10 × 0.3⌋ = 3 steps after the base's 50.
+  assert.equal(after.steps, 53);
+  const byDefault = sdxlJob({ ...defaults, refine: "base_image_refiner" }, 3, undefined);
+  assert.equal(byDefault.steps, 50 + 15);
   assert.equal(after.watermark, false);
 });

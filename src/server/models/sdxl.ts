@@ -15,7 +15,7 @@ import {
 import { fileInputProblem } from "../files/file-inputs.js";
 import type { TrainedTokensFile } from "../files/weights-inputs.js";
 import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
-import type { PictureInputs, RefineParams } from "./engine-process.js";
+import { BASE_IMAGE_REFINER_STRENGTH, type PictureInputs, type RefineParams } from "./engine-process.js";
 import type { ImageLimits } from "./model.js";
 
 /** Same bound as stability-ai/stable-diffusion's prompts (see MAX_PROMPT_LENGTH there). */
@@ -233,7 +233,7 @@ export interface SdxlJob {
   refine?: RefineParams;
   pictures?: PictureInputs;
   watermark: boolean;
-  /** Steps reported: the base's and, when refining, the refiner's. */
+  /** Steps reported: the base's and, with base_image_refiner, the refiner's (⌊refine_steps × 0.3⌋). */
   steps: number;
 }
 
@@ -267,9 +267,10 @@ export function sdxlJob(
     scheduler: input["scheduler"] as string,
     seed,
     numOutputs: input["num_outputs"] as number,
-    // cog-sdxl sizes text-to-image only; with an image, the image's size rules.
     ...(image ? { strength: input["prompt_strength"] as number } : {}),
-    ...(image ? {} : { width: input["width"] as number, height: input["height"] as number }),
+    // cog-sdxl passes width and height to text-to-image and inpainting (diffusers resizes the
+    // picture and the mask to them); its img2img has none: the picture's own size rules.
+    ...(image && !mask ? {} : { width: input["width"] as number, height: input["height"] as number }),
     ...(lora ? { loras: [{ path: lora, scale: input["lora_scale"] as number }] } : {}),
   };
   const mode = input["refine"] as (typeof REFINE_MODES)[number];
@@ -283,7 +284,9 @@ export function sdxlJob(
     refine,
     pictures: image ? { image, ...(mask ? { mask } : {}) } : undefined,
     watermark: input["apply_watermark"] === true,
-    steps: steps + (refine?.mode === "base_image_refiner" ? (refineSteps ?? steps) : 0),
+    steps:
+      steps +
+      (refine?.mode === "base_image_refiner" ? Math.floor((refineSteps ?? steps) * BASE_IMAGE_REFINER_STRENGTH) : 0),
   };
 }
 
