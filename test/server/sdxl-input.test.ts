@@ -1,7 +1,7 @@
 /** sdxl.ts: stability-ai/sdxl's inputs beyond its schema (replicate_weights URLs, mask without image, sizes) and the engine job made from them. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { SDXL_DEFAULTS } from "../../src/model-catalog.js";
+import { SDXL_DEFAULTS, SDXL_MAX_PIXELS } from "../../src/model-catalog.js";
 import { sdxlInvalidFields, sdxlJob, sdxlSchemas } from "../../src/server/models/sdxl.js";
 import { validate } from "../../src/server/schemas/json-schema.js";
 
@@ -57,12 +57,16 @@ test("the job: cog-sdxl's negative prompt \"\" passed as text, the image's size 
   assert.equal(img.request.width, undefined);
   assert.equal(img.request.strength, 0.5);
   assert.deepEqual([...(img.pictures?.image ?? [])], [97, 98, 99]);
+  // Its size is the picture's, bounded as width × height are: a larger one is made smaller to fit.
+  assert.equal(img.maxPixels, SDXL_MAX_PIXELS);
+  assert.equal(text.maxPixels, undefined);
   // Inpainting: cog-sdxl passes width and height, and diffusers resizes the picture and mask to them.
   const inpaint = sdxlJob({ ...defaults, image: "data:,abc", mask: "data:,m", width: 768, height: 512 }, 3, {
     image: new Uint8Array([97, 98, 99]),
     mask: new Uint8Array([109]),
   });
   assert.deepEqual([inpaint.request.width, inpaint.request.height, inpaint.request.strength], [768, 512, 0.8]);
+  assert.equal(inpaint.maxPixels, undefined, "width × height are checked by the schema");
   assert.deepEqual([...(inpaint.pictures?.mask ?? [])], [109]);
   const ensemble = sdxlJob({ ...defaults, refine: "expert_ensemble_refiner", high_noise_frac: 0.7 }, 3, undefined);
   assert.deepEqual(ensemble.refine, { mode: "expert_ensemble_refiner", highNoiseFrac: 0.7 });

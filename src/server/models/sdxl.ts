@@ -233,6 +233,11 @@ export interface SdxlJob {
   refine?: RefineParams;
   pictures?: PictureInputs;
   watermark: boolean;
+  /**
+   * img2img (no width/height): a picture over this many pixels is made at the largest size of its
+   * shape that fits, as the schema's sizes are bounded (memory limits).
+   */
+  maxPixels?: number;
   /** Steps reported: the base's and, with base_image_refiner, the refiner's (⌊refine_steps × 0.3⌋). */
   steps: number;
 }
@@ -284,6 +289,7 @@ export function sdxlJob(
     refine,
     pictures: image ? { image, ...(mask ? { mask } : {}) } : undefined,
     watermark: input["apply_watermark"] === true,
+    ...(image && !mask ? { maxPixels: SDXL_MAX_PIXELS } : {}),
     steps:
       steps +
       (refine?.mode === "base_image_refiner" ? Math.floor((refineSteps ?? steps) * BASE_IMAGE_REFINER_STRENGTH) : 0),

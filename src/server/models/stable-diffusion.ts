@@ -707,6 +707,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
         onStep,
         previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined,
         pictures: job.pictures,
+        ...(job.maxPixels ? { maxPixels: job.maxPixels } : {}),
         refine: job.refine,
         watermark: job.watermark,
         ...(hires ? { hires } : {}),
