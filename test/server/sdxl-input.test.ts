@@ -33,6 +33,11 @@ test("the schema itself: Replicate's bounds and enums", () => {
   assert.deepEqual(check({ num_inference_steps: 501 }), ["input.num_inference_steps"]);
   assert.deepEqual(check({ apply_watermark: "yes" }), ["input.apply_watermark"]);
   assert.deepEqual(check({ prompt: "x".repeat(10_001) }), ["input.prompt"]);
+  // Descriptions as cog-sdxl's predict.py writes them, its link included.
+  assert.equal(
+    schemas["Input"]?.properties?.["disable_safety_checker"]?.description,
+    "Disable safety checker for generated images. This feature is only available through the API. See [https://replicate.com/docs/how-does-replicate-work#safety](https://replicate.com/docs/how-does-replicate-work#safety)",
+  );
 });
 
 test("the job: replicate_weights' LoRA at lora_scale (default 0.6), none without it", () => {

@@ -170,7 +170,8 @@ export function sdxlSchemas(defaults: ModelDefaults): Record<string, JsonSchema>
         disable_safety_checker: {
           type: "boolean",
           title: "Disable Safety Checker",
-          description: "Disable safety checker for generated images. This feature is only available through the API.",
+          description:
+            "Disable safety checker for generated images. This feature is only available through the API. See [https://replicate.com/docs/how-does-replicate-work#safety](https://replicate.com/docs/how-does-replicate-work#safety)",
           default: false,
           "x-order": 18,
         },
