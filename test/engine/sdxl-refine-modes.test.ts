@@ -84,6 +84,29 @@ describe("cog-sdxl's refine modes", () => {
     assert.notDeepEqual(pixels(out.images), pixels(decodedToImages(await base.decodeLatents(onDdim.latents))));
   });
 
+  test("expert_ensemble_refiner at high_noise_frac 0 or 1: no split (diffusers takes only 0 < x < 1), the refiner as img2img", async () => {
+    const req = { ...request, numOutputs: 1, numInferenceSteps: 4 };
+    const generator = new TorchCpuGenerator(77);
+    const whole = await base.denoise(req, { generator });
+    const after = { ...request, numOutputs: 1, numInferenceSteps: 4, initLatents: whole.latents, strength: 0.3 };
+    const low = await refiner.denoise(after, { generator });
+    const expected = pixels(decodedToImages(await base.decodeLatents(low.latents)));
+    for (const highNoiseFrac of [0, 1]) {
+      const steps: number[] = [];
+      // refine_steps is base_image_refiner's: not used here.
+      const out = await refined(
+        base,
+        refiner,
+        req,
+        { mode: "expert_ensemble_refiner", highNoiseFrac, steps: 9 },
+        { onStep: ({ timestep }) => void steps.push(timestep) },
+      );
+      // The base's 4 steps, then ⌊4 × 0.3⌋ = 1 of the refiner's 4.
+      assert.deepEqual(steps, [751, 501, 251, 1, 1]);
+      assert.deepEqual(pixels(out.images), expected, `high_noise_frac ${highNoiseFrac}`);
+    }
+  });
+
   test("base_image_refiner: the base's latents, noised by the generator's next draw, refined at strength 0.3", async () => {
     const req = { ...request, scheduler: "K_EULER_ANCESTRAL" };
     const steps: number[] = [];

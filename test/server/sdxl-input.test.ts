@@ -85,5 +85,11 @@ test("the job: cog-sdxl's negative prompt \"\" passed as text, the image's size 
   assert.equal(after.steps, 53);
   const byDefault = sdxlJob({ ...defaults, refine: "base_image_refiner" }, 3, undefined);
   assert.equal(byDefault.steps, 50 + 15);
+  // The ensemble splits 50 steps between base and refiner; at high_noise_frac 0 or 1 diffusers
+  // takes no split: the base's 50, then the refiner as img2img, ⌊50 × 0.3⌋.
+  assert.equal(ensemble.steps, 50);
+  for (const high_noise_frac of [0, 1]) {
+    assert.equal(sdxlJob({ ...defaults, refine: "expert_ensemble_refiner", high_noise_frac }, 3, undefined).steps, 65);
+  }
   assert.equal(after.watermark, false);
 });

@@ -402,7 +402,9 @@ export const BASE_IMAGE_REFINER_STRENGTH = 0.3;
  * the base's OpenCLIP encoder but keeps its own tokenizer, which never learns <s0>, <s1>…, so it
  * reads the replaced prompt as plain text.
  * - expert_ensemble_refiner: the base stops at high_noise_frac (denoising_end), the refiner runs
- *   the rest of its own schedule of num_inference_steps (denoising_start), adding no noise;
+ *   the rest of its own schedule of num_inference_steps (denoising_start), adding no noise. At
+ *   high_noise_frac 0 or 1 (the ends of its range) diffusers ignores both fractions (it takes
+ *   only 0 < x < 1): the base runs whole and the refiner as below, for num_inference_steps;
  * - base_image_refiner: the base runs to the end; the refiner noises its latents to its start
  *   (a draw of the generator) and runs refine_steps (default num_inference_steps) at
  *   BASE_IMAGE_REFINER_STRENGTH.
@@ -415,7 +417,7 @@ export async function refined(
   opts: { signal?: AbortSignal; onStep?: (e: StepEvent) => void | Promise<void> },
 ): Promise<{ images: RgbImage[]; parameters: GenerationParameters }> {
   const generator = new TorchCpuGenerator(request.seed ?? randomInt(0, 2 ** 32 - 1));
-  const ensemble = refine.mode === "expert_ensemble_refiner";
+  const ensemble = refine.mode === "expert_ensemble_refiner" && refine.highNoiseFrac > 0 && refine.highNoiseFrac < 1;
   const high = await base.denoise(ensemble ? { ...request, denoisingEnd: refine.highNoiseFrac } : request, {
     ...opts,
     generator,
@@ -440,7 +442,10 @@ export async function refined(
         }
       : {
           ...shared,
-          numInferenceSteps: refine.steps ?? request.numInferenceSteps,
+          numInferenceSteps:
+            refine.mode === "base_image_refiner"
+              ? (refine.steps ?? request.numInferenceSteps)
+              : request.numInferenceSteps,
           initLatents: high.latents,
           strength: BASE_IMAGE_REFINER_STRENGTH,
         },

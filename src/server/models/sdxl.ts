@@ -239,7 +239,7 @@ export interface SdxlJob {
    * shape that fits, as the schema's sizes are bounded (memory limits).
    */
   maxPixels?: number;
-  /** Steps reported: the base's and, with base_image_refiner, the refiner's (⌊refine_steps × 0.3⌋). */
+  /** Steps reported: the base's and, when the refiner runs as img2img, its ⌊steps × 0.3⌋. */
   steps: number;
 }
 
@@ -291,10 +291,19 @@ export function sdxlJob(
     pictures: image ? { image, ...(mask ? { mask } : {}) } : undefined,
     watermark: input["apply_watermark"] === true,
     ...(image && !mask ? { maxPixels: SDXL_MAX_PIXELS } : {}),
-    steps:
-      steps +
-      (refine?.mode === "base_image_refiner" ? Math.floor((refineSteps ?? steps) * BASE_IMAGE_REFINER_STRENGTH) : 0),
+    steps: steps + Math.floor(refinerImg2imgSteps(refine, steps) * BASE_IMAGE_REFINER_STRENGTH),
   };
+}
+
+/**
+ * The steps of the refiner's schedule when it runs as img2img (engine-process.ts `refined`):
+ * base_image_refiner's refine_steps, or num_inference_steps for an expert ensemble at
+ * high_noise_frac 0 or 1, which diffusers does not take as a split; 0 when it does not.
+ */
+function refinerImg2imgSteps(refine: RefineParams | undefined, steps: number): number {
+  if (refine?.mode === "base_image_refiner") return refine.steps ?? steps;
+  if (refine && !(refine.highNoiseFrac > 0 && refine.highNoiseFrac < 1)) return steps;
+  return 0;
 }
 
 /** A prompt that special_params' replacements grow past MAX_REPLACED_PROMPT_LENGTH. */
