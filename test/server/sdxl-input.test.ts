@@ -61,6 +61,8 @@ test("the job: cog-sdxl's negative prompt \"\" passed as text, the image's size 
   });
   assert.equal(img.request.width, undefined);
   assert.equal(img.request.strength, 0.5);
+  // Progress counts the steps that run: the last ⌊50 × 0.5⌋ of the schedule.
+  assert.equal(img.steps, 25);
   assert.deepEqual([...(img.pictures?.image ?? [])], [97, 98, 99]);
   // Its size is the picture's, bounded as width × height are: a larger one is made smaller to fit.
   assert.equal(img.maxPixels, SDXL_MAX_PIXELS);
@@ -73,6 +75,13 @@ test("the job: cog-sdxl's negative prompt \"\" passed as text, the image's size 
   assert.deepEqual([inpaint.request.width, inpaint.request.height, inpaint.request.strength], [768, 512, 0.8]);
   assert.equal(inpaint.maxPixels, undefined, "width × height are checked by the schema");
   assert.deepEqual([...(inpaint.pictures?.mask ?? [])], [109]);
+  assert.equal(inpaint.steps, 40);
+  const refinedPicture = sdxlJob(
+    { ...defaults, image: "data:,abc", prompt_strength: 0.7, refine: "base_image_refiner", refine_steps: 20 },
+    3,
+    { image: new Uint8Array([97]) },
+  );
+  assert.equal(refinedPicture.steps, 35 + 6);
   const ensemble = sdxlJob({ ...defaults, refine: "expert_ensemble_refiner", high_noise_frac: 0.7 }, 3, undefined);
   assert.deepEqual(ensemble.refine, { mode: "expert_ensemble_refiner", highNoiseFrac: 0.7 });
   const after = sdxlJob(

@@ -239,7 +239,10 @@ export interface SdxlJob {
    * shape that fits, as the schema's sizes are bounded (memory limits).
    */
   maxPixels?: number;
-  /** Steps reported: the base's and, when the refiner runs as img2img, its ⌊steps × 0.3⌋. */
+  /**
+   * Steps reported: the base's (from a picture, ⌊steps × prompt_strength⌋) and, when the refiner
+   * runs as img2img, its ⌊steps × 0.3⌋.
+   */
   steps: number;
 }
 
@@ -291,7 +294,11 @@ export function sdxlJob(
     pictures: image ? { image, ...(mask ? { mask } : {}) } : undefined,
     watermark: input["apply_watermark"] === true,
     ...(image && !mask ? { maxPixels: SDXL_MAX_PIXELS } : {}),
-    steps: steps + Math.floor(refinerImg2imgSteps(refine, steps) * BASE_IMAGE_REFINER_STRENGTH),
+    // From a picture the base runs the last ⌊steps × prompt_strength⌋ (diffusers' get_timesteps),
+    // the ensemble's split among them.
+    steps:
+      (image ? Math.min(Math.floor(steps * (input["prompt_strength"] as number)), steps) : steps) +
+      Math.floor(refinerImg2imgSteps(refine, steps) * BASE_IMAGE_REFINER_STRENGTH),
   };
 }
 
