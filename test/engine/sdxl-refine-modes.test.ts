@@ -107,6 +107,22 @@ describe("cog-sdxl's refine modes", () => {
     }
   });
 
+  test("expert_ensemble_refiner from a picture at a low strength: the base keeps no step, the refiner runs its part", async () => {
+    const image = { width: 96, height: 64, data: new Uint8Array(96 * 64 * 3).fill(90) };
+    const steps: number[] = [];
+    // 8 steps at strength 0.2 start at t = 1, below the 0.5 cutoff (500): diffusers' base runs
+    // none and hands on the noised picture; the refiner runs its steps under 500.
+    const out = await refined(
+      base,
+      refiner,
+      { ...request, numOutputs: 1, image, strength: 0.2 },
+      { mode: "expert_ensemble_refiner", highNoiseFrac: 0.5 },
+      { onStep: ({ timestep }) => void steps.push(timestep) },
+    );
+    assert.deepEqual(steps, [376, 251, 126, 1]);
+    assert.deepEqual([out.images.length, out.images[0]?.width, out.images[0]?.height], [1, 96, 64]);
+  });
+
   test("base_image_refiner: the base's latents, noised by the generator's next draw, refined at strength 0.3", async () => {
     const req = { ...request, scheduler: "K_EULER_ANCESTRAL" };
     const steps: number[] = [];
