@@ -108,6 +108,26 @@ test("models.list: one body for both clients, OpenAI's {object, data} beside Rep
   );
 });
 
+test("models.retrieve: the openai package (slash encoded) and a client that sends the id as is get OpenAI's model", async () => {
+  const model = await openai.models.retrieve("stability-ai/stable-diffusion");
+  assert.equal(model.id, "stability-ai/stable-diffusion");
+  assert.equal(model.object, "model");
+  assert.equal(model.owned_by, "stability-ai");
+  assert.ok(model.created > 1_600_000_000);
+  // openai-python sends /models/stability-ai/stable-diffusion: Replicate's model, with OpenAI's fields too.
+  const raw = await api(server, "GET", "/v1/models/stability-ai/stable-diffusion");
+  assert.equal(raw.status, 200);
+  assert.deepEqual(
+    [raw.json["id"], raw.json["object"], raw.json["created"], raw.json["owned_by"], raw.json["name"]],
+    [model.id, "model", model.created, "stability-ai", "stable-diffusion"],
+  );
+  await assert.rejects(openai.models.retrieve("no/such-model"), (err: unknown) => {
+    assert.ok(err instanceof OpenAI.NotFoundError, String(err));
+    assert.equal((err.error as { code?: string }).code, "model_not_found");
+    return true;
+  });
+});
+
 test("model: a served model's name, or OpenAI's names meaning the first; gpt-image models answer base64", async () => {
   for (const model of ["stability-ai/stable-diffusion", "dall-e-3"]) {
     const res = await openai.images.generate(params({ model, size: "128x128" }));
@@ -119,6 +139,10 @@ test("model: a served model's name, or OpenAI's names meaning the first; gpt-ima
   assert.equal(gpt.data?.[0]?.url, undefined);
   const png = decode(new Uint8Array(Buffer.from(gpt.data?.[0]?.b64_json as string, "base64")));
   assert.deepEqual([png.width, png.height], [128, 128]);
+  // What GPT image models' answers say beside the images (dall-e's answers do not).
+  assert.deepEqual([gpt.background, gpt.output_format, gpt.size], ["opaque", "png", "128x128"]);
+  const dalle = await openai.images.generate(params({ model: "dall-e-2", size: "128x128" }));
+  assert.deepEqual(Object.keys(dalle).sort(), ["created", "data"]);
 });
 
 test("output_format jpeg and webp with output_compression: re-encoded, smaller at lower settings", async () => {
@@ -144,6 +168,27 @@ test("output_format jpeg and webp with output_compression: re-encoded, smaller a
   assert.ok((sized["jpeg10"] as number) < (sized["jpeg95"] as number), JSON.stringify(sized));
 });
 
+test("without model, a GPT-image-only field makes it a GPT image request, answered in base64 as OpenAI's default", async () => {
+  // OpenAI: "Defaults to dall-e-2 unless a parameter specific to the GPT image models is used."
+  for (const [extra, magic] of [
+    [{ output_format: "jpeg" }, "ffd8ff"],
+    [{ output_compression: 80, output_format: "webp" }, "52494646"],
+    [{ quality: "low" }, "89504e47"],
+    [{ background: "opaque" }, "89504e47"],
+    [{ moderation: "low" }, "89504e47"],
+  ] as const) {
+    const res = await openai.images.generate(params({ size: "128x128", ...extra }));
+    assert.equal(res.data?.[0]?.url, undefined, JSON.stringify(extra));
+    const bytes = Buffer.from(res.data?.[0]?.b64_json as string, "base64");
+    assert.equal(bytes.subarray(0, magic.length / 2).toString("hex"), magic, JSON.stringify(extra));
+  }
+  // dall-e-2's fields and quality levels keep the dall-e-2 default, a URL.
+  for (const extra of [{ quality: "standard" }, { style: "vivid" }, {}]) {
+    const res = await openai.images.generate(params({ size: "128x128", ...extra }));
+    assert.ok(res.data?.[0]?.url, JSON.stringify(extra));
+  }
+});
+
 test("OpenAI's other fields: bad values and what cannot be honoured are 400s naming the parameter", async () => {
   const cases: [Record<string, unknown>, string, number, string | null][] = [
     [{ model: "no/such-model" }, "model", 404, "model_not_found"],
@@ -152,7 +197,9 @@ test("OpenAI's other fields: bad values and what cannot be honoured are 400s nam
     [{ style: "moody" }, "style", 400, null],
     [{ background: "transparent", response_format: "b64_json" }, "background", 400, null],
     [{ output_format: "gif", response_format: "b64_json" }, "output_format", 400, null],
-    [{ output_format: "jpeg" }, "output_format", 400, null],
+    [{ output_format: "jpeg", model: "dall-e-2" }, "output_format", 400, null],
+    [{ output_format: "jpeg", response_format: "url" }, "output_format", 400, null],
+    [{ moderation: "none" }, "moderation", 400, null],
     [{ output_format: "jpeg", response_format: "b64_json", output_compression: 101 }, "output_compression", 400, null],
     [{ user: 12 }, "user", 400, null],
   ];
@@ -195,4 +242,124 @@ test("Open WebUI's OpenAI engine: its request body as sent, each data item read 
   const bad = await api(server, "POST", "/v1/images/generations", { model: "dall-e-2", prompt: "x", size: "9x9" });
   assert.equal(bad.status, 400);
   assert.equal(typeof (bad.json["error"] as Record<string, unknown>)["message"], "string");
+});
+
+test("stream: true answers server-sent events as the openai client reads them: partial images, then each image", async () => {
+  // 200 steps at 256x128 run for a few seconds on the tiny model: step previews at two a second.
+  const stream = await openai.images.generate({
+    prompt: "a lighthouse at dusk",
+    size: "256x128",
+    n: 2,
+    stream: true,
+    partial_images: 2,
+    num_inference_steps: 200,
+    seed: 3,
+  } as OpenAI.Images.ImageGenerateParamsStreaming);
+  const events: OpenAI.Images.ImageGenStreamEvent[] = [];
+  for await (const event of stream) events.push(event);
+  const partial = events.filter((e) => e.type === "image_generation.partial_image");
+  const completed = events.filter((e) => e.type === "image_generation.completed");
+  assert.deepEqual(
+    partial.map((e) => e.partial_image_index),
+    [0, 1],
+  );
+  assert.equal(completed.length, 2);
+  assert.deepEqual(
+    events.map((e) => e.type),
+    [...partial.map((e) => e.type), ...completed.map((e) => e.type)],
+  );
+  for (const e of events) {
+    assert.equal(e.size, "256x128");
+    assert.equal(e.output_format, "png");
+    assert.equal(e.background, "opaque");
+    assert.equal(e.quality, "auto");
+    assert.ok(Math.abs(e.created_at - Date.now() / 1000) < 3600);
+    const png = decode(new Uint8Array(Buffer.from(e.b64_json, "base64")));
+    assert.ok(png.width > 0);
+    if (e.type === "image_generation.completed") assert.deepEqual([png.width, png.height], [256, 128]);
+  }
+  // partial_images 0 (OpenAI's default): the images alone, in the asked format.
+  const plain = await openai.images.generate({
+    prompt: "a lighthouse at dusk",
+    size: "128x128",
+    stream: true,
+    output_format: "jpeg",
+    quality: "low",
+    num_inference_steps: 2,
+  } as OpenAI.Images.ImageGenerateParamsStreaming);
+  const only: OpenAI.Images.ImageGenStreamEvent[] = [];
+  for await (const event of plain) only.push(event);
+  assert.deepEqual(
+    only.map((e) => [e.type, e.output_format, e.quality]),
+    [["image_generation.completed", "jpeg", "low"]],
+  );
+  assert.equal(
+    Buffer.from(only[0]?.b64_json as string, "base64")
+      .subarray(0, 3)
+      .toString("hex"),
+    "ffd8ff",
+  );
+});
+
+test("stream: a bad request is a plain 400; a prediction stopped mid-stream is an error event the client throws", async () => {
+  await assert.rejects(
+    openai.images.generate({
+      prompt: "x",
+      size: "100x100",
+      stream: true,
+    } as OpenAI.Images.ImageGenerateParamsStreaming),
+    (err: InstanceType<typeof OpenAI.APIError>) =>
+      err.status === 400 && (err.error as { param?: string }).param === "size",
+  );
+  for (const bad of [{ partial_images: 4 }, { stream: "yes" }]) {
+    const res = await api(server, "POST", "/v1/images/generations", { prompt: "x", size: "128x128", ...bad });
+    assert.equal(res.status, 400, JSON.stringify(bad));
+    assert.equal((res.json["error"] as Record<string, unknown>)["param"], Object.keys(bad)[0]);
+  }
+  const stream = await openai.images.generate({
+    prompt: "a slow one",
+    size: "512x512",
+    stream: true,
+    num_inference_steps: 500,
+  } as OpenAI.Images.ImageGenerateParamsStreaming);
+  // The error it ends with, caught from the start (it comes while the cancel is being answered).
+  const ended = (async () => {
+    for await (const _ of stream) {
+      // no event comes before the cancel
+    }
+  })().then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  const id = await (async () => {
+    for (;;) {
+      const list = await api(server, "GET", "/v1/predictions?page_size=1");
+      const p = (list.json["results"] as Record<string, unknown>[])[0];
+      if (p && p["status"] === "processing" && (p["input"] as Record<string, unknown>)["prompt"] === "a slow one") {
+        return p["id"] as string;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  await api(server, "POST", `/v1/predictions/${id}/cancel`);
+  const err = await ended;
+  assert.ok(err instanceof OpenAI.APIError, String(err));
+  assert.match(err.message, /interrupted/);
+});
+
+test("a throttled request is OpenAI's 429: code rate_limit_exceeded, with Retry-After", async () => {
+  const limited = await startSdserve({ env: { SDSERVE_RATE_LIMIT: "1/m" } });
+  try {
+    const client = new OpenAI({ apiKey: TOKEN, baseURL: `${limited.url}/v1`, maxRetries: 0 });
+    await client.images.generate(params({ size: "128x128" }));
+    await assert.rejects(client.images.generate(params({ size: "128x128" })), (err: unknown) => {
+      assert.ok(err instanceof OpenAI.RateLimitError, String(err));
+      const e = err.error as { type?: string; code?: string };
+      assert.deepEqual([e.type, e.code], ["requests", "rate_limit_exceeded"]);
+      assert.ok(Number(err.headers?.get("retry-after")) > 0);
+      return true;
+    });
+  } finally {
+    await limited.stop();
+  }
 });

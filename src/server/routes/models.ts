@@ -89,9 +89,38 @@ const MODEL_LIST: RouteSchema = {
   },
 };
 const MODEL_GET: RouteSchema = {
-  summary: "A model, with its latest version",
+  summary: "A model, with its latest version (and OpenAI's model fields, for OpenAI clients' models.retrieve)",
   params: MODEL_PARAMS,
-  response: { 200: MODEL, 404: PROBLEM },
+  response: {
+    200: { type: "object", properties: { ...MODEL.properties, ...OPENAI_MODEL.properties } },
+    404: PROBLEM,
+  },
+};
+const OPENAI_ERROR: JsonSchema = {
+  type: "object",
+  required: ["error"],
+  properties: {
+    error: {
+      type: "object",
+      properties: {
+        message: { type: "string" },
+        type: { type: "string" },
+        param: NULLABLE_STRING,
+        code: NULLABLE_STRING,
+      },
+    },
+  },
+};
+// The parameter shares Replicate's name for the first segment (one node in the route tree), but
+// holds the whole id.
+const OPENAI_MODEL_GET: RouteSchema = {
+  summary: "OpenAI's models.retrieve: a served model by its id, owner/name with the slash encoded as %2F",
+  params: {
+    type: "object",
+    required: ["model_owner"],
+    properties: { model_owner: { type: "string", description: "The model's id, owner/name (slash as %2F)" } },
+  },
+  response: { 200: OPENAI_MODEL, 404: OPENAI_ERROR },
 };
 const VERSION_LIST: RouteSchema = {
   summary: "A model's versions, newest first",
@@ -130,6 +159,16 @@ const HARDWARE_LIST: RouteSchema = {
     },
   },
 };
+
+/** OpenAI's model object: `id` is what `model` on /v1/images/generations takes. */
+function openAiModel(m: ModelAdapter) {
+  return {
+    id: `${m.model.owner}/${m.model.name}`,
+    object: "model",
+    created: Math.floor(Date.parse(m.version.createdAt) / 1000),
+    owned_by: m.model.owner,
+  };
+}
 
 function versionJson(m: ModelAdapter) {
   return {
@@ -172,19 +211,38 @@ export async function modelRoutes(app: FastifyInstance, opts: ModelRoutesOptions
       previous: null,
       results: await Promise.all(service.models.map((m) => modelJson(m, origin))),
       object: "list",
-      data: service.models.map((m) => ({
-        id: `${m.model.owner}/${m.model.name}`,
-        object: "model",
-        created: Math.floor(Date.parse(m.version.createdAt) / 1000),
-        owned_by: m.model.owner,
-      })),
+      data: service.models.map(openAiModel),
     };
   });
+
+  // OpenAI's clients retrieve a model at /models/{id}: the openai package encodes the id's slash
+  // (one segment, here), the Python one does not (Replicate's /models/{owner}/{name}, below, which
+  // carries OpenAI's fields too).
+  if (opts.apiPrefix === "/v1") {
+    app.get<{ Params: { model_owner: string } }>(
+      "/models/:model_owner",
+      { schema: OPENAI_MODEL_GET },
+      async (req, reply) => {
+        const id = req.params.model_owner;
+        const m = service.models.find((x) => `${x.model.owner}/${x.model.name}` === id);
+        if (m) return openAiModel(m);
+        return reply.code(404).send({
+          error: {
+            message: `The model '${id}' does not exist`,
+            type: "invalid_request_error",
+            param: "model",
+            code: "model_not_found",
+          },
+        });
+      },
+    );
+  }
 
   type ModelParams = { model_owner: string; model_name: string };
   app.get<{ Params: ModelParams }>("/models/:model_owner/:model_name", { schema: MODEL_GET }, async (req) => {
     const { origin } = urlBaseOf(req, opts.apiPrefix, opts.publicBaseUrl);
-    return modelJson(find(req.params.model_owner, req.params.model_name), origin);
+    const m = find(req.params.model_owner, req.params.model_name);
+    return { ...(await modelJson(m, origin)), ...openAiModel(m) };
   });
 
   app.get<{ Params: ModelParams }>(

@@ -2,7 +2,8 @@
  * OpenAI's Images API, POST /v1/images/generations (spec §9), for clients built on the openai
  * package: {prompt, n, size, response_format, model} becomes a prediction of the model named
  * (queued, stored and listed like any other), answered when it finishes as
- * {created, data: [{url} | {b64_json}]}. Errors use OpenAI's envelope, not problem+json.
+ * {created, data: [{url} | {b64_json}]}, or with stream: true as OpenAI's server-sent image events.
+ * Errors use OpenAI's envelope, not problem+json.
  * Fields of the model's own input (num_inference_steps, seed, negative_prompt, guidance_scale,
  * scheduler) may be added to the body; OpenAI's other fields are read in openai-options.ts.
  */
@@ -11,6 +12,7 @@ import type { Uploads } from "../files/uploads.js";
 import { urlBaseOf } from "../http/headers.js";
 import { type HttpProblem, problemOf } from "../http/problem.js";
 import type { ImageLimits, ModelAdapter } from "../models/model.js";
+import type { PredictionRecord } from "../predictions/prediction.js";
 import { fileUrl } from "../predictions/serialize.js";
 import type { PredictionService } from "../predictions/service.js";
 import type { JsonSchema } from "../schemas/json-schema.js";
@@ -23,6 +25,7 @@ import {
   OpenAiError,
   type OutputChoice,
   readOutputChoice,
+  usesGptImageField,
 } from "./openai-options.js";
 
 // Other OpenAI routes (edits) throw the same error.
@@ -37,6 +40,9 @@ export interface OpenAiImagesOptions {
   /** Where /images/edits keeps the pictures it is sent (as Files API uploads); absent: no edits route. */
   uploads?: Uploads;
 }
+
+/** How often a quiet event stream gets a comment. */
+const KEEPALIVE_MS = 15_000;
 
 /** The model's input names that an OpenAI request may also carry. */
 const PASSED_THROUGH = ["negative_prompt", "num_inference_steps", "guidance_scale", "scheduler", "seed"];
@@ -57,7 +63,8 @@ function toOpenAiError(err: unknown): OpenAiError {
 function fromProblem(err: HttpProblem): OpenAiError {
   if (err.status === 401)
     return new OpenAiError(401, "Incorrect API key provided.", "invalid_request_error", null, "invalid_api_key");
-  if (err.status === 429) return new OpenAiError(429, err.detail, "rate_limit_exceeded", null, null, err.headers);
+  // OpenAI's own: type "requests" (a requests-per-minute limit), code "rate_limit_exceeded".
+  if (err.status === 429) return new OpenAiError(429, err.detail, "requests", null, "rate_limit_exceeded", err.headers);
   if (err.status === 413 || err.status === 400) return new OpenAiError(err.status, err.detail, "invalid_request_error");
   const fields = (err.extra["invalid_fields"] ?? []) as { type: string; field: string; description: string }[];
   const first = fields[0];
@@ -104,6 +111,10 @@ export const RESPONSE: JsonSchema = {
       type: "array",
       items: { type: "object", properties: { url: { type: "string", format: "uri" }, b64_json: { type: "string" } } },
     },
+    // GPT image models' answers only.
+    background: { type: "string", enum: ["opaque"] },
+    output_format: { type: "string", enum: ["png", "jpeg", "webp"] },
+    size: { type: "string" },
   },
 };
 
@@ -136,12 +147,11 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
   };
   app.post("/images/generations", { schema }, async (req: FastifyRequest, reply: FastifyReply) => {
     const b = req.body as Record<string, unknown>;
-    const choice = chooseModel(service.models, b["model"]);
+    const choice = chooseModel(service.models, b["model"], usesGptImageField(b));
     const { model } = choice;
     const limits = model.imageLimits;
     const output = readOutputChoice(b, choice);
     const n = (b["n"] as number | undefined) ?? 1;
-    const format = output.responseFormat;
     const size =
       b["size"] === undefined || b["size"] === "auto" ? `${limits.defaultWidth}x${limits.defaultHeight}` : b["size"];
     const m = typeof size === "string" ? /^(\d+)x(\d+)$/.exec(size) : null;
@@ -157,20 +167,22 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
     }
     const input: Record<string, unknown> = { prompt: b["prompt"], width, height, num_outputs: n };
     for (const key of PASSED_THROUGH) if (b[key] !== undefined) input[key] = b[key];
-    return answer(req, reply, model, input, format, output);
+    return answer(req, reply, model, input, output, "image_generation");
   });
 
   if (opts.uploads) await imageEditsRoute(app, opts, opts.uploads, answer);
 
-  /** Runs the prediction and answers OpenAI's way when it is done. */
+  /**
+   * Runs the prediction and answers OpenAI's way when it is done: one JSON body, or with `stream`
+   * server-sent events, `<kind>.partial_image` from the step previews then `<kind>.completed` per image.
+   */
   async function answer(
     req: FastifyRequest,
     reply: FastifyReply,
     model: ModelAdapter,
     input: Record<string, unknown>,
-    format: "url" | "b64_json",
-    /** output_format and output_compression; absent: the stored PNG. */
-    encoding?: OutputChoice,
+    output: OutputChoice,
+    kind: "image_generation" | "image_edit",
   ) {
     const base = urlBaseOf(req, "/v1", opts.publicBaseUrl);
     const created = await service.create(req.account, { body: { input }, model }, base);
@@ -179,26 +191,134 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
       if (!reply.raw.writableFinished) service.cancel(req.account, created.id).catch(() => undefined);
     };
     reply.raw.on("close", onClose);
-    const done = await service.waitForCompletion(created.id, Number.POSITIVE_INFINITY);
-    reply.raw.off("close", onClose);
-    if (!done || done.status === "canceled" || done.status === "starting" || done.status === "processing") {
-      throw new OpenAiError(500, "The image generation was interrupted.", "server_error");
-    }
-    if (done.status === "failed") {
-      throw new OpenAiError(400, done.error ?? "The image generation failed.", "invalid_request_error");
-    }
-    const data = [];
-    for (const name of done.output ?? []) {
-      if (format === "url") {
-        data.push({ url: fileUrl(base, done, name) });
-      } else {
+    const size = `${input["width"]}x${input["height"]}`;
+    // What OpenAI's GPT image models say beside their images (and in every stream event).
+    const settings = { background: "opaque", output_format: output.format, size };
+    const events = output.stream ? openEventStream(reply, kind, { ...settings, quality: output.quality }) : undefined;
+    try {
+      let done: PredictionRecord | undefined;
+      try {
+        if (events && output.partialImages > 0) events.followPreviews(created.id, output);
+        done = await service.waitForCompletion(created.id, Number.POSITIVE_INFINITY);
+      } finally {
+        reply.raw.off("close", onClose);
+        events?.stopPreviews();
+      }
+      if (!done || done.status === "canceled" || done.status === "starting" || done.status === "processing") {
+        throw new OpenAiError(500, "The image generation was interrupted.", "server_error");
+      }
+      if (done.status === "failed") {
+        throw new OpenAiError(400, done.error ?? "The image generation failed.", "invalid_request_error");
+      }
+      const data = [];
+      for (const name of done.output ?? []) {
+        if (output.responseFormat === "url" && !events) {
+          data.push({ url: fileUrl(base, done, name) });
+          continue;
+        }
         const file = await service.outputs.ofPrediction(done, name);
         if (!file) throw new OpenAiError(500, "An output file is missing.", "server_error");
-        const bytes = await file.read();
-        const encoded = encoding ? await encodeOutput(bytes, encoding) : Buffer.from(bytes);
-        data.push({ b64_json: encoded.toString("base64") });
+        const b64 = (await encodeOutput(await file.read(), output)).toString("base64");
+        if (events) await events.send("completed", { b64_json: b64 });
+        else data.push({ b64_json: b64 });
       }
+      if (events) return events.end();
+      return {
+        created: Math.floor(Date.parse(done.createdAt) / 1000),
+        data,
+        ...(output.gptImage ? settings : {}),
+      };
+    } catch (err) {
+      // Once the stream's headers are out, an error is an event OpenAI's clients throw from.
+      if (!events) throw err;
+      return events.fail(toOpenAiError(err));
     }
-    return { created: Math.floor(Date.parse(done.createdAt) / 1000), data };
+  }
+
+  /** A stream of OpenAI's image events on `reply` (hijacked: the headers go now). */
+  function openEventStream(reply: FastifyReply, kind: string, settings: Record<string, unknown>) {
+    const res = reply.raw;
+    reply.hijack();
+    res.writeHead(200, {
+      "Content-Type": "text/event-stream; charset=utf-8",
+      "Cache-Control": "no-store",
+      Connection: "keep-alive",
+      "X-Accel-Buffering": "no",
+      ...Object.fromEntries(
+        ["access-control-allow-origin", "access-control-expose-headers", "vary"]
+          .map((h) => [h, reply.getHeader(h)])
+          .filter(([, v]) => v !== undefined),
+      ),
+    });
+    res.flushHeaders();
+    // Comments keep proxies from closing a quiet stream while the images are made.
+    const keepalive = setInterval(() => {
+      if (!res.writableNeedDrain) res.write(": keepalive\n\n");
+    }, KEEPALIVE_MS);
+    const format = (type: string, fields: Record<string, unknown>) =>
+      `event: ${type}\ndata: ${JSON.stringify({ type, created_at: Math.floor(Date.now() / 1000), ...settings, ...fields })}\n\n`;
+    let unsubscribe = () => {};
+    let finished = false;
+    const close = () => {
+      if (finished) return;
+      finished = true;
+      clearInterval(keepalive);
+      res.end();
+    };
+    res.once("close", close);
+    return {
+      /** Sends up to partialImages of the first image's step previews, spread over the steps. */
+      followPreviews(id: string, output: OutputChoice) {
+        let index = 0;
+        let sending = Promise.resolve();
+        unsubscribe = service.events.subscribePreviews(id, (p) => {
+          const image = p.images[0];
+          // Partial i goes out once (i+1)/(partials+1) of the steps are done: early noise is not worth a picture.
+          if (!image || index >= output.partialImages || p.step * (output.partialImages + 1) < (index + 1) * p.total)
+            return;
+          if (finished || res.writableNeedDrain) return;
+          const partial = index++;
+          sending = sending
+            .then(() => encodeOutput(image, output))
+            .then((bytes) => {
+              if (!finished) {
+                res.write(
+                  format(`${kind}.partial_image`, { b64_json: bytes.toString("base64"), partial_image_index: partial }),
+                );
+              }
+            })
+            .catch(() => undefined);
+        });
+      },
+      stopPreviews() {
+        unsubscribe();
+      },
+      /** Writes one event, waiting until the client has taken the one before. */
+      async send(event: string, fields: Record<string, unknown>) {
+        if (finished) return;
+        if (res.writableNeedDrain) {
+          await new Promise<void>((resolve) => {
+            const go = () => {
+              res.off("drain", go);
+              res.off("close", go);
+              resolve();
+            };
+            res.once("drain", go);
+            res.once("close", go);
+          });
+        }
+        res.write(format(`${kind}.${event}`, fields));
+      },
+      end: close,
+      /** The error as OpenAI's clients read it mid-stream: an event whose data has `error`. */
+      fail(e: OpenAiError) {
+        if (!finished) {
+          res.write(
+            `event: error\ndata: ${JSON.stringify({ type: "error", error: { message: e.message, type: e.type, param: e.param, code: e.code } })}\n\n`,
+          );
+        }
+        close();
+      },
+    };
   }
 }
