@@ -252,7 +252,9 @@ export interface GenerateRequest extends MicroConditioning {
   /**
    * The expert ensemble's first half (diffusers' denoising_end, in (0, 1)): stop before the
    * timesteps below round(T·(1 − denoisingEnd)); hand the latents (`denoise`) to a pipeline
-   * with denoisingStart.
+   * with denoisingStart. When that leaves no step (the cutoff is above the first timestep run,
+   * as a picture at a low strength makes it), none runs and the starting latents are handed on,
+   * as diffusers does.
    */
   denoisingEnd?: number;
   /**
@@ -277,6 +279,12 @@ export interface GenerateOptions {
   onStep?: (event: StepEvent) => void | Promise<void>;
   /** Aborting stops between steps and rejects with an AbortError. */
   signal?: AbortSignal;
+  /**
+   * Draw from this generator, continuing where it is, instead of a new one seeded with the
+   * request's seed: one torch generator handed from pipeline to pipeline, as cog-sdxl hands its
+   * generator from the SDXL base to the refiner. The seed reported is the generator's.
+   */
+  generator?: TorchCpuGenerator;
 }
 
 export interface GenerateResult {
@@ -714,7 +722,7 @@ export class Pipeline {
     const { context, added } = await this.conditioning(req, r, guided, adapters);
 
     const scheduler = r.scheduler;
-    const generator = new TorchCpuGenerator(r.seed);
+    const generator = opts.generator ?? new TorchCpuGenerator(r.seed);
     const shape = [
       batch,
       this.info.latentChannels,
@@ -1132,7 +1140,7 @@ export class Pipeline {
       req.denoisingStart === undefined
         ? (steps - initTimestep) * scheduler.order
         : denoisingStartIndex(scheduler.timesteps, req.denoisingStart, trainSteps, scheduler.order);
-    const end =
+    let end =
       req.denoisingEnd === undefined
         ? scheduler.timesteps.length
         : denoisingEndIndex(scheduler.timesteps, req.denoisingEnd, trainSteps);
@@ -1142,7 +1150,11 @@ export class Pipeline {
         "strength",
       );
     }
-    if (begin >= end) {
+    if (begin >= end && req.denoisingEnd !== undefined && req.denoisingStart === undefined) {
+      // The hand-over's first half keeps no step when its cutoff comes before the start (a picture
+      // at a low strength, or a small fraction): diffusers then hands on the latents as prepared.
+      end = begin;
+    } else if (begin >= end) {
       throw new RequestError(
         `denoising from ${req.denoisingStart ?? 0} to ${req.denoisingEnd ?? 1} of ${steps} steps runs no step`,
         req.denoisingStart === undefined ? "denoisingEnd" : "denoisingStart",

@@ -18,6 +18,11 @@
  * - back to BGR. diffusers skips pictures narrower than 256 pixels; the package refuses any with
  *   fewer than 256×256 pixels (diffusers would fail there): such pictures are left unmarked here.
  *
+ * The picture is handed over in BGR as diffusers ≥ 0.27 and Stability's own scripts hand it (so
+ * a decoder reading the PNG with OpenCV finds the mark). cog-sdxl pins diffusers ≤ 0.25, which
+ * passed RGB as if it were BGR: Replicate's stability-ai/sdxl marks a U plane made from swapped
+ * red and blue, which that decoder does not read; that older order is not reproduced here.
+ *
  * diffusers marks the decoded floats before they are rounded to 8 bits; this marks the 8-bit
  * picture (one more rounding, half a level at most, before the mark).
  * Decoding: the same transform, and a bit is 1 where |v| mod 36 > 18, voted over its blocks.

@@ -164,12 +164,18 @@ describe("stability-ai/sdxl through the replicate client", () => {
     assert.ok(files.results.length > 0);
   });
 
-  test("inpainting: image and mask", async () => {
+  test("inpainting: image and mask, made at width × height as cog-sdxl passes them", async () => {
     const output = (await replicate.run("stability-ai/sdxl", {
-      input: small({ image: picture(), mask: maskUri(), apply_watermark: false }),
+      input: small({
+        image: picture(320, 256),
+        mask: maskUri(320, 256),
+        width: 256,
+        height: 192,
+        apply_watermark: false,
+      }),
     })) as string[];
     const image = await png(output[0] as string);
-    assert.equal(image.width, 256);
+    assert.deepEqual([image.width, image.height], [256, 192]);
   });
 
   test("refine: expert_ensemble_refiner and base_image_refiner", async () => {
@@ -182,6 +188,12 @@ describe("stability-ai/sdxl through the replicate client", () => {
       assert.equal(done.status, "succeeded", `${refine}: ${done.error}`);
       const image = await png((done.output as string[])[0] as string);
       assert.equal(image.width, 256);
+      // cog-sdxl's log lines, then one progress bar to 100 %: the ensemble's 5 steps split between
+      // base and refiner; base_image_refiner's 5, then ⌊4 × 0.3⌋ = 1 of the refiner (img2img at 0.3).
+      const logs = String(done.logs);
+      assert.match(logs, /^Using seed: 5\nPrompt: a lighthouse at dusk\ntxt2img mode\n/);
+      const total = refine === "expert_ensemble_refiner" ? 5 : 6;
+      assert.match(logs, new RegExp(`100%\\|[^\\n]*\\| ${total}/${total} \\[`), `${refine}: ${logs}`);
     }
   });
 

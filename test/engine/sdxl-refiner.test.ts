@@ -140,8 +140,23 @@ describe("hand-over on the tiny SDXL", () => {
     await bad({ denoisingEnd: Number.NaN }, "denoisingEnd");
     await bad({ denoisingStart: -0.1, latents: ref(m.initial_latents) }, "denoisingStart");
     await bad({ denoisingStart: 0.6, denoisingEnd: 0.5, latents: ref(m.initial_latents) }, "denoisingStart");
-    // 2 leading steps are 501 and 1: ending at 0.1 (cutoff 900) leaves no step.
-    await bad({ denoisingEnd: 0.1 }, "denoisingEnd");
+    // 2 leading steps are 501 and 1: ending at 0.1 (cutoff 900) leaves no step, and diffusers'
+    // loop runs none: the starting latents (× init_noise_sigma) are handed on as they are.
+    const steps: number[] = [];
+    const none = await base.denoise(
+      { ...request, numInferenceSteps: 2, latents: ref(m.initial_latents), denoisingEnd: 0.1 },
+      { onStep: ({ timestep }) => void steps.push(timestep) },
+    );
+    assert.deepEqual(steps, []);
+    const config = readJsonFile(path.join(BASE, "scheduler/scheduler_config.json"));
+    const sigma = createScheduler("EulerDiscreteScheduler", config, 2).initNoiseSigma;
+    const start = ref(m.initial_latents).data;
+    assert.ok(
+      maxAbsDiff(
+        none.latents.data,
+        start.map((v) => Math.fround(v * sigma)),
+      ) <= 1e-6,
+    );
     await bad(
       {
         denoisingStart: 0.5,
@@ -201,7 +216,7 @@ describe("hand-over on the tiny SDXL", () => {
       assert.equal(result.images.length, 1);
       assert.ok(result.latents.data.every(Number.isFinite));
 
-      // Replicate's base_image_refiner: the refiner as img2img over the base's picture.
+      // The refiner as img2img over a picture (Replicate's base_image_refiner hands it latents: sdxl-refine-modes.test.ts).
       const polished: number[] = [];
       const refined = await refiner.generate(
         { ...request, image: result.images[0], strength: 0.3 },

@@ -11,10 +11,12 @@
  * runs and then closes this process; when the parent is gone, this process ends.
  */
 
+import { randomInt } from "node:crypto";
 import { decodeImage } from "../../engine/image-input.js";
 import {
   a1111Parameters,
   canPreview,
+  decodedToImages,
   type ExecutionProvider,
   encodePng,
   type GenerateRequest,
@@ -32,6 +34,7 @@ import {
   type RgbImage,
   resolveModelSource,
   type StepEvent,
+  TorchCpuGenerator,
 } from "../../engine/index.js";
 import { watermarked } from "../../engine/watermark.js";
 import type { WeightsVariant } from "../../engine/weights/model-folder.js";
@@ -302,7 +305,7 @@ function runProcess(send: (message: FromEngine) => void): void {
       const result = message.hires
         ? await generateHires(pipeline, request, message.hires, opts)
         : message.refine
-          ? await refined(pipeline, request, message.refine, opts)
+          ? await refined(pipeline, await refinerPipeline(), request, message.refine, opts)
           : await pipeline.generate(request, opts);
       const parameters = a1111Parameters({ ...result.parameters, model: label });
       const pictures = message.watermark ? result.images.map((image) => watermarked(image)) : result.images;
@@ -355,52 +358,6 @@ function runProcess(send: (message: FromEngine) => void): void {
     return refiner;
   }
 
-  /** cog-sdxl's refine modes, as diffusers runs them. */
-  async function refined(
-    base: Pipeline,
-    request: GenerateRequest,
-    refine: RefineParams,
-    opts: { signal: AbortSignal; onStep: (e: StepEvent) => Promise<void> },
-  ): Promise<{ images: RgbImage[]; parameters: GenerationParameters }> {
-    const ref = await refinerPipeline();
-    const shared = {
-      prompt: request.prompt,
-      negativePrompt: request.negativePrompt,
-      guidanceScale: request.guidanceScale,
-      scheduler: request.scheduler,
-      seed: request.seed,
-      // No trainedTokens: cog-sdxl's refiner shares the base's OpenCLIP encoder but keeps its own
-      // tokenizer, which never learns <s0>, <s1>…: it reads the replaced prompt as plain text.
-    };
-    if (refine.mode === "expert_ensemble_refiner") {
-      const high = await base.denoise({ ...request, denoisingEnd: refine.highNoiseFrac }, opts);
-      const [, , h, w] = high.latents.shape as [number, number, number, number];
-      const out = await ref.generate(
-        {
-          ...shared,
-          width: w * base.info.vaeScaleFactor,
-          height: h * base.info.vaeScaleFactor,
-          numInferenceSteps: request.numInferenceSteps,
-          numOutputs: request.numOutputs,
-          latents: high.latents,
-          denoisingStart: refine.highNoiseFrac,
-        },
-        opts,
-      );
-      return { images: out.images, parameters: high.parameters };
-    }
-    const first = await base.generate(request, opts);
-    const images: RgbImage[] = [];
-    for (const image of first.images) {
-      const out = await ref.generate(
-        { ...shared, numInferenceSteps: refine.steps ?? request.numInferenceSteps, numOutputs: 1, image },
-        opts,
-      );
-      images.push(...out.images);
-    }
-    return { images, parameters: first.parameters };
-  }
-
   async function close(): Promise<void> {
     await Promise.allSettled(running);
     await (await refiner?.catch(() => undefined))?.release();
@@ -427,6 +384,75 @@ function runProcess(send: (message: FromEngine) => void): void {
         break;
     }
   });
+}
+
+/**
+ * base_image_refiner: the refiner runs as diffusers' StableDiffusionXLImg2ImgPipeline at its
+ * default strength, which cog-sdxl does not change: the last ⌊refine_steps × 0.3⌋ steps.
+ */
+export const BASE_IMAGE_REFINER_STRENGTH = 0.3;
+
+/**
+ * cog-sdxl's refine modes, as its predict() runs diffusers: the base makes latents
+ * (output_type="latent"), which are handed to the refiner as they are (`image=output.images`),
+ * both with the one torch generator seeded once, so the refiner's draws continue the base's. The
+ * refiner keeps its own scheduler (cog-sdxl sets the `scheduler` input on the base's pipeline
+ * only) and decodes with the base's VAE, which cog-sdxl's refiner shares. The refiner gets the
+ * same prompt, negative prompt, guidance and batch; no trained tokens: cog-sdxl's refiner shares
+ * the base's OpenCLIP encoder but keeps its own tokenizer, which never learns <s0>, <s1>…, so it
+ * reads the replaced prompt as plain text.
+ * - expert_ensemble_refiner: the base stops at high_noise_frac (denoising_end), the refiner runs
+ *   the rest of its own schedule of num_inference_steps (denoising_start), adding no noise. At
+ *   high_noise_frac 0 or 1 (the ends of its range) diffusers ignores both fractions (it takes
+ *   only 0 < x < 1): the base runs whole and the refiner as below, for num_inference_steps;
+ * - base_image_refiner: the base runs to the end; the refiner noises its latents to its start
+ *   (a draw of the generator) and runs refine_steps (default num_inference_steps) at
+ *   BASE_IMAGE_REFINER_STRENGTH.
+ */
+export async function refined(
+  base: Pipeline,
+  refiner: Pipeline,
+  request: GenerateRequest,
+  refine: RefineParams,
+  opts: { signal?: AbortSignal; onStep?: (e: StepEvent) => void | Promise<void> },
+): Promise<{ images: RgbImage[]; parameters: GenerationParameters }> {
+  const generator = new TorchCpuGenerator(request.seed ?? randomInt(0, 2 ** 32 - 1));
+  const ensemble = refine.mode === "expert_ensemble_refiner" && refine.highNoiseFrac > 0 && refine.highNoiseFrac < 1;
+  const high = await base.denoise(ensemble ? { ...request, denoisingEnd: refine.highNoiseFrac } : request, {
+    ...opts,
+    generator,
+  });
+  const [batch, , h, w] = high.latents.shape as [number, number, number, number];
+  const shared = {
+    prompt: request.prompt,
+    negativePrompt: request.negativePrompt,
+    guidanceScale: request.guidanceScale,
+    numOutputs: batch,
+    seed: generator.seed,
+  };
+  const low = await refiner.denoise(
+    ensemble
+      ? {
+          ...shared,
+          width: w * base.info.vaeScaleFactor,
+          height: h * base.info.vaeScaleFactor,
+          numInferenceSteps: request.numInferenceSteps,
+          latents: high.latents,
+          denoisingStart: refine.highNoiseFrac,
+        }
+      : {
+          ...shared,
+          numInferenceSteps:
+            refine.mode === "base_image_refiner"
+              ? (refine.steps ?? request.numInferenceSteps)
+              : request.numInferenceSteps,
+          initLatents: high.latents,
+          strength: BASE_IMAGE_REFINER_STRENGTH,
+        },
+    { ...opts, generator },
+  );
+  const decoded = await base.decodeLatents(low.latents);
+  return { images: decodedToImages(decoded), parameters: high.parameters };
 }
 
 if (process.send && process.argv.includes(ENGINE_PROCESS_FLAG)) {

@@ -15,7 +15,7 @@ import {
 import { fileInputProblem } from "../files/file-inputs.js";
 import type { TrainedTokensFile } from "../files/weights-inputs.js";
 import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
-import type { PictureInputs, RefineParams } from "./engine-process.js";
+import { BASE_IMAGE_REFINER_STRENGTH, type PictureInputs, type RefineParams } from "./engine-process.js";
 import type { ImageLimits } from "./model.js";
 
 /** Same bound as stability-ai/stable-diffusion's prompts (see MAX_PROMPT_LENGTH there). */
@@ -170,7 +170,8 @@ export function sdxlSchemas(defaults: ModelDefaults): Record<string, JsonSchema>
         disable_safety_checker: {
           type: "boolean",
           title: "Disable Safety Checker",
-          description: "Disable safety checker for generated images. This feature is only available through the API.",
+          description:
+            "Disable safety checker for generated images. This feature is only available through the API. See [https://replicate.com/docs/how-does-replicate-work#safety](https://replicate.com/docs/how-does-replicate-work#safety)",
           default: false,
           "x-order": 18,
         },
@@ -233,7 +234,15 @@ export interface SdxlJob {
   refine?: RefineParams;
   pictures?: PictureInputs;
   watermark: boolean;
-  /** Steps reported: the base's and, when refining, the refiner's. */
+  /**
+   * img2img (no width/height): a picture over this many pixels is made at the largest size of its
+   * shape that fits, as the schema's sizes are bounded (memory limits).
+   */
+  maxPixels?: number;
+  /**
+   * Steps reported: the base's (from a picture, ⌊steps × prompt_strength⌋) and, when the refiner
+   * runs as img2img, its ⌊steps × 0.3⌋.
+   */
   steps: number;
 }
 
@@ -267,9 +276,10 @@ export function sdxlJob(
     scheduler: input["scheduler"] as string,
     seed,
     numOutputs: input["num_outputs"] as number,
-    // cog-sdxl sizes text-to-image only; with an image, the image's size rules.
     ...(image ? { strength: input["prompt_strength"] as number } : {}),
-    ...(image ? {} : { width: input["width"] as number, height: input["height"] as number }),
+    // cog-sdxl passes width and height to text-to-image and inpainting (diffusers resizes the
+    // picture and the mask to them); its img2img has none: the picture's own size rules.
+    ...(image && !mask ? {} : { width: input["width"] as number, height: input["height"] as number }),
     ...(lora ? { loras: [{ path: lora, scale: input["lora_scale"] as number }] } : {}),
   };
   const mode = input["refine"] as (typeof REFINE_MODES)[number];
@@ -283,8 +293,24 @@ export function sdxlJob(
     refine,
     pictures: image ? { image, ...(mask ? { mask } : {}) } : undefined,
     watermark: input["apply_watermark"] === true,
-    steps: steps + (refine?.mode === "base_image_refiner" ? (refineSteps ?? steps) : 0),
+    ...(image && !mask ? { maxPixels: SDXL_MAX_PIXELS } : {}),
+    // From a picture the base runs the last ⌊steps × prompt_strength⌋ (diffusers' get_timesteps),
+    // the ensemble's split among them.
+    steps:
+      (image ? Math.min(Math.floor(steps * (input["prompt_strength"] as number)), steps) : steps) +
+      Math.floor(refinerImg2imgSteps(refine, steps) * BASE_IMAGE_REFINER_STRENGTH),
   };
+}
+
+/**
+ * The steps of the refiner's schedule when it runs as img2img (engine-process.ts `refined`):
+ * base_image_refiner's refine_steps, or num_inference_steps for an expert ensemble at
+ * high_noise_frac 0 or 1, which diffusers does not take as a split; 0 when it does not.
+ */
+function refinerImg2imgSteps(refine: RefineParams | undefined, steps: number): number {
+  if (refine?.mode === "base_image_refiner") return refine.steps ?? steps;
+  if (refine && !(refine.highNoiseFrac > 0 && refine.highNoiseFrac < 1)) return steps;
+  return 0;
 }
 
 /** A prompt that special_params' replacements grow past MAX_REPLACED_PROMPT_LENGTH. */

@@ -693,12 +693,11 @@ export class StableDiffusionAdapter implements ModelAdapter {
         `Loading LoRA weights (replicate_weights, sha256 ${weights.sha256.slice(0, 12)}) at lora_scale ${input["lora_scale"]}`,
       );
       for (const note of weights.notes) ctx.log(note);
-      if (weights.trainedTokens) {
-        // cog-sdxl prints the prompt after its replacements.
-        ctx.log("Loading trained token embeddings (replicate_weights, embeddings.pti)");
-        ctx.log(`Prompt: ${job.request.prompt}`);
-      }
+      if (weights.trainedTokens) ctx.log("Loading trained token embeddings (replicate_weights, embeddings.pti)");
     }
+    // cog-sdxl prints the prompt (after special_params' replacements), then the pipeline it runs.
+    ctx.log(`Prompt: ${job.request.prompt}`);
+    ctx.log(job.pictures?.mask ? "inpainting mode" : job.pictures ? "img2img mode" : "txt2img mode");
     // A1111's hires fix (an /sdapi txt2img call): its second pass counts in the same run.
     const hires = ctx.a1111?.hires;
     const total = job.steps + (hires?.steps ?? 0);
@@ -717,6 +716,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
         onStep,
         previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined,
         pictures: job.pictures,
+        ...(job.maxPixels ? { maxPixels: job.maxPixels } : {}),
         refine: job.refine,
         watermark: job.watermark,
         ...(hires ? { hires } : {}),
