@@ -678,9 +678,13 @@ export class StableDiffusionAdapter implements ModelAdapter {
     }
     // /sdapi calls read prompts in A1111's syntax (emphasis, BREAK, chunks, <lora:…> from lora_dir).
     if (ctx.promptSyntax) job.request.promptSyntax = ctx.promptSyntax;
-    // An /sdapi img2img call runs A1111's step count (its strength), as on SD models.
-    if (ctx.a1111?.strength !== undefined && job.request.strength !== undefined)
+    // An /sdapi img2img call runs A1111's step count (its strength), as on SD models, and counts it.
+    if (ctx.a1111?.strength !== undefined && job.request.strength !== undefined) {
+      const steps = job.request.numInferenceSteps ?? 0;
+      const base = (strength: number) => Math.min(Math.floor(steps * strength), steps);
+      job.steps += base(ctx.a1111.strength) - base(job.request.strength);
       job.request.strength = ctx.a1111.strength;
+    }
     // Its inpainting_fill 2 and 3: the area to repaint starts from a fresh draw of the seed, or zeros.
     if (ctx.a1111?.maskedContent && job.pictures?.mask) job.request.maskedContent = ctx.a1111.maskedContent;
     // Its resize_mode 3: the picture encoded at its own size, its latents resized to width × height.
