@@ -185,7 +185,12 @@ test("SillyTavern: ping, lists, get/set model with progress polling, generate, p
   }[];
   assert.deepEqual(
     schedulers.map((x) => x.label),
-    ["Automatic"],
+    ["Automatic", "Karras"],
+  );
+  // DPM++ 2M's own schedule is Karras (A1111 1.9+), which "Automatic" means.
+  assert.deepEqual(
+    (samplers as unknown as { name: string; options: unknown }[]).find((x) => x.name === "DPM++ 2M")?.options,
+    { scheduler: "karras" },
   );
   for (const route of ["loras", "embeddings"]) {
     assert.equal((await api(server, "GET", `/sdapi/v1/${route}`, undefined, auth)).status, 200);
@@ -351,8 +356,8 @@ test("bad input gets A1111's error shapes, never a 500", async () => {
   assert.equal(setModel.status, 404);
   // Types, ranges and sizes: FastAPI's 422.
   // Samplers this model's input does not list, and schedule types without a sampler here.
-  validation(await post({ ...small, sampler_name: "DPM++ 2M Karras" }), "sampler_name");
-  validation(await post({ ...small, sampler_name: "DPM++ 2M", scheduler: "Karras" }), "sampler_name");
+  validation(await post({ ...small, sampler_name: "Euler a Karras" }), "scheduler");
+  validation(await post({ ...small, sampler_name: "DDIM", scheduler: "Karras" }), "scheduler");
   validation(await post({ ...small, sampler_name: "Heun" }), "sampler_name");
   validation(await post({ ...small, sampler_name: "Euler", scheduler: "Exponential" }), "scheduler");
   validation(await post({ ...small, steps: "twenty" }), "steps");

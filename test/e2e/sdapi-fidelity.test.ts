@@ -318,3 +318,47 @@ test("/progress: skip_current_image leaves the preview out; without it the previ
   const idle = await api(server, "GET", "/sdapi/v1/progress", undefined, AUTH);
   assert.deepEqual([idle.json["progress"], idle.json["current_image"], idle.json["current_task"]], [0, null, null]);
 });
+
+test("schedule types: DPM++ 2M's Automatic is Karras, as in A1111 1.9+; Karras applies to Euler, not to Euler a", async () => {
+  const req = { prompt: "a lighthouse", width: 128, height: 128, seed: 21 };
+  const pixels = async (body: Record<string, unknown>) => {
+    const res = await api(server, "POST", "/sdapi/v1/txt2img", { ...req, steps: 4, ...body }, AUTH);
+    assert.equal(res.status, 200, JSON.stringify(res.json).slice(0, 300));
+    return decode(Buffer.from((res.json["images"] as string[])[0] as string, "base64")).data;
+  };
+  const automatic = await pixels({ sampler_name: "DPM++ 2M" });
+  assert.deepEqual(await pixels({ sampler_name: "DPM++ 2M", scheduler: "Karras" }), automatic);
+  assert.deepEqual(await pixels({ sampler_name: "DPM++ 2M Karras" }), automatic);
+  // The same model through Replicate's API, DPMSolverMultistep: diffusers' own spacing, another picture.
+  const plain = await api(
+    server,
+    "POST",
+    "/v1/predictions",
+    {
+      version: CHECKPOINT,
+      input: {
+        prompt: req.prompt,
+        width: req.width,
+        height: req.height,
+        num_inference_steps: 4,
+        seed: req.seed,
+        scheduler: "DPMSolverMultistep",
+      },
+    },
+    { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json", Prefer: "wait" },
+  );
+  assert.equal(plain.json["status"], "succeeded", JSON.stringify(plain.json));
+  const plainPng = await (await fetch((plain.json["output"] as string[])[0] as string)).arrayBuffer();
+  assert.notDeepEqual(decode(new Uint8Array(plainPng)).data, automatic);
+  const euler = await pixels({ sampler_name: "Euler" });
+  assert.notDeepEqual(await pixels({ sampler_name: "Euler", scheduler: "Karras" }), euler);
+  const refused = await api(
+    server,
+    "POST",
+    "/sdapi/v1/txt2img",
+    { ...req, sampler_name: "Euler a", scheduler: "Karras" },
+    AUTH,
+  );
+  assert.equal(refused.status, 422);
+  assert.deepEqual((refused.json["detail"] as { loc: string[] }[])[0]?.loc, ["body", "scheduler"]);
+});

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { decode, encode } from "fast-png";
+import { readWatermark, WATERMARK_BITS } from "../../src/engine/watermark.js";
 import { GOLDEN_FAMILY } from "../helpers/fixtures.js";
 import { api, type Sdserve, startSdserve } from "./server.js";
 
@@ -39,6 +40,13 @@ test("SDXL is a checkpoint: txt2img twice with one seed, one picture; clip skip 
   assert.deepEqual(pa?.data, pb?.data);
   const info = JSON.parse(a.json["info"] as string) as Record<string, unknown>;
   assert.equal(info["clip_skip"], 1);
+  // A1111 marks no picture: the watermark stability-ai/sdxl's own input applies by default is off here.
+  const png = pa as NonNullable<typeof pa>;
+  const rgb = new Uint8Array(png.width * png.height * 3);
+  for (let i = 0; i < png.width * png.height; i++) {
+    for (let k = 0; k < 3; k++) rgb[i * 3 + k] = png.data[i * png.channels + k] as number;
+  }
+  assert.notDeepEqual(readWatermark({ width: png.width, height: png.height, data: rgb }), WATERMARK_BITS);
   assert.equal(info["sd_model_name"], "stability-ai/sdxl");
 
   const source = (a.json["images"] as string[])[0] as string;

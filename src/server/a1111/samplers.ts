@@ -8,22 +8,23 @@ import type { JsonSchema } from "../schemas/json-schema.js";
 import { httpException, invalid } from "./errors.js";
 
 /**
- * A1111 samplers (with their schedule type) and the scheduler of a model's Replicate input each
- * one is: engine/schedulers/index.ts builds the same diffusers class and config for both names.
- * A pair is offered where a served model's input lists its scheduler (stability-ai/stable-diffusion
- * lists six; models with more, such as KarrasDPM or LCM, offer more).
+ * A1111 samplers and the scheduler of a model's Replicate input each one runs as:
+ * engine/schedulers/index.ts builds the same diffusers class for both names. A sampler is offered
+ * where a served model's input lists its scheduler (stability-ai/stable-diffusion lists six;
+ * models with more, such as UniPC or LCM, offer more). `karras`: whether the Karras schedule type
+ * applies (the engine's Karras sigmas), and whether it is the sampler's own default, which
+ * "Automatic" means since A1111 1.9 (DPM++ 2M: its options say scheduler "karras").
  */
-export const SAMPLER_TABLE: readonly { sampler: string; schedule: "Automatic" | "Karras"; replicate: string }[] = [
-  { sampler: "Euler", schedule: "Automatic", replicate: "K_EULER" },
-  { sampler: "Euler a", schedule: "Automatic", replicate: "K_EULER_ANCESTRAL" },
-  { sampler: "DPM++ 2M", schedule: "Automatic", replicate: "DPMSolverMultistep" },
-  { sampler: "DPM++ 2M", schedule: "Karras", replicate: "KarrasDPM" },
-  { sampler: "LMS", schedule: "Automatic", replicate: "KLMS" },
-  { sampler: "Heun", schedule: "Automatic", replicate: "HeunDiscrete" },
-  { sampler: "DDIM", schedule: "Automatic", replicate: "DDIM" },
-  { sampler: "PLMS", schedule: "Automatic", replicate: "PNDM" },
-  { sampler: "UniPC", schedule: "Automatic", replicate: "UniPCMultistep" },
-  { sampler: "LCM", schedule: "Automatic", replicate: "LCM" },
+export const SAMPLER_TABLE: readonly { sampler: string; replicate: string; karras: "no" | "allowed" | "default" }[] = [
+  { sampler: "Euler", replicate: "K_EULER", karras: "allowed" },
+  { sampler: "Euler a", replicate: "K_EULER_ANCESTRAL", karras: "no" },
+  { sampler: "DPM++ 2M", replicate: "DPMSolverMultistep", karras: "default" },
+  { sampler: "LMS", replicate: "KLMS", karras: "allowed" },
+  { sampler: "Heun", replicate: "HeunDiscrete", karras: "allowed" },
+  { sampler: "DDIM", replicate: "DDIM", karras: "no" },
+  { sampler: "PLMS", replicate: "PNDM", karras: "no" },
+  { sampler: "UniPC", replicate: "UniPCMultistep", karras: "allowed" },
+  { sampler: "LCM", replicate: "LCM", karras: "no" },
 ];
 /** A1111's default (sampler_index's default in models.py). */
 export const DEFAULT_SAMPLER = "Euler";
@@ -44,12 +45,15 @@ export function schedulersOf(m: ModelAdapter): string[] {
   return ((m.schemas["scheduler"] as JsonSchema | undefined)?.enum ?? []) as string[];
 }
 
-/** The sampler and schedule of a request, as A1111 resolves them ("DPM++ 2M Karras" is sampler + schedule). */
+/**
+ * The sampler and schedule of a request, as A1111 resolves them ("DPM++ 2M Karras" is sampler +
+ * schedule): the model's scheduler to run, and whether with Karras sigmas.
+ */
 export function resolveSampler(
   samplerName: string | null,
   scheduler: string | null,
   field?: string,
-): { sampler: string; schedule: string; replicate: string } {
+): { sampler: string; schedule: string; replicate: string; karras: boolean } {
   let sampler = (samplerName ?? DEFAULT_SAMPLER).trim();
   let schedule = (scheduler ?? "Automatic").trim();
   // "DPM++ 2M Karras": the sampler and schedule type in one name, as A1111 before 1.9 named them.
@@ -59,16 +63,19 @@ export function resolveSampler(
       schedule = suffix.trim();
     }
   }
-  const rows = SAMPLER_TABLE.filter((r) => r.sampler.toLowerCase() === sampler.toLowerCase());
+  const row = SAMPLER_TABLE.find((r) => r.sampler.toLowerCase() === sampler.toLowerCase());
   // A1111 answers an unknown sampler_name with 404; an unknown hr_sampler_name is a field at fault.
-  if (rows.length === 0) {
+  if (!row) {
     if (field) throw invalid(field, `sampler ${JSON.stringify(sampler)} not found`);
     throw httpException(404, "Sampler not found");
   }
   const known = KNOWN_SCHEDULES.find((k) => k.toLowerCase() === schedule.toLowerCase()) ?? "Automatic";
-  const row = rows.find((r) => r.schedule === known);
-  if (!row) {
-    throw invalid("scheduler", `schedule type ${known} is not available for ${rows[0]?.sampler} here; use Automatic`);
+  if (known === "Automatic") {
+    return { sampler: row.sampler, schedule: known, replicate: row.replicate, karras: row.karras === "default" };
   }
-  return { sampler: row.sampler, schedule: row.schedule, replicate: row.replicate };
+  if (known === "Karras" && row.karras !== "no") {
+    return { sampler: row.sampler, schedule: known, replicate: row.replicate, karras: true };
+  }
+  const offered = row.karras === "no" ? "Automatic" : "Automatic or Karras";
+  throw invalid("scheduler", `schedule type ${known} is not available for ${row.sampler} here; use ${offered}`);
 }

@@ -15,6 +15,8 @@ import type { InvalidField, JsonSchema } from "../schemas/json-schema.js";
 export interface A1111Settings {
   /** CLIP_stop_at_last_layers (1 = the last layer). */
   clipSkip?: number;
+  /** The sampler's schedule type is Karras (the engine's Karras sigmas on the input's scheduler). */
+  karras?: boolean;
   /** txt2img's hires fix (engine/hires.ts). */
   hires?: HiresFix;
   /**

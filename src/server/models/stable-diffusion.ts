@@ -631,6 +631,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
           numInferenceSteps: input.num_inference_steps,
           guidanceScale: input.guidance_scale,
           scheduler: input.scheduler,
+          ...(ctx.a1111?.karras ? { useKarrasSigmas: true } : {}),
           seed,
           numOutputs: input.num_outputs,
           ...(ctx.promptSyntax ? { promptSyntax: ctx.promptSyntax } : {}),
@@ -678,6 +679,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
     }
     // /sdapi calls read prompts in A1111's syntax (emphasis, BREAK, chunks, <lora:…> from lora_dir).
     if (ctx.promptSyntax) job.request.promptSyntax = ctx.promptSyntax;
+    if (ctx.a1111?.karras) job.request.useKarrasSigmas = true;
     // An /sdapi img2img call runs A1111's step count (its strength), as on SD models, and counts it.
     if (ctx.a1111?.strength !== undefined && job.request.strength !== undefined) {
       const steps = job.request.numInferenceSteps ?? 0;

@@ -208,14 +208,19 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
   // What some served model can run: its input's schedulers, in A1111's names.
   const offered = SAMPLER_TABLE.filter((r) => served.some((m) => schedulersOf(m).includes(r.replicate)));
   app.get("/samplers", { schema: doc("The samplers served", list(ANY_OBJECT)) }, async () =>
-    [...new Set(offered.map((r) => r.sampler))].map((name) => ({ name, aliases: [], options: {} })),
+    offered.map((r) => ({
+      name: r.sampler,
+      aliases: [],
+      // As A1111 lists a sampler's own schedule ("Automatic" means it).
+      options: r.karras === "default" ? { scheduler: "karras" } : {},
+    })),
   );
   app.get("/schedulers", { schema: doc("The schedule types served", list(ANY_OBJECT)) }, async () =>
-    [...new Set(["Automatic", ...offered.map((r) => r.schedule)])].map((label) => ({
+    ["Automatic", ...(offered.some((r) => r.karras !== "no") ? ["Karras"] : [])].map((label) => ({
       name: label.toLowerCase(),
       label,
       aliases: null,
-      default_rho: -1,
+      default_rho: label === "Karras" ? 7 : -1,
       need_inner_model: false,
     })),
   );
@@ -396,7 +401,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     }
     const seedIn = body.seed ?? -1;
     const sendImages = body.send_images ?? true;
-    const { sampler, schedule, replicate } = resolveSampler(
+    const { sampler, schedule, replicate, karras } = resolveSampler(
       // Python's `or`, as A1111 reads them: an empty sampler_name falls back to sampler_index.
       body.sampler_name || body.sampler_index || null,
       body.scheduler ?? null,
@@ -419,12 +424,12 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
     }
     const clipSkip = overrides.CLIP_stop_at_last_layers ?? body.clip_skip ?? 1;
     if (!schedulersOf(model).includes(replicate)) {
-      const names = SAMPLER_TABLE.filter((r) => schedulersOf(model as ModelAdapter).includes(r.replicate)).map((r) =>
-        r.schedule === "Automatic" ? r.sampler : `${r.sampler} (${r.schedule})`,
+      const names = SAMPLER_TABLE.filter((r) => schedulersOf(model as ModelAdapter).includes(r.replicate)).map(
+        (r) => r.sampler,
       );
       throw invalid(
         "sampler_name",
-        `${sampler} with schedule type ${schedule} is not available for ${modelName(model)}; available: ${names.join(", ")}`,
+        `${sampler} is not available for ${modelName(model)}; available: ${names.join(", ")}`,
       );
     }
     const checkpoint = model;
@@ -434,7 +439,7 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       mode === "txt2img"
         ? resolveHires(body, { width, height, steps, prompt, negative, sampler }, model.imageLimits.maxPixels)
         : undefined;
-    let hrScheduler: string | undefined;
+    let hrScheduler: { scheduler: string; useKarrasSigmas: boolean } | undefined;
     if (hires) {
       // A1111 can switch checkpoints for the second pass; here it runs on the first pass's.
       const hrCheckpoint = body.hr_checkpoint_name;
@@ -456,14 +461,15 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
           `${hr.sampler} with schedule type ${hr.schedule} is not available for ${modelName(model)}`,
         );
       }
-      hrScheduler = hr.replicate;
+      hrScheduler = { scheduler: hr.replicate, useKarrasSigmas: hr.karras };
       addHiresSchedule(hires.extra, schedule, hr.schedule);
     }
     // A1111 ignores clip skip for SDXL (its encoders are read at the penultimate layer already).
     const clipApplied = sdxl ? 1 : clipSkip;
     const settings: A1111Settings = {
       ...(clipApplied !== 1 ? { clipSkip: clipApplied } : {}),
-      ...(hires ? { hires: { ...hires.fix, scheduler: hrScheduler } } : {}),
+      ...(karras ? { karras } : {}),
+      ...(hires ? { hires: { ...hires.fix, ...hrScheduler } } : {}),
     };
     if (mode === "img2img") {
       if (!Array.isArray(body.init_images) || body.init_images.length === 0) {
@@ -526,6 +532,8 @@ export async function a1111Routes(app: FastifyInstance, opts: A1111Options): Pro
       guidance_scale: cfg,
       scheduler: replicate,
       seed: s,
+      // A1111 marks no picture; SDXL's Replicate input watermarks by default.
+      ...(Object.hasOwn(inputProps, "apply_watermark") ? { apply_watermark: false } : {}),
     });
     // Every input is checked before any prediction is made: a bad one makes none.
     const fields = model.validateInput(inputOf(seeds[0] as number));
