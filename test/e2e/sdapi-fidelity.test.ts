@@ -329,6 +329,11 @@ test("schedule types: DPM++ 2M's Automatic is Karras, as in A1111 1.9+; Karras a
   const automatic = await pixels({ sampler_name: "DPM++ 2M" });
   assert.deepEqual(await pixels({ sampler_name: "DPM++ 2M", scheduler: "Karras" }), automatic);
   assert.deepEqual(await pixels({ sampler_name: "DPM++ 2M Karras" }), automatic);
+  // A1111 reports a sampler's own schedule as Automatic (get_sampler_and_scheduler); another as itself.
+  const named = await call("txt2img", { ...req, steps: 1, sampler_name: "DPM++ 2M Karras" });
+  assert.equal(pairsOf(named.texts[0] as string)["Schedule type"], "Automatic");
+  const euler = await call("txt2img", { ...req, steps: 1, sampler_name: "Euler", scheduler: "Karras" });
+  assert.equal(pairsOf(euler.texts[0] as string)["Schedule type"], "Karras");
   // The same model through Replicate's API, DPMSolverMultistep: diffusers' own spacing, another picture.
   const plain = await api(
     server,
@@ -350,8 +355,8 @@ test("schedule types: DPM++ 2M's Automatic is Karras, as in A1111 1.9+; Karras a
   assert.equal(plain.json["status"], "succeeded", JSON.stringify(plain.json));
   const plainPng = await (await fetch((plain.json["output"] as string[])[0] as string)).arrayBuffer();
   assert.notDeepEqual(decode(new Uint8Array(plainPng)).data, automatic);
-  const euler = await pixels({ sampler_name: "Euler" });
-  assert.notDeepEqual(await pixels({ sampler_name: "Euler", scheduler: "Karras" }), euler);
+  const uniform = await pixels({ sampler_name: "Euler" });
+  assert.notDeepEqual(await pixels({ sampler_name: "Euler", scheduler: "Karras" }), uniform);
   const refused = await api(
     server,
     "POST",

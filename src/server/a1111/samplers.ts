@@ -74,7 +74,9 @@ export function resolveSampler(
     return { sampler: row.sampler, schedule: known, replicate: row.replicate, karras: row.karras === "default" };
   }
   if (known === "Karras" && row.karras !== "no") {
-    return { sampler: row.sampler, schedule: known, replicate: row.replicate, karras: true };
+    // A1111's get_sampler_and_scheduler reports a sampler's own schedule as Automatic.
+    const schedule = row.karras === "default" ? "Automatic" : known;
+    return { sampler: row.sampler, schedule, replicate: row.replicate, karras: true };
   }
   const offered = row.karras === "no" ? "Automatic" : "Automatic or Karras";
   throw invalid("scheduler", `schedule type ${known} is not available for ${row.sampler} here; use ${offered}`);
