@@ -202,7 +202,7 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
         done = await service.waitForCompletion(created.id, Number.POSITIVE_INFINITY);
       } finally {
         reply.raw.off("close", onClose);
-        events?.stopPreviews();
+        await events?.stopPreviews();
       }
       if (!done || done.status === "canceled" || done.status === "starting" || done.status === "processing") {
         throw new OpenAiError(500, "The image generation was interrupted.", "server_error");
@@ -258,6 +258,8 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
     const format = (type: string, fields: Record<string, unknown>) =>
       `event: ${type}\ndata: ${JSON.stringify({ type, created_at: Math.floor(Date.now() / 1000), ...settings, ...fields })}\n\n`;
     let unsubscribe = () => {};
+    // The partial images being encoded and written, one after another.
+    let sending = Promise.resolve();
     let finished = false;
     const close = () => {
       if (finished) return;
@@ -270,7 +272,6 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
       /** Sends up to partialImages of the first image's step previews, spread over the steps. */
       followPreviews(id: string, output: OutputChoice) {
         let index = 0;
-        let sending = Promise.resolve();
         unsubscribe = service.events.subscribePreviews(id, (p) => {
           const image = p.images[0];
           // Partial i goes out once (i+1)/(partials+1) of the steps are done: early noise is not worth a picture.
@@ -290,8 +291,10 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
             .catch(() => undefined);
         });
       },
-      stopPreviews() {
+      /** Stops following; resolves once a partial image being written is out (before any image). */
+      stopPreviews(): Promise<void> {
         unsubscribe();
+        return sending;
       },
       /** Writes one event, waiting until the client has taken the one before. */
       async send(event: string, fields: Record<string, unknown>) {
