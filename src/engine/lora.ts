@@ -13,7 +13,8 @@
  * - diffusers / PEFT: `unet.<module path>.lora_A.weight` [rank, in] and `.lora_B.weight`
  *   [out, rank], `text_encoder.…` (`text_encoder_2.…` on SDXL); the alpha/rank factor is
  *   already in lora_B (factor 1), as diffusers loads them. Older diffusers names
- *   (`…processor.to_q_lora.down.weight`, `…lora_linear_layer.up.weight`) are read too, also
+ *   (`…processor.to_q_lora.down.weight`, `…lora_linear_layer.up.weight`, the text encoder's
+ *   `…self_attn.to_q_lora.down.weight`) are read too, also
  *   without the `unet.` prefix (UNet attention processors as save_attn_procs writes them, and
  *   as Replicate's SDXL trainer ships them in its `lora.safetensors`).
  *
@@ -36,7 +37,7 @@
  * down/upsamplers (what LCM-LoRA trains besides attention), its time embedding and conv_in /
  * conv_out (full-network LoCon): a k×k conv to r channels then a 1×1 conv back, at r ≥ 1 even
  * when unused, so those pipelines pay more per step. A file is applied whole or refused: a key
- * on a layer the pipeline cannot change is an error, never skipped. The LyCORIS variants (LoHa, LoKr, …) are refused by name,
+ * on a layer the pipeline cannot change is an error, never skipped. The LyCORIS variants (LoHa, LoKr, …) and DoRA are refused by name,
  * as are keys that fit no LoRA-able layer of the model and factors whose shapes do not fit.
  */
 import { stat } from "node:fs/promises";
@@ -226,13 +227,15 @@ export function moduleShapes(tensors: ReadonlyMap<string, TensorInfo>): Map<stri
 }
 
 const LYCORIS: readonly [RegExp, string][] = [
-  [/\.hada_w[12]_[ab]$/, "LoHa"],
-  [/\.lokr_w[12](_[ab])?$/, "LoKr"],
-  [/\.lora_mid\.weight$/, "LoCon with CP decomposition"],
-  [/\.(oft_blocks|oft_diag)$/, "OFT"],
-  [/\.dora_scale$/, "DoRA"],
-  [/\.(diff|diff_b)$/, "full-difference"],
-  [/\.(w_norm|b_norm)$/, "norm"],
+  [/\.hada_w[12]_[ab]$/, "LyCORIS LoHa"],
+  [/\.lokr_w[12](_[ab])?$/, "LyCORIS LoKr"],
+  [/\.lora_mid\.weight$/, "LyCORIS LoCon with CP decomposition"],
+  [/\.(oft_blocks|oft_diag)$/, "LyCORIS OFT"],
+  [/\.dora_scale$/, "LyCORIS DoRA"],
+  // PEFT's DoRA (diffusers' use_dora): the magnitude vector beside lora_A / lora_B.
+  [/\.lora_magnitude_vector(\.weight)?$/, "DoRA"],
+  [/\.(diff|diff_b)$/, "LyCORIS full-difference"],
+  [/\.(w_norm|b_norm)$/, "LyCORIS norm"],
 ];
 
 type Part = "down" | "up" | "alpha";
@@ -249,13 +252,22 @@ const SUFFIXES: readonly [string, Part, "kohya" | "peft"][] = [
 ];
 
 /**
- * diffusers before PEFT (≤ 0.20) saved UNet LoRAs under its attention processors:
- * `<attention>.processor.to_q_lora.down.weight`; the layer is `<attention>.to_q` (`to_out.0`).
+ * diffusers before PEFT (≤ 0.20) saved LoRAs under attention processors:
+ * `<attention>.processor.to_q_lora.down.weight`, also without `.processor` (diffusers drops it
+ * when it loads them); the layer is `<attention>.to_q` (`to_out.0`) in the UNet and
+ * `self_attn.q_proj` (`out_proj`) in a text encoder, as diffusers' old-to-PEFT key maps read
+ * them (its text-encoder LoRAs of that time: `text_encoder.….self_attn.to_q_lora.down.weight`).
  */
 function legacyProcessorKey(key: string): string {
-  const m = /^(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/.exec(key);
+  const m = /^(.+?)(\.processor)?\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/.exec(key);
   if (!m) return key;
-  return `${m[1]}.${m[2] === "to_out" ? "to_out.0" : m[2]}.lora.${m[3]}.weight`;
+  const proj = m[3] as string;
+  const layer = /^text_encoder(_2)?\./.test(m[1] as string)
+    ? `${proj.slice(3)}_proj`
+    : proj === "to_out"
+      ? "to_out.0"
+      : proj;
+  return `${m[1]}.${layer}.lora.${m[4]}.weight`;
 }
 
 const list = (names: readonly string[]) =>
@@ -273,7 +285,7 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
     const hit = keys.find((k) => re.test(k));
     if (hit) {
       throw new ModelError(
-        `is a LyCORIS ${kind} file (${hit}), which sdserve does not support; it applies plain LoRAs ` +
+        `is a ${kind} file (${hit}), which sdserve does not support; it applies plain LoRAs ` +
           "(lora_down/lora_up or lora_A/lora_B)",
         { file },
       );

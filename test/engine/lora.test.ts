@@ -172,6 +172,43 @@ test("older diffusers names (attention processors, lora_linear_layer) load as th
   }
 });
 
+test("diffusers' pre-PEFT text-encoder names (self_attn.to_q_lora, with or without .processor) and UNet names without .processor give the PEFT file's factors", async () => {
+  const { readSafetensors, readTensor } = await import("../../src/engine/weights/safetensors.js");
+  const st = await readSafetensors(FILES.peft);
+  const pipe = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraSupport: true });
+  try {
+    const feedsOf = async (file: string) => {
+      const f = await pipe.adapterFeeds([{ path: file }]);
+      return Object.entries({ ...f.text, ...f.unet }).map(([k, t]) => [k, [...(t.data as Float32Array)]] as const);
+    };
+    const want = await feedsOf(FILES.peft);
+    const downUp = (ab: string) => (ab === "A" ? "down" : "up");
+    for (const processor of ["", ".processor"]) {
+      const tensors = [];
+      for (const t of st.tensors.values()) {
+        const name = t.name
+          .replace(
+            /^(text_encoder\..+\.self_attn)\.(q|k|v|out)_proj\.lora_([AB])\.weight$/,
+            (_, a, p, ab) => `${a}${processor}.to_${p}_lora.${downUp(ab)}.weight`,
+          )
+          .replace(
+            /^(unet\..+)\.(to_q|to_k|to_v|to_out)(\.0)?\.lora_([AB])\.weight$/,
+            (_, a, p, _z, ab) => `${a}${processor}.${p}_lora.${downUp(ab)}.weight`,
+          );
+        tensors.push({ name, dtype: "F32" as const, shape: t.shape, data: await readTensor(t) });
+      }
+      assert.ok(
+        tensors.some((t) => /^text_encoder\..+\.self_attn\.(processor\.)?to_out_lora\.up\.weight$/.test(t.name)),
+      );
+      const file = path.join(tmp, `old-names${processor}.safetensors`);
+      await writeSafetensors(file, tensors);
+      assert.deepEqual(await feedsOf(file), want, `old names${processor}`);
+    }
+  } finally {
+    await pipe.release();
+  }
+});
+
 describe("LoRAs on convolutions and time projections (LoCon, LCM-LoRA)", () => {
   // Layers of tiny-sd1: 3×3 conv, strided 3×3 conv, 1×1 shortcut, linear time projection,
   // attention, the time embedding's linears and the first and last convolutions.
@@ -456,6 +493,26 @@ describe("bad LoRA files", () => {
       /LoHa/,
     );
     await rejects(await write("lokr.safetensors", { [`${Q}.lokr_w1`]: [8, 8], [`${Q}.lokr_w2`]: [8, 8] }), /LoKr/);
+  });
+
+  test("DoRA is refused by name: LyCORIS's dora_scale and PEFT's lora_magnitude_vector", async () => {
+    await rejects(
+      await write("dora-kohya.safetensors", {
+        [`${Q}.lora_down.weight`]: [4, 64],
+        [`${Q}.lora_up.weight`]: [64, 4],
+        [`${Q}.dora_scale`]: [1, 64],
+      }),
+      /is a LyCORIS DoRA file/,
+    );
+    const peft = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q";
+    await rejects(
+      await write("dora-peft.safetensors", {
+        [`${peft}.lora_A.weight`]: [4, 64],
+        [`${peft}.lora_B.weight`]: [64, 4],
+        [`${peft}.lora_magnitude_vector`]: [64],
+      }),
+      /is a DoRA file \(.+lora_magnitude_vector\)/,
+    );
   });
 
   test("factors whose shapes do not fit the layer", async () => {
