@@ -146,6 +146,15 @@ describe("prediction type of a single file", () => {
     assert.equal(decidePredictionType("sd1", new Map([["v_pred", {} as never]]), {}), "v_prediction");
   });
 
+  test("an SD 2.x inpainting file (9 UNet input channels) is epsilon, as diffusers takes stable-diffusion-2-inpainting", () => {
+    const convIn = (channels: number) =>
+      new Map([["model.diffusion_model.input_blocks.0.0.weight", { shape: [320, channels, 3, 3] } as never]]);
+    assert.equal(decidePredictionType("sd2", convIn(9), {}), "epsilon");
+    assert.equal(decidePredictionType("sd2", convIn(4), {}), "v_prediction");
+    assert.equal(decidePredictionType("sd1", convIn(9), {}), "epsilon");
+    assert.equal(decidePredictionType("sd2", convIn(9), { "modelspec.prediction_type": "v" }), "v_prediction");
+  });
+
   test("--prediction-type overrides the config folder's", async () => {
     const folder = await openSingleFile(sd2, { config: modelDir("tiny-sd2v"), predictionType: "epsilon" });
     assert.equal(folder.schedulerConfig["prediction_type"], "epsilon");

@@ -180,7 +180,9 @@ export function detectFamily(file: string, tensors: ReadonlyMap<string, TensorIn
  * model (stabilityai/stable-diffusion-2-1), reading epsilon only from a pickle's
  * `global_step` 875000 (SD 2 base), which safetensors files do not carry. We do the same, and
  * first honour what a file may state: Stability's model-spec metadata
- * (`modelspec.prediction_type`) or the `v_pred` marker key some tools write.
+ * (`modelspec.prediction_type`) or the `v_pred` marker key some tools write. An SD 2.x
+ * inpainting file (a 9-channel UNet input) is epsilon at 512 px: diffusers takes it for
+ * stabilityai/stable-diffusion-2-inpainting, trained from the 512-px epsilon base.
  */
 export function decidePredictionType(
   family: CheckpointFamily,
@@ -191,6 +193,7 @@ export function decidePredictionType(
   if (spec === "v" || spec === "v_prediction") return "v_prediction";
   if (spec === "epsilon" || spec === "eps") return "epsilon";
   if (tensors.has("v_pred")) return "v_prediction";
+  if (family === "sd2" && tensors.get(`${UNET}input_blocks.0.0.weight`)?.shape[1] === 9) return "epsilon";
   // SDXL base and refiner are epsilon models (v-prediction fine-tunes say so with the marks above).
   return family === "sd2" ? "v_prediction" : "epsilon";
 }
