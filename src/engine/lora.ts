@@ -12,7 +12,8 @@
  *   _maybe_map_sgm_blocks_to_diffusers does the same for LoRAs).
  * - diffusers / PEFT: `unet.<module path>.lora_A.weight` [rank, in] and `.lora_B.weight`
  *   [out, rank], `text_encoder.…` (`text_encoder_2.…` on SDXL); the alpha/rank factor is
- *   already in lora_B (factor 1), as diffusers loads them. Older diffusers names
+ *   already in lora_B (factor 1), as diffusers loads them, unless the header carries the PEFT
+ *   config diffusers saves (`lora_adapter_metadata`, peftAdapterConfig). Older diffusers names
  *   (`…processor.to_q_lora.down.weight`, `…lora_linear_layer.up.weight`, the text encoder's
  *   `…self_attn.to_q_lora.down.weight`) are read too, also
  *   without the `unet.` prefix (UNet attention processors as save_attn_procs writes them, and
@@ -196,7 +197,7 @@ interface LoraLayer {
   /** down [rank, in] and up [out, rank], row-major float32. */
   down: Float32Array;
   up: Float32Array;
-  /** alpha / rank (kohya), or 1 (PEFT). */
+  /** alpha / rank (kohya; PEFT with diffusers' lora_adapter_metadata), or 1 (PEFT). */
   factor: number;
 }
 
@@ -274,6 +275,68 @@ const list = (names: readonly string[]) =>
   names.slice(0, 3).join(", ") + (names.length > 3 ? `, and ${names.length - 3} more` : "");
 
 /**
+ * diffusers (0.34 on) may save a LoRA's PEFT config in the header, `lora_adapter_metadata`: a
+ * JSON object of `<component>.<LoraConfig field>` (`unet.lora_alpha`, `unet.alpha_pattern`,
+ * `text_encoder.use_rslora`, …), from which it builds the LoraConfig instead of taking alpha =
+ * rank. PEFT then scales a layer by alpha / rank (alpha / √rank with use_rslora), alpha being
+ * the first `alpha_pattern` entry whose pattern ends the module's name, else `lora_alpha`
+ * (LoraConfig's default 8 when absent). Returns that factor per layer, or undefined without
+ * such metadata; DoRA configs are refused, as DoRA files are.
+ */
+function peftAdapterConfig(
+  file: string,
+  metadata: Readonly<Record<string, string>>,
+): ((component: LoraComponent, prefix: string, rank: number) => number) | undefined {
+  const raw = metadata["lora_adapter_metadata"];
+  if (raw === undefined) return undefined;
+  let config: unknown;
+  try {
+    config = JSON.parse(raw);
+  } catch (err) {
+    throw new ModelError(`header metadata lora_adapter_metadata is not JSON (${(err as Error).message})`, { file });
+  }
+  if (typeof config !== "object" || config === null || Array.isArray(config)) {
+    throw new ModelError("header metadata lora_adapter_metadata is not a JSON object", { file });
+  }
+  const fields = config as Record<string, unknown>;
+  const bad = (what: string) =>
+    new ModelError(`header metadata lora_adapter_metadata: ${what}`, { file, field: "lora_adapter_metadata" });
+  for (const component of COMPONENTS) {
+    if (fields[`${component}.use_dora`] === true) {
+      throw new ModelError(
+        `is a DoRA file (lora_adapter_metadata ${component}.use_dora), which sdserve does not support; it applies ` +
+          "plain LoRAs (lora_down/lora_up or lora_A/lora_B)",
+        { file },
+      );
+    }
+  }
+  return (component, prefix, rank) => {
+    const field = (name: string) => fields[`${component}.${name}`];
+    let alpha = field("lora_alpha") ?? 8;
+    const patterns = field("alpha_pattern") ?? {};
+    if (typeof patterns !== "object" || patterns === null || Array.isArray(patterns)) {
+      throw bad(`${component}.alpha_pattern is not an object`);
+    }
+    for (const [pattern, value] of Object.entries(patterns)) {
+      let re: RegExp;
+      try {
+        re = new RegExp(`^(.*\\.)?(${pattern})$`);
+      } catch {
+        throw bad(`${component}.alpha_pattern key ${JSON.stringify(pattern)} is not a pattern`);
+      }
+      if (re.test(prefix)) {
+        alpha = value;
+        break;
+      }
+    }
+    if (typeof alpha !== "number" || !Number.isFinite(alpha)) {
+      throw bad(`the alpha of ${component} ${prefix} is ${JSON.stringify(alpha)}, not a number`);
+    }
+    return alpha / (field("use_rslora") === true ? Math.sqrt(rank) : rank);
+  };
+}
+
+/**
  * Reads a LoRA file and matches it to the model: every key must name a LoRA-able layer of the
  * model with factors of fitting shapes. Throws a ModelError naming the file and what is wrong.
  */
@@ -295,8 +358,10 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
     throw new ModelError("is a model checkpoint, not a LoRA (load it with --model)", { file });
   }
 
+  const adapterConfig = peftAdapterConfig(file, st.metadata);
   const groups = new Map<string, Partial<Record<Part, TensorInfo>>>();
   const formats = new Set<"kohya" | "peft">();
+  const peftBases = new Set<string>();
   const unknown: string[] = [];
   for (const [stored, t] of st.tensors) {
     const k = keyBase(stored);
@@ -305,6 +370,7 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
       continue;
     }
     formats.add(k.format);
+    if (k.format === "peft") peftBases.add(k.base);
     const g = groups.get(k.base) ?? {};
     g[k.part] = t;
     groups.set(k.base, g);
@@ -335,7 +401,12 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
     if (!g.down || !g.up) {
       throw new ModelError(`${base} has ${g.down ? "no up" : "no down"} factor`, { file });
     }
-    layers.push(await readLayer(file, base, where.component, where.prefix, g, target));
+    const layer = await readLayer(file, base, where.component, where.prefix, g, target);
+    // PEFT factors scale by the adapter config diffusers saved in the header, when it did.
+    if (!g.alpha && peftBases.has(base) && adapterConfig) {
+      layer.factor = adapterConfig(where.component, where.prefix, layer.rank);
+    }
+    layers.push(layer);
   }
   if (unplaced.length > 0) {
     throw new ModelError(

@@ -20,7 +20,7 @@ import { ModelError, RequestError } from "../../src/engine/errors.js";
 import { decodedToFloatImages } from "../../src/engine/image.js";
 import { parseLoraArg } from "../../src/engine/lora.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
-import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
+import { type TensorToWrite, writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { maxAbs, maxAbsDiff, modelDir, readJson, SHARED } from "../helpers/fixtures.js";
 import { fuseIntoUnet, isLcmLoraLayer, lcmLoraLayers, writeUnetLora } from "../helpers/lcm-lora.js";
 import { copyModel } from "../helpers/model-copy.js";
@@ -204,6 +204,73 @@ test("diffusers' pre-PEFT text-encoder names (self_attn.to_q_lora, with or witho
       await writeSafetensors(file, tensors);
       assert.deepEqual(await feedsOf(file), want, `old names${processor}`);
     }
+  } finally {
+    await pipe.release();
+  }
+});
+
+test("diffusers' lora_adapter_metadata: PEFT factors scale by its lora_alpha / alpha_pattern over the rank, as diffusers builds the LoraConfig from it", async () => {
+  const { readSafetensors, readTensor } = await import("../../src/engine/weights/safetensors.js");
+  const st = await readSafetensors(FILES.peft);
+  const tensors: TensorToWrite[] = [];
+  for (const t of st.tensors.values())
+    tensors.push({ name: t.name, dtype: "F32" as const, shape: t.shape, data: await readTensor(t) });
+  const rank = st.tensors.values().next().value?.shape[0];
+  assert.equal(rank, 4);
+  const withConfig = async (name: string, config: Record<string, unknown>) => {
+    const file = path.join(tmp, name);
+    await writeSafetensors(file, tensors, { format: "pt", lora_adapter_metadata: JSON.stringify(config) });
+    return file;
+  };
+  const pipe = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraSupport: true });
+  try {
+    const feeds = async (file: string, scale: number) => {
+      const f = await pipe.adapterFeeds([{ path: file, scale }]);
+      return Object.fromEntries(
+        Object.entries({ ...f.text, ...f.unet }).map(([k, t]) => [k, [...(t.data as Float32Array)]]),
+      );
+    };
+    // UNet alpha 8 over rank 4: ×2; text encoder alpha 2: ×0.5, but q_proj layers (alpha_pattern) 4: ×1.
+    const file = await withConfig("adapter-config.safetensors", {
+      "unet.r": 4,
+      "unet.lora_alpha": 8,
+      "text_encoder.r": 4,
+      "text_encoder.lora_alpha": 2,
+      "text_encoder.alpha_pattern": { q_proj: 4 },
+    });
+    const got = await feeds(file, 1);
+    const [x2, x05, x1] = [await feeds(FILES.peft, 2), await feeds(FILES.peft, 0.5), await feeds(FILES.peft, 1)];
+    let checked = 0;
+    for (const [name, value] of Object.entries(got)) {
+      const text = name.includes("text_model.");
+      const want = !text ? x2 : name.endsWith(".q_proj") ? x1 : x05;
+      assert.deepEqual(value, want[name], name);
+      if (name.startsWith("lora_up_t:") && value.some((v) => v !== 0)) checked++;
+    }
+    assert.ok(checked > 10, `${checked} scaled factors compared`);
+    // alpha = rank (what diffusers' SD trainers save) changes nothing; use_rslora divides by √rank.
+    assert.deepEqual(
+      await feeds(await withConfig("same.safetensors", { "unet.lora_alpha": 4, "text_encoder.lora_alpha": 4 }), 1),
+      x1,
+    );
+    const rs = await feeds(
+      await withConfig("rslora.safetensors", {
+        "unet.lora_alpha": 2,
+        "unet.use_rslora": true,
+        "text_encoder.lora_alpha": 2,
+        "text_encoder.use_rslora": true,
+      }),
+      1,
+    );
+    assert.deepEqual(rs, x1);
+    await assert.rejects(
+      pipe.adapterFeeds([{ path: await withConfig("dora-config.safetensors", { "unet.use_dora": true }) }]),
+      /dora-config\.safetensors.+DoRA/,
+    );
+    await assert.rejects(
+      pipe.adapterFeeds([{ path: await withConfig("bad-alpha.safetensors", { "unet.lora_alpha": "eight" }) }]),
+      /bad-alpha\.safetensors.+not a number/,
+    );
   } finally {
     await pipe.release();
   }
