@@ -192,6 +192,26 @@ describe("bad checkpoint files", () => {
     await rejectsNaming(file, /pickle/);
   });
 
+  test("a UNet of neither 4 nor 9 input channels (SD 2 depth-to-image) is refused naming the file, not its preset", async () => {
+    const file = path.join(tmp, "512-depth-ema.safetensors");
+    const zeros = (name: string, shape: number[]) => ({
+      name,
+      dtype: "F16" as const,
+      shape,
+      data: new Uint16Array(shape.reduce((a, d) => a * d, 1)),
+    });
+    await writeSafetensors(file, [
+      zeros("model.diffusion_model.input_blocks.0.0.weight", [320, 5, 3, 3]),
+      zeros("cond_stage_model.model.token_embedding.weight", [8, 1024]),
+    ]);
+    await assert.rejects(loadPipeline(file), (err: Error) => {
+      assert.ok(err instanceof ModelError, `${err.name}: ${err.message}`);
+      assert.ok(err.message.includes("512-depth-ema.safetensors"), err.message);
+      assert.match(err.message, /takes 5 input channels/);
+      return true;
+    });
+  });
+
   test("a checkpoint of an unknown family", async () => {
     const file = path.join(tmp, "unknown.safetensors");
     await writeSafetensors(file, [{ name: "encoder.weight", dtype: "F32", shape: [2], data: new Float32Array(2) }]);

@@ -386,6 +386,14 @@ function fitPresetToFile(
       { file },
     );
   }
+  // The presets' VAEs have 4 latent channels: a UNet takes them (4) or an inpainting input (9).
+  if (convIn[1] !== 4 && convIn[1] !== 9) {
+    throw new ModelError(
+      `UNet input_blocks.0.0.weight takes ${convIn[1]} input channels: sdserve runs UNets of 4 (text-to-image) ` +
+        "or 9 (inpainting), not others such as SD 2's depth-to-image model (5)",
+      { file },
+    );
+  }
   unet["in_channels"] = convIn[1];
   const label = shape(`${UNET}label_emb.0.0.weight`);
   const addedIn = unet["projection_class_embeddings_input_dim"];
