@@ -35,7 +35,7 @@
  * projections and MLP (fc1, fc2) — what kohya's trainer targets by default. With `convs` (a
  * pipeline loaded with loraSupport "all", or with a fixed LoRA that needs it, or one in its
  * `<lora:…>` folder at load) also the UNet's ResNet convolutions and time projections, its
- * down/upsamplers (what LCM-LoRA trains besides attention), its time embedding and conv_in /
+ * down/upsamplers (what LCM-LoRA trains besides attention), its time embedding, SDXL's add_embedding (label_emb) and conv_in /
  * conv_out (full-network LoCon): a k×k conv to r channels then a 1×1 conv back, at r ≥ 1 even
  * when unused, so those pipelines pay more per step. A file is applied whole or refused: a key
  * on a layer the pipeline cannot change is an error, never skipped. The LyCORIS variants (LoHa, LoKr, …) and DoRA are refused by name,
@@ -69,9 +69,10 @@ export function isLoraTarget(component: LoraComponent, prefix: string, convs = f
   const attention =
     /\.attentions\.\d+\.(transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))|proj_in|proj_out)$/;
   // LoCon and LCM-LoRA also change the ResNets (convolutions, time projection) and the samplers;
-  // full-network LoRAs (LoCon extractions) the time embedding and the first and last convolutions.
+  // full-network LoRAs (LoCon extractions, LyCORIS's full preset) the time embedding, SDXL's
+  // added-condition embedding (SGM's label_emb) and the first and last convolutions.
   const resnets =
-    /(\.resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|\.(down|up)samplers\.0\.conv|^time_embedding\.linear_[12]|^conv_in|^conv_out)$/;
+    /(\.resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|\.(down|up)samplers\.0\.conv|^(time|add)_embedding\.linear_[12]|^conv_in|^conv_out)$/;
   return attention.test(prefix) || (convs && resnets.test(prefix));
 }
 
