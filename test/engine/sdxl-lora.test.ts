@@ -216,7 +216,7 @@ test("a full-network LoRA's SGM label_emb (SDXL's added-condition embedding) and
     "time_embedding.linear_1": "time_embed_0",
   };
   const layers: RandomLayer[] = Object.keys(sgm).map((module) => {
-    const [outF, inF] = st.tensors.get(`${module}.weight`)?.shape as [number, number];
+    const [outF, inF] = (st.tensors.get(`${module}.weight`) as { shape: number[] }).shape as [number, number];
     const rand = (n: number) => Float32Array.from({ length: n }, () => (next() * 2 - 1) * 0.1);
     return { network: "unet", module, rank: RANK, inF, outF, down: rand(RANK * inF), up: rand(outF * RANK) };
   });
