@@ -212,6 +212,33 @@ describe("bad checkpoint files", () => {
     });
   });
 
+  test("EDM-formulation checkpoints (Playground v2.5's edm_mean, CosXL's edm_vpred.sigma_max) are refused by name", async () => {
+    for (const [name, marker] of [
+      ["playground-v2.5", "edm_mean"],
+      ["cosxl", "edm_vpred.sigma_max"],
+    ] as const) {
+      const file = path.join(tmp, `${name}.safetensors`);
+      const t = (n: string, shape: number[]) => ({
+        name: n,
+        dtype: "F32" as const,
+        shape,
+        data: new Float32Array(shape.reduce((a, d) => a * d, 1)),
+      });
+      await writeSafetensors(file, [
+        t("model.diffusion_model.input_blocks.0.0.weight", [320, 4, 3, 3]),
+        t("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight", [8, 768]),
+        t("conditioner.embedders.1.model.token_embedding.weight", [8, 1280]),
+        t(marker, marker === "edm_mean" ? [1, 4, 1, 1] : []),
+      ]);
+      await assert.rejects(loadPipeline(file), (err: Error) => {
+        assert.ok(err instanceof ModelError, `${err.name}: ${err.message}`);
+        assert.ok(err.message.includes(`${name}.safetensors`), err.message);
+        assert.match(err.message, new RegExp(`EDM-formulation model \\(its ${marker.replace(/\./g, "\\.")} key`));
+        return true;
+      });
+    }
+  });
+
   test("a checkpoint of an unknown family", async () => {
     const file = path.join(tmp, "unknown.safetensors");
     await writeSafetensors(file, [{ name: "encoder.weight", dtype: "F32", shape: [2], data: new Float32Array(2) }]);

@@ -198,6 +198,22 @@ export function decidePredictionType(
   return family === "sd2" ? "v_prediction" : "epsilon";
 }
 
+/**
+ * SDXL-layout checkpoints of the EDM formulation mark it with keys (as ComfyUI and diffusers
+ * read them): Playground v2.5's `edm_mean` / `edm_std` (diffusers' playground-v2-5 type, with
+ * an EDM scheduler and normalised latents) and EDM v-prediction models' `edm_vpred.sigma_max`
+ * (CosXL). Run as an ordinary SDXL model they would give noise, so they are refused.
+ */
+function refuseEdm(file: string, tensors: ReadonlyMap<string, TensorInfo>): void {
+  const key = ["edm_mean", "edm_std", "edm_vpred.sigma_max"].find((k) => tensors.has(k));
+  if (key === undefined) return;
+  throw new ModelError(
+    `is an EDM-formulation model (its ${key} key: ${key.startsWith("edm_vpred") ? "EDM v-prediction, as CosXL" : "Playground v2.5"}), ` +
+      "which sdserve's schedulers do not run",
+    { file },
+  );
+}
+
 /** The published configs a family's file is read with (SD 2.x: by its prediction type). */
 function presetFor(family: CheckpointFamily, prediction: PredictionType): string {
   if (family === "sd1") return "sd-1.5";
@@ -243,6 +259,7 @@ export async function openSingleFile(file: string, opts: OpenSingleFileOptions =
   await refusePickle(file);
   const st = await readSafetensors(file);
   const family = detectFamily(file, st.tensors);
+  refuseEdm(file, st.tensors);
   const encoders = textEncoderSources(family);
 
   let source: ConfigSource;
