@@ -281,8 +281,9 @@ const list = (names: readonly string[]) =>
  * `text_encoder.use_rslora`, …), from which it builds the LoraConfig instead of taking alpha =
  * rank. PEFT then scales a layer by alpha / rank (alpha / √rank with use_rslora), alpha being
  * the first `alpha_pattern` entry whose pattern ends the module's name, else `lora_alpha`
- * (LoraConfig's default 8 when absent). Returns that factor per layer, or undefined without
- * such metadata; DoRA configs are refused, as DoRA files are.
+ * (LoraConfig's default 8 when absent; a network the metadata has no fields for keeps alpha =
+ * rank). Returns that factor per layer, or undefined without such metadata; DoRA configs are
+ * refused, as DoRA files are.
  */
 function peftAdapterConfig(
   file: string,
@@ -313,6 +314,8 @@ function peftAdapterConfig(
   }
   return (component, prefix, rank) => {
     const field = (name: string) => fields[`${component}.${name}`];
+    // No config for this network (one saved for another): alpha = rank, the convention without one.
+    if (!Object.keys(fields).some((k) => k.startsWith(`${component}.`))) return 1;
     let alpha = field("lora_alpha") ?? 8;
     const patterns = field("alpha_pattern") ?? {};
     if (typeof patterns !== "object" || patterns === null || Array.isArray(patterns)) {

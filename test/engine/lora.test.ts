@@ -263,6 +263,11 @@ test("diffusers' lora_adapter_metadata: PEFT factors scale by its lora_alpha / a
       1,
     );
     assert.deepEqual(rs, x1);
+    // A config for the UNet only leaves the text encoder at alpha = rank.
+    const unetOnly = await feeds(await withConfig("unet-config.safetensors", { "unet.lora_alpha": 8 }), 1);
+    for (const [name, value] of Object.entries(unetOnly)) {
+      assert.deepEqual(value, (name.includes("text_model.") ? x1 : x2)[name], name);
+    }
     await assert.rejects(
       pipe.adapterFeeds([{ path: await withConfig("dora-config.safetensors", { "unet.use_dora": true }) }]),
       /dora-config\.safetensors.+DoRA/,
