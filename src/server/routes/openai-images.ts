@@ -9,6 +9,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Uploads } from "../files/uploads.js";
+import { startEventStream } from "../http/event-stream.js";
 import { urlBaseOf } from "../http/headers.js";
 import { type HttpProblem, problemOf } from "../http/problem.js";
 import type { ImageLimits, ModelAdapter } from "../models/model.js";
@@ -237,20 +238,7 @@ export async function openAiImageRoutes(app: FastifyInstance, opts: OpenAiImages
 
   /** A stream of OpenAI's image events on `reply` (hijacked: the headers go now). */
   function openEventStream(reply: FastifyReply, kind: string, settings: Record<string, unknown>) {
-    const res = reply.raw;
-    reply.hijack();
-    res.writeHead(200, {
-      "Content-Type": "text/event-stream; charset=utf-8",
-      "Cache-Control": "no-store",
-      Connection: "keep-alive",
-      "X-Accel-Buffering": "no",
-      ...Object.fromEntries(
-        ["access-control-allow-origin", "access-control-expose-headers", "vary"]
-          .map((h) => [h, reply.getHeader(h)])
-          .filter(([, v]) => v !== undefined),
-      ),
-    });
-    res.flushHeaders();
+    const res = startEventStream(reply);
     // Comments keep proxies from closing a quiet stream while the images are made.
     const keepalive = setInterval(() => {
       if (!res.writableNeedDrain) res.write(": keepalive\n\n");

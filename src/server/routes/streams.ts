@@ -6,6 +6,7 @@
  */
 import type { ServerResponse } from "node:http";
 import type { FastifyInstance } from "fastify";
+import { startEventStream } from "../http/event-stream.js";
 import { urlBaseOf } from "../http/headers.js";
 import { throttled } from "../http/problem.js";
 import { NotFoundError } from "../predictions/errors.js";
@@ -114,19 +115,7 @@ export async function streamRoutes(app: FastifyInstance, opts: StreamRoutesOptio
     if (typeof admitted === "string") throw throttled(10, admitted);
     const countOut = admitted;
 
-    reply.hijack();
-    res.writeHead(200, {
-      "Content-Type": "text/event-stream; charset=utf-8",
-      "Cache-Control": "no-store",
-      Connection: "keep-alive",
-      "X-Accel-Buffering": "no",
-      ...Object.fromEntries(
-        ["access-control-allow-origin", "access-control-expose-headers", "vary"]
-          .map((h) => [h, reply.getHeader(h)])
-          .filter(([, v]) => v !== undefined),
-      ),
-    });
-    res.flushHeaders();
+    startEventStream(reply);
 
     const keepaliveMs = opts.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
     let ended = false;
