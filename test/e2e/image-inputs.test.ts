@@ -283,3 +283,38 @@ test("stability-ai/stable-diffusion keeps its text-only schema", async () => {
     .openapi_schema.components.schemas.Input as { properties: Record<string, unknown> };
   assert.equal("image" in input.properties, false);
 });
+
+/** The prediction's progress lines (tqdm's shape), as "done/total". */
+function progress(logs: unknown): string[] {
+  return String(logs ?? "")
+    .split("\n")
+    .map((l) => /^\s*(\d+)%\|.*?\|\s*(\d+\/\d+)/.exec(l))
+    .filter((m) => m !== null)
+    .map((m) => `${m[2]} ${m[1]}%`);
+}
+
+test("the progress bar counts the steps img2img runs (⌊steps × prompt_strength⌋) and ends at 100 %", async () => {
+  // diffusers' StableDiffusionImg2ImgPipeline: its bar's total is the steps it runs.
+  const r = await run(server, IMG2IMG, {
+    prompt: "a cat",
+    image: dataUri(png(64, 64)),
+    num_inference_steps: 5,
+    prompt_strength: 0.5,
+  });
+  assert.equal(r.json["status"], "succeeded", String(r.json["error"]));
+  assert.deepEqual(progress(r.json["logs"]), ["0/2 0%", "1/2 50%", "2/2 100%"]);
+});
+
+test("PNDM's extra first call does not push the bar past 100 % (diffusers counts it as warm-up)", async () => {
+  const r = await run(server, "stability-ai/stable-diffusion", {
+    prompt: "a cat",
+    width: 128,
+    height: 128,
+    num_inference_steps: 3,
+    scheduler: "PNDM",
+  });
+  assert.equal(r.json["status"], "succeeded", String(r.json["error"]));
+  const lines = progress(r.json["logs"]);
+  assert.equal(lines.at(-1), "3/3 100%", lines.join(", "));
+  for (const l of lines) assert.match(l, /^[0-3]\/3 /, lines.join(", "));
+});

@@ -612,10 +612,23 @@ export class StableDiffusionAdapter implements ModelAdapter {
       );
     }
     const hires = ctx.a1111?.hires;
-    // The hires fix's two passes are counted as one run.
-    const total = input.num_inference_steps + (hires?.steps ?? 0);
+    // The strength the engine gets (below): from a picture, it runs ⌊steps × strength⌋ steps.
+    const strength =
+      pictures && ctx.a1111?.strength !== undefined
+        ? ctx.a1111.strength
+        : pictures && this.inputSchema === "img2img"
+          ? input.prompt_strength
+          : undefined;
+    const steps = input.num_inference_steps;
+    // diffusers' bar counts the steps that run (img2img: get_timesteps' cut), the hires fix's two
+    // passes as one run.
+    const total =
+      (strength === undefined ? steps : Math.min(Math.floor(steps * strength), steps)) + (hires?.steps ?? 0);
     ctx.log(progressLine(0, total, 0));
-    const onStep = ({ step, seconds, elapsedSeconds, previews }: StepReport) => {
+    const onStep = ({ step: call, total: calls, seconds, elapsedSeconds, previews }: StepReport) => {
+      // The engine counts UNet calls; diffusers' bar leaves out a scheduler's extra ones (PNDM's
+      // warm-up call, Heun's first-order halves): after call s of L it stands at ⌊s × total / L⌋.
+      const step = calls > 0 ? Math.min(total, Math.floor((call * total) / calls)) : call;
       ctx.stepTime?.(seconds);
       ctx.log(progressLine(step, total, elapsedSeconds));
       if (previews && ctx.preview) ctx.preview({ step, total, images: previews });
@@ -637,11 +650,7 @@ export class StableDiffusionAdapter implements ModelAdapter {
           ...(ctx.promptSyntax ? { promptSyntax: ctx.promptSyntax } : {}),
           ...(ctx.a1111?.clipSkip === undefined ? {} : { clipSkip: ctx.a1111.clipSkip }),
           // A1111's step count for its denoising strength, where an /sdapi call says; else the input's.
-          ...(pictures && ctx.a1111?.strength !== undefined
-            ? { strength: ctx.a1111.strength }
-            : pictures && this.inputSchema === "img2img"
-              ? { strength: input.prompt_strength }
-              : {}),
+          ...(strength === undefined ? {} : { strength }),
           ...(pictures?.mask && ctx.a1111?.maskedContent ? { maskedContent: ctx.a1111.maskedContent } : {}),
           ...(pictures && !pictures.mask && ctx.a1111?.latentResize
             ? { ...ctx.a1111.latentResize, latentResize: true }
