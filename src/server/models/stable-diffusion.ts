@@ -774,7 +774,9 @@ export class StableDiffusionAdapter implements ModelAdapter {
     if (this.inputSchema === "text-to-image") return undefined;
     const image = ctx.files?.["image"];
     if (!image) throw new PredictionError("image is required");
-    if (this.inputSchema === "img2img") return { image };
+    // Replicate's img2img (diffusers 0.10.2) makes the picture's size rounded down to 32; an /sdapi
+    // call has sized its picture already, as A1111 does.
+    if (this.inputSchema === "img2img") return ctx.a1111 ? { image } : { image, sizeMultiple: 32 };
     const mask = ctx.files?.["mask"];
     if (!mask) throw new PredictionError("mask is required");
     return { image, mask };
