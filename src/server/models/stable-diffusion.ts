@@ -208,7 +208,14 @@ export function imageInputSchemas(
             { ...(props["prompt"] as JsonSchema), default: "A fantasy landscape, trending on artstation" },
             0,
           ),
-          negative_prompt: order(common.negative_prompt, 1),
+          // Its predict.py's own words (the repository's text, typos and all).
+          negative_prompt: order(
+            {
+              ...common.negative_prompt,
+              description: "The prompt NOT to guide the image generation. Ignored when not using guidance",
+            },
+            1,
+          ),
           image: fileInput("Image", "Inital image to generate variations of.", 2),
           prompt_strength: {
             type: "number",
@@ -220,7 +227,12 @@ export function imageInputSchemas(
             maximum: 1,
             "x-order": 3,
           },
-          num_outputs: { ...(props["num_outputs"] as JsonSchema), maximum: 8, "x-order": 4 },
+          num_outputs: {
+            ...(props["num_outputs"] as JsonSchema),
+            description: "Number of images to output. Higher number of outputs may OOM.",
+            maximum: 8,
+            "x-order": 4,
+          },
           num_inference_steps: order({ ...common.num_inference_steps, default: steps(25) }, 5),
           guidance_scale: order(common.guidance_scale, 6),
           scheduler: order(common.scheduler, 7),
