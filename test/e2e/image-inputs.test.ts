@@ -329,3 +329,28 @@ test("PNDM's extra first call does not push the bar past 100 % (diffusers counts
   assert.equal(lines.at(-1), "3/3 100%", lines.join(", "));
   for (const l of lines) assert.match(l, /^[0-3]\/3 /, lines.join(", "));
 });
+
+test("inpainting takes any mask PIL's convert('RGB') reads: all black, all white, grey + alpha, another size, a JPEG", async () => {
+  const la = encode({ width: 32, height: 32, channels: 2, depth: 8, data: new Uint8Array(32 * 32 * 2).fill(200) });
+  const sharp = (await import("sharp")).default;
+  const jpeg = await sharp(Buffer.from(png(48, 80, 3, 255)))
+    .jpeg()
+    .toBuffer();
+  for (const [what, mask, type] of [
+    ["all black", png(64, 64, 3, 0), "image/png"],
+    ["all white", png(64, 64, 3, 255), "image/png"],
+    ["grey + alpha, 32²", la, "image/png"],
+    ["a JPEG of another shape", new Uint8Array(jpeg), "image/jpeg"],
+  ] as const) {
+    const r = await run(server, INPAINT, {
+      prompt: "a cat",
+      image: dataUri(png(64, 64)),
+      mask: dataUri(mask, type),
+      width: 128,
+      height: 128,
+      num_inference_steps: 2,
+    });
+    assert.equal(r.json["status"], "succeeded", `${what}: ${r.json["error"]}`);
+    assert.deepEqual(await pngSize((r.json["output"] as string[])[0] as string), { width: 128, height: 128 }, what);
+  }
+});
