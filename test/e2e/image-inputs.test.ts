@@ -354,3 +354,15 @@ test("inpainting takes any mask PIL's convert('RGB') reads: all black, all white
     assert.deepEqual(await pngSize((r.json["output"] as string[])[0] as string), { width: 128, height: 128 }, what);
   }
 });
+
+test("a JPEG's EXIF orientation is left aside, as the models' PIL Image.open leaves it", async () => {
+  // Stored 64×32, tagged "turn 90°": diffusers' load_image would make it 32×64; Cog's models do not.
+  const sharp = (await import("sharp")).default;
+  const jpeg = await sharp(Buffer.from(png(64, 32)))
+    .jpeg()
+    .withMetadata({ orientation: 6 })
+    .toBuffer();
+  const r = await run(server, IMG2IMG, { prompt: "a cat", image: dataUri(jpeg, "image/jpeg"), num_inference_steps: 2 });
+  assert.equal(r.json["status"], "succeeded", String(r.json["error"]));
+  assert.deepEqual(await pngSize((r.json["output"] as string[])[0] as string), { width: 64, height: 32 });
+});

@@ -105,6 +105,11 @@ export interface PictureInputs {
    * diffusers 0.10.2, whose preprocess rounds to 32.
    */
   sizeMultiple?: number;
+  /**
+   * false: the pictures as stored, their EXIF orientation ignored, as PIL's Image.open reads them
+   * (Replicate's SD img2img and inpainting models); default: turned as diffusers' load_image turns them.
+   */
+  exifOrientation?: boolean;
 }
 
 /**
@@ -117,7 +122,8 @@ async function decodePictures(
   request: GenerateRequest,
   maxPixels: number | undefined,
 ): Promise<Partial<GenerateRequest>> {
-  const image = await decodeImage(p.image, { field: "image" });
+  const orientation = p.exifOrientation === false ? { exifOrientation: false } : {};
+  const image = await decodeImage(p.image, { field: "image", ...orientation });
   const out: Partial<GenerateRequest> = { image };
   const m = p.sizeMultiple ?? 8;
   if (request.width === undefined && request.height === undefined) {
@@ -134,7 +140,7 @@ async function decodePictures(
     }
   }
   if (!p.mask) return out;
-  out.mask = await decodeImage(p.mask, { field: "mask" });
+  out.mask = await decodeImage(p.mask, { field: "mask", ...orientation });
   return out;
 }
 

@@ -786,12 +786,14 @@ export class StableDiffusionAdapter implements ModelAdapter {
     if (this.inputSchema === "text-to-image") return undefined;
     const image = ctx.files?.["image"];
     if (!image) throw new PredictionError("image is required");
-    // Replicate's img2img (diffusers 0.10.2) makes the picture's size rounded down to 32; an /sdapi
-    // call has sized its picture already, as A1111 does.
-    if (this.inputSchema === "img2img") return ctx.a1111 ? { image } : { image, sizeMultiple: 32 };
+    // Replicate's models open their files with PIL's Image.open, which leaves EXIF orientation
+    // aside, and img2img (diffusers 0.10.2) makes the picture's size rounded down to 32. An /sdapi
+    // call has decoded, turned and sized its pictures already, as A1111 does.
+    const replicate = ctx.a1111 ? {} : { exifOrientation: false };
+    if (this.inputSchema === "img2img") return ctx.a1111 ? { image } : { image, sizeMultiple: 32, ...replicate };
     const mask = ctx.files?.["mask"];
     if (!mask) throw new PredictionError("mask is required");
-    return { image, mask };
+    return { image, mask, ...replicate };
   }
 
   async close(): Promise<void> {
