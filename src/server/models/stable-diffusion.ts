@@ -632,10 +632,13 @@ export class StableDiffusionAdapter implements ModelAdapter {
           ? input.prompt_strength
           : undefined;
     const steps = input.num_inference_steps;
+    // An LCM checkpoint's img2img runs every step (LatentConsistencyModelImg2ImgPipeline).
+    const everyStep = this.spec.fewStep === "lcm" && input.scheduler === LCM_SCHEDULER && !pictures?.mask;
     // diffusers' bar counts the steps that run (img2img: get_timesteps' cut), the hires fix's two
     // passes as one run.
     const total =
-      (strength === undefined ? steps : Math.min(Math.floor(steps * strength), steps)) + (hires?.steps ?? 0);
+      (strength === undefined || everyStep ? steps : Math.min(Math.floor(steps * strength), steps)) +
+      (hires?.steps ?? 0);
     ctx.log(progressLine(0, total, 0));
     const onStep = ({ step: call, total: calls, seconds, elapsedSeconds, previews }: StepReport) => {
       // The engine counts UNet calls; diffusers' bar leaves out a scheduler's extra ones (PNDM's
