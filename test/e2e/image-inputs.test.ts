@@ -366,3 +366,17 @@ test("a JPEG's EXIF orientation is left aside, as the models' PIL Image.open lea
   assert.equal(r.json["status"], "succeeded", String(r.json["error"]));
   assert.deepEqual(await pngSize((r.json["output"] as string[])[0] as string), { width: 64, height: 32 });
 });
+
+test("a prompt_strength that runs no step fails naming prompt_strength, the input the user gave", async () => {
+  for (const prompt_strength of [0, 0.1]) {
+    const r = await run(server, IMG2IMG, {
+      prompt: "a cat",
+      image: dataUri(png(64, 64)),
+      num_inference_steps: 5,
+      prompt_strength,
+    });
+    assert.equal(r.json["status"], "failed");
+    assert.match(String(r.json["error"]), /^prompt_strength /, String(r.json["error"]));
+    assert.doesNotMatch(String(r.json["error"]), /(^|[^_])strength/, String(r.json["error"]));
+  }
+});

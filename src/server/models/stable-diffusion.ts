@@ -648,38 +648,40 @@ export class StableDiffusionAdapter implements ModelAdapter {
       ctx.log(progressLine(step, total, elapsedSeconds));
       if (previews && ctx.preview) ctx.preview({ step, total, images: previews });
     };
-    return this.run(() =>
-      engine.generate(
-        {
-          prompt: input.prompt,
-          negativePrompt: input.negative_prompt,
-          width: input.width,
-          height: input.height,
-          // The first pass's steps; the hires fix adds its own (engine/hires.ts).
-          numInferenceSteps: input.num_inference_steps,
-          guidanceScale: input.guidance_scale,
-          scheduler: input.scheduler,
-          ...(ctx.a1111?.karras ? { useKarrasSigmas: true } : {}),
-          seed,
-          numOutputs: input.num_outputs,
-          ...(ctx.promptSyntax ? { promptSyntax: ctx.promptSyntax } : {}),
-          ...(ctx.a1111?.clipSkip === undefined ? {} : { clipSkip: ctx.a1111.clipSkip }),
-          // A1111's step count for its denoising strength, where an /sdapi call says; else the input's.
-          ...(strength === undefined ? {} : { strength }),
-          ...(pictures?.mask && ctx.a1111?.maskedContent ? { maskedContent: ctx.a1111.maskedContent } : {}),
-          ...(pictures && !pictures.mask && ctx.a1111?.latentResize
-            ? { ...ctx.a1111.latentResize, latentResize: true }
-            : {}),
-        },
-        {
-          signal: ctx.signal,
-          onStep,
-          previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined,
-          pictures,
-          maxPixels: MAX_PIXELS,
-          ...(hires ? { hires } : {}),
-        },
-      ),
+    return this.run(
+      () =>
+        engine.generate(
+          {
+            prompt: input.prompt,
+            negativePrompt: input.negative_prompt,
+            width: input.width,
+            height: input.height,
+            // The first pass's steps; the hires fix adds its own (engine/hires.ts).
+            numInferenceSteps: input.num_inference_steps,
+            guidanceScale: input.guidance_scale,
+            scheduler: input.scheduler,
+            ...(ctx.a1111?.karras ? { useKarrasSigmas: true } : {}),
+            seed,
+            numOutputs: input.num_outputs,
+            ...(ctx.promptSyntax ? { promptSyntax: ctx.promptSyntax } : {}),
+            ...(ctx.a1111?.clipSkip === undefined ? {} : { clipSkip: ctx.a1111.clipSkip }),
+            // A1111's step count for its denoising strength, where an /sdapi call says; else the input's.
+            ...(strength === undefined ? {} : { strength }),
+            ...(pictures?.mask && ctx.a1111?.maskedContent ? { maskedContent: ctx.a1111.maskedContent } : {}),
+            ...(pictures && !pictures.mask && ctx.a1111?.latentResize
+              ? { ...ctx.a1111.latentResize, latentResize: true }
+              : {}),
+          },
+          {
+            signal: ctx.signal,
+            onStep,
+            previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined,
+            pictures,
+            maxPixels: MAX_PIXELS,
+            ...(hires ? { hires } : {}),
+          },
+        ),
+      !ctx.a1111,
     );
   }
 
@@ -767,11 +769,19 @@ export class StableDiffusionAdapter implements ModelAdapter {
   }
 
   /** A generation's PNGs as output files; engine errors as the user should see them. */
-  private async run(generate: () => Promise<Uint8Array[]>): Promise<OutputFile[]> {
+  private async run(generate: () => Promise<Uint8Array[]>, inputNames?: boolean): Promise<OutputFile[]> {
     let images: Uint8Array[];
     try {
       images = await generate();
     } catch (err) {
+      // The engine's strength is the input's prompt_strength (and its steps num_inference_steps).
+      if (inputNames && err instanceof RequestError && err.field === "strength") {
+        throw new PredictionError(
+          err.message
+            .replace(/\bsteps × strength\b/g, "num_inference_steps × strength")
+            .replace(/\bstrength\b/g, "prompt_strength"),
+        );
+      }
       if (err instanceof RequestError || err instanceof ModelError) throw new PredictionError(err.message);
       if (err instanceof EngineStoppedError) {
         // What happened is in the server's log; its text may hold internals not meant for users.
