@@ -12,8 +12,10 @@
  *   _maybe_map_sgm_blocks_to_diffusers does the same for LoRAs).
  * - diffusers / PEFT: `unet.<module path>.lora_A.weight` [rank, in] and `.lora_B.weight`
  *   [out, rank], `text_encoder.…` (`text_encoder_2.…` on SDXL); the alpha/rank factor is
- *   already in lora_B (factor 1), as diffusers loads them. Older diffusers names
- *   (`…processor.to_q_lora.down.weight`, `…lora_linear_layer.up.weight`) are read too, also
+ *   already in lora_B (factor 1), as diffusers loads them, unless the header carries the PEFT
+ *   config diffusers saves (`lora_adapter_metadata`, peftAdapterConfig). Older diffusers names
+ *   (`…processor.to_q_lora.down.weight`, `…lora_linear_layer.up.weight`, the text encoder's
+ *   `…self_attn.to_q_lora.down.weight`) are read too, also
  *   without the `unet.` prefix (UNet attention processors as save_attn_procs writes them, and
  *   as Replicate's SDXL trainer ships them in its `lora.safetensors`).
  *
@@ -33,10 +35,10 @@
  * projections and MLP (fc1, fc2) — what kohya's trainer targets by default. With `convs` (a
  * pipeline loaded with loraSupport "all", or with a fixed LoRA that needs it, or one in its
  * `<lora:…>` folder at load) also the UNet's ResNet convolutions and time projections, its
- * down/upsamplers (what LCM-LoRA trains besides attention), its time embedding and conv_in /
+ * down/upsamplers (what LCM-LoRA trains besides attention), its time embedding, SDXL's add_embedding (label_emb) and conv_in /
  * conv_out (full-network LoCon): a k×k conv to r channels then a 1×1 conv back, at r ≥ 1 even
  * when unused, so those pipelines pay more per step. A file is applied whole or refused: a key
- * on a layer the pipeline cannot change is an error, never skipped. The LyCORIS variants (LoHa, LoKr, …) are refused by name,
+ * on a layer the pipeline cannot change is an error, never skipped. The LyCORIS variants (LoHa, LoKr, …) and DoRA are refused by name,
  * as are keys that fit no LoRA-able layer of the model and factors whose shapes do not fit.
  */
 import { stat } from "node:fs/promises";
@@ -67,9 +69,10 @@ export function isLoraTarget(component: LoraComponent, prefix: string, convs = f
   const attention =
     /\.attentions\.\d+\.(transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))|proj_in|proj_out)$/;
   // LoCon and LCM-LoRA also change the ResNets (convolutions, time projection) and the samplers;
-  // full-network LoRAs (LoCon extractions) the time embedding and the first and last convolutions.
+  // full-network LoRAs (LoCon extractions, LyCORIS's full preset) the time embedding, SDXL's
+  // added-condition embedding (SGM's label_emb) and the first and last convolutions.
   const resnets =
-    /(\.resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|\.(down|up)samplers\.0\.conv|^time_embedding\.linear_[12]|^conv_in|^conv_out)$/;
+    /(\.resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|\.(down|up)samplers\.0\.conv|^(time|add)_embedding\.linear_[12]|^conv_in|^conv_out)$/;
   return attention.test(prefix) || (convs && resnets.test(prefix));
 }
 
@@ -195,7 +198,7 @@ interface LoraLayer {
   /** down [rank, in] and up [out, rank], row-major float32. */
   down: Float32Array;
   up: Float32Array;
-  /** alpha / rank (kohya), or 1 (PEFT). */
+  /** alpha / rank (kohya; PEFT with diffusers' lora_adapter_metadata), or 1 (PEFT). */
   factor: number;
 }
 
@@ -226,13 +229,15 @@ export function moduleShapes(tensors: ReadonlyMap<string, TensorInfo>): Map<stri
 }
 
 const LYCORIS: readonly [RegExp, string][] = [
-  [/\.hada_w[12]_[ab]$/, "LoHa"],
-  [/\.lokr_w[12](_[ab])?$/, "LoKr"],
-  [/\.lora_mid\.weight$/, "LoCon with CP decomposition"],
-  [/\.(oft_blocks|oft_diag)$/, "OFT"],
-  [/\.dora_scale$/, "DoRA"],
-  [/\.(diff|diff_b)$/, "full-difference"],
-  [/\.(w_norm|b_norm)$/, "norm"],
+  [/\.hada_w[12]_[ab]$/, "LyCORIS LoHa"],
+  [/\.lokr_w[12](_[ab])?$/, "LyCORIS LoKr"],
+  [/\.lora_mid\.weight$/, "LyCORIS LoCon with CP decomposition"],
+  [/\.(oft_blocks|oft_diag)$/, "LyCORIS OFT"],
+  [/\.dora_scale$/, "LyCORIS DoRA"],
+  // PEFT's DoRA (diffusers' use_dora): the magnitude vector beside lora_A / lora_B.
+  [/\.lora_magnitude_vector(\.weight)?$/, "DoRA"],
+  [/\.(diff|diff_b)$/, "LyCORIS full-difference"],
+  [/\.(w_norm|b_norm)$/, "LyCORIS norm"],
 ];
 
 type Part = "down" | "up" | "alpha";
@@ -249,17 +254,91 @@ const SUFFIXES: readonly [string, Part, "kohya" | "peft"][] = [
 ];
 
 /**
- * diffusers before PEFT (≤ 0.20) saved UNet LoRAs under its attention processors:
- * `<attention>.processor.to_q_lora.down.weight`; the layer is `<attention>.to_q` (`to_out.0`).
+ * diffusers before PEFT (≤ 0.20) saved LoRAs under attention processors:
+ * `<attention>.processor.to_q_lora.down.weight`, also without `.processor` (diffusers drops it
+ * when it loads them); the layer is `<attention>.to_q` (`to_out.0`) in the UNet and
+ * `self_attn.q_proj` (`out_proj`) in a text encoder, as diffusers' old-to-PEFT key maps read
+ * them (its text-encoder LoRAs of that time: `text_encoder.….self_attn.to_q_lora.down.weight`).
  */
 function legacyProcessorKey(key: string): string {
-  const m = /^(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/.exec(key);
+  const m = /^(.+?)(\.processor)?\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/.exec(key);
   if (!m) return key;
-  return `${m[1]}.${m[2] === "to_out" ? "to_out.0" : m[2]}.lora.${m[3]}.weight`;
+  const proj = m[3] as string;
+  const layer = /^text_encoder(_2)?\./.test(m[1] as string)
+    ? `${proj.slice(3)}_proj`
+    : proj === "to_out"
+      ? "to_out.0"
+      : proj;
+  return `${m[1]}.${layer}.lora.${m[4]}.weight`;
 }
 
 const list = (names: readonly string[]) =>
   names.slice(0, 3).join(", ") + (names.length > 3 ? `, and ${names.length - 3} more` : "");
+
+/**
+ * diffusers (0.34 on) may save a LoRA's PEFT config in the header, `lora_adapter_metadata`: a
+ * JSON object of `<component>.<LoraConfig field>` (`unet.lora_alpha`, `unet.alpha_pattern`,
+ * `text_encoder.use_rslora`, …), from which it builds the LoraConfig instead of taking alpha =
+ * rank. PEFT then scales a layer by alpha / rank (alpha / √rank with use_rslora), alpha being
+ * the first `alpha_pattern` entry whose pattern ends the module's name, else `lora_alpha`
+ * (LoraConfig's default 8 when absent; a network the metadata has no fields for keeps alpha =
+ * rank). Returns that factor per layer, or undefined without such metadata; DoRA configs are
+ * refused, as DoRA files are.
+ */
+function peftAdapterConfig(
+  file: string,
+  metadata: Readonly<Record<string, string>>,
+): ((component: LoraComponent, prefix: string, rank: number) => number) | undefined {
+  const raw = metadata["lora_adapter_metadata"];
+  if (raw === undefined) return undefined;
+  let config: unknown;
+  try {
+    config = JSON.parse(raw);
+  } catch (err) {
+    throw new ModelError(`header metadata lora_adapter_metadata is not JSON (${(err as Error).message})`, { file });
+  }
+  if (typeof config !== "object" || config === null || Array.isArray(config)) {
+    throw new ModelError("header metadata lora_adapter_metadata is not a JSON object", { file });
+  }
+  const fields = config as Record<string, unknown>;
+  const bad = (what: string) =>
+    new ModelError(`header metadata lora_adapter_metadata: ${what}`, { file, field: "lora_adapter_metadata" });
+  for (const component of COMPONENTS) {
+    if (fields[`${component}.use_dora`] === true) {
+      throw new ModelError(
+        `is a DoRA file (lora_adapter_metadata ${component}.use_dora), which sdserve does not support; it applies ` +
+          "plain LoRAs (lora_down/lora_up or lora_A/lora_B)",
+        { file },
+      );
+    }
+  }
+  return (component, prefix, rank) => {
+    const field = (name: string) => fields[`${component}.${name}`];
+    // No config for this network (one saved for another): alpha = rank, the convention without one.
+    if (!Object.keys(fields).some((k) => k.startsWith(`${component}.`))) return 1;
+    let alpha = field("lora_alpha") ?? 8;
+    const patterns = field("alpha_pattern") ?? {};
+    if (typeof patterns !== "object" || patterns === null || Array.isArray(patterns)) {
+      throw bad(`${component}.alpha_pattern is not an object`);
+    }
+    for (const [pattern, value] of Object.entries(patterns)) {
+      let re: RegExp;
+      try {
+        re = new RegExp(`^(.*\\.)?(${pattern})$`);
+      } catch {
+        throw bad(`${component}.alpha_pattern key ${JSON.stringify(pattern)} is not a pattern`);
+      }
+      if (re.test(prefix)) {
+        alpha = value;
+        break;
+      }
+    }
+    if (typeof alpha !== "number" || !Number.isFinite(alpha)) {
+      throw bad(`the alpha of ${component} ${prefix} is ${JSON.stringify(alpha)}, not a number`);
+    }
+    return alpha / (field("use_rslora") === true ? Math.sqrt(rank) : rank);
+  };
+}
 
 /**
  * Reads a LoRA file and matches it to the model: every key must name a LoRA-able layer of the
@@ -273,7 +352,7 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
     const hit = keys.find((k) => re.test(k));
     if (hit) {
       throw new ModelError(
-        `is a LyCORIS ${kind} file (${hit}), which sdserve does not support; it applies plain LoRAs ` +
+        `is a ${kind} file (${hit}), which sdserve does not support; it applies plain LoRAs ` +
           "(lora_down/lora_up or lora_A/lora_B)",
         { file },
       );
@@ -283,8 +362,10 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
     throw new ModelError("is a model checkpoint, not a LoRA (load it with --model)", { file });
   }
 
+  const adapterConfig = peftAdapterConfig(file, st.metadata);
   const groups = new Map<string, Partial<Record<Part, TensorInfo>>>();
   const formats = new Set<"kohya" | "peft">();
+  const peftBases = new Set<string>();
   const unknown: string[] = [];
   for (const [stored, t] of st.tensors) {
     const k = keyBase(stored);
@@ -293,6 +374,7 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
       continue;
     }
     formats.add(k.format);
+    if (k.format === "peft") peftBases.add(k.base);
     const g = groups.get(k.base) ?? {};
     g[k.part] = t;
     groups.set(k.base, g);
@@ -323,7 +405,12 @@ export async function loadLora(file: string, model: LoraModel): Promise<LoadedLo
     if (!g.down || !g.up) {
       throw new ModelError(`${base} has ${g.down ? "no up" : "no down"} factor`, { file });
     }
-    layers.push(await readLayer(file, base, where.component, where.prefix, g, target));
+    const layer = await readLayer(file, base, where.component, where.prefix, g, target);
+    // PEFT factors scale by the adapter config diffusers saved in the header, when it did.
+    if (!g.alpha && peftBases.has(base) && adapterConfig) {
+      layer.factor = adapterConfig(where.component, where.prefix, layer.rank);
+    }
+    layers.push(layer);
   }
   if (unplaced.length > 0) {
     throw new ModelError(

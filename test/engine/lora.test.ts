@@ -20,7 +20,7 @@ import { ModelError, RequestError } from "../../src/engine/errors.js";
 import { decodedToFloatImages } from "../../src/engine/image.js";
 import { parseLoraArg } from "../../src/engine/lora.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
-import { writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
+import { type TensorToWrite, writeSafetensors } from "../../src/engine/weights/safetensors-writer.js";
 import { maxAbs, maxAbsDiff, modelDir, readJson, SHARED } from "../helpers/fixtures.js";
 import { fuseIntoUnet, isLcmLoraLayer, lcmLoraLayers, writeUnetLora } from "../helpers/lcm-lora.js";
 import { copyModel } from "../helpers/model-copy.js";
@@ -167,6 +167,115 @@ test("older diffusers names (attention processors, lora_linear_layer) load as th
     const out = await pipe.unet.run(ref("unet_in_sample"), 500, teRef, undefined, (await pipe.adapterFeeds([])).unet);
     const unetErr = maxAbsDiff(out.data, ref("unet_scale1_out_t500").data);
     assert.ok(unetErr <= NET_TOL, `UNet: max abs error ${unetErr}`);
+  } finally {
+    await pipe.release();
+  }
+});
+
+test("diffusers' pre-PEFT text-encoder names (self_attn.to_q_lora, with or without .processor) and UNet names without .processor give the PEFT file's factors", async () => {
+  const { readSafetensors, readTensor } = await import("../../src/engine/weights/safetensors.js");
+  const st = await readSafetensors(FILES.peft);
+  const pipe = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraSupport: true });
+  try {
+    const feedsOf = async (file: string) => {
+      const f = await pipe.adapterFeeds([{ path: file }]);
+      return Object.entries({ ...f.text, ...f.unet }).map(([k, t]) => [k, [...(t.data as Float32Array)]] as const);
+    };
+    const want = await feedsOf(FILES.peft);
+    const downUp = (ab: string) => (ab === "A" ? "down" : "up");
+    for (const processor of ["", ".processor"]) {
+      const tensors = [];
+      for (const t of st.tensors.values()) {
+        const name = t.name
+          .replace(
+            /^(text_encoder\..+\.self_attn)\.(q|k|v|out)_proj\.lora_([AB])\.weight$/,
+            (_, a, p, ab) => `${a}${processor}.to_${p}_lora.${downUp(ab)}.weight`,
+          )
+          .replace(
+            /^(unet\..+)\.(to_q|to_k|to_v|to_out)(\.0)?\.lora_([AB])\.weight$/,
+            (_, a, p, _z, ab) => `${a}${processor}.${p}_lora.${downUp(ab)}.weight`,
+          );
+        tensors.push({ name, dtype: "F32" as const, shape: t.shape, data: await readTensor(t) });
+      }
+      assert.ok(
+        tensors.some((t) => /^text_encoder\..+\.self_attn\.(processor\.)?to_out_lora\.up\.weight$/.test(t.name)),
+      );
+      const file = path.join(tmp, `old-names${processor}.safetensors`);
+      await writeSafetensors(file, tensors);
+      assert.deepEqual(await feedsOf(file), want, `old names${processor}`);
+    }
+  } finally {
+    await pipe.release();
+  }
+});
+
+test("diffusers' lora_adapter_metadata: PEFT factors scale by its lora_alpha / alpha_pattern over the rank, as diffusers builds the LoraConfig from it", async () => {
+  const { readSafetensors, readTensor } = await import("../../src/engine/weights/safetensors.js");
+  const st = await readSafetensors(FILES.peft);
+  const tensors: TensorToWrite[] = [];
+  for (const t of st.tensors.values())
+    tensors.push({ name: t.name, dtype: "F32" as const, shape: t.shape, data: await readTensor(t) });
+  const rank = st.tensors.values().next().value?.shape[0];
+  assert.equal(rank, 4);
+  const withConfig = async (name: string, config: Record<string, unknown>) => {
+    const file = path.join(tmp, name);
+    await writeSafetensors(file, tensors, { format: "pt", lora_adapter_metadata: JSON.stringify(config) });
+    return file;
+  };
+  const pipe = await loadPipeline(modelDir("tiny-sd1"), { threads: 1, loraSupport: true });
+  try {
+    const feeds = async (file: string, scale: number) => {
+      const f = await pipe.adapterFeeds([{ path: file, scale }]);
+      return Object.fromEntries(
+        Object.entries({ ...f.text, ...f.unet }).map(([k, t]) => [k, [...(t.data as Float32Array)]]),
+      );
+    };
+    // UNet alpha 8 over rank 4: ×2; text encoder alpha 2: ×0.5, but q_proj layers (alpha_pattern) 4: ×1.
+    const file = await withConfig("adapter-config.safetensors", {
+      "unet.r": 4,
+      "unet.lora_alpha": 8,
+      "text_encoder.r": 4,
+      "text_encoder.lora_alpha": 2,
+      "text_encoder.alpha_pattern": { q_proj: 4 },
+    });
+    const got = await feeds(file, 1);
+    const [x2, x05, x1] = [await feeds(FILES.peft, 2), await feeds(FILES.peft, 0.5), await feeds(FILES.peft, 1)];
+    let checked = 0;
+    for (const [name, value] of Object.entries(got)) {
+      const text = name.includes("text_model.");
+      const want = !text ? x2 : name.endsWith(".q_proj") ? x1 : x05;
+      assert.deepEqual(value, want[name], name);
+      if (name.startsWith("lora_up_t:") && value.some((v) => v !== 0)) checked++;
+    }
+    assert.ok(checked > 10, `${checked} scaled factors compared`);
+    // alpha = rank (what diffusers' SD trainers save) changes nothing; use_rslora divides by √rank.
+    assert.deepEqual(
+      await feeds(await withConfig("same.safetensors", { "unet.lora_alpha": 4, "text_encoder.lora_alpha": 4 }), 1),
+      x1,
+    );
+    const rs = await feeds(
+      await withConfig("rslora.safetensors", {
+        "unet.lora_alpha": 2,
+        "unet.use_rslora": true,
+        "text_encoder.lora_alpha": 2,
+        "text_encoder.use_rslora": true,
+      }),
+      1,
+    );
+    assert.deepEqual(rs, x1);
+    // A config for the UNet only leaves the text encoder at alpha = rank.
+    const unetOnly = await feeds(await withConfig("unet-config.safetensors", { "unet.lora_alpha": 8 }), 1);
+    for (const [name, value] of Object.entries(unetOnly)) {
+      assert.deepEqual(value, (name.includes("text_model.") ? x1 : x2)[name], name);
+    }
+    await assert.rejects(
+      pipe.adapterFeeds([{ path: await withConfig("dora-config.safetensors", { "unet.use_dora": true }) }]),
+      /dora-config\.safetensors.+DoRA/,
+    );
+    await assert.rejects(
+      pipe.adapterFeeds([{ path: await withConfig("bad-alpha.safetensors", { "unet.lora_alpha": "eight" }) }]),
+      /bad-alpha\.safetensors.+not a number/,
+    );
   } finally {
     await pipe.release();
   }
@@ -456,6 +565,26 @@ describe("bad LoRA files", () => {
       /LoHa/,
     );
     await rejects(await write("lokr.safetensors", { [`${Q}.lokr_w1`]: [8, 8], [`${Q}.lokr_w2`]: [8, 8] }), /LoKr/);
+  });
+
+  test("DoRA is refused by name: LyCORIS's dora_scale and PEFT's lora_magnitude_vector", async () => {
+    await rejects(
+      await write("dora-kohya.safetensors", {
+        [`${Q}.lora_down.weight`]: [4, 64],
+        [`${Q}.lora_up.weight`]: [64, 4],
+        [`${Q}.dora_scale`]: [1, 64],
+      }),
+      /is a LyCORIS DoRA file/,
+    );
+    const peft = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q";
+    await rejects(
+      await write("dora-peft.safetensors", {
+        [`${peft}.lora_A.weight`]: [4, 64],
+        [`${peft}.lora_B.weight`]: [64, 4],
+        [`${peft}.lora_magnitude_vector`]: [64],
+      }),
+      /is a DoRA file \(.+lora_magnitude_vector\)/,
+    );
   });
 
   test("factors whose shapes do not fit the layer", async () => {

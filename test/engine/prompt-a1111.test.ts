@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { RequestError } from "../../src/engine/errors.js";
-import { listLoraFiles } from "../../src/engine/lora-dir.js";
+import { findLora, listLoraFiles } from "../../src/engine/lora-dir.js";
 import type { TensorF32 } from "../../src/engine/networks.js";
 import { loadPipeline, type Pipeline } from "../../src/engine/pipeline.js";
 import {
@@ -430,6 +430,34 @@ describe("<lora:NAME:SCALE> tags resolved in a LoRA folder", () => {
       );
     }
   });
+});
+
+test("<lora:ALIAS> finds a file by the ss_output_name in its header when no file has that name, as A1111 does", async () => {
+  const dir = path.join(tmp, "aliased-loras");
+  mkdirSync(path.join(dir, "sub"), { recursive: true });
+  const tiny = [{ name: "lora_unet_x.alpha", dtype: "F32" as const, shape: [], data: Float32Array.of(1) }];
+  const file = async (rel: string, alias?: string) => {
+    await writeSafetensors(path.join(dir, rel), tiny, alias === undefined ? undefined : { ss_output_name: alias });
+    return path.join(dir, rel);
+  };
+  const renamed = await file("sub/more_details_v2.safetensors", "add_detail");
+  const named = await file("pixel.safetensors", "retro");
+  await file("retro.safetensors");
+  await file("twin-a.safetensors", "twin");
+  await file("twin-b.safetensors", "twin");
+  assert.equal(await findLora(dir, "add_detail"), renamed);
+  assert.equal(await findLora(dir, "more_details_v2"), renamed);
+  // A file's own name comes first: "retro" is retro.safetensors, not pixel's alias.
+  assert.equal(await findLora(dir, "retro"), path.join(dir, "retro.safetensors"));
+  assert.equal(await findLora(dir, "pixel"), named);
+  await assert.rejects(
+    findLora(dir, "twin"),
+    (err: Error) => err instanceof RequestError && /ambiguous/.test(err.message),
+  );
+  await assert.rejects(
+    findLora(dir, "nothing"),
+    (err: Error) => err instanceof RequestError && /not found/.test(err.message),
+  );
 });
 
 describe("embeddings under the A1111 syntax", () => {

@@ -205,6 +205,55 @@ test("Replicate's trained lora.safetensors (UNet attention processors, no prefix
   }
 });
 
+test("a full-network LoRA's SGM label_emb (SDXL's added-condition embedding) and time_embed apply, equal to the fused model", async () => {
+  const { readSafetensors } = await import("../../src/engine/weights/safetensors.js");
+  const { mulberry32 } = await import("../helpers/seeded.js");
+  const st = await readSafetensors(path.join(TINY_SDXL, "unet/diffusion_pytorch_model.safetensors"));
+  const next = mulberry32(11);
+  const sgm: Record<string, string> = {
+    "add_embedding.linear_1": "label_emb_0_0",
+    "add_embedding.linear_2": "label_emb_0_2",
+    "time_embedding.linear_1": "time_embed_0",
+  };
+  const layers: RandomLayer[] = Object.keys(sgm).map((module) => {
+    const [outF, inF] = (st.tensors.get(`${module}.weight`) as { shape: number[] }).shape as [number, number];
+    const rand = (n: number) => Float32Array.from({ length: n }, () => (next() * 2 - 1) * 0.1);
+    return { network: "unet", module, rank: RANK, inF, outF, down: rand(RANK * inF), up: rand(outF * RANK) };
+  });
+  const file = path.join(tmp, "full-network.safetensors");
+  await writeSafetensors(
+    file,
+    layers.flatMap((l) => [
+      {
+        name: `lora_unet_${sgm[l.module]}.lora_down.weight`,
+        dtype: "F32" as const,
+        shape: [RANK, l.inF],
+        data: l.down,
+      },
+      { name: `lora_unet_${sgm[l.module]}.lora_up.weight`, dtype: "F32" as const, shape: [l.outF, RANK], data: l.up },
+    ]),
+  );
+  const fused = await fusedSdxlCopy([{ layers, s: 0.6 }]);
+  const pipe = await loadPipeline(TINY_SDXL, { threads: 2, loras: [{ path: file, scale: 0.6 }] });
+  const reference = await loadPipeline(fused.dir, { threads: 2 });
+  try {
+    const a = await pipe.generate(REQUEST);
+    const b = await reference.generate(REQUEST);
+    const err = rel(a.latents.data, b.latents.data);
+    assert.ok(err <= LATENT_REL_TOL, `final latents: relative error ${err}`);
+    const plain = await loadPipeline(TINY_SDXL, { threads: 2 });
+    try {
+      const c = await plain.generate(REQUEST);
+      assert.ok(rel(c.latents.data, b.latents.data) > 100 * Math.max(err, 1e-7), "the LoRA changes the run");
+    } finally {
+      await plain.release();
+    }
+  } finally {
+    await Promise.all([pipe.release(), reference.release()]);
+    fused.remove();
+  }
+});
+
 test("kohya's SGM names of SDXL's ResNets and samplers (LoCon) map through the block layout", async () => {
   const { readUNetConfig } = await import("../../src/engine/graph/unet.js");
   const { ConfigReader } = await import("../../src/engine/graph/config.js");

@@ -146,6 +146,15 @@ describe("prediction type of a single file", () => {
     assert.equal(decidePredictionType("sd1", new Map([["v_pred", {} as never]]), {}), "v_prediction");
   });
 
+  test("an SD 2.x inpainting file (9 UNet input channels) is epsilon, as diffusers takes stable-diffusion-2-inpainting", () => {
+    const convIn = (channels: number) =>
+      new Map([["model.diffusion_model.input_blocks.0.0.weight", { shape: [320, channels, 3, 3] } as never]]);
+    assert.equal(decidePredictionType("sd2", convIn(9), {}), "epsilon");
+    assert.equal(decidePredictionType("sd2", convIn(4), {}), "v_prediction");
+    assert.equal(decidePredictionType("sd1", convIn(9), {}), "epsilon");
+    assert.equal(decidePredictionType("sd2", convIn(9), { "modelspec.prediction_type": "v" }), "v_prediction");
+  });
+
   test("--prediction-type overrides the config folder's", async () => {
     const folder = await openSingleFile(sd2, { config: modelDir("tiny-sd2v"), predictionType: "epsilon" });
     assert.equal(folder.schedulerConfig["prediction_type"], "epsilon");
@@ -181,6 +190,53 @@ describe("bad checkpoint files", () => {
     const file = path.join(tmp, "renamed.safetensors");
     writeFileSync(file, Buffer.concat([Buffer.from("PK\x03\x04"), Buffer.alloc(100)]));
     await rejectsNaming(file, /pickle/);
+  });
+
+  test("a UNet of neither 4 nor 9 input channels (SD 2 depth-to-image) is refused naming the file, not its preset", async () => {
+    const file = path.join(tmp, "512-depth-ema.safetensors");
+    const zeros = (name: string, shape: number[]) => ({
+      name,
+      dtype: "F16" as const,
+      shape,
+      data: new Uint16Array(shape.reduce((a, d) => a * d, 1)),
+    });
+    await writeSafetensors(file, [
+      zeros("model.diffusion_model.input_blocks.0.0.weight", [320, 5, 3, 3]),
+      zeros("cond_stage_model.model.token_embedding.weight", [8, 1024]),
+    ]);
+    await assert.rejects(loadPipeline(file), (err: Error) => {
+      assert.ok(err instanceof ModelError, `${err.name}: ${err.message}`);
+      assert.ok(err.message.includes("512-depth-ema.safetensors"), err.message);
+      assert.match(err.message, /takes 5 input channels/);
+      return true;
+    });
+  });
+
+  test("EDM-formulation checkpoints (Playground v2.5's edm_mean, CosXL's edm_vpred.sigma_max) are refused by name", async () => {
+    for (const [name, marker] of [
+      ["playground-v2.5", "edm_mean"],
+      ["cosxl", "edm_vpred.sigma_max"],
+    ] as const) {
+      const file = path.join(tmp, `${name}.safetensors`);
+      const t = (n: string, shape: number[]) => ({
+        name: n,
+        dtype: "F32" as const,
+        shape,
+        data: new Float32Array(shape.reduce((a, d) => a * d, 1)),
+      });
+      await writeSafetensors(file, [
+        t("model.diffusion_model.input_blocks.0.0.weight", [320, 4, 3, 3]),
+        t("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight", [8, 768]),
+        t("conditioner.embedders.1.model.token_embedding.weight", [8, 1280]),
+        t(marker, marker === "edm_mean" ? [1, 4, 1, 1] : []),
+      ]);
+      await assert.rejects(loadPipeline(file), (err: Error) => {
+        assert.ok(err instanceof ModelError, `${err.name}: ${err.message}`);
+        assert.ok(err.message.includes(`${name}.safetensors`), err.message);
+        assert.match(err.message, new RegExp(`EDM-formulation model \\(its ${marker.replace(/\./g, "\\.")} key`));
+        return true;
+      });
+    }
   });
 
   test("a checkpoint of an unknown family", async () => {

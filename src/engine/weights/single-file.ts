@@ -180,7 +180,9 @@ export function detectFamily(file: string, tensors: ReadonlyMap<string, TensorIn
  * model (stabilityai/stable-diffusion-2-1), reading epsilon only from a pickle's
  * `global_step` 875000 (SD 2 base), which safetensors files do not carry. We do the same, and
  * first honour what a file may state: Stability's model-spec metadata
- * (`modelspec.prediction_type`) or the `v_pred` marker key some tools write.
+ * (`modelspec.prediction_type`) or the `v_pred` marker key some tools write. An SD 2.x
+ * inpainting file (a 9-channel UNet input) is epsilon at 512 px: diffusers takes it for
+ * stabilityai/stable-diffusion-2-inpainting, trained from the 512-px epsilon base.
  */
 export function decidePredictionType(
   family: CheckpointFamily,
@@ -191,8 +193,25 @@ export function decidePredictionType(
   if (spec === "v" || spec === "v_prediction") return "v_prediction";
   if (spec === "epsilon" || spec === "eps") return "epsilon";
   if (tensors.has("v_pred")) return "v_prediction";
+  if (family === "sd2" && tensors.get(`${UNET}input_blocks.0.0.weight`)?.shape[1] === 9) return "epsilon";
   // SDXL base and refiner are epsilon models (v-prediction fine-tunes say so with the marks above).
   return family === "sd2" ? "v_prediction" : "epsilon";
+}
+
+/**
+ * SDXL-layout checkpoints of the EDM formulation mark it with keys (as ComfyUI and diffusers
+ * read them): Playground v2.5's `edm_mean` / `edm_std` (diffusers' playground-v2-5 type, with
+ * an EDM scheduler and normalised latents) and EDM v-prediction models' `edm_vpred.sigma_max`
+ * (CosXL). Run as an ordinary SDXL model they would give noise, so they are refused.
+ */
+function refuseEdm(file: string, tensors: ReadonlyMap<string, TensorInfo>): void {
+  const key = ["edm_mean", "edm_std", "edm_vpred.sigma_max"].find((k) => tensors.has(k));
+  if (key === undefined) return;
+  throw new ModelError(
+    `is an EDM-formulation model (its ${key} key: ${key.startsWith("edm_vpred") ? "EDM v-prediction, as CosXL" : "Playground v2.5"}), ` +
+      "which sdserve's schedulers do not run",
+    { file },
+  );
 }
 
 /** The published configs a family's file is read with (SD 2.x: by its prediction type). */
@@ -240,6 +259,7 @@ export async function openSingleFile(file: string, opts: OpenSingleFileOptions =
   await refusePickle(file);
   const st = await readSafetensors(file);
   const family = detectFamily(file, st.tensors);
+  refuseEdm(file, st.tensors);
   const encoders = textEncoderSources(family);
 
   let source: ConfigSource;
@@ -380,6 +400,14 @@ function fitPresetToFile(
     throw new ModelError(
       `UNet input_blocks.0.0.weight has shape [${convIn?.join(", ") ?? "missing"}], but the published ` +
         `${published} config has ${blockOut[0]} channels${CONFIG_HINT}`,
+      { file },
+    );
+  }
+  // The presets' VAEs have 4 latent channels: a UNet takes them (4) or an inpainting input (9).
+  if (convIn[1] !== 4 && convIn[1] !== 9) {
+    throw new ModelError(
+      `UNet input_blocks.0.0.weight takes ${convIn[1]} input channels: sdserve runs UNets of 4 (text-to-image) ` +
+        "or 9 (inpainting), not others such as SD 2's depth-to-image model (5)",
       { file },
     );
   }
