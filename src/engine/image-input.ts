@@ -7,7 +7,7 @@
  * header's pixel count is checked against a limit before any pixel is decoded, so a small file
  * claiming a huge picture costs nothing.
  */
-import sharp, { type Metadata } from "sharp";
+import sharp, { type Metadata, type Sharp } from "sharp";
 import { RequestError } from "./errors.js";
 import type { RgbImage } from "./image.js";
 import type { TensorF32 } from "./networks.js";
@@ -36,12 +36,17 @@ export interface DecodeOptions {
   maxPixels?: number;
   /** Names the input in error messages ("image", "mask"). */
   field?: string;
+  /**
+   * Turn the picture as its EXIF orientation says (default), as diffusers' load_image does;
+   * false: as stored, as PIL's Image.open reads it (Cog's SD img2img and inpainting models).
+   */
+  exifOrientation?: boolean;
 }
 
 const FORMATS = new Set(["png", "jpeg", "webp"]);
 
 /**
- * PNG, JPEG or WebP bytes → 8-bit RGB (EXIF orientation applied, as diffusers' load_image does;
+ * PNG, JPEG or WebP bytes → 8-bit RGB (EXIF orientation applied unless asked not to, as diffusers' load_image does;
  * the first frame of an animation). Anything else, a truncated or corrupt file, or one over the
  * pixel limit is a RequestError naming the field.
  */
@@ -69,8 +74,10 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
   }
   try {
     // failOn "truncated": a cut-off file is an error, not a picture with a grey bottom.
-    const { data, info } = await sharp(input, { limitInputPixels: maxPixels, failOn: "truncated", pages: 1 })
-      .autoOrient()
+    const opened = sharp(input, { limitInputPixels: maxPixels, failOn: "truncated", pages: 1 });
+    const decoder = opts.exifOrientation === false ? opened : opened.autoOrient();
+    if (meta.format === "jpeg" && meta.space === "cmyk") return await fromCmyk(decoder);
+    const { data, info } = await decoder
       .toColourspace("srgb")
       .raw({ depth: "uchar" })
       .toBuffer({ resolveWithObject: true });
@@ -92,6 +99,30 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
     const why = err instanceof Error ? err.message.replace(/\s+/g, " ").trim() : String(err);
     throw new RequestError(`${field} could not be decoded (truncated or corrupt ${meta.format}): ${why}`, field);
   }
+}
+
+/**
+ * A CMYK JPEG as PIL's convert("RGB") makes it, which is how diffusers, Cog models and A1111
+ * read pictures: the inks as stored (Adobe polarity), no ICC transform, each channel
+ * (255 − K) − C·(255 − K)/255 in PIL's rounded fixed point.
+ */
+async function fromCmyk(decoder: Sharp): Promise<DecodedImage> {
+  const { data, info } = await decoder
+    .pipelineColourspace("cmyk")
+    .toColourspace("cmyk")
+    .raw({ depth: "uchar" })
+    .toBuffer({ resolveWithObject: true });
+  if (info.channels !== 4) throw new Error(`CMYK decoded to ${info.channels} channels`);
+  const n = info.width * info.height;
+  const rgb = new Uint8Array(n * 3);
+  for (let i = 0; i < n; i++) {
+    const nk = 255 - (data[i * 4 + 3] as number);
+    for (let k = 0; k < 3; k++) {
+      const t = (data[i * 4 + k] as number) * nk + 128;
+      rgb[i * 3 + k] = Math.max(0, nk - (((t >> 8) + t) >> 8));
+    }
+  }
+  return { width: info.width, height: info.height, data: rgb, format: "jpeg" };
 }
 
 function formatPixels(n: number): string {

@@ -226,6 +226,9 @@ test("img2img through replicate: LCM's 4 steps at the model's guidance, Turbo's 
   const text = parametersOf(await download(String(output[0])));
   assert.match(text, /Steps: 4, Sampler: LCM, CFG scale: 8.5, Seed: 5, Size: 64x64/);
   assert.match(text, /Denoising strength: 0.5/);
+  // Its progress bar counts the 4 steps that run, not ⌊4 × 0.5⌋.
+  const [made] = (await replicate.predictions.list()).results;
+  assert.match(String(made?.logs), /100%\|█+\| 4\/4 /);
   // Turbo's img2img: its model card's 2 steps at strength 0.5, without guidance.
   const turbo = (await schemasOf("me/tiny-turbo-img2img"))["Input"]?.properties ?? {};
   assert.equal(turbo["num_inference_steps"]?.["default"], 2);

@@ -149,17 +149,28 @@ async function pngSize(url: string): Promise<{ width: number; height: number }> 
   return { width: p.width, height: p.height };
 }
 
-test("img2img from a data: URI makes a PNG of the picture's own size", async () => {
-  const r = await run(server, IMG2IMG, {
-    prompt: "a cat",
-    image: dataUri(png(80, 48)),
-    num_inference_steps: 4,
-    prompt_strength: 0.5,
-  });
-  assert.equal(r.status, 201, JSON.stringify(r.json));
-  assert.equal(r.json["status"], "succeeded", String(r.json["error"]));
-  const [url] = r.json["output"] as string[];
-  assert.deepEqual(await pngSize(url as string), { width: 80, height: 48 });
+test("img2img from a data: URI makes a PNG of the picture's own size, rounded down to a multiple of 32", async () => {
+  // The served model's diffusers (0.10.2) preprocess: x − x % 32 on each side, then a Lanczos resize.
+  for (const [w, h, want] of [
+    [128, 64, { width: 128, height: 64 }],
+    [100, 70, { width: 96, height: 64 }],
+    [80, 48, { width: 64, height: 32 }],
+  ] as const) {
+    const r = await run(server, IMG2IMG, {
+      prompt: "a cat",
+      image: dataUri(png(w, h)),
+      num_inference_steps: 4,
+      prompt_strength: 0.5,
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.json));
+    assert.equal(r.json["status"], "succeeded", String(r.json["error"]));
+    const [url] = r.json["output"] as string[];
+    assert.deepEqual(await pngSize(url as string), want, `${w}×${h}`);
+  }
+  // Under 32 pixels on a side there is nothing left: the prediction fails, naming the input.
+  const small = await run(server, IMG2IMG, { prompt: "a cat", image: dataUri(png(64, 24)), num_inference_steps: 2 });
+  assert.equal(small.json["status"], "failed");
+  assert.match(String(small.json["error"]), /image is 64×24.*at least 32 pixels/);
 });
 
 test("inpainting from URLs of a local server (SDSERVE_ALLOW_PRIVATE_URLS=true) makes width × height", async () => {
@@ -282,4 +293,90 @@ test("stability-ai/stable-diffusion keeps its text-only schema", async () => {
   const input = (m.json["latest_version"] as { openapi_schema: { components: { schemas: { Input: unknown } } } })
     .openapi_schema.components.schemas.Input as { properties: Record<string, unknown> };
   assert.equal("image" in input.properties, false);
+});
+
+/** The prediction's progress lines (tqdm's shape), as "done/total". */
+function progress(logs: unknown): string[] {
+  return String(logs ?? "")
+    .split("\n")
+    .map((l) => /^\s*(\d+)%\|.*?\|\s*(\d+\/\d+)/.exec(l))
+    .filter((m) => m !== null)
+    .map((m) => `${m[2]} ${m[1]}%`);
+}
+
+test("the progress bar counts the steps img2img runs (⌊steps × prompt_strength⌋) and ends at 100 %", async () => {
+  // diffusers' StableDiffusionImg2ImgPipeline: its bar's total is the steps it runs.
+  const r = await run(server, IMG2IMG, {
+    prompt: "a cat",
+    image: dataUri(png(64, 64)),
+    num_inference_steps: 5,
+    prompt_strength: 0.5,
+  });
+  assert.equal(r.json["status"], "succeeded", String(r.json["error"]));
+  assert.deepEqual(progress(r.json["logs"]), ["0/2 0%", "1/2 50%", "2/2 100%"]);
+});
+
+test("PNDM's extra first call does not push the bar past 100 % (diffusers counts it as warm-up)", async () => {
+  const r = await run(server, "stability-ai/stable-diffusion", {
+    prompt: "a cat",
+    width: 128,
+    height: 128,
+    num_inference_steps: 3,
+    scheduler: "PNDM",
+  });
+  assert.equal(r.json["status"], "succeeded", String(r.json["error"]));
+  const lines = progress(r.json["logs"]);
+  assert.equal(lines.at(-1), "3/3 100%", lines.join(", "));
+  for (const l of lines) assert.match(l, /^[0-3]\/3 /, lines.join(", "));
+});
+
+test("inpainting takes any mask PIL's convert('RGB') reads: all black, all white, grey + alpha, another size, a JPEG", async () => {
+  const la = encode({ width: 32, height: 32, channels: 2, depth: 8, data: new Uint8Array(32 * 32 * 2).fill(200) });
+  const sharp = (await import("sharp")).default;
+  const jpeg = await sharp(Buffer.from(png(48, 80, 3, 255)))
+    .jpeg()
+    .toBuffer();
+  for (const [what, mask, type] of [
+    ["all black", png(64, 64, 3, 0), "image/png"],
+    ["all white", png(64, 64, 3, 255), "image/png"],
+    ["grey + alpha, 32²", la, "image/png"],
+    ["a JPEG of another shape", new Uint8Array(jpeg), "image/jpeg"],
+  ] as const) {
+    const r = await run(server, INPAINT, {
+      prompt: "a cat",
+      image: dataUri(png(64, 64)),
+      mask: dataUri(mask, type),
+      width: 128,
+      height: 128,
+      num_inference_steps: 2,
+    });
+    assert.equal(r.json["status"], "succeeded", `${what}: ${r.json["error"]}`);
+    assert.deepEqual(await pngSize((r.json["output"] as string[])[0] as string), { width: 128, height: 128 }, what);
+  }
+});
+
+test("a JPEG's EXIF orientation is left aside, as the models' PIL Image.open leaves it", async () => {
+  // Stored 64×32, tagged "turn 90°": diffusers' load_image would make it 32×64; Cog's models do not.
+  const sharp = (await import("sharp")).default;
+  const jpeg = await sharp(Buffer.from(png(64, 32)))
+    .jpeg()
+    .withMetadata({ orientation: 6 })
+    .toBuffer();
+  const r = await run(server, IMG2IMG, { prompt: "a cat", image: dataUri(jpeg, "image/jpeg"), num_inference_steps: 2 });
+  assert.equal(r.json["status"], "succeeded", String(r.json["error"]));
+  assert.deepEqual(await pngSize((r.json["output"] as string[])[0] as string), { width: 64, height: 32 });
+});
+
+test("a prompt_strength that runs no step fails naming prompt_strength, the input the user gave", async () => {
+  for (const prompt_strength of [0, 0.1]) {
+    const r = await run(server, IMG2IMG, {
+      prompt: "a cat",
+      image: dataUri(png(64, 64)),
+      num_inference_steps: 5,
+      prompt_strength,
+    });
+    assert.equal(r.json["status"], "failed");
+    assert.match(String(r.json["error"]), /^prompt_strength /, String(r.json["error"]));
+    assert.doesNotMatch(String(r.json["error"]), /(^|[^_])strength/, String(r.json["error"]));
+  }
 });

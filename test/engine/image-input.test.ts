@@ -114,6 +114,35 @@ describe("decodeImage", () => {
     assert.equal(cmyk.alpha, undefined);
   });
 
+  test("a CMYK JPEG is made RGB as PIL's convert('RGB') makes it (no ICC transform), as diffusers and Cog read pictures", async () => {
+    // 4×1, written by Pillow 9.4 from the inks below (Adobe polarity, quality 100, no subsampling).
+    const jpeg = Buffer.from(
+      "/9j/7gAOQWRvYmUAZAAAAAAA/9sAQwABAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB" +
+        "AQEBAQEBAQEBAQEBAQEB/8AAFAgAAQAEBEMRAE0RAFkRAEsRAP/EAB8AAAEFAQEBAQEBAAAAAAAAAAABAgMEBQYHCAkKC//E" +
+        "ALUQAAIBAwMCBAMFBQQEAAABfQECAwAEEQUSITFBBhNRYQcicRQygZGhCCNCscEVUtHwJDNicoIJChYXGBkaJSYnKCkqNDU2" +
+        "Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6g4SFhoeIiYqSk5SVlpeYmZqio6Slpqeoqaqys7S1tre4ubrC" +
+        "w8TFxsfIycrS09TV1tfY2drh4uPk5ebn6Onq8fLz9PX29/j5+v/aAA4EQwBNAFkASwAAPwD6m/a6/wCSgz/9lS/bp/8AXn37" +
+        "c9et+Lv+TW/+CW//AGiy/Y8/9RrXq/qz/wCCJ/8AyiX/AOCeP/Zo3wH/APVbeHK/sG/Yw/5Kp/wUe/7PuH/rFv7Gdf/Z",
+      "base64",
+    );
+    // Pillow's reading: (0,245,255,2) (200,30,60,40) (10,10,10,200) (128,128,0,0) → its cmyk2rgb.
+    const out = await decodeImage(jpeg);
+    assert.deepEqual([...out.data], [253, 10, 0, 46, 190, 164, 53, 53, 53, 127, 127, 255]);
+    assert.equal(out.alpha, undefined);
+  });
+
+  test("EXIF orientation: applied by default (diffusers' load_image), left aside on request (PIL's Image.open)", async () => {
+    const p = picture(6, 4);
+    const jpeg = await sharp(Buffer.from(p.data), { raw: { width: 6, height: 4, channels: 3 } })
+      .jpeg()
+      .withMetadata({ orientation: 6 })
+      .toBuffer();
+    const turned = await decodeImage(jpeg);
+    assert.deepEqual([turned.width, turned.height], [4, 6]);
+    const stored = await decodeImage(jpeg, { exifOrientation: false });
+    assert.deepEqual([stored.width, stored.height], [6, 4]);
+  });
+
   test("OpenAI's mask convention: fully transparent pixels are the area to repaint", async () => {
     const rgba = Buffer.alloc(2 * 2 * 4);
     for (const [i, a] of [0, 1, 255, 0].entries()) rgba.set([10, 20, 30, a], i * 4);

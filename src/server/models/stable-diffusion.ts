@@ -208,7 +208,14 @@ export function imageInputSchemas(
             { ...(props["prompt"] as JsonSchema), default: "A fantasy landscape, trending on artstation" },
             0,
           ),
-          negative_prompt: order(common.negative_prompt, 1),
+          // Its predict.py's own words (the repository's text, typos and all).
+          negative_prompt: order(
+            {
+              ...common.negative_prompt,
+              description: "The prompt NOT to guide the image generation. Ignored when not using guidance",
+            },
+            1,
+          ),
           image: fileInput("Image", "Inital image to generate variations of.", 2),
           prompt_strength: {
             type: "number",
@@ -220,7 +227,12 @@ export function imageInputSchemas(
             maximum: 1,
             "x-order": 3,
           },
-          num_outputs: { ...(props["num_outputs"] as JsonSchema), maximum: 8, "x-order": 4 },
+          num_outputs: {
+            ...(props["num_outputs"] as JsonSchema),
+            description: "Number of images to output. Higher number of outputs may OOM.",
+            maximum: 8,
+            "x-order": 4,
+          },
           num_inference_steps: order({ ...common.num_inference_steps, default: steps(25) }, 5),
           guidance_scale: order(common.guidance_scale, 6),
           scheduler: order(common.scheduler, 7),
@@ -612,50 +624,64 @@ export class StableDiffusionAdapter implements ModelAdapter {
       );
     }
     const hires = ctx.a1111?.hires;
-    // The hires fix's two passes are counted as one run.
-    const total = input.num_inference_steps + (hires?.steps ?? 0);
+    // The strength the engine gets (below): from a picture, it runs ⌊steps × strength⌋ steps.
+    const strength =
+      pictures && ctx.a1111?.strength !== undefined
+        ? ctx.a1111.strength
+        : pictures && this.inputSchema === "img2img"
+          ? input.prompt_strength
+          : undefined;
+    const steps = input.num_inference_steps;
+    // An LCM checkpoint's img2img runs every step (LatentConsistencyModelImg2ImgPipeline).
+    const everyStep = this.spec.fewStep === "lcm" && input.scheduler === LCM_SCHEDULER && !pictures?.mask;
+    // diffusers' bar counts the steps that run (img2img: get_timesteps' cut), the hires fix's two
+    // passes as one run.
+    const total =
+      (strength === undefined || everyStep ? steps : Math.min(Math.floor(steps * strength), steps)) +
+      (hires?.steps ?? 0);
     ctx.log(progressLine(0, total, 0));
-    const onStep = ({ step, seconds, elapsedSeconds, previews }: StepReport) => {
+    const onStep = ({ step: call, total: calls, seconds, elapsedSeconds, previews }: StepReport) => {
+      // The engine counts UNet calls; diffusers' bar leaves out a scheduler's extra ones (PNDM's
+      // warm-up call, Heun's first-order halves): after call s of L it stands at ⌊s × total / L⌋.
+      const step = calls > 0 ? Math.min(total, Math.floor((call * total) / calls)) : call;
       ctx.stepTime?.(seconds);
       ctx.log(progressLine(step, total, elapsedSeconds));
       if (previews && ctx.preview) ctx.preview({ step, total, images: previews });
     };
-    return this.run(() =>
-      engine.generate(
-        {
-          prompt: input.prompt,
-          negativePrompt: input.negative_prompt,
-          width: input.width,
-          height: input.height,
-          // The first pass's steps; the hires fix adds its own (engine/hires.ts).
-          numInferenceSteps: input.num_inference_steps,
-          guidanceScale: input.guidance_scale,
-          scheduler: input.scheduler,
-          ...(ctx.a1111?.karras ? { useKarrasSigmas: true } : {}),
-          seed,
-          numOutputs: input.num_outputs,
-          ...(ctx.promptSyntax ? { promptSyntax: ctx.promptSyntax } : {}),
-          ...(ctx.a1111?.clipSkip === undefined ? {} : { clipSkip: ctx.a1111.clipSkip }),
-          // A1111's step count for its denoising strength, where an /sdapi call says; else the input's.
-          ...(pictures && ctx.a1111?.strength !== undefined
-            ? { strength: ctx.a1111.strength }
-            : pictures && this.inputSchema === "img2img"
-              ? { strength: input.prompt_strength }
+    return this.run(
+      () =>
+        engine.generate(
+          {
+            prompt: input.prompt,
+            negativePrompt: input.negative_prompt,
+            width: input.width,
+            height: input.height,
+            // The first pass's steps; the hires fix adds its own (engine/hires.ts).
+            numInferenceSteps: input.num_inference_steps,
+            guidanceScale: input.guidance_scale,
+            scheduler: input.scheduler,
+            ...(ctx.a1111?.karras ? { useKarrasSigmas: true } : {}),
+            seed,
+            numOutputs: input.num_outputs,
+            ...(ctx.promptSyntax ? { promptSyntax: ctx.promptSyntax } : {}),
+            ...(ctx.a1111?.clipSkip === undefined ? {} : { clipSkip: ctx.a1111.clipSkip }),
+            // A1111's step count for its denoising strength, where an /sdapi call says; else the input's.
+            ...(strength === undefined ? {} : { strength }),
+            ...(pictures?.mask && ctx.a1111?.maskedContent ? { maskedContent: ctx.a1111.maskedContent } : {}),
+            ...(pictures && !pictures.mask && ctx.a1111?.latentResize
+              ? { ...ctx.a1111.latentResize, latentResize: true }
               : {}),
-          ...(pictures?.mask && ctx.a1111?.maskedContent ? { maskedContent: ctx.a1111.maskedContent } : {}),
-          ...(pictures && !pictures.mask && ctx.a1111?.latentResize
-            ? { ...ctx.a1111.latentResize, latentResize: true }
-            : {}),
-        },
-        {
-          signal: ctx.signal,
-          onStep,
-          previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined,
-          pictures,
-          maxPixels: MAX_PIXELS,
-          ...(hires ? { hires } : {}),
-        },
-      ),
+          },
+          {
+            signal: ctx.signal,
+            onStep,
+            previewIntervalMs: ctx.preview ? PREVIEW_INTERVAL_MS : undefined,
+            pictures,
+            maxPixels: MAX_PIXELS,
+            ...(hires ? { hires } : {}),
+          },
+        ),
+      !ctx.a1111,
     );
   }
 
@@ -743,11 +769,19 @@ export class StableDiffusionAdapter implements ModelAdapter {
   }
 
   /** A generation's PNGs as output files; engine errors as the user should see them. */
-  private async run(generate: () => Promise<Uint8Array[]>): Promise<OutputFile[]> {
+  private async run(generate: () => Promise<Uint8Array[]>, inputNames?: boolean): Promise<OutputFile[]> {
     let images: Uint8Array[];
     try {
       images = await generate();
     } catch (err) {
+      // The engine's strength is the input's prompt_strength (and its steps num_inference_steps).
+      if (inputNames && err instanceof RequestError && err.field === "strength") {
+        throw new PredictionError(
+          err.message
+            .replace(/\bsteps × strength\b/g, "num_inference_steps × strength")
+            .replace(/\bstrength\b/g, "prompt_strength"),
+        );
+      }
       if (err instanceof RequestError || err instanceof ModelError) throw new PredictionError(err.message);
       if (err instanceof EngineStoppedError) {
         // What happened is in the server's log; its text may hold internals not meant for users.
@@ -765,10 +799,14 @@ export class StableDiffusionAdapter implements ModelAdapter {
     if (this.inputSchema === "text-to-image") return undefined;
     const image = ctx.files?.["image"];
     if (!image) throw new PredictionError("image is required");
-    if (this.inputSchema === "img2img") return { image };
+    // Replicate's models open their files with PIL's Image.open, which leaves EXIF orientation
+    // aside, and img2img (diffusers 0.10.2) makes the picture's size rounded down to 32. An /sdapi
+    // call has decoded, turned and sized its pictures already, as A1111 does.
+    const replicate = ctx.a1111 ? {} : { exifOrientation: false };
+    if (this.inputSchema === "img2img") return ctx.a1111 ? { image } : { image, sizeMultiple: 32, ...replicate };
     const mask = ctx.files?.["mask"];
     if (!mask) throw new PredictionError("mask is required");
-    return { image, mask };
+    return { image, mask, ...replicate };
   }
 
   async close(): Promise<void> {
