@@ -36,17 +36,12 @@ export interface DecodeOptions {
   maxPixels?: number;
   /** Names the input in error messages ("image", "mask"). */
   field?: string;
-  /**
-   * Turn the picture as its EXIF orientation says (default), as diffusers' load_image does;
-   * false: as stored, as PIL's Image.open reads it (Cog's SD img2img and inpainting models).
-   */
-  exifOrientation?: boolean;
 }
 
 const FORMATS = new Set(["png", "jpeg", "webp"]);
 
 /**
- * PNG, JPEG or WebP bytes → 8-bit RGB (EXIF orientation applied unless asked not to, as diffusers' load_image does;
+ * PNG, JPEG or WebP bytes → 8-bit RGB (EXIF orientation applied, as diffusers' load_image does;
  * the first frame of an animation). Anything else, a truncated or corrupt file, or one over the
  * pixel limit is a RequestError naming the field.
  */
@@ -74,8 +69,7 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
   }
   try {
     // failOn "truncated": a cut-off file is an error, not a picture with a grey bottom.
-    const opened = sharp(input, { limitInputPixels: maxPixels, failOn: "truncated", pages: 1 });
-    const decoder = opts.exifOrientation === false ? opened : opened.autoOrient();
+    const decoder = sharp(input, { limitInputPixels: maxPixels, failOn: "truncated", pages: 1 }).autoOrient();
     if (meta.format === "jpeg" && meta.space === "cmyk") return await fromCmyk(decoder);
     const { data, info } = await decoder
       .toColourspace("srgb")

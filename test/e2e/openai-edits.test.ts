@@ -249,31 +249,3 @@ test("images.edit with stream: true: image_edit events, as the openai client rea
     "RIFF",
   );
 });
-
-test("a JPEG tagged to be turned (EXIF orientation) is edited upright, as the sender saw it and as its mask is", async () => {
-  // Stored 128×256, orientation 6: seen as 256×128, the size its mask has. The inpainting model
-  // reads pictures as stored (PIL's Image.open), so the picture is handed on upright.
-  const jpeg = await sharp(Buffer.from(rgb(128, 256)))
-    .jpeg()
-    .withMetadata({ orientation: 6 })
-    .toBuffer();
-  const res = await openai.images.edit({
-    image: await toFile(jpeg, "phone.jpg", { type: "image/jpeg" }),
-    mask: await toFile(Buffer.from(rgbaWithHole(256, 128)), "mask.png", { type: "image/png" }),
-    prompt: "a cat",
-    model: "dall-e-2",
-    num_inference_steps: 2,
-  } as OpenAI.Images.ImageEditParamsNonStreaming);
-  const out = decode(new Uint8Array(await (await fetch(res.data?.[0]?.url as string)).arrayBuffer()));
-  assert.deepEqual([out.width, out.height], [256, 128]);
-  const files = (await (
-    await fetch(`${server.url}/v1/files`, { headers: { Authorization: `Bearer ${TOKEN}` } })
-  ).json()) as { results: { name: string; content_type: string; urls: { get: string } }[] };
-  const kept = files.results.find((f) => f.name === "image.png");
-  assert.equal(kept?.content_type, "image/png");
-  const bytes = await (
-    await fetch(kept?.urls.get as string, { headers: { Authorization: `Bearer ${TOKEN}` } })
-  ).arrayBuffer();
-  const meta = await sharp(Buffer.from(bytes)).metadata();
-  assert.deepEqual([meta.width, meta.height, meta.orientation], [256, 128, undefined]);
-});

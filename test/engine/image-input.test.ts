@@ -131,18 +131,6 @@ describe("decodeImage", () => {
     assert.equal(out.alpha, undefined);
   });
 
-  test("EXIF orientation: applied by default (diffusers' load_image), left aside on request (PIL's Image.open)", async () => {
-    const p = picture(6, 4);
-    const jpeg = await sharp(Buffer.from(p.data), { raw: { width: 6, height: 4, channels: 3 } })
-      .jpeg()
-      .withMetadata({ orientation: 6 })
-      .toBuffer();
-    const turned = await decodeImage(jpeg);
-    assert.deepEqual([turned.width, turned.height], [4, 6]);
-    const stored = await decodeImage(jpeg, { exifOrientation: false });
-    assert.deepEqual([stored.width, stored.height], [6, 4]);
-  });
-
   test("OpenAI's mask convention: fully transparent pixels are the area to repaint", async () => {
     const rgba = Buffer.alloc(2 * 2 * 4);
     for (const [i, a] of [0, 1, 255, 0].entries()) rgba.set([10, 20, 30, a], i * 4);

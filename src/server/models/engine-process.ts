@@ -99,17 +99,6 @@ export interface PictureInputs {
   image: Uint8Array;
   /** White repaints, black keeps (OpenAI's transparency masks are turned into this at its route). */
   mask?: Uint8Array;
-  /**
-   * Without width/height, the picture's own size is rounded down to a multiple of this (default
-   * 8, the VAE's: today's diffusers); Replicate's stability-ai/stable-diffusion-img2img runs
-   * diffusers 0.10.2, whose preprocess rounds to 32.
-   */
-  sizeMultiple?: number;
-  /**
-   * false: the pictures as stored, their EXIF orientation ignored, as PIL's Image.open reads them
-   * (Replicate's SD img2img and inpainting models); default: turned as diffusers' load_image turns them.
-   */
-  exifOrientation?: boolean;
 }
 
 /**
@@ -122,25 +111,17 @@ async function decodePictures(
   request: GenerateRequest,
   maxPixels: number | undefined,
 ): Promise<Partial<GenerateRequest>> {
-  const orientation = p.exifOrientation === false ? { exifOrientation: false } : {};
-  const image = await decodeImage(p.image, { field: "image", ...orientation });
+  const image = await decodeImage(p.image, { field: "image" });
   const out: Partial<GenerateRequest> = { image };
-  const m = p.sizeMultiple ?? 8;
-  if (request.width === undefined && request.height === undefined) {
-    if (image.width < m || image.height < m) {
-      throw new RequestError(
-        `image is ${image.width}×${image.height}; the model needs at least ${m} pixels on each side`,
-        "image",
-      );
-    }
-    const scale = maxPixels ? Math.min(1, Math.sqrt(maxPixels / (image.width * image.height))) : 1;
-    if (scale < 1 || m !== 8) {
-      out.width = Math.max(m, Math.floor((image.width * scale) / m) * m);
-      out.height = Math.max(m, Math.floor((image.height * scale) / m) * m);
+  if (maxPixels && request.width === undefined && request.height === undefined) {
+    const scale = Math.sqrt(maxPixels / (image.width * image.height));
+    if (scale < 1) {
+      out.width = Math.max(8, Math.floor((image.width * scale) / 8) * 8);
+      out.height = Math.max(8, Math.floor((image.height * scale) / 8) * 8);
     }
   }
   if (!p.mask) return out;
-  out.mask = await decodeImage(p.mask, { field: "mask", ...orientation });
+  out.mask = await decodeImage(p.mask, { field: "mask" });
   return out;
 }
 

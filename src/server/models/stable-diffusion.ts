@@ -799,14 +799,10 @@ export class StableDiffusionAdapter implements ModelAdapter {
     if (this.inputSchema === "text-to-image") return undefined;
     const image = ctx.files?.["image"];
     if (!image) throw new PredictionError("image is required");
-    // Replicate's models open their files with PIL's Image.open, which leaves EXIF orientation
-    // aside, and img2img (diffusers 0.10.2) makes the picture's size rounded down to 32. An /sdapi
-    // call has decoded, turned and sized its pictures already, as A1111 does.
-    const replicate = ctx.a1111 ? {} : { exifOrientation: false };
-    if (this.inputSchema === "img2img") return ctx.a1111 ? { image } : { image, sizeMultiple: 32, ...replicate };
+    if (this.inputSchema === "img2img") return { image };
     const mask = ctx.files?.["mask"];
     if (!mask) throw new PredictionError("mask is required");
-    return { image, mask, ...replicate };
+    return { image, mask };
   }
 
   async close(): Promise<void> {

@@ -12,7 +12,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import sharp, { type Metadata } from "sharp";
-import { DEFAULT_MAX_INPUT_PIXELS, decodeImage } from "../../engine/image-input.js";
+import { DEFAULT_MAX_INPUT_PIXELS } from "../../engine/image-input.js";
 import { MAX_FILE_INPUT_BYTES } from "../files/file-inputs.js";
 import { sniffContentType, type Uploads } from "../files/uploads.js";
 import { urlBaseOf } from "../http/headers.js";
@@ -91,24 +91,6 @@ async function maskFromAlpha(bytes: Uint8Array, meta: Metadata, param: string): 
     }
     throw invalid(`${param} could not be decoded (truncated or corrupt).`, param);
   }
-}
-
-/** A picture turned as its EXIF orientation says, as a PNG (its alpha kept), decoded as the engine decodes it. */
-async function uprightPng(bytes: Uint8Array): Promise<Uint8Array> {
-  let picture: Awaited<ReturnType<typeof decodeImage>>;
-  try {
-    picture = await decodeImage(bytes, { field: "image" });
-  } catch {
-    throw invalid("image could not be decoded (truncated or corrupt).", "image");
-  }
-  const { width, height, data, alpha } = picture;
-  const channels = alpha ? 4 : 3;
-  const raw = Buffer.alloc(width * height * channels);
-  for (let i = 0; i < width * height; i++) {
-    for (let k = 0; k < 3; k++) raw[i * channels + k] = data[i * 3 + k] as number;
-    if (alpha) raw[i * 4 + 3] = alpha[i] as number;
-  }
-  return new Uint8Array(await sharp(raw, { raw: { width, height, channels } }).png().toBuffer());
 }
 
 /** The size asked for, else the picture's own when the model can make it, else 512x512. */
@@ -238,14 +220,10 @@ export async function imageEditsRoute(
     if (fields[0]) throw invalid(fields[0].description, fields[0].field.replace(/^input\./, ""));
 
     const api = urlBaseOf(req, "/v1", opts.publicBaseUrl).api;
-    // Replicate's SD inpainting model reads its picture as stored, EXIF orientation aside (PIL's
-    // Image.open): a picture tagged to be turned is kept upright, as the sender saw it and as its
-    // mask was made.
-    const upright = (imageMeta.orientation ?? 1) > 1 ? await uprightPng(image.data) : undefined;
     const kept = await uploads.create(req.account, {
-      name: upright ? "image.png" : (image.filename ?? "image"),
-      contentType: upright ? "image/png" : (sniffContentType(image.data) ?? "application/octet-stream"),
-      data: upright ?? image.data,
+      name: image.filename ?? "image",
+      contentType: sniffContentType(image.data) ?? "application/octet-stream",
+      data: image.data,
       metadata: { purpose: "images.edits" },
     });
     const keptMask = await uploads.create(req.account, {
