@@ -21,11 +21,12 @@ import { parseArgs } from "node:util";
 import { CALL_SEARCH, callsInFlight, lastStep } from "../src/server/a1111/calls.js";
 import { progressLine } from "../src/server/models/progress-bar.js";
 import { AccountState } from "../src/server/predictions/accounts.js";
-import { newCapabilityKey, newPredictionId, timestamp } from "../src/server/predictions/ids.js";
+import { timestamp } from "../src/server/predictions/ids.js";
 import type { PredictionRecord } from "../src/server/predictions/prediction.js";
 import { PostgresPredictionStore } from "../src/server/store/postgres.js";
 import { SqlitePredictionStore } from "../src/server/store/sqlite.js";
 import type { PredictionStore } from "../src/server/store/store.js";
+import { record as storedRecord } from "../test/helpers/prediction-record.js";
 import { freshDatabase, servicesUnavailable } from "../test/helpers/services.js";
 import { intOption, printUsageAndExit } from "./lib/cli.js";
 import { LABEL, pad, Report, round } from "./lib/report.js";
@@ -47,31 +48,15 @@ const pictureKib = intOption("--picture-kib", values["picture-kib"] as string, 1
 const runs = intOption("--runs", values.runs as string, 1);
 const report = new Report(BENCH, values.json as boolean);
 
+/** A prediction of the bench's account, made now (the default record's fields otherwise). */
 function record(extra: Partial<PredictionRecord>): PredictionRecord {
-  return {
-    id: newPredictionId(),
+  return storedRecord({
     account: ACCOUNT,
     model: "stability-ai/stable-diffusion-img2img",
-    version: "v1",
     input: { prompt: "a fox" },
-    logs: "",
-    output: null,
-    error: null,
-    status: "starting",
-    dataRemoved: false,
     createdAt: timestamp(),
-    startedAt: null,
-    completedAt: null,
-    webhook: null,
-    webhookEventsFilter: null,
-    deadline: null,
-    apiBase: "http://127.0.0.1:8080/v1",
-    origin: "http://127.0.0.1:8080",
-    filesKey: newCapabilityKey(),
-    streamKey: newCapabilityKey(),
-    attempts: 0,
     ...extra,
-  };
+  });
 }
 
 const steps = (n: number, of: number) =>
